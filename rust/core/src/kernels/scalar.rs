@@ -1,0 +1,46 @@
+//! The reference kernel: plain Rust, one fused multiply-add chain per score.
+
+use super::{Select, MR, NR, TILE};
+
+pub(super) fn tile(
+    kc: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32; TILE],
+    accumulate: bool,
+    select: Option<Select<'_>>,
+) -> [u16; MR] {
+    let mut acc = [[0.0f32; NR]; MR];
+    if accumulate {
+        for (i, row) in acc.iter_mut().enumerate() {
+            row.copy_from_slice(&c[i * NR..(i + 1) * NR]);
+        }
+    }
+    for (ap, bp) in a.chunks_exact(MR).zip(b.chunks_exact(NR)).take(kc) {
+        for (row, &ai) in acc.iter_mut().zip(ap) {
+            for (cij, &bj) in row.iter_mut().zip(bp) {
+                *cij = ai.mul_add(bj, *cij);
+            }
+        }
+    }
+    let mut masks = [0u16; MR];
+    if let Some(select) = select {
+        for (i, row) in acc.iter_mut().enumerate() {
+            if let Some(scale) = select.column_scale {
+                for (cij, &s) in row.iter_mut().zip(scale) {
+                    *cij *= s;
+                }
+            }
+            let threshold = select.thresholds[i];
+            for (j, &score) in row.iter().enumerate() {
+                if !(score <= threshold) {
+                    masks[i] |= 1 << j;
+                }
+            }
+        }
+    }
+    for (i, row) in acc.iter().enumerate() {
+        c[i * NR..(i + 1) * NR].copy_from_slice(row);
+    }
+    masks
+}

@@ -1,0 +1,14 @@
+//! negmine-core: exact top-k similarity search and hard-negative mining over memory-mapped
+//! embeddings. Pure Rust; the Python binding lives in the `negmine-py` crate.
+
+pub mod error;
+pub mod kernels;
+pub mod matrix;
+pub mod pack;
+pub mod search;
+pub mod store;
+pub mod topk;
+
+pub use error::{Error, Result};
+pub use matrix::{DType, Elements, MatrixView};
+pub use search::{search, Exclusions, Hooks, Metric, Neighbors, NoHooks, SearchOptions};

@@ -1,0 +1,547 @@
+//! Exact top-k search: the corpus streams through in blocks, each block is packed once and
+//! scored against all queries of the batch with the fused kernels; the threads own disjoint
+//! query groups (many queries) or disjoint corpus shards that are merged exactly (few queries).
+//!
+//! Every score is the same fused multiply-add chain whatever the blocking, so results are
+//! identical for any thread count, block size and query batching.
+
+use std::cell::RefCell;
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::kernels::{self, Isa, Select, MR, NR, TILE};
+use crate::matrix::MatrixView;
+use crate::pack::{self, AlignedBuf, NonFiniteRow};
+use crate::topk::Candidates;
+
+/// Similarity between a query and a corpus row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    /// Inner product.
+    Dot,
+    /// Inner product of the L2-normalised rows; a zero row scores 0 against everything.
+    Cosine,
+}
+
+impl Metric {
+    pub fn from_name(name: &str) -> Result<Metric> {
+        match name {
+            "dot" | "ip" | "inner_product" => Ok(Metric::Dot),
+            "cosine" | "cos" => Ok(Metric::Cosine),
+            other => Err(Error::invalid(format!(
+                "metric must be 'dot' or 'cosine', got {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Per query, the corpus ids that may never be returned (sorted, without duplicates).
+#[derive(Debug, Clone, Default)]
+pub struct Exclusions {
+    offsets: Vec<usize>,
+    ids: Vec<u32>,
+}
+
+impl Exclusions {
+    /// From CSR arrays: query `q` excludes `indices[indptr[q]..indptr[q + 1]]`.
+    pub fn from_csr(
+        indptr: &[i64],
+        indices: &[i64],
+        n_queries: usize,
+        n_corpus: usize,
+    ) -> Result<Self> {
+        if indptr.len() != n_queries + 1 {
+            return Err(Error::invalid(format!(
+                "exclude indptr must have n_queries + 1 = {} entries, got {}",
+                n_queries + 1,
+                indptr.len()
+            )));
+        }
+        if indptr[0] != 0 || indptr[n_queries] as u64 != indices.len() as u64 {
+            return Err(Error::invalid(format!(
+                "exclude indptr must start at 0 and end at len(indices) = {}, got {} .. {}",
+                indices.len(),
+                indptr[0],
+                indptr[n_queries]
+            )));
+        }
+        let mut offsets = Vec::with_capacity(n_queries + 1);
+        let mut ids = Vec::with_capacity(indices.len());
+        offsets.push(0);
+        for q in 0..n_queries {
+            let (lo, hi) = (indptr[q], indptr[q + 1]);
+            if hi < lo {
+                return Err(Error::invalid(format!(
+                    "exclude indptr must be non-decreasing, but indptr[{}] = {lo} > indptr[{}] = {hi}",
+                    q,
+                    q + 1
+                )));
+            }
+            let start = ids.len();
+            for &id in &indices[lo as usize..hi as usize] {
+                if id < 0 || id as u64 >= n_corpus as u64 {
+                    return Err(Error::invalid(format!(
+                        "exclude id {id} for query {q} is out of range for a corpus of {n_corpus} rows"
+                    )));
+                }
+                ids.push(id as u32);
+            }
+            ids[start..].sort_unstable();
+            let mut end = start;
+            for i in start..ids.len() {
+                if i == start || ids[i] != ids[end - 1] {
+                    ids[end] = ids[i];
+                    end += 1;
+                }
+            }
+            ids.truncate(end);
+            offsets.push(ids.len());
+        }
+        Ok(Exclusions { offsets, ids })
+    }
+
+    pub fn n_queries(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    /// The excluded ids of query `q`, sorted.
+    pub fn of(&self, q: usize) -> &[u32] {
+        &self.ids[self.offsets[q]..self.offsets[q + 1]]
+    }
+}
+
+/// Knobs of [`search`]; `None` picks a tuned default. None of them changes the result.
+#[derive(Debug, Clone)]
+pub struct SearchOptions {
+    pub k: usize,
+    pub metric: Metric,
+    /// Corpus rows packed and scored at a time.
+    pub block_rows: Option<usize>,
+    /// Queries whose top-k buffers are held at once; the corpus is streamed once per batch.
+    pub query_batch: Option<usize>,
+    /// Kernel to use; `None` picks the fastest this CPU supports.
+    pub isa: Option<Isa>,
+}
+
+impl SearchOptions {
+    pub fn new(k: usize, metric: Metric) -> Self {
+        SearchOptions {
+            k,
+            metric,
+            block_rows: None,
+            query_batch: None,
+            isa: None,
+        }
+    }
+}
+
+/// Called between blocks, on the thread that called [`search`].
+pub trait Hooks {
+    /// `done` of `total` corpus rows are scored (summed over query batches). An error stops the
+    /// search and is returned by it (e.g. [`Error::Interrupted`] on Ctrl-C).
+    fn progress(&mut self, _done: u64, _total: u64) -> Result<()> {
+        Ok(())
+    }
+
+    /// Corpus rows that are about to be read.
+    fn will_read(&mut self, _rows: Range<usize>) {}
+
+    /// Corpus rows that will not be read again during this pass (a mapped file can drop them).
+    fn done_reading(&mut self, _rows: Range<usize>) {}
+}
+
+/// Hooks that do nothing.
+pub struct NoHooks;
+impl Hooks for NoHooks {}
+
+/// The result: `n_queries x k` row-major arrays, each row ranked (score descending, id
+/// ascending on ties).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Neighbors {
+    pub k: usize,
+    pub scores: Vec<f32>,
+    pub ids: Vec<i64>,
+}
+
+/// Queries per task: `MC / MR` query panels share each packed corpus micro-panel.
+const MC: usize = 144;
+/// Depth chunk: a `KC x NR` corpus micro-panel stays in L1 while the query panels stream.
+const KC_MAX: usize = 384;
+const DEFAULT_BLOCK_ROWS: usize = 2048;
+/// Bytes of top-k buffers per query batch.
+const STATE_BUDGET: usize = 256 << 20;
+
+fn depth_chunks(dim: usize) -> Vec<(usize, usize)> {
+    let n = dim.div_ceil(KC_MAX).max(1);
+    let base = dim.div_ceil(n);
+    (0..n)
+        .map(|i| (i * base, base.min(dim - i * base)))
+        .filter(|&(_, kc)| kc > 0)
+        .collect()
+}
+
+fn validate(
+    queries: &MatrixView<'_>,
+    corpus: &MatrixView<'_>,
+    exclude: Option<&Exclusions>,
+    k: usize,
+) -> Result<()> {
+    if queries.dim() != corpus.dim() {
+        return Err(Error::invalid(format!(
+            "queries have dimension {} but the corpus has dimension {}",
+            queries.dim(),
+            corpus.dim()
+        )));
+    }
+    if corpus.dim() == 0 {
+        return Err(Error::invalid("embeddings have dimension 0"));
+    }
+    let n = corpus.rows();
+    if n == 0 {
+        return Err(Error::invalid("the corpus is empty"));
+    }
+    if n > u32::MAX as usize {
+        return Err(Error::invalid(format!(
+            "the corpus has {n} rows; at most {} are supported",
+            u32::MAX
+        )));
+    }
+    if k == 0 {
+        return Err(Error::invalid("k must be positive, got 0"));
+    }
+    match exclude {
+        None if k > n => Err(Error::invalid(format!(
+            "k = {k} is larger than the corpus ({n} rows)"
+        ))),
+        None => Ok(()),
+        Some(ex) => {
+            if ex.n_queries() != queries.rows() {
+                return Err(Error::invalid(format!(
+                    "exclude has {} queries but there are {} queries",
+                    ex.n_queries(),
+                    queries.rows()
+                )));
+            }
+            match (0..ex.n_queries()).find(|&q| k > n - ex.of(q).len()) {
+                Some(q) => Err(Error::invalid(format!(
+                    "k = {k} is larger than the {} corpus rows left for query {q} after excluding {}",
+                    n - ex.of(q).len(),
+                    ex.of(q).len()
+                ))),
+                None => Ok(()),
+            }
+        }
+    }?;
+    if let Some(row) = queries.first_non_finite_row() {
+        return Err(Error::invalid(format!(
+            "queries row {row} contains NaN or infinity"
+        )));
+    }
+    Ok(())
+}
+
+thread_local! {
+    /// Partial sums of a task's tiles between depth chunks; reused to avoid page faults.
+    static PARTIALS: RefCell<AlignedBuf> = RefCell::new(AlignedBuf::new());
+}
+
+/// One corpus block as packed for the kernels.
+struct PackedBlock {
+    rows: Range<usize>,
+    panels: AlignedBuf,
+    inv_norms: Vec<f32>,
+}
+
+/// A query group's share of one shard's state.
+struct Task<'a> {
+    shard: usize,
+    /// First query panel of the group.
+    first_panel: usize,
+    candidates: &'a mut [Candidates],
+    thresholds: &'a mut [f32],
+}
+
+struct Scorer<'a> {
+    isa: Isa,
+    dim: usize,
+    depth: &'a [(usize, usize)],
+    cosine: bool,
+    packed_queries: &'a [f32],
+    /// Global index of the batch's first query (for exclusions).
+    query_offset: usize,
+    exclude: Option<&'a Exclusions>,
+}
+
+impl Scorer<'_> {
+    fn run(&self, task: Task<'_>, block: &PackedBlock) {
+        let dim = self.dim;
+        let n_a = task.candidates.len().div_ceil(MR);
+        let block_len = block.rows.len();
+        let n_b = block_len.div_ceil(NR);
+        let multi = self.depth.len() > 1;
+        let a_group = &self.packed_queries[task.first_panel * dim * MR..];
+        let b_block = block.panels.as_slice();
+        let mut single = [0.0f32; TILE];
+        PARTIALS.with(|partials| {
+            let mut partials = partials.borrow_mut();
+            if multi {
+                partials.resize(n_a * n_b * TILE);
+            }
+            let partials = partials.as_mut_slice();
+            for (ci, &(p0, kc)) in self.depth.iter().enumerate() {
+                let accumulate = ci > 0;
+                let last = ci + 1 == self.depth.len();
+                for jr in 0..n_b {
+                    let b = &b_block[(jr * dim + p0) * NR..][..kc * NR];
+                    let cols = NR.min(block_len - jr * NR);
+                    let col_mask = if cols == NR { u16::MAX } else { (1u16 << cols) - 1 };
+                    let column_scale = self.cosine.then(|| &block.inv_norms[jr * NR..][..NR]);
+                    for ir in 0..n_a {
+                        let a = &a_group[(ir * dim + p0) * MR..][..kc * MR];
+                        let c: &mut [f32; TILE] = if multi {
+                            (&mut partials[(ir * n_b + jr) * TILE..][..TILE])
+                                .try_into()
+                                .expect("tile-sized slice")
+                        } else {
+                            &mut single
+                        };
+                        if !last {
+                            kernels::tile(self.isa, kc, a, b, c, accumulate, None);
+                            continue;
+                        }
+                        let select = Select {
+                            thresholds: &task.thresholds[ir * MR..][..MR],
+                            column_scale,
+                        };
+                        let masks = kernels::tile(self.isa, kc, a, b, c, accumulate, Some(select));
+                        for (i, &mask) in masks.iter().enumerate() {
+                            let mut mask = mask & col_mask;
+                            let q = ir * MR + i;
+                            if mask == 0 || q >= task.candidates.len() {
+                                continue;
+                            }
+                            let excluded = self
+                                .exclude
+                                .map(|ex| ex.of(self.query_offset + task.first_panel * MR + q));
+                            while mask != 0 {
+                                let j = mask.trailing_zeros() as usize;
+                                mask &= mask - 1;
+                                let id = (block.rows.start + jr * NR + j) as u32;
+                                if excluded.is_some_and(|ex| ex.binary_search(&id).is_ok()) {
+                                    continue;
+                                }
+                                if let Some(t) = task.candidates[q].push(c[i * NR + j], id) {
+                                    task.thresholds[q] = t;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn pack_block(
+    corpus: &MatrixView<'_>,
+    rows: Range<usize>,
+    block: &mut PackedBlock,
+    cosine: bool,
+) -> Result<(), NonFiniteRow> {
+    let dim = corpus.dim();
+    let n_panels = rows.len().div_ceil(NR);
+    block.panels.resize(n_panels * dim * NR);
+    block.inv_norms.resize(n_panels * NR, 0.0);
+    let start = rows.start;
+    // Ending the view at the block's end makes the last panel's missing rows zero padding.
+    let view = corpus.slice_rows(0, rows.end);
+    block.rows = rows;
+    block
+        .panels
+        .as_mut_slice()
+        .par_chunks_mut(dim * NR)
+        .zip(block.inv_norms.par_chunks_mut(NR))
+        .enumerate()
+        .map_init(
+            || vec![0.0f32; dim],
+            |row, (p, (out, norms))| {
+                pack::pack_corpus(&view, start + p * NR, out, row, cosine.then_some(norms))
+            },
+        )
+        .min_by_key(|r| r.err().map_or(usize::MAX, |e| e.0))
+        .unwrap_or(Ok(()))
+}
+
+/// Exact top-k of every query against the corpus.
+pub fn search(
+    pool: &rayon::ThreadPool,
+    queries: &MatrixView<'_>,
+    corpus: &MatrixView<'_>,
+    exclude: Option<&Exclusions>,
+    opts: &SearchOptions,
+    hooks: &mut dyn Hooks,
+) -> Result<Neighbors> {
+    let k = opts.k;
+    validate(queries, corpus, exclude, k)?;
+    let isa = opts.isa.unwrap_or_else(Isa::detect);
+    let cosine = opts.metric == Metric::Cosine;
+    let (n_queries, n, dim) = (queries.rows(), corpus.rows(), corpus.dim());
+    let depth = depth_chunks(dim);
+    let block_rows = opts
+        .block_rows
+        .unwrap_or(DEFAULT_BLOCK_ROWS)
+        .max(1)
+        .next_multiple_of(NR);
+    let per_query_bytes = (2 * k + 64) * std::mem::size_of::<crate::topk::Scored>();
+    let query_batch = opts
+        .query_batch
+        .unwrap_or((STATE_BUDGET / per_query_bytes).max(MC))
+        .max(1);
+    let threads = pool.current_num_threads().max(1);
+    let n_batches = n_queries.div_ceil(query_batch) as u64;
+    let total = n_batches * n as u64;
+    let mut done = 0u64;
+
+    let mut candidates_out: Vec<Candidates> = Vec::with_capacity(n_queries);
+    for batch_start in (0..n_queries).step_by(query_batch) {
+        let batch_len = query_batch.min(n_queries - batch_start);
+        let batch = queries.slice_rows(batch_start, batch_start + batch_len);
+        let n_panels = batch_len.div_ceil(MR);
+        let n_groups = batch_len.div_ceil(MC);
+        // Few query groups cannot keep every thread busy: split the corpus instead.
+        let shards = if n_groups >= 2 * threads {
+            1
+        } else {
+            threads.min(n.div_ceil(NR)).max(1)
+        };
+        let shard_rows: Vec<Range<usize>> =
+            (0..shards).map(|s| s * n / shards..(s + 1) * n / shards).collect();
+
+        let mut packed_queries = AlignedBuf::new();
+        packed_queries.resize(n_panels * dim * MR);
+        pool.install(|| {
+            packed_queries
+                .as_mut_slice()
+                .par_chunks_mut(dim * MR)
+                .enumerate()
+                .for_each_init(
+                    || vec![0.0f32; dim],
+                    |row, (p, out)| {
+                        pack::pack_queries(&batch, p * MR, out, row, cosine)
+                            .expect("queries were checked to be finite");
+                    },
+                )
+        });
+
+        let mut candidates: Vec<Vec<Candidates>> =
+            (0..shards).map(|_| vec![Candidates::new(k); batch_len]).collect();
+        let mut thresholds: Vec<Vec<f32>> = (0..shards)
+            .map(|_| {
+                let mut t = vec![f32::NAN; n_panels * MR];
+                t[batch_len..].fill(f32::INFINITY);
+                t
+            })
+            .collect();
+        let mut blocks: Vec<PackedBlock> = (0..shards)
+            .map(|_| PackedBlock {
+                rows: 0..0,
+                panels: AlignedBuf::new(),
+                inv_norms: Vec::new(),
+            })
+            .collect();
+        let rounds = shard_rows
+            .iter()
+            .map(|r| r.len().div_ceil(block_rows))
+            .max()
+            .unwrap_or(0);
+        let scorer = Scorer {
+            isa,
+            dim,
+            depth: &depth,
+            cosine,
+            packed_queries: packed_queries.as_slice(),
+            query_offset: batch_start,
+            exclude,
+        };
+
+        for round in 0..rounds {
+            let block_of = |s: usize| {
+                let r = &shard_rows[s];
+                let start = (r.start + round * block_rows).min(r.end);
+                start..(start + block_rows).min(r.end)
+            };
+            for s in 0..shards {
+                hooks.will_read(block_of(s));
+            }
+            let packed: Result<(), NonFiniteRow> = pool.install(|| {
+                blocks
+                    .par_iter_mut()
+                    .enumerate()
+                    .map(|(s, block)| pack_block(corpus, block_of(s), block, cosine))
+                    .min_by_key(|r| r.err().map_or(usize::MAX, |e| e.0))
+                    .unwrap_or(Ok(()))
+            });
+            if let Err(NonFiniteRow(row)) = packed {
+                return Err(Error::invalid(format!(
+                    "corpus row {row} contains NaN or infinity"
+                )));
+            }
+            let mut tasks = Vec::new();
+            for (shard, (cands, thrs)) in candidates.iter_mut().zip(&mut thresholds).enumerate() {
+                if blocks[shard].rows.is_empty() {
+                    continue;
+                }
+                for (g, (c, t)) in cands.chunks_mut(MC).zip(thrs.chunks_mut(MC)).enumerate() {
+                    tasks.push(Task {
+                        shard,
+                        first_panel: g * MC / MR,
+                        candidates: c,
+                        thresholds: t,
+                    });
+                }
+            }
+            pool.install(|| {
+                tasks
+                    .into_par_iter()
+                    .for_each(|task| {
+                        let block = &blocks[task.shard];
+                        scorer.run(task, block)
+                    })
+            });
+            for s in 0..shards {
+                let rows = block_of(s);
+                done += rows.len() as u64;
+                hooks.done_reading(rows);
+            }
+            hooks.progress(done, total)?;
+        }
+
+        let mut merged = candidates.swap_remove(0);
+        for other in candidates {
+            pool.install(|| {
+                merged
+                    .par_iter_mut()
+                    .zip(other)
+                    .for_each(|(m, o)| m.absorb(o))
+            });
+        }
+        candidates_out.extend(merged);
+    }
+
+    let mut scores = vec![f32::NEG_INFINITY; n_queries * k];
+    let mut ids = vec![-1i64; n_queries * k];
+    pool.install(|| {
+        candidates_out
+            .into_par_iter()
+            .zip(scores.par_chunks_mut(k).zip(ids.par_chunks_mut(k)))
+            .for_each(|(cands, (s_row, i_row))| {
+                for (j, c) in cands.into_sorted().into_iter().enumerate() {
+                    s_row[j] = c.score;
+                    i_row[j] = i64::from(c.id);
+                }
+            })
+    });
+    Ok(Neighbors { k, scores, ids })
+}
