@@ -1,1 +1,19 @@
+//! `negmine._core`: the Python binding of negmine-core. This file only registers; each exposed
+//! area has its own module.
 
+use pyo3::prelude::*;
+
+mod errors;
+mod inputs;
+mod runtime;
+mod search;
+mod store;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    runtime::register(m)?;
+    store::register(m)?;
+    search::register(m)?;
+    Ok(())
+}

@@ -1,0 +1,23 @@
+"""negmine: fast, exact, reproducible hard-negative mining for dense retrievers.
+
+The heavy lifting is in Rust (``negmine._core``); this package validates arguments, shows
+progress and offers the Python API.
+"""
+
+from __future__ import annotations
+
+from negmine._core import Embeddings, __version__, cpu_features, open_embeddings
+from negmine.errors import FormatError, InvalidArgumentError, InvalidTypeError, NegmineError
+from negmine.search import search
+
+__all__ = [
+    "Embeddings",
+    "FormatError",
+    "InvalidArgumentError",
+    "InvalidTypeError",
+    "NegmineError",
+    "__version__",
+    "cpu_features",
+    "open_embeddings",
+    "search",
+]

@@ -1,0 +1,23 @@
+"""negmine's exceptions. Each also derives from the builtin it refines, so callers can catch
+either ``NegmineError`` or the usual ``ValueError`` / ``TypeError``."""
+
+from __future__ import annotations
+
+
+class NegmineError(Exception):
+    """Base class of every error negmine raises itself."""
+
+
+class FormatError(NegmineError, ValueError):
+    """A file is not a valid embeddings file (magic, header, dtype, shape or size)."""
+
+
+class InvalidArgumentError(NegmineError, ValueError):
+    """An argument has a value negmine cannot work with (shape, k, ids, thresholds...)."""
+
+
+class InvalidTypeError(NegmineError, TypeError):
+    """An argument has a type or dtype negmine does not accept."""
+
+
+__all__ = ["FormatError", "InvalidArgumentError", "InvalidTypeError", "NegmineError"]

@@ -1,0 +1,64 @@
+"""Exact top-k similarity search."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+
+from negmine import _core
+from negmine._inputs import EmbeddingsLike, IdsLike, as_csr, as_matrix, rows_of
+from negmine._progress import progress_callback
+
+Metric = Literal["dot", "cosine"]
+
+
+def search(
+    queries: EmbeddingsLike,
+    corpus: EmbeddingsLike,
+    k: int,
+    *,
+    metric: Metric = "dot",
+    exclude: IdsLike = None,
+    threads: int | None = None,
+    progress: bool | Callable[[int, int], object] = False,
+    block_rows: int | None = None,
+    query_batch: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` corpus rows for every query.
+
+    Args:
+        queries: ``Q x d`` embeddings (array, ``Embeddings`` or ``.npy`` path).
+        corpus: ``N x d`` embeddings; a mapped file streams through in blocks.
+        k: neighbours per query, ``0 < k <= N - len(exclude[q])``; there is no other cap.
+        metric: ``"dot"`` (inner product) or ``"cosine"`` (a zero vector scores 0).
+        exclude: per-query corpus ids never returned (e.g. labelled positives): a CSR pair
+            ``(indptr, indices)`` or one list of ids per query.
+        threads: worker threads (default: all cores).
+        progress: ``True`` for a tqdm bar, or a callable ``(done, total)``.
+        block_rows, query_batch: tuning knobs; they never change the result.
+
+    Returns:
+        ``(scores, ids)``: float32 and int64 arrays of shape ``Q x k``, each row sorted by
+        descending score, ties broken by the smaller id. Identical for any thread count, block
+        size and query batching.
+
+    Ctrl-C stops the search between two blocks and raises ``KeyboardInterrupt``.
+    """
+    q = as_matrix(queries, "queries")
+    c = as_matrix(corpus, "corpus")
+    csr = as_csr(exclude, rows_of(q), "exclude")
+    with progress_callback(progress, "search", unit="row") as callback:
+        return _core.search(
+            q,
+            c,
+            k,
+            metric=metric,
+            exclude_indptr=None if csr is None else csr[0],
+            exclude_indices=None if csr is None else csr[1],
+            threads=threads,
+            block_rows=block_rows,
+            query_batch=query_batch,
+            progress=callback,
+        )

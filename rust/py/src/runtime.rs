@@ -1,0 +1,125 @@
+//! Running long work off the GIL: a rayon pool per thread count (rebuilt after a fork, whose
+//! child has no worker threads), Ctrl-C checks and progress callbacks between blocks.
+
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use negmine_core::store::MappedMatrix;
+use negmine_core::{Error, Hooks};
+use pyo3::prelude::*;
+
+use crate::errors::to_pyerr;
+
+struct CachedPool {
+    pid: u32,
+    threads: usize,
+    pool: Arc<rayon::ThreadPool>,
+}
+
+static POOL: Mutex<Option<CachedPool>> = Mutex::new(None);
+
+/// Number of threads used when the caller does not say: all cores.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The pool for `threads` (None: all cores), created on first use in this process.
+pub fn pool(threads: Option<usize>) -> PyResult<Arc<rayon::ThreadPool>> {
+    let threads = match threads {
+        Some(0) => {
+            return Err(to_pyerr(Error::invalid(
+                "threads must be positive (or None for all cores), got 0",
+            )))
+        }
+        Some(t) => t,
+        None => default_threads(),
+    };
+    let pid = std::process::id();
+    let mut cached = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = cached.as_ref() {
+        if c.pid == pid && c.threads == threads {
+            return Ok(c.pool.clone());
+        }
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("negmine-{i}"))
+        .build()
+        .map_err(|e| to_pyerr(Error::invalid(format!("cannot start {threads} threads: {e}"))))?;
+    let pool = Arc::new(pool);
+    *cached = Some(CachedPool {
+        pid,
+        threads,
+        pool: pool.clone(),
+    });
+    Ok(pool)
+}
+
+/// Hooks that report progress to a Python callable, stop on Ctrl-C and manage the pages of a
+/// mapped corpus. Called on the thread that released the GIL.
+pub struct PyHooks<'a> {
+    pub progress: Option<&'a Py<PyAny>>,
+    pub mapped: Option<&'a MappedMatrix>,
+    /// The Python exception that stopped the work (KeyboardInterrupt, or one raised by the
+    /// progress callback), re-raised as is.
+    pub raised: Option<PyErr>,
+}
+
+impl<'a> PyHooks<'a> {
+    pub fn new(progress: Option<&'a Py<PyAny>>, mapped: Option<&'a MappedMatrix>) -> Self {
+        PyHooks {
+            progress,
+            mapped,
+            raised: None,
+        }
+    }
+
+    /// The error to raise for a failed call, preferring the Python exception that stopped it.
+    pub fn into_pyerr(self, err: Error) -> PyErr {
+        match (self.raised, err) {
+            (Some(raised), Error::Interrupted) => raised,
+            (_, err) => to_pyerr(err),
+        }
+    }
+}
+
+impl Hooks for PyHooks<'_> {
+    fn progress(&mut self, done: u64, total: u64) -> negmine_core::Result<()> {
+        let result = Python::attach(|py| {
+            py.check_signals()?;
+            if let Some(callback) = self.progress {
+                callback.call1(py, (done, total))?;
+            }
+            Ok::<_, PyErr>(())
+        });
+        result.map_err(|e| {
+            self.raised = Some(e);
+            Error::Interrupted
+        })
+    }
+
+    fn will_read(&mut self, rows: Range<usize>) {
+        if let Some(m) = self.mapped {
+            m.will_need(rows);
+        }
+    }
+
+    fn done_reading(&mut self, rows: Range<usize>) {
+        if let Some(m) = self.mapped {
+            m.dont_need(rows);
+        }
+    }
+}
+
+#[pyfunction]
+fn cpu_features() -> Vec<&'static str> {
+    negmine_core::kernels::Isa::available()
+        .into_iter()
+        .map(|isa| isa.name())
+        .collect()
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(cpu_features, m)?)?;
+    Ok(())
+}
