@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Union
+from typing import Union, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -25,7 +25,7 @@ IdsLike = Union[
 
 
 def as_matrix(value: EmbeddingsLike, name: str) -> Embeddings | np.ndarray:
-    """Returns a mapped file or a C-contiguous 2-D float32/float16 array (zero-copy when possible)."""
+    """A mapped file or a C-contiguous 2-D float32/float16 array (zero-copy when possible)."""
     if isinstance(value, Embeddings):
         return value
     if isinstance(value, (str, os.PathLike)):
@@ -63,14 +63,16 @@ def as_csr(ids: IdsLike, n_rows: int, name: str) -> tuple[np.ndarray, np.ndarray
         return indptr, indices
     if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
         raise InvalidTypeError(
-            f"{name} must be a (indptr, indices) pair or a list of id lists, got {type(ids).__name__}"
+            f"{name} must be an (indptr, indices) pair or a list of id lists, "
+            f"got {type(ids).__name__}"
         )
-    if len(ids) != n_rows:
+    lists = cast(Sequence[Sequence[int]], ids)
+    if len(lists) != n_rows:
         raise InvalidArgumentError(
-            f"{name} must have one id list per query ({n_rows}), got {len(ids)}"
+            f"{name} must have one id list per query ({n_rows}), got {len(lists)}"
         )
-    lengths = np.fromiter((len(row) for row in ids), dtype=np.int64, count=len(ids))
-    indptr = np.zeros(len(ids) + 1, dtype=np.int64)
+    lengths = np.fromiter((len(row) for row in lists), dtype=np.int64, count=len(lists))
+    indptr = np.zeros(len(lists) + 1, dtype=np.int64)
     np.cumsum(lengths, out=indptr[1:])
-    flat = [int(i) for row in ids for i in row]
+    flat = [int(i) for row in lists for i in row]
     return indptr, np.asarray(flat, dtype=np.int64).reshape(-1)
