@@ -6,7 +6,9 @@ use std::time::Instant;
 use negmine_core::{search, MatrixView, Metric, NoHooks, SearchOptions};
 
 fn lcg(state: &mut u64) -> f32 {
-    *state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    *state = state
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     ((*state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
 }
 
@@ -23,7 +25,10 @@ fn main() {
     let queries: Vec<f32> = (0..q * d).map(|_| lcg(&mut s)).collect();
     let corpus: Vec<f32> = (0..n * d).map(|_| lcg(&mut s)).collect();
     let corpus16: Vec<half::f16> = corpus.iter().map(|&x| half::f16::from_f32(x)).collect();
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
     let qv = MatrixView::f32(&queries, q, d).unwrap();
     let cv = if f16 {
         MatrixView::f16(&corpus16, n, d).unwrap()

@@ -4,7 +4,7 @@
 //! values are caught, so each input element is read exactly once per pass.
 
 use crate::kernels::{MR, NR};
-use crate::matrix::MatrixView;
+use crate::matrix::{Elements, MatrixView};
 
 /// A cache line of floats: the unit of [`AlignedBuf`].
 #[derive(Clone, Copy)]
@@ -74,56 +74,20 @@ pub fn inv_norm(row: &[f32]) -> f32 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NonFiniteRow(pub usize);
 
-/// Packs rows `start..start + width` (width <= `W`) of `m` into `out` (`dim * W` floats, layout
-/// `[dim][W]`), zero-padding missing rows. `row` is scratch of `dim` floats. With `normalize`,
-/// rows are scaled to unit norm; with `norms`, each row's inverse norm is written there instead.
-fn pack_panel<const W: usize>(
-    m: &MatrixView<'_>,
-    start: usize,
-    out: &mut [f32],
-    row: &mut [f32],
-    normalize: bool,
-    mut norms: Option<&mut [f32]>,
-) -> Result<(), NonFiniteRow> {
-    let dim = m.dim();
-    debug_assert_eq!(out.len(), dim * W);
-    let width = W.min(m.rows() - start);
-    for j in 0..W {
-        if j >= width {
-            for p in 0..dim {
-                out[p * W + j] = 0.0;
-            }
-            if let Some(norms) = norms.as_deref_mut() {
-                norms[j] = 0.0;
-            }
-            continue;
-        }
-        m.row_into(start + j, row);
-        if row.iter().any(|x| !x.is_finite()) {
-            return Err(NonFiniteRow(start + j));
-        }
-        let scale = if normalize || norms.is_some() {
-            inv_norm(row)
-        } else {
-            1.0
-        };
-        if let Some(norms) = norms.as_deref_mut() {
-            norms[j] = scale;
-        }
-        if normalize {
-            for (p, &x) in row.iter().enumerate() {
-                out[p * W + j] = x * scale;
-            }
-        } else {
-            for (p, &x) in row.iter().enumerate() {
-                out[p * W + j] = x;
-            }
-        }
+fn check_finite(row: &[f32], index: usize) -> Result<(), NonFiniteRow> {
+    // Branch-free over the row so that it vectorises; the data are almost always finite.
+    let bad = row.iter().fold(false, |bad, x| {
+        bad | (x.to_bits() & 0x7f80_0000 == 0x7f80_0000)
+    });
+    if bad {
+        Err(NonFiniteRow(index))
+    } else {
+        Ok(())
     }
-    Ok(())
 }
 
-/// Packs up to `MR` query rows from `start`, normalised for cosine.
+/// Packs up to `MR` query rows from `start` into `out` (`dim * MR` floats, `[dim][MR]`),
+/// normalised for cosine; missing rows are zero. `row` is scratch of `dim` floats.
 pub fn pack_queries(
     m: &MatrixView<'_>,
     start: usize,
@@ -131,16 +95,173 @@ pub fn pack_queries(
     row: &mut [f32],
     normalize: bool,
 ) -> Result<(), NonFiniteRow> {
-    pack_panel::<MR>(m, start, out, row, normalize, None)
+    let dim = m.dim();
+    debug_assert_eq!(out.len(), dim * MR);
+    let width = MR.min(m.rows() - start);
+    out.fill(0.0);
+    for j in 0..width {
+        m.row_into(start + j, row);
+        check_finite(row, start + j)?;
+        let scale = if normalize { inv_norm(row) } else { 1.0 };
+        for (p, &x) in row.iter().enumerate() {
+            out[p * MR + j] = x * scale;
+        }
+    }
+    Ok(())
 }
 
-/// Packs up to `NR` corpus rows from `start`; with `inv_norms`, their inverse norms go there.
+/// Scratch memory for [`pack_corpus`]: f16 rows widened to f32, and a zero row for padding.
+pub struct CorpusScratch {
+    widened: Vec<f32>,
+    zeros: Vec<f32>,
+}
+
+impl CorpusScratch {
+    pub fn new(dim: usize) -> Self {
+        CorpusScratch {
+            widened: vec![0.0; NR * dim],
+            zeros: vec![0.0; dim],
+        }
+    }
+}
+
+/// Packs up to `NR` corpus rows from `start` into `out` (`dim * NR` floats, `[dim][NR]`);
+/// missing rows are zero. With `inv_norms`, each row's inverse norm (0 for padding) goes there.
 pub fn pack_corpus(
     m: &MatrixView<'_>,
     start: usize,
     out: &mut [f32],
-    row: &mut [f32],
+    scratch: &mut CorpusScratch,
     inv_norms: Option<&mut [f32]>,
 ) -> Result<(), NonFiniteRow> {
-    pack_panel::<NR>(m, start, out, row, false, inv_norms)
+    let dim = m.dim();
+    debug_assert_eq!(out.len(), dim * NR);
+    let width = NR.min(m.rows() - start);
+    let rows = start * dim..(start + width) * dim;
+    let data: &[f32] = match m.elements() {
+        Elements::F32(s) => &s[rows],
+        Elements::F16(s) => {
+            let widened = &mut scratch.widened[..width * dim];
+            crate::kernels::f16_to_f32(&s[rows], widened);
+            widened
+        }
+    };
+    let mut sources: [&[f32]; NR] = [&scratch.zeros; NR];
+    for (j, row) in data.chunks_exact(dim).enumerate() {
+        check_finite(row, start + j)?;
+        sources[j] = row;
+    }
+    if let Some(norms) = inv_norms {
+        for (norm, row) in norms.iter_mut().zip(&sources) {
+            *norm = inv_norm(row);
+        }
+    }
+    transpose::rows_to_panel(&sources, out);
+    Ok(())
+}
+
+mod transpose {
+    //! `out[p * NR + j] = rows[j][p]`: the corpus panel layout.
+
+    use crate::kernels::NR;
+
+    pub fn rows_to_panel(rows: &[&[f32]; NR], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx") {
+            // SAFETY: AVX was detected at run time.
+            unsafe { x86::rows_to_panel(rows, out) };
+            return;
+        }
+        scalar(rows, out, 0);
+    }
+
+    /// The reference, also used for the columns past the last multiple of 8.
+    pub fn scalar(rows: &[&[f32]; NR], out: &mut [f32], from: usize) {
+        let dim = rows[0].len();
+        for p in from..dim {
+            for (j, row) in rows.iter().enumerate() {
+                out[p * NR + j] = row[p];
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    mod x86 {
+        use std::arch::x86_64::*;
+
+        use crate::kernels::NR;
+
+        /// Transposes 8 x 8 blocks in registers.
+        ///
+        /// # Safety
+        /// The CPU must support AVX.
+        #[target_feature(enable = "avx")]
+        pub unsafe fn rows_to_panel(rows: &[&[f32]; NR], out: &mut [f32]) {
+            let dim = rows[0].len();
+            assert!(rows.iter().all(|r| r.len() == dim) && out.len() >= dim * NR);
+            let full = dim / 8 * 8;
+            for half in 0..NR / 8 {
+                let r = &rows[half * 8..half * 8 + 8];
+                for p in (0..full).step_by(8) {
+                    // SAFETY: p + 8 <= dim for every row, and the stores write
+                    // out[(p + i) * NR + half * 8..][..8] with (p + 7) * NR + 16 <= dim * NR.
+                    unsafe {
+                        let l = |i: usize| _mm256_loadu_ps(r[i].as_ptr().add(p));
+                        let (r0, r1, r2, r3, r4, r5, r6, r7) =
+                            (l(0), l(1), l(2), l(3), l(4), l(5), l(6), l(7));
+                        let t0 = _mm256_unpacklo_ps(r0, r1);
+                        let t1 = _mm256_unpackhi_ps(r0, r1);
+                        let t2 = _mm256_unpacklo_ps(r2, r3);
+                        let t3 = _mm256_unpackhi_ps(r2, r3);
+                        let t4 = _mm256_unpacklo_ps(r4, r5);
+                        let t5 = _mm256_unpackhi_ps(r4, r5);
+                        let t6 = _mm256_unpacklo_ps(r6, r7);
+                        let t7 = _mm256_unpackhi_ps(r6, r7);
+                        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+                        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+                        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+                        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+                        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+                        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+                        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+                        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+                        let columns = [
+                            _mm256_permute2f128_ps::<0x20>(u0, u4),
+                            _mm256_permute2f128_ps::<0x20>(u1, u5),
+                            _mm256_permute2f128_ps::<0x20>(u2, u6),
+                            _mm256_permute2f128_ps::<0x20>(u3, u7),
+                            _mm256_permute2f128_ps::<0x31>(u0, u4),
+                            _mm256_permute2f128_ps::<0x31>(u1, u5),
+                            _mm256_permute2f128_ps::<0x31>(u2, u6),
+                            _mm256_permute2f128_ps::<0x31>(u3, u7),
+                        ];
+                        for (i, column) in columns.into_iter().enumerate() {
+                            _mm256_storeu_ps(out.as_mut_ptr().add((p + i) * NR + half * 8), column);
+                        }
+                    }
+                }
+            }
+            super::scalar(rows, out, full);
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn simd_transpose_matches_scalar() {
+            for dim in [1, 7, 8, 9, 31, 64, 100] {
+                let data: Vec<Vec<f32>> = (0..NR)
+                    .map(|j| (0..dim).map(|p| (j * 1000 + p) as f32).collect())
+                    .collect();
+                let rows: [&[f32]; NR] = std::array::from_fn(|j| data[j].as_slice());
+                let mut expected = vec![0.0; dim * NR];
+                scalar(&rows, &mut expected, 0);
+                let mut got = vec![-1.0; dim * NR];
+                rows_to_panel(&rows, &mut got);
+                assert_eq!(got, expected, "dim {dim}");
+            }
+        }
+    }
 }

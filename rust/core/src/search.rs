@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::kernels::{self, Isa, Select, MR, NR, TILE};
 use crate::matrix::MatrixView;
-use crate::pack::{self, AlignedBuf, NonFiniteRow};
+use crate::pack::{self, AlignedBuf, CorpusScratch, NonFiniteRow};
 use crate::topk::Candidates;
 
 /// Similarity between a query and a corpus row.
@@ -296,7 +296,11 @@ impl Scorer<'_> {
                 for jr in 0..n_b {
                     let b = &b_block[(jr * dim + p0) * NR..][..kc * NR];
                     let cols = NR.min(block_len - jr * NR);
-                    let col_mask = if cols == NR { u16::MAX } else { (1u16 << cols) - 1 };
+                    let col_mask = if cols == NR {
+                        u16::MAX
+                    } else {
+                        (1u16 << cols) - 1
+                    };
                     let column_scale = self.cosine.then(|| &block.inv_norms[jr * NR..][..NR]);
                     for ir in 0..n_a {
                         let a = &a_group[(ir * dim + p0) * MR..][..kc * MR];
@@ -365,9 +369,9 @@ fn pack_block(
         .zip(block.inv_norms.par_chunks_mut(NR))
         .enumerate()
         .map_init(
-            || vec![0.0f32; dim],
-            |row, (p, (out, norms))| {
-                pack::pack_corpus(&view, start + p * NR, out, row, cosine.then_some(norms))
+            || CorpusScratch::new(dim),
+            |scratch, (p, (out, norms))| {
+                pack::pack_corpus(&view, start + p * NR, out, scratch, cosine.then_some(norms))
             },
         )
         .min_by_key(|r| r.err().map_or(usize::MAX, |e| e.0))
@@ -416,8 +420,9 @@ pub fn search(
         } else {
             threads.min(n.div_ceil(NR)).max(1)
         };
-        let shard_rows: Vec<Range<usize>> =
-            (0..shards).map(|s| s * n / shards..(s + 1) * n / shards).collect();
+        let shard_rows: Vec<Range<usize>> = (0..shards)
+            .map(|s| s * n / shards..(s + 1) * n / shards)
+            .collect();
 
         let mut packed_queries = AlignedBuf::new();
         packed_queries.resize(n_panels * dim * MR);
@@ -435,8 +440,9 @@ pub fn search(
                 )
         });
 
-        let mut candidates: Vec<Vec<Candidates>> =
-            (0..shards).map(|_| vec![Candidates::new(k); batch_len]).collect();
+        let mut candidates: Vec<Vec<Candidates>> = (0..shards)
+            .map(|_| vec![Candidates::new(k); batch_len])
+            .collect();
         let mut thresholds: Vec<Vec<f32>> = (0..shards)
             .map(|_| {
                 let mut t = vec![f32::NAN; n_panels * MR];
@@ -503,12 +509,10 @@ pub fn search(
                 }
             }
             pool.install(|| {
-                tasks
-                    .into_par_iter()
-                    .for_each(|task| {
-                        let block = &blocks[task.shard];
-                        scorer.run(task, block)
-                    })
+                tasks.into_par_iter().for_each(|task| {
+                    let block = &blocks[task.shard];
+                    scorer.run(task, block)
+                })
             });
             for s in 0..shards {
                 let rows = block_of(s);

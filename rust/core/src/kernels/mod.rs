@@ -28,7 +28,9 @@ pub enum Isa {
 impl Isa {
     /// The fastest instruction set this CPU supports.
     pub fn detect() -> Isa {
-        *Self::available().last().expect("scalar is always available")
+        *Self::available()
+            .last()
+            .expect("scalar is always available")
     }
 
     /// Every instruction set this CPU supports, slowest first.
@@ -78,7 +80,10 @@ pub fn tile(
     accumulate: bool,
     select: Option<Select<'_>>,
 ) -> [u16; MR] {
-    assert!(a.len() >= kc * MR && b.len() >= kc * NR, "packed panels too short");
+    assert!(
+        a.len() >= kc * MR && b.len() >= kc * NR,
+        "packed panels too short"
+    );
     if let Some(s) = &select {
         assert!(s.thresholds.len() >= MR);
         assert!(s.column_scale.is_none_or(|scale| scale.len() >= NR));

@@ -1,0 +1,326 @@
+//! Every kernel against the scalar reference, and the scalar reference against the definition:
+//! each score is one fused multiply-add chain over the depth in increasing order, optionally
+//! continued from partial sums, then (with `select`) scaled per column and compared with
+//! `!(score <= threshold)`. All comparisons are bit-for-bit.
+
+use half::f16;
+use negmine_core::kernels::{self, Isa, Select, MR, NR, TILE};
+use proptest::prelude::*;
+
+/// Finite f32 values of every kind the kernels can meet: small integers (exact sums, ties),
+/// ordinary values, signed zeros, subnormals, and magnitudes whose products overflow.
+fn value() -> impl Strategy<Value = f32> {
+    prop_oneof![
+        3 => (-4i32..=4).prop_map(|x| x as f32),
+        4 => -2.0f32..2.0,
+        1 => Just(0.0f32),
+        1 => Just(-0.0f32),
+        1 => (1u32..0x0080_0000, any::<bool>())
+            .prop_map(|(bits, neg)| f32::from_bits(bits | (u32::from(neg) << 31))),
+        1 => (1.0e15f32..1.0e20, any::<bool>()).prop_map(|(x, neg)| if neg { -x } else { x }),
+        1 => (1.0e36f32..f32::MAX, any::<bool>()).prop_map(|(x, neg)| if neg { -x } else { x }),
+    ]
+}
+
+/// Thresholds, including the special values whose semantics are documented.
+fn threshold() -> impl Strategy<Value = ThresholdKind> {
+    prop_oneof![
+        Just(ThresholdKind::Fixed(f32::NAN)),
+        Just(ThresholdKind::Fixed(f32::INFINITY)),
+        Just(ThresholdKind::Fixed(f32::NEG_INFINITY)),
+        (-50.0f32..50.0).prop_map(ThresholdKind::Fixed),
+        // A score of the tile itself: tests the `<=` boundary exactly.
+        (0..NR).prop_map(ThresholdKind::ScoreOfColumn),
+    ]
+}
+
+#[derive(Clone, Copy, Debug)]
+enum ThresholdKind {
+    Fixed(f32),
+    ScoreOfColumn(usize),
+}
+
+fn column_scale() -> impl Strategy<Value = f32> {
+    prop_oneof![
+        Just(0.0f32),
+        Just(1.0f32),
+        1.0e-3f32..10.0,
+        (1u32..0x0080_0000).prop_map(f32::from_bits),
+        1.0e30f32..1.0e38,
+    ]
+}
+
+#[derive(Debug, Clone)]
+struct TileCase {
+    kc: usize,
+    a: Vec<f32>,
+    b: Vec<f32>,
+    c0: Vec<f32>,
+    accumulate: bool,
+    select: Option<(Vec<ThresholdKind>, Option<Vec<f32>>)>,
+}
+
+fn tile_case(max_kc: usize) -> impl Strategy<Value = TileCase> {
+    (1..=max_kc).prop_flat_map(|kc| {
+        (
+            prop::collection::vec(value(), kc * MR),
+            prop::collection::vec(value(), kc * NR),
+            prop::collection::vec(value(), TILE),
+            any::<bool>(),
+            prop::option::weighted(
+                0.8,
+                (
+                    prop::collection::vec(threshold(), MR),
+                    prop::option::of(prop::collection::vec(column_scale(), NR)),
+                ),
+            ),
+        )
+            .prop_map(move |(a, b, c0, accumulate, select)| TileCase {
+                kc,
+                a,
+                b,
+                c0,
+                accumulate,
+                select,
+            })
+    })
+}
+
+/// The definition, one score at a time.
+fn reference_scores(case: &TileCase) -> [f32; TILE] {
+    let mut out = [0.0f32; TILE];
+    for i in 0..MR {
+        for j in 0..NR {
+            let mut acc = if case.accumulate {
+                case.c0[i * NR + j]
+            } else {
+                0.0
+            };
+            for p in 0..case.kc {
+                acc = case.a[p * MR + i].mul_add(case.b[p * NR + j], acc);
+            }
+            out[i * NR + j] = acc;
+        }
+    }
+    out
+}
+
+fn thresholds_of(case: &TileCase, kinds: &[ThresholdKind], unscaled: &[f32; TILE]) -> Vec<f32> {
+    let scale = case.select.as_ref().and_then(|(_, s)| s.clone());
+    kinds
+        .iter()
+        .enumerate()
+        .map(|(i, kind)| match *kind {
+            ThresholdKind::Fixed(t) => t,
+            ThresholdKind::ScoreOfColumn(j) => {
+                unscaled[i * NR + j] * scale.as_ref().map_or(1.0, |s| s[j])
+            }
+        })
+        .collect()
+}
+
+fn reference(case: &TileCase, thresholds: &[f32]) -> ([f32; TILE], [u16; MR]) {
+    let mut scores = reference_scores(case);
+    let mut masks = [0u16; MR];
+    if let Some((_, scale)) = &case.select {
+        for i in 0..MR {
+            for j in 0..NR {
+                let s = &mut scores[i * NR + j];
+                if let Some(scale) = scale {
+                    *s *= scale[j];
+                }
+                if !(*s <= thresholds[i]) {
+                    masks[i] |= 1 << j;
+                }
+            }
+        }
+    }
+    (scores, masks)
+}
+
+fn run_tile(isa: Isa, case: &TileCase, thresholds: &[f32]) -> ([f32; TILE], [u16; MR]) {
+    let mut c: [f32; TILE] = case.c0.clone().try_into().unwrap();
+    let select = case.select.as_ref().map(|(_, scale)| Select {
+        thresholds,
+        column_scale: scale.as_deref(),
+    });
+    let masks = kernels::tile(
+        isa,
+        case.kc,
+        &case.a,
+        &case.b,
+        &mut c,
+        case.accumulate,
+        select,
+    );
+    (c, masks)
+}
+
+fn bits(scores: &[f32]) -> Vec<u32> {
+    scores.iter().map(|x| x.to_bits()).collect()
+}
+
+fn assert_same(isa: Isa, got: &([f32; TILE], [u16; MR]), want: &([f32; TILE], [u16; MR])) {
+    assert_eq!(
+        bits(&got.0),
+        bits(&want.0),
+        "{}: scores differ from the reference",
+        isa.name()
+    );
+    assert_eq!(
+        got.1,
+        want.1,
+        "{}: masks differ from the reference",
+        isa.name()
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_isa_matches_the_definition_bit_for_bit(case in tile_case(600)) {
+        let unscaled = reference_scores(&case);
+        let thresholds = match &case.select {
+            Some((kinds, _)) => thresholds_of(&case, kinds, &unscaled),
+            None => vec![f32::NAN; MR],
+        };
+        let want = reference(&case, &thresholds);
+        for isa in Isa::available() {
+            let got = run_tile(isa, &case, &thresholds);
+            assert_same(isa, &got, &want);
+        }
+    }
+
+    /// Splitting the depth into chunks (the search does it above 384 dimensions) continues the
+    /// same chain, so it never changes a score.
+    #[test]
+    fn depth_chunks_continue_the_same_chain(
+        case in tile_case(300),
+        split in 0.0f64..1.0,
+    ) {
+        let kc1 = ((case.kc as f64) * split) as usize;
+        let thresholds: Vec<f32> = match &case.select {
+            Some((kinds, _)) => thresholds_of(&case, kinds, &reference_scores(&case)),
+            None => vec![f32::NAN; MR],
+        };
+        for isa in Isa::available() {
+            let whole = run_tile(isa, &case, &thresholds);
+            let mut c: [f32; TILE] = case.c0.clone().try_into().unwrap();
+            kernels::tile(isa, kc1, &case.a, &case.b, &mut c, case.accumulate, None);
+            let select = case.select.as_ref().map(|(_, scale)| Select {
+                thresholds: &thresholds,
+                column_scale: scale.as_deref(),
+            });
+            let masks = kernels::tile(
+                isa,
+                case.kc - kc1,
+                &case.a[kc1 * MR..],
+                &case.b[kc1 * NR..],
+                &mut c,
+                case.accumulate || kc1 > 0,
+                select,
+            );
+            assert_same(isa, &(c, masks), &whole);
+        }
+    }
+}
+
+#[test]
+fn zero_depth_leaves_partial_sums_or_zeros() {
+    for isa in Isa::available() {
+        let mut c = [7.5f32; TILE];
+        let masks = kernels::tile(isa, 0, &[], &[], &mut c, true, None);
+        assert_eq!(c, [7.5f32; TILE], "{}", isa.name());
+        assert_eq!(masks, [0; MR]);
+        let masks = kernels::tile(isa, 0, &[], &[], &mut c, false, None);
+        assert_eq!(c, [0.0f32; TILE], "{}", isa.name());
+        assert_eq!(masks, [0; MR]);
+    }
+}
+
+#[test]
+fn threshold_semantics_nan_passes_everything_and_inf_nothing() {
+    let kc = 3;
+    let a: Vec<f32> = (0..kc * MR).map(|x| (x % 5) as f32 - 2.0).collect();
+    let b: Vec<f32> = (0..kc * NR).map(|x| (x % 7) as f32 - 3.0).collect();
+    let thresholds = [
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.0,
+        f32::NAN,
+        f32::INFINITY,
+    ];
+    for isa in Isa::available() {
+        let mut c = [0.0f32; TILE];
+        let select = Select {
+            thresholds: &thresholds,
+            column_scale: None,
+        };
+        let masks = kernels::tile(isa, kc, &a, &b, &mut c, false, Some(select));
+        assert_eq!(
+            masks[0],
+            u16::MAX,
+            "{}: NaN threshold lets all pass",
+            isa.name()
+        );
+        assert_eq!(
+            masks[1],
+            0,
+            "{}: +inf threshold lets nothing pass",
+            isa.name()
+        );
+        assert_eq!(masks[2], u16::MAX, "{}: all scores are finite", isa.name());
+        let strictly_positive = (0..NR)
+            .filter(|&j| c[3 * NR + j] > 0.0)
+            .fold(0u16, |m, j| m | 1 << j);
+        assert_eq!(
+            masks[3],
+            strictly_positive,
+            "{}: ties with the threshold fail",
+            isa.name()
+        );
+    }
+}
+
+#[test]
+fn isa_list_is_consistent() {
+    let available = Isa::available();
+    assert_eq!(
+        available[0],
+        Isa::Scalar,
+        "scalar is always available and slowest"
+    );
+    assert_eq!(Isa::detect(), *available.last().unwrap());
+    for isa in &available {
+        assert_eq!(Isa::from_name(isa.name()), Some(*isa));
+    }
+    assert_eq!(Isa::from_name("no-such-isa"), None);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        assert!(available.contains(&Isa::Avx2Fma));
+    }
+}
+
+#[test]
+fn f16_widening_is_exact_for_every_value() {
+    let all: Vec<f16> = (0..=u16::MAX).map(f16::from_bits).collect();
+    let mut out = vec![0.0f32; all.len()];
+    kernels::f16_to_f32(&all, &mut out);
+    for (h, &w) in all.iter().zip(&out) {
+        let want = h.to_f32();
+        if want.is_nan() {
+            assert!(w.is_nan(), "{:#06x} must widen to NaN", h.to_bits());
+        } else {
+            assert_eq!(w.to_bits(), want.to_bits(), "{:#06x}", h.to_bits());
+        }
+    }
+    // Odd lengths exercise the vector loop's remainder.
+    for len in [1usize, 3, 7, 9, 15, 17] {
+        let src = &all[1000..1000 + len];
+        let mut dst = vec![0.0f32; len];
+        kernels::f16_to_f32(src, &mut dst);
+        assert_eq!(dst, src.iter().map(|h| h.to_f32()).collect::<Vec<_>>());
+    }
+}
