@@ -37,7 +37,8 @@ impl<'py> Matrix<'py> {
     }
 
     pub fn view(&self, what: &str) -> PyResult<MatrixView<'_>> {
-        let not_contiguous = || crate::errors::to_pyerr(Error::InvalidType(format!("{what} must be C-contiguous")));
+        let not_contiguous =
+            || crate::errors::to_pyerr(Error::InvalidType(format!("{what} must be C-contiguous")));
         let result = match self {
             Matrix::F32(a) => {
                 let [rows, dim] = [a.shape()[0], a.shape()[1]];

@@ -45,7 +45,11 @@ pub fn pool(threads: Option<usize>) -> PyResult<Arc<rayon::ThreadPool>> {
         .num_threads(threads)
         .thread_name(|i| format!("negmine-{i}"))
         .build()
-        .map_err(|e| to_pyerr(Error::invalid(format!("cannot start {threads} threads: {e}"))))?;
+        .map_err(|e| {
+            to_pyerr(Error::invalid(format!(
+                "cannot start {threads} threads: {e}"
+            )))
+        })?;
     let pool = Arc::new(pool);
     *cached = Some(CachedPool {
         pid,

@@ -33,7 +33,11 @@ pub(super) fn tile(
             }
             let threshold = select.thresholds[i];
             for (j, &score) in row.iter().enumerate() {
-                if !(score <= threshold) {
+                // Unordered (NaN) passes, like the SIMD kernels' _CMP_NLE_UQ.
+                if score.partial_cmp(&threshold) == Some(std::cmp::Ordering::Greater)
+                    || score.is_nan()
+                    || threshold.is_nan()
+                {
                     masks[i] |= 1 << j;
                 }
             }
