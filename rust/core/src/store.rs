@@ -632,6 +632,11 @@ fn dtype_from_descr(descr: &Value) -> Result<DType, HeaderError> {
                 )),
             };
         }
+        Some(b'f' | b'c' | b'i' | b'u') if size.is_none() => {
+            return fail(format!(
+                "descr '{code_shown}' is not a dtype negmine knows; {ACCEPTED}"
+            ))
+        }
         Some(b'f') => format!("float{bits}"),
         Some(b'c') => format!("complex{bits}"),
         Some(b'i') => format!("int{bits}"),
