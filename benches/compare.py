@@ -1,0 +1,653 @@
+"""negmine against its peers, all measured in one process on the same data and threads.
+
+Exact top-k throughput (negmine f32/f16, faiss.knn, numpy, torch, hnswlib), small-query
+latency, and streaming peak memory for an on-disk f16 corpus. Defaults are the official sizes
+(4096 queries x 200 000 x 768, k in 10/100/1000, 2 threads; ~15 minutes of both cores); use
+``--quick`` for a smoke run. Generated data is cached under ``bench-data/``.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benches/compare.py --write-readme
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib.metadata
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import negmine
+from streaming import DEFAULT_DATA_DIR, REPO, corpus_file, queries_file
+
+METHODS = ("faiss", "numpy", "torch", "hnswlib")  # peers; negmine is the reference
+SECTIONS = ("latency", "streaming")
+BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
+MIB = 1 << 20
+
+Result = tuple[np.ndarray, np.ndarray]  # (scores f32[Q,k], ids i64[Q,k])
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--queries", type=int, default=4096, help="Q (default 4096)")
+    p.add_argument("--corpus", type=int, default=200_000, help="N (default 200000)")
+    p.add_argument("--dim", type=int, default=768, help="d (default 768)")
+    p.add_argument("--k", type=_int_list, default=[10, 100, 1000], help="comma list")
+    p.add_argument("--threads", type=int, default=2, help="threads for every method")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per cell (best is kept)")
+    p.add_argument(
+        "--cell-budget",
+        type=float,
+        default=45.0,
+        help="stop repeating a cell once its timed runs add up to this many seconds",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="512 x 20000 x 256 smoke run")
+    p.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="skip a method or section (repeatable, or a comma list): "
+        f"{', '.join(METHODS + SECTIONS)}",
+    )
+    p.add_argument("--numpy-chunk", type=int, default=1024, help="queries per numpy matmul")
+    p.add_argument("--torch-chunk", type=int, default=1024, help="queries per torch matmul")
+    p.add_argument("--hnsw-m", type=int, default=16)
+    p.add_argument("--hnsw-ef-construction", type=int, default=200)
+    p.add_argument("--rebuild-hnsw", action="store_true", help="ignore the cached hnswlib index")
+    p.add_argument("--latency-k", type=int, default=10)
+    p.add_argument("--latency-runs", type=int, default=30, help="runs per latency cell (median)")
+    p.add_argument("--stream-sizes", type=_int_list, help="corpus sizes for the streaming table")
+    p.add_argument("--stream-queries", type=int, default=1024, help="queries per streaming search")
+    p.add_argument("--stream-k", type=int, default=100)
+    p.add_argument("--big", action="store_true", help="also stream a ~6 GB f16 file (4M x 768)")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    p.add_argument("--json", type=Path, help="also write all raw numbers here")
+    p.add_argument("--write-readme", action="store_true", help="rewrite the bench block")
+    p.add_argument("--readme", type=Path, default=REPO / "README.md")
+    args = p.parse_args(argv)
+    args.skip = {s.strip() for item in args.skip for s in item.split(",") if s.strip()}
+    unknown = args.skip - set(METHODS + SECTIONS)
+    if unknown:
+        p.error(f"--skip: unknown {sorted(unknown)}; choose from {METHODS + SECTIONS}")
+    if args.quick:
+        args.queries, args.corpus, args.dim = 512, 20_000, 256
+        args.latency_runs = min(args.latency_runs, 10)
+        args.stream_queries = min(args.stream_queries, 256)
+    if args.stream_sizes is None:
+        # Official: 200k and 2M rows (0.3 and 3 GB at d = 768); --big adds 4M rows (~6 GB).
+        base = [20_000, 200_000] if args.quick else [200_000, 2_000_000]
+        args.stream_sizes = base + ([base[-1] * 2] if args.big else [])
+    if max(args.k) > args.corpus:
+        p.error(f"k = {max(args.k)} exceeds the corpus size {args.corpus}")
+    return args
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def check_blas_env() -> list[str]:
+    """OPENBLAS_CORETYPE forces a kernel choice that is not numpy's default on this CPU; the
+    table must describe numpy as users get it, so warn loudly when it is set."""
+    warnings = [f"{v}={os.environ[v]}" for v in BLAS_ENV if v in os.environ]
+    if warnings:
+        print(
+            f"WARNING: {', '.join(warnings)} is set: numpy/faiss BLAS is not benchmarked as "
+            "shipped. Run: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benches/compare.py",
+            file=sys.stderr,
+        )
+    return warnings
+
+
+def limit_threads(threads: int) -> Any:
+    """Caps every BLAS/OpenMP pool in the process (numpy's and faiss's OpenBLAS, libgomp)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        print(
+            "WARNING: threadpoolctl missing (pip install threadpoolctl): numpy's BLAS runs with "
+            "its default thread count",
+            file=sys.stderr,
+        )
+        return None
+    return threadpool_limits(limits=threads)
+
+
+# --------------------------------------------------------------------------- timing
+
+
+@dataclass
+class Timing:
+    best: float
+    runs: list[float]
+    result: Any
+
+
+def time_best(fn: Callable[[], Any], repeats: int, warmup: bool, budget: float) -> Timing:
+    """Best of ``repeats`` runs (after one untimed warm-up when asked); the best run is the one
+    least disturbed by other work on a shared machine. Stops early once the timed runs add up
+    to ``budget`` seconds: a 30 s run is not noisy enough to need three of them."""
+    if warmup:
+        fn()
+    runs: list[float] = []
+    result = None
+    while len(runs) < max(1, repeats) and (not runs or sum(runs) < budget):
+        t0 = time.perf_counter()
+        result = fn()
+        runs.append(time.perf_counter() - t0)
+    return Timing(min(runs), runs, result)
+
+
+# --------------------------------------------------------------------------- methods
+
+
+def numpy_topk(xq: np.ndarray, xb: np.ndarray, k: int, chunk: int) -> Result:
+    """Matmul per query chunk into one reused buffer, argpartition, then an exact sort."""
+    q, n = xq.shape[0], xb.shape[0]
+    scores = np.empty((q, k), dtype=np.float32)
+    ids = np.empty((q, k), dtype=np.int64)
+    # One buffer for every chunk: a fresh 800 MB array per chunk would add page faults that
+    # are not numpy's compute cost.
+    buf = np.empty((min(chunk, q), n), dtype=np.float32)
+    for s in range(0, q, chunk):
+        e = min(q, s + chunk)
+        block = buf[: e - s]
+        np.matmul(xq[s:e], xb.T, out=block)
+        part = np.argpartition(block, n - k, axis=1)[:, n - k :]
+        vals = np.take_along_axis(block, part, axis=1)
+        order = np.lexsort((part, -vals), axis=1)  # score desc, then smaller id
+        scores[s:e] = np.take_along_axis(vals, order, axis=1)
+        ids[s:e] = np.take_along_axis(part, order, axis=1)
+    return scores, ids
+
+
+def make_torch_topk(torch: Any, xb: np.ndarray, chunk: int) -> Callable[[np.ndarray, int], Result]:
+    tb = torch.from_numpy(xb)  # shares memory; mm reads it transposed without a copy
+
+    def run(xq: np.ndarray, k: int) -> Result:
+        q = xq.shape[0]
+        tq = torch.from_numpy(xq)
+        buf = torch.empty((min(chunk, q), xb.shape[0]), dtype=torch.float32)
+        scores = np.empty((q, k), dtype=np.float32)
+        ids = np.empty((q, k), dtype=np.int64)
+        with torch.inference_mode():
+            for s in range(0, q, chunk):
+                e = min(q, s + chunk)
+                block = buf[: e - s]
+                torch.mm(tq[s:e], tb.T, out=block)
+                v, i = torch.topk(block, k, dim=1, largest=True, sorted=True)
+                scores[s:e], ids[s:e] = v.numpy(), i.numpy()
+        return scores, ids
+
+    return run
+
+
+def hnsw_index(args: argparse.Namespace, hnswlib: Any, xb: np.ndarray) -> tuple[Any, float, bool]:
+    """Builds (or loads the cached) index; returns it, the build seconds, and whether cached.
+
+    The build time of a cached index comes from the run that built it (same data and params).
+    """
+    n, d = xb.shape
+    params = f"M{args.hnsw_m}-efc{args.hnsw_ef_construction}-t{args.threads}"
+    name = f"hnsw-s{args.seed}-{n}x{d}-{params}"
+    path, meta = args.data_dir / f"{name}.bin", args.data_dir / f"{name}.json"
+    index = hnswlib.Index(space="ip", dim=d)
+    if path.exists() and meta.exists() and not args.rebuild_hnsw:
+        index.load_index(str(path), max_elements=n)
+        return index, float(json.loads(meta.read_text())["build_seconds"]), True
+    index.init_index(
+        max_elements=n, M=args.hnsw_m, ef_construction=args.hnsw_ef_construction, random_seed=0
+    )
+    t0 = time.perf_counter()
+    index.add_items(xb, np.arange(n), num_threads=args.threads)
+    build = time.perf_counter() - t0
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    index.save_index(str(tmp))
+    os.replace(tmp, path)
+    meta.write_text(json.dumps({"build_seconds": build, "threads": args.threads}))
+    return index, build, False
+
+
+# --------------------------------------------------------------------------- agreement
+
+
+def recall(ids: np.ndarray, ref: np.ndarray, n: int) -> float:
+    """Mean |ids ∩ ref| / k per row, in one vectorised set test (row-offset keys)."""
+    offsets = np.arange(ids.shape[0], dtype=np.int64)[:, None] * n
+    return float(np.isin(ids + offsets, ref + offsets).mean())
+
+
+def agreement(res: Result, ref: Result, n: int) -> dict[str, float]:
+    scores, ids = res
+    return {
+        "recall": recall(ids, ref[1], n),
+        "same_order": float((ids == ref[1]).all(axis=1).mean()),
+        # If sets differ only at near-ties, the k-th scores still agree to rounding error.
+        "kth_score_diff": float(np.abs(scores[:, -1] - ref[0][:, -1]).max()),
+    }
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass
+class Row:
+    method: str
+    dtype: str
+    k: int
+    seconds: float
+    gflops: float
+    vs_faiss: float | None = None
+    recall: float | None = None
+    same_order: float | None = None
+    kth_score_diff: float | None = None
+    note: str = ""
+    runs: list[float] = field(default_factory=list)
+
+
+def throughput_section(
+    args: argparse.Namespace, xq: np.ndarray, xb: np.ndarray, peers: dict[str, Any]
+) -> list[Row]:
+    q, n, d = xq.shape[0], xb.shape[0], xb.shape[1]
+    flop = 2.0 * q * n * d
+    xb16 = xb.astype(np.float16)
+    t = args.threads
+    candidates: list[tuple[str, str, Callable[[int], Result]]] = [
+        ("negmine", "f32", lambda k: negmine.search(xq, xb, k, threads=t)),
+        ("negmine", "f16", lambda k: negmine.search(xq, xb16, k, threads=t)),
+    ]
+    if "faiss" in peers:
+        faiss = peers["faiss"]
+        candidates.append(
+            ("faiss", "f32", lambda k: faiss.knn(xq, xb, k, metric=faiss.METRIC_INNER_PRODUCT))
+        )
+    if "numpy" in peers:
+        candidates.append(("numpy", "f32", lambda k: numpy_topk(xq, xb, k, args.numpy_chunk)))
+    if "torch" in peers:
+        torch_run = make_torch_topk(peers["torch"], xb, args.torch_chunk)
+        candidates.append(("torch", "f32", lambda k: torch_run(xq, k)))
+    hnsw_note = ""
+    if "hnswlib" in peers:
+        print("hnswlib: building index ...", file=sys.stderr, flush=True)
+        index, build, cached = hnsw_index(args, peers["hnswlib"], xb)
+        index.set_num_threads(t)
+        hnsw_note = f"build {build:.1f} s{' (cached index)' if cached else ''}, "
+
+        def hnsw_run(k: int) -> Result:
+            index.set_ef(max(2 * k, 64))
+            labels, dist = index.knn_query(xq, k=k, num_threads=t)
+            return (1.0 - dist).astype(np.float32), labels.astype(np.int64)
+
+        candidates.append(("hnswlib", "f32", hnsw_run))
+
+    rows: list[Row] = []
+    refs: dict[int, Result] = {}
+    warmed: set[tuple[str, str]] = set()
+    for k in args.k:
+        faiss_seconds = None
+        for method, dtype, fn in candidates:
+            print(f"{method} {dtype} k={k} ...", end="", file=sys.stderr, flush=True)
+            # One warm-up per method (page-in, thread pools, lazy init), not one per k.
+            timing = time_best(
+                functools.partial(fn, k),
+                args.repeats,
+                (method, dtype) not in warmed,
+                args.cell_budget,
+            )
+            print(
+                f"  {timing.best:.3f} s (runs: {', '.join(f'{x:.3f}' for x in timing.runs)})",
+                file=sys.stderr,
+                flush=True,
+            )
+            warmed.add((method, dtype))
+            res: Result = (np.asarray(timing.result[0]), np.asarray(timing.result[1]))
+            if method == "negmine" and dtype == "f32":
+                refs[k] = res
+            if method == "faiss":
+                faiss_seconds = timing.best
+            row = Row(method, dtype, k, timing.best, flop / timing.best / 1e9, runs=timing.runs)
+            row.__dict__.update(agreement(res, refs[k], n))
+            if method == "hnswlib":
+                row.note = f"ANN, ef={max(2 * k, 64)}, {hnsw_note}M={args.hnsw_m}"
+            rows.append(row)
+        for row in rows:
+            if row.k == k and faiss_seconds is not None:
+                row.vs_faiss = faiss_seconds / row.seconds
+    return rows
+
+
+def latency_section(
+    args: argparse.Namespace, xq: np.ndarray, xb: np.ndarray, peers: dict[str, Any]
+) -> list[dict[str, Any]]:
+    k, t = args.latency_k, args.threads
+    xb16 = xb.astype(np.float16)
+    methods: list[tuple[str, str, Callable[[np.ndarray], object]]] = [
+        ("negmine", "f32", lambda x: negmine.search(x, xb, k, threads=t)),
+        ("negmine", "f16", lambda x: negmine.search(x, xb16, k, threads=t)),
+    ]
+    if "faiss" in peers:
+        faiss = peers["faiss"]
+        methods.append(
+            ("faiss", "f32", lambda x: faiss.knn(x, xb, k, metric=faiss.METRIC_INNER_PRODUCT))
+        )
+    if "numpy" in peers:
+        methods.append(("numpy", "f32", lambda x: numpy_topk(x, xb, k, x.shape[0])))
+    out = []
+    for nq in (1, 16):
+        x = np.ascontiguousarray(xq[:nq])
+        for method, dtype, fn in methods:
+            for _ in range(2):  # warm-up
+                fn(x)
+            runs = []
+            for _ in range(args.latency_runs):
+                t0 = time.perf_counter()
+                fn(x)
+                runs.append(time.perf_counter() - t0)
+            out.append(
+                {
+                    "method": method,
+                    "dtype": dtype,
+                    "queries": nq,
+                    "median_ms": statistics.median(runs) * 1e3,
+                    "min_ms": min(runs) * 1e3,
+                }
+            )
+    return out
+
+
+def streaming_section(args: argparse.Namespace, refs16: Result | None) -> list[dict[str, Any]]:
+    """One fresh subprocess per corpus size: a clean memory baseline, and no allocator arenas
+    left over from the in-RAM benchmarks to hide (or inflate) the search's own allocations."""
+    qpath = queries_file(args.data_dir, args.seed, args.queries, args.dim)
+    script = Path(__file__).with_name("streaming.py")
+    out = []
+    for n in args.stream_sizes:
+        print(f"streaming: preparing {n} x {args.dim} f16 file ...", file=sys.stderr, flush=True)
+        cpath = corpus_file(args.data_dir, args.seed, n, args.dim, "f16")
+        with tempfile.TemporaryDirectory() as tmp:
+            ids_path = Path(tmp) / "ids.npy"
+            cmd = [
+                sys.executable,
+                str(script),
+                f"--corpus={cpath}",
+                f"--queries={qpath}",
+                f"--query-rows={args.stream_queries}",
+                f"--k={args.stream_k}",
+                f"--threads={args.threads}",
+                f"--save-ids={ids_path}",
+                "--json",
+            ]
+            print(f"streaming: {n} rows ...", file=sys.stderr, flush=True)
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                out.append({"n": n, "error": proc.stderr.strip().splitlines()[-1:]})
+                continue
+            res = json.loads(proc.stdout)
+            # Same values in RAM and on disk when N matches: the streamed ids must be identical.
+            if refs16 is not None and n == args.corpus:
+                ids = np.load(ids_path)
+                res["matches_in_ram"] = bool(np.array_equal(ids, refs16[1][: ids.shape[0]]))
+        out.append(res)
+    return out
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def machine_info(peers: dict[str, Any], env_warnings: list[str]) -> list[str]:
+    cpu = "unknown"
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and cpu == "unknown":
+                    cpu = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        cpu = platform.processor() or "unknown"
+    isa = [f for f in ("avx2", "fma", "f16c", "avx512f") if f in flags]
+    cores = os.cpu_count()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30)
+    versions = [f"numpy {np.__version__}"]
+    for name in ("faiss", "torch", "hnswlib"):
+        if name in peers:
+            versions.append(f"{name} {_version(name, peers[name])}")
+    versions.append(f"negmine {negmine.__version__}")
+    lines = [
+        f"- CPU: {cpu}, {cores} logical cores ({usable} usable), {ram:.0f} GiB RAM; "
+        f"flags: {' '.join(isa) or 'n/a'}",
+        f"- Python {platform.python_version()}; {', '.join(versions)}",
+        f"- negmine.cpu_features(): {', '.join(negmine.cpu_features())}",
+    ]
+    blas = _blas_info()
+    if blas:
+        lines.append(f"- BLAS: {blas}")
+    if env_warnings:
+        lines.append(f"- **WARNING: {', '.join(env_warnings)} was set during this run**")
+    return lines
+
+
+def _version(name: str, module: Any) -> str:
+    try:
+        return importlib.metadata.version("faiss-cpu" if name == "faiss" else name)
+    except importlib.metadata.PackageNotFoundError:
+        return str(getattr(module, "__version__", "?"))
+
+
+def _blas_info() -> str:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return ""
+    parts = []
+    for lib in threadpool_info():
+        if lib.get("user_api") != "blas":
+            continue
+        owner = Path(lib["filepath"]).parent.name.replace(".libs", "")
+        parts.append(
+            f"{owner}: {lib['internal_api']} {lib.get('version')} "
+            f"({lib.get('architecture')} kernels, {lib['num_threads']} threads)"
+        )
+    return "; ".join(parts)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def render(
+    args: argparse.Namespace,
+    command: str,
+    info: list[str],
+    rows: list[Row],
+    latency: list[dict[str, Any]],
+    streaming: list[dict[str, Any]],
+) -> str:
+    q, n, d = args.queries, args.corpus, args.dim
+    out = [
+        f"Exact top-k, {q} queries x {n} corpus rows x d = {d}, {args.threads} threads for "
+        f"every method, best of up to {args.repeats} timed runs after a warm-up; "
+        "GFLOP/s = 2*Q*N*d / s; "
+        "'vs faiss' = faiss seconds / method seconds (> 1: faster than faiss); recall and "
+        "'same order' are against negmine f32's ids.",
+        "",
+        f"Command: `{command}`",
+        "",
+        *info,
+        "",
+        "| method | corpus | k | seconds | GFLOP/s | vs faiss | recall@k | same order "
+        "| max Δ k-th score | note |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r.method} | {r.dtype} | {r.k} | {r.seconds:.3f} | {r.gflops:.1f} | "
+            f"{_fmt(r.vs_faiss, '.2f')} | {_fmt(r.recall, '.4f')} | "
+            f"{_fmt(r.same_order, '.3f')} | {_fmt(r.kth_score_diff, '.1e')} | {r.note} |"
+        )
+    if latency:
+        out += [
+            "",
+            f"Small-query latency, k = {args.latency_k}, corpus {n} x {d} in RAM, "
+            f"median (min) of {args.latency_runs} runs, milliseconds:",
+            "",
+            "| method | corpus | Q = 1 | Q = 16 |",
+            "|---|---|---:|---:|",
+        ]
+        by_key: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+        for e in latency:
+            by_key.setdefault((e["method"], e["dtype"]), {})[e["queries"]] = e
+        for (method, dtype), cells in by_key.items():
+            text = [f"{c['median_ms']:.2f} ({c['min_ms']:.2f})" for c in cells.values()]
+            out.append(f"| {method} | {dtype} | {' | '.join(text)} |")
+    if streaming:
+        out += [
+            "",
+            f"Streaming an on-disk f16 .npy corpus (d = {d}), {args.stream_queries} queries, "
+            f"k = {args.stream_k}, one fresh process per row; peaks sampled from "
+            "/proc/self/status every 5 ms, '+' = growth over the process before the search. "
+            "Anonymous growth should stay near queries + results + a few blocks, whatever N.",
+            "",
+            "| N | file | opened with | seconds | GFLOP/s | RssAnon peak (+) | RssFile peak (+) "
+            "| VmRSS peak | queries+results | same ids as in RAM |",
+            "|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for s in streaming:
+            if "error" in s:
+                out.append(f"| {s['n']} | | failed: {' '.join(s['error'])} | | | | | | | |")
+                continue
+            pk, dl = s["peak"], s["delta"]
+            match = s.get("matches_in_ram")
+            same = "" if match is None else ("yes" if match else "**no**")
+            out.append(
+                f"| {s['n']} | {s['file_bytes'] / (1 << 30):.2f} GiB | {s['opened_with']} | "
+                f"{s['seconds']:.2f} | {s['gflops']:.1f} | "
+                f"{pk['RssAnon'] / MIB:.0f} MiB (+{dl['RssAnon'] / MIB:.0f}) | "
+                f"{pk['RssFile'] / MIB:.0f} MiB (+{dl['RssFile'] / MIB:.0f}) | "
+                f"{pk['VmRSS'] / MIB:.0f} MiB | {s['queries_plus_results_bytes'] / MIB:.1f} MiB "
+                f"| {same} |"
+            )
+    return "\n".join(out) + "\n"
+
+
+def write_readme(path: Path, block: str) -> bool:
+    """Replaces the text between the bench markers; never creates them. Temp file + rename, so a
+    concurrent reader sees the old or the new README, never half of one."""
+    if not path.exists():
+        print(f"{path} not found; README not written", file=sys.stderr)
+        return False
+    text = path.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        print(f"{path}: no {README_START} ... {README_END} block; not written", file=sys.stderr)
+        return False
+    new = text[: start + len(README_START)] + "\n" + block + text[end:]
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(new)
+        os.chmod(tmp, path.stat().st_mode & 0o777)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    print(f"wrote the bench block of {path}", file=sys.stderr)
+    return True
+
+
+# --------------------------------------------------------------------------- main
+
+
+def import_peers(args: argparse.Namespace) -> dict[str, Any]:
+    peers: dict[str, Any] = {"numpy": np}
+    for name in ("faiss", "torch", "hnswlib"):
+        if name in args.skip:
+            continue
+        try:
+            peers[name] = __import__(name)
+        except ImportError as exc:
+            print(f"WARNING: {name} unavailable ({exc}); skipped", file=sys.stderr)
+    if "faiss" in peers:
+        peers["faiss"].omp_set_num_threads(args.threads)
+    if "torch" in peers:
+        peers["torch"].set_num_threads(args.threads)
+    for name in args.skip:
+        peers.pop(name, None)
+    return peers
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    command = shlex.join(["python", *sys.argv]) if argv is None else shlex.join(argv)
+    env_warnings = check_blas_env()
+    peers = import_peers(args)
+    # Imported libraries may have started their pools already; cap them all now.
+    limiter = limit_threads(args.threads)
+
+    print("loading data ...", file=sys.stderr, flush=True)
+    xq = np.load(queries_file(args.data_dir, args.seed, args.queries, args.dim))
+    xb = np.load(corpus_file(args.data_dir, args.seed, args.corpus, args.dim, "f32"))
+
+    rows = throughput_section(args, xq, xb, peers)
+    latency = [] if "latency" in args.skip else latency_section(args, xq, xb, peers)
+    streaming: list[dict[str, Any]] = []
+    if "streaming" not in args.skip:
+        if not Path("/proc/self/status").exists():
+            print("streaming section needs Linux /proc; skipped", file=sys.stderr)
+        else:
+            ref16 = None
+            if args.corpus in args.stream_sizes:
+                # Reference for the streamed file of the same N: same values, so same ids.
+                xq_s = xq[: args.stream_queries]
+                ref16 = negmine.search(
+                    xq_s, xb.astype(np.float16), args.stream_k, threads=args.threads
+                )
+            del xb  # the streaming subprocesses need the page cache more than we need xb
+            streaming = streaming_section(args, ref16)
+
+    info = machine_info(peers, env_warnings)
+    block = render(args, command, info, rows, latency, streaming)
+    print(block)
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "command": command,
+                    "machine": info,
+                    "throughput": [r.__dict__ for r in rows],
+                    "latency": latency,
+                    "streaming": streaming,
+                },
+                indent=1,
+            )
+        )
+    if args.write_readme:
+        write_readme(args.readme, block)
+    if limiter is not None:
+        limiter.restore_original_limits()
+
+
+if __name__ == "__main__":
+    main()
