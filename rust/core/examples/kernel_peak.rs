@@ -1,4 +1,4 @@
-//! Single-thread throughput of each micro-kernel on cache-resident panels, as a share of the
+//! Single-thread throughput of each micro-kernel on cache-resident panels, to compare with the
 //! FMA peak: `cargo run --release -p negmine-core --example kernel_peak`.
 
 use std::time::Instant;
@@ -7,35 +7,44 @@ use negmine_core::kernels::{self, Isa, Select, MR, NR, TILE};
 
 fn main() {
     let kc = 384;
-    let a: Vec<f32> = (0..kc * MR * 24).map(|i| (i % 7) as f32 * 0.1).collect();
+    let panels = 24;
+    let a: Vec<f32> = (0..kc * MR * panels)
+        .map(|i| (i % 7) as f32 * 0.1)
+        .collect();
     let b: Vec<f32> = (0..kc * NR).map(|i| (i % 5) as f32 * 0.1).collect();
-    let thresholds = [f32::INFINITY; 2 * MR];
-    for isa in Isa::available() {
-        if isa == Isa::Scalar {
-            continue;
-        }
-        let mut c = [0.0f32; TILE];
-        let reps = 20_000;
-        let t = Instant::now();
-        for _ in 0..reps {
-            for panel in a.chunks_exact(kc * MR) {
-                let select = Select {
-                    thresholds: &thresholds,
-                    column_scale: None,
-                };
-                std::hint::black_box(kernels::tile(
-                    isa,
-                    kc,
-                    panel,
-                    &b,
-                    &mut c,
-                    false,
-                    Some(select),
-                ));
+    let thresholds = [f32::INFINITY; MR];
+    let select = Select {
+        thresholds: &thresholds,
+        column_scale: None,
+    };
+    let reps = 10_000;
+    let flop = 2.0 * (MR * NR * kc * panels * reps) as f64;
+    for round in 0..3 {
+        for isa in Isa::available().into_iter().filter(|&i| i != Isa::Scalar) {
+            let (mut c0, mut c1) = ([0.0f32; TILE], [0.0f32; TILE]);
+            let t = Instant::now();
+            for _ in 0..reps {
+                let mut pairs = a.chunks_exact(2 * kc * MR);
+                for pair in &mut pairs {
+                    let (a0, a1) = pair.split_at(kc * MR);
+                    let m = kernels::tile_pair(
+                        isa,
+                        kc,
+                        [a0, a1],
+                        &b,
+                        [&mut c0, &mut c1],
+                        false,
+                        Some([select, select]),
+                    );
+                    std::hint::black_box(m);
+                }
             }
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "round {round} {:10} {:.1} GFLOP/s",
+                isa.name(),
+                flop / secs / 1e9
+            );
         }
-        let secs = t.elapsed().as_secs_f64();
-        let flop = 2.0 * (MR * NR * kc * 24 * reps) as f64;
-        println!("{:10} {:.1} GFLOP/s", isa.name(), flop / secs / 1e9);
     }
 }

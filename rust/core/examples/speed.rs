@@ -36,6 +36,9 @@ fn main() {
         MatrixView::f32(&corpus, n, d).unwrap()
     };
     let mut opts = SearchOptions::new(k, Metric::Dot);
+    if let Ok(name) = std::env::var("ISA") {
+        opts.isa = Some(negmine_core::kernels::Isa::from_name(&name).expect("available isa"));
+    }
     if let Ok(b) = std::env::var("BLOCK") {
         opts.block_rows = Some(b.parse().unwrap());
     }

@@ -278,12 +278,12 @@ impl Scorer<'_> {
     fn run(&self, task: Task<'_>, block: &PackedBlock) {
         let dim = self.dim;
         let n_a = task.candidates.len().div_ceil(MR);
-        let block_len = block.rows.len();
-        let n_b = block_len.div_ceil(NR);
+        let n_b = block.rows.len().div_ceil(NR);
         let multi = self.depth.len() > 1;
         let a_group = &self.packed_queries[task.first_panel * dim * MR..];
         let b_block = block.panels.as_slice();
-        let mut single = [0.0f32; TILE];
+        let mut singles = [[0.0f32; TILE]; 2];
+        let mut task = task;
         PARTIALS.with(|partials| {
             let mut partials = partials.borrow_mut();
             if multi {
@@ -295,56 +295,97 @@ impl Scorer<'_> {
                 let last = ci + 1 == self.depth.len();
                 for jr in 0..n_b {
                     let b = &b_block[(jr * dim + p0) * NR..][..kc * NR];
-                    let cols = NR.min(block_len - jr * NR);
-                    let col_mask = if cols == NR {
-                        u16::MAX
-                    } else {
-                        (1u16 << cols) - 1
-                    };
                     let column_scale = self.cosine.then(|| &block.inv_norms[jr * NR..][..NR]);
-                    for ir in 0..n_a {
-                        let a = &a_group[(ir * dim + p0) * MR..][..kc * MR];
-                        let c: &mut [f32; TILE] = if multi {
-                            (&mut partials[(ir * n_b + jr) * TILE..][..TILE])
-                                .try_into()
-                                .expect("tile-sized slice")
+                    let a = |ir: usize| &a_group[(ir * dim + p0) * MR..][..kc * MR];
+                    let mut ir = 0;
+                    while ir < n_a {
+                        let pair = self.isa.pairs_tiles() && ir + 1 < n_a;
+                        // The tiles of panels ir (and ir + 1) against corpus panel jr.
+                        let (c0, c1): (&mut [f32], &mut [f32]) = if multi {
+                            let (lo, hi) = partials.split_at_mut((ir + 1) * n_b * TILE);
+                            let c1 = if pair {
+                                &mut hi[jr * TILE..][..TILE]
+                            } else {
+                                &mut []
+                            };
+                            (&mut lo[(ir * n_b + jr) * TILE..][..TILE], c1)
                         } else {
-                            &mut single
+                            let [s0, s1] = &mut singles;
+                            (&mut s0[..], &mut s1[..])
                         };
-                        if !last {
-                            kernels::tile(self.isa, kc, a, b, c, accumulate, None);
-                            continue;
-                        }
-                        let select = Select {
+                        let c0: &mut [f32; TILE] = c0.try_into().expect("tile");
+                        let select = |ir: usize| Select {
                             thresholds: &task.thresholds[ir * MR..][..MR],
                             column_scale,
                         };
-                        let masks = kernels::tile(self.isa, kc, a, b, c, accumulate, Some(select));
-                        for (i, &mask) in masks.iter().enumerate() {
-                            let mut mask = mask & col_mask;
-                            let q = ir * MR + i;
-                            if mask == 0 || q >= task.candidates.len() {
-                                continue;
+                        if pair {
+                            let c1: &mut [f32; TILE] = c1.try_into().expect("tile");
+                            let masks = kernels::tile_pair(
+                                self.isa,
+                                kc,
+                                [a(ir), a(ir + 1)],
+                                b,
+                                [c0, c1],
+                                accumulate,
+                                last.then(|| [select(ir), select(ir + 1)]),
+                            );
+                            if last {
+                                self.collect(&mut task, block, jr, ir, &masks[0], c0);
+                                self.collect(&mut task, block, jr, ir + 1, &masks[1], c1);
                             }
-                            let excluded = self
-                                .exclude
-                                .map(|ex| ex.of(self.query_offset + task.first_panel * MR + q));
-                            while mask != 0 {
-                                let j = mask.trailing_zeros() as usize;
-                                mask &= mask - 1;
-                                let id = (block.rows.start + jr * NR + j) as u32;
-                                if excluded.is_some_and(|ex| ex.binary_search(&id).is_ok()) {
-                                    continue;
-                                }
-                                if let Some(t) = task.candidates[q].push(c[i * NR + j], id) {
-                                    task.thresholds[q] = t;
-                                }
+                            ir += 2;
+                        } else {
+                            let s = last.then(|| select(ir));
+                            let masks = kernels::tile(self.isa, kc, a(ir), b, c0, accumulate, s);
+                            if last {
+                                self.collect(&mut task, block, jr, ir, &masks, c0);
                             }
+                            ir += 1;
                         }
                     }
                 }
             }
         });
+    }
+
+    /// Offers the scores of tile (query panel `ir`, corpus panel `jr`) that passed their
+    /// query's threshold to the query's candidates.
+    fn collect(
+        &self,
+        task: &mut Task<'_>,
+        block: &PackedBlock,
+        jr: usize,
+        ir: usize,
+        masks: &[u16; MR],
+        tile: &[f32; TILE],
+    ) {
+        let cols = NR.min(block.rows.len() - jr * NR);
+        let col_mask = if cols == NR {
+            u16::MAX
+        } else {
+            (1u16 << cols) - 1
+        };
+        for (i, &mask) in masks.iter().enumerate() {
+            let mut mask = mask & col_mask;
+            let q = ir * MR + i;
+            if mask == 0 || q >= task.candidates.len() {
+                continue;
+            }
+            let excluded = self
+                .exclude
+                .map(|ex| ex.of(self.query_offset + task.first_panel * MR + q));
+            while mask != 0 {
+                let j = mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                let id = (block.rows.start + jr * NR + j) as u32;
+                if excluded.is_some_and(|ex| ex.binary_search(&id).is_ok()) {
+                    continue;
+                }
+                if let Some(t) = task.candidates[q].push(tile[i * NR + j], id) {
+                    task.thresholds[q] = t;
+                }
+            }
+        }
     }
 }
 

@@ -23,6 +23,8 @@ pub enum Isa {
     Scalar,
     /// x86-64 AVX2 + FMA.
     Avx2Fma,
+    /// x86-64 AVX-512F: two query panels per corpus panel (12 zmm accumulators).
+    Avx512,
 }
 
 impl Isa {
@@ -40,6 +42,9 @@ impl Isa {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             isas.push(Isa::Avx2Fma);
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                isas.push(Isa::Avx512);
+            }
         }
         isas
     }
@@ -48,6 +53,7 @@ impl Isa {
         match self {
             Isa::Scalar => "scalar",
             Isa::Avx2Fma => "avx2+fma",
+            Isa::Avx512 => "avx512",
         }
     }
 
@@ -91,11 +97,59 @@ pub fn tile(
     match isa {
         Isa::Scalar => scalar::tile(kc, a, b, c, accumulate, select),
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2Fma` is only constructed by `available()` after runtime detection of
-        // AVX2 and FMA; the panel lengths were checked above.
-        Isa::Avx2Fma => unsafe { x86::tile_avx2(kc, a, b, c, accumulate, select) },
+        // SAFETY: `available()` returns `Avx2Fma` and `Avx512` only after runtime detection of
+        // AVX2 and FMA (and AVX-512F); the panel lengths were checked above.
+        Isa::Avx2Fma | Isa::Avx512 => unsafe { x86::tile_avx2(kc, a, b, c, accumulate, select) },
         #[cfg(not(target_arch = "x86_64"))]
-        Isa::Avx2Fma => unreachable!("AVX2 is never detected off x86-64"),
+        Isa::Avx2Fma | Isa::Avx512 => unreachable!("x86 kernels are never detected off x86-64"),
+    }
+}
+
+/// Two query panels against one corpus panel: the same as two [`tile`] calls (bit for bit),
+/// faster where the ISA has registers for both tiles at once.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+pub fn tile_pair(
+    isa: Isa,
+    kc: usize,
+    a: [&[f32]; 2],
+    b: &[f32],
+    c: [&mut [f32; TILE]; 2],
+    accumulate: bool,
+    select: Option<[Select<'_>; 2]>,
+) -> [[u16; MR]; 2] {
+    let [c0, c1] = c;
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => {
+            assert!(a.iter().all(|a| a.len() >= kc * MR) && b.len() >= kc * NR);
+            if let Some(select) = &select {
+                for s in select {
+                    assert!(s.thresholds.len() >= MR);
+                    assert!(s.column_scale.is_none_or(|scale| scale.len() >= NR));
+                }
+            }
+            // SAFETY: `Avx512` is only constructed after runtime detection of AVX-512F;
+            // lengths were checked above.
+            unsafe { x86::tile_pair_avx512(kc, a, b, [c0, c1], accumulate, select) }
+        }
+        _ => {
+            let [s0, s1] = match select {
+                Some([s0, s1]) => [Some(s0), Some(s1)],
+                None => [None, None],
+            };
+            [
+                tile(isa, kc, a[0], b, c0, accumulate, s0),
+                tile(isa, kc, a[1], b, c1, accumulate, s1),
+            ]
+        }
+    }
+}
+
+impl Isa {
+    /// Whether [`tile_pair`] is faster than two [`tile`] calls.
+    pub fn pairs_tiles(self) -> bool {
+        self == Isa::Avx512
     }
 }
 

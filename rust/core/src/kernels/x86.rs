@@ -87,3 +87,68 @@ pub(super) unsafe fn tile_avx2(
     }
     masks
 }
+
+/// Two 6 x 16 tiles sharing one corpus panel: 12 zmm accumulators, one 16-wide load of the
+/// corpus panel and 12 broadcast FMAs per depth step.
+///
+/// # Safety
+/// The CPU must support AVX-512F; each `a` must hold `kc * MR` and `b` `kc * NR` elements;
+/// `select`'s slices must hold `MR` thresholds and `NR` scales.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(super) unsafe fn tile_pair_avx512(
+    kc: usize,
+    a: [&[f32]; 2],
+    b: &[f32],
+    c: [&mut [f32; TILE]; 2],
+    accumulate: bool,
+    select: Option<[Select<'_>; 2]>,
+) -> [[u16; MR]; 2] {
+    let (a0, a1, b) = (a[0].as_ptr(), a[1].as_ptr(), b.as_ptr());
+    let [c0, c1] = c;
+    let mut acc = [_mm512_setzero_ps(); 2 * MR];
+    if accumulate {
+        for i in 0..MR {
+            // SAFETY: row i of a tile is c[i * 16..][..16], inside the TILE floats.
+            unsafe {
+                acc[i] = _mm512_loadu_ps(c0.as_ptr().add(i * NR));
+                acc[MR + i] = _mm512_loadu_ps(c1.as_ptr().add(i * NR));
+            }
+        }
+    }
+    for p in 0..kc {
+        // SAFETY: p < kc, so 16 floats at b + 16p and 6 at a0/a1 + 6p are in bounds.
+        unsafe {
+            let bv = _mm512_loadu_ps(b.add(p * NR));
+            let (x, y) = (a0.add(p * MR), a1.add(p * MR));
+            for i in 0..MR {
+                acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(*x.add(i)), bv, acc[i]);
+                acc[MR + i] = _mm512_fmadd_ps(_mm512_set1_ps(*y.add(i)), bv, acc[MR + i]);
+            }
+        }
+    }
+    let mut masks = [[0u16; MR]; 2];
+    if let Some(select) = select {
+        for (t, s) in select.iter().enumerate() {
+            let tile = &mut acc[t * MR..(t + 1) * MR];
+            if let Some(scale) = s.column_scale {
+                // SAFETY: `scale` holds NR = 16 floats.
+                let sv = unsafe { _mm512_loadu_ps(scale.as_ptr()) };
+                for v in tile.iter_mut() {
+                    *v = _mm512_mul_ps(*v, sv);
+                }
+            }
+            for (i, v) in tile.iter().enumerate() {
+                let threshold = _mm512_set1_ps(s.thresholds[i]);
+                masks[t][i] = _mm512_cmp_ps_mask::<_CMP_NLE_UQ>(*v, threshold);
+            }
+        }
+    }
+    for i in 0..MR {
+        // SAFETY: as for the loads above.
+        unsafe {
+            _mm512_storeu_ps(c0.as_mut_ptr().add(i * NR), acc[i]);
+            _mm512_storeu_ps(c1.as_mut_ptr().add(i * NR), acc[MR + i]);
+        }
+    }
+    masks
+}
