@@ -20,4 +20,14 @@ class InvalidTypeError(NegmineError, TypeError):
     """An argument has a type or dtype negmine does not accept."""
 
 
-__all__ = ["FormatError", "InvalidArgumentError", "InvalidTypeError", "NegmineError"]
+class InternalError(NegmineError, RuntimeError):
+    """A bug in negmine, caught before it could crash the interpreter; please report it."""
+
+
+__all__ = [
+    "FormatError",
+    "InternalError",
+    "InvalidArgumentError",
+    "InvalidTypeError",
+    "NegmineError",
+]

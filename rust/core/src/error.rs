@@ -28,6 +28,10 @@ pub enum Error {
     /// The caller asked to stop (Ctrl-C) between two blocks of work.
     #[error("interrupted")]
     Interrupted,
+
+    /// A bug in negmine (a caught panic), reported instead of crashing the caller.
+    #[error("internal error in negmine (please report it): {0}")]
+    Internal(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -37,6 +37,7 @@ pub fn to_pyerr(err: Error) -> PyErr {
                 _ => PyOSError::new_err(args),
             }
         }
+        Error::Internal(_) => negmine_exception(py, "InternalError", err.to_string()),
         Error::Interrupted => PyKeyboardInterrupt::new_err(PyTuple::empty(py).unbind()),
     })
 }

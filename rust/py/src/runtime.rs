@@ -115,6 +115,19 @@ impl Hooks for PyHooks<'_> {
     }
 }
 
+/// Runs `work` (typically inside `py.detach`) turning a panic into [`Error::Internal`], so
+/// that no panic ever reaches Python as a `PanicException`.
+pub fn guarded<T>(work: impl FnOnce() -> negmine_core::Result<T>) -> negmine_core::Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_string());
+        Err(Error::Internal(message))
+    })
+}
+
 #[pyfunction]
 fn cpu_features() -> Vec<&'static str> {
     negmine_core::kernels::Isa::available()

@@ -71,19 +71,21 @@ fn search<'py>(
     let pool = runtime::pool(threads)?;
     let mut hooks = PyHooks::new(progress.as_ref(), corpus.mapped());
     let result = py.detach(|| {
-        let exclude = exclude
-            .map(|(indptr, indices)| {
-                Exclusions::from_csr(indptr, indices, queries_view.rows(), corpus_view.rows())
-            })
-            .transpose()?;
-        negmine_core::search(
-            &pool,
-            &queries_view,
-            &corpus_view,
-            exclude.as_ref(),
-            &opts,
-            &mut hooks,
-        )
+        runtime::guarded(|| {
+            let exclude = exclude
+                .map(|(indptr, indices)| {
+                    Exclusions::from_csr(indptr, indices, queries_view.rows(), corpus_view.rows())
+                })
+                .transpose()?;
+            negmine_core::search(
+                &pool,
+                &queries_view,
+                &corpus_view,
+                exclude.as_ref(),
+                &opts,
+                &mut hooks,
+            )
+        })
     });
     let neighbors = result.map_err(|e| hooks.into_pyerr(e))?;
     let shape = [queries_view.rows(), k];
