@@ -513,15 +513,16 @@ pub fn search(
             exclude,
         };
 
+        let block_at = |round: usize, s: usize| {
+            let r = &shard_rows[s];
+            let start = (r.start + round * block_rows).min(r.end);
+            start..(start + block_rows).min(r.end)
+        };
+        for s in 0..shards {
+            hooks.will_read(block_at(0, s));
+        }
         for round in 0..rounds {
-            let block_of = |s: usize| {
-                let r = &shard_rows[s];
-                let start = (r.start + round * block_rows).min(r.end);
-                start..(start + block_rows).min(r.end)
-            };
-            for s in 0..shards {
-                hooks.will_read(block_of(s));
-            }
+            let block_of = |s: usize| block_at(round, s);
             let packed: Result<(), NonFiniteRow> = pool.install(|| {
                 blocks
                     .par_iter_mut()
@@ -534,6 +535,10 @@ pub fn search(
                 return Err(Error::invalid(format!(
                     "corpus row {row} contains NaN or infinity"
                 )));
+            }
+            // Read-ahead of the next blocks overlaps the scoring of these ones.
+            for s in 0..shards {
+                hooks.will_read(block_at(round + 1, s));
             }
             let mut tasks = Vec::new();
             for (shard, (cands, thrs)) in candidates.iter_mut().zip(&mut thresholds).enumerate() {
