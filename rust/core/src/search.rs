@@ -170,7 +170,7 @@ const MC: usize = 144;
 /// Depth chunk: a `KC x NR` corpus micro-panel stays in L1 while the query panels stream.
 const KC_MAX: usize = 384;
 const DEFAULT_BLOCK_ROWS: usize = 2048;
-/// Bytes of top-k buffers per query batch.
+/// Bytes of packed queries and top-k buffers per query batch.
 const STATE_BUDGET: usize = 256 << 20;
 
 fn depth_chunks(dim: usize) -> Vec<(usize, usize)> {
@@ -439,7 +439,9 @@ pub fn search(
         .unwrap_or(DEFAULT_BLOCK_ROWS)
         .max(1)
         .next_multiple_of(NR);
-    let per_query_bytes = (2 * k + 64) * std::mem::size_of::<crate::topk::Scored>();
+    // A query in flight holds its packed row and its candidate buffer.
+    let per_query_bytes = (2 * k + 64) * std::mem::size_of::<crate::topk::Scored>()
+        + dim * std::mem::size_of::<f32>();
     let query_batch = opts
         .query_batch
         .unwrap_or((STATE_BUDGET / per_query_bytes).max(MC))

@@ -18,6 +18,9 @@ struct CachedPool {
 
 static POOL: Mutex<Option<CachedPool>> = Mutex::new(None);
 
+/// More threads than this is a mistake, not a configuration.
+const MAX_THREADS: usize = 1024;
+
 /// Number of threads used when the caller does not say: all cores.
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -30,6 +33,11 @@ pub fn pool(threads: Option<usize>) -> PyResult<Arc<rayon::ThreadPool>> {
             return Err(to_pyerr(Error::invalid(
                 "threads must be positive (or None for all cores), got 0",
             )))
+        }
+        Some(t) if t > MAX_THREADS => {
+            return Err(to_pyerr(Error::invalid(format!(
+                "threads must be at most {MAX_THREADS}, got {t}"
+            ))))
         }
         Some(t) => t,
         None => default_threads(),
