@@ -1,6 +1,7 @@
 # Hand-written stubs of the Rust extension; checked by `python -m mypy.stubtest negmine._core`.
 from collections.abc import Callable
 from os import PathLike
+from typing import Any, final
 
 import numpy as np
 import numpy.typing as npt
@@ -10,10 +11,27 @@ __version__: str
 def cpu_features() -> list[str]: ...
 
 # --- store (negmine-py/src/store.rs) ---
+@final
 class Embeddings:
-    pass
+    @property
+    def shape(self) -> tuple[int, int]: ...
+    @property
+    def dtype(self) -> np.dtype[Any]: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def mapped(self) -> bool: ...
+    def __len__(self) -> int: ...
+    def numpy(self) -> npt.NDArray[Any]: ...
+    def __array__(
+        self, dtype: npt.DTypeLike | None = None, copy: bool | None = None
+    ) -> npt.NDArray[Any]: ...
 
-def open_embeddings(path: str | PathLike[str]) -> Embeddings: ...
+def open_embeddings(path: str | PathLike[str], *, mmap: bool = True) -> Embeddings: ...
+def save_embeddings(
+    path: str | PathLike[str],
+    embeddings: Embeddings | npt.NDArray[np.float32] | npt.NDArray[np.float16],
+) -> None: ...
 
 # --- search (negmine-py/src/search.rs) ---
 def search(

@@ -1,0 +1,87 @@
+"""Embeddings files: strict ``.npy`` reading (memory-mapped or copied) and atomic saving.
+
+``open_embeddings`` validates the whole file before returning: magic, version (1.0/2.0/3.0),
+a header of at most 10 000 bytes parsed as a literal (never evaluated) with exactly ``descr``,
+``fortran_order`` and ``shape``, dtype ``'<f4'`` or ``'<f2'``, C order, a 2-D shape, and a
+file size equal to header + data (a short file is refused with "missing N bytes", trailing
+bytes are refused). Directories, FIFOs, devices and sockets are refused without being read.
+
+A memory-mapped file must not be truncated or rewritten in place while it is open: touching a
+page past its new end kills the process with SIGBUS (true of every memory map, numpy's
+included). negmine never writes into a file it maps; ``save_embeddings`` replaces files by
+renaming a new one into place, which leaves existing maps intact. If another program may
+modify the input, open it with ``mmap=False``: it is validated and copied into memory once.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Union
+
+import numpy as np
+import numpy.typing as npt
+
+from negmine._core import Embeddings, open_embeddings
+from negmine._core import save_embeddings as _save_embeddings
+from negmine.errors import InvalidArgumentError, InvalidTypeError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+_DTYPES = {np.dtype(np.float32), np.dtype(np.float16)}
+
+
+def save_embeddings(
+    path: PathLike,
+    embeddings: Embeddings | npt.ArrayLike,
+    *,
+    dtype: npt.DTypeLike | None = None,
+) -> None:
+    """Writes a 2-D float32/float16 matrix to ``path`` as ``.npy`` (readable by ``np.load``).
+
+    The write is atomic: the data go to a temp file in the same directory (unnamed while being
+    written, on Linux), are flushed to disk, and the file is renamed over ``path``. After a
+    crash or an error ``path`` is the old file or the complete new one, and no temp file is
+    left. Saving onto a file that is currently open with ``open_embeddings`` is safe.
+
+    Args:
+        path: destination; its directory must exist (``FileNotFoundError`` otherwise, and
+            ``PermissionError`` when it is not writable).
+        embeddings: an ``Embeddings`` or a 2-D array. Non-contiguous arrays are copied.
+        dtype: ``"float32"`` or ``"float16"`` to cast to first. Without it the array must
+            already be float32 or float16; other dtypes raise ``TypeError`` naming the dtype.
+
+    The GIL is released while the file is written; do not modify the array from another thread
+    meanwhile (like ``np.save``, the file would hold a mix of old and new values).
+    """
+    if isinstance(embeddings, Embeddings):
+        if dtype is None or np.dtype(dtype) == embeddings.dtype:
+            _save_embeddings(path, embeddings)
+            return
+        embeddings = np.asarray(embeddings)
+    array = np.asarray(embeddings)
+    if dtype is not None:
+        target = np.dtype(dtype)
+        if target not in _DTYPES:
+            raise InvalidTypeError(
+                f"dtype must be float32 or float16, got {target} (embeddings are saved as one "
+                "of those)"
+            )
+        if array.dtype.kind not in "fiub":
+            raise InvalidTypeError(f"cannot cast embeddings of dtype {array.dtype} to {target}")
+        array = array.astype(target, copy=False)
+    elif array.dtype.newbyteorder("=") not in _DTYPES:
+        raise InvalidTypeError(
+            f"embeddings must be float32 or float16, got dtype {array.dtype}; pass "
+            "dtype='float32' to cast"
+        )
+    if array.ndim != 2:
+        hint = " (use x.reshape(1, -1) for a single vector)" if array.ndim == 1 else ""
+        raise InvalidArgumentError(
+            f"embeddings must be 2-D (rows x dim), got shape {array.shape}{hint}"
+        )
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    _save_embeddings(path, np.ascontiguousarray(array))
+
+
+__all__ = ["Embeddings", "open_embeddings", "save_embeddings"]
