@@ -152,3 +152,20 @@ pub(super) unsafe fn tile_pair_avx512(
     }
     masks
 }
+
+/// f16 -> f32, 8 at a time.
+///
+/// # Safety
+/// The CPU must support AVX and F16C; `src` and `dst` must have the same length.
+#[target_feature(enable = "avx,f16c")]
+pub(super) unsafe fn f16_to_f32_f16c(src: &[half::f16], dst: &mut [f32]) {
+    let full = src.len() / 8 * 8;
+    for i in (0..full).step_by(8) {
+        // SAFETY: i + 8 <= full <= len of both slices; unaligned load/store.
+        unsafe {
+            let halves = _mm_loadu_si128(src.as_ptr().add(i).cast::<__m128i>());
+            _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(halves));
+        }
+    }
+    super::f16_to_f32_scalar(&src[full..], &mut dst[full..]);
+}
