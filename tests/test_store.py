@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import negmine
 from negmine.errors import FormatError, InvalidArgumentError, InvalidTypeError, NegmineError
@@ -326,6 +328,54 @@ def test_numpy_and_negmine_read_the_same(
     np.testing.assert_array_equal(ours, data)
 
 
+@st.composite
+def npy_headers(draw: st.DrawFn) -> tuple[str, tuple[int, ...], str, tuple[int, int]]:
+    """Header dicts as numpy or a person might write them, valid for numpy or not."""
+    descr = draw(st.sampled_from(["<f4", "<f2", ">f4", "<f8", "<i4", "=f4", "|u1"]))
+    fortran = draw(st.sampled_from(["False", "True"]))
+    shape = tuple(draw(st.lists(st.integers(0, 4), max_size=3)))
+    comma = "," if len(shape) == 1 or (shape and draw(st.booleans())) else ""
+    shape_text = "(" + ", ".join(map(str, shape)) + comma + ")"
+    quote = draw(st.sampled_from(["'", '"']))
+    space = draw(st.sampled_from(["", " ", "  ", "\n"]))
+    items = [
+        f"{quote}descr{quote}:{space}{quote}{descr}{quote}",
+        f"{quote}fortran_order{quote}:{space}{fortran}",
+        f"{quote}shape{quote}:{space}{shape_text}",
+    ]
+    order = draw(st.permutations(items))
+    header = "{" + ("," + space).join(order) + ("," if draw(st.booleans()) else "") + "}"
+    version = draw(st.sampled_from([(1, 0), (2, 0), (3, 0)]))
+    return header, shape, descr, version
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(case=npy_headers())
+def test_differential_against_np_load(tmp_path: Path, case: tuple) -> None:
+    """Whatever negmine accepts numpy reads identically; whatever numpy refuses negmine refuses."""
+    header, shape, descr, version = case
+    itemsize = int(descr[-1])
+    data = bytes(range(256)) * (int(np.prod(shape)) * itemsize // 256 + 1)
+    data = data[: int(np.prod(shape)) * itemsize]
+    path = write(tmp_path / "h.npy", npy(header, data, version))
+    try:
+        theirs = np.load(path)
+    except ValueError:
+        theirs = None
+    try:
+        ours = np.asarray(open_embeddings(path))
+    except FormatError:
+        ours = None
+    if ours is not None:
+        assert theirs is not None, header
+        assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
+        np.testing.assert_array_equal(ours, theirs)
+    if theirs is None:
+        assert ours is None, header
+
+
 @pytest.mark.parametrize(
     "header",
     [
@@ -573,3 +623,13 @@ def test_read_only_output_directory(tmp_path: Path) -> None:
         assert only_entry(directory) == []
     finally:
         directory.chmod(0o755)
+
+
+def test_bad_paths_are_value_errors(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgumentError, match="NUL"):
+        open_embeddings(str(tmp_path / "a\0b.npy"))
+    with pytest.raises(InvalidArgumentError, match="NUL"):
+        save_embeddings(str(tmp_path / "a\0b.npy"), np.zeros((1, 1), dtype=np.float32))
+    with pytest.raises(InvalidArgumentError, match="does not name a file"):
+        save_embeddings("", np.zeros((1, 1), dtype=np.float32))
+    assert only_entry(tmp_path) == []

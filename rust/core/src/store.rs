@@ -1293,8 +1293,7 @@ fn save_via_named_temp(
 pub fn save(path: &Path, matrix: &MatrixView<'_>) -> Result<()> {
     let Some(file_name) = path.file_name() else {
         return Err(Error::invalid(format!(
-            "cannot save to {}: the path does not name a file",
-            path.display()
+            "cannot save to {path:?}: the path does not name a file"
         )));
     };
     let dir = match path.parent() {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use negmine_core::store::{self, MappedMatrix};
-use negmine_core::{DType, Elements};
+use negmine_core::{DType, Elements, Error};
 use numpy::ndarray::ArrayView2;
 use numpy::{PyArray2, PyArrayDescr};
 use pyo3::exceptions::PyValueError;
@@ -136,10 +136,20 @@ impl Embeddings {
     }
 }
 
+/// Refuses a path with a NUL byte as a bad argument (ValueError), as Python's `open` does,
+/// rather than as an OS error.
+fn checked_path(path: PathBuf) -> PyResult<PathBuf> {
+    if path.as_os_str().as_encoded_bytes().contains(&0) {
+        return Err(Error::invalid(format!("path {path:?} contains a NUL byte"))).py_err();
+    }
+    Ok(path)
+}
+
 /// Opens and validates a `.npy` file of float32 or float16 embeddings.
 #[pyfunction]
 #[pyo3(signature = (path, *, mmap = true))]
 fn open_embeddings(py: Python<'_>, path: PathBuf, mmap: bool) -> PyResult<Embeddings> {
+    let path = checked_path(path)?;
     let inner = py
         .detach(|| {
             if mmap {
@@ -158,6 +168,7 @@ fn open_embeddings(py: Python<'_>, path: PathBuf, mmap: bool) -> PyResult<Embedd
 /// atomically. The Python wrapper `negmine.save_embeddings` converts other inputs first.
 #[pyfunction]
 fn save_embeddings(py: Python<'_>, path: PathBuf, embeddings: &Bound<'_, PyAny>) -> PyResult<()> {
+    let path = checked_path(path)?;
     let matrix = Matrix::extract(embeddings, "embeddings")?;
     let view = matrix.view("embeddings")?;
     py.detach(|| store::save(&path, &view)).py_err()
