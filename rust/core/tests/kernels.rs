@@ -3,6 +3,8 @@
 //! continued from partial sums, then (with `select`) scaled per column and compared with
 //! `!(score <= threshold)`. All comparisons are bit-for-bit.
 
+use std::cmp::Ordering;
+
 use half::f16;
 use negmine_core::kernels::{self, Isa, Select, MR, NR, TILE};
 use proptest::prelude::*;
@@ -60,30 +62,49 @@ struct TileCase {
     select: Option<(Vec<ThresholdKind>, Option<Vec<f32>>)>,
 }
 
-fn tile_case(max_kc: usize) -> impl Strategy<Value = TileCase> {
-    (1..=max_kc).prop_flat_map(|kc| {
-        (
-            prop::collection::vec(value(), kc * MR),
-            prop::collection::vec(value(), kc * NR),
-            prop::collection::vec(value(), TILE),
-            any::<bool>(),
-            prop::option::weighted(
-                0.8,
-                (
-                    prop::collection::vec(threshold(), MR),
-                    prop::option::of(prop::collection::vec(column_scale(), NR)),
-                ),
+fn tile_case_with_kc(kc: usize) -> impl Strategy<Value = TileCase> {
+    (
+        prop::collection::vec(value(), kc * MR),
+        prop::collection::vec(value(), kc * NR),
+        prop::collection::vec(value(), TILE),
+        any::<bool>(),
+        prop::option::weighted(
+            0.8,
+            (
+                prop::collection::vec(threshold(), MR),
+                prop::option::of(prop::collection::vec(column_scale(), NR)),
             ),
-        )
-            .prop_map(move |(a, b, c0, accumulate, select)| TileCase {
-                kc,
-                a,
-                b,
-                c0,
-                accumulate,
-                select,
-            })
-    })
+        ),
+    )
+        .prop_map(move |(a, b, c0, accumulate, select)| TileCase {
+            kc,
+            a,
+            b,
+            c0,
+            accumulate,
+            select,
+        })
+}
+
+fn tile_case(max_kc: usize) -> impl Strategy<Value = TileCase> {
+    (1..=max_kc).prop_flat_map(tile_case_with_kc)
+}
+
+/// Two tiles for `tile_pair`: their own query panels, partial sums, thresholds and scales, one
+/// shared corpus panel and `accumulate` flag, and `select` on both or neither.
+fn pair_case(max_kc: usize) -> impl Strategy<Value = (TileCase, TileCase)> {
+    (1..=max_kc)
+        .prop_flat_map(|kc| (tile_case_with_kc(kc), tile_case_with_kc(kc)))
+        .prop_map(|(first, mut second)| {
+            second.b = first.b.clone();
+            second.accumulate = first.accumulate;
+            match (&first.select, &second.select) {
+                (None, Some(_)) => second.select = None,
+                (Some(s), None) => second.select = Some(s.clone()),
+                _ => {}
+            }
+            (first, second)
+        })
 }
 
 /// The definition, one score at a time.
@@ -129,7 +150,11 @@ fn reference(case: &TileCase, thresholds: &[f32]) -> ([f32; TILE], [u16; MR]) {
                 if let Some(scale) = scale {
                     *s *= scale[j];
                 }
-                if !(*s <= thresholds[i]) {
+                // `!(score <= threshold)`: NaN on either side passes.
+                if !matches!(
+                    (*s).partial_cmp(&thresholds[i]),
+                    Some(Ordering::Less | Ordering::Equal)
+                ) {
                     masks[i] |= 1 << j;
                 }
             }
@@ -222,6 +247,46 @@ proptest! {
                 select,
             );
             assert_same(isa, &(c, masks), &whole);
+        }
+    }
+}
+
+fn thresholds_for(case: &TileCase) -> Vec<f32> {
+    match &case.select {
+        Some((kinds, _)) => thresholds_of(case, kinds, &reference_scores(case)),
+        None => vec![f32::NAN; MR],
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// `tile_pair` (the AVX-512 kernel scores two query panels at once) is two `tile` calls.
+    #[test]
+    fn tile_pair_matches_the_definition_bit_for_bit(cases in pair_case(400)) {
+        let (first, second) = &cases;
+        let thresholds = [thresholds_for(first), thresholds_for(second)];
+        let want = [reference(first, &thresholds[0]), reference(second, &thresholds[1])];
+        for isa in Isa::available() {
+            let mut c0: [f32; TILE] = first.c0.clone().try_into().unwrap();
+            let mut c1: [f32; TILE] = second.c0.clone().try_into().unwrap();
+            let select = first.select.as_ref().zip(second.select.as_ref()).map(|(s0, s1)| {
+                [
+                    Select { thresholds: &thresholds[0], column_scale: s0.1.as_deref() },
+                    Select { thresholds: &thresholds[1], column_scale: s1.1.as_deref() },
+                ]
+            });
+            let masks = kernels::tile_pair(
+                isa,
+                first.kc,
+                [&first.a, &second.a],
+                &first.b,
+                [&mut c0, &mut c1],
+                first.accumulate,
+                select,
+            );
+            assert_same(isa, &(c0, masks[0]), &want[0]);
+            assert_same(isa, &(c1, masks[1]), &want[1]);
         }
     }
 }
