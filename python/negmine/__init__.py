@@ -6,18 +6,27 @@ progress and offers the Python API.
 
 from __future__ import annotations
 
-from negmine._core import Embeddings, __version__, cpu_features, open_embeddings
-from negmine.errors import FormatError, InvalidArgumentError, InvalidTypeError, NegmineError
+from negmine._core import Embeddings, __version__, cpu_features
+from negmine.errors import (
+    FormatError,
+    InternalError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    NegmineError,
+)
 from negmine.search import search
+from negmine.store import open_embeddings, save_embeddings
 
 __all__ = [
     "Embeddings",
     "FormatError",
+    "InternalError",
     "InvalidArgumentError",
     "InvalidTypeError",
     "NegmineError",
     "__version__",
     "cpu_features",
     "open_embeddings",
+    "save_embeddings",
     "search",
 ]
