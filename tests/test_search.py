@@ -651,6 +651,7 @@ def test_arbitrary_arguments_never_panic(k, exclude, block_rows, query_batch, th
 def test_inputs_mutated_by_another_thread_during_a_search(rng):
     queries = normal(rng, 300, 64)
     corpus = normal(rng, 40_000, 64)
+    corpus_view = corpus.view()
     stop = threading.Event()
     writes = [0]
 
@@ -658,8 +659,15 @@ def test_inputs_mutated_by_another_thread_during_a_search(rng):
         local = np.random.default_rng(1)
         while not stop.is_set():
             rows = local.integers(0, len(corpus), 64)
-            corpus[rows] = local.standard_normal((64, 64), dtype=np.float32)
-            queries[local.integers(0, len(queries))] = local.standard_normal(64, dtype=np.float32)
+            # Through the arrays themselves (refused while a search reads them) and through
+            # views of the same memory (not refused, must not crash).
+            with contextlib.suppress(ValueError):
+                corpus[rows] = local.standard_normal((64, 64), dtype=np.float32)
+            corpus_view[rows] = local.standard_normal((64, 64), dtype=np.float32)
+            with contextlib.suppress(ValueError):
+                queries[local.integers(0, len(queries))] = local.standard_normal(
+                    64, dtype=np.float32
+                )
             writes[0] += 1
 
     writer = threading.Thread(target=mutate)

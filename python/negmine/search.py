@@ -8,7 +8,15 @@ from typing import Literal
 import numpy as np
 
 from negmine import _core
-from negmine._inputs import EmbeddingsLike, IdsLike, as_csr, as_matrix, rows_of
+from negmine._inputs import (
+    EmbeddingsLike,
+    IdsLike,
+    as_csr,
+    as_matrix,
+    positive_int,
+    read_only,
+    rows_of,
+)
 from negmine._progress import progress_callback
 
 Metric = Literal["dot", "cosine"]
@@ -44,12 +52,23 @@ def search(
         descending score, ties broken by the smaller id. Identical for any thread count, block
         size and query batching.
 
-    Ctrl-C stops the search between two blocks and raises ``KeyboardInterrupt``.
+    Ctrl-C stops the search between two blocks and raises ``KeyboardInterrupt``. The input
+    arrays are read-only while the search runs (a write to them raises ``ValueError``), so
+    the result always matches the inputs as they were at the call.
     """
+    k = positive_int(k, "k")
+    threads, block_rows, query_batch = (
+        None if value is None else positive_int(value, name)
+        for value, name in (
+            (threads, "threads"),
+            (block_rows, "block_rows"),
+            (query_batch, "query_batch"),
+        )
+    )
     q = as_matrix(queries, "queries")
     c = as_matrix(corpus, "corpus")
     csr = as_csr(exclude, rows_of(q), "exclude")
-    with progress_callback(progress, "search", unit="row") as callback:
+    with read_only(q, c), progress_callback(progress, "search", unit="row") as callback:
         return _core.search(
             q,
             c,

@@ -15,7 +15,6 @@ fn main() {
     let thresholds = [f32::INFINITY; MR];
     let select = Select {
         thresholds: &thresholds,
-        column_scale: None,
     };
     let reps = 10_000;
     let flop = 2.0 * (MR * NR * kc * panels * reps) as f64;

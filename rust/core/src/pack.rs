@@ -49,9 +49,11 @@ impl Default for AlignedBuf {
     }
 }
 
-/// `1 / ||row||` as f32, 0 for a zero row. Summed in f64 in a fixed order, so that it is the
-/// same on every CPU and for every blocking.
-pub fn inv_norm(row: &[f32]) -> f32 {
+/// Scales `row` to unit norm in place (a zero row stays zero). The norm is summed in f64 in a
+/// fixed order and each element is scaled in f64 before rounding to f32, so the result is the
+/// same on every CPU and for every blocking, and tiny (subnormal) or huge rows neither
+/// overflow nor lose their direction.
+pub fn normalize(row: &mut [f32]) {
     let mut lanes = [0.0f64; 8];
     let mut chunks = row.chunks_exact(8);
     for chunk in &mut chunks {
@@ -63,10 +65,9 @@ pub fn inv_norm(row: &[f32]) -> f32 {
         *lane += f64::from(x) * f64::from(x);
     }
     let sum: f64 = lanes.iter().sum();
-    if sum > 0.0 {
-        (1.0 / sum.sqrt()) as f32
-    } else {
-        0.0
+    let inv = if sum > 0.0 { 1.0 / sum.sqrt() } else { 0.0 };
+    for x in row.iter_mut() {
+        *x = (f64::from(*x) * inv) as f32;
     }
 }
 
@@ -102,59 +103,71 @@ pub fn pack_queries(
     for j in 0..width {
         m.row_into(start + j, row);
         check_finite(row, start + j)?;
-        let scale = if normalize { inv_norm(row) } else { 1.0 };
+        if normalize {
+            self::normalize(row);
+        }
         for (p, &x) in row.iter().enumerate() {
-            out[p * MR + j] = x * scale;
+            out[p * MR + j] = x;
         }
     }
     Ok(())
 }
 
-/// Scratch memory for [`pack_corpus`]: f16 rows widened to f32, and a zero row for padding.
+/// Scratch memory for [`pack_corpus`]: rows widened from f16 or normalised, and a zero row
+/// for padding.
 pub struct CorpusScratch {
-    widened: Vec<f32>,
+    rows: Vec<f32>,
     zeros: Vec<f32>,
 }
 
 impl CorpusScratch {
     pub fn new(dim: usize) -> Self {
         CorpusScratch {
-            widened: vec![0.0; NR * dim],
+            rows: vec![0.0; NR * dim],
             zeros: vec![0.0; dim],
         }
     }
 }
 
-/// Packs up to `NR` corpus rows from `start` into `out` (`dim * NR` floats, `[dim][NR]`);
-/// missing rows are zero. With `inv_norms`, each row's inverse norm (0 for padding) goes there.
+/// Packs up to `NR` corpus rows from `start` into `out` (`dim * NR` floats, `[dim][NR]`),
+/// normalised for cosine; missing rows are zero.
 pub fn pack_corpus(
     m: &MatrixView<'_>,
     start: usize,
     out: &mut [f32],
     scratch: &mut CorpusScratch,
-    inv_norms: Option<&mut [f32]>,
+    normalize: bool,
 ) -> Result<(), NonFiniteRow> {
     let dim = m.dim();
     debug_assert_eq!(out.len(), dim * NR);
     let width = NR.min(m.rows() - start);
     let rows = start * dim..(start + width) * dim;
+    let buf = &mut scratch.rows[..width * dim];
     let data: &[f32] = match m.elements() {
-        Elements::F32(s) => &s[rows],
-        Elements::F16(s) => {
-            let widened = &mut scratch.widened[..width * dim];
-            crate::kernels::f16_to_f32(&s[rows], widened);
-            widened
+        // Rows used as they are: no copy.
+        Elements::F32(s) if !normalize => {
+            for (j, row) in s[rows.clone()].chunks_exact(dim).enumerate() {
+                check_finite(row, start + j)?;
+            }
+            &s[rows]
+        }
+        elements => {
+            match elements {
+                Elements::F32(s) => buf.copy_from_slice(&s[rows]),
+                Elements::F16(s) => crate::kernels::f16_to_f32(&s[rows], buf),
+            }
+            for (j, row) in buf.chunks_exact_mut(dim).enumerate() {
+                check_finite(row, start + j)?;
+                if normalize {
+                    self::normalize(row);
+                }
+            }
+            buf
         }
     };
     let mut sources: [&[f32]; NR] = [&scratch.zeros; NR];
     for (j, row) in data.chunks_exact(dim).enumerate() {
-        check_finite(row, start + j)?;
         sources[j] = row;
-    }
-    if let Some(norms) = inv_norms {
-        for (norm, row) in norms.iter_mut().zip(&sources) {
-            *norm = inv_norm(row);
-        }
     }
     transpose::rows_to_panel(&sources, out);
     Ok(())

@@ -79,6 +79,13 @@ impl Exclusions {
                     q + 1
                 )));
             }
+            if hi as u64 > indices.len() as u64 {
+                return Err(Error::invalid(format!(
+                    "exclude indptr[{}] = {hi} is past the end of indices ({} ids)",
+                    q + 1,
+                    indices.len()
+                )));
+            }
             let start = ids.len();
             for &id in &indices[lo as usize..hi as usize] {
                 if id < 0 || id as u64 >= n_corpus as u64 {
@@ -251,7 +258,6 @@ thread_local! {
 struct PackedBlock {
     rows: Range<usize>,
     panels: AlignedBuf,
-    inv_norms: Vec<f32>,
 }
 
 /// A query group's share of one shard's state.
@@ -267,7 +273,6 @@ struct Scorer<'a> {
     isa: Isa,
     dim: usize,
     depth: &'a [(usize, usize)],
-    cosine: bool,
     packed_queries: &'a [f32],
     /// Global index of the batch's first query (for exclusions).
     query_offset: usize,
@@ -295,7 +300,6 @@ impl Scorer<'_> {
                 let last = ci + 1 == self.depth.len();
                 for jr in 0..n_b {
                     let b = &b_block[(jr * dim + p0) * NR..][..kc * NR];
-                    let column_scale = self.cosine.then(|| &block.inv_norms[jr * NR..][..NR]);
                     let a = |ir: usize| &a_group[(ir * dim + p0) * MR..][..kc * MR];
                     let mut ir = 0;
                     while ir < n_a {
@@ -316,7 +320,6 @@ impl Scorer<'_> {
                         let c0: &mut [f32; TILE] = c0.try_into().expect("tile");
                         let select = |ir: usize| Select {
                             thresholds: &task.thresholds[ir * MR..][..MR],
-                            column_scale,
                         };
                         if pair {
                             let c1: &mut [f32; TILE] = c1.try_into().expect("tile");
@@ -398,7 +401,6 @@ fn pack_block(
     let dim = corpus.dim();
     let n_panels = rows.len().div_ceil(NR);
     block.panels.resize(n_panels * dim * NR);
-    block.inv_norms.resize(n_panels * NR, 0.0);
     let start = rows.start;
     // Ending the view at the block's end makes the last panel's missing rows zero padding.
     let view = corpus.slice_rows(0, rows.end);
@@ -407,13 +409,10 @@ fn pack_block(
         .panels
         .as_mut_slice()
         .par_chunks_mut(dim * NR)
-        .zip(block.inv_norms.par_chunks_mut(NR))
         .enumerate()
         .map_init(
             || CorpusScratch::new(dim),
-            |scratch, (p, (out, norms))| {
-                pack::pack_corpus(&view, start + p * NR, out, scratch, cosine.then_some(norms))
-            },
+            |scratch, (p, out)| pack::pack_corpus(&view, start + p * NR, out, scratch, cosine),
         )
         .min_by_key(|r| r.err().map_or(usize::MAX, |e| e.0))
         .unwrap_or(Ok(()))
@@ -434,10 +433,11 @@ pub fn search(
     let cosine = opts.metric == Metric::Cosine;
     let (n_queries, n, dim) = (queries.rows(), corpus.rows(), corpus.dim());
     let depth = depth_chunks(dim);
+    // Clamped to the corpus first: larger blocks change nothing and could overflow.
     let block_rows = opts
         .block_rows
         .unwrap_or(DEFAULT_BLOCK_ROWS)
-        .max(1)
+        .clamp(1, n)
         .next_multiple_of(NR);
     // A query in flight holds its packed row and its candidate buffer.
     let per_query_bytes = (2 * k + 64) * std::mem::size_of::<crate::topk::Scored>()
@@ -469,19 +469,25 @@ pub fn search(
 
         let mut packed_queries = AlignedBuf::new();
         packed_queries.resize(n_panels * dim * MR);
-        pool.install(|| {
+        let packed = pool.install(|| {
             packed_queries
                 .as_mut_slice()
                 .par_chunks_mut(dim * MR)
                 .enumerate()
-                .for_each_init(
+                .map_init(
                     || vec![0.0f32; dim],
-                    |row, (p, out)| {
-                        pack::pack_queries(&batch, p * MR, out, row, cosine)
-                            .expect("queries were checked to be finite");
-                    },
+                    |row, (p, out)| pack::pack_queries(&batch, p * MR, out, row, cosine),
                 )
+                .min_by_key(|r| r.err().map_or(usize::MAX, |e| e.0))
+                .unwrap_or(Ok(()))
         });
+        // Checked before, but the caller's array may have changed since (another thread).
+        if let Err(NonFiniteRow(row)) = packed {
+            return Err(Error::invalid(format!(
+                "queries row {} contains NaN or infinity",
+                batch_start + row
+            )));
+        }
 
         let mut candidates: Vec<Vec<Candidates>> = (0..shards)
             .map(|_| vec![Candidates::new(k); batch_len])
@@ -497,7 +503,6 @@ pub fn search(
             .map(|_| PackedBlock {
                 rows: 0..0,
                 panels: AlignedBuf::new(),
-                inv_norms: Vec::new(),
             })
             .collect();
         let rounds = shard_rows
@@ -509,7 +514,6 @@ pub fn search(
             isa,
             dim,
             depth: &depth,
-            cosine,
             packed_queries: packed_queries.as_slice(),
             query_offset: batch_start,
             exclude,
@@ -534,8 +538,12 @@ pub fn search(
                     .unwrap_or(Ok(()))
             });
             if let Err(NonFiniteRow(row)) = packed {
+                // Shards scan the corpus out of order: name the first bad row, whatever the
+                // thread count.
+                let first = corpus.slice_rows(0, row).first_non_finite_row();
                 return Err(Error::invalid(format!(
-                    "corpus row {row} contains NaN or infinity"
+                    "corpus row {} contains NaN or infinity",
+                    first.unwrap_or(row)
                 )));
             }
             // Read-ahead of the next blocks overlaps the scoring of these ones.

@@ -1,7 +1,6 @@
 //! Every kernel against the scalar reference, and the scalar reference against the definition:
 //! each score is one fused multiply-add chain over the depth in increasing order, optionally
-//! continued from partial sums, then (with `select`) scaled per column and compared with
-//! `!(score <= threshold)`. All comparisons are bit-for-bit.
+//! continued from partial sums, then (with `select`) compared with `!(score <= threshold)`. All comparisons are bit-for-bit.
 
 use std::cmp::Ordering;
 
@@ -42,16 +41,6 @@ enum ThresholdKind {
     ScoreOfColumn(usize),
 }
 
-fn column_scale() -> impl Strategy<Value = f32> {
-    prop_oneof![
-        Just(0.0f32),
-        Just(1.0f32),
-        1.0e-3f32..10.0,
-        (1u32..0x0080_0000).prop_map(f32::from_bits),
-        1.0e30f32..1.0e38,
-    ]
-}
-
 #[derive(Debug, Clone)]
 struct TileCase {
     kc: usize,
@@ -59,7 +48,7 @@ struct TileCase {
     b: Vec<f32>,
     c0: Vec<f32>,
     accumulate: bool,
-    select: Option<(Vec<ThresholdKind>, Option<Vec<f32>>)>,
+    select: Option<Vec<ThresholdKind>>,
 }
 
 fn tile_case_with_kc(kc: usize) -> impl Strategy<Value = TileCase> {
@@ -68,13 +57,7 @@ fn tile_case_with_kc(kc: usize) -> impl Strategy<Value = TileCase> {
         prop::collection::vec(value(), kc * NR),
         prop::collection::vec(value(), TILE),
         any::<bool>(),
-        prop::option::weighted(
-            0.8,
-            (
-                prop::collection::vec(threshold(), MR),
-                prop::option::of(prop::collection::vec(column_scale(), NR)),
-            ),
-        ),
+        prop::option::weighted(0.8, prop::collection::vec(threshold(), MR)),
     )
         .prop_map(move |(a, b, c0, accumulate, select)| TileCase {
             kc,
@@ -90,7 +73,7 @@ fn tile_case(max_kc: usize) -> impl Strategy<Value = TileCase> {
     (1..=max_kc).prop_flat_map(tile_case_with_kc)
 }
 
-/// Two tiles for `tile_pair`: their own query panels, partial sums, thresholds and scales, one
+/// Two tiles for `tile_pair`: their own query panels, partial sums and thresholds, one
 /// shared corpus panel and `accumulate` flag, and `select` on both or neither.
 fn pair_case(max_kc: usize) -> impl Strategy<Value = (TileCase, TileCase)> {
     (1..=max_kc)
@@ -126,33 +109,27 @@ fn reference_scores(case: &TileCase) -> [f32; TILE] {
     out
 }
 
-fn thresholds_of(case: &TileCase, kinds: &[ThresholdKind], unscaled: &[f32; TILE]) -> Vec<f32> {
-    let scale = case.select.as_ref().and_then(|(_, s)| s.clone());
+fn thresholds_of(kinds: &[ThresholdKind], scores: &[f32; TILE]) -> Vec<f32> {
     kinds
         .iter()
         .enumerate()
         .map(|(i, kind)| match *kind {
             ThresholdKind::Fixed(t) => t,
-            ThresholdKind::ScoreOfColumn(j) => {
-                unscaled[i * NR + j] * scale.as_ref().map_or(1.0, |s| s[j])
-            }
+            ThresholdKind::ScoreOfColumn(j) => scores[i * NR + j],
         })
         .collect()
 }
 
 fn reference(case: &TileCase, thresholds: &[f32]) -> ([f32; TILE], [u16; MR]) {
-    let mut scores = reference_scores(case);
+    let scores = reference_scores(case);
     let mut masks = [0u16; MR];
-    if let Some((_, scale)) = &case.select {
+    if case.select.is_some() {
         for i in 0..MR {
             for j in 0..NR {
-                let s = &mut scores[i * NR + j];
-                if let Some(scale) = scale {
-                    *s *= scale[j];
-                }
+                let s = scores[i * NR + j];
                 // `!(score <= threshold)`: NaN on either side passes.
                 if !matches!(
-                    (*s).partial_cmp(&thresholds[i]),
+                    s.partial_cmp(&thresholds[i]),
                     Some(Ordering::Less | Ordering::Equal)
                 ) {
                     masks[i] |= 1 << j;
@@ -165,10 +142,7 @@ fn reference(case: &TileCase, thresholds: &[f32]) -> ([f32; TILE], [u16; MR]) {
 
 fn run_tile(isa: Isa, case: &TileCase, thresholds: &[f32]) -> ([f32; TILE], [u16; MR]) {
     let mut c: [f32; TILE] = case.c0.clone().try_into().unwrap();
-    let select = case.select.as_ref().map(|(_, scale)| Select {
-        thresholds,
-        column_scale: scale.as_deref(),
-    });
+    let select = case.select.as_ref().map(|_| Select { thresholds });
     let masks = kernels::tile(
         isa,
         case.kc,
@@ -205,11 +179,7 @@ proptest! {
 
     #[test]
     fn every_isa_matches_the_definition_bit_for_bit(case in tile_case(600)) {
-        let unscaled = reference_scores(&case);
-        let thresholds = match &case.select {
-            Some((kinds, _)) => thresholds_of(&case, kinds, &unscaled),
-            None => vec![f32::NAN; MR],
-        };
+        let thresholds = thresholds_for(&case);
         let want = reference(&case, &thresholds);
         for isa in Isa::available() {
             let got = run_tile(isa, &case, &thresholds);
@@ -225,18 +195,12 @@ proptest! {
         split in 0.0f64..1.0,
     ) {
         let kc1 = ((case.kc as f64) * split) as usize;
-        let thresholds: Vec<f32> = match &case.select {
-            Some((kinds, _)) => thresholds_of(&case, kinds, &reference_scores(&case)),
-            None => vec![f32::NAN; MR],
-        };
+        let thresholds = thresholds_for(&case);
         for isa in Isa::available() {
             let whole = run_tile(isa, &case, &thresholds);
             let mut c: [f32; TILE] = case.c0.clone().try_into().unwrap();
             kernels::tile(isa, kc1, &case.a, &case.b, &mut c, case.accumulate, None);
-            let select = case.select.as_ref().map(|(_, scale)| Select {
-                thresholds: &thresholds,
-                column_scale: scale.as_deref(),
-            });
+            let select = case.select.as_ref().map(|_| Select { thresholds: &thresholds });
             let masks = kernels::tile(
                 isa,
                 case.kc - kc1,
@@ -253,7 +217,7 @@ proptest! {
 
 fn thresholds_for(case: &TileCase) -> Vec<f32> {
     match &case.select {
-        Some((kinds, _)) => thresholds_of(case, kinds, &reference_scores(case)),
+        Some(kinds) => thresholds_of(kinds, &reference_scores(case)),
         None => vec![f32::NAN; MR],
     }
 }
@@ -270,11 +234,8 @@ proptest! {
         for isa in Isa::available() {
             let mut c0: [f32; TILE] = first.c0.clone().try_into().unwrap();
             let mut c1: [f32; TILE] = second.c0.clone().try_into().unwrap();
-            let select = first.select.as_ref().zip(second.select.as_ref()).map(|(s0, s1)| {
-                [
-                    Select { thresholds: &thresholds[0], column_scale: s0.1.as_deref() },
-                    Select { thresholds: &thresholds[1], column_scale: s1.1.as_deref() },
-                ]
+            let select = first.select.as_ref().zip(second.select.as_ref()).map(|_| {
+                [Select { thresholds: &thresholds[0] }, Select { thresholds: &thresholds[1] }]
             });
             let masks = kernels::tile_pair(
                 isa,
@@ -321,7 +282,6 @@ fn threshold_semantics_nan_passes_everything_and_inf_nothing() {
         let mut c = [0.0f32; TILE];
         let select = Select {
             thresholds: &thresholds,
-            column_scale: None,
         };
         let masks = kernels::tile(isa, kc, &a, &b, &mut c, false, Some(select));
         assert_eq!(

@@ -2,8 +2,8 @@
 //! thread count and instruction set; and its argument validation.
 //!
 //! The oracle follows the documented definition: a score is the fused multiply-add chain over
-//! the dimensions in increasing order; for cosine the query row is first multiplied by its
-//! inverse norm (`pack::inv_norm`) and the finished chain by the corpus row's inverse norm;
+//! the dimensions in increasing order; for cosine both rows are first scaled to unit norm
+//! (`pack::normalize`: f64 norm, f64 scaling, rounded to f32);
 //! NaN ranks as -inf, -0.0 as +0.0; rows rank by score descending, then id ascending.
 
 use std::collections::HashSet;
@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use half::f16;
 use negmine_core::kernels::Isa;
-use negmine_core::pack::inv_norm;
+use negmine_core::pack::normalize;
 use negmine_core::{
     search, Error, Exclusions, Hooks, MatrixView, Metric, Neighbors, NoHooks, SearchOptions,
 };
@@ -123,17 +123,18 @@ fn oracle(
     exclude: Option<&[Vec<u32>]>,
 ) -> Neighbors {
     let n = corpus.len() / dim;
-    let corpus_inv: Vec<f32> = corpus.chunks_exact(dim).map(inv_norm).collect();
+    let unit = |row: &[f32]| {
+        let mut row = row.to_vec();
+        if metric == Metric::Cosine {
+            normalize(&mut row);
+        }
+        row
+    };
+    let corpus: Vec<f32> = corpus.chunks_exact(dim).flat_map(unit).collect();
     let mut scores = Vec::new();
     let mut ids = Vec::new();
     for (qi, q) in queries.chunks_exact(dim).enumerate() {
-        let q: Vec<f32> = match metric {
-            Metric::Dot => q.to_vec(),
-            Metric::Cosine => {
-                let s = inv_norm(q);
-                q.iter().map(|&x| x * s).collect()
-            }
-        };
+        let q = unit(q);
         let excluded: HashSet<u32> = exclude
             .map(|ex| ex[qi].iter().copied().collect())
             .unwrap_or_default();
@@ -144,9 +145,6 @@ fn oracle(
                 let mut acc = 0.0f32;
                 for (&a, &b) in q.iter().zip(row) {
                     acc = a.mul_add(b, acc);
-                }
-                if metric == Metric::Cosine {
-                    acc *= corpus_inv[id as usize];
                 }
                 (canonical(acc), id)
             })
@@ -587,26 +585,33 @@ fn cosine_of_huge_rows_is_bounded() {
 }
 
 #[test]
-fn inv_norm_is_the_inverse_euclidean_norm() {
+fn normalize_scales_to_unit_norm_without_overflow() {
     let mut rng = Rng(3);
     for len in [1usize, 2, 7, 8, 9, 31, 384, 1000] {
-        let row = fill(&mut rng, Data::Floats, 1, len);
-        let exact = 1.0
-            / row
-                .iter()
-                .map(|&x| f64::from(x).powi(2))
-                .sum::<f64>()
-                .sqrt();
-        let got = f64::from(inv_norm(&row));
+        let mut row = fill(&mut rng, Data::Floats, 1, len);
+        normalize(&mut row);
+        let norm = row
+            .iter()
+            .map(|&x| f64::from(x).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        assert!((norm - 1.0).abs() <= 1e-6, "len {len}: norm {norm}");
+    }
+    let mut zeros = [0.0f32, -0.0, 0.0];
+    normalize(&mut zeros);
+    assert!(zeros.iter().all(|&x| x == 0.0));
+    let mut pythagoras = [3.0f32, 4.0];
+    normalize(&mut pythagoras);
+    assert_eq!(pythagoras, [0.6, 0.8]);
+    // Subnormal and huge rows keep their direction instead of overflowing.
+    for scale in [1e-40f32, 3e38] {
+        let mut row = [scale, scale];
+        normalize(&mut row);
         assert!(
-            (got - exact).abs() <= exact * 1e-7,
-            "len {len}: {got} vs {exact}"
+            (row[0] - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-6,
+            "{scale}: {row:?}"
         );
     }
-    assert_eq!(inv_norm(&[0.0; 5]), 0.0);
-    assert_eq!(inv_norm(&[-0.0; 3]), 0.0);
-    assert_eq!(inv_norm(&[3.0, 4.0]), 0.2);
-    assert!(inv_norm(&[f32::MAX; 16]).is_finite() && inv_norm(&[f32::MAX; 16]) > 0.0);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -68,14 +68,12 @@ pub struct Select<'a> {
     /// Per query row of the tile: a score passes when `!(score <= threshold)`, so a NaN
     /// threshold lets everything through and `+inf` nothing.
     pub thresholds: &'a [f32],
-    /// Per corpus column: a factor applied to the final scores (inverse norms for cosine).
-    pub column_scale: Option<&'a [f32]>,
 }
 
 /// Accumulates `a (kc x MR, packed [kc][MR]) . b (kc x NR, packed [kc][NR])` into `c` (MR x NR,
 /// row-major). With `accumulate`, `c` holds the partial sums of the previous depth chunks.
-/// With `select`, the final scores are scaled and compared: the result holds, per tile row, a
-/// bit mask of the columns that pass its threshold (zero without `select`).
+/// With `select`, the final scores are compared: the result holds, per tile row, a bit mask of
+/// the columns that pass its threshold (zero without `select`).
 #[inline]
 pub fn tile(
     isa: Isa,
@@ -92,7 +90,6 @@ pub fn tile(
     );
     if let Some(s) = &select {
         assert!(s.thresholds.len() >= MR);
-        assert!(s.column_scale.is_none_or(|scale| scale.len() >= NR));
     }
     match isa {
         Isa::Scalar => scalar::tile(kc, a, b, c, accumulate, select),
@@ -126,7 +123,6 @@ pub fn tile_pair(
             if let Some(select) = &select {
                 for s in select {
                     assert!(s.thresholds.len() >= MR);
-                    assert!(s.column_scale.is_none_or(|scale| scale.len() >= NR));
                 }
             }
             // SAFETY: `Avx512` is only constructed after runtime detection of AVX-512F;

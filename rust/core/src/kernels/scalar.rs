@@ -25,12 +25,7 @@ pub(super) fn tile(
     }
     let mut masks = [0u16; MR];
     if let Some(select) = select {
-        for (i, row) in acc.iter_mut().enumerate() {
-            if let Some(scale) = select.column_scale {
-                for (cij, &s) in row.iter_mut().zip(scale) {
-                    *cij *= s;
-                }
-            }
+        for (i, row) in acc.iter().enumerate() {
             let threshold = select.thresholds[i];
             for (j, &score) in row.iter().enumerate() {
                 // Unordered (NaN) passes, like the SIMD kernels' _CMP_NLE_UQ.

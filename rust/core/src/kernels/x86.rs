@@ -7,7 +7,7 @@ use super::{Select, MR, NR, TILE};
 
 /// # Safety
 /// The CPU must support AVX2 and FMA; `a` must hold `kc * MR` and `b` `kc * NR` elements;
-/// `select`'s slices must hold `MR` thresholds and `NR` scales.
+/// `select` must hold `MR` thresholds.
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn tile_avx2(
     kc: usize,
@@ -58,22 +58,9 @@ pub(super) unsafe fn tile_avx2(
             c51 = _mm256_fmadd_ps(a5, b1, c51);
         }
     }
-    let mut acc = [c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51];
+    let acc = [c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51];
     let mut masks = [0u16; MR];
     if let Some(select) = select {
-        if let Some(scale) = select.column_scale {
-            // SAFETY: `scale` holds NR = 16 floats.
-            let (s0, s1) = unsafe {
-                (
-                    _mm256_loadu_ps(scale.as_ptr()),
-                    _mm256_loadu_ps(scale.as_ptr().add(8)),
-                )
-            };
-            for pair in acc.chunks_exact_mut(2) {
-                pair[0] = _mm256_mul_ps(pair[0], s0);
-                pair[1] = _mm256_mul_ps(pair[1], s1);
-            }
-        }
         for (i, pair) in acc.chunks_exact(2).enumerate() {
             let t = _mm256_set1_ps(select.thresholds[i]);
             let lo = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NLE_UQ>(pair[0], t));
@@ -93,7 +80,7 @@ pub(super) unsafe fn tile_avx2(
 ///
 /// # Safety
 /// The CPU must support AVX-512F; each `a` must hold `kc * MR` and `b` `kc * NR` elements;
-/// `select`'s slices must hold `MR` thresholds and `NR` scales.
+/// each `select` must hold `MR` thresholds.
 #[target_feature(enable = "avx512f,avx2,fma")]
 pub(super) unsafe fn tile_pair_avx512(
     kc: usize,
@@ -129,14 +116,7 @@ pub(super) unsafe fn tile_pair_avx512(
     let mut masks = [[0u16; MR]; 2];
     if let Some(select) = select {
         for (t, s) in select.iter().enumerate() {
-            let tile = &mut acc[t * MR..(t + 1) * MR];
-            if let Some(scale) = s.column_scale {
-                // SAFETY: `scale` holds NR = 16 floats.
-                let sv = unsafe { _mm512_loadu_ps(scale.as_ptr()) };
-                for v in tile.iter_mut() {
-                    *v = _mm512_mul_ps(*v, sv);
-                }
-            }
+            let tile = &acc[t * MR..(t + 1) * MR];
             for (i, v) in tile.iter().enumerate() {
                 let threshold = _mm512_set1_ps(s.thresholds[i]);
                 masks[t][i] = _mm512_cmp_ps_mask::<_CMP_NLE_UQ>(*v, threshold);
