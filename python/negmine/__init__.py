@@ -14,6 +14,7 @@ from negmine.errors import (
     InvalidTypeError,
     NegmineError,
 )
+from negmine.mine import MiningOptions, MiningReport, MiningResult, load_qrels, mine
 from negmine.search import search
 from negmine.store import open_embeddings, save_embeddings
 
@@ -23,9 +24,14 @@ __all__ = [
     "InternalError",
     "InvalidArgumentError",
     "InvalidTypeError",
+    "MiningOptions",
+    "MiningReport",
+    "MiningResult",
     "NegmineError",
     "__version__",
     "cpu_features",
+    "load_qrels",
+    "mine",
     "open_embeddings",
     "save_embeddings",
     "search",

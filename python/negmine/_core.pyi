@@ -48,3 +48,47 @@ def search(
     isa: str | None = None,
     progress: Callable[[int, int], object] | None = None,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...
+
+# --- mine (negmine-py/src/mine.rs) ---
+def mine(
+    queries: Embeddings | npt.NDArray[np.float32] | npt.NDArray[np.float16],
+    corpus: Embeddings | npt.NDArray[np.float32] | npt.NDArray[np.float16],
+    positives_indptr: npt.NDArray[np.int64],
+    positives_indices: npt.NDArray[np.int64],
+    exclude_indptr: npt.NDArray[np.int64],
+    exclude_indices: npt.NDArray[np.int64],
+    *,
+    num_negatives: int,
+    metric: str = "cosine",
+    range_min: int = 0,
+    range_max: int | None = None,
+    max_score: float | None = None,
+    min_score: float | None = None,
+    absolute_margin: float | None = None,
+    relative_margin: float | None = None,
+    dup_threshold: float | None = None,
+    sampling_strategy: str = "top",
+    simans_a: float = 1.0,
+    simans_b: float = 0.0,
+    seed: int = 0,
+    groups: npt.NDArray[np.uint32] | None = None,
+    query_offset: int = 0,
+    threads: int | None = None,
+    block_rows: int | None = None,
+    query_batch: int | None = None,
+    progress: Callable[[int, int], object] | None = None,
+) -> dict[str, npt.NDArray[Any]]: ...
+def filter_names() -> list[str]: ...
+def duplicate_groups(
+    corpus: Embeddings | npt.NDArray[np.float32] | npt.NDArray[np.float16],
+    *,
+    threads: int | None = None,
+) -> npt.NDArray[np.uint32]: ...
+def link_queries(
+    queries: Embeddings | npt.NDArray[np.float32] | npt.NDArray[np.float16],
+    threshold: float,
+    *,
+    neighbors: int = 16,
+    threads: int | None = None,
+    progress: Callable[[int, int], object] | None = None,
+) -> npt.NDArray[np.uint32]: ...

@@ -53,6 +53,53 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_mine(args: argparse.Namespace) -> int:
+    from negmine.checkpoint import mine_to_directory
+    from negmine.mine import MiningOptions
+
+    options = MiningOptions(
+        num_negatives=args.num_negatives,
+        metric=args.metric,
+        range_min=args.range_min,
+        range_max=args.range_max,
+        max_score=args.max_score,
+        min_score=args.min_score,
+        absolute_margin=args.absolute_margin,
+        relative_margin=args.relative_margin,
+        dup_threshold=args.dup_threshold,
+        query_dup_threshold=args.query_dup_threshold,
+        sampling_strategy=args.sampling_strategy,
+        simans_a=args.simans_a,
+        simans_b=args.simans_b,
+        seed=args.seed,
+    )
+    start = time.perf_counter()
+    result = mine_to_directory(
+        args.queries,
+        args.corpus,
+        args.positives,
+        args.out,
+        options,
+        duplicates=None if args.no_duplicates else "auto",
+        chunk_queries=args.chunk_queries,
+        threads=args.threads,
+    )
+    print(result.report)
+    print(f"done in {time.perf_counter() - start:.1f} s -> {args.out}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from negmine.mine import MiningResult
+
+    result = MiningResult.load(args.directory)
+    print(result.report)
+    if args.plot:
+        result.plot(args.plot)
+        print(f"histogram -> {args.plot}")
+    return 0
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     emb = _core.open_embeddings(args.path)
     print(f"{args.path}: {emb!r}")
@@ -83,6 +130,45 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--threads", type=_positive_int, default=None)
     search.add_argument("--out", required=True, help="output .npz with 'scores' and 'ids'")
     search.set_defaults(run=_cmd_search)
+
+    mine = sub.add_parser(
+        "mine",
+        help="mine hard negatives (checkpointed: an interrupted run resumes)",
+        description="Mine hard negatives for .npy queries against a .npy corpus with qrels "
+        "positives. Writes one .npy per array and report.json into --out; rerun the same "
+        "command after an interruption to resume.",
+    )
+    mine.add_argument("--queries", required=True, help="Q x d .npy file (float32/float16)")
+    mine.add_argument("--corpus", required=True, help="N x d .npy file (float32/float16)")
+    mine.add_argument(
+        "--positives", required=True, help="qrels TSV: query_row corpus_row [relevance]"
+    )
+    mine.add_argument("--out", required=True, help="output directory")
+    mine.add_argument("--num-negatives", type=_positive_int, default=3)
+    mine.add_argument("--metric", choices=["dot", "cosine"], default="cosine")
+    mine.add_argument("--range-min", type=int, default=0)
+    mine.add_argument("--range-max", type=_positive_int, default=None)
+    mine.add_argument("--max-score", type=float, default=None)
+    mine.add_argument("--min-score", type=float, default=None)
+    mine.add_argument("--absolute-margin", type=float, default=None)
+    mine.add_argument("--relative-margin", type=float, default=None)
+    mine.add_argument("--dup-threshold", type=float, default=None)
+    mine.add_argument("--query-dup-threshold", type=float, default=None)
+    mine.add_argument("--sampling-strategy", choices=["top", "random", "simans"], default="top")
+    mine.add_argument("--simans-a", type=float, default=1.0)
+    mine.add_argument("--simans-b", type=float, default=0.0)
+    mine.add_argument("--seed", type=int, default=0)
+    mine.add_argument(
+        "--no-duplicates", action="store_true", help="do not group identical corpus rows"
+    )
+    mine.add_argument("--chunk-queries", type=_positive_int, default=8192)
+    mine.add_argument("--threads", type=_positive_int, default=None)
+    mine.set_defaults(run=_cmd_mine)
+
+    report = sub.add_parser("report", help="print the report of a mining run again")
+    report.add_argument("directory")
+    report.add_argument("--plot", help="also write a PNG score histogram (needs matplotlib)")
+    report.set_defaults(run=_cmd_report)
 
     info = sub.add_parser("info", help="validate a .npy embeddings file and print its shape")
     info.add_argument("path")

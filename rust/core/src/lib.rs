@@ -2,8 +2,10 @@
 //! embeddings. Pure Rust; the Python binding lives in the `negmine-py` crate.
 
 pub mod error;
+pub mod idlists;
 pub mod kernels;
 pub mod matrix;
+pub mod mine;
 pub mod pack;
 pub mod search;
 pub mod store;
@@ -11,4 +13,5 @@ pub mod topk;
 
 pub use error::{Error, Result};
 pub use matrix::{DType, Elements, MatrixView};
+pub use idlists::IdLists;
 pub use search::{search, Exclusions, Hooks, Metric, Neighbors, NoHooks, SearchOptions};

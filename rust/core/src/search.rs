@@ -11,6 +11,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+pub use crate::idlists::IdLists;
 use crate::kernels::{self, Isa, Select, MR, NR, TILE};
 use crate::matrix::MatrixView;
 use crate::pack::{self, AlignedBuf, CorpusScratch, NonFiniteRow};
@@ -37,87 +38,8 @@ impl Metric {
     }
 }
 
-/// Per query, the corpus ids that may never be returned (sorted, without duplicates).
-#[derive(Debug, Clone, Default)]
-pub struct Exclusions {
-    offsets: Vec<usize>,
-    ids: Vec<u32>,
-}
-
-impl Exclusions {
-    /// From CSR arrays: query `q` excludes `indices[indptr[q]..indptr[q + 1]]`.
-    pub fn from_csr(
-        indptr: &[i64],
-        indices: &[i64],
-        n_queries: usize,
-        n_corpus: usize,
-    ) -> Result<Self> {
-        if indptr.len() != n_queries + 1 {
-            return Err(Error::invalid(format!(
-                "exclude indptr must have n_queries + 1 = {} entries, got {}",
-                n_queries + 1,
-                indptr.len()
-            )));
-        }
-        if indptr[0] != 0 || indptr[n_queries] as u64 != indices.len() as u64 {
-            return Err(Error::invalid(format!(
-                "exclude indptr must start at 0 and end at len(indices) = {}, got {} .. {}",
-                indices.len(),
-                indptr[0],
-                indptr[n_queries]
-            )));
-        }
-        let mut offsets = Vec::with_capacity(n_queries + 1);
-        let mut ids = Vec::with_capacity(indices.len());
-        offsets.push(0);
-        for q in 0..n_queries {
-            let (lo, hi) = (indptr[q], indptr[q + 1]);
-            if hi < lo {
-                return Err(Error::invalid(format!(
-                    "exclude indptr must be non-decreasing, but indptr[{}] = {lo} > indptr[{}] = {hi}",
-                    q,
-                    q + 1
-                )));
-            }
-            if hi as u64 > indices.len() as u64 {
-                return Err(Error::invalid(format!(
-                    "exclude indptr[{}] = {hi} is past the end of indices ({} ids)",
-                    q + 1,
-                    indices.len()
-                )));
-            }
-            let start = ids.len();
-            for &id in &indices[lo as usize..hi as usize] {
-                if id < 0 || id as u64 >= n_corpus as u64 {
-                    return Err(Error::invalid(format!(
-                        "exclude id {id} for query {q} is out of range for a corpus of {n_corpus} rows"
-                    )));
-                }
-                ids.push(id as u32);
-            }
-            ids[start..].sort_unstable();
-            let mut end = start;
-            for i in start..ids.len() {
-                if i == start || ids[i] != ids[end - 1] {
-                    ids[end] = ids[i];
-                    end += 1;
-                }
-            }
-            ids.truncate(end);
-            offsets.push(ids.len());
-        }
-        Ok(Exclusions { offsets, ids })
-    }
-
-    pub fn n_queries(&self) -> usize {
-        self.offsets.len() - 1
-    }
-
-    /// The excluded ids of query `q`, sorted.
-    pub fn of(&self, q: usize) -> &[u32] {
-        &self.ids[self.offsets[q]..self.offsets[q + 1]]
-    }
-}
+/// Per query, the corpus ids that may never be returned.
+pub type Exclusions = IdLists;
 
 /// Knobs of [`search`]; `None` picks a tuned default. None of them changes the result.
 #[derive(Debug, Clone)]

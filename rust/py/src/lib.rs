@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 
 mod errors;
 mod inputs;
+mod mine;
 mod runtime;
 mod search;
 mod store;
@@ -15,5 +16,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     runtime::register(m)?;
     store::register(m)?;
     search::register(m)?;
+    mine::register(m)?;
     Ok(())
 }

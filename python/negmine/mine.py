@@ -1,0 +1,694 @@
+"""Hard-negative mining: exact candidates, false-negative filters, seeded sampling, a report.
+
+The heavy lifting (search, filters, sampling) is ``negmine._core.mine``; this module turns
+positives, duplicate groups and linked queries into the id lists the core needs, and wraps the
+result in a :class:`MiningResult` with a :class:`MiningReport`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import numpy as np
+import numpy.typing as npt
+
+from negmine import _core
+from negmine._atomic import atomic_write
+from negmine._core import Embeddings
+from negmine._inputs import (
+    EmbeddingsLike,
+    IdsLike,
+    as_csr,
+    as_matrix,
+    positive_int,
+    read_only,
+    rows_of,
+)
+from negmine._progress import progress_callback
+from negmine.errors import InvalidArgumentError, InvalidTypeError
+
+SamplingStrategy = Literal["top", "random", "simans"]
+Duplicates = Union[Literal["auto"], None, npt.ArrayLike]
+
+FILTERS: tuple[str, ...] = tuple(_core.filter_names())
+"""Filter names, in the order the core applies them (codes of ``removed["filter"]``)."""
+
+_HISTOGRAM_BINS = 50
+
+
+def load_qrels(
+    path: str | os.PathLike[str],
+    query_ids: Sequence[str] | None = None,
+    corpus_ids: Sequence[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reads a qrels TSV (``query_id<TAB>corpus_id`` per line, optional header, optional third
+    relevance column where ``0`` means not relevant) into CSR positives.
+
+    Without ``query_ids`` / ``corpus_ids`` the ids are row indices. With them, ids are looked
+    up by name, and an unknown id is an error naming the line.
+    """
+    q_index = {name: i for i, name in enumerate(query_ids)} if query_ids is not None else None
+    c_index = {name: i for i, name in enumerate(corpus_ids)} if corpus_ids is not None else None
+    pairs: list[tuple[int, int]] = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            fields = line.rstrip("\n").split("\t") if "\t" in line else line.split()
+            if not fields or not line.strip():
+                continue
+            if len(fields) not in (2, 3, 4):
+                raise InvalidArgumentError(
+                    f"{path}:{line_no}: expected 'query_id corpus_id [relevance]', got {line!r}"
+                )
+            if len(fields) == 4:  # TREC: query 0 doc relevance
+                fields = [fields[0], fields[2], fields[3]]
+            if len(fields) == 3:
+                try:
+                    if float(fields[2]) <= 0:
+                        continue
+                except ValueError:
+                    if line_no == 1:
+                        continue  # header
+                    raise InvalidArgumentError(
+                        f"{path}:{line_no}: relevance must be a number, got {fields[2]!r}"
+                    ) from None
+            try:
+                q = q_index[fields[0]] if q_index is not None else int(fields[0])
+                c = c_index[fields[1]] if c_index is not None else int(fields[1])
+            except KeyError as e:
+                raise InvalidArgumentError(f"{path}:{line_no}: unknown id {e.args[0]!r}") from None
+            except ValueError:
+                if line_no == 1:
+                    continue  # header
+                raise InvalidArgumentError(
+                    f"{path}:{line_no}: ids must be integers (row indices) unless query_ids / "
+                    f"corpus_ids are given, got {fields[:2]}"
+                ) from None
+            if q < 0 or c < 0:
+                raise InvalidArgumentError(f"{path}:{line_no}: negative id in {fields[:2]}")
+            pairs.append((q, c))
+    if not pairs:
+        raise InvalidArgumentError(f"{path}: no positive pairs found")
+    arr = np.unique(np.asarray(pairs, dtype=np.int64), axis=0)
+    n_queries = len(query_ids) if query_ids is not None else int(arr[:, 0].max()) + 1
+    if arr[:, 0].max() >= n_queries:
+        raise InvalidArgumentError(f"{path}: query id {arr[:, 0].max()} out of range")
+    indptr = np.zeros(n_queries + 1, dtype=np.int64)
+    np.add.at(indptr, arr[:, 0] + 1, 1)
+    return np.cumsum(indptr), arr[:, 1].copy()
+
+
+@dataclass
+class MiningReport:
+    """What mining did: how many candidates each filter removed, score distributions, and the
+    queries left with fewer negatives than asked for."""
+
+    n_queries: int
+    num_negatives: int
+    options: dict[str, Any]
+    positives: int
+    """Labelled (and linked) positives, all excluded by id."""
+    excluded_duplicates: int
+    """Corpus rows excluded because they duplicate a positive (same group)."""
+    linked_queries: int
+    """Queries that share their positives with a near-identical query."""
+    removed: dict[str, int]
+    """Per filter, candidates it removed."""
+    negatives: int
+    starved: list[int]
+    """Queries with fewer than ``num_negatives`` negatives (the corpus ran out)."""
+    histogram_edges: list[float]
+    histograms: dict[str, list[int]]
+    """Score counts per bin for ``positive``, ``negative`` and each filter's removals."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MiningReport:
+        return cls(**data)
+
+    def __str__(self) -> str:
+        total = self.n_queries * self.num_negatives
+        lines = [
+            f"mined {self.negatives:,} of {total:,} negatives for {self.n_queries:,} queries",
+            f"  positives excluded by id:        {self.positives:,}",
+            f"  duplicates of positives excluded: {self.excluded_duplicates:,}",
+        ]
+        if self.linked_queries:
+            lines.append(f"  queries sharing positives (linked): {self.linked_queries:,}")
+        lines.append("  removed by filter:")
+        for name in FILTERS:
+            if self.removed.get(name):
+                lines.append(f"    {name:<28} {self.removed[name]:>10,}")
+        if not any(self.removed.values()):
+            lines.append("    (nothing)")
+        if self.starved:
+            shown = ", ".join(map(str, self.starved[:10]))
+            more = " ..." if len(self.starved) > 10 else ""
+            lines.append(
+                f"  {len(self.starved):,} queries have fewer than {self.num_negatives} "
+                f"negatives: {shown}{more}"
+            )
+        for name, label in (("positive", "positives"), ("negative", "negatives")):
+            counts = np.asarray(self.histograms.get(name, []))
+            if counts.sum():
+                edges = np.asarray(self.histogram_edges)
+                centers = (edges[:-1] + edges[1:]) / 2
+                mean = float((centers * counts).sum() / counts.sum())
+                lines.append(f"  mean score of {label}: {mean:.4f}")
+        return "\n".join(lines)
+
+
+@dataclass
+class MiningResult:
+    """Mined negatives, aligned with the queries.
+
+    ``negative_ids[q]`` holds query ``q``'s negatives ranked by score (-1 where missing),
+    ``negative_scores[q]`` their scores (NaN where missing); ``positive_ids`` (CSR) and
+    ``positive_scores`` the positives used; ``removed`` the candidates each filter dropped.
+    """
+
+    negative_ids: np.ndarray
+    negative_scores: np.ndarray
+    positive_indptr: np.ndarray
+    positive_ids: np.ndarray
+    positive_scores: np.ndarray
+    removed: dict[str, np.ndarray] = field(repr=False)
+    report: MiningReport
+
+    def positives_of(self, query: int) -> np.ndarray:
+        return self.positive_ids[self.positive_indptr[query] : self.positive_indptr[query + 1]]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every array of the result, by file name stem."""
+        return {
+            "negative_ids": self.negative_ids,
+            "negative_scores": self.negative_scores,
+            "positive_indptr": self.positive_indptr,
+            "positive_ids": self.positive_ids,
+            "positive_scores": self.positive_scores,
+            **{f"removed_{k}": v for k, v in self.removed.items()},
+        }
+
+    def save(self, directory: str | os.PathLike[str]) -> None:
+        """Writes one ``.npy`` per array and ``report.json`` into ``directory`` (created),
+        each atomically; the bytes depend only on the result (no timestamps)."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, array in self.arrays().items():
+            with atomic_write(out / f"{name}.npy") as f:
+                np.save(f, array, allow_pickle=False)
+        with atomic_write(out / "report.json") as f:
+            f.write(json.dumps(self.report.to_dict(), indent=1, sort_keys=True).encode())
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> MiningResult:
+        d = Path(directory)
+
+        def load(name: str) -> np.ndarray:
+            return np.asarray(np.load(d / f"{name}.npy", allow_pickle=False))
+
+        report = MiningReport.from_dict(json.loads((d / "report.json").read_text()))
+        return cls(
+            negative_ids=load("negative_ids"),
+            negative_scores=load("negative_scores"),
+            positive_indptr=load("positive_indptr"),
+            positive_ids=load("positive_ids"),
+            positive_scores=load("positive_scores"),
+            removed={k: load(f"removed_{k}") for k in ("query", "id", "score", "filter")},
+            report=report,
+        )
+
+    def plot(self, path: str | os.PathLike[str]) -> None:
+        """Writes a PNG histogram of positive, kept and removed scores (needs matplotlib)."""
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise ImportError("plot() needs matplotlib: pip install 'negmine[plot]'") from e
+        r = self.report
+        edges = np.asarray(r.histogram_edges)
+        fig, ax = plt.subplots(figsize=(9, 4.5))
+        for name, counts in r.histograms.items():
+            if sum(counts):
+                ax.stairs(
+                    counts, edges, label=name, fill=name in ("positive", "negative"), alpha=0.6
+                )
+        ax.set_xlabel("score")
+        ax.set_ylabel("candidates")
+        ax.set_title(f"negmine: {r.negatives:,} negatives for {r.n_queries:,} queries")
+        ax.legend()
+        fig.tight_layout()
+        with atomic_write(path) as f:
+            fig.savefig(f, format="png", dpi=110)
+        plt.close(fig)
+
+
+def _hash_groups(texts: Sequence[str]) -> np.ndarray:
+    """Duplicate groups of identical texts: each row gets the index of its first occurrence."""
+    first: dict[bytes, int] = {}
+    groups = np.empty(len(texts), dtype=np.uint32)
+    for i, text in enumerate(texts):
+        key = hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+        groups[i] = first.setdefault(key, i)
+    return groups
+
+
+def _gather_lists(
+    indptr: np.ndarray, values: np.ndarray, keys: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The CSR lists ``keys[0], keys[1], ...`` concatenated: (length of each, values)."""
+    starts, counts = indptr[keys], np.diff(indptr)[keys]
+    total = int(counts.sum())
+    if total == 0:
+        return counts, np.empty(0, dtype=np.int64)
+    shift = np.repeat(starts - (np.cumsum(counts) - counts), counts)
+    return counts, values[np.arange(total) + shift]
+
+
+def _pairs_to_csr(
+    rows: np.ndarray, values: np.ndarray, n_rows: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique (row, value) pairs as CSR."""
+    if len(rows):
+        pairs = np.unique(np.stack([rows, values], axis=1).astype(np.int64), axis=0)
+        rows, values = pairs[:, 0], pairs[:, 1]
+    counts = np.bincount(rows, minlength=n_rows) if len(rows) else np.zeros(n_rows, np.int64)
+    indptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+    return indptr, np.ascontiguousarray(values, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class MiningOptions:
+    """Everything that decides which negatives are mined (see :func:`mine`)."""
+
+    num_negatives: int = 3
+    metric: Literal["dot", "cosine"] = "cosine"
+    range_min: int = 0
+    range_max: int | None = None
+    max_score: float | None = None
+    min_score: float | None = None
+    absolute_margin: float | None = None
+    relative_margin: float | None = None
+    dup_threshold: float | None = None
+    query_dup_threshold: float | None = None
+    sampling_strategy: SamplingStrategy = "top"
+    simans_a: float = 1.0
+    simans_b: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        positive_int(self.num_negatives, "num_negatives")
+        for name in ("range_min", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise InvalidArgumentError(f"{name} must be a non-negative integer, got {value!r}")
+        if self.range_max is not None:
+            positive_int(self.range_max, "range_max")
+        if self.metric not in ("dot", "cosine"):
+            raise InvalidArgumentError(f"metric must be 'dot' or 'cosine', got {self.metric!r}")
+        if self.sampling_strategy not in ("top", "random", "simans"):
+            raise InvalidArgumentError(
+                "sampling_strategy must be 'top', 'random' or 'simans', "
+                f"got {self.sampling_strategy!r}"
+            )
+        for name in (
+            "max_score",
+            "min_score",
+            "absolute_margin",
+            "relative_margin",
+            "dup_threshold",
+            "query_dup_threshold",
+            "simans_a",
+            "simans_b",
+        ):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float, np.floating, np.integer))
+                or not np.isfinite(value)
+            ):
+                raise InvalidArgumentError(f"{name} must be a finite number, got {value!r}")
+        if self.query_dup_threshold is not None and not -1 <= self.query_dup_threshold <= 1:
+            raise InvalidArgumentError(
+                f"query_dup_threshold is a cosine and must be in [-1, 1], "
+                f"got {self.query_dup_threshold}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The id lists the core needs, computed once for all queries (linking and duplicate
+    groups are global, so chunked runs must share them)."""
+
+    pos_indptr: np.ndarray
+    pos_ids: np.ndarray
+    ex_indptr: np.ndarray
+    ex_ids: np.ndarray
+    groups: np.ndarray | None
+    linked: int
+
+    def rows(self, start: int, stop: int) -> Prepared:
+        """The lists of queries ``start..stop``."""
+        p0, p1 = self.pos_indptr[start], self.pos_indptr[stop]
+        e0, e1 = self.ex_indptr[start], self.ex_indptr[stop]
+        return Prepared(
+            pos_indptr=self.pos_indptr[start : stop + 1] - p0,
+            pos_ids=self.pos_ids[p0:p1],
+            ex_indptr=self.ex_indptr[start : stop + 1] - e0,
+            ex_ids=self.ex_ids[e0:e1],
+            groups=self.groups,
+            linked=self.linked,
+        )
+
+
+def _positives_csr(
+    positives: IdsLike | str | os.PathLike[str], n_queries: int, n_corpus: int
+) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(positives, (str, os.PathLike)):
+        indptr, ids = load_qrels(positives)
+        if len(indptr) - 1 > n_queries:
+            last = int(np.flatnonzero(np.diff(indptr))[-1])
+            raise InvalidArgumentError(
+                f"the qrels have positives for query {last}, but there are only {n_queries} queries"
+            )
+        indptr = np.concatenate([indptr, np.full(n_queries + 1 - len(indptr), indptr[-1])])
+        positives = (indptr, ids)
+    csr = as_csr(positives, n_queries, "positives")
+    if csr is None:
+        raise InvalidArgumentError("positives are required (every query needs at least one)")
+    indptr, ids = csr
+    if len(indptr) != n_queries + 1:
+        raise InvalidArgumentError(
+            f"positives must have one list per query ({n_queries}), got {len(indptr) - 1}"
+        )
+    if len(ids) and (ids.min() < 0 or ids.max() >= n_corpus):
+        bad = ids[(ids < 0) | (ids >= n_corpus)][0]
+        raise InvalidArgumentError(
+            f"positive id {bad} is out of range for a corpus of {n_corpus} rows"
+        )
+    if np.any(np.diff(indptr) < 0) or indptr[0] != 0 or indptr[-1] != len(ids):
+        raise InvalidArgumentError("positives indptr must be non-decreasing from 0 to len(ids)")
+    rows = np.repeat(np.arange(n_queries), np.diff(indptr))
+    return _pairs_to_csr(rows, ids, n_queries)
+
+
+def prepare(
+    queries: Embeddings | np.ndarray,
+    corpus: Embeddings | np.ndarray,
+    positives: IdsLike | str | os.PathLike[str],
+    *,
+    duplicates: Duplicates = "auto",
+    corpus_texts: Sequence[str] | None = None,
+    query_dup_threshold: float | None = None,
+    threads: int | None = None,
+) -> Prepared:
+    """Positives (with those of linked queries) and exclusions (with duplicate-group members)."""
+    n_queries, n_corpus = rows_of(queries), rows_of(corpus)
+    pos_indptr, pos_ids = _positives_csr(positives, n_queries, n_corpus)
+    linked = 0
+    if query_dup_threshold is not None:
+        components = _core.link_queries(queries, float(query_dup_threshold), threads=threads)
+        components = components.astype(np.int64)
+        linked = int((np.bincount(components, minlength=n_queries)[components] > 1).sum())
+        # Each query gets the positives of its whole component.
+        pos_rows = np.repeat(np.arange(n_queries), np.diff(pos_indptr))
+        comp_indptr, comp_ids = _pairs_to_csr(components[pos_rows], pos_ids, n_queries)
+        counts, shared = _gather_lists(comp_indptr, comp_ids, components)
+        pos_indptr, pos_ids = _pairs_to_csr(
+            np.repeat(np.arange(n_queries), counts), shared, n_queries
+        )
+    groups = _duplicate_groups(corpus, duplicates, corpus_texts, threads)
+    ex_indptr, ex_ids = pos_indptr, pos_ids
+    if groups is not None and len(pos_ids):
+        # Members of each group, as CSR over dense group ids.
+        _, dense = np.unique(groups, return_inverse=True)
+        dense = dense.astype(np.int64)
+        order = np.argsort(dense, kind="stable").astype(np.int64)
+        group_indptr = np.concatenate(([0], np.cumsum(np.bincount(dense))))
+        counts, members = _gather_lists(group_indptr, order, dense[pos_ids])
+        pos_rows = np.repeat(np.arange(n_queries), np.diff(pos_indptr))
+        ex_indptr, ex_ids = _pairs_to_csr(
+            np.concatenate([pos_rows, np.repeat(pos_rows, counts)]),
+            np.concatenate([pos_ids, members]),
+            n_queries,
+        )
+    return Prepared(pos_indptr, pos_ids, ex_indptr, ex_ids, groups, linked)
+
+
+def _duplicate_groups(
+    corpus: Embeddings | np.ndarray,
+    duplicates: Duplicates,
+    corpus_texts: Sequence[str] | None,
+    threads: int | None,
+) -> np.ndarray | None:
+    n_corpus = rows_of(corpus)
+    if duplicates is None:
+        return None
+    if isinstance(duplicates, str):
+        if duplicates != "auto":
+            raise InvalidArgumentError(
+                f"duplicates must be 'auto', None or an array of group ids, got {duplicates!r}"
+            )
+        if corpus_texts is None:
+            return np.asarray(_core.duplicate_groups(corpus, threads=threads))
+        if len(corpus_texts) != n_corpus:
+            raise InvalidArgumentError(
+                f"corpus_texts has {len(corpus_texts)} texts for {n_corpus} corpus rows"
+            )
+        return _hash_groups(corpus_texts)
+    groups = np.asarray(duplicates)
+    if groups.shape != (n_corpus,) or groups.dtype.kind not in "iu":
+        raise InvalidTypeError(
+            f"duplicates must be one integer group id per corpus row ({n_corpus}), got "
+            f"shape {groups.shape} dtype {groups.dtype}"
+        )
+    return np.ascontiguousarray(np.unique(groups, return_inverse=True)[1], dtype=np.uint32)
+
+
+def mine_prepared(
+    queries: Embeddings | np.ndarray,
+    corpus: Embeddings | np.ndarray,
+    prepared: Prepared,
+    options: MiningOptions,
+    *,
+    query_offset: int = 0,
+    threads: int | None = None,
+    progress: bool | Callable[[int, int], object] = False,
+) -> dict[str, np.ndarray]:
+    """The core call for queries whose lists are ``prepared`` (raw arrays, no report)."""
+    with read_only(queries, corpus), progress_callback(progress, "mine", unit="row") as cb:
+        return dict(
+            _core.mine(
+                queries,
+                corpus,
+                prepared.pos_indptr,
+                prepared.pos_ids,
+                prepared.ex_indptr,
+                prepared.ex_ids,
+                num_negatives=options.num_negatives,
+                metric=options.metric,
+                range_min=options.range_min,
+                range_max=options.range_max,
+                max_score=options.max_score,
+                min_score=options.min_score,
+                absolute_margin=options.absolute_margin,
+                relative_margin=options.relative_margin,
+                dup_threshold=options.dup_threshold,
+                sampling_strategy=options.sampling_strategy,
+                simans_a=options.simans_a,
+                simans_b=options.simans_b,
+                seed=options.seed,
+                groups=prepared.groups,
+                query_offset=query_offset,
+                threads=threads,
+                progress=cb,
+            )
+        )
+
+
+def assemble(
+    prepared: Prepared, options: MiningOptions, parts: Sequence[dict[str, np.ndarray]]
+) -> MiningResult:
+    """A :class:`MiningResult` from the core outputs of consecutive query chunks."""
+
+    def cat(key: str) -> np.ndarray:
+        return np.concatenate([p[key] for p in parts])
+
+    offsets = np.cumsum([0] + [len(p["found"]) for p in parts[:-1]])
+    removed = {
+        "query": np.concatenate(
+            [p["removed_query"] + off for p, off in zip(parts, offsets)]
+        ).astype(np.int64),
+        "id": cat("removed_id").astype(np.int64),
+        "score": cat("removed_score").astype(np.float32),
+        "filter": cat("removed_filter").astype(np.uint8),
+    }
+    found = cat("found")
+    negative_scores = cat("negative_scores")
+    positive_scores = cat("positive_scores")
+    report = _report(
+        n_queries=len(found),
+        options=options,
+        positives=len(prepared.pos_ids),
+        excluded_duplicates=len(prepared.ex_ids) - len(prepared.pos_ids),
+        linked=prepared.linked,
+        found=found,
+        negative_scores=negative_scores,
+        positive_scores=positive_scores,
+        removed=removed,
+    )
+    return MiningResult(
+        negative_ids=cat("negative_ids"),
+        negative_scores=negative_scores,
+        positive_indptr=prepared.pos_indptr,
+        positive_ids=prepared.pos_ids,
+        positive_scores=positive_scores,
+        removed=removed,
+        report=report,
+    )
+
+
+def mine(
+    queries: EmbeddingsLike,
+    corpus: EmbeddingsLike,
+    positives: IdsLike | str | os.PathLike[str],
+    *,
+    num_negatives: int = 3,
+    metric: Literal["dot", "cosine"] = "cosine",
+    range_min: int = 0,
+    range_max: int | None = None,
+    max_score: float | None = None,
+    min_score: float | None = None,
+    absolute_margin: float | None = None,
+    relative_margin: float | None = None,
+    dup_threshold: float | None = None,
+    duplicates: Duplicates = "auto",
+    corpus_texts: Sequence[str] | None = None,
+    query_dup_threshold: float | None = None,
+    sampling_strategy: SamplingStrategy = "top",
+    simans_a: float = 1.0,
+    simans_b: float = 0.0,
+    seed: int = 0,
+    threads: int | None = None,
+    progress: bool = False,
+) -> MiningResult:
+    """Mines ``num_negatives`` hard negatives per query.
+
+    Args:
+        queries, corpus: embeddings (arrays, ``Embeddings`` or ``.npy`` paths).
+        positives: each query's relevant corpus ids: a CSR pair ``(indptr, indices)``, a list
+            of id lists, or a qrels TSV path (``query_id corpus_id`` as row indices).
+        num_negatives: negatives per query.
+        metric: ``"cosine"`` (default) or ``"dot"``.
+        range_min, range_max: the window ``[range_min, range_max)`` of the filtered ranking
+            (sentence-transformers' names). ``range_max=None``: unbounded for ``"top"``,
+            ``range_min + 10 * num_negatives`` for the samplers.
+        max_score, min_score: absolute score cuts.
+        absolute_margin: drop a candidate if ``score + margin > p``; relative_margin: drop it
+            if ``score > p - |p| * margin`` (0.05 is NV-Retriever's 95% PercPos); ``p`` is the
+            query's lowest positive score.
+        dup_threshold: a candidate whose cosine with a positive of the query is at least this
+            is a near-duplicate of it and dropped; one this close to a negative already chosen
+            is skipped, so the negatives are diverse.
+        duplicates: duplicate groups of the corpus: ``"auto"`` (identical texts when
+            ``corpus_texts`` is given, else identical embedding rows), ``None`` (off) or an
+            array with a group id per corpus row. Every member of a positive's group counts as
+            a positive; at most one member of a group is among a query's negatives.
+        query_dup_threshold: queries whose cosine is at least this share their positives.
+        sampling_strategy: ``"top"``, ``"random"`` (uniform in the window) or ``"simans"``
+            (weight ``exp(-simans_a * (score - p - simans_b)^2)``), seeded by ``seed``.
+
+    Returns:
+        A :class:`MiningResult`; ``result.report`` says what each filter removed and which
+        queries got fewer negatives than asked for (only when the corpus ran out: the search
+        goes as deep as the filters need).
+    """
+    options = MiningOptions(
+        num_negatives=num_negatives,
+        metric=metric,
+        range_min=range_min,
+        range_max=range_max,
+        max_score=max_score,
+        min_score=min_score,
+        absolute_margin=absolute_margin,
+        relative_margin=relative_margin,
+        dup_threshold=dup_threshold,
+        query_dup_threshold=query_dup_threshold,
+        sampling_strategy=sampling_strategy,
+        simans_a=simans_a,
+        simans_b=simans_b,
+        seed=seed,
+    )
+    if threads is not None:
+        threads = positive_int(threads, "threads")
+    q = as_matrix(queries, "queries")
+    c = as_matrix(corpus, "corpus")
+    prepared = prepare(
+        q,
+        c,
+        positives,
+        duplicates=duplicates,
+        corpus_texts=corpus_texts,
+        query_dup_threshold=query_dup_threshold,
+        threads=threads,
+    )
+    out = mine_prepared(q, c, prepared, options, threads=threads, progress=progress)
+    return assemble(prepared, options, [out])
+
+
+def _report(
+    *,
+    n_queries: int,
+    options: MiningOptions,
+    positives: int,
+    excluded_duplicates: int,
+    linked: int,
+    found: np.ndarray,
+    negative_scores: np.ndarray,
+    positive_scores: np.ndarray,
+    removed: dict[str, np.ndarray],
+) -> MiningReport:
+    kept = negative_scores[np.isfinite(negative_scores)]
+    every = np.concatenate([kept, positive_scores, removed["score"]]).astype(np.float64)
+    every = every[np.isfinite(every)]
+    lo, hi = (float(every.min()), float(every.max())) if len(every) else (0.0, 1.0)
+    if hi <= lo:
+        hi = lo + 1.0
+    edges = np.linspace(lo, hi, _HISTOGRAM_BINS + 1)
+
+    def hist(values: np.ndarray) -> list[int]:
+        values = values[np.isfinite(values)]
+        return [int(x) for x in np.histogram(values, bins=edges)[0]]
+
+    codes = removed["filter"]
+    counts = np.bincount(codes, minlength=len(FILTERS)) if len(codes) else np.zeros(len(FILTERS))
+    histograms = {"positive": hist(positive_scores), "negative": hist(kept)}
+    for code, name in enumerate(FILTERS):
+        if counts[code]:
+            histograms[name] = hist(removed["score"][codes == code])
+    num_negatives = options.num_negatives
+    return MiningReport(
+        n_queries=n_queries,
+        num_negatives=num_negatives,
+        options=options.to_dict(),
+        positives=positives,
+        excluded_duplicates=excluded_duplicates,
+        linked_queries=linked,
+        removed={name: int(counts[i]) for i, name in enumerate(FILTERS)},
+        negatives=int(found.sum()),
+        starved=[int(x) for x in np.flatnonzero(found < num_negatives)],
+        histogram_edges=[float(x) for x in edges],
+        histograms=histograms,
+    )

@@ -1,0 +1,730 @@
+//! Hard-negative mining: exact candidates from [`search`], false-negative filters, a window over
+//! the filtered ranking, seeded sampling, and a record of what every filter removed.
+//!
+//! For each query, candidates come in ranked order (score descending, id ascending) with its
+//! positives and their duplicates already excluded by the search. Walking that ranking:
+//! 1. `max_score` / `min_score` drop candidates above / below absolute cuts;
+//! 2. `absolute_margin` drops `score + m > p`, `relative_margin` drops `score > p - |p| m`,
+//!    where `p` is the query's lowest positive score (sentence-transformers' definition);
+//! 3. a candidate whose cosine with one of the query's positives is `>= dup_threshold` is a
+//!    near-duplicate of a positive and dropped;
+//! 4. a candidate in the same duplicate group as a better candidate already kept is dropped;
+//! 5. what is left is the filtered ranking; its ranks `[range_min, range_max)` are the window;
+//! 6. `top` takes the window in order, `random` in a seeded uniform order and `simans` in a
+//!    seeded order weighted by `exp(-a (s - p - b)^2)`; a candidate whose cosine with a negative
+//!    already chosen is `>= dup_threshold` is skipped, until `num_negatives` are chosen.
+//!
+//! The search is re-run deeper for the queries whose window is not complete yet, so filters
+//! never starve the window silently: a query ends with fewer negatives only when the whole
+//! corpus is used up. Results depend only on the inputs, the options and the seed (mixed with
+//! the query's global index by a hash), never on threads, blocks or how queries are chunked.
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::idlists::IdLists;
+use crate::matrix::MatrixView;
+use crate::pack::normalize;
+use crate::search::{search, Hooks, Metric, SearchOptions};
+
+/// How negatives are picked from the window.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Sampling {
+    /// The best-ranked first.
+    Top,
+    /// Uniformly at random, without replacement.
+    Random,
+    /// SimANS: probability proportional to `exp(-a (score - p - b)^2)`.
+    Simans { a: f32, b: f32 },
+}
+
+/// Why a candidate was not taken as a negative.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Filter {
+    MaxScore = 0,
+    MinScore = 1,
+    AbsoluteMargin = 2,
+    RelativeMargin = 3,
+    NearDuplicateOfPositive = 4,
+    DuplicateGroup = 5,
+    RangeMin = 6,
+    NearDuplicateOfNegative = 7,
+}
+
+impl Filter {
+    pub const ALL: [Filter; 8] = [
+        Filter::MaxScore,
+        Filter::MinScore,
+        Filter::AbsoluteMargin,
+        Filter::RelativeMargin,
+        Filter::NearDuplicateOfPositive,
+        Filter::DuplicateGroup,
+        Filter::RangeMin,
+        Filter::NearDuplicateOfNegative,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Filter::MaxScore => "max_score",
+            Filter::MinScore => "min_score",
+            Filter::AbsoluteMargin => "absolute_margin",
+            Filter::RelativeMargin => "relative_margin",
+            Filter::NearDuplicateOfPositive => "near_duplicate_of_positive",
+            Filter::DuplicateGroup => "duplicate_group",
+            Filter::RangeMin => "range_min",
+            Filter::NearDuplicateOfNegative => "near_duplicate_of_negative",
+        }
+    }
+}
+
+/// Options of [`mine`]; see the module docs for their meaning.
+#[derive(Clone, Debug)]
+pub struct MineOptions {
+    pub metric: Metric,
+    pub num_negatives: usize,
+    pub range_min: usize,
+    /// End of the window; `None`: unbounded for `top`, `range_min + 10 * num_negatives` for
+    /// the samplers.
+    pub range_max: Option<usize>,
+    pub max_score: Option<f32>,
+    pub min_score: Option<f32>,
+    pub absolute_margin: Option<f32>,
+    pub relative_margin: Option<f32>,
+    pub dup_threshold: Option<f32>,
+    pub sampling: Sampling,
+    pub seed: u64,
+    /// Search knobs (they never change the result).
+    pub block_rows: Option<usize>,
+    pub query_batch: Option<usize>,
+}
+
+impl MineOptions {
+    pub fn new(num_negatives: usize, metric: Metric) -> Self {
+        MineOptions {
+            metric,
+            num_negatives,
+            range_min: 0,
+            range_max: None,
+            max_score: None,
+            min_score: None,
+            absolute_margin: None,
+            relative_margin: None,
+            dup_threshold: None,
+            sampling: Sampling::Top,
+            seed: 0,
+            block_rows: None,
+            query_batch: None,
+        }
+    }
+
+    fn window_end(&self) -> Option<usize> {
+        match (self.range_max, self.sampling) {
+            (Some(end), _) => Some(end),
+            (None, Sampling::Top) => None,
+            (None, _) => Some(self.range_min + 10 * self.num_negatives),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let finite = |name: &str, v: Option<f32>| match v {
+            Some(x) if !x.is_finite() => Err(Error::invalid(format!(
+                "{name} must be a finite number, got {x}"
+            ))),
+            _ => Ok(()),
+        };
+        if self.num_negatives == 0 {
+            return Err(Error::invalid("num_negatives must be positive, got 0"));
+        }
+        if let Some(end) = self.range_max {
+            if end <= self.range_min {
+                return Err(Error::invalid(format!(
+                    "range_max ({end}) must be larger than range_min ({})",
+                    self.range_min
+                )));
+            }
+            if self.num_negatives > end - self.range_min {
+                return Err(Error::invalid(format!(
+                    "the window [range_min, range_max) = [{}, {end}) holds {} candidates, fewer \
+                     than num_negatives = {}",
+                    self.range_min,
+                    end - self.range_min,
+                    self.num_negatives
+                )));
+            }
+        }
+        finite("max_score", self.max_score)?;
+        finite("min_score", self.min_score)?;
+        finite("absolute_margin", self.absolute_margin)?;
+        finite("relative_margin", self.relative_margin)?;
+        finite("dup_threshold", self.dup_threshold)?;
+        if let (Some(lo), Some(hi)) = (self.min_score, self.max_score) {
+            if lo > hi {
+                return Err(Error::invalid(format!(
+                    "min_score ({lo}) is larger than max_score ({hi}): nothing could be kept"
+                )));
+            }
+        }
+        if let Some(m) = self.relative_margin {
+            if !(0.0..1.0).contains(&m) {
+                return Err(Error::invalid(format!(
+                    "relative_margin must be in [0, 1), got {m}"
+                )));
+            }
+        }
+        if let Some(t) = self.dup_threshold {
+            if !(-1.0..=1.0).contains(&t) {
+                return Err(Error::invalid(format!(
+                    "dup_threshold is a cosine and must be in [-1, 1], got {t}"
+                )));
+            }
+        }
+        if let Sampling::Simans { a, b } = self.sampling {
+            if !(a.is_finite() && a >= 0.0 && b.is_finite()) {
+                return Err(Error::invalid(format!(
+                    "simans needs a finite a >= 0 and a finite b, got a = {a}, b = {b}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A candidate a filter removed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Removed {
+    pub query: u32,
+    pub id: u32,
+    pub score: f32,
+    pub filter: Filter,
+}
+
+/// The result of [`mine`] for `n_queries` queries.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mined {
+    pub num_negatives: usize,
+    /// `n_queries x num_negatives`, ranked by score; -1 where fewer were found.
+    pub negative_ids: Vec<i64>,
+    /// Same shape; NaN where fewer were found.
+    pub negative_scores: Vec<f32>,
+    /// One score per id of `positives`, in its order.
+    pub positive_scores: Vec<f32>,
+    /// Negatives found per query.
+    pub found: Vec<u32>,
+    /// Every candidate a filter removed while the ranking was walked, query by query.
+    pub removed: Vec<Removed>,
+    /// How deep each query's ranking was fetched.
+    pub depth: Vec<u32>,
+}
+
+/// The exact score of two rows under `metric` (the search's definition, bit for bit).
+fn score(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
+    let (mut a, mut b) = (a.to_vec(), b.to_vec());
+    if metric == Metric::Cosine {
+        normalize(&mut a);
+        normalize(&mut b);
+    }
+    a.iter().zip(&b).fold(0.0f32, |acc, (&x, &y)| x.mul_add(y, acc))
+}
+
+/// Cosine of two unit rows, summed in 8 lanes (a filter threshold, not a ranking score).
+fn unit_dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+fn unit_row(m: &MatrixView<'_>, i: usize) -> Vec<f32> {
+    let mut row = vec![0.0; m.dim()];
+    m.row_into(i, &mut row);
+    normalize(&mut row);
+    row
+}
+
+/// SplitMix64: a small, fast, well-mixed generator; one stream per query.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn for_query(seed: u64, query: u64) -> Self {
+        let mut g = SplitMix64(seed ^ 0x6a09_e667_f3bc_c909);
+        let mixed = g.next() ^ query.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        SplitMix64(SplitMix64(mixed).next())
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in (0, 1].
+    fn unit(&mut self) -> f64 {
+        ((self.next() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+    }
+}
+
+/// What one query's ranking yielded.
+struct Outcome {
+    chosen: Vec<(f32, u32)>,
+    removed: Vec<Removed>,
+    /// The window is not complete and the corpus is not used up: fetch deeper.
+    need_more: bool,
+}
+
+struct Context<'a> {
+    corpus: &'a MatrixView<'a>,
+    positives: &'a IdLists,
+    groups: Option<&'a [u32]>,
+    opts: &'a MineOptions,
+    query_offset: u64,
+}
+
+impl Context<'_> {
+    /// Walks query `q`'s ranking (`exhausted`: it holds every eligible corpus row).
+    fn evaluate(&self, q: usize, ranking: &[(f32, u32)], pos_scores: &[f32], exhausted: bool) -> Outcome {
+        let opts = self.opts;
+        let reference = pos_scores.iter().copied().reduce(f32::min);
+        let near_dup = opts.dup_threshold;
+        let positive_units: Vec<Vec<f32>> = if near_dup.is_some() {
+            self.positives
+                .of(q)
+                .iter()
+                .map(|&p| unit_row(self.corpus, p as usize))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let window_end = opts.window_end();
+        let mut removed = Vec::new();
+        let mut remove = |id: u32, score: f32, filter: Filter| {
+            removed.push(Removed {
+                query: q as u32,
+                id,
+                score,
+                filter,
+            })
+        };
+        let mut kept_groups = std::collections::HashSet::new();
+        let mut rank = 0usize;
+        let mut window: Vec<(f32, u32)> = Vec::new();
+        let mut chosen: Vec<(f32, u32)> = Vec::new();
+        let mut chosen_units: Vec<Vec<f32>> = Vec::new();
+        let top = opts.sampling == Sampling::Top;
+        let mut window_complete = false;
+        for &(s, id) in ranking {
+            if opts.max_score.is_some_and(|m| s > m) {
+                remove(id, s, Filter::MaxScore);
+                continue;
+            }
+            if opts.min_score.is_some_and(|m| s < m) {
+                remove(id, s, Filter::MinScore);
+                continue;
+            }
+            if let Some(p) = reference {
+                if opts.absolute_margin.is_some_and(|m| s + m > p) {
+                    remove(id, s, Filter::AbsoluteMargin);
+                    continue;
+                }
+                if opts.relative_margin.is_some_and(|m| s > p - p.abs() * m) {
+                    remove(id, s, Filter::RelativeMargin);
+                    continue;
+                }
+            }
+            let unit = near_dup.map(|_| unit_row(self.corpus, id as usize));
+            if let (Some(t), Some(u)) = (near_dup, &unit) {
+                if positive_units.iter().any(|p| unit_dot(p, u) >= t) {
+                    remove(id, s, Filter::NearDuplicateOfPositive);
+                    continue;
+                }
+            }
+            if let Some(groups) = self.groups {
+                if !kept_groups.insert(groups[id as usize]) {
+                    remove(id, s, Filter::DuplicateGroup);
+                    continue;
+                }
+            }
+            rank += 1;
+            if rank <= opts.range_min {
+                remove(id, s, Filter::RangeMin);
+                continue;
+            }
+            if top {
+                if let (Some(t), Some(u)) = (near_dup, &unit) {
+                    if chosen_units.iter().any(|c| unit_dot(c, u) >= t) {
+                        remove(id, s, Filter::NearDuplicateOfNegative);
+                        continue;
+                    }
+                    chosen_units.push(unit.clone().unwrap_or_default());
+                }
+                chosen.push((s, id));
+                if chosen.len() == opts.num_negatives || window_end.is_some_and(|e| rank >= e) {
+                    window_complete = true;
+                    break;
+                }
+            } else {
+                window.push((s, id));
+                if window_end.is_some_and(|e| rank >= e) {
+                    window_complete = true;
+                    break;
+                }
+            }
+        }
+        if !window_complete && !exhausted {
+            return Outcome {
+                chosen: Vec::new(),
+                removed: Vec::new(),
+                need_more: true,
+            };
+        }
+        if !top {
+            let order = self.sampling_order(q, &window, reference.unwrap_or(0.0));
+            for i in order {
+                if chosen.len() == opts.num_negatives {
+                    break;
+                }
+                let (s, id) = window[i];
+                if let Some(t) = near_dup {
+                    let u = unit_row(self.corpus, id as usize);
+                    if chosen_units.iter().any(|c| unit_dot(c, &u) >= t) {
+                        remove(id, s, Filter::NearDuplicateOfNegative);
+                        continue;
+                    }
+                    chosen_units.push(u);
+                }
+                chosen.push((s, id));
+            }
+            chosen.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        }
+        Outcome {
+            chosen,
+            removed,
+            need_more: false,
+        }
+    }
+
+    /// The order in which window entries are offered: a seeded permutation (uniform, or
+    /// weighted by SimANS with Efraimidis-Spirakis keys `u^(1/w)`).
+    fn sampling_order(&self, q: usize, window: &[(f32, u32)], reference: f32) -> Vec<usize> {
+        let mut rng = SplitMix64::for_query(self.opts.seed, self.query_offset + q as u64);
+        let mut keyed: Vec<(f64, usize)> = window
+            .iter()
+            .enumerate()
+            .map(|(i, &(s, _))| {
+                let u = rng.unit();
+                let key = match self.opts.sampling {
+                    Sampling::Simans { a, b } => {
+                        let x = f64::from(s) - f64::from(reference) - f64::from(b);
+                        // log(u) / w with w = exp(-a x^2): larger is earlier; w never 0 in
+                        // log space, so every entry stays orderable.
+                        u.ln() * (f64::from(a) * x * x).exp()
+                    }
+                    _ => u,
+                };
+                (key, i)
+            })
+            .collect();
+        keyed.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
+        keyed.into_iter().map(|(_, i)| i).collect()
+    }
+}
+
+/// Rows `rows` of `m` as a new f32 matrix buffer.
+fn gather_rows(m: &MatrixView<'_>, rows: &[usize]) -> Vec<f32> {
+    let dim = m.dim();
+    let mut out = vec![0.0f32; rows.len() * dim];
+    for (chunk, &r) in out.chunks_exact_mut(dim).zip(rows) {
+        m.row_into(r, chunk);
+    }
+    out
+}
+
+/// Mines `opts.num_negatives` hard negatives for every query.
+///
+/// `positives`: each query's positives (scored, and the reference of the margins); `exclude`:
+/// ids never returned (the positives and everything that must count as one, e.g. their
+/// duplicates); `groups`: a duplicate-group id per corpus row; `query_offset`: the global index
+/// of the first query (seeds are per global query, so chunked runs give the same result).
+#[allow(clippy::too_many_arguments)]
+pub fn mine(
+    pool: &rayon::ThreadPool,
+    queries: &MatrixView<'_>,
+    corpus: &MatrixView<'_>,
+    positives: &IdLists,
+    exclude: &IdLists,
+    groups: Option<&[u32]>,
+    opts: &MineOptions,
+    query_offset: u64,
+    hooks: &mut dyn Hooks,
+) -> Result<Mined> {
+    opts.validate()?;
+    let (n_queries, n) = (queries.rows(), corpus.rows());
+    if positives.n_queries() != n_queries || exclude.n_queries() != n_queries {
+        return Err(Error::invalid(format!(
+            "positives and exclude must have one list per query ({n_queries}), got {} and {}",
+            positives.n_queries(),
+            exclude.n_queries()
+        )));
+    }
+    if let Some(g) = groups {
+        if g.len() != n {
+            return Err(Error::invalid(format!(
+                "groups must have one id per corpus row ({n}), got {}",
+                g.len()
+            )));
+        }
+    }
+    if queries.dim() != corpus.dim() {
+        return Err(Error::invalid(format!(
+            "queries have dimension {} but the corpus has dimension {}",
+            queries.dim(),
+            corpus.dim()
+        )));
+    }
+    for q in 0..n_queries {
+        if let Some(&missing) = positives.of(q).iter().find(|p| exclude.of(q).binary_search(p).is_err()) {
+            return Err(Error::invalid(format!(
+                "positive {missing} of query {q} is not in its exclude list"
+            )));
+        }
+    }
+    let n_neg = opts.num_negatives;
+    let ctx = Context {
+        corpus,
+        positives,
+        groups,
+        opts,
+        query_offset,
+    };
+
+    // Positive scores, with the search's exact definition.
+    let dim = corpus.dim();
+    let mut positive_scores = vec![0.0f32; positives.len()];
+    {
+        let mut offset = 0;
+        let mut spans = Vec::with_capacity(n_queries);
+        for q in 0..n_queries {
+            spans.push(offset..offset + positives.of(q).len());
+            offset += positives.of(q).len();
+        }
+        let mut slices: Vec<&mut [f32]> = Vec::with_capacity(n_queries);
+        let mut rest = positive_scores.as_mut_slice();
+        for span in &spans {
+            let (head, tail) = rest.split_at_mut(span.len());
+            slices.push(head);
+            rest = tail;
+        }
+        pool.install(|| {
+            slices.into_par_iter().enumerate().for_each(|(q, out)| {
+                let (mut qrow, mut prow) = (vec![0.0; dim], vec![0.0; dim]);
+                queries.row_into(q, &mut qrow);
+                for (o, &p) in out.iter_mut().zip(positives.of(q)) {
+                    corpus.row_into(p as usize, &mut prow);
+                    *o = score(opts.metric, &qrow, &prow);
+                }
+            })
+        });
+    }
+    let mut pos_offsets = Vec::with_capacity(n_queries + 1);
+    pos_offsets.push(0usize);
+    for q in 0..n_queries {
+        pos_offsets.push(pos_offsets[q] + positives.of(q).len());
+    }
+
+    let caps: Vec<usize> = (0..n_queries).map(|q| n - exclude.of(q).len()).collect();
+    let first_depth = opts
+        .window_end()
+        .unwrap_or(opts.range_min + n_neg)
+        .saturating_mul(2)
+        .max(16);
+    let mut outcomes: Vec<Option<Outcome>> = (0..n_queries).map(|_| None).collect();
+    let mut depth = vec![0u32; n_queries];
+    let mut pending: Vec<usize> = (0..n_queries).filter(|&q| caps[q] > 0).collect();
+    for q in (0..n_queries).filter(|&q| caps[q] == 0) {
+        outcomes[q] = Some(Outcome {
+            chosen: Vec::new(),
+            removed: Vec::new(),
+            need_more: false,
+        });
+    }
+    let mut want = first_depth;
+    while !pending.is_empty() {
+        let k = pending
+            .iter()
+            .map(|&q| caps[q])
+            .min()
+            .unwrap_or(1)
+            .min(want);
+        let rows = gather_rows(queries, &pending);
+        let subset = MatrixView::f32(&rows, pending.len(), dim)?;
+        let sub_exclude = exclude.subset(&pending);
+        let mut sopts = SearchOptions::new(k, opts.metric);
+        sopts.block_rows = opts.block_rows;
+        sopts.query_batch = opts.query_batch;
+        let found = search(pool, &subset, corpus, Some(&sub_exclude), &sopts, hooks)?;
+        let results: Vec<Outcome> = pool.install(|| {
+            pending
+                .par_iter()
+                .enumerate()
+                .map(|(i, &q)| {
+                    let ranking: Vec<(f32, u32)> = found.scores[i * k..(i + 1) * k]
+                        .iter()
+                        .zip(&found.ids[i * k..(i + 1) * k])
+                        .map(|(&s, &id)| (s, id as u32))
+                        .collect();
+                    let pos = &positive_scores[pos_offsets[q]..pos_offsets[q + 1]];
+                    ctx.evaluate(q, &ranking, pos, k == caps[q])
+                })
+                .collect()
+        });
+        let mut still = Vec::new();
+        for (&q, outcome) in pending.iter().zip(results) {
+            depth[q] = k as u32;
+            if outcome.need_more {
+                still.push(q);
+            } else {
+                outcomes[q] = Some(outcome);
+            }
+        }
+        pending = still;
+        want = want.saturating_mul(2);
+    }
+
+    let mut negative_ids = vec![-1i64; n_queries * n_neg];
+    let mut negative_scores = vec![f32::NAN; n_queries * n_neg];
+    let mut found = vec![0u32; n_queries];
+    let mut removed = Vec::new();
+    for (q, outcome) in outcomes.into_iter().enumerate() {
+        let outcome = outcome.expect("every query is resolved");
+        found[q] = outcome.chosen.len() as u32;
+        for (j, (s, id)) in outcome.chosen.into_iter().enumerate() {
+            negative_ids[q * n_neg + j] = i64::from(id);
+            negative_scores[q * n_neg + j] = s;
+        }
+        removed.extend(outcome.removed);
+    }
+    Ok(Mined {
+        num_negatives: n_neg,
+        negative_ids,
+        negative_scores,
+        positive_scores,
+        found,
+        removed,
+        depth,
+    })
+}
+
+/// Groups identical rows: each row gets the index of the first row with the same elements
+/// (bit for bit, after widening f16).
+pub fn duplicate_groups(pool: &rayon::ThreadPool, corpus: &MatrixView<'_>) -> Vec<u32> {
+    use std::collections::hash_map::DefaultHasher;
+    use std::hash::{Hash, Hasher};
+    let (n, dim) = (corpus.rows(), corpus.dim());
+    let row_bits = |i: usize| {
+        let mut row = vec![0.0f32; dim];
+        corpus.row_into(i, &mut row);
+        // +0.0 and -0.0 are the same embedding.
+        row.iter().map(|x| (x + 0.0).to_bits()).collect::<Vec<u32>>()
+    };
+    let hashes: Vec<u64> = pool.install(|| {
+        (0..n)
+            .into_par_iter()
+            .map(|i| {
+                let mut h = DefaultHasher::new();
+                row_bits(i).hash(&mut h);
+                h.finish()
+            })
+            .collect()
+    });
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_unstable_by_key(|&i| (hashes[i], i));
+    let mut groups: Vec<u32> = (0..n as u32).collect();
+    let mut start = 0;
+    while start < n {
+        let mut end = start + 1;
+        while end < n && hashes[order[end]] == hashes[order[start]] {
+            end += 1;
+        }
+        // Same hash: compare contents (rows in increasing index order within the run).
+        let run = &order[start..end];
+        for (a, &i) in run.iter().enumerate() {
+            if groups[i] != i as u32 {
+                continue;
+            }
+            let bits = row_bits(i);
+            for &j in &run[a + 1..] {
+                if groups[j] == j as u32 && row_bits(j) == bits {
+                    groups[j] = i as u32;
+                }
+            }
+        }
+        start = end;
+    }
+    groups
+}
+
+/// Links near-identical queries: returns, per query, the smallest query index of its
+/// component, where two queries are joined when their cosine is `>= threshold` and each is
+/// among the other's `neighbors` nearest (or one is among the other's).
+pub fn link_queries(
+    pool: &rayon::ThreadPool,
+    queries: &MatrixView<'_>,
+    threshold: f32,
+    neighbors: usize,
+    hooks: &mut dyn Hooks,
+) -> Result<Vec<u32>> {
+    if !threshold.is_finite() || !(-1.0..=1.0).contains(&threshold) {
+        return Err(Error::invalid(format!(
+            "query_dup_threshold is a cosine and must be in [-1, 1], got {threshold}"
+        )));
+    }
+    let n = queries.rows();
+    let mut parent: Vec<u32> = (0..n as u32).collect();
+    if n < 2 {
+        return Ok(parent);
+    }
+    let k = neighbors.clamp(1, n);
+    let found = search(
+        pool,
+        queries,
+        queries,
+        None,
+        &SearchOptions::new(k, Metric::Cosine),
+        hooks,
+    )?;
+    fn root(parent: &mut [u32], mut x: u32) -> u32 {
+        while parent[x as usize] != x {
+            parent[x as usize] = parent[parent[x as usize] as usize];
+            x = parent[x as usize];
+        }
+        x
+    }
+    for q in 0..n {
+        for j in 0..k {
+            let (s, other) = (found.scores[q * k + j], found.ids[q * k + j]);
+            if s < threshold {
+                break;
+            }
+            let (a, b) = (root(&mut parent, q as u32), root(&mut parent, other as u32));
+            // The smaller index becomes the root, so component ids do not depend on order.
+            let (lo, hi) = (a.min(b), a.max(b));
+            parent[hi as usize] = lo;
+        }
+    }
+    for q in 0..n as u32 {
+        parent[q as usize] = root(&mut parent, q);
+    }
+    Ok(parent)
+}
