@@ -77,6 +77,8 @@ def mine(
     block_rows: int | None = None,
     query_batch: int | None = None,
     progress: Callable[[int, int], object] | None = None,
+    candidates_indptr: npt.NDArray[np.int64] | None = None,
+    candidates_indices: npt.NDArray[np.int64] | None = None,
 ) -> dict[str, npt.NDArray[Any]]: ...
 def filter_names() -> list[str]: ...
 def duplicate_groups(

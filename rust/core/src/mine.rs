@@ -215,6 +215,8 @@ pub struct Mined {
     pub removed: Vec<Removed>,
     /// How deep each query's ranking was fetched.
     pub depth: Vec<u32>,
+    /// Queries whose given candidates could not fill the window ([`mine_candidates`] only).
+    pub incomplete: Vec<bool>,
 }
 
 /// The exact score of two rows under `metric` (the search's definition, bit for bit).
@@ -224,7 +226,9 @@ fn score(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
         normalize(&mut a);
         normalize(&mut b);
     }
-    a.iter().zip(&b).fold(0.0f32, |acc, (&x, &y)| x.mul_add(y, acc))
+    a.iter()
+        .zip(&b)
+        .fold(0.0f32, |acc, (&x, &y)| x.mul_add(y, acc))
 }
 
 /// Cosine of two unit rows, summed in 8 lanes (a filter threshold, not a ranking score).
@@ -284,6 +288,16 @@ struct Outcome {
     need_more: bool,
 }
 
+impl Outcome {
+    fn empty() -> Self {
+        Outcome {
+            chosen: Vec::new(),
+            removed: Vec::new(),
+            need_more: false,
+        }
+    }
+}
+
 struct Context<'a> {
     corpus: &'a MatrixView<'a>,
     positives: &'a IdLists,
@@ -294,7 +308,13 @@ struct Context<'a> {
 
 impl Context<'_> {
     /// Walks query `q`'s ranking (`exhausted`: it holds every eligible corpus row).
-    fn evaluate(&self, q: usize, ranking: &[(f32, u32)], pos_scores: &[f32], exhausted: bool) -> Outcome {
+    fn evaluate(
+        &self,
+        q: usize,
+        ranking: &[(f32, u32)],
+        pos_scores: &[f32],
+        exhausted: bool,
+    ) -> Outcome {
         let opts = self.opts;
         let reference = pos_scores.iter().copied().reduce(f32::min);
         let near_dup = opts.dup_threshold;
@@ -384,9 +404,8 @@ impl Context<'_> {
         }
         if !window_complete && !exhausted {
             return Outcome {
-                chosen: Vec::new(),
-                removed: Vec::new(),
                 need_more: true,
+                ..Outcome::empty()
             };
         }
         if !top {
@@ -451,6 +470,136 @@ fn gather_rows(m: &MatrixView<'_>, rows: &[usize]) -> Vec<f32> {
     out
 }
 
+/// The inputs of one mining call, validated.
+struct Job<'a> {
+    queries: &'a MatrixView<'a>,
+    corpus: &'a MatrixView<'a>,
+    positives: &'a IdLists,
+    exclude: &'a IdLists,
+    groups: Option<&'a [u32]>,
+    opts: &'a MineOptions,
+    query_offset: u64,
+}
+
+impl<'a> Job<'a> {
+    fn validate(&self) -> Result<()> {
+        self.opts.validate()?;
+        let (n_queries, n) = (self.queries.rows(), self.corpus.rows());
+        let (positives, exclude) = (self.positives, self.exclude);
+        if positives.n_queries() != n_queries || exclude.n_queries() != n_queries {
+            return Err(Error::invalid(format!(
+                "positives and exclude must have one list per query ({n_queries}), got {} and {}",
+                positives.n_queries(),
+                exclude.n_queries()
+            )));
+        }
+        if let Some(g) = self.groups {
+            if g.len() != n {
+                return Err(Error::invalid(format!(
+                    "groups must have one id per corpus row ({n}), got {}",
+                    g.len()
+                )));
+            }
+        }
+        if self.queries.dim() != self.corpus.dim() {
+            return Err(Error::invalid(format!(
+                "queries have dimension {} but the corpus has dimension {}",
+                self.queries.dim(),
+                self.corpus.dim()
+            )));
+        }
+        for q in 0..n_queries {
+            let excluded = exclude.of(q);
+            if let Some(&missing) = positives
+                .of(q)
+                .iter()
+                .find(|p| excluded.binary_search(p).is_err())
+            {
+                return Err(Error::invalid(format!(
+                    "positive {missing} of query {q} is not in its exclude list"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn context(&self) -> Context<'a> {
+        Context {
+            corpus: self.corpus,
+            positives: self.positives,
+            groups: self.groups,
+            opts: self.opts,
+            query_offset: self.query_offset,
+        }
+    }
+
+    /// Every positive's score (the search's exact definition), and each query's offset into
+    /// them.
+    fn positive_scores(&self, pool: &rayon::ThreadPool) -> (Vec<f32>, Vec<usize>) {
+        let (queries, corpus, positives) = (self.queries, self.corpus, self.positives);
+        let n_queries = queries.rows();
+        let dim = corpus.dim();
+        let mut offsets = Vec::with_capacity(n_queries + 1);
+        offsets.push(0usize);
+        for q in 0..n_queries {
+            offsets.push(offsets[q] + positives.of(q).len());
+        }
+        let mut scores = vec![0.0f32; positives.len()];
+        let mut slices: Vec<&mut [f32]> = Vec::with_capacity(n_queries);
+        let mut rest = scores.as_mut_slice();
+        for q in 0..n_queries {
+            let (head, tail) = rest.split_at_mut(positives.of(q).len());
+            slices.push(head);
+            rest = tail;
+        }
+        let metric = self.opts.metric;
+        pool.install(|| {
+            slices.into_par_iter().enumerate().for_each(|(q, out)| {
+                let (mut qrow, mut prow) = (vec![0.0; dim], vec![0.0; dim]);
+                queries.row_into(q, &mut qrow);
+                for (o, &p) in out.iter_mut().zip(positives.of(q)) {
+                    corpus.row_into(p as usize, &mut prow);
+                    *o = score(metric, &qrow, &prow);
+                }
+            })
+        });
+        (scores, offsets)
+    }
+
+    fn finish(
+        &self,
+        outcomes: Vec<Outcome>,
+        positive_scores: Vec<f32>,
+        depth: Vec<u32>,
+        incomplete: Vec<bool>,
+    ) -> Mined {
+        let n_queries = self.queries.rows();
+        let n_neg = self.opts.num_negatives;
+        let mut negative_ids = vec![-1i64; n_queries * n_neg];
+        let mut negative_scores = vec![f32::NAN; n_queries * n_neg];
+        let mut found = vec![0u32; n_queries];
+        let mut removed = Vec::new();
+        for (q, outcome) in outcomes.into_iter().enumerate() {
+            found[q] = outcome.chosen.len() as u32;
+            for (j, (s, id)) in outcome.chosen.into_iter().enumerate() {
+                negative_ids[q * n_neg + j] = i64::from(id);
+                negative_scores[q * n_neg + j] = s;
+            }
+            removed.extend(outcome.removed);
+        }
+        Mined {
+            num_negatives: n_neg,
+            negative_ids,
+            negative_scores,
+            positive_scores,
+            found,
+            removed,
+            depth,
+            incomplete,
+        }
+    }
+}
+
 /// Mines `opts.num_negatives` hard negatives for every query.
 ///
 /// `positives`: each query's positives (scored, and the reference of the margins); `exclude`:
@@ -469,98 +618,36 @@ pub fn mine(
     query_offset: u64,
     hooks: &mut dyn Hooks,
 ) -> Result<Mined> {
-    opts.validate()?;
-    let (n_queries, n) = (queries.rows(), corpus.rows());
-    if positives.n_queries() != n_queries || exclude.n_queries() != n_queries {
-        return Err(Error::invalid(format!(
-            "positives and exclude must have one list per query ({n_queries}), got {} and {}",
-            positives.n_queries(),
-            exclude.n_queries()
-        )));
-    }
-    if let Some(g) = groups {
-        if g.len() != n {
-            return Err(Error::invalid(format!(
-                "groups must have one id per corpus row ({n}), got {}",
-                g.len()
-            )));
-        }
-    }
-    if queries.dim() != corpus.dim() {
-        return Err(Error::invalid(format!(
-            "queries have dimension {} but the corpus has dimension {}",
-            queries.dim(),
-            corpus.dim()
-        )));
-    }
-    for q in 0..n_queries {
-        if let Some(&missing) = positives.of(q).iter().find(|p| exclude.of(q).binary_search(p).is_err()) {
-            return Err(Error::invalid(format!(
-                "positive {missing} of query {q} is not in its exclude list"
-            )));
-        }
-    }
-    let n_neg = opts.num_negatives;
-    let ctx = Context {
+    let job = Job {
+        queries,
         corpus,
         positives,
+        exclude,
         groups,
         opts,
         query_offset,
     };
-
-    // Positive scores, with the search's exact definition.
-    let dim = corpus.dim();
-    let mut positive_scores = vec![0.0f32; positives.len()];
-    {
-        let mut offset = 0;
-        let mut spans = Vec::with_capacity(n_queries);
-        for q in 0..n_queries {
-            spans.push(offset..offset + positives.of(q).len());
-            offset += positives.of(q).len();
-        }
-        let mut slices: Vec<&mut [f32]> = Vec::with_capacity(n_queries);
-        let mut rest = positive_scores.as_mut_slice();
-        for span in &spans {
-            let (head, tail) = rest.split_at_mut(span.len());
-            slices.push(head);
-            rest = tail;
-        }
-        pool.install(|| {
-            slices.into_par_iter().enumerate().for_each(|(q, out)| {
-                let (mut qrow, mut prow) = (vec![0.0; dim], vec![0.0; dim]);
-                queries.row_into(q, &mut qrow);
-                for (o, &p) in out.iter_mut().zip(positives.of(q)) {
-                    corpus.row_into(p as usize, &mut prow);
-                    *o = score(opts.metric, &qrow, &prow);
-                }
-            })
-        });
-    }
-    let mut pos_offsets = Vec::with_capacity(n_queries + 1);
-    pos_offsets.push(0usize);
-    for q in 0..n_queries {
-        pos_offsets.push(pos_offsets[q] + positives.of(q).len());
-    }
+    job.validate()?;
+    let ctx = job.context();
+    let (n_queries, n, dim) = (queries.rows(), corpus.rows(), corpus.dim());
+    let (positive_scores, pos_offsets) = job.positive_scores(pool);
 
     let caps: Vec<usize> = (0..n_queries).map(|q| n - exclude.of(q).len()).collect();
     let first_depth = opts
         .window_end()
-        .unwrap_or(opts.range_min + n_neg)
+        .unwrap_or(opts.range_min + opts.num_negatives)
         .saturating_mul(2)
         .max(16);
     let mut outcomes: Vec<Option<Outcome>> = (0..n_queries).map(|_| None).collect();
     let mut depth = vec![0u32; n_queries];
     let mut pending: Vec<usize> = (0..n_queries).filter(|&q| caps[q] > 0).collect();
     for q in (0..n_queries).filter(|&q| caps[q] == 0) {
-        outcomes[q] = Some(Outcome {
-            chosen: Vec::new(),
-            removed: Vec::new(),
-            need_more: false,
-        });
+        outcomes[q] = Some(Outcome::empty());
     }
     let mut want = first_depth;
     while !pending.is_empty() {
+        // Every pending query can take k: it grows until the window is complete or the query
+        // with the fewest eligible rows has them all (then it leaves `pending`).
         let k = pending
             .iter()
             .map(|&q| caps[q])
@@ -601,29 +688,86 @@ pub fn mine(
         pending = still;
         want = want.saturating_mul(2);
     }
+    let outcomes = outcomes
+        .into_iter()
+        .map(|o| o.expect("every query is resolved"))
+        .collect();
+    Ok(job.finish(outcomes, positive_scores, depth, vec![false; n_queries]))
+}
 
-    let mut negative_ids = vec![-1i64; n_queries * n_neg];
-    let mut negative_scores = vec![f32::NAN; n_queries * n_neg];
-    let mut found = vec![0u32; n_queries];
-    let mut removed = Vec::new();
-    for (q, outcome) in outcomes.into_iter().enumerate() {
-        let outcome = outcome.expect("every query is resolved");
-        found[q] = outcome.chosen.len() as u32;
-        for (j, (s, id)) in outcome.chosen.into_iter().enumerate() {
-            negative_ids[q * n_neg + j] = i64::from(id);
-            negative_scores[q * n_neg + j] = s;
-        }
-        removed.extend(outcome.removed);
+/// Mines from given candidates (e.g. from an approximate index) instead of an exact search:
+/// each query's `candidates` are rescored exactly, ranked, and walked like [`mine`]'s ranking.
+/// A query whose window the candidates cannot fill is marked `incomplete` (and gets what they
+/// hold): fetch it more candidates and mine it again.
+#[allow(clippy::too_many_arguments)]
+pub fn mine_candidates(
+    pool: &rayon::ThreadPool,
+    queries: &MatrixView<'_>,
+    corpus: &MatrixView<'_>,
+    candidates: &IdLists,
+    positives: &IdLists,
+    exclude: &IdLists,
+    groups: Option<&[u32]>,
+    opts: &MineOptions,
+    query_offset: u64,
+) -> Result<Mined> {
+    let job = Job {
+        queries,
+        corpus,
+        positives,
+        exclude,
+        groups,
+        opts,
+        query_offset,
+    };
+    job.validate()?;
+    let n_queries = queries.rows();
+    if candidates.n_queries() != n_queries {
+        return Err(Error::invalid(format!(
+            "candidates must have one list per query ({n_queries}), got {}",
+            candidates.n_queries()
+        )));
     }
-    Ok(Mined {
-        num_negatives: n_neg,
-        negative_ids,
-        negative_scores,
-        positive_scores,
-        found,
-        removed,
-        depth,
-    })
+    let ctx = job.context();
+    let dim = corpus.dim();
+    let (positive_scores, pos_offsets) = job.positive_scores(pool);
+    let results: Vec<(Outcome, u32, bool)> = pool.install(|| {
+        (0..n_queries)
+            .into_par_iter()
+            .map(|q| {
+                let (mut qrow, mut crow) = (vec![0.0; dim], vec![0.0; dim]);
+                queries.row_into(q, &mut qrow);
+                let excluded = exclude.of(q);
+                let mut ranking: Vec<(f32, u32)> = candidates
+                    .of(q)
+                    .iter()
+                    .filter(|id| excluded.binary_search(id).is_err())
+                    .map(|&id| {
+                        corpus.row_into(id as usize, &mut crow);
+                        (score(opts.metric, &qrow, &crow), id)
+                    })
+                    .collect();
+                ranking.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                let pos = &positive_scores[pos_offsets[q]..pos_offsets[q + 1]];
+                let depth = ranking.len() as u32;
+                let outcome = ctx.evaluate(q, &ranking, pos, false);
+                if outcome.need_more {
+                    (ctx.evaluate(q, &ranking, pos, true), depth, true)
+                } else {
+                    (outcome, depth, false)
+                }
+            })
+            .collect()
+    });
+    let mut outcomes = Vec::with_capacity(n_queries);
+    let mut depth = Vec::with_capacity(n_queries);
+    let mut incomplete = Vec::with_capacity(n_queries);
+    for (o, d, i) in results {
+        outcomes.push(o);
+        depth.push(d);
+        incomplete.push(i);
+    }
+    Ok(job.finish(outcomes, positive_scores, depth, incomplete))
 }
 
 /// Groups identical rows: each row gets the index of the first row with the same elements
@@ -636,7 +780,9 @@ pub fn duplicate_groups(pool: &rayon::ThreadPool, corpus: &MatrixView<'_>) -> Ve
         let mut row = vec![0.0f32; dim];
         corpus.row_into(i, &mut row);
         // +0.0 and -0.0 are the same embedding.
-        row.iter().map(|x| (x + 0.0).to_bits()).collect::<Vec<u32>>()
+        row.iter()
+            .map(|x| (x + 0.0).to_bits())
+            .collect::<Vec<u32>>()
     };
     let hashes: Vec<u64> = pool.install(|| {
         (0..n)

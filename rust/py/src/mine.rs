@@ -27,7 +27,8 @@ fn sampling(name: &str, a: f32, b: f32) -> negmine_core::Result<Sampling> {
     num_negatives, metric = "cosine", range_min = 0, range_max = None, max_score = None,
     min_score = None, absolute_margin = None, relative_margin = None, dup_threshold = None,
     sampling_strategy = "top", simans_a = 1.0, simans_b = 0.0, seed = 0, groups = None,
-    query_offset = 0, threads = None, block_rows = None, query_batch = None, progress = None
+    query_offset = 0, threads = None, block_rows = None, query_batch = None, progress = None,
+    candidates_indptr = None, candidates_indices = None
 ))]
 #[allow(clippy::too_many_arguments)]
 fn mine<'py>(
@@ -57,6 +58,8 @@ fn mine<'py>(
     block_rows: Option<usize>,
     query_batch: Option<usize>,
     progress: Option<Py<PyAny>>,
+    candidates_indptr: Option<PyReadonlyArray1<'py, i64>>,
+    candidates_indices: Option<PyReadonlyArray1<'py, i64>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let queries = Matrix::extract(queries, "queries")?;
     let corpus = Matrix::extract(corpus, "corpus")?;
@@ -83,6 +86,16 @@ fn mine<'py>(
         exclude_indices.as_slice()?,
     );
     let groups = groups.as_ref().map(|g| g.as_slice()).transpose()?;
+    let candidates = match (&candidates_indptr, &candidates_indices) {
+        (None, None) => None,
+        (Some(indptr), Some(indices)) => Some((indptr.as_slice()?, indices.as_slice()?)),
+        _ => {
+            return Err(Error::invalid(
+                "candidates_indptr and candidates_indices must be given together",
+            ))
+            .py_err()
+        }
+    };
     let pool = runtime::pool(threads)?;
     let mut hooks = PyHooks::new(progress.as_ref(), corpus.mapped());
     let result = py.detach(|| {
@@ -90,17 +103,34 @@ fn mine<'py>(
             let (nq, nc) = (queries_view.rows(), corpus_view.rows());
             let positives = IdLists::from_csr_named("positives", csr.0, csr.1, nq, nc)?;
             let exclude = IdLists::from_csr_named("exclude", csr.2, csr.3, nq, nc)?;
-            core_mine::mine(
-                &pool,
-                &queries_view,
-                &corpus_view,
-                &positives,
-                &exclude,
-                groups,
-                &opts,
-                query_offset,
-                &mut hooks,
-            )
+            match candidates {
+                None => core_mine::mine(
+                    &pool,
+                    &queries_view,
+                    &corpus_view,
+                    &positives,
+                    &exclude,
+                    groups,
+                    &opts,
+                    query_offset,
+                    &mut hooks,
+                ),
+                Some((indptr, indices)) => {
+                    let candidates =
+                        IdLists::from_csr_named("candidates", indptr, indices, nq, nc)?;
+                    core_mine::mine_candidates(
+                        &pool,
+                        &queries_view,
+                        &corpus_view,
+                        &candidates,
+                        &positives,
+                        &exclude,
+                        groups,
+                        &opts,
+                        query_offset,
+                    )
+                }
+            }
         })
     });
     let mined = result.map_err(|e| hooks.into_pyerr(e))?;
@@ -118,11 +148,19 @@ fn mine<'py>(
     out.set_item("positive_scores", mined.positive_scores.into_pyarray(py))?;
     out.set_item("found", mined.found.into_pyarray(py))?;
     out.set_item("depth", mined.depth.into_pyarray(py))?;
+    out.set_item("incomplete", mined.incomplete.into_pyarray(py))?;
     let removed = &mined.removed;
-    let column = |f: &dyn Fn(&core_mine::Removed) -> i64| removed.iter().map(f).collect::<Vec<i64>>();
-    out.set_item("removed_query", column(&|r| i64::from(r.query)).into_pyarray(py))?;
+    let column =
+        |f: &dyn Fn(&core_mine::Removed) -> i64| removed.iter().map(f).collect::<Vec<i64>>();
+    out.set_item(
+        "removed_query",
+        column(&|r| i64::from(r.query)).into_pyarray(py),
+    )?;
     out.set_item("removed_id", column(&|r| i64::from(r.id)).into_pyarray(py))?;
-    out.set_item("removed_filter", column(&|r| r.filter as i64).into_pyarray(py))?;
+    out.set_item(
+        "removed_filter",
+        column(&|r| r.filter as i64).into_pyarray(py),
+    )?;
     let scores: Vec<f32> = removed.iter().map(|r| r.score).collect();
     out.set_item("removed_score", scores.into_pyarray(py))?;
     Ok(out)
