@@ -1,0 +1,397 @@
+"""Writing mined negatives out: Parquet files and Hugging Face ``datasets``.
+
+:func:`to_parquet` streams a :class:`~negmine.MiningResult` into a Parquet file, one row group
+at a time, atomically (the destination is the old file or the complete new one).
+:func:`to_dataset` builds a ``datasets.Dataset`` in exactly the column layouts of
+sentence-transformers' ``mine_hard_negatives(output_format=...)``, so the result plugs into
+their trainer and losses unchanged.
+
+Both need optional packages: ``pip install 'negmine[parquet]'`` (pyarrow) and
+``pip install 'negmine[datasets]'`` (datasets, which brings pyarrow).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal, Union
+
+import numpy as np
+
+from negmine._atomic import atomic_write
+from negmine._core import __version__
+from negmine.errors import InvalidArgumentError, InvalidTypeError
+from negmine.mine import MiningResult
+
+OutputFormat = Literal["triplet", "n-tuple", "labeled-pair", "labeled-list"]
+OUTPUT_FORMATS: tuple[str, ...] = ("triplet", "n-tuple", "labeled-pair", "labeled-list")
+IdsSequence = Union[Sequence[str], Sequence[int], np.ndarray]
+
+
+def _pyarrow(feature: str, extra: str) -> Any:
+    try:
+        return importlib.import_module("pyarrow")
+    except ImportError as e:
+        raise ImportError(
+            f"{feature} needs pyarrow, which is not installed: pip install 'negmine[{extra}]'"
+        ) from e
+
+
+def _check_result(result: MiningResult) -> tuple[int, int]:
+    if not isinstance(result, MiningResult):
+        raise InvalidTypeError(f"expected a negmine MiningResult, got {type(result).__name__}")
+    ids = result.negative_ids
+    if ids.ndim != 2 or result.negative_scores.shape != ids.shape:
+        raise InvalidArgumentError(
+            f"negative_ids {ids.shape} and negative_scores {result.negative_scores.shape} must "
+            "be two matrices of the same shape"
+        )
+    if len(result.positive_indptr) != ids.shape[0] + 1:
+        raise InvalidArgumentError(
+            f"positive_indptr has {len(result.positive_indptr)} entries for {ids.shape[0]} "
+            "queries (expected one more than the queries)"
+        )
+    return int(ids.shape[0]), int(ids.shape[1])
+
+
+def _id_array(pa: Any, ids: IdsSequence | None, name: str, minimum: int) -> Any:
+    """``ids`` as a pyarrow array (to ``take`` from), checked to cover ``minimum`` rows."""
+    if ids is None:
+        return None
+    if isinstance(ids, (str, bytes)):
+        raise InvalidTypeError(f"{name} must be a sequence of ids, not a single string")
+    array = pa.array(np.asarray(ids) if isinstance(ids, np.ndarray) else list(ids))
+    if not (pa.types.is_integer(array.type) or pa.types.is_string(array.type)):
+        raise InvalidTypeError(f"{name} must hold strings or integers, got {array.type}")
+    if len(array) < minimum:
+        raise InvalidArgumentError(
+            f"{name} has {len(array):,} ids but the result refers to row {minimum - 1:,}"
+        )
+    if array.null_count:
+        raise InvalidArgumentError(f"{name} must not contain None")
+    return array
+
+
+def _lookup(pa: Any, table: Any, rows: np.ndarray) -> Any:
+    """Row numbers, or the ids at those rows when a lookup table is given."""
+    indices = pa.array(rows, type=pa.int64())
+    return indices if table is None else table.take(indices)
+
+
+def _query_chunks(n_queries: int, per_query: int, batch_rows: int) -> Iterator[tuple[int, int]]:
+    step = max(1, batch_rows // max(1, per_query))
+    for start in range(0, n_queries, step):
+        yield start, min(n_queries, start + step)
+
+
+def _list_array(pa: Any, offsets: np.ndarray, values: Any) -> Any:
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32), type=pa.int32()), values)
+
+
+def to_parquet(
+    result: MiningResult,
+    path: str | os.PathLike[str],
+    *,
+    query_ids: IdsSequence | None = None,
+    corpus_ids: IdsSequence | None = None,
+    layout: Literal["long", "wide"] = "long",
+    batch_rows: int = 65_536,
+    compression: str = "zstd",
+) -> None:
+    """Writes ``result`` to a Parquet file, streaming one row group of at most ``batch_rows``
+    rows at a time, atomically (temp file in the same directory, fsync, rename).
+
+    Columns of the ``"long"`` layout (one row per mined negative, missing ones left out):
+
+    - ``query``: the query's row (or ``query_ids[row]``),
+    - ``positives``: list of its positives' corpus rows (or ``corpus_ids``),
+    - ``positive_scores``: list of float32, aligned with ``positives``,
+    - ``rank``: int32, 1 for the hardest negative of the query (column ``rank - 1`` of
+      ``result.negative_ids``),
+    - ``negative``: the negative's corpus row (or its ``corpus_ids`` entry),
+    - ``score``: float32, the negative's score.
+
+    The ``"wide"`` layout has one row per query with ``query``, ``positives``,
+    ``positive_scores``, ``negatives`` (list, hardest first, missing ones left out) and
+    ``negative_scores`` (list of float32), so queries without negatives are kept too.
+
+    The file's metadata hold ``negmine.version`` and ``negmine.report`` (the report as JSON).
+
+    Args:
+        query_ids, corpus_ids: external ids (strings or integers) by row; without them the
+            columns hold row numbers (int64).
+        batch_rows: the most rows in one row group (memory use is proportional to it).
+        compression: a Parquet codec pyarrow knows (``"zstd"``, ``"snappy"``, ``"none"`` ...).
+
+    Raises:
+        ImportError: pyarrow is missing (``pip install 'negmine[parquet]'``).
+        FileNotFoundError / PermissionError: the directory is missing or not writable;
+            nothing is created.
+    """
+    pa = _pyarrow("to_parquet", "parquet")
+    pq = importlib.import_module("pyarrow.parquet")
+
+    n_queries, n_cols = _check_result(result)
+    if layout not in ("long", "wide"):
+        raise InvalidArgumentError(f"layout must be 'long' or 'wide', got {layout!r}")
+    if isinstance(batch_rows, bool) or not isinstance(batch_rows, (int, np.integer)):
+        raise InvalidTypeError(f"batch_rows must be an integer, got {batch_rows!r}")
+    if batch_rows <= 0:
+        raise InvalidArgumentError(f"batch_rows must be positive, got {batch_rows}")
+    neg_ids = np.asarray(result.negative_ids)
+    neg_scores = np.asarray(result.negative_scores, dtype=np.float32)
+    indptr = np.asarray(result.positive_indptr, dtype=np.int64)
+    pos_ids = np.asarray(result.positive_ids, dtype=np.int64)
+    pos_scores = np.asarray(result.positive_scores, dtype=np.float32)
+    max_corpus = max(
+        int(neg_ids.max(initial=-1)) + 1, int(pos_ids.max(initial=-1)) + 1 if len(pos_ids) else 0
+    )
+    q_table = _id_array(pa, query_ids, "query_ids", n_queries)
+    c_table = _id_array(pa, corpus_ids, "corpus_ids", max_corpus)
+    q_type = pa.int64() if q_table is None else q_table.type
+    c_type = pa.int64() if c_table is None else c_table.type
+
+    fields = [
+        pa.field("query", q_type, nullable=False),
+        pa.field("positives", pa.list_(c_type)),
+        pa.field("positive_scores", pa.list_(pa.float32())),
+    ]
+    if layout == "long":
+        fields += [
+            pa.field("rank", pa.int32(), nullable=False),
+            pa.field("negative", c_type, nullable=False),
+            pa.field("score", pa.float32(), nullable=False),
+        ]
+    else:
+        fields += [
+            pa.field("negatives", pa.list_(c_type)),
+            pa.field("negative_scores", pa.list_(pa.float32())),
+        ]
+    metadata = {
+        "negmine.version": __version__,
+        "negmine.layout": layout,
+        "negmine.report": json.dumps(result.report.to_dict(), sort_keys=True),
+    }
+    schema = pa.schema(fields, metadata=metadata)
+    per_query = n_cols if layout == "long" else 1
+
+    def chunk(start: int, stop: int) -> Any:
+        p0, p1 = int(indptr[start]), int(indptr[stop])
+        pos_off = indptr[start : stop + 1] - p0
+        positives = _list_array(pa, pos_off, _lookup(pa, c_table, pos_ids[p0:p1]))
+        positive_scores = _list_array(pa, pos_off, pa.array(pos_scores[p0:p1]))
+        ids, scores = neg_ids[start:stop], neg_scores[start:stop]
+        found = ids >= 0
+        if layout == "wide":
+            counts = found.sum(axis=1)
+            off = np.concatenate(([0], np.cumsum(counts)))
+            columns = [
+                _lookup(pa, q_table, np.arange(start, stop)),
+                positives,
+                positive_scores,
+                _list_array(pa, off, _lookup(pa, c_table, ids[found])),
+                _list_array(pa, off, pa.array(scores[found])),
+            ]
+            return pa.Table.from_arrays(columns, schema=schema)
+        rows, cols = np.nonzero(found)
+        take = pa.array(rows, type=pa.int64())
+        columns = [
+            _lookup(pa, q_table, rows + start),
+            positives.take(take),
+            positive_scores.take(take),
+            pa.array(cols.astype(np.int32) + 1, type=pa.int32()),
+            _lookup(pa, c_table, ids[rows, cols]),
+            pa.array(scores[rows, cols], type=pa.float32()),
+        ]
+        return pa.Table.from_arrays(columns, schema=schema)
+
+    with atomic_write(path) as f:
+        writer = pq.ParquetWriter(f, schema, compression=compression)
+        try:
+            for start, stop in _query_chunks(n_queries, per_query, batch_rows):
+                table = chunk(start, stop)
+                if table.num_rows:
+                    writer.write_table(table, row_group_size=batch_rows)
+        finally:
+            writer.close()
+
+
+def _texts(texts: Sequence[str], name: str, expected: int, what: str) -> Any:
+    if isinstance(texts, (str, bytes)):
+        raise InvalidTypeError(f"{name} must be a sequence of strings, not a single string")
+    try:
+        n = len(texts)
+    except TypeError:
+        raise InvalidTypeError(
+            f"{name} must be a sequence of strings, got {type(texts).__name__}"
+        ) from None
+    if n != expected:
+        raise InvalidArgumentError(
+            f"{name} has {n:,} texts but the result has {expected:,} {what}; pass one text per "
+            f"{what[:-1] if what.endswith('s') else what} row, in row order"
+        )
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InvalidTypeError(f"{name}[{i}] must be a string, got {type(text).__name__}")
+    return texts
+
+
+def to_dataset(
+    result: MiningResult,
+    query_texts: Sequence[str],
+    corpus_texts: Sequence[str],
+    *,
+    output_format: OutputFormat = "triplet",
+    include_scores: bool = False,
+    anchor_column: str = "anchor",
+    positive_column: str = "positive",
+) -> Any:
+    """A Hugging Face ``datasets.Dataset`` of the mined negatives, with exactly the columns
+    and row order of sentence-transformers' ``mine_hard_negatives(output_format=...,
+    output_scores=include_scores)`` (version 6.x), ready for its trainer:
+
+    - ``"triplet"``: ``(anchor, positive, negative)``, one row per (query, positive,
+      negative), i.e. exploded over several positives; ``include_scores`` adds ``scores``
+      ``[positive_score, negative_score]``.
+    - ``"n-tuple"``: ``(anchor, positive, negative_1, ..., negative_n)``, one row per (query,
+      positive) that got all ``n`` negatives (others are left out, as in
+      sentence-transformers); ``include_scores`` adds ``scores`` ``[pos, neg_1, ..., neg_n]``.
+    - ``"labeled-pair"``: ``(anchor, positive, label)``: per query its positives with label 1
+      and then its negatives with label 0; ``include_scores`` replaces ``label`` by ``score``.
+    - ``"labeled-list"``: ``(anchor, positive, labels)``, one row per (query, positive) with
+      at least one negative: ``positive`` is ``[positive, negatives...]``, ``labels``
+      ``[1, 0, ...]``; ``include_scores`` replaces ``labels`` by ``scores``.
+
+    Args:
+        query_texts: one text per query row of ``result``.
+        corpus_texts: one text per corpus row (the corpus that was mined).
+        anchor_column, positive_column: names of the first two columns (sentence-transformers
+            keeps those of the input dataset: ``"anchor"``/``"positive"``, or e.g.
+            ``"query"``/``"answer"``).
+
+    Raises:
+        ImportError: ``datasets`` is missing (``pip install 'negmine[datasets]'``).
+        InvalidArgumentError: texts of the wrong length, unknown ``output_format``.
+    """
+    n_queries, n_cols = _check_result(result)
+    if output_format not in OUTPUT_FORMATS:
+        raise InvalidArgumentError(
+            f"output_format must be one of {', '.join(map(repr, OUTPUT_FORMATS))}, "
+            f"got {output_format!r}"
+        )
+    if anchor_column == positive_column or not anchor_column or not positive_column:
+        raise InvalidArgumentError(
+            "anchor_column and positive_column must be two different non-empty names"
+        )
+    try:
+        datasets = importlib.import_module("datasets")
+    except ImportError as e:
+        raise ImportError(
+            "to_dataset needs the Hugging Face datasets package, which is not installed: "
+            "pip install 'negmine[datasets]'"
+        ) from e
+    pa = _pyarrow("to_dataset", "datasets")
+
+    neg_ids = np.asarray(result.negative_ids)
+    max_id = int(neg_ids.max(initial=-1))
+    pos_ids = np.asarray(result.positive_ids, dtype=np.int64)
+    if len(pos_ids):
+        max_id = max(max_id, int(pos_ids.max()))
+    n_corpus = len(corpus_texts) if not isinstance(corpus_texts, (str, bytes)) else 0
+    if max_id >= n_corpus and not isinstance(corpus_texts, (str, bytes)):
+        raise InvalidArgumentError(
+            f"corpus_texts has {n_corpus:,} texts but the result refers to corpus row "
+            f"{max_id:,}; pass one text per corpus row, in row order"
+        )
+    _texts(corpus_texts, "corpus_texts", n_corpus, "corpus rows")
+    _texts(query_texts, "query_texts", n_queries, "queries")
+    q_text = pa.array(list(query_texts), type=pa.string())
+    c_text = pa.array(list(corpus_texts), type=pa.string())
+
+    neg_scores = np.asarray(result.negative_scores, dtype=np.float32)
+    indptr = np.asarray(result.positive_indptr, dtype=np.int64)
+    pos_scores = np.asarray(result.positive_scores, dtype=np.float32)
+    n_pos = np.diff(indptr)
+    found = neg_ids >= 0
+    pair_query = np.repeat(np.arange(n_queries), n_pos)  # one entry per (query, positive)
+
+    def take(texts: Any, rows: np.ndarray) -> Any:
+        return texts.take(pa.array(rows, type=pa.int64()))
+
+    def floats(values: np.ndarray) -> Any:  # sentence-transformers' scores are Python floats
+        return pa.array(values.astype(np.float64), type=pa.float64())
+
+    def lists(offsets: np.ndarray, values: Any) -> Any:
+        return pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), values)
+
+    columns: dict[str, Any] = {}
+    if output_format == "triplet":
+        pair_found = found[pair_query]
+        pair, col = np.nonzero(pair_found)
+        query = pair_query[pair]
+        columns[anchor_column] = take(q_text, query)
+        columns[positive_column] = take(c_text, pos_ids[pair])
+        columns["negative"] = take(c_text, neg_ids[query, col])
+        if include_scores:
+            pairs = np.stack([pos_scores[pair], neg_scores[query, col]], axis=1)
+            columns["scores"] = lists(np.arange(0, 2 * len(pair) + 1, 2), floats(pairs.ravel()))
+    elif output_format == "n-tuple":
+        complete: np.ndarray = np.asarray(found.all(axis=1))
+        pair = np.flatnonzero(complete[pair_query])
+        query = pair_query[pair]
+        columns[anchor_column] = take(q_text, query)
+        columns[positive_column] = take(c_text, pos_ids[pair])
+        for j in range(n_cols):
+            columns[f"negative_{j + 1}"] = take(c_text, neg_ids[query, j])
+        if include_scores:
+            block = np.concatenate([pos_scores[pair, None], neg_scores[query]], axis=1)
+            step = n_cols + 1
+            columns["scores"] = lists(
+                np.arange(0, step * len(pair) + 1, step), floats(block.ravel())
+            )
+    elif output_format == "labeled-pair":
+        # Per query: its positives (label 1), then its negatives (label 0).
+        counts = n_pos + found.sum(axis=1)
+        rows = np.repeat(np.arange(n_queries), counts)
+        is_pos = np.zeros(len(rows), dtype=bool)
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
+        within = np.arange(len(pos_ids)) - np.repeat(indptr[:-1], n_pos)
+        pos_slots = np.repeat(starts, n_pos) + within
+        is_pos[pos_slots] = True
+        docs = np.empty(len(rows), dtype=np.int64)
+        scores = np.empty(len(rows), dtype=np.float32)
+        docs[is_pos], scores[is_pos] = pos_ids, pos_scores
+        docs[~is_pos], scores[~is_pos] = neg_ids[found], neg_scores[found]
+        columns[anchor_column] = take(q_text, rows)
+        columns[positive_column] = take(c_text, docs)
+        if include_scores:
+            columns["score"] = floats(scores)
+        else:
+            columns["label"] = pa.array(is_pos.astype(np.int64), type=pa.int64())
+    else:  # labeled-list
+        pair_counts = found.sum(axis=1)[pair_query]
+        pair = np.flatnonzero(pair_counts > 0)
+        query = pair_query[pair]
+        sizes = 1 + pair_counts[pair]
+        offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+        docs = np.empty(int(offsets[-1]), dtype=np.int64)
+        scores = np.empty(int(offsets[-1]), dtype=np.float32)
+        head = offsets[:-1]
+        docs[head], scores[head] = pos_ids[pair], pos_scores[pair]
+        tail = np.ones(len(docs), dtype=bool)
+        tail[head] = False
+        sel = found[query]
+        docs[tail], scores[tail] = neg_ids[query][sel], neg_scores[query][sel]
+        columns[anchor_column] = take(q_text, query)
+        columns[positive_column] = lists(offsets, take(c_text, docs))
+        if include_scores:
+            columns["scores"] = lists(offsets, floats(scores))
+        else:
+            columns["labels"] = lists(offsets, pa.array((~tail).astype(np.int64), pa.int64()))
+    table = pa.table(columns)
+    return datasets.Dataset(table)
+
+
+__all__ = ["OUTPUT_FORMATS", "OutputFormat", "to_dataset", "to_parquet"]
