@@ -1,0 +1,290 @@
+"""`negmine mine` / `negmine report` end to end in subprocesses: results equal the API's, an
+interrupted run (SIGKILL) resumes from its checkpoint into byte-identical output, a checkpoint of
+other options is refused, and no temp file is left behind (docs/reliability.md items 13-15)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import negmine
+from negmine.mine import MiningResult
+
+OUTPUTS = {
+    "negative_ids.npy",
+    "negative_scores.npy",
+    "positive_indptr.npy",
+    "positive_ids.npy",
+    "positive_scores.npy",
+    "removed_query.npy",
+    "removed_id.npy",
+    "removed_score.npy",
+    "removed_filter.npy",
+    "report.json",
+}
+
+OPTIONS = [
+    "--num-negatives",
+    "4",
+    "--relative-margin",
+    "0.05",
+    "--dup-threshold",
+    "0.95",
+    "--range-min",
+    "1",
+    "--sampling-strategy",
+    "random",
+    "--seed",
+    "7",
+]
+
+
+def write_data(directory: Path, n_queries: int, n_corpus: int, dim: int = 16, seed: int = 0):
+    """Queries, a corpus with exact duplicates and near-duplicates of positives, qrels."""
+    rng = np.random.default_rng(seed)
+    corpus = rng.normal(size=(n_corpus, dim)).astype(np.float32)
+    queries = rng.normal(size=(n_queries, dim)).astype(np.float32)
+    pos = 2 * rng.choice(n_corpus // 2, size=n_queries, replace=False)  # distinct, even
+    queries += 2 * corpus[pos]
+    for i in range(0, n_queries, 5):
+        corpus[pos[i] + 1] = corpus[pos[i]]  # an exact duplicate (odd rows are never positives)
+    q_path, c_path, r_path = directory / "q.npy", directory / "c.npy", directory / "qrels.tsv"
+    np.save(q_path, queries)
+    np.save(c_path, corpus)
+    lines = ["query-id\tcorpus-id\tscore"]
+    lines += [f"{q}\t{p}\t1" for q, p in enumerate(pos)]
+    lines += [f"{q}\t{(p + 3) % n_corpus}\t0" for q, p in enumerate(pos[:10])]  # not relevant
+    r_path.write_text("\n".join(lines) + "\n")
+    return q_path, c_path, r_path
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "negmine.cli", *map(str, args)]
+
+
+def mine_cmd(q, c, r, out, *extra) -> list[str]:
+    return cli("mine", "--queries", q, "--corpus", c, "--positives", r, "--out", out, *extra)
+
+
+def run(cmd, timeout=120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def all_files(directory: Path) -> set[str]:
+    return {str(p.relative_to(directory)) for p in directory.rglob("*")}
+
+
+def assert_same_bytes(a: Path, b: Path) -> None:
+    assert all_files(a) == all_files(b) == OUTPUTS
+    for name in OUTPUTS:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_mine_and_report_end_to_end(tmp_path):
+    q, c, r = write_data(tmp_path, 40, 300)
+    out = tmp_path / "out"
+    proc = run(mine_cmd(q, c, r, out, *OPTIONS, "--chunk-queries", "7"))
+    assert proc.returncode == 0, proc.stderr
+    assert "mined" in proc.stdout
+    assert all_files(out) == OUTPUTS  # no .partial, no temp files
+    result = MiningResult.load(out)
+    api = negmine.mine(
+        np.load(q),
+        np.load(c),
+        str(r),
+        num_negatives=4,
+        relative_margin=0.05,
+        dup_threshold=0.95,
+        range_min=1,
+        sampling_strategy="random",
+        seed=7,
+    )
+    for name, array in api.arrays().items():
+        assert array.tobytes() == result.arrays()[name].tobytes(), name
+    assert api.report.to_dict() == result.report.to_dict()
+    assert result.report.excluded_duplicates == 8  # queries 0, 5, ..., 35
+    # Positives never come back as negatives; relevance-0 rows are not positives.
+    for qi in range(40):
+        assert not set(result.negative_ids[qi]) & set(result.positives_of(qi))
+    assert result.positive_indptr.tolist() == list(range(41))
+    report = run(cli("report", out))
+    assert report.returncode == 0, report.stderr
+    assert report.stdout.strip() == str(result.report).strip()
+
+
+def test_single_chunk_equals_many_chunks(tmp_path):
+    q, c, r = write_data(tmp_path, 30, 200)
+    one, many = tmp_path / "one", tmp_path / "many"
+    assert run(mine_cmd(q, c, r, one, *OPTIONS)).returncode == 0
+    assert (
+        run(mine_cmd(q, c, r, many, *OPTIONS, "--chunk-queries", "4", "--threads", "1")).returncode
+        == 0
+    )
+    assert_same_bytes(one, many)
+
+
+def test_sigkill_then_resume_is_byte_identical(tmp_path):
+    q, c, r = write_data(tmp_path, 150, 20000, dim=32)
+    args = [*OPTIONS, "--chunk-queries", "1"]  # 150 checkpoints, one fsync each
+    reference = tmp_path / "reference"  # one chunk: the output does not depend on chunking
+    assert run(mine_cmd(q, c, r, reference, *OPTIONS)).returncode == 0
+    out = tmp_path / "out"
+    partial = out / ".partial"
+    proc = subprocess.Popen(
+        mine_cmd(q, c, r, out, *args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not list(partial.glob("chunk_*.npz")):
+            assert proc.poll() is None, "the run ended before writing a checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint after 60 s"
+            time.sleep(0.002)
+        assert proc.poll() is None, "the run finished before it could be killed: use more data"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    chunks = list(partial.glob("chunk_*.npz"))
+    assert 1 <= len(chunks) < 150
+    assert not (out / "report.json").exists()
+
+    # Other options over this checkpoint: refused, and the checkpoint is left alone.
+    other = run(mine_cmd(q, c, r, out, *OPTIONS, "--chunk-queries", "3"))
+    assert other.returncode == 2
+    assert "interrupted run of other inputs or options" in other.stderr
+    assert "Traceback" not in other.stderr
+    assert set(partial.glob("chunk_*.npz")) >= set(chunks)
+
+    resumed = run(mine_cmd(q, c, r, out, *args))
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_bytes(reference, out)
+    assert not partial.exists()
+
+
+def test_checkpoint_of_other_options_is_refused(tmp_path):
+    q, c, r = write_data(tmp_path, 30, 200)
+    out = tmp_path / "out"
+    killer = textwrap.dedent(
+        """
+        import os, signal, sys
+        import negmine.checkpoint as ck
+        calls = []
+        real = ck.mine_prepared
+        def mine_prepared(*a, **k):
+            calls.append(1)
+            if len(calls) == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(*a, **k)
+        ck.mine_prepared = mine_prepared
+        from negmine.cli import main
+        sys.exit(main(sys.argv[1:]))
+        """
+    )
+    base = ["mine", "--queries", q, "--corpus", c, "--positives", r, "--out", out]
+    args = [*OPTIONS, "--chunk-queries", "5"]
+    proc = run([sys.executable, "-c", killer, *map(str, base), *args])
+    assert proc.returncode == -signal.SIGKILL
+    assert len(list((out / ".partial").glob("chunk_*.npz"))) == 2
+    for change in (["--seed", "8"], ["--metric", "dot"], ["--no-duplicates"]):
+        refused = run(mine_cmd(q, c, r, out, *args, *change))
+        assert refused.returncode == 2, change
+        assert "interrupted run of other inputs or options" in refused.stderr, change
+    # Changed positives are refused too.
+    r2 = tmp_path / "qrels2.tsv"
+    r2.write_text(r.read_text() + "0\t1\t1\n")
+    assert run(mine_cmd(q, c, r2, out, *args)).returncode == 2
+    reference = tmp_path / "reference"
+    assert run(mine_cmd(q, c, r, reference, *args)).returncode == 0
+    assert run(mine_cmd(q, c, r, out, *args)).returncode == 0
+    assert_same_bytes(reference, out)
+
+
+def test_killed_while_saving_leaves_no_temp_file_after_resume(tmp_path):
+    # BUG: a kill during the final save leaves `.<name>.npy.XXXX.tmp` in the output directory;
+    # the resumed run completes but never removes it.
+    q, c, r = write_data(tmp_path, 30, 200)
+    out = tmp_path / "out"
+    killer = textwrap.dedent(
+        """
+        import os, signal, sys
+        import numpy as np
+        real = np.save
+        calls = []
+        def save(f, *a, **k):
+            calls.append(1)
+            if len(calls) == 3:
+                f.write(b"partial")
+                f.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(f, *a, **k)
+        np.save = save
+        from negmine.cli import main
+        sys.exit(main(sys.argv[1:]))
+        """
+    )
+    base = ["mine", "--queries", q, "--corpus", c, "--positives", r, "--out", out, *OPTIONS]
+    proc = run([sys.executable, "-c", killer, *map(str, base)])
+    assert proc.returncode == -signal.SIGKILL
+    assert (out / ".partial").is_dir()
+    resumed = run(mine_cmd(q, c, r, out, *OPTIONS))
+    assert resumed.returncode == 0, resumed.stderr
+    reference = tmp_path / "reference"
+    assert run(mine_cmd(q, c, r, reference, *OPTIONS)).returncode == 0
+    for name in OUTPUTS:
+        assert (out / name).read_bytes() == (reference / name).read_bytes(), name
+    assert all_files(out) == OUTPUTS, f"left behind: {all_files(out) - OUTPUTS}"
+
+
+def test_invalid_options_do_not_block_the_corrected_run(tmp_path):
+    # BUG: the checkpoint manifest is written before the options and positives are validated
+    # by the core; the corrected command is then refused as "an interrupted run of other
+    # inputs or options" until the user deletes .partial by hand.
+    q, c, r = write_data(tmp_path, 20, 100)
+    out = tmp_path / "out"
+    bad = run(mine_cmd(q, c, r, out, "--relative-margin", "1.5"))
+    assert bad.returncode == 2
+    assert "relative_margin" in bad.stderr and "Traceback" not in bad.stderr
+    good = run(mine_cmd(q, c, r, out, "--relative-margin", "0.05"))
+    assert good.returncode == 0, good.stderr
+    assert all_files(out) == OUTPUTS
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--range-min", "5", "--range-max", "5"], "range_max"),
+        (["--dup-threshold", "2"], "dup_threshold"),
+        (["--min-score", "1", "--max-score", "0"], "min_score"),
+        (["--max-score", "nan"], "max_score"),
+        (["--num-negatives", "0"], "num-negatives"),
+    ],
+)
+def test_bad_cli_options_are_clear_errors(tmp_path, extra, needle):
+    q, c, r = write_data(tmp_path, 10, 50)
+    proc = run(mine_cmd(q, c, r, tmp_path / "out", *extra))
+    assert proc.returncode == 2
+    assert needle in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bad_cli_inputs_are_clear_errors(tmp_path):
+    q, c, r = write_data(tmp_path, 10, 50)
+    r_bad = tmp_path / "bad.tsv"
+    r_bad.write_text("0\t1\n12\t3\n")
+    proc = run(mine_cmd(q, c, r_bad, tmp_path / "o1"))
+    assert proc.returncode == 2 and "query 12" in proc.stderr, proc.stderr
+    r_bad.write_text("0\t50\n")
+    proc = run(mine_cmd(q, c, r_bad, tmp_path / "o2"))
+    assert proc.returncode == 2 and "50" in proc.stderr, proc.stderr
+    proc = run(mine_cmd(q, tmp_path / "missing.npy", r, tmp_path / "o3"))
+    assert proc.returncode == 2 and "missing.npy" in proc.stderr, proc.stderr
+    proc = run(cli("report", tmp_path / "nowhere"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert os.path.exists(r)
