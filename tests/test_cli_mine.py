@@ -180,7 +180,8 @@ def test_checkpoint_of_other_options_is_refused(tmp_path):
         real = ck.mine_prepared
         def mine_prepared(*a, **k):
             calls.append(1)
-            if len(calls) == 3:
+            # Call 1 validates the options on no queries; calls 2 and 3 mine two chunks.
+            if len(calls) == 4:
                 os.kill(os.getpid(), signal.SIGKILL)
             return real(*a, **k)
         ck.mine_prepared = mine_prepared

@@ -82,11 +82,9 @@ def mine_to_directory(
                 f"{out_dir} holds an interrupted run of other inputs or options; remove "
                 f"{partial} to start over, or write to another directory"
             )
-    else:
-        partial.mkdir(parents=True, exist_ok=True)
-        with atomic_write(manifest_path) as f:
-            f.write(json.dumps(manifest, indent=1, sort_keys=True).encode())
 
+    # Everything is validated before the first checkpoint is written, so that a refused run
+    # never blocks the corrected one.
     prepared = prepare(
         q,
         c,
@@ -95,6 +93,12 @@ def mine_to_directory(
         query_dup_threshold=options.query_dup_threshold,
         threads=threads,
     )
+    q_array = np.asarray(q)
+    mine_prepared(q_array[:0], c, prepared.rows(0, 0), options, threads=threads)
+    if not manifest_path.exists():
+        partial.mkdir(parents=True, exist_ok=True)
+        with atomic_write(manifest_path) as f:
+            f.write(json.dumps(manifest, indent=1, sort_keys=True).encode())
     n_queries = q.shape[0]
     starts = list(range(0, n_queries, chunk_queries))
     bar = None
@@ -103,7 +107,6 @@ def mine_to_directory(
 
         bar = tqdm(total=n_queries, desc="mine", unit="query", unit_scale=True)
     parts: list[dict[str, np.ndarray]] = []
-    q_array = np.asarray(q)
     try:
         for start in starts:
             stop = min(start + chunk_queries, n_queries)
@@ -129,6 +132,21 @@ def mine_to_directory(
         if bar is not None:
             bar.close()
     result = assemble(prepared, options, parts)
-    result.save(out_dir)
+    # Staged inside the checkpoint, so that a kill while saving leaves nothing in `out`
+    # that the finished run would not clean up.
+    staged = partial / "result"
+    result.save(staged)
+    for path in sorted(staged.iterdir()):
+        if path.is_file() and not path.name.startswith("."):
+            os.replace(path, out_dir / path.name)
+    _fsync_directory(out_dir)
     shutil.rmtree(partial)
     return result
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

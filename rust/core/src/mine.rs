@@ -78,6 +78,9 @@ impl Filter {
     }
 }
 
+/// The largest `num_negatives`, `range_min` or `range_max` accepted.
+pub const MAX_RANK: usize = 1 << 30;
+
 /// Options of [`mine`]; see the module docs for their meaning.
 #[derive(Clone, Debug)]
 pub struct MineOptions {
@@ -122,7 +125,11 @@ impl MineOptions {
         match (self.range_max, self.sampling) {
             (Some(end), _) => Some(end),
             (None, Sampling::Top) => None,
-            (None, _) => Some(self.range_min + 10 * self.num_negatives),
+            // Saturates instead of overflowing; `validate` refuses such sizes anyway.
+            (None, _) => Some(
+                self.range_min
+                    .saturating_add(self.num_negatives.saturating_mul(10)),
+            ),
         }
     }
 
@@ -135,6 +142,19 @@ impl MineOptions {
         };
         if self.num_negatives == 0 {
             return Err(Error::invalid("num_negatives must be positive, got 0"));
+        }
+        // Ranks are u32 inside; anything near that is a mistake, not a configuration.
+        for (name, value) in [
+            ("num_negatives", Some(self.num_negatives)),
+            ("range_min", Some(self.range_min)),
+            ("range_max", self.range_max),
+        ] {
+            if value.is_some_and(|v| v > MAX_RANK) {
+                return Err(Error::invalid(format!(
+                    "{name} must be at most {MAX_RANK}, got {}",
+                    value.unwrap_or_default()
+                )));
+            }
         }
         if let Some(end) = self.range_max {
             if end <= self.range_min {
@@ -501,6 +521,15 @@ impl<'a> Job<'a> {
                 )));
             }
         }
+        if n_queries
+            .checked_mul(self.opts.num_negatives)
+            .is_none_or(|cells| cells > isize::MAX as usize / 8)
+        {
+            return Err(Error::invalid(format!(
+                "{n_queries} queries x {} negatives is too large to hold",
+                self.opts.num_negatives
+            )));
+        }
         if self.queries.dim() != self.corpus.dim() {
             return Err(Error::invalid(format!(
                 "queries have dimension {} but the corpus has dimension {}",
@@ -572,11 +601,20 @@ impl<'a> Job<'a> {
         positive_scores: Vec<f32>,
         depth: Vec<u32>,
         incomplete: Vec<bool>,
-    ) -> Mined {
+    ) -> Result<Mined> {
         let n_queries = self.queries.rows();
         let n_neg = self.opts.num_negatives;
-        let mut negative_ids = vec![-1i64; n_queries * n_neg];
-        let mut negative_scores = vec![f32::NAN; n_queries * n_neg];
+        let cells = n_queries * n_neg;
+        let (mut negative_ids, mut negative_scores) = (Vec::new(), Vec::new());
+        if negative_ids.try_reserve_exact(cells).is_err()
+            || negative_scores.try_reserve_exact(cells).is_err()
+        {
+            return Err(Error::invalid(format!(
+                "not enough memory for {n_queries} queries x {n_neg} negatives"
+            )));
+        }
+        negative_ids.resize(cells, -1i64);
+        negative_scores.resize(cells, f32::NAN);
         let mut found = vec![0u32; n_queries];
         let mut removed = Vec::new();
         for (q, outcome) in outcomes.into_iter().enumerate() {
@@ -587,7 +625,7 @@ impl<'a> Job<'a> {
             }
             removed.extend(outcome.removed);
         }
-        Mined {
+        Ok(Mined {
             num_negatives: n_neg,
             negative_ids,
             negative_scores,
@@ -596,7 +634,7 @@ impl<'a> Job<'a> {
             removed,
             depth,
             incomplete,
-        }
+        })
     }
 }
 
@@ -692,7 +730,7 @@ pub fn mine(
         .into_iter()
         .map(|o| o.expect("every query is resolved"))
         .collect();
-    Ok(job.finish(outcomes, positive_scores, depth, vec![false; n_queries]))
+    job.finish(outcomes, positive_scores, depth, vec![false; n_queries])
 }
 
 /// Mines from given candidates (e.g. from an approximate index) instead of an exact search:
@@ -767,7 +805,7 @@ pub fn mine_candidates(
         depth.push(d);
         incomplete.push(i);
     }
-    Ok(job.finish(outcomes, positive_scores, depth, incomplete))
+    job.finish(outcomes, positive_scores, depth, incomplete)
 }
 
 /// Groups identical rows: each row gets the index of the first row with the same elements
