@@ -12,6 +12,6 @@ pub mod store;
 pub mod topk;
 
 pub use error::{Error, Result};
-pub use matrix::{DType, Elements, MatrixView};
 pub use idlists::IdLists;
+pub use matrix::{DType, Elements, MatrixView};
 pub use search::{search, Exclusions, Hooks, Metric, Neighbors, NoHooks, SearchOptions};
