@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +126,21 @@ class MiningReport:
     histogram_edges: list[float]
     histograms: dict[str, list[int]]
     """Score counts per bin for ``positive``, ``negative`` and each filter's removals."""
+    backend: str = "exact"
+    """Where candidates came from: ``"exact"`` search or an ``"hnsw"`` graph."""
+    recall: float | None = None
+    """hnsw: recall@``recall_depth`` of the graph search (at ``ef``) against exact search,
+    measured on ``recall_sample`` sampled queries."""
+    ef: int | None = None
+    """hnsw: the search ``ef`` chosen for ``target_recall`` (scaled up with deeper fetches)."""
+    target_recall: float | None = None
+    recall_depth: int | None = None
+    recall_sample: int | None = None
+    refetched: int = 0
+    """hnsw: queries fetched again, deeper, because filters emptied their first window."""
+    exact_fallback: int = 0
+    """hnsw: queries whose candidates came from exact search (needed deeper than a graph
+    search is worth)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -140,6 +156,24 @@ class MiningReport:
             f"  positives excluded by id:        {self.positives:,}",
             f"  duplicates of positives excluded: {self.excluded_duplicates:,}",
         ]
+        if self.backend != "exact":
+            recall = "n/a" if self.recall is None else f"{self.recall:.4f}"
+            line = (
+                f"  backend {self.backend}: ef {self.ef}, recall@{self.recall_depth} {recall} "
+                f"on {self.recall_sample} sampled queries (target {self.target_recall})"
+            )
+            if (
+                self.recall is not None
+                and self.target_recall is not None
+                and self.recall < self.target_recall
+            ):
+                line += ": TARGET NOT REACHED"
+            lines.append(line)
+            if self.refetched or self.exact_fallback:
+                lines.append(
+                    f"    re-fetched deeper: {self.refetched:,} queries; "
+                    f"finished by exact search: {self.exact_fallback:,}"
+                )
         if self.linked_queries:
             lines.append(f"  queries sharing positives (linked): {self.linked_queries:,}")
         lines.append("  removed by filter:")
@@ -581,6 +615,11 @@ def mine(
     simans_a: float = 1.0,
     simans_b: float = 0.0,
     seed: int = 0,
+    backend: Literal["exact", "hnsw"] = "exact",
+    target_recall: float = 0.95,
+    hnsw_path: str | os.PathLike[str] | None = None,
+    hnsw_m: int = 16,
+    hnsw_ef_construction: int = 200,
     threads: int | None = None,
     progress: bool = False,
 ) -> MiningResult:
@@ -609,6 +648,16 @@ def mine(
         query_dup_threshold: queries whose cosine is at least this share their positives.
         sampling_strategy: ``"top"``, ``"random"`` (uniform in the window) or ``"simans"``
             (weight ``exp(-simans_a * (score - p - simans_b)^2)``), seeded by ``seed``.
+        backend: ``"exact"`` (default) searches the whole corpus; ``"hnsw"`` takes candidates
+            from an hnswlib graph (``pip install 'negmine[ann]'``) for corpora too large to
+            scan, rescores them exactly and applies the same filters and sampling (see
+            :mod:`negmine.ann`). The graph of a corpus file is saved beside it
+            (``<corpus>.hnsw-<key>.bin``) and reused while the file and parameters match.
+        target_recall: hnsw: ``ef`` is raised until the graph's recall against exact search
+            on 200 sampled queries reaches this, in ``(0, 1]``; the report has the recall.
+        hnsw_path: hnsw: where to save / reuse the index (default: beside a corpus file;
+            an in-memory corpus gets an in-memory index unless this is given).
+        hnsw_m, hnsw_ef_construction: hnsw: the graph's ``M`` and ``ef_construction``.
 
     Returns:
         A :class:`MiningResult`; ``result.report`` says what each filter removed and which
@@ -633,8 +682,22 @@ def mine(
     )
     if threads is not None:
         threads = positive_int(threads, "threads")
+    if backend not in ("exact", "hnsw"):
+        raise InvalidArgumentError(f"backend must be 'exact' or 'hnsw', got {backend!r}")
+    if (
+        isinstance(target_recall, bool)
+        or not isinstance(target_recall, (int, float, np.integer, np.floating))
+        or not 0 < target_recall <= 1
+    ):
+        raise InvalidArgumentError(f"target_recall must be in (0, 1], got {target_recall!r}")
+    hnsw_m = positive_int(hnsw_m, "hnsw_m")
+    hnsw_ef_construction = positive_int(hnsw_ef_construction, "hnsw_ef_construction")
     q = as_matrix(queries, "queries")
     c = as_matrix(corpus, "corpus")
+    if backend == "hnsw" and q.shape[1] != c.shape[1]:
+        raise InvalidArgumentError(
+            f"queries have dimension {q.shape[1]} but the corpus has {c.shape[1]}"
+        )
     prepared = prepare(
         q,
         c,
@@ -644,8 +707,93 @@ def mine(
         query_dup_threshold=query_dup_threshold,
         threads=threads,
     )
+    if backend == "hnsw":
+        return _mine_hnsw(
+            q,
+            c,
+            prepared,
+            options,
+            target_recall=float(target_recall),
+            hnsw_path=hnsw_path,
+            params=(hnsw_m, hnsw_ef_construction),
+            threads=threads,
+            progress=progress,
+        )
     out = mine_prepared(q, c, prepared, options, threads=threads, progress=progress)
     return assemble(prepared, options, [out])
+
+
+def _mine_hnsw(
+    q: Embeddings | np.ndarray,
+    c: Embeddings | np.ndarray,
+    prepared: Prepared,
+    options: MiningOptions,
+    *,
+    target_recall: float,
+    hnsw_path: str | os.PathLike[str] | None,
+    params: tuple[int, int],
+    threads: int | None,
+    progress: bool,
+) -> MiningResult:
+    """``mine(..., backend="hnsw")`` once the inputs are checked (see :mod:`negmine.ann`)."""
+    from negmine import ann
+
+    if rows_of(q) == 0 or rows_of(c) == 0:  # nothing to index or to ask: the exact path
+        out = mine_prepared(q, c, prepared, options, threads=threads)
+        result = assemble(prepared, options, [out])
+        result.report.backend = "hnsw"
+        result.report.target_recall = target_recall
+        return result
+    with read_only(q, c):
+        ann.check_options(q, c, prepared, options)
+        index, _, _ = ann.open_index(
+            c,
+            ann.HnswParams(options.metric, m=params[0], ef_construction=params[1]),
+            path=hnsw_path,
+            threads=threads,
+            progress=progress,
+        )
+        depth = ann.recall_depth(options, prepared, rows_of(c))
+        ef, recall, sample = ann.tune_ef(
+            index,
+            q,
+            c,
+            metric=options.metric,
+            k=depth,
+            target_recall=target_recall,
+            seed=options.seed,
+            threads=threads,
+        )
+        if recall < target_recall:
+            warnings.warn(
+                f"the HNSW graph reaches recall@{depth} {recall:.4f} at ef {ef} (the cap), "
+                f"below target_recall {target_recall}: build it with larger hnsw_m / "
+                "hnsw_ef_construction, or use backend='exact'",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        parts, refetched, fallback = ann.mine_chunks(
+            q,
+            c,
+            prepared,
+            options,
+            index=index,
+            ef=ef,
+            recall_depth=depth,
+            threads=threads,
+            progress=progress,
+        )
+    result = assemble(prepared, options, parts)
+    report = result.report
+    report.backend = "hnsw"
+    report.recall = recall
+    report.ef = ef
+    report.target_recall = target_recall
+    report.recall_depth = depth
+    report.recall_sample = sample
+    report.refetched = refetched
+    report.exact_fallback = fallback
+    return result
 
 
 def _report(

@@ -1,0 +1,643 @@
+"""Approximate candidates from an HNSW graph (hnswlib), rescored exactly by the core.
+
+``mine(..., backend="hnsw")`` lands here. The approximation is only in *which* corpus rows
+become candidates: every candidate is rescored exactly with negmine's score definition, and
+the filters, window and sampling are the exact path's, so a query whose true top candidates
+are all found gets exactly the exact backend's negatives.
+
+1. **Index.** hnswlib (``space="ip"``, f32 only) built from the corpus in chunks of
+   :data:`BUILD_CHUNK_ROWS` rows (converted to f32, normalised for cosine, non-finite rows
+   rejected by row number); Ctrl-C stops it between chunks. For a corpus that is a file (a
+   ``.npy`` path or :func:`negmine.open_embeddings`) the index is saved beside it as
+   ``<corpus>.hnsw-<key>.bin`` with a ``.json`` sidecar, where ``<key>`` hashes the build
+   parameters (metric, M, ef_construction, format); the sidecar records the corpus file's
+   size, mtime, shape and dtype, and the index is reused only when they all match (else it is
+   rebuilt and replaced). Files are written atomically (temp file in the same directory,
+   ``os.replace``; the sidecar last, so an index without its sidecar is never trusted). An
+   in-memory corpus gets an in-memory index, or one saved at ``hnsw_path`` and keyed by a
+   hash of the corpus bytes.
+2. **ef.** On :data:`SAMPLE_QUERIES` seeded queries, hnswlib's top-k is compared with the
+   exact top-k of :func:`negmine.search` (k = the first mining depth); ``ef`` doubles from
+   ``max(k, 32)`` until recall@k >= ``target_recall`` or ``ef`` reaches :data:`MAX_EF` (then a
+   ``RuntimeWarning``; the report says the target was missed). A returned row scoring within
+   float tolerance of the exact k-th score counts as found (ties among duplicates).
+3. **Mining.** Depth ``K`` starts like the exact path (``2 * window end``, at least 16); each
+   query fetches ``K`` plus its number of excluded ids (rounded up to a power of two) from the
+   graph, since excluded rows are dropped only afterwards (hnswlib's filter callback is slow).
+   Queries the core reports ``incomplete`` (filters emptied the window) are fetched again with
+   ``K`` doubled (and ``ef`` scaled with ``K``), only them. Once a query's depth passes
+   :func:`hnsw_depth_limit` (``max(1024, N / 64)``: beyond it a graph search costs more than a
+   scan) it is finished exactly: when such queries make up at least a quarter of the range of
+   queries they span, the core's exact path mines that range (it deepens by itself); otherwise
+   they get exact :func:`negmine.search` candidates, doubling up to the whole corpus. Either
+   way a query ends with fewer negatives only when the corpus has run out, exactly as with
+   ``backend="exact"``. Seeds are per global query index, as on the exact path.
+
+A graph built with several threads depends on thread timing; the saved index makes later runs
+reproducible (``threads=1`` builds deterministically).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import json
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from negmine import _core
+from negmine._atomic import atomic_write
+from negmine._core import Embeddings
+from negmine._inputs import rows_of
+from negmine._progress import progress_callback
+from negmine.errors import InvalidArgumentError, InvalidTypeError
+
+if TYPE_CHECKING:
+    from negmine.mine import MiningOptions, Prepared
+
+BUILD_CHUNK_ROWS = 65_536
+"""Corpus rows converted to f32 and added to the graph per ``add_items`` call."""
+QUERY_BATCH = 4_096
+"""Queries per ``knn_query`` call (Ctrl-C is seen between calls)."""
+MINE_CHUNK = 65_536
+"""Queries mined per chunk (bounds the candidate lists held at once)."""
+SAMPLE_QUERIES = 200
+"""Queries sampled to measure recall while choosing ``ef``."""
+MAX_EF = 4_096
+"""The largest ``ef`` the automatic choice tries (or the depth, if larger)."""
+FORMAT = 1
+"""Version of the saved index layout and sidecar; part of the file name key."""
+RANDOM_SEED = 100
+"""hnswlib's level-generator seed (its default)."""
+
+_NORM_BLOCK = 4_096
+_builds = 0
+
+
+def build_count() -> int:
+    """How many HNSW graphs this process has built (loaded ones do not count)."""
+    return _builds
+
+
+def _hnswlib() -> Any:
+    try:
+        return importlib.import_module("hnswlib")
+    except ImportError as e:
+        raise ImportError(
+            "backend='hnsw' needs hnswlib: pip install 'negmine[ann]' (or hnswlib>=0.8)"
+        ) from e
+
+
+@dataclass(frozen=True)
+class HnswParams:
+    """What decides the graph (and its file name)."""
+
+    metric: str
+    m: int = 16
+    ef_construction: int = 200
+
+    def key(self) -> str:
+        blob = json.dumps(
+            {
+                "format": FORMAT,
+                "metric": self.metric,
+                "m": self.m,
+                "ef_construction": self.ef_construction,
+                "seed": RANDOM_SEED,
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"metric": self.metric, "m": self.m, "ef_construction": self.ef_construction}
+
+
+@dataclass
+class AnnInfo:
+    """What the approximate backend did, for the report."""
+
+    ef: int
+    recall: float
+    recall_depth: int
+    target_recall: float
+    sample: int
+    index_path: str | None = None
+    built: bool = False
+    refetched: int = 0
+    """Queries fetched more than once (filters emptied their first window)."""
+    exact_fallback: int = 0
+    """Queries finished with exact-search candidates (their depth passed the graph limit)."""
+
+
+# --- rows -------------------------------------------------------------------------------------
+
+
+def _as_f32(
+    block: np.ndarray, normalize: bool, what: str, rows: np.ndarray | int = 0
+) -> np.ndarray:
+    """``block`` (f16/f32 rows) as a C-contiguous f32 array, unit rows for cosine (norms in
+    f64, zero rows stay zero). ``rows``: global row numbers (or the first one) for errors."""
+    out = np.empty(block.shape, dtype=np.float32)
+    for a in range(0, len(block), _NORM_BLOCK):
+        b = min(len(block), a + _NORM_BLOCK)
+        piece = np.asarray(block[a:b], dtype=np.float64 if normalize else np.float32)
+        bad = ~np.isfinite(piece).all(axis=1)
+        if bad.any():
+            i = a + int(np.flatnonzero(bad)[0])
+            row = int(rows[i]) if isinstance(rows, np.ndarray) else rows + i
+            raise InvalidArgumentError(f"{what} row {row} holds a NaN or infinite value")
+        if normalize:
+            norms = np.sqrt(np.einsum("ij,ij->i", piece, piece))
+            with np.errstate(over="ignore"):
+                if not np.isfinite(norms).all():  # huge rows: scale first
+                    scale = np.abs(piece).max(axis=1, keepdims=True)
+                    scale[scale == 0] = 1
+                    piece = piece / scale
+                    norms = np.sqrt(np.einsum("ij,ij->i", piece, piece))
+            norms[norms == 0] = 1
+            piece = piece / norms[:, None]
+        out[a:b] = piece
+    return out
+
+
+def _matrix_array(matrix: Embeddings | np.ndarray) -> np.ndarray:
+    return matrix if isinstance(matrix, np.ndarray) else np.asarray(matrix)
+
+
+# --- the index --------------------------------------------------------------------------------
+
+
+def _corpus_file(corpus: Embeddings | np.ndarray) -> str | None:
+    if isinstance(corpus, Embeddings) and corpus.path:
+        return corpus.path
+    return None
+
+
+def _fingerprint(corpus: Embeddings | np.ndarray, file: str | None) -> dict[str, Any]:
+    """What must match for a saved index to be reused."""
+    shape = [int(x) for x in corpus.shape]
+    dtype = str(np.dtype(corpus.dtype))
+    if file is not None:
+        st = os.stat(file)
+        return {"shape": shape, "dtype": dtype, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    array = _matrix_array(corpus)
+    h = hashlib.blake2b(digest_size=16)
+    for a in range(0, len(array), BUILD_CHUNK_ROWS):
+        h.update(np.ascontiguousarray(array[a : a + BUILD_CHUNK_ROWS]).data)
+    return {"shape": shape, "dtype": dtype, "blake2b": h.hexdigest()}
+
+
+def default_index_path(corpus_file: str | os.PathLike[str], params: HnswParams) -> Path:
+    """Where the index of a corpus file is saved: beside it, named by the parameters."""
+    p = Path(corpus_file)
+    return p.with_name(f"{p.name}.hnsw-{params.key()}.bin")
+
+
+def build_index(
+    corpus: Embeddings | np.ndarray,
+    params: HnswParams,
+    *,
+    threads: int | None = None,
+    progress: bool | Callable[[int, int], object] = False,
+) -> Any:
+    """A new hnswlib index of ``corpus`` (row ``i`` has label ``i``), built chunk by chunk."""
+    global _builds
+    hnswlib = _hnswlib()
+    n, dim = (int(x) for x in corpus.shape)
+    array = _matrix_array(corpus)
+    index = hnswlib.Index(space="ip", dim=dim)
+    index.init_index(
+        max_elements=max(n, 1),
+        ef_construction=params.ef_construction,
+        M=params.m,
+        random_seed=RANDOM_SEED,
+    )
+    normalize = params.metric == "cosine"
+    with progress_callback(progress, "hnsw build", unit="row") as cb:
+        for a in range(0, n, BUILD_CHUNK_ROWS):
+            b = min(n, a + BUILD_CHUNK_ROWS)
+            rows = _as_f32(array[a:b], normalize, "corpus", a)
+            index.add_items(rows, np.arange(a, b, dtype=np.int64), num_threads=threads or -1)
+            if cb is not None:
+                cb(b, n)
+    _builds += 1
+    return index
+
+
+def _load(path: Path, dim: int, n: int) -> Any:
+    hnswlib = _hnswlib()
+    index = hnswlib.Index(space="ip", dim=dim)
+    index.load_index(str(path), max_elements=max(n, 1))
+    if int(index.element_count) != n or int(index.dim) != dim:
+        raise ValueError(f"{index.element_count} x {index.dim} rows, expected {n} x {dim}")
+    return index
+
+
+def _save(index: Any, path: Path, meta: dict[str, Any]) -> None:
+    """Index then sidecar, each atomically; the old sidecar goes first, so a crash in between
+    leaves an index nobody trusts rather than a sidecar vouching for the wrong index."""
+    sidecar = Path(f"{path}.json")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        index.save_index(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(sidecar)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    with atomic_write(sidecar) as f:
+        f.write(json.dumps(meta, indent=1, sort_keys=True).encode())
+
+
+def open_index(
+    corpus: Embeddings | np.ndarray,
+    params: HnswParams,
+    *,
+    path: str | os.PathLike[str] | None = None,
+    threads: int | None = None,
+    progress: bool | Callable[[int, int], object] = False,
+) -> tuple[Any, Path | None, bool]:
+    """The index of ``corpus``: loaded from disk when a saved one matches, else built (and
+    saved when there is a place for it). Returns ``(index, path or None, built)``."""
+    n, dim = (int(x) for x in corpus.shape)
+    file = _corpus_file(corpus)
+    if path is not None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise InvalidTypeError(f"hnsw_path must be a path, got {type(path).__name__}")
+        where: Path | None = Path(path)
+    elif file is not None:
+        where = default_index_path(file, params)
+    else:
+        where = None
+    if where is None:
+        return build_index(corpus, params, threads=threads, progress=progress), None, True
+    before = _fingerprint(corpus, file)
+    meta = {"format": FORMAT, "params": params.to_dict(), "corpus": before}
+    sidecar = Path(f"{where}.json")
+    try:
+        saved = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        saved = None
+    if saved == meta and where.is_file():
+        try:
+            return _load(where, dim, n), where, False
+        except (RuntimeError, ValueError, OSError) as e:
+            warnings.warn(f"rebuilding the HNSW index {where}: {e}", RuntimeWarning, stacklevel=3)
+    index = build_index(corpus, params, threads=threads, progress=progress)
+    if _fingerprint(corpus, file) != before:
+        warnings.warn(
+            "the corpus changed while its HNSW index was built; the index is not saved",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return index, None, True
+    try:
+        _save(index, where, meta)
+    except OSError as e:
+        warnings.warn(
+            f"could not save the HNSW index to {where} ({e}); it is used from memory",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return index, None, True
+    return index, where, True
+
+
+# --- search -----------------------------------------------------------------------------------
+
+
+def knn(
+    index: Any, queries: np.ndarray, k: int, ef: int, threads: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Graph top-``k`` of f32 ``queries`` (already unit rows for cosine): ``(ids, scores)``.
+    Shapes are checked here: hnswlib's knn_query reads past a short query row."""
+    if queries.dtype != np.float32 or queries.ndim != 2 or not queries.flags.c_contiguous:
+        raise InvalidTypeError("knn needs a C-contiguous 2-D float32 array")
+    if queries.shape[1] != int(index.dim):
+        raise InvalidArgumentError(
+            f"queries have dimension {queries.shape[1]}, the index has {index.dim}"
+        )
+    if not 0 < k <= int(index.element_count):
+        raise InvalidArgumentError(f"k must be in [1, {index.element_count}], got {k}")
+    index.set_ef(max(int(ef), k))
+    n = len(queries)
+    ids = np.empty((n, k), dtype=np.int64)
+    scores = np.empty((n, k), dtype=np.float32)
+    for a in range(0, n, QUERY_BATCH):
+        b = min(n, a + QUERY_BATCH)
+        labels, distances = index.knn_query(queries[a:b], k=k, num_threads=threads or -1)
+        ids[a:b] = labels
+        scores[a:b] = 1.0 - distances
+    return ids, scores
+
+
+def _recall(
+    ids: np.ndarray, scores: np.ndarray, exact_ids: np.ndarray, exact_scores: np.ndarray
+) -> float:
+    """Share of the exact top-k found; a row within float tolerance of the exact k-th score
+    counts (which of several tied rows is returned is arbitrary)."""
+    n, k = exact_ids.shape
+    if n == 0 or k == 0:
+        return 1.0
+    width = int(max(int(ids.max(initial=0)), int(exact_ids.max(initial=0))) + 1)
+    row = np.arange(n, dtype=np.int64)[:, None] * width
+    hit = np.isin(ids + row, exact_ids + row)
+    kth = exact_scores[:, -1:].astype(np.float64)
+    tol = 1e-5 * np.maximum(1.0, np.abs(kth))
+    hit |= scores >= kth - tol
+    return float(hit.sum() / (n * k))
+
+
+def tune_ef(
+    index: Any,
+    queries: Embeddings | np.ndarray,
+    corpus: Embeddings | np.ndarray,
+    *,
+    metric: str,
+    k: int,
+    target_recall: float,
+    seed: int = 0,
+    threads: int | None = None,
+) -> tuple[int, float, int]:
+    """The smallest ``ef`` (doubling from ``max(k, 32)``) whose recall@k on a seeded sample of
+    queries reaches ``target_recall``, or the cap. Returns ``(ef, recall, sample size)``."""
+    n_queries, n_corpus = rows_of(queries), rows_of(corpus)
+    k = min(k, n_corpus)
+    sample = np.sort(
+        np.random.default_rng(seed).choice(
+            n_queries, size=min(SAMPLE_QUERIES, n_queries), replace=False
+        )
+    ).astype(np.int64)
+    rows = np.ascontiguousarray(_matrix_array(queries)[sample])
+    x = _as_f32(rows, metric == "cosine", "queries", sample)
+    exact_scores, exact_ids = _core.search(rows, corpus, k, metric=metric, threads=threads)
+    cap = max(k, min(MAX_EF, n_corpus))
+    ef = min(max(k, 32), cap)
+    while True:
+        try:
+            ids, scores = knn(index, x, k, ef, threads)
+            recall = _recall(ids, scores, exact_ids, exact_scores)
+        except RuntimeError:  # hnswlib found fewer than k rows for some query
+            recall = 0.0
+        if recall >= target_recall or ef >= cap:
+            return ef, recall, len(sample)
+        ef = min(2 * ef, cap)
+
+
+# --- mining -----------------------------------------------------------------------------------
+
+
+def first_depth(range_min: int, range_max: int | None, num_negatives: int, sampling: str) -> int:
+    """The exact path's first search depth (``rust/core/src/mine.rs``)."""
+    if range_max is not None:
+        end = range_max
+    elif sampling == "top":
+        end = range_min + num_negatives
+    else:
+        end = range_min + 10 * num_negatives
+    return max(2 * end, 16)
+
+
+def recall_depth(options: MiningOptions, prepared: Prepared, n_corpus: int) -> int:
+    """The depth recall is measured at: a typical query's first fetch (the first depth plus
+    the median number of excluded ids, rounded up like the fetch)."""
+    first = first_depth(
+        options.range_min, options.range_max, options.num_negatives, options.sampling_strategy
+    )
+    excluded = _pow2ceil(np.diff(prepared.ex_indptr))
+    return min(n_corpus, first + (int(np.median(excluded)) if len(excluded) else 0))
+
+
+def hnsw_depth_limit(n_corpus: int) -> int:
+    """The deepest graph search; deeper candidates come from an exact scan."""
+    return min(n_corpus - 1, max(1024, n_corpus // 64))
+
+
+def _pow2ceil(values: np.ndarray) -> np.ndarray:
+    """Each value rounded up to a power of two (0 stays 0)."""
+    v = np.maximum(values.astype(np.int64), 1)
+    out = np.left_shift(np.int64(1), np.ceil(np.log2(v)).astype(np.int64))
+    return np.where(values > 0, out, 0).astype(np.int64)
+
+
+def _core_mine(
+    queries: np.ndarray,
+    corpus: Embeddings | np.ndarray,
+    prepared: Prepared,
+    options: MiningOptions,
+    offset: int,
+    threads: int | None,
+    indptr: np.ndarray | None = None,
+    indices: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """The core's mining of ``queries`` (global index ``offset`` on): from the given
+    candidates (CSR), or by exact search without them."""
+    return dict(
+        _core.mine(
+            queries,
+            corpus,
+            prepared.pos_indptr,
+            prepared.pos_ids,
+            prepared.ex_indptr,
+            prepared.ex_ids,
+            num_negatives=options.num_negatives,
+            metric=options.metric,
+            range_min=options.range_min,
+            range_max=options.range_max,
+            max_score=options.max_score,
+            min_score=options.min_score,
+            absolute_margin=options.absolute_margin,
+            relative_margin=options.relative_margin,
+            dup_threshold=options.dup_threshold,
+            sampling_strategy=options.sampling_strategy,
+            simans_a=options.simans_a,
+            simans_b=options.simans_b,
+            seed=options.seed,
+            groups=prepared.groups,
+            query_offset=offset,
+            threads=threads,
+            candidates_indptr=indptr,
+            candidates_indices=indices,
+        )
+    )
+
+
+def check_options(
+    queries: Embeddings | np.ndarray,
+    corpus: Embeddings | np.ndarray,
+    prepared: Prepared,
+    options: MiningOptions,
+) -> None:
+    """Lets the core reject bad options (on zero queries) before an index is built."""
+    empty = np.empty(0, dtype=np.int64)
+    _core_mine(
+        _matrix_array(queries)[:0],
+        corpus,
+        prepared.rows(0, 0),
+        options,
+        0,
+        1,
+        np.zeros(1, dtype=np.int64),
+        empty,
+    )
+
+
+def mine_chunks(
+    queries: Embeddings | np.ndarray,
+    corpus: Embeddings | np.ndarray,
+    prepared: Prepared,
+    options: MiningOptions,
+    *,
+    index: Any,
+    ef: int,
+    recall_depth: int,
+    threads: int | None = None,
+    progress: bool | Callable[[int, int], object] = False,
+) -> tuple[list[dict[str, np.ndarray]], int, int]:
+    """Core outputs per chunk of :data:`MINE_CHUNK` queries (for ``mine.assemble``), with
+    the number of queries re-fetched and of those finished by exact candidates."""
+    n_queries = rows_of(queries)
+    q_array = _matrix_array(queries)
+    first = first_depth(
+        options.range_min, options.range_max, options.num_negatives, options.sampling_strategy
+    )
+    ratio = ef / max(recall_depth, 1)
+    excluded = np.diff(prepared.ex_indptr).astype(np.int64)
+    parts: list[dict[str, np.ndarray]] = []
+    refetched = fallback = 0
+    with progress_callback(progress, "mine (hnsw)", unit="query") as cb:
+        for start in range(0, n_queries, MINE_CHUNK):
+            stop = min(n_queries, start + MINE_CHUNK)
+            part, r, f = _mine_chunk(
+                q_array[start:stop],
+                corpus,
+                prepared.rows(start, stop),
+                options,
+                excluded[start:stop],
+                start,
+                index=index,
+                first=first,
+                ratio=ratio,
+                threads=threads,
+            )
+            parts.append(part)
+            refetched += r
+            fallback += f
+            if cb is not None:
+                cb(stop, n_queries)
+    return parts, refetched, fallback
+
+
+def _mine_chunk(
+    queries: np.ndarray,
+    corpus: Embeddings | np.ndarray,
+    prepared: Prepared,
+    options: MiningOptions,
+    excluded: np.ndarray,
+    offset: int,
+    *,
+    index: Any,
+    first: int,
+    ratio: float,
+    threads: int | None,
+) -> tuple[dict[str, np.ndarray], int, int]:
+    n, n_corpus, width = len(queries), rows_of(corpus), options.num_negatives
+    normalize = options.metric == "cosine"
+    limit = hnsw_depth_limit(n_corpus)
+    result: dict[str, np.ndarray] = {
+        "negative_ids": np.full((n, width), -1, dtype=np.int64),
+        "negative_scores": np.full((n, width), np.nan, dtype=np.float32),
+        "found": np.zeros(n, dtype=np.uint32),
+        "positive_scores": np.full(len(prepared.pos_ids), np.nan, dtype=np.float32),
+    }
+    removed: list[dict[str, np.ndarray]] = []
+
+    def take(out: dict[str, np.ndarray], rows: np.ndarray, lo: int) -> None:
+        """Keeps the results of ``rows`` (indices into ``out``, whose queries start at
+        ``lo``) and their removals; positive scores do not depend on the candidates."""
+        for key in ("negative_ids", "negative_scores", "found"):
+            result[key][rows + lo] = out[key][rows]
+        p0 = int(prepared.pos_indptr[lo])
+        result["positive_scores"][p0 : p0 + len(out["positive_scores"])] = out["positive_scores"]
+        keep = np.isin(out["removed_query"], rows)
+        piece = {k: out[k][keep] for k in out if k.startswith("removed_")}
+        piece["removed_query"] = piece["removed_query"] + lo
+        removed.append(piece)
+
+    exact_mode = np.zeros(n, dtype=bool)
+    fetched_again = np.zeros(n, dtype=bool)
+    pending = np.arange(n, dtype=np.int64)  # ascending, always
+    want = min(first, n_corpus)
+    while len(pending):
+        if want > min(first, n_corpus):
+            fetched_again[pending] = True
+        depth = np.minimum(want + _pow2ceil(excluded[pending]), n_corpus)
+        exact_mode[pending[depth > limit]] = True
+        scan = pending[exact_mode[pending]]
+        if len(scan) and 4 * len(scan) >= scan[-1] - scan[0] + 1:
+            # Dense enough: the core's exact path on their span (it deepens by itself; the
+            # other queries of the span cost one exact search at the first depth).
+            lo, hi = int(scan[0]), int(scan[-1]) + 1
+            out = _core_mine(
+                queries[lo:hi], corpus, prepared.rows(lo, hi), options, offset + lo, threads
+            )
+            take(out, scan - lo, lo)
+            graph_only = ~exact_mode[pending]
+            pending, depth = pending[graph_only], depth[graph_only]
+            if not len(pending):
+                break
+        lists: list[np.ndarray | None] = [None] * n
+        graph = ~exact_mode[pending]
+        for d in np.unique(depth[graph]):
+            sel = pending[graph & (depth == d)]
+            x = _as_f32(queries[sel], normalize, "queries", sel + offset)
+            k = int(d)
+            try:
+                ids, _ = knn(index, x, k, max(k, math.ceil(ratio * k)), threads)
+            except RuntimeError:  # the graph could not return k rows: scan instead
+                exact_mode[sel] = True
+                continue
+            for i, q in enumerate(sel):
+                lists[q] = ids[i]
+        in_scan = exact_mode[pending]
+        scan = pending[in_scan]
+        if len(scan):  # few and scattered: exact-search candidates for them only
+            k = int(min(n_corpus, want + int(excluded[scan].max())))
+            rows = np.ascontiguousarray(queries[scan])
+            _, ids = _core.search(rows, corpus, k, metric=options.metric, threads=threads)
+            depth[in_scan] = k
+            for i, q in enumerate(scan):
+                lists[q] = ids[i]
+        counts = np.array([0 if x is None else len(x) for x in lists], dtype=np.int64)
+        indptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+        chosen = [x for x in lists if x is not None]
+        indices = np.concatenate(chosen).astype(np.int64) if chosen else np.empty(0, np.int64)
+        out = _core_mine(queries, corpus, prepared, options, offset, threads, indptr, indices)
+        # Done: the window is complete, or the query has every corpus row as a candidate.
+        done_mask = ~out["incomplete"][pending] | (depth >= n_corpus)
+        take(out, pending[done_mask], 0)
+        pending = pending[~done_mask]
+        want = min(2 * want, n_corpus)
+    by_query = np.concatenate([r["removed_query"] for r in removed])
+    order = np.argsort(by_query, kind="stable")
+    for key in removed[0]:
+        result[key] = np.concatenate([r[key] for r in removed])[order]
+    return result, int(fetched_again.sum()), int(exact_mode.sum())
