@@ -7,6 +7,7 @@ progress and offers the Python API.
 from __future__ import annotations
 
 from negmine._core import Embeddings, __version__, cpu_features
+from negmine.cluster import kmeans
 from negmine.errors import (
     FormatError,
     InternalError,
@@ -30,6 +31,7 @@ __all__ = [
     "NegmineError",
     "__version__",
     "cpu_features",
+    "kmeans",
     "load_qrels",
     "mine",
     "open_embeddings",

@@ -94,3 +94,16 @@ def link_queries(
     threads: int | None = None,
     progress: Callable[[int, int], object] | None = None,
 ) -> npt.NDArray[np.uint32]: ...
+
+# --- kmeans (negmine-py/src/kmeans.rs) ---
+def kmeans(
+    embeddings: Embeddings | npt.NDArray[np.float32] | npt.NDArray[np.float16],
+    n_clusters: int,
+    *,
+    metric: str = "cosine",
+    iterations: int = 10,
+    seed: int = 0,
+    sample: int | None = None,
+    threads: int | None = None,
+    progress: Callable[[int, int], object] | None = None,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint32], float, npt.NDArray[np.float64]]: ...

@@ -4,6 +4,7 @@
 pub mod error;
 pub mod idlists;
 pub mod kernels;
+pub mod kmeans;
 pub mod matrix;
 pub mod mine;
 pub mod pack;

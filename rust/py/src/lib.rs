@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 
 mod errors;
 mod inputs;
+mod kmeans;
 mod mine;
 mod runtime;
 mod search;
@@ -17,5 +18,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     store::register(m)?;
     search::register(m)?;
     mine::register(m)?;
+    kmeans::register(m)?;
     Ok(())
 }

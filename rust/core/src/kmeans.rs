@@ -1,0 +1,371 @@
+//! Seeded k-means whose assignment step is the exact top-k engine with k = 1.
+//!
+//! - `Cosine` (spherical k-means): rows and centroids are unit vectors, a row goes to the
+//!   centroid with the largest inner product, a centroid is the normalised mean of its rows.
+//! - `L2`: a row goes to the centroid with the smallest `||x - c||^2`, found as the largest
+//!   `[x, 1] . [2c, -||c||^2]`, so the same kernels serve both.
+//!
+//! Initialisation picks `n_clusters` distinct training rows at random (seeded), as faiss does;
+//! training can use a seeded sample of rows, after which every row is assigned. Rows stream
+//! through in chunks, so a memory-mapped input is never copied whole; sums are accumulated in
+//! f64 chunk by chunk in row order, so results are identical for any thread count. An empty
+//! cluster takes the row that is worst served by its centroid (ties: smaller row index).
+
+use crate::error::{Error, Result};
+use crate::matrix::MatrixView;
+use crate::pack::normalize;
+use crate::search::{search, Hooks, Metric, SearchOptions};
+
+/// The geometry of the clustering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KMeansMetric {
+    Cosine,
+    L2,
+}
+
+/// Options of [`kmeans`].
+#[derive(Clone, Debug)]
+pub struct KMeansOptions {
+    pub n_clusters: usize,
+    pub metric: KMeansMetric,
+    pub iterations: usize,
+    pub seed: u64,
+    /// Train on this many rows (seeded sample), then assign all rows.
+    pub sample: Option<usize>,
+}
+
+/// The result of [`kmeans`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct KMeans {
+    /// `n_clusters x dim`, row-major.
+    pub centroids: Vec<f32>,
+    /// A cluster per input row.
+    pub assignments: Vec<u32>,
+    /// Sum over all rows of the distance to their centroid (`1 - cos` or `||x - c||^2`).
+    pub inertia: f64,
+    /// The training inertia before each update (non-increasing up to rounding).
+    pub history: Vec<f64>,
+}
+
+/// Rows per assignment call: bounds the memory of the converted chunk.
+const CHUNK_ROWS: usize = 16_384;
+
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0), without modulo bias worth mentioning for n < 2^32.
+    fn below(&mut self, n: usize) -> usize {
+        ((u128::from(self.next()) * n as u128) >> 64) as usize
+    }
+}
+
+/// `count` distinct indices of `0..n`, sorted, chosen by a seeded partial Fisher-Yates.
+fn sample_rows(n: usize, count: usize, rng: &mut SplitMix64) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..n).collect();
+    for i in 0..count {
+        let j = i + rng.below(n - i);
+        idx.swap(i, j);
+    }
+    idx.truncate(count);
+    idx
+}
+
+/// The assignment problem in the engine's terms: converted rows and centroids.
+struct Geometry {
+    metric: KMeansMetric,
+    dim: usize,
+}
+
+impl Geometry {
+    /// Width of converted rows.
+    fn width(&self) -> usize {
+        match self.metric {
+            KMeansMetric::Cosine => self.dim,
+            KMeansMetric::L2 => self.dim + 1,
+        }
+    }
+
+    /// Row `i` of `data` as the engine sees it, and its contribution to the distance
+    /// (`1` for cosine, `||x||^2` for L2).
+    fn convert_row(&self, data: &MatrixView<'_>, i: usize, out: &mut [f32]) -> f64 {
+        data.row_into(i, &mut out[..self.dim]);
+        match self.metric {
+            KMeansMetric::Cosine => {
+                normalize(out);
+                1.0
+            }
+            KMeansMetric::L2 => {
+                out[self.dim] = 1.0;
+                out[..self.dim]
+                    .iter()
+                    .map(|&x| f64::from(x) * f64::from(x))
+                    .sum()
+            }
+        }
+    }
+
+    /// Centroids as the engine's corpus.
+    fn convert_centroids(&self, centroids: &[f32]) -> Vec<f32> {
+        match self.metric {
+            KMeansMetric::Cosine => centroids.to_vec(),
+            KMeansMetric::L2 => centroids
+                .chunks_exact(self.dim)
+                .flat_map(|c| {
+                    let sq: f64 = c.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+                    c.iter()
+                        .map(|&x| 2.0 * x)
+                        .chain(std::iter::once(-sq as f32))
+                        .collect::<Vec<_>>()
+                })
+                .collect(),
+        }
+    }
+
+    /// The distance of a row given its engine score.
+    fn distance(&self, base: f64, score: f32) -> f64 {
+        (base - f64::from(score)).max(0.0)
+    }
+}
+
+/// One pass over `rows` of `data`: nearest centroid and distance per row, and (optionally)
+/// the f64 sums and counts of the rows per cluster for the update.
+#[allow(clippy::too_many_arguments)]
+fn assign(
+    pool: &rayon::ThreadPool,
+    data: &MatrixView<'_>,
+    rows: &[usize],
+    geometry: &Geometry,
+    centroids: &[f32],
+    n_clusters: usize,
+    mut sums: Option<(&mut [f64], &mut [u64])>,
+    hooks: &mut dyn Hooks,
+) -> Result<(Vec<u32>, Vec<f64>)> {
+    let width = geometry.width();
+    let engine_centroids = geometry.convert_centroids(centroids);
+    let corpus = MatrixView::f32(&engine_centroids, n_clusters, width)?;
+    let mut assignments = Vec::with_capacity(rows.len());
+    let mut distances = Vec::with_capacity(rows.len());
+    let mut chunk = vec![0.0f32; CHUNK_ROWS.min(rows.len()) * width];
+    let mut bases = Vec::with_capacity(CHUNK_ROWS);
+    for part in rows.chunks(CHUNK_ROWS) {
+        bases.clear();
+        for (out, &r) in chunk.chunks_exact_mut(width).zip(part) {
+            bases.push(geometry.convert_row(data, r, out));
+        }
+        let queries = MatrixView::f32(&chunk[..part.len() * width], part.len(), width)?;
+        let found = search(
+            pool,
+            &queries,
+            &corpus,
+            None,
+            &SearchOptions::new(1, Metric::Dot),
+            hooks,
+        )?;
+        for (i, (&id, &score)) in found.ids.iter().zip(&found.scores).enumerate() {
+            let cluster = id as usize;
+            assignments.push(cluster as u32);
+            distances.push(geometry.distance(bases[i], score));
+            if let Some((sums, counts)) = sums.as_mut() {
+                counts[cluster] += 1;
+                let row = &chunk[i * width..i * width + geometry.dim];
+                for (s, &x) in sums[cluster * geometry.dim..].iter_mut().zip(row) {
+                    *s += f64::from(x);
+                }
+            }
+        }
+    }
+    Ok((assignments, distances))
+}
+
+/// Clusters the rows of `data`.
+pub fn kmeans(
+    pool: &rayon::ThreadPool,
+    data: &MatrixView<'_>,
+    opts: &KMeansOptions,
+    hooks: &mut dyn Hooks,
+) -> Result<KMeans> {
+    let (n, dim, k) = (data.rows(), data.dim(), opts.n_clusters);
+    if dim == 0 {
+        return Err(Error::invalid("embeddings have dimension 0"));
+    }
+    if k == 0 {
+        return Err(Error::invalid("n_clusters must be positive, got 0"));
+    }
+    if k > n {
+        return Err(Error::invalid(format!(
+            "n_clusters = {k} is larger than the number of rows ({n})"
+        )));
+    }
+    if k > u32::MAX as usize || n > u32::MAX as usize {
+        return Err(Error::invalid(
+            "at most 2^32 - 1 rows and clusters are supported",
+        ));
+    }
+    if let Some(row) = data.first_non_finite_row() {
+        return Err(Error::invalid(format!(
+            "row {row} contains NaN or infinity"
+        )));
+    }
+    let train_n = match opts.sample {
+        Some(0) => return Err(Error::invalid("sample must be positive, got 0")),
+        Some(s) if s < k => {
+            return Err(Error::invalid(format!(
+                "sample = {s} is smaller than n_clusters = {k}"
+            )))
+        }
+        Some(s) => s.min(n),
+        None => n,
+    };
+    let mut rng = SplitMix64(opts.seed ^ 0x243f_6a88_85a3_08d3);
+    let training: Vec<usize> = if train_n < n {
+        sample_rows(n, train_n, &mut rng)
+    } else {
+        (0..n).collect()
+    };
+    let geometry = Geometry {
+        metric: opts.metric,
+        dim,
+    };
+
+    // Initial centroids: k distinct training rows.
+    let picks = sample_rows(training.len(), k, &mut rng);
+    let mut centroids = vec![0.0f32; k * dim];
+    for (c, &p) in centroids.chunks_exact_mut(dim).zip(&picks) {
+        data.row_into(training[p], c);
+        if opts.metric == KMeansMetric::Cosine {
+            normalize(c);
+        }
+    }
+
+    let mut history = Vec::with_capacity(opts.iterations);
+    for _ in 0..opts.iterations {
+        let mut sums = vec![0.0f64; k * dim];
+        let mut counts = vec![0u64; k];
+        let (_, distances) = assign(
+            pool,
+            data,
+            &training,
+            &geometry,
+            &centroids,
+            k,
+            Some((&mut sums, &mut counts)),
+            hooks,
+        )?;
+        history.push(distances.iter().sum());
+        // Empty clusters take the worst-served rows (largest distance, then smaller index).
+        let empty: Vec<usize> = (0..k).filter(|&c| counts[c] == 0).collect();
+        let mut donors: Vec<usize> = Vec::new();
+        if !empty.is_empty() {
+            let mut order: Vec<usize> = (0..training.len()).collect();
+            order.sort_by(|&a, &b| distances[b].total_cmp(&distances[a]).then(a.cmp(&b)));
+            donors = order.into_iter().take(empty.len()).collect();
+        }
+        for (c, centroid) in centroids.chunks_exact_mut(dim).enumerate() {
+            if counts[c] == 0 {
+                continue;
+            }
+            let inv = 1.0 / counts[c] as f64;
+            for (x, &s) in centroid.iter_mut().zip(&sums[c * dim..(c + 1) * dim]) {
+                *x = (s * inv) as f32;
+            }
+            if opts.metric == KMeansMetric::Cosine {
+                normalize(centroid);
+            }
+        }
+        for (&c, &donor) in empty.iter().zip(&donors) {
+            let centroid = &mut centroids[c * dim..(c + 1) * dim];
+            data.row_into(training[donor], centroid);
+            if opts.metric == KMeansMetric::Cosine {
+                normalize(centroid);
+            }
+        }
+    }
+
+    let all: Vec<usize> = (0..n).collect();
+    let (assignments, distances) = assign(pool, data, &all, &geometry, &centroids, k, None, hooks)?;
+    Ok(KMeans {
+        centroids,
+        assignments,
+        inertia: distances.iter().sum(),
+        history,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(threads: usize) -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+    }
+
+    fn blobs() -> (Vec<f32>, usize, usize) {
+        // Three well-separated blobs in 2-D.
+        let centers = [(0.0f32, 0.0f32), (10.0, 0.0), (0.0, 10.0)];
+        let mut rng = SplitMix64(7);
+        let mut data = Vec::new();
+        for i in 0..300 {
+            let (cx, cy) = centers[i % 3];
+            let jitter = |r: &mut SplitMix64| (r.below(1000) as f32 / 1000.0) - 0.5;
+            data.push(cx + jitter(&mut rng));
+            data.push(cy + jitter(&mut rng));
+        }
+        (data, 300, 2)
+    }
+
+    #[test]
+    fn finds_separated_blobs_and_is_thread_independent() {
+        let (data, n, d) = blobs();
+        let view = MatrixView::f32(&data, n, d).unwrap();
+        let opts = KMeansOptions {
+            n_clusters: 3,
+            metric: KMeansMetric::L2,
+            iterations: 10,
+            seed: 1,
+            sample: None,
+        };
+        let a = kmeans(&pool(1), &view, &opts, &mut crate::NoHooks).unwrap();
+        let b = kmeans(&pool(3), &view, &opts, &mut crate::NoHooks).unwrap();
+        assert_eq!(a, b);
+        // Rows i, i+3, i+6... share a blob, so they share a cluster.
+        for i in 0..n {
+            assert_eq!(a.assignments[i], a.assignments[i % 3]);
+        }
+        assert!(a.inertia < 300.0 * 0.5, "inertia {}", a.inertia);
+        assert!(a.history.windows(2).all(|w| w[1] <= w[0] * (1.0 + 1e-9)));
+    }
+
+    #[test]
+    fn identical_rows_and_bad_sizes() {
+        let data = vec![1.0f32; 20 * 4];
+        let view = MatrixView::f32(&data, 20, 4).unwrap();
+        let mut opts = KMeansOptions {
+            n_clusters: 5,
+            metric: KMeansMetric::Cosine,
+            iterations: 3,
+            seed: 0,
+            sample: None,
+        };
+        let r = kmeans(&pool(2), &view, &opts, &mut crate::NoHooks).unwrap();
+        assert!(r.centroids.iter().all(|x| x.is_finite()));
+        assert!(r.inertia.abs() < 1e-6);
+        opts.n_clusters = 21;
+        assert!(kmeans(&pool(1), &view, &opts, &mut crate::NoHooks).is_err());
+        opts.n_clusters = 0;
+        assert!(kmeans(&pool(1), &view, &opts, &mut crate::NoHooks).is_err());
+        opts.n_clusters = 2;
+        opts.sample = Some(1);
+        assert!(kmeans(&pool(1), &view, &opts, &mut crate::NoHooks).is_err());
+    }
+}

@@ -1,0 +1,72 @@
+//! `kmeans`.
+
+use negmine_core::kmeans::{self as core_kmeans, KMeansMetric, KMeansOptions};
+use negmine_core::Error;
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods};
+use pyo3::prelude::*;
+
+use crate::errors::IntoPy;
+use crate::inputs::Matrix;
+use crate::runtime::{self, PyHooks};
+
+type KMeansOut<'py> = (
+    Bound<'py, PyArray2<f32>>,
+    Bound<'py, PyArray1<u32>>,
+    f64,
+    Bound<'py, PyArray1<f64>>,
+);
+
+#[pyfunction]
+#[pyo3(signature = (
+    embeddings, n_clusters, *, metric = "cosine", iterations = 10, seed = 0, sample = None,
+    threads = None, progress = None
+))]
+#[allow(clippy::too_many_arguments)]
+fn kmeans<'py>(
+    py: Python<'py>,
+    embeddings: &Bound<'py, PyAny>,
+    n_clusters: usize,
+    metric: &str,
+    iterations: usize,
+    seed: u64,
+    sample: Option<usize>,
+    threads: Option<usize>,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<KMeansOut<'py>> {
+    let metric = match metric {
+        "cosine" => KMeansMetric::Cosine,
+        "l2" => KMeansMetric::L2,
+        other => {
+            return Err(Error::invalid(format!(
+                "metric must be 'cosine' or 'l2', got {other:?}"
+            )))
+            .py_err()
+        }
+    };
+    let data = Matrix::extract(embeddings, "embeddings")?;
+    let view = data.view("embeddings")?;
+    let opts = KMeansOptions {
+        n_clusters,
+        metric,
+        iterations,
+        seed,
+        sample,
+    };
+    let pool = runtime::pool(threads)?;
+    let mut hooks = PyHooks::new(progress.as_ref(), data.mapped());
+    let result =
+        py.detach(|| runtime::guarded(|| core_kmeans::kmeans(&pool, &view, &opts, &mut hooks)));
+    let r = result.map_err(|e| hooks.into_pyerr(e))?;
+    let centroids = PyArray1::from_vec(py, r.centroids).reshape([n_clusters, view.dim()])?;
+    Ok((
+        centroids,
+        r.assignments.into_pyarray(py),
+        r.inertia,
+        r.history.into_pyarray(py),
+    ))
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(kmeans, m)?)?;
+    Ok(())
+}
