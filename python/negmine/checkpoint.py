@@ -8,8 +8,9 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -124,7 +125,7 @@ def mine_to_directory(
                     threads=threads,
                 )
                 with atomic_write(path) as f:
-                    np.savez(f, **part)
+                    _savez(f, part)
             parts.append(part)
             if bar is not None:
                 bar.update(stop - start)
@@ -142,6 +143,12 @@ def mine_to_directory(
     _fsync_directory(out_dir)
     shutil.rmtree(partial)
     return result
+
+
+def _savez(file: IO[bytes], arrays: dict[str, np.ndarray]) -> None:
+    # numpy's stubs type **kwds as its keyword options; the arrays go through a plain call.
+    savez: Callable[..., None] = np.savez
+    savez(file, **arrays)
 
 
 def _fsync_directory(directory: Path) -> None:

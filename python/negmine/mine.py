@@ -41,6 +41,8 @@ FILTERS: tuple[str, ...] = tuple(_core.filter_names())
 """Filter names, in the order the core applies them (codes of ``removed["filter"]``)."""
 
 _HISTOGRAM_BINS = 50
+_MAX_RANK = 2**30
+"""The core's bound on ``num_negatives``, ``range_min`` and ``range_max``."""
 
 
 def load_qrels(
@@ -347,6 +349,16 @@ class MiningOptions:
                 raise InvalidArgumentError(f"{name} must be a non-negative integer, got {value!r}")
         if self.range_max is not None:
             positive_int(self.range_max, "range_max")
+        # The core's limits, as ValueErrors rather than OverflowErrors at the boundary.
+        for name, limit in (
+            ("num_negatives", _MAX_RANK),
+            ("range_min", _MAX_RANK),
+            ("range_max", _MAX_RANK),
+            ("seed", 2**64 - 1),
+        ):
+            value = getattr(self, name)
+            if value is not None and value > limit:
+                raise InvalidArgumentError(f"{name} must be at most {limit}, got {value}")
         if self.metric not in ("dot", "cosine"):
             raise InvalidArgumentError(f"metric must be 'dot' or 'cosine', got {self.metric!r}")
         if self.sampling_strategy not in ("top", "random", "simans"):
@@ -561,7 +573,7 @@ def assemble(
         return np.concatenate([p[key] for p in parts])
 
     offsets = np.cumsum([0] + [len(p["found"]) for p in parts[:-1]])
-    removed = {
+    removed: dict[str, np.ndarray] = {
         "query": np.concatenate(
             [p["removed_query"] + off for p, off in zip(parts, offsets)]
         ).astype(np.int64),
