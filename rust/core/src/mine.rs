@@ -239,15 +239,18 @@ pub struct Mined {
     pub incomplete: Vec<bool>,
 }
 
-/// The exact score of two rows under `metric` (the search's definition, bit for bit).
-fn score(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
-    let (mut a, mut b) = (a.to_vec(), b.to_vec());
+/// Prepares a row for [`chain`]: normalised for cosine (the search's definition).
+fn prepare_row(metric: Metric, row: &mut [f32]) {
     if metric == Metric::Cosine {
-        normalize(&mut a);
-        normalize(&mut b);
+        normalize(row);
     }
+}
+
+/// The fused multiply-add chain in dimension order: bit for bit the search's score of two
+/// prepared rows.
+fn chain(a: &[f32], b: &[f32]) -> f32 {
     a.iter()
-        .zip(&b)
+        .zip(b)
         .fold(0.0f32, |acc, (&x, &y)| x.mul_add(y, acc))
 }
 
@@ -586,9 +589,11 @@ impl<'a> Job<'a> {
             slices.into_par_iter().enumerate().for_each(|(q, out)| {
                 let (mut qrow, mut prow) = (vec![0.0; dim], vec![0.0; dim]);
                 queries.row_into(q, &mut qrow);
+                prepare_row(metric, &mut qrow);
                 for (o, &p) in out.iter_mut().zip(positives.of(q)) {
                     corpus.row_into(p as usize, &mut prow);
-                    *o = score(metric, &qrow, &prow);
+                    prepare_row(metric, &mut prow);
+                    *o = chain(&qrow, &prow);
                 }
             })
         });
@@ -775,6 +780,7 @@ pub fn mine_candidates(
             .map(|q| {
                 let (mut qrow, mut crow) = (vec![0.0; dim], vec![0.0; dim]);
                 queries.row_into(q, &mut qrow);
+                prepare_row(opts.metric, &mut qrow);
                 let excluded = exclude.of(q);
                 let mut ranking: Vec<(f32, u32)> = candidates
                     .of(q)
@@ -782,7 +788,8 @@ pub fn mine_candidates(
                     .filter(|id| excluded.binary_search(id).is_err())
                     .map(|&id| {
                         corpus.row_into(id as usize, &mut crow);
-                        (score(opts.metric, &qrow, &crow), id)
+                        prepare_row(opts.metric, &mut crow);
+                        (chain(&qrow, &crow), id)
                     })
                     .collect();
                 ranking.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
