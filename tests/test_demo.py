@@ -80,7 +80,7 @@ def test_text_demo_with_minilm(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "embedded with all-MiniLM-L6-v2" in out
     assert "mined 90 of 90 negatives for 30 queries" in out
     shares = _shares(out)
-    assert shares["on"][0] == 0 < shares["off"][0]
+    assert shares["on"][0] < shares["off"][0]
 
 
 def test_stdlib_pairs_are_deterministic() -> None:

@@ -20,8 +20,11 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import json
 import os
 import re
+import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -113,7 +116,30 @@ def _summary(doc: str, limit: int = 300) -> str:
 
 def stdlib_pairs(modules: Sequence[str] = STDLIB_MODULES) -> list[tuple[str, str]]:
     """(qualified name, docstring summary) of the public functions, classes and methods of
-    ``modules``, in a fixed order; each object once, only its own docstring (not inherited)."""
+    ``modules``, in a fixed order; each object once, only its own docstring (not inherited).
+
+    Collected in a fresh interpreter, so that the result depends on the Python version alone:
+    libraries imported here may have patched the standard library (torch replaces
+    ``inspect.getfile``, transformers adds methods to ``logging.Logger``)."""
+    code = (
+        "import json, sys; from negmine.demo import collect_pairs; "
+        "json.dump(collect_pairs(sys.argv[1:]), sys.stdout)"
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code, *modules],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        return [(str(name), str(doc)) for name, doc in json.loads(done.stdout)]
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return collect_pairs(modules)
+
+
+def collect_pairs(modules: Sequence[str] = STDLIB_MODULES) -> list[tuple[str, str]]:
+    """:func:`stdlib_pairs` in this interpreter."""
     seen: set[int] = set()
     pairs: list[tuple[str, str]] = []
 
@@ -133,8 +159,8 @@ def stdlib_pairs(modules: Sequence[str] = STDLIB_MODULES) -> list[tuple[str, str
                 module = importlib.import_module(module_name)
             except ImportError:
                 continue
-            for attr in sorted(vars(module)):
-                obj = vars(module)[attr]
+            for attr in sorted(dir(module)):  # dir(): lazy attributes too
+                obj = getattr(module, attr, None)
                 if attr.startswith("_") or not (inspect.isroutine(obj) or inspect.isclass(obj)):
                     continue
                 home = getattr(obj, "__module__", None) or ""
@@ -150,7 +176,11 @@ def stdlib_pairs(modules: Sequence[str] = STDLIB_MODULES) -> list[tuple[str, str
                             continue
                         if isinstance(member, (classmethod, staticmethod)):
                             member = member.__func__
-                        if inspect.isroutine(member):
+                        # Skip methods patched in by other libraries (transformers adds
+                        # some to logging.Logger), so the corpus depends on Python alone.
+                        where = getattr(member, "__module__", None)
+                        patched = where not in (None, home) and not where.startswith("_")
+                        if inspect.isroutine(member) and not patched:
                             add(f"{module_name}.{attr}.{method_name}", member)
     return pairs
 
