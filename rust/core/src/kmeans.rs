@@ -5,8 +5,9 @@
 //! - `L2`: a row goes to the centroid with the smallest `||x - c||^2`, found as the largest
 //!   `[x, 1] . [2c, -||c||^2]`, so the same kernels serve both.
 //!
-//! Initialisation picks `n_clusters` distinct training rows at random (seeded), as faiss does;
-//! training can use a seeded sample of rows, after which every row is assigned. Rows stream
+//! Initialisation is k-means++ (seeded D^2 sampling) over a seeded subset of at most
+//! `32 k + 1024` training rows, which keeps it cheap for thousands of clusters; training can
+//! use a seeded sample of rows, after which every row is assigned. Rows stream
 //! through in chunks, so a memory-mapped input is never copied whole; sums are accumulated in
 //! f64 chunk by chunk in row order, so results are identical for any thread count. An empty
 //! cluster takes the row that is worst served by its centroid (ties: smaller row index).
@@ -135,6 +136,77 @@ impl Geometry {
     }
 }
 
+/// Seeded k-means++: the first centroid uniformly, each next one with probability
+/// proportional to the squared distance to the nearest centroid so far.
+fn plus_plus(
+    pool: &rayon::ThreadPool,
+    data: &MatrixView<'_>,
+    training: &[usize],
+    opts: &KMeansOptions,
+    rng: &mut SplitMix64,
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    let (dim, k) = (data.dim(), opts.n_clusters);
+    let pool_size = training.len().min(32 * k + 1024);
+    let subset: Vec<usize> = sample_rows(training.len(), pool_size, rng)
+        .into_iter()
+        .map(|i| training[i])
+        .collect();
+    let mut rows = vec![0.0f32; subset.len() * dim];
+    for (row, &r) in rows.chunks_exact_mut(dim).zip(&subset) {
+        data.row_into(r, row);
+        if opts.metric == KMeansMetric::Cosine {
+            normalize(row);
+        }
+    }
+    let squared = |a: &[f32], b: &[f32]| -> f64 {
+        let mut lanes = [0.0f32; 8];
+        let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+        let tail: f32 = ca
+            .remainder()
+            .iter()
+            .zip(cb.remainder())
+            .map(|(x, y)| (x - y) * (x - y))
+            .sum();
+        for (x, y) in ca.zip(cb) {
+            for i in 0..8 {
+                lanes[i] += (x[i] - y[i]) * (x[i] - y[i]);
+            }
+        }
+        f64::from(lanes.iter().sum::<f32>() + tail)
+    };
+    let mut centroids = Vec::with_capacity(k * dim);
+    let mut nearest = vec![f64::INFINITY; subset.len()];
+    let mut pick = rng.below(subset.len());
+    for _ in 0..k {
+        let chosen = rows[pick * dim..(pick + 1) * dim].to_vec();
+        pool.install(|| {
+            nearest
+                .par_iter_mut()
+                .zip(rows.par_chunks_exact(dim))
+                .for_each(|(d, row)| *d = d.min(squared(row, &chosen)))
+        });
+        centroids.extend_from_slice(&chosen);
+        // Cumulative sums in row order: the same pick for any thread count.
+        let total: f64 = nearest.iter().sum();
+        pick = if total > 0.0 {
+            let target = (rng.next() >> 11) as f64 / (1u64 << 53) as f64 * total;
+            let mut acc = 0.0;
+            nearest
+                .iter()
+                .position(|&d| {
+                    acc += d;
+                    acc > target
+                })
+                .unwrap_or(subset.len() - 1)
+        } else {
+            // Every row coincides with a centroid: any row will do.
+            rng.below(subset.len())
+        };
+    }
+    centroids
+}
+
 /// One pass over `rows` of `data`: nearest centroid and distance per row, and (optionally)
 /// the f64 sums and counts of the rows per cluster for the update.
 #[allow(clippy::too_many_arguments)]
@@ -235,15 +307,7 @@ pub fn kmeans(
         dim,
     };
 
-    // Initial centroids: k distinct training rows.
-    let picks = sample_rows(training.len(), k, &mut rng);
-    let mut centroids = vec![0.0f32; k * dim];
-    for (c, &p) in centroids.chunks_exact_mut(dim).zip(&picks) {
-        data.row_into(training[p], c);
-        if opts.metric == KMeansMetric::Cosine {
-            normalize(c);
-        }
-    }
+    let mut centroids = plus_plus(pool, data, &training, opts, &mut rng);
 
     let mut history = Vec::with_capacity(opts.iterations);
     for _ in 0..opts.iterations {
