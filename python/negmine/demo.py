@@ -195,7 +195,7 @@ def near_duplicate(text: str) -> str:
             if len(words[i]) <= 3:
                 del words[i]
                 break
-    return "See also: " + " ".join(words)
+    return " ".join(words)
 
 
 def _load_model(model: Any) -> Any:
