@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from negmine._core import Embeddings, __version__, cpu_features
 from negmine.cluster import kmeans
+from negmine.embed import embed_texts
 from negmine.errors import (
     FormatError,
     InternalError,
@@ -16,6 +17,7 @@ from negmine.errors import (
     NegmineError,
 )
 from negmine.mine import MiningOptions, MiningReport, MiningResult, load_qrels, mine
+from negmine.outputs import to_dataset, to_parquet
 from negmine.search import search
 from negmine.store import open_embeddings, save_embeddings
 
@@ -31,10 +33,13 @@ __all__ = [
     "NegmineError",
     "__version__",
     "cpu_features",
+    "embed_texts",
     "kmeans",
     "load_qrels",
     "mine",
     "open_embeddings",
     "save_embeddings",
     "search",
+    "to_dataset",
+    "to_parquet",
 ]

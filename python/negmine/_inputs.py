@@ -60,7 +60,9 @@ def read_only(*matrices: Embeddings | np.ndarray) -> Iterator[None]:
     A write through the same array object from another thread (or a progress callback) then
     raises ``ValueError: assignment destination is read-only`` instead of changing the inputs
     halfway through, so the result always matches the inputs as they were at the call. Writes
-    through *other* views of the same memory cannot be seen or blocked: don't make them.
+    through *other* views of the same memory cannot be seen or blocked: don't make them. Arrays
+    over memory numpy does not own (a torch tensor's ``.numpy()``, a foreign buffer) are left as
+    they are, since numpy could not make them writeable again.
     """
     frozen: list[np.ndarray] = []
     with _frozen_lock:
@@ -70,7 +72,7 @@ def read_only(*matrices: Embeddings | np.ndarray) -> Iterator[None]:
             key = id(m)
             if key in _frozen_count:
                 _frozen_count[key] += 1
-            elif m.flags.writeable:
+            elif m.flags.writeable and _restorable(m):
                 m.flags.writeable = False
                 _frozen_count[key] = 1
             else:
@@ -86,6 +88,16 @@ def read_only(*matrices: Embeddings | np.ndarray) -> Iterator[None]:
                 if _frozen_count[key] == 0:
                     del _frozen_count[key]
                     m.flags.writeable = True
+
+
+def _restorable(array: np.ndarray) -> bool:
+    """Whether numpy will let the WRITEABLE flag be set again: the memory is owned by this
+    array or by a numpy array it views."""
+    while not array.flags.owndata:
+        if not isinstance(array.base, np.ndarray):
+            return False
+        array = array.base
+    return True
 
 
 def positive_int(value: object, name: str) -> int:

@@ -32,6 +32,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             k=args.k,
             seed=args.seed,
             threads=args.threads,
+            source=args.source,
+            model=args.model,
+            cache_dir=args.cache_dir,
         )
     )
     return 0
@@ -113,13 +116,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"negmine {_core.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="search a generated corpus and report what was found")
-    demo.add_argument("--corpus-size", type=_positive_int, default=100_000)
-    demo.add_argument("--queries", type=_positive_int, default=2_000)
+    demo = sub.add_parser(
+        "demo",
+        help="mine hard negatives on stdlib docstrings (offline MiniLM) or generated "
+        "embeddings, filters off vs on",
+    )
+    demo.add_argument("--source", choices=["auto", "text", "generated"], default="auto")
+    demo.add_argument("--corpus-size", type=_positive_int, default=None)
+    demo.add_argument("--queries", type=_positive_int, default=None)
     demo.add_argument("--dim", type=_positive_int, default=384)
-    demo.add_argument("--k", type=_positive_int, default=10)
+    demo.add_argument("--k", type=_positive_int, default=5, help="negatives per query")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--threads", type=_positive_int, default=None)
+    demo.add_argument(
+        "--model", default=None, help="sentence-transformers model (default: bundled MiniLM)"
+    )
+    demo.add_argument(
+        "--cache-dir", default=None, help="embedding cache (default ~/.cache/negmine/demo)"
+    )
     demo.set_defaults(run=_cmd_demo)
 
     search = sub.add_parser("search", help="exact top-k of .npy queries against a .npy corpus")
