@@ -107,3 +107,52 @@ def kmeans(
     threads: int | None = None,
     progress: Callable[[int, int], object] | None = None,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint32], float, npt.NDArray[np.float64]]: ...
+
+# --- batches (negmine-py/src/batches.rs) ---
+def topic_plan(
+    clusters: npt.NDArray[np.int64],
+    batch_size: int,
+    *,
+    seed: int,
+    epoch: int,
+    clusters_per_batch: int = 1,
+    weighting: str = "uniform",
+    drop_last: bool = False,
+    conflicts_indptr: npt.NDArray[np.int64] | None = None,
+    conflicts: npt.NDArray[np.int64] | None = None,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], int]: ...
+def topic_count(
+    clusters: npt.NDArray[np.int64],
+    batch_size: int,
+    *,
+    clusters_per_batch: int = 1,
+    drop_last: bool = False,
+) -> tuple[int, int]: ...
+def ngame_plan(
+    clusters: npt.NDArray[np.int64],
+    batch_size: int,
+    *,
+    seed: int,
+    epoch: int,
+    drop_last: bool = False,
+    conflicts_indptr: npt.NDArray[np.int64] | None = None,
+    conflicts: npt.NDArray[np.int64] | None = None,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], int]: ...
+def ngame_count(n_rows: int, batch_size: int, *, drop_last: bool = False) -> int: ...
+def separate_plan(
+    indices: npt.NDArray[np.int64],
+    offsets: npt.NDArray[np.int64],
+    n_rows: int,
+    conflicts_indptr: npt.NDArray[np.int64],
+    conflicts: npt.NDArray[np.int64],
+    *,
+    topical: int = 0,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], int]: ...
+def margin_balanced(
+    margins_indptr: npt.NDArray[np.int64],
+    margins: npt.NDArray[np.float64],
+    bins: int = 10,
+    *,
+    seed: int,
+    epoch: int,
+) -> npt.NDArray[np.int64]: ...

@@ -1,6 +1,7 @@
 //! negmine-core: exact top-k similarity search and hard-negative mining over memory-mapped
 //! embeddings. Pure Rust; the Python binding lives in the `negmine-py` crate.
 
+pub mod batches;
 pub mod error;
 pub mod idlists;
 pub mod kernels;

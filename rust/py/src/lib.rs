@@ -3,6 +3,7 @@
 
 use pyo3::prelude::*;
 
+mod batches;
 mod errors;
 mod inputs;
 mod kmeans;
@@ -15,6 +16,7 @@ mod store;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     runtime::register(m)?;
+    batches::register(m)?;
     store::register(m)?;
     search::register(m)?;
     mine::register(m)?;
