@@ -6,7 +6,9 @@ progress and offers the Python API.
 
 from __future__ import annotations
 
+from negmine import batches
 from negmine._core import Embeddings, __version__, cpu_features
+from negmine.batches import BatchPlan
 from negmine.cluster import kmeans
 from negmine.embed import embed_texts
 from negmine.errors import (
@@ -22,6 +24,7 @@ from negmine.search import search
 from negmine.store import open_embeddings, save_embeddings
 
 __all__ = [
+    "BatchPlan",
     "Embeddings",
     "FormatError",
     "InternalError",
@@ -32,6 +35,7 @@ __all__ = [
     "MiningResult",
     "NegmineError",
     "__version__",
+    "batches",
     "cpu_features",
     "embed_texts",
     "kmeans",
