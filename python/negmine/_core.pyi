@@ -79,6 +79,8 @@ def mine(
     progress: Callable[[int, int], object] | None = None,
     candidates_indptr: npt.NDArray[np.int64] | None = None,
     candidates_indices: npt.NDArray[np.int64] | None = None,
+    max_depth: int | None = None,
+    record_removed: int | None = None,
 ) -> dict[str, npt.NDArray[Any]]: ...
 def filter_names() -> list[str]: ...
 def duplicate_groups(

@@ -458,19 +458,7 @@ def _core_mine(
             prepared.pos_ids,
             prepared.ex_indptr,
             prepared.ex_ids,
-            num_negatives=options.num_negatives,
-            metric=options.metric,
-            range_min=options.range_min,
-            range_max=options.range_max,
-            max_score=options.max_score,
-            min_score=options.min_score,
-            absolute_margin=options.absolute_margin,
-            relative_margin=options.relative_margin,
-            dup_threshold=options.dup_threshold,
-            sampling_strategy=options.sampling_strategy,
-            simans_a=options.simans_a,
-            simans_b=options.simans_b,
-            seed=options.seed,
+            **options.core_kwargs(),
             groups=prepared.groups,
             query_offset=offset,
             threads=threads,
@@ -566,6 +554,7 @@ def _mine_chunk(
         "negative_ids": np.full((n, width), -1, dtype=np.int64),
         "negative_scores": np.full((n, width), np.nan, dtype=np.float32),
         "found": np.zeros(n, dtype=np.uint32),
+        "removed_counts": np.zeros((n, len(_core.filter_names())), dtype=np.uint64),
         "positive_scores": np.full(len(prepared.pos_ids), np.nan, dtype=np.float32),
     }
     removed: list[dict[str, np.ndarray]] = []
@@ -573,12 +562,12 @@ def _mine_chunk(
     def take(out: dict[str, np.ndarray], rows: np.ndarray, lo: int) -> None:
         """Keeps the results of ``rows`` (indices into ``out``, whose queries start at
         ``lo``) and their removals; positive scores do not depend on the candidates."""
-        for key in ("negative_ids", "negative_scores", "found"):
+        for key in ("negative_ids", "negative_scores", "found", "removed_counts"):
             result[key][rows + lo] = out[key][rows]
         p0 = int(prepared.pos_indptr[lo])
         result["positive_scores"][p0 : p0 + len(out["positive_scores"])] = out["positive_scores"]
         keep = np.isin(out["removed_query"], rows)
-        piece = {k: out[k][keep] for k in out if k.startswith("removed_")}
+        piece = {k: out[k][keep] for k in out if k.startswith("removed_") and k != "removed_counts"}
         piece["removed_query"] = piece["removed_query"] + lo
         removed.append(piece)
 

@@ -340,6 +340,8 @@ class MiningOptions:
     simans_a: float = 1.0
     simans_b: float = 0.0
     seed: int = 0
+    max_depth: int | None = None
+    record_removed: int | None = 64
 
     def __post_init__(self) -> None:
         positive_int(self.num_negatives, "num_negatives")
@@ -349,6 +351,17 @@ class MiningOptions:
                 raise InvalidArgumentError(f"{name} must be a non-negative integer, got {value!r}")
         if self.range_max is not None:
             positive_int(self.range_max, "range_max")
+        if self.max_depth is not None:
+            positive_int(self.max_depth, "max_depth")
+        if self.record_removed is not None and (
+            isinstance(self.record_removed, bool)
+            or not isinstance(self.record_removed, (int, np.integer))
+            or self.record_removed < 0
+        ):
+            raise InvalidArgumentError(
+                f"record_removed must be a non-negative integer or None, "
+                f"got {self.record_removed!r}"
+            )
         # The core's limits, as ValueErrors rather than OverflowErrors at the boundary.
         for name, limit in (
             ("num_negatives", _MAX_RANK),
@@ -391,6 +404,12 @@ class MiningOptions:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    def core_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of ``_core.mine`` that these options set."""
+        kwargs = self.to_dict()
+        del kwargs["query_dup_threshold"]  # applied by `prepare`
+        return kwargs
 
 
 @dataclass(frozen=True)
@@ -543,19 +562,7 @@ def mine_prepared(
                 prepared.pos_ids,
                 prepared.ex_indptr,
                 prepared.ex_ids,
-                num_negatives=options.num_negatives,
-                metric=options.metric,
-                range_min=options.range_min,
-                range_max=options.range_max,
-                max_score=options.max_score,
-                min_score=options.min_score,
-                absolute_margin=options.absolute_margin,
-                relative_margin=options.relative_margin,
-                dup_threshold=options.dup_threshold,
-                sampling_strategy=options.sampling_strategy,
-                simans_a=options.simans_a,
-                simans_b=options.simans_b,
-                seed=options.seed,
+                **options.core_kwargs(),
                 groups=prepared.groups,
                 query_offset=query_offset,
                 threads=threads,
@@ -573,6 +580,7 @@ def assemble(
         return np.concatenate([p[key] for p in parts])
 
     offsets = np.cumsum([0] + [len(p["found"]) for p in parts[:-1]])
+    removed_counts = np.concatenate([p["removed_counts"] for p in parts]).sum(axis=0)
     removed: dict[str, np.ndarray] = {
         "query": np.concatenate(
             [p["removed_query"] + off for p, off in zip(parts, offsets)]
@@ -594,6 +602,7 @@ def assemble(
         negative_scores=negative_scores,
         positive_scores=positive_scores,
         removed=removed,
+        removed_counts=removed_counts,
     )
     return MiningResult(
         negative_ids=cat("negative_ids"),
@@ -627,6 +636,8 @@ def mine(
     simans_a: float = 1.0,
     simans_b: float = 0.0,
     seed: int = 0,
+    max_depth: int | None = None,
+    record_removed: int | None = 64,
     backend: Literal["exact", "hnsw"] = "exact",
     target_recall: float = 0.95,
     hnsw_path: str | os.PathLike[str] | None = None,
@@ -660,6 +671,12 @@ def mine(
         query_dup_threshold: queries whose cosine is at least this share their positives.
         sampling_strategy: ``"top"``, ``"random"`` (uniform in the window) or ``"simans"``
             (weight ``exp(-simans_a * (score - p - simans_b)^2)``), seeded by ``seed``.
+        max_depth: never rank deeper than this many candidates per query (``range_max +
+            max_positives`` is what sentence-transformers looks at); default: as deep as the
+            filters need, so a window is never left short while the corpus has rows.
+        record_removed: removed candidates kept in ``result.removed`` per query (the
+            best-ranked ones, for the histograms and for inspection); ``None`` keeps all.
+            The per-filter counts of the report are exact either way.
         backend: ``"exact"`` (default) searches the whole corpus; ``"hnsw"`` takes candidates
             from an hnswlib graph (``pip install 'negmine[ann]'``) for corpora too large to
             scan, rescores them exactly and applies the same filters and sampling (see
@@ -691,6 +708,8 @@ def mine(
         simans_a=simans_a,
         simans_b=simans_b,
         seed=seed,
+        max_depth=max_depth,
+        record_removed=record_removed,
     )
     if threads is not None:
         threads = positive_int(threads, "threads")
@@ -819,6 +838,7 @@ def _report(
     negative_scores: np.ndarray,
     positive_scores: np.ndarray,
     removed: dict[str, np.ndarray],
+    removed_counts: np.ndarray,
 ) -> MiningReport:
     kept = negative_scores[np.isfinite(negative_scores)]
     every = np.concatenate([kept, positive_scores, removed["score"]]).astype(np.float64)
@@ -833,10 +853,10 @@ def _report(
         return [int(x) for x in np.histogram(values, bins=edges)[0]]
 
     codes = removed["filter"]
-    counts = np.bincount(codes, minlength=len(FILTERS)) if len(codes) else np.zeros(len(FILTERS))
+    counts = removed_counts
     histograms = {"positive": hist(positive_scores), "negative": hist(kept)}
     for code, name in enumerate(FILTERS):
-        if counts[code]:
+        if (codes == code).any():
             histograms[name] = hist(removed["score"][codes == code])
     num_negatives = options.num_negatives
     return MiningReport(

@@ -97,6 +97,11 @@ pub struct MineOptions {
     pub dup_threshold: Option<f32>,
     pub sampling: Sampling,
     pub seed: u64,
+    /// Never rank deeper than this many candidates per query (sentence-transformers looks at
+    /// `range_max + max_positives`); `None`: as deep as the filters need.
+    pub max_depth: Option<usize>,
+    /// Removed candidates recorded per query (the best-ranked ones); counts are always exact.
+    pub record_removed: usize,
     /// Search knobs (they never change the result).
     pub block_rows: Option<usize>,
     pub query_batch: Option<usize>,
@@ -116,6 +121,8 @@ impl MineOptions {
             dup_threshold: None,
             sampling: Sampling::Top,
             seed: 0,
+            max_depth: None,
+            record_removed: usize::MAX,
             block_rows: None,
             query_batch: None,
         }
@@ -142,6 +149,9 @@ impl MineOptions {
         };
         if self.num_negatives == 0 {
             return Err(Error::invalid("num_negatives must be positive, got 0"));
+        }
+        if self.max_depth == Some(0) {
+            return Err(Error::invalid("max_depth must be positive, got 0"));
         }
         // Ranks are u32 inside; anything near that is a mistake, not a configuration.
         for (name, value) in [
@@ -219,6 +229,9 @@ pub struct Removed {
     pub filter: Filter,
 }
 
+/// Removals per filter, indexed like [`Filter::ALL`].
+pub type FilterCounts = [u64; Filter::ALL.len()];
+
 /// The result of [`mine`] for `n_queries` queries.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Mined {
@@ -231,8 +244,11 @@ pub struct Mined {
     pub positive_scores: Vec<f32>,
     /// Negatives found per query.
     pub found: Vec<u32>,
-    /// Every candidate a filter removed while the ranking was walked, query by query.
+    /// Candidates a filter removed while the ranking was walked, query by query (at most
+    /// `record_removed` per query, the best-ranked first).
     pub removed: Vec<Removed>,
+    /// Exact number of removals per query and filter.
+    pub removed_counts: Vec<FilterCounts>,
     /// How deep each query's ranking was fetched.
     pub depth: Vec<u32>,
     /// Queries whose given candidates could not fill the window ([`mine_candidates`] only).
@@ -307,6 +323,7 @@ impl SplitMix64 {
 struct Outcome {
     chosen: Vec<(f32, u32)>,
     removed: Vec<Removed>,
+    counts: FilterCounts,
     /// The window is not complete and the corpus is not used up: fetch deeper.
     need_more: bool,
 }
@@ -316,6 +333,7 @@ impl Outcome {
         Outcome {
             chosen: Vec::new(),
             removed: Vec::new(),
+            counts: [0; Filter::ALL.len()],
             need_more: false,
         }
     }
@@ -352,13 +370,17 @@ impl Context<'_> {
         };
         let window_end = opts.window_end();
         let mut removed = Vec::new();
+        let mut counts: FilterCounts = [0; Filter::ALL.len()];
         let mut remove = |id: u32, score: f32, filter: Filter| {
-            removed.push(Removed {
-                query: q as u32,
-                id,
-                score,
-                filter,
-            })
+            counts[filter as usize] += 1;
+            if removed.len() < opts.record_removed {
+                removed.push(Removed {
+                    query: q as u32,
+                    id,
+                    score,
+                    filter,
+                })
+            }
         };
         let mut kept_groups = std::collections::HashSet::new();
         let mut rank = 0usize;
@@ -453,6 +475,7 @@ impl Context<'_> {
         Outcome {
             chosen,
             removed,
+            counts,
             need_more: false,
         }
     }
@@ -622,7 +645,9 @@ impl<'a> Job<'a> {
         negative_scores.resize(cells, f32::NAN);
         let mut found = vec![0u32; n_queries];
         let mut removed = Vec::new();
+        let mut removed_counts = Vec::with_capacity(n_queries);
         for (q, outcome) in outcomes.into_iter().enumerate() {
+            removed_counts.push(outcome.counts);
             found[q] = outcome.chosen.len() as u32;
             for (j, (s, id)) in outcome.chosen.into_iter().enumerate() {
                 negative_ids[q * n_neg + j] = i64::from(id);
@@ -637,6 +662,7 @@ impl<'a> Job<'a> {
             positive_scores,
             found,
             removed,
+            removed_counts,
             depth,
             incomplete,
         })
@@ -675,7 +701,9 @@ pub fn mine(
     let (n_queries, n, dim) = (queries.rows(), corpus.rows(), corpus.dim());
     let (positive_scores, pos_offsets) = job.positive_scores(pool);
 
-    let caps: Vec<usize> = (0..n_queries).map(|q| n - exclude.of(q).len()).collect();
+    let caps: Vec<usize> = (0..n_queries)
+        .map(|q| (n - exclude.of(q).len()).min(opts.max_depth.unwrap_or(usize::MAX)))
+        .collect();
     let first_depth = opts
         .window_end()
         .unwrap_or(opts.range_min + opts.num_negatives)
@@ -729,7 +757,8 @@ pub fn mine(
             }
         }
         pending = still;
-        want = want.saturating_mul(2);
+        // Each round rescans the corpus; k costs little (fused selection): grow fast.
+        want = want.saturating_mul(4);
     }
     let outcomes = outcomes
         .into_iter()
@@ -794,8 +823,13 @@ pub fn mine_candidates(
                     .collect();
                 ranking.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
                 let pos = &positive_scores[pos_offsets[q]..pos_offsets[q + 1]];
+                // At `max_depth` the ranking is as deep as it may get: the query is done.
+                let at_max = opts.max_depth.is_some_and(|d| ranking.len() >= d);
+                if let Some(d) = opts.max_depth {
+                    ranking.truncate(d);
+                }
                 let depth = ranking.len() as u32;
-                let outcome = ctx.evaluate(q, &ranking, pos, false);
+                let outcome = ctx.evaluate(q, &ranking, pos, at_max);
                 if outcome.need_more {
                     (ctx.evaluate(q, &ranking, pos, true), depth, true)
                 } else {

@@ -28,7 +28,7 @@ fn sampling(name: &str, a: f32, b: f32) -> negmine_core::Result<Sampling> {
     min_score = None, absolute_margin = None, relative_margin = None, dup_threshold = None,
     sampling_strategy = "top", simans_a = 1.0, simans_b = 0.0, seed = 0, groups = None,
     query_offset = 0, threads = None, block_rows = None, query_batch = None, progress = None,
-    candidates_indptr = None, candidates_indices = None
+    candidates_indptr = None, candidates_indices = None, max_depth = None, record_removed = None
 ))]
 #[allow(clippy::too_many_arguments)]
 fn mine<'py>(
@@ -60,6 +60,8 @@ fn mine<'py>(
     progress: Option<Py<PyAny>>,
     candidates_indptr: Option<PyReadonlyArray1<'py, i64>>,
     candidates_indices: Option<PyReadonlyArray1<'py, i64>>,
+    max_depth: Option<usize>,
+    record_removed: Option<usize>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let queries = Matrix::extract(queries, "queries")?;
     let corpus = Matrix::extract(corpus, "corpus")?;
@@ -76,6 +78,8 @@ fn mine<'py>(
         dup_threshold,
         sampling: sampling(sampling_strategy, simans_a, simans_b).py_err()?,
         seed,
+        max_depth,
+        record_removed: record_removed.unwrap_or(usize::MAX),
         block_rows,
         query_batch,
     };
@@ -162,6 +166,9 @@ fn mine<'py>(
         column(&|r| r.filter as i64).into_pyarray(py),
     )?;
     let scores: Vec<f32> = removed.iter().map(|r| r.score).collect();
+    let counts: Vec<u64> = mined.removed_counts.iter().flatten().copied().collect();
+    let counts = PyArray1::from_vec(py, counts).reshape([n_queries, Filter::ALL.len()])?;
+    out.set_item("removed_counts", counts)?;
     out.set_item("removed_score", scores.into_pyarray(py))?;
     Ok(out)
 }
