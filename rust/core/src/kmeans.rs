@@ -12,6 +12,8 @@
 //! f64 chunk by chunk in row order, so results are identical for any thread count. An empty
 //! cluster takes the row that is worst served by its centroid (ties: smaller row index).
 
+use rayon::prelude::*;
+
 use crate::error::{Error, Result};
 use crate::matrix::MatrixView;
 use crate::pack::normalize;
@@ -145,7 +147,6 @@ fn plus_plus(
     opts: &KMeansOptions,
     rng: &mut SplitMix64,
 ) -> Vec<f32> {
-    use rayon::prelude::*;
     let (dim, k) = (data.dim(), opts.n_clusters);
     let pool_size = training.len().min(32 * k + 1024);
     let subset: Vec<usize> = sample_rows(training.len(), pool_size, rng)
@@ -226,12 +227,15 @@ fn assign(
     let mut assignments = Vec::with_capacity(rows.len());
     let mut distances = Vec::with_capacity(rows.len());
     let mut chunk = vec![0.0f32; CHUNK_ROWS.min(rows.len()) * width];
-    let mut bases = Vec::with_capacity(CHUNK_ROWS);
+    let mut bases = vec![0.0f64; CHUNK_ROWS.min(rows.len())];
     for part in rows.chunks(CHUNK_ROWS) {
-        bases.clear();
-        for (out, &r) in chunk.chunks_exact_mut(width).zip(part) {
-            bases.push(geometry.convert_row(data, r, out));
-        }
+        pool.install(|| {
+            chunk
+                .par_chunks_exact_mut(width)
+                .zip(bases.par_iter_mut())
+                .zip(part.par_iter())
+                .for_each(|((out, base), &r)| *base = geometry.convert_row(data, r, out))
+        });
         let queries = MatrixView::f32(&chunk[..part.len() * width], part.len(), width)?;
         let found = search(
             pool,
@@ -241,17 +245,34 @@ fn assign(
             &SearchOptions::new(1, Metric::Dot),
             hooks,
         )?;
+        let first = assignments.len();
         for (i, (&id, &score)) in found.ids.iter().zip(&found.scores).enumerate() {
-            let cluster = id as usize;
-            assignments.push(cluster as u32);
+            assignments.push(id as u32);
             distances.push(geometry.distance(bases[i], score));
-            if let Some((sums, counts)) = sums.as_mut() {
-                counts[cluster] += 1;
-                let row = &chunk[i * width..i * width + geometry.dim];
-                for (s, &x) in sums[cluster * geometry.dim..].iter_mut().zip(row) {
-                    *s += f64::from(x);
-                }
+        }
+        if let Some((sums, counts)) = sums.as_mut() {
+            // Each cluster's rows are added in row order by one thread: the same sums for
+            // any thread count.
+            let dim = geometry.dim;
+            let labels = &assignments[first..];
+            let mut members: Vec<Vec<usize>> = vec![Vec::new(); n_clusters];
+            for (i, &c) in labels.iter().enumerate() {
+                members[c as usize].push(i);
             }
+            pool.install(|| {
+                sums.par_chunks_exact_mut(dim)
+                    .zip(counts.par_iter_mut())
+                    .zip(members.par_iter())
+                    .for_each(|((sum, count), rows)| {
+                        *count += rows.len() as u64;
+                        for &i in rows {
+                            let row = &chunk[i * width..i * width + dim];
+                            for (s, &x) in sum.iter_mut().zip(row) {
+                                *s += f64::from(x);
+                            }
+                        }
+                    })
+            });
         }
     }
     Ok((assignments, distances))
