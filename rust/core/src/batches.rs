@@ -15,6 +15,8 @@
 //! Cluster ids are arbitrary non-negative integers; empty clusters (ids not used by any row)
 //! do not exist for the plans: clusters are the distinct ids, taken in increasing order.
 
+pub use crate::rng::Rng;
+use crate::rng::{fmix, GOLDEN};
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -63,63 +65,12 @@ impl BatchPlan {
 // ---------------------------------------------------------------------------------------------
 // Random streams
 
-const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
-
-/// SplitMix64's finaliser: a bijection of u64 with full avalanche.
-fn fmix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 /// Stream purposes: one independent stream per kind of decision.
 const ROWS: u64 = 1;
 const PICKS: u64 = 2;
 const LEFTOVERS: u64 = 3;
 const CLUSTER_ORDER: u64 = 4;
 const MARGINS: u64 = 5;
-
-/// SplitMix64 generator over one `(seed, epoch, purpose, index)` stream.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// The stream for `(seed, epoch, purpose, index)`: each part goes through the finaliser
-    /// in turn (a hash chain), so no two argument tuples collide by arithmetic.
-    pub fn stream(seed: u64, epoch: u64, purpose: u64, index: u64) -> Rng {
-        let mut h = fmix(seed ^ 0x6a09_e667_f3bc_c909);
-        h = fmix(h.wrapping_add(GOLDEN) ^ fmix(epoch ^ 0xbb67_ae85_84ca_a73b));
-        h = fmix(h.wrapping_add(GOLDEN) ^ fmix(purpose ^ 0x3c6e_f372_fe94_f82b));
-        h = fmix(h.wrapping_add(GOLDEN) ^ fmix(index ^ 0xa54f_f53a_5f1d_36f1));
-        Rng(h)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(GOLDEN);
-        fmix(self.0)
-    }
-
-    /// Uniform in `0..n` (`n >= 1`), exactly: Lemire's multiply-shift with rejection.
-    pub fn below(&mut self, n: usize) -> usize {
-        let n = n as u64;
-        let mut m = u128::from(self.next_u64()) * u128::from(n);
-        if (m as u64) < n {
-            let threshold = n.wrapping_neg() % n;
-            while (m as u64) < threshold {
-                m = u128::from(self.next_u64()) * u128::from(n);
-            }
-        }
-        (m >> 64) as usize
-    }
-
-    /// Fisher-Yates.
-    pub fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            let j = self.below(i + 1);
-            items.swap(i, j);
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Clusters

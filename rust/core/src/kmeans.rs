@@ -17,7 +17,11 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::matrix::MatrixView;
 use crate::pack::normalize;
+use crate::rng::Rng;
 use crate::search::{search, Hooks, Metric, SearchOptions};
+
+/// The purpose of k-means' random stream (see [`Rng::stream`]).
+const KMEANS_STREAM: u64 = 0x6b6d_6561_6e73;
 
 /// The geometry of the clustering.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,25 +57,8 @@ pub struct KMeans {
 /// Rows per assignment call: bounds the memory of the converted chunk.
 const CHUNK_ROWS: usize = 16_384;
 
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (n > 0), without modulo bias worth mentioning for n < 2^32.
-    fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next()) * n as u128) >> 64) as usize
-    }
-}
-
 /// `count` distinct indices of `0..n`, sorted, chosen by a seeded partial Fisher-Yates.
-fn sample_rows(n: usize, count: usize, rng: &mut SplitMix64) -> Vec<usize> {
+fn sample_rows(n: usize, count: usize, rng: &mut Rng) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..n).collect();
     for i in 0..count {
         let j = i + rng.below(n - i);
@@ -145,7 +132,7 @@ fn plus_plus(
     data: &MatrixView<'_>,
     training: &[usize],
     opts: &KMeansOptions,
-    rng: &mut SplitMix64,
+    rng: &mut Rng,
 ) -> Vec<f32> {
     let (dim, k) = (data.dim(), opts.n_clusters);
     let pool_size = training.len().min(32 * k + 1024);
@@ -191,7 +178,7 @@ fn plus_plus(
         // Cumulative sums in row order: the same pick for any thread count.
         let total: f64 = nearest.iter().sum();
         pick = if total > 0.0 {
-            let target = (rng.next() >> 11) as f64 / (1u64 << 53) as f64 * total;
+            let target = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * total;
             let mut acc = 0.0;
             nearest
                 .iter()
@@ -317,7 +304,7 @@ pub fn kmeans(
         Some(s) => s.min(n),
         None => n,
     };
-    let mut rng = SplitMix64(opts.seed ^ 0x243f_6a88_85a3_08d3);
+    let mut rng = Rng::stream(opts.seed, 0, KMEANS_STREAM, 0);
     let training: Vec<usize> = if train_n < n {
         sample_rows(n, train_n, &mut rng)
     } else {
@@ -398,11 +385,11 @@ mod tests {
     fn blobs() -> (Vec<f32>, usize, usize) {
         // Three well-separated blobs in 2-D.
         let centers = [(0.0f32, 0.0f32), (10.0, 0.0), (0.0, 10.0)];
-        let mut rng = SplitMix64(7);
+        let mut rng = Rng::stream(7, 0, 0, 0);
         let mut data = Vec::new();
         for i in 0..300 {
             let (cx, cy) = centers[i % 3];
-            let jitter = |r: &mut SplitMix64| (r.below(1000) as f32 / 1000.0) - 0.5;
+            let jitter = |r: &mut Rng| (r.below(1000) as f32 / 1000.0) - 0.5;
             data.push(cx + jitter(&mut rng));
             data.push(cy + jitter(&mut rng));
         }

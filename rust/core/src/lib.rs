@@ -9,6 +9,7 @@ pub mod kmeans;
 pub mod matrix;
 pub mod mine;
 pub mod pack;
+pub mod rng;
 pub mod search;
 pub mod store;
 pub mod topk;

@@ -25,7 +25,11 @@ use crate::error::{Error, Result};
 use crate::idlists::IdLists;
 use crate::matrix::MatrixView;
 use crate::pack::normalize;
+use crate::rng::Rng;
 use crate::search::{search, Hooks, Metric, SearchOptions};
+
+/// The purpose of mining's random streams (see [`Rng::stream`]).
+const MINE_STREAM: u64 = 0x6d69_6e65;
 
 /// How negatives are picked from the window.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -295,30 +299,6 @@ fn unit_row(m: &MatrixView<'_>, i: usize) -> Vec<f32> {
     row
 }
 
-/// SplitMix64: a small, fast, well-mixed generator; one stream per query.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn for_query(seed: u64, query: u64) -> Self {
-        let mut g = SplitMix64(seed ^ 0x6a09_e667_f3bc_c909);
-        let mixed = g.next() ^ query.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        SplitMix64(SplitMix64(mixed).next())
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1].
-    fn unit(&mut self) -> f64 {
-        ((self.next() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
-    }
-}
-
 /// What one query's ranking yielded.
 struct Outcome {
     chosen: Vec<(f32, u32)>,
@@ -483,7 +463,7 @@ impl Context<'_> {
     /// The order in which window entries are offered: a seeded permutation (uniform, or
     /// weighted by SimANS with Efraimidis-Spirakis keys `u^(1/w)`).
     fn sampling_order(&self, q: usize, window: &[(f32, u32)], reference: f32) -> Vec<usize> {
-        let mut rng = SplitMix64::for_query(self.opts.seed, self.query_offset + q as u64);
+        let mut rng = Rng::stream(self.opts.seed, 0, MINE_STREAM, self.query_offset + q as u64);
         let mut keyed: Vec<(f64, usize)> = window
             .iter()
             .enumerate()
