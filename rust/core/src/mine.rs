@@ -28,6 +28,12 @@ use crate::pack::normalize;
 use crate::rng::Rng;
 use crate::search::{search, Hooks, Metric, SearchOptions};
 
+/// Bytes held per candidate of a deep round: the search's score and id, its top-k buffer
+/// (about twice k entries of 8 bytes) and the ranking copy.
+const RESULT_BYTES_PER_CANDIDATE: usize = 12 + 16 + 8;
+/// Memory a deepening round may hold at once.
+const ROUND_BUDGET: usize = 512 << 20;
+
 /// The purpose of mining's random streams (see [`Rng::stream`]).
 const MINE_STREAM: u64 = 0x6d69_6e65;
 
@@ -684,11 +690,13 @@ pub fn mine(
     let caps: Vec<usize> = (0..n_queries)
         .map(|q| (n - exclude.of(q).len()).min(opts.max_depth.unwrap_or(usize::MAX)))
         .collect();
+    // A deeper first round costs little (fused selection) and saves a rescan whenever filters
+    // empty the top ranks.
     let first_depth = opts
         .window_end()
         .unwrap_or(opts.range_min + opts.num_negatives)
         .saturating_mul(2)
-        .max(16);
+        .max(64);
     let mut outcomes: Vec<Option<Outcome>> = (0..n_queries).map(|_| None).collect();
     let mut depth = vec![0u32; n_queries];
     let mut pending: Vec<usize> = (0..n_queries).filter(|&q| caps[q] > 0).collect();
@@ -705,35 +713,39 @@ pub fn mine(
             .min()
             .unwrap_or(1)
             .min(want);
-        let rows = gather_rows(queries, &pending);
-        let subset = MatrixView::f32(&rows, pending.len(), dim)?;
-        let sub_exclude = exclude.subset(&pending);
-        let mut sopts = SearchOptions::new(k, opts.metric);
-        sopts.block_rows = opts.block_rows;
-        sopts.query_batch = opts.query_batch;
-        let found = search(pool, &subset, corpus, Some(&sub_exclude), &sopts, hooks)?;
-        let results: Vec<Outcome> = pool.install(|| {
-            pending
-                .par_iter()
-                .enumerate()
-                .map(|(i, &q)| {
-                    let ranking: Vec<(f32, u32)> = found.scores[i * k..(i + 1) * k]
-                        .iter()
-                        .zip(&found.ids[i * k..(i + 1) * k])
-                        .map(|(&s, &id)| (s, id as u32))
-                        .collect();
-                    let pos = &positive_scores[pos_offsets[q]..pos_offsets[q + 1]];
-                    ctx.evaluate(q, &ranking, pos, k == caps[q])
-                })
-                .collect()
-        });
+        // Deep rounds hold k results per query: bound them by searching in slices.
+        let per_query = k * RESULT_BYTES_PER_CANDIDATE + dim * std::mem::size_of::<f32>();
+        let slice = (ROUND_BUDGET / per_query).max(1);
         let mut still = Vec::new();
-        for (&q, outcome) in pending.iter().zip(results) {
-            depth[q] = k as u32;
-            if outcome.need_more {
-                still.push(q);
-            } else {
-                outcomes[q] = Some(outcome);
+        for part in pending.chunks(slice) {
+            let rows = gather_rows(queries, part);
+            let subset = MatrixView::f32(&rows, part.len(), dim)?;
+            let sub_exclude = exclude.subset(part);
+            let mut sopts = SearchOptions::new(k, opts.metric);
+            sopts.block_rows = opts.block_rows;
+            sopts.query_batch = opts.query_batch;
+            let found = search(pool, &subset, corpus, Some(&sub_exclude), &sopts, hooks)?;
+            let results: Vec<Outcome> = pool.install(|| {
+                part.par_iter()
+                    .enumerate()
+                    .map(|(i, &q)| {
+                        let ranking: Vec<(f32, u32)> = found.scores[i * k..(i + 1) * k]
+                            .iter()
+                            .zip(&found.ids[i * k..(i + 1) * k])
+                            .map(|(&s, &id)| (s, id as u32))
+                            .collect();
+                        let pos = &positive_scores[pos_offsets[q]..pos_offsets[q + 1]];
+                        ctx.evaluate(q, &ranking, pos, k == caps[q])
+                    })
+                    .collect()
+            });
+            for (&q, outcome) in part.iter().zip(results) {
+                depth[q] = k as u32;
+                if outcome.need_more {
+                    still.push(q);
+                } else {
+                    outcomes[q] = Some(outcome);
+                }
             }
         }
         pending = still;
