@@ -106,6 +106,7 @@ def kmeans(
     iterations: int = 10,
     seed: int = 0,
     sample: int | None = None,
+    init: str = "k-means++",
     threads: int | None = None,
     progress: Callable[[int, int], object] | None = None,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint32], float, npt.NDArray[np.float64]]: ...

@@ -19,13 +19,15 @@ def kmeans(
     iterations: int = 10,
     seed: int = 0,
     sample: int | None = None,
+    init: Literal["k-means++", "random"] = "k-means++",
     threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Clusters the rows of ``embeddings`` (array, ``Embeddings`` or ``.npy`` path).
 
     ``metric="cosine"`` is spherical k-means (unit centroids, nearest by inner product);
-    ``"l2"`` is Lloyd's algorithm on squared Euclidean distance. The initial centroids are
-    ``n_clusters`` distinct rows picked at random (seeded, like faiss); with ``sample``, the
+    ``"l2"`` is Lloyd's algorithm on squared Euclidean distance. ``init="k-means++"`` (default)
+    starts from seeded D^2 sampling on a bounded subset of the rows; ``"random"`` from
+    ``n_clusters`` distinct rows picked at random (faiss' default, cheaper); with ``sample``, the
     centroids are trained on that many seeded random rows and then every row is assigned. An
     empty cluster takes the row worst served by its centroid. Results are identical for any
     thread count.
@@ -49,6 +51,7 @@ def kmeans(
             iterations=iterations,
             seed=seed,
             sample=sample,
+            init=init,
             threads=threads,
         )
     return centroids, assignments.astype(np.int64), float(inertia)

@@ -39,6 +39,17 @@ pub struct KMeansOptions {
     pub seed: u64,
     /// Train on this many rows (seeded sample), then assign all rows.
     pub sample: Option<usize>,
+    /// How the first centroids are chosen.
+    pub init: Init,
+}
+
+/// Initialisation of [`kmeans`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Init {
+    /// Seeded k-means++ (D^2 sampling) on a bounded subset of the training rows.
+    PlusPlus,
+    /// `n_clusters` distinct training rows at random (faiss' default): cheaper, worse starts.
+    Random,
 }
 
 /// The result of [`kmeans`].
@@ -315,7 +326,20 @@ pub fn kmeans(
         dim,
     };
 
-    let mut centroids = plus_plus(pool, data, &training, opts, &mut rng);
+    let mut centroids = match opts.init {
+        Init::PlusPlus => plus_plus(pool, data, &training, opts, &mut rng),
+        Init::Random => {
+            let mut centroids = vec![0.0f32; k * dim];
+            let picks = sample_rows(training.len(), k, &mut rng);
+            for (c, &p) in centroids.chunks_exact_mut(dim).zip(&picks) {
+                data.row_into(training[p], c);
+                if opts.metric == KMeansMetric::Cosine {
+                    normalize(c);
+                }
+            }
+            centroids
+        }
+    };
 
     let mut history = Vec::with_capacity(opts.iterations);
     for _ in 0..opts.iterations {
@@ -406,6 +430,7 @@ mod tests {
             iterations: 10,
             seed: 1,
             sample: None,
+            init: Init::PlusPlus,
         };
         let a = kmeans(&pool(1), &view, &opts, &mut crate::NoHooks).unwrap();
         let b = kmeans(&pool(3), &view, &opts, &mut crate::NoHooks).unwrap();
@@ -428,6 +453,7 @@ mod tests {
             iterations: 3,
             seed: 0,
             sample: None,
+            init: Init::PlusPlus,
         };
         let r = kmeans(&pool(2), &view, &opts, &mut crate::NoHooks).unwrap();
         assert!(r.centroids.iter().all(|x| x.is_finite()));

@@ -1,6 +1,6 @@
 //! `kmeans`.
 
-use negmine_core::kmeans::{self as core_kmeans, KMeansMetric, KMeansOptions};
+use negmine_core::kmeans::{self as core_kmeans, Init, KMeansMetric, KMeansOptions};
 use negmine_core::Error;
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods};
 use pyo3::prelude::*;
@@ -19,7 +19,7 @@ type KMeansOut<'py> = (
 #[pyfunction]
 #[pyo3(signature = (
     embeddings, n_clusters, *, metric = "cosine", iterations = 10, seed = 0, sample = None,
-    threads = None, progress = None
+    init = "k-means++", threads = None, progress = None
 ))]
 #[allow(clippy::too_many_arguments)]
 fn kmeans<'py>(
@@ -30,6 +30,7 @@ fn kmeans<'py>(
     iterations: usize,
     seed: u64,
     sample: Option<usize>,
+    init: &str,
     threads: Option<usize>,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<KMeansOut<'py>> {
@@ -43,6 +44,16 @@ fn kmeans<'py>(
             .py_err()
         }
     };
+    let init = match init {
+        "k-means++" => Init::PlusPlus,
+        "random" => Init::Random,
+        other => {
+            return Err(Error::invalid(format!(
+                "init must be 'k-means++' or 'random', got {other:?}"
+            )))
+            .py_err()
+        }
+    };
     let data = Matrix::extract(embeddings, "embeddings")?;
     let view = data.view("embeddings")?;
     let opts = KMeansOptions {
@@ -51,6 +62,7 @@ fn kmeans<'py>(
         iterations,
         seed,
         sample,
+        init,
     };
     let pool = runtime::pool(threads)?;
     let mut hooks = PyHooks::new(progress.as_ref(), data.mapped());
