@@ -14,7 +14,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from negmine._atomic import atomic_write
+from negmine._atomic import atomic_write, fsync_directory
 from negmine._core import open_embeddings
 from negmine._inputs import positive_int
 from negmine.errors import InvalidArgumentError
@@ -140,7 +140,7 @@ def mine_to_directory(
     for path in sorted(staged.iterdir()):
         if path.is_file() and not path.name.startswith("."):
             os.replace(path, out_dir / path.name)
-    _fsync_directory(out_dir)
+    fsync_directory(out_dir)
     shutil.rmtree(partial)
     return result
 
@@ -149,11 +149,3 @@ def _savez(file: IO[bytes], arrays: dict[str, np.ndarray]) -> None:
     # numpy's stubs type **kwds as its keyword options; the arrays go through a plain call.
     savez: Callable[..., None] = np.savez
     savez(file, **arrays)
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
