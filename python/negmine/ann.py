@@ -454,10 +454,7 @@ def _core_mine(
         _core.mine(
             queries,
             corpus,
-            prepared.pos_indptr,
-            prepared.pos_ids,
-            prepared.ex_indptr,
-            prepared.ex_ids,
+            *prepared.id_lists(),
             **options.core_kwargs(),
             groups=prepared.groups,
             query_offset=offset,

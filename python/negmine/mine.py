@@ -424,6 +424,10 @@ class Prepared:
     groups: np.ndarray | None
     linked: int
 
+    def id_lists(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Positives and exclusions as the core takes them: two CSR pairs."""
+        return self.pos_indptr, self.pos_ids, self.ex_indptr, self.ex_ids
+
     def rows(self, start: int, stop: int) -> Prepared:
         """The lists of queries ``start..stop``."""
         p0, p1 = self.pos_indptr[start], self.pos_indptr[stop]
@@ -558,10 +562,7 @@ def mine_prepared(
             _core.mine(
                 queries,
                 corpus,
-                prepared.pos_indptr,
-                prepared.pos_ids,
-                prepared.ex_indptr,
-                prepared.ex_ids,
+                *prepared.id_lists(),
                 **options.core_kwargs(),
                 groups=prepared.groups,
                 query_offset=query_offset,
