@@ -18,16 +18,20 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 import numpy as np
 import numpy.typing as npt
+import torch
 import torch.distributed as dist
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, Sampler
 
 from negmine import batches as _batches
 from negmine._inputs import IdsLike
 from negmine.errors import InvalidArgumentError, InvalidTypeError
+
+if TYPE_CHECKING:
+    from negmine.mine import MiningResult
 
 Plan = Literal["topic", "ngame"]
 _PLANS = ("topic", "ngame")
@@ -267,4 +271,237 @@ class ClusterBatchSampler(Sampler[list[int]]):
         self._yielded = yielded
 
 
-__all__ = ["ClusterBatchSampler", "Plan"]
+# ---------------------------------------------------------------------------------------------
+# Mined negatives as a dataset, and a collate function with the in-batch false-negative mask.
+
+Positives = Union["MiningResult", tuple[npt.ArrayLike, npt.ArrayLike], None]
+
+
+def _groups_array(groups: npt.ArrayLike | None, needed: int, what: str) -> np.ndarray | None:
+    """``groups`` as int64, checked to cover corpus ids ``[0, needed)``."""
+    if groups is None:
+        return None
+    array = _batches._int_array(groups, "groups")
+    if len(array) < needed:
+        raise InvalidArgumentError(
+            f"groups has {len(array)} entries (one per corpus row), but {what} has corpus id "
+            f"{needed - 1}"
+        )
+    return array
+
+
+def _positive_csr(positives: Positives) -> tuple[np.ndarray, np.ndarray] | None:
+    if positives is None:
+        return None
+    if isinstance(positives, tuple):
+        if len(positives) != 2:
+            raise InvalidTypeError("positives must be a MiningResult or an (indptr, ids) pair")
+        indptr = _batches._int_array(positives[0], "positive_indptr")
+        ids = _batches._int_array(positives[1], "positive_ids")
+    else:
+        indptr = _batches._int_array(positives.positive_indptr, "positive_indptr")
+        ids = _batches._int_array(positives.positive_ids, "positive_ids")
+    if len(indptr) == 0 or indptr[0] != 0 or indptr[-1] != len(ids) or np.any(np.diff(indptr) < 0):
+        raise InvalidArgumentError(
+            "positive_indptr must start at 0, be non-decreasing and end at len(positive_ids)"
+        )
+    return indptr, ids
+
+
+def _max_id(*arrays: np.ndarray) -> int:
+    return max([int(a.max()) for a in arrays if a.size] + [-1])
+
+
+class HardNegativeDataset(Dataset[dict[str, Any]]):
+    """Training examples from a :class:`~negmine.mine.MiningResult`, one per query.
+
+    ``dataset[i]`` is ``{"query": i, "positive": p, "negatives": int64[n]}``: ``p`` is one of
+    query ``i``'s labelled positives (drawn per epoch, seeded by ``(seed, epoch, i)``, when it
+    has several; ``-1`` if it has none) and ``negatives`` its mined negatives, ``-1`` where
+    mining found fewer (the collate function masks those out).
+
+    ``num_negatives`` (default: all mined) keeps ``n`` negatives per item: the ``n``
+    best-ranked ones, or with ``resample=True`` a per-epoch, ``(seed, epoch, i)``-seeded subset
+    of the non-missing mined ones (in rank order; ``-1``-padded if fewer were mined).
+    Call :meth:`set_epoch` each epoch (with ``DataLoader(num_workers > 0)`` before iterating,
+    so that the workers get the new epoch). ``groups`` (corpus row -> duplicate group id) is
+    only passed on to :meth:`collator`.
+    """
+
+    def __init__(
+        self,
+        result: MiningResult,
+        *,
+        groups: npt.ArrayLike | None = None,
+        resample: bool = False,
+        seed: int = 0,
+        num_negatives: int | None = None,
+    ) -> None:
+        negatives = np.asarray(result.negative_ids)
+        if negatives.ndim != 2 or (negatives.size and negatives.dtype.kind not in "iu"):
+            raise InvalidArgumentError(
+                f"result.negative_ids must be an integer [queries, n] array, got shape "
+                f"{negatives.shape} dtype {negatives.dtype}"
+            )
+        self.negative_ids = np.ascontiguousarray(negatives, dtype=np.int64)
+        csr = _positive_csr(result)
+        assert csr is not None
+        self.positive_indptr, self.positive_ids = csr
+        if len(self.positive_indptr) != len(self.negative_ids) + 1:
+            raise InvalidArgumentError(
+                f"result has {len(self.positive_indptr) - 1} positive lists for "
+                f"{len(self.negative_ids)} queries"
+            )
+        mined = self.negative_ids.shape[1]
+        if num_negatives is None:
+            num_negatives = mined
+        num_negatives = _int(num_negatives, "num_negatives")
+        if num_negatives <= 0:
+            raise InvalidArgumentError(f"num_negatives must be positive, got {num_negatives}")
+        if num_negatives > mined:
+            raise InvalidArgumentError(
+                f"num_negatives {num_negatives} exceeds the {mined} mined negatives per query"
+            )
+        self.num_negatives = num_negatives
+        self.resample = bool(resample)
+        self.seed = _batches._stream_int(seed, "seed")
+        self.groups = _groups_array(
+            groups, _max_id(self.positive_ids, self.negative_ids) + 1, "the result"
+        )
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw positives (and resampled negatives) of ``epoch`` from now on."""
+        self.epoch = _batches._stream_int(epoch, "epoch")
+
+    def __len__(self) -> int:
+        return len(self.negative_ids)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        i = _int(index, "index")
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} queries")
+        positives = self.positive_ids[self.positive_indptr[i] : self.positive_indptr[i + 1]]
+        if len(positives) == 0:
+            positive = -1
+        elif len(positives) == 1:
+            positive = int(positives[0])
+        else:
+            rng = np.random.default_rng([self.seed, self.epoch, i, 0])
+            positive = int(positives[rng.integers(len(positives))])
+        row = self.negative_ids[i]
+        k = self.num_negatives
+        if self.resample and k < len(row):
+            present = np.flatnonzero(row >= 0)
+            out = np.full(k, -1, dtype=np.int64)
+            if len(present) <= k:
+                out[: len(present)] = row[present]
+            else:
+                rng = np.random.default_rng([self.seed, self.epoch, i, 1])
+                chosen = np.sort(rng.choice(present, size=k, replace=False))
+                out[:] = row[chosen]
+            negatives = out
+        else:
+            negatives = row[:k].copy()
+        return {"query": i, "positive": positive, "negatives": negatives}
+
+    def collator(self) -> Collator:
+        """A :class:`Collator` with this dataset's groups and the result's positives."""
+        return Collator(groups=self.groups, positives=(self.positive_indptr, self.positive_ids))
+
+
+def collate(
+    items: list[dict[str, Any]],
+    *,
+    groups: npt.ArrayLike | None = None,
+    positives: Positives = None,
+) -> dict[str, torch.Tensor]:
+    """A batch of :class:`HardNegativeDataset` items as tensors, with the in-batch
+    false-negative mask.
+
+    Returns ``query_ids`` [B], ``positive_ids`` [B], ``negative_ids`` [B, n] and
+    ``candidate_ids`` [B * (1 + n)] (the batch's positives, then every row's negatives
+    row-major), all int64, and ``false_negative_mask`` [B, B * (1 + n)] (bool), True where
+    candidate ``j`` must not count as a negative of row ``i``: a labelled positive of query
+    ``i`` (all of them when ``positives`` — a ``MiningResult`` or an ``(indptr, ids)`` CSR
+    pair — is given, else its sampled one), a member of such a positive's duplicate group
+    (``groups``: corpus row -> group id), or a missing id (``-1``). Row ``i``'s own positive
+    column ``i`` (the target) is never masked, unless the row has no positive (``-1``).
+
+    Use: ``logits.masked_fill(batch["false_negative_mask"], float("-inf"))`` then
+    cross-entropy with targets ``arange(B)``.
+    """
+    csr = _positive_csr(positives)
+    group_array = None if groups is None else _batches._int_array(groups, "groups")
+    return _collate(items, group_array, csr)
+
+
+def _collate(
+    items: list[dict[str, Any]],
+    groups: np.ndarray | None,
+    csr: tuple[np.ndarray, np.ndarray] | None,
+) -> dict[str, torch.Tensor]:
+    b = len(items)
+    if b == 0:
+        raise InvalidArgumentError("cannot collate an empty batch")
+    query_ids = np.array([_int(it["query"], "query") for it in items], dtype=np.int64)
+    positive_ids = np.array([_int(it["positive"], "positive") for it in items], dtype=np.int64)
+    rows = [np.asarray(it["negatives"], dtype=np.int64).reshape(-1) for it in items]
+    n = len(rows[0])
+    if any(len(r) != n for r in rows):
+        raise InvalidArgumentError("every item of a batch must have the same number of negatives")
+    negative_ids = np.stack(rows) if n else np.zeros((b, 0), dtype=np.int64)
+    candidates = np.concatenate([positive_ids, negative_ids.reshape(-1)])
+    padding = candidates < 0
+    if csr is not None and (query_ids.min() < 0 or query_ids.max() >= len(csr[0]) - 1):
+        raise InvalidArgumentError(
+            f"query ids must be in [0, {len(csr[0]) - 1}) (rows of the positives)"
+        )
+    if groups is not None:
+        needed = max(_max_id(candidates), _max_id(csr[1]) if csr is not None else -1) + 1
+        if len(groups) < needed:
+            raise InvalidArgumentError(
+                f"groups has {len(groups)} entries (one per corpus row), but the batch refers "
+                f"to corpus id {needed - 1}"
+            )
+        keys = np.where(padding, -1, groups[np.where(padding, 0, candidates)])
+    else:
+        keys = candidates
+    mask = np.empty((b, len(candidates)), dtype=bool)
+    for i in range(b):
+        labelled = positive_ids[i : i + 1]
+        if csr is not None:
+            q = query_ids[i]
+            labelled = np.concatenate([labelled, csr[1][csr[0][q] : csr[0][q + 1]]])
+        labelled = labelled[labelled >= 0]
+        if groups is not None:
+            labelled = groups[labelled]
+        mask[i] = np.isin(keys, labelled)
+    mask |= padding[None, :]
+    own = np.arange(b)
+    mask[own, own] = padding[own]
+    return {
+        "query_ids": torch.from_numpy(query_ids),
+        "positive_ids": torch.from_numpy(positive_ids),
+        "negative_ids": torch.from_numpy(np.ascontiguousarray(negative_ids)),
+        "candidate_ids": torch.from_numpy(candidates),
+        "false_negative_mask": torch.from_numpy(mask),
+    }
+
+
+class Collator:
+    """:func:`collate` with fixed ``groups`` and ``positives``, picklable, for
+    ``DataLoader(collate_fn=...)`` (see :meth:`HardNegativeDataset.collator`)."""
+
+    def __init__(self, *, groups: npt.ArrayLike | None = None, positives: Positives = None):
+        self.positives = _positive_csr(positives)
+        needed = _max_id(self.positives[1]) + 1 if self.positives is not None else 0
+        self.groups = _groups_array(groups, needed, "positives")
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return _collate(items, self.groups, self.positives)
+
+
+__all__ = ["ClusterBatchSampler", "Collator", "HardNegativeDataset", "Plan", "collate"]
