@@ -2,51 +2,14 @@
 //! hand-checked walk, duplicate groups of identical rows (f16, -0.0), linked-query components,
 //! and determinism across thread pools and query chunks.
 
-use std::sync::OnceLock;
-
 use half::f16;
 use negmine_core::mine::{
     duplicate_groups, link_queries, mine, Filter, MineOptions, Mined, Sampling,
 };
 use negmine_core::{Error, IdLists, MatrixView, Metric, NoHooks};
 
-/// Pools of 1, 2 and 3 threads, built once.
-fn pool(threads: usize) -> &'static rayon::ThreadPool {
-    static POOLS: OnceLock<Vec<rayon::ThreadPool>> = OnceLock::new();
-    let pools = POOLS.get_or_init(|| {
-        (1..=3)
-            .map(|t| {
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(t)
-                    .build()
-                    .unwrap()
-            })
-            .collect()
-    });
-    &pools[threads - 1]
-}
-
-/// SplitMix64 for test data.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// Small integers in [-3, 3].
-    fn int(&mut self) -> f32 {
-        self.below(7) as f32 - 3.0
-    }
-}
+mod common;
+use common::{pool, Rng};
 
 fn lists(rows: &[Vec<i64>], n_corpus: usize) -> IdLists {
     let mut indptr = vec![0i64];
