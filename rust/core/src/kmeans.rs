@@ -7,8 +7,10 @@
 //!
 //! Initialisation is k-means++ (seeded D^2 sampling) over a seeded subset of at most
 //! `32 k + 1024` training rows, which keeps it cheap for thousands of clusters; training can
-//! use a seeded sample of rows, after which every row is assigned. Rows stream
-//! through in chunks, so a memory-mapped input is never copied whole; sums are accumulated in
+//! use a seeded sample of rows, after which every row is assigned. The training rows are
+//! converted once and kept when they take at most 1 GiB; otherwise, and for the final
+//! assignment of all rows, rows stream through in chunks, so a memory-mapped input is never
+//! copied whole; sums are accumulated in
 //! f64 chunk by chunk in row order, so results are identical for any thread count. An empty
 //! cluster takes the row that is worst served by its centroid (ties: smaller row index).
 
@@ -76,6 +78,8 @@ fn sample_rows(n: usize, count: usize, rng: &mut Rng) -> Vec<usize> {
         idx.swap(i, j);
     }
     idx.truncate(count);
+    // Row order makes a mapped file's reads sequential.
+    idx.sort_unstable();
     idx
 }
 
@@ -111,6 +115,23 @@ impl Geometry {
                     .sum()
             }
         }
+    }
+
+    /// `rows` of `data` converted into `out` (`rows.len() x width`), their bases into `bases`.
+    fn convert_rows(
+        &self,
+        pool: &rayon::ThreadPool,
+        data: &MatrixView<'_>,
+        rows: &[usize],
+        out: &mut [f32],
+        bases: &mut [f64],
+    ) {
+        pool.install(|| {
+            out.par_chunks_exact_mut(self.width())
+                .zip(bases.par_iter_mut())
+                .zip(rows.par_iter())
+                .for_each(|((out, base), &r)| *base = self.convert_row(data, r, out))
+        });
     }
 
     /// Centroids as the engine's corpus.
@@ -206,35 +227,94 @@ fn plus_plus(
     centroids
 }
 
-/// One pass over `rows` of `data`: nearest centroid and distance per row, and (optionally)
-/// the f64 sums and counts of the rows per cluster for the update.
-#[allow(clippy::too_many_arguments)]
+/// Rows to assign, as the engine sees them: converted chunk by chunk as they stream past, or
+/// converted once and kept (the training rows, when they fit [`KEEP_CONVERTED_BYTES`]).
+enum Rows<'a> {
+    Streamed {
+        data: &'a MatrixView<'a>,
+        rows: &'a [usize],
+    },
+    Converted {
+        rows: Vec<f32>,
+        bases: Vec<f64>,
+    },
+}
+
+/// Training rows up to this size are converted once instead of on every iteration (faiss
+/// likewise holds its training sample in memory).
+const KEEP_CONVERTED_BYTES: usize = 1 << 30;
+
+impl<'a> Rows<'a> {
+    fn streamed(data: &'a MatrixView<'a>, rows: &'a [usize]) -> Self {
+        Rows::Streamed { data, rows }
+    }
+
+    /// The rows converted once when they fit the budget, else streamed.
+    fn training(
+        pool: &rayon::ThreadPool,
+        data: &'a MatrixView<'a>,
+        rows: &'a [usize],
+        geometry: &Geometry,
+    ) -> Self {
+        let width = geometry.width();
+        if rows
+            .len()
+            .saturating_mul(width * std::mem::size_of::<f32>())
+            > KEEP_CONVERTED_BYTES
+        {
+            return Rows::streamed(data, rows);
+        }
+        let mut converted = vec![0.0f32; rows.len() * width];
+        let mut bases = vec![0.0f64; rows.len()];
+        geometry.convert_rows(pool, data, rows, &mut converted, &mut bases);
+        Rows::Converted {
+            rows: converted,
+            bases,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Rows::Streamed { rows, .. } => rows.len(),
+            Rows::Converted { bases, .. } => bases.len(),
+        }
+    }
+}
+
+/// One pass over `rows`: nearest centroid and distance per row, and (optionally) the f64 sums
+/// and counts of the rows per cluster for the update.
 fn assign(
     pool: &rayon::ThreadPool,
-    data: &MatrixView<'_>,
-    rows: &[usize],
+    rows: &Rows<'_>,
     geometry: &Geometry,
     centroids: &[f32],
     n_clusters: usize,
     mut sums: Option<(&mut [f64], &mut [u64])>,
     hooks: &mut dyn Hooks,
 ) -> Result<(Vec<u32>, Vec<f64>)> {
-    let width = geometry.width();
+    let (width, n) = (geometry.width(), rows.len());
     let engine_centroids = geometry.convert_centroids(centroids);
     let corpus = MatrixView::f32(&engine_centroids, n_clusters, width)?;
-    let mut assignments = Vec::with_capacity(rows.len());
-    let mut distances = Vec::with_capacity(rows.len());
-    let mut chunk = vec![0.0f32; CHUNK_ROWS.min(rows.len()) * width];
-    let mut bases = vec![0.0f64; CHUNK_ROWS.min(rows.len())];
-    for part in rows.chunks(CHUNK_ROWS) {
-        pool.install(|| {
-            chunk
-                .par_chunks_exact_mut(width)
-                .zip(bases.par_iter_mut())
-                .zip(part.par_iter())
-                .for_each(|((out, base), &r)| *base = geometry.convert_row(data, r, out))
-        });
-        let queries = MatrixView::f32(&chunk[..part.len() * width], part.len(), width)?;
+    let mut assignments = Vec::with_capacity(n);
+    let mut distances = Vec::with_capacity(n);
+    let mut chunk = Vec::new();
+    let mut chunk_bases = Vec::new();
+    for start in (0..n).step_by(CHUNK_ROWS) {
+        let len = CHUNK_ROWS.min(n - start);
+        let (converted, bases): (&[f32], &[f64]) = match rows {
+            Rows::Streamed { data, rows } => {
+                chunk.resize(len * width, 0.0);
+                chunk_bases.resize(len, 0.0);
+                let part = &rows[start..start + len];
+                geometry.convert_rows(pool, data, part, &mut chunk, &mut chunk_bases);
+                (&chunk, &chunk_bases)
+            }
+            Rows::Converted { rows, bases } => (
+                &rows[start * width..(start + len) * width],
+                &bases[start..start + len],
+            ),
+        };
+        let queries = MatrixView::f32(converted, len, width)?;
         let found = search(
             pool,
             &queries,
@@ -244,9 +324,9 @@ fn assign(
             hooks,
         )?;
         let first = assignments.len();
-        for (i, (&id, &score)) in found.ids.iter().zip(&found.scores).enumerate() {
+        for (&base, (&id, &score)) in bases.iter().zip(found.ids.iter().zip(&found.scores)) {
             assignments.push(id as u32);
-            distances.push(geometry.distance(bases[i], score));
+            distances.push(geometry.distance(base, score));
         }
         if let Some((sums, counts)) = sums.as_mut() {
             // Each cluster's rows are added in row order by one thread: the same sums for
@@ -264,7 +344,7 @@ fn assign(
                     .for_each(|((sum, count), rows)| {
                         *count += rows.len() as u64;
                         for &i in rows {
-                            let row = &chunk[i * width..i * width + dim];
+                            let row = &converted[i * width..i * width + dim];
                             for (s, &x) in sum.iter_mut().zip(row) {
                                 *s += f64::from(x);
                             }
@@ -300,7 +380,7 @@ pub fn kmeans(
             "at most 2^32 - 1 rows and clusters are supported",
         ));
     }
-    if let Some(row) = data.first_non_finite_row() {
+    if let Some(row) = data.first_non_finite_row_in(pool) {
         return Err(Error::invalid(format!(
             "row {row} contains NaN or infinity"
         )));
@@ -341,14 +421,18 @@ pub fn kmeans(
         }
     };
 
+    let training_rows = if opts.iterations > 0 {
+        Rows::training(pool, data, &training, &geometry)
+    } else {
+        Rows::streamed(data, &training)
+    };
     let mut history = Vec::with_capacity(opts.iterations);
     for _ in 0..opts.iterations {
         let mut sums = vec![0.0f64; k * dim];
         let mut counts = vec![0u64; k];
         let (_, distances) = assign(
             pool,
-            data,
-            &training,
+            &training_rows,
             &geometry,
             &centroids,
             k,
@@ -385,8 +469,17 @@ pub fn kmeans(
         }
     }
 
+    drop(training_rows);
     let all: Vec<usize> = (0..n).collect();
-    let (assignments, distances) = assign(pool, data, &all, &geometry, &centroids, k, None, hooks)?;
+    let (assignments, distances) = assign(
+        pool,
+        &Rows::streamed(data, &all),
+        &geometry,
+        &centroids,
+        k,
+        None,
+        hooks,
+    )?;
     Ok(KMeans {
         centroids,
         assignments,

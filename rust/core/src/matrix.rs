@@ -1,6 +1,7 @@
 //! Borrowed row-major matrices of f32 or f16 elements: the one input type of every algorithm.
 
 use half::f16;
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
@@ -120,13 +121,33 @@ impl<'a> MatrixView<'a> {
         if self.dim == 0 {
             return None;
         }
+        // Exponent bits all set: infinity or NaN. Tested without early exit per row so that
+        // the loop vectorises.
         match self.elements {
-            Elements::F32(s) => s
-                .chunks_exact(self.dim)
-                .position(|row| row.iter().any(|x| !x.is_finite())),
-            Elements::F16(s) => s
-                .chunks_exact(self.dim)
-                .position(|row| row.iter().any(|x| !x.is_finite())),
+            Elements::F32(s) => s.chunks_exact(self.dim).position(|row| {
+                row.iter().fold(false, |bad, x| {
+                    bad | (x.to_bits() & 0x7f80_0000 == 0x7f80_0000)
+                })
+            }),
+            Elements::F16(s) => s.chunks_exact(self.dim).position(|row| {
+                row.iter()
+                    .fold(false, |bad, x| bad | (x.to_bits() & 0x7c00 == 0x7c00))
+            }),
         }
+    }
+
+    /// [`Self::first_non_finite_row`] on the threads of `pool`, blocks of rows at a time.
+    pub fn first_non_finite_row_in(&self, pool: &rayon::ThreadPool) -> Option<usize> {
+        const BLOCK: usize = 4096;
+        pool.install(|| {
+            (0..self.rows.div_ceil(BLOCK))
+                .into_par_iter()
+                .find_map_first(|b| {
+                    let start = b * BLOCK;
+                    self.slice_rows(start, (start + BLOCK).min(self.rows))
+                        .first_non_finite_row()
+                        .map(|r| start + r)
+                })
+        })
     }
 }

@@ -112,6 +112,7 @@ fn depth_chunks(dim: usize) -> Vec<(usize, usize)> {
 }
 
 fn validate(
+    pool: &rayon::ThreadPool,
     queries: &MatrixView<'_>,
     corpus: &MatrixView<'_>,
     exclude: Option<&Exclusions>,
@@ -163,7 +164,7 @@ fn validate(
             }
         }
     }?;
-    if let Some(row) = queries.first_non_finite_row() {
+    if let Some(row) = queries.first_non_finite_row_in(pool) {
         return Err(Error::invalid(format!(
             "queries row {row} contains NaN or infinity"
         )));
@@ -255,14 +256,18 @@ impl Scorer<'_> {
                                 last.then(|| [select(ir), select(ir + 1)]),
                             );
                             if last {
-                                self.collect(&mut task, block, jr, ir, &masks[0], c0);
-                                self.collect(&mut task, block, jr, ir + 1, &masks[1], c1);
+                                if masks[0] != [0; MR] {
+                                    self.collect(&mut task, block, jr, ir, &masks[0], c0);
+                                }
+                                if masks[1] != [0; MR] {
+                                    self.collect(&mut task, block, jr, ir + 1, &masks[1], c1);
+                                }
                             }
                             ir += 2;
                         } else {
                             let s = last.then(|| select(ir));
                             let masks = kernels::tile(self.isa, kc, a(ir), b, c0, accumulate, s);
-                            if last {
+                            if last && masks != [0; MR] {
                                 self.collect(&mut task, block, jr, ir, &masks, c0);
                             }
                             ir += 1;
@@ -350,7 +355,7 @@ pub fn search(
     hooks: &mut dyn Hooks,
 ) -> Result<Neighbors> {
     let k = opts.k;
-    validate(queries, corpus, exclude, k)?;
+    validate(pool, queries, corpus, exclude, k)?;
     let isa = opts.isa.unwrap_or_else(Isa::detect);
     let cosine = opts.metric == Metric::Cosine;
     let (n_queries, n, dim) = (queries.rows(), corpus.rows(), corpus.dim());

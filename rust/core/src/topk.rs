@@ -1,11 +1,17 @@
 //! Per-query top-k candidate buffers with a threshold that rejects most scores before they are
 //! stored: survivors are appended to a buffer of about `2k`, which is cut back to the best `k`
-//! (quickselect) when full, and the k-th best score becomes the new threshold.
+//! (quickselect) when full, and the k-th best score becomes the new threshold. For small `k`
+//! (k-means' assignment step has `k = 1`) the buffer is instead kept ranked and exactly `k`
+//! long, so that the threshold tightens with every survivor from the k-th one on: with a
+//! `2k + 64` buffer the first `2k + 64` scores of every query would all survive.
 //!
 //! Order: higher score first, ties broken by smaller id. Scores are canonicalised on entry (NaN
 //! becomes -inf, -0.0 becomes +0.0) so that the order is total and agrees with `==` on floats.
 
 use std::cmp::Ordering;
+
+/// Up to this `k`, candidates are kept ranked by insertion (see the module documentation).
+const RANKED_MAX_K: usize = 16;
 
 /// A scored corpus row.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -49,22 +55,44 @@ impl Candidates {
         2 * self.k + 64
     }
 
-    /// Adds a candidate. Returns the new threshold when the buffer was cut back, i.e. the score
-    /// that a later candidate must beat (`!(score <= threshold)`) to matter.
+    /// Adds a candidate. Returns the new threshold when it changed, i.e. the score that a
+    /// later candidate must beat (`!(score <= threshold)`) to matter.
     #[inline]
     pub fn push(&mut self, score: f32, id: u32) -> Option<f32> {
+        let scored = Scored {
+            score: canonical(score),
+            id,
+        };
+        if self.k <= RANKED_MAX_K {
+            return self.insert(scored);
+        }
         if self.items.capacity() == 0 {
             self.items.reserve_exact(self.capacity());
         }
-        self.items.push(Scored {
-            score: canonical(score),
-            id,
-        });
+        self.items.push(scored);
         if self.items.len() >= self.capacity() {
             Some(self.cut())
         } else {
             None
         }
+    }
+
+    /// The small-`k` path: `items` stays ranked and at most `k` long.
+    #[inline]
+    fn insert(&mut self, scored: Scored) -> Option<f32> {
+        let k = self.k;
+        let at = self
+            .items
+            .partition_point(|x| rank(x, &scored) == Ordering::Less);
+        if at >= k {
+            return None;
+        }
+        if self.items.capacity() == 0 {
+            self.items.reserve_exact(k + 1);
+        }
+        self.items.insert(at, scored);
+        self.items.truncate(k);
+        (self.items.len() == k).then(|| self.items[k - 1].score)
     }
 
     fn cut(&mut self) -> f32 {
@@ -77,6 +105,10 @@ impl Candidates {
     /// Merges another query's buffer for the same query (a different corpus shard).
     pub fn absorb(&mut self, other: Candidates) {
         for s in other.items {
+            if self.k <= RANKED_MAX_K {
+                self.insert(s);
+                continue;
+            }
             self.items.push(s);
             if self.items.len() >= self.capacity() {
                 self.cut();
@@ -111,13 +143,55 @@ mod tests {
 
     #[test]
     fn threshold_after_cut_is_kth_best() {
-        let mut c = Candidates::new(2);
+        let mut c = Candidates::new(RANKED_MAX_K + 1);
         let mut threshold = None;
         for id in 0..c.capacity() as u32 {
             threshold = c.push(id as f32, id).or(threshold);
         }
         let n = c.capacity() as f32;
-        assert_eq!(threshold, Some(n - 2.0));
+        assert_eq!(threshold, Some(n - (RANKED_MAX_K + 1) as f32));
+    }
+
+    #[test]
+    fn ranked_path_tightens_the_threshold_with_every_survivor() {
+        let mut c = Candidates::new(2);
+        assert_eq!(c.push(1.0, 0), None);
+        assert_eq!(c.push(3.0, 1), Some(1.0));
+        assert_eq!(c.push(2.0, 2), Some(2.0));
+        // Ties rank by smaller id; a later equal score with a larger id changes nothing.
+        assert_eq!(c.push(2.0, 3), None);
+        assert_eq!(c.push(2.0, 0), Some(2.0));
+        let best: Vec<u32> = c.into_sorted().iter().map(|s| s.id).collect();
+        assert_eq!(best, vec![1, 0]);
+    }
+
+    #[test]
+    fn both_paths_agree_with_a_full_sort() {
+        let mut rng = crate::rng::Rng::stream(3, 0, 0, 0);
+        for k in [1, 2, RANKED_MAX_K, RANKED_MAX_K + 1, 40] {
+            let scores: Vec<f32> = (0..500).map(|_| rng.below(50) as f32).collect();
+            let mut all: Vec<Scored> = scores
+                .iter()
+                .enumerate()
+                .map(|(id, &score)| Scored {
+                    score,
+                    id: id as u32,
+                })
+                .collect();
+            all.sort_by(rank);
+            all.truncate(k);
+            // Two shards merged, as the sharded search does.
+            let (mut a, mut b) = (Candidates::new(k), Candidates::new(k));
+            for (id, &score) in scores.iter().enumerate() {
+                if id % 3 == 0 {
+                    a.push(score, id as u32);
+                } else {
+                    b.push(score, id as u32);
+                }
+            }
+            a.absorb(b);
+            assert_eq!(a.into_sorted(), all, "k = {k}");
+        }
     }
 
     #[test]
