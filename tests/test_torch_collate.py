@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,6 +15,7 @@ torch = pytest.importorskip("torch")
 from torch.utils.data import DataLoader  # noqa: E402
 
 import negmine  # noqa: E402
+from negmine.errors import FormatError, InvalidArgumentError, InvalidTypeError  # noqa: E402
 from negmine.torch import (  # noqa: E402
     ClusterBatchSampler,
     Collator,
@@ -201,6 +204,256 @@ def test_dataloader_with_cluster_sampler() -> None:
             assert not batch["false_negative_mask"][torch.arange(b), torch.arange(b)].any()
             np.testing.assert_array_equal(
                 batch["false_negative_mask"].numpy(), brute_mask(batch, result, groups)
+            )
+            seen.extend(batch["query_ids"].tolist())
+    assert set(seen) == set(range(40))
+
+
+# ---------------------------------------------------------------------------------------------
+# Embedding lookup
+
+
+def expected_rows(matrix: np.ndarray, ids: Any) -> np.ndarray:
+    """Rows ``ids`` of ``matrix`` by plain numpy indexing, zeros for negative ids."""
+    ids = np.asarray(ids)
+    out = np.zeros((len(ids), matrix.shape[1]), dtype=matrix.dtype)
+    out[ids >= 0] = matrix[ids[ids >= 0]]
+    return out
+
+
+def embeddings_arg(matrix: np.ndarray, kind: str, path: Path) -> Any:
+    if kind == "array":
+        return matrix
+    if kind == "np.save":
+        np.save(path, matrix)
+    else:
+        negmine.save_embeddings(path, matrix)
+    return str(path) if kind == "str" else path
+
+
+@pytest.mark.parametrize("np_dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("kind", ["array", "str", "np.save"])
+def test_embedding_lookup_matches_numpy(tmp_path: Path, np_dtype: Any, kind: str) -> None:
+    r = random_result(11, n_queries=12, n_corpus=30, n=4)
+    rng = np.random.default_rng(2)
+    q = rng.standard_normal((12, 6)).astype(np_dtype)
+    c = rng.standard_normal((30, 10)).astype(np_dtype)  # another dim than the queries
+    ds = HardNegativeDataset(r)
+    collator = ds.collator(
+        query_embeddings=embeddings_arg(q, kind, tmp_path / "q.npy"),
+        corpus_embeddings=embeddings_arg(c, kind, tmp_path / "c.npy"),
+    )
+    torch_dtype = torch.float32 if np_dtype == np.float32 else torch.float16
+    for idx in ([0, 4, 7], [11, 3, 3, 0, 9], list(range(12))):
+        batch = collator([ds[i] for i in idx])
+        cand = batch["candidate_ids"].numpy()
+        assert (cand == -1).any() or idx == [0, 4, 7]
+        qe, ce = batch["query_embeddings"], batch["candidate_embeddings"]
+        assert qe.shape == (len(idx), 6) and ce.shape == (len(cand), 10)
+        assert qe.dtype == torch_dtype and ce.dtype == torch_dtype
+        assert qe.is_contiguous() and ce.is_contiguous()
+        np.testing.assert_array_equal(qe.numpy(), q[idx])
+        np.testing.assert_array_equal(ce.numpy(), expected_rows(c, cand))
+        # the tensors own writable memory: not views into a (read-only) map or the input array
+        ce.add_(1)
+        qe.add_(1)
+        np.testing.assert_array_equal(ce.numpy(), expected_rows(c, cand) + np_dtype(1))
+    # the ids and the mask are those of a collator without embeddings
+    plain = ds.collator()([ds[i] for i in (0, 4, 7)])
+    again = collator([ds[i] for i in (0, 4, 7)])
+    for key, value in plain.items():
+        assert torch.equal(again[key], value)
+    assert set(again) == set(plain) | {"query_embeddings", "candidate_embeddings"}
+    # the function form gives the same, and each side is optional
+    items = [ds[i] for i in (5, 2)]
+    only_corpus = collate(items, corpus_embeddings=c)
+    assert "query_embeddings" not in only_corpus
+    np.testing.assert_array_equal(
+        only_corpus["candidate_embeddings"].numpy(),
+        expected_rows(c, only_corpus["candidate_ids"].numpy()),
+    )
+    only_queries = Collator(query_embeddings=embeddings_arg(q, kind, tmp_path / "q2.npy"))(items)
+    assert "candidate_embeddings" not in only_queries
+    np.testing.assert_array_equal(only_queries["query_embeddings"].numpy(), q[[5, 2]])
+
+
+def test_missing_ids_give_zero_rows(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    q = rng.standard_normal((5, 4)).astype(np.float32) + 10  # no row is zero
+    c = rng.standard_normal((9, 3)).astype(np.float16) + 10
+    negmine.save_embeddings(tmp_path / "c.npy", c)
+    items = [
+        {"query": 1, "positive": -1, "negatives": np.array([-1, 8, 2])},
+        {"query": -1, "positive": 0, "negatives": np.array([8, -1, -1])},
+    ]
+    batch = collate(items, query_embeddings=q, corpus_embeddings=tmp_path / "c.npy")
+    assert batch["candidate_ids"].tolist() == [-1, 0, -1, 8, 2, 8, -1, -1]
+    ce = batch["candidate_embeddings"].numpy()
+    missing = [0, 2, 6, 7]
+    assert not ce[missing].any()
+    np.testing.assert_array_equal(ce[[1, 3, 4, 5]], c[[0, 8, 2, 8]])
+    qe = batch["query_embeddings"].numpy()
+    np.testing.assert_array_equal(qe[0], q[1])
+    assert not qe[1].any()
+    # missing candidates are masked in every row
+    assert batch["false_negative_mask"][:, missing].all()
+    # a batch of nothing but padding: all zeros, nothing read
+    empty = collate([{"query": -1, "positive": -1, "negatives": [-1]}], corpus_embeddings=c)
+    assert empty["candidate_embeddings"].shape == (2, 3) and not empty["candidate_embeddings"].any()
+
+
+def test_dtype_conversion(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    c16 = rng.standard_normal((20, 8)).astype(np.float16)
+    negmine.save_embeddings(tmp_path / "c.npy", c16)
+    r = random_result(5, n_queries=6, n_corpus=20, n=3)
+    ds = HardNegativeDataset(r)
+    items = [ds[i] for i in range(6)]
+    for target in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+        batch = ds.collator(corpus_embeddings=tmp_path / "c.npy", dtype=target)(items)
+        ce = batch["candidate_embeddings"]
+        assert ce.dtype == target and ce.is_contiguous()
+        want = torch.from_numpy(expected_rows(c16, batch["candidate_ids"].numpy())).to(target)
+        assert torch.equal(ce, want)
+    # float32 storage converted down
+    c32 = c16.astype(np.float32) + np.float32(1e-4)
+    batch = collate(items, corpus_embeddings=c32, dtype=torch.float16)
+    assert batch["candidate_embeddings"].dtype == torch.float16
+    np.testing.assert_array_equal(
+        batch["candidate_embeddings"].numpy(),
+        expected_rows(c32, batch["candidate_ids"].numpy()).astype(np.float16),
+    )
+    # float64 arrays are accepted as float32 (the package's usual rule)
+    batch = collate(items, query_embeddings=rng.standard_normal((6, 2)))
+    assert batch["query_embeddings"].dtype == torch.float32
+    for bad in (np.float32, "float32", torch.int64, torch.bool):
+        with pytest.raises(InvalidTypeError, match="dtype"):
+            Collator(corpus_embeddings=c16, dtype=bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            collate(items, corpus_embeddings=c16, dtype=bad)  # type: ignore[arg-type]
+
+
+def test_out_of_range_ids(tmp_path: Path) -> None:
+    r = random_result(6, n_queries=12, n_corpus=30, n=4)
+    ds = HardNegativeDataset(r)
+    c = np.zeros((20, 4), dtype=np.float32)  # corpus ids go up to 29
+    path = tmp_path / "small_corpus.npy"
+    negmine.save_embeddings(path, c)
+    collator = ds.collator(corpus_embeddings=path)
+    items = [ds[i] for i in range(12)]
+    cand = collate(items)["candidate_ids"].numpy()
+    bad = sorted(set(cand[cand >= 20].tolist()))
+    assert bad, "the test needs ids past the file's rows"
+    with pytest.raises(InvalidArgumentError) as info:
+        collator(items)
+    message = str(info.value)
+    assert "small_corpus.npy" in message and "20 rows" in message
+    assert str(bad[0]) in message and "candidate" in message
+    # ids that fit are fine
+    fits = [it for it in items if (np.asarray(it["negatives"]) < 20).all() and it["positive"] < 20]
+    assert fits, "the test needs items whose ids all fit"
+    assert collator(fits)["candidate_embeddings"].shape[0] == 5 * len(fits)
+    # queries: 12 queries, 5 rows of query embeddings
+    with pytest.raises(InvalidArgumentError, match=r"query ids 5, 7.*query_embeddings.*5 rows"):
+        collate([ds[7], ds[2], ds[5]], query_embeddings=np.ones((5, 3), dtype=np.float16))
+
+
+def test_bad_embeddings_fail_at_construction(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        Collator(corpus_embeddings=tmp_path / "missing.npy")
+    with pytest.raises(FileNotFoundError):
+        HardNegativeDataset(random_result(0)).collator(query_embeddings=str(tmp_path / "no.npy"))
+    garbage = tmp_path / "garbage.npy"
+    garbage.write_bytes(b"not an npy file at all")
+    with pytest.raises(FormatError):
+        Collator(query_embeddings=garbage)
+    np.save(tmp_path / "f64.npy", np.ones((3, 2)))
+    with pytest.raises(FormatError, match="float64"):
+        Collator(corpus_embeddings=tmp_path / "f64.npy")
+    np.save(tmp_path / "3d.npy", np.ones((3, 2, 2), dtype=np.float32))
+    with pytest.raises(FormatError):
+        Collator(corpus_embeddings=tmp_path / "3d.npy")
+    with pytest.raises(IsADirectoryError):
+        Collator(corpus_embeddings=tmp_path)
+    with pytest.raises(InvalidArgumentError, match="2-D"):
+        Collator(corpus_embeddings=np.ones(4, dtype=np.float32))
+    with pytest.raises(InvalidArgumentError, match="2-D"):
+        collate([], query_embeddings=np.ones((2, 2, 2), dtype=np.float32))
+    with pytest.raises(InvalidTypeError, match="corpus_embeddings"):
+        Collator(corpus_embeddings=np.ones((3, 2), dtype=np.int64))
+    # the two sides may have different dims (asymmetric models): no error
+    Collator(
+        query_embeddings=np.ones((3, 2), np.float32), corpus_embeddings=np.ones((5, 7), np.float16)
+    )
+
+
+def test_pickle_carries_the_path_not_the_data(tmp_path: Path) -> None:
+    rng = np.random.default_rng(8)
+    c = rng.standard_normal((50_000, 64)).astype(np.float32)
+    path = tmp_path / "corpus.npy"
+    negmine.save_embeddings(path, c)
+    neg = rng.integers(-1, 50_000, size=(10, 5))
+    r = SimpleNamespace(
+        negative_ids=neg,
+        positive_indptr=np.arange(11, dtype=np.int64),
+        positive_ids=rng.integers(0, 50_000, size=10),
+    )
+    ds = HardNegativeDataset(r)
+    items = [ds[i] for i in range(10)]
+    collator = ds.collator(corpus_embeddings=path, dtype=torch.float32)
+    assert len(pickle.dumps(collator)) < 10_000
+    first = collator(items)  # the file is mapped now: pickling must still leave it out
+    blob = pickle.dumps(collator)
+    assert len(blob) < 10_000
+    clone = pickle.loads(blob)
+    second = clone(items)
+    assert torch.equal(first["candidate_embeddings"], second["candidate_embeddings"])
+    np.testing.assert_array_equal(
+        second["candidate_embeddings"].numpy(), expected_rows(c, second["candidate_ids"].numpy())
+    )
+    # the clone reads the file itself: one replaced by another shape is noticed
+    fresh = pickle.loads(blob)
+    negmine.save_embeddings(path, c[:100])
+    with pytest.raises(InvalidArgumentError, match="changed"):
+        fresh(items)
+    # an in-memory array is pickled with the collator (documented: use a path for big corpora)
+    assert len(pickle.dumps(Collator(corpus_embeddings=c[:1000]))) > c[:1000].nbytes
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_dataloader_workers_look_up_embeddings(tmp_path: Path, context: str) -> None:
+    rng = np.random.default_rng(9)
+    queries = rng.standard_normal((40, 8)).astype(np.float32)
+    corpus = rng.standard_normal((120, 8)).astype(np.float32)
+    positives = [[i, (i + 1) % 120] for i in range(40)]
+    result = negmine.mine(queries, corpus, positives, num_negatives=4, duplicates=None)
+    negmine.save_embeddings(tmp_path / "corpus.npy", corpus.astype(np.float16))
+    ds = HardNegativeDataset(result, resample=True, num_negatives=3, seed=7)
+    collator = ds.collator(
+        query_embeddings=queries, corpus_embeddings=tmp_path / "corpus.npy", dtype=torch.float32
+    )
+    sampler = ClusterBatchSampler(rng.integers(0, 4, size=40), batch_size=8, seed=7)
+    loader = DataLoader(
+        ds,
+        batch_sampler=sampler,
+        collate_fn=collator,
+        num_workers=2,
+        multiprocessing_context=context,
+    )
+    seen = []
+    for e in range(2):
+        sampler.set_epoch(e)
+        ds.set_epoch(e)
+        for batch in loader:
+            b = len(batch["query_ids"])
+            assert batch["candidate_embeddings"].shape == (4 * b, 8)
+            assert batch["candidate_embeddings"].dtype == torch.float32
+            np.testing.assert_array_equal(
+                batch["query_embeddings"].numpy(), queries[batch["query_ids"].numpy()]
+            )
+            want = expected_rows(corpus.astype(np.float16), batch["candidate_ids"].numpy())
+            np.testing.assert_array_equal(
+                batch["candidate_embeddings"].numpy(), want.astype(np.float32)
             )
             seen.extend(batch["query_ids"].tolist())
     assert set(seen) == set(range(40))
