@@ -30,12 +30,12 @@ from typing import Any
 import numpy as np
 
 import negmine
+from readme_block import write_block
 from streaming import DEFAULT_DATA_DIR, REPO, corpus_file, queries_file
 
 METHODS = ("faiss", "numpy", "torch", "hnswlib")  # peers; negmine is the reference
 SECTIONS = ("throughput", "latency", "streaming")
 BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
 MIB = 1 << 20
 
 Result = tuple[np.ndarray, np.ndarray]  # (scores f32[Q,k], ids i64[Q,k])
@@ -550,31 +550,6 @@ def render(
     return "\n".join(out) + "\n"
 
 
-def write_readme(path: Path, block: str) -> bool:
-    """Replaces the text between the bench markers; never creates them. Temp file + rename, so a
-    concurrent reader sees the old or the new README, never half of one."""
-    if not path.exists():
-        print(f"{path} not found; README not written", file=sys.stderr)
-        return False
-    text = path.read_text()
-    start, end = text.find(README_START), text.find(README_END)
-    if start < 0 or end < start:
-        print(f"{path}: no {README_START} ... {README_END} block; not written", file=sys.stderr)
-        return False
-    new = text[: start + len(README_START)] + "\n" + block + text[end:]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(new)
-        os.chmod(tmp, path.stat().st_mode & 0o777)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    print(f"wrote the bench block of {path}", file=sys.stderr)
-    return True
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -642,7 +617,7 @@ def main(argv: list[str] | None = None) -> None:
             )
         )
     if args.write_readme:
-        write_readme(args.readme, block)
+        write_block("bench", block, args.readme)
     if limiter is not None:
         limiter.restore_original_limits()
 

@@ -1,23 +1,31 @@
 """negmine.kmeans vs faiss.Kmeans in one run, same data, settings and threads.
 
     python benches/kmeans_compare.py                 # 1M x 384, 1024 clusters, 10 iterations
+    python benches/kmeans_compare.py --seeds 1,2,3 --write-readme
     python benches/kmeans_compare.py --quick         # 100k x 128, 256 clusters
 
 Both train on the same number of rows (faiss' default of 256 per centroid) and then assign
 every row; inertia is the sum of squared distances (L2) or of 1 - cos (cosine) over all rows.
+faiss starts from random rows; negmine is run with its default k-means++ start and with
+``init="random"`` (faiss' start). Times are wall clock of the whole job (train + assign all
+rows); with several seeds a row shows the median time and the range of the inertia ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+import sys
 import time
 
 import numpy as np
 
 import negmine
+from readme_block import write_block
 
 
 def data(n: int, d: int, k: int, seed: int) -> np.ndarray:
+    """``n`` rows around ``k`` Gaussian centres (seeded)."""
     rng = np.random.default_rng(seed)
     centers = rng.standard_normal((k, d), dtype=np.float32) * 2
     out = np.empty((n, d), dtype=np.float32)
@@ -28,57 +36,91 @@ def data(n: int, d: int, k: int, seed: int) -> np.ndarray:
     return out
 
 
+def run_negmine(
+    x: np.ndarray, args: argparse.Namespace, metric: str, init: str, seed: int
+) -> tuple[float, float]:
+    start = time.perf_counter()
+    _, _, inertia = negmine.kmeans(
+        x,
+        args.clusters,
+        metric=metric,
+        iterations=args.iterations,
+        seed=seed,
+        sample=min(len(x), 256 * args.clusters),
+        init=init,
+        threads=args.threads,
+    )
+    return time.perf_counter() - start, inertia
+
+
+def run_faiss(
+    x: np.ndarray, args: argparse.Namespace, metric: str, seed: int
+) -> tuple[float, float]:
+    import faiss
+
+    km = faiss.Kmeans(
+        x.shape[1], args.clusters, niter=args.iterations, seed=seed, spherical=metric == "cosine"
+    )
+    start = time.perf_counter()
+    km.train(x)
+    distances, _ = km.index.search(x, 1)
+    seconds = time.perf_counter() - start
+    inertia = float(distances.sum()) if metric == "l2" else float((1 - distances).sum())
+    return seconds, inertia
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--clusters", type=int, default=1024)
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seeds", default="1", help="comma-separated k-means seeds")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--write-readme", action="store_true", help="rewrite the README block")
     args = parser.parse_args()
     if args.quick:
         args.rows, args.dim, args.clusters = 100_000, 128, 256
+    seeds = [int(s) for s in args.seeds.split(",")]
     import faiss
 
     faiss.omp_set_num_threads(args.threads)
     x = data(args.rows, args.dim, args.clusters, 0)
     sample = min(args.rows, 256 * args.clusters)
-    print(
-        f"k-means: {args.rows:,} x {args.dim}, {args.clusters} clusters, {args.iterations} "
-        f"iterations, trained on {sample:,} rows, {args.threads} threads"
-    )
-    print(
+    lines = [
+        f"{args.rows:,} x {args.dim} f32, {args.clusters} clusters, {args.iterations} "
+        f"iterations, trained on {sample:,} rows, then all rows assigned; {args.threads} "
+        f"threads; seeds {args.seeds}; faiss {faiss.__version__}",
+        "",
         "| metric | negmine init | negmine s | faiss s | speed (faiss / negmine) "
-        "| inertia (negmine / faiss) |"
-    )
-    print("|---|---|---|---|---|---|")
-    for metric, init in [(m, i) for m in ("l2", "cosine") for i in ("k-means++", "random")]:
+        "| inertia (negmine / faiss) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    print(lines[0], flush=True)
+    for metric in ("l2", "cosine"):
         xx = x if metric == "l2" else x / np.linalg.norm(x, axis=1, keepdims=True)
-        start = time.perf_counter()
-        _, _, inertia = negmine.kmeans(
-            xx,
-            args.clusters,
-            metric=metric,
-            iterations=args.iterations,
-            seed=1,
-            sample=sample,
-            init=init,
-            threads=args.threads,
-        )
-        negmine_s = time.perf_counter() - start
-        km = faiss.Kmeans(
-            args.dim, args.clusters, niter=args.iterations, seed=1, spherical=metric == "cosine"
-        )
-        start = time.perf_counter()
-        km.train(xx)
-        distances, _ = km.index.search(xx, 1)
-        faiss_s = time.perf_counter() - start
-        faiss_inertia = float(distances.sum()) if metric == "l2" else float((1 - distances).sum())
-        print(
-            f"| {metric} | {init} | {negmine_s:.1f} | {faiss_s:.1f} | {faiss_s / negmine_s:.2f} | "
-            f"{inertia / faiss_inertia:.4f} |"
-        )
+        faiss_runs = [run_faiss(xx, args, metric, seed) for seed in seeds]
+        for init in ("k-means++", "random"):
+            ours = [run_negmine(xx, args, metric, init, seed) for seed in seeds]
+            ratios = [o[1] / f[1] for o, f in zip(ours, faiss_runs)]
+            ours_s = statistics.median(o[0] for o in ours)
+            faiss_s = statistics.median(f[0] for f in faiss_runs)
+            inertia = (
+                f"{ratios[0]:.3f}"
+                if len(ratios) == 1
+                else f"{statistics.mean(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f})"
+            )
+            line = (
+                f"| {metric} | {init} | {ours_s:.1f} | {faiss_s:.1f} | "
+                f"{faiss_s / ours_s:.2f} | {inertia} |"
+            )
+            lines.append(line)
+            print(line, flush=True)
+    command = "python " + " ".join(["benches/kmeans_compare.py", *sys.argv[1:]])
+    block = "\n".join([*lines, "", f"`{command}`"])
+    if args.write_readme:
+        write_block("kmeans-bench", block)
 
 
 if __name__ == "__main__":

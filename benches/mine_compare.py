@@ -59,10 +59,10 @@ from typing import Any
 
 import numpy as np
 
+from readme_block import write_block
+
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO / "bench-data"
-README = REPO / "README.md"
-START, END = "<!-- mine-bench:start -->", "<!-- mine-bench:end -->"
 METHODS = ("negmine", "negmine-st-depth", "st-torch", "st-faiss")
 NUM_NEGATIVES = 5
 RELATIVE_MARGIN = 0.05
@@ -408,23 +408,6 @@ def mem_total() -> int:
     return 0
 
 
-def write_readme(block: str) -> None:
-    if not README.exists():
-        print(f"{README} not found: not written", file=sys.stderr)
-        return
-    text = README.read_text()
-    if START not in text or END not in text:
-        print(f"no {START} ... {END} markers in README.md: not written", file=sys.stderr)
-        return
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    new = f"{head}{START}\n{block}\n{END}{tail}"
-    tmp = README.with_name(README.name + f".tmp{os.getpid()}")
-    tmp.write_text(new)
-    os.replace(tmp, README)
-    print(f"wrote the mine-bench block of {README}", file=sys.stderr)
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -516,7 +499,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         args.json.write_text(json.dumps({"command": command, "results": raw}, indent=1))
     if args.write_readme:
-        write_readme(block)
+        write_block("mine-bench", block)
 
 
 if __name__ == "__main__":

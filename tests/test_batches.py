@@ -207,6 +207,38 @@ def test_topic_batches_are_single_cluster() -> None:
     assert plan.uniform and plan.to_array().shape == (len(plan), 16)
 
 
+def mean_in_batch_cosine(plan: BatchPlan, x: np.ndarray) -> float:
+    total = pairs = 0.0
+    for batch in plan:
+        q = x[batch]
+        sims = q @ q.T
+        total += float(sims.sum() - np.trace(sims))
+        pairs += len(batch) * (len(batch) - 1)
+    return total / pairs
+
+
+def test_topic_batches_from_kmeans_are_more_similar_than_random_batches() -> None:
+    # Queries around 40 topics, clustered by negmine.kmeans: a topic batch holds related
+    # queries (hard in-batch negatives), a random one mostly unrelated ones.
+    import negmine
+
+    rng = np.random.default_rng(5)
+    centers = rng.standard_normal((40, 32)).astype(np.float32)
+    x = centers[rng.integers(0, 40, 4000)] + 0.8 * rng.standard_normal((4000, 32)).astype(
+        np.float32
+    )
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    _, clusters, _ = negmine.kmeans(x, 40, metric="cosine", seed=0)
+    random_plan = batches.ngame(np.zeros(len(x), dtype=np.int64), 32, seed=0, epoch=0)
+    topic = mean_in_batch_cosine(batches.topic(clusters, 32, seed=0, epoch=0), x)
+    two = mean_in_batch_cosine(
+        batches.topic(clusters, 32, seed=0, epoch=0, clusters_per_batch=2), x
+    )
+    base = mean_in_batch_cosine(random_plan, x)
+    assert topic > two > base
+    assert topic / base > 3, (topic, base)
+
+
 def test_uniform_weighting_vs_size_weighting() -> None:
     # 90 rows in cluster 0, 10 in cluster 1, batch 1: the first batch is cluster 1 with
     # probability 1/2 (uniform) or 1/10 (size).
