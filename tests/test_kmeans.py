@@ -122,3 +122,40 @@ def test_non_finite_rows_are_named():
     x[7, 1] = np.inf
     with pytest.raises(ValueError, match="row 7"):
         negmine.kmeans(x, 2)
+
+
+def test_coarsen_clusters_merges_neighbouring_clusters():
+    # 6 well-separated regions, each holding 4 tight sub-blobs: 24 fine clusters merged into
+    # 6 groups must give back the regions (every sub-blob of a region in one group).
+    rng = np.random.default_rng(4)
+    regions = rng.standard_normal((6, 16)).astype(np.float32) * 10
+    subs = (np.repeat(regions, 4, axis=0) + rng.standard_normal((24, 16)) * 1.0).astype(np.float32)
+    label = np.arange(2400) % 24
+    x = (subs[label] + 0.05 * rng.standard_normal((2400, 16))).astype(np.float32)
+    centroids, fine, _ = negmine.kmeans(x, 24, metric="l2", seed=0)
+    coarse = negmine.coarsen_clusters(centroids, fine, 6, metric="l2", seed=0)
+    assert coarse.dtype == np.int64 and coarse.shape == (2400,)
+    # Each fine cluster maps to exactly one group, and each group is one region.
+    for c in range(24):
+        assert len(np.unique(coarse[fine == c])) == 1
+    for g in range(6):
+        assert len(np.unique(label[coarse == g] // 4)) == 1
+    assert len(np.unique(coarse)) == 6
+    again = negmine.coarsen_clusters(centroids, fine, 6, metric="l2", seed=0)
+    assert np.array_equal(coarse, again)
+
+
+@pytest.mark.parametrize(
+    ("assignments", "n_clusters", "error", "message"),
+    [
+        (np.array([0, 1, 5]), 2, ValueError, r"assignments must be in \[0, 4\)"),
+        (np.array([0, -1]), 2, ValueError, "assignments must be in"),
+        (np.array([[0, 1]]), 2, ValueError, "1-D integer"),
+        (np.array([0.0, 1.0]), 2, ValueError, "1-D integer"),
+        (np.array([0, 1]), 5, ValueError, "n_clusters"),
+    ],
+)
+def test_coarsen_clusters_bad_input(assignments, n_clusters, error, message):
+    centroids = np.eye(4, dtype=np.float32)
+    with pytest.raises(error, match=message):
+        negmine.coarsen_clusters(centroids, assignments, n_clusters)

@@ -271,6 +271,37 @@ def test_mismatched_state_refused(change: dict[str, Any], word: str) -> None:
         other.load_state_dict(state)
 
 
+def test_set_clusters_grows_clusters_and_guards_the_state() -> None:
+    import negmine
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((600, 8)).astype(np.float32)
+    centroids, fine, _ = negmine.kmeans(x, 60, seed=0)
+    coarse = negmine.coarsen_clusters(centroids, fine, 6, seed=0)
+    s = ClusterBatchSampler(fine, 16, plan="topic", seed=2, num_replicas=2, rank=1)
+    s2 = ClusterBatchSampler(coarse, 16, plan="topic", seed=2, num_replicas=2, rank=1)
+    s.set_epoch(1)
+    s2.set_epoch(1)
+    # Resume point of the fine plan; new clusters drop it, the same clusters keep it.
+    it = iter(s)
+    next(it)
+    state = s.state_dict()
+    s.load_state_dict(state)
+    s.set_clusters(fine.copy())
+    assert len(s) == len(list(ClusterBatchSampler(fine, 16, seed=2, num_replicas=2, rank=1))) - 1
+    s.set_clusters(coarse)
+    assert len(s) == len(s2)  # a topic plan's count follows the cluster sizes
+    assert list(s) == list(s2)
+    # A state saved under other clusters is refused.
+    with pytest.raises(ValueError, match="clusters_digest"):
+        s.load_state_dict(state)
+    with pytest.raises(ValueError, match="one id per dataset row"):
+        s.set_clusters(coarse[:-1])
+    with pytest.raises(ValueError):
+        s.set_clusters(np.full(600, -1))
+    assert list(s) == list(s2)  # a refused change leaves the sampler as it was
+
+
 def test_bad_state_refused() -> None:
     s = ClusterBatchSampler(clusters_for(100), 8)
     state = s.state_dict()

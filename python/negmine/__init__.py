@@ -9,7 +9,7 @@ from __future__ import annotations
 from negmine import batches
 from negmine._core import Embeddings, __version__, cpu_features
 from negmine.batches import BatchPlan
-from negmine.cluster import kmeans
+from negmine.cluster import coarsen_clusters, kmeans
 from negmine.embed import embed_texts
 from negmine.errors import (
     FormatError,
@@ -36,6 +36,7 @@ __all__ = [
     "NegmineError",
     "__version__",
     "batches",
+    "coarsen_clusters",
     "cpu_features",
     "embed_texts",
     "kmeans",

@@ -249,9 +249,12 @@ def ngame(
     ``n % batch_size`` rows when that is not zero; ``drop_last`` leaves it out. Count:
     :func:`ngame_count`.
 
-    NGAME grows the cluster size during training: re-cluster upstream (fewer, larger
-    clusters, e.g. ``negmine.kmeans`` with a smaller ``n_clusters``) every few epochs and pass
-    the new ``clusters``; the count does not depend on the clusters, so it stays the same.
+    NGAME grows the cluster size during training: cluster once into many small clusters
+    (``negmine.kmeans``), then every few epochs pass coarser ones,
+    ``negmine.coarsen_clusters(centroids, assignments, fewer)`` (neighbouring clusters
+    merged), or a re-clustering with the current model; the count does not depend on the
+    clusters, so it stays the same (``ClusterBatchSampler.set_clusters`` does this in a
+    training loop).
 
     ``conflicts``: see :func:`separate`.
     """

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from negmine import _core
 from negmine._inputs import EmbeddingsLike, as_matrix, positive_int, read_only
@@ -55,3 +56,39 @@ def kmeans(
             threads=threads,
         )
     return centroids, assignments.astype(np.int64), float(inertia)
+
+
+def coarsen_clusters(
+    centroids: npt.ArrayLike,
+    assignments: npt.ArrayLike,
+    n_clusters: int,
+    *,
+    metric: Literal["cosine", "l2"] = "cosine",
+    iterations: int = 10,
+    seed: int = 0,
+) -> np.ndarray:
+    """Merges neighbouring clusters into ``n_clusters`` larger ones: k-means of the
+    ``centroids`` themselves, and row ``i`` goes to the group of its cluster
+    ``assignments[i]``. Returns int64 ``[N]``.
+
+    This is how NGAME grows its cluster size over training without re-clustering every row:
+    cluster once into many small clusters, then pass coarser and coarser groups to
+    :func:`negmine.batches.ngame` (or ``ClusterBatchSampler.set_clusters``) as epochs go by.
+    Merged clusters are neighbours, so a larger cluster is still one region of the space; group
+    sizes follow the data (the merge does not weigh centroids by their cluster's size).
+    """
+    centres = as_matrix(centroids, "centroids")
+    labels = np.asarray(assignments)
+    if labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
+        raise InvalidArgumentError(
+            f"assignments must be a 1-D integer array, got shape {labels.shape} dtype "
+            f"{labels.dtype}"
+        )
+    n_fine = int(centres.shape[0])
+    if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= n_fine):
+        raise InvalidArgumentError(
+            f"assignments must be in [0, {n_fine}) (rows of centroids), got values in "
+            f"[{int(labels.min())}, {int(labels.max())}]"
+        )
+    _, groups, _ = kmeans(centres, n_clusters, metric=metric, iterations=iterations, seed=seed)
+    return groups[labels.astype(np.int64, copy=False)]

@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
@@ -58,6 +59,7 @@ _MUST_MATCH = (
     "drop_last",
     "clusters_per_batch",
     "weighting",
+    "clusters_digest",
 )
 
 
@@ -147,6 +149,7 @@ class ClusterBatchSampler(Sampler[list[int]]):
                 f"rank must be in [0, num_replicas) = [0, {num_replicas}), got {rank}"
             )
         self.clusters = _batches._int_array(clusters, "clusters")
+        self._clusters_digest = _digest(self.clusters)
         self.batch_size = batch_size
         self.plan: Plan = plan
         self.seed = seed
@@ -159,22 +162,25 @@ class ClusterBatchSampler(Sampler[list[int]]):
         self.epoch = 0
         self._yielded = 0  # batches yielded in the current epoch
         self._skip = 0  # batches the next __iter__ skips (set by load_state_dict)
+        self._count()
+
+    def _count(self) -> None:
         # The plan's length depends on neither seed nor epoch; this also checks the arguments.
-        if plan == "topic":
+        if self.plan == "topic":
             self._plan_len = _batches.topic_count(
                 self.clusters,
-                batch_size,
+                self.batch_size,
                 clusters_per_batch=self.clusters_per_batch,
                 drop_last=self.drop_last,
             )
         else:
             self._plan_len = _batches.ngame_count(
-                len(self.clusters), batch_size, drop_last=self.drop_last
+                len(self.clusters), self.batch_size, drop_last=self.drop_last
             )
         if self.drop_last:
-            self._per_rank = self._plan_len // num_replicas
+            self._per_rank = self._plan_len // self.num_replicas
         else:
-            self._per_rank = -(-self._plan_len // num_replicas)
+            self._per_rank = -(-self._plan_len // self.num_replicas)
 
     # -----------------------------------------------------------------------------------------
 
@@ -186,6 +192,32 @@ class ClusterBatchSampler(Sampler[list[int]]):
             self._skip = 0
             self._yielded = 0
         self.epoch = epoch
+
+    def set_clusters(self, clusters: npt.ArrayLike) -> None:
+        """Use new cluster ids (one per dataset row, as before) from the next iteration on,
+        e.g. coarser ones as training goes (NGAME's growing clusters, see
+        :func:`negmine.coarsen_clusters`) or a re-clustering with the current model. Call it
+        between epochs, with the same clusters on every rank; ``len(sampler)`` follows (a
+        ``"topic"`` plan's count depends on the cluster sizes), a pending resume point is
+        dropped unless the clusters are unchanged, and :meth:`state_dict` records them, so a
+        state only loads into a sampler with the same clusters."""
+        new = _batches._int_array(clusters, "clusters")
+        if len(new) != len(self.clusters):
+            raise InvalidArgumentError(
+                f"clusters must keep one id per dataset row ({len(self.clusters)}), got {len(new)}"
+            )
+        digest = _digest(new)
+        if digest == self._clusters_digest:
+            return
+        previous = (self.clusters, self._clusters_digest)
+        self.clusters, self._clusters_digest = new, digest
+        try:
+            self._count()
+        except Exception:
+            self.clusters, self._clusters_digest = previous
+            raise
+        self._skip = 0
+        self._yielded = 0
 
     def __len__(self) -> int:
         """The number of batches the next iteration yields (less a pending resume skip)."""
@@ -246,6 +278,7 @@ class ClusterBatchSampler(Sampler[list[int]]):
             "drop_last": self.drop_last,
             "clusters_per_batch": self.clusters_per_batch,
             "weighting": self.weighting,
+            "clusters_digest": self._clusters_digest,
             "yielded": self._yielded,
         }
 
@@ -278,6 +311,12 @@ class ClusterBatchSampler(Sampler[list[int]]):
 # Mined negatives as a dataset, and a collate function with the in-batch false-negative mask.
 
 Positives = Union["MiningResult", tuple[npt.ArrayLike, npt.ArrayLike], None]
+
+
+def _digest(clusters: np.ndarray) -> str:
+    """A fingerprint of the cluster ids, so that a saved state resumes only the same plan."""
+    data = np.ascontiguousarray(clusters, dtype="<i8")
+    return hashlib.blake2b(data.tobytes(), digest_size=16).hexdigest()
 
 
 def _groups_array(groups: npt.ArrayLike | None, needed: int, what: str) -> np.ndarray | None:

@@ -394,8 +394,9 @@ pub fn ngame_count(n_rows: usize, batch_size: usize, drop_last: bool) -> Result<
 /// concatenated and cut into batches of `batch_size` rows; the last one has
 /// `n % batch_size` rows when that is not zero, and `drop_last` leaves it out.
 ///
-/// NGAME grows the cluster size over training: that is a new clustering (coarser `clusters`)
-/// passed in for the later epochs; this function only cuts the clusters it is given.
+/// NGAME grows the cluster size over training: that is a coarser `clusters` passed in for the
+/// later epochs (the Python layer's `coarsen_clusters` merges neighbouring clusters); this
+/// function only cuts the clusters it is given.
 pub fn ngame(
     clusters: &[i64],
     batch_size: usize,
