@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 
 import numpy as np
 
 import negmine
-from readme_block import write_block
+from readme_block import publish
 
 
 def data(n: int, d: int, k: int, seed: int) -> np.ndarray:
@@ -117,10 +116,7 @@ def main() -> None:
             )
             lines.append(line)
             print(line, flush=True)
-    command = "python " + " ".join(["benches/kmeans_compare.py", *sys.argv[1:]])
-    block = "\n".join([*lines, "", f"`{command}`"])
-    if args.write_readme:
-        write_block("kmeans-bench", block)
+    publish("kmeans-bench", lines, args.write_readme)
 
 
 if __name__ == "__main__":

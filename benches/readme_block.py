@@ -41,3 +41,12 @@ def write_block(name: str, block: str, path: Path = README) -> bool:
         raise
     print(f"wrote the {name} block of {path}", file=sys.stderr)
     return True
+
+
+def publish(name: str, lines: list[str], write: bool) -> None:
+    """Ends a benchmark: its table ``lines`` plus the command that produced them go to the
+    README's ``name`` block when ``write`` is set."""
+    script = Path(sys.argv[0]).resolve().relative_to(README.parent)
+    command = " ".join(["python", str(script), *sys.argv[1:]])
+    if write:
+        write_block(name, "\n".join([*lines, "", f"`{command}`"]))

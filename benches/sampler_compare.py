@@ -13,14 +13,13 @@ never its bottleneck.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Callable, Iterable, Sized
 
 import numpy as np
 
 from negmine import batches
-from readme_block import write_block
+from readme_block import publish
 
 
 def skewed_clusters(n: int, n_clusters: int, seed: int) -> np.ndarray:
@@ -147,10 +146,7 @@ def main() -> None:
         line = f"| {name} | {seconds:.3f} | {rows:,} | {rate / 1e6:.1f} | {vs} |"
         lines.append(line)
         print(line, flush=True)
-    command = "python " + " ".join(["benches/sampler_compare.py", *sys.argv[1:]])
-    block = "\n".join([*lines, "", f"`{command}`"])
-    if args.write_readme:
-        write_block("sampler-bench", block)
+    publish("sampler-bench", lines, args.write_readme)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import numpy as np
 
 import negmine
 from negmine import batches
-from readme_block import write_block
+from readme_block import publish
 from realtext import DEFAULT_DATA_DIR, load_model, source_pairs
 
 
@@ -120,10 +120,7 @@ def main() -> None:
         )
         lines.append(line)
         print(line, flush=True)
-    command = "python " + " ".join(["benches/topic_quality.py", *sys.argv[1:]])
-    block = "\n".join([*lines, "", f"`{command}`"])
-    if args.write_readme:
-        write_block("topic-bench", block)
+    publish("topic-bench", lines, args.write_readme)
 
 
 if __name__ == "__main__":
