@@ -4,18 +4,32 @@ Frozen base embeddings (the demo's stdlib-docstring dataset embedded by the offl
 when it is installed, else generated clustered embeddings), with planted exact and near
 duplicates of some positives. A linear adapter (d -> d, initialised to the identity) maps the
 queries; the corpus stays frozen. The adapter is trained with InfoNCE over in-batch
-candidates, in three configurations with the same seed, batch size and number of steps:
+candidates, in four configurations with the same seed, batch size and number of steps:
 
 1. in-batch negatives only (random batches);
 2. + mined hard negatives (``negmine.mine`` with ``relative_margin`` / ``dup_threshold``);
-3. + topic batches (``negmine.kmeans`` + ``ClusterBatchSampler(plan="topic")``) and the
-   collator's false-negative mask.
+3. + the collator's false-negative mask, still random batches (what the mask buys alone);
+4. + topic batches (``negmine.kmeans`` + ``ClusterBatchSampler(plan="topic")``) and the
+   false-negative mask.
 
 Held-out queries are scored by exact search (``negmine.search``): MRR@10 and recall@10, where
 a query's relevant rows are its positive and the planted copies of it.
 
-    python examples/train.py            # ~1-2 min on CPU
-    python examples/train.py --quick    # a few seconds
+``--seeds N`` repeats the comparison for seeds ``seed .. seed+N-1`` and prints, per
+configuration, the mean and standard deviation over seeds, and the paired per-seed difference
+to "in-batch negatives only" (a difference counts as beyond the seed-to-seed noise when
+``|mean| > 2 sd / sqrt(N)``, a rough two-sided test). The data set itself (which docstrings
+and queries, the planted copies; for generated data the embeddings and the query distortion)
+is drawn once, from ``--seed``, and its embeddings are computed once: each seed varies the
+held-out split, the mining, the k-means topics, the batch order and the torch seed.
+
+Run times on 2 CPU cores (the text source embeds its ~2k texts once, ~15 s, then reads them
+from the cache):
+
+    python examples/train.py                                # text, one seed: ~10 s
+    python examples/train.py --source text --seeds 5        # ~20 s
+    python examples/train.py --source generated --seeds 5   # ~30 s
+    python examples/train.py --quick                        # a few seconds
 """
 
 from __future__ import annotations
@@ -41,8 +55,11 @@ from negmine.torch import ClusterBatchSampler, GpuPrefetcher, HardNegativeDatase
 CONFIGS = (
     ("in-batch", "in-batch negatives only (random batches)"),
     ("+mined", "+ mined hard negatives"),
+    ("+mined+mask", "+ mined + false-negative mask (random)"),
     ("+topic+mask", "+ topic batches + false-negative mask"),
 )
+BASE = "base (no adapter)"
+WIDTH = 44
 
 
 def load_data(args: argparse.Namespace) -> tuple[demo.DemoData, str]:
@@ -113,10 +130,11 @@ def train(
     dataset: HardNegativeDataset,
     clusters: np.ndarray,
     args: argparse.Namespace,
+    seed: int,
     steps: int,
     device: torch.device,
 ) -> torch.nn.Linear:
-    torch.manual_seed(args.seed)
+    torch.manual_seed(seed)
     d = queries.shape[1]
     adapter = torch.nn.Linear(d, d, bias=False).to(device)
     with torch.no_grad():
@@ -124,10 +142,10 @@ def train(
     opt = torch.optim.Adam(adapter.parameters(), lr=args.lr)
     if config == "+topic+mask":
         sampler = ClusterBatchSampler(
-            clusters, args.batch_size, plan="topic", seed=args.seed, clusters_per_batch=2
+            clusters, args.batch_size, plan="topic", seed=seed, clusters_per_batch=2
         )
     else:
-        generator = torch.Generator().manual_seed(args.seed)
+        generator = torch.Generator().manual_seed(seed)
         sampler = BatchSampler(
             RandomSampler(range(len(dataset)), generator=generator), args.batch_size, False
         )
@@ -145,7 +163,7 @@ def train(
                 cand_ids = cand_ids[:b]  # the batch's positives only
             cands = corpus[cand_ids.clamp(min=0)]
             logits = q @ cands.T / args.temperature
-            if config == "+topic+mask":
+            if config.endswith("+mask"):
                 logits = logits.masked_fill(batch["false_negative_mask"], float("-inf"))
             else:  # only missing negatives (-1) are masked
                 logits = logits.masked_fill((cand_ids < 0)[None, :], float("-inf"))
@@ -160,35 +178,26 @@ def train(
     return adapter
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="tiny run (a few seconds)")
-    p.add_argument("--source", choices=("auto", "text", "generated"), default="auto")
-    p.add_argument("--epochs", type=int, default=None, help="default: 20 (quick: 5)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--negatives", type=int, default=4, help="mined negatives per query")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--temperature", type=float, default=0.05)
-    p.add_argument("--held-out", type=float, default=0.3, help="share of held-out queries")
-    args = p.parse_args(argv)
-    epochs = args.epochs if args.epochs is not None else (5 if args.quick else 20)
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    start = time.perf_counter()
+Row = tuple[str, float, float, float]  # label, MRR@10, R@10, train seconds
 
-    data, source = load_data(args)
-    n_q, (n_c, d) = len(data.queries), data.corpus.shape
-    rng = np.random.default_rng([args.seed, 3])
-    order = rng.permutation(n_q)
-    n_test = max(1, round(args.held_out * n_q))
-    test, tr = np.sort(order[:n_test]), np.sort(order[n_test:])
-    print(
-        f"data: {source}, {n_c:,} corpus rows, {n_q:,} queries ({len(tr):,} train / "
-        f"{len(test):,} held out), d={d}, {data.exact_copies} exact + {data.near_copies} "
-        f"near copies of positives planted"
-    )
 
+def split(n_queries: int, held_out: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(held-out query ids, train query ids), both sorted; a function of the seed."""
+    order = np.random.default_rng([seed, 3]).permutation(n_queries)
+    n_test = max(1, round(held_out * n_queries))
+    return np.sort(order[:n_test]), np.sort(order[n_test:])
+
+
+def run_seed(
+    seed: int,
+    data: demo.DemoData,
+    groups: np.ndarray,
+    args: argparse.Namespace,
+    epochs: int,
+    device: torch.device,
+) -> list[Row]:
+    """One full comparison: split, mine, cluster and train every configuration with ``seed``."""
+    test, tr = split(len(data.queries), args.held_out, seed)
     # Mine on the frozen base embeddings of the train queries only.
     train_queries = np.ascontiguousarray(data.queries[tr])
     train_pos = data.positives[tr]
@@ -200,24 +209,18 @@ def main(argv: list[str] | None = None) -> int:
         metric="cosine",
         relative_margin=0.05,
         dup_threshold=0.95,
-        seed=args.seed,
+        seed=seed,
     )
-    groups = near_duplicate_groups(data.corpus, 0.95)
-    dataset = HardNegativeDataset(result, groups=groups, seed=args.seed)
-    n_clusters = max(2, len(tr) // args.batch_size)
-    _, clusters, _ = negmine.kmeans(train_queries, n_clusters, seed=args.seed)
+    dataset = HardNegativeDataset(result, groups=groups, seed=seed)
+    _, clusters, _ = negmine.kmeans(train_queries, n_topics(len(tr), args), seed=seed)
     steps = epochs * math.ceil(len(tr) / args.batch_size)
-    print(
-        f"mined {args.negatives} negatives per train query; {n_clusters} k-means topics; "
-        f"{steps} steps of batch {args.batch_size} per configuration ({epochs} epochs)"
-    )
 
     relevant = [{int(data.positives[q])} | set(data.false_negative.get(int(q), ())) for q in test]
     corpus_t = torch.from_numpy(np.array(data.corpus, dtype=np.float32)).to(device)
     queries_t = torch.from_numpy(train_queries).to(device)
     test_queries = torch.from_numpy(np.ascontiguousarray(data.queries[test])).to(device)
 
-    rows = [("base (no adapter)", *evaluate(data.queries[test], data.corpus, relevant), 0.0)]
+    rows: list[Row] = [(BASE, *evaluate(data.queries[test], data.corpus, relevant), 0.0)]
     for name, label in CONFIGS:
         t0 = time.perf_counter()
         adapter = train(
@@ -227,21 +230,152 @@ def main(argv: list[str] | None = None) -> int:
             dataset=dataset,
             clusters=clusters,
             args=args,
+            seed=seed,
             steps=steps,
             device=device,
         )
         with torch.no_grad():
             mapped = adapter(test_queries).cpu().numpy().astype(np.float32)
         rows.append((label, *evaluate(mapped, data.corpus, relevant), time.perf_counter() - t0))
+    return rows
 
-    print(f"\nheld-out queries: {len(test)} (seed {args.seed})")
-    print(f"{'configuration':<44} {'MRR@10':>7} {'R@10':>7} {'train s':>8}")
-    for label, mrr, rec, secs in rows:
-        print(f"{label:<44} {mrr:7.4f} {rec:7.4f} {secs:8.1f}")
+
+def n_topics(n_train: int, args: argparse.Namespace) -> int:
+    return max(2, n_train // args.batch_size)
+
+
+def summarize(seeds: list[int], per_seed: list[list[Row]]) -> None:
+    """Mean / sd over seeds per configuration, and paired differences vs in-batch only."""
+    n = len(seeds)
+    labels = [row[0] for row in per_seed[0]]
+    # values[c, s, m]: configuration c, seed s, metric m (MRR@10, R@10, train s)
+    values = np.array([[row[1:] for row in rows] for rows in per_seed]).transpose(1, 0, 2)
+    mean, sd = values.mean(axis=1), values.std(axis=1, ddof=1)
     print(
-        f"\none seed, one split: differences of a few points may be noise. "
-        f"total {time.perf_counter() - start:.1f} s"
+        f"\nsummary over {n} seeds ({seeds[0]}..{seeds[-1]}): mean, and standard deviation "
+        f"over seeds"
     )
+    print(
+        f"{'configuration':<{WIDTH}} {'MRR@10':>7} {'R@10':>7} {'sd MRR':>7} {'sd R@10':>8} "
+        f"{'train s':>8}"
+    )
+    for c, label in enumerate(labels):
+        print(
+            f"{label:<{WIDTH}} {mean[c, 0]:7.4f} {mean[c, 1]:7.4f} {sd[c, 0]:7.4f} "
+            f"{sd[c, 1]:8.4f} {mean[c, 2]:8.1f}"
+        )
+
+    def paired(c: int, r: int, m: int) -> tuple[float, float, int, bool]:
+        """Per-seed difference c - r of metric m: mean, sd, wins, beyond the noise."""
+        diff = values[c, :, m] - values[r, :, m]
+        d_mean, d_sd = float(diff.mean()), float(diff.std(ddof=1))
+        return d_mean, d_sd, int((diff > 0).sum()), abs(d_mean) > 2 * d_sd / math.sqrt(n)
+
+    ref = labels.index(CONFIGS[0][1])
+    print(
+        f"\npaired difference vs '{labels[ref]}': mean +- sd over the seeds of the per-seed "
+        f"difference, the seeds on which it is higher, and whether |mean| > 2 sd / sqrt({n}) "
+        f"(beyond the seed-to-seed noise)"
+    )
+    verdicts = []
+    for c, label in enumerate(labels):
+        if c == ref or label == BASE:
+            continue
+        parts = []
+        for m, metric in enumerate(("MRR@10", "R@10")):
+            d_mean, d_sd, wins, beyond = paired(c, ref, m)
+            noise = "beyond noise" if beyond else "within noise"
+            parts.append(f"{metric} {d_mean:+.4f} +- {d_sd:.4f} ({wins}/{n} higher, {noise})")
+            if m == 0:
+                word = ("better" if d_mean > 0 else "worse") if beyond else "not distinguishable"
+                verdicts.append(f"  {label}: {word} ({d_mean:+.4f} MRR@10)")
+        print(f"  {label:<{WIDTH - 2}} " + "   ".join(parts))
+
+    trained = sorted(
+        (c for c, label in enumerate(labels) if label != BASE), key=lambda c: -mean[c, 0]
+    )
+    best, second = trained[0], trained[1]
+    d_mean, d_sd, wins, beyond = paired(best, second, 0)
+    print(
+        f"\nbest by mean MRR@10: '{labels[best]}' ({mean[best, 0]:.4f}, R@10 "
+        f"{mean[best, 1]:.4f}); ahead of the runner-up '{labels[second]}' by {d_mean:+.4f} "
+        f"+- {d_sd:.4f} ({wins}/{n} seeds), "
+        + ("beyond the seed-to-seed noise." if beyond else "within the seed-to-seed noise.")
+    )
+    print(f"against '{labels[ref]}' (MRR@10, paired over {n} seeds):")
+    print("\n".join(verdicts))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="tiny run (a few seconds)")
+    p.add_argument("--source", choices=("auto", "text", "generated"), default="auto")
+    p.add_argument("--epochs", type=int, default=None, help="default: 20 (quick: 5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="repeat the comparison for seeds seed..seed+N-1 (split, mining, k-means, batch "
+        "order) on the same data, and report mean / sd over seeds",
+    )
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--negatives", type=int, default=4, help="mined negatives per query")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--temperature", type=float, default=0.05)
+    p.add_argument("--held-out", type=float, default=0.3, help="share of held-out queries")
+    args = p.parse_args(argv)
+    if args.seeds < 1:
+        p.error("--seeds must be >= 1")
+    epochs = args.epochs if args.epochs is not None else (5 if args.quick else 20)
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    start = time.perf_counter()
+
+    # The data set (texts or generated embeddings, planted copies, query distortion) is drawn
+    # once, from --seed; the seeds below vary everything downstream of it.
+    data, source = load_data(args)
+    n_q, (n_c, d) = len(data.queries), data.corpus.shape
+    test, tr = split(n_q, args.held_out, args.seed)
+    print(
+        f"data: {source}, {n_c:,} corpus rows, {n_q:,} queries ({len(tr):,} train / "
+        f"{len(test):,} held out), d={d}, {data.exact_copies} exact + {data.near_copies} "
+        f"near copies of positives planted"
+    )
+    steps = epochs * math.ceil(len(tr) / args.batch_size)
+    print(
+        f"mined {args.negatives} negatives per train query; {n_topics(len(tr), args)} k-means "
+        f"topics; {steps} steps of batch {args.batch_size} per configuration ({epochs} epochs)"
+    )
+    groups = near_duplicate_groups(data.corpus, 0.95)  # the corpus does not depend on the seed
+
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    if len(seeds) > 1:
+        print(f"\nper seed: held-out MRR@10/R@10 ({len(test)} queries each)")
+    per_seed = []
+    for seed in seeds:
+        t0 = time.perf_counter()
+        rows = run_seed(seed, data, groups, args, epochs, device)
+        per_seed.append(rows)
+        if len(seeds) > 1:
+            short = ["base"] + [name for name, _ in CONFIGS]
+            cells = "  ".join(
+                f"{s} {mrr:.4f}/{rec:.4f}" for s, (_, mrr, rec, _) in zip(short, rows)
+            )
+            print(f"seed {seed:>3}: {cells}  ({time.perf_counter() - t0:.1f} s)", flush=True)
+
+    if len(seeds) == 1:
+        print(f"\nheld-out queries: {len(test)} (seed {args.seed})")
+        print(f"{'configuration':<{WIDTH}} {'MRR@10':>7} {'R@10':>7} {'train s':>8}")
+        for label, mrr, rec, secs in per_seed[0]:
+            print(f"{label:<{WIDTH}} {mrr:7.4f} {rec:7.4f} {secs:8.1f}")
+        print(
+            f"\none seed, one split: differences of a few points may be noise (--seeds 5 "
+            f"measures it). total {time.perf_counter() - start:.1f} s"
+        )
+    else:
+        summarize(seeds, per_seed)
+        print(f"total {time.perf_counter() - start:.1f} s")
     return 0
 
 
