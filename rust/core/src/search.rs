@@ -96,8 +96,10 @@ pub struct Neighbors {
 
 /// Queries per task: `MC / MR` query panels share each packed corpus micro-panel.
 const MC: usize = 144;
-/// Depth chunk: a `KC x NR` corpus micro-panel stays in L1 while the query panels stream.
-const KC_MAX: usize = 384;
+/// Depth chunk: a `KC x NR` corpus micro-panel (25 KiB at most) stays in L1 while the query
+/// panels stream. 400 rather than 384 so that d = 384 + 1 (k-means' L2 rows carry one extra
+/// column) is still one chunk: a second chunk would store and reload every partial tile.
+const KC_MAX: usize = 400;
 const DEFAULT_BLOCK_ROWS: usize = 2048;
 /// Bytes of packed queries and top-k buffers per query batch.
 const STATE_BUDGET: usize = 256 << 20;
