@@ -22,6 +22,7 @@ For one epoch of each plan (batch 64, k-means topics on the query embeddings) it
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -69,7 +70,10 @@ def main() -> None:
     parser.add_argument("--write-readme", action="store_true", help="rewrite the README block")
     args = parser.parse_args()
 
-    pairs = source_pairs(args.source)
+    source = args.source
+    if source == "auto":
+        source = "debian" if shutil.which("apt-cache") else "stdlib"
+    pairs = source_pairs(source)
     rng = np.random.default_rng(args.seed)
     chosen = [pairs[i] for i in np.sort(rng.choice(len(pairs), min(args.pairs, len(pairs)), False))]
     names = [a for a, _ in chosen]
@@ -101,7 +105,7 @@ def main() -> None:
     ]
     shared = int(np.sum(np.bincount(positive_ids) > 1))
     lines = [
-        f"{n:,} {args.source if args.source != 'auto' else 'real'} (name, description) pairs "
+        f"{n:,} {source} (name, description) pairs "
         f"({len(descriptions):,} distinct descriptions, {shared:,} shared by several names), "
         f"all-MiniLM-L6-v2, batch {bs}, {n_clusters} k-means topics, one epoch",
         "",
