@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::matrix::MatrixView;
 use crate::pack::normalize;
 use crate::rng::Rng;
-use crate::search::{search, Hooks, Metric, SearchOptions};
+use crate::search::{search_in, Hooks, Metric, SearchOptions, Workspace};
 
 /// The purpose of k-means' random stream (see [`Rng::stream`]).
 const KMEANS_STREAM: u64 = 0x6b6d_6561_6e73;
@@ -283,8 +283,10 @@ impl<'a> Rows<'a> {
 
 /// One pass over `rows`: nearest centroid and distance per row, and (optionally) the f64 sums
 /// and counts of the rows per cluster for the update.
+#[allow(clippy::too_many_arguments)]
 fn assign(
     pool: &rayon::ThreadPool,
+    workspace: &mut Workspace,
     rows: &Rows<'_>,
     geometry: &Geometry,
     centroids: &[f32],
@@ -315,7 +317,8 @@ fn assign(
             ),
         };
         let queries = MatrixView::f32(converted, len, width)?;
-        let found = search(
+        let found = search_in(
+            workspace,
             pool,
             &queries,
             &corpus,
@@ -426,12 +429,14 @@ pub fn kmeans(
     } else {
         Rows::streamed(data, &training)
     };
+    let mut workspace = Workspace::default();
     let mut history = Vec::with_capacity(opts.iterations);
     for _ in 0..opts.iterations {
         let mut sums = vec![0.0f64; k * dim];
         let mut counts = vec![0u64; k];
         let (_, distances) = assign(
             pool,
+            &mut workspace,
             &training_rows,
             &geometry,
             &centroids,
@@ -473,6 +478,7 @@ pub fn kmeans(
     let all: Vec<usize> = (0..n).collect();
     let (assignments, distances) = assign(
         pool,
+        &mut workspace,
         &Rows::streamed(data, &all),
         &geometry,
         &centroids,

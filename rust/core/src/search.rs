@@ -96,10 +96,9 @@ pub struct Neighbors {
 
 /// Queries per task: `MC / MR` query panels share each packed corpus micro-panel.
 const MC: usize = 144;
-/// Depth chunk: a `KC x NR` corpus micro-panel (25 KiB at most) stays in L1 while the query
-/// panels stream. 400 rather than 384 so that d = 384 + 1 (k-means' L2 rows carry one extra
-/// column) is still one chunk: a second chunk would store and reload every partial tile.
-const KC_MAX: usize = 400;
+/// Depth chunk: the corpus micro-panels of a step (`KC x NR`, two of them for the quad
+/// kernel: 32 KiB at KC = 256) stay in L1 while the query panels stream.
+const KC_MAX: usize = 256;
 const DEFAULT_BLOCK_ROWS: usize = 2048;
 /// Bytes of packed queries and top-k buffers per query batch.
 const STATE_BUDGET: usize = 256 << 20;
@@ -180,9 +179,19 @@ thread_local! {
 }
 
 /// One corpus block as packed for the kernels.
+#[derive(Default)]
 struct PackedBlock {
     rows: Range<usize>,
     panels: AlignedBuf,
+}
+
+/// The packing buffers of [`search_in`], kept between calls: a caller that searches many times
+/// (k-means' assignment steps) reuses them instead of faulting in and zeroing fresh pages on
+/// every call. It holds the packed queries of one batch and a block per corpus shard.
+#[derive(Default)]
+pub struct Workspace {
+    packed_queries: AlignedBuf,
+    blocks: Vec<PackedBlock>,
 }
 
 /// A query group's share of one shard's state.
@@ -212,70 +221,90 @@ impl Scorer<'_> {
         let multi = self.depth.len() > 1;
         let a_group = &self.packed_queries[task.first_panel * dim * MR..];
         let b_block = block.panels.as_slice();
-        let mut singles = [[0.0f32; TILE]; 2];
+        let mut singles = [[0.0f32; TILE]; 4];
         let mut task = task;
         PARTIALS.with(|partials| {
             let mut partials = partials.borrow_mut();
             if multi {
-                partials.resize(n_a * n_b * TILE);
+                partials.resize(n_a * 2 * TILE);
             }
             let partials = partials.as_mut_slice();
-            for (ci, &(p0, kc)) in self.depth.iter().enumerate() {
-                let accumulate = ci > 0;
-                let last = ci + 1 == self.depth.len();
-                for jr in 0..n_b {
-                    let b = &b_block[(jr * dim + p0) * NR..][..kc * NR];
+            // Corpus panels one or two at a time (two: the quad kernel); for each, every depth
+            // chunk against the task's query panels, one or two at a time. The partial sums
+            // between chunks are then those of one or two corpus panels (a few KiB, in L1),
+            // and a query's candidates arrive in id order.
+            let mut jr = 0;
+            while jr < n_b {
+                let two_b = self.isa.quads_tiles() && jr + 1 < n_b;
+                let cols = 1 + usize::from(two_b);
+                for (ci, &(p0, kc)) in self.depth.iter().enumerate() {
+                    let accumulate = ci > 0;
+                    let last = ci + 1 == self.depth.len();
+                    let b = |j: usize| &b_block[((jr + j) * dim + p0) * NR..][..kc * NR];
                     let a = |ir: usize| &a_group[(ir * dim + p0) * MR..][..kc * MR];
                     let mut ir = 0;
                     while ir < n_a {
-                        let pair = self.isa.pairs_tiles() && ir + 1 < n_a;
-                        // The tiles of panels ir (and ir + 1) against corpus panel jr.
-                        let (c0, c1): (&mut [f32], &mut [f32]) = if multi {
-                            let (lo, hi) = partials.split_at_mut((ir + 1) * n_b * TILE);
-                            let c1 = if pair {
-                                &mut hi[jr * TILE..][..TILE]
-                            } else {
-                                &mut []
-                            };
-                            (&mut lo[(ir * n_b + jr) * TILE..][..TILE], c1)
-                        } else {
-                            let [s0, s1] = &mut singles;
-                            (&mut s0[..], &mut s1[..])
-                        };
-                        let c0: &mut [f32; TILE] = c0.try_into().expect("tile");
-                        let select = |ir: usize| Select {
-                            thresholds: &task.thresholds[ir * MR..][..MR],
-                        };
-                        if pair {
-                            let c1: &mut [f32; TILE] = c1.try_into().expect("tile");
-                            let masks = kernels::tile_pair(
+                        let two_a = self.isa.pairs_tiles() && ir + 1 < n_a;
+                        if two_a && two_b {
+                            let at = [(ir, 0), (ir, 1), (ir + 1, 0), (ir + 1, 1)];
+                            let [c00, c01, c10, c11] = tiles(partials, &mut singles, at, multi);
+                            let masks = kernels::tile_quad(
                                 self.isa,
                                 kc,
                                 [a(ir), a(ir + 1)],
-                                b,
-                                [c0, c1],
+                                [b(0), b(1)],
+                                [[c00, c01], [c10, c11]],
                                 accumulate,
-                                last.then(|| [select(ir), select(ir + 1)]),
+                                last.then(|| {
+                                    [select(task.thresholds, ir), select(task.thresholds, ir + 1)]
+                                }),
                             );
                             if last {
-                                if masks[0] != [0; MR] {
-                                    self.collect(&mut task, block, jr, ir, &masks[0], c0);
-                                }
-                                if masks[1] != [0; MR] {
-                                    self.collect(&mut task, block, jr, ir + 1, &masks[1], c1);
+                                let tiles = [[&*c00, &*c01], [&*c10, &*c11]];
+                                for (q, (m, t)) in masks.iter().zip(tiles).enumerate() {
+                                    for (j, (m, t)) in m.iter().zip(t).enumerate() {
+                                        self.collect(&mut task, block, jr + j, ir + q, m, t);
+                                    }
                                 }
                             }
-                            ir += 2;
+                        } else if two_a {
+                            for j in 0..cols {
+                                let at = [(ir, j), (ir + 1, j)];
+                                let [c0, c1] = tiles(partials, &mut singles, at, multi);
+                                let masks = kernels::tile_pair(
+                                    self.isa,
+                                    kc,
+                                    [a(ir), a(ir + 1)],
+                                    b(j),
+                                    [c0, c1],
+                                    accumulate,
+                                    last.then(|| {
+                                        [
+                                            select(task.thresholds, ir),
+                                            select(task.thresholds, ir + 1),
+                                        ]
+                                    }),
+                                );
+                                if last {
+                                    self.collect(&mut task, block, jr + j, ir, &masks[0], c0);
+                                    self.collect(&mut task, block, jr + j, ir + 1, &masks[1], c1);
+                                }
+                            }
                         } else {
-                            let s = last.then(|| select(ir));
-                            let masks = kernels::tile(self.isa, kc, a(ir), b, c0, accumulate, s);
-                            if last && masks != [0; MR] {
-                                self.collect(&mut task, block, jr, ir, &masks, c0);
+                            for j in 0..cols {
+                                let [c0] = tiles(partials, &mut singles, [(ir, j)], multi);
+                                let s = last.then(|| select(task.thresholds, ir));
+                                let masks =
+                                    kernels::tile(self.isa, kc, a(ir), b(j), c0, accumulate, s);
+                                if last {
+                                    self.collect(&mut task, block, jr + j, ir, &masks, c0);
+                                }
                             }
-                            ir += 1;
                         }
+                        ir += 1 + usize::from(two_a);
                     }
                 }
+                jr += cols;
             }
         });
     }
@@ -291,6 +320,9 @@ impl Scorer<'_> {
         masks: &[u16; MR],
         tile: &[f32; TILE],
     ) {
+        if *masks == [0; MR] {
+            return;
+        }
         let cols = NR.min(block.rows.len() - jr * NR);
         let col_mask = if cols == NR {
             u16::MAX
@@ -318,6 +350,37 @@ impl Scorer<'_> {
                 }
             }
         }
+    }
+}
+
+/// The thresholds of query panel `ir`.
+fn select(thresholds: &[f32], ir: usize) -> Select<'_> {
+    Select {
+        thresholds: &thresholds[ir * MR..][..MR],
+    }
+}
+
+/// The tiles at `at` (query panel, corpus panel 0 or 1 of the current pair) of a task: in
+/// `partials` when the depth is cut into chunks (they carry partial sums from one chunk to the
+/// next), else in `singles`.
+fn tiles<'t, const N: usize>(
+    partials: &'t mut [f32],
+    singles: &'t mut [[f32; TILE]; 4],
+    at: [(usize, usize); N],
+    multi: bool,
+) -> [&'t mut [f32; TILE]; N] {
+    if multi {
+        let ranges = at.map(|(ir, j)| {
+            let start = (ir * 2 + j) * TILE;
+            start..start + TILE
+        });
+        partials
+            .get_disjoint_mut(ranges)
+            .expect("distinct tiles inside the task's partial sums")
+            .map(|t| t.try_into().expect("a tile"))
+    } else {
+        let mut free = singles.iter_mut();
+        std::array::from_fn(|_| free.next().expect("at most four tiles"))
     }
 }
 
@@ -349,6 +412,20 @@ fn pack_block(
 
 /// Exact top-k of every query against the corpus.
 pub fn search(
+    pool: &rayon::ThreadPool,
+    queries: &MatrixView<'_>,
+    corpus: &MatrixView<'_>,
+    exclude: Option<&Exclusions>,
+    opts: &SearchOptions,
+    hooks: &mut dyn Hooks,
+) -> Result<Neighbors> {
+    let mut workspace = Workspace::default();
+    search_in(&mut workspace, pool, queries, corpus, exclude, opts, hooks)
+}
+
+/// [`search`] with the packing buffers of `workspace` (same results).
+pub fn search_in(
+    workspace: &mut Workspace,
     pool: &rayon::ThreadPool,
     queries: &MatrixView<'_>,
     corpus: &MatrixView<'_>,
@@ -396,7 +473,7 @@ pub fn search(
             .map(|s| s * n / shards..(s + 1) * n / shards)
             .collect();
 
-        let mut packed_queries = AlignedBuf::new();
+        let packed_queries = &mut workspace.packed_queries;
         packed_queries.resize(n_panels * dim * MR);
         let packed = pool.install(|| {
             packed_queries
@@ -428,12 +505,10 @@ pub fn search(
                 t
             })
             .collect();
-        let mut blocks: Vec<PackedBlock> = (0..shards)
-            .map(|_| PackedBlock {
-                rows: 0..0,
-                panels: AlignedBuf::new(),
-            })
-            .collect();
+        if workspace.blocks.len() < shards {
+            workspace.blocks.resize_with(shards, PackedBlock::default);
+        }
+        let blocks = &mut workspace.blocks[..shards];
         let rounds = shard_rows
             .iter()
             .map(|r| r.len().div_ceil(block_rows))

@@ -252,6 +252,83 @@ proptest! {
     }
 }
 
+/// Four tiles for `tile_quad`: `cases[q][j]` has query panel `q`'s rows and thresholds and
+/// corpus panel `j`'s columns, its own partial sums, one `accumulate` flag and `select` on all
+/// or none.
+fn quad_case(max_kc: usize) -> impl Strategy<Value = [[TileCase; 2]; 2]> {
+    (1..=max_kc)
+        .prop_flat_map(|kc| {
+            (
+                pair_case_with_kc(kc),
+                prop::collection::vec(value(), kc * NR),
+                prop::collection::vec(value(), TILE),
+                prop::collection::vec(value(), TILE),
+            )
+        })
+        .prop_map(|((first, second), b1, c01, c11)| {
+            let other = |case: &TileCase, c0: Vec<f32>| TileCase {
+                b: b1.clone(),
+                c0,
+                ..case.clone()
+            };
+            let (q0j1, q1j1) = (other(&first, c01), other(&second, c11));
+            [[first, q0j1], [second, q1j1]]
+        })
+}
+
+fn pair_case_with_kc(kc: usize) -> impl Strategy<Value = (TileCase, TileCase)> {
+    (tile_case_with_kc(kc), tile_case_with_kc(kc)).prop_map(|(first, mut second)| {
+        second.b = first.b.clone();
+        second.accumulate = first.accumulate;
+        second.select = first.select.clone().map(|_| {
+            second
+                .select
+                .clone()
+                .unwrap_or_else(|| vec![ThresholdKind::Fixed(f32::NAN); MR])
+        });
+        (first, second)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// `tile_quad` (two query panels x two corpus panels) is four `tile` calls; a query
+    /// panel's thresholds apply to both corpus panels.
+    #[test]
+    fn tile_quad_matches_the_definition_bit_for_bit(cases in quad_case(400)) {
+        let thresholds = [thresholds_for(&cases[0][0]), thresholds_for(&cases[1][0])];
+        let want: Vec<Vec<_>> = (0..2)
+            .map(|q| (0..2).map(|j| reference(&cases[q][j], &thresholds[q])).collect())
+            .collect();
+        for isa in Isa::available() {
+            let mut c: Vec<[f32; TILE]> = cases
+                .iter()
+                .flatten()
+                .map(|case| case.c0.clone().try_into().unwrap())
+                .collect();
+            let select = cases[0][0].select.as_ref().map(|_| {
+                [Select { thresholds: &thresholds[0] }, Select { thresholds: &thresholds[1] }]
+            });
+            let [c00, c01, c10, c11] = &mut c[..] else { unreachable!() };
+            let masks = kernels::tile_quad(
+                isa,
+                cases[0][0].kc,
+                [&cases[0][0].a, &cases[1][0].a],
+                [&cases[0][0].b, &cases[0][1].b],
+                [[c00, c01], [c10, c11]],
+                cases[0][0].accumulate,
+                select,
+            );
+            for q in 0..2 {
+                for j in 0..2 {
+                    assert_same(isa, &(c[q * 2 + j], masks[q][j]), &want[q][j]);
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn zero_depth_leaves_partial_sums_or_zeros() {
     for isa in Isa::available() {

@@ -23,7 +23,8 @@ pub enum Isa {
     Scalar,
     /// x86-64 AVX2 + FMA.
     Avx2Fma,
-    /// x86-64 AVX-512F: two query panels per corpus panel (12 zmm accumulators).
+    /// x86-64 AVX-512F: two query panels against two corpus panels at once (24 zmm
+    /// accumulators), or against one (12).
     Avx512,
 }
 
@@ -142,7 +143,47 @@ pub fn tile_pair(
     }
 }
 
+/// Two query panels against two corpus panels: the same as four [`tile`] calls (bit for bit).
+/// `c[q][j]` is the tile of query panel `q` and corpus panel `j`, and so are the masks.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+pub fn tile_quad(
+    isa: Isa,
+    kc: usize,
+    a: [&[f32]; 2],
+    b: [&[f32]; 2],
+    c: [[&mut [f32; TILE]; 2]; 2],
+    accumulate: bool,
+    select: Option<[Select<'_>; 2]>,
+) -> [[[u16; MR]; 2]; 2] {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => {
+            assert!(a.iter().all(|a| a.len() >= kc * MR) && b.iter().all(|b| b.len() >= kc * NR));
+            if let Some(select) = &select {
+                for s in select {
+                    assert!(s.thresholds.len() >= MR);
+                }
+            }
+            // SAFETY: `Avx512` is only constructed after runtime detection of AVX-512F;
+            // lengths were checked above.
+            unsafe { x86::tile_quad_avx512(kc, a, b, c, accumulate, select) }
+        }
+        _ => {
+            let [[c00, c01], [c10, c11]] = c;
+            let m0 = tile_pair(isa, kc, a, b[0], [c00, c10], accumulate, select);
+            let m1 = tile_pair(isa, kc, a, b[1], [c01, c11], accumulate, select);
+            [[m0[0], m1[0]], [m0[1], m1[1]]]
+        }
+    }
+}
+
 impl Isa {
+    /// Whether [`tile_quad`] is faster than two [`tile_pair`] calls.
+    pub fn quads_tiles(self) -> bool {
+        self == Isa::Avx512
+    }
+
     /// Whether [`tile_pair`] is faster than two [`tile`] calls.
     pub fn pairs_tiles(self) -> bool {
         self == Isa::Avx512

@@ -1,5 +1,6 @@
-//! AVX2 + FMA kernel: a 6 x 16 tile held in 12 ymm accumulators (BLIS's Haswell/Zen shape),
-//! with the top-k threshold test fused in so that most scores never leave the registers.
+//! AVX2 + FMA kernel: a 6 x 16 tile held in 12 ymm accumulators (BLIS's Haswell/Zen shape);
+//! AVX-512 kernels: two or four such tiles in zmm registers. The top-k threshold test is fused
+//! in so that most scores never leave the registers.
 
 use std::arch::x86_64::*;
 
@@ -128,6 +129,77 @@ pub(super) unsafe fn tile_pair_avx512(
         unsafe {
             _mm512_storeu_ps(c0.as_mut_ptr().add(i * NR), acc[i]);
             _mm512_storeu_ps(c1.as_mut_ptr().add(i * NR), acc[MR + i]);
+        }
+    }
+    masks
+}
+
+/// Four 6 x 16 tiles: two query panels against two corpus panels, 24 zmm accumulators. Per
+/// depth step: two 16-wide corpus loads and six broadcasts per query panel, each broadcast
+/// feeding two FMAs, so 24 FMAs need 14 loads (the pair kernel needs 13 for 12). Cores with
+/// two full-width FMA pipes (Zen 5, Intel server parts) are load-bound on the pair kernel.
+///
+/// # Safety
+/// The CPU must support AVX-512F; each `a` must hold `kc * MR` and each `b` `kc * NR`
+/// elements; each `select` must hold `MR` thresholds.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(super) unsafe fn tile_quad_avx512(
+    kc: usize,
+    a: [&[f32]; 2],
+    b: [&[f32]; 2],
+    c: [[&mut [f32; TILE]; 2]; 2],
+    accumulate: bool,
+    select: Option<[Select<'_>; 2]>,
+) -> [[[u16; MR]; 2]; 2] {
+    let (a0, a1) = (a[0].as_ptr(), a[1].as_ptr());
+    let (b0, b1) = (b[0].as_ptr(), b[1].as_ptr());
+    // acc[q][j][i]: query panel q, corpus panel j, tile row i.
+    let mut acc = [[[_mm512_setzero_ps(); MR]; 2]; 2];
+    if accumulate {
+        for (acc_q, c_q) in acc.iter_mut().zip(&c) {
+            for (acc_qj, c_qj) in acc_q.iter_mut().zip(c_q) {
+                for (i, v) in acc_qj.iter_mut().enumerate() {
+                    // SAFETY: row i of a tile is c[i * 16..][..16], inside the TILE floats.
+                    *v = unsafe { _mm512_loadu_ps(c_qj.as_ptr().add(i * NR)) };
+                }
+            }
+        }
+    }
+    for p in 0..kc {
+        // SAFETY: p < kc, so 16 floats at b0/b1 + 16p and 6 at a0/a1 + 6p are in bounds.
+        unsafe {
+            let u = _mm512_loadu_ps(b0.add(p * NR));
+            let v = _mm512_loadu_ps(b1.add(p * NR));
+            let (x, y) = (a0.add(p * MR), a1.add(p * MR));
+            // Row i of all four tiles: one broadcast per query panel feeds two FMAs.
+            #[allow(clippy::needless_range_loop)]
+            for i in 0..MR {
+                let s = _mm512_set1_ps(*x.add(i));
+                acc[0][0][i] = _mm512_fmadd_ps(s, u, acc[0][0][i]);
+                acc[0][1][i] = _mm512_fmadd_ps(s, v, acc[0][1][i]);
+                let t = _mm512_set1_ps(*y.add(i));
+                acc[1][0][i] = _mm512_fmadd_ps(t, u, acc[1][0][i]);
+                acc[1][1][i] = _mm512_fmadd_ps(t, v, acc[1][1][i]);
+            }
+        }
+    }
+    let mut masks = [[[0u16; MR]; 2]; 2];
+    if let Some(select) = select {
+        for (q, s) in select.iter().enumerate() {
+            for j in 0..2 {
+                for (i, v) in acc[q][j].iter().enumerate() {
+                    let threshold = _mm512_set1_ps(s.thresholds[i]);
+                    masks[q][j][i] = _mm512_cmp_ps_mask::<_CMP_NLE_UQ>(*v, threshold);
+                }
+            }
+        }
+    }
+    for (acc_q, c_q) in acc.iter().zip(c) {
+        for (acc_qj, c_qj) in acc_q.iter().zip(c_q) {
+            for (i, v) in acc_qj.iter().enumerate() {
+                // SAFETY: as for the loads above.
+                unsafe { _mm512_storeu_ps(c_qj.as_mut_ptr().add(i * NR), *v) };
+            }
         }
     }
     masks
