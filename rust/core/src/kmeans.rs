@@ -158,6 +158,64 @@ impl Geometry {
     }
 }
 
+// The loops below are plain Rust compiled for baseline x86-64 (SSE2) unless a caller enables
+// more: each has an AVX2 twin, the same code under `target_feature`, picked at run time. The
+// arithmetic and its order are the same, so the results are identical bit for bit.
+
+/// `sum[j] += row[j]` in f64: the centroid update's inner loop.
+fn add_row(sum: &mut [f64], row: &[f32]) {
+    #[inline(always)]
+    fn portable(sum: &mut [f64], row: &[f32]) {
+        for (s, &x) in sum.iter_mut().zip(row) {
+            *s += f64::from(x);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn avx2(sum: &mut [f64], row: &[f32]) {
+        portable(sum, row)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was detected at run time.
+        unsafe { avx2(sum, row) };
+        return;
+    }
+    portable(sum, row)
+}
+
+/// `||a - b||^2`, summed in 8 f32 lanes in a fixed order (k-means++' D^2 weights).
+fn squared(a: &[f32], b: &[f32]) -> f64 {
+    #[inline(always)]
+    fn portable(a: &[f32], b: &[f32]) -> f64 {
+        let mut lanes = [0.0f32; 8];
+        let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+        let tail: f32 = ca
+            .remainder()
+            .iter()
+            .zip(cb.remainder())
+            .map(|(x, y)| (x - y) * (x - y))
+            .sum();
+        for (x, y) in ca.zip(cb) {
+            for i in 0..8 {
+                lanes[i] += (x[i] - y[i]) * (x[i] - y[i]);
+            }
+        }
+        f64::from(lanes.iter().sum::<f32>() + tail)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn avx2(a: &[f32], b: &[f32]) -> f64 {
+        portable(a, b)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was detected at run time.
+        return unsafe { avx2(a, b) };
+    }
+    portable(a, b)
+}
+
 /// Seeded k-means++: the first centroid uniformly, each next one with probability
 /// proportional to the squared distance to the nearest centroid so far.
 fn plus_plus(
@@ -180,22 +238,6 @@ fn plus_plus(
             normalize(row);
         }
     }
-    let squared = |a: &[f32], b: &[f32]| -> f64 {
-        let mut lanes = [0.0f32; 8];
-        let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-        let tail: f32 = ca
-            .remainder()
-            .iter()
-            .zip(cb.remainder())
-            .map(|(x, y)| (x - y) * (x - y))
-            .sum();
-        for (x, y) in ca.zip(cb) {
-            for i in 0..8 {
-                lanes[i] += (x[i] - y[i]) * (x[i] - y[i]);
-            }
-        }
-        f64::from(lanes.iter().sum::<f32>() + tail)
-    };
     let mut centroids = Vec::with_capacity(k * dim);
     let mut nearest = vec![f64::INFINITY; subset.len()];
     let mut pick = rng.below(subset.len());
@@ -349,9 +391,7 @@ fn assign(
                         *count += rows.len() as u64;
                         for &i in rows {
                             let row = &converted[i * width..i * width + dim];
-                            for (s, &x) in sum.iter_mut().zip(row) {
-                                *s += f64::from(x);
-                            }
+                            add_row(sum, row);
                         }
                     })
             });
