@@ -1,7 +1,7 @@
 # The README's commands and CI call these targets.
 PYTHON ?= python
 
-.PHONY: build lint test test-rust test-python bench demo
+.PHONY: build lint test test-rust test-python bench demo fuzz
 
 build:
 	$(PYTHON) -m pip install -e .
@@ -27,3 +27,8 @@ bench:
 
 demo:
 	negmine demo
+
+# Not part of `test`: needs cargo-fuzz and a nightly toolchain.
+fuzz:
+	cd fuzz && cargo +nightly fuzz run npy_header corpus/npy_header seeds/npy_header -- \
+		-dict=npy.dict -max_total_time=120
