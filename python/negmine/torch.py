@@ -654,15 +654,14 @@ def _add_embeddings(
     corpus_source: _EmbeddingSource | None,
     dtype: torch.dtype | None,
 ) -> None:
-    looked_up = []
-    if query_source is not None:
-        rows = query_source.gather(batch["query_ids"].numpy(), "query ids")
-        looked_up.append(("query_embeddings", rows))
-    if corpus_source is not None:
-        rows = corpus_source.gather(batch["candidate_ids"].numpy(), "candidate (corpus) ids")
-        looked_up.append(("candidate_embeddings", rows))
-    for key, rows in looked_up:
-        batch[key] = rows if dtype is None else rows.to(dtype).contiguous()
+    lookups = (
+        ("query_embeddings", query_source, "query_ids", "query ids"),
+        ("candidate_embeddings", corpus_source, "candidate_ids", "candidate (corpus) ids"),
+    )
+    for key, source, ids, what in lookups:
+        if source is not None:
+            rows = source.gather(batch[ids].numpy(), what)
+            batch[key] = rows if dtype is None else rows.to(dtype).contiguous()
 
 
 class Collator:

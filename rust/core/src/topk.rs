@@ -59,10 +59,15 @@ impl Candidates {
     /// later candidate must beat (`!(score <= threshold)`) to matter.
     #[inline]
     pub fn push(&mut self, score: f32, id: u32) -> Option<f32> {
-        let scored = Scored {
+        self.add(Scored {
             score: canonical(score),
             id,
-        };
+        })
+    }
+
+    /// [`Self::push`] of an already canonical candidate.
+    #[inline]
+    fn add(&mut self, scored: Scored) -> Option<f32> {
         if self.k <= RANKED_MAX_K {
             return self.insert(scored);
         }
@@ -105,14 +110,7 @@ impl Candidates {
     /// Merges another query's buffer for the same query (a different corpus shard).
     pub fn absorb(&mut self, other: Candidates) {
         for s in other.items {
-            if self.k <= RANKED_MAX_K {
-                self.insert(s);
-                continue;
-            }
-            self.items.push(s);
-            if self.items.len() >= self.capacity() {
-                self.cut();
-            }
+            self.add(s);
         }
     }
 
