@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::matrix::MatrixView;
-use crate::pack::normalize;
+use crate::pack::{normalize, sum_in_lanes};
 use crate::rng::Rng;
 use crate::search::{search_in, Hooks, Metric, SearchOptions, Workspace};
 
@@ -188,20 +188,7 @@ fn add_row(sum: &mut [f64], row: &[f32]) {
 fn squared(a: &[f32], b: &[f32]) -> f64 {
     #[inline(always)]
     fn portable(a: &[f32], b: &[f32]) -> f64 {
-        let mut lanes = [0.0f32; 8];
-        let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-        let tail: f32 = ca
-            .remainder()
-            .iter()
-            .zip(cb.remainder())
-            .map(|(x, y)| (x - y) * (x - y))
-            .sum();
-        for (x, y) in ca.zip(cb) {
-            for i in 0..8 {
-                lanes[i] += (x[i] - y[i]) * (x[i] - y[i]);
-            }
-        }
-        f64::from(lanes.iter().sum::<f32>() + tail)
+        f64::from(sum_in_lanes(a, b, |x, y| (x - y) * (x - y)))
     }
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]

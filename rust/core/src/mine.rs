@@ -24,7 +24,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::idlists::IdLists;
 use crate::matrix::MatrixView;
-use crate::pack::normalize;
+use crate::pack::{normalize, sum_in_lanes};
 use crate::rng::Rng;
 use crate::search::{search, Hooks, Metric, SearchOptions};
 
@@ -282,20 +282,7 @@ fn chain(a: &[f32], b: &[f32]) -> f32 {
 
 /// Cosine of two unit rows, summed in 8 lanes (a filter threshold, not a ranking score).
 fn unit_dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            lanes[i] += x[i] * y[i];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
+    sum_in_lanes(a, b, |x, y| x * y)
 }
 
 fn unit_row(m: &MatrixView<'_>, i: usize) -> Vec<f32> {

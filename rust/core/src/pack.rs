@@ -49,6 +49,27 @@ impl Default for AlignedBuf {
     }
 }
 
+/// `sum_j f(a[j], b[j])` in f32, accumulated in 8 lanes (element `j` into lane `j % 8`, the
+/// tail separately) and then added in order: a fixed order, so the same value for every CPU,
+/// and a loop the compiler vectorises.
+#[inline(always)]
+pub fn sum_in_lanes(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(&x, &y)| f(x, y))
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            lanes[i] += f(x[i], y[i]);
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
 /// Scales `row` to unit norm in place (a zero row stays zero). The norm is summed in f64 in a
 /// fixed order and each element is scaled in f64 before rounding to f32, so the result is the
 /// same on every CPU and for every blocking, and tiny (subnormal) or huge rows neither
