@@ -234,7 +234,9 @@ def test_dimension_mismatch_is_a_value_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize("bad", [0, 0.0, -0.5, 1.0001, 2, float("nan"), float("inf"), True, "0.9"])
 def test_bad_target_recall(bad: object) -> None:
     queries, corpus, positives = clustered(9)
-    with pytest.raises(ValueError, match=r"target_recall must be in \(0, 1\]"):
+    kind = TypeError if isinstance(bad, (bool, str)) else ValueError
+    message = "must be a number" if kind is TypeError else r"must be in \(0, 1\]|finite"
+    with pytest.raises(kind, match=f"target_recall {message}"):
         negmine.mine(queries, corpus, positives, backend="hnsw", target_recall=bad)  # type: ignore[arg-type]
 
 

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import negmine
 from negmine import batches
 from negmine.batches import BatchPlan
 from negmine.errors import InvalidArgumentError, InvalidTypeError
@@ -330,7 +331,7 @@ def test_conflict_keys_cover_groups_and_components() -> None:
         plan = batches.ngame([0] * 5, 2, seed=seed, epoch=0, conflicts=(indptr, keys))
         assert_separated(plan, sets)
     # Without groups, positives conflict by id.
-    indptr, keys = batches.conflict_keys(([0, 1, 2, 3], [4, 4, 5]))
+    indptr, keys = batches.conflict_keys(negmine.Csr([0, 1, 2, 3], [4, 4, 5]))
     assert key_sets(indptr, keys) == [{8}, {8}, {10}]
 
 
@@ -451,7 +452,7 @@ def test_batch_plan_accessors() -> None:
             "2",
         ),
         (
-            lambda: batches.topic([0, 0], 2, seed=0, epoch=0, conflicts=([0, 1], [3])),
+            lambda: batches.topic([0, 0], 2, seed=0, epoch=0, conflicts=negmine.Csr([0, 1], [3])),
             InvalidArgumentError,
             "one entry per row",
         ),

@@ -757,10 +757,13 @@ def test_bad_positives_and_shapes():
     expect_error(ValueError, negmine.mine, q, c, [[0], [1], [2], [-1]], match="out of range")
     expect_error(TypeError, negmine.mine, q, c, [[0], [1], [2], [0.5]], match="integer")
     expect_error(TypeError, negmine.mine, q, c, np.array([[0], [1], [2], [3]]))
-    expect_error(ValueError, negmine.mine, q, c, ([0, 1, 2, 3, 9], [0, 1, 2, 3]))
-    expect_error(ValueError, negmine.mine, q, c, ([0, 2, 1, 3, 4], [0, 1, 2, 3]))
-    expect_error(ValueError, negmine.mine, q, c, ([0, 1, 2, 3], [0, 1, 2]), match="one list")
-    expect_error(TypeError, negmine.mine, q, c, ([0, 1, 2, 3, 4], [0.0, 1, 2, 3]))
+    csr = negmine.Csr
+    expect_error(ValueError, negmine.mine, q, c, csr([0, 1, 2, 3, 9], [0, 1, 2, 3]))
+    expect_error(ValueError, negmine.mine, q, c, csr([0, 2, 1, 3, 4], [0, 1, 2, 3]))
+    expect_error(ValueError, negmine.mine, q, c, csr([0, 1, 2, 3], [0, 1, 2]), match="one entry")
+    expect_error(TypeError, negmine.mine, q, c, csr([0, 1, 2, 3, 4], [0.0, 1, 2, 3]))
+    # A tuple of two lists is ambiguous (CSR pair, or two queries' lists): refused.
+    expect_error(TypeError, negmine.mine, q, c, ([0, 1, 2, 3, 4], [0, 1, 2, 3]), match="Csr")
     expect_error(ValueError, negmine.mine, q, c[:, :5], pos, match="dimension")
     expect_error(TypeError, negmine.mine, q.astype(np.int32), c, pos)
     expect_error(ValueError, negmine.mine, q[0], c, pos)

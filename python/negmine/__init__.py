@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from negmine import batches
 from negmine._core import Embeddings, __version__, cpu_features
+from negmine._inputs import Csr
 from negmine.batches import BatchPlan
 from negmine.cluster import coarsen_clusters, kmeans
 from negmine.embed import embed_texts
@@ -25,6 +26,7 @@ from negmine.store import open_embeddings, save_embeddings
 
 __all__ = [
     "BatchPlan",
+    "Csr",
     "Embeddings",
     "FormatError",
     "InternalError",

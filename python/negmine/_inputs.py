@@ -6,12 +6,13 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Union, cast
+from typing import NamedTuple, Union, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from negmine._core import Embeddings, open_embeddings
+from negmine._numbers import MAX_ID, count
 from negmine.errors import InvalidArgumentError, InvalidTypeError
 
 EmbeddingsLike = Union[Embeddings, npt.ArrayLike, "os.PathLike[str]", str]
@@ -19,11 +20,13 @@ EmbeddingsLike = Union[Embeddings, npt.ArrayLike, "os.PathLike[str]", str]
 cast to float32)."""
 
 IdsLike = Union[
-    tuple[npt.ArrayLike, npt.ArrayLike],
+    "Csr",
+    tuple[np.ndarray, np.ndarray],
     Sequence[Sequence[int]],
     None,
 ]
-"""Per-query corpus ids: a CSR pair ``(indptr, indices)`` or one sequence of ids per query."""
+"""Per-query corpus ids: a CSR pair (:class:`Csr` or two integer numpy arrays) or one sequence
+of ids per query."""
 
 
 def as_matrix(value: EmbeddingsLike, name: str) -> Embeddings | np.ndarray:
@@ -49,8 +52,14 @@ def as_matrix(value: EmbeddingsLike, name: str) -> Embeddings | np.ndarray:
     return np.ascontiguousarray(array)
 
 
+# Arrays frozen by running calls, by id: (array, how many calls hold it). Another call
+# (another thread) may freeze a view of an array that is frozen here, or its base, so the
+# bookkeeping is global.
 _frozen_lock = threading.Lock()
-_frozen_count: dict[int, int] = {}
+_frozen: dict[int, tuple[np.ndarray, int]] = {}
+# Arrays whose flag could not be set back yet because an ancestor is still frozen by
+# another call: they are restored as soon as that ancestor is.
+_pending: dict[int, np.ndarray] = {}
 
 
 @contextmanager
@@ -61,60 +70,111 @@ def read_only(*matrices: Embeddings | np.ndarray) -> Iterator[None]:
     raises ``ValueError: assignment destination is read-only`` instead of changing the inputs
     halfway through, so the result always matches the inputs as they were at the call. Writes
     through *other* views of the same memory cannot be seen or blocked: don't make them. Arrays
-    over memory numpy does not own (a torch tensor's ``.numpy()``, a foreign buffer) are left as
-    they are, since numpy could not make them writeable again.
+    whose flag numpy could not set back (memory numpy does not own, such as a torch tensor's
+    ``.numpy()``, or a writeable view of an array that is itself read-only) are left as they
+    are.
+
+    Any aliasing is fine: the same array twice, a view and its base in either order, two views
+    of one base, views of views. Flags are set back bases first (numpy lets a view become
+    writeable again only while an ancestor is writeable), and setting them back never raises:
+    a finished result is never turned into an exception.
     """
     frozen: list[np.ndarray] = []
     with _frozen_lock:
+        # Decide for every array first, on the flags as the caller left them.
+        candidates: dict[int, np.ndarray] = {}
         for m in matrices:
-            if not isinstance(m, np.ndarray):
-                continue
-            key = id(m)
-            if key in _frozen_count:
-                _frozen_count[key] += 1
-            elif m.flags.writeable and _restorable(m):
+            if (
+                isinstance(m, np.ndarray)
+                and id(m) not in candidates
+                and (id(m) in _frozen or (m.flags.writeable and _restorable(m)))
+            ):
+                candidates[id(m)] = m
+        for key, m in candidates.items():
+            array, holders = _frozen.get(key, (m, 0))
+            _frozen[key] = (array, holders + 1)
+            if holders == 0:
                 m.flags.writeable = False
-                _frozen_count[key] = 1
-            else:
-                continue
             frozen.append(m)
     try:
         yield
     finally:
         with _frozen_lock:
+            released = []
             for m in frozen:
-                key = id(m)
-                _frozen_count[key] -= 1
-                if _frozen_count[key] == 0:
-                    del _frozen_count[key]
-                    m.flags.writeable = True
+                array, holders = _frozen[id(m)]
+                if holders == 1:
+                    del _frozen[id(m)]
+                    released.append(m)
+                else:
+                    _frozen[id(m)] = (array, holders - 1)
+            _restore(released)
+
+
+def _restore(arrays: list[np.ndarray]) -> None:
+    """Sets ``arrays`` (and any pending ones) writeable again, bases before views; an array
+    whose ancestor is still frozen by another call waits in ``_pending`` for it."""
+    for m in arrays:
+        _pending[id(m)] = m
+    progress = True
+    while progress:
+        progress = False
+        for key, m in sorted(_pending.items(), key=lambda item: _depth(item[1])):
+            try:
+                m.flags.writeable = True
+            except ValueError:
+                continue
+            del _pending[key]
+            progress = True
+
+
+def _depth(array: np.ndarray) -> int:
+    depth = 0
+    while isinstance(array.base, np.ndarray):
+        array, depth = array.base, depth + 1
+    return depth
 
 
 def _restorable(array: np.ndarray) -> bool:
-    """Whether numpy will let the WRITEABLE flag be set again: the memory is owned by this
-    array or by a numpy array it views."""
-    while not array.flags.owndata:
-        if not isinstance(array.base, np.ndarray):
+    """Whether numpy will let the WRITEABLE flag of ``array`` be set again once every array
+    frozen now is writeable again: it owns its memory, or some numpy ancestor is writeable (or
+    frozen, hence writeable again later), numpy's own rule."""
+    if array.flags.owndata:
+        return True
+    while True:
+        base = array.base
+        if not isinstance(base, np.ndarray):
             return False
-        array = array.base
-    return True
+        if base.flags.writeable or id(base) in _frozen:
+            return True
+        if base.flags.owndata:
+            return False
+        array = base
 
 
 def positive_int(value: object, name: str) -> int:
-    """An ``int`` (numpy integers too, not bool) that is > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidTypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if value <= 0:
-        raise InvalidArgumentError(f"{name} must be positive, got {value}")
-    return int(value)
+    """An ``int`` (numpy integers too, not bool) in ``[1, 2**62]``."""
+    return count(value, name)
+
+
+class Csr(NamedTuple):
+    """Per-row id lists in compressed sparse row form: row ``r`` holds
+    ``indices[indptr[r]:indptr[r + 1]]``. ``len(indptr)`` is the number of rows plus one."""
+
+    indptr: npt.ArrayLike
+    indices: npt.ArrayLike
 
 
 def _id_array(values: npt.ArrayLike, name: str) -> np.ndarray:
     array = np.asarray(values)
-    if array.size and array.dtype.kind not in "iu":
+    if array.size and (array.dtype.kind not in "iu" or array.dtype == np.bool_):
         raise InvalidTypeError(f"{name} must hold integer ids, got dtype {array.dtype}")
     if array.ndim != 1:
         raise InvalidArgumentError(f"{name} CSR arrays must be 1-D, got shape {array.shape}")
+    if array.dtype.kind == "u" and array.size and int(array.max()) > MAX_ID:
+        raise InvalidArgumentError(
+            f"{name} holds {int(array.max())}, past the largest id (2**63 - 1)"
+        )
     return np.ascontiguousarray(array, dtype=np.int64)
 
 
@@ -122,15 +182,38 @@ def rows_of(matrix: Embeddings | np.ndarray) -> int:
     return int(matrix.shape[0])
 
 
+_CSR_FORMS = (
+    "write negmine.Csr(indptr, indices) (or a tuple of two integer numpy arrays) for a CSR "
+    "pair, or a list with one list of ids per query, e.g. [[0, 1, 2], [5, 7]]"
+)
+
+
 def as_csr(ids: IdsLike, n_rows: int, name: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """Per-row id lists as int64 CSR arrays; range checks against the corpus are the core's."""
+    """Per-row id lists as int64 CSR arrays; range checks against the corpus are the core's.
+
+    A CSR pair is a :class:`Csr` or a tuple of exactly two numpy integer arrays. A tuple of two
+    Python lists is refused: ``([0, 1, 2], [5, 7])`` reads as "query 0 excludes 0, 1, 2 and
+    query 1 excludes 5, 7" just as well as a CSR pair, and guessing wrong silently excludes
+    the wrong rows.
+    """
     if ids is None:
         return None
+    if isinstance(ids, Csr) or (
+        isinstance(ids, tuple)
+        and len(ids) == 2
+        and all(isinstance(part, np.ndarray) for part in ids)
+    ):
+        indptr, indices = _id_array(ids[0], name), _id_array(ids[1], name)
+        _check_csr(indptr, indices, n_rows, name)
+        return indptr, indices
     if isinstance(ids, tuple) and len(ids) == 2:
-        return _id_array(ids[0], name), _id_array(ids[1], name)
+        raise InvalidTypeError(
+            f"{name} is a tuple of two sequences, which could be a CSR pair (indptr, indices) "
+            f"or the id lists of two queries: {_CSR_FORMS}"
+        )
     if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
         raise InvalidTypeError(
-            f"{name} must be an (indptr, indices) pair or a list of id lists, "
+            f"{name} must be a CSR pair or a list of id lists ({_CSR_FORMS}), "
             f"got {type(ids).__name__}"
         )
     lists = cast(Sequence[Sequence[int]], ids)
@@ -138,10 +221,29 @@ def as_csr(ids: IdsLike, n_rows: int, name: str) -> tuple[np.ndarray, np.ndarray
         raise InvalidArgumentError(
             f"{name} must have one id list per query ({n_rows}), got {len(lists)}"
         )
+    for row in lists:
+        if isinstance(row, (str, bytes)) or not isinstance(row, (Sequence, np.ndarray)):
+            raise InvalidTypeError(
+                f"{name} must hold one sequence of ids per query, got a {type(row).__name__}"
+            )
     lengths = np.fromiter((len(row) for row in lists), dtype=np.int64, count=len(lists))
     indptr = np.zeros(len(lists) + 1, dtype=np.int64)
     np.cumsum(lengths, out=indptr[1:])
     flat = [i for row in lists for i in row]
-    if not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in flat):
-        raise InvalidTypeError(f"{name} must hold integer ids")
+    for i in flat:
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+            raise InvalidTypeError(f"{name} must hold integer ids, got {type(i).__name__} {i!r}")
+        if not -MAX_ID - 1 <= i <= MAX_ID:
+            raise InvalidArgumentError(f"{name} holds {i}, past the largest id (2**63 - 1)")
     return indptr, np.asarray(flat, dtype=np.int64).reshape(-1)
+
+
+def _check_csr(indptr: np.ndarray, indices: np.ndarray, n_rows: int, name: str) -> None:
+    if len(indptr) != n_rows + 1:
+        raise InvalidArgumentError(
+            f"{name} indptr must have one entry per row plus one ({n_rows + 1}), got {len(indptr)}"
+        )
+    if indptr[0] != 0 or indptr[-1] != len(indices) or np.any(np.diff(indptr) < 0):
+        raise InvalidArgumentError(
+            f"{name} indptr must be non-decreasing from 0 to len(indices) ({len(indices)})"
+        )

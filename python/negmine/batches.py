@@ -30,13 +30,12 @@ import numpy as np
 import numpy.typing as npt
 
 from negmine import _core
+from negmine import _numbers as numbers
 from negmine._inputs import IdsLike, as_csr
 from negmine.errors import InvalidArgumentError, InvalidTypeError
 
 Weighting = Literal["uniform", "size"]
 IntArray = npt.NDArray[np.int64]
-
-_U64 = 1 << 64
 
 
 @dataclass(frozen=True)
@@ -105,22 +104,9 @@ class BatchPlan:
 # Argument conversion (range and consistency checks are the core's)
 
 
-def _stream_int(value: object, name: str) -> int:
-    """A seed or epoch: an integer in ``[0, 2**64)``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidTypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if not 0 <= value < _U64:
-        raise InvalidArgumentError(f"{name} must be in [0, 2**64), got {value}")
-    return int(value)
-
-
 def _count_int(value: object, name: str) -> int:
     """An integer count passed to the core as is (the core says when it is not positive)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidTypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if not -(1 << 63) <= value < (1 << 63):
-        raise InvalidArgumentError(f"{name} is out of range: {value}")
-    return int(value)
+    return numbers.integer(value, name, minimum=-(2**63), maximum=2**63 - 1)
 
 
 def _int_array(values: npt.ArrayLike, name: str) -> IntArray:
@@ -195,8 +181,8 @@ def topic(
     clusters_ = _int_array(clusters, "clusters")
     keys = _conflicts(conflicts, len(clusters_))
     args = (
-        _stream_int(seed, "seed"),
-        _stream_int(epoch, "epoch"),
+        numbers.seed(seed, "seed"),
+        numbers.seed(epoch, "epoch"),
         _count_int(batch_size, "batch_size"),
         _count_int(clusters_per_batch, "clusters_per_batch"),
     )
@@ -260,7 +246,7 @@ def ngame(
     """
     clusters_ = _int_array(clusters, "clusters")
     keys = _conflicts(conflicts, len(clusters_))
-    seed_, epoch_ = _stream_int(seed, "seed"), _stream_int(epoch, "epoch")
+    seed_, epoch_ = numbers.seed(seed, "seed"), numbers.seed(epoch, "epoch")
     return _plan(
         _core.ngame_plan(
             clusters_,
@@ -345,7 +331,7 @@ def margin_balanced(
                 f"margins must be 1-D with margins_indptr, got shape {values.shape}"
             )
     flat = _private(values, np.float64).reshape(-1)
-    seed_, epoch_ = _stream_int(seed, "seed"), _stream_int(epoch, "epoch")
+    seed_, epoch_ = numbers.seed(seed, "seed"), numbers.seed(epoch, "epoch")
     return _core.margin_balanced(indptr, flat, _count_int(bins, "bins"), seed=seed_, epoch=epoch_)
 
 

@@ -8,8 +8,13 @@ import numpy as np
 import numpy.typing as npt
 
 from negmine import _core
-from negmine._inputs import EmbeddingsLike, as_matrix, positive_int, read_only
+from negmine import _numbers as numbers
+from negmine._inputs import EmbeddingsLike, as_matrix, read_only
 from negmine.errors import InvalidArgumentError
+
+MAX_ITERATIONS = 10_000
+"""Lloyd iterations run all the way (there is no early stop, so that results do not depend on
+a tolerance); past a few dozen they change nothing, and a huge count would only hang."""
 
 
 def kmeans(
@@ -30,19 +35,21 @@ def kmeans(
     starts from seeded D^2 sampling on a bounded subset of the rows; ``"random"`` from
     ``n_clusters`` distinct rows picked at random (faiss' default, cheaper); with ``sample``, the
     centroids are trained on that many seeded random rows and then every row is assigned. An
-    empty cluster takes the row worst served by its centroid. Results are identical for any
-    thread count.
+    empty cluster takes the row worst served by its centroid. All ``iterations`` (at most
+    10,000) run: there is no early stop. Results are identical for any thread count.
 
     Returns:
         ``(centroids, assignments, inertia)``: float32 ``[n_clusters, d]``, int64 ``[N]`` and
         the sum over all rows of their distance to their centroid (``1 - cos`` or
         ``||x - c||^2``).
     """
-    n_clusters = positive_int(n_clusters, "n_clusters")
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
-        raise InvalidArgumentError(f"iterations must be a non-negative integer, got {iterations!r}")
-    if sample is not None:
-        sample = positive_int(sample, "sample")
+    n_clusters = numbers.count(n_clusters, "n_clusters")
+    metric = numbers.choice(metric, "metric", ("cosine", "l2"))  # type: ignore[assignment]
+    iterations = numbers.non_negative(iterations, "iterations", maximum=MAX_ITERATIONS)
+    seed = numbers.seed(seed)
+    sample = numbers.optional_count(sample, "sample")
+    init = numbers.choice(init, "init", ("k-means++", "random"))  # type: ignore[assignment]
+    threads = numbers.optional_count(threads, "threads")
     data = as_matrix(embeddings, "embeddings")
     with read_only(data):
         centroids, assignments, inertia, _ = _core.kmeans(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -20,17 +21,20 @@ import numpy as np
 import numpy.typing as npt
 
 from negmine import _core
+from negmine import _numbers as numbers
 from negmine._atomic import atomic_write
 from negmine._core import Embeddings
 from negmine._inputs import (
+    Csr,
     EmbeddingsLike,
     IdsLike,
     as_csr,
     as_matrix,
-    positive_int,
     read_only,
     rows_of,
 )
+from negmine._numbers import MAX_ID
+from negmine._paths import regular_file
 from negmine._progress import progress_callback
 from negmine.errors import InvalidArgumentError, InvalidTypeError
 
@@ -45,65 +49,122 @@ _MAX_RANK = 2**30
 """The core's bound on ``num_negatives``, ``range_min`` and ``range_max``."""
 
 
+_HEADER_WORDS = frozenset(
+    {
+        "query", "query-id", "query_id", "queryid", "qid", "q", "topic", "topic-id",
+        "topic_id", "anchor", "corpus", "corpus-id", "corpus_id", "corpusid", "doc", "doc-id",
+        "doc_id", "docid", "document", "document-id", "document_id", "did", "passage",
+        "passage-id", "passage_id", "pid", "positive", "positive-id", "positive_id", "iter",
+        "iteration", "score", "relevance", "rel", "label", "grade", "judgment", "judgement",
+    }
+)  # fmt: skip
+"""Words a qrels header is made of (BEIR, MS MARCO, TREC, sentence-transformers)."""
+
+
+def _header_word(text: str) -> bool:
+    return text.strip().lower() in _HEADER_WORDS
+
+
 def load_qrels(
     path: str | os.PathLike[str],
     query_ids: Sequence[str] | None = None,
     corpus_ids: Sequence[str] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+    *,
+    n_queries: int | None = None,
+    n_corpus: int | None = None,
+) -> Csr:
     """Reads a qrels TSV (``query_id<TAB>corpus_id`` per line, optional header, optional third
-    relevance column where ``0`` means not relevant) into CSR positives.
+    relevance column where ``0`` means not relevant; TREC's four columns too) into CSR
+    positives.
 
-    Without ``query_ids`` / ``corpus_ids`` the ids are row indices. With them, ids are looked
-    up by name, and an unknown id is an error naming the line.
+    Without ``query_ids`` / ``corpus_ids`` the ids are row indices, checked against
+    ``n_queries`` / ``n_corpus`` when given. With them, ids are looked up by name. The file is
+    UTF-8 (a byte-order mark is skipped). Line 1 is skipped only when it is a header: its id
+    fields are header words (``query-id``, ``qid``, ``corpus-id``, ``docid``, ``pid``...).
+    Every other line must parse: an unknown or malformed id, an empty field (a doubled tab), a
+    relevance that is not a finite number, or bytes that are not UTF-8 raise
+    :class:`~negmine.InvalidArgumentError` naming the file and line, never a silent skip.
     """
+    source = regular_file(path, "qrels file")
+    if n_queries is not None and query_ids is not None and n_queries != len(query_ids):
+        raise InvalidArgumentError(
+            f"n_queries ({n_queries}) differs from the number of query_ids ({len(query_ids)})"
+        )
     q_index = {name: i for i, name in enumerate(query_ids)} if query_ids is not None else None
     c_index = {name: i for i, name in enumerate(corpus_ids)} if corpus_ids is not None else None
+    q_limit = len(query_ids) if query_ids is not None else n_queries
     pairs: list[tuple[int, int]] = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            fields = line.rstrip("\n").split("\t") if "\t" in line else line.split()
-            if not fields or not line.strip():
+
+    def row_id(text: str, index: dict[str, int] | None, what: str, limit: int | None) -> int:
+        if index is not None:
+            if text not in index:
+                raise ValueError(f"unknown {what} id {text!r}")
+            return index[text]
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(
+                f"{what} ids must be integers (row indices) unless query_ids / corpus_ids are "
+                f"given, got {text!r}"
+            ) from None
+        if value < 0:
+            raise ValueError(f"negative {what} id {value}")
+        if value > MAX_ID or (limit is not None and value >= limit):
+            rows = "queries" if what == "query" else "corpus rows"
+            bound = f"{limit} {rows}" if limit is not None else "int64 ids"
+            raise ValueError(f"{what} {value} is out of range for {bound}")
+        return value
+
+    with open(source, "rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            where = f"{source}:{line_no}"
+            try:
+                line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise InvalidArgumentError(
+                    f"{where}: not UTF-8 text (byte {raw[e.start : e.start + 1]!r} at column "
+                    f"{e.start + 1}); save the qrels as UTF-8"
+                ) from None
+            text = line.rstrip("\r\n")
+            if not text.strip():
                 continue
+            fields = text.rstrip().split("\t") if "\t" in text else text.split()
             if len(fields) not in (2, 3, 4):
                 raise InvalidArgumentError(
-                    f"{path}:{line_no}: expected 'query_id corpus_id [relevance]', got {line!r}"
+                    f"{where}: expected 'query_id corpus_id [relevance]' (or TREC's 'query_id "
+                    f"iteration corpus_id relevance'), got {len(fields)} fields in {text!r}"
                 )
-            if len(fields) == 4:  # TREC: query 0 doc relevance
-                fields = [fields[0], fields[2], fields[3]]
-            if len(fields) == 3:
-                try:
-                    if float(fields[2]) <= 0:
-                        continue
-                except ValueError:
-                    if line_no == 1:
-                        continue  # header
-                    raise InvalidArgumentError(
-                        f"{path}:{line_no}: relevance must be a number, got {fields[2]!r}"
-                    ) from None
-            try:
-                q = q_index[fields[0]] if q_index is not None else int(fields[0])
-                c = c_index[fields[1]] if c_index is not None else int(fields[1])
-            except KeyError as e:
-                raise InvalidArgumentError(f"{path}:{line_no}: unknown id {e.args[0]!r}") from None
-            except ValueError:
-                if line_no == 1:
-                    continue  # header
+            if any(not field.strip() for field in fields):
                 raise InvalidArgumentError(
-                    f"{path}:{line_no}: ids must be integers (row indices) unless query_ids / "
-                    f"corpus_ids are given, got {fields[:2]}"
-                ) from None
-            if q < 0 or c < 0:
-                raise InvalidArgumentError(f"{path}:{line_no}: negative id in {fields[:2]}")
+                    f"{where}: empty field in {text!r} (a doubled or stray tab?)"
+                )
+            fields = [field.strip() for field in fields]
+            if len(fields) == 4:  # TREC: query iteration doc relevance
+                fields = [fields[0], fields[2], fields[3]]
+            if line_no == 1 and _header_word(fields[0]) and _header_word(fields[1]):
+                continue
+            try:
+                if len(fields) == 3:
+                    try:
+                        relevance = float(fields[2])
+                    except ValueError:
+                        raise ValueError(f"relevance must be a number, got {fields[2]!r}") from None
+                    if not math.isfinite(relevance):
+                        raise ValueError(f"relevance must be finite, got {fields[2]!r}")
+                    if relevance <= 0:
+                        continue
+                q = row_id(fields[0], q_index, "query", q_limit)
+                c = row_id(fields[1], c_index, "corpus", n_corpus)
+            except ValueError as e:
+                raise InvalidArgumentError(f"{where}: {e}") from None
             pairs.append((q, c))
     if not pairs:
-        raise InvalidArgumentError(f"{path}: no positive pairs found")
+        raise InvalidArgumentError(f"{source}: no positive pairs found")
     arr = np.unique(np.asarray(pairs, dtype=np.int64), axis=0)
-    n_queries = len(query_ids) if query_ids is not None else int(arr[:, 0].max()) + 1
-    if arr[:, 0].max() >= n_queries:
-        raise InvalidArgumentError(f"{path}: query id {arr[:, 0].max()} out of range")
-    indptr = np.zeros(n_queries + 1, dtype=np.int64)
+    rows = q_limit if q_limit is not None else int(arr[:, 0].max()) + 1
+    indptr = np.zeros(rows + 1, dtype=np.int64)
     np.add.at(indptr, arr[:, 0] + 1, 1)
-    return np.cumsum(indptr), arr[:, 1].copy()
+    return Csr(np.cumsum(indptr), arr[:, 1].copy())
 
 
 @dataclass
@@ -344,63 +405,37 @@ class MiningOptions:
     record_removed: int | None = 64
 
     def __post_init__(self) -> None:
-        positive_int(self.num_negatives, "num_negatives")
-        for name in ("range_min", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise InvalidArgumentError(f"{name} must be a non-negative integer, got {value!r}")
-        if self.range_max is not None:
-            positive_int(self.range_max, "range_max")
-        if self.max_depth is not None:
-            positive_int(self.max_depth, "max_depth")
-        if self.record_removed is not None and (
-            isinstance(self.record_removed, bool)
-            or not isinstance(self.record_removed, (int, np.integer))
-            or self.record_removed < 0
-        ):
-            raise InvalidArgumentError(
-                f"record_removed must be a non-negative integer or None, "
-                f"got {self.record_removed!r}"
-            )
-        # The core's limits, as ValueErrors rather than OverflowErrors at the boundary.
-        for name, limit in (
-            ("num_negatives", _MAX_RANK),
-            ("range_min", _MAX_RANK),
-            ("range_max", _MAX_RANK),
-            ("seed", 2**64 - 1),
-        ):
-            value = getattr(self, name)
-            if value is not None and value > limit:
-                raise InvalidArgumentError(f"{name} must be at most {limit}, got {value}")
-        if self.metric not in ("dot", "cosine"):
-            raise InvalidArgumentError(f"metric must be 'dot' or 'cosine', got {self.metric!r}")
-        if self.sampling_strategy not in ("top", "random", "simans"):
-            raise InvalidArgumentError(
-                "sampling_strategy must be 'top', 'random' or 'simans', "
-                f"got {self.sampling_strategy!r}"
-            )
+        # Stored as plain Python values (numpy scalars and metric aliases canonicalised), so
+        # that the options serialise to JSON and compare equal however they were spelled.
+        canonical = {
+            "num_negatives": numbers.count(self.num_negatives, "num_negatives", maximum=_MAX_RANK),
+            "metric": numbers.metric(self.metric),
+            "range_min": numbers.non_negative(self.range_min, "range_min", maximum=_MAX_RANK),
+            "range_max": numbers.optional_count(self.range_max, "range_max", maximum=_MAX_RANK),
+            "sampling_strategy": numbers.choice(
+                self.sampling_strategy, "sampling_strategy", ("top", "random", "simans")
+            ),
+            "seed": numbers.seed(self.seed),
+            "max_depth": numbers.optional_count(self.max_depth, "max_depth"),
+            "record_removed": None
+            if self.record_removed is None
+            else numbers.non_negative(self.record_removed, "record_removed"),
+            "query_dup_threshold": numbers.optional_real(
+                self.query_dup_threshold, "query_dup_threshold", low=-1.0, high=1.0
+            ),
+        }
         for name in (
             "max_score",
             "min_score",
             "absolute_margin",
             "relative_margin",
             "dup_threshold",
-            "query_dup_threshold",
-            "simans_a",
-            "simans_b",
         ):
-            value = getattr(self, name)
-            if value is not None and (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float, np.floating, np.integer))
-                or not np.isfinite(value)
-            ):
-                raise InvalidArgumentError(f"{name} must be a finite number, got {value!r}")
-        if self.query_dup_threshold is not None and not -1 <= self.query_dup_threshold <= 1:
-            raise InvalidArgumentError(
-                f"query_dup_threshold is a cosine and must be in [-1, 1], "
-                f"got {self.query_dup_threshold}"
-            )
+            canonical[name] = numbers.optional_real(getattr(self, name), name)
+        canonical["simans_a"] = numbers.real(self.simans_a, "simans_a")
+        canonical["simans_b"] = numbers.real(self.simans_b, "simans_b")
+        for name, value in canonical.items():
+            object.__setattr__(self, name, value)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -446,17 +481,14 @@ def _positives_csr(
     positives: IdsLike | str | os.PathLike[str], n_queries: int, n_corpus: int
 ) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(positives, (str, os.PathLike)):
-        indptr, ids = load_qrels(positives)
-        if len(indptr) - 1 > n_queries:
-            last = int(np.flatnonzero(np.diff(indptr))[-1])
-            raise InvalidArgumentError(
-                f"the qrels have positives for query {last}, but there are only {n_queries} queries"
-            )
-        indptr = np.concatenate([indptr, np.full(n_queries + 1 - len(indptr), indptr[-1])])
-        positives = (indptr, ids)
+        positives = load_qrels(positives, n_queries=n_queries, n_corpus=n_corpus)
     csr = as_csr(positives, n_queries, "positives")
     if csr is None:
-        raise InvalidArgumentError("positives are required (every query needs at least one)")
+        raise InvalidArgumentError(
+            "positives are required: one list of corpus ids per query (a list may be empty: "
+            "such a query has nothing excluded and no margin filters), a "
+            "CSR pair or a qrels path"
+        )
     indptr, ids = csr
     if len(indptr) != n_queries + 1:
         raise InvalidArgumentError(
@@ -651,8 +683,11 @@ def mine(
 
     Args:
         queries, corpus: embeddings (arrays, ``Embeddings`` or ``.npy`` paths).
-        positives: each query's relevant corpus ids: a CSR pair ``(indptr, indices)``, a list
-            of id lists, or a qrels TSV path (``query_id corpus_id`` as row indices).
+        positives: each query's relevant corpus ids: a :class:`negmine.Csr` pair (or a tuple
+            of two integer numpy arrays ``(indptr, indices)``), a list of id lists, or a qrels
+            TSV path (``query_id corpus_id`` as row indices, see :func:`load_qrels`). A query
+            may have no positives: nothing is excluded for it and the margin filters, which
+            are relative to its positives, do not apply.
         num_negatives: negatives per query.
         metric: ``"cosine"`` (default) or ``"dot"``.
         range_min, range_max: the window ``[range_min, range_max)`` of the filtered ranking
@@ -712,18 +747,11 @@ def mine(
         max_depth=max_depth,
         record_removed=record_removed,
     )
-    if threads is not None:
-        threads = positive_int(threads, "threads")
-    if backend not in ("exact", "hnsw"):
-        raise InvalidArgumentError(f"backend must be 'exact' or 'hnsw', got {backend!r}")
-    if (
-        isinstance(target_recall, bool)
-        or not isinstance(target_recall, (int, float, np.integer, np.floating))
-        or not 0 < target_recall <= 1
-    ):
-        raise InvalidArgumentError(f"target_recall must be in (0, 1], got {target_recall!r}")
-    hnsw_m = positive_int(hnsw_m, "hnsw_m")
-    hnsw_ef_construction = positive_int(hnsw_ef_construction, "hnsw_ef_construction")
+    threads = numbers.optional_count(threads, "threads")
+    backend = numbers.choice(backend, "backend", ("exact", "hnsw"))  # type: ignore[assignment]
+    target_recall = numbers.real(target_recall, "target_recall", low=0.0, high=1.0, low_open=True)
+    hnsw_m = numbers.count(hnsw_m, "hnsw_m")
+    hnsw_ef_construction = numbers.count(hnsw_ef_construction, "hnsw_ef_construction")
     q = as_matrix(queries, "queries")
     c = as_matrix(corpus, "corpus")
     if backend == "hnsw" and q.shape[1] != c.shape[1]:

@@ -8,15 +8,16 @@ from typing import Literal
 import numpy as np
 
 from negmine import _core
+from negmine import _numbers as numbers
 from negmine._inputs import (
     EmbeddingsLike,
     IdsLike,
     as_csr,
     as_matrix,
-    positive_int,
     read_only,
     rows_of,
 )
+from negmine._numbers import MAX_COUNT
 from negmine._progress import progress_callback
 
 Metric = Literal["dot", "cosine"]
@@ -40,9 +41,12 @@ def search(
         queries: ``Q x d`` embeddings (array, ``Embeddings`` or ``.npy`` path).
         corpus: ``N x d`` embeddings; a mapped file streams through in blocks.
         k: neighbours per query, ``0 < k <= N - len(exclude[q])``; there is no other cap.
-        metric: ``"dot"`` (inner product) or ``"cosine"`` (a zero vector scores 0).
-        exclude: per-query corpus ids never returned (e.g. labelled positives): a CSR pair
-            ``(indptr, indices)`` or one list of ids per query.
+        metric: ``"dot"`` (inner product; alias ``"ip"``) or ``"cosine"`` (alias ``"cos"``; a
+            zero vector scores 0).
+        exclude: per-query corpus ids never returned (e.g. labelled positives): a
+            :class:`negmine.Csr` pair (or a tuple of two integer numpy arrays ``(indptr,
+            indices)``) or one list of ids per query. A tuple of two lists is refused as
+            ambiguous.
         threads: worker threads (default: all cores).
         progress: ``True`` for a tqdm bar, or a callable ``(done, total)``.
         block_rows, query_batch: tuning knobs; they never change the result.
@@ -56,14 +60,15 @@ def search(
     arrays are read-only while the search runs (a write to them raises ``ValueError``), so
     the result always matches the inputs as they were at the call.
     """
-    k = positive_int(k, "k")
-    threads, block_rows, query_batch = (
-        None if value is None else positive_int(value, name)
-        for value, name in (
-            (threads, "threads"),
-            (block_rows, "block_rows"),
-            (query_batch, "query_batch"),
-        )
+    k = numbers.count(k, "k")
+    metric = numbers.metric(metric)  # type: ignore[assignment]
+    threads = numbers.optional_count(threads, "threads")
+    # Tuning knobs never change the result: past any real size they just mean "all".
+    block_rows, query_batch = (
+        None
+        if value is None
+        else min(numbers.integer(value, name, minimum=1, maximum=None), MAX_COUNT)
+        for value, name in ((block_rows, "block_rows"), (query_batch, "query_batch"))
     )
     q = as_matrix(queries, "queries")
     c = as_matrix(corpus, "corpus")

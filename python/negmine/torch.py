@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, Sampler
 
+from negmine import _numbers
 from negmine import batches as _batches
 from negmine._core import Embeddings, open_embeddings
 from negmine._inputs import EmbeddingsLike, IdsLike, as_matrix
@@ -133,7 +134,7 @@ class ClusterBatchSampler(Sampler[list[int]]):
         batch_size = _int(batch_size, "batch_size")
         if batch_size <= 0:
             raise InvalidArgumentError(f"batch_size must be positive, got {batch_size}")
-        seed = _batches._stream_int(seed, "seed")
+        seed = _numbers.seed(seed, "seed")
         if num_replicas is None or rank is None:
             initialised = dist.is_available() and dist.is_initialized()
             if num_replicas is None:
@@ -187,7 +188,7 @@ class ClusterBatchSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         """Use the plan of ``epoch`` from the next iteration on. Setting the epoch a loaded
         state is in keeps its resume point; any other epoch starts from its first batch."""
-        epoch = _batches._stream_int(epoch, "epoch")
+        epoch = _numbers.seed(epoch, "epoch")
         if epoch != self.epoch:
             self._skip = 0
             self._yielded = 0
@@ -296,7 +297,7 @@ class ClusterBatchSampler(Sampler[list[int]]):
                     f"state is from another {key}: saved {state[key]!r}, "
                     f"this sampler has {current[key]!r}"
                 )
-        epoch = _batches._stream_int(state["epoch"], "epoch")
+        epoch = _numbers.seed(state["epoch"], "epoch")
         yielded = _int(state["yielded"], "yielded")
         if not 0 <= yielded <= self._per_rank:
             raise InvalidArgumentError(
@@ -406,7 +407,7 @@ class HardNegativeDataset(Dataset[dict[str, Any]]):
             )
         self.num_negatives = num_negatives
         self.resample = bool(resample)
-        self.seed = _batches._stream_int(seed, "seed")
+        self.seed = _numbers.seed(seed, "seed")
         self.groups = _groups_array(
             groups, _max_id(self.positive_ids, self.negative_ids) + 1, "the result"
         )
@@ -414,7 +415,7 @@ class HardNegativeDataset(Dataset[dict[str, Any]]):
 
     def set_epoch(self, epoch: int) -> None:
         """Draw positives (and resampled negatives) of ``epoch`` from now on."""
-        self.epoch = _batches._stream_int(epoch, "epoch")
+        self.epoch = _numbers.seed(epoch, "epoch")
 
     def __len__(self) -> int:
         return len(self.negative_ids)

@@ -458,7 +458,7 @@ pub fn kmeans(
         Rows::streamed(data, &training)
     };
     let mut workspace = Workspace::default();
-    let mut history = Vec::with_capacity(opts.iterations);
+    let mut history = Vec::with_capacity(opts.iterations.min(1 << 16));
     for _ in 0..opts.iterations {
         let mut sums = vec![0.0f64; k * dim];
         let mut counts = vec![0u64; k];

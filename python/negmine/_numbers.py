@@ -1,0 +1,145 @@
+"""Numbers at the boundary: one converter per kind, each raising negmine's exceptions.
+
+Every public function turns its numeric arguments into plain Python values here, before
+anything reaches the core, so that no value surfaces as a bare ``OverflowError`` (a count past
+``usize``, a seed past ``u64``) or ``TypeError`` from the binding. ``bool`` is refused wherever
+an integer is expected (``True`` is an ``int`` to Python, never a count to a user); numpy
+integer and floating scalars are accepted like their Python counterparts.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Mapping, Sequence
+from typing import SupportsIndex, cast
+
+import numpy as np
+
+from negmine.errors import InvalidArgumentError, InvalidTypeError
+
+MAX_COUNT = 2**62
+"""Largest count (k, rows, threads, batch size...) accepted: far past any real input, and
+below every native integer type the core converts counts to."""
+MAX_ID = 2**63 - 1
+"""Largest row id: ids travel as int64."""
+MAX_SEED = 2**64 - 1
+"""Seeds and epochs are u64 streams."""
+
+
+def _is_integer(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def integer(
+    value: object,
+    name: str,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = MAX_COUNT,
+) -> int:
+    """An integer (Python or numpy, not bool) in ``[minimum, maximum]``."""
+    if not _is_integer(value):
+        raise InvalidTypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    number = operator.index(cast(SupportsIndex, value))
+    if minimum is not None and number < minimum:
+        if minimum == 1:
+            raise InvalidArgumentError(f"{name} must be positive, got {number}")
+        if minimum == 0:
+            raise InvalidArgumentError(f"{name} must be non-negative, got {number}")
+        raise InvalidArgumentError(f"{name} must be at least {minimum}, got {number}")
+    if maximum is not None and number > maximum:
+        raise InvalidArgumentError(f"{name} must be at most {maximum}, got {number}")
+    return number
+
+
+def count(value: object, name: str, *, maximum: int = MAX_COUNT) -> int:
+    """A positive count (``k``, ``threads``, ``batch_size``...)."""
+    return integer(value, name, minimum=1, maximum=maximum)
+
+
+def optional_count(value: object, name: str, *, maximum: int = MAX_COUNT) -> int | None:
+    return None if value is None else count(value, name, maximum=maximum)
+
+
+def non_negative(value: object, name: str, *, maximum: int = MAX_COUNT) -> int:
+    """An integer ``>= 0`` (``range_min``, ``iterations``...)."""
+    return integer(value, name, minimum=0, maximum=maximum)
+
+
+def seed(value: object, name: str = "seed") -> int:
+    """A seed or epoch: an integer in ``[0, 2**64)``."""
+    if not _is_integer(value):
+        raise InvalidTypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    number = operator.index(cast(SupportsIndex, value))
+    if not 0 <= number <= MAX_SEED:
+        raise InvalidArgumentError(f"{name} must be in [0, 2**64), got {number}")
+    return number
+
+
+def real(
+    value: object,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+) -> float:
+    """A finite real number (int, float or numpy scalar, not bool) in ``[low, high]``
+    (``(low, high]`` with ``low_open``)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, float, np.integer, np.floating)
+    ):
+        raise InvalidTypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    try:
+        number = float(value)
+    except OverflowError:  # an int past the float range
+        number = math.inf if value > 0 else -math.inf
+    if not math.isfinite(number):
+        raise InvalidArgumentError(f"{name} must be a finite number, got {value!r}")
+    below = low is not None and (number <= low if low_open else number < low)
+    if below or (high is not None and number > high):
+        lo = "(" if low_open else "["
+        raise InvalidArgumentError(
+            f"{name} must be in {lo}{'-inf' if low is None else f'{low:g}'}, "
+            f"{'inf' if high is None else f'{high:g}'}], got {value!r}"
+        )
+    return number
+
+
+def optional_real(value: object, name: str, **bounds: float | bool | None) -> float | None:
+    return None if value is None else real(value, name, **bounds)  # type: ignore[arg-type]
+
+
+def choice(
+    value: object,
+    name: str,
+    options: Sequence[str],
+    aliases: Mapping[str, str] | None = None,
+) -> str:
+    """One of ``options`` (or a documented alias of one), as its canonical name."""
+    if not isinstance(value, str):
+        raise InvalidTypeError(
+            f"{name} must be a string, {_listing(options)}; got {type(value).__name__} {value!r}"
+        )
+    if value in options:
+        return value
+    if aliases and value in aliases:
+        return aliases[value]
+    raise InvalidArgumentError(f"{name} must be {_listing(options)}, got {value!r}")
+
+
+def _listing(options: Sequence[str]) -> str:
+    quoted = [repr(o) for o in options]
+    if len(quoted) <= 2:
+        return " or ".join(quoted)
+    return "one of " + ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+METRIC_ALIASES = {"ip": "dot", "inner_product": "dot", "cos": "cosine"}
+"""Documented spellings of the search metrics (faiss' ``ip``, the short ``cos``)."""
+
+
+def metric(value: object, name: str = "metric") -> str:
+    """``"dot"`` or ``"cosine"`` (aliases: ``"ip"``, ``"inner_product"``, ``"cos"``)."""
+    return choice(value, name, ("dot", "cosine"), METRIC_ALIASES)
