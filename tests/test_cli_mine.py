@@ -29,6 +29,7 @@ OUTPUTS = {
     "removed_score.npy",
     "removed_filter.npy",
     "report.json",
+    "manifest.json",
 }
 
 OPTIONS = [
@@ -94,7 +95,8 @@ def test_mine_and_report_end_to_end(tmp_path):
     proc = run(mine_cmd(q, c, r, out, *OPTIONS, "--chunk-queries", "7"))
     assert proc.returncode == 0, proc.stderr
     assert "mined" in proc.stdout
-    assert all_files(out) == OUTPUTS  # no .partial, no temp files
+    assert all_files(out) == OUTPUTS  # no temp files
+    assert not (tmp_path / ".out.partial").exists()
     result = MiningResult.load(out)
     api = negmine.mine(
         np.load(q),
@@ -137,7 +139,7 @@ def test_sigkill_then_resume_is_byte_identical(tmp_path):
     reference = tmp_path / "reference"  # one chunk: the output does not depend on chunking
     assert run(mine_cmd(q, c, r, reference, *OPTIONS)).returncode == 0
     out = tmp_path / "out"
-    partial = out / ".partial"
+    partial = tmp_path / ".out.partial"
     proc = subprocess.Popen(
         mine_cmd(q, c, r, out, *args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -193,7 +195,7 @@ def test_checkpoint_of_other_options_is_refused(tmp_path):
     args = [*OPTIONS, "--chunk-queries", "5"]
     proc = run([sys.executable, "-c", killer, *map(str, base), *args])
     assert proc.returncode == -signal.SIGKILL
-    assert len(list((out / ".partial").glob("chunk_*.npz"))) == 2
+    assert len(list((tmp_path / ".out.partial").glob("chunk_*.npz"))) == 2
     for change in (["--seed", "8"], ["--metric", "dot"], ["--no-duplicates"]):
         refused = run(mine_cmd(q, c, r, out, *args, *change))
         assert refused.returncode == 2, change
@@ -234,7 +236,7 @@ def test_killed_while_saving_leaves_no_temp_file_after_resume(tmp_path):
     base = ["mine", "--queries", q, "--corpus", c, "--positives", r, "--out", out, *OPTIONS]
     proc = run([sys.executable, "-c", killer, *map(str, base)])
     assert proc.returncode == -signal.SIGKILL
-    assert (out / ".partial").is_dir()
+    assert (tmp_path / ".out.partial").is_dir()
     resumed = run(mine_cmd(q, c, r, out, *OPTIONS))
     assert resumed.returncode == 0, resumed.stderr
     reference = tmp_path / "reference"
@@ -242,6 +244,7 @@ def test_killed_while_saving_leaves_no_temp_file_after_resume(tmp_path):
     for name in OUTPUTS:
         assert (out / name).read_bytes() == (reference / name).read_bytes(), name
     assert all_files(out) == OUTPUTS, f"left behind: {all_files(out) - OUTPUTS}"
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_invalid_options_do_not_block_the_corrected_run(tmp_path):

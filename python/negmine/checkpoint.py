@@ -4,43 +4,105 @@ writes byte-identical output."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-from negmine._atomic import atomic_write, fsync_directory
+from negmine._atomic import atomic_write, file_mode, fsync_directory
 from negmine._core import open_embeddings
 from negmine._inputs import positive_int
-from negmine.errors import InvalidArgumentError
+from negmine._paths import regular_file
+from negmine.errors import DirectoryLockedError, InvalidArgumentError
 from negmine.mine import (
     Duplicates,
     MiningOptions,
     MiningResult,
+    _check_replaceable,
+    _save_result,
     assemble,
     mine_prepared,
     prepare,
 )
 
-PARTIAL = ".partial"
+LOCK = "lock"
+_BLOCK = 1 << 20
+_FULL_DIGEST_LIMIT = 1 << 30
+_SAMPLED_BLOCKS = 64
 
 
-def _fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    st = os.stat(path)
-    return {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+def partial_directory(out: str | os.PathLike[str]) -> Path:
+    """Where a run into ``out`` keeps its lock and checkpoint: the hidden sibling
+    ``.<name>.partial`` (beside ``out``, so that swapping the finished result in keeps them)."""
+    dest = Path(os.path.realpath(out))
+    return dest.parent / f".{dest.name}.partial"
 
 
-def _file_digest(path: str | os.PathLike[str]) -> str:
+def _fingerprint(path: Path) -> dict[str, Any]:
+    """What identifies an input for resuming: its content. Files up to 1 GiB are digested
+    whole (sha256, 1 MiB blocks, about a second per GiB); larger ones by their size, mtime,
+    first MiB (the ``.npy`` header) and 64 evenly spaced 1 MiB blocks, so that starting a
+    resume of a large corpus does not reread it all."""
+    size = os.stat(path).st_size
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        if size <= _FULL_DIGEST_LIMIT:
+            for block in iter(lambda: f.read(_BLOCK), b""):
+                h.update(block)
+            return {"path": str(path.absolute()), "size": size, "sha256": h.hexdigest()}
+        h.update(f.read(_BLOCK))
+        for i in range(1, _SAMPLED_BLOCKS + 1):
+            f.seek((size - _BLOCK) * i // _SAMPLED_BLOCKS)
+            h.update(f.read(_BLOCK))
+    return {
+        "path": str(path.absolute()),
+        "size": size,
+        "mtime_ns": os.stat(path).st_mtime_ns,
+        "sampled_sha256": h.hexdigest(),
+    }
+
+
+@contextlib.contextmanager
+def _locked(partial: Path, out: Path) -> Iterator[None]:
+    """Holds an exclusive ``flock`` on ``partial/lock`` (which records the holder's pid)."""
+    lock = partial / LOCK
+    while True:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(partial)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, file_mode())
+        except FileNotFoundError:
+            continue  # the holder removed the directory between our mkdir and open
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+                raise DirectoryLockedError(
+                    f"{out} is being written by another negmine run (pid {holder}, lock "
+                    f"{lock}); wait for it to end, or write to another directory"
+                ) from None
+            # A holder that finished removed the lock file after we opened it: our lock is on
+            # a deleted file that a third run would not see, so take the lock again.
+            try:
+                current = os.stat(lock)
+            except FileNotFoundError:
+                continue
+            if not os.path.samestat(os.fstat(fd), current):
+                continue
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
+            return
+        finally:
+            os.close(fd)
 
 
 def mine_to_directory(
@@ -56,28 +118,82 @@ def mine_to_directory(
     progress: bool = True,
 ) -> MiningResult:
     """Mines ``queries`` (a ``.npy`` file) against ``corpus`` (a ``.npy`` file, mapped) with
-    the positives of a qrels TSV, writing the result into ``out`` (see
-    :meth:`MiningResult.save`). Chunks of ``chunk_queries`` queries are checkpointed under
-    ``out/.partial``; a run over a directory holding a checkpoint of the same inputs and
-    options resumes it, one of other inputs or options is refused."""
+    the positives of a qrels TSV, writing the result into ``out`` as one unit (see
+    :meth:`MiningResult.save`: ``out`` must be new, empty or a previous result).
+
+    The run holds an exclusive lock on ``out`` from start to end: a second run into the same
+    ``out`` raises :class:`~negmine.errors.DirectoryLockedError` at once, naming the first
+    one's pid. Lock and checkpoint live in the hidden sibling ``.<out's name>.partial``
+    (:func:`partial_directory`), one ``.npz`` per chunk of ``chunk_queries`` queries; it is
+    removed when the result is in place. A run over a checkpoint of the same inputs and
+    options resumes it and writes byte-identical output; a checkpoint of other options or
+    inputs is refused (inputs are compared by content, see ``_fingerprint``: a different
+    corpus of the same size and mtime is refused too). Inputs are checked to be regular files
+    (no FIFO, device or directory) before anything is created, and a run that fails before
+    its first checkpoint leaves nothing behind."""
     chunk_queries = positive_int(chunk_queries, "chunk_queries")
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    partial = out_dir / PARTIAL
+    q_path = regular_file(queries, "queries file")
+    c_path = regular_file(corpus, "corpus file")
+    r_path = regular_file(positives, "positives file")
+    out_dir = Path(os.path.realpath(out))
+    _check_replaceable(out_dir)
+    partial = partial_directory(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(partial, out_dir):
+        try:
+            result = _mine_chunks(
+                q_path,
+                c_path,
+                r_path,
+                out_dir,
+                partial,
+                options,
+                duplicates,
+                chunk_queries,
+                threads,
+                progress,
+            )
+        except BaseException:
+            if not (partial / "manifest.json").exists():
+                shutil.rmtree(partial, ignore_errors=True)
+            raise
+        # Staged inside the checkpoint, so that a kill while saving leaves nothing beside
+        # `out` that the resumed run would not clean up.
+        _save_result(result, out_dir, staging=partial / "result")
+        shutil.rmtree(partial)
+        fsync_directory(out_dir.parent)
+    return result
+
+
+def _mine_chunks(
+    queries: Path,
+    corpus: Path,
+    positives: Path,
+    out_dir: Path,
+    partial: Path,
+    options: MiningOptions,
+    duplicates: Duplicates,
+    chunk_queries: int,
+    threads: int | None,
+    progress: bool,
+) -> MiningResult:
     q = open_embeddings(queries)
     c = open_embeddings(corpus)
     manifest = {
-        "format": 1,
+        "format": 2,
         "options": options.to_dict(),
         "duplicates": duplicates if duplicates is None or isinstance(duplicates, str) else "array",
         "chunk_queries": chunk_queries,
         "queries": _fingerprint(queries),
         "corpus": _fingerprint(corpus),
-        "positives": {"path": os.path.abspath(positives), "sha256": _file_digest(positives)},
+        "positives": _fingerprint(positives),
     }
     manifest_path = partial / "manifest.json"
     if manifest_path.exists():
-        previous = json.loads(manifest_path.read_text())
+        try:
+            previous = json.loads(regular_file(manifest_path, "checkpoint manifest").read_text())
+        except ValueError:
+            previous = None
         if previous != manifest:
             raise InvalidArgumentError(
                 f"{out_dir} holds an interrupted run of other inputs or options; remove "
@@ -97,7 +213,6 @@ def mine_to_directory(
     q_array = np.asarray(q)
     mine_prepared(q_array[:0], c, prepared.rows(0, 0), options, threads=threads)
     if not manifest_path.exists():
-        partial.mkdir(parents=True, exist_ok=True)
         with atomic_write(manifest_path) as f:
             f.write(json.dumps(manifest, indent=1, sort_keys=True).encode())
     n_queries = q.shape[0]
@@ -113,7 +228,7 @@ def mine_to_directory(
             stop = min(start + chunk_queries, n_queries)
             path = partial / f"chunk_{start:012d}.npz"
             if path.exists():
-                with np.load(path, allow_pickle=False) as z:
+                with np.load(regular_file(path, "checkpoint"), allow_pickle=False) as z:
                     part = {k: z[k] for k in z.files}
             else:
                 part = mine_prepared(
@@ -132,17 +247,7 @@ def mine_to_directory(
     finally:
         if bar is not None:
             bar.close()
-    result = assemble(prepared, options, parts)
-    # Staged inside the checkpoint, so that a kill while saving leaves nothing in `out`
-    # that the finished run would not clean up.
-    staged = partial / "result"
-    result.save(staged)
-    for path in sorted(staged.iterdir()):
-        if path.is_file() and not path.name.startswith("."):
-            os.replace(path, out_dir / path.name)
-    fsync_directory(out_dir)
-    shutil.rmtree(partial)
-    return result
+    return assemble(prepared, options, parts)
 
 
 def _savez(file: IO[bytes], arrays: dict[str, np.ndarray]) -> None:

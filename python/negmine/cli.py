@@ -11,6 +11,7 @@ import numpy as np
 
 from negmine import _core
 from negmine._atomic import atomic_write
+from negmine._paths import regular_file
 from negmine.errors import NegmineError
 
 
@@ -43,8 +44,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_search(args: argparse.Namespace) -> int:
     from negmine.search import search
 
-    queries = _core.open_embeddings(args.queries)
-    corpus = _core.open_embeddings(args.corpus)
+    queries = _core.open_embeddings(regular_file(args.queries, "queries file"))
+    corpus = _core.open_embeddings(regular_file(args.corpus, "corpus file"))
     start = time.perf_counter()
     scores, ids = search(
         queries, corpus, args.k, metric=args.metric, threads=args.threads, progress=True
@@ -98,7 +99,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
     result = MiningResult.load(args.directory)
     print(result.report)
     if args.plot:
-        result.plot(args.plot)
+        try:
+            result.plot(args.plot)
+        except ImportError as e:
+            print(f"negmine: error: {e}", file=sys.stderr)
+            return 2
         print(f"histogram -> {args.plot}")
     return 0
 
@@ -149,15 +154,20 @@ def build_parser() -> argparse.ArgumentParser:
         "mine",
         help="mine hard negatives (checkpointed: an interrupted run resumes)",
         description="Mine hard negatives for .npy queries against a .npy corpus with qrels "
-        "positives. Writes one .npy per array and report.json into --out; rerun the same "
-        "command after an interruption to resume.",
+        "positives. Writes one .npy per array, report.json and manifest.json into --out; "
+        "rerun the same command after an interruption to resume. One run at a time per --out.",
     )
     mine.add_argument("--queries", required=True, help="Q x d .npy file (float32/float16)")
     mine.add_argument("--corpus", required=True, help="N x d .npy file (float32/float16)")
     mine.add_argument(
         "--positives", required=True, help="qrels TSV: query_row corpus_row [relevance]"
     )
-    mine.add_argument("--out", required=True, help="output directory")
+    mine.add_argument(
+        "--out",
+        required=True,
+        help="output directory: new, empty or a previous result (replaced as a whole); "
+        "lock and checkpoint go beside it, in .<name>.partial",
+    )
     mine.add_argument("--num-negatives", type=_positive_int, default=3)
     mine.add_argument("--metric", choices=["dot", "cosine"], default="cosine")
     mine.add_argument("--range-min", type=int, default=0)

@@ -20,11 +20,17 @@ class InvalidTypeError(NegmineError, TypeError):
     """An argument has a type or dtype negmine does not accept."""
 
 
+class DirectoryLockedError(NegmineError, RuntimeError):
+    """An output directory is being written by another negmine run (its pid is in the
+    message); two runs into one directory would mix their results."""
+
+
 class InternalError(NegmineError, RuntimeError):
     """A bug in negmine, caught before it could crash the interpreter; please report it."""
 
 
 __all__ = [
+    "DirectoryLockedError",
     "FormatError",
     "InternalError",
     "InvalidArgumentError",
