@@ -10,12 +10,33 @@ are all found gets exactly the exact backend's negatives.
    rejected by row number); Ctrl-C stops it between chunks. For a corpus that is a file (a
    ``.npy`` path or :func:`negmine.open_embeddings`) the index is saved beside it as
    ``<corpus>.hnsw-<key>.bin`` with a ``.json`` sidecar, where ``<key>`` hashes the build
-   parameters (metric, M, ef_construction, format); the sidecar records the corpus file's
-   size, mtime, shape and dtype, and the index is reused only when they all match (else it is
-   rebuilt and replaced). Files are written atomically (temp file in the same directory,
-   ``os.replace``; the sidecar last, so an index without its sidecar is never trusted). An
-   in-memory corpus gets an in-memory index, or one saved at ``hnsw_path`` and keyed by a
-   hash of the corpus bytes.
+   parameters (metric, M, ef_construction, format). An in-memory corpus gets an in-memory
+   index, or one saved at ``hnsw_path``. Files are written atomically (temp file in the same
+   directory, ``os.replace``; the sidecar last, so an index without its sidecar is never
+   trusted).
+
+   **What a saved index is trusted on.** Never on metadata alone. The sidecar records the
+   corpus's shape and dtype and a digest of its *content*, and the size and BLAKE2b digest of
+   the index file; an index is reused only when all of them match. The corpus digest is:
+
+   - a corpus file of at most :data:`FULL_DIGEST_LIMIT` bytes (1 GiB): BLAKE2b of the whole
+     file, streamed in blocks, plus its size and mtime;
+   - a larger corpus file: its size and mtime plus BLAKE2b of :data:`SAMPLED_BLOCKS` blocks of
+     :data:`SAMPLE_BLOCK_BYTES` at evenly spaced offsets (the first holds the ``.npy`` header,
+     the last ends at the end of the file). Hashing a multi-GiB corpus on every call would cost
+     more than the search; the price is that an edit confined to unsampled bytes *and* with
+     the mtime restored goes unnoticed (stale candidates, still exactly rescored);
+   - an in-memory corpus: BLAKE2b of all its bytes.
+
+   A stale corpus digest means the corpus changed: the index is rebuilt and replaced silently.
+   Then, before the file reaches hnswlib (whose ``load_index`` trusts every id in it, so a
+   damaged graph crashes the process), :func:`check_index_file` parses hnswlib's layout with
+   numpy and checks the header against the expected shape and parameters, the file length,
+   every neighbour count and id (level 0 and upper levels), the levels, the entry point and
+   the labels. An index whose digest or graph check fails is rebuilt with a
+   ``RuntimeWarning`` naming the file and the reason, never loaded. (A file rewritten *in
+   place* while hnswlib reads it is not covered, as for any memory map; negmine itself only
+   ever replaces files by renaming.)
 2. **ef.** On :data:`SAMPLE_QUERIES` seeded queries, hnswlib's top-k is compared with the
    exact top-k of :func:`negmine.search` (k = the first mining depth); ``ef`` doubles from
    ``max(k, 32)`` until recall@k >= ``target_recall`` or ``ef`` reaches :data:`MAX_EF` (then a
@@ -58,8 +79,9 @@ from negmine import _core
 from negmine._atomic import atomic_write
 from negmine._core import Embeddings
 from negmine._inputs import rows_of
+from negmine._paths import regular_file
 from negmine._progress import progress_callback
-from negmine.errors import InvalidArgumentError, InvalidTypeError
+from negmine.errors import FormatError, InvalidArgumentError, InvalidTypeError
 
 if TYPE_CHECKING:
     from negmine.mine import MiningOptions, Prepared
@@ -75,9 +97,25 @@ SAMPLE_QUERIES = 200
 MAX_EF = 4_096
 """The largest ``ef`` the automatic choice tries (or the depth, if larger)."""
 FORMAT = 1
-"""Version of the saved index layout and sidecar; part of the file name key."""
+"""Version of the saved index layout; part of the file name key."""
+SIDECAR_FORMAT = 2
+"""Version of the sidecar's content (2: content digests of the corpus and the index file).
+An older sidecar does not match, so its index is rebuilt in place, under the same name."""
 RANDOM_SEED = 100
 """hnswlib's level-generator seed (its default)."""
+FULL_DIGEST_LIMIT = 1 << 30
+"""Corpus files up to this size are digested whole; larger ones by sampled blocks."""
+SAMPLED_BLOCKS = 64
+"""Blocks digested of a corpus file larger than :data:`FULL_DIGEST_LIMIT`."""
+SAMPLE_BLOCK_BYTES = 1 << 20
+"""Size of each digested block (and of the read buffer when digesting a whole file)."""
+MIN_M = 2
+"""hnswlib's smallest usable ``M``: its level multiplier is ``1 / ln(M)`` (``M = 1`` fails to
+allocate, ``M = 0`` crashes)."""
+MAX_M = 32_767
+"""hnswlib's largest ``M``: level-0 lists hold ``2 * M`` ids and their count is 16 bits."""
+MAX_EF_CONSTRUCTION = (1 << 63) - 1
+"""hnswlib keeps ``ef_construction`` in a ``size_t``; the bound keeps it an int64."""
 
 _NORM_BLOCK = 4_096
 _builds = 0
@@ -99,11 +137,29 @@ def _hnswlib() -> Any:
 
 @dataclass(frozen=True)
 class HnswParams:
-    """What decides the graph (and its file name)."""
+    """What decides the graph (and its file name). ``m`` (``hnsw_m``) must be in
+    ``[MIN_M, MAX_M]`` and ``ef_construction`` (``hnsw_ef_construction``) positive:
+    ``InvalidArgumentError`` otherwise, before hnswlib sees them."""
 
     metric: str
     m: int = 16
     ef_construction: int = 200
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("hnsw_m", self.m, MIN_M, MAX_M),
+            ("hnsw_ef_construction", self.ef_construction, 1, MAX_EF_CONSTRUCTION),
+        )
+        for name, value, low, high in checks:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise InvalidTypeError(f"{name} must be an integer, got {type(value).__name__}")
+            if not low <= value <= high:
+                raise InvalidArgumentError(
+                    f"{name} must be in [{low}, {high}] (hnswlib's limits), got {value}"
+                )
+        # numpy integers become ints: the key and the sidecar are JSON
+        object.__setattr__(self, "m", int(self.m))
+        object.__setattr__(self, "ef_construction", int(self.ef_construction))
 
     def key(self) -> str:
         blob = json.dumps(
@@ -184,17 +240,232 @@ def _corpus_file(corpus: Embeddings | np.ndarray) -> str | None:
 
 
 def _fingerprint(corpus: Embeddings | np.ndarray, file: str | None) -> dict[str, Any]:
-    """What must match for a saved index to be reused."""
+    """What must match for a saved index to be reused: shape, dtype and a content digest
+    (see the module docstring for how a file is digested)."""
     shape = [int(x) for x in corpus.shape]
     dtype = str(np.dtype(corpus.dtype))
     if file is not None:
-        st = os.stat(file)
-        return {"shape": shape, "dtype": dtype, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        return {"shape": shape, "dtype": dtype, **_file_digest(file)}
     array = _matrix_array(corpus)
     h = hashlib.blake2b(digest_size=16)
     for a in range(0, len(array), BUILD_CHUNK_ROWS):
         h.update(np.ascontiguousarray(array[a : a + BUILD_CHUNK_ROWS]).data)
     return {"shape": shape, "dtype": dtype, "blake2b": h.hexdigest()}
+
+
+def _file_digest(file: str | os.PathLike[str]) -> dict[str, Any]:
+    """Size, mtime and BLAKE2b of a corpus file: of all of it up to
+    :data:`FULL_DIGEST_LIMIT` bytes, else of :data:`SAMPLED_BLOCKS` evenly spaced blocks."""
+    path = regular_file(file, "corpus file")
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        size = st.st_size
+        if size <= FULL_DIGEST_LIMIT:
+            _stream_into(h, f)
+            kind = "blake2b"
+        else:
+            last = size - SAMPLE_BLOCK_BYTES
+            for i in range(SAMPLED_BLOCKS):
+                offset = i * last // (SAMPLED_BLOCKS - 1)
+                f.seek(offset)
+                h.update(offset.to_bytes(8, "little"))
+                h.update(f.read(SAMPLE_BLOCK_BYTES))
+            kind = "sampled_blake2b"
+    return {"size": size, "mtime_ns": st.st_mtime_ns, kind: h.hexdigest()}
+
+
+def _stream_into(h: Any, f: Any) -> int:
+    """Feeds the rest of ``f`` to the hash ``h`` block by block; returns the bytes read."""
+    buffer = bytearray(SAMPLE_BLOCK_BYTES)
+    view = memoryview(buffer)
+    total = 0
+    while True:
+        got = f.readinto(buffer)
+        if not got:
+            return total
+        h.update(view[:got])
+        total += got
+
+
+def _index_digest(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Size and BLAKE2b of a whole index file (hnswlib reads all of it anyway)."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(regular_file(path, "HNSW index"), "rb") as f:
+        size = _stream_into(h, f)
+    return {"size": size, "blake2b": h.hexdigest()}
+
+
+# hnswlib 0.8 ``HierarchicalNSW::saveIndex``: the header below (native byte order), then
+# ``cur_element_count`` level-0 records of ``size_data_per_element`` bytes (a uint32 neighbour
+# count, ``maxM0`` uint32 neighbour ids, the ``dim`` float32 vector, a uint64 label), then per
+# element a uint32 byte size of its upper-level lists (0 for level 0, else ``level`` lists of
+# ``4 + 4 * maxM`` bytes: a count and ``maxM`` ids) followed by those lists. The count words'
+# upper 16 bits hold hnswlib's deleted mark; negmine never deletes, so a count word is
+# checked whole.
+_HNSW_FIELDS = (
+    ("offset_level0", "=u8"),
+    ("max_elements", "=u8"),
+    ("cur_element_count", "=u8"),
+    ("size_data_per_element", "=u8"),
+    ("label_offset", "=u8"),
+    ("offset_data", "=u8"),
+    ("maxlevel", "=i4"),
+    ("enterpoint_node", "=u4"),
+    ("max_m", "=u8"),
+    ("max_m0", "=u8"),
+    ("m", "=u8"),
+    ("mult", "=f8"),
+    ("ef_construction", "=u8"),
+)
+_HNSW_HEADER = np.dtype(list(_HNSW_FIELDS))
+_CHECK_ROWS = 65_536
+
+
+def check_index_file(path: str | os.PathLike[str], n: int, dim: int, params: HnswParams) -> None:
+    """Raises ``FormatError`` (with the reason) unless ``path`` is an hnswlib 0.8 index of
+    ``n`` rows of dimension ``dim`` built with ``params`` whose graph hnswlib can search
+    without reading out of bounds: a consistent header, the exact file length, every
+    neighbour count within its maximum, every neighbour id ``< n`` and of a level at least
+    the list's, the entry point on the top level, labels a permutation of the row numbers.
+    The layout is hnswlib 0.8's (native byte order); a file in another layout fails."""
+    file = regular_file(path, "HNSW index")
+    size = os.stat(file).st_size
+    if size < _HNSW_HEADER.itemsize:
+        raise FormatError(f"{size} bytes, shorter than hnswlib's header")
+    raw = np.memmap(file, dtype=np.uint8, mode="r", shape=(size,))
+    row = raw[: _HNSW_HEADER.itemsize].view(_HNSW_HEADER)[0]
+    head = {name: row[name].item() for name, _ in _HNSW_FIELDS}
+    m, max_m0 = params.m, 2 * params.m
+    links0 = 4 + 4 * max_m0
+    expected = {
+        "offset_level0": 0,
+        "cur_element_count": n,
+        "size_data_per_element": links0 + 4 * dim + 8,
+        "label_offset": links0 + 4 * dim,
+        "offset_data": links0,
+        "max_m": m,
+        "max_m0": max_m0,
+        "m": m,
+        "ef_construction": max(params.ef_construction, m),
+    }
+    wrong = [f"{k} {head[k]} (expected {v})" for k, v in expected.items() if head[k] != v]
+    if head["max_elements"] < n:
+        wrong.append(f"max_elements {head['max_elements']} < {n} elements")
+    if not (math.isfinite(head["mult"]) and head["mult"] > 0):
+        wrong.append(f"level multiplier {head['mult']}")
+    if wrong:
+        raise FormatError("header does not match the corpus and parameters: " + ", ".join(wrong))
+    record = expected["size_data_per_element"]
+    base = _HNSW_HEADER.itemsize + n * record
+    if len(raw) < base + 4 * n or (len(raw) - base) % 4:
+        raise FormatError(f"{len(raw)} bytes, too short or misaligned for {n} elements")
+    level0 = raw[_HNSW_HEADER.itemsize : base].reshape(n, record)
+    label_at = expected["label_offset"]
+    labels = np.empty(n, dtype=np.uint64)
+    for a in range(0, n, _CHECK_ROWS):
+        rows = level0[a : a + _CHECK_ROWS]
+        counts = np.ascontiguousarray(rows[:, :4]).view(np.uint32)[:, 0]
+        ids = np.ascontiguousarray(rows[:, 4:links0]).view(np.uint32)
+        _check_lists(counts, ids, max_m0, n, np.arange(a, a + len(rows)), "level-0")
+        labels[a : a + len(rows)] = np.ascontiguousarray(rows[:, label_at : label_at + 8]).view(
+            np.uint64
+        )[:, 0]
+    # A threaded build numbers elements in arrival order: labels are the rows, permuted.
+    out_of_range = np.flatnonzero(labels >= n)
+    if len(out_of_range):
+        i = int(out_of_range[0])
+        raise FormatError(f"element {i} has label {labels[i]}, but there are {n} rows")
+    if n and np.bincount(labels.astype(np.int64), minlength=n).max() > 1:
+        raise FormatError("two elements have the same label")
+    levels, list_starts = _upper_levels(raw[base:].view(np.uint32), n, 4 + 4 * m, head)
+    _check_upper(raw[base:].view(np.uint32), levels, list_starts, m, n)
+
+
+def _check_lists(
+    counts: np.ndarray, ids: np.ndarray, most: int, n: int, owners: np.ndarray, what: str
+) -> None:
+    """``counts[i] <= most`` and the first ``counts[i]`` of ``ids[i]`` below ``n``; row ``i``
+    is a list of element ``owners[i]``."""
+    over = np.flatnonzero(counts > most)
+    if len(over):
+        i = int(over[0])
+        raise FormatError(
+            f"element {owners[i]}'s {what} list holds {counts[i]} neighbours, at most {most} fit"
+        )
+    listed = np.arange(ids.shape[1]) < counts[:, None].astype(np.int64)
+    bad = np.argwhere(listed & (ids >= n))
+    if len(bad):
+        i, j = (int(x) for x in bad[0])
+        raise FormatError(
+            f"element {owners[i]}'s {what} list has neighbour id {ids[i, j]}, but there are "
+            f"{n} elements"
+        )
+
+
+def _upper_levels(
+    words: np.ndarray, n: int, list_bytes: int, head: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each element's level and the word index of its first upper-level list (-1 if none),
+    walking the size-prefixed records to the exact end of the file."""
+    levels = np.zeros(n, dtype=np.int64)
+    starts = np.full(n, -1, dtype=np.int64)
+    maxlevel = int(head["maxlevel"])
+    with words.data as mv:  # Python ints per word: the walk is a plain loop
+        total, p = len(mv), 0
+        for i in range(n):
+            if p >= total:
+                raise FormatError(f"the file ends before the upper-level lists of element {i}")
+            size = mv[p]
+            if size:
+                level, rest = divmod(size, list_bytes)
+                if rest or not 1 <= level <= maxlevel:
+                    raise FormatError(
+                        f"element {i} has {size} bytes of upper-level lists: not a whole "
+                        f"number of levels up to the top level {maxlevel}"
+                    )
+                levels[i] = level
+                starts[i] = p + 1
+            p += 1 + size // 4
+    if p != total:
+        raise FormatError(
+            f"{4 * (total - p)} bytes " + ("missing" if p > total else "after the last list")
+        )
+    if n == 0:
+        if maxlevel != -1 or head["enterpoint_node"] != 0xFFFFFFFF:
+            raise FormatError("an empty index with an entry point")
+    elif not (
+        head["enterpoint_node"] < n
+        and levels[head["enterpoint_node"]] == maxlevel
+        and levels.max() == maxlevel
+    ):
+        raise FormatError(
+            f"entry point {head['enterpoint_node']} is not an element on the top level {maxlevel}"
+        )
+    return levels, starts
+
+
+def _check_upper(words: np.ndarray, levels: np.ndarray, starts: np.ndarray, m: int, n: int) -> None:
+    """Every upper-level list: at most ``m`` neighbours, ids ``< n``, and each neighbour on
+    that level too (hnswlib follows it there without checking)."""
+    elements = np.flatnonzero(levels)
+    counts_per = levels[elements]
+    element = np.repeat(elements, counts_per)
+    level = np.arange(len(element)) - np.repeat(np.cumsum(counts_per) - counts_per, counts_per) + 1
+    where = starts[element] + (level - 1) * (1 + m)
+    for a in range(0, len(where), _CHECK_ROWS):
+        at = where[a : a + _CHECK_ROWS]
+        counts = words[at]
+        ids = words[at[:, None] + 1 + np.arange(m)]
+        _check_lists(counts, ids, m, n, element[a : a + len(at)], "upper-level")
+        listed = np.arange(m) < counts[:, None].astype(np.int64)
+        low = np.argwhere(listed & (levels[np.minimum(ids, n - 1)] < level[a : a + len(at), None]))
+        if len(low):
+            i, j = (int(x) for x in low[0])
+            raise FormatError(
+                f"element {element[a + i]} links to {ids[i, j]} on level {level[a + i]}, "
+                f"above that element's level {levels[ids[i, j]]}"
+            )
 
 
 def default_index_path(corpus_file: str | os.PathLike[str], params: HnswParams) -> Path:
@@ -235,6 +506,7 @@ def build_index(
 
 
 def _load(path: Path, dim: int, n: int) -> Any:
+    """hnswlib's load of an index file that :func:`check_index_file` has passed."""
     hnswlib = _hnswlib()
     index = hnswlib.Index(space="ip", dim=dim)
     index.load_index(str(path), max_elements=max(n, 1))
@@ -244,8 +516,9 @@ def _load(path: Path, dim: int, n: int) -> Any:
 
 
 def _save(index: Any, path: Path, meta: dict[str, Any]) -> None:
-    """Index then sidecar, each atomically; the old sidecar goes first, so a crash in between
-    leaves an index nobody trusts rather than a sidecar vouching for the wrong index."""
+    """Index then sidecar (``meta`` plus the index file's digest), each atomically; the old
+    sidecar goes first, so a crash in between leaves an index nobody trusts rather than a
+    sidecar vouching for the wrong index."""
     sidecar = Path(f"{path}.json")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -256,6 +529,7 @@ def _save(index: Any, path: Path, meta: dict[str, Any]) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+        meta = {**meta, "index": _index_digest(tmp)}
         with contextlib.suppress(FileNotFoundError):
             os.unlink(sidecar)
         os.replace(tmp, path)
@@ -267,6 +541,30 @@ def _save(index: Any, path: Path, meta: dict[str, Any]) -> None:
         f.write(json.dumps(meta, indent=1, sort_keys=True).encode())
 
 
+def _read_sidecar(sidecar: Path) -> dict[str, Any] | None:
+    """The sidecar's content, or None when there is none that could be meant for us."""
+    try:
+        saved = json.loads(regular_file(sidecar, "HNSW sidecar").read_bytes())
+    except (OSError, ValueError):  # missing, not a regular file, not JSON
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
+def _verify(where: Path, recorded: object, n: int, dim: int, params: HnswParams) -> None:
+    """Raises ``FormatError`` naming the reason unless the index file is the one the sidecar
+    describes and its graph passes :func:`check_index_file`."""
+    if not isinstance(recorded, dict):
+        raise FormatError("its sidecar holds no digest of the index file")
+    actual = _index_digest(where)
+    if actual["size"] != recorded.get("size"):
+        raise FormatError(
+            f"the file has {actual['size']} bytes, its sidecar says {recorded.get('size')!r}"
+        )
+    if actual["blake2b"] != recorded.get("blake2b"):
+        raise FormatError("the file's content digest differs from its sidecar's")
+    check_index_file(where, n, dim, params)
+
+
 def open_index(
     corpus: Embeddings | np.ndarray,
     params: HnswParams,
@@ -275,8 +573,9 @@ def open_index(
     threads: int | None = None,
     progress: bool | Callable[[int, int], object] = False,
 ) -> tuple[Any, Path | None, bool]:
-    """The index of ``corpus``: loaded from disk when a saved one matches, else built (and
-    saved when there is a place for it). Returns ``(index, path or None, built)``."""
+    """The index of ``corpus``: loaded from disk when a saved one matches and passes its
+    checks (see the module docstring), else built (and saved when there is a place for it).
+    Returns ``(index, path or None, built)``."""
     n, dim = (int(x) for x in corpus.shape)
     file = _corpus_file(corpus)
     if path is not None:
@@ -290,14 +589,17 @@ def open_index(
     if where is None:
         return build_index(corpus, params, threads=threads, progress=progress), None, True
     before = _fingerprint(corpus, file)
-    meta = {"format": FORMAT, "params": params.to_dict(), "corpus": before}
-    sidecar = Path(f"{where}.json")
-    try:
-        saved = json.loads(sidecar.read_text())
-    except (OSError, ValueError):
-        saved = None
-    if saved == meta and where.is_file():
+    meta = {
+        "format": FORMAT,
+        "sidecar": SIDECAR_FORMAT,
+        "params": params.to_dict(),
+        "corpus": before,
+    }
+    saved = _read_sidecar(Path(f"{where}.json"))
+    if saved is not None and {k: v for k, v in saved.items() if k != "index"} == meta:
+        # The sidecar vouches for this corpus: the file must be the index it describes.
         try:
+            _verify(where, saved.get("index"), n, dim, params)
             return _load(where, dim, n), where, False
         except (RuntimeError, ValueError, OSError) as e:
             warnings.warn(f"rebuilding the HNSW index {where}: {e}", RuntimeWarning, stacklevel=3)

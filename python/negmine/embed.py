@@ -18,9 +18,10 @@ import numpy as np
 from negmine._core import Embeddings, open_embeddings
 from negmine._progress import progress_callback
 from negmine.errors import FormatError, InvalidArgumentError, InvalidTypeError
-from negmine.store import save_embeddings
+from negmine.store import cast_rows, save_embeddings
 
 _CACHE_VERSION = "negmine-embed-1"
+_FINITE_CHECK_ROWS = 65_536
 
 
 def model_identity(model: Any) -> str:
@@ -107,7 +108,9 @@ def embed_texts(
     The file is ``cache_dir/embeddings-<sha256>.npy``, the hash taken over the model's identity
     (its name or path, or ``model_id``), the texts in order, ``normalize``, ``prompt`` and
     ``dtype``. It is written with :func:`negmine.save_embeddings`: atomically, so an interrupted
-    run leaves no partial cache file, and readers of an older file are unaffected.
+    run leaves no partial cache file, and readers of an older file are unaffected. A cache
+    file is reused only if it is valid, has one row per text and the requested dtype, and
+    holds only finite values; anything else is encoded again and replaced.
 
     Args:
         texts: the strings to embed, one row each, in order.
@@ -120,7 +123,9 @@ def embed_texts(
         normalize: scale each row to unit length (rows of norm 0 stay 0).
         progress: a progress bar over the texts (a ``(done, total)`` callable also works).
         prompt: passed to ``encode(prompt=...)`` when given (e.g. ``"query: "``).
-        dtype: stored dtype; ``"float16"`` halves the file.
+        dtype: stored dtype; ``"float16"`` halves the file. A value too large for float16
+            (above 65504, e.g. with ``normalize=False``) raises ``InvalidArgumentError``
+            naming the text, before anything is cached.
         model_id: names the model in the cache key when the object does not say what it is.
 
     Returns:
@@ -143,11 +148,8 @@ def embed_texts(
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"embeddings-{key}.npy"
     if path.exists():
-        try:
-            cached = open_embeddings(path)
-        except (FormatError, ValueError, OSError):
-            cached = None  # damaged or foreign file: encode again and replace it
-        if cached is not None and cached.shape[0] == len(items):
+        cached = _reusable(path, len(items), dtype)
+        if cached is not None:
             return cached
 
     if isinstance(model, str):
@@ -187,12 +189,31 @@ def embed_texts(
             if normalize:
                 norms = np.linalg.norm(vectors, axis=1, keepdims=True)
                 vectors = (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+            # Checked per chunk, before anything is cached: an overflow names its text.
+            cast_rows(vectors, np.dtype(dtype), "the embedding of text", start)
             out[start : start + len(chunk)] = vectors
             if update is not None:
                 update(start + len(chunk), len(items))
     assert out is not None
     save_embeddings(path, out, dtype=dtype)
     return open_embeddings(path)
+
+
+def _reusable(path: Path, n_texts: int, dtype: str) -> Embeddings | None:
+    """The cache file, when it can be what this key wrote: a valid file of ``n_texts`` rows of
+    ``dtype``, every value finite (the model's output is checked to be, so anything else is
+    damage, e.g. float16 overflow written by an older version). Else None: encode again."""
+    try:
+        cached = open_embeddings(path)
+    except (FormatError, ValueError, OSError):
+        return None
+    if cached.shape[0] != n_texts or cached.dtype != np.dtype(dtype):
+        return None
+    rows = np.asarray(cached)
+    for a in range(0, len(rows), _FINITE_CHECK_ROWS):
+        if not np.isfinite(rows[a : a + _FINITE_CHECK_ROWS]).all():
+            return None
+    return cached
 
 
 __all__ = ["cache_key", "embed_texts", "model_identity"]

@@ -16,7 +16,7 @@ modify the input, open it with ``mmap=False``: it is validated and copied into m
 from __future__ import annotations
 
 import os
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -49,6 +49,9 @@ def save_embeddings(
         embeddings: an ``Embeddings`` or a 2-D array. Non-contiguous arrays are copied.
         dtype: ``"float32"`` or ``"float16"`` to cast to first. Without it the array must
             already be float32 or float16; other dtypes raise ``TypeError`` naming the dtype.
+            A finite value too large for the target (above 65504 for float16) raises
+            ``InvalidArgumentError`` naming its row and value instead of being stored as
+            infinity; NaN and infinity already in the input are stored as they are.
 
     The GIL is released while the file is written; do not modify the array from another thread
     meanwhile (like ``np.save``, the file would hold a mix of old and new values).
@@ -68,7 +71,6 @@ def save_embeddings(
             )
         if array.dtype.kind not in "fiub":
             raise InvalidTypeError(f"cannot cast embeddings of dtype {array.dtype} to {target}")
-        array = array.astype(target, copy=False)
     elif array.dtype.newbyteorder("=") not in _DTYPES:
         raise InvalidTypeError(
             f"embeddings must be float32 or float16, got dtype {array.dtype}; pass "
@@ -79,9 +81,36 @@ def save_embeddings(
         raise InvalidArgumentError(
             f"embeddings must be 2-D (rows x dim), got shape {array.shape}{hint}"
         )
+    if dtype is not None:
+        array = cast_rows(array, np.dtype(dtype), "embeddings row")
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
     _save_embeddings(path, np.ascontiguousarray(array))
+
+
+def cast_rows(
+    array: np.ndarray, target: np.dtype[Any], what: str, first_row: int = 0
+) -> np.ndarray:
+    """``array`` (2-D) cast to the float dtype ``target``, refusing a finite value that the
+    cast would turn into infinity: ``InvalidArgumentError`` naming ``what`` and the row
+    (counted from ``first_row``) and the value. NaN and infinity in ``array`` pass as they
+    are; values too small for ``target`` round to zero as usual."""
+    with np.errstate(over="ignore"):  # overflow is reported below, by row
+        out = array.astype(target, copy=False)
+    if out is array:
+        return out
+    overflow = np.isinf(out)
+    if overflow.any():
+        overflow &= np.isfinite(array)
+        if overflow.any():
+            row, col = (int(x) for x in np.argwhere(overflow)[0])
+            hint = "use float32 or scale the rows" if target.itemsize < 4 else "scale the rows"
+            raise InvalidArgumentError(
+                f"{what} {first_row + row} holds {array[row, col].item()!r} (column {col}), "
+                f"which does not fit {target} (largest finite value "
+                f"{np.finfo(target).max.item():g}): {hint}"
+            )
+    return out
 
 
 __all__ = ["Embeddings", "open_embeddings", "save_embeddings"]

@@ -40,28 +40,23 @@ if TYPE_CHECKING:
 
 Plan = Literal["topic", "ngame"]
 _PLANS = ("topic", "ngame")
-_REQUIRED = (
-    "seed",
-    "epoch",
-    "num_replicas",
-    "dataset_len",
-    "batch_size",
-    "plan",
-    "drop_last",
-    "yielded",
-)
-# Keys whose value must match between a saved state and the sampler that loads it.
-_MUST_MATCH = (
-    "seed",
-    "num_replicas",
-    "dataset_len",
-    "batch_size",
-    "plan",
-    "drop_last",
-    "clusters_per_batch",
-    "weighting",
-    "clusters_digest",
-)
+STATE_FORMAT = 2
+"""Version of :meth:`ClusterBatchSampler.state_dict` (2: ``conflicts_digest`` recorded)."""
+# Everything that shapes the sequence of batches, as state key -> constructor argument: a
+# state loads only into a sampler where every one of them matches.
+_PLAN_SHAPING = {
+    "seed": "seed",
+    "num_replicas": "num_replicas",
+    "dataset_len": "dataset length (len(clusters))",
+    "batch_size": "batch_size",
+    "plan": "plan",
+    "drop_last": "drop_last",
+    "clusters_per_batch": "clusters_per_batch",
+    "weighting": "weighting",
+    "clusters_digest": "clusters",
+    "conflicts_digest": "conflicts",
+}
+_REQUIRED = ("epoch", "yielded", *_PLAN_SHAPING)
 
 
 def _int(value: object, name: str) -> int:
@@ -103,10 +98,14 @@ class ClusterBatchSampler(Sampler[list[int]]):
     batches and yield the exact remainder of that epoch (later epochs are normal). With
     ``num_workers > 0`` the ``DataLoader`` fetches batches ahead of the training loop, so
     ``"yielded"`` can exceed the steps done: set ``state["yielded"]`` to your own count of
-    batches consumed in the epoch before saving if you need the exact step. States from
-    another seed, world size, dataset length, batch size, plan, ``drop_last``,
-    ``clusters_per_batch`` or ``weighting`` are refused (``ValueError``); a state saved on one
-    rank loads on any rank (all ranks yield the same number of batches).
+    batches consumed in the epoch before saving if you need the exact step. The state records
+    everything that shapes the plan: seed, world size, dataset length, batch size, plan,
+    ``drop_last``, ``clusters_per_batch``, ``weighting``, and digests of ``clusters`` and
+    ``conflicts``. A state that differs in any of them is refused with
+    ``InvalidArgumentError`` naming each argument that differs (resuming it would repeat some
+    rows and skip others); so is a state from before ``conflicts`` was recorded (negmine's
+    state format 1), which cannot be checked. A state saved on one rank loads on any rank (all
+    ranks yield the same number of batches).
 
     The plan is built in the process that iterates the sampler (the ``DataLoader``'s main
     process; workers only load rows); plan building is a single-threaded Rust call that never
@@ -157,7 +156,11 @@ class ClusterBatchSampler(Sampler[list[int]]):
         self.drop_last = bool(drop_last)
         self.clusters_per_batch = _int(clusters_per_batch, "clusters_per_batch")
         self.weighting: _batches.Weighting = weighting
-        self.conflicts = conflicts
+        # Converted once: a caller changing its lists later cannot change the plan behind
+        # the digest's back.
+        keys = _batches._conflicts(conflicts, len(self.clusters))
+        self.conflicts: tuple[np.ndarray, np.ndarray] | None = keys
+        self._conflicts_digest = None if keys is None else _digest(*keys)
         self.num_replicas = num_replicas
         self.rank = rank
         self.epoch = 0
@@ -267,8 +270,11 @@ class ClusterBatchSampler(Sampler[list[int]]):
     # -----------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """The resume point: configuration fingerprint, epoch and batches yielded in it."""
+        """The resume point: epoch and batches yielded in it, with every plan-shaping argument
+        (``clusters`` and ``conflicts`` as digests) so that it loads only where it resumes
+        the same sequence."""
         return {
+            "format": STATE_FORMAT,
             "seed": self.seed,
             "epoch": self.epoch,
             "num_replicas": self.num_replicas,
@@ -280,6 +286,7 @@ class ClusterBatchSampler(Sampler[list[int]]):
             "clusters_per_batch": self.clusters_per_batch,
             "weighting": self.weighting,
             "clusters_digest": self._clusters_digest,
+            "conflicts_digest": self._conflicts_digest,
             "yielded": self._yielded,
         }
 
@@ -287,16 +294,31 @@ class ClusterBatchSampler(Sampler[list[int]]):
         """Resume from :meth:`state_dict`: the next iteration yields the rest of its epoch."""
         if not isinstance(state, Mapping):
             raise InvalidTypeError(f"state must be a mapping, got {type(state).__name__}")
+        version = state.get("format", 1)
+        if _same(version, 1):
+            raise InvalidArgumentError(
+                "state was saved by an older negmine that did not record conflicts, so it "
+                "cannot be checked against this sampler (a state from a sampler with other "
+                "conflicts would repeat some rows and skip others): resume from the start of "
+                f"the epoch with set_epoch({state.get('epoch')!r}) instead"
+            )
+        if not _same(version, STATE_FORMAT):
+            raise InvalidArgumentError(
+                f"state has format {version!r}; this negmine reads format {STATE_FORMAT}"
+            )
         missing = [k for k in _REQUIRED if k not in state]
         if missing:
             raise InvalidArgumentError(f"state is missing {', '.join(missing)}")
         current = self.state_dict()
-        for key in _MUST_MATCH:
-            if key in state and state[key] != current[key]:
-                raise InvalidArgumentError(
-                    f"state is from another {key}: saved {state[key]!r}, "
-                    f"this sampler has {current[key]!r}"
-                )
+        differ = [k for k in _PLAN_SHAPING if not _same(state[k], current[k])]
+        if differ:
+            raise InvalidArgumentError(
+                "state is from a sampler with other "
+                + ", ".join(_PLAN_SHAPING[k] for k in differ)
+                + " ("
+                + "; ".join(f"{k}: saved {state[k]!r}, this sampler {current[k]!r}" for k in differ)
+                + "); resuming it would repeat some rows and skip others"
+            )
         epoch = _numbers.seed(state["epoch"], "epoch")
         yielded = _int(state["yielded"], "yielded")
         if not 0 <= yielded <= self._per_rank:
@@ -314,10 +336,26 @@ class ClusterBatchSampler(Sampler[list[int]]):
 Positives = Union["MiningResult", tuple[npt.ArrayLike, npt.ArrayLike], None]
 
 
-def _digest(clusters: np.ndarray) -> str:
-    """A fingerprint of the cluster ids, so that a saved state resumes only the same plan."""
-    data = np.ascontiguousarray(clusters, dtype="<i8")
-    return hashlib.blake2b(data.tobytes(), digest_size=16).hexdigest()
+def _digest(*arrays: np.ndarray) -> str:
+    """A fingerprint of integer arrays (cluster ids; conflict CSR arrays), so that a saved
+    state resumes only the same plan. Each array is length-prefixed: no two splits of the
+    same values collide."""
+    h = hashlib.blake2b(digest_size=16)
+    for array in arrays:
+        data = np.ascontiguousarray(array, dtype="<i8")
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data.tobytes())
+    return h.hexdigest()
+
+
+def _same(saved: object, current: object) -> bool:
+    """``saved == current`` for state values, False for anything that does not compare as
+    one bool (e.g. an array put in a state by hand)."""
+    try:
+        equal = saved == current
+    except Exception:
+        return False
+    return isinstance(equal, (bool, np.bool_)) and bool(equal)
 
 
 def _groups_array(groups: npt.ArrayLike | None, needed: int, what: str) -> np.ndarray | None:
@@ -712,7 +750,8 @@ class GpuPrefetcher:
     batch is being used, and the compute stream waits for the copy (an event) before the batch
     is handed out; tensors in nested dicts, lists and tuples are moved, anything else passes as
     is. On any other device (CPU) it is a transparent pass-through: the batches are yielded
-    unchanged, so the same training loop runs with or without a GPU.
+    unchanged, so the same training loop runs with or without a GPU. A CUDA device where CUDA
+    is not available (or an index past the last GPU) raises ``InvalidArgumentError`` here.
     """
 
     def __init__(
@@ -722,6 +761,17 @@ class GpuPrefetcher:
             raise InvalidArgumentError(f"depth must be a positive integer, got {depth!r}")
         self.loader = loader
         self.device = torch.device(device)
+        if self.device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise InvalidArgumentError(
+                    f"device {device!r} needs CUDA, but CUDA is not available here (no GPU, "
+                    "driver or CUDA build of torch): pass device='cpu'"
+                )
+            count = torch.cuda.device_count()
+            if self.device.index is not None and self.device.index >= count:
+                raise InvalidArgumentError(
+                    f"device {device!r} does not exist: CUDA has {count} device(s)"
+                )
         self.depth = depth
 
     def __len__(self) -> int:
