@@ -227,23 +227,23 @@ def test_hnsw_sidecar_vouching_for_a_foreign_index_is_not_trusted(tmp_path: Path
 def test_large_corpus_file_digest_samples_blocks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from negmine import ann
+    from negmine import _digest
 
     path = tmp_path / "corpus.npy"
     negmine.save_embeddings(path, np.zeros((64, 16), dtype=np.float32))
-    whole = ann._file_digest(path)
-    assert set(whole) == {"size", "mtime_ns", "blake2b"}
-    monkeypatch.setattr(ann, "FULL_DIGEST_LIMIT", 1024)
-    monkeypatch.setattr(ann, "SAMPLE_BLOCK_BYTES", 128)
-    monkeypatch.setattr(ann, "SAMPLED_BLOCKS", 4)
-    sampled = ann._file_digest(path)
+    whole = _digest.file_digest(path, "corpus")
+    assert set(whole) == {"size", "blake2b"}
+    monkeypatch.setattr(_digest, "FULL_DIGEST_LIMIT", 1024)
+    monkeypatch.setattr(_digest, "SAMPLE_BLOCK_BYTES", 128)
+    monkeypatch.setattr(_digest, "SAMPLED_BLOCKS", 4)
+    sampled = _digest.file_digest(path, "corpus")
     assert set(sampled) == {"size", "mtime_ns", "sampled_blake2b"}
     stamp = path.stat()
     data = bytearray(path.read_bytes())
     data[-1] ^= 1  # inside the last sampled block
     path.write_bytes(bytes(data))
     os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
-    assert ann._file_digest(path)["sampled_blake2b"] != sampled["sampled_blake2b"]
+    assert _digest.file_digest(path, "corpus")["sampled_blake2b"] != sampled["sampled_blake2b"]
 
 
 def _damage(kind: str, data: bytearray, head: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from negmine._core import Embeddings, open_embeddings
-from negmine._numbers import MAX_ID, count
+from negmine._numbers import MAX_ID
 from negmine.errors import InvalidArgumentError, InvalidTypeError
 
 EmbeddingsLike = Union[Embeddings, npt.ArrayLike, "os.PathLike[str]", str]
@@ -150,11 +150,6 @@ def _restorable(array: np.ndarray) -> bool:
         if base.flags.owndata:
             return False
         array = base
-
-
-def positive_int(value: object, name: str) -> int:
-    """An ``int`` (numpy integers too, not bool) in ``[1, 2**62]``."""
-    return count(value, name)
 
 
 class Csr(NamedTuple):

@@ -19,13 +19,11 @@ are all found gets exactly the exact backend's negatives.
    corpus's shape and dtype and a digest of its *content*, and the size and BLAKE2b digest of
    the index file; an index is reused only when all of them match. The corpus digest is:
 
-   - a corpus file of at most :data:`FULL_DIGEST_LIMIT` bytes (1 GiB): BLAKE2b of the whole
-     file, streamed in blocks, plus its size and mtime;
-   - a larger corpus file: its size and mtime plus BLAKE2b of :data:`SAMPLED_BLOCKS` blocks of
-     :data:`SAMPLE_BLOCK_BYTES` at evenly spaced offsets (the first holds the ``.npy`` header,
-     the last ends at the end of the file). Hashing a multi-GiB corpus on every call would cost
-     more than the search; the price is that an edit confined to unsampled bytes *and* with
-     the mtime restored goes unnoticed (stale candidates, still exactly rescored);
+   - a corpus file: :func:`negmine._digest.file_digest`, BLAKE2b of the whole file up to
+     1 GiB, else its size and mtime plus BLAKE2b of 64 evenly spaced 1 MiB blocks (hashing a
+     multi-GiB corpus on every call would cost more than the search; the price is that an
+     edit confined to unsampled bytes *and* with the mtime restored goes unnoticed: stale
+     candidates, still exactly rescored);
    - an in-memory corpus: BLAKE2b of all its bytes.
 
    A stale corpus digest means the corpus changed: the index is rebuilt and replaced silently.
@@ -78,6 +76,7 @@ import numpy as np
 from negmine import _core
 from negmine._atomic import atomic_write
 from negmine._core import Embeddings
+from negmine._digest import file_digest, stream_into
 from negmine._inputs import rows_of
 from negmine._paths import regular_file
 from negmine._progress import progress_callback
@@ -103,12 +102,6 @@ SIDECAR_FORMAT = 2
 An older sidecar does not match, so its index is rebuilt in place, under the same name."""
 RANDOM_SEED = 100
 """hnswlib's level-generator seed (its default)."""
-FULL_DIGEST_LIMIT = 1 << 30
-"""Corpus files up to this size are digested whole; larger ones by sampled blocks."""
-SAMPLED_BLOCKS = 64
-"""Blocks digested of a corpus file larger than :data:`FULL_DIGEST_LIMIT`."""
-SAMPLE_BLOCK_BYTES = 1 << 20
-"""Size of each digested block (and of the read buffer when digesting a whole file)."""
 MIN_M = 2
 """hnswlib's smallest usable ``M``: its level multiplier is ``1 / ln(M)`` (``M = 1`` fails to
 allocate, ``M = 0`` crashes)."""
@@ -245,7 +238,7 @@ def _fingerprint(corpus: Embeddings | np.ndarray, file: str | None) -> dict[str,
     shape = [int(x) for x in corpus.shape]
     dtype = str(np.dtype(corpus.dtype))
     if file is not None:
-        return {"shape": shape, "dtype": dtype, **_file_digest(file)}
+        return {"shape": shape, "dtype": dtype, **file_digest(file, "corpus file")}
     array = _matrix_array(corpus)
     h = hashlib.blake2b(digest_size=16)
     for a in range(0, len(array), BUILD_CHUNK_ROWS):
@@ -253,46 +246,11 @@ def _fingerprint(corpus: Embeddings | np.ndarray, file: str | None) -> dict[str,
     return {"shape": shape, "dtype": dtype, "blake2b": h.hexdigest()}
 
 
-def _file_digest(file: str | os.PathLike[str]) -> dict[str, Any]:
-    """Size, mtime and BLAKE2b of a corpus file: of all of it up to
-    :data:`FULL_DIGEST_LIMIT` bytes, else of :data:`SAMPLED_BLOCKS` evenly spaced blocks."""
-    path = regular_file(file, "corpus file")
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        st = os.fstat(f.fileno())
-        size = st.st_size
-        if size <= FULL_DIGEST_LIMIT:
-            _stream_into(h, f)
-            kind = "blake2b"
-        else:
-            last = size - SAMPLE_BLOCK_BYTES
-            for i in range(SAMPLED_BLOCKS):
-                offset = i * last // (SAMPLED_BLOCKS - 1)
-                f.seek(offset)
-                h.update(offset.to_bytes(8, "little"))
-                h.update(f.read(SAMPLE_BLOCK_BYTES))
-            kind = "sampled_blake2b"
-    return {"size": size, "mtime_ns": st.st_mtime_ns, kind: h.hexdigest()}
-
-
-def _stream_into(h: Any, f: Any) -> int:
-    """Feeds the rest of ``f`` to the hash ``h`` block by block; returns the bytes read."""
-    buffer = bytearray(SAMPLE_BLOCK_BYTES)
-    view = memoryview(buffer)
-    total = 0
-    while True:
-        got = f.readinto(buffer)
-        if not got:
-            return total
-        h.update(view[:got])
-        total += got
-
-
 def _index_digest(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Size and BLAKE2b of a whole index file (hnswlib reads all of it anyway)."""
     h = hashlib.blake2b(digest_size=16)
     with open(regular_file(path, "HNSW index"), "rb") as f:
-        size = _stream_into(h, f)
+        size = stream_into(h, f)
     return {"size": size, "blake2b": h.hexdigest()}
 
 

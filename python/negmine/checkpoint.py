@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -18,7 +17,8 @@ import numpy as np
 
 from negmine._atomic import atomic_write, file_mode, fsync_directory
 from negmine._core import open_embeddings
-from negmine._inputs import positive_int
+from negmine._digest import file_digest
+from negmine._numbers import count
 from negmine._paths import regular_file
 from negmine.errors import DirectoryLockedError, InvalidArgumentError
 from negmine.mine import (
@@ -33,9 +33,6 @@ from negmine.mine import (
 )
 
 LOCK = "lock"
-_BLOCK = 1 << 20
-_FULL_DIGEST_LIMIT = 1 << 30
-_SAMPLED_BLOCKS = 64
 
 
 def partial_directory(out: str | os.PathLike[str]) -> Path:
@@ -45,28 +42,10 @@ def partial_directory(out: str | os.PathLike[str]) -> Path:
     return dest.parent / f".{dest.name}.partial"
 
 
-def _fingerprint(path: Path) -> dict[str, Any]:
-    """What identifies an input for resuming: its content. Files up to 1 GiB are digested
-    whole (sha256, 1 MiB blocks, about a second per GiB); larger ones by their size, mtime,
-    first MiB (the ``.npy`` header) and 64 evenly spaced 1 MiB blocks, so that starting a
-    resume of a large corpus does not reread it all."""
-    size = os.stat(path).st_size
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        if size <= _FULL_DIGEST_LIMIT:
-            for block in iter(lambda: f.read(_BLOCK), b""):
-                h.update(block)
-            return {"path": str(path.absolute()), "size": size, "sha256": h.hexdigest()}
-        h.update(f.read(_BLOCK))
-        for i in range(1, _SAMPLED_BLOCKS + 1):
-            f.seek((size - _BLOCK) * i // _SAMPLED_BLOCKS)
-            h.update(f.read(_BLOCK))
-    return {
-        "path": str(path.absolute()),
-        "size": size,
-        "mtime_ns": os.stat(path).st_mtime_ns,
-        "sampled_sha256": h.hexdigest(),
-    }
+def _fingerprint(path: Path, what: str) -> dict[str, Any]:
+    """What identifies an input for resuming: its path and content (see :mod:`negmine._digest`:
+    whole files up to 1 GiB, sampled blocks plus mtime above)."""
+    return {"path": str(path.absolute()), **file_digest(path, what)}
 
 
 @contextlib.contextmanager
@@ -131,7 +110,7 @@ def mine_to_directory(
     corpus of the same size and mtime is refused too). Inputs are checked to be regular files
     (no FIFO, device or directory) before anything is created, and a run that fails before
     its first checkpoint leaves nothing behind."""
-    chunk_queries = positive_int(chunk_queries, "chunk_queries")
+    chunk_queries = count(chunk_queries, "chunk_queries")
     q_path = regular_file(queries, "queries file")
     c_path = regular_file(corpus, "corpus file")
     r_path = regular_file(positives, "positives file")
@@ -184,9 +163,9 @@ def _mine_chunks(
         "options": options.to_dict(),
         "duplicates": duplicates if duplicates is None or isinstance(duplicates, str) else "array",
         "chunk_queries": chunk_queries,
-        "queries": _fingerprint(queries),
-        "corpus": _fingerprint(corpus),
-        "positives": _fingerprint(positives),
+        "queries": _fingerprint(queries, "queries file"),
+        "corpus": _fingerprint(corpus, "corpus file"),
+        "positives": _fingerprint(positives, "positives file"),
     }
     manifest_path = partial / "manifest.json"
     if manifest_path.exists():

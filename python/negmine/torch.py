@@ -59,12 +59,6 @@ _PLAN_SHAPING = {
 _REQUIRED = ("epoch", "yielded", *_PLAN_SHAPING)
 
 
-def _int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidTypeError(f"{name} must be an integer, got {type(value).__name__}")
-    return int(value)
-
-
 class ClusterBatchSampler(Sampler[list[int]]):
     """Batches of dataset row indices from a :mod:`negmine.batches` plan, for
     ``DataLoader(dataset, batch_sampler=sampler)``.
@@ -130,7 +124,7 @@ class ClusterBatchSampler(Sampler[list[int]]):
             raise InvalidArgumentError(f"plan must be 'topic' or 'ngame', got {plan!r}")
         if weighting not in ("uniform", "size"):
             raise InvalidArgumentError(f"weighting must be 'uniform' or 'size', got {weighting!r}")
-        batch_size = _int(batch_size, "batch_size")
+        batch_size = _numbers.integer(batch_size, "batch_size")
         if batch_size <= 0:
             raise InvalidArgumentError(f"batch_size must be positive, got {batch_size}")
         seed = _numbers.seed(seed, "seed")
@@ -140,8 +134,8 @@ class ClusterBatchSampler(Sampler[list[int]]):
                 num_replicas = dist.get_world_size() if initialised else 1
             if rank is None:
                 rank = dist.get_rank() if initialised else 0
-        num_replicas = _int(num_replicas, "num_replicas")
-        rank = _int(rank, "rank")
+        num_replicas = _numbers.integer(num_replicas, "num_replicas")
+        rank = _numbers.integer(rank, "rank")
         if num_replicas < 1:
             raise InvalidArgumentError(f"num_replicas must be positive, got {num_replicas}")
         if not 0 <= rank < num_replicas:
@@ -154,7 +148,7 @@ class ClusterBatchSampler(Sampler[list[int]]):
         self.plan: Plan = plan
         self.seed = seed
         self.drop_last = bool(drop_last)
-        self.clusters_per_batch = _int(clusters_per_batch, "clusters_per_batch")
+        self.clusters_per_batch = _numbers.integer(clusters_per_batch, "clusters_per_batch")
         self.weighting: _batches.Weighting = weighting
         # Converted once: a caller changing its lists later cannot change the plan behind
         # the digest's back.
@@ -320,7 +314,7 @@ class ClusterBatchSampler(Sampler[list[int]]):
                 + "); resuming it would repeat some rows and skip others"
             )
         epoch = _numbers.seed(state["epoch"], "epoch")
-        yielded = _int(state["yielded"], "yielded")
+        yielded = _numbers.integer(state["yielded"], "yielded")
         if not 0 <= yielded <= self._per_rank:
             raise InvalidArgumentError(
                 f"state yielded {yielded} batches, but an epoch has {self._per_rank} per rank"
@@ -436,7 +430,7 @@ class HardNegativeDataset(Dataset[dict[str, Any]]):
         mined = self.negative_ids.shape[1]
         if num_negatives is None:
             num_negatives = mined
-        num_negatives = _int(num_negatives, "num_negatives")
+        num_negatives = _numbers.integer(num_negatives, "num_negatives")
         if num_negatives <= 0:
             raise InvalidArgumentError(f"num_negatives must be positive, got {num_negatives}")
         if num_negatives > mined:
@@ -459,7 +453,7 @@ class HardNegativeDataset(Dataset[dict[str, Any]]):
         return len(self.negative_ids)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        i = _int(index, "index")
+        i = _numbers.integer(index, "index")
         if i < 0:
             i += len(self)
         if not 0 <= i < len(self):
@@ -555,8 +549,10 @@ def _collate(
     b = len(items)
     if b == 0:
         raise InvalidArgumentError("cannot collate an empty batch")
-    query_ids = np.array([_int(it["query"], "query") for it in items], dtype=np.int64)
-    positive_ids = np.array([_int(it["positive"], "positive") for it in items], dtype=np.int64)
+    query_ids = np.array([_numbers.integer(it["query"], "query") for it in items], dtype=np.int64)
+    positive_ids = np.array(
+        [_numbers.integer(it["positive"], "positive") for it in items], dtype=np.int64
+    )
     rows = [np.asarray(it["negatives"], dtype=np.int64).reshape(-1) for it in items]
     n = len(rows[0])
     if any(len(r) != n for r in rows):
