@@ -11,15 +11,19 @@ One test uses random embeddings and the fake model; one uses all-MiniLM-L6-v2 fr
 Intended differences (each one checked, not just tolerated):
 
 - **Retrieval depth.** sentence-transformers retrieves the top ``range_max + max_positives``
-  candidates (``max_positives`` over the whole data set; ``range_max`` defaults to
-  ``range_min + num_negatives + max_positives``, or ``range_min + 10 * num_negatives +
-  max_positives`` with a margin or ``max_score``), sets positives and filtered candidates to
-  -inf, takes the top ``range_max`` of those, then the window ``[range_min:]``. negmine windows
+  candidates, ``range_max + max_positives + 1`` from 6.3 on (``max_positives`` over the whole
+  data set; ``range_max`` defaults to ``range_min + num_negatives + max_positives``, or
+  ``range_min + 10 * num_negatives + max_positives`` with a margin or ``max_score``), sets the
+  positives (6.3: and the query's own text) and filtered candidates to -inf, takes the top
+  ``range_max`` of those, then the window ``[range_min:]``. negmine windows
   the filtered ranking of the WHOLE corpus and searches deeper when the filters empty the
   window (``range_max=None`` is unbounded for ``"top"``). So a query gets the same negatives
   when sentence-transformers' depth holds ``range_min + num_negatives`` surviving candidates;
   otherwise its (shorter) list is a prefix of negmine's. The test computes, from float64
   scores, how many negatives each side must return and checks both counts and the prefix.
+- **The query's own text.** sentence-transformers >= 6.3 also excludes the corpus entry whose
+  text equals the query's; negmine mines ids, not texts. ``make_data`` asserts that no query
+  text is a corpus text, so this difference never arises here.
 - **Missing negatives.** sentence-transformers drops a query from ``"n-tuple"`` output unless
   all ``num_negatives`` were found and drops -inf entries from ``"labeled-list"``; negmine
   keeps every query and pads with -1 / NaN.
@@ -43,6 +47,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from packaging.version import Version
 
 import negmine
 
@@ -51,8 +56,11 @@ with warnings.catch_warnings():
     torch = pytest.importorskip("torch")
     pytest.importorskip("datasets")
     st_util = pytest.importorskip("sentence_transformers.util")
+    import sentence_transformers
 
 mine_hard_negatives = st_util.mine_hard_negatives
+# 6.3 retrieves one candidate more and excludes the query's own text (see st_extra_candidates).
+ST_EXCLUDES_QUERY_TEXT = Version(sentence_transformers.__version__) >= Version("6.3")
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
@@ -136,6 +144,9 @@ def make_data(queries, corpus, pairs, q_emb, c_emb) -> Data:
     for qi, ci in pairs:
         pos_lists[qi].append(ci)
     assert all(pos_lists), "every query needs a positive"
+    # sentence-transformers >= 6.3 never returns a corpus entry whose text is the query's;
+    # negmine mines ids, not texts, so such an entry would be a difference, not a comparison.
+    assert not set(queries) & set(corpus), "a query's text is also a corpus text"
     return Data(
         queries=list(queries),
         corpus=list(corpus),
@@ -179,6 +190,15 @@ def random_data(n_queries: int = 160, n_corpus: int = 700, dim: int = 48, seed: 
 # --------------------------------------------------------------------------- oracle
 
 
+def st_extra_candidates(max_positives: int) -> int:
+    """How many candidates sentence-transformers retrieves beyond ``range_max`` before it
+    filters: room for the positives (6.2: ``range_max + max_positives``), and from 6.3 on one
+    more for the corpus entry equal to the query's text, which it excludes as well
+    (``num_extra_candidates = max_positives + 1``). The extra candidate is retrieved whether
+    or not such an entry exists, so it deepens every query's ranking by one."""
+    return max_positives + int(ST_EXCLUDES_QUERY_TEXT)
+
+
 def st_range_max(opts: dict[str, Any], max_positives: int) -> int:
     """The ``range_max`` sentence-transformers uses (its defaulting rule, no cross-encoder)."""
     if opts.get("range_max") is not None:
@@ -195,7 +215,7 @@ def expectations(data: Data, opts: dict[str, Any]) -> tuple[np.ndarray, np.ndarr
     scores = unit(data.q_emb.astype(np.float64)) @ unit(data.c_emb.astype(np.float64)).T
     max_pos = max(len(p) for p in data.pos_lists)
     rmax = st_range_max(opts, max_pos)
-    depth = rmax + max_pos
+    depth = rmax + st_extra_candidates(max_pos)
     rmin = opts.get("range_min", 0)
     nm_rmax = opts.get("range_max")
     n_st = np.zeros(len(data.queries), dtype=np.int64)
