@@ -861,8 +861,9 @@ def mine(
         sampling_strategy: ``"top"``, ``"random"`` (uniform in the window) or ``"simans"``
             (weight ``exp(-simans_a * (score - p - simans_b)^2)``), seeded by ``seed``.
         max_depth: never rank deeper than this many candidates per query (``range_max +
-            max_positives`` is what sentence-transformers looks at); default: as deep as the
-            filters need, so a window is never left short while the corpus has rows.
+            max_positives`` is what sentence-transformers looks at, ``+ 1`` from its 6.3);
+            default: as deep as the filters need, so a window is never left short while the
+            corpus has rows.
         record_removed: removed candidates kept in ``result.removed`` per query (the
             best-ranked ones, for the histograms and for inspection); ``None`` keeps all.
             The per-filter counts of the report are exact either way.
