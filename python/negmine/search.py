@@ -40,7 +40,10 @@ def search(
         queries: ``Q x d`` embeddings (array, ``Embeddings`` or ``.npy`` path).
         corpus: ``N x d`` embeddings; a mapped file streams through in blocks.
         k: neighbours per query, ``0 < k <= N - len(exclude[q])``; there is no other cap.
-        metric: ``"dot"`` (inner product) or ``"cosine"`` (a zero vector scores 0).
+        metric: ``"dot"`` (inner product) or ``"cosine"`` (a zero vector scores 0). A dot
+            product is only computed when it cannot overflow float32: when the largest query
+            norm times a corpus row's norm reaches about ``1.7e38``, ``InvalidArgumentError``
+            names that query and corpus row (cosine scores are bounded by 1).
         exclude: per-query corpus ids never returned (e.g. labelled positives): a CSR pair
             ``(indptr, indices)`` or one list of ids per query.
         threads: worker threads (default: all cores).
