@@ -31,7 +31,9 @@ def kmeans(
     """Clusters the rows of ``embeddings`` (array, ``Embeddings`` or ``.npy`` path).
 
     ``metric="cosine"`` is spherical k-means (unit centroids, nearest by inner product);
-    ``"l2"`` is Lloyd's algorithm on squared Euclidean distance. ``init="k-means++"`` (default)
+    ``"l2"`` is Lloyd's algorithm on squared Euclidean distance (computed in float32, so every
+    row's squared norm must be below float32's largest value / 16, about ``2.1e37``; a larger
+    one raises ``InvalidArgumentError`` naming the row). ``init="k-means++"`` (default)
     starts from seeded D^2 sampling on a bounded subset of the rows; ``"random"`` from
     ``n_clusters`` distinct rows picked at random (faiss' default, cheaper); with ``sample``, the
     centroids are trained on that many seeded random rows and then every row is assigned. An

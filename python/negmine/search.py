@@ -42,7 +42,10 @@ def search(
         corpus: ``N x d`` embeddings; a mapped file streams through in blocks.
         k: neighbours per query, ``0 < k <= N - len(exclude[q])``; there is no other cap.
         metric: ``"dot"`` (inner product; alias ``"ip"``) or ``"cosine"`` (alias ``"cos"``; a
-            zero vector scores 0).
+            zero vector scores 0). A dot product is only computed when it cannot overflow
+            float32: when the largest query norm times a corpus row's norm reaches about
+            ``1.7e38``, ``InvalidArgumentError`` names that query and corpus row (cosine scores
+            are bounded by 1).
         exclude: per-query corpus ids never returned (e.g. labelled positives): a
             :class:`negmine.Csr` pair (or a tuple of two integer numpy arrays ``(indptr,
             indices)``) or one list of ids per query. A tuple of two lists is refused as

@@ -3,7 +3,11 @@
 //! - `Cosine` (spherical k-means): rows and centroids are unit vectors, a row goes to the
 //!   centroid with the largest inner product, a centroid is the normalised mean of its rows.
 //! - `L2`: a row goes to the centroid with the smallest `||x - c||^2`, found as the largest
-//!   `[x, 1] . [2c, -||c||^2]`, so the same kernels serve both.
+//!   `[x, s] . [2c, -||c||^2 / s]`, so the same kernels serve both. `s` is the smallest power
+//!   of two at least the largest row norm (and at least 1): it balances the two sides' norms so
+//!   that the search's overflow bound holds whenever the squared norms fit float32 (every
+//!   squared norm must be below `f32::MAX / 16`), and, being a power of two, it leaves every
+//!   score bit for bit that of `[x, 1] . [2c, -||c||^2]` (unless `||c||^2 / s` is subnormal).
 //!
 //! Initialisation is k-means++ (seeded D^2 sampling) over a seeded subset of at most
 //! `16 k + 1024` training rows, which keeps it cheap for thousands of clusters (at d = 384 and
@@ -22,6 +26,11 @@ use crate::matrix::MatrixView;
 use crate::pack::{normalize, sum_in_lanes};
 use crate::rng::Rng;
 use crate::search::{search_in, Hooks, Metric, SearchOptions, Workspace};
+
+/// The largest squared row norm `L2` accepts. With `M^2` below it, `||x - c||^2 <= 4 M^2`
+/// (k-means++' D^2, summed in f32) and the engine's `||[x, s]|| ||[2c, -||c||^2 / s]|| <=
+/// 5 M^2` stay well below `f32::MAX` and the search's limit.
+const L2_MAX_SQUARED_NORM: f64 = f32::MAX as f64 / 16.0;
 
 /// The purpose of k-means' random stream (see [`Rng::stream`]).
 const KMEANS_STREAM: u64 = 0x6b6d_6561_6e73;
@@ -88,6 +97,8 @@ fn sample_rows(n: usize, count: usize, rng: &mut Rng) -> Vec<usize> {
 struct Geometry {
     metric: KMeansMetric,
     dim: usize,
+    /// `s` of the module docs (1 for cosine).
+    scale: f32,
 }
 
 impl Geometry {
@@ -109,7 +120,7 @@ impl Geometry {
                 1.0
             }
             KMeansMetric::L2 => {
-                out[self.dim] = 1.0;
+                out[self.dim] = self.scale;
                 out[..self.dim]
                     .iter()
                     .map(|&x| f64::from(x) * f64::from(x))
@@ -145,7 +156,7 @@ impl Geometry {
                     let sq: f64 = c.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
                     c.iter()
                         .map(|&x| 2.0 * x)
-                        .chain(std::iter::once(-sq as f32))
+                        .chain(std::iter::once((-sq / f64::from(self.scale)) as f32))
                         .collect::<Vec<_>>()
                 })
                 .collect(),
@@ -387,6 +398,15 @@ fn assign(
     Ok((assignments, distances))
 }
 
+/// The smallest power of two that is at least `norm` and 1 (`s` of the module docs).
+fn l2_scale(norm: f64) -> f32 {
+    let mut scale = 1.0f32;
+    while f64::from(scale) < norm {
+        scale *= 2.0;
+    }
+    scale
+}
+
 /// Clusters the rows of `data`.
 pub fn kmeans(
     pool: &rayon::ThreadPool,
@@ -411,11 +431,29 @@ pub fn kmeans(
             "at most 2^32 - 1 rows and clusters are supported",
         ));
     }
-    if let Some(row) = data.first_non_finite_row_in(pool) {
-        return Err(Error::invalid(format!(
-            "row {row} contains NaN or infinity"
-        )));
-    }
+    let non_finite = |row: usize| Error::invalid(format!("row {row} contains NaN or infinity"));
+    let scale = match opts.metric {
+        KMeansMetric::Cosine => match data.first_non_finite_row_in(pool) {
+            Some(row) => return Err(non_finite(row)),
+            None => 1.0,
+        },
+        KMeansMetric::L2 => match data.largest_row_norm_in(pool) {
+            Err(row) => return Err(non_finite(row)),
+            Ok((_, squared)) if squared >= L2_MAX_SQUARED_NORM => {
+                let mut scratch = vec![0.0f32; dim];
+                let (row, squared) = (0..n)
+                    .map(|i| (i, data.row_squared_norm(i, &mut scratch)))
+                    .find(|&(_, squared)| squared >= L2_MAX_SQUARED_NORM)
+                    .unwrap_or((0, squared));
+                return Err(Error::invalid(format!(
+                    "row {row} has squared norm {squared:.3e}, too large for k-means with \
+                     metric='l2': its squared distances would overflow float32 (squared norms \
+                     must be below {L2_MAX_SQUARED_NORM:.3e}); scale the data down"
+                )));
+            }
+            Ok((_, squared)) => l2_scale(squared.sqrt()),
+        },
+    };
     let train_n = match opts.sample {
         Some(0) => return Err(Error::invalid("sample must be positive, got 0")),
         Some(s) if s < k => {
@@ -435,6 +473,7 @@ pub fn kmeans(
     let geometry = Geometry {
         metric: opts.metric,
         dim,
+        scale,
     };
 
     let mut centroids = match opts.init {

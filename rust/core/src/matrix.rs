@@ -136,6 +136,52 @@ impl<'a> MatrixView<'a> {
         }
     }
 
+    /// Squared L2 norm of row `i` in f64 ([`crate::pack::squared_norm`]); `scratch` holds
+    /// `dim` floats for widening f16.
+    pub fn row_squared_norm(&self, i: usize, scratch: &mut [f32]) -> f64 {
+        match self.elements {
+            Elements::F32(s) => crate::pack::squared_norm(&s[i * self.dim..(i + 1) * self.dim]),
+            Elements::F16(_) => {
+                self.row_into(i, scratch);
+                crate::pack::squared_norm(scratch)
+            }
+        }
+    }
+
+    /// The row with the largest L2 norm (the first of equal ones) and its squared norm in f64,
+    /// computed on the threads of `pool`; `Err` names the first row holding NaN or infinity.
+    /// An empty matrix gives row 0 with norm 0.
+    pub fn largest_row_norm_in(&self, pool: &rayon::ThreadPool) -> Result<(usize, f64), usize> {
+        const BLOCK: usize = 4096;
+        let blocks: Vec<Result<(usize, f64), usize>> = pool.install(|| {
+            (0..self.rows.div_ceil(BLOCK))
+                .into_par_iter()
+                .map(|b| {
+                    let mut scratch = vec![0.0f32; self.dim];
+                    let mut largest = (b * BLOCK, 0.0f64);
+                    for i in b * BLOCK..((b + 1) * BLOCK).min(self.rows) {
+                        let squared = self.row_squared_norm(i, &mut scratch);
+                        if !squared.is_finite() {
+                            return Err(i);
+                        }
+                        if squared > largest.1 {
+                            largest = (i, squared);
+                        }
+                    }
+                    Ok(largest)
+                })
+                .collect()
+        });
+        let mut largest = (0, 0.0f64);
+        for block in blocks {
+            let (i, squared) = block?;
+            if squared > largest.1 {
+                largest = (i, squared);
+            }
+        }
+        Ok(largest)
+    }
+
     /// [`Self::first_non_finite_row`] on the threads of `pool`, blocks of rows at a time.
     pub fn first_non_finite_row_in(&self, pool: &rayon::ThreadPool) -> Option<usize> {
         const BLOCK: usize = 4096;

@@ -16,7 +16,8 @@
 //!
 //! The search is re-run deeper for the queries whose window is not complete yet, so filters
 //! never starve the window silently: a query ends with fewer negatives only when the whole
-//! corpus is used up. Results depend only on the inputs, the options and the seed (mixed with
+//! corpus is used up. Every score, the search's and the rescored ones alike, is refused when it
+//! could overflow f32 ([`crate::search::score_limit`]). Results depend only on the inputs, the options and the seed (mixed with
 //! the query's global index by a hash), never on threads, blocks or how queries are chunked.
 
 use rayon::prelude::*;
@@ -24,9 +25,11 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::idlists::IdLists;
 use crate::matrix::MatrixView;
-use crate::pack::{normalize, sum_in_lanes};
+use crate::pack::{normalize, squared_norm, sum_in_lanes};
 use crate::rng::Rng;
-use crate::search::{search, Hooks, Metric, SearchOptions};
+use crate::search::{
+    max_squared_norm, overflow_error, search, search_rows, Hooks, Metric, SearchOptions, Workspace,
+};
 
 /// Bytes held per candidate of a deep round: the search's score and id, its top-k buffer
 /// (about twice k entries of 8 bytes) and the ranking copy.
@@ -270,6 +273,43 @@ fn prepare_row(metric: Metric, row: &mut [f32]) {
     if metric == Metric::Cosine {
         normalize(row);
     }
+}
+
+/// Query row `q` of `queries` into `row`, and its squared norm; an error if it is not finite.
+fn query_row(queries: &MatrixView<'_>, q: usize, row: &mut [f32]) -> Result<f64> {
+    queries.row_into(q, row);
+    let squared = squared_norm(row);
+    if squared.is_finite() {
+        Ok(squared)
+    } else {
+        Err(Error::invalid(format!(
+            "queries row {q} contains NaN or infinity"
+        )))
+    }
+}
+
+/// Corpus row `c` into `row` after checking that its score against query `q` (raw squared
+/// norm `q_squared`) is finite: the search's rule ([`crate::search::score_limit`]).
+fn corpus_row_for(
+    metric: Metric,
+    corpus: &MatrixView<'_>,
+    c: usize,
+    row: &mut [f32],
+    q: usize,
+    q_squared: f64,
+) -> Result<()> {
+    corpus.row_into(c, row);
+    let squared = squared_norm(row);
+    if !squared.is_finite() {
+        return Err(Error::invalid(format!(
+            "corpus row {c} contains NaN or infinity"
+        )));
+    }
+    // Unit rows (cosine) score at most 1 in magnitude.
+    if metric == Metric::Dot && squared > max_squared_norm(corpus.dim(), q_squared) {
+        return Err(overflow_error(corpus.dim(), q, q_squared, c, squared));
+    }
+    Ok(())
 }
 
 /// The fused multiply-add chain in dimension order: bit for bit the search's score of two
@@ -562,8 +602,8 @@ impl<'a> Job<'a> {
     }
 
     /// Every positive's score (the search's exact definition), and each query's offset into
-    /// them.
-    fn positive_scores(&self, pool: &rayon::ThreadPool) -> (Vec<f32>, Vec<usize>) {
+    /// them; an error names the first query (and positive) whose score could not be finite.
+    fn positive_scores(&self, pool: &rayon::ThreadPool) -> Result<(Vec<f32>, Vec<usize>)> {
         let (queries, corpus, positives) = (self.queries, self.corpus, self.positives);
         let n_queries = queries.rows();
         let dim = corpus.dim();
@@ -581,19 +621,25 @@ impl<'a> Job<'a> {
             rest = tail;
         }
         let metric = self.opts.metric;
-        pool.install(|| {
-            slices.into_par_iter().enumerate().for_each(|(q, out)| {
-                let (mut qrow, mut prow) = (vec![0.0; dim], vec![0.0; dim]);
-                queries.row_into(q, &mut qrow);
-                prepare_row(metric, &mut qrow);
-                for (o, &p) in out.iter_mut().zip(positives.of(q)) {
-                    corpus.row_into(p as usize, &mut prow);
-                    prepare_row(metric, &mut prow);
-                    *o = chain(&qrow, &prow);
-                }
-            })
+        let checked: Vec<Result<()>> = pool.install(|| {
+            slices
+                .into_par_iter()
+                .enumerate()
+                .map(|(q, out)| {
+                    let (mut qrow, mut prow) = (vec![0.0; dim], vec![0.0; dim]);
+                    let q_squared = query_row(queries, q, &mut qrow)?;
+                    prepare_row(metric, &mut qrow);
+                    for (o, &p) in out.iter_mut().zip(positives.of(q)) {
+                        corpus_row_for(metric, corpus, p as usize, &mut prow, q, q_squared)?;
+                        prepare_row(metric, &mut prow);
+                        *o = chain(&qrow, &prow);
+                    }
+                    Ok(())
+                })
+                .collect()
         });
-        (scores, offsets)
+        checked.into_iter().collect::<Result<()>>()?;
+        Ok((scores, offsets))
     }
 
     fn finish(
@@ -672,7 +718,7 @@ pub fn mine(
     job.validate()?;
     let ctx = job.context();
     let (n_queries, n, dim) = (queries.rows(), corpus.rows(), corpus.dim());
-    let (positive_scores, pos_offsets) = job.positive_scores(pool);
+    let (positive_scores, pos_offsets) = job.positive_scores(pool)?;
 
     let caps: Vec<usize> = (0..n_queries)
         .map(|q| (n - exclude.of(q).len()).min(opts.max_depth.unwrap_or(usize::MAX)))
@@ -691,6 +737,7 @@ pub fn mine(
         outcomes[q] = Some(Outcome::empty());
     }
     let mut want = first_depth;
+    let mut workspace = Workspace::default();
     while !pending.is_empty() {
         // Every pending query can take k: it grows until the window is complete or the query
         // with the fewest eligible rows has them all (then it leaves `pending`).
@@ -711,7 +758,16 @@ pub fn mine(
             let mut sopts = SearchOptions::new(k, opts.metric);
             sopts.block_rows = opts.block_rows;
             sopts.query_batch = opts.query_batch;
-            let found = search(pool, &subset, corpus, Some(&sub_exclude), &sopts, hooks)?;
+            let found = search_rows(
+                &mut workspace,
+                pool,
+                &subset,
+                Some(part),
+                corpus,
+                Some(&sub_exclude),
+                &sopts,
+                hooks,
+            )?;
             let results: Vec<Outcome> = pool.install(|| {
                 part.par_iter()
                     .enumerate()
@@ -781,13 +837,13 @@ pub fn mine_candidates(
     }
     let ctx = job.context();
     let dim = corpus.dim();
-    let (positive_scores, pos_offsets) = job.positive_scores(pool);
-    let results: Vec<(Outcome, u32, bool)> = pool.install(|| {
+    let (positive_scores, pos_offsets) = job.positive_scores(pool)?;
+    let results: Vec<Result<(Outcome, u32, bool)>> = pool.install(|| {
         (0..n_queries)
             .into_par_iter()
             .map(|q| {
                 let (mut qrow, mut crow) = (vec![0.0; dim], vec![0.0; dim]);
-                queries.row_into(q, &mut qrow);
+                let q_squared = query_row(queries, q, &mut qrow)?;
                 prepare_row(opts.metric, &mut qrow);
                 let excluded = exclude.of(q);
                 let mut ranking: Vec<(f32, u32)> = candidates
@@ -795,11 +851,11 @@ pub fn mine_candidates(
                     .iter()
                     .filter(|id| excluded.binary_search(id).is_err())
                     .map(|&id| {
-                        corpus.row_into(id as usize, &mut crow);
+                        corpus_row_for(opts.metric, corpus, id as usize, &mut crow, q, q_squared)?;
                         prepare_row(opts.metric, &mut crow);
-                        (chain(&qrow, &crow), id)
+                        Ok((chain(&qrow, &crow), id))
                     })
-                    .collect();
+                    .collect::<Result<_>>()?;
                 ranking.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
                 let pos = &positive_scores[pos_offsets[q]..pos_offsets[q + 1]];
                 // At `max_depth` the ranking is as deep as it may get: the query is done.
@@ -809,18 +865,20 @@ pub fn mine_candidates(
                 }
                 let depth = ranking.len() as u32;
                 let outcome = ctx.evaluate(q, &ranking, pos, at_max);
-                if outcome.need_more {
+                Ok(if outcome.need_more {
                     (ctx.evaluate(q, &ranking, pos, true), depth, true)
                 } else {
                     (outcome, depth, false)
-                }
+                })
             })
             .collect()
     });
     let mut outcomes = Vec::with_capacity(n_queries);
     let mut depth = Vec::with_capacity(n_queries);
     let mut incomplete = Vec::with_capacity(n_queries);
-    for (o, d, i) in results {
+    // In query order: the first query that failed is the one named.
+    for result in results {
+        let (o, d, i) = result?;
         outcomes.push(o);
         depth.push(d);
         incomplete.push(i);

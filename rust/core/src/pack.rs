@@ -1,7 +1,8 @@
 //! Packing rows into the panel layouts the kernels read: `[dim][MR]` for query panels and
 //! `[dim][NR]` for corpus panels, padded with zero rows, in 64-byte aligned memory.
 //! Packing is where f16 widens to f32, where cosine takes its norms and where non-finite
-//! values are caught, so each input element is read exactly once per pass.
+//! values and rows whose dot products could overflow are caught, so each input element is
+//! read exactly once per pass.
 
 use crate::kernels::{MR, NR};
 use crate::matrix::{Elements, MatrixView};
@@ -70,39 +71,87 @@ pub fn sum_in_lanes(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
+/// `sum_j row[j]^2` in f64, in 8 lanes added in a fixed order: the same value on every CPU.
+/// Finite f32 rows never overflow or underflow it (`f32::MAX^2 * 2^64` and the square of the
+/// smallest subnormal are normal f64), so it is finite exactly when the row is.
+pub fn squared_norm(row: &[f32]) -> f64 {
+    #[inline(always)]
+    fn portable(row: &[f32]) -> f64 {
+        let mut lanes = [0.0f64; 8];
+        let mut chunks = row.chunks_exact(8);
+        for chunk in &mut chunks {
+            for (lane, &x) in lanes.iter_mut().zip(chunk) {
+                *lane += f64::from(x) * f64::from(x);
+            }
+        }
+        for (lane, &x) in lanes.iter_mut().zip(chunks.remainder()) {
+            *lane += f64::from(x) * f64::from(x);
+        }
+        lanes.iter().sum()
+    }
+    // The same arithmetic in the same order (no FMA contraction), in 256-bit registers: it
+    // runs on every corpus row a dot-product search packs.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn avx2(row: &[f32]) -> f64 {
+        portable(row)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was detected at run time.
+        return unsafe { avx2(row) };
+    }
+    portable(row)
+}
+
 /// Scales `row` to unit norm in place (a zero row stays zero). The norm is summed in f64 in a
 /// fixed order and each element is scaled in f64 before rounding to f32, so the result is the
 /// same on every CPU and for every blocking, and tiny (subnormal) or huge rows neither
 /// overflow nor lose their direction.
 pub fn normalize(row: &mut [f32]) {
-    let mut lanes = [0.0f64; 8];
-    let mut chunks = row.chunks_exact(8);
-    for chunk in &mut chunks {
-        for (lane, &x) in lanes.iter_mut().zip(chunk) {
-            *lane += f64::from(x) * f64::from(x);
-        }
-    }
-    for (lane, &x) in lanes.iter_mut().zip(chunks.remainder()) {
-        *lane += f64::from(x) * f64::from(x);
-    }
-    let sum: f64 = lanes.iter().sum();
+    let sum = squared_norm(row);
     let inv = if sum > 0.0 { 1.0 / sum.sqrt() } else { 0.0 };
     for x in row.iter_mut() {
         *x = (f64::from(*x) * inv) as f32;
     }
 }
 
-/// Why a panel could not be packed.
+/// Why a panel could not be packed: the first bad row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NonFiniteRow(pub usize);
+pub enum BadRow {
+    /// The row holds NaN or an infinity.
+    NonFinite(usize),
+    /// The row's squared norm passes the bound the caller set (its scores could overflow).
+    TooLong(usize),
+}
 
-fn check_finite(row: &[f32], index: usize) -> Result<(), NonFiniteRow> {
+impl BadRow {
+    pub fn row(self) -> usize {
+        match self {
+            BadRow::NonFinite(row) | BadRow::TooLong(row) => row,
+        }
+    }
+}
+
+fn check_finite(row: &[f32], index: usize) -> Result<(), BadRow> {
     // Branch-free over the row so that it vectorises; the data are almost always finite.
     let bad = row.iter().fold(false, |bad, x| {
         bad | (x.to_bits() & 0x7f80_0000 == 0x7f80_0000)
     });
     if bad {
-        Err(NonFiniteRow(index))
+        Err(BadRow::NonFinite(index))
+    } else {
+        Ok(())
+    }
+}
+
+/// Row `index` is finite and its squared norm at most `max_squared_norm`.
+pub fn check_row(row: &[f32], index: usize, max_squared_norm: f64) -> Result<(), BadRow> {
+    let squared = squared_norm(row);
+    if !squared.is_finite() {
+        Err(BadRow::NonFinite(index))
+    } else if squared > max_squared_norm {
+        Err(BadRow::TooLong(index))
     } else {
         Ok(())
     }
@@ -116,7 +165,7 @@ pub fn pack_queries(
     out: &mut [f32],
     row: &mut [f32],
     normalize: bool,
-) -> Result<(), NonFiniteRow> {
+) -> Result<(), BadRow> {
     let dim = m.dim();
     debug_assert_eq!(out.len(), dim * MR);
     let width = MR.min(m.rows() - start);
@@ -151,14 +200,16 @@ impl CorpusScratch {
 }
 
 /// Packs up to `NR` corpus rows from `start` into `out` (`dim * NR` floats, `[dim][NR]`),
-/// normalised for cosine; missing rows are zero.
+/// normalised for cosine; missing rows are zero. Without normalisation every row's squared
+/// norm must be at most `max_squared_norm` (the bound that keeps its scores finite).
 pub fn pack_corpus(
     m: &MatrixView<'_>,
     start: usize,
     out: &mut [f32],
     scratch: &mut CorpusScratch,
     normalize: bool,
-) -> Result<(), NonFiniteRow> {
+    max_squared_norm: f64,
+) -> Result<(), BadRow> {
     let dim = m.dim();
     debug_assert_eq!(out.len(), dim * NR);
     let width = NR.min(m.rows() - start);
@@ -168,7 +219,7 @@ pub fn pack_corpus(
         // Rows used as they are: no copy.
         Elements::F32(s) if !normalize => {
             for (j, row) in s[rows.clone()].chunks_exact(dim).enumerate() {
-                check_finite(row, start + j)?;
+                check_row(row, start + j, max_squared_norm)?;
             }
             &s[rows]
         }
@@ -178,9 +229,11 @@ pub fn pack_corpus(
                 Elements::F16(s) => crate::kernels::f16_to_f32(&s[rows], buf),
             }
             for (j, row) in buf.chunks_exact_mut(dim).enumerate() {
-                check_finite(row, start + j)?;
                 if normalize {
+                    check_finite(row, start + j)?;
                     self::normalize(row);
+                } else {
+                    check_row(row, start + j, max_squared_norm)?;
                 }
             }
             buf

@@ -14,13 +14,13 @@ use crate::error::{Error, Result};
 pub use crate::idlists::IdLists;
 use crate::kernels::{self, Isa, Select, MR, NR, TILE};
 use crate::matrix::MatrixView;
-use crate::pack::{self, AlignedBuf, CorpusScratch, NonFiniteRow};
+use crate::pack::{self, AlignedBuf, BadRow, CorpusScratch};
 use crate::topk::Candidates;
 
 /// Similarity between a query and a corpus row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Metric {
-    /// Inner product.
+    /// Inner product; refused when it could overflow f32 (see [`score_limit`]).
     Dot,
     /// Inner product of the L2-normalised rows; a zero row scores 0 against everything.
     Cosine,
@@ -36,6 +36,47 @@ impl Metric {
             ))),
         }
     }
+}
+
+/// The largest product of two rows' L2 norms for which their score, the fused multiply-add
+/// chain of `dim` terms in f32, is certain to be finite.
+///
+/// Every partial sum of `q . c` is at most `sum_j |q_j c_j| <= ||q|| ||c||` (Cauchy-Schwarz),
+/// and each of the at most `dim` roundings on the way raises that bound by a factor `1 + 2^-24`
+/// at most, less than `exp(dim * 2^-23)` in all. Half of `f32::MAX` leaves room for the f64
+/// norms' own rounding. So a score is produced only when the product of the norms is below
+/// this limit (about 1.7e38); otherwise the call fails, never returning an infinite score.
+pub fn score_limit(dim: usize) -> f64 {
+    f64::from(f32::MAX) / 2.0 / (dim as f64 * f64::from(f32::EPSILON)).exp()
+}
+
+/// The largest squared norm a row may have to be scored against a row whose squared norm is
+/// `other` (see [`score_limit`]).
+pub fn max_squared_norm(dim: usize, other: f64) -> f64 {
+    let limit = score_limit(dim);
+    if other > 0.0 {
+        limit * limit / other
+    } else {
+        f64::INFINITY
+    }
+}
+
+/// The error for a query and a corpus row whose score could overflow f32.
+pub(crate) fn overflow_error(
+    dim: usize,
+    query: usize,
+    query_squared: f64,
+    corpus_row: usize,
+    corpus_squared: f64,
+) -> Error {
+    let (qn, cn) = (query_squared.sqrt(), corpus_squared.sqrt());
+    Error::invalid(format!(
+        "queries row {query} (norm {qn:.3e}) and corpus row {corpus_row} (norm {cn:.3e}): \
+         their score could overflow float32 (the product of their norms, {:.3e}, must be \
+         below {:.3e}); scale the embeddings down, e.g. normalise them",
+        qn * cn,
+        score_limit(dim)
+    ))
 }
 
 /// Per query, the corpus ids that may never be returned.
@@ -112,13 +153,17 @@ fn depth_chunks(dim: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
+/// Checks the arguments; for `Metric::Dot` returns the query with the largest norm (global
+/// index) and its squared norm, which bound the corpus rows' norms.
 fn validate(
     pool: &rayon::ThreadPool,
     queries: &MatrixView<'_>,
+    query_ids: Option<&[usize]>,
     corpus: &MatrixView<'_>,
     exclude: Option<&Exclusions>,
-    k: usize,
-) -> Result<()> {
+    opts: &SearchOptions,
+) -> Result<Option<(usize, f64)>> {
+    let k = opts.k;
     if queries.dim() != corpus.dim() {
         return Err(Error::invalid(format!(
             "queries have dimension {} but the corpus has dimension {}",
@@ -165,12 +210,28 @@ fn validate(
             }
         }
     }?;
-    if let Some(row) = queries.first_non_finite_row_in(pool) {
-        return Err(Error::invalid(format!(
-            "queries row {row} contains NaN or infinity"
-        )));
+    let non_finite = |row: usize| {
+        Error::invalid(format!(
+            "queries row {} contains NaN or infinity",
+            query_name(query_ids, row)
+        ))
+    };
+    match opts.metric {
+        // Unit rows: every score is at most 1 in magnitude.
+        Metric::Cosine => match queries.first_non_finite_row_in(pool) {
+            Some(row) => Err(non_finite(row)),
+            None => Ok(None),
+        },
+        Metric::Dot => match queries.largest_row_norm_in(pool) {
+            Err(row) => Err(non_finite(row)),
+            Ok((row, squared)) => Ok(Some((query_name(query_ids, row), squared))),
+        },
     }
-    Ok(())
+}
+
+/// The caller's index of query `row` of the matrix searched.
+fn query_name(query_ids: Option<&[usize]>, row: usize) -> usize {
+    query_ids.map_or(row, |ids| ids[row])
 }
 
 thread_local! {
@@ -389,7 +450,8 @@ fn pack_block(
     rows: Range<usize>,
     block: &mut PackedBlock,
     cosine: bool,
-) -> Result<(), NonFiniteRow> {
+    max_squared_norm: f64,
+) -> Result<(), BadRow> {
     let dim = corpus.dim();
     let n_panels = rows.len().div_ceil(NR);
     block.panels.resize(n_panels * dim * NR);
@@ -404,10 +466,52 @@ fn pack_block(
         .enumerate()
         .map_init(
             || CorpusScratch::new(dim),
-            |scratch, (p, out)| pack::pack_corpus(&view, start + p * NR, out, scratch, cosine),
+            |scratch, (p, out)| {
+                pack::pack_corpus(
+                    &view,
+                    start + p * NR,
+                    out,
+                    scratch,
+                    cosine,
+                    max_squared_norm,
+                )
+            },
         )
-        .min_by_key(|r| r.err().map_or(usize::MAX, |e| e.0))
+        .min_by_key(|r| r.err().map_or(usize::MAX, BadRow::row))
         .unwrap_or(Ok(()))
+}
+
+/// The error for the first bad corpus row. Shards scan the corpus out of order, so the rows
+/// before `bad` are checked again: the first one is named, whatever the thread count.
+fn corpus_error(
+    corpus: &MatrixView<'_>,
+    bad: BadRow,
+    largest_query: Option<(usize, f64)>,
+    max_squared: f64,
+) -> Error {
+    let mut scratch = vec![0.0f32; corpus.dim()];
+    let first = (0..bad.row())
+        .find_map(|i| {
+            let squared = corpus.row_squared_norm(i, &mut scratch);
+            if !squared.is_finite() {
+                Some(BadRow::NonFinite(i))
+            } else if largest_query.is_some() && squared > max_squared {
+                Some(BadRow::TooLong(i))
+            } else {
+                None
+            }
+        })
+        .unwrap_or(bad);
+    match (first, largest_query) {
+        (BadRow::TooLong(row), Some((query, query_squared))) => overflow_error(
+            corpus.dim(),
+            query,
+            query_squared,
+            row,
+            corpus.row_squared_norm(row, &mut scratch),
+        ),
+        (bad, _) => Error::invalid(format!("corpus row {} contains NaN or infinity", bad.row())),
+    }
 }
 
 /// Exact top-k of every query against the corpus.
@@ -433,8 +537,29 @@ pub fn search_in(
     opts: &SearchOptions,
     hooks: &mut dyn Hooks,
 ) -> Result<Neighbors> {
+    search_rows(workspace, pool, queries, None, corpus, exclude, opts, hooks)
+}
+
+/// [`search_in`] of queries that are rows `query_ids` of the caller's queries: errors name
+/// those indices.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn search_rows(
+    workspace: &mut Workspace,
+    pool: &rayon::ThreadPool,
+    queries: &MatrixView<'_>,
+    query_ids: Option<&[usize]>,
+    corpus: &MatrixView<'_>,
+    exclude: Option<&Exclusions>,
+    opts: &SearchOptions,
+    hooks: &mut dyn Hooks,
+) -> Result<Neighbors> {
     let k = opts.k;
-    validate(pool, queries, corpus, exclude, k)?;
+    let largest_query = validate(pool, queries, query_ids, corpus, exclude, opts)?;
+    // Corpus rows are checked against the largest query as they are packed: by
+    // Cauchy-Schwarz no score of a row within this bound can overflow.
+    let max_corpus_squared = largest_query.map_or(f64::INFINITY, |(_, squared)| {
+        max_squared_norm(corpus.dim(), squared)
+    });
     let isa = opts.isa.unwrap_or_else(Isa::detect);
     let cosine = opts.metric == Metric::Cosine;
     let (n_queries, n, dim) = (queries.rows(), corpus.rows(), corpus.dim());
@@ -484,14 +609,14 @@ pub fn search_in(
                     || vec![0.0f32; dim],
                     |row, (p, out)| pack::pack_queries(&batch, p * MR, out, row, cosine),
                 )
-                .min_by_key(|r| r.err().map_or(usize::MAX, |e| e.0))
+                .min_by_key(|r| r.err().map_or(usize::MAX, BadRow::row))
                 .unwrap_or(Ok(()))
         });
         // Checked before, but the caller's array may have changed since (another thread).
-        if let Err(NonFiniteRow(row)) = packed {
+        if let Err(bad) = packed {
             return Err(Error::invalid(format!(
                 "queries row {} contains NaN or infinity",
-                batch_start + row
+                query_name(query_ids, batch_start + bad.row())
             )));
         }
 
@@ -533,22 +658,18 @@ pub fn search_in(
         }
         for round in 0..rounds {
             let block_of = |s: usize| block_at(round, s);
-            let packed: Result<(), NonFiniteRow> = pool.install(|| {
+            let packed: Result<(), BadRow> = pool.install(|| {
                 blocks
                     .par_iter_mut()
                     .enumerate()
-                    .map(|(s, block)| pack_block(corpus, block_of(s), block, cosine))
-                    .min_by_key(|r| r.err().map_or(usize::MAX, |e| e.0))
+                    .map(|(s, block)| {
+                        pack_block(corpus, block_of(s), block, cosine, max_corpus_squared)
+                    })
+                    .min_by_key(|r| r.err().map_or(usize::MAX, BadRow::row))
                     .unwrap_or(Ok(()))
             });
-            if let Err(NonFiniteRow(row)) = packed {
-                // Shards scan the corpus out of order: name the first bad row, whatever the
-                // thread count.
-                let first = corpus.slice_rows(0, row).first_non_finite_row();
-                return Err(Error::invalid(format!(
-                    "corpus row {} contains NaN or infinity",
-                    first.unwrap_or(row)
-                )));
+            if let Err(bad) = packed {
+                return Err(corpus_error(corpus, bad, largest_query, max_corpus_squared));
             }
             // Read-ahead of the next blocks overlaps the scoring of these ones.
             for s in 0..shards {

@@ -683,10 +683,15 @@ fn shape_2d(shape: &Value) -> Result<(usize, usize), HeaderError> {
     }
     let mut dims = [0usize; 2];
     for (dim, item) in dims.iter_mut().zip(items) {
+        // The value decides, not the sign written: `-0` is 0, as Python reads it.
         *dim = match item {
-            Value::Int { negative: true, .. } => {
+            Value::Int { value: Some(v), .. } if *v < 0 => {
                 return fail(format!("shape {shape} has a negative dimension"))
             }
+            Value::Int {
+                value: None,
+                negative: true,
+            } => return fail(format!("shape {shape} has a negative dimension")),
             Value::Int { value: Some(v), .. } => usize::try_from(*v).map_err(|_| {
                 HeaderError(format!(
                     "shape {shape} has a dimension too large for this machine"

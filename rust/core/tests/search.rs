@@ -13,6 +13,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use half::f16;
 use negmine_core::kernels::Isa;
 use negmine_core::pack::normalize;
+use negmine_core::search::score_limit;
 use negmine_core::{
     search, Error, Exclusions, Hooks, MatrixView, Metric, Neighbors, NoHooks, SearchOptions,
 };
@@ -30,8 +31,11 @@ enum Data {
     Ints,
     /// Uniform floats: rounding matters, so only the same FMA chain gives the same bits.
     Floats,
-    /// Floats with zeros, zero rows, subnormals and values whose products overflow.
+    /// Floats with zeros, zero rows, subnormals and values whose products overflow (an error
+    /// for dot products, see `score_limit`).
     Wild,
+    /// Floats scaled so that the norms' product falls on either side of `score_limit`.
+    Large,
 }
 
 fn fill(rng: &mut Rng, data: Data, rows: usize, dim: usize) -> Vec<f32> {
@@ -43,6 +47,7 @@ fn fill(rng: &mut Rng, data: Data, rows: usize, dim: usize) -> Vec<f32> {
                 _ if zero_row => 0.0,
                 Data::Ints => (rng.below(9) as i32 - 4) as f32,
                 Data::Floats => rng.unit(),
+                Data::Large => rng.unit() * 2.0e18,
                 Data::Wild => match rng.below(10) {
                     0 => 0.0,
                     1 => -0.0,
@@ -232,7 +237,12 @@ fn case() -> impl Strategy<Value = Case> {
         // Above 384 dimensions the depth is split into chunks.
         1 => (1usize..=14, 1usize..=40, 380usize..=800),
     ];
-    let data = prop_oneof![Just(Data::Ints), Just(Data::Floats), Just(Data::Wild)];
+    let data = prop_oneof![
+        Just(Data::Ints),
+        Just(Data::Floats),
+        Just(Data::Wild),
+        Just(Data::Large)
+    ];
     let metric = prop_oneof![Just(Metric::Dot), Just(Metric::Cosine)];
     let isas = Isa::available();
     let knobs = (
@@ -333,11 +343,25 @@ proptest! {
         for isa in Isa::available() {
             runs.push((format!("{} defaults", isa.name()), q32, c32, Knobs::default_with(2, isa)));
         }
+        let overflows = case.metric == Metric::Dot
+            && largest_squared_norm(&queries, case.dim) * largest_squared_norm(&corpus, case.dim)
+                > score_limit(case.dim).powi(2);
         for (what, q, c, knobs) in runs {
-            let got = run(&q, &c, ex.as_ref(), case.k, case.metric, &knobs).unwrap();
-            assert_identical(&got, &want, &format!("{what} {knobs:?}"));
+            let got = run(&q, &c, ex.as_ref(), case.k, case.metric, &knobs);
+            if overflows {
+                let message = invalid_message(got);
+                prop_assert!(message.contains("could overflow float32"), "{what}: {message}");
+            } else {
+                assert_identical(&got.unwrap(), &want, &format!("{what} {knobs:?}"));
+            }
         }
     }
+}
+
+fn largest_squared_norm(rows: &[f32], dim: usize) -> f64 {
+    rows.chunks_exact(dim)
+        .map(|row| row.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>())
+        .fold(0.0, f64::max)
 }
 
 // ---------------------------------------------------------------------------------------------

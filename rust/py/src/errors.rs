@@ -26,11 +26,14 @@ pub fn to_pyerr(err: Error) -> PyErr {
         Error::InvalidType(message) => negmine_exception(py, "InvalidTypeError", message),
         Error::Io { path, source } => {
             let errno = source.raw_os_error().unwrap_or(0);
-            let args = (
-                errno,
-                source.to_string(),
-                path.to_string_lossy().into_owned(),
-            );
+            // Python prints "[Errno N] strerror: 'path'" itself: std's " (os error N)"
+            // suffix would say the error twice.
+            let text = source.to_string();
+            let strerror = text
+                .strip_suffix(&format!(" (os error {errno})"))
+                .unwrap_or(&text)
+                .to_owned();
+            let args = (errno, strerror, path.to_string_lossy().into_owned());
             match source.kind() {
                 std::io::ErrorKind::NotFound => PyFileNotFoundError::new_err(args),
                 std::io::ErrorKind::PermissionDenied => PyPermissionError::new_err(args),
