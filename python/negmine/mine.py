@@ -842,7 +842,9 @@ def mine(
             may have no positives: nothing is excluded for it and the margin filters, which
             are relative to its positives, do not apply.
         num_negatives: negatives per query.
-        metric: ``"cosine"`` (default) or ``"dot"``.
+        metric: ``"cosine"`` (default) or ``"dot"`` (aliases as in :func:`negmine.search`); a
+            dot score that could overflow float32 raises ``InvalidArgumentError`` naming the
+            query and corpus row, as in :func:`negmine.search`.
         range_min, range_max: the window ``[range_min, range_max)`` of the filtered ranking
             (sentence-transformers' names). ``range_max=None``: unbounded for ``"top"``,
             ``range_min + 10 * num_negatives`` for the samplers.
