@@ -244,7 +244,7 @@ def test_bad_backend_and_graph_parameters() -> None:
     queries, corpus, positives = clustered(9)
     with pytest.raises(ValueError, match="backend must be 'exact' or 'hnsw'"):
         negmine.mine(queries, corpus, positives, backend="faiss")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="hnsw_m must be positive"):
+    with pytest.raises(ValueError, match=r"hnsw_m must be in \[2, 32767\], got 0"):
         negmine.mine(queries, corpus, positives, backend="hnsw", hnsw_m=0)
     builds = ann.build_count()
     with pytest.raises(ValueError, match="larger than max_score"):  # before any build

@@ -4,9 +4,11 @@ int64/uint64 limits, NaN, inf, bools and numpy scalars."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -391,6 +393,22 @@ def _calls() -> dict[str, Callable[[Any], object]]:
         )
     calls["batches.ngame_count.n_rows"] = lambda v: batches.ngame_count(v, 2)
     calls["batches.ngame_count.batch_size"] = lambda v: batches.ngame_count(8, v)
+    if importlib.util.find_spec("torch") is not None:
+        from negmine.torch import ClusterBatchSampler
+
+        for name in ("batch_size", "seed", "clusters_per_batch", "num_replicas", "rank"):
+            kwargs = {"batch_size": 2, "num_replicas": 2, "rank": 0}
+            calls[f"ClusterBatchSampler.{name}"] = lambda v, n=name, kw=kwargs: list(
+                ClusterBatchSampler(CLUSTERS, **{**kw, n: v})
+            )
+    if importlib.util.find_spec("pyarrow") is not None:
+        result = negmine.mine(Q, C, POS, duplicates=None)
+
+        def parquet(value: object) -> None:
+            with tempfile.TemporaryDirectory() as d:
+                negmine.to_parquet(result, os.path.join(d, "x.parquet"), batch_rows=value)
+
+        calls["to_parquet.batch_rows"] = parquet
     return calls
 
 

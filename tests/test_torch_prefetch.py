@@ -32,9 +32,11 @@ def test_works_with_a_dataloader():
     assert got == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
 
 
-@pytest.mark.parametrize("depth", [0, -1, 1.5, True])
-def test_bad_depth_is_a_value_error(depth):
-    with pytest.raises(ValueError, match="depth"):
+@pytest.mark.parametrize(
+    ("depth", "error"), [(0, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError)]
+)
+def test_bad_depth_is_a_clear_error(depth, error):
+    with pytest.raises(error, match="depth"):
         GpuPrefetcher([], "cpu", depth=depth)
 
 

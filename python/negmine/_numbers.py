@@ -42,6 +42,8 @@ def integer(
     if not _is_integer(value):
         raise InvalidTypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
     number = operator.index(cast(SupportsIndex, value))
+    if minimum not in (None, 0, 1) and maximum is not None and not minimum <= number <= maximum:
+        raise InvalidArgumentError(f"{name} must be in [{minimum}, {maximum}], got {number}")
     if minimum is not None and number < minimum:
         if minimum == 1:
             raise InvalidArgumentError(f"{name} must be positive, got {number}")

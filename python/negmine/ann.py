@@ -74,6 +74,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from negmine import _core
+from negmine import _numbers as numbers
 from negmine._atomic import atomic_write
 from negmine._core import Embeddings
 from negmine._digest import file_digest, stream_into
@@ -139,20 +140,13 @@ class HnswParams:
     ef_construction: int = 200
 
     def __post_init__(self) -> None:
-        checks = (
-            ("hnsw_m", self.m, MIN_M, MAX_M),
-            ("hnsw_ef_construction", self.ef_construction, 1, MAX_EF_CONSTRUCTION),
+        # Plain ints (the key and the sidecar are JSON), in hnswlib's limits.
+        m = numbers.integer(self.m, "hnsw_m", minimum=MIN_M, maximum=MAX_M)
+        ef = numbers.integer(
+            self.ef_construction, "hnsw_ef_construction", minimum=1, maximum=MAX_EF_CONSTRUCTION
         )
-        for name, value, low, high in checks:
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise InvalidTypeError(f"{name} must be an integer, got {type(value).__name__}")
-            if not low <= value <= high:
-                raise InvalidArgumentError(
-                    f"{name} must be in [{low}, {high}] (hnswlib's limits), got {value}"
-                )
-        # numpy integers become ints: the key and the sidecar are JSON
-        object.__setattr__(self, "m", int(self.m))
-        object.__setattr__(self, "ef_construction", int(self.ef_construction))
+        object.__setattr__(self, "m", m)
+        object.__setattr__(self, "ef_construction", ef)
 
     def key(self) -> str:
         blob = json.dumps(

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from negmine import _numbers as numbers
 from negmine._core import Embeddings, open_embeddings
 from negmine._progress import progress_callback
 from negmine.errors import FormatError, InvalidArgumentError, InvalidTypeError
@@ -133,10 +134,8 @@ def embed_texts(
         (``np.asarray(emb)`` gives a zero-copy array).
     """
     items = _check_texts(texts)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if dtype not in ("float32", "float16"):
-        raise InvalidArgumentError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
+    batch_size = numbers.count(batch_size, "batch_size")
+    dtype = numbers.choice(dtype, "dtype", ("float32", "float16"))  # type: ignore[assignment]
     if not isinstance(model, str) and not callable(getattr(model, "encode", None)):
         raise InvalidTypeError(
             f"model must be a model name or an object with an encode() method, got "

@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +39,9 @@ from negmine._numbers import MAX_ID
 from negmine._paths import regular_file
 from negmine._progress import progress_callback
 from negmine.errors import FormatError, InvalidArgumentError, InvalidTypeError
+
+if TYPE_CHECKING:
+    from negmine import ann
 
 SamplingStrategy = Literal["top", "random", "simans"]
 Duplicates = Union[Literal["auto"], None, npt.ArrayLike]
@@ -906,8 +909,9 @@ def mine(
     threads = numbers.optional_count(threads, "threads")
     backend = numbers.choice(backend, "backend", ("exact", "hnsw"))  # type: ignore[assignment]
     target_recall = numbers.real(target_recall, "target_recall", low=0.0, high=1.0, low_open=True)
-    hnsw_m = numbers.count(hnsw_m, "hnsw_m")
-    hnsw_ef_construction = numbers.count(hnsw_ef_construction, "hnsw_ef_construction")
+    from negmine import ann  # imported here: ann builds on this module
+
+    hnsw_params = ann.HnswParams(options.metric, m=hnsw_m, ef_construction=hnsw_ef_construction)
     q = as_matrix(queries, "queries")
     c = as_matrix(corpus, "corpus")
     if backend == "hnsw" and q.shape[1] != c.shape[1]:
@@ -931,7 +935,7 @@ def mine(
             options,
             target_recall=float(target_recall),
             hnsw_path=hnsw_path,
-            params=(hnsw_m, hnsw_ef_construction),
+            params=hnsw_params,
             threads=threads,
             progress=progress,
         )
@@ -947,7 +951,7 @@ def _mine_hnsw(
     *,
     target_recall: float,
     hnsw_path: str | os.PathLike[str] | None,
-    params: tuple[int, int],
+    params: ann.HnswParams,
     threads: int | None,
     progress: bool,
 ) -> MiningResult:
@@ -964,7 +968,7 @@ def _mine_hnsw(
         ann.check_options(q, c, prepared, options)
         index, _, _ = ann.open_index(
             c,
-            ann.HnswParams(options.metric, m=params[0], ef_construction=params[1]),
+            params,
             path=hnsw_path,
             threads=threads,
             progress=progress,

@@ -20,6 +20,7 @@ from typing import Any, Literal, Union
 
 import numpy as np
 
+from negmine import _numbers as numbers
 from negmine._atomic import atomic_write
 from negmine._core import __version__
 from negmine.errors import InvalidArgumentError, InvalidTypeError
@@ -134,12 +135,8 @@ def to_parquet(
     pq = importlib.import_module("pyarrow.parquet")
 
     n_queries, n_cols = _check_result(result)
-    if layout not in ("long", "wide"):
-        raise InvalidArgumentError(f"layout must be 'long' or 'wide', got {layout!r}")
-    if isinstance(batch_rows, bool) or not isinstance(batch_rows, (int, np.integer)):
-        raise InvalidTypeError(f"batch_rows must be an integer, got {batch_rows!r}")
-    if batch_rows <= 0:
-        raise InvalidArgumentError(f"batch_rows must be positive, got {batch_rows}")
+    layout = numbers.choice(layout, "layout", ("long", "wide"))  # type: ignore[assignment]
+    batch_rows = numbers.count(batch_rows, "batch_rows")
     neg_ids = np.asarray(result.negative_ids)
     neg_scores = np.asarray(result.negative_scores, dtype=np.float32)
     indptr = np.asarray(result.positive_indptr, dtype=np.int64)

@@ -753,8 +753,7 @@ class GpuPrefetcher:
     def __init__(
         self, loader: Iterable[Any], device: str | torch.device, *, depth: int = 2
     ) -> None:
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-            raise InvalidArgumentError(f"depth must be a positive integer, got {depth!r}")
+        depth = _numbers.count(depth, "depth")
         self.loader = loader
         self.device = torch.device(device)
         if self.device.type == "cuda":
