@@ -43,7 +43,9 @@ def integer(
         raise InvalidTypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
     number = operator.index(cast(SupportsIndex, value))
     if minimum not in (None, 0, 1) and maximum is not None and not minimum <= number <= maximum:
-        raise InvalidArgumentError(f"{name} must be in [{minimum}, {maximum}], got {number}")
+        raise InvalidArgumentError(
+            f"{name} must be in [{minimum}, {_bound(maximum)}], got {number}"
+        )
     if minimum is not None and number < minimum:
         if minimum == 1:
             raise InvalidArgumentError(f"{name} must be positive, got {number}")
@@ -51,8 +53,17 @@ def integer(
             raise InvalidArgumentError(f"{name} must be non-negative, got {number}")
         raise InvalidArgumentError(f"{name} must be at least {minimum}, got {number}")
     if maximum is not None and number > maximum:
-        raise InvalidArgumentError(f"{name} must be at most {maximum}, got {number}")
+        raise InvalidArgumentError(f"{name} must be at most {_bound(maximum)}, got {number}")
     return number
+
+
+def _bound(limit: int) -> str:
+    """``2**62`` rather than 4611686018427387904."""
+    if limit > 2**32 and limit & (limit - 1) == 0:
+        return f"2**{limit.bit_length() - 1}"
+    if limit > 2**32 and (limit + 1) & limit == 0:
+        return f"2**{limit.bit_length()} - 1"
+    return str(limit)
 
 
 def count(value: object, name: str, *, maximum: int = MAX_COUNT) -> int:
