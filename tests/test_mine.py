@@ -1,4 +1,4 @@
-"""negmine.mine against a pure-NumPy oracle of the documented semantics (rust/core/src/mine.rs),
+"""negmine.mine against a pure-NumPy oracle of the documented semantics (rust/core/src/mine/),
 false-negative filtering on planted duplicates, the report, bad input, and load_qrels
 (docs/reliability.md item 19: hard negatives never include a labelled positive).
 

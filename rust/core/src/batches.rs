@@ -15,12 +15,11 @@
 //! Cluster ids are arbitrary non-negative integers; empty clusters (ids not used by any row)
 //! do not exist for the plans: clusters are the distinct ids, taken in increasing order.
 
-pub use crate::rng::Rng;
-use crate::rng::{fmix, GOLDEN};
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::error::{Error, Result};
+use crate::rng::{fmix, Rng, GOLDEN};
 
 /// Batch plan of one epoch: batch `b` holds the dataset rows
 /// `rows[offsets[b] as usize..offsets[b + 1] as usize]`.

@@ -22,10 +22,12 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::hooks::Hooks;
 use crate::matrix::MatrixView;
+use crate::metric::Metric;
 use crate::pack::{normalize, sum_in_lanes};
 use crate::rng::Rng;
-use crate::search::{search_in, Hooks, Metric, SearchOptions, Workspace};
+use crate::search::{search_in, SearchOptions, Workspace};
 
 /// The largest squared row norm `L2` accepts. With `M^2` below it, `||x - c||^2 <= 4 M^2`
 /// (k-means++' D^2, summed in f32) and the engine's `||[x, s]|| ||[2c, -||c||^2 / s]|| <=

@@ -2,11 +2,14 @@
 //! embeddings. Pure Rust; the Python binding lives in the `negmine-py` crate.
 
 pub mod batches;
+pub mod dedup;
 pub mod error;
+pub mod hooks;
 pub mod idlists;
 pub mod kernels;
 pub mod kmeans;
 pub mod matrix;
+pub mod metric;
 pub mod mine;
 pub mod pack;
 pub mod rng;
@@ -15,6 +18,8 @@ pub mod store;
 pub mod topk;
 
 pub use error::{Error, Result};
+pub use hooks::{Hooks, NoHooks};
 pub use idlists::IdLists;
 pub use matrix::{DType, Elements, MatrixView};
-pub use search::{search, Exclusions, Hooks, Metric, Neighbors, NoHooks, SearchOptions};
+pub use metric::Metric;
+pub use search::{search, Neighbors, SearchOptions};

@@ -11,76 +11,13 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-pub use crate::idlists::IdLists;
+use crate::hooks::Hooks;
+use crate::idlists::IdLists;
 use crate::kernels::{self, Isa, Select, MR, NR, TILE};
 use crate::matrix::MatrixView;
+use crate::metric::{max_squared_norm, overflow_error, Metric};
 use crate::pack::{self, AlignedBuf, BadRow, CorpusScratch};
 use crate::topk::Candidates;
-
-/// Similarity between a query and a corpus row.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Metric {
-    /// Inner product; refused when it could overflow f32 (see [`score_limit`]).
-    Dot,
-    /// Inner product of the L2-normalised rows; a zero row scores 0 against everything.
-    Cosine,
-}
-
-impl Metric {
-    pub fn from_name(name: &str) -> Result<Metric> {
-        match name {
-            "dot" | "ip" | "inner_product" => Ok(Metric::Dot),
-            "cosine" | "cos" => Ok(Metric::Cosine),
-            other => Err(Error::invalid(format!(
-                "metric must be 'dot' or 'cosine', got {other:?}"
-            ))),
-        }
-    }
-}
-
-/// The largest product of two rows' L2 norms for which their score, the fused multiply-add
-/// chain of `dim` terms in f32, is certain to be finite.
-///
-/// Every partial sum of `q . c` is at most `sum_j |q_j c_j| <= ||q|| ||c||` (Cauchy-Schwarz),
-/// and each of the at most `dim` roundings on the way raises that bound by a factor `1 + 2^-24`
-/// at most, less than `exp(dim * 2^-23)` in all. Half of `f32::MAX` leaves room for the f64
-/// norms' own rounding. So a score is produced only when the product of the norms is below
-/// this limit (about 1.7e38); otherwise the call fails, never returning an infinite score.
-pub fn score_limit(dim: usize) -> f64 {
-    f64::from(f32::MAX) / 2.0 / (dim as f64 * f64::from(f32::EPSILON)).exp()
-}
-
-/// The largest squared norm a row may have to be scored against a row whose squared norm is
-/// `other` (see [`score_limit`]).
-pub fn max_squared_norm(dim: usize, other: f64) -> f64 {
-    let limit = score_limit(dim);
-    if other > 0.0 {
-        limit * limit / other
-    } else {
-        f64::INFINITY
-    }
-}
-
-/// The error for a query and a corpus row whose score could overflow f32.
-pub(crate) fn overflow_error(
-    dim: usize,
-    query: usize,
-    query_squared: f64,
-    corpus_row: usize,
-    corpus_squared: f64,
-) -> Error {
-    let (qn, cn) = (query_squared.sqrt(), corpus_squared.sqrt());
-    Error::invalid(format!(
-        "queries row {query} (norm {qn:.3e}) and corpus row {corpus_row} (norm {cn:.3e}): \
-         their score could overflow float32 (the product of their norms, {:.3e}, must be \
-         below {:.3e}); scale the embeddings down, e.g. normalise them",
-        qn * cn,
-        score_limit(dim)
-    ))
-}
-
-/// Per query, the corpus ids that may never be returned.
-pub type Exclusions = IdLists;
 
 /// Knobs of [`search`]; `None` picks a tuned default. None of them changes the result.
 #[derive(Debug, Clone)]
@@ -106,25 +43,6 @@ impl SearchOptions {
         }
     }
 }
-
-/// Called between blocks, on the thread that called [`search`].
-pub trait Hooks {
-    /// `done` of `total` corpus rows are scored (summed over query batches). An error stops the
-    /// search and is returned by it (e.g. [`Error::Interrupted`] on Ctrl-C).
-    fn progress(&mut self, _done: u64, _total: u64) -> Result<()> {
-        Ok(())
-    }
-
-    /// Corpus rows that are about to be read.
-    fn will_read(&mut self, _rows: Range<usize>) {}
-
-    /// Corpus rows that will not be read again during this pass (a mapped file can drop them).
-    fn done_reading(&mut self, _rows: Range<usize>) {}
-}
-
-/// Hooks that do nothing.
-pub struct NoHooks;
-impl Hooks for NoHooks {}
 
 /// The result: `n_queries x k` row-major arrays, each row ranked (score descending, id
 /// ascending on ties).
@@ -160,7 +78,7 @@ fn validate(
     queries: &MatrixView<'_>,
     query_ids: Option<&[usize]>,
     corpus: &MatrixView<'_>,
-    exclude: Option<&Exclusions>,
+    exclude: Option<&IdLists>,
     opts: &SearchOptions,
 ) -> Result<Option<(usize, f64)>> {
     let k = opts.k;
@@ -271,7 +189,7 @@ struct Scorer<'a> {
     packed_queries: &'a [f32],
     /// Global index of the batch's first query (for exclusions).
     query_offset: usize,
-    exclude: Option<&'a Exclusions>,
+    exclude: Option<&'a IdLists>,
 }
 
 impl Scorer<'_> {
@@ -519,7 +437,7 @@ pub fn search(
     pool: &rayon::ThreadPool,
     queries: &MatrixView<'_>,
     corpus: &MatrixView<'_>,
-    exclude: Option<&Exclusions>,
+    exclude: Option<&IdLists>,
     opts: &SearchOptions,
     hooks: &mut dyn Hooks,
 ) -> Result<Neighbors> {
@@ -533,7 +451,7 @@ pub fn search_in(
     pool: &rayon::ThreadPool,
     queries: &MatrixView<'_>,
     corpus: &MatrixView<'_>,
-    exclude: Option<&Exclusions>,
+    exclude: Option<&IdLists>,
     opts: &SearchOptions,
     hooks: &mut dyn Hooks,
 ) -> Result<Neighbors> {
@@ -549,7 +467,7 @@ pub(crate) fn search_rows(
     queries: &MatrixView<'_>,
     query_ids: Option<&[usize]>,
     corpus: &MatrixView<'_>,
-    exclude: Option<&Exclusions>,
+    exclude: Option<&IdLists>,
     opts: &SearchOptions,
     hooks: &mut dyn Hooks,
 ) -> Result<Neighbors> {

@@ -5,8 +5,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use negmine_core::batches::{
-    margin_balanced, ngame, ngame_count, separate, topic, topic_count, BatchPlan, Rng, Weighting,
+    margin_balanced, ngame, ngame_count, separate, topic, topic_count, BatchPlan, Weighting,
 };
+use negmine_core::rng::Rng;
 use negmine_core::Error;
 use proptest::prelude::*;
 

@@ -3,8 +3,8 @@
 //! overflow, and a `.npy` shape written as `-0` means 0 as in Python.
 
 use negmine_core::kmeans::{kmeans, Init, KMeansMetric, KMeansOptions};
+use negmine_core::metric::score_limit;
 use negmine_core::mine::{mine, mine_candidates, MineOptions};
-use negmine_core::search::score_limit;
 use negmine_core::store::parse_header;
 use negmine_core::{search, Error, IdLists, MatrixView, Metric, NoHooks, SearchOptions};
 

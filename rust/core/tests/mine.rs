@@ -1,11 +1,10 @@
-//! Direct tests of `mine::{mine, duplicate_groups, link_queries}`: argument validation, a small
-//! hand-checked walk, duplicate groups of identical rows (f16, -0.0), linked-query components,
-//! and determinism across thread pools and query chunks.
+//! Direct tests of `mine::mine` and `dedup::{duplicate_groups, link_queries}`: argument
+//! validation, a small hand-checked walk, duplicate groups of identical rows (f16, -0.0),
+//! linked-query components, and determinism across thread pools and query chunks.
 
 use half::f16;
-use negmine_core::mine::{
-    duplicate_groups, link_queries, mine, Filter, MineOptions, Mined, Sampling,
-};
+use negmine_core::dedup::{duplicate_groups, link_queries};
+use negmine_core::mine::{mine, Filter, MineOptions, Mined, Sampling};
 use negmine_core::{Error, IdLists, MatrixView, Metric, NoHooks};
 
 mod common;

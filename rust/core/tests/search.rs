@@ -12,10 +12,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use half::f16;
 use negmine_core::kernels::Isa;
+use negmine_core::metric::score_limit;
 use negmine_core::pack::normalize;
-use negmine_core::search::score_limit;
 use negmine_core::{
-    search, Error, Exclusions, Hooks, MatrixView, Metric, Neighbors, NoHooks, SearchOptions,
+    search, Error, Hooks, IdLists, MatrixView, Metric, Neighbors, NoHooks, SearchOptions,
 };
 use proptest::prelude::*;
 
@@ -138,9 +138,9 @@ fn csr(exclude: &[Vec<u32>]) -> (Vec<i64>, Vec<i64>) {
     (indptr, indices)
 }
 
-fn exclusions(exclude: &[Vec<u32>], n_corpus: usize) -> Exclusions {
+fn exclusions(exclude: &[Vec<u32>], n_corpus: usize) -> IdLists {
     let (indptr, indices) = csr(exclude);
-    Exclusions::from_csr(&indptr, &indices, exclude.len(), n_corpus).unwrap()
+    IdLists::from_csr(&indptr, &indices, exclude.len(), n_corpus).unwrap()
 }
 
 #[derive(Clone, Debug)]
@@ -165,7 +165,7 @@ impl Knobs {
 fn run(
     queries: &MatrixView<'_>,
     corpus: &MatrixView<'_>,
-    exclude: Option<&Exclusions>,
+    exclude: Option<&IdLists>,
     k: usize,
     metric: Metric,
     knobs: &Knobs,
@@ -702,7 +702,7 @@ fn check(
     corpus: &[f32],
     shapes: [(usize, usize); 2],
     k: usize,
-    exclude: Option<&Exclusions>,
+    exclude: Option<&IdLists>,
     threads: usize,
 ) -> negmine_core::Result<Neighbors> {
     let [(n_queries, query_dim), (n, corpus_dim)] = shapes;
@@ -860,7 +860,7 @@ fn bad_exclusions_are_refused() {
         (&[0, -1, 0, 0], &[], "non-decreasing"),
     ];
     for (indptr, indices, needle) in cases {
-        match Exclusions::from_csr(indptr, indices, 3, 10) {
+        match IdLists::from_csr(indptr, indices, 3, 10) {
             Err(Error::InvalidArgument(message)) => {
                 assert!(
                     message.contains(needle),
@@ -875,11 +875,11 @@ fn bad_exclusions_are_refused() {
 /// An inner `indptr` entry beyond `len(indices)` (the order check only sees it one query later).
 #[test]
 fn csr_indptr_beyond_the_indices_is_an_error_not_a_panic() {
-    let outcome = catch_unwind(|| Exclusions::from_csr(&[0, 5, 2], &[1, 2], 2, 10));
+    let outcome = catch_unwind(|| IdLists::from_csr(&[0, 5, 2], &[1, 2], 2, 10));
     match outcome {
         Ok(Err(Error::InvalidArgument(_))) => {}
         Ok(other) => panic!("expected InvalidArgument, got {other:?}"),
-        Err(_) => panic!("Exclusions::from_csr(&[0, 5, 2], &[1, 2], 2, 10) panicked"),
+        Err(_) => panic!("IdLists::from_csr(&[0, 5, 2], &[1, 2], 2, 10) panicked"),
     }
 }
 

@@ -1,5 +1,6 @@
 //! `mine`, `duplicate_groups` and `link_queries`.
 
+use negmine_core::dedup;
 use negmine_core::mine::{self as core_mine, Filter, MineOptions, Sampling};
 use negmine_core::{Error, IdLists, Metric};
 use numpy::{IntoPyArray, PyArray1, PyArrayMethods, PyReadonlyArray1};
@@ -189,7 +190,7 @@ fn duplicate_groups<'py>(
     let corpus = Matrix::extract(corpus, "corpus")?;
     let view = corpus.view("corpus")?;
     let pool = runtime::pool(threads)?;
-    let groups = py.detach(|| runtime::guarded(|| Ok(core_mine::duplicate_groups(&pool, &view))));
+    let groups = py.detach(|| runtime::guarded(|| Ok(dedup::duplicate_groups(&pool, &view))));
     Ok(groups.py_err()?.into_pyarray(py))
 }
 
@@ -208,7 +209,7 @@ fn link_queries<'py>(
     let pool = runtime::pool(threads)?;
     let mut hooks = PyHooks::new(progress.as_ref(), None);
     let result = py.detach(|| {
-        runtime::guarded(|| core_mine::link_queries(&pool, &view, threshold, neighbors, &mut hooks))
+        runtime::guarded(|| dedup::link_queries(&pool, &view, threshold, neighbors, &mut hooks))
     });
     let components = result.map_err(|e| hooks.into_pyerr(e))?;
     Ok(components.into_pyarray(py))

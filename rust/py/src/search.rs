@@ -1,7 +1,7 @@
 //! `search`: exact top-k.
 
 use negmine_core::kernels::Isa;
-use negmine_core::{Error, Exclusions, Metric, SearchOptions};
+use negmine_core::{Error, IdLists, Metric, SearchOptions};
 use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1};
 use pyo3::prelude::*;
 
@@ -74,7 +74,7 @@ fn search<'py>(
         runtime::guarded(|| {
             let exclude = exclude
                 .map(|(indptr, indices)| {
-                    Exclusions::from_csr(indptr, indices, queries_view.rows(), corpus_view.rows())
+                    IdLists::from_csr(indptr, indices, queries_view.rows(), corpus_view.rows())
                 })
                 .transpose()?;
             negmine_core::search(

@@ -1,0 +1,461 @@
+//! The mining entry points: [`mine`] fetches each query's ranking from the exact search and
+//! deepens it until the walk is complete; [`mine_candidates`] rescores given candidates
+//! exactly and walks them once.
+
+use rayon::prelude::*;
+
+use super::options::MineOptions;
+use super::walk::{Context, FilterCounts, Outcome, Removed};
+use crate::error::{Error, Result};
+use crate::hooks::Hooks;
+use crate::idlists::IdLists;
+use crate::matrix::MatrixView;
+use crate::metric::{max_squared_norm, overflow_error, Metric};
+use crate::pack::{normalize, squared_norm};
+use crate::search::{search_rows, SearchOptions, Workspace};
+
+/// Bytes held per candidate of a deep round: the search's score and id, its top-k buffer
+/// (about twice k entries of 8 bytes) and the ranking copy.
+const RESULT_BYTES_PER_CANDIDATE: usize = 12 + 16 + 8;
+/// Memory a deepening round may hold at once.
+const ROUND_BUDGET: usize = 512 << 20;
+/// The result of [`mine`] for `n_queries` queries.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mined {
+    pub num_negatives: usize,
+    /// `n_queries x num_negatives`, ranked by score; -1 where fewer were found.
+    pub negative_ids: Vec<i64>,
+    /// Same shape; NaN where fewer were found.
+    pub negative_scores: Vec<f32>,
+    /// One score per id of `positives`, in its order.
+    pub positive_scores: Vec<f32>,
+    /// Negatives found per query.
+    pub found: Vec<u32>,
+    /// Candidates a filter removed while the ranking was walked, query by query (at most
+    /// `record_removed` per query, the best-ranked first).
+    pub removed: Vec<Removed>,
+    /// Exact number of removals per query and filter.
+    pub removed_counts: Vec<FilterCounts>,
+    /// How deep each query's ranking was fetched.
+    pub depth: Vec<u32>,
+    /// Queries whose given candidates could not fill the window ([`mine_candidates`] only).
+    pub incomplete: Vec<bool>,
+}
+
+/// Prepares a row for [`chain`]: normalised for cosine (the search's definition).
+fn prepare_row(metric: Metric, row: &mut [f32]) {
+    if metric == Metric::Cosine {
+        normalize(row);
+    }
+}
+
+/// Query row `q` of `queries` into `row`, and its squared norm; an error if it is not finite.
+fn query_row(queries: &MatrixView<'_>, q: usize, row: &mut [f32]) -> Result<f64> {
+    queries.row_into(q, row);
+    let squared = squared_norm(row);
+    if squared.is_finite() {
+        Ok(squared)
+    } else {
+        Err(Error::invalid(format!(
+            "queries row {q} contains NaN or infinity"
+        )))
+    }
+}
+
+/// Corpus row `c` into `row` after checking that its score against query `q` (raw squared
+/// norm `q_squared`) is finite: the search's rule ([`crate::metric::score_limit`]).
+fn corpus_row_for(
+    metric: Metric,
+    corpus: &MatrixView<'_>,
+    c: usize,
+    row: &mut [f32],
+    q: usize,
+    q_squared: f64,
+) -> Result<()> {
+    corpus.row_into(c, row);
+    let squared = squared_norm(row);
+    if !squared.is_finite() {
+        return Err(Error::invalid(format!(
+            "corpus row {c} contains NaN or infinity"
+        )));
+    }
+    // Unit rows (cosine) score at most 1 in magnitude.
+    if metric == Metric::Dot && squared > max_squared_norm(corpus.dim(), q_squared) {
+        return Err(overflow_error(corpus.dim(), q, q_squared, c, squared));
+    }
+    Ok(())
+}
+
+/// The fused multiply-add chain in dimension order: bit for bit the search's score of two
+/// prepared rows.
+fn chain(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .fold(0.0f32, |acc, (&x, &y)| x.mul_add(y, acc))
+}
+/// Rows `rows` of `m` as a new f32 matrix buffer.
+fn gather_rows(m: &MatrixView<'_>, rows: &[usize]) -> Vec<f32> {
+    let dim = m.dim();
+    let mut out = vec![0.0f32; rows.len() * dim];
+    for (chunk, &r) in out.chunks_exact_mut(dim).zip(rows) {
+        m.row_into(r, chunk);
+    }
+    out
+}
+
+/// The inputs of one mining call, validated.
+struct Job<'a> {
+    queries: &'a MatrixView<'a>,
+    corpus: &'a MatrixView<'a>,
+    positives: &'a IdLists,
+    exclude: &'a IdLists,
+    groups: Option<&'a [u32]>,
+    opts: &'a MineOptions,
+    query_offset: u64,
+}
+
+impl<'a> Job<'a> {
+    fn validate(&self) -> Result<()> {
+        self.opts.validate()?;
+        let (n_queries, n) = (self.queries.rows(), self.corpus.rows());
+        let (positives, exclude) = (self.positives, self.exclude);
+        if positives.n_queries() != n_queries || exclude.n_queries() != n_queries {
+            return Err(Error::invalid(format!(
+                "positives and exclude must have one list per query ({n_queries}), got {} and {}",
+                positives.n_queries(),
+                exclude.n_queries()
+            )));
+        }
+        if let Some(g) = self.groups {
+            if g.len() != n {
+                return Err(Error::invalid(format!(
+                    "groups must have one id per corpus row ({n}), got {}",
+                    g.len()
+                )));
+            }
+        }
+        if n_queries
+            .checked_mul(self.opts.num_negatives)
+            .is_none_or(|cells| cells > isize::MAX as usize / 8)
+        {
+            return Err(Error::invalid(format!(
+                "{n_queries} queries x {} negatives is too large to hold",
+                self.opts.num_negatives
+            )));
+        }
+        if self.queries.dim() != self.corpus.dim() {
+            return Err(Error::invalid(format!(
+                "queries have dimension {} but the corpus has dimension {}",
+                self.queries.dim(),
+                self.corpus.dim()
+            )));
+        }
+        for q in 0..n_queries {
+            let excluded = exclude.of(q);
+            if let Some(&missing) = positives
+                .of(q)
+                .iter()
+                .find(|p| excluded.binary_search(p).is_err())
+            {
+                return Err(Error::invalid(format!(
+                    "positive {missing} of query {q} is not in its exclude list"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn context(&self) -> Context<'a> {
+        Context {
+            corpus: self.corpus,
+            positives: self.positives,
+            groups: self.groups,
+            opts: self.opts,
+            query_offset: self.query_offset,
+        }
+    }
+
+    /// Every positive's score (the search's exact definition), and each query's offset into
+    /// them; an error names the first query (and positive) whose score could not be finite.
+    fn positive_scores(&self, pool: &rayon::ThreadPool) -> Result<(Vec<f32>, Vec<usize>)> {
+        let (queries, corpus, positives) = (self.queries, self.corpus, self.positives);
+        let n_queries = queries.rows();
+        let dim = corpus.dim();
+        let mut offsets = Vec::with_capacity(n_queries + 1);
+        offsets.push(0usize);
+        for q in 0..n_queries {
+            offsets.push(offsets[q] + positives.of(q).len());
+        }
+        let mut scores = vec![0.0f32; positives.len()];
+        let mut slices: Vec<&mut [f32]> = Vec::with_capacity(n_queries);
+        let mut rest = scores.as_mut_slice();
+        for q in 0..n_queries {
+            let (head, tail) = rest.split_at_mut(positives.of(q).len());
+            slices.push(head);
+            rest = tail;
+        }
+        let metric = self.opts.metric;
+        let checked: Vec<Result<()>> = pool.install(|| {
+            slices
+                .into_par_iter()
+                .enumerate()
+                .map(|(q, out)| {
+                    let (mut qrow, mut prow) = (vec![0.0; dim], vec![0.0; dim]);
+                    let q_squared = query_row(queries, q, &mut qrow)?;
+                    prepare_row(metric, &mut qrow);
+                    for (o, &p) in out.iter_mut().zip(positives.of(q)) {
+                        corpus_row_for(metric, corpus, p as usize, &mut prow, q, q_squared)?;
+                        prepare_row(metric, &mut prow);
+                        *o = chain(&qrow, &prow);
+                    }
+                    Ok(())
+                })
+                .collect()
+        });
+        checked.into_iter().collect::<Result<()>>()?;
+        Ok((scores, offsets))
+    }
+
+    fn finish(
+        &self,
+        outcomes: Vec<Outcome>,
+        positive_scores: Vec<f32>,
+        depth: Vec<u32>,
+        incomplete: Vec<bool>,
+    ) -> Result<Mined> {
+        let n_queries = self.queries.rows();
+        let n_neg = self.opts.num_negatives;
+        let cells = n_queries * n_neg;
+        let (mut negative_ids, mut negative_scores) = (Vec::new(), Vec::new());
+        if negative_ids.try_reserve_exact(cells).is_err()
+            || negative_scores.try_reserve_exact(cells).is_err()
+        {
+            return Err(Error::invalid(format!(
+                "not enough memory for {n_queries} queries x {n_neg} negatives"
+            )));
+        }
+        negative_ids.resize(cells, -1i64);
+        negative_scores.resize(cells, f32::NAN);
+        let mut found = vec![0u32; n_queries];
+        let mut removed = Vec::new();
+        let mut removed_counts = Vec::with_capacity(n_queries);
+        for (q, outcome) in outcomes.into_iter().enumerate() {
+            removed_counts.push(outcome.counts);
+            found[q] = outcome.chosen.len() as u32;
+            for (j, (s, id)) in outcome.chosen.into_iter().enumerate() {
+                negative_ids[q * n_neg + j] = i64::from(id);
+                negative_scores[q * n_neg + j] = s;
+            }
+            removed.extend(outcome.removed);
+        }
+        Ok(Mined {
+            num_negatives: n_neg,
+            negative_ids,
+            negative_scores,
+            positive_scores,
+            found,
+            removed,
+            removed_counts,
+            depth,
+            incomplete,
+        })
+    }
+}
+
+/// Mines `opts.num_negatives` hard negatives for every query.
+///
+/// `positives`: each query's positives (scored, and the reference of the margins); `exclude`:
+/// ids never returned (the positives and everything that must count as one, e.g. their
+/// duplicates); `groups`: a duplicate-group id per corpus row; `query_offset`: the global index
+/// of the first query (seeds are per global query, so chunked runs give the same result).
+#[allow(clippy::too_many_arguments)]
+pub fn mine(
+    pool: &rayon::ThreadPool,
+    queries: &MatrixView<'_>,
+    corpus: &MatrixView<'_>,
+    positives: &IdLists,
+    exclude: &IdLists,
+    groups: Option<&[u32]>,
+    opts: &MineOptions,
+    query_offset: u64,
+    hooks: &mut dyn Hooks,
+) -> Result<Mined> {
+    let job = Job {
+        queries,
+        corpus,
+        positives,
+        exclude,
+        groups,
+        opts,
+        query_offset,
+    };
+    job.validate()?;
+    let ctx = job.context();
+    let (n_queries, n, dim) = (queries.rows(), corpus.rows(), corpus.dim());
+    let (positive_scores, pos_offsets) = job.positive_scores(pool)?;
+
+    let caps: Vec<usize> = (0..n_queries)
+        .map(|q| (n - exclude.of(q).len()).min(opts.max_depth.unwrap_or(usize::MAX)))
+        .collect();
+    // A deeper first round costs little (fused selection) and saves a rescan whenever filters
+    // empty the top ranks.
+    let first_depth = opts
+        .window_end()
+        .unwrap_or(opts.range_min + opts.num_negatives)
+        .saturating_mul(2)
+        .max(64);
+    let mut outcomes: Vec<Option<Outcome>> = (0..n_queries).map(|_| None).collect();
+    let mut depth = vec![0u32; n_queries];
+    let mut pending: Vec<usize> = (0..n_queries).filter(|&q| caps[q] > 0).collect();
+    for q in (0..n_queries).filter(|&q| caps[q] == 0) {
+        outcomes[q] = Some(Outcome::empty());
+    }
+    let mut want = first_depth;
+    let mut workspace = Workspace::default();
+    while !pending.is_empty() {
+        // Every pending query can take k: it grows until the window is complete or the query
+        // with the fewest eligible rows has them all (then it leaves `pending`).
+        let k = pending
+            .iter()
+            .map(|&q| caps[q])
+            .min()
+            .unwrap_or(1)
+            .min(want);
+        // Deep rounds hold k results per query: bound them by searching in slices.
+        let per_query = k * RESULT_BYTES_PER_CANDIDATE + dim * std::mem::size_of::<f32>();
+        let slice = (ROUND_BUDGET / per_query).max(1);
+        let mut still = Vec::new();
+        for part in pending.chunks(slice) {
+            let rows = gather_rows(queries, part);
+            let subset = MatrixView::f32(&rows, part.len(), dim)?;
+            let sub_exclude = exclude.subset(part);
+            let mut sopts = SearchOptions::new(k, opts.metric);
+            sopts.block_rows = opts.block_rows;
+            sopts.query_batch = opts.query_batch;
+            let found = search_rows(
+                &mut workspace,
+                pool,
+                &subset,
+                Some(part),
+                corpus,
+                Some(&sub_exclude),
+                &sopts,
+                hooks,
+            )?;
+            let results: Vec<Outcome> = pool.install(|| {
+                part.par_iter()
+                    .enumerate()
+                    .map(|(i, &q)| {
+                        let ranking: Vec<(f32, u32)> = found.scores[i * k..(i + 1) * k]
+                            .iter()
+                            .zip(&found.ids[i * k..(i + 1) * k])
+                            .map(|(&s, &id)| (s, id as u32))
+                            .collect();
+                        let pos = &positive_scores[pos_offsets[q]..pos_offsets[q + 1]];
+                        ctx.evaluate(q, &ranking, pos, k == caps[q])
+                    })
+                    .collect()
+            });
+            for (&q, outcome) in part.iter().zip(results) {
+                depth[q] = k as u32;
+                if outcome.need_more {
+                    still.push(q);
+                } else {
+                    outcomes[q] = Some(outcome);
+                }
+            }
+        }
+        pending = still;
+        // Each round rescans the corpus; k costs little (fused selection): grow fast.
+        want = want.saturating_mul(4);
+    }
+    let outcomes = outcomes
+        .into_iter()
+        .map(|o| o.expect("every query is resolved"))
+        .collect();
+    job.finish(outcomes, positive_scores, depth, vec![false; n_queries])
+}
+
+/// Mines from given candidates (e.g. from an approximate index) instead of an exact search:
+/// each query's `candidates` are rescored exactly, ranked, and walked like [`mine`]'s ranking.
+/// A query whose window the candidates cannot fill is marked `incomplete` (and gets what they
+/// hold): fetch it more candidates and mine it again.
+#[allow(clippy::too_many_arguments)]
+pub fn mine_candidates(
+    pool: &rayon::ThreadPool,
+    queries: &MatrixView<'_>,
+    corpus: &MatrixView<'_>,
+    candidates: &IdLists,
+    positives: &IdLists,
+    exclude: &IdLists,
+    groups: Option<&[u32]>,
+    opts: &MineOptions,
+    query_offset: u64,
+) -> Result<Mined> {
+    let job = Job {
+        queries,
+        corpus,
+        positives,
+        exclude,
+        groups,
+        opts,
+        query_offset,
+    };
+    job.validate()?;
+    let n_queries = queries.rows();
+    if candidates.n_queries() != n_queries {
+        return Err(Error::invalid(format!(
+            "candidates must have one list per query ({n_queries}), got {}",
+            candidates.n_queries()
+        )));
+    }
+    let ctx = job.context();
+    let dim = corpus.dim();
+    let (positive_scores, pos_offsets) = job.positive_scores(pool)?;
+    let results: Vec<Result<(Outcome, u32, bool)>> = pool.install(|| {
+        (0..n_queries)
+            .into_par_iter()
+            .map(|q| {
+                let (mut qrow, mut crow) = (vec![0.0; dim], vec![0.0; dim]);
+                let q_squared = query_row(queries, q, &mut qrow)?;
+                prepare_row(opts.metric, &mut qrow);
+                let excluded = exclude.of(q);
+                let mut ranking: Vec<(f32, u32)> = candidates
+                    .of(q)
+                    .iter()
+                    .filter(|id| excluded.binary_search(id).is_err())
+                    .map(|&id| {
+                        corpus_row_for(opts.metric, corpus, id as usize, &mut crow, q, q_squared)?;
+                        prepare_row(opts.metric, &mut crow);
+                        Ok((chain(&qrow, &crow), id))
+                    })
+                    .collect::<Result<_>>()?;
+                ranking.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                let pos = &positive_scores[pos_offsets[q]..pos_offsets[q + 1]];
+                // At `max_depth` the ranking is as deep as it may get: the query is done.
+                let at_max = opts.max_depth.is_some_and(|d| ranking.len() >= d);
+                if let Some(d) = opts.max_depth {
+                    ranking.truncate(d);
+                }
+                let depth = ranking.len() as u32;
+                let outcome = ctx.evaluate(q, &ranking, pos, at_max);
+                Ok(if outcome.need_more {
+                    (ctx.evaluate(q, &ranking, pos, true), depth, true)
+                } else {
+                    (outcome, depth, false)
+                })
+            })
+            .collect()
+    });
+    let mut outcomes = Vec::with_capacity(n_queries);
+    let mut depth = Vec::with_capacity(n_queries);
+    let mut incomplete = Vec::with_capacity(n_queries);
+    // In query order: the first query that failed is the one named.
+    for result in results {
+        let (o, d, i) = result?;
+        outcomes.push(o);
+        depth.push(d);
+        incomplete.push(i);
+    }
+    job.finish(outcomes, positive_scores, depth, incomplete)
+}

@@ -1,0 +1,259 @@
+//! The walk of one query's ranking: the filters in order, the window over what they keep, and
+//! the seeded sampling from it (see the [module docs](super)).
+
+use super::options::{MineOptions, Sampling};
+use crate::idlists::IdLists;
+use crate::matrix::MatrixView;
+use crate::pack::{normalize, sum_in_lanes};
+use crate::rng::Rng;
+
+/// The purpose of mining's random streams (see [`Rng::stream`]).
+const MINE_STREAM: u64 = 0x6d69_6e65;
+/// Why a candidate was not taken as a negative.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Filter {
+    MaxScore = 0,
+    MinScore = 1,
+    AbsoluteMargin = 2,
+    RelativeMargin = 3,
+    NearDuplicateOfPositive = 4,
+    DuplicateGroup = 5,
+    RangeMin = 6,
+    NearDuplicateOfNegative = 7,
+}
+
+impl Filter {
+    pub const ALL: [Filter; 8] = [
+        Filter::MaxScore,
+        Filter::MinScore,
+        Filter::AbsoluteMargin,
+        Filter::RelativeMargin,
+        Filter::NearDuplicateOfPositive,
+        Filter::DuplicateGroup,
+        Filter::RangeMin,
+        Filter::NearDuplicateOfNegative,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Filter::MaxScore => "max_score",
+            Filter::MinScore => "min_score",
+            Filter::AbsoluteMargin => "absolute_margin",
+            Filter::RelativeMargin => "relative_margin",
+            Filter::NearDuplicateOfPositive => "near_duplicate_of_positive",
+            Filter::DuplicateGroup => "duplicate_group",
+            Filter::RangeMin => "range_min",
+            Filter::NearDuplicateOfNegative => "near_duplicate_of_negative",
+        }
+    }
+}
+/// A candidate a filter removed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Removed {
+    pub query: u32,
+    pub id: u32,
+    pub score: f32,
+    pub filter: Filter,
+}
+
+/// Removals per filter, indexed like [`Filter::ALL`].
+pub type FilterCounts = [u64; Filter::ALL.len()];
+/// Cosine of two unit rows, summed in 8 lanes (a filter threshold, not a ranking score).
+fn unit_dot(a: &[f32], b: &[f32]) -> f32 {
+    sum_in_lanes(a, b, |x, y| x * y)
+}
+
+fn unit_row(m: &MatrixView<'_>, i: usize) -> Vec<f32> {
+    let mut row = vec![0.0; m.dim()];
+    m.row_into(i, &mut row);
+    normalize(&mut row);
+    row
+}
+
+/// What one query's ranking yielded.
+pub(super) struct Outcome {
+    pub(super) chosen: Vec<(f32, u32)>,
+    pub(super) removed: Vec<Removed>,
+    pub(super) counts: FilterCounts,
+    /// The window is not complete and the corpus is not used up: fetch deeper.
+    pub(super) need_more: bool,
+}
+
+impl Outcome {
+    pub(super) fn empty() -> Self {
+        Outcome {
+            chosen: Vec::new(),
+            removed: Vec::new(),
+            counts: [0; Filter::ALL.len()],
+            need_more: false,
+        }
+    }
+}
+
+pub(super) struct Context<'a> {
+    pub(super) corpus: &'a MatrixView<'a>,
+    pub(super) positives: &'a IdLists,
+    pub(super) groups: Option<&'a [u32]>,
+    pub(super) opts: &'a MineOptions,
+    pub(super) query_offset: u64,
+}
+
+impl Context<'_> {
+    /// Walks query `q`'s ranking (`exhausted`: it holds every eligible corpus row).
+    pub(super) fn evaluate(
+        &self,
+        q: usize,
+        ranking: &[(f32, u32)],
+        pos_scores: &[f32],
+        exhausted: bool,
+    ) -> Outcome {
+        let opts = self.opts;
+        let reference = pos_scores.iter().copied().reduce(f32::min);
+        let near_dup = opts.dup_threshold;
+        let positive_units: Vec<Vec<f32>> = if near_dup.is_some() {
+            self.positives
+                .of(q)
+                .iter()
+                .map(|&p| unit_row(self.corpus, p as usize))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let window_end = opts.window_end();
+        let mut removed = Vec::new();
+        let mut counts: FilterCounts = [0; Filter::ALL.len()];
+        let mut remove = |id: u32, score: f32, filter: Filter| {
+            counts[filter as usize] += 1;
+            if removed.len() < opts.record_removed {
+                removed.push(Removed {
+                    query: q as u32,
+                    id,
+                    score,
+                    filter,
+                })
+            }
+        };
+        let mut kept_groups = std::collections::HashSet::new();
+        let mut rank = 0usize;
+        let mut window: Vec<(f32, u32)> = Vec::new();
+        let mut chosen: Vec<(f32, u32)> = Vec::new();
+        let mut chosen_units: Vec<Vec<f32>> = Vec::new();
+        let top = opts.sampling == Sampling::Top;
+        let mut window_complete = false;
+        for &(s, id) in ranking {
+            if opts.max_score.is_some_and(|m| s > m) {
+                remove(id, s, Filter::MaxScore);
+                continue;
+            }
+            if opts.min_score.is_some_and(|m| s < m) {
+                remove(id, s, Filter::MinScore);
+                continue;
+            }
+            if let Some(p) = reference {
+                if opts.absolute_margin.is_some_and(|m| s + m > p) {
+                    remove(id, s, Filter::AbsoluteMargin);
+                    continue;
+                }
+                if opts.relative_margin.is_some_and(|m| s > p - p.abs() * m) {
+                    remove(id, s, Filter::RelativeMargin);
+                    continue;
+                }
+            }
+            let unit = near_dup.map(|_| unit_row(self.corpus, id as usize));
+            if let (Some(t), Some(u)) = (near_dup, &unit) {
+                if positive_units.iter().any(|p| unit_dot(p, u) >= t) {
+                    remove(id, s, Filter::NearDuplicateOfPositive);
+                    continue;
+                }
+            }
+            if let Some(groups) = self.groups {
+                if !kept_groups.insert(groups[id as usize]) {
+                    remove(id, s, Filter::DuplicateGroup);
+                    continue;
+                }
+            }
+            rank += 1;
+            if rank <= opts.range_min {
+                remove(id, s, Filter::RangeMin);
+                continue;
+            }
+            if top {
+                if let (Some(t), Some(u)) = (near_dup, &unit) {
+                    if chosen_units.iter().any(|c| unit_dot(c, u) >= t) {
+                        remove(id, s, Filter::NearDuplicateOfNegative);
+                        continue;
+                    }
+                    chosen_units.push(unit.clone().unwrap_or_default());
+                }
+                chosen.push((s, id));
+                if chosen.len() == opts.num_negatives || window_end.is_some_and(|e| rank >= e) {
+                    window_complete = true;
+                    break;
+                }
+            } else {
+                window.push((s, id));
+                if window_end.is_some_and(|e| rank >= e) {
+                    window_complete = true;
+                    break;
+                }
+            }
+        }
+        if !window_complete && !exhausted {
+            return Outcome {
+                need_more: true,
+                ..Outcome::empty()
+            };
+        }
+        if !top {
+            let order = self.sampling_order(q, &window, reference.unwrap_or(0.0));
+            for i in order {
+                if chosen.len() == opts.num_negatives {
+                    break;
+                }
+                let (s, id) = window[i];
+                if let Some(t) = near_dup {
+                    let u = unit_row(self.corpus, id as usize);
+                    if chosen_units.iter().any(|c| unit_dot(c, &u) >= t) {
+                        remove(id, s, Filter::NearDuplicateOfNegative);
+                        continue;
+                    }
+                    chosen_units.push(u);
+                }
+                chosen.push((s, id));
+            }
+            chosen.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        }
+        Outcome {
+            chosen,
+            removed,
+            counts,
+            need_more: false,
+        }
+    }
+
+    /// The order in which window entries are offered: a seeded permutation (uniform, or
+    /// weighted by SimANS with Efraimidis-Spirakis keys `u^(1/w)`).
+    fn sampling_order(&self, q: usize, window: &[(f32, u32)], reference: f32) -> Vec<usize> {
+        let mut rng = Rng::stream(self.opts.seed, 0, MINE_STREAM, self.query_offset + q as u64);
+        let mut keyed: Vec<(f64, usize)> = window
+            .iter()
+            .enumerate()
+            .map(|(i, &(s, _))| {
+                let u = rng.unit();
+                let key = match self.opts.sampling {
+                    Sampling::Simans { a, b } => {
+                        let x = f64::from(s) - f64::from(reference) - f64::from(b);
+                        // log(u) / w with w = exp(-a x^2): larger is earlier; w never 0 in
+                        // log space, so every entry stays orderable.
+                        u.ln() * (f64::from(a) * x * x).exp()
+                    }
+                    _ => u,
+                };
+                (key, i)
+            })
+            .collect();
+        keyed.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
+        keyed.into_iter().map(|(_, i)| i).collect()
+    }
+}
