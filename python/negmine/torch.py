@@ -36,7 +36,7 @@ from negmine._inputs import EmbeddingsLike, IdsLike, as_matrix
 from negmine.errors import InvalidArgumentError, InvalidTypeError
 
 if TYPE_CHECKING:
-    from negmine.mine import MiningResult
+    from negmine.result import MiningResult
 
 Plan = Literal["topic", "ngame"]
 _PLANS = ("topic", "ngame")
