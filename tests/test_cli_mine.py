@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import negmine
-from negmine.mine import MiningResult
+from negmine.result import MiningResult
 
 OUTPUTS = {
     "negative_ids.npy",

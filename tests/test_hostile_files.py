@@ -23,7 +23,8 @@ import negmine
 import negmine._atomic as atomic
 import negmine.checkpoint as ck
 from negmine.errors import DirectoryLockedError, FormatError, InvalidArgumentError
-from negmine.mine import MiningOptions, MiningResult
+from negmine.mine import MiningOptions
+from negmine.result import MiningResult
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
@@ -158,7 +159,7 @@ FILL_UNDER_RLIMIT = textwrap.dedent(
     """
     import dataclasses, json, resource, signal, sys
     import numpy as np
-    from negmine.mine import MiningResult
+    from negmine.result import MiningResult
     out = sys.argv[1]
     old = MiningResult.load(out)
     # Different from the saved result in its first file, too large in a later one.

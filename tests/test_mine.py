@@ -25,14 +25,9 @@ from hypothesis import strategies as st
 
 import negmine
 from negmine.errors import InternalError
-from negmine.mine import (
-    FILTERS,
-    MiningOptions,
-    assemble,
-    load_qrels,
-    mine_prepared,
-    prepare,
-)
+from negmine.mine import MiningOptions, assemble, mine_prepared, prepare
+from negmine.qrels import load_qrels
+from negmine.report import FILTERS
 
 F32 = np.float32
 

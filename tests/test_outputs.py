@@ -14,8 +14,8 @@ import pytest
 
 import negmine
 from negmine.errors import InvalidArgumentError, InvalidTypeError
-from negmine.mine import MiningResult
 from negmine.outputs import to_dataset, to_parquet
+from negmine.result import MiningResult
 
 
 def _result(rng: np.random.Generator, n_queries: int = 6, n_corpus: int = 40) -> MiningResult:

@@ -19,8 +19,11 @@ from negmine.errors import (
     InvalidTypeError,
     NegmineError,
 )
-from negmine.mine import MiningOptions, MiningReport, MiningResult, load_qrels, mine
+from negmine.mine import MiningOptions, mine
 from negmine.outputs import to_dataset, to_parquet
+from negmine.qrels import load_qrels
+from negmine.report import MiningReport
+from negmine.result import MiningResult
 from negmine.search import search
 from negmine.store import open_embeddings, save_embeddings
 

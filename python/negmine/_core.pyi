@@ -10,7 +10,7 @@ __version__: str
 
 def cpu_features() -> list[str]: ...
 
-# --- store (negmine-py/src/store.rs) ---
+# --- store (rust/py/src/store.rs) ---
 @final
 class Embeddings:
     @property
@@ -33,7 +33,7 @@ def save_embeddings(
     embeddings: Embeddings | npt.NDArray[np.float32] | npt.NDArray[np.float16],
 ) -> None: ...
 
-# --- search (negmine-py/src/search.rs) ---
+# --- search (rust/py/src/search.rs) ---
 def search(
     queries: Embeddings | npt.NDArray[np.float32] | npt.NDArray[np.float16],
     corpus: Embeddings | npt.NDArray[np.float32] | npt.NDArray[np.float16],
@@ -49,7 +49,7 @@ def search(
     progress: Callable[[int, int], object] | None = None,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...
 
-# --- mine (negmine-py/src/mine.rs) ---
+# --- mine (rust/py/src/mine.rs) ---
 def mine(
     queries: Embeddings | npt.NDArray[np.float32] | npt.NDArray[np.float16],
     corpus: Embeddings | npt.NDArray[np.float32] | npt.NDArray[np.float16],
@@ -97,7 +97,7 @@ def link_queries(
     progress: Callable[[int, int], object] | None = None,
 ) -> npt.NDArray[np.uint32]: ...
 
-# --- kmeans (negmine-py/src/kmeans.rs) ---
+# --- kmeans (rust/py/src/kmeans.rs) ---
 def kmeans(
     embeddings: Embeddings | npt.NDArray[np.float32] | npt.NDArray[np.float16],
     n_clusters: int,
@@ -111,7 +111,7 @@ def kmeans(
     progress: Callable[[int, int], object] | None = None,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint32], float, npt.NDArray[np.float64]]: ...
 
-# --- batches (negmine-py/src/batches.rs) ---
+# --- batches (rust/py/src/batches.rs) ---
 def topic_plan(
     clusters: npt.NDArray[np.int64],
     batch_size: int,

@@ -1,4 +1,6 @@
-"""Turning user arguments into what the Rust core accepts, with errors that name the problem."""
+"""Turning user arguments into what the Rust core accepts, with errors that name the problem:
+matrices, id arrays and CSR pairs, and integers passed to the core as they are (numbers checked
+against ranges are :mod:`negmine._numbers`)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import NamedTuple, Union, cast
 import numpy as np
 import numpy.typing as npt
 
+from negmine import _numbers as numbers
 from negmine._core import Embeddings, open_embeddings
 from negmine._numbers import MAX_ID
 from negmine.errors import InvalidArgumentError, InvalidTypeError
@@ -238,7 +241,78 @@ def _check_csr(indptr: np.ndarray, indices: np.ndarray, n_rows: int, name: str) 
         raise InvalidArgumentError(
             f"{name} indptr must have one entry per row plus one ({n_rows + 1}), got {len(indptr)}"
         )
-    if indptr[0] != 0 or indptr[-1] != len(indices) or np.any(np.diff(indptr) < 0):
+    check_indptr(indptr, len(indices), f"{name} indptr", "indices")
+
+
+def check_indptr(indptr: np.ndarray, n_indices: int, indptr_name: str, indices_name: str) -> None:
+    """Raises unless ``indptr`` is a CSR offset array over ``n_indices`` values: it starts at 0,
+    never decreases and ends at ``n_indices`` (so it has at least one entry)."""
+    if len(indptr) == 0 or indptr[0] != 0 or indptr[-1] != n_indices or np.any(np.diff(indptr) < 0):
         raise InvalidArgumentError(
-            f"{name} indptr must be non-decreasing from 0 to len(indices) ({len(indices)})"
+            f"{indptr_name} must start at 0, be non-decreasing and end at len({indices_name}) "
+            f"({n_indices})"
         )
+
+
+def int_csr(
+    indptr: npt.ArrayLike, indices: npt.ArrayLike, indptr_name: str, indices_name: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """A CSR pair as private int64 arrays (see :func:`int_array`), its offsets checked."""
+    offsets, values = int_array(indptr, indptr_name), int_array(indices, indices_name)
+    check_indptr(offsets, len(values), indptr_name, indices_name)
+    return offsets, values
+
+
+def private_csr(ids: IdsLike, n_rows: int, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`as_csr`, as private copies (see :func:`private_copy`)."""
+    csr = as_csr(ids, n_rows, name)
+    if csr is None:
+        return None
+    return private_copy(csr[0], np.int64), private_copy(csr[1], np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Integers passed to the core as they are (its range and consistency checks apply)
+
+
+def count_int(value: object, name: str) -> int:
+    """An integer count passed to the core as is (the core says when it is not positive)."""
+    return numbers.integer(value, name, minimum=-(2**63), maximum=2**63 - 1)
+
+
+def int_array(values: npt.ArrayLike, name: str) -> npt.NDArray[np.int64]:
+    """Integers as a 1-D int64 array, always a private copy (see :func:`private_copy`)."""
+    array = np.asarray(values)
+    if array.size and array.dtype.kind not in "iu":
+        raise InvalidTypeError(f"{name} must hold integers, got dtype {array.dtype}")
+    if array.ndim != 1:
+        raise InvalidArgumentError(f"{name} must be 1-D, got shape {array.shape}")
+    if array.dtype == np.uint64 and array.size and int(array.max()) >= 1 << 63:
+        raise InvalidArgumentError(f"{name} holds a value too large for int64: {array.max()}")
+    return private_copy(array, np.int64)
+
+
+def private_copy(array: np.ndarray, dtype: type[np.generic]) -> np.ndarray:
+    """A C-contiguous copy that nothing else references: the core reads it without the GIL,
+    so no other thread can change it halfway. (Freezing the caller's array instead cannot be
+    undone for arrays that do not own their memory, e.g. arrays made by ``negmine._core``.)"""
+    return np.array(array, dtype=dtype, order="C", copy=True)
+
+
+def largest_id(*arrays: np.ndarray) -> int:
+    """The largest value in ``arrays`` (id arrays), -1 when they are all empty."""
+    return max([int(a.max()) for a in arrays if a.size] + [-1])
+
+
+def groups_array(groups: npt.ArrayLike | None, needed: int, what: str) -> np.ndarray | None:
+    """``groups`` (corpus row -> duplicate group id) as int64, checked to cover corpus ids
+    ``[0, needed)``, which ``what`` refers to."""
+    if groups is None:
+        return None
+    array = int_array(groups, "groups")
+    if len(array) < needed:
+        raise InvalidArgumentError(
+            f"groups has {len(array)} entries (one per corpus row), but {what} has corpus id "
+            f"{needed - 1}"
+        )
+    return array

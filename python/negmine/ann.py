@@ -165,23 +165,6 @@ class HnswParams:
         return {"metric": self.metric, "m": self.m, "ef_construction": self.ef_construction}
 
 
-@dataclass
-class AnnInfo:
-    """What the approximate backend did, for the report."""
-
-    ef: int
-    recall: float
-    recall_depth: int
-    target_recall: float
-    sample: int
-    index_path: str | None = None
-    built: bool = False
-    refetched: int = 0
-    """Queries fetched more than once (filters emptied their first window)."""
-    exact_fallback: int = 0
-    """Queries finished with exact-search candidates (their depth passed the graph limit)."""
-
-
 # --- rows -------------------------------------------------------------------------------------
 
 

@@ -31,7 +31,9 @@ import numpy.typing as npt
 
 from negmine import _core
 from negmine import _numbers as numbers
-from negmine._inputs import IdsLike, as_csr
+from negmine._inputs import IdsLike, as_csr, private_copy, private_csr
+from negmine._inputs import count_int as _count_int
+from negmine._inputs import int_array as _int_array
 from negmine.errors import InvalidArgumentError, InvalidTypeError
 
 Weighting = Literal["uniform", "size"]
@@ -100,40 +102,6 @@ class BatchPlan:
         return [batch.tolist() for batch in self]
 
 
-# ---------------------------------------------------------------------------------------------
-# Argument conversion (range and consistency checks are the core's)
-
-
-def _count_int(value: object, name: str) -> int:
-    """An integer count passed to the core as is (the core says when it is not positive)."""
-    return numbers.integer(value, name, minimum=-(2**63), maximum=2**63 - 1)
-
-
-def _int_array(values: npt.ArrayLike, name: str) -> IntArray:
-    array = np.asarray(values)
-    if array.size and array.dtype.kind not in "iu":
-        raise InvalidTypeError(f"{name} must hold integers, got dtype {array.dtype}")
-    if array.ndim != 1:
-        raise InvalidArgumentError(f"{name} must be 1-D, got shape {array.shape}")
-    if array.dtype == np.uint64 and array.size and int(array.max()) >= 1 << 63:
-        raise InvalidArgumentError(f"{name} holds a value too large for int64: {array.max()}")
-    return np.array(array, dtype=np.int64, order="C", copy=True)
-
-
-def _private(array: np.ndarray, dtype: type[np.generic]) -> np.ndarray:
-    """A C-contiguous copy that nothing else references: the core reads it without the GIL,
-    so no other thread can change it halfway. (Freezing the caller's array instead cannot be
-    undone for arrays that do not own their memory, e.g. arrays made by ``negmine._core``.)"""
-    return np.array(array, dtype=dtype, order="C", copy=True)
-
-
-def _conflicts(conflicts: IdsLike, n_rows: int) -> tuple[IntArray, IntArray] | None:
-    csr = as_csr(conflicts, n_rows, "conflicts")
-    if csr is None:
-        return None
-    return _private(csr[0], np.int64), _private(csr[1], np.int64)
-
-
 def _plan(arrays: tuple[IntArray, IntArray, int]) -> BatchPlan:
     indices, offsets, topical = arrays
     return BatchPlan(indices, offsets, int(topical))
@@ -179,7 +147,7 @@ def topic(
     rows it moves may leave their cluster's batch.
     """
     clusters_ = _int_array(clusters, "clusters")
-    keys = _conflicts(conflicts, len(clusters_))
+    keys = private_csr(conflicts, len(clusters_), "conflicts")
     args = (
         numbers.seed(seed, "seed"),
         numbers.seed(epoch, "epoch"),
@@ -245,7 +213,7 @@ def ngame(
     ``conflicts``: see :func:`separate`.
     """
     clusters_ = _int_array(clusters, "clusters")
-    keys = _conflicts(conflicts, len(clusters_))
+    keys = private_csr(conflicts, len(clusters_), "conflicts")
     seed_, epoch_ = numbers.seed(seed, "seed"), numbers.seed(epoch, "epoch")
     return _plan(
         _core.ngame_plan(
@@ -286,7 +254,7 @@ def separate(plan: BatchPlan, conflicts: IdsLike) -> BatchPlan:
     if conflicts is None:
         raise InvalidTypeError("conflicts must be given")
     n_rows = len(conflicts[0]) - 1 if isinstance(conflicts, tuple) else len(conflicts)
-    keys = _conflicts(conflicts, n_rows)
+    keys = private_csr(conflicts, n_rows, "conflicts")
     assert keys is not None
     indices, offsets = (
         _int_array(plan.indices, "indices"),
@@ -330,7 +298,7 @@ def margin_balanced(
             raise InvalidArgumentError(
                 f"margins must be 1-D with margins_indptr, got shape {values.shape}"
             )
-    flat = _private(values, np.float64).reshape(-1)
+    flat = private_copy(values, np.float64).reshape(-1)
     seed_, epoch_ = numbers.seed(seed, "seed"), numbers.seed(epoch, "epoch")
     return _core.margin_balanced(indptr, flat, _count_int(bins, "bins"), seed=seed_, epoch=epoch_)
 
@@ -355,12 +323,8 @@ def conflict_keys(
     n_rows = len(positives[0]) - 1 if isinstance(positives, tuple) else len(positives)
     csr = as_csr(positives, n_rows, "positives")
     assert csr is not None
-    indptr, ids = csr
+    indptr, ids = csr  # indptr checked by as_csr
     n_rows = len(indptr) - 1
-    if n_rows < 0 or indptr[0] != 0 or (np.diff(indptr) < 0).any() or indptr[-1] != len(ids):
-        raise InvalidArgumentError(
-            "positives indptr must start at 0, be non-decreasing and end at len(indices)"
-        )
     if len(ids) and ids.min() < 0:
         raise InvalidArgumentError(f"positive ids must be non-negative, got {int(ids.min())}")
     base = ids

@@ -21,16 +21,8 @@ from negmine._digest import file_digest
 from negmine._numbers import count
 from negmine._paths import regular_file
 from negmine.errors import DirectoryLockedError, InvalidArgumentError
-from negmine.mine import (
-    Duplicates,
-    MiningOptions,
-    MiningResult,
-    _check_replaceable,
-    _save_result,
-    assemble,
-    mine_prepared,
-    prepare,
-)
+from negmine.mine import Duplicates, MiningOptions, assemble, mine_prepared, prepare
+from negmine.result import MiningResult, check_replaceable, save_result
 
 LOCK = "lock"
 
@@ -115,7 +107,7 @@ def mine_to_directory(
     c_path = regular_file(corpus, "corpus file")
     r_path = regular_file(positives, "positives file")
     out_dir = Path(os.path.realpath(out))
-    _check_replaceable(out_dir)
+    check_replaceable(out_dir)
     partial = partial_directory(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with _locked(partial, out_dir):
@@ -138,7 +130,7 @@ def mine_to_directory(
             raise
         # Staged inside the checkpoint, so that a kill while saving leaves nothing beside
         # `out` that the resumed run would not clean up.
-        _save_result(result, out_dir, staging=partial / "result")
+        save_result(result, out_dir, staging=partial / "result")
         shutil.rmtree(partial)
         fsync_directory(out_dir.parent)
     return result

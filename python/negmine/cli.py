@@ -94,7 +94,7 @@ def _cmd_mine(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from negmine.mine import MiningResult
+    from negmine.result import MiningResult
 
     result = MiningResult.load(args.directory)
     print(result.report)

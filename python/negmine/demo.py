@@ -35,7 +35,9 @@ from typing import Any, Literal
 import numpy as np
 
 from negmine import _core
-from negmine.mine import FILTERS, MiningResult, mine
+from negmine.mine import mine
+from negmine.report import FILTERS
+from negmine.result import MiningResult
 
 Source = Literal["auto", "text", "generated"]
 

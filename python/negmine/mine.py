@@ -1,22 +1,18 @@
-"""Hard-negative mining: exact candidates, false-negative filters, seeded sampling, a report.
+"""Hard-negative mining, the API: :func:`mine`, its :class:`MiningOptions`, and the steps the
+checkpointed CLI runs chunk by chunk (:func:`prepare`, :func:`mine_prepared`, :func:`assemble`).
 
 The heavy lifting (search, filters, sampling) is ``negmine._core.mine``; this module turns
 positives, duplicate groups and linked queries into the id lists the core needs, and wraps the
-result in a :class:`MiningResult` with a :class:`MiningReport`.
+result in a :class:`~negmine.result.MiningResult` with a :class:`~negmine.report.MiningReport`.
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
-import io
-import json
-import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Union
 
 import numpy as np
@@ -24,10 +20,8 @@ import numpy.typing as npt
 
 from negmine import _core
 from negmine import _numbers as numbers
-from negmine._atomic import HashingWriter, atomic_directory, atomic_write, new_file
 from negmine._core import Embeddings
 from negmine._inputs import (
-    Csr,
     EmbeddingsLike,
     IdsLike,
     as_csr,
@@ -35,10 +29,11 @@ from negmine._inputs import (
     read_only,
     rows_of,
 )
-from negmine._numbers import MAX_ID
-from negmine._paths import regular_file
 from negmine._progress import progress_callback
-from negmine.errors import FormatError, InvalidArgumentError, InvalidTypeError
+from negmine.errors import InvalidArgumentError, InvalidTypeError
+from negmine.qrels import load_qrels
+from negmine.report import build_report
+from negmine.result import MiningResult
 
 if TYPE_CHECKING:
     from negmine import ann
@@ -46,463 +41,8 @@ if TYPE_CHECKING:
 SamplingStrategy = Literal["top", "random", "simans"]
 Duplicates = Union[Literal["auto"], None, npt.ArrayLike]
 
-FILTERS: tuple[str, ...] = tuple(_core.filter_names())
-"""Filter names, in the order the core applies them (codes of ``removed["filter"]``)."""
-
-_HISTOGRAM_BINS = 50
 _MAX_RANK = 2**30
 """The core's bound on ``num_negatives``, ``range_min`` and ``range_max``."""
-
-
-_HEADER_WORDS = frozenset(
-    {
-        "query", "query-id", "query_id", "queryid", "qid", "q", "topic", "topic-id",
-        "topic_id", "anchor", "corpus", "corpus-id", "corpus_id", "corpusid", "doc", "doc-id",
-        "doc_id", "docid", "document", "document-id", "document_id", "did", "passage",
-        "passage-id", "passage_id", "pid", "positive", "positive-id", "positive_id", "iter",
-        "iteration", "score", "relevance", "rel", "label", "grade", "judgment", "judgement",
-    }
-)  # fmt: skip
-"""Words a qrels header is made of (BEIR, MS MARCO, TREC, sentence-transformers)."""
-
-
-def _header_word(text: str) -> bool:
-    return text.strip().lower() in _HEADER_WORDS
-
-
-def load_qrels(
-    path: str | os.PathLike[str],
-    query_ids: Sequence[str] | None = None,
-    corpus_ids: Sequence[str] | None = None,
-    *,
-    n_queries: int | None = None,
-    n_corpus: int | None = None,
-) -> Csr:
-    """Reads a qrels TSV (``query_id<TAB>corpus_id`` per line, optional header, optional third
-    relevance column where ``0`` means not relevant; TREC's four columns too) into CSR
-    positives.
-
-    Without ``query_ids`` / ``corpus_ids`` the ids are row indices, checked against
-    ``n_queries`` / ``n_corpus`` when given. With them, ids are looked up by name. The file is
-    UTF-8 (a byte-order mark is skipped). Line 1 is skipped only when it is a header: its id
-    fields are header words (``query-id``, ``qid``, ``corpus-id``, ``docid``, ``pid``...).
-    Every other line must parse: an unknown or malformed id, an empty field (a doubled tab), a
-    relevance that is not a finite number, or bytes that are not UTF-8 raise
-    :class:`~negmine.InvalidArgumentError` naming the file and line, never a silent skip.
-    """
-    source = regular_file(path, "qrels file")
-    if n_queries is not None and query_ids is not None and n_queries != len(query_ids):
-        raise InvalidArgumentError(
-            f"n_queries ({n_queries}) differs from the number of query_ids ({len(query_ids)})"
-        )
-    q_index = {name: i for i, name in enumerate(query_ids)} if query_ids is not None else None
-    c_index = {name: i for i, name in enumerate(corpus_ids)} if corpus_ids is not None else None
-    q_limit = len(query_ids) if query_ids is not None else n_queries
-    pairs: list[tuple[int, int]] = []
-
-    def row_id(text: str, index: dict[str, int] | None, what: str, limit: int | None) -> int:
-        if index is not None:
-            if text not in index:
-                raise ValueError(f"unknown {what} id {text!r}")
-            return index[text]
-        try:
-            value = int(text)
-        except ValueError:
-            raise ValueError(
-                f"{what} ids must be integers (row indices) unless query_ids / corpus_ids are "
-                f"given, got {text!r}"
-            ) from None
-        if value < 0:
-            raise ValueError(f"negative {what} id {value}")
-        if value > MAX_ID or (limit is not None and value >= limit):
-            rows = "queries" if what == "query" else "corpus rows"
-            bound = f"{limit} {rows}" if limit is not None else "int64 ids"
-            raise ValueError(f"{what} {value} is out of range for {bound}")
-        return value
-
-    with open(source, "rb") as f:
-        for line_no, raw in enumerate(f, 1):
-            where = f"{source}:{line_no}"
-            try:
-                line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
-            except UnicodeDecodeError as e:
-                raise InvalidArgumentError(
-                    f"{where}: not UTF-8 text (byte {raw[e.start : e.start + 1]!r} at column "
-                    f"{e.start + 1}); save the qrels as UTF-8"
-                ) from None
-            text = line.rstrip("\r\n")
-            if not text.strip():
-                continue
-            fields = text.rstrip().split("\t") if "\t" in text else text.split()
-            if len(fields) not in (2, 3, 4):
-                raise InvalidArgumentError(
-                    f"{where}: expected 'query_id corpus_id [relevance]' (or TREC's 'query_id "
-                    f"iteration corpus_id relevance'), got {len(fields)} fields in {text!r}"
-                )
-            if any(not field.strip() for field in fields):
-                raise InvalidArgumentError(
-                    f"{where}: empty field in {text!r} (a doubled or stray tab?)"
-                )
-            fields = [field.strip() for field in fields]
-            if len(fields) == 4:  # TREC: query iteration doc relevance
-                fields = [fields[0], fields[2], fields[3]]
-            if line_no == 1 and _header_word(fields[0]) and _header_word(fields[1]):
-                continue
-            try:
-                if len(fields) == 3:
-                    try:
-                        relevance = float(fields[2])
-                    except ValueError:
-                        raise ValueError(f"relevance must be a number, got {fields[2]!r}") from None
-                    if not math.isfinite(relevance):
-                        raise ValueError(f"relevance must be finite, got {fields[2]!r}")
-                    if relevance <= 0:
-                        continue
-                q = row_id(fields[0], q_index, "query", q_limit)
-                c = row_id(fields[1], c_index, "corpus", n_corpus)
-            except ValueError as e:
-                raise InvalidArgumentError(f"{where}: {e}") from None
-            pairs.append((q, c))
-    if not pairs:
-        raise InvalidArgumentError(f"{source}: no positive pairs found")
-    arr = np.unique(np.asarray(pairs, dtype=np.int64), axis=0)
-    rows = q_limit if q_limit is not None else int(arr[:, 0].max()) + 1
-    indptr = np.zeros(rows + 1, dtype=np.int64)
-    np.add.at(indptr, arr[:, 0] + 1, 1)
-    return Csr(np.cumsum(indptr), arr[:, 1].copy())
-
-
-@dataclass
-class MiningReport:
-    """What mining did: how many candidates each filter removed, score distributions, and the
-    queries left with fewer negatives than asked for."""
-
-    n_queries: int
-    num_negatives: int
-    options: dict[str, Any]
-    positives: int
-    """Labelled (and linked) positives, all excluded by id."""
-    excluded_duplicates: int
-    """Corpus rows excluded because they duplicate a positive (same group)."""
-    linked_queries: int
-    """Queries that share their positives with a near-identical query."""
-    removed: dict[str, int]
-    """Per filter, candidates it removed."""
-    negatives: int
-    starved: list[int]
-    """Queries with fewer than ``num_negatives`` negatives (the corpus ran out)."""
-    histogram_edges: list[float]
-    histograms: dict[str, list[int]]
-    """Score counts per bin for ``positive``, ``negative`` and each filter's removals."""
-    backend: str = "exact"
-    """Where candidates came from: ``"exact"`` search or an ``"hnsw"`` graph."""
-    recall: float | None = None
-    """hnsw: recall@``recall_depth`` of the graph search (at ``ef``) against exact search,
-    measured on ``recall_sample`` sampled queries."""
-    ef: int | None = None
-    """hnsw: the search ``ef`` chosen for ``target_recall`` (scaled up with deeper fetches)."""
-    target_recall: float | None = None
-    recall_depth: int | None = None
-    recall_sample: int | None = None
-    refetched: int = 0
-    """hnsw: queries fetched again, deeper, because filters emptied their first window."""
-    exact_fallback: int = 0
-    """hnsw: queries whose candidates came from exact search (needed deeper than a graph
-    search is worth)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MiningReport:
-        return cls(**data)
-
-    def __str__(self) -> str:
-        total = self.n_queries * self.num_negatives
-        lines = [
-            f"mined {self.negatives:,} of {total:,} negatives for {self.n_queries:,} queries",
-            f"  positives excluded by id:        {self.positives:,}",
-            f"  duplicates of positives excluded: {self.excluded_duplicates:,}",
-        ]
-        if self.backend != "exact":
-            recall = "n/a" if self.recall is None else f"{self.recall:.4f}"
-            line = (
-                f"  backend {self.backend}: ef {self.ef}, recall@{self.recall_depth} {recall} "
-                f"on {self.recall_sample} sampled queries (target {self.target_recall})"
-            )
-            if (
-                self.recall is not None
-                and self.target_recall is not None
-                and self.recall < self.target_recall
-            ):
-                line += ": TARGET NOT REACHED"
-            lines.append(line)
-            if self.refetched or self.exact_fallback:
-                lines.append(
-                    f"    re-fetched deeper: {self.refetched:,} queries; "
-                    f"finished by exact search: {self.exact_fallback:,}"
-                )
-        if self.linked_queries:
-            lines.append(f"  queries sharing positives (linked): {self.linked_queries:,}")
-        lines.append("  removed by filter:")
-        for name in FILTERS:
-            if self.removed.get(name):
-                lines.append(f"    {name:<28} {self.removed[name]:>10,}")
-        if not any(self.removed.values()):
-            lines.append("    (nothing)")
-        if self.starved:
-            shown = ", ".join(map(str, self.starved[:10]))
-            more = " ..." if len(self.starved) > 10 else ""
-            lines.append(
-                f"  {len(self.starved):,} queries have fewer than {self.num_negatives} "
-                f"negatives: {shown}{more}"
-            )
-        for name, label in (("positive", "positives"), ("negative", "negatives")):
-            counts = np.asarray(self.histograms.get(name, []))
-            if counts.sum():
-                edges = np.asarray(self.histogram_edges)
-                centers = (edges[:-1] + edges[1:]) / 2
-                mean = float((centers * counts).sum() / counts.sum())
-                lines.append(f"  mean score of {label}: {mean:.4f}")
-        return "\n".join(lines)
-
-
-@dataclass
-class MiningResult:
-    """Mined negatives, aligned with the queries.
-
-    ``negative_ids[q]`` holds query ``q``'s negatives ranked by score (-1 where missing),
-    ``negative_scores[q]`` their scores (NaN where missing); ``positive_ids`` (CSR) and
-    ``positive_scores`` the positives used; ``removed`` the candidates each filter dropped.
-    """
-
-    negative_ids: np.ndarray
-    negative_scores: np.ndarray
-    positive_indptr: np.ndarray
-    positive_ids: np.ndarray
-    positive_scores: np.ndarray
-    removed: dict[str, np.ndarray] = field(repr=False)
-    report: MiningReport
-
-    def positives_of(self, query: int) -> np.ndarray:
-        return self.positive_ids[self.positive_indptr[query] : self.positive_indptr[query + 1]]
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """Every array of the result, by file name stem."""
-        return {
-            "negative_ids": self.negative_ids,
-            "negative_scores": self.negative_scores,
-            "positive_indptr": self.positive_indptr,
-            "positive_ids": self.positive_ids,
-            "positive_scores": self.positive_scores,
-            **{f"removed_{k}": v for k, v in self.removed.items()},
-        }
-
-    def save(self, directory: str | os.PathLike[str]) -> None:
-        """Writes one ``.npy`` per array, ``report.json`` and ``manifest.json`` (every file's
-        name, dtype, shape and sha256) into ``directory``, as one unit: the files go into a
-        hidden sibling directory, are fsynced, and that directory replaces ``directory``
-        whole (see ``negmine._atomic.atomic_directory``). After a crash or an error
-        (``OSError`` naming the file and errno, e.g. a full disk) ``directory`` is the old
-        result or the complete new one, never a mix, and nothing temporary is left. The bytes
-        depend only on the result (no timestamps).
-
-        ``directory`` (and its parents) is created if missing. An existing ``directory`` is
-        replaced only when it is empty or holds nothing but a result's files (of this or an
-        older negmine); one holding any other file is refused with ``InvalidArgumentError``
-        naming them, so that no user file is ever deleted. A symlink is followed: the
-        directory it points to is replaced."""
-        _save_result(self, Path(os.path.realpath(directory)))
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike[str]) -> MiningResult:
-        """Reads a result written by :meth:`save`, verified against its ``manifest.json``:
-        the manifest must list exactly a result's files, and each must exist with the listed
-        sha256, dtype and shape. A directory mixing files of two saves, a truncated or edited
-        file, a missing or unlisted one, or no manifest (not a result, or written by a negmine
-        older than the manifest) raises ``FormatError`` naming the file and what differs.
-        Files the manifest does not list are ignored."""
-        d = Path(directory)
-        if not d.is_dir():
-            raise FileNotFoundError(
-                errno.ENOENT, "no mining result directory (written by MiningResult.save)", str(d)
-            )
-        files = _read_result(d)
-        arrays = {name[: -len(".npy")]: v for name, v in files.items() if name.endswith(".npy")}
-        report_path = d / "report.json"
-        try:
-            report = MiningReport.from_dict(json.loads(files["report.json"]))
-        except (ValueError, TypeError) as e:
-            raise FormatError(f"{report_path} is not a mining report: {e}") from None
-        return cls(
-            negative_ids=arrays["negative_ids"],
-            negative_scores=arrays["negative_scores"],
-            positive_indptr=arrays["positive_indptr"],
-            positive_ids=arrays["positive_ids"],
-            positive_scores=arrays["positive_scores"],
-            removed={k: arrays[f"removed_{k}"] for k in _REMOVED},
-            report=report,
-        )
-
-    def plot(self, path: str | os.PathLike[str]) -> None:
-        """Writes a PNG histogram of positive, kept and removed scores (needs matplotlib),
-        atomically."""
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError as e:
-            raise ImportError("plot() needs matplotlib: pip install 'negmine[plot]'") from e
-        r = self.report
-        edges = np.asarray(r.histogram_edges)
-        fig, ax = plt.subplots(figsize=(9, 4.5))
-        for name, counts in r.histograms.items():
-            if sum(counts):
-                ax.stairs(
-                    counts, edges, label=name, fill=name in ("positive", "negative"), alpha=0.6
-                )
-        ax.set_xlabel("score")
-        ax.set_ylabel("candidates")
-        ax.set_title(f"negmine: {r.negatives:,} negatives for {r.n_queries:,} queries")
-        ax.legend()
-        fig.tight_layout()
-        with atomic_write(path) as f:
-            fig.savefig(f, format="png", dpi=110)
-        plt.close(fig)
-
-
-_REMOVED = ("query", "id", "score", "filter")
-_RESULT_ARRAYS = (
-    "negative_ids",
-    "negative_scores",
-    "positive_indptr",
-    "positive_ids",
-    "positive_scores",
-    *(f"removed_{k}" for k in _REMOVED),
-)
-_RESULT_FILES = frozenset({*(f"{name}.npy" for name in _RESULT_ARRAYS), "report.json"})
-_MANIFEST = "manifest.json"
-_MANIFEST_FORMAT = "negmine mining result"
-
-
-def _check_replaceable(directory: Path) -> None:
-    """Refuses a ``directory`` that exists and is not empty or a result (save replaces it)."""
-    if not os.path.lexists(directory):
-        return
-    if not directory.is_dir():
-        raise InvalidArgumentError(
-            f"{directory} exists and is not a directory; a mining result is a directory"
-        )
-    foreign = sorted(set(os.listdir(directory)) - _RESULT_FILES - {_MANIFEST})
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
-        raise InvalidArgumentError(
-            f"{directory} holds files that are not part of a negmine result ({shown}); saving "
-            "would delete them: pass an empty or new directory, or a previous result"
-        )
-
-
-def _save_result(result: MiningResult, directory: Path, staging: Path | None = None) -> None:
-    """:meth:`MiningResult.save` into ``directory`` (an absolute path), staged in ``staging``
-    (default: a hidden sibling) if given."""
-    _check_replaceable(directory)
-    files: dict[str, dict[str, Any]] = {}
-    with atomic_directory(directory, staging=staging) as new:
-        for name, array in result.arrays().items():
-            with new_file(new / f"{name}.npy") as f:
-                writer = HashingWriter(f)
-                np.save(writer, array, allow_pickle=False)
-            files[f"{name}.npy"] = {
-                "dtype": array.dtype.str,
-                "shape": list(array.shape),
-                "sha256": writer.hexdigest(),
-            }
-        with new_file(new / "report.json") as f:
-            writer = HashingWriter(f)
-            writer.write(json.dumps(result.report.to_dict(), indent=1, sort_keys=True).encode())
-        files["report.json"] = {"sha256": writer.hexdigest()}
-        manifest = {"format": _MANIFEST_FORMAT, "version": 1, "files": files}
-        with new_file(new / _MANIFEST) as f:
-            f.write(json.dumps(manifest, indent=1, sort_keys=True).encode())
-
-
-def _read_manifest(directory: Path) -> dict[str, dict[str, Any]]:
-    """The ``files`` of ``directory``'s manifest, checked to list exactly a result's files."""
-    path = directory / _MANIFEST
-    if not os.path.lexists(path):
-        raise FormatError(
-            f"{directory} has no {_MANIFEST}: it is not a mining result written by "
-            "MiningResult.save (or was written by a negmine older than the manifest; mine it "
-            "again)"
-        )
-    try:
-        manifest = json.loads(regular_file(path, "result manifest").read_bytes())
-    except (ValueError, RecursionError) as e:
-        raise FormatError(f"{path} is not valid JSON: {e}") from None
-    if not (
-        isinstance(manifest, dict)
-        and manifest.get("format") == _MANIFEST_FORMAT
-        and isinstance(manifest.get("files"), dict)
-    ):
-        raise FormatError(f"{path} is not a negmine result manifest")
-    if manifest.get("version") != 1:
-        raise FormatError(
-            f"{path} has version {manifest.get('version')!r}; this negmine reads version 1"
-        )
-    files: dict[str, dict[str, Any]] = manifest["files"]
-    unlisted = sorted(_RESULT_FILES - set(files))
-    if unlisted:
-        raise FormatError(f"{path} does not list {unlisted[0]}, which every result has")
-    unknown = sorted(set(files) - _RESULT_FILES)
-    if unknown:
-        raise FormatError(f"{path} lists {unknown[0]!r}, which is not a file of a mining result")
-    for name, entry in files.items():
-        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)):
-            raise FormatError(f"{path}: the entry of {name} has no sha256")
-        if name.endswith(".npy") and not (
-            isinstance(entry.get("dtype"), str)
-            and isinstance(entry.get("shape"), list)
-            and all(isinstance(n, int) and not isinstance(n, bool) for n in entry["shape"])
-        ):
-            raise FormatError(f"{path}: the entry of {name} needs a dtype and a shape")
-    return files
-
-
-def _read_result(directory: Path) -> dict[str, Any]:
-    """Every file of the result in ``directory``, verified: ``.npy`` files as arrays, the
-    report as bytes. Each file is read once and its bytes are both digested and parsed, so
-    a save swapping the directory in meanwhile is caught, never mixed in."""
-    files = _read_manifest(directory)
-    out: dict[str, Any] = {}
-    for name in sorted(files):
-        entry = files[name]
-        path = directory / name
-        try:
-            data = regular_file(path, "result file").read_bytes()
-        except FileNotFoundError:
-            raise FormatError(f"{path} is listed in {_MANIFEST} but missing") from None
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != entry["sha256"]:
-            raise FormatError(
-                f"{path} does not match {_MANIFEST} (sha256 {digest[:16]}... instead of "
-                f"{entry['sha256'][:16]}...): it was changed after the save, or comes from "
-                "another save"
-            )
-        if not name.endswith(".npy"):
-            out[name] = data
-            continue
-        try:
-            array = np.load(io.BytesIO(data), allow_pickle=False)
-        except (ValueError, EOFError, OSError) as e:
-            raise FormatError(f"{path} is not a valid .npy file: {e}") from None
-        if array.dtype.str != entry["dtype"] or list(array.shape) != entry["shape"]:
-            raise FormatError(
-                f"{path} holds {array.dtype.str} {list(array.shape)}, {_MANIFEST} lists "
-                f"{entry['dtype']} {entry['shape']}"
-            )
-        out[name] = array
-    return out
 
 
 def _hash_groups(texts: Sequence[str]) -> np.ndarray:
@@ -645,18 +185,12 @@ def _positives_csr(
             "such a query has nothing excluded and no margin filters), a "
             "CSR pair or a qrels path"
         )
-    indptr, ids = csr
-    if len(indptr) != n_queries + 1:
-        raise InvalidArgumentError(
-            f"positives must have one list per query ({n_queries}), got {len(indptr) - 1}"
-        )
+    indptr, ids = csr  # one list per query, indptr checked by as_csr
     if len(ids) and (ids.min() < 0 or ids.max() >= n_corpus):
         bad = ids[(ids < 0) | (ids >= n_corpus)][0]
         raise InvalidArgumentError(
             f"positive id {bad} is out of range for a corpus of {n_corpus} rows"
         )
-    if np.any(np.diff(indptr) < 0) or indptr[0] != 0 or indptr[-1] != len(ids):
-        raise InvalidArgumentError("positives indptr must be non-decreasing from 0 to len(ids)")
     rows = np.repeat(np.arange(n_queries), np.diff(indptr))
     return _pairs_to_csr(rows, ids, n_queries)
 
@@ -781,9 +315,10 @@ def assemble(
     found = cat("found")
     negative_scores = cat("negative_scores")
     positive_scores = cat("positive_scores")
-    report = _report(
+    report = build_report(
         n_queries=len(found),
-        options=options,
+        num_negatives=options.num_negatives,
+        options=options.to_dict(),
         positives=len(prepared.pos_ids),
         excluded_duplicates=len(prepared.ex_ids) - len(prepared.pos_ids),
         linked=prepared.linked,
@@ -1014,50 +549,3 @@ def _mine_hnsw(
     report.refetched = refetched
     report.exact_fallback = fallback
     return result
-
-
-def _report(
-    *,
-    n_queries: int,
-    options: MiningOptions,
-    positives: int,
-    excluded_duplicates: int,
-    linked: int,
-    found: np.ndarray,
-    negative_scores: np.ndarray,
-    positive_scores: np.ndarray,
-    removed: dict[str, np.ndarray],
-    removed_counts: np.ndarray,
-) -> MiningReport:
-    kept = negative_scores[np.isfinite(negative_scores)]
-    every = np.concatenate([kept, positive_scores, removed["score"]]).astype(np.float64)
-    every = every[np.isfinite(every)]
-    lo, hi = (float(every.min()), float(every.max())) if len(every) else (0.0, 1.0)
-    if hi <= lo:
-        hi = lo + 1.0
-    edges = np.linspace(lo, hi, _HISTOGRAM_BINS + 1)
-
-    def hist(values: np.ndarray) -> list[int]:
-        values = values[np.isfinite(values)]
-        return [int(x) for x in np.histogram(values, bins=edges)[0]]
-
-    codes = removed["filter"]
-    counts = removed_counts
-    histograms = {"positive": hist(positive_scores), "negative": hist(kept)}
-    for code, name in enumerate(FILTERS):
-        if (codes == code).any():
-            histograms[name] = hist(removed["score"][codes == code])
-    num_negatives = options.num_negatives
-    return MiningReport(
-        n_queries=n_queries,
-        num_negatives=num_negatives,
-        options=options.to_dict(),
-        positives=positives,
-        excluded_duplicates=excluded_duplicates,
-        linked_queries=linked,
-        removed={name: int(counts[i]) for i, name in enumerate(FILTERS)},
-        negatives=int(found.sum()),
-        starved=[int(x) for x in np.flatnonzero(found < num_negatives)],
-        histogram_edges=[float(x) for x in edges],
-        histograms=histograms,
-    )

@@ -24,7 +24,7 @@ from negmine import _numbers as numbers
 from negmine._atomic import atomic_write
 from negmine._core import __version__
 from negmine.errors import InvalidArgumentError, InvalidTypeError
-from negmine.mine import MiningResult
+from negmine.result import MiningResult
 
 OutputFormat = Literal["triplet", "n-tuple", "labeled-pair", "labeled-list"]
 OUTPUT_FORMATS: tuple[str, ...] = ("triplet", "n-tuple", "labeled-pair", "labeled-list")
