@@ -21,7 +21,7 @@ Example::
 
 from __future__ import annotations
 
-from negmine.torch.collate import Collator, collate
+from negmine.torch.collation import Collator, collate
 from negmine.torch.dataset import HardNegativeDataset
 from negmine.torch.prefetch import GpuPrefetcher
 from negmine.torch.sampler import ClusterBatchSampler, Plan

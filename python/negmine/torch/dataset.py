@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from negmine import _numbers
 from negmine._inputs import EmbeddingsLike, groups_array, int_csr, largest_id
 from negmine.errors import InvalidArgumentError
-from negmine.torch.collate import Collator
+from negmine.torch.collation import Collator
 
 if TYPE_CHECKING:
     from negmine.result import MiningResult
