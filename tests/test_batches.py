@@ -517,7 +517,7 @@ def test_core_rejects_bad_counts_without_the_python_layer() -> None:
         _core.margin_balanced(np.zeros(1, dtype=np.int64), np.zeros(0), -4, seed=0, epoch=0)
     with pytest.raises(ValueError, match="given together"):
         _core.ngame_plan(
-            np.zeros(3, dtype=np.int64), 2, seed=0, epoch=0, conflicts=np.zeros(1, np.int64)
+            np.zeros(3, dtype=np.int64), 2, seed=0, epoch=0, conflicts=(np.zeros(1, np.int64),)
         )
 
 

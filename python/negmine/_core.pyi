@@ -6,6 +6,9 @@ from typing import Any, final
 import numpy as np
 import numpy.typing as npt
 
+# A CSR pair (indptr, indices) of int64 arrays: row r holds indices[indptr[r]:indptr[r + 1]].
+_Csr = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]
+
 __version__: str
 
 def cpu_features() -> list[str]: ...
@@ -40,8 +43,7 @@ def search(
     k: int,
     *,
     metric: str = "dot",
-    exclude_indptr: npt.NDArray[np.int64] | None = None,
-    exclude_indices: npt.NDArray[np.int64] | None = None,
+    exclude: _Csr | None = None,
     threads: int | None = None,
     block_rows: int | None = None,
     query_batch: int | None = None,
@@ -53,10 +55,8 @@ def search(
 def mine(
     queries: Embeddings | npt.NDArray[np.float32] | npt.NDArray[np.float16],
     corpus: Embeddings | npt.NDArray[np.float32] | npt.NDArray[np.float16],
-    positives_indptr: npt.NDArray[np.int64],
-    positives_indices: npt.NDArray[np.int64],
-    exclude_indptr: npt.NDArray[np.int64],
-    exclude_indices: npt.NDArray[np.int64],
+    positives: _Csr,
+    exclude: _Csr,
     *,
     num_negatives: int,
     metric: str = "cosine",
@@ -77,8 +77,7 @@ def mine(
     block_rows: int | None = None,
     query_batch: int | None = None,
     progress: Callable[[int, int], object] | None = None,
-    candidates_indptr: npt.NDArray[np.int64] | None = None,
-    candidates_indices: npt.NDArray[np.int64] | None = None,
+    candidates: _Csr | None = None,
     max_depth: int | None = None,
     record_removed: int | None = None,
 ) -> dict[str, npt.NDArray[Any]]: ...
@@ -121,8 +120,7 @@ def topic_plan(
     clusters_per_batch: int = 1,
     weighting: str = "uniform",
     drop_last: bool = False,
-    conflicts_indptr: npt.NDArray[np.int64] | None = None,
-    conflicts: npt.NDArray[np.int64] | None = None,
+    conflicts: _Csr | None = None,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], int]: ...
 def topic_count(
     clusters: npt.NDArray[np.int64],
@@ -138,16 +136,14 @@ def ngame_plan(
     seed: int,
     epoch: int,
     drop_last: bool = False,
-    conflicts_indptr: npt.NDArray[np.int64] | None = None,
-    conflicts: npt.NDArray[np.int64] | None = None,
+    conflicts: _Csr | None = None,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], int]: ...
 def ngame_count(n_rows: int, batch_size: int, *, drop_last: bool = False) -> int: ...
 def separate_plan(
     indices: npt.NDArray[np.int64],
     offsets: npt.NDArray[np.int64],
     n_rows: int,
-    conflicts_indptr: npt.NDArray[np.int64],
-    conflicts: npt.NDArray[np.int64],
+    conflicts: _Csr,
     *,
     topical: int = 0,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], int]: ...

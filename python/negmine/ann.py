@@ -682,8 +682,7 @@ def _core_mine(
     options: MiningOptions,
     offset: int,
     threads: int | None,
-    indptr: np.ndarray | None = None,
-    indices: np.ndarray | None = None,
+    candidates: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """The core's mining of ``queries`` (global index ``offset`` on): from the given
     candidates (CSR), or by exact search without them."""
@@ -696,8 +695,7 @@ def _core_mine(
             groups=prepared.groups,
             query_offset=offset,
             threads=threads,
-            candidates_indptr=indptr,
-            candidates_indices=indices,
+            candidates=candidates,
         )
     )
 
@@ -717,8 +715,7 @@ def check_options(
         options,
         0,
         1,
-        np.zeros(1, dtype=np.int64),
-        empty,
+        (np.zeros(1, dtype=np.int64), empty),
     )
 
 
@@ -853,7 +850,7 @@ def _mine_chunk(
         indptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
         chosen = [x for x in lists if x is not None]
         indices = np.concatenate(chosen).astype(np.int64) if chosen else np.empty(0, np.int64)
-        out = _core_mine(queries, corpus, prepared, options, offset, threads, indptr, indices)
+        out = _core_mine(queries, corpus, prepared, options, offset, threads, (indptr, indices))
         # Done: the window is complete, or the query has every corpus row as a candidate.
         done_mask = ~out["incomplete"][pending] | (depth >= n_corpus)
         take(out, pending[done_mask], 0)

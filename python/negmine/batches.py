@@ -165,8 +165,7 @@ def topic(
             clusters_per_batch=args[3],
             weighting=weighting,
             drop_last=bool(drop_last),
-            conflicts_indptr=keys[0] if keys else None,
-            conflicts=keys[1] if keys else None,
+            conflicts=keys,
         )
     )
 
@@ -222,8 +221,7 @@ def ngame(
             seed=seed_,
             epoch=epoch_,
             drop_last=bool(drop_last),
-            conflicts_indptr=keys[0] if keys else None,
-            conflicts=keys[1] if keys else None,
+            conflicts=keys,
         )
     )
 
@@ -260,7 +258,7 @@ def separate(plan: BatchPlan, conflicts: IdsLike) -> BatchPlan:
         _int_array(plan.indices, "indices"),
         _int_array(plan.offsets, "offsets"),
     )
-    return _plan(_core.separate_plan(indices, offsets, max(n_rows, 0), *keys, topical=plan.topical))
+    return _plan(_core.separate_plan(indices, offsets, max(n_rows, 0), keys, topical=plan.topical))
 
 
 def margin_balanced(

@@ -155,9 +155,9 @@ class Prepared:
     groups: np.ndarray | None
     linked: int
 
-    def id_lists(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def id_lists(self) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
         """Positives and exclusions as the core takes them: two CSR pairs."""
-        return self.pos_indptr, self.pos_ids, self.ex_indptr, self.ex_ids
+        return (self.pos_indptr, self.pos_ids), (self.ex_indptr, self.ex_ids)
 
     def rows(self, start: int, stop: int) -> Prepared:
         """The lists of queries ``start..stop``."""

@@ -6,7 +6,8 @@ use negmine_core::Error;
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
 
-use crate::errors::IntoPy;
+use crate::errors::PyResultExt;
+use crate::inputs::Csr;
 use crate::runtime;
 
 type PlanArrays<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>, usize);
@@ -23,20 +24,6 @@ fn positive(name: &str, value: i64) -> PyResult<usize> {
     usize::try_from(value)
         .map_err(|_| Error::invalid(format!("{name} is too large: {value}")))
         .py_err()
-}
-
-fn conflicts<'a, 'py>(
-    indptr: &'a Option<PyReadonlyArray1<'py, i64>>,
-    keys: &'a Option<PyReadonlyArray1<'py, i64>>,
-) -> PyResult<Option<(&'a [i64], &'a [i64])>> {
-    match (indptr, keys) {
-        (None, None) => Ok(None),
-        (Some(indptr), Some(keys)) => Ok(Some((indptr.as_slice()?, keys.as_slice()?))),
-        _ => Err(Error::invalid(
-            "conflicts_indptr and conflicts must be given together",
-        ))
-        .py_err(),
-    }
 }
 
 fn separated(
@@ -61,7 +48,7 @@ fn arrays(py: Python<'_>, plan: BatchPlan) -> PlanArrays<'_> {
 #[pyfunction]
 #[pyo3(signature = (
     clusters, batch_size, *, seed, epoch, clusters_per_batch = 1, weighting = "uniform",
-    drop_last = false, conflicts_indptr = None, conflicts = None
+    drop_last = false, conflicts = None
 ))]
 #[allow(clippy::too_many_arguments)]
 fn topic_plan<'py>(
@@ -73,23 +60,20 @@ fn topic_plan<'py>(
     clusters_per_batch: i64,
     weighting: &str,
     drop_last: bool,
-    conflicts_indptr: Option<PyReadonlyArray1<'py, i64>>,
-    conflicts: Option<PyReadonlyArray1<'py, i64>>,
+    conflicts: Option<Csr<'py>>,
 ) -> PyResult<PlanArrays<'py>> {
     let batch_size = positive("batch_size", batch_size)?;
     let per_batch = positive("clusters_per_batch", clusters_per_batch)?;
     let weighting = Weighting::from_name(weighting).py_err()?;
     let clusters = clusters.as_slice()?;
-    let keys = self::conflicts(&conflicts_indptr, &conflicts)?;
-    let plan = py.detach(|| {
-        runtime::guarded(|| {
-            let plan = core_batches::topic(
-                clusters, batch_size, seed, epoch, per_batch, weighting, drop_last,
-            )?;
-            separated(plan, clusters.len(), keys)
-        })
-    });
-    Ok(arrays(py, plan.py_err()?))
+    let keys = conflicts.as_ref().map(Csr::slices).transpose()?;
+    let plan = runtime::run_plain(py, || {
+        let plan = core_batches::topic(
+            clusters, batch_size, seed, epoch, per_batch, weighting, drop_last,
+        )?;
+        separated(plan, clusters.len(), keys)
+    })?;
+    Ok(arrays(py, plan))
 }
 
 #[pyfunction]
@@ -104,17 +88,15 @@ fn topic_count(
     let batch_size = positive("batch_size", batch_size)?;
     let per_batch = positive("clusters_per_batch", clusters_per_batch)?;
     let clusters = clusters.as_slice()?;
-    let layout = py.detach(|| {
-        runtime::guarded(|| core_batches::topic_count(clusters, batch_size, per_batch, drop_last))
-    });
-    let layout = layout.py_err()?;
+    let layout = runtime::run_plain(py, || {
+        core_batches::topic_count(clusters, batch_size, per_batch, drop_last)
+    })?;
     Ok((layout.batches(), layout.topical))
 }
 
 #[pyfunction]
 #[pyo3(signature = (
-    clusters, batch_size, *, seed, epoch, drop_last = false, conflicts_indptr = None,
-    conflicts = None
+    clusters, batch_size, *, seed, epoch, drop_last = false, conflicts = None
 ))]
 #[allow(clippy::too_many_arguments)]
 fn ngame_plan<'py>(
@@ -124,19 +106,16 @@ fn ngame_plan<'py>(
     seed: u64,
     epoch: u64,
     drop_last: bool,
-    conflicts_indptr: Option<PyReadonlyArray1<'py, i64>>,
-    conflicts: Option<PyReadonlyArray1<'py, i64>>,
+    conflicts: Option<Csr<'py>>,
 ) -> PyResult<PlanArrays<'py>> {
     let batch_size = positive("batch_size", batch_size)?;
     let clusters = clusters.as_slice()?;
-    let keys = self::conflicts(&conflicts_indptr, &conflicts)?;
-    let plan = py.detach(|| {
-        runtime::guarded(|| {
-            let plan = core_batches::ngame(clusters, batch_size, seed, epoch, drop_last)?;
-            separated(plan, clusters.len(), keys)
-        })
-    });
-    Ok(arrays(py, plan.py_err()?))
+    let keys = conflicts.as_ref().map(Csr::slices).transpose()?;
+    let plan = runtime::run_plain(py, || {
+        let plan = core_batches::ngame(clusters, batch_size, seed, epoch, drop_last)?;
+        separated(plan, clusters.len(), keys)
+    })?;
+    Ok(arrays(py, plan))
 }
 
 #[pyfunction]
@@ -150,32 +129,29 @@ fn ngame_count(n_rows: i64, batch_size: i64, drop_last: bool) -> PyResult<usize>
 }
 
 #[pyfunction]
-#[pyo3(signature = (indices, offsets, n_rows, conflicts_indptr, conflicts, *, topical = 0))]
+#[pyo3(signature = (indices, offsets, n_rows, conflicts, *, topical = 0))]
 fn separate_plan<'py>(
     py: Python<'py>,
     indices: PyReadonlyArray1<'py, i64>,
     offsets: PyReadonlyArray1<'py, i64>,
     n_rows: i64,
-    conflicts_indptr: PyReadonlyArray1<'py, i64>,
-    conflicts: PyReadonlyArray1<'py, i64>,
+    conflicts: Csr<'py>,
     topical: usize,
 ) -> PyResult<PlanArrays<'py>> {
     let n_rows = usize::try_from(n_rows)
         .map_err(|_| Error::invalid(format!("n_rows must be non-negative, got {n_rows}")))
         .py_err()?;
     let (rows, offsets) = (indices.as_slice()?, offsets.as_slice()?);
-    let (indptr, keys) = (conflicts_indptr.as_slice()?, conflicts.as_slice()?);
-    let plan = py.detach(|| {
-        runtime::guarded(|| {
-            let plan = BatchPlan {
-                rows: rows.to_vec(),
-                offsets: offsets.to_vec(),
-                topical,
-            };
-            core_batches::separate(&plan, n_rows, indptr, keys)
-        })
-    });
-    Ok(arrays(py, plan.py_err()?))
+    let (indptr, keys) = conflicts.slices()?;
+    let plan = runtime::run_plain(py, || {
+        let plan = BatchPlan {
+            rows: rows.to_vec(),
+            offsets: offsets.to_vec(),
+            topical,
+        };
+        core_batches::separate(&plan, n_rows, indptr, keys)
+    })?;
+    Ok(arrays(py, plan))
 }
 
 #[pyfunction]
@@ -190,10 +166,10 @@ fn margin_balanced<'py>(
 ) -> PyResult<Bound<'py, PyArray1<i64>>> {
     let bins = positive("bins", bins)?;
     let (indptr, margins) = (margins_indptr.as_slice()?, margins.as_slice()?);
-    let picks = py.detach(|| {
-        runtime::guarded(|| core_batches::margin_balanced(indptr, margins, bins, seed, epoch))
-    });
-    Ok(picks.py_err()?.into_pyarray(py))
+    let picks = runtime::run_plain(py, || {
+        core_batches::margin_balanced(indptr, margins, bins, seed, epoch)
+    })?;
+    Ok(picks.into_pyarray(py))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -4,26 +4,17 @@
 use negmine_core::Error;
 use pyo3::exceptions::{PyFileNotFoundError, PyKeyboardInterrupt, PyOSError, PyPermissionError};
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
 
-fn negmine_exception(py: Python<'_>, name: &str, message: String) -> PyErr {
-    let class = py
-        .import("negmine.errors")
-        .and_then(|module| module.getattr(name));
-    match class {
-        Ok(class) => match class.call1((message,)) {
-            Ok(instance) => PyErr::from_value(instance),
-            Err(e) => e,
-        },
-        Err(e) => e,
-    }
-}
+pyo3::import_exception!(negmine.errors, FormatError);
+pyo3::import_exception!(negmine.errors, InvalidArgumentError);
+pyo3::import_exception!(negmine.errors, InvalidTypeError);
+pyo3::import_exception!(negmine.errors, InternalError);
 
 pub fn to_pyerr(err: Error) -> PyErr {
-    Python::attach(|py| match err {
-        Error::Format { .. } => negmine_exception(py, "FormatError", err.to_string()),
-        Error::InvalidArgument(message) => negmine_exception(py, "InvalidArgumentError", message),
-        Error::InvalidType(message) => negmine_exception(py, "InvalidTypeError", message),
+    match err {
+        Error::Format { .. } => FormatError::new_err(err.to_string()),
+        Error::InvalidArgument(message) => InvalidArgumentError::new_err(message),
+        Error::InvalidType(message) => InvalidTypeError::new_err(message),
         Error::Io { path, source } => {
             let errno = source.raw_os_error().unwrap_or(0);
             // Python prints "[Errno N] strerror: 'path'" itself: std's " (os error N)"
@@ -40,17 +31,17 @@ pub fn to_pyerr(err: Error) -> PyErr {
                 _ => PyOSError::new_err(args),
             }
         }
-        Error::Internal(_) => negmine_exception(py, "InternalError", err.to_string()),
-        Error::Interrupted => PyKeyboardInterrupt::new_err(PyTuple::empty(py).unbind()),
-    })
+        Error::Internal(_) => InternalError::new_err(err.to_string()),
+        Error::Interrupted => PyKeyboardInterrupt::new_err(()),
+    }
 }
 
-/// `Result` into `PyResult`.
-pub trait IntoPy<T> {
+/// A core `Result` as a `PyResult`.
+pub trait PyResultExt<T> {
     fn py_err(self) -> PyResult<T>;
 }
 
-impl<T> IntoPy<T> for negmine_core::Result<T> {
+impl<T> PyResultExt<T> for negmine_core::Result<T> {
     fn py_err(self) -> PyResult<T> {
         self.map_err(to_pyerr)
     }

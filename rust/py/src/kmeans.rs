@@ -5,9 +5,9 @@ use negmine_core::Error;
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods};
 use pyo3::prelude::*;
 
-use crate::errors::IntoPy;
+use crate::errors::PyResultExt;
 use crate::inputs::Matrix;
-use crate::runtime::{self, PyHooks};
+use crate::runtime;
 
 type KMeansOut<'py> = (
     Bound<'py, PyArray2<f32>>,
@@ -24,7 +24,7 @@ type KMeansOut<'py> = (
 #[allow(clippy::too_many_arguments)]
 fn kmeans<'py>(
     py: Python<'py>,
-    embeddings: &Bound<'py, PyAny>,
+    embeddings: Matrix<'py>,
     n_clusters: usize,
     metric: &str,
     iterations: usize,
@@ -54,8 +54,7 @@ fn kmeans<'py>(
             .py_err()
         }
     };
-    let data = Matrix::extract(embeddings, "embeddings")?;
-    let view = data.view("embeddings")?;
+    let view = embeddings.view()?;
     let opts = KMeansOptions {
         n_clusters,
         metric,
@@ -64,11 +63,9 @@ fn kmeans<'py>(
         sample,
         init,
     };
-    let pool = runtime::pool(threads)?;
-    let mut hooks = PyHooks::new(progress.as_ref(), data.mapped());
-    let result =
-        py.detach(|| runtime::guarded(|| core_kmeans::kmeans(&pool, &view, &opts, &mut hooks)));
-    let r = result.map_err(|e| hooks.into_pyerr(e))?;
+    let r = runtime::run(py, threads, progress, embeddings.mapped(), |pool, hooks| {
+        core_kmeans::kmeans(pool, &view, &opts, hooks)
+    })?;
     let centroids = PyArray1::from_vec(py, r.centroids).reshape([n_clusters, view.dim()])?;
     Ok((
         centroids,

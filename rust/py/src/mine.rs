@@ -7,9 +7,9 @@ use numpy::{IntoPyArray, PyArray1, PyArrayMethods, PyReadonlyArray1};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::errors::IntoPy;
-use crate::inputs::Matrix;
-use crate::runtime::{self, PyHooks};
+use crate::errors::PyResultExt;
+use crate::inputs::{Csr, Matrix};
+use crate::runtime;
 
 fn sampling(name: &str, a: f32, b: f32) -> negmine_core::Result<Sampling> {
     match name {
@@ -24,22 +24,20 @@ fn sampling(name: &str, a: f32, b: f32) -> negmine_core::Result<Sampling> {
 
 #[pyfunction]
 #[pyo3(signature = (
-    queries, corpus, positives_indptr, positives_indices, exclude_indptr, exclude_indices, *,
+    queries, corpus, positives, exclude, *,
     num_negatives, metric = "cosine", range_min = 0, range_max = None, max_score = None,
     min_score = None, absolute_margin = None, relative_margin = None, dup_threshold = None,
     sampling_strategy = "top", simans_a = 1.0, simans_b = 0.0, seed = 0, groups = None,
     query_offset = 0, threads = None, block_rows = None, query_batch = None, progress = None,
-    candidates_indptr = None, candidates_indices = None, max_depth = None, record_removed = None
+    candidates = None, max_depth = None, record_removed = None
 ))]
 #[allow(clippy::too_many_arguments)]
 fn mine<'py>(
     py: Python<'py>,
-    queries: &Bound<'py, PyAny>,
-    corpus: &Bound<'py, PyAny>,
-    positives_indptr: PyReadonlyArray1<'py, i64>,
-    positives_indices: PyReadonlyArray1<'py, i64>,
-    exclude_indptr: PyReadonlyArray1<'py, i64>,
-    exclude_indices: PyReadonlyArray1<'py, i64>,
+    queries: Matrix<'py>,
+    corpus: Matrix<'py>,
+    positives: Csr<'py>,
+    exclude: Csr<'py>,
     num_negatives: usize,
     metric: &str,
     range_min: usize,
@@ -59,14 +57,11 @@ fn mine<'py>(
     block_rows: Option<usize>,
     query_batch: Option<usize>,
     progress: Option<Py<PyAny>>,
-    candidates_indptr: Option<PyReadonlyArray1<'py, i64>>,
-    candidates_indices: Option<PyReadonlyArray1<'py, i64>>,
+    candidates: Option<Csr<'py>>,
     max_depth: Option<usize>,
     record_removed: Option<usize>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let queries = Matrix::extract(queries, "queries")?;
-    let corpus = Matrix::extract(corpus, "corpus")?;
-    let (queries_view, corpus_view) = (queries.view("queries")?, corpus.view("corpus")?);
+    let (queries_view, corpus_view) = (queries.view()?, corpus.view()?);
     let opts = MineOptions {
         metric: Metric::from_name(metric).py_err()?,
         num_negatives,
@@ -84,61 +79,40 @@ fn mine<'py>(
         block_rows,
         query_batch,
     };
-    let csr = (
-        positives_indptr.as_slice()?,
-        positives_indices.as_slice()?,
-        exclude_indptr.as_slice()?,
-        exclude_indices.as_slice()?,
-    );
+    let (positives, exclude) = (positives.slices()?, exclude.slices()?);
+    let candidates = candidates.as_ref().map(Csr::slices).transpose()?;
     let groups = groups.as_ref().map(|g| g.as_slice()).transpose()?;
-    let candidates = match (&candidates_indptr, &candidates_indices) {
-        (None, None) => None,
-        (Some(indptr), Some(indices)) => Some((indptr.as_slice()?, indices.as_slice()?)),
-        _ => {
-            return Err(Error::invalid(
-                "candidates_indptr and candidates_indices must be given together",
-            ))
-            .py_err()
+    let mined = runtime::run(py, threads, progress, corpus.mapped(), |pool, hooks| {
+        let (nq, nc) = (queries_view.rows(), corpus_view.rows());
+        let lists =
+            |what, (indptr, indices)| IdLists::from_csr_named(what, indptr, indices, nq, nc);
+        let positives = lists("positives", positives)?;
+        let exclude = lists("exclude", exclude)?;
+        match candidates {
+            None => core_mine::mine(
+                pool,
+                &queries_view,
+                &corpus_view,
+                &positives,
+                &exclude,
+                groups,
+                &opts,
+                query_offset,
+                hooks,
+            ),
+            Some(candidates) => core_mine::mine_candidates(
+                pool,
+                &queries_view,
+                &corpus_view,
+                &lists("candidates", candidates)?,
+                &positives,
+                &exclude,
+                groups,
+                &opts,
+                query_offset,
+            ),
         }
-    };
-    let pool = runtime::pool(threads)?;
-    let mut hooks = PyHooks::new(progress.as_ref(), corpus.mapped());
-    let result = py.detach(|| {
-        runtime::guarded(|| {
-            let (nq, nc) = (queries_view.rows(), corpus_view.rows());
-            let positives = IdLists::from_csr_named("positives", csr.0, csr.1, nq, nc)?;
-            let exclude = IdLists::from_csr_named("exclude", csr.2, csr.3, nq, nc)?;
-            match candidates {
-                None => core_mine::mine(
-                    &pool,
-                    &queries_view,
-                    &corpus_view,
-                    &positives,
-                    &exclude,
-                    groups,
-                    &opts,
-                    query_offset,
-                    &mut hooks,
-                ),
-                Some((indptr, indices)) => {
-                    let candidates =
-                        IdLists::from_csr_named("candidates", indptr, indices, nq, nc)?;
-                    core_mine::mine_candidates(
-                        &pool,
-                        &queries_view,
-                        &corpus_view,
-                        &candidates,
-                        &positives,
-                        &exclude,
-                        groups,
-                        &opts,
-                        query_offset,
-                    )
-                }
-            }
-        })
-    });
-    let mined = result.map_err(|e| hooks.into_pyerr(e))?;
+    })?;
     let n_queries = queries_view.rows();
     let shape = [n_queries, num_negatives];
     let out = PyDict::new(py);
@@ -184,34 +158,30 @@ fn filter_names() -> Vec<&'static str> {
 #[pyo3(signature = (corpus, *, threads = None))]
 fn duplicate_groups<'py>(
     py: Python<'py>,
-    corpus: &Bound<'py, PyAny>,
+    corpus: Matrix<'py>,
     threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyArray1<u32>>> {
-    let corpus = Matrix::extract(corpus, "corpus")?;
-    let view = corpus.view("corpus")?;
-    let pool = runtime::pool(threads)?;
-    let groups = py.detach(|| runtime::guarded(|| Ok(dedup::duplicate_groups(&pool, &view))));
-    Ok(groups.py_err()?.into_pyarray(py))
+    let view = corpus.view()?;
+    let groups = runtime::run(py, threads, None, None, |pool, _| {
+        Ok(dedup::duplicate_groups(pool, &view))
+    })?;
+    Ok(groups.into_pyarray(py))
 }
 
 #[pyfunction]
 #[pyo3(signature = (queries, threshold, *, neighbors = 16, threads = None, progress = None))]
 fn link_queries<'py>(
     py: Python<'py>,
-    queries: &Bound<'py, PyAny>,
+    queries: Matrix<'py>,
     threshold: f32,
     neighbors: usize,
     threads: Option<usize>,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyArray1<u32>>> {
-    let queries = Matrix::extract(queries, "queries")?;
-    let view = queries.view("queries")?;
-    let pool = runtime::pool(threads)?;
-    let mut hooks = PyHooks::new(progress.as_ref(), None);
-    let result = py.detach(|| {
-        runtime::guarded(|| dedup::link_queries(&pool, &view, threshold, neighbors, &mut hooks))
-    });
-    let components = result.map_err(|e| hooks.into_pyerr(e))?;
+    let view = queries.view()?;
+    let components = runtime::run(py, threads, progress, None, |pool, hooks| {
+        dedup::link_queries(pool, &view, threshold, neighbors, hooks)
+    })?;
     Ok(components.into_pyarray(py))
 }
 

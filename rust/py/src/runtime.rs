@@ -1,5 +1,7 @@
-//! Running long work off the GIL: a rayon pool per thread count (rebuilt after a fork, whose
-//! child has no worker threads), Ctrl-C checks and progress callbacks between blocks.
+//! Running long work off the GIL, through one gateway ([`run`], or [`run_plain`] for work
+//! without threads or hooks): a rayon pool per thread count (rebuilt after a fork, whose child
+//! has no worker threads), Ctrl-C checks and progress callbacks between blocks, the panic
+//! guard and the error mapping.
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -22,12 +24,12 @@ static POOL: Mutex<Option<CachedPool>> = Mutex::new(None);
 const MAX_THREADS: usize = 1024;
 
 /// Number of threads used when the caller does not say: all cores.
-pub fn default_threads() -> usize {
+fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// The pool for `threads` (None: all cores), created on first use in this process.
-pub fn pool(threads: Option<usize>) -> PyResult<Arc<rayon::ThreadPool>> {
+fn pool(threads: Option<usize>) -> PyResult<Arc<rayon::ThreadPool>> {
     let threads = match threads {
         Some(0) => {
             return Err(to_pyerr(Error::invalid(
@@ -67,39 +69,81 @@ pub fn pool(threads: Option<usize>) -> PyResult<Arc<rayon::ThreadPool>> {
     Ok(pool)
 }
 
-/// Hooks that report progress to a Python callable, stop on Ctrl-C and manage the pages of a
-/// mapped corpus. Called on the thread that released the GIL.
-pub struct PyHooks<'a> {
-    pub progress: Option<&'a Py<PyAny>>,
-    pub mapped: Option<&'a MappedMatrix>,
-    /// The Python exception that stopped the work (KeyboardInterrupt, or one raised by the
-    /// progress callback), re-raised as is.
-    pub raised: Option<PyErr>,
+/// Runs long `work` on the pool for `threads` (None: all cores) with the GIL released, giving
+/// it hooks that call `progress(done, total)` and check for Ctrl-C between blocks, and that
+/// advise the kernel about the pages of `mapped`. A panic becomes `InternalError`; a Python
+/// exception that stopped the work (KeyboardInterrupt, or one raised by `progress`) is
+/// re-raised as is; any other core error is mapped by [`to_pyerr`].
+pub fn run<T: Send>(
+    py: Python<'_>,
+    threads: Option<usize>,
+    progress: Option<Py<PyAny>>,
+    mapped: Option<&MappedMatrix>,
+    work: impl FnOnce(&rayon::ThreadPool, &mut dyn Hooks) -> negmine_core::Result<T> + Send,
+) -> PyResult<T> {
+    let pool = pool(threads)?;
+    let hooks = PyHooks {
+        progress,
+        mapped,
+        raised: None,
+    };
+    detach(py, hooks, |hooks| work(&pool, hooks))
 }
 
-impl<'a> PyHooks<'a> {
-    pub fn new(progress: Option<&'a Py<PyAny>>, mapped: Option<&'a MappedMatrix>) -> Self {
-        PyHooks {
-            progress,
-            mapped,
-            raised: None,
-        }
-    }
+/// [`run`] for work that needs neither the pool nor hooks (plans, file I/O).
+pub fn run_plain<T: Send>(
+    py: Python<'_>,
+    work: impl FnOnce() -> negmine_core::Result<T> + Send,
+) -> PyResult<T> {
+    let hooks = PyHooks {
+        progress: None,
+        mapped: None,
+        raised: None,
+    };
+    detach(py, hooks, |_| work())
+}
 
-    /// The error to raise for a failed call, preferring the Python exception that stopped it.
-    pub fn into_pyerr(self, err: Error) -> PyErr {
-        match (self.raised, err) {
-            (Some(raised), Error::Interrupted) => raised,
-            (_, err) => to_pyerr(err),
-        }
-    }
+/// The one place that releases the GIL.
+fn detach<T: Send>(
+    py: Python<'_>,
+    mut hooks: PyHooks<'_>,
+    work: impl FnOnce(&mut dyn Hooks) -> negmine_core::Result<T> + Send,
+) -> PyResult<T> {
+    let result = py.detach(|| guarded(|| work(&mut hooks)));
+    result.map_err(|err| match (hooks.raised, err) {
+        (Some(raised), Error::Interrupted) => raised,
+        (_, err) => to_pyerr(err),
+    })
+}
+
+/// Runs `work` turning a panic into [`Error::Internal`], so that no panic ever reaches Python
+/// as a `PanicException`.
+fn guarded<T>(work: impl FnOnce() -> negmine_core::Result<T>) -> negmine_core::Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_string());
+        Err(Error::Internal(message))
+    })
+}
+
+/// Hooks that report progress to a Python callable, stop on Ctrl-C and manage the pages of a
+/// mapped corpus. Called on the thread that released the GIL.
+struct PyHooks<'a> {
+    progress: Option<Py<PyAny>>,
+    mapped: Option<&'a MappedMatrix>,
+    /// The Python exception that stopped the work (KeyboardInterrupt, or one raised by the
+    /// progress callback), re-raised as is.
+    raised: Option<PyErr>,
 }
 
 impl Hooks for PyHooks<'_> {
     fn progress(&mut self, done: u64, total: u64) -> negmine_core::Result<()> {
         let result = Python::attach(|py| {
             py.check_signals()?;
-            if let Some(callback) = self.progress {
+            if let Some(callback) = &self.progress {
                 callback.call1(py, (done, total))?;
             }
             Ok::<_, PyErr>(())
@@ -121,19 +165,6 @@ impl Hooks for PyHooks<'_> {
             m.dont_need(rows);
         }
     }
-}
-
-/// Runs `work` (typically inside `py.detach`) turning a panic into [`Error::Internal`], so
-/// that no panic ever reaches Python as a `PanicException`.
-pub fn guarded<T>(work: impl FnOnce() -> negmine_core::Result<T>) -> negmine_core::Result<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|payload| {
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".to_string());
-        Err(Error::Internal(message))
-    })
 }
 
 #[pyfunction]

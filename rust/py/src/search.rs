@@ -2,39 +2,36 @@
 
 use negmine_core::kernels::Isa;
 use negmine_core::{Error, IdLists, Metric, SearchOptions};
-use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1};
+use numpy::{PyArray1, PyArray2, PyArrayMethods};
 use pyo3::prelude::*;
 
-use crate::errors::IntoPy;
-use crate::inputs::Matrix;
-use crate::runtime::{self, PyHooks};
+use crate::errors::PyResultExt;
+use crate::inputs::{Csr, Matrix};
+use crate::runtime;
 
 type Scores<'py> = Bound<'py, PyArray2<f32>>;
 type Ids<'py> = Bound<'py, PyArray2<i64>>;
 
 #[pyfunction]
 #[pyo3(signature = (
-    queries, corpus, k, *, metric = "dot", exclude_indptr = None, exclude_indices = None,
-    threads = None, block_rows = None, query_batch = None, isa = None, progress = None
+    queries, corpus, k, *, metric = "dot", exclude = None, threads = None, block_rows = None,
+    query_batch = None, isa = None, progress = None
 ))]
 #[allow(clippy::too_many_arguments)]
 fn search<'py>(
     py: Python<'py>,
-    queries: &Bound<'py, PyAny>,
-    corpus: &Bound<'py, PyAny>,
+    queries: Matrix<'py>,
+    corpus: Matrix<'py>,
     k: i64,
     metric: &str,
-    exclude_indptr: Option<PyReadonlyArray1<'py, i64>>,
-    exclude_indices: Option<PyReadonlyArray1<'py, i64>>,
+    exclude: Option<Csr<'py>>,
     threads: Option<usize>,
     block_rows: Option<usize>,
     query_batch: Option<usize>,
     isa: Option<&str>,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<(Scores<'py>, Ids<'py>)> {
-    let queries = Matrix::extract(queries, "queries")?;
-    let corpus = Matrix::extract(corpus, "corpus")?;
-    let (queries_view, corpus_view) = (queries.view("queries")?, corpus.view("corpus")?);
+    let (queries_view, corpus_view) = (queries.view()?, corpus.view()?);
     let metric = Metric::from_name(metric).py_err()?;
     if k <= 0 {
         return Err(Error::invalid(format!("k must be positive, got {k}"))).py_err();
@@ -51,16 +48,7 @@ fn search<'py>(
         .transpose()
         .py_err()?,
     };
-    let exclude = match (&exclude_indptr, &exclude_indices) {
-        (None, None) => None,
-        (Some(indptr), Some(indices)) => Some((indptr.as_slice()?, indices.as_slice()?)),
-        _ => {
-            return Err(Error::invalid(
-                "exclude_indptr and exclude_indices must be given together",
-            ))
-            .py_err()
-        }
-    };
+    let exclude = exclude.as_ref().map(Csr::slices).transpose()?;
     let opts = SearchOptions {
         k,
         metric,
@@ -68,26 +56,20 @@ fn search<'py>(
         query_batch,
         isa,
     };
-    let pool = runtime::pool(threads)?;
-    let mut hooks = PyHooks::new(progress.as_ref(), corpus.mapped());
-    let result = py.detach(|| {
-        runtime::guarded(|| {
-            let exclude = exclude
-                .map(|(indptr, indices)| {
-                    IdLists::from_csr(indptr, indices, queries_view.rows(), corpus_view.rows())
-                })
-                .transpose()?;
-            negmine_core::search(
-                &pool,
-                &queries_view,
-                &corpus_view,
-                exclude.as_ref(),
-                &opts,
-                &mut hooks,
-            )
-        })
-    });
-    let neighbors = result.map_err(|e| hooks.into_pyerr(e))?;
+    let neighbors = runtime::run(py, threads, progress, corpus.mapped(), |pool, hooks| {
+        let (nq, nc) = (queries_view.rows(), corpus_view.rows());
+        let exclude = exclude
+            .map(|(indptr, indices)| IdLists::from_csr_named("exclude", indptr, indices, nq, nc))
+            .transpose()?;
+        negmine_core::search(
+            pool,
+            &queries_view,
+            &corpus_view,
+            exclude.as_ref(),
+            &opts,
+            hooks,
+        )
+    })?;
     let shape = [queries_view.rows(), k];
     let scores = PyArray1::from_vec(py, neighbors.scores).reshape(shape)?;
     let ids = PyArray1::from_vec(py, neighbors.ids).reshape(shape)?;

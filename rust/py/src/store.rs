@@ -11,8 +11,9 @@ use numpy::{PyArray2, PyArrayDescr};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use crate::errors::IntoPy;
+use crate::errors::PyResultExt;
 use crate::inputs::Matrix;
+use crate::runtime;
 
 /// A validated `.npy` embeddings file, mapped read-only (or read into memory).
 ///
@@ -150,15 +151,13 @@ fn checked_path(path: PathBuf) -> PyResult<PathBuf> {
 #[pyo3(signature = (path, *, mmap = true))]
 fn open_embeddings(py: Python<'_>, path: PathBuf, mmap: bool) -> PyResult<Embeddings> {
     let path = checked_path(path)?;
-    let inner = py
-        .detach(|| {
-            if mmap {
-                MappedMatrix::open(&path)
-            } else {
-                MappedMatrix::read(&path)
-            }
-        })
-        .py_err()?;
+    let inner = runtime::run_plain(py, || {
+        if mmap {
+            MappedMatrix::open(&path)
+        } else {
+            MappedMatrix::read(&path)
+        }
+    })?;
     Ok(Embeddings {
         inner: Arc::new(inner),
     })
@@ -167,11 +166,10 @@ fn open_embeddings(py: Python<'_>, path: PathBuf, mmap: bool) -> PyResult<Embedd
 /// Writes a C-contiguous 2-D float32/float16 array (or `Embeddings`) to `path` as `.npy`,
 /// atomically. The Python wrapper `negmine.save_embeddings` converts other inputs first.
 #[pyfunction]
-fn save_embeddings(py: Python<'_>, path: PathBuf, embeddings: &Bound<'_, PyAny>) -> PyResult<()> {
+fn save_embeddings(py: Python<'_>, path: PathBuf, embeddings: Matrix<'_>) -> PyResult<()> {
     let path = checked_path(path)?;
-    let matrix = Matrix::extract(embeddings, "embeddings")?;
-    let view = matrix.view("embeddings")?;
-    py.detach(|| store::save(&path, &view)).py_err()
+    let view = embeddings.view()?;
+    runtime::run_plain(py, || store::save(&path, &view))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
