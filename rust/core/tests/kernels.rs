@@ -19,7 +19,10 @@ fn value() -> impl Strategy<Value = f32> {
         1 => (1u32..0x0080_0000, any::<bool>())
             .prop_map(|(bits, neg)| f32::from_bits(bits | (u32::from(neg) << 31))),
         1 => (1.0e15f32..1.0e20, any::<bool>()).prop_map(|(x, neg)| if neg { -x } else { x }),
-        1 => (1.0e36f32..f32::MAX, any::<bool>()).prop_map(|(x, neg)| if neg { -x } else { x }),
+        // Up to f32::MAX, drawn as bits: proptest's uniform f32 sampler trips its own
+        // assertion on ranges this wide (a flaky `self.low - result < initial.step` panic).
+        1 => (1.0e36f32.to_bits()..=f32::MAX.to_bits(), any::<bool>())
+            .prop_map(|(bits, neg)| f32::from_bits(bits | (u32::from(neg) << 31))),
     ]
 }
 
