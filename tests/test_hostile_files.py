@@ -406,7 +406,7 @@ def test_written_files_get_the_umask_mode(tmp_path, umask, monkeypatch):
 
     def mine_prepared(*a, **k):
         calls.append(1)
-        if len(calls) == 4:  # call 1 validates the options; calls 2 and 3 mine two chunks
+        if len(calls) == 3:  # calls 1 and 2 mine two chunks
             raise KeyboardInterrupt
         return real(*a, **k)
 
@@ -442,7 +442,7 @@ KILLER = textwrap.dedent(
     real = ck.mine_prepared
     def mine_prepared(*a, **k):
         calls.append(1)
-        if len(calls) == 4:
+        if len(calls) == 3:
             os.kill(os.getpid(), signal.SIGKILL)
         return real(*a, **k)
     ck.mine_prepared = mine_prepared

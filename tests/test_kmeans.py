@@ -45,9 +45,8 @@ def test_labels_valid_centroids_finite_inertia_non_increasing(n, d, k, metric, s
     x = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
     if f16:
         x = x.astype(np.float16)
-    centroids, assignments, inertia, history = _core.kmeans(
-        x, k, metric=metric, iterations=6, seed=seed
-    )
+    options = _core.KMeansOptions(k, metric=metric, iterations=6, seed=seed)
+    centroids, assignments, inertia, history = _core.kmeans(x, options)
     assert centroids.shape == (k, d) and np.isfinite(centroids).all()
     assert assignments.shape == (n,) and assignments.max() < k
     assert np.isfinite(inertia) and inertia >= 0

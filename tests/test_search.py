@@ -422,7 +422,8 @@ def test_results_identical_for_every_knob(rng):
                     negmine.search(sub, corpus, 25, metric=metric, **knobs), reference, knobs
                 )
             for isa in ISAS:
-                got = _core.search(sub, corpus, 25, metric=metric, isa=isa, threads=2)
+                options = _core.SearchOptions(25, metric=metric, isa=isa)
+                got = _core.search(sub, corpus, options, threads=2)
                 assert_same(got, reference, isa)
 
 
@@ -448,8 +449,7 @@ def test_equivariant_under_corpus_permutation(rng):
 
 
 def test_unknown_isa_is_refused(rng):
-    queries, corpus = normal(rng, 2, 4), normal(rng, 5, 4)
-    expect_error(ValueError, _core.search, queries, corpus, 1, isa="sse9", match="sse9")
+    expect_error(ValueError, _core.SearchOptions, 1, isa="sse9", match="sse9")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,50 +37,109 @@ def save_embeddings(
 ) -> None: ...
 
 # --- search (rust/py/src/search.rs) ---
+@final
+class SearchOptions:
+    def __new__(
+        cls,
+        k: int,
+        *,
+        metric: str = ...,
+        block_rows: int | None = None,
+        query_batch: int | None = None,
+        isa: str | None = None,
+    ) -> SearchOptions: ...
+
 def search(
     queries: Embeddings | npt.NDArray[np.float32] | npt.NDArray[np.float16],
     corpus: Embeddings | npt.NDArray[np.float32] | npt.NDArray[np.float16],
-    k: int,
+    options: SearchOptions,
     *,
-    metric: str = "dot",
     exclude: _Csr | None = None,
     threads: int | None = None,
-    block_rows: int | None = None,
-    query_batch: int | None = None,
-    isa: str | None = None,
     progress: Callable[[int, int], object] | None = None,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...
 
 # --- mine (rust/py/src/mine.rs) ---
+@final
+class MineOptions:
+    def __new__(
+        cls,
+        *,
+        num_negatives: int,
+        metric: str = ...,
+        range_min: int = 0,
+        range_max: int | None = None,
+        max_score: float | None = None,
+        min_score: float | None = None,
+        absolute_margin: float | None = None,
+        relative_margin: float | None = None,
+        dup_threshold: float | None = None,
+        sampling_strategy: str = ...,
+        simans_a: float = 1.0,
+        simans_b: float = 0.0,
+        seed: int = 0,
+        max_depth: int | None = None,
+        record_removed: int | None = None,
+        block_rows: int | None = None,
+        query_batch: int | None = None,
+    ) -> MineOptions: ...
+    @property
+    def metric(self) -> str: ...
+
+@final
+class Mined:
+    def __new__(
+        cls,
+        *,
+        negative_ids: npt.NDArray[np.int64],
+        negative_scores: npt.NDArray[np.float32],
+        positive_scores: npt.NDArray[np.float32],
+        found: npt.NDArray[np.uint32],
+        depth: npt.NDArray[np.uint32],
+        incomplete: npt.NDArray[np.bool_],
+        removed_query: npt.NDArray[np.int64],
+        removed_id: npt.NDArray[np.int64],
+        removed_filter: npt.NDArray[np.int64],
+        removed_score: npt.NDArray[np.float32],
+        removed_counts: npt.NDArray[np.uint64],
+    ) -> Mined: ...
+    @property
+    def negative_ids(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def negative_scores(self) -> npt.NDArray[np.float32]: ...
+    @property
+    def positive_scores(self) -> npt.NDArray[np.float32]: ...
+    @property
+    def found(self) -> npt.NDArray[np.uint32]: ...
+    @property
+    def depth(self) -> npt.NDArray[np.uint32]: ...
+    @property
+    def incomplete(self) -> npt.NDArray[np.bool_]: ...
+    @property
+    def removed_query(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def removed_id(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def removed_filter(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def removed_score(self) -> npt.NDArray[np.float32]: ...
+    @property
+    def removed_counts(self) -> npt.NDArray[np.uint64]: ...
+    def arrays(self) -> dict[str, npt.NDArray[Any]]: ...
+
 def mine(
     queries: Embeddings | npt.NDArray[np.float32] | npt.NDArray[np.float16],
     corpus: Embeddings | npt.NDArray[np.float32] | npt.NDArray[np.float16],
     positives: _Csr,
     exclude: _Csr,
+    options: MineOptions,
     *,
-    num_negatives: int,
-    metric: str = "cosine",
-    range_min: int = 0,
-    range_max: int | None = None,
-    max_score: float | None = None,
-    min_score: float | None = None,
-    absolute_margin: float | None = None,
-    relative_margin: float | None = None,
-    dup_threshold: float | None = None,
-    sampling_strategy: str = "top",
-    simans_a: float = 1.0,
-    simans_b: float = 0.0,
-    seed: int = 0,
     groups: npt.NDArray[np.uint32] | None = None,
     query_offset: int = 0,
     threads: int | None = None,
-    block_rows: int | None = None,
-    query_batch: int | None = None,
     progress: Callable[[int, int], object] | None = None,
     candidates: _Csr | None = None,
-    max_depth: int | None = None,
-    record_removed: int | None = None,
-) -> dict[str, npt.NDArray[Any]]: ...
+) -> Mined: ...
 def filter_names() -> list[str]: ...
 def duplicate_groups(
     corpus: Embeddings | npt.NDArray[np.float32] | npt.NDArray[np.float16],
@@ -97,15 +156,23 @@ def link_queries(
 ) -> npt.NDArray[np.uint32]: ...
 
 # --- kmeans (rust/py/src/kmeans.rs) ---
+@final
+class KMeansOptions:
+    def __new__(
+        cls,
+        n_clusters: int,
+        *,
+        metric: str = ...,
+        iterations: int = 10,
+        seed: int = 0,
+        sample: int | None = None,
+        init: str = ...,
+    ) -> KMeansOptions: ...
+
 def kmeans(
     embeddings: Embeddings | npt.NDArray[np.float32] | npt.NDArray[np.float16],
-    n_clusters: int,
+    options: KMeansOptions,
     *,
-    metric: str = "cosine",
-    iterations: int = 10,
-    seed: int = 0,
-    sample: int | None = None,
-    init: str = "k-means++",
     threads: int | None = None,
     progress: Callable[[int, int], object] | None = None,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint32], float, npt.NDArray[np.float64]]: ...
@@ -118,7 +185,7 @@ def topic_plan(
     seed: int,
     epoch: int,
     clusters_per_batch: int = 1,
-    weighting: str = "uniform",
+    weighting: str = ...,
     drop_last: bool = False,
     conflicts: _Csr | None = None,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], int]: ...

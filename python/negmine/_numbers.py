@@ -90,6 +90,23 @@ def seed(value: object, name: str = "seed") -> int:
     return number
 
 
+def number(value: object, name: str) -> float:
+    """A real number (int, float or numpy scalar, not bool) as a float: its type only; an int
+    past the float range becomes an infinity, for the range check to refuse by name."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, float, np.integer, np.floating)
+    ):
+        raise InvalidTypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    try:
+        return float(value)
+    except OverflowError:  # an int past the float range
+        return math.inf if value > 0 else -math.inf
+
+
+def optional_number(value: object, name: str) -> float | None:
+    return None if value is None else number(value, name)
+
+
 def real(
     value: object,
     name: str,
@@ -100,24 +117,17 @@ def real(
 ) -> float:
     """A finite real number (int, float or numpy scalar, not bool) in ``[low, high]``
     (``(low, high]`` with ``low_open``)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(
-        value, (int, float, np.integer, np.floating)
-    ):
-        raise InvalidTypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    try:
-        number = float(value)
-    except OverflowError:  # an int past the float range
-        number = math.inf if value > 0 else -math.inf
-    if not math.isfinite(number):
+    number_ = number(value, name)
+    if not math.isfinite(number_):
         raise InvalidArgumentError(f"{name} must be a finite number, got {value!r}")
-    below = low is not None and (number <= low if low_open else number < low)
-    if below or (high is not None and number > high):
+    below = low is not None and (number_ <= low if low_open else number_ < low)
+    if below or (high is not None and number_ > high):
         lo = "(" if low_open else "["
         raise InvalidArgumentError(
             f"{name} must be in {lo}{'-inf' if low is None else f'{low:g}'}, "
             f"{'inf' if high is None else f'{high:g}'}], got {value!r}"
         )
-    return number
+    return number_
 
 
 def optional_real(value: object, name: str, **bounds: float | bool | None) -> float | None:
@@ -147,12 +157,3 @@ def _listing(options: Sequence[str]) -> str:
     if len(quoted) <= 2:
         return " or ".join(quoted)
     return "one of " + ", ".join(quoted[:-1]) + " or " + quoted[-1]
-
-
-METRIC_ALIASES = {"ip": "dot", "inner_product": "dot", "cos": "cosine"}
-"""Documented spellings of the search metrics (faiss' ``ip``, the short ``cos``)."""
-
-
-def metric(value: object, name: str = "metric") -> str:
-    """``"dot"`` or ``"cosine"`` (aliases: ``"ip"``, ``"inner_product"``, ``"cos"``)."""
-    return choice(value, name, ("dot", "cosine"), METRIC_ALIASES)

@@ -625,7 +625,9 @@ def tune_ef(
     ).astype(np.int64)
     rows = np.ascontiguousarray(_matrix_array(queries)[sample])
     x = _as_f32(rows, metric == "cosine", "queries", sample)
-    exact_scores, exact_ids = _core.search(rows, corpus, k, metric=metric, threads=threads)
+    exact_scores, exact_ids = _core.search(
+        rows, corpus, _core.SearchOptions(k, metric=metric), threads=threads
+    )
     cap = max(k, min(MAX_EF, n_corpus))
     ef = min(max(k, 32), cap)
     while True:
@@ -683,39 +685,18 @@ def _core_mine(
     offset: int,
     threads: int | None,
     candidates: tuple[np.ndarray, np.ndarray] | None = None,
-) -> dict[str, np.ndarray]:
+) -> _core.Mined:
     """The core's mining of ``queries`` (global index ``offset`` on): from the given
     candidates (CSR), or by exact search without them."""
-    return dict(
-        _core.mine(
-            queries,
-            corpus,
-            *prepared.id_lists(),
-            **options.core_kwargs(),
-            groups=prepared.groups,
-            query_offset=offset,
-            threads=threads,
-            candidates=candidates,
-        )
-    )
-
-
-def check_options(
-    queries: Embeddings | np.ndarray,
-    corpus: Embeddings | np.ndarray,
-    prepared: Prepared,
-    options: MiningOptions,
-) -> None:
-    """Lets the core reject bad options (on zero queries) before an index is built."""
-    empty = np.empty(0, dtype=np.int64)
-    _core_mine(
-        _matrix_array(queries)[:0],
+    return _core.mine(
+        queries,
         corpus,
-        prepared.rows(0, 0),
-        options,
-        0,
-        1,
-        (np.zeros(1, dtype=np.int64), empty),
+        *prepared.id_lists(),
+        options.core,
+        groups=prepared.groups,
+        query_offset=offset,
+        threads=threads,
+        candidates=candidates,
     )
 
 
@@ -730,7 +711,7 @@ def mine_chunks(
     recall_depth: int,
     threads: int | None = None,
     progress: bool | Callable[[int, int], object] = False,
-) -> tuple[list[dict[str, np.ndarray]], int, int]:
+) -> tuple[list[_core.Mined], int, int]:
     """Core outputs per chunk of :data:`MINE_CHUNK` queries (for ``mine.assemble``), with
     the number of queries re-fetched and of those finished by exact candidates."""
     n_queries = rows_of(queries)
@@ -740,7 +721,7 @@ def mine_chunks(
     )
     ratio = ef / max(recall_depth, 1)
     excluded = np.diff(prepared.ex_indptr).astype(np.int64)
-    parts: list[dict[str, np.ndarray]] = []
+    parts: list[_core.Mined] = []
     refetched = fallback = 0
     with progress_callback(progress, "mine (hnsw)", unit="query") as cb:
         for start in range(0, n_queries, MINE_CHUNK):
@@ -765,6 +746,10 @@ def mine_chunks(
     return parts, refetched, fallback
 
 
+RECORDED = ("removed_query", "removed_id", "removed_filter", "removed_score")
+"""The arrays of :class:`negmine._core.Mined` with one entry per recorded removal."""
+
+
 def _mine_chunk(
     queries: np.ndarray,
     corpus: Embeddings | np.ndarray,
@@ -777,7 +762,7 @@ def _mine_chunk(
     first: int,
     ratio: float,
     threads: int | None,
-) -> tuple[dict[str, np.ndarray], int, int]:
+) -> tuple[_core.Mined, int, int]:
     n, n_corpus, width = len(queries), rows_of(corpus), options.num_negatives
     normalize = options.metric == "cosine"
     limit = hnsw_depth_limit(n_corpus)
@@ -785,20 +770,23 @@ def _mine_chunk(
         "negative_ids": np.full((n, width), -1, dtype=np.int64),
         "negative_scores": np.full((n, width), np.nan, dtype=np.float32),
         "found": np.zeros(n, dtype=np.uint32),
+        "depth": np.zeros(n, dtype=np.uint32),
+        "incomplete": np.zeros(n, dtype=bool),
         "removed_counts": np.zeros((n, len(_core.filter_names())), dtype=np.uint64),
         "positive_scores": np.full(len(prepared.pos_ids), np.nan, dtype=np.float32),
     }
     removed: list[dict[str, np.ndarray]] = []
 
-    def take(out: dict[str, np.ndarray], rows: np.ndarray, lo: int) -> None:
+    def take(out: _core.Mined, rows: np.ndarray, lo: int) -> None:
         """Keeps the results of ``rows`` (indices into ``out``, whose queries start at
         ``lo``) and their removals; positive scores do not depend on the candidates."""
-        for key in ("negative_ids", "negative_scores", "found", "removed_counts"):
-            result[key][rows + lo] = out[key][rows]
+        arrays = out.arrays()
+        for key in ("negative_ids", "negative_scores", "found", "depth", "removed_counts"):
+            result[key][rows + lo] = arrays[key][rows]
         p0 = int(prepared.pos_indptr[lo])
-        result["positive_scores"][p0 : p0 + len(out["positive_scores"])] = out["positive_scores"]
-        keep = np.isin(out["removed_query"], rows)
-        piece = {k: out[k][keep] for k in out if k.startswith("removed_") and k != "removed_counts"}
+        result["positive_scores"][p0 : p0 + len(out.positive_scores)] = out.positive_scores
+        keep = np.isin(out.removed_query, rows)
+        piece = {k: arrays[k][keep] for k in RECORDED}
         piece["removed_query"] = piece["removed_query"] + lo
         removed.append(piece)
 
@@ -842,7 +830,9 @@ def _mine_chunk(
         if len(scan):  # few and scattered: exact-search candidates for them only
             k = int(min(n_corpus, want + int(excluded[scan].max())))
             rows = np.ascontiguousarray(queries[scan])
-            _, ids = _core.search(rows, corpus, k, metric=options.metric, threads=threads)
+            _, ids = _core.search(
+                rows, corpus, _core.SearchOptions(k, metric=options.metric), threads=threads
+            )
             depth[in_scan] = k
             for i, q in enumerate(scan):
                 lists[q] = ids[i]
@@ -852,7 +842,7 @@ def _mine_chunk(
         indices = np.concatenate(chosen).astype(np.int64) if chosen else np.empty(0, np.int64)
         out = _core_mine(queries, corpus, prepared, options, offset, threads, (indptr, indices))
         # Done: the window is complete, or the query has every corpus row as a candidate.
-        done_mask = ~out["incomplete"][pending] | (depth >= n_corpus)
+        done_mask = ~out.incomplete[pending] | (depth >= n_corpus)
         take(out, pending[done_mask], 0)
         pending = pending[~done_mask]
         want = min(2 * want, n_corpus)
@@ -860,4 +850,4 @@ def _mine_chunk(
     order = np.argsort(by_query, kind="stable")
     for key in removed[0]:
         result[key] = np.concatenate([r[key] for r in removed])[order]
-    return result, int(fetched_again.sum()), int(exact_mode.sum())
+    return _core.Mined(**result), int(fetched_again.sum()), int(exact_mode.sum())

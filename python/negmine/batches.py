@@ -154,8 +154,6 @@ def topic(
         _count_int(batch_size, "batch_size"),
         _count_int(clusters_per_batch, "clusters_per_batch"),
     )
-    if not isinstance(weighting, str):
-        raise InvalidTypeError(f"weighting must be 'uniform' or 'size', got {weighting!r}")
     return _plan(
         _core.topic_plan(
             clusters_,

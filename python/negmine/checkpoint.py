@@ -15,6 +15,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from negmine import _core
 from negmine._atomic import atomic_write, file_mode, fsync_directory
 from negmine._core import open_embeddings
 from negmine._digest import file_digest
@@ -181,8 +182,12 @@ def _mine_chunks(
         query_dup_threshold=options.query_dup_threshold,
         threads=threads,
     )
+    # The options were checked as they were built; the inputs' shapes are checked here.
+    if q.shape[1] != c.shape[1]:
+        raise InvalidArgumentError(
+            f"queries have dimension {q.shape[1]} but the corpus has dimension {c.shape[1]}"
+        )
     q_array = np.asarray(q)
-    mine_prepared(q_array[:0], c, prepared.rows(0, 0), options, threads=threads)
     if not manifest_path.exists():
         with atomic_write(manifest_path) as f:
             f.write(json.dumps(manifest, indent=1, sort_keys=True).encode())
@@ -193,14 +198,14 @@ def _mine_chunks(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n_queries, desc="mine", unit="query", unit_scale=True)
-    parts: list[dict[str, np.ndarray]] = []
+    parts: list[_core.Mined] = []
     try:
         for start in starts:
             stop = min(start + chunk_queries, n_queries)
             path = partial / f"chunk_{start:012d}.npz"
             if path.exists():
                 with np.load(regular_file(path, "checkpoint"), allow_pickle=False) as z:
-                    part = {k: z[k] for k in z.files}
+                    part = _core.Mined(**{k: z[k] for k in z.files})
             else:
                 part = mine_prepared(
                     np.ascontiguousarray(q_array[start:stop]),
@@ -211,7 +216,7 @@ def _mine_chunks(
                     threads=threads,
                 )
                 with atomic_write(path) as f:
-                    _savez(f, part)
+                    _savez(f, part.arrays())
             parts.append(part)
             if bar is not None:
                 bar.update(stop - start)

@@ -45,25 +45,18 @@ def kmeans(
         the sum over all rows of their distance to their centroid (``1 - cos`` or
         ``||x - c||^2``).
     """
-    n_clusters = numbers.count(n_clusters, "n_clusters")
-    metric = numbers.choice(metric, "metric", ("cosine", "l2"))  # type: ignore[assignment]
-    iterations = numbers.non_negative(iterations, "iterations", maximum=MAX_ITERATIONS)
-    seed = numbers.seed(seed)
-    sample = numbers.optional_count(sample, "sample")
-    init = numbers.choice(init, "init", ("k-means++", "random"))  # type: ignore[assignment]
+    options = _core.KMeansOptions(
+        numbers.count(n_clusters, "n_clusters"),
+        metric=metric,
+        iterations=numbers.non_negative(iterations, "iterations", maximum=MAX_ITERATIONS),
+        seed=numbers.seed(seed),
+        sample=numbers.optional_count(sample, "sample"),
+        init=init,
+    )
     threads = numbers.optional_count(threads, "threads")
     data = as_matrix(embeddings, "embeddings")
     with read_only(data):
-        centroids, assignments, inertia, _ = _core.kmeans(
-            data,
-            n_clusters,
-            metric=metric,
-            iterations=iterations,
-            seed=seed,
-            sample=sample,
-            init=init,
-            threads=threads,
-        )
+        centroids, assignments, inertia, _ = _core.kmeans(data, options, threads=threads)
     return centroids, assignments.astype(np.int64), float(inertia)
 
 

@@ -12,7 +12,7 @@ import hashlib
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal, Union
 
 import numpy as np
@@ -40,9 +40,6 @@ if TYPE_CHECKING:
 
 SamplingStrategy = Literal["top", "random", "simans"]
 Duplicates = Union[Literal["auto"], None, npt.ArrayLike]
-
-_MAX_RANK = 2**30
-"""The core's bound on ``num_negatives``, ``range_min`` and ``range_max``."""
 
 
 def _hash_groups(texts: Sequence[str]) -> np.ndarray:
@@ -81,7 +78,9 @@ def _pairs_to_csr(
 
 @dataclass(frozen=True)
 class MiningOptions:
-    """Everything that decides which negatives are mined (see :func:`mine`)."""
+    """Everything that decides which negatives are mined (see :func:`mine`). The options are
+    checked as they are built (``InvalidArgumentError`` / ``InvalidTypeError`` naming the
+    option), by the same rules as ``mine``'s keyword arguments."""
 
     num_negatives: int = 3
     metric: Literal["dot", "cosine"] = "cosine"
@@ -100,47 +99,51 @@ class MiningOptions:
     max_depth: int | None = None
     record_removed: int | None = 64
 
+    core: _core.MineOptions = field(init=False, repr=False, compare=False)
+    """The options as the core takes them, built (and checked by the core) once."""
+
     def __post_init__(self) -> None:
-        # Stored as plain Python values (numpy scalars and metric aliases canonicalised), so
-        # that the options serialise to JSON and compare equal however they were spelled.
-        canonical = {
-            "num_negatives": numbers.count(self.num_negatives, "num_negatives", maximum=_MAX_RANK),
-            "metric": numbers.metric(self.metric),
-            "range_min": numbers.non_negative(self.range_min, "range_min", maximum=_MAX_RANK),
-            "range_max": numbers.optional_count(self.range_max, "range_max", maximum=_MAX_RANK),
-            "sampling_strategy": numbers.choice(
-                self.sampling_strategy, "sampling_strategy", ("top", "random", "simans")
-            ),
+        # Only types are converted here (plain Python values, so that the options serialise
+        # to JSON and compare equal however they were spelled; bools refused; integers past
+        # the core's types refused by name); every rule on the values is the core's, checked
+        # once as `_core.MineOptions` is built.
+        plain: dict[str, Any] = {
+            "num_negatives": numbers.count(self.num_negatives, "num_negatives"),
+            "range_min": numbers.non_negative(self.range_min, "range_min"),
+            "range_max": numbers.optional_count(self.range_max, "range_max"),
             "seed": numbers.seed(self.seed),
             "max_depth": numbers.optional_count(self.max_depth, "max_depth"),
             "record_removed": None
             if self.record_removed is None
             else numbers.non_negative(self.record_removed, "record_removed"),
-            "query_dup_threshold": numbers.optional_real(
-                self.query_dup_threshold, "query_dup_threshold", low=-1.0, high=1.0
-            ),
+            **{
+                name: numbers.optional_number(getattr(self, name), name)
+                for name in (
+                    "max_score",
+                    "min_score",
+                    "absolute_margin",
+                    "relative_margin",
+                    "dup_threshold",
+                )
+            },
+            # Checked even when unused (the core sees them only with "simans").
+            "simans_a": numbers.real(self.simans_a, "simans_a"),
+            "simans_b": numbers.real(self.simans_b, "simans_b"),
         }
-        for name in (
-            "max_score",
-            "min_score",
-            "absolute_margin",
-            "relative_margin",
-            "dup_threshold",
-        ):
-            canonical[name] = numbers.optional_real(getattr(self, name), name)
-        canonical["simans_a"] = numbers.real(self.simans_a, "simans_a")
-        canonical["simans_b"] = numbers.real(self.simans_b, "simans_b")
-        for name, value in canonical.items():
+        core = _core.MineOptions(
+            **plain, metric=self.metric, sampling_strategy=self.sampling_strategy
+        )
+        # `link_queries`' threshold, applied by `prepare`: not a core mining option.
+        plain["query_dup_threshold"] = numbers.optional_real(
+            self.query_dup_threshold, "query_dup_threshold", low=-1.0, high=1.0
+        )
+        plain["metric"] = core.metric  # an alias resolved
+        for name, value in plain.items():
             object.__setattr__(self, name, value)
+        object.__setattr__(self, "core", core)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-    def core_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of ``_core.mine`` that these options set."""
-        kwargs = self.to_dict()
-        del kwargs["query_dup_threshold"]  # applied by `prepare`
-        return kwargs
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
 
 
 @dataclass(frozen=True)
@@ -277,44 +280,42 @@ def mine_prepared(
     query_offset: int = 0,
     threads: int | None = None,
     progress: bool | Callable[[int, int], object] = False,
-) -> dict[str, np.ndarray]:
+) -> _core.Mined:
     """The core call for queries whose lists are ``prepared`` (raw arrays, no report)."""
     with read_only(queries, corpus), progress_callback(progress, "mine", unit="row") as cb:
-        return dict(
-            _core.mine(
-                queries,
-                corpus,
-                *prepared.id_lists(),
-                **options.core_kwargs(),
-                groups=prepared.groups,
-                query_offset=query_offset,
-                threads=threads,
-                progress=cb,
-            )
+        return _core.mine(
+            queries,
+            corpus,
+            *prepared.id_lists(),
+            options.core,
+            groups=prepared.groups,
+            query_offset=query_offset,
+            threads=threads,
+            progress=cb,
         )
 
 
 def assemble(
-    prepared: Prepared, options: MiningOptions, parts: Sequence[dict[str, np.ndarray]]
+    prepared: Prepared, options: MiningOptions, parts: Sequence[_core.Mined]
 ) -> MiningResult:
     """A :class:`MiningResult` from the core outputs of consecutive query chunks."""
 
-    def cat(key: str) -> np.ndarray:
-        return np.concatenate([p[key] for p in parts])
+    def cat(arrays: Callable[[_core.Mined], np.ndarray]) -> np.ndarray:
+        return np.concatenate([arrays(p) for p in parts])
 
-    offsets = np.cumsum([0] + [len(p["found"]) for p in parts[:-1]])
-    removed_counts = np.concatenate([p["removed_counts"] for p in parts]).sum(axis=0)
+    offsets = np.cumsum([0] + [len(p.found) for p in parts[:-1]])
+    removed_counts = cat(lambda p: p.removed_counts).sum(axis=0)
     removed: dict[str, np.ndarray] = {
-        "query": np.concatenate(
-            [p["removed_query"] + off for p, off in zip(parts, offsets)]
-        ).astype(np.int64),
-        "id": cat("removed_id").astype(np.int64),
-        "score": cat("removed_score").astype(np.float32),
-        "filter": cat("removed_filter").astype(np.uint8),
+        "query": np.concatenate([p.removed_query + off for p, off in zip(parts, offsets)]).astype(
+            np.int64
+        ),
+        "id": cat(lambda p: p.removed_id).astype(np.int64),
+        "score": cat(lambda p: p.removed_score).astype(np.float32),
+        "filter": cat(lambda p: p.removed_filter).astype(np.uint8),
     }
-    found = cat("found")
-    negative_scores = cat("negative_scores")
-    positive_scores = cat("positive_scores")
+    found = cat(lambda p: p.found)
+    negative_scores = cat(lambda p: p.negative_scores)
+    positive_scores = cat(lambda p: p.positive_scores)
     report = build_report(
         n_queries=len(found),
         num_negatives=options.num_negatives,
@@ -329,7 +330,7 @@ def assemble(
         removed_counts=removed_counts,
     )
     return MiningResult(
-        negative_ids=cat("negative_ids"),
+        negative_ids=cat(lambda p: p.negative_ids),
         negative_scores=negative_scores,
         positive_indptr=prepared.pos_indptr,
         positive_ids=prepared.pos_ids,
@@ -500,7 +501,6 @@ def _mine_hnsw(
         result.report.target_recall = target_recall
         return result
     with read_only(q, c):
-        ann.check_options(q, c, prepared, options)
         index, _, _ = ann.open_index(
             c,
             params,

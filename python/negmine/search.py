@@ -64,7 +64,6 @@ def search(
     the result always matches the inputs as they were at the call.
     """
     k = numbers.count(k, "k")
-    metric = numbers.metric(metric)  # type: ignore[assignment]
     threads = numbers.optional_count(threads, "threads")
     # Tuning knobs never change the result: past any real size they just mean "all".
     block_rows, query_batch = (
@@ -73,18 +72,9 @@ def search(
         else min(numbers.integer(value, name, minimum=1, maximum=None), MAX_COUNT)
         for value, name in ((block_rows, "block_rows"), (query_batch, "query_batch"))
     )
+    options = _core.SearchOptions(k, metric=metric, block_rows=block_rows, query_batch=query_batch)
     q = as_matrix(queries, "queries")
     c = as_matrix(corpus, "corpus")
     csr = as_csr(exclude, rows_of(q), "exclude")
     with read_only(q, c), progress_callback(progress, "search", unit="row") as callback:
-        return _core.search(
-            q,
-            c,
-            k,
-            metric=metric,
-            exclude=csr,
-            threads=threads,
-            block_rows=block_rows,
-            query_batch=query_batch,
-            progress=callback,
-        )
+        return _core.search(q, c, options, exclude=csr, threads=threads, progress=callback)

@@ -2,7 +2,7 @@
 //! finite in f32 ([`score_limit`]): the rule every scored pair obeys, in the search and in
 //! mining's exact rescoring alike.
 
-use crate::error::{Error, Result};
+use crate::error::Error;
 
 /// Similarity between a query and a corpus row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -11,18 +11,6 @@ pub enum Metric {
     Dot,
     /// Inner product of the L2-normalised rows; a zero row scores 0 against everything.
     Cosine,
-}
-
-impl Metric {
-    pub fn from_name(name: &str) -> Result<Metric> {
-        match name {
-            "dot" | "ip" | "inner_product" => Ok(Metric::Dot),
-            "cosine" | "cos" => Ok(Metric::Cosine),
-            other => Err(Error::invalid(format!(
-                "metric must be 'dot' or 'cosine', got {other:?}"
-            ))),
-        }
-    }
 }
 
 /// The largest product of two rows' L2 norms for which their score, the fused multiply-add

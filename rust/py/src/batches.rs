@@ -6,6 +6,7 @@ use negmine_core::Error;
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
 
+use crate::choices::Wrap;
 use crate::errors::PyResultExt;
 use crate::inputs::Csr;
 use crate::runtime;
@@ -47,7 +48,7 @@ fn arrays(py: Python<'_>, plan: BatchPlan) -> PlanArrays<'_> {
 
 #[pyfunction]
 #[pyo3(signature = (
-    clusters, batch_size, *, seed, epoch, clusters_per_batch = 1, weighting = "uniform",
+    clusters, batch_size, *, seed, epoch, clusters_per_batch = 1, weighting = Wrap(Weighting::Uniform),
     drop_last = false, conflicts = None
 ))]
 #[allow(clippy::too_many_arguments)]
@@ -58,18 +59,23 @@ fn topic_plan<'py>(
     seed: u64,
     epoch: u64,
     clusters_per_batch: i64,
-    weighting: &str,
+    weighting: Wrap<Weighting>,
     drop_last: bool,
     conflicts: Option<Csr<'py>>,
 ) -> PyResult<PlanArrays<'py>> {
     let batch_size = positive("batch_size", batch_size)?;
     let per_batch = positive("clusters_per_batch", clusters_per_batch)?;
-    let weighting = Weighting::from_name(weighting).py_err()?;
     let clusters = clusters.as_slice()?;
     let keys = conflicts.as_ref().map(Csr::slices).transpose()?;
     let plan = runtime::run_plain(py, || {
         let plan = core_batches::topic(
-            clusters, batch_size, seed, epoch, per_batch, weighting, drop_last,
+            clusters,
+            batch_size,
+            seed,
+            epoch,
+            per_batch,
+            weighting.0,
+            drop_last,
         )?;
         separated(plan, clusters.len(), keys)
     })?;

@@ -4,6 +4,7 @@
 use pyo3::prelude::*;
 
 mod batches;
+mod choices;
 mod errors;
 mod inputs;
 mod kmeans;

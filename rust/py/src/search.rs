@@ -1,10 +1,11 @@
-//! `search`: exact top-k.
+//! `search` (exact top-k) and its `SearchOptions`.
 
 use negmine_core::kernels::Isa;
 use negmine_core::{Error, IdLists, Metric, SearchOptions};
 use numpy::{PyArray1, PyArray2, PyArrayMethods};
 use pyo3::prelude::*;
 
+use crate::choices::Wrap;
 use crate::errors::PyResultExt;
 use crate::inputs::{Csr, Matrix};
 use crate::runtime;
@@ -12,50 +13,56 @@ use crate::runtime;
 type Scores<'py> = Bound<'py, PyArray2<f32>>;
 type Ids<'py> = Bound<'py, PyArray2<i64>>;
 
+/// `search`'s options: `k`, the metric and the knobs that never change the result.
+#[pyclass(frozen, name = "SearchOptions", module = "negmine._core")]
+pub struct PySearchOptions(SearchOptions);
+
+#[pymethods]
+impl PySearchOptions {
+    #[new]
+    #[pyo3(signature = (k, *, metric = Wrap(Metric::Dot), block_rows = None, query_batch = None, isa = None))]
+    fn new(
+        k: usize,
+        metric: Wrap<Metric>,
+        block_rows: Option<usize>,
+        query_batch: Option<usize>,
+        isa: Option<&str>,
+    ) -> PyResult<Self> {
+        let isa = isa
+            .map(|name| {
+                Isa::from_name(name).ok_or_else(|| {
+                    let names: Vec<_> = Isa::available().iter().map(|i| i.name()).collect();
+                    Error::invalid(format!(
+                        "isa {name:?} is not available on this CPU; available: {names:?}"
+                    ))
+                })
+            })
+            .transpose()
+            .py_err()?;
+        Ok(PySearchOptions(SearchOptions {
+            k,
+            metric: metric.0,
+            block_rows,
+            query_batch,
+            isa,
+        }))
+    }
+}
+
 #[pyfunction]
-#[pyo3(signature = (
-    queries, corpus, k, *, metric = "dot", exclude = None, threads = None, block_rows = None,
-    query_batch = None, isa = None, progress = None
-))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (queries, corpus, options, *, exclude = None, threads = None, progress = None))]
 fn search<'py>(
     py: Python<'py>,
     queries: Matrix<'py>,
     corpus: Matrix<'py>,
-    k: i64,
-    metric: &str,
+    options: Bound<'py, PySearchOptions>,
     exclude: Option<Csr<'py>>,
     threads: Option<usize>,
-    block_rows: Option<usize>,
-    query_batch: Option<usize>,
-    isa: Option<&str>,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<(Scores<'py>, Ids<'py>)> {
     let (queries_view, corpus_view) = (queries.view()?, corpus.view()?);
-    let metric = Metric::from_name(metric).py_err()?;
-    if k <= 0 {
-        return Err(Error::invalid(format!("k must be positive, got {k}"))).py_err();
-    }
-    let k = k as usize;
-    let isa = match isa {
-        None => None,
-        Some(name) => Some(Isa::from_name(name).ok_or_else(|| {
-            let names: Vec<_> = Isa::available().iter().map(|i| i.name()).collect();
-            Error::invalid(format!(
-                "isa {name:?} is not available on this CPU; available: {names:?}"
-            ))
-        }))
-        .transpose()
-        .py_err()?,
-    };
+    let opts = &options.get().0;
     let exclude = exclude.as_ref().map(Csr::slices).transpose()?;
-    let opts = SearchOptions {
-        k,
-        metric,
-        block_rows,
-        query_batch,
-        isa,
-    };
     let neighbors = runtime::run(py, threads, progress, corpus.mapped(), |pool, hooks| {
         let (nq, nc) = (queries_view.rows(), corpus_view.rows());
         let exclude = exclude
@@ -66,17 +73,18 @@ fn search<'py>(
             &queries_view,
             &corpus_view,
             exclude.as_ref(),
-            &opts,
+            opts,
             hooks,
         )
     })?;
-    let shape = [queries_view.rows(), k];
+    let shape = [queries_view.rows(), opts.k];
     let scores = PyArray1::from_vec(py, neighbors.scores).reshape(shape)?;
     let ids = PyArray1::from_vec(py, neighbors.ids).reshape(shape)?;
     Ok((scores, ids))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PySearchOptions>()?;
     m.add_function(wrap_pyfunction!(search, m)?)?;
     Ok(())
 }

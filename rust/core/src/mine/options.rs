@@ -76,7 +76,8 @@ impl MineOptions {
         }
     }
 
-    pub(super) fn validate(&self) -> Result<()> {
+    /// Checks the options on their own (the inputs are checked by [`mine`](super::mine)).
+    pub fn validate(&self) -> Result<()> {
         let finite = |name: &str, v: Option<f32>| match v {
             Some(x) if !x.is_finite() => Err(Error::invalid(format!(
                 "{name} must be a finite number, got {x}"
