@@ -244,27 +244,26 @@ impl<'a> Job<'a> {
         i: usize,
         k: usize,
     ) -> Result<Vec<(f32, u32)>> {
-        let n = self.corpus.rows();
-        let in_corpus = |&id: &i64| -> Result<u32> {
-            if (0..n as i64).contains(&id) {
-                Ok(id as u32)
-            } else {
-                Err(Error::invalid(format!(
-                    "the candidate source returned id {id} for queries row {q}, outside the \
-                     corpus of {n} rows"
-                )))
-            }
-        };
         let ids = fetched.ids(i);
-        if let Some(scores) = fetched.exact_scores(i) {
-            return scores
-                .iter()
-                .zip(ids)
-                .take(k)
-                .map(|(&s, id)| Ok((s, in_corpus(id)?)))
-                .collect();
+        let exact = fetched.exact_scores(i);
+        // An exact ranking is used up to k only; anything else is read whole.
+        let used = &ids[..exact.map_or(ids.len(), |_| k.min(ids.len()))];
+        let n = self.corpus.rows();
+        // Checked first, so the rankings below are collected at their exact size.
+        if let Some(bad) = used.iter().find(|&&id| !(0..n as i64).contains(&id)) {
+            return Err(Error::invalid(format!(
+                "the candidate source returned id {bad} for queries row {q}, outside the \
+                 corpus of {n} rows"
+            )));
         }
-        let mut unique = ids.iter().map(in_corpus).collect::<Result<Vec<u32>>>()?;
+        if let Some(scores) = exact {
+            return Ok(scores
+                .iter()
+                .zip(used)
+                .map(|(&s, &id)| (s, id as u32))
+                .collect());
+        }
+        let mut unique: Vec<u32> = used.iter().map(|&id| id as u32).collect();
         unique.sort_unstable();
         unique.dedup();
         let mut ranking = self.rescored(q, &unique)?;
@@ -524,6 +523,9 @@ pub fn mine_with(
 /// each query's `candidates` are rescored exactly, ranked, and walked like [`mine`]'s ranking.
 /// A query whose window the candidates cannot fill is marked `incomplete` (and gets what they
 /// hold): fetch it more candidates and mine it again.
+///
+/// One round only, with the caller deepening: [`mine_with`] with a source does the deepening
+/// in the core (this stays for the binding's hnsw path until it moves to [`mine_with`]).
 #[allow(clippy::too_many_arguments)]
 pub fn mine_candidates(
     pool: &rayon::ThreadPool,

@@ -111,7 +111,8 @@ pub trait CandidateSource {
     /// *among the rows the query does not exclude*. A source that cannot leave excluded ids out
     /// should ask its index for `depth` plus the query's number of excluded ids. It may return
     /// fewer (the driver then finishes the query with the exact search if the filters need
-    /// more) and ids in any order.
+    /// more) and ids in any order. Called on the thread that called the driver, never from
+    /// its thread pool, with at most a memory budget's worth of queries at a time.
     fn fetch(
         &mut self,
         queries: &[usize],
