@@ -1,10 +1,12 @@
-//! The mining entry points: [`mine`] fetches each query's ranking from the exact search and
-//! deepens it until the walk is complete; [`mine_candidates`] rescores given candidates
-//! exactly and walks them once.
+//! The mining entry points: [`mine_with`] fetches each query's candidates from a
+//! [`CandidateSource`], rescores them exactly and deepens them on one schedule
+//! ([`depth_schedule`]) until the walk is complete; [`mine`] is it with the exact search as the
+//! source; [`mine_candidates`] rescores given candidates exactly and walks them once.
 
 use rayon::prelude::*;
 
 use super::options::MineOptions;
+use super::source::{CandidateSource, Candidates, ExactSource};
 use super::walk::{Context, FilterCounts, Outcome, Removed};
 use crate::error::{Error, Result};
 use crate::hooks::Hooks;
@@ -12,7 +14,6 @@ use crate::idlists::IdLists;
 use crate::matrix::MatrixView;
 use crate::metric::{max_squared_norm, overflow_error, Metric};
 use crate::pack::{normalize, squared_norm};
-use crate::search::{search_rows, SearchOptions, Workspace};
 
 /// Bytes held per candidate of a deep round: the search's score and id, its top-k buffer
 /// (about twice k entries of 8 bytes) and the ranking copy.
@@ -40,6 +41,12 @@ pub struct Mined {
     pub depth: Vec<u32>,
     /// Queries whose given candidates could not fill the window ([`mine_candidates`] only).
     pub incomplete: Vec<bool>,
+    /// How many times each query's candidates were fetched (more than once: the filters
+    /// emptied its window and it was fetched again, deeper).
+    pub fetches: Vec<u32>,
+    /// Queries finished by the exact search instead of the source ([`mine_with`]: they needed
+    /// more than the source's `max_depth`, or it came back short).
+    pub exact_finish: Vec<bool>,
 }
 
 /// Prepares a row for [`chain`]: normalised for cosine (the search's definition).
@@ -93,16 +100,6 @@ fn chain(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .fold(0.0f32, |acc, (&x, &y)| x.mul_add(y, acc))
 }
-/// Rows `rows` of `m` as a new f32 matrix buffer.
-fn gather_rows(m: &MatrixView<'_>, rows: &[usize]) -> Vec<f32> {
-    let dim = m.dim();
-    let mut out = vec![0.0f32; rows.len() * dim];
-    for (chunk, &r) in out.chunks_exact_mut(dim).zip(rows) {
-        m.row_into(r, chunk);
-    }
-    out
-}
-
 /// The inputs of one mining call, validated.
 struct Job<'a> {
     queries: &'a MatrixView<'a>,
@@ -216,12 +213,72 @@ impl<'a> Job<'a> {
         Ok((scores, offsets))
     }
 
+    /// Query `q`'s candidate `ids` (in the corpus, no duplicates) less its excluded ones,
+    /// rescored exactly (bit for bit the search's scores) and ranked like the search.
+    fn rescored(&self, q: usize, ids: &[u32]) -> Result<Vec<(f32, u32)>> {
+        let (metric, corpus, dim) = (self.opts.metric, self.corpus, self.corpus.dim());
+        let (mut qrow, mut crow) = (vec![0.0; dim], vec![0.0; dim]);
+        let q_squared = query_row(self.queries, q, &mut qrow)?;
+        prepare_row(metric, &mut qrow);
+        let excluded = self.exclude.of(q);
+        let mut ranking: Vec<(f32, u32)> = ids
+            .iter()
+            .filter(|id| excluded.binary_search(id).is_err())
+            .map(|&id| {
+                corpus_row_for(metric, corpus, id as usize, &mut crow, q, q_squared)?;
+                prepare_row(metric, &mut crow);
+                Ok((chain(&qrow, &crow), id))
+            })
+            .collect::<Result<_>>()?;
+        ranking.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        Ok(ranking)
+    }
+
+    /// The ranking of query `q` (the `i`-th of a fetch) at depth `k`: the source's own when it
+    /// declared exact scores, else its ids checked, deduplicated and [rescored](Self::rescored);
+    /// at most the best `k`.
+    fn ranking(
+        &self,
+        q: usize,
+        fetched: &Candidates,
+        i: usize,
+        k: usize,
+    ) -> Result<Vec<(f32, u32)>> {
+        let ids = fetched.ids(i);
+        let exact = fetched.exact_scores(i);
+        // An exact ranking is used up to k only; anything else is read whole.
+        let used = &ids[..exact.map_or(ids.len(), |_| k.min(ids.len()))];
+        let n = self.corpus.rows();
+        // Checked first, so the rankings below are collected at their exact size.
+        if let Some(bad) = used.iter().find(|&&id| !(0..n as i64).contains(&id)) {
+            return Err(Error::invalid(format!(
+                "the candidate source returned id {bad} for queries row {q}, outside the \
+                 corpus of {n} rows"
+            )));
+        }
+        if let Some(scores) = exact {
+            return Ok(scores
+                .iter()
+                .zip(used)
+                .map(|(&s, &id)| (s, id as u32))
+                .collect());
+        }
+        let mut unique: Vec<u32> = used.iter().map(|&id| id as u32).collect();
+        unique.sort_unstable();
+        unique.dedup();
+        let mut ranking = self.rescored(q, &unique)?;
+        ranking.truncate(k);
+        Ok(ranking)
+    }
+
     fn finish(
         &self,
         outcomes: Vec<Outcome>,
         positive_scores: Vec<f32>,
         depth: Vec<u32>,
         incomplete: Vec<bool>,
+        fetches: Vec<u32>,
+        exact_finish: Vec<bool>,
     ) -> Result<Mined> {
         let n_queries = self.queries.rows();
         let n_neg = self.opts.num_negatives;
@@ -258,11 +315,29 @@ impl<'a> Job<'a> {
             removed_counts,
             depth,
             incomplete,
+            fetches,
+            exact_finish,
         })
     }
 }
 
-/// Mines `opts.num_negatives` hard negatives for every query.
+/// The depths a query's ranking is fetched at, round after round, for every source: first
+/// twice the window end (`range_min + num_negatives` when `top` has no `range_max`), at least
+/// 64, then 4 times deeper each round (a round rescans the corpus, while a deeper top-k costs
+/// little with fused selection: grow fast). A round fetches its depth clipped to the rows the
+/// pending queries can still get (their eligible rows, and `max_depth`).
+pub fn depth_schedule(opts: &MineOptions) -> impl Iterator<Item = usize> {
+    // A deeper first round costs little and saves a rescan whenever filters empty the top
+    // ranks.
+    let first = opts
+        .window_end()
+        .unwrap_or(opts.range_min + opts.num_negatives)
+        .saturating_mul(2)
+        .max(64);
+    std::iter::successors(Some(first), |&depth| Some(depth.saturating_mul(4)))
+}
+
+/// Mines `opts.num_negatives` hard negatives for every query, from the exact search.
 ///
 /// `positives`: each query's positives (scored, and the reference of the margins); `exclude`:
 /// ids never returned (the positives and everything that must count as one, e.g. their
@@ -270,6 +345,51 @@ impl<'a> Job<'a> {
 /// of the first query (seeds are per global query, so chunked runs give the same result).
 #[allow(clippy::too_many_arguments)]
 pub fn mine(
+    pool: &rayon::ThreadPool,
+    queries: &MatrixView<'_>,
+    corpus: &MatrixView<'_>,
+    positives: &IdLists,
+    exclude: &IdLists,
+    groups: Option<&[u32]>,
+    opts: &MineOptions,
+    query_offset: u64,
+    hooks: &mut dyn Hooks,
+) -> Result<Mined> {
+    let mut exact = ExactSource::new(pool, queries, corpus, exclude, opts);
+    mine_with(
+        &mut exact,
+        pool,
+        queries,
+        corpus,
+        positives,
+        exclude,
+        groups,
+        opts,
+        query_offset,
+        hooks,
+    )
+}
+
+/// How one fetch of one query ended.
+enum Walked {
+    Done(Outcome),
+    /// The window is not complete yet: fetch deeper next round.
+    Deeper,
+    /// The window is not complete and the source gave fewer candidates than asked for: the
+    /// exact search takes the query over, at the same depth.
+    Short,
+}
+
+/// [`mine`] with candidates from `source`: each round (depths from [`depth_schedule`]) fetches
+/// the pending queries' candidates, rescores them exactly (unless the source declared exact
+/// scores), walks them and keeps pending only the queries whose window the filters emptied.
+/// Queries deeper than `source.max_depth()`, or for which it came back short, are finished by
+/// the exact search; so a query ends with fewer negatives only when the corpus is used up,
+/// whatever the source, and a source whose candidates hold each query's exact window gives
+/// exactly [`mine`]'s negatives.
+#[allow(clippy::too_many_arguments)]
+pub fn mine_with(
+    source: &mut dyn CandidateSource,
     pool: &rayon::ThreadPool,
     queries: &MatrixView<'_>,
     corpus: &MatrixView<'_>,
@@ -290,29 +410,56 @@ pub fn mine(
         query_offset,
     };
     job.validate()?;
-    let ctx = job.context();
     let (n_queries, n, dim) = (queries.rows(), corpus.rows(), corpus.dim());
     let (positive_scores, pos_offsets) = job.positive_scores(pool)?;
 
     let caps: Vec<usize> = (0..n_queries)
         .map(|q| (n - exclude.of(q).len()).min(opts.max_depth.unwrap_or(usize::MAX)))
         .collect();
-    // A deeper first round costs little (fused selection) and saves a rescan whenever filters
-    // empty the top ranks.
-    let first_depth = opts
-        .window_end()
-        .unwrap_or(opts.range_min + opts.num_negatives)
-        .saturating_mul(2)
-        .max(64);
     let mut outcomes: Vec<Option<Outcome>> = (0..n_queries).map(|_| None).collect();
     let mut depth = vec![0u32; n_queries];
+    let mut fetches = vec![0u32; n_queries];
+    let mut exact_finish = vec![false; n_queries];
     let mut pending: Vec<usize> = (0..n_queries).filter(|&q| caps[q] > 0).collect();
     for q in (0..n_queries).filter(|&q| caps[q] == 0) {
         outcomes[q] = Some(Outcome::empty());
     }
-    let mut want = first_depth;
-    let mut workspace = Workspace::default();
+    let source_limit = source.max_depth().unwrap_or(usize::MAX);
+    let mut exact = ExactSource::new(pool, queries, corpus, exclude, opts);
+    let mut schedule = depth_schedule(opts);
+    let ctx = job.context();
+    // Ranks and walks the candidates `fetched` for the queries `part` at depth `k`.
+    let walk = |part: &[usize], fetched: &Candidates, k: usize| -> Result<Vec<Walked>> {
+        if fetched.len() != part.len() {
+            return Err(Error::invalid(format!(
+                "the candidate source returned lists for {} queries, asked for {}",
+                fetched.len(),
+                part.len()
+            )));
+        }
+        let walked: Vec<Result<Walked>> = pool.install(|| {
+            part.par_iter()
+                .enumerate()
+                .map(|(i, &q)| {
+                    let ranking = job.ranking(q, fetched, i, k)?;
+                    let pos = &positive_scores[pos_offsets[q]..pos_offsets[q + 1]];
+                    let exhausted = k == caps[q] && ranking.len() == k;
+                    let outcome = ctx.evaluate(q, &ranking, pos, exhausted);
+                    Ok(if !outcome.need_more {
+                        Walked::Done(outcome)
+                    } else if ranking.len() < k {
+                        Walked::Short
+                    } else {
+                        Walked::Deeper
+                    })
+                })
+                .collect()
+        });
+        // In query order: the first query that failed is the one named.
+        walked.into_iter().collect()
+    };
     while !pending.is_empty() {
+        let want = schedule.next().unwrap_or(usize::MAX);
         // Every pending query can take k: it grows until the window is complete or the query
         // with the fewest eligible rows has them all (then it leaves `pending`).
         let k = pending
@@ -321,65 +468,64 @@ pub fn mine(
             .min()
             .unwrap_or(1)
             .min(want);
-        // Deep rounds hold k results per query: bound them by searching in slices.
+        // Deep rounds hold k results per query: bound them by fetching in slices.
         let per_query = k * RESULT_BYTES_PER_CANDIDATE + dim * std::mem::size_of::<f32>();
         let slice = (ROUND_BUDGET / per_query).max(1);
+        // The source's queries first; then the exact search's: those deeper than the source
+        // goes, those it came back short for (at the same depth) and those it already took.
+        let (mut to_exact, to_source): (Vec<usize>, Vec<usize>) = pending
+            .iter()
+            .partition(|&&q| exact_finish[q] || k > source_limit);
         let mut still = Vec::new();
-        for part in pending.chunks(slice) {
-            let rows = gather_rows(queries, part);
-            let subset = MatrixView::f32(&rows, part.len(), dim)?;
-            let sub_exclude = exclude.subset(part);
-            let mut sopts = SearchOptions::new(k, opts.metric);
-            sopts.block_rows = opts.block_rows;
-            sopts.query_batch = opts.query_batch;
-            let found = search_rows(
-                &mut workspace,
-                pool,
-                &subset,
-                Some(part),
-                corpus,
-                Some(&sub_exclude),
-                &sopts,
-                hooks,
-            )?;
-            let results: Vec<Outcome> = pool.install(|| {
-                part.par_iter()
-                    .enumerate()
-                    .map(|(i, &q)| {
-                        let ranking: Vec<(f32, u32)> = found.scores[i * k..(i + 1) * k]
-                            .iter()
-                            .zip(&found.ids[i * k..(i + 1) * k])
-                            .map(|(&s, &id)| (s, id as u32))
-                            .collect();
-                        let pos = &positive_scores[pos_offsets[q]..pos_offsets[q + 1]];
-                        ctx.evaluate(q, &ranking, pos, k == caps[q])
-                    })
-                    .collect()
-            });
-            for (&q, outcome) in part.iter().zip(results) {
+        for part in to_source.chunks(slice) {
+            let fetched = source.fetch(part, k, hooks)?;
+            for (&q, walked) in part.iter().zip(walk(part, &fetched, k)?) {
+                fetches[q] += 1;
                 depth[q] = k as u32;
-                if outcome.need_more {
-                    still.push(q);
-                } else {
-                    outcomes[q] = Some(outcome);
+                match walked {
+                    Walked::Done(outcome) => outcomes[q] = Some(outcome),
+                    Walked::Deeper => still.push(q),
+                    Walked::Short => to_exact.push(q),
                 }
             }
         }
+        to_exact.sort_unstable();
+        for part in to_exact.chunks(slice) {
+            let fetched = exact.fetch(part, k, hooks)?;
+            for (&q, walked) in part.iter().zip(walk(part, &fetched, k)?) {
+                fetches[q] += 1;
+                depth[q] = k as u32;
+                exact_finish[q] = true;
+                match walked {
+                    Walked::Done(outcome) => outcomes[q] = Some(outcome),
+                    Walked::Deeper | Walked::Short => still.push(q),
+                }
+            }
+        }
+        still.sort_unstable();
         pending = still;
-        // Each round rescans the corpus; k costs little (fused selection): grow fast.
-        want = want.saturating_mul(4);
     }
     let outcomes = outcomes
         .into_iter()
         .map(|o| o.expect("every query is resolved"))
         .collect();
-    job.finish(outcomes, positive_scores, depth, vec![false; n_queries])
+    job.finish(
+        outcomes,
+        positive_scores,
+        depth,
+        vec![false; n_queries],
+        fetches,
+        exact_finish,
+    )
 }
 
 /// Mines from given candidates (e.g. from an approximate index) instead of an exact search:
 /// each query's `candidates` are rescored exactly, ranked, and walked like [`mine`]'s ranking.
 /// A query whose window the candidates cannot fill is marked `incomplete` (and gets what they
 /// hold): fetch it more candidates and mine it again.
+///
+/// One round only, with the caller deepening: [`mine_with`] with a source does the deepening
+/// in the core (this stays for the binding's hnsw path until it moves to [`mine_with`]).
 #[allow(clippy::too_many_arguments)]
 pub fn mine_candidates(
     pool: &rayon::ThreadPool,
@@ -410,27 +556,12 @@ pub fn mine_candidates(
         )));
     }
     let ctx = job.context();
-    let dim = corpus.dim();
     let (positive_scores, pos_offsets) = job.positive_scores(pool)?;
     let results: Vec<Result<(Outcome, u32, bool)>> = pool.install(|| {
         (0..n_queries)
             .into_par_iter()
             .map(|q| {
-                let (mut qrow, mut crow) = (vec![0.0; dim], vec![0.0; dim]);
-                let q_squared = query_row(queries, q, &mut qrow)?;
-                prepare_row(opts.metric, &mut qrow);
-                let excluded = exclude.of(q);
-                let mut ranking: Vec<(f32, u32)> = candidates
-                    .of(q)
-                    .iter()
-                    .filter(|id| excluded.binary_search(id).is_err())
-                    .map(|&id| {
-                        corpus_row_for(opts.metric, corpus, id as usize, &mut crow, q, q_squared)?;
-                        prepare_row(opts.metric, &mut crow);
-                        Ok((chain(&qrow, &crow), id))
-                    })
-                    .collect::<Result<_>>()?;
-                ranking.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                let mut ranking = job.rescored(q, candidates.of(q))?;
                 let pos = &positive_scores[pos_offsets[q]..pos_offsets[q + 1]];
                 // At `max_depth` the ranking is as deep as it may get: the query is done.
                 let at_max = opts.max_depth.is_some_and(|d| ranking.len() >= d);
@@ -457,5 +588,12 @@ pub fn mine_candidates(
         depth.push(d);
         incomplete.push(i);
     }
-    job.finish(outcomes, positive_scores, depth, incomplete)
+    job.finish(
+        outcomes,
+        positive_scores,
+        depth,
+        incomplete,
+        vec![1; n_queries],
+        vec![false; n_queries],
+    )
 }

@@ -1,5 +1,5 @@
-//! Hard-negative mining: exact candidates from [`search`](crate::search::search),
-//! false-negative filters, a window over the filtered ranking, seeded sampling, and a record of
+//! Hard-negative mining: candidates from a [`CandidateSource`] (the exact
+//! [`search`](crate::search::search) by default) rescored exactly, false-negative filters, a window over the filtered ranking, seeded sampling, and a record of
 //! what every filter removed.
 //!
 //! For each query, candidates come in ranked order (score descending, id ascending) with its
@@ -15,21 +15,26 @@
 //!    seeded order weighted by `exp(-a (s - p - b)^2)`; a candidate whose cosine with a negative
 //!    already chosen is `>= dup_threshold` is skipped, until `num_negatives` are chosen.
 //!
-//! The search is re-run deeper for the queries whose window is not complete yet, so filters
-//! never starve the window silently: a query ends with fewer negatives only when the whole
-//! corpus is used up. Every score, the search's and the rescored ones alike, is refused when it
-//! could overflow f32 ([`crate::metric::score_limit`]). Results depend only on the inputs, the
-//! options and the seed (mixed with the query's global index by a hash), never on threads,
-//! blocks or how queries are chunked.
+//! Candidates are fetched again, deeper ([`depth_schedule`], the same for every source), for
+//! the queries whose window is not complete yet, so filters never starve the window silently:
+//! a query ends with fewer negatives only when the whole corpus is used up (a source that
+//! cannot go deep enough hands the query to the exact search). Every score, the search's and
+//! the rescored ones alike, is refused when it could overflow f32
+//! ([`crate::metric::score_limit`]). Results depend only on the inputs, the options and the
+//! seed (mixed with the query's global index by a hash), never on threads, blocks or how
+//! queries are chunked.
 //!
-//! The options and their validation are in `options.rs`, the walk of one query's ranking (the
-//! filters, the window and the sampling) in `walk.rs`, and the entry points that fetch and
-//! deepen the rankings ([`mine`], [`mine_candidates`]) in `drivers.rs`.
+//! The options and their validation are in `options.rs`, the candidate sources in
+//! `source.rs`, the walk of one query's ranking (the filters, the window and the sampling) in
+//! `walk.rs`, and the entry points that fetch, rescore and deepen the rankings ([`mine_with`],
+//! [`mine`], [`mine_candidates`]) and the schedule in `drivers.rs`.
 
 mod drivers;
 mod options;
+mod source;
 mod walk;
 
-pub use drivers::{mine, mine_candidates, Mined};
+pub use drivers::{depth_schedule, mine, mine_candidates, mine_with, Mined};
 pub use options::{MineOptions, Sampling, MAX_RANK};
+pub use source::{CandidateSource, Candidates, ExactSource, FnSource};
 pub use walk::{Filter, FilterCounts, Removed};
