@@ -153,3 +153,17 @@ def test_first_depth_is_the_cores() -> None:
     assert _core.first_depth(_core.MineOptions(num_negatives=5, range_max=100)) == 200
     random = _core.MineOptions(num_negatives=8, sampling_strategy="random", range_min=2)
     assert _core.first_depth(random) == 2 * (2 + 10 * 8)
+
+
+def test_a_chunk_checkpointed_by_an_older_version_reads_back() -> None:
+    queries, corpus, csr = core_inputs()
+    mined = _core.mine(queries, corpus, csr, csr, _core.MineOptions(num_negatives=3))
+    arrays = mined.arrays()
+    assert {"fetches", "exact_finish"} <= set(arrays)
+    old = {k: v for k, v in arrays.items() if k not in ("fetches", "exact_finish")}
+    old["incomplete"] = np.zeros(len(queries), dtype=bool)  # saved before issue 9
+    back = _core.Mined(**old)
+    assert "incomplete" not in back.arrays()
+    assert back.fetches.tolist() == [1] * len(queries)
+    assert not back.exact_finish.any()
+    np.testing.assert_array_equal(back.negative_ids, mined.negative_ids)

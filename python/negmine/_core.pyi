@@ -96,7 +96,6 @@ class Mined:
         positive_scores: npt.NDArray[np.float32],
         found: npt.NDArray[np.uint32],
         depth: npt.NDArray[np.uint32],
-        incomplete: npt.NDArray[np.bool_],
         removed_query: npt.NDArray[np.int64],
         removed_id: npt.NDArray[np.int64],
         removed_filter: npt.NDArray[np.int64],
@@ -104,6 +103,7 @@ class Mined:
         removed_counts: npt.NDArray[np.uint64],
         fetches: npt.NDArray[np.uint32] | None = None,
         exact_finish: npt.NDArray[np.bool_] | None = None,
+        incomplete: npt.NDArray[np.bool_] | None = None,
     ) -> Mined: ...
     @property
     def negative_ids(self) -> npt.NDArray[np.int64]: ...
@@ -115,8 +115,6 @@ class Mined:
     def found(self) -> npt.NDArray[np.uint32]: ...
     @property
     def depth(self) -> npt.NDArray[np.uint32]: ...
-    @property
-    def incomplete(self) -> npt.NDArray[np.bool_]: ...
     @property
     def removed_query(self) -> npt.NDArray[np.int64]: ...
     @property

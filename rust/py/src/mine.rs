@@ -90,14 +90,16 @@ impl PyMineOptions {
 
 /// Declares [`Mined`] from its list of arrays, so that each is named once: the class, its
 /// keyword constructor (a checkpointed chunk read back) and `arrays()` (the chunk saved). The
-/// arrays after the `;` are per-query statistics of how the candidates were fetched; a chunk
-/// saved without them (by an older version) reads back with their default, a function of the
-/// number of queries.
+/// arrays after `per query of` are per-query statistics of how the candidates were fetched;
+/// a chunk saved without them (by an older version) reads back with their default, a function
+/// of the number of queries. The names after `dropped` are arrays older versions saved: read
+/// back and ignored.
 macro_rules! mined {
     (
         $($(#[doc = $doc:literal])* $field:ident: $array:ty,)*
         ; per query of $count:ident:
         $($(#[doc = $sdoc:literal])* $stat:ident: $stype:ty = $default:path,)*
+        ; dropped: $($gone:ident),*
     ) => {
         /// The arrays of one `mine` call over `n` queries: per query, per negative and per
         /// removed candidate.
@@ -110,13 +112,15 @@ macro_rules! mined {
         #[pymethods]
         impl Mined {
             #[new]
-            #[pyo3(signature = (*, $($field,)* $($stat = None),*))]
+            #[pyo3(signature = (*, $($field,)* $($stat = None,)* $($gone = None),*))]
             #[allow(clippy::too_many_arguments)]
             fn new(
                 py: Python<'_>,
                 $($field: Py<$array>,)*
                 $($stat: Option<Py<$stype>>,)*
+                $($gone: Option<Py<PyAny>>,)*
             ) -> Self {
+                $(let _ = $gone;)*
                 let n = $count.bind(py).len();
                 Mined {
                     $($field,)*
@@ -146,8 +150,6 @@ mined! {
     found: PyArray1<u32>,
     /// Candidates ranked per query.
     depth: PyArray1<u32>,
-    /// Queries whose given candidates could not fill the window.
-    incomplete: PyArray1<bool>,
     /// The recorded removals: query (of this call), corpus id, filter code and score.
     removed_query: PyArray1<i64>,
     removed_id: PyArray1<i64>,
@@ -161,6 +163,9 @@ mined! {
     fetches: PyArray1<u32> = fetched_once,
     /// Queries finished by the exact search instead of the given `fetch`.
     exact_finish: PyArray1<bool> = none_finished_exactly,
+    // Queries whose given candidates could not fill the window, when the Python side
+    // deepened the hnsw path itself.
+    ; dropped: incomplete
 }
 
 fn fetched_once(py: Python<'_>, n: usize) -> Py<PyArray1<u32>> {
@@ -194,7 +199,6 @@ impl Mined {
             positive_scores: mined.positive_scores.into_pyarray(py).unbind(),
             found: mined.found.into_pyarray(py).unbind(),
             depth: mined.depth.into_pyarray(py).unbind(),
-            incomplete: mined.incomplete.into_pyarray(py).unbind(),
             removed_query: column(&|r| i64::from(r.query)),
             removed_id: column(&|r| i64::from(r.id)),
             removed_filter: column(&|r| r.filter as i64),
