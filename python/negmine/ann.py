@@ -1,9 +1,10 @@
-"""Approximate candidates from an HNSW graph (hnswlib), rescored exactly by the core.
+"""Approximate candidates from an HNSW graph (hnswlib), rescored exactly by the core: the
+graph's persistence, its ``ef`` tuning and the candidate source the core calls.
 
-``mine(..., backend="hnsw")`` lands here. The approximation is only in *which* corpus rows
-become candidates: every candidate is rescored exactly with negmine's score definition, and
-the filters, window and sampling are the exact path's, so a query whose true top candidates
-are all found gets exactly the exact backend's negatives.
+``mine(..., backend="hnsw")`` builds on this module. The approximation is only in *which*
+corpus rows become candidates: every candidate is rescored exactly with negmine's score
+definition, and the filters, window and sampling are the exact path's, so a query whose true
+top candidates are all found gets exactly the exact backend's negatives.
 
 1. **Index.** hnswlib (``space="ip"``, f32 only) built from the corpus in chunks of
    :data:`BUILD_CHUNK_ROWS` rows (converted to f32, normalised for cosine, non-finite rows
@@ -40,16 +41,17 @@ are all found gets exactly the exact backend's negatives.
    ``max(k, 32)`` until recall@k >= ``target_recall`` or ``ef`` reaches :data:`MAX_EF` (then a
    ``RuntimeWarning``; the report says the target was missed). A returned row scoring within
    float tolerance of the exact k-th score counts as found (ties among duplicates).
-3. **Mining.** The core mines each chunk of :data:`MINE_CHUNK` queries with the graph as its
-   candidate source (:func:`graph_fetch`), on the exact path's one deepening schedule: it asks
-   for depth ``K``; each query fetches ``K`` plus its number of excluded ids (rounded up to a
-   power of two) from the graph, since excluded rows are dropped only afterwards (hnswlib's
-   filter callback is slow), with ``ef`` scaled with ``K``. The core rescores the ids exactly
-   and fetches again, deeper, only the queries whose window the filters emptied. A query
-   deeper than :func:`hnsw_depth_limit` (``max(1024, N / 64)``: beyond it a graph search costs
-   more than a scan), or that the graph could not serve, is finished by the core's exact
-   search, so a query ends with fewer negatives only when the corpus has run out, exactly as
-   with ``backend="exact"``. Seeds are per global query index, as on the exact path.
+3. **Mining.** The core mines each chunk of queries with the graph as its candidate source
+   (:func:`graph_fetch`; ``negmine.mine`` drives it), on the exact path's one deepening
+   schedule: it asks for depth ``K``; each query fetches ``K`` plus its number of excluded ids
+   (rounded up to a power of two) from the graph, since excluded rows are dropped only
+   afterwards (hnswlib's filter callback is slow), with ``ef`` scaled with ``K``. The core
+   rescores the ids exactly and fetches again, deeper, only the queries whose window the
+   filters emptied. A query deeper than :func:`hnsw_depth_limit` (``max(1024, N / 64)``:
+   beyond it a graph search costs more than a scan), or that the graph could not serve, is
+   finished by the core's exact search, so a query ends with fewer negatives only when the
+   corpus has run out, exactly as with ``backend="exact"``. Seeds are per global query index,
+   as on the exact path.
 
 A graph built with several threads depends on thread timing; the saved index makes later runs
 reproducible (``threads=1`` builds deterministically).
@@ -68,7 +70,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -82,15 +84,10 @@ from negmine._paths import regular_file
 from negmine._progress import progress_callback
 from negmine.errors import FormatError, InvalidArgumentError, InvalidTypeError
 
-if TYPE_CHECKING:
-    from negmine.mine import MiningOptions, Prepared
-
 BUILD_CHUNK_ROWS = 65_536
 """Corpus rows converted to f32 and added to the graph per ``add_items`` call."""
 QUERY_BATCH = 4_096
 """Queries per ``knn_query`` call (Ctrl-C is seen between calls)."""
-MINE_CHUNK = 65_536
-"""Queries mined per chunk (bounds the candidate lists held at once)."""
 SAMPLE_QUERIES = 200
 """Queries sampled to measure recall while choosing ``ef``."""
 MAX_EF = 4_096
@@ -645,20 +642,12 @@ def tune_ef(
 # --- mining -----------------------------------------------------------------------------------
 
 
-def recall_depth(options: MiningOptions, prepared: Prepared, n_corpus: int) -> int:
-    """The depth recall is measured at: a typical query's first fetch (the core's first
-    depth plus the median number of excluded ids, rounded up like the fetch)."""
-    excluded = _pow2ceil(np.diff(prepared.ex_indptr))
-    first = _core.first_depth(options.core)
-    return min(n_corpus, first + (int(np.median(excluded)) if len(excluded) else 0))
-
-
 def hnsw_depth_limit(n_corpus: int) -> int:
     """The deepest graph search; deeper candidates come from an exact scan."""
     return min(n_corpus - 1, max(1024, n_corpus // 64))
 
 
-def _pow2ceil(values: np.ndarray) -> np.ndarray:
+def pow2ceil(values: np.ndarray) -> np.ndarray:
     """Each value rounded up to a power of two (0 stays 0)."""
     v = np.maximum(values.astype(np.int64), 1)
     out = np.left_shift(np.int64(1), np.ceil(np.log2(v)).astype(np.int64))
@@ -686,7 +675,7 @@ def graph_fetch(
     limit = hnsw_depth_limit(n_corpus)
 
     def fetch(rows: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
-        want = np.minimum(depth + _pow2ceil(excluded[rows]), n_corpus)
+        want = np.minimum(depth + pow2ceil(excluded[rows]), n_corpus)
         lists: list[np.ndarray] = [np.empty(0, np.int64)] * len(rows)
         for k in np.unique(want[want <= limit]):
             at = np.flatnonzero(want == k)
@@ -704,55 +693,3 @@ def graph_fetch(
         return indptr, np.concatenate([np.empty(0, np.int64), *lists]).astype(np.int64)
 
     return fetch
-
-
-def mine_chunks(
-    queries: Embeddings | np.ndarray,
-    corpus: Embeddings | np.ndarray,
-    prepared: Prepared,
-    options: MiningOptions,
-    *,
-    index: Any,
-    ef: int,
-    recall_depth: int,
-    threads: int | None = None,
-    progress: bool | Callable[[int, int], object] = False,
-) -> tuple[list[_core.Mined], int, int]:
-    """Core outputs per chunk of :data:`MINE_CHUNK` queries (for ``mine.assemble``), with
-    the number of queries re-fetched and of those finished by exact search."""
-    n_queries, n_corpus = rows_of(queries), rows_of(corpus)
-    q_array = _matrix_array(queries)
-    excluded = np.diff(prepared.ex_indptr).astype(np.int64)
-    parts: list[_core.Mined] = []
-    refetched = fallback = 0
-    with progress_callback(progress, "mine (hnsw)", unit="query") as cb:
-        for start in range(0, n_queries, MINE_CHUNK):
-            stop = min(n_queries, start + MINE_CHUNK)
-            chunk = q_array[start:stop]
-            fetch = graph_fetch(
-                index,
-                chunk,
-                excluded[start:stop],
-                n_corpus=n_corpus,
-                normalize=options.metric == "cosine",
-                ratio=ef / max(recall_depth, 1),
-                offset=start,
-                threads=threads,
-            )
-            part = _core.mine(
-                chunk,
-                corpus,
-                *prepared.rows(start, stop).id_lists(),
-                options.core,
-                groups=prepared.groups,
-                query_offset=start,
-                threads=threads,
-                fetch=fetch,
-                max_depth=hnsw_depth_limit(n_corpus),
-            )
-            parts.append(part)
-            refetched += int((part.fetches > 1).sum())
-            fallback += int(part.exact_finish.sum())
-            if cb is not None:
-                cb(stop, n_queries)
-    return parts, refetched, fallback
