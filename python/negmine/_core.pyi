@@ -96,12 +96,14 @@ class Mined:
         positive_scores: npt.NDArray[np.float32],
         found: npt.NDArray[np.uint32],
         depth: npt.NDArray[np.uint32],
-        incomplete: npt.NDArray[np.bool_],
         removed_query: npt.NDArray[np.int64],
         removed_id: npt.NDArray[np.int64],
         removed_filter: npt.NDArray[np.int64],
         removed_score: npt.NDArray[np.float32],
         removed_counts: npt.NDArray[np.uint64],
+        fetches: npt.NDArray[np.uint32] | None = None,
+        exact_finish: npt.NDArray[np.bool_] | None = None,
+        incomplete: npt.NDArray[np.bool_] | None = None,
     ) -> Mined: ...
     @property
     def negative_ids(self) -> npt.NDArray[np.int64]: ...
@@ -114,8 +116,6 @@ class Mined:
     @property
     def depth(self) -> npt.NDArray[np.uint32]: ...
     @property
-    def incomplete(self) -> npt.NDArray[np.bool_]: ...
-    @property
     def removed_query(self) -> npt.NDArray[np.int64]: ...
     @property
     def removed_id(self) -> npt.NDArray[np.int64]: ...
@@ -125,6 +125,10 @@ class Mined:
     def removed_score(self) -> npt.NDArray[np.float32]: ...
     @property
     def removed_counts(self) -> npt.NDArray[np.uint64]: ...
+    @property
+    def fetches(self) -> npt.NDArray[np.uint32]: ...
+    @property
+    def exact_finish(self) -> npt.NDArray[np.bool_]: ...
     def arrays(self) -> dict[str, npt.NDArray[Any]]: ...
 
 def mine(
@@ -138,8 +142,10 @@ def mine(
     query_offset: int = 0,
     threads: int | None = None,
     progress: Callable[[int, int], object] | None = None,
-    candidates: _Csr | None = None,
+    fetch: Callable[[npt.NDArray[np.int64], int], _Csr] | None = None,
+    max_depth: int | None = None,
 ) -> Mined: ...
+def first_depth(options: MineOptions) -> int: ...
 def filter_names() -> list[str]: ...
 def duplicate_groups(
     corpus: Embeddings | npt.NDArray[np.float32] | npt.NDArray[np.float16],

@@ -1,9 +1,10 @@
-"""Approximate candidates from an HNSW graph (hnswlib), rescored exactly by the core.
+"""Approximate candidates from an HNSW graph (hnswlib), rescored exactly by the core: the
+graph's persistence, its ``ef`` tuning and the candidate source the core calls.
 
-``mine(..., backend="hnsw")`` lands here. The approximation is only in *which* corpus rows
-become candidates: every candidate is rescored exactly with negmine's score definition, and
-the filters, window and sampling are the exact path's, so a query whose true top candidates
-are all found gets exactly the exact backend's negatives.
+``mine(..., backend="hnsw")`` builds on this module. The approximation is only in *which*
+corpus rows become candidates: every candidate is rescored exactly with negmine's score
+definition, and the filters, window and sampling are the exact path's, so a query whose true
+top candidates are all found gets exactly the exact backend's negatives.
 
 1. **Index.** hnswlib (``space="ip"``, f32 only) built from the corpus in chunks of
    :data:`BUILD_CHUNK_ROWS` rows (converted to f32, normalised for cosine, non-finite rows
@@ -40,17 +41,17 @@ are all found gets exactly the exact backend's negatives.
    ``max(k, 32)`` until recall@k >= ``target_recall`` or ``ef`` reaches :data:`MAX_EF` (then a
    ``RuntimeWarning``; the report says the target was missed). A returned row scoring within
    float tolerance of the exact k-th score counts as found (ties among duplicates).
-3. **Mining.** Depth ``K`` starts like the exact path (``2 * window end``, at least 16); each
-   query fetches ``K`` plus its number of excluded ids (rounded up to a power of two) from the
-   graph, since excluded rows are dropped only afterwards (hnswlib's filter callback is slow).
-   Queries the core reports ``incomplete`` (filters emptied the window) are fetched again with
-   ``K`` doubled (and ``ef`` scaled with ``K``), only them. Once a query's depth passes
-   :func:`hnsw_depth_limit` (``max(1024, N / 64)``: beyond it a graph search costs more than a
-   scan) it is finished exactly: when such queries make up at least a quarter of the range of
-   queries they span, the core's exact path mines that range (it deepens by itself); otherwise
-   they get exact :func:`negmine.search` candidates, doubling up to the whole corpus. Either
-   way a query ends with fewer negatives only when the corpus has run out, exactly as with
-   ``backend="exact"``. Seeds are per global query index, as on the exact path.
+3. **Mining.** The core mines each chunk of queries with the graph as its candidate source
+   (:func:`graph_fetch`; ``negmine.mine`` drives it), on the exact path's one deepening
+   schedule: it asks for depth ``K``; each query fetches ``K`` plus its number of excluded ids
+   (rounded up to a power of two) from the graph, since excluded rows are dropped only
+   afterwards (hnswlib's filter callback is slow), with ``ef`` scaled with ``K``. The core
+   rescores the ids exactly and fetches again, deeper, only the queries whose window the
+   filters emptied. A query deeper than :func:`hnsw_depth_limit` (``max(1024, N / 64)``:
+   beyond it a graph search costs more than a scan), or that the graph could not serve, is
+   finished by the core's exact search, so a query ends with fewer negatives only when the
+   corpus has run out, exactly as with ``backend="exact"``. Seeds are per global query index,
+   as on the exact path.
 
 A graph built with several threads depends on thread timing; the saved index makes later runs
 reproducible (``threads=1`` builds deterministically).
@@ -69,7 +70,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -83,19 +84,15 @@ from negmine._paths import regular_file
 from negmine._progress import progress_callback
 from negmine.errors import FormatError, InvalidArgumentError, InvalidTypeError
 
-if TYPE_CHECKING:
-    from negmine.mine import MiningOptions, Prepared
-
 BUILD_CHUNK_ROWS = 65_536
 """Corpus rows converted to f32 and added to the graph per ``add_items`` call."""
 QUERY_BATCH = 4_096
 """Queries per ``knn_query`` call (Ctrl-C is seen between calls)."""
-MINE_CHUNK = 65_536
-"""Queries mined per chunk (bounds the candidate lists held at once)."""
 SAMPLE_QUERIES = 200
 """Queries sampled to measure recall while choosing ``ef``."""
 MAX_EF = 4_096
-"""The largest ``ef`` the automatic choice tries (or the depth, if larger)."""
+"""The largest ``ef`` the automatic choice tries (a search of depth ``k`` uses at least
+``k``)."""
 FORMAT = 1
 """Version of the saved index layout; part of the file name key."""
 SIDECAR_FORMAT = 2
@@ -628,7 +625,8 @@ def tune_ef(
     exact_scores, exact_ids = _core.search(
         rows, corpus, _core.SearchOptions(k, metric=metric), threads=threads
     )
-    cap = max(k, min(MAX_EF, n_corpus))
+    # A search of depth k uses ef >= k whatever ef says (see knn).
+    cap = min(MAX_EF, n_corpus)
     ef = min(max(k, 32), cap)
     while True:
         try:
@@ -644,210 +642,54 @@ def tune_ef(
 # --- mining -----------------------------------------------------------------------------------
 
 
-def first_depth(range_min: int, range_max: int | None, num_negatives: int, sampling: str) -> int:
-    """The exact path's first search depth (``rust/core/src/mine.rs``)."""
-    if range_max is not None:
-        end = range_max
-    elif sampling == "top":
-        end = range_min + num_negatives
-    else:
-        end = range_min + 10 * num_negatives
-    return max(2 * end, 16)
-
-
-def recall_depth(options: MiningOptions, prepared: Prepared, n_corpus: int) -> int:
-    """The depth recall is measured at: a typical query's first fetch (the first depth plus
-    the median number of excluded ids, rounded up like the fetch)."""
-    first = first_depth(
-        options.range_min, options.range_max, options.num_negatives, options.sampling_strategy
-    )
-    excluded = _pow2ceil(np.diff(prepared.ex_indptr))
-    return min(n_corpus, first + (int(np.median(excluded)) if len(excluded) else 0))
-
-
 def hnsw_depth_limit(n_corpus: int) -> int:
     """The deepest graph search; deeper candidates come from an exact scan."""
     return min(n_corpus - 1, max(1024, n_corpus // 64))
 
 
-def _pow2ceil(values: np.ndarray) -> np.ndarray:
+def pow2ceil(values: np.ndarray) -> np.ndarray:
     """Each value rounded up to a power of two (0 stays 0)."""
     v = np.maximum(values.astype(np.int64), 1)
     out = np.left_shift(np.int64(1), np.ceil(np.log2(v)).astype(np.int64))
     return np.where(values > 0, out, 0).astype(np.int64)
 
 
-def _core_mine(
-    queries: np.ndarray,
-    corpus: Embeddings | np.ndarray,
-    prepared: Prepared,
-    options: MiningOptions,
-    offset: int,
-    threads: int | None,
-    candidates: tuple[np.ndarray, np.ndarray] | None = None,
-) -> _core.Mined:
-    """The core's mining of ``queries`` (global index ``offset`` on): from the given
-    candidates (CSR), or by exact search without them."""
-    return _core.mine(
-        queries,
-        corpus,
-        *prepared.id_lists(),
-        options.core,
-        groups=prepared.groups,
-        query_offset=offset,
-        threads=threads,
-        candidates=candidates,
-    )
-
-
-def mine_chunks(
-    queries: Embeddings | np.ndarray,
-    corpus: Embeddings | np.ndarray,
-    prepared: Prepared,
-    options: MiningOptions,
-    *,
+def graph_fetch(
     index: Any,
-    ef: int,
-    recall_depth: int,
-    threads: int | None = None,
-    progress: bool | Callable[[int, int], object] = False,
-) -> tuple[list[_core.Mined], int, int]:
-    """Core outputs per chunk of :data:`MINE_CHUNK` queries (for ``mine.assemble``), with
-    the number of queries re-fetched and of those finished by exact candidates."""
-    n_queries = rows_of(queries)
-    q_array = _matrix_array(queries)
-    first = first_depth(
-        options.range_min, options.range_max, options.num_negatives, options.sampling_strategy
-    )
-    ratio = ef / max(recall_depth, 1)
-    excluded = np.diff(prepared.ex_indptr).astype(np.int64)
-    parts: list[_core.Mined] = []
-    refetched = fallback = 0
-    with progress_callback(progress, "mine (hnsw)", unit="query") as cb:
-        for start in range(0, n_queries, MINE_CHUNK):
-            stop = min(n_queries, start + MINE_CHUNK)
-            part, r, f = _mine_chunk(
-                q_array[start:stop],
-                corpus,
-                prepared.rows(start, stop),
-                options,
-                excluded[start:stop],
-                start,
-                index=index,
-                first=first,
-                ratio=ratio,
-                threads=threads,
-            )
-            parts.append(part)
-            refetched += r
-            fallback += f
-            if cb is not None:
-                cb(stop, n_queries)
-    return parts, refetched, fallback
-
-
-RECORDED = ("removed_query", "removed_id", "removed_filter", "removed_score")
-"""The arrays of :class:`negmine._core.Mined` with one entry per recorded removal."""
-
-
-def _mine_chunk(
     queries: np.ndarray,
-    corpus: Embeddings | np.ndarray,
-    prepared: Prepared,
-    options: MiningOptions,
     excluded: np.ndarray,
-    offset: int,
     *,
-    index: Any,
-    first: int,
+    n_corpus: int,
+    normalize: bool,
     ratio: float,
+    offset: int,
     threads: int | None,
-) -> tuple[_core.Mined, int, int]:
-    n, n_corpus, width = len(queries), rows_of(corpus), options.num_negatives
-    normalize = options.metric == "cosine"
+) -> Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]:
+    """The candidate source ``_core.mine(..., fetch=...)`` calls for ``queries``: graph ids
+    only (the core rescores them exactly). Row ``r`` asks the graph for ``depth`` plus its
+    number of excluded ids ``excluded[r]`` rounded up to a power of two (excluded rows are
+    dropped only afterwards: hnswlib's filter callback is slow), with ``ef`` scaled with the
+    depth by ``ratio``. Rows the graph cannot serve (that would ask more than
+    :func:`hnsw_depth_limit`, or for which it found fewer) get no candidates, so the core
+    finishes them by exact search. ``offset``: the global index of ``queries[0]``."""
     limit = hnsw_depth_limit(n_corpus)
-    result: dict[str, np.ndarray] = {
-        "negative_ids": np.full((n, width), -1, dtype=np.int64),
-        "negative_scores": np.full((n, width), np.nan, dtype=np.float32),
-        "found": np.zeros(n, dtype=np.uint32),
-        "depth": np.zeros(n, dtype=np.uint32),
-        "incomplete": np.zeros(n, dtype=bool),
-        "removed_counts": np.zeros((n, len(_core.filter_names())), dtype=np.uint64),
-        "positive_scores": np.full(len(prepared.pos_ids), np.nan, dtype=np.float32),
-    }
-    removed: list[dict[str, np.ndarray]] = []
 
-    def take(out: _core.Mined, rows: np.ndarray, lo: int) -> None:
-        """Keeps the results of ``rows`` (indices into ``out``, whose queries start at
-        ``lo``) and their removals; positive scores do not depend on the candidates."""
-        arrays = out.arrays()
-        for key in ("negative_ids", "negative_scores", "found", "depth", "removed_counts"):
-            result[key][rows + lo] = arrays[key][rows]
-        p0 = int(prepared.pos_indptr[lo])
-        result["positive_scores"][p0 : p0 + len(out.positive_scores)] = out.positive_scores
-        keep = np.isin(out.removed_query, rows)
-        piece = {k: arrays[k][keep] for k in RECORDED}
-        piece["removed_query"] = piece["removed_query"] + lo
-        removed.append(piece)
-
-    exact_mode = np.zeros(n, dtype=bool)
-    fetched_again = np.zeros(n, dtype=bool)
-    pending = np.arange(n, dtype=np.int64)  # ascending, always
-    want = min(first, n_corpus)
-    while len(pending):
-        if want > min(first, n_corpus):
-            fetched_again[pending] = True
-        depth = np.minimum(want + _pow2ceil(excluded[pending]), n_corpus)
-        exact_mode[pending[depth > limit]] = True
-        scan = pending[exact_mode[pending]]
-        if len(scan) and 4 * len(scan) >= scan[-1] - scan[0] + 1:
-            # Dense enough: the core's exact path on their span (it deepens by itself; the
-            # other queries of the span cost one exact search at the first depth).
-            lo, hi = int(scan[0]), int(scan[-1]) + 1
-            out = _core_mine(
-                queries[lo:hi], corpus, prepared.rows(lo, hi), options, offset + lo, threads
-            )
-            take(out, scan - lo, lo)
-            graph_only = ~exact_mode[pending]
-            pending, depth = pending[graph_only], depth[graph_only]
-            if not len(pending):
-                break
-        lists: list[np.ndarray | None] = [None] * n
-        graph = ~exact_mode[pending]
-        for d in np.unique(depth[graph]):
-            sel = pending[graph & (depth == d)]
+    def fetch(rows: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        want = np.minimum(depth + pow2ceil(excluded[rows]), n_corpus)
+        lists: list[np.ndarray] = [np.empty(0, np.int64)] * len(rows)
+        for k in np.unique(want[want <= limit]):
+            at = np.flatnonzero(want == k)
+            sel = rows[at]
             x = _as_f32(queries[sel], normalize, "queries", sel + offset)
-            k = int(d)
+            k = int(k)
             try:
                 ids, _ = knn(index, x, k, max(k, math.ceil(ratio * k)), threads)
-            except RuntimeError:  # the graph could not return k rows: scan instead
-                exact_mode[sel] = True
+            except RuntimeError:  # hnswlib found fewer than k rows: the exact search takes them
                 continue
-            for i, q in enumerate(sel):
-                lists[q] = ids[i]
-        in_scan = exact_mode[pending]
-        scan = pending[in_scan]
-        if len(scan):  # few and scattered: exact-search candidates for them only
-            k = int(min(n_corpus, want + int(excluded[scan].max())))
-            rows = np.ascontiguousarray(queries[scan])
-            _, ids = _core.search(
-                rows, corpus, _core.SearchOptions(k, metric=options.metric), threads=threads
-            )
-            depth[in_scan] = k
-            for i, q in enumerate(scan):
-                lists[q] = ids[i]
-        counts = np.array([0 if x is None else len(x) for x in lists], dtype=np.int64)
+            for i, r in enumerate(at):
+                lists[r] = ids[i]
+        counts = np.array([len(x) for x in lists], dtype=np.int64)
         indptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-        chosen = [x for x in lists if x is not None]
-        indices = np.concatenate(chosen).astype(np.int64) if chosen else np.empty(0, np.int64)
-        out = _core_mine(queries, corpus, prepared, options, offset, threads, (indptr, indices))
-        # Done: the window is complete, or the query has every corpus row as a candidate.
-        done_mask = ~out.incomplete[pending] | (depth >= n_corpus)
-        take(out, pending[done_mask], 0)
-        pending = pending[~done_mask]
-        want = min(2 * want, n_corpus)
-    by_query = np.concatenate([r["removed_query"] for r in removed])
-    order = np.argsort(by_query, kind="stable")
-    for key in removed[0]:
-        result[key] = np.concatenate([r[key] for r in removed])[order]
-    return _core.Mined(**result), int(fetched_again.sum()), int(exact_mode.sum())
+        return indptr, np.concatenate([np.empty(0, np.int64), *lists]).astype(np.int64)
+
+    return fetch

@@ -13,12 +13,12 @@ import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import Any, Literal, Union
 
 import numpy as np
 import numpy.typing as npt
 
-from negmine import _core
+from negmine import _core, ann
 from negmine import _numbers as numbers
 from negmine._core import Embeddings
 from negmine._inputs import (
@@ -34,9 +34,6 @@ from negmine.errors import InvalidArgumentError, InvalidTypeError
 from negmine.qrels import load_qrels
 from negmine.report import build_report
 from negmine.result import MiningResult
-
-if TYPE_CHECKING:
-    from negmine import ann
 
 SamplingStrategy = Literal["top", "random", "simans"]
 Duplicates = Union[Literal["auto"], None, npt.ArrayLike]
@@ -445,8 +442,6 @@ def mine(
     threads = numbers.optional_count(threads, "threads")
     backend = numbers.choice(backend, "backend", ("exact", "hnsw"))  # type: ignore[assignment]
     target_recall = numbers.real(target_recall, "target_recall", low=0.0, high=1.0, low_open=True)
-    from negmine import ann  # imported here: ann builds on this module
-
     hnsw_params = ann.HnswParams(options.metric, m=hnsw_m, ef_construction=hnsw_ef_construction)
     q = as_matrix(queries, "queries")
     c = as_matrix(corpus, "corpus")
@@ -492,8 +487,6 @@ def _mine_hnsw(
     progress: bool,
 ) -> MiningResult:
     """``mine(..., backend="hnsw")`` once the inputs are checked (see :mod:`negmine.ann`)."""
-    from negmine import ann
-
     if rows_of(q) == 0 or rows_of(c) == 0:  # nothing to index or to ask: the exact path
         out = mine_prepared(q, c, prepared, options, threads=threads)
         result = assemble(prepared, options, [out])
@@ -508,7 +501,7 @@ def _mine_hnsw(
             threads=threads,
             progress=progress,
         )
-        depth = ann.recall_depth(options, prepared, rows_of(c))
+        depth = _recall_depth(options, prepared, rows_of(c))
         ef, recall, sample = ann.tune_ef(
             index,
             q,
@@ -527,7 +520,7 @@ def _mine_hnsw(
                 RuntimeWarning,
                 stacklevel=3,
             )
-        parts, refetched, fallback = ann.mine_chunks(
+        parts, refetched, fallback = _mine_hnsw_chunks(
             q,
             c,
             prepared,
@@ -549,3 +542,68 @@ def _mine_hnsw(
     report.refetched = refetched
     report.exact_fallback = fallback
     return result
+
+
+HNSW_CHUNK = 65_536
+"""Queries mined per core call on the hnsw path (bounds the candidate lists held at once)."""
+
+
+def _recall_depth(options: MiningOptions, prepared: Prepared, n_corpus: int) -> int:
+    """The depth the graph's recall is measured at: a typical query's first fetch (the core's
+    first depth plus the median number of excluded ids, rounded up like the fetch)."""
+    excluded = ann.pow2ceil(np.diff(prepared.ex_indptr))
+    first = _core.first_depth(options.core)
+    return min(n_corpus, first + (int(np.median(excluded)) if len(excluded) else 0))
+
+
+def _mine_hnsw_chunks(
+    queries: Embeddings | np.ndarray,
+    corpus: Embeddings | np.ndarray,
+    prepared: Prepared,
+    options: MiningOptions,
+    *,
+    index: Any,
+    ef: int,
+    recall_depth: int,
+    threads: int | None = None,
+    progress: bool | Callable[[int, int], object] = False,
+) -> tuple[list[_core.Mined], int, int]:
+    """Core outputs per chunk of :data:`HNSW_CHUNK` queries, each mined with the graph as
+    the candidate source, with the number of queries fetched again and of those finished by
+    exact search."""
+    n_queries, n_corpus = rows_of(queries), rows_of(corpus)
+    q_array = queries if isinstance(queries, np.ndarray) else np.asarray(queries)
+    excluded = np.diff(prepared.ex_indptr).astype(np.int64)
+    parts: list[_core.Mined] = []
+    refetched = fallback = 0
+    with progress_callback(progress, "mine (hnsw)", unit="query") as cb:
+        for start in range(0, n_queries, HNSW_CHUNK):
+            stop = min(n_queries, start + HNSW_CHUNK)
+            chunk = q_array[start:stop]
+            fetch = ann.graph_fetch(
+                index,
+                chunk,
+                excluded[start:stop],
+                n_corpus=n_corpus,
+                normalize=options.metric == "cosine",
+                ratio=ef / max(recall_depth, 1),
+                offset=start,
+                threads=threads,
+            )
+            part = _core.mine(
+                chunk,
+                corpus,
+                *prepared.rows(start, stop).id_lists(),
+                options.core,
+                groups=prepared.groups,
+                query_offset=start,
+                threads=threads,
+                fetch=fetch,
+                max_depth=ann.hnsw_depth_limit(n_corpus),
+            )
+            parts.append(part)
+            refetched += int((part.fetches > 1).sum())
+            fallback += int(part.exact_finish.sum())
+            if cb is not None:
+                cb(stop, n_queries)
+    return parts, refetched, fallback

@@ -51,10 +51,12 @@ class MiningReport:
     recall_depth: int | None = None
     recall_sample: int | None = None
     refetched: int = 0
-    """hnsw: queries fetched again, deeper, because filters emptied their first window."""
+    """hnsw: queries whose candidates were fetched more than once: filters emptied their
+    window and they were fetched again, deeper, or the graph came back short and the exact
+    search took them over."""
     exact_fallback: int = 0
-    """hnsw: queries whose candidates came from exact search (needed deeper than a graph
-    search is worth)."""
+    """hnsw: queries finished by exact search (they needed deeper than a graph search is
+    worth, or the graph came back short)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}

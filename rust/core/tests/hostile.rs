@@ -4,7 +4,7 @@
 
 use negmine_core::kmeans::{kmeans, Init, KMeansMetric, KMeansOptions};
 use negmine_core::metric::score_limit;
-use negmine_core::mine::{mine, mine_candidates, MineOptions};
+use negmine_core::mine::{mine, mine_with, Candidates, FnSource, MineOptions};
 use negmine_core::store::parse_header;
 use negmine_core::{search, Error, IdLists, MatrixView, Metric, NoHooks, SearchOptions};
 
@@ -136,17 +136,21 @@ fn mining_refuses_overflowing_scores_in_search_and_rescoring() {
         "{m}"
     );
     // Rescoring given candidates: query 1 against its candidate 1.
-    let candidates = IdLists::from_csr(&[0, 2, 4], &[1, 3, 1, 3], 2, 4).unwrap();
-    let m = message(mine_candidates(
+    let mut source = FnSource::new(|queries: &[usize], _depth| {
+        let ids = queries.iter().flat_map(|_| [1, 3]).collect();
+        Candidates::dense(2, ids)
+    });
+    let m = message(mine_with(
+        &mut source,
         pool(2),
         &q,
         &c,
-        &candidates,
         &positives,
         &positives,
         None,
         &opts,
         0,
+        &mut NoHooks,
     ));
     assert!(
         m.contains("queries row 1") && m.contains("corpus row 1"),

@@ -166,7 +166,6 @@ fn assert_same(a: &Mined, b: &Mined, what: &str) {
     assert_eq!(a.removed, b.removed, "{what}");
     assert_eq!(a.removed_counts, b.removed_counts, "{what}");
     assert_eq!(a.depth, b.depth, "{what}");
-    assert_eq!(a.incomplete, b.incomplete, "{what}");
 }
 
 /// Options that make filters empty windows, so queries are fetched again deeper.

@@ -2,9 +2,14 @@
 //! `link_queries`.
 
 use negmine_core::dedup;
-use negmine_core::mine::{self as core_mine, Filter, MineOptions, Sampling};
-use negmine_core::{IdLists, Metric};
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1};
+use negmine_core::mine::{
+    self as core_mine, CandidateSource, Candidates, ExactSource, Filter, FnSource, MineOptions,
+    Sampling,
+};
+use negmine_core::{Error, IdLists, Metric};
+use numpy::{
+    IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyUntypedArrayMethods,
+};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -84,29 +89,50 @@ impl PyMineOptions {
 }
 
 /// Declares [`Mined`] from its list of arrays, so that each is named once: the class, its
-/// keyword constructor (a checkpointed chunk read back) and `arrays()` (the chunk saved).
+/// keyword constructor (a checkpointed chunk read back) and `arrays()` (the chunk saved). The
+/// arrays after `per query of` are per-query statistics of how the candidates were fetched;
+/// a chunk saved without them (by an older version) reads back with their default, a function
+/// of the number of queries. The names after `dropped` are arrays older versions saved: read
+/// back and ignored.
 macro_rules! mined {
-    ($($(#[doc = $doc:literal])* $field:ident: $array:ty,)*) => {
+    (
+        $($(#[doc = $doc:literal])* $field:ident: $array:ty,)*
+        ; per query of $count:ident:
+        $($(#[doc = $sdoc:literal])* $stat:ident: $stype:ty = $default:path,)*
+        ; dropped: $($gone:ident),*
+    ) => {
         /// The arrays of one `mine` call over `n` queries: per query, per negative and per
         /// removed candidate.
         #[pyclass(frozen, get_all, module = "negmine._core")]
         pub struct Mined {
             $($(#[doc = $doc])* $field: Py<$array>,)*
+            $($(#[doc = $sdoc])* $stat: Py<$stype>,)*
         }
 
         #[pymethods]
         impl Mined {
             #[new]
-            #[pyo3(signature = (*, $($field),*))]
+            #[pyo3(signature = (*, $($field,)* $($stat = None,)* $($gone = None),*))]
             #[allow(clippy::too_many_arguments)]
-            fn new($($field: Py<$array>),*) -> Self {
-                Mined { $($field),* }
+            fn new(
+                py: Python<'_>,
+                $($field: Py<$array>,)*
+                $($stat: Option<Py<$stype>>,)*
+                $($gone: Option<Py<PyAny>>,)*
+            ) -> Self {
+                $(let _ = $gone;)*
+                let n = $count.bind(py).len();
+                Mined {
+                    $($field,)*
+                    $($stat: $stat.unwrap_or_else(|| $default(py, n)),)*
+                }
             }
 
             /// Every array by its name.
             fn arrays<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
                 let out = PyDict::new(py);
                 $(out.set_item(stringify!($field), &self.$field)?;)*
+                $(out.set_item(stringify!($stat), &self.$stat)?;)*
                 Ok(out)
             }
         }
@@ -124,8 +150,6 @@ mined! {
     found: PyArray1<u32>,
     /// Candidates ranked per query.
     depth: PyArray1<u32>,
-    /// Queries whose given candidates could not fill the window.
-    incomplete: PyArray1<bool>,
     /// The recorded removals: query (of this call), corpus id, filter code and score.
     removed_query: PyArray1<i64>,
     removed_id: PyArray1<i64>,
@@ -133,6 +157,23 @@ mined! {
     removed_score: PyArray1<f32>,
     /// `n x len(filter_names())`: exact removal counts.
     removed_counts: PyArray2<u64>,
+    ; per query of found:
+    /// How many times each query's candidates were fetched (more than once: the filters
+    /// emptied its window and it was fetched again, deeper).
+    fetches: PyArray1<u32> = fetched_once,
+    /// Queries finished by the exact search instead of the given `fetch`.
+    exact_finish: PyArray1<bool> = none_finished_exactly,
+    // Queries whose given candidates could not fill the window, when the Python side
+    // deepened the hnsw path itself.
+    ; dropped: incomplete
+}
+
+fn fetched_once(py: Python<'_>, n: usize) -> Py<PyArray1<u32>> {
+    PyArray1::from_vec(py, vec![1; n]).unbind()
+}
+
+fn none_finished_exactly(py: Python<'_>, n: usize) -> Py<PyArray1<bool>> {
+    PyArray1::from_vec(py, vec![false; n]).unbind()
 }
 
 impl Mined {
@@ -158,7 +199,6 @@ impl Mined {
             positive_scores: mined.positive_scores.into_pyarray(py).unbind(),
             found: mined.found.into_pyarray(py).unbind(),
             depth: mined.depth.into_pyarray(py).unbind(),
-            incomplete: mined.incomplete.into_pyarray(py).unbind(),
             removed_query: column(&|r| i64::from(r.query)),
             removed_id: column(&|r| i64::from(r.id)),
             removed_filter: column(&|r| r.filter as i64),
@@ -166,14 +206,22 @@ impl Mined {
             removed_counts: PyArray1::from_vec(py, counts)
                 .reshape([n, Filter::ALL.len()])?
                 .unbind(),
+            fetches: mined.fetches.into_pyarray(py).unbind(),
+            exact_finish: mined.exact_finish.into_pyarray(py).unbind(),
         })
     }
 }
 
+/// Mines `queries`, from the exact search or, given `fetch`, from the candidates it proposes:
+/// `fetch(rows, depth)` gets the rows of `queries` to serve (a 1-D int64 array) and the depth
+/// asked for, and returns their candidates as a CSR pair `(indptr, indices)` of int64 arrays
+/// (see the core's `CandidateSource`). Queries that need more than `max_depth` candidates, or
+/// that `fetch` left short, are finished by the exact search. An exception raised by `fetch`
+/// stops the mining and is re-raised as is.
 #[pyfunction]
 #[pyo3(signature = (
     queries, corpus, positives, exclude, options, *, groups = None, query_offset = 0,
-    threads = None, progress = None, candidates = None
+    threads = None, progress = None, fetch = None, max_depth = None
 ))]
 #[allow(clippy::too_many_arguments)]
 fn mine<'py>(
@@ -187,45 +235,82 @@ fn mine<'py>(
     query_offset: u64,
     threads: Option<usize>,
     progress: Option<Py<PyAny>>,
-    candidates: Option<Csr<'py>>,
+    fetch: Option<Py<PyAny>>,
+    max_depth: Option<usize>,
 ) -> PyResult<Mined> {
     let (queries_view, corpus_view) = (queries.view()?, corpus.view()?);
     let opts = &options.get().0;
     let (positives, exclude) = (positives.slices()?, exclude.slices()?);
-    let candidates = candidates.as_ref().map(Csr::slices).transpose()?;
     let groups = groups.as_ref().map(|g| g.as_slice()).transpose()?;
-    let mined = runtime::run(py, threads, progress, corpus.mapped(), |pool, hooks| {
+    // The exception `fetch` raised (or the Ctrl-C seen before calling it), re-raised as is.
+    let mut raised: Option<PyErr> = None;
+    let result = runtime::run(py, threads, progress, corpus.mapped(), |pool, hooks| {
         let (nq, nc) = (queries_view.rows(), corpus_view.rows());
         let lists =
             |what, (indptr, indices)| IdLists::from_csr_named(what, indptr, indices, nq, nc);
         let positives = lists("positives", positives)?;
         let exclude = lists("exclude", exclude)?;
-        match candidates {
-            None => core_mine::mine(
-                pool,
-                &queries_view,
-                &corpus_view,
-                &positives,
-                &exclude,
-                groups,
-                opts,
-                query_offset,
-                hooks,
-            ),
-            Some(candidates) => core_mine::mine_candidates(
-                pool,
-                &queries_view,
-                &corpus_view,
-                &lists("candidates", candidates)?,
-                &positives,
-                &exclude,
-                groups,
-                opts,
-                query_offset,
-            ),
-        }
-    })?;
+        let mut exact;
+        let mut python;
+        let source: &mut dyn CandidateSource = match fetch {
+            None => {
+                exact = ExactSource::new(pool, &queries_view, &corpus_view, &exclude, opts);
+                &mut exact
+            }
+            Some(fetch) => {
+                let raised = &mut raised;
+                let source = FnSource::new(move |rows: &[usize], depth: usize| {
+                    python_fetch(&fetch, rows, depth).map_err(|e| {
+                        *raised = Some(e);
+                        Error::Interrupted
+                    })
+                });
+                python = match max_depth {
+                    Some(d) => source.with_max_depth(d),
+                    None => source,
+                };
+                &mut python
+            }
+        };
+        core_mine::mine_with(
+            source,
+            pool,
+            &queries_view,
+            &corpus_view,
+            &positives,
+            &exclude,
+            groups,
+            opts,
+            query_offset,
+            hooks,
+        )
+    });
+    let mined = match (result, raised) {
+        (Err(_), Some(raised)) => return Err(raised),
+        (result, _) => result?,
+    };
     Mined::from_core(py, mined, queries_view.rows(), opts.num_negatives)
+}
+
+/// One call of a Python candidate source, with the GIL taken back (Ctrl-C checked first).
+fn python_fetch(fetch: &Py<PyAny>, rows: &[usize], depth: usize) -> PyResult<Candidates> {
+    Python::attach(|py| {
+        py.check_signals()?;
+        let rows: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        let answer = fetch.call1(py, (rows.into_pyarray(py), depth))?;
+        let csr: Csr<'_> = answer.bind(py).extract()?;
+        let (indptr, indices) = csr.slices()?;
+        Candidates::from_csr(indptr, indices.to_vec()).py_err()
+    })
+}
+
+/// The depth mining first fetches each query's candidates at (the start of the core's one
+/// deepening schedule), e.g. to measure an approximate source's recall where it matters.
+#[pyfunction]
+fn first_depth(options: Bound<'_, PyMineOptions>) -> usize {
+    core_mine::depth_schedule(&options.get().0)
+        .next()
+        .expect("the schedule never ends")
 }
 
 /// The names of the filters, indexed by the codes in `removed_filter`.
@@ -269,6 +354,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyMineOptions>()?;
     m.add_class::<Mined>()?;
     m.add_function(wrap_pyfunction!(mine, m)?)?;
+    m.add_function(wrap_pyfunction!(first_depth, m)?)?;
     m.add_function(wrap_pyfunction!(filter_names, m)?)?;
     m.add_function(wrap_pyfunction!(duplicate_groups, m)?)?;
     m.add_function(wrap_pyfunction!(link_queries, m)?)?;

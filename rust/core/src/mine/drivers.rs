@@ -1,7 +1,7 @@
 //! The mining entry points: [`mine_with`] fetches each query's candidates from a
 //! [`CandidateSource`], rescores them exactly and deepens them on one schedule
 //! ([`depth_schedule`]) until the walk is complete; [`mine`] is it with the exact search as the
-//! source; [`mine_candidates`] rescores given candidates exactly and walks them once.
+//! source.
 
 use rayon::prelude::*;
 
@@ -39,8 +39,6 @@ pub struct Mined {
     pub removed_counts: Vec<FilterCounts>,
     /// How deep each query's ranking was fetched.
     pub depth: Vec<u32>,
-    /// Queries whose given candidates could not fill the window ([`mine_candidates`] only).
-    pub incomplete: Vec<bool>,
     /// How many times each query's candidates were fetched (more than once: the filters
     /// emptied its window and it was fetched again, deeper).
     pub fetches: Vec<u32>,
@@ -276,7 +274,6 @@ impl<'a> Job<'a> {
         outcomes: Vec<Outcome>,
         positive_scores: Vec<f32>,
         depth: Vec<u32>,
-        incomplete: Vec<bool>,
         fetches: Vec<u32>,
         exact_finish: Vec<bool>,
     ) -> Result<Mined> {
@@ -314,7 +311,6 @@ impl<'a> Job<'a> {
             removed,
             removed_counts,
             depth,
-            incomplete,
             fetches,
             exact_finish,
         })
@@ -509,91 +505,5 @@ pub fn mine_with(
         .into_iter()
         .map(|o| o.expect("every query is resolved"))
         .collect();
-    job.finish(
-        outcomes,
-        positive_scores,
-        depth,
-        vec![false; n_queries],
-        fetches,
-        exact_finish,
-    )
-}
-
-/// Mines from given candidates (e.g. from an approximate index) instead of an exact search:
-/// each query's `candidates` are rescored exactly, ranked, and walked like [`mine`]'s ranking.
-/// A query whose window the candidates cannot fill is marked `incomplete` (and gets what they
-/// hold): fetch it more candidates and mine it again.
-///
-/// One round only, with the caller deepening: [`mine_with`] with a source does the deepening
-/// in the core (this stays for the binding's hnsw path until it moves to [`mine_with`]).
-#[allow(clippy::too_many_arguments)]
-pub fn mine_candidates(
-    pool: &rayon::ThreadPool,
-    queries: &MatrixView<'_>,
-    corpus: &MatrixView<'_>,
-    candidates: &IdLists,
-    positives: &IdLists,
-    exclude: &IdLists,
-    groups: Option<&[u32]>,
-    opts: &MineOptions,
-    query_offset: u64,
-) -> Result<Mined> {
-    let job = Job {
-        queries,
-        corpus,
-        positives,
-        exclude,
-        groups,
-        opts,
-        query_offset,
-    };
-    job.validate()?;
-    let n_queries = queries.rows();
-    if candidates.n_queries() != n_queries {
-        return Err(Error::invalid(format!(
-            "candidates must have one list per query ({n_queries}), got {}",
-            candidates.n_queries()
-        )));
-    }
-    let ctx = job.context();
-    let (positive_scores, pos_offsets) = job.positive_scores(pool)?;
-    let results: Vec<Result<(Outcome, u32, bool)>> = pool.install(|| {
-        (0..n_queries)
-            .into_par_iter()
-            .map(|q| {
-                let mut ranking = job.rescored(q, candidates.of(q))?;
-                let pos = &positive_scores[pos_offsets[q]..pos_offsets[q + 1]];
-                // At `max_depth` the ranking is as deep as it may get: the query is done.
-                let at_max = opts.max_depth.is_some_and(|d| ranking.len() >= d);
-                if let Some(d) = opts.max_depth {
-                    ranking.truncate(d);
-                }
-                let depth = ranking.len() as u32;
-                let outcome = ctx.evaluate(q, &ranking, pos, at_max);
-                Ok(if outcome.need_more {
-                    (ctx.evaluate(q, &ranking, pos, true), depth, true)
-                } else {
-                    (outcome, depth, false)
-                })
-            })
-            .collect()
-    });
-    let mut outcomes = Vec::with_capacity(n_queries);
-    let mut depth = Vec::with_capacity(n_queries);
-    let mut incomplete = Vec::with_capacity(n_queries);
-    // In query order: the first query that failed is the one named.
-    for result in results {
-        let (o, d, i) = result?;
-        outcomes.push(o);
-        depth.push(d);
-        incomplete.push(i);
-    }
-    job.finish(
-        outcomes,
-        positive_scores,
-        depth,
-        incomplete,
-        vec![1; n_queries],
-        vec![false; n_queries],
-    )
+    job.finish(outcomes, positive_scores, depth, fetches, exact_finish)
 }

@@ -27,14 +27,14 @@
 //! The options and their validation are in `options.rs`, the candidate sources in
 //! `source.rs`, the walk of one query's ranking (the filters, the window and the sampling) in
 //! `walk.rs`, and the entry points that fetch, rescore and deepen the rankings ([`mine_with`],
-//! [`mine`], [`mine_candidates`]) and the schedule in `drivers.rs`.
+//! [`mine`]) and the schedule in `drivers.rs`.
 
 mod drivers;
 mod options;
 mod source;
 mod walk;
 
-pub use drivers::{depth_schedule, mine, mine_candidates, mine_with, Mined};
+pub use drivers::{depth_schedule, mine, mine_with, Mined};
 pub use options::{MineOptions, Sampling, MAX_RANK};
 pub use source::{CandidateSource, Candidates, ExactSource, FnSource};
 pub use walk::{Filter, FilterCounts, Removed};
