@@ -277,8 +277,11 @@ def mine_prepared(
     query_offset: int = 0,
     threads: int | None = None,
     progress: bool | Callable[[int, int], object] = False,
+    fetch: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]] | None = None,
+    max_depth: int | None = None,
 ) -> _core.Mined:
-    """The core call for queries whose lists are ``prepared`` (raw arrays, no report)."""
+    """The core call for queries whose lists are ``prepared`` (raw arrays, no report), with
+    candidates from the exact search or, given ``fetch`` (and its ``max_depth``), from it."""
     with read_only(queries, corpus), progress_callback(progress, "mine", unit="row") as cb:
         return _core.mine(
             queries,
@@ -289,6 +292,8 @@ def mine_prepared(
             query_offset=query_offset,
             threads=threads,
             progress=cb,
+            fetch=fetch,
+            max_depth=max_depth,
         )
 
 
@@ -590,12 +595,11 @@ def _mine_hnsw_chunks(
                 offset=start,
                 threads=threads,
             )
-            part = _core.mine(
+            part = mine_prepared(
                 chunk,
                 corpus,
-                *prepared.rows(start, stop).id_lists(),
-                options.core,
-                groups=prepared.groups,
+                prepared.rows(start, stop),
+                options,
                 query_offset=start,
                 threads=threads,
                 fetch=fetch,
