@@ -12,8 +12,8 @@ sampling (NV-Retriever's TopK-PercPos 95%):
   (memory-mapped), ``duplicates=None`` (sentence-transformers only knows string identity).
   The time includes opening the files and building the positives.
 - ``negmine-st-depth``: the same with ``max_depth`` set to the depth sentence-transformers
-  retrieves (``range_max + max_positives``), so both do the same work; queries the margin
-  empties are then reported starved, as sentence-transformers drops them.
+  retrieves (``range_max + max_positives``, ``+ 1`` from its 6.3), so both do the same work;
+  queries the margin empties are then reported starved, as sentence-transformers drops them.
 - ``st-torch``: ``mine_hard_negatives(..., use_faiss=False)``: 16 384-query blocks of scores
   (``faiss_batch_size`` x N floats) + ``torch.topk``.
 - ``st-faiss``: ``mine_hard_negatives(..., use_faiss=True)``: faiss ``IndexFlatIP`` (CPU).
@@ -188,6 +188,18 @@ def real_set(n_queries: int) -> Path:
 # --------------------------------------------------------------------------- child process
 
 
+def st_extra_candidate() -> int:
+    """1 when the installed sentence-transformers retrieves one candidate more than
+    ``range_max + max_positives`` (6.3 and later), else 0."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        major, minor = (int(x) for x in version("sentence-transformers").split(".")[:2])
+    except (PackageNotFoundError, ValueError):
+        return 0
+    return int((major, minor) >= (6, 3))
+
+
 def vm_hwm_bytes() -> int | None:
     try:
         with open("/proc/self/status") as f:
@@ -230,9 +242,11 @@ def child(method: str, directory: Path, threads: int, out_ids: Path) -> dict[str
         import negmine
 
         # "negmine-st-depth" ranks no deeper than sentence-transformers retrieves
-        # (range_max + max_positives, with its default range_max for margins): the same work.
+        # (range_max + max_positives, with its default range_max for margins, + 1 from its
+        # 6.3 on): the same work.
         max_positives = int(np.bincount(pairs[:, 0]).max())
-        max_depth = 10 * NUM_NEGATIVES + 2 * max_positives if method.endswith("depth") else None
+        st_depth = 10 * NUM_NEGATIVES + 2 * max_positives + st_extra_candidate()
+        max_depth = st_depth if method.endswith("depth") else None
 
         start = time.perf_counter()
         q = negmine.open_embeddings(directory / "queries.npy")
