@@ -243,6 +243,13 @@ def test_load_qrels_returns_a_csr_that_mine_accepts(tmp_path):
     np.testing.assert_array_equal(a.negative_ids, b.negative_ids)
 
 
+def test_float64_values_past_float32_are_refused_by_row_not_cast_to_inf():
+    q = np.zeros((3, 4))
+    q[2, 1] = 1e39
+    with pytest.raises(InvalidArgumentError, match=r"queries row 2 holds 1e\+39 .*float32"):
+        negmine.search(q, corpus(20, 4), 2)
+
+
 def test_ids_past_int64_are_invalid_arguments():
     q, c = corpus(1, 8), corpus(20, 8)
     for exclude in (

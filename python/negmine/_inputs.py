@@ -17,6 +17,7 @@ from negmine import _numbers as numbers
 from negmine._core import Embeddings, open_embeddings
 from negmine._numbers import MAX_ID
 from negmine.errors import InvalidArgumentError, InvalidTypeError
+from negmine.store import cast_rows
 
 EmbeddingsLike = Union[Embeddings, npt.ArrayLike, "os.PathLike[str]", str]
 """A mapped file, a path to a ``.npy`` file, or a 2-D array (float32/float16 as is, float64
@@ -43,15 +44,16 @@ def as_matrix(value: EmbeddingsLike, name: str) -> Embeddings | np.ndarray:
         raise InvalidTypeError(
             f"{name} must hold float32 or float16 values (float64 is cast), got dtype {array.dtype}"
         )
-    if array.dtype.itemsize == 8:
-        array = array.astype(np.float32)
-    elif not array.dtype.isnative:
-        array = array.astype(array.dtype.newbyteorder("="))
     if array.ndim != 2:
         hint = " (use x.reshape(1, -1) for a single vector)" if array.ndim == 1 else ""
         raise InvalidArgumentError(
             f"{name} must be 2-D (rows x dim), got shape {array.shape}{hint}"
         )
+    if array.dtype.itemsize == 8:
+        # A finite float64 past float32's range is refused by row, not cast to inf.
+        array = cast_rows(array, np.dtype(np.float32), f"{name} row")
+    elif not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
     return np.ascontiguousarray(array)
 
 
@@ -163,15 +165,17 @@ class Csr(NamedTuple):
     indices: npt.ArrayLike
 
 
-def _id_array(values: npt.ArrayLike, name: str) -> np.ndarray:
+def _int64_array(values: npt.ArrayLike, name: str, holds: str = "integers") -> np.ndarray:
+    """Integers (``holds`` says what they are, for errors) as a 1-D int64 array; zero-copy
+    when they already are one."""
     array = np.asarray(values)
-    if array.size and (array.dtype.kind not in "iu" or array.dtype == np.bool_):
-        raise InvalidTypeError(f"{name} must hold integer ids, got dtype {array.dtype}")
+    if array.size and array.dtype.kind not in "iu":
+        raise InvalidTypeError(f"{name} must hold {holds}, got dtype {array.dtype}")
     if array.ndim != 1:
-        raise InvalidArgumentError(f"{name} CSR arrays must be 1-D, got shape {array.shape}")
+        raise InvalidArgumentError(f"{name} must be 1-D, got shape {array.shape}")
     if array.dtype.kind == "u" and array.size and int(array.max()) > MAX_ID:
         raise InvalidArgumentError(
-            f"{name} holds {int(array.max())}, past the largest id (2**63 - 1)"
+            f"{name} holds {int(array.max())}, past the largest int64 (2**63 - 1)"
         )
     return np.ascontiguousarray(array, dtype=np.int64)
 
@@ -201,7 +205,7 @@ def as_csr(ids: IdsLike, n_rows: int, name: str) -> tuple[np.ndarray, np.ndarray
         and len(ids) == 2
         and all(isinstance(part, np.ndarray) for part in ids)
     ):
-        indptr, indices = _id_array(ids[0], name), _id_array(ids[1], name)
+        indptr, indices = (_int64_array(part, name, "integer ids") for part in ids)
         _check_csr(indptr, indices, n_rows, name)
         return indptr, indices
     if isinstance(ids, tuple) and len(ids) == 2:
@@ -282,14 +286,7 @@ def count_int(value: object, name: str) -> int:
 
 def int_array(values: npt.ArrayLike, name: str) -> npt.NDArray[np.int64]:
     """Integers as a 1-D int64 array, always a private copy (see :func:`private_copy`)."""
-    array = np.asarray(values)
-    if array.size and array.dtype.kind not in "iu":
-        raise InvalidTypeError(f"{name} must hold integers, got dtype {array.dtype}")
-    if array.ndim != 1:
-        raise InvalidArgumentError(f"{name} must be 1-D, got shape {array.shape}")
-    if array.dtype == np.uint64 and array.size and int(array.max()) >= 1 << 63:
-        raise InvalidArgumentError(f"{name} holds a value too large for int64: {array.max()}")
-    return private_copy(array, np.int64)
+    return private_copy(_int64_array(values, name), np.int64)
 
 
 def private_copy(array: np.ndarray, dtype: type[np.generic]) -> np.ndarray:
