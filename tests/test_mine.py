@@ -13,6 +13,8 @@ goes through ``expect_error``, which fails loudly on anything that is not an ``E
 
 from __future__ import annotations
 
+import inspect
+import json
 import re
 import subprocess
 import sys
@@ -813,3 +815,30 @@ def test_load_qrels_formats(tmp_path):
         expect_error(ValueError, load_qrels, bad, match=needle)
     names.write_text("qa\tdx\nqz\tdy\n")
     expect_error(ValueError, load_qrels, names, ["qa"], ["dx", "dy"], match="qz")
+
+
+def test_the_options_are_declared_by_the_core_and_mine_s_signature_only():
+    # `MiningOptions` takes its names, defaults and order from `mine`'s signature, and the
+    # core declares the rest; every core option is a keyword of `mine` but the search knobs.
+    parameters = inspect.signature(negmine.mine).parameters
+    core_names = set(negmine._core.MineOptions.NAMES)
+    assert core_names - set(parameters) == {"block_rows", "query_batch"}
+    defaults = MiningOptions().to_dict()
+    assert list(defaults) == [name for name in parameters if name in core_names]
+    assert all(defaults[name] == parameters[name].default for name in defaults)
+
+
+def test_mining_options_are_plain_immutable_values():
+    options = MiningOptions(relative_margin=0, seed=np.uint64(7), metric="ip")
+    assert options.relative_margin == 0.0 and type(options.relative_margin) is float
+    assert options.seed == 7 and type(options.seed) is int
+    assert options.metric == "dot"
+    assert options == MiningOptions(relative_margin=0.0, seed=7, metric="dot")
+    assert options != MiningOptions(seed=8)
+    assert json.loads(json.dumps(options.to_dict())) == options.to_dict()
+    with pytest.raises(AttributeError):
+        options.seed = 3  # type: ignore[misc]
+    with pytest.raises(TypeError, match="unknown mining option 'colour'"):
+        MiningOptions(colour=1)
+    with pytest.raises(AttributeError, match="no option 'colour'"):
+        _ = options.colour

@@ -1,7 +1,7 @@
 # Hand-written stubs of the Rust extension; checked by `python -m mypy.stubtest negmine._core`.
 from collections.abc import Callable
 from os import PathLike
-from typing import Any, final
+from typing import Any, ClassVar, final
 
 import numpy as np
 import numpy.typing as npt
@@ -62,27 +62,9 @@ def search(
 # --- mine (rust/py/src/mine.rs) ---
 @final
 class MineOptions:
-    def __new__(
-        cls,
-        *,
-        num_negatives: int,
-        metric: str = ...,
-        range_min: int = 0,
-        range_max: int | None = None,
-        max_score: float | None = None,
-        min_score: float | None = None,
-        absolute_margin: float | None = None,
-        relative_margin: float | None = None,
-        dup_threshold: float | None = None,
-        sampling_strategy: str = ...,
-        simans_a: float = 1.0,
-        simans_b: float = 0.0,
-        seed: int = 0,
-        max_depth: int | None = None,
-        record_removed: int | None = None,
-        block_rows: int | None = None,
-        query_batch: int | None = None,
-    ) -> MineOptions: ...
+    NAMES: ClassVar[list[str]]
+    """The options, as the core declares them (``rust/core/src/mine/options.rs``)."""
+    def __new__(cls, **options: object) -> MineOptions: ...
     @property
     def metric(self) -> str: ...
 

@@ -8,11 +8,15 @@ result in a :class:`~negmine.result.MiningResult` with a :class:`~negmine.report
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
+import operator
 import os
+import re
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any, Literal, Union
 
 import numpy as np
@@ -73,74 +77,80 @@ def _pairs_to_csr(
     return indptr, np.ascontiguousarray(values, dtype=np.int64)
 
 
-@dataclass(frozen=True)
 class MiningOptions:
-    """Everything that decides which negatives are mined (see :func:`mine`). The options are
-    checked as they are built (``InvalidArgumentError`` / ``InvalidTypeError`` naming the
-    option), by the same rules as ``mine``'s keyword arguments."""
+    """Everything that decides which negatives are mined: the options of :func:`mine`, with the
+    same names, defaults and meaning (see its docstring), as keyword arguments.
 
-    num_negatives: int = 3
-    metric: Literal["dot", "cosine"] = "cosine"
-    range_min: int = 0
-    range_max: int | None = None
-    max_score: float | None = None
-    min_score: float | None = None
-    absolute_margin: float | None = None
-    relative_margin: float | None = None
-    dup_threshold: float | None = None
-    query_dup_threshold: float | None = None
-    sampling_strategy: SamplingStrategy = "top"
-    simans_a: float = 1.0
-    simans_b: float = 0.0
-    seed: int = 0
-    max_depth: int | None = None
-    record_removed: int | None = 64
+    The options are declared twice only: in the core (``MineOptions``, which checks them as
+    they are built, raising ``InvalidArgumentError`` / ``InvalidTypeError`` naming the
+    option) and in :func:`mine`'s signature, from which this class takes its names, defaults
+    and types. ``to_dict()`` holds plain Python values (a numpy scalar becomes an ``int`` or
+    ``float``, an alias its canonical name), so that the options serialise to JSON and compare
+    equal however they were spelled.
+    """
 
-    core: _core.MineOptions = field(init=False, repr=False, compare=False)
+    __slots__ = ("_values", "core")
+
+    _values: dict[str, Any]
+    core: _core.MineOptions
     """The options as the core takes them, built (and checked by the core) once."""
 
-    def __post_init__(self) -> None:
-        # Only types are converted here (plain Python values, so that the options serialise
-        # to JSON and compare equal however they were spelled; bools refused; integers past
-        # the core's types refused by name); every rule on the values is the core's, checked
-        # once as `_core.MineOptions` is built.
-        plain: dict[str, Any] = {
-            "num_negatives": numbers.count(self.num_negatives, "num_negatives"),
-            "range_min": numbers.non_negative(self.range_min, "range_min"),
-            "range_max": numbers.optional_count(self.range_max, "range_max"),
-            "seed": numbers.seed(self.seed),
-            "max_depth": numbers.optional_count(self.max_depth, "max_depth"),
-            "record_removed": None
-            if self.record_removed is None
-            else numbers.non_negative(self.record_removed, "record_removed"),
-            **{
-                name: numbers.optional_number(getattr(self, name), name)
-                for name in (
-                    "max_score",
-                    "min_score",
-                    "absolute_margin",
-                    "relative_margin",
-                    "dup_threshold",
-                )
-            },
-            # Checked even when unused (the core sees them only with "simans").
-            "simans_a": numbers.real(self.simans_a, "simans_a"),
-            "simans_b": numbers.real(self.simans_b, "simans_b"),
+    def __init__(self, **options: Any) -> None:
+        declared = _declared_options()
+        unknown = sorted(set(options) - set(declared))
+        if unknown:
+            raise InvalidTypeError(
+                f"unknown mining option {', '.join(map(repr, unknown))}; the options are "
+                f"{', '.join(declared)}"
+            )
+        given = {name: options.get(name, default) for name, (default, _) in declared.items()}
+        core = _core.MineOptions(**given)
+        values = {
+            name: None if given[name] is None else plain(given[name])
+            for name, (_, plain) in declared.items()
         }
-        core = _core.MineOptions(
-            **plain, metric=self.metric, sampling_strategy=self.sampling_strategy
-        )
-        # `link_queries`' threshold, applied by `prepare`: not a core mining option.
-        plain["query_dup_threshold"] = numbers.optional_real(
-            self.query_dup_threshold, "query_dup_threshold", low=-1.0, high=1.0
-        )
-        plain["metric"] = core.metric  # an alias resolved
-        for name, value in plain.items():
-            object.__setattr__(self, name, value)
+        values["metric"] = core.metric  # an alias resolved
+        object.__setattr__(self, "_values", values)
         object.__setattr__(self, "core", core)
 
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(f"MiningOptions has no option {name!r}") from None
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("MiningOptions is immutable: build new options instead")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MiningOptions) and self._values == other._values
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._values.items()))
+
+    def __repr__(self) -> str:
+        return f"MiningOptions({', '.join(f'{k}={v!r}' for k, v in self._values.items())})"
+
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
+        return dict(self._values)
+
+
+@functools.cache
+def _declared_options() -> dict[str, tuple[Any, Callable[[Any], Any]]]:
+    """:func:`mine`'s options (its keyword arguments that the core's ``MineOptions`` declares),
+    in its order: each with its default and the conversion to a plain Python value that its
+    annotation calls for (checked by the core first, so the conversion cannot fail)."""
+    declared: dict[str, tuple[Any, Callable[[Any], Any]]] = {}
+    for name, parameter in inspect.signature(mine).parameters.items():
+        if name in _core.MineOptions.NAMES:
+            # The annotation's text (this module postpones annotations), read by its words so
+            # that `int | None` needs no evaluation on Python 3.9.
+            words = set(re.findall(r"\w+", str(parameter.annotation)))
+            plain: Callable[[Any], Any] = (
+                float if "float" in words else operator.index if "int" in words else str
+            )
+            declared[name] = (parameter.default, plain)
+    return declared
 
 
 @dataclass(frozen=True)
@@ -426,24 +436,8 @@ def mine(
         queries got fewer negatives than asked for (only when the corpus ran out: the search
         goes as deep as the filters need).
     """
-    options = MiningOptions(
-        num_negatives=num_negatives,
-        metric=metric,
-        range_min=range_min,
-        range_max=range_max,
-        max_score=max_score,
-        min_score=min_score,
-        absolute_margin=absolute_margin,
-        relative_margin=relative_margin,
-        dup_threshold=dup_threshold,
-        query_dup_threshold=query_dup_threshold,
-        sampling_strategy=sampling_strategy,
-        simans_a=simans_a,
-        simans_b=simans_b,
-        seed=seed,
-        max_depth=max_depth,
-        record_removed=record_removed,
-    )
+    # The options are the arguments above that the core declares (see `MiningOptions`).
+    options = MiningOptions(**{k: v for k, v in locals().items() if k in _declared_options()})
     threads = numbers.optional_count(threads, "threads")
     backend = numbers.choice(backend, "backend", ("exact", "hnsw"))  # type: ignore[assignment]
     target_recall = numbers.real(target_recall, "target_recall", low=0.0, high=1.0, low_open=True)
@@ -460,7 +454,7 @@ def mine(
         positives,
         duplicates=duplicates,
         corpus_texts=corpus_texts,
-        query_dup_threshold=query_dup_threshold,
+        query_dup_threshold=options.query_dup_threshold,
         threads=threads,
     )
     if backend == "hnsw":

@@ -41,7 +41,7 @@ fn main() {
         opts.relative_margin = Some(0.05);
     }
     opts.range_min = 8;
-    opts.sampling = Sampling::Random;
+    opts.sampling_strategy = Sampling::Random;
     for _ in 0..3 {
         let t = Instant::now();
         let mined = mine(

@@ -18,6 +18,7 @@
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 
+use crate::choice::Choice;
 use crate::error::{Error, Result};
 use crate::rng::{fmix, Rng, GOLDEN};
 
@@ -212,16 +213,10 @@ pub enum Weighting {
     Size,
 }
 
-impl Weighting {
-    pub fn from_name(name: &str) -> Result<Self> {
-        match name {
-            "uniform" => Ok(Weighting::Uniform),
-            "size" => Ok(Weighting::Size),
-            other => Err(Error::invalid(format!(
-                "weighting must be 'uniform' or 'size', got {other:?}"
-            ))),
-        }
-    }
+impl Choice for Weighting {
+    const ARGUMENT: &'static str = "weighting";
+    const NAMES: &'static [(&'static str, Self)] =
+        &[("uniform", Weighting::Uniform), ("size", Weighting::Size)];
 }
 
 /// The shape of a topic plan, computed from the cluster sizes alone.

@@ -21,6 +21,7 @@
 
 use rayon::prelude::*;
 
+use crate::choice::Choice;
 use crate::error::{Error, Result};
 use crate::hooks::Hooks;
 use crate::matrix::MatrixView;
@@ -44,6 +45,12 @@ pub enum KMeansMetric {
     L2,
 }
 
+impl Choice for KMeansMetric {
+    const ARGUMENT: &'static str = "metric";
+    const NAMES: &'static [(&'static str, Self)] =
+        &[("cosine", KMeansMetric::Cosine), ("l2", KMeansMetric::L2)];
+}
+
 /// Options of [`kmeans`].
 #[derive(Clone, Debug)]
 pub struct KMeansOptions {
@@ -64,6 +71,12 @@ pub enum Init {
     PlusPlus,
     /// `n_clusters` distinct training rows at random (faiss' default): cheaper, worse starts.
     Random,
+}
+
+impl Choice for Init {
+    const ARGUMENT: &'static str = "init";
+    const NAMES: &'static [(&'static str, Self)] =
+        &[("k-means++", Init::PlusPlus), ("random", Init::Random)];
 }
 
 /// The result of [`kmeans`].

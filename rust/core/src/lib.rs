@@ -2,6 +2,7 @@
 //! embeddings. Pure Rust; the Python binding lives in the `negmine-py` crate.
 
 pub mod batches;
+pub mod choice;
 pub mod dedup;
 pub mod error;
 pub mod hooks;
@@ -11,6 +12,7 @@ pub mod kmeans;
 pub mod matrix;
 pub mod metric;
 pub mod mine;
+pub mod options;
 pub mod pack;
 pub mod rng;
 pub mod search;

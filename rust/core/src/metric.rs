@@ -2,6 +2,7 @@
 //! finite in f32 ([`score_limit`]): the rule every scored pair obeys, in the search and in
 //! mining's exact rescoring alike.
 
+use crate::choice::Choice;
 use crate::error::Error;
 
 /// Similarity between a query and a corpus row.
@@ -11,6 +12,18 @@ pub enum Metric {
     Dot,
     /// Inner product of the L2-normalised rows; a zero row scores 0 against everything.
     Cosine,
+}
+
+impl Choice for Metric {
+    const ARGUMENT: &'static str = "metric";
+    const NAMES: &'static [(&'static str, Self)] =
+        &[("dot", Metric::Dot), ("cosine", Metric::Cosine)];
+    // faiss' `ip`, the short `cos`.
+    const ALIASES: &'static [(&'static str, Self)] = &[
+        ("ip", Metric::Dot),
+        ("inner_product", Metric::Dot),
+        ("cos", Metric::Cosine),
+    ];
 }
 
 /// The largest product of two rows' L2 norms for which their score, the fused multiply-add

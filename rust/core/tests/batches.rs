@@ -7,6 +7,7 @@ use std::time::Instant;
 use negmine_core::batches::{
     margin_balanced, ngame, ngame_count, separate, topic, topic_count, BatchPlan, Weighting,
 };
+use negmine_core::choice::Choice;
 use negmine_core::rng::Rng;
 use negmine_core::Error;
 use proptest::prelude::*;
@@ -340,7 +341,7 @@ fn bad_input_is_a_clear_error() {
         topic(&c, 3, 0, 0, 0, Weighting::Size, false),
         "clusters_per_batch",
     );
-    invalid(Weighting::from_name("big"), "weighting");
+    invalid(Weighting::parse("big", "'big'"), "weighting");
     invalid(margin_balanced(&[0, 1], &[0.5], 0, 0, 0), "bins");
     invalid(margin_balanced(&[0, 2], &[0.5], 3, 0, 0), "end at");
     invalid(margin_balanced(&[], &[], 3, 0, 0), "at least one");

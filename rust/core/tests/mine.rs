@@ -127,17 +127,18 @@ fn invalid_options_and_arguments_are_errors() {
         "min_score",
     );
     invalid(
-        with(&|o| o.sampling = Sampling::Simans { a: -1.0, b: 0.0 }),
+        with(&|o| {
+            o.sampling_strategy = Sampling::Simans;
+            o.simans_a = -1.0;
+        }),
         "simans",
     );
     invalid(
         with(&|o| {
-            o.sampling = Sampling::Simans {
-                a: 1.0,
-                b: f32::NAN,
-            }
+            o.sampling_strategy = Sampling::Simans;
+            o.simans_b = f32::NAN;
         }),
-        "simans",
+        "simans_b",
     );
 
     // Lists, groups and shapes.
@@ -324,15 +325,12 @@ fn deterministic_across_pools_and_query_chunks() {
         .map(|_| (0..rng.below(3)).map(|_| rng.below(n_c) as i64).collect())
         .collect();
     let groups = duplicate_groups(pool(2), &cv);
-    let samplings = [
-        Sampling::Top,
-        Sampling::Random,
-        Sampling::Simans { a: 0.5, b: -2.0 },
-    ];
+    let samplings = [Sampling::Top, Sampling::Random, Sampling::Simans];
     for sampling in samplings {
         for metric in [Metric::Dot, Metric::Cosine] {
             let mut opts = MineOptions::new(4, metric);
-            opts.sampling = sampling;
+            opts.sampling_strategy = sampling;
+            (opts.simans_a, opts.simans_b) = (0.5, -2.0);
             opts.range_min = 2;
             opts.relative_margin = Some(0.1);
             opts.dup_threshold = Some(0.9);

@@ -172,11 +172,8 @@ fn assert_same(a: &Mined, b: &Mined, what: &str) {
 fn options(rng: &mut Rng) -> MineOptions {
     let metric = [Metric::Dot, Metric::Cosine][rng.below(2)];
     let mut opts = MineOptions::new(1 + rng.below(4), metric);
-    opts.sampling = [
-        Sampling::Top,
-        Sampling::Random,
-        Sampling::Simans { a: 0.5, b: -1.0 },
-    ][rng.below(3)];
+    opts.sampling_strategy = [Sampling::Top, Sampling::Random, Sampling::Simans][rng.below(3)];
+    (opts.simans_a, opts.simans_b) = (0.5, -1.0);
     opts.range_min = rng.below(20);
     if rng.below(2) == 0 {
         opts.range_max = Some(opts.range_min + opts.num_negatives + rng.below(30));
@@ -193,7 +190,7 @@ fn options(rng: &mut Rng) -> MineOptions {
     if rng.below(3) == 0 {
         opts.max_depth = Some(1 + rng.below(150));
     }
-    opts.record_removed = rng.below(40);
+    opts.record_removed = Some(rng.below(40));
     opts.seed = rng.next();
     opts
 }
@@ -392,7 +389,7 @@ fn the_deepening_schedule() {
     assert_eq!(first(&opts), [200, 800, 3200, 12800]);
     // The samplers' default window end: range_min + 10 * num_negatives.
     opts.range_max = None;
-    opts.sampling = Sampling::Random;
+    opts.sampling_strategy = Sampling::Random;
     assert_eq!(first(&opts), [180, 720, 2880, 11520]);
     // It saturates instead of overflowing.
     opts.range_max = Some(usize::MAX / 2);

@@ -6,9 +6,9 @@ use negmine_core::Error;
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
 
-use crate::choices::Wrap;
 use crate::errors::PyResultExt;
 use crate::inputs::Csr;
+use crate::options::Wrap;
 use crate::runtime;
 
 type PlanArrays<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>, usize);

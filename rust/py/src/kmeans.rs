@@ -4,8 +4,8 @@ use negmine_core::kmeans::{self as core_kmeans, Init, KMeansMetric, KMeansOption
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods};
 use pyo3::prelude::*;
 
-use crate::choices::Wrap;
 use crate::inputs::Matrix;
+use crate::options::Wrap;
 use crate::runtime;
 
 type KMeansOut<'py> = (

@@ -4,11 +4,11 @@
 use pyo3::prelude::*;
 
 mod batches;
-mod choices;
 mod errors;
 mod inputs;
 mod kmeans;
 mod mine;
+mod options;
 mod runtime;
 mod search;
 mod store;

@@ -1,21 +1,21 @@
 //! `mine` (with its `MineOptions` and its result, `Mined`), `duplicate_groups` and
 //! `link_queries`.
 
+use negmine_core::choice::Choice;
 use negmine_core::dedup;
 use negmine_core::mine::{
     self as core_mine, CandidateSource, Candidates, ExactSource, Filter, FnSource, MineOptions,
-    Sampling,
 };
-use negmine_core::{Error, IdLists, Metric};
+use negmine_core::IdLists;
 use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::choices::{Choice, Strategy, Wrap};
 use crate::errors::PyResultExt;
 use crate::inputs::{Csr, Matrix};
+use crate::options::given;
 use crate::runtime;
 
 /// `mine`'s options, checked by the core's own validation when they are built, then passed
@@ -25,60 +25,25 @@ pub struct PyMineOptions(MineOptions);
 
 #[pymethods]
 impl PyMineOptions {
+    /// Takes the core's option names as keywords (`NAMES`); an option not given keeps the
+    /// core's default.
     #[new]
-    #[pyo3(signature = (
-        *, num_negatives, metric = Wrap(Metric::Cosine), range_min = 0, range_max = None,
-        max_score = None, min_score = None, absolute_margin = None, relative_margin = None,
-        dup_threshold = None, sampling_strategy = Wrap(Strategy::Top), simans_a = 1.0,
-        simans_b = 0.0, seed = 0, max_depth = None, record_removed = None, block_rows = None,
-        query_batch = None
-    ))]
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        num_negatives: usize,
-        metric: Wrap<Metric>,
-        range_min: usize,
-        range_max: Option<usize>,
-        max_score: Option<f32>,
-        min_score: Option<f32>,
-        absolute_margin: Option<f32>,
-        relative_margin: Option<f32>,
-        dup_threshold: Option<f32>,
-        sampling_strategy: Wrap<Strategy>,
-        simans_a: f32,
-        simans_b: f32,
-        seed: u64,
-        max_depth: Option<usize>,
-        record_removed: Option<usize>,
-        block_rows: Option<usize>,
-        query_batch: Option<usize>,
-    ) -> PyResult<Self> {
-        let opts = MineOptions {
-            metric: metric.0,
-            num_negatives,
-            range_min,
-            range_max,
-            max_score,
-            min_score,
-            absolute_margin,
-            relative_margin,
-            dup_threshold,
-            sampling: match sampling_strategy.0 {
-                Strategy::Top => Sampling::Top,
-                Strategy::Random => Sampling::Random,
-                Strategy::Simans => Sampling::Simans {
-                    a: simans_a,
-                    b: simans_b,
-                },
-            },
-            seed,
-            max_depth,
-            record_removed: record_removed.unwrap_or(usize::MAX),
-            block_rows,
-            query_batch,
-        };
+    #[pyo3(signature = (**options))]
+    fn new(options: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let mut opts = MineOptions::default();
+        for (name, value) in options.into_iter().flatten() {
+            opts.set(&name.extract::<String>()?, &given(&value)?)
+                .py_err()?;
+        }
         opts.validate().py_err()?;
         Ok(PyMineOptions(opts))
+    }
+
+    /// The options' names, as the core declares them.
+    #[classattr]
+    #[allow(non_snake_case)]
+    fn NAMES() -> Vec<&'static str> {
+        MineOptions::NAMES.to_vec()
     }
 
     /// The metric's canonical name (an alias given is resolved).
@@ -242,53 +207,51 @@ fn mine<'py>(
     let opts = &options.get().0;
     let (positives, exclude) = (positives.slices()?, exclude.slices()?);
     let groups = groups.as_ref().map(|g| g.as_slice()).transpose()?;
-    // The exception `fetch` raised (or the Ctrl-C seen before calling it), re-raised as is.
-    let mut raised: Option<PyErr> = None;
-    let result = runtime::run(py, threads, progress, corpus.mapped(), |pool, hooks| {
-        let (nq, nc) = (queries_view.rows(), corpus_view.rows());
-        let lists =
-            |what, (indptr, indices)| IdLists::from_csr_named(what, indptr, indices, nq, nc);
-        let positives = lists("positives", positives)?;
-        let exclude = lists("exclude", exclude)?;
-        let mut exact;
-        let mut python;
-        let source: &mut dyn CandidateSource = match fetch {
-            None => {
-                exact = ExactSource::new(pool, &queries_view, &corpus_view, &exclude, opts);
-                &mut exact
-            }
-            Some(fetch) => {
-                let raised = &mut raised;
-                let source = FnSource::new(move |rows: &[usize], depth: usize| {
-                    python_fetch(&fetch, rows, depth).map_err(|e| {
-                        *raised = Some(e);
-                        Error::Interrupted
-                    })
-                });
-                python = match max_depth {
-                    Some(d) => source.with_max_depth(d),
-                    None => source,
-                };
-                &mut python
-            }
-        };
-        core_mine::mine_with(
-            source,
-            pool,
-            &queries_view,
-            &corpus_view,
-            &positives,
-            &exclude,
-            groups,
-            opts,
-            query_offset,
-            hooks,
-        )
-    });
-    let mined = match (result, raised) {
-        (Err(_), Some(raised)) => return Err(raised),
-        (result, _) => result?,
-    };
+    let mined = runtime::run_raising(
+        py,
+        threads,
+        progress,
+        corpus.mapped(),
+        |pool, hooks, raised| {
+            let (nq, nc) = (queries_view.rows(), corpus_view.rows());
+            let lists =
+                |what, (indptr, indices)| IdLists::from_csr_named(what, indptr, indices, nq, nc);
+            let positives = lists("positives", positives)?;
+            let exclude = lists("exclude", exclude)?;
+            let mut exact;
+            let mut python;
+            let source: &mut dyn CandidateSource = match fetch {
+                None => {
+                    exact = ExactSource::new(pool, &queries_view, &corpus_view, &exclude, opts);
+                    &mut exact
+                }
+                Some(fetch) => {
+                    // The exception `fetch` raised (or the Ctrl-C seen before calling it) is
+                    // re-raised as is.
+                    let source = FnSource::new(move |rows: &[usize], depth: usize| {
+                        python_fetch(&fetch, rows, depth).map_err(|e| raised.stop(e))
+                    });
+                    python = match max_depth {
+                        Some(d) => source.with_max_depth(d),
+                        None => source,
+                    };
+                    &mut python
+                }
+            };
+            core_mine::mine_with(
+                source,
+                pool,
+                &queries_view,
+                &corpus_view,
+                &positives,
+                &exclude,
+                groups,
+                opts,
+                query_offset,
+                hooks,
+            )
+        },
+    )?;
     Mined::from_core(py, mined, queries_view.rows(), opts.num_negatives)
 }
 

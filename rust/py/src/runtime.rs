@@ -81,13 +81,29 @@ pub fn run<T: Send>(
     mapped: Option<&MappedMatrix>,
     work: impl FnOnce(&rayon::ThreadPool, &mut dyn Hooks) -> negmine_core::Result<T> + Send,
 ) -> PyResult<T> {
+    run_raising(py, threads, progress, mapped, |pool, hooks, _| {
+        work(pool, hooks)
+    })
+}
+
+/// [`run`] for work that calls back into Python itself (a candidate source): `work` gets the
+/// slot where such a callback leaves the exception that stopped it, re-raised as is like the
+/// progress callback's.
+pub fn run_raising<T: Send>(
+    py: Python<'_>,
+    threads: Option<usize>,
+    progress: Option<Py<PyAny>>,
+    mapped: Option<&MappedMatrix>,
+    work: impl FnOnce(&rayon::ThreadPool, &mut dyn Hooks, &Raised) -> negmine_core::Result<T> + Send,
+) -> PyResult<T> {
     let pool = pool(threads)?;
-    let hooks = PyHooks {
+    let raised = Raised::default();
+    let mut hooks = PyHooks {
         progress,
         mapped,
-        raised: None,
+        raised: &raised,
     };
-    detach(py, hooks, |hooks| work(&pool, hooks))
+    detach(py, &raised, || work(&pool, &mut hooks, &raised))
 }
 
 /// [`run`] for work that needs neither the pool nor hooks (plans, file I/O).
@@ -95,22 +111,35 @@ pub fn run_plain<T: Send>(
     py: Python<'_>,
     work: impl FnOnce() -> negmine_core::Result<T> + Send,
 ) -> PyResult<T> {
-    let hooks = PyHooks {
-        progress: None,
-        mapped: None,
-        raised: None,
-    };
-    detach(py, hooks, |_| work())
+    detach(py, &Raised::default(), work)
+}
+
+/// The Python exception that stopped the work (KeyboardInterrupt, or one raised by a
+/// callback), re-raised as is instead of the core's `Interrupted`.
+#[derive(Default)]
+pub struct Raised(Mutex<Option<PyErr>>);
+
+impl Raised {
+    /// Keeps `err` (the first one wins) and returns the error that stops the core.
+    pub fn stop(&self, err: PyErr) -> Error {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        slot.get_or_insert(err);
+        Error::Interrupted
+    }
+
+    fn take(&self) -> Option<PyErr> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
 }
 
 /// The one place that releases the GIL.
 fn detach<T: Send>(
     py: Python<'_>,
-    mut hooks: PyHooks<'_>,
-    work: impl FnOnce(&mut dyn Hooks) -> negmine_core::Result<T> + Send,
+    raised: &Raised,
+    work: impl FnOnce() -> negmine_core::Result<T> + Send,
 ) -> PyResult<T> {
-    let result = py.detach(|| guarded(|| work(&mut hooks)));
-    result.map_err(|err| match (hooks.raised, err) {
+    let result = py.detach(|| guarded(work));
+    result.map_err(|err| match (raised.take(), err) {
         (Some(raised), Error::Interrupted) => raised,
         (_, err) => to_pyerr(err),
     })
@@ -134,9 +163,7 @@ fn guarded<T>(work: impl FnOnce() -> negmine_core::Result<T>) -> negmine_core::R
 struct PyHooks<'a> {
     progress: Option<Py<PyAny>>,
     mapped: Option<&'a MappedMatrix>,
-    /// The Python exception that stopped the work (KeyboardInterrupt, or one raised by the
-    /// progress callback), re-raised as is.
-    raised: Option<PyErr>,
+    raised: &'a Raised,
 }
 
 impl Hooks for PyHooks<'_> {
@@ -148,10 +175,7 @@ impl Hooks for PyHooks<'_> {
             }
             Ok::<_, PyErr>(())
         });
-        result.map_err(|e| {
-            self.raised = Some(e);
-            Error::Interrupted
-        })
+        result.map_err(|e| self.raised.stop(e))
     }
 
     fn will_read(&mut self, rows: Range<usize>) {

@@ -5,9 +5,9 @@ use negmine_core::{Error, IdLists, Metric, SearchOptions};
 use numpy::{PyArray1, PyArray2, PyArrayMethods};
 use pyo3::prelude::*;
 
-use crate::choices::Wrap;
 use crate::errors::PyResultExt;
 use crate::inputs::{Csr, Matrix};
+use crate::options::Wrap;
 use crate::runtime;
 
 type Scores<'py> = Bound<'py, PyArray2<f32>>;

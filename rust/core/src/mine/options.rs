@@ -1,7 +1,9 @@
 //! The options of [`mine`](super::mine) and their validation.
 
+use crate::choice::Choice;
 use crate::error::{Error, Result};
 use crate::metric::Metric;
+use crate::options::declare_options;
 
 /// How negatives are picked from the window.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -10,37 +12,58 @@ pub enum Sampling {
     Top,
     /// Uniformly at random, without replacement.
     Random,
-    /// SimANS: probability proportional to `exp(-a (score - p - b)^2)`.
-    Simans { a: f32, b: f32 },
+    /// SimANS: probability proportional to `exp(-a (score - p - b)^2)` (`simans_a`,
+    /// `simans_b`).
+    Simans,
+}
+
+impl Choice for Sampling {
+    const ARGUMENT: &'static str = "sampling_strategy";
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("top", Sampling::Top),
+        ("random", Sampling::Random),
+        ("simans", Sampling::Simans),
+    ];
 }
 
 /// The largest `num_negatives`, `range_min` or `range_max` accepted.
 pub const MAX_RANK: usize = 1 << 30;
 
-/// Options of [`mine`](super::mine); see the [module docs](super) for their meaning.
-#[derive(Clone, Debug)]
-pub struct MineOptions {
-    pub metric: Metric,
-    pub num_negatives: usize,
-    pub range_min: usize,
-    /// End of the window; `None`: unbounded for `top`, `range_min + 10 * num_negatives` for
-    /// the samplers.
-    pub range_max: Option<usize>,
-    pub max_score: Option<f32>,
-    pub min_score: Option<f32>,
-    pub absolute_margin: Option<f32>,
-    pub relative_margin: Option<f32>,
-    pub dup_threshold: Option<f32>,
-    pub sampling: Sampling,
-    pub seed: u64,
-    /// Never rank deeper than this many candidates per query (sentence-transformers looks at
-    /// `range_max + max_positives`); `None`: as deep as the filters need.
-    pub max_depth: Option<usize>,
-    /// Removed candidates recorded per query (the best-ranked ones); counts are always exact.
-    pub record_removed: usize,
-    /// Search knobs (they never change the result).
-    pub block_rows: Option<usize>,
-    pub query_batch: Option<usize>,
+declare_options! {
+    /// Options of [`mine`](super::mine); see the [module docs](super) for their meaning. A
+    /// binding sets them by name ([`MineOptions::set`]) and checks them with
+    /// [`MineOptions::validate`].
+    #[derive(Clone, Debug)]
+    pub struct MineOptions {
+        metric: Metric = Metric::Cosine,
+        num_negatives: usize = 3,
+        range_min: usize = 0,
+        /// End of the window; `None`: unbounded for `top`, `range_min + 10 * num_negatives`
+        /// for the samplers.
+        range_max: Option<usize> = None,
+        max_score: Option<f32> = None,
+        min_score: Option<f32> = None,
+        absolute_margin: Option<f32> = None,
+        relative_margin: Option<f32> = None,
+        dup_threshold: Option<f32> = None,
+        /// Queries whose cosine is at least this share their positives: the threshold of
+        /// [`link_queries`](crate::dedup::link_queries), applied to the positives before
+        /// mining (mining itself does not read it).
+        query_dup_threshold: Option<f32> = None,
+        sampling_strategy: Sampling = Sampling::Top,
+        simans_a: f32 = 1.0,
+        simans_b: f32 = 0.0,
+        seed: u64 = 0,
+        /// Never rank deeper than this many candidates per query (sentence-transformers looks
+        /// at `range_max + max_positives`); `None`: as deep as the filters need.
+        max_depth: Option<usize> = None,
+        /// Removed candidates recorded per query (the best-ranked ones); `None`: all. Counts
+        /// are always exact.
+        record_removed: Option<usize> = None,
+        /// Search knobs (they never change the result).
+        block_rows: Option<usize> = None,
+        query_batch: Option<usize> = None,
+    }
 }
 
 impl MineOptions {
@@ -48,24 +71,12 @@ impl MineOptions {
         MineOptions {
             metric,
             num_negatives,
-            range_min: 0,
-            range_max: None,
-            max_score: None,
-            min_score: None,
-            absolute_margin: None,
-            relative_margin: None,
-            dup_threshold: None,
-            sampling: Sampling::Top,
-            seed: 0,
-            max_depth: None,
-            record_removed: usize::MAX,
-            block_rows: None,
-            query_batch: None,
+            ..MineOptions::default()
         }
     }
 
     pub(super) fn window_end(&self) -> Option<usize> {
-        match (self.range_max, self.sampling) {
+        match (self.range_max, self.sampling_strategy) {
             (Some(end), _) => Some(end),
             (None, Sampling::Top) => None,
             // Saturates instead of overflowing; `validate` refuses such sizes anyway.
@@ -124,7 +135,6 @@ impl MineOptions {
         finite("min_score", self.min_score)?;
         finite("absolute_margin", self.absolute_margin)?;
         finite("relative_margin", self.relative_margin)?;
-        finite("dup_threshold", self.dup_threshold)?;
         if let (Some(lo), Some(hi)) = (self.min_score, self.max_score) {
             if lo > hi {
                 return Err(Error::invalid(format!(
@@ -139,19 +149,25 @@ impl MineOptions {
                 )));
             }
         }
-        if let Some(t) = self.dup_threshold {
-            if !(-1.0..=1.0).contains(&t) {
+        for (name, value) in [
+            ("dup_threshold", self.dup_threshold),
+            ("query_dup_threshold", self.query_dup_threshold),
+        ] {
+            finite(name, value)?;
+            if let Some(t) = value.filter(|t| !(-1.0..=1.0).contains(t)) {
                 return Err(Error::invalid(format!(
-                    "dup_threshold is a cosine and must be in [-1, 1], got {t}"
+                    "{name} is a cosine and must be in [-1, 1], got {t}"
                 )));
             }
         }
-        if let Sampling::Simans { a, b } = self.sampling {
-            if !(a.is_finite() && a >= 0.0 && b.is_finite()) {
-                return Err(Error::invalid(format!(
-                    "simans needs a finite a >= 0 and a finite b, got a = {a}, b = {b}"
-                )));
-            }
+        // Checked even when unused, so that a typo is not silently ignored.
+        finite("simans_a", Some(self.simans_a))?;
+        finite("simans_b", Some(self.simans_b))?;
+        if self.sampling_strategy == Sampling::Simans && self.simans_a < 0.0 {
+            return Err(Error::invalid(format!(
+                "simans needs simans_a >= 0, got {}",
+                self.simans_a
+            )));
         }
         Ok(())
     }

@@ -125,7 +125,7 @@ impl Context<'_> {
         let mut counts: FilterCounts = [0; Filter::ALL.len()];
         let mut remove = |id: u32, score: f32, filter: Filter| {
             counts[filter as usize] += 1;
-            if removed.len() < opts.record_removed {
+            if opts.record_removed.is_none_or(|cap| removed.len() < cap) {
                 removed.push(Removed {
                     query: q as u32,
                     id,
@@ -139,7 +139,7 @@ impl Context<'_> {
         let mut window: Vec<(f32, u32)> = Vec::new();
         let mut chosen: Vec<(f32, u32)> = Vec::new();
         let mut chosen_units: Vec<Vec<f32>> = Vec::new();
-        let top = opts.sampling == Sampling::Top;
+        let top = opts.sampling_strategy == Sampling::Top;
         let mut window_complete = false;
         for &(s, id) in ranking {
             if opts.max_score.is_some_and(|m| s > m) {
@@ -241,8 +241,9 @@ impl Context<'_> {
             .enumerate()
             .map(|(i, &(s, _))| {
                 let u = rng.unit();
-                let key = match self.opts.sampling {
-                    Sampling::Simans { a, b } => {
+                let key = match self.opts.sampling_strategy {
+                    Sampling::Simans => {
+                        let (a, b) = (self.opts.simans_a, self.opts.simans_b);
                         let x = f64::from(s) - f64::from(reference) - f64::from(b);
                         // log(u) / w with w = exp(-a x^2): larger is earlier; w never 0 in
                         // log space, so every entry stays orderable.
