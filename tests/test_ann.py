@@ -34,6 +34,17 @@ def index_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("corpus.npy.hnsw-*.bin"))
 
 
+def built(result: negmine.MiningResult) -> bool:
+    """Whether mining built its HNSW index (rather than loading a saved one)."""
+    assert result.report.ann is not None
+    return result.report.ann.built is True
+
+
+def index_path(result: negmine.MiningResult) -> str | None:
+    assert result.report.ann is not None
+    return result.report.ann.path
+
+
 def assert_same(a: negmine.MiningResult, b: negmine.MiningResult) -> None:
     np.testing.assert_array_equal(a.negative_ids, b.negative_ids)
     np.testing.assert_array_equal(a.negative_scores, b.negative_scores)
@@ -64,25 +75,26 @@ def test_hnsw_matches_exact_on_clustered_data(options: dict[str, object]) -> Non
         **options,  # type: ignore[arg-type]
     )
     assert_same(exact, approx)
-    report = approx.report
-    assert report.backend == "hnsw"
-    assert report.recall == 1.0 and report.target_recall == 1.0
-    assert report.ef is not None and report.ef >= 32
-    assert report.recall_depth is not None and report.recall_depth >= 16
-    assert report.recall_sample == N_QUERIES  # fewer queries than the sample size
-    text = str(report)
-    assert f"ef {report.ef}" in text and f"recall@{report.recall_depth} 1.0000" in text
-    assert exact.report.backend == "exact" and exact.report.recall is None
+    assert approx.report.backend == "hnsw"
+    info = approx.report.ann
+    assert info is not None
+    assert info.recall == 1.0 and info.target_recall == 1.0
+    assert info.ef is not None and info.ef >= 32
+    assert info.recall_depth is not None and info.recall_depth >= 16
+    assert info.recall_sample == N_QUERIES  # fewer queries than the sample size
+    text = str(approx.report)
+    assert f"ef {info.ef}" in text and f"recall@{info.recall_depth} 1.0000" in text
+    assert exact.report.backend == "exact" and exact.report.ann is None
 
 
 def test_index_saved_beside_the_corpus_and_reused(tmp_path: Path) -> None:
     queries, corpus, positives = clustered(2)
     path = tmp_path / "corpus.npy"
     negmine.save_embeddings(path, corpus)
-    builds = ann.build_count()
     first = negmine.mine(queries, path, positives, backend="hnsw", threads=1)
-    assert ann.build_count() == builds + 1
+    assert built(first)
     (saved,) = index_files(tmp_path)
+    assert index_path(first) == str(saved)
     sidecar = Path(f"{saved}.json")
     meta = json.loads(sidecar.read_text())
     assert meta["corpus"]["size"] == path.stat().st_size
@@ -90,16 +102,18 @@ def test_index_saved_beside_the_corpus_and_reused(tmp_path: Path) -> None:
     stamp = saved.stat().st_mtime_ns, sidecar.stat().st_mtime_ns
 
     second = negmine.mine(queries, str(path), positives, backend="hnsw", threads=1)
-    assert ann.build_count() == builds + 1  # loaded, not rebuilt
+    assert not built(second)  # loaded, not rebuilt
+    assert index_path(second) == str(saved)
     assert (saved.stat().st_mtime_ns, sidecar.stat().st_mtime_ns) == stamp
     assert index_files(tmp_path) == [saved]
     assert_same(first, second)
-    assert first.report.ef == second.report.ef and first.report.recall == second.report.recall
+    assert first.report.ann is not None and second.report.ann is not None
+    assert first.report.ann.ef == second.report.ann.ef
+    assert first.report.ann.recall == second.report.ann.recall
 
     # Other graph parameters or metric: another file, built once.
-    negmine.mine(queries, path, positives, backend="hnsw", hnsw_m=8, threads=1)
-    negmine.mine(queries, path, positives, backend="hnsw", metric="dot", threads=1)
-    assert ann.build_count() == builds + 3
+    assert built(negmine.mine(queries, path, positives, backend="hnsw", hnsw_m=8, threads=1))
+    assert built(negmine.mine(queries, path, positives, backend="hnsw", metric="dot", threads=1))
     assert len(index_files(tmp_path)) == 3
     assert not list(tmp_path.glob(".*.tmp"))
 
@@ -108,8 +122,7 @@ def test_changed_corpus_file_is_rebuilt(tmp_path: Path) -> None:
     queries, corpus, positives = clustered(3, np.float16)
     path = tmp_path / "corpus.npy"
     negmine.save_embeddings(path, corpus)
-    builds = ann.build_count()
-    negmine.mine(queries, path, positives, backend="hnsw", threads=1)
+    assert built(negmine.mine(queries, path, positives, backend="hnsw", threads=1))
     (saved,) = index_files(tmp_path)
     old_mtime = path.stat().st_mtime_ns
 
@@ -118,32 +131,35 @@ def test_changed_corpus_file_is_rebuilt(tmp_path: Path) -> None:
     negmine.save_embeddings(path, new_corpus)
     os.utime(path, ns=(old_mtime + 10**9, old_mtime + 10**9))
     approx = negmine.mine(queries, path, positives, backend="hnsw", target_recall=1.0, threads=1)
-    assert ann.build_count() == builds + 2
+    assert built(approx)
     assert index_files(tmp_path) == [saved]  # replaced in place
     meta = json.loads(Path(f"{saved}.json").read_text())
     assert meta["corpus"]["blake2b"] == _digest.file_digest(path, "corpus")["blake2b"]
     assert_same(negmine.mine(queries, new_corpus, positives), approx)
 
-    negmine.mine(queries, path, positives, backend="hnsw", threads=1)
-    assert ann.build_count() == builds + 2
+    assert not built(negmine.mine(queries, path, positives, backend="hnsw", threads=1))
 
 
 def test_in_memory_corpus_with_hnsw_path(tmp_path: Path) -> None:
     queries, corpus, positives = clustered(5)
-    builds = ann.build_count()
-    negmine.mine(queries, corpus, positives, backend="hnsw", threads=1)
-    negmine.mine(queries, corpus, positives, backend="hnsw", threads=1)
-    assert ann.build_count() == builds + 2  # in memory: nothing saved, nothing reused
+    # In memory: nothing saved, nothing reused.
+    for _ in range(2):
+        result = negmine.mine(queries, corpus, positives, backend="hnsw", threads=1)
+        assert built(result) and index_path(result) is None
     assert not list(tmp_path.iterdir())
 
     where = tmp_path / "graph.bin"
-    negmine.mine(queries, corpus, positives, backend="hnsw", hnsw_path=where, threads=1)
-    negmine.mine(queries, corpus.copy(), positives, backend="hnsw", hnsw_path=where, threads=1)
-    assert ann.build_count() == builds + 3  # same bytes: reused
+    first = negmine.mine(queries, corpus, positives, backend="hnsw", hnsw_path=where, threads=1)
+    again = negmine.mine(
+        queries, corpus.copy(), positives, backend="hnsw", hnsw_path=where, threads=1
+    )
+    assert built(first) and not built(again)  # same bytes: reused
+    assert index_path(first) == index_path(again) == str(where)
     changed = corpus.copy()
     changed[0, 0] += 1
-    negmine.mine(queries, changed, positives, backend="hnsw", hnsw_path=where, threads=1)
-    assert ann.build_count() == builds + 4
+    assert built(
+        negmine.mine(queries, changed, positives, backend="hnsw", hnsw_path=where, threads=1)
+    )
 
 
 def test_incomplete_queries_are_fetched_again() -> None:
@@ -225,9 +241,7 @@ def test_dimension_mismatch_is_a_value_error(tmp_path: Path) -> None:
     negmine.mine(queries, corpus, positives, backend="hnsw", hnsw_path=where, threads=1)
     meta = json.loads(Path(f"{where}.json").read_text())
     q16, c16 = queries[:, :16].copy(), corpus[:, :16].copy()
-    builds = ann.build_count()
-    negmine.mine(q16, c16, positives, backend="hnsw", hnsw_path=where, threads=1)
-    assert ann.build_count() == builds + 1
+    assert built(negmine.mine(q16, c16, positives, backend="hnsw", hnsw_path=where, threads=1))
     assert json.loads(Path(f"{where}.json").read_text()) != meta
 
 
@@ -240,18 +254,19 @@ def test_bad_target_recall(bad: object) -> None:
         negmine.mine(queries, corpus, positives, backend="hnsw", target_recall=bad)  # type: ignore[arg-type]
 
 
-def test_bad_backend_and_graph_parameters() -> None:
+def test_bad_backend_and_graph_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
     queries, corpus, positives = clustered(9)
     with pytest.raises(ValueError, match="backend must be 'exact' or 'hnsw'"):
         negmine.mine(queries, corpus, positives, backend="faiss")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"hnsw_m must be in \[2, 32767\], got 0"):
         negmine.mine(queries, corpus, positives, backend="hnsw", hnsw_m=0)
-    builds = ann.build_count()
+    builds: list[object] = []
+    monkeypatch.setattr(ann, "build_index", lambda *a, **k: builds.append(a))
     with pytest.raises(ValueError, match="larger than max_score"):  # before any build
         negmine.mine(queries, corpus, positives, backend="hnsw", min_score=0.9, max_score=0.1)
     with pytest.raises(ValueError, match="num_negatives"):
         negmine.mine(queries, corpus, positives, backend="hnsw", range_max=2, num_negatives=3)
-    assert ann.build_count() == builds
+    assert builds == []
     with pytest.raises(TypeError, match="hnsw_path must be a path"):
         negmine.mine(queries, corpus, positives, backend="hnsw", hnsw_path=3)  # type: ignore[arg-type]
 
@@ -285,8 +300,9 @@ def test_target_missed_warns_and_reports() -> None:
             )
     finally:
         ann.MAX_EF = cap
-    assert result.report.recall is not None and result.report.recall < 1.0
-    assert result.report.ef == 32
+    assert result.report.ann is not None
+    assert result.report.ann.recall is not None and result.report.ann.recall < 1.0
+    assert result.report.ann.ef == 32
     assert "TARGET NOT REACHED" in str(result.report)
 
 
@@ -297,17 +313,8 @@ def test_report_round_trip_and_old_reports(tmp_path: Path) -> None:
     loaded = negmine.MiningResult.load(tmp_path / "out")
     assert loaded.report == result.report
     data = result.report.to_dict()
-    for key in (
-        "backend",
-        "recall",
-        "ef",
-        "target_recall",
-        "recall_depth",
-        "recall_sample",
-        "refetched",
-        "exact_fallback",
-    ):
+    for key in ("format", "ann", "backend", "refetched", "exact_fallback"):
         del data[key]
     old = negmine.MiningReport.from_dict(data)  # a report.json from before the hnsw backend
-    assert old.backend == "exact" and old.recall is None and old.ef is None
+    assert old.backend == "exact" and old.ann is None
     assert "backend" not in str(old)

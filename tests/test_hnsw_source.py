@@ -60,7 +60,7 @@ def test_hnsw_with_full_recall_equals_exact(options: dict[str, object]) -> None:
         threads=1,
         **options,  # type: ignore[arg-type]
     )
-    assert approx.report.recall == 1.0
+    assert approx.report.ann is not None and approx.report.ann.recall == 1.0
     np.testing.assert_array_equal(exact.negative_ids, approx.negative_ids)
     np.testing.assert_array_equal(exact.negative_scores, approx.negative_scores)
     np.testing.assert_array_equal(exact.positive_scores, approx.positive_scores)

@@ -110,7 +110,6 @@ MINE_IN_CHILD = """
 import json, sys, warnings
 import numpy as np
 import negmine
-from negmine import ann
 
 tmp = sys.argv[1]
 queries = np.load(tmp + "/queries.npy")
@@ -120,7 +119,7 @@ with warnings.catch_warnings(record=True) as caught:
     result = negmine.mine(queries, tmp + "/corpus.npy", positives, backend="hnsw",
                           target_recall=1.0, threads=1)
 np.save(tmp + "/again.npy", result.negative_ids)
-print(json.dumps({"builds": ann.build_count(), "warnings": [str(w.message) for w in caught]}))
+print(json.dumps({"built": result.report.ann.built, "warnings": [str(w.message) for w in caught]}))
 """
 
 
@@ -159,7 +158,7 @@ def test_hnsw_overwritten_neighbour_ids_rebuild_instead_of_crashing(
 
     child = mine_in_child(tmp_path, queries, positives)
 
-    assert child["builds"] == 1
+    assert child["built"] is True
     (warning,) = child["warnings"]
     assert str(index) in warning and reason in warning
     np.testing.assert_array_equal(
@@ -170,8 +169,6 @@ def test_hnsw_overwritten_neighbour_ids_rebuild_instead_of_crashing(
 
 def test_hnsw_other_corpus_with_same_size_and_mtime_is_rebuilt(tmp_path: Path) -> None:
     hnswlib_needed()
-    from negmine import ann
-
     path, queries, positives, index = saved_corpus(tmp_path, 2)
     stamp = path.stat()
     other = clustered(3)[1]
@@ -179,49 +176,42 @@ def test_hnsw_other_corpus_with_same_size_and_mtime_is_rebuilt(tmp_path: Path) -
     os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
     assert (path.stat().st_size, path.stat().st_mtime_ns) == (stamp.st_size, stamp.st_mtime_ns)
 
-    builds = ann.build_count()
     approx = mine_hnsw(queries, path, positives)
-    assert ann.build_count() == builds + 1
+    assert approx.report.ann.built
     assert_same(approx, negmine.mine(queries, other, positives))
     assert sorted(tmp_path.glob("corpus.npy.hnsw-*.bin")) == [index]  # replaced in place
 
 
 def test_hnsw_truncated_index_is_rebuilt(tmp_path: Path) -> None:
     hnswlib_needed()
-    from negmine import ann
-
     path, queries, positives, index = saved_corpus(tmp_path, 4)
     size = index.stat().st_size
     with open(index, "r+b") as f:
         f.truncate(size // 2)
-    builds = ann.build_count()
     with pytest.warns(RuntimeWarning, match="rebuilding the HNSW index") as caught:
         again = mine_hnsw(queries, path, positives)
     message = str(caught[0].message)
     assert str(index) in message and f"{size // 2} bytes" in message
-    assert ann.build_count() == builds + 1
+    assert again.report.ann.built
     np.testing.assert_array_equal(again.negative_ids, np.load(tmp_path / "reference.npy"))
     assert index.stat().st_size == size
 
 
 def test_hnsw_sidecar_vouching_for_a_foreign_index_is_not_trusted(tmp_path: Path) -> None:
     hnswlib_needed()
-    from negmine import ann
-
     queries, corpus, positives = clustered(5)
     other = clustered(6)[1]
     mine_hnsw(queries, corpus, positives, hnsw_path=tmp_path / "a.bin")
     mine_hnsw(queries, other, positives, hnsw_path=tmp_path / "b.bin")
     # Same shape and parameters: only the content tells the graphs apart.
     os.replace(tmp_path / "b.bin", tmp_path / "a.bin")
-    builds = ann.build_count()
     with pytest.warns(RuntimeWarning, match=r"a\.bin: the file's content digest differs"):
         approx = mine_hnsw(queries, corpus, positives, hnsw_path=tmp_path / "a.bin")
-    assert ann.build_count() == builds + 1
+    assert approx.report.ann.built
     assert_same(approx, negmine.mine(queries, corpus, positives))
     # The rebuilt file is vouched for again, and reused.
-    mine_hnsw(queries, corpus, positives, hnsw_path=tmp_path / "a.bin")
-    assert ann.build_count() == builds + 1
+    reused = mine_hnsw(queries, corpus, positives, hnsw_path=tmp_path / "a.bin")
+    assert not reused.report.ann.built
 
 
 def test_large_corpus_file_digest_samples_blocks(

@@ -39,7 +39,7 @@ top candidates are all found gets exactly the exact backend's negatives.
 2. **ef.** On :data:`SAMPLE_QUERIES` seeded queries, hnswlib's top-k is compared with the
    exact top-k of :func:`negmine.search` (k = the first mining depth); ``ef`` doubles from
    ``max(k, 32)`` until recall@k >= ``target_recall`` or ``ef`` reaches :data:`MAX_EF` (then a
-   ``RuntimeWarning``; the report says the target was missed). A returned row scoring within
+   ``RuntimeWarning``; ``report.ann`` says the target was missed). A returned row scoring within
    float tolerance of the exact k-th score counts as found (ties among duplicates).
 3. **Mining.** The core mines each chunk of queries with the graph as its candidate source
    (:func:`graph_fetch`; ``negmine.mine`` drives it), on the exact path's one deepening
@@ -109,12 +109,6 @@ MAX_EF_CONSTRUCTION = (1 << 63) - 1
 """hnswlib keeps ``ef_construction`` in a ``size_t``; the bound keeps it an int64."""
 
 _NORM_BLOCK = 4_096
-_builds = 0
-
-
-def build_count() -> int:
-    """How many HNSW graphs this process has built (loaded ones do not count)."""
-    return _builds
 
 
 def _hnswlib() -> Any:
@@ -414,7 +408,6 @@ def build_index(
     progress: bool | Callable[[int, int], object] = False,
 ) -> Any:
     """A new hnswlib index of ``corpus`` (row ``i`` has label ``i``), built chunk by chunk."""
-    global _builds
     hnswlib = _hnswlib()
     n, dim = (int(x) for x in corpus.shape)
     array = _matrix_array(corpus)
@@ -433,7 +426,6 @@ def build_index(
             index.add_items(rows, np.arange(a, b, dtype=np.int64), num_threads=threads or -1)
             if cb is not None:
                 cb(b, n)
-    _builds += 1
     return index
 
 

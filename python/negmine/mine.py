@@ -36,7 +36,7 @@ from negmine._inputs import (
 from negmine._progress import progress_callback
 from negmine.errors import InvalidArgumentError, InvalidTypeError
 from negmine.qrels import load_qrels
-from negmine.report import build_report
+from negmine.report import AnnReport, build_report
 from negmine.result import MiningResult
 
 SamplingStrategy = Literal["top", "random", "simans"]
@@ -426,7 +426,8 @@ def mine(
             :mod:`negmine.ann`). The graph of a corpus file is saved beside it
             (``<corpus>.hnsw-<key>.bin``) and reused while the file and parameters match.
         target_recall: hnsw: ``ef`` is raised until the graph's recall against exact search
-            on 200 sampled queries reaches this, in ``(0, 1]``; the report has the recall.
+            on 200 sampled queries reaches this, in ``(0, 1]``; ``result.report.ann`` has the
+            recall, the ``ef`` chosen and whether the index was built or loaded.
         hnsw_path: hnsw: where to save / reuse the index (default: beside a corpus file;
             an in-memory corpus gets an in-memory index unless this is given).
         hnsw_m, hnsw_ef_construction: hnsw: the graph's ``M`` and ``ef_construction``.
@@ -490,10 +491,10 @@ def _mine_hnsw(
         out = mine_prepared(q, c, prepared, options, threads=threads)
         result = assemble(prepared, options, [out])
         result.report.backend = "hnsw"
-        result.report.target_recall = target_recall
+        result.report.ann = AnnReport(target_recall=target_recall, built=False)
         return result
     with read_only(q, c):
-        index, _, _ = ann.open_index(
+        index, index_path, built = ann.open_index(
             c,
             params,
             path=hnsw_path,
@@ -533,11 +534,15 @@ def _mine_hnsw(
     result = assemble(prepared, options, parts)
     report = result.report
     report.backend = "hnsw"
-    report.recall = recall
-    report.ef = ef
-    report.target_recall = target_recall
-    report.recall_depth = depth
-    report.recall_sample = sample
+    report.ann = AnnReport(
+        target_recall=target_recall,
+        recall=recall,
+        ef=ef,
+        recall_depth=depth,
+        recall_sample=sample,
+        built=built,
+        path=None if index_path is None else str(index_path),
+    )
     report.refetched = refetched
     report.exact_fallback = fallback
     return result

@@ -3,6 +3,7 @@ built from the core's outputs by :func:`build_report`, and drawn by :func:`plot_
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,31 @@ FILTERS: tuple[str, ...] = tuple(_core.filter_names())
 """Filter names, in the order the core applies them (codes of ``removed["filter"]``)."""
 
 _HISTOGRAM_BINS = 50
+
+REPORT_FORMAT = 2
+"""Version of the report's saved layout (:meth:`MiningReport.to_dict`, ``report.json``): 2
+nests the hnsw fields in ``ann``; 1 (no ``format`` key) had them flat."""
+_FORMAT_1_ANN_KEYS = ("recall", "ef", "target_recall", "recall_depth", "recall_sample")
+
+
+@dataclass(frozen=True)
+class AnnReport:
+    """What an approximate backend (``"hnsw"``) did: ``MiningReport.ann``."""
+
+    target_recall: float
+    recall: float | None = None
+    """recall@``recall_depth`` of the graph search (at ``ef``) against exact search, measured
+    on ``recall_sample`` sampled queries; ``None`` when there was nothing to search (no
+    queries, or an empty corpus: then no index either)."""
+    ef: int | None = None
+    """The search ``ef`` chosen for ``target_recall`` (scaled up with deeper fetches)."""
+    recall_depth: int | None = None
+    recall_sample: int | None = None
+    built: bool | None = None
+    """Whether this run built the index (``False``: loaded from ``path``, or none was
+    needed); ``None`` in a report saved before :data:`REPORT_FORMAT` 2, which did not say."""
+    path: str | None = None
+    """The index file used (loaded or saved); ``None`` when the index lived in memory only."""
 
 
 @dataclass
@@ -42,28 +68,46 @@ class MiningReport:
     """Score counts per bin for ``positive``, ``negative`` and each filter's removals."""
     backend: str = "exact"
     """Where candidates came from: ``"exact"`` search or an ``"hnsw"`` graph."""
-    recall: float | None = None
-    """hnsw: recall@``recall_depth`` of the graph search (at ``ef``) against exact search,
-    measured on ``recall_sample`` sampled queries."""
-    ef: int | None = None
-    """hnsw: the search ``ef`` chosen for ``target_recall`` (scaled up with deeper fetches)."""
-    target_recall: float | None = None
-    recall_depth: int | None = None
-    recall_sample: int | None = None
+    ann: AnnReport | None = None
+    """What the approximate backend did (its recall, ``ef``, index); ``None`` for
+    ``"exact"``."""
     refetched: int = 0
-    """hnsw: queries whose candidates were fetched more than once: filters emptied their
-    window and they were fetched again, deeper, or the graph came back short and the exact
-    search took them over."""
+    """Queries whose candidates were fetched more than once: filters emptied their window and
+    they were fetched again, deeper, or the candidate source came back short and the exact
+    search took them over. Counted by the core for any candidate source; reported for the
+    backends other than ``"exact"`` (0 there)."""
     exact_fallback: int = 0
-    """hnsw: queries finished by exact search (they needed deeper than a graph search is
-    worth, or the graph came back short)."""
+    """Queries finished by exact search instead of the backend's candidate source (they
+    needed deeper than a graph search is worth, or the source came back short); 0 for
+    ``"exact"``."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        """The report as JSON-ready data, in layout :data:`REPORT_FORMAT` (its ``format``)."""
+        data = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        data["ann"] = None if self.ann is None else dataclasses.asdict(self.ann)
+        data["format"] = REPORT_FORMAT
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MiningReport:
-        return cls(**data)
+        """The report :meth:`to_dict` wrote, of this :data:`REPORT_FORMAT` or of format 1 (no
+        ``format`` key; what negmine wrote before the hnsw fields were nested: they move into
+        :attr:`ann`, whose ``built`` and ``path`` format 1 did not record). ``ValueError`` or
+        ``TypeError`` when ``data`` is neither."""
+        if not isinstance(data, dict):
+            raise TypeError(f"a report is a JSON object, not {type(data).__name__}")
+        fields = dict(data)
+        if "format" not in fields:
+            flat = {k: fields.pop(k) for k in _FORMAT_1_ANN_KEYS if k in fields}
+            ann = None if fields.get("backend", "exact") == "exact" else AnnReport(**flat)
+            return cls(**fields, ann=ann)
+        version = fields.pop("format")
+        if version != REPORT_FORMAT:
+            raise ValueError(
+                f"report format {version!r}; this negmine reads formats 1 and {REPORT_FORMAT}"
+            )
+        nested = fields.pop("ann", None)
+        return cls(**fields, ann=None if nested is None else AnnReport(**nested))
 
     def __str__(self) -> str:
         total = self.n_queries * self.num_negatives
@@ -72,17 +116,14 @@ class MiningReport:
             f"  positives excluded by id:        {self.positives:,}",
             f"  duplicates of positives excluded: {self.excluded_duplicates:,}",
         ]
-        if self.backend != "exact":
-            recall = "n/a" if self.recall is None else f"{self.recall:.4f}"
+        if self.ann is not None:
+            ann = self.ann
+            recall = "n/a" if ann.recall is None else f"{ann.recall:.4f}"
             line = (
-                f"  backend {self.backend}: ef {self.ef}, recall@{self.recall_depth} {recall} "
-                f"on {self.recall_sample} sampled queries (target {self.target_recall})"
+                f"  backend {self.backend}: ef {ann.ef}, recall@{ann.recall_depth} {recall} "
+                f"on {ann.recall_sample} sampled queries (target {ann.target_recall})"
             )
-            if (
-                self.recall is not None
-                and self.target_recall is not None
-                and self.recall < self.target_recall
-            ):
+            if ann.recall is not None and ann.recall < ann.target_recall:
                 line += ": TARGET NOT REACHED"
             lines.append(line)
             if self.refetched or self.exact_fallback:

@@ -74,7 +74,8 @@ class MiningResult:
         sha256, dtype and shape. A directory mixing files of two saves, a truncated or edited
         file, a missing or unlisted one, or no manifest (not a result, or written by a negmine
         older than the manifest) raises ``FormatError`` naming the file and what differs.
-        Files the manifest does not list are ignored."""
+        Files the manifest does not list are ignored. The report may be of an older layout
+        (see :meth:`MiningReport.from_dict`)."""
         d = Path(directory)
         if not d.is_dir():
             raise FileNotFoundError(
