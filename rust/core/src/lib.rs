@@ -2,6 +2,7 @@
 //! embeddings. Pure Rust; the Python binding lives in the `negmine-py` crate.
 
 pub mod batches;
+pub mod dataset;
 pub mod dedup;
 pub mod error;
 pub mod hooks;
