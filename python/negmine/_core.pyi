@@ -210,3 +210,8 @@ def margin_balanced(
     seed: int,
     epoch: int,
 ) -> npt.NDArray[np.int64]: ...
+
+# --- dataset (rust/py/src/dataset.rs) ---
+def draw_example(
+    index: int, positives: int, present: int, k: int, *, seed: int, epoch: int
+) -> tuple[int | None, npt.NDArray[np.int64]]: ...

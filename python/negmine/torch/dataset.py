@@ -10,7 +10,7 @@ import numpy.typing as npt
 import torch
 from torch.utils.data import Dataset
 
-from negmine import _numbers
+from negmine import _core, _numbers
 from negmine._inputs import EmbeddingsLike, groups_array, int_csr, largest_id
 from negmine.errors import InvalidArgumentError
 from negmine.torch.collation import Collator
@@ -30,6 +30,9 @@ class HardNegativeDataset(Dataset[dict[str, Any]]):
     ``num_negatives`` (default: all mined) keeps ``n`` negatives per item: the ``n``
     best-ranked ones, or with ``resample=True`` a per-epoch, ``(seed, epoch, i)``-seeded subset
     of the non-missing mined ones (in rank order; ``-1``-padded if fewer were mined).
+    Both draws come from the core's seeded streams (``rust/core/src/dataset.rs``: one
+    ``(seed, epoch, purpose, i)`` stream per draw, the same generator as the batch plans), so
+    an item's draws depend on neither the other items nor the order they are read in.
     Call :meth:`set_epoch` each epoch (with ``DataLoader(num_workers > 0)`` before iterating,
     so that the workers get the new epoch). ``groups`` (corpus row -> duplicate group id) is
     only passed on to :meth:`collator`.
@@ -91,27 +94,23 @@ class HardNegativeDataset(Dataset[dict[str, Any]]):
         if not 0 <= i < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} queries")
         positives = self.positive_ids[self.positive_indptr[i] : self.positive_indptr[i + 1]]
-        if len(positives) == 0:
-            positive = -1
-        elif len(positives) == 1:
-            positive = int(positives[0])
-        else:
-            rng = np.random.default_rng([self.seed, self.epoch, i, 0])
-            positive = int(positives[rng.integers(len(positives))])
         row = self.negative_ids[i]
         k = self.num_negatives
-        if self.resample and k < len(row):
-            present = np.flatnonzero(row >= 0)
-            out = np.full(k, -1, dtype=np.int64)
-            if len(present) <= k:
-                out[: len(present)] = row[present]
-            else:
-                rng = np.random.default_rng([self.seed, self.epoch, i, 1])
-                chosen = np.sort(rng.choice(present, size=k, replace=False))
-                out[:] = row[chosen]
-            negatives = out
-        else:
+        present = np.flatnonzero(row >= 0) if self.resample and k < len(row) else None
+        drawn, chosen = _core.draw_example(
+            i,
+            len(positives),
+            0 if present is None else len(present),
+            k,
+            seed=self.seed,
+            epoch=self.epoch,
+        )
+        positive = -1 if drawn is None else int(positives[drawn])
+        if present is None:
             negatives = row[:k].copy()
+        else:
+            negatives = np.full(k, -1, dtype=np.int64)
+            negatives[: len(chosen)] = row[present[chosen]]
         return {"query": i, "positive": positive, "negatives": negatives}
 
     def collator(

@@ -66,11 +66,11 @@ impl BatchPlan {
 // Random streams
 
 /// Stream purposes: one independent stream per kind of decision.
-const ROWS: u64 = 1;
-const PICKS: u64 = 2;
-const LEFTOVERS: u64 = 3;
-const CLUSTER_ORDER: u64 = 4;
-const MARGINS: u64 = 5;
+pub(crate) const ROWS: u64 = 1;
+pub(crate) const PICKS: u64 = 2;
+pub(crate) const LEFTOVERS: u64 = 3;
+pub(crate) const CLUSTER_ORDER: u64 = 4;
+pub(crate) const MARGINS: u64 = 5;
 
 // ---------------------------------------------------------------------------------------------
 // Clusters

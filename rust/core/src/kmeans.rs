@@ -36,7 +36,7 @@ use crate::search::{search_in, SearchOptions, Workspace};
 const L2_MAX_SQUARED_NORM: f64 = f32::MAX as f64 / 16.0;
 
 /// The purpose of k-means' random stream (see [`Rng::stream`]).
-const KMEANS_STREAM: u64 = 0x6b6d_6561_6e73;
+pub(crate) const KMEANS_STREAM: u64 = 0x6b6d_6561_6e73;
 
 /// The geometry of the clustering.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

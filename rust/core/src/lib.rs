@@ -3,6 +3,7 @@
 
 pub mod batches;
 pub mod choice;
+pub mod dataset;
 pub mod dedup;
 pub mod error;
 pub mod hooks;

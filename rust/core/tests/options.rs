@@ -41,48 +41,106 @@ fn every_declared_option_can_be_set_by_name() {
     assert_eq!(o.sampling_strategy, Sampling::Random);
     assert_eq!(set("range_max", Value::Int(9)).unwrap().range_max, Some(9));
     assert_eq!(set("range_max", Value::None).unwrap().range_max, None);
-    assert_eq!(set("max_score", Value::Int(1)).unwrap().max_score, Some(1.0));
-    assert_eq!(set("seed", Value::Int((1 << 64) - 1)).unwrap().seed, u64::MAX);
+    assert_eq!(
+        set("max_score", Value::Int(1)).unwrap().max_score,
+        Some(1.0)
+    );
+    assert_eq!(
+        set("seed", Value::Int((1 << 64) - 1)).unwrap().seed,
+        u64::MAX
+    );
 }
 
 #[test]
 fn a_value_of_the_wrong_type_is_a_type_error_naming_the_option() {
-    refused(set("num_negatives", Value::Float(2.0)), true, "num_negatives must be an integer");
-    refused(set("num_negatives", Value::Bool(true)), true, "num_negatives");
+    refused(
+        set("num_negatives", Value::Float(2.0)),
+        true,
+        "num_negatives must be an integer",
+    );
+    refused(
+        set("num_negatives", Value::Bool(true)),
+        true,
+        "num_negatives",
+    );
     refused(set("num_negatives", Value::None), true, "num_negatives");
-    refused(set("max_score", Value::Text("1".into())), true, "max_score must be a number");
+    refused(
+        set("max_score", Value::Text("1".into())),
+        true,
+        "max_score must be a number",
+    );
     refused(set("simans_a", Value::Bool(false)), true, "simans_a");
-    refused(set("metric", Value::Int(3)), true, "metric must be a string");
+    refused(
+        set("metric", Value::Int(3)),
+        true,
+        "metric must be a string",
+    );
     refused(set("colour", Value::Int(3)), true, "no option \"colour\"");
 }
 
 #[test]
 fn a_value_the_type_cannot_hold_is_a_value_error_naming_the_option() {
-    refused(set("range_min", Value::Int(-1)), false, "range_min must be non-negative");
-    refused(set("range_min", Value::Int(1 << 64)), false, "range_min must be at most");
-    refused(set("seed", Value::Int(-1)), false, "seed must be in [0, 2**64)");
+    refused(
+        set("range_min", Value::Int(-1)),
+        false,
+        "range_min must be non-negative",
+    );
+    refused(
+        set("range_min", Value::Int(1 << 64)),
+        false,
+        "range_min must be at most",
+    );
+    refused(
+        set("seed", Value::Int(-1)),
+        false,
+        "seed must be in [0, 2**64)",
+    );
     refused(set("seed", Value::Int(1 << 64)), false, "seed");
-    refused(set("max_score", Value::Float(1e39)), false, "max_score is past the float32 range");
-    refused(set("max_score", Value::Float(f64::NAN)), false, "max_score must be a finite");
-    refused(set("metric", Value::Text("l2".into())), false, "aliases: 'ip'");
+    refused(
+        set("max_score", Value::Float(1e39)),
+        false,
+        "max_score is past the float32 range",
+    );
+    refused(
+        set("max_score", Value::Float(f64::NAN)),
+        false,
+        "max_score must be a finite",
+    );
+    refused(
+        set("metric", Value::Text("l2".into())),
+        false,
+        "aliases: 'ip'",
+    );
     let big = Given {
         value: Value::Other,
         type_name: "int".into(),
         repr: "2**200".into(),
     };
     let mut opts = MineOptions::default();
-    refused(opts.set("seed", &big).map(|_| opts), false, "seed is out of range");
+    refused(
+        opts.set("seed", &big).map(|_| opts),
+        false,
+        "seed is out of range",
+    );
 }
 
 #[test]
 fn the_rules_between_options_are_validate_s() {
     let mut opts = set("simans_b", Value::Float(0.0)).unwrap();
     opts.simans_b = f32::NAN;
-    refused(opts.validate().map(|_| MineOptions::default()), false, "simans_b");
+    refused(
+        opts.validate().map(|_| MineOptions::default()),
+        false,
+        "simans_b",
+    );
     let opts = MineOptions {
         query_dup_threshold: Some(1.5),
         ..MineOptions::default()
     };
-    refused(opts.validate().map(|_| MineOptions::default()), false, "query_dup_threshold");
+    refused(
+        opts.validate().map(|_| MineOptions::default()),
+        false,
+        "query_dup_threshold",
+    );
     assert_eq!(Sampling::parse("top", "'top'").unwrap(), Sampling::Top);
 }

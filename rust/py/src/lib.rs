@@ -4,6 +4,7 @@
 use pyo3::prelude::*;
 
 mod batches;
+mod dataset;
 mod errors;
 mod inputs;
 mod kmeans;
@@ -18,6 +19,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     runtime::register(m)?;
     batches::register(m)?;
+    dataset::register(m)?;
     store::register(m)?;
     search::register(m)?;
     mine::register(m)?;

@@ -32,7 +32,7 @@
 mod drivers;
 mod options;
 mod source;
-mod walk;
+pub(crate) mod walk;
 
 pub use drivers::{depth_schedule, mine, mine_with, Mined};
 pub use options::{MineOptions, Sampling, MAX_RANK};

@@ -8,7 +8,7 @@ use crate::pack::{normalize, sum_in_lanes};
 use crate::rng::Rng;
 
 /// The purpose of mining's random streams (see [`Rng::stream`]).
-const MINE_STREAM: u64 = 0x6d69_6e65;
+pub(crate) const MINE_STREAM: u64 = 0x6d69_6e65;
 /// Why a candidate was not taken as a negative.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
