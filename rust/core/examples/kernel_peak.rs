@@ -1,5 +1,6 @@
 //! Single-thread throughput of each micro-kernel on cache-resident panels, to compare with the
-//! FMA peak: `cargo run --release -p negmine-core --example kernel_peak`.
+//! FMA peak, and of the int8 pre-scoring kernel (GOP/s: a multiply and an add per byte pair):
+//! `cargo run --release -p negmine-core --example kernel_peak`.
 
 use std::time::Instant;
 
@@ -67,6 +68,24 @@ fn main() {
             let secs = t.elapsed().as_secs_f64();
             println!(
                 "round {round} {:10} quad {:.1} GFLOP/s",
+                isa.name(),
+                flop / secs / 1e9
+            );
+            // The int8 pre-scoring kernel over the same shapes (depth in bytes).
+            let groups = kc / kernels::GROUP;
+            let qa: Vec<u8> = (0..kc * MR * panels).map(|i| (i % 127) as u8).collect();
+            let qb: Vec<i8> = (0..kc * NR).map(|i| (i % 255) as i8).collect();
+            let mut ci = [0i32; TILE];
+            let t = Instant::now();
+            for _ in 0..reps {
+                for a in qa.chunks_exact(kc * MR) {
+                    kernels::tile_i8(isa, groups, a, &qb, &mut ci);
+                    std::hint::black_box(&ci);
+                }
+            }
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "round {round} {:10} int8 {:.1} GOP/s",
                 isa.name(),
                 flop / secs / 1e9
             );

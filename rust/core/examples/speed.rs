@@ -1,5 +1,6 @@
 //! Quick throughput check of the search kernel on random data:
-//! `cargo run --release -p negmine-core --example speed -- Q N D K [threads] [f16]`.
+//! `cargo run --release -p negmine-core --example speed -- Q N D K [threads] [f16]`
+//! (`PRECISION=int8`: also checks the result equals the f32 path's).
 
 use std::time::Instant;
 
@@ -42,11 +43,17 @@ fn main() {
     if let Ok(b) = std::env::var("BLOCK") {
         opts.block_rows = Some(b.parse().unwrap());
     }
+    let reference = search(&pool, &qv, &cv, None, &opts, &mut NoHooks).unwrap();
+    if let Ok(name) = std::env::var("PRECISION") {
+        use negmine_core::choice::Choice;
+        opts.precision = negmine_core::search::Precision::parse(&name, &name).expect("a precision");
+    }
     for _ in 0..3 {
         let t = Instant::now();
         let r = search(&pool, &qv, &cv, None, &opts, &mut NoHooks).unwrap();
         let secs = t.elapsed().as_secs_f64();
         let gflops = 2.0 * (q * n * d) as f64 / secs / 1e9;
         println!("{secs:.3} s  {gflops:.1} GFLOP/s  first id {}", r.ids[0]);
+        assert!(r == reference, "differs from the f32 path");
     }
 }

@@ -15,6 +15,7 @@ pub mod metric;
 pub mod mine;
 pub mod options;
 pub mod pack;
+pub mod quant;
 pub mod rng;
 pub mod search;
 pub mod store;

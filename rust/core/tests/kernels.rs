@@ -429,3 +429,49 @@ fn f16_widening_is_exact_for_every_value() {
         assert_eq!(dst, src.iter().map(|h| h.to_f32()).collect::<Vec<_>>());
     }
 }
+
+/// The int8 kernel's definition: exact integer dots over the packed groups.
+fn int8_reference(groups: usize, a: &[u8], b: &[i8]) -> [i32; TILE] {
+    let g = kernels::GROUP;
+    let mut c = [0i32; TILE];
+    for i in 0..MR {
+        for j in 0..NR {
+            c[i * NR + j] = (0..groups * g)
+                .map(|p| {
+                    let (step, byte) = (p / g, p % g);
+                    i32::from(a[(step * MR + i) * g + byte])
+                        * i32::from(b[(step * NR + j) * g + byte])
+                })
+                .sum();
+        }
+    }
+    c
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Every ISA's int8 tile equals the definition, including the extremes that would
+    /// saturate a careless pair sum (query bytes 127 against corpus bytes -128 and 127).
+    #[test]
+    fn int8_tiles_are_exact_on_every_isa(
+        groups in 0usize..80,
+        seed in any::<u64>(),
+        extremes in any::<bool>(),
+    ) {
+        let mut rng = negmine_core::rng::Rng::stream(seed, 0, 0, 0);
+        let g = kernels::GROUP;
+        let a: Vec<u8> = (0..groups * MR * g)
+            .map(|_| if extremes { 127 } else { rng.below(128) as u8 })
+            .collect();
+        let b: Vec<i8> = (0..groups * NR * g)
+            .map(|_| if extremes { [-128i8, 127][rng.below(2)] } else { (rng.below(256) as i32 - 128) as i8 })
+            .collect();
+        let want = int8_reference(groups, &a, &b);
+        for isa in Isa::available() {
+            let mut c = [7i32; TILE];
+            kernels::tile_i8(isa, groups, &a, &b, &mut c);
+            prop_assert_eq!(c.to_vec(), want.to_vec(), "{:?}", isa);
+        }
+    }
+}

@@ -14,6 +14,7 @@ use half::f16;
 use negmine_core::kernels::Isa;
 use negmine_core::metric::score_limit;
 use negmine_core::pack::normalize;
+use negmine_core::search::Precision;
 use negmine_core::{
     search, Error, Hooks, IdLists, MatrixView, Metric, Neighbors, NoHooks, SearchOptions,
 };
@@ -36,11 +37,24 @@ enum Data {
     Wild,
     /// Floats scaled so that the norms' product falls on either side of `score_limit`.
     Large,
+    /// Halfway between two int8 codes of a row whose largest value is 1 (the pre-score's
+    /// rounding boundaries), with some rows repeated and some one ulp apart from a repeat:
+    /// exact and near ties around the k-th score.
+    NearTies,
 }
 
 fn fill(rng: &mut Rng, data: Data, rows: usize, dim: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(rows * dim);
-    for _ in 0..rows {
+    let mut out: Vec<f32> = Vec::with_capacity(rows * dim);
+    for r in 0..rows {
+        if matches!(data, Data::NearTies) && r > 0 && rng.below(3) == 0 {
+            let from = rng.below(r) * dim;
+            let copy: Vec<f32> = out[from..from + dim].to_vec();
+            let nudge = rng.below(2) == 0;
+            for (j, x) in copy.into_iter().enumerate() {
+                out.push(if nudge && j == 0 { x.next_up() } else { x });
+            }
+            continue;
+        }
         let zero_row = matches!(data, Data::Wild) && rng.below(8) == 0;
         for _ in 0..dim {
             let x = match data {
@@ -48,6 +62,8 @@ fn fill(rng: &mut Rng, data: Data, rows: usize, dim: usize) -> Vec<f32> {
                 Data::Ints => (rng.below(9) as i32 - 4) as f32,
                 Data::Floats => rng.unit(),
                 Data::Large => rng.unit() * 2.0e18,
+                Data::NearTies if rng.below(dim) == 0 => 1.0,
+                Data::NearTies => (rng.below(254) as f32 - 127.0 + 0.5) / 127.0,
                 Data::Wild => match rng.below(10) {
                     0 => 0.0,
                     1 => -0.0,
@@ -149,15 +165,17 @@ struct Knobs {
     query_batch: Option<usize>,
     threads: usize,
     isa: Option<Isa>,
+    precision: Precision,
 }
 
 impl Knobs {
-    fn default_with(threads: usize, isa: Isa) -> Self {
+    fn default_with(threads: usize, isa: Isa, precision: Precision) -> Self {
         Knobs {
             block_rows: None,
             query_batch: None,
             threads,
             isa: Some(isa),
+            precision,
         }
     }
 }
@@ -176,6 +194,7 @@ fn run(
         block_rows: knobs.block_rows,
         query_batch: knobs.query_batch,
         isa: knobs.isa,
+        precision: knobs.precision,
     };
     search(
         pool(knobs.threads),
@@ -241,7 +260,8 @@ fn case() -> impl Strategy<Value = Case> {
         Just(Data::Ints),
         Just(Data::Floats),
         Just(Data::Wild),
-        Just(Data::Large)
+        Just(Data::Large),
+        Just(Data::NearTies)
     ];
     let metric = prop_oneof![Just(Metric::Dot), Just(Metric::Cosine)];
     let isas = Isa::available();
@@ -250,13 +270,21 @@ fn case() -> impl Strategy<Value = Case> {
         prop::option::of(1usize..=25),
         1usize..=3,
         prop::option::of(0..isas.len()),
+        prop_oneof![
+            Just(Precision::Auto),
+            Just(Precision::F32),
+            Just(Precision::Int8)
+        ],
     )
-        .prop_map(move |(block_rows, query_batch, threads, isa)| Knobs {
-            block_rows,
-            query_batch,
-            threads,
-            isa: isa.map(|i| isas[i]),
-        });
+        .prop_map(
+            move |(block_rows, query_batch, threads, isa, precision)| Knobs {
+                block_rows,
+                query_batch,
+                threads,
+                isa: isa.map(|i| isas[i]),
+                precision,
+            },
+        );
     (
         sizes,
         data,
@@ -341,7 +369,10 @@ proptest! {
             runs.push(("f16 queries and corpus".into(), q16, c16, case.knobs.clone()));
         }
         for isa in Isa::available() {
-            runs.push((format!("{} defaults", isa.name()), q32, c32, Knobs::default_with(2, isa)));
+            for precision in [Precision::F32, Precision::Int8] {
+                let knobs = Knobs::default_with(2, isa, precision);
+                runs.push((format!("{} {precision:?} defaults", isa.name()), q32, c32, knobs));
+            }
         }
         let overflows = case.metric == Metric::Dot
             && largest_squared_norm(&queries, case.dim) * largest_squared_norm(&corpus, case.dim)
@@ -384,14 +415,18 @@ fn knobs_never_change_the_result() {
                 for threads in 1..=3 {
                     for query_batch in [None, Some(1), Some(7), Some(145), Some(usize::MAX)] {
                         for block_rows in [None, Some(1), Some(17), Some(1 << 20)] {
-                            let knobs = Knobs {
-                                block_rows,
-                                query_batch,
-                                threads,
-                                isa: Some(isa),
-                            };
-                            let got = run(&q, &c, None, k, metric, &knobs).unwrap();
-                            assert_identical(&got, &want, &format!("Q={n_queries} {knobs:?}"));
+                            for precision in [Precision::F32, Precision::Int8] {
+                                let knobs = Knobs {
+                                    block_rows,
+                                    query_batch,
+                                    threads,
+                                    isa: Some(isa),
+                                    precision,
+                                };
+                                let got = run(&q, &c, None, k, metric, &knobs).unwrap();
+                                let what = format!("Q={n_queries} {knobs:?}");
+                                assert_identical(&got, &want, &what);
+                            }
                         }
                     }
                 }
@@ -417,6 +452,12 @@ fn all_scores_tied_ranks_by_id() {
                 query_batch: Some(2),
                 threads,
                 isa: None,
+                // Threads 1 and 3 (shards) pre-score in int8, 2 in f32: the same result.
+                precision: if threads == 2 {
+                    Precision::F32
+                } else {
+                    Precision::Int8
+                },
             };
             let got = run(&q, &c, Some(&ex), 100, Metric::Dot, &knobs).unwrap();
             for (qi, row) in got.ids.chunks(100).enumerate() {
@@ -452,6 +493,12 @@ fn k_up_to_the_whole_corpus() {
             query_batch: None,
             threads,
             isa: None,
+            // Threads 1 and 3 (shards) pre-score in int8, 2 in f32: the same result.
+            precision: if threads == 2 {
+                Precision::F32
+            } else {
+                Precision::Int8
+            },
         };
         let got = run(&q, &c, Some(&ex), k, Metric::Dot, &knobs).unwrap();
         assert_identical(&got, &want, &format!("{knobs:?}"));
@@ -463,7 +510,7 @@ fn k_up_to_the_whole_corpus() {
         None,
         n,
         Metric::Cosine,
-        &Knobs::default_with(2, Isa::detect()),
+        &Knobs::default_with(2, Isa::detect(), Precision::Auto),
     )
     .unwrap();
     assert_identical(&got, &want, "k = N");
@@ -480,7 +527,7 @@ fn no_queries_gives_an_empty_result() {
         None,
         3,
         Metric::Dot,
-        &Knobs::default_with(2, Isa::Scalar),
+        &Knobs::default_with(2, Isa::Scalar, Precision::Auto),
     )
     .unwrap();
     assert_eq!(got.k, 3);
@@ -502,7 +549,7 @@ fn cosine_zero_rows_score_zero() {
         None,
         3,
         Metric::Cosine,
-        &Knobs::default_with(1, Isa::detect()),
+        &Knobs::default_with(1, Isa::detect(), Precision::Auto),
     )
     .unwrap();
     assert_eq!(got.scores, vec![0.0, 0.0, 0.0, 1.0, 0.0, -1.0]);
@@ -526,7 +573,7 @@ fn cosine_of_subnormal_rows_is_bounded() {
             None,
             2,
             Metric::Cosine,
-            &Knobs::default_with(1, isa),
+            &Knobs::default_with(1, isa, Precision::Auto),
         )
         .unwrap();
         for s in &got.scores {
@@ -559,7 +606,7 @@ fn cosine_of_huge_rows_is_bounded() {
         None,
         2,
         Metric::Cosine,
-        &Knobs::default_with(1, Isa::detect()),
+        &Knobs::default_with(1, Isa::detect(), Precision::Auto),
     )
     .unwrap();
     assert!(
@@ -781,7 +828,7 @@ fn non_finite_query_rows_are_named() {
         None,
         2,
         Metric::Dot,
-        &Knobs::default_with(1, Isa::Scalar),
+        &Knobs::default_with(1, Isa::Scalar, Precision::Auto),
     ));
     assert!(message.contains("queries row 2"), "{message}");
 }
@@ -818,7 +865,7 @@ fn non_finite_corpus_rows_are_named() {
         None,
         2,
         Metric::Cosine,
-        &Knobs::default_with(2, Isa::Scalar),
+        &Knobs::default_with(2, Isa::Scalar, Precision::Auto),
     ));
     assert!(message.contains("corpus row 50"), "{message}");
 }
@@ -899,6 +946,12 @@ fn huge_block_rows_do_not_panic_or_change_the_result() {
                 query_batch: None,
                 threads,
                 isa: None,
+                // Threads 1 and 3 (shards) pre-score in int8, 2 in f32: the same result.
+                precision: if threads == 2 {
+                    Precision::F32
+                } else {
+                    Precision::Int8
+                },
             };
             let outcome = catch_unwind(AssertUnwindSafe(|| {
                 run(&q, &c, None, 5, Metric::Dot, &knobs)

@@ -1,6 +1,7 @@
 //! `search` (exact top-k) and its `SearchOptions`.
 
 use negmine_core::kernels::Isa;
+use negmine_core::search::Precision;
 use negmine_core::{Error, IdLists, Metric, SearchOptions};
 use numpy::{PyArray1, PyArray2, PyArrayMethods};
 use pyo3::prelude::*;
@@ -20,13 +21,17 @@ pub struct PySearchOptions(SearchOptions);
 #[pymethods]
 impl PySearchOptions {
     #[new]
-    #[pyo3(signature = (k, *, metric = Wrap(Metric::Dot), block_rows = None, query_batch = None, isa = None))]
+    #[pyo3(signature = (
+        k, *, metric = Wrap(Metric::Dot), block_rows = None, query_batch = None, isa = None,
+        precision = Wrap(Precision::Auto)
+    ))]
     fn new(
         k: usize,
         metric: Wrap<Metric>,
         block_rows: Option<usize>,
         query_batch: Option<usize>,
         isa: Option<&str>,
+        precision: Wrap<Precision>,
     ) -> PyResult<Self> {
         let isa = isa
             .map(|name| {
@@ -45,6 +50,7 @@ impl PySearchOptions {
             block_rows,
             query_batch,
             isa,
+            precision: precision.0,
         }))
     }
 }

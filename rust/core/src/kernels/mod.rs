@@ -190,6 +190,53 @@ impl Isa {
     }
 }
 
+/// Whether the CPU has AVX-512 VNNI (`vpdpbusd`): a byte dot product per i32 lane in one
+/// instruction, twice the multiply rate of f32 FMA (AVX2's `vpmaddubsw` + `vpmaddwd` pair
+/// runs at the f32 rate on the cores measured, see the README).
+pub fn has_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Depth bytes per step of the int8 kernels: `vpmaddubsw` + `vpmaddwd` (and VNNI's
+/// `vpdpbusd`) sum four byte products into one i32 lane.
+pub const GROUP: usize = 4;
+
+/// The integer dots of an `MR x NR` tile of int8 codes: `a` holds `groups` steps of `MR` query
+/// rows x `GROUP` unsigned bytes (`[g][MR][GROUP]`), `b` as many steps of `NR` corpus rows x
+/// `GROUP` signed bytes (`[g][NR][GROUP]`); `c[i * NR + j]` becomes `sum a[.][i][.] * b[.][j][.]`.
+/// Exact integer arithmetic: every implementation returns the same tile. Query bytes must be at
+/// most 127 (see [`crate::quant::QUERY_LEVELS`]) so that AVX2's saturating pair sums cannot
+/// saturate, and `groups * GROUP * 127 * 127` must fit in i32.
+#[inline]
+pub fn tile_i8(isa: Isa, groups: usize, a: &[u8], b: &[i8], c: &mut [i32; TILE]) {
+    assert!(
+        a.len() >= groups * MR * GROUP && b.len() >= groups * NR * GROUP,
+        "packed int8 panels too short"
+    );
+    debug_assert!(a[..groups * MR * GROUP].iter().all(|&x| x <= 127));
+    match isa {
+        Isa::Scalar => scalar::tile_i8(groups, a, b, c),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Avx512` is only constructed after runtime detection of AVX-512F, and VNNI
+        // is detected here; the panel lengths were checked above.
+        Isa::Avx512 if has_vnni() => unsafe { x86::tile_i8_vnni(groups, a, b, c) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Avx2Fma` and `Avx512` are only constructed after runtime detection of AVX2;
+        // the panel lengths were checked above.
+        Isa::Avx2Fma | Isa::Avx512 => unsafe { x86::tile_i8_avx2(groups, a, b, c) },
+        #[cfg(not(target_arch = "x86_64"))]
+        Isa::Avx2Fma | Isa::Avx512 => unreachable!("x86 kernels are never detected off x86-64"),
+    }
+}
+
 /// Widens f16 to f32 exactly (F16C when the CPU has it).
 pub fn f16_to_f32(src: &[half::f16], dst: &mut [f32]) {
     assert_eq!(src.len(), dst.len(), "f16_to_f32: length mismatch");

@@ -43,3 +43,28 @@ pub(super) fn tile(
     }
     masks
 }
+
+/// The reference int8 kernel: `c[i][j] = sum_p a[p][i] * b[p][j]` over the packed groups of
+/// [`GROUP`](super::GROUP) bytes, exactly, in i32.
+pub(super) fn tile_i8(groups: usize, a: &[u8], b: &[i8], c: &mut [i32; TILE]) {
+    use super::GROUP;
+    c.fill(0);
+    for (ag, bg) in a
+        .chunks_exact(MR * GROUP)
+        .zip(b.chunks_exact(NR * GROUP))
+        .take(groups)
+    {
+        for i in 0..MR {
+            let ai = &ag[i * GROUP..][..GROUP];
+            for j in 0..NR {
+                let bj = &bg[j * GROUP..][..GROUP];
+                let dot: i32 = ai
+                    .iter()
+                    .zip(bj)
+                    .map(|(&x, &y)| i32::from(x) * i32::from(y))
+                    .sum();
+                c[i * NR + j] += dot;
+            }
+        }
+    }
+}

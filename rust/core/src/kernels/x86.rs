@@ -4,7 +4,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Select, MR, NR, TILE};
+use super::{Select, GROUP, MR, NR, TILE};
 
 /// # Safety
 /// The CPU must support AVX2 and FMA; `a` must hold `kc * MR` and `b` `kc * NR` elements;
@@ -203,6 +203,83 @@ pub(super) unsafe fn tile_quad_avx512(
         }
     }
     masks
+}
+
+/// The int8 tile: 12 ymm accumulators of i32 as in [`tile_avx2`], each step loading two
+/// corpus registers (8 rows x 4 bytes each) and broadcasting 4 bytes per query row;
+/// `vpmaddubsw` multiplies unsigned query bytes by signed corpus bytes and adds pairs into i16
+/// (at most `2 * 127 * 127`: no saturation), `vpmaddwd` by ones adds those pairs into i32.
+///
+/// # Safety
+/// The CPU must support AVX2; `a` must hold `groups * MR * GROUP` bytes, each at most 127, and
+/// `b` `groups * NR * GROUP`.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn tile_i8_avx2(groups: usize, a: &[u8], b: &[i8], c: &mut [i32; TILE]) {
+    let (a, b) = (a.as_ptr(), b.as_ptr());
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_si256(); 2 * MR];
+    for g in 0..groups {
+        // SAFETY: g < groups, so the 64 bytes at b + 64g and the 24 at a + 24g are in bounds.
+        unsafe {
+            let bp = b.add(g * NR * GROUP);
+            let b0 = _mm256_loadu_si256(bp.cast::<__m256i>());
+            let b1 = _mm256_loadu_si256(bp.add(32).cast::<__m256i>());
+            let ap = a.add(g * MR * GROUP);
+            for i in 0..MR {
+                let q = _mm256_set1_epi32(ap.add(i * GROUP).cast::<i32>().read_unaligned());
+                let lo = _mm256_madd_epi16(_mm256_maddubs_epi16(q, b0), ones);
+                let hi = _mm256_madd_epi16(_mm256_maddubs_epi16(q, b1), ones);
+                acc[2 * i] = _mm256_add_epi32(acc[2 * i], lo);
+                acc[2 * i + 1] = _mm256_add_epi32(acc[2 * i + 1], hi);
+            }
+        }
+    }
+    for (t, v) in acc.iter().enumerate() {
+        // SAFETY: t < 12, so t * 8 + 8 <= TILE.
+        unsafe { _mm256_storeu_si256(c.as_mut_ptr().add(t * 8).cast::<__m256i>(), *v) };
+    }
+}
+
+/// The int8 tile with AVX-512 VNNI: one zmm holds a step of all 16 corpus rows (4 bytes
+/// each), and `vpdpbusd` adds each row's four unsigned-by-signed byte products straight into
+/// its i32 lane (no saturation). Even and odd steps go to separate accumulators (12 chains
+/// against the instruction's latency), added at the end: integer sums, so the order does not
+/// matter.
+///
+/// # Safety
+/// The CPU must support AVX-512F and AVX-512 VNNI; `a` must hold `groups * MR * GROUP` bytes
+/// and `b` `groups * NR * GROUP`.
+#[target_feature(enable = "avx512f,avx512vnni")]
+pub(super) unsafe fn tile_i8_vnni(groups: usize, a: &[u8], b: &[i8], c: &mut [i32; TILE]) {
+    let (a, b) = (a.as_ptr(), b.as_ptr());
+    let mut even = [_mm512_setzero_si512(); MR];
+    let mut odd = [_mm512_setzero_si512(); MR];
+    let step = |acc: &mut [__m512i; MR], g: usize| {
+        // SAFETY: the caller guarantees g < groups, so the 64 bytes at b + 64g and the 24 at
+        // a + 24g are in bounds.
+        unsafe {
+            let bv = _mm512_loadu_si512(b.add(g * NR * GROUP).cast::<__m512i>());
+            let ap = a.add(g * MR * GROUP);
+            for (i, v) in acc.iter_mut().enumerate() {
+                let q = _mm512_set1_epi32(ap.add(i * GROUP).cast::<i32>().read_unaligned());
+                *v = _mm512_dpbusd_epi32(*v, q, bv);
+            }
+        }
+    };
+    let mut g = 0;
+    while g + 1 < groups {
+        step(&mut even, g);
+        step(&mut odd, g + 1);
+        g += 2;
+    }
+    if g < groups {
+        step(&mut even, g);
+    }
+    for i in 0..MR {
+        let sum = _mm512_add_epi32(even[i], odd[i]);
+        // SAFETY: row i of the tile is c[i * 16..][..16], inside the TILE values.
+        unsafe { _mm512_storeu_si512(c.as_mut_ptr().add(i * NR).cast::<__m512i>(), sum) };
+    }
 }
 
 /// f16 -> f32, 8 at a time.

@@ -19,6 +19,10 @@ use crate::metric::{max_squared_norm, overflow_error, Metric};
 use crate::pack::{self, AlignedBuf, BadRow, CorpusScratch};
 use crate::topk::Candidates;
 
+mod prescored;
+
+pub use prescored::Precision;
+
 /// Knobs of [`search`]; `None` picks a tuned default. None of them changes the result.
 #[derive(Debug, Clone)]
 pub struct SearchOptions {
@@ -30,6 +34,9 @@ pub struct SearchOptions {
     pub query_batch: Option<usize>,
     /// Kernel to use; `None` picks the fastest this CPU supports.
     pub isa: Option<Isa>,
+    /// How candidates are pre-scored before the exact f32 scores (see [`Precision`]); every
+    /// choice returns the same result.
+    pub precision: Precision,
 }
 
 impl SearchOptions {
@@ -40,6 +47,7 @@ impl SearchOptions {
             block_rows: None,
             query_batch: None,
             isa: None,
+            precision: Precision::F32,
         }
     }
 }
@@ -471,6 +479,10 @@ pub(crate) fn search_rows(
     opts: &SearchOptions,
     hooks: &mut dyn Hooks,
 ) -> Result<Neighbors> {
+    let isa = opts.isa.unwrap_or_else(Isa::detect);
+    if opts.precision.resolve(isa, opts.k, corpus.rows()) == Precision::Int8 {
+        return prescored::search_rows(pool, queries, query_ids, corpus, exclude, opts, isa, hooks);
+    }
     let k = opts.k;
     let largest_query = validate(pool, queries, query_ids, corpus, exclude, opts)?;
     // Corpus rows are checked against the largest query as they are packed: by
@@ -478,7 +490,6 @@ pub(crate) fn search_rows(
     let max_corpus_squared = largest_query.map_or(f64::INFINITY, |(_, squared)| {
         max_squared_norm(corpus.dim(), squared)
     });
-    let isa = opts.isa.unwrap_or_else(Isa::detect);
     let cosine = opts.metric == Metric::Cosine;
     let (n_queries, n, dim) = (queries.rows(), corpus.rows(), corpus.dim());
     let depth = depth_chunks(dim);

@@ -1,0 +1,218 @@
+//! int8 codes of f32 rows for exact pre-scoring, and the bound that makes them exact.
+//!
+//! A row `x` (as the f32 kernels read it: widened from f16, normalised for cosine) is stored as
+//! a scale `s` and integer codes `c` with `x = s c + e`, `|c_j| <= levels`. For a query
+//! `q = t d + f` (codes `d`, residual `f`) and a corpus row `x = s c + e`, the integer dot
+//! `I = d . c` is exact, and
+//!
+//! ```text
+//! q . x = t d . (s c + e) + f . x = t s I + (t d) . e + f . x
+//! |q . x - t s I| <= ||t d|| ||e|| + ||f|| ||x||                        (Cauchy-Schwarz)
+//! ```
+//!
+//! The exact search does not return `q . x` but `S`, the f32 fused multiply-add chain over the
+//! `dim` coordinates, which is within `gamma_dim sum_j |q_j x_j| <= gamma_dim ||q|| ||x||` of it
+//! (`gamma_n = n u / (1 - n u)`, `u = 2^-24`: one rounding per step). So with `P = t s I`
+//! computed in f64,
+//!
+//! ```text
+//! |S - P| <= B = ||t d|| ||e|| + ||f|| ||x|| + gamma_dim ||q|| ||x||  (+ P's own rounding)
+//! ```
+//!
+//! Every norm is stored rounded up and every f64 operation on them is covered by a relative
+//! margin, so `[P - B, P + B]` always holds `S`: a row whose upper bound is below the k-th
+//! best lower bound cannot be in the top k, and the rest are rescored with the f32 chain.
+
+/// Corpus codes are in `[-CORPUS_LEVELS, CORPUS_LEVELS]` (i8).
+pub const CORPUS_LEVELS: i32 = 127;
+/// Query codes are in `[-QUERY_LEVELS, QUERY_LEVELS]`, stored offset by [`QUERY_OFFSET`] as
+/// u8 in `[1, 127]`: AVX2's `vpmaddubsw` multiplies unsigned by signed bytes and adds pairs in
+/// saturating i16, and `2 * 127 * 127` is the largest pair sum that cannot saturate.
+pub const QUERY_LEVELS: i32 = 63;
+pub const QUERY_OFFSET: i32 = 64;
+
+/// Relative margin for the f64 arithmetic on norms and bounds: a sum of `n` squares errs by at
+/// most `n 2^-53` relatively, so this covers rows of up to 2^23 dimensions, and a bound is a
+/// handful of operations more.
+const MARGIN: f64 = 1.0 + 1.0 / (1u64 << 30) as f64;
+
+/// What the bound needs to know of a quantized row; every norm is an upper bound.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RowCode {
+    /// `s`: the row is `s * codes + residual`.
+    pub scale: f32,
+    /// `||x||`.
+    pub norm: f32,
+    /// `||s c||`.
+    pub code_norm: f32,
+    /// `||e||`, the rounding residual.
+    pub residual: f32,
+}
+
+/// `x` rounded up to f32.
+fn up(x: f64) -> f32 {
+    let f = x as f32;
+    if f64::from(f) < x {
+        f.next_up()
+    } else {
+        f
+    }
+}
+
+/// Quantizes `row` into `codes` (`row.len()` values in `[-levels, levels]`), returning its
+/// scale and norms. The scale maps the largest magnitude to `levels`; a zero row has scale 0.
+pub fn quantize(row: &[f32], levels: i32, codes: &mut [i8]) -> RowCode {
+    quantize_lanes::<1>(row, levels, codes)[0]
+}
+
+/// [`quantize`] of the `W` rows of a panel stored column by column (`panel[p * W + j]` is
+/// element `p` of row `j`, the kernels' packed layout), codes written in the same layout.
+/// Each row's codes and norms are those [`quantize`] gives it alone.
+pub fn quantize_lanes<const W: usize>(
+    panel: &[f32],
+    levels: i32,
+    codes: &mut [i8],
+) -> [RowCode; W] {
+    assert!(panel.len() % W == 0 && codes.len() == panel.len());
+    assert!((1..=127).contains(&levels));
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was detected at run time.
+        return unsafe { lanes_avx2::<W>(panel, levels, codes) };
+    }
+    lanes::<W>(panel, levels, codes)
+}
+
+/// The same arithmetic compiled for AVX2 (vector rounding instead of a libm call per value).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn lanes_avx2<const W: usize>(panel: &[f32], levels: i32, codes: &mut [i8]) -> [RowCode; W] {
+    lanes::<W>(panel, levels, codes)
+}
+
+#[inline(always)]
+fn lanes<const W: usize>(panel: &[f32], levels: i32, codes: &mut [i8]) -> [RowCode; W] {
+    let mut largest = [0.0f32; W];
+    for step in panel.chunks_exact(W) {
+        for (m, x) in largest.iter_mut().zip(step) {
+            *m = m.max(x.abs());
+        }
+    }
+    let limit = levels as f32;
+    // Subnormal rows can round the scale to 0: they keep zero codes and the whole row as
+    // residual, which the bound then covers.
+    let scale = largest.map(|m| (f64::from(m) / f64::from(levels)) as f32);
+    let inverse = scale.map(|s| {
+        if s > 0.0 {
+            (1.0 / f64::from(s)) as f32
+        } else {
+            0.0
+        }
+    });
+    let (mut norm, mut codes_sq, mut residual) = ([0.0f64; W], [0.0f64; W], [0.0f64; W]);
+    for (step, out) in panel.chunks_exact(W).zip(codes.chunks_exact_mut(W)) {
+        for j in 0..W {
+            let x = step[j];
+            // Any code within the levels is sound: the residual below is computed from it.
+            let code = (x * inverse[j]).round_ties_even().clamp(-limit, limit);
+            out[j] = code as i8;
+            let (x, code) = (f64::from(x), f64::from(code));
+            // `scale * code` is exact in f64 (24 + 7 bits), and so is the difference.
+            let e = x - f64::from(scale[j]) * code;
+            norm[j] += x * x;
+            codes_sq[j] += code * code;
+            residual[j] += e * e;
+        }
+    }
+    std::array::from_fn(|j| RowCode {
+        scale: scale[j],
+        norm: up(norm[j].sqrt() * MARGIN),
+        code_norm: up(f64::from(scale[j]) * codes_sq[j].sqrt() * MARGIN),
+        residual: up(residual[j].sqrt() * MARGIN),
+    })
+}
+
+/// `gamma_dim`: the relative error bound of a `dim`-step f32 fused multiply-add chain.
+pub fn chain_error(dim: usize) -> f64 {
+    let nu = dim as f64 * f64::from(f32::EPSILON) / 2.0;
+    assert!(
+        nu < 0.5,
+        "dimension {dim} is too large for the f32 error bound"
+    );
+    nu / (1.0 - nu) * MARGIN
+}
+
+/// The pre-score `P = t s I` of a query and a corpus row with integer dot `dot`, and the
+/// bound `B` with `|S - P| <= B` for the f32 chain's score `S` (see the module docs).
+#[inline]
+pub fn prescore(query: &RowCode, row: &RowCode, dot: i32, gamma: f64) -> (f64, f64) {
+    let p = f64::from(query.scale) * f64::from(row.scale) * f64::from(dot);
+    let bound = (f64::from(query.code_norm) * f64::from(row.residual)
+        + f64::from(query.residual) * f64::from(row.norm)
+        + gamma * f64::from(query.norm) * f64::from(row.norm))
+        * MARGIN
+        + p.abs() * (f64::EPSILON * 2.0);
+    (p, bound)
+}
+
+/// The largest bound of `query` against any row whose norms are at most those of `worst`
+/// (the per-block maxima), including the pre-score's rounding at its largest
+/// (`|P| <= ||t d|| ||s c||`).
+pub fn bound_for(query: &RowCode, worst: &RowCode, gamma: f64) -> f64 {
+    let (_, bound) = prescore(query, worst, 0, gamma);
+    bound + f64::from(query.code_norm) * f64::from(worst.code_norm) * (f64::EPSILON * 4.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dot_f32_chain(q: &[f32], x: &[f32]) -> f32 {
+        q.iter().zip(x).fold(0.0f32, |c, (a, b)| a.mul_add(*b, c))
+    }
+
+    #[test]
+    fn the_bound_holds_on_random_and_adversarial_rows() {
+        let mut rng = crate::rng::Rng::stream(11, 0, 0, 0);
+        for case in 0..2000 {
+            let dim = 1 + rng.below(300);
+            let mut gen = |kind: usize| -> Vec<f32> {
+                (0..dim)
+                    .map(|j| match kind {
+                        // Values at rounding boundaries: halves of a code step.
+                        0 => (rng.below(255) as f32 - 127.0 + 0.5) / 127.0,
+                        // Huge dynamic range within the row.
+                        1 => (rng.unit() as f32 - 0.5) * 10f32.powi(rng.below(20) as i32 - 10),
+                        2 if j == 0 => 1e-3,
+                        2 => 0.0,
+                        _ => rng.unit() as f32 * 2.0 - 1.0,
+                    })
+                    .collect()
+            };
+            let (q, x) = (gen(case % 4), gen((case / 4) % 4));
+            let (mut qc, mut xc) = (vec![0i8; dim], vec![0i8; dim]);
+            let qr = quantize(&q, QUERY_LEVELS, &mut qc);
+            let xr = quantize(&x, CORPUS_LEVELS, &mut xc);
+            let dot: i32 = qc
+                .iter()
+                .zip(&xc)
+                .map(|(a, b)| i32::from(*a) * i32::from(*b))
+                .sum();
+            let (p, b) = prescore(&qr, &xr, dot, chain_error(dim));
+            let s = f64::from(dot_f32_chain(&q, &x));
+            assert!((s - p).abs() <= b, "case {case}: S {s} P {p} B {b}");
+            assert!(xc.iter().all(|c| i32::from(*c).abs() <= CORPUS_LEVELS));
+            assert!(qc.iter().all(|c| i32::from(*c).abs() <= QUERY_LEVELS));
+        }
+    }
+
+    #[test]
+    fn zero_and_subnormal_rows() {
+        let mut codes = [1i8; 3];
+        assert_eq!(quantize(&[0.0; 3], 127, &mut codes), RowCode::default());
+        assert_eq!(codes, [0; 3]);
+        let tiny = [f32::from_bits(1), 0.0, -f32::from_bits(3)];
+        let r = quantize(&tiny, 127, &mut codes);
+        assert!(r.residual >= 0.0 && r.norm > 0.0);
+    }
+}

@@ -1,0 +1,682 @@
+//! Exact search through int8 pre-scoring: the corpus streams through in blocks as in the f32
+//! path, but each block is scored from int8 codes ([`crate::quant`]) by integer kernels. Every
+//! pre-score `P` comes with a bound `B` such that the f32 path's score lies in `[P - B, P + B]`;
+//! a row is kept while its upper bound reaches the k-th best lower bound of its query, and the
+//! rows kept at the end are rescored with the f32 kernel itself. So the result is the f32
+//! path's, bit for bit (scores, ids, ties), for any thread count, block size and ISA.
+
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use super::{
+    corpus_error, pack_block, query_name, validate, PackedBlock, SearchOptions, DEFAULT_BLOCK_ROWS,
+    MC, STATE_BUDGET,
+};
+use crate::choice::Choice;
+use crate::error::{Error, Result};
+use crate::hooks::Hooks;
+use crate::idlists::IdLists;
+use crate::kernels::{self, Isa, GROUP, MR, NR, TILE};
+use crate::matrix::MatrixView;
+use crate::metric::{max_squared_norm, Metric};
+use crate::pack::{self, AlignedBuf, BadRow};
+use crate::quant::{self, RowCode, CORPUS_LEVELS, QUERY_LEVELS, QUERY_OFFSET};
+use crate::search::Neighbors;
+use crate::topk::Candidates;
+
+/// How candidates are scored before their exact f32 scores. The result is the same for each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    /// The fastest exact path for the CPU and the shapes.
+    Auto,
+    /// Every score in f32.
+    F32,
+    /// int8 pre-scores with a proven error bound, then the survivors in f32.
+    Int8,
+}
+
+impl Choice for Precision {
+    const ARGUMENT: &'static str = "precision";
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("auto", Precision::Auto),
+        ("f32", Precision::F32),
+        ("int8", Precision::Int8),
+    ];
+}
+
+impl Precision {
+    /// The path `Auto` takes: int8 where its integer kernel multiplies faster than the f32 one
+    /// (AVX-512 VNNI; AVX2's byte multiplies run at the f32 rate) and the corpus is large
+    /// enough for the rescoring to be a small share.
+    pub fn resolve(self, isa: Isa, k: usize, corpus_rows: usize) -> Precision {
+        match self {
+            Precision::Auto
+                if isa == Isa::Avx512 && kernels::has_vnni() && corpus_rows >= 64 * k.max(16) =>
+            {
+                Precision::Int8
+            }
+            Precision::Auto => Precision::F32,
+            other => other,
+        }
+    }
+}
+
+/// A query's candidates under bounds: the best `k` lower bounds give the threshold `T`, and
+/// every row whose upper bound reaches `T` is kept for rescoring. Rows are offered in id order
+/// within a shard, and `T` only grows, so dropping a row whose upper bound is below the
+/// current `T` never drops a row of the final top k.
+#[derive(Clone)]
+struct Bounded {
+    lower: Candidates,
+    /// The k-th best lower bound so far (NaN until `k` rows were seen: everything passes).
+    threshold: f32,
+    /// `(upper bound, id)` of the rows kept.
+    kept: Vec<(f32, u32)>,
+    capacity: usize,
+}
+
+impl Bounded {
+    fn new(k: usize) -> Self {
+        Bounded {
+            lower: Candidates::new(k),
+            threshold: f32::NAN,
+            kept: Vec::new(),
+            capacity: 4 * k + 64,
+        }
+    }
+
+    /// Offers a row; returns whether the threshold moved.
+    #[inline]
+    fn push(&mut self, lower: f32, upper: f32, id: u32) -> bool {
+        let moved = match self.lower.push(lower, id) {
+            Some(t) => {
+                self.threshold = t;
+                true
+            }
+            None => false,
+        };
+        if reaches(upper, self.threshold) {
+            self.kept.push((upper, id));
+            if self.kept.len() >= self.capacity {
+                let t = self.threshold;
+                self.kept.retain(|&(u, _)| reaches(u, t));
+                // Wide bounds keep many rows: grow rather than compact over and over.
+                if 2 * self.kept.len() >= self.capacity {
+                    self.capacity *= 2;
+                }
+            }
+        }
+        moved
+    }
+
+    /// Merges the same query's state from another corpus shard.
+    fn absorb(&mut self, other: Bounded) {
+        self.kept.extend(other.kept);
+        self.lower.absorb(other.lower);
+    }
+
+    /// The ids that can still be in the top `k`, ascending.
+    fn survivors(self, k: usize) -> Vec<u32> {
+        let lowers = self.lower.into_sorted();
+        let t = if lowers.len() >= k {
+            lowers[k - 1].score
+        } else {
+            f32::NEG_INFINITY
+        };
+        let mut ids: Vec<u32> = self
+            .kept
+            .into_iter()
+            .filter(|&(u, _)| u >= t)
+            .map(|(_, id)| id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+}
+
+/// `!(x < t)`: `x` reaches the threshold `t`, which a NaN threshold (none yet) lets all do.
+#[inline]
+fn reaches(x: f32, t: f32) -> bool {
+    x.partial_cmp(&t) != Some(std::cmp::Ordering::Less)
+}
+
+/// `x` rounded down to f32.
+fn down(x: f64) -> f32 {
+    let f = x as f32;
+    if f64::from(f) > x {
+        f.next_down()
+    } else {
+        f
+    }
+}
+
+/// `x` rounded up to f32.
+fn up(x: f64) -> f32 {
+    -down(-x)
+}
+
+/// The threshold the kernel test `!(y < theta)` uses on `y = f32(I) * s_x` (computed in f32),
+/// so that every row whose upper bound can reach `t` passes: `t - B_max` over the query's
+/// scale, lowered by the f32 rounding of `y` (two roundings) and of this computation.
+fn kernel_threshold(t: f32, query: &RowCode, worst: &RowCode, gamma: f64, scale: f64) -> f32 {
+    if t.is_nan() || query.scale == 0.0 {
+        return f32::NAN;
+    }
+    let bound = quant::bound_for(query, worst, gamma) * scale;
+    let scale = f64::from(query.scale);
+    let theta = (f64::from(t) - bound) / scale;
+    let cancel = (f64::from(t).abs() + bound) / scale * (4.0 * f64::EPSILON);
+    let rounding = theta.abs() * (4.0 * f64::from(f32::EPSILON)) + f64::from(f32::from_bits(2));
+    down(theta - cancel - rounding)
+}
+
+/// One corpus block as int8 codes: `[panel][group][NR][GROUP]`, with each row's codes.
+#[derive(Default)]
+struct CodedBlock {
+    f32: PackedBlock,
+    codes: Vec<i8>,
+    rows: Vec<RowCode>,
+    /// `QUERY_OFFSET * sum(codes)` per row: what the query bytes' offset adds to each dot.
+    offsets: Vec<i32>,
+    /// The block's largest norms, for the kernel test.
+    worst: RowCode,
+}
+
+/// Codes of one f32 corpus panel (`[dim][NR]`) into `out` (`[group][NR][GROUP]`).
+fn code_corpus_panel(
+    panel: &[f32],
+    out: &mut [i8],
+    rows: &mut [RowCode],
+    offsets: &mut [i32],
+    codes: &mut [i8],
+) {
+    rows.copy_from_slice(&quant::quantize_lanes::<NR>(panel, CORPUS_LEVELS, codes));
+    let mut sums = [0i32; NR];
+    out.fill(0);
+    for (p, step) in codes.chunks_exact(NR).enumerate() {
+        let (g, byte) = (p / GROUP, p % GROUP);
+        let group = &mut out[g * NR * GROUP..][..NR * GROUP];
+        for (j, &c) in step.iter().enumerate() {
+            group[j * GROUP + byte] = c;
+            sums[j] += i32::from(c);
+        }
+    }
+    for (o, s) in offsets.iter_mut().zip(sums) {
+        *o = QUERY_OFFSET * s;
+    }
+}
+
+impl CodedBlock {
+    fn code(&mut self, dim: usize) {
+        let groups = dim.div_ceil(GROUP);
+        let n_panels = self.f32.rows.len().div_ceil(NR);
+        self.codes.resize(n_panels * groups * NR * GROUP, 0);
+        self.rows.resize(n_panels * NR, RowCode::default());
+        self.offsets.resize(n_panels * NR, 0);
+        self.f32
+            .panels
+            .as_slice()
+            .par_chunks(dim * NR)
+            .zip(self.codes.par_chunks_mut(groups * NR * GROUP))
+            .zip(self.rows.par_chunks_mut(NR))
+            .zip(self.offsets.par_chunks_mut(NR))
+            .for_each_init(
+                || vec![0i8; dim * NR],
+                |codes, (((panel, out), rows), offsets)| {
+                    code_corpus_panel(panel, out, rows, offsets, codes)
+                },
+            );
+        self.worst = self.rows.iter().fold(RowCode::default(), |w, r| RowCode {
+            scale: w.scale.max(r.scale),
+            norm: w.norm.max(r.norm),
+            code_norm: w.code_norm.max(r.code_norm),
+            residual: w.residual.max(r.residual),
+        });
+    }
+}
+
+/// A query group's share of one shard's state.
+struct Task<'a> {
+    shard: usize,
+    first_panel: usize,
+    bounded: &'a mut [Bounded],
+    thresholds: &'a mut [f32],
+}
+
+struct Scorer<'a> {
+    isa: Isa,
+    groups: usize,
+    gamma: f64,
+    /// 1 except in the test that shows a too-small bound gives wrong results.
+    bound_scale: f64,
+    /// Query codes, `[panel][group][MR][GROUP]` (offset bytes).
+    query_codes: &'a [u8],
+    queries: &'a [RowCode],
+    query_offset: usize,
+    exclude: Option<&'a IdLists>,
+}
+
+impl Scorer<'_> {
+    fn run(&self, mut task: Task<'_>, block: &CodedBlock) {
+        let n_queries = task.bounded.len();
+        let n_a = n_queries.div_ceil(MR);
+        let n_b = block.f32.rows.len().div_ceil(NR);
+        let panel_bytes = self.groups * GROUP;
+        let first = task.first_panel * MR;
+        for (q, t) in task.thresholds.iter_mut().enumerate() {
+            let bounded = &task.bounded[q];
+            *t = kernel_threshold(
+                bounded.threshold,
+                &self.queries[first + q],
+                &block.worst,
+                self.gamma,
+                self.bound_scale,
+            );
+        }
+        let mut tile = [0i32; TILE];
+        for jr in 0..n_b {
+            let b = &block.codes[jr * panel_bytes * NR..][..panel_bytes * NR];
+            let cols = NR.min(block.f32.rows.len() - jr * NR);
+            for ir in 0..n_a {
+                let a = &self.query_codes[(task.first_panel + ir) * panel_bytes * MR..]
+                    [..panel_bytes * MR];
+                kernels::tile_i8(self.isa, self.groups, a, b, &mut tile);
+                self.collect(&mut task, block, jr, ir, cols, &tile);
+            }
+        }
+    }
+
+    /// Applies the kernel test to a tile and offers the rows that pass to their queries.
+    fn collect(
+        &self,
+        task: &mut Task<'_>,
+        block: &CodedBlock,
+        jr: usize,
+        ir: usize,
+        cols: usize,
+        tile: &[i32; TILE],
+    ) {
+        let rows = &block.rows[jr * NR..][..NR];
+        let offsets = &block.offsets[jr * NR..][..NR];
+        for i in 0..MR {
+            let q = ir * MR + i;
+            if q >= task.bounded.len() {
+                break;
+            }
+            let theta = task.thresholds[q];
+            let dots = &tile[i * NR..][..NR];
+            let mut mask = 0u32;
+            for j in 0..NR {
+                let y = (dots[j] - offsets[j]) as f32 * rows[j].scale;
+                mask |= u32::from(reaches(y, theta)) << j;
+            }
+            mask &= (1u32 << cols) - 1;
+            if mask == 0 {
+                continue;
+            }
+            let global = self.query_offset + task.first_panel * MR + q;
+            let query = &self.queries[task.first_panel * MR + q];
+            let excluded = self.exclude.map(|ex| ex.of(global));
+            while mask != 0 {
+                let j = mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                let id = (block.f32.rows.start + jr * NR + j) as u32;
+                if excluded.is_some_and(|ex| ex.binary_search(&id).is_ok()) {
+                    continue;
+                }
+                let (p, b) = quant::prescore(query, &rows[j], dots[j] - offsets[j], self.gamma);
+                let b = b * self.bound_scale;
+                let bounded = &mut task.bounded[q];
+                if bounded.push(down(p - b), up(p + b), id) {
+                    task.thresholds[q] = kernel_threshold(
+                        bounded.threshold,
+                        query,
+                        &block.worst,
+                        self.gamma,
+                        self.bound_scale,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Quantizes the packed f32 query panels (`[dim][MR]`) into offset int8 panels.
+fn code_queries(packed: &[f32], dim: usize, n_queries: usize) -> (Vec<u8>, Vec<RowCode>) {
+    let groups = dim.div_ceil(GROUP);
+    let n_panels = n_queries.div_ceil(MR);
+    let mut codes = vec![QUERY_OFFSET as u8; n_panels * groups * MR * GROUP];
+    let mut rows = vec![RowCode::default(); n_panels * MR];
+    codes
+        .par_chunks_mut(groups * MR * GROUP)
+        .zip(rows.par_chunks_mut(MR))
+        .zip(packed.par_chunks(dim * MR))
+        .for_each_init(
+            || vec![0i8; dim * MR],
+            |code, ((out, rows), panel)| {
+                rows.copy_from_slice(&quant::quantize_lanes::<MR>(panel, QUERY_LEVELS, code));
+                for (p, step) in code.chunks_exact(MR).enumerate() {
+                    let group = &mut out[(p / GROUP) * MR * GROUP..][..MR * GROUP];
+                    for (i, &c) in step.iter().enumerate() {
+                        group[i * GROUP + p % GROUP] = (i32::from(c) + QUERY_OFFSET) as u8;
+                    }
+                }
+            },
+        );
+    (codes, rows)
+}
+
+/// The exact f32 scores of `ids` against query `i` of a packed query panel, by the f32 kernel
+/// (so bit for bit those of the f32 path), offered to a top-k buffer.
+#[allow(clippy::too_many_arguments)]
+fn rescore(
+    isa: Isa,
+    corpus: &MatrixView<'_>,
+    cosine: bool,
+    query_panel: &[f32],
+    i: usize,
+    ids: &[u32],
+    k: usize,
+    panel: &mut AlignedBuf,
+    row: &mut [f32],
+) -> Candidates {
+    let dim = corpus.dim();
+    let mut best = Candidates::new(k);
+    let mut tile = [0.0f32; TILE];
+    panel.resize(dim * NR);
+    for chunk in ids.chunks(NR) {
+        let out = panel.as_mut_slice();
+        out.fill(0.0);
+        for (j, &id) in chunk.iter().enumerate() {
+            corpus.row_into(id as usize, row);
+            if cosine {
+                pack::normalize(row);
+            }
+            for (p, &x) in row.iter().enumerate() {
+                out[p * NR + j] = x;
+            }
+        }
+        kernels::tile(
+            isa,
+            dim,
+            query_panel,
+            panel.as_slice(),
+            &mut tile,
+            false,
+            None,
+        );
+        for (j, &id) in chunk.iter().enumerate() {
+            best.push(tile[i * NR + j], id);
+        }
+    }
+    best
+}
+
+/// [`super::search_rows`] through int8 pre-scoring (same arguments, same result).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn search_rows(
+    pool: &rayon::ThreadPool,
+    queries: &MatrixView<'_>,
+    query_ids: Option<&[usize]>,
+    corpus: &MatrixView<'_>,
+    exclude: Option<&IdLists>,
+    opts: &SearchOptions,
+    isa: Isa,
+    hooks: &mut dyn Hooks,
+) -> Result<Neighbors> {
+    search_bounded(
+        pool, queries, query_ids, corpus, exclude, opts, isa, hooks, 1.0,
+    )
+}
+
+/// [`search_rows`] with every bound multiplied by `bound_scale`.
+#[allow(clippy::too_many_arguments)]
+fn search_bounded(
+    pool: &rayon::ThreadPool,
+    queries: &MatrixView<'_>,
+    query_ids: Option<&[usize]>,
+    corpus: &MatrixView<'_>,
+    exclude: Option<&IdLists>,
+    opts: &SearchOptions,
+    isa: Isa,
+    hooks: &mut dyn Hooks,
+    bound_scale: f64,
+) -> Result<Neighbors> {
+    let k = opts.k;
+    let largest_query = validate(pool, queries, query_ids, corpus, exclude, opts)?;
+    let max_corpus_squared = largest_query.map_or(f64::INFINITY, |(_, squared)| {
+        max_squared_norm(corpus.dim(), squared)
+    });
+    let cosine = opts.metric == Metric::Cosine;
+    let (n_queries, n, dim) = (queries.rows(), corpus.rows(), corpus.dim());
+    let groups = dim.div_ceil(GROUP);
+    let gamma = quant::chain_error(dim);
+    let block_rows = opts
+        .block_rows
+        .unwrap_or(DEFAULT_BLOCK_ROWS)
+        .clamp(1, n)
+        .next_multiple_of(NR);
+    let per_query_bytes = (6 * k + 128) * 8 + dim * 5;
+    let query_batch = opts
+        .query_batch
+        .unwrap_or((STATE_BUDGET / per_query_bytes).max(MC))
+        .max(1);
+    let threads = pool.current_num_threads().max(1);
+    let n_batches = n_queries.div_ceil(query_batch) as u64;
+    let total = n_batches * n as u64;
+    let mut done = 0u64;
+
+    let mut scores = vec![f32::NEG_INFINITY; n_queries * k];
+    let mut ids = vec![-1i64; n_queries * k];
+    let mut packed_queries = AlignedBuf::new();
+    let mut blocks: Vec<CodedBlock> = Vec::new();
+    for batch_start in (0..n_queries).step_by(query_batch) {
+        let batch_len = query_batch.min(n_queries - batch_start);
+        let batch = queries.slice_rows(batch_start, batch_start + batch_len);
+        let n_panels = batch_len.div_ceil(MR);
+        let n_groups = batch_len.div_ceil(MC);
+        let shards = if n_groups >= 2 * threads {
+            1
+        } else {
+            threads.min(n.div_ceil(NR)).max(1)
+        };
+        let shard_rows: Vec<Range<usize>> = (0..shards)
+            .map(|s| s * n / shards..(s + 1) * n / shards)
+            .collect();
+
+        packed_queries.resize(n_panels * dim * MR);
+        let packed = pool.install(|| {
+            packed_queries
+                .as_mut_slice()
+                .par_chunks_mut(dim * MR)
+                .enumerate()
+                .map_init(
+                    || vec![0.0f32; dim],
+                    |row, (p, out)| pack::pack_queries(&batch, p * MR, out, row, cosine),
+                )
+                .min_by_key(|r| r.err().map_or(usize::MAX, BadRow::row))
+                .unwrap_or(Ok(()))
+        });
+        if let Err(bad) = packed {
+            return Err(Error::invalid(format!(
+                "queries row {} contains NaN or infinity",
+                query_name(query_ids, batch_start + bad.row())
+            )));
+        }
+        let (query_codes, query_rows) =
+            pool.install(|| code_queries(packed_queries.as_slice(), dim, batch_len));
+
+        let mut bounded: Vec<Vec<Bounded>> = (0..shards)
+            .map(|_| vec![Bounded::new(k); batch_len])
+            .collect();
+        let mut thresholds: Vec<Vec<f32>> =
+            (0..shards).map(|_| vec![f32::NAN; batch_len]).collect();
+        if blocks.len() < shards {
+            blocks.resize_with(shards, CodedBlock::default);
+        }
+        let blocks = &mut blocks[..shards];
+        let rounds = shard_rows
+            .iter()
+            .map(|r| r.len().div_ceil(block_rows))
+            .max()
+            .unwrap_or(0);
+        let scorer = Scorer {
+            isa,
+            groups,
+            gamma,
+            bound_scale,
+            query_codes: &query_codes,
+            queries: &query_rows,
+            query_offset: batch_start,
+            exclude,
+        };
+        let block_at = |round: usize, s: usize| {
+            let r = &shard_rows[s];
+            let start = (r.start + round * block_rows).min(r.end);
+            start..(start + block_rows).min(r.end)
+        };
+        for s in 0..shards {
+            hooks.will_read(block_at(0, s));
+        }
+        for round in 0..rounds {
+            let block_of = |s: usize| block_at(round, s);
+            let packed: Result<(), BadRow> = pool.install(|| {
+                blocks
+                    .par_iter_mut()
+                    .enumerate()
+                    .map(|(s, block)| {
+                        pack_block(
+                            corpus,
+                            block_of(s),
+                            &mut block.f32,
+                            cosine,
+                            max_corpus_squared,
+                        )?;
+                        block.code(dim);
+                        Ok(())
+                    })
+                    .min_by_key(|r: &Result<(), BadRow>| r.err().map_or(usize::MAX, BadRow::row))
+                    .unwrap_or(Ok(()))
+            });
+            if let Err(bad) = packed {
+                return Err(corpus_error(corpus, bad, largest_query, max_corpus_squared));
+            }
+            for s in 0..shards {
+                hooks.will_read(block_at(round + 1, s));
+            }
+            let mut tasks = Vec::new();
+            for (shard, (b, t)) in bounded.iter_mut().zip(&mut thresholds).enumerate() {
+                if blocks[shard].f32.rows.is_empty() {
+                    continue;
+                }
+                for (g, (b, t)) in b.chunks_mut(MC).zip(t.chunks_mut(MC)).enumerate() {
+                    tasks.push(Task {
+                        shard,
+                        first_panel: g * MC / MR,
+                        bounded: b,
+                        thresholds: t,
+                    });
+                }
+            }
+            pool.install(|| {
+                tasks.into_par_iter().for_each(|task| {
+                    let block = &blocks[task.shard];
+                    scorer.run(task, block)
+                })
+            });
+            for s in 0..shards {
+                let rows = block_of(s);
+                done += rows.len() as u64;
+                hooks.done_reading(rows);
+            }
+            hooks.progress(done, total)?;
+        }
+
+        let mut merged = bounded.swap_remove(0);
+        for other in bounded {
+            pool.install(|| {
+                merged
+                    .par_iter_mut()
+                    .zip(other)
+                    .for_each(|(m, o)| m.absorb(o))
+            });
+        }
+        let packed = packed_queries.as_slice();
+        let out_scores = &mut scores[batch_start * k..(batch_start + batch_len) * k];
+        let out_ids = &mut ids[batch_start * k..(batch_start + batch_len) * k];
+        pool.install(|| {
+            merged
+                .into_par_iter()
+                .zip(out_scores.par_chunks_mut(k).zip(out_ids.par_chunks_mut(k)))
+                .enumerate()
+                .for_each_init(
+                    || (AlignedBuf::new(), vec![0.0f32; dim]),
+                    |(panel, row), (q, (bounded, (s_row, i_row)))| {
+                        let survivors = bounded.survivors(k);
+                        let query_panel = &packed[(q / MR) * dim * MR..][..dim * MR];
+                        let best = rescore(
+                            isa,
+                            corpus,
+                            cosine,
+                            query_panel,
+                            q % MR,
+                            &survivors,
+                            k,
+                            panel,
+                            row,
+                        );
+                        for (j, c) in best.into_sorted().into_iter().enumerate() {
+                            s_row[j] = c.score;
+                            i_row[j] = i64::from(c.id);
+                        }
+                    },
+                )
+        });
+    }
+    Ok(Neighbors { k, scores, ids })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hooks::NoHooks;
+
+    /// The property tests compare this path with the f32 one bit for bit; this shows they can
+    /// fail: with the bound shrunk to a tenth, the int8 path drops rows of the true top k.
+    #[test]
+    fn a_too_small_bound_gives_a_different_result() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let (n_queries, n, dim, k) = (20, 400, 48, 10);
+        let mut rng = crate::rng::Rng::stream(5, 0, 0, 0);
+        let mut values = |rows: usize| -> Vec<f32> {
+            (0..rows * dim).map(|_| rng.unit() as f32 - 0.5).collect()
+        };
+        let (q, c) = (values(n_queries), values(n));
+        let queries = MatrixView::f32(&q, n_queries, dim).unwrap();
+        let corpus = MatrixView::f32(&c, n, dim).unwrap();
+        let mut opts = SearchOptions::new(k, Metric::Cosine);
+        let exact =
+            super::super::search(&pool, &queries, &corpus, None, &opts, &mut NoHooks).unwrap();
+        opts.precision = Precision::Int8;
+        let run = |scale: f64| {
+            search_bounded(
+                &pool,
+                &queries,
+                None,
+                &corpus,
+                None,
+                &opts,
+                Isa::Scalar,
+                &mut NoHooks,
+                scale,
+            )
+            .unwrap()
+        };
+        assert_eq!(run(1.0), exact);
+        assert_ne!(run(0.1).ids, exact.ids);
+    }
+}
