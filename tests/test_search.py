@@ -818,3 +818,44 @@ def test_progress_bar(rng, capsys):
     assert_same(
         negmine.search(queries, corpus, 5, progress=True), negmine.search(queries, corpus, 5)
     )
+
+
+def _clustered(rng: np.random.Generator, n: int, dim: int, centers: np.ndarray) -> np.ndarray:
+    rows = centers[rng.integers(len(centers), size=n)] + 0.3 * rng.standard_normal((n, dim))
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    k=st.sampled_from([1, 7, 64, 400]),
+    metric=st.sampled_from(["dot", "cosine"]),
+    half=st.booleans(),
+    threads=st.sampled_from([1, 2]),
+)
+def test_int8_precision_returns_the_f32_result_bit_for_bit(seed, k, metric, half, threads):
+    # Clustered unit rows (as real embeddings are), with duplicated rows (exact ties around
+    # the k-th score) and an exclusion list per query.
+    rng = np.random.default_rng(seed)
+    dim = 48
+    centers = rng.standard_normal((6, dim))
+    q = _clustered(rng, 30, dim, centers)
+    c = _clustered(rng, 600, dim, centers)
+    c[rng.integers(600, size=60)] = c[rng.integers(600, size=60)]
+    if half:
+        c = c.astype(np.float16)
+    exclude = [rng.choice(600, size=rng.integers(0, 5), replace=False).tolist() for _ in q]
+    kw = dict(metric=metric, exclude=exclude, threads=threads, block_rows=97)
+    want = negmine.search(q, c, k, precision="f32", **kw)
+    got = negmine.search(q, c, k, precision="int8", **kw)
+    np.testing.assert_array_equal(got[1], want[1])
+    assert got[0].tobytes() == want[0].tobytes()
+    auto = negmine.search(q, c, k, **kw)
+    assert auto[0].tobytes() == want[0].tobytes()
+
+
+@pytest.mark.parametrize("precision", ["int4", "F32", 8, None])
+def test_a_bad_precision_is_refused_by_name(precision):
+    q = np.ones((2, 4), np.float32)
+    with pytest.raises((ValueError, TypeError), match="precision"):
+        negmine.search(q, q, 1, precision=precision)  # type: ignore[arg-type]

@@ -47,6 +47,7 @@ class SearchOptions:
         block_rows: int | None = None,
         query_batch: int | None = None,
         isa: str | None = None,
+        precision: str = ...,
     ) -> SearchOptions: ...
 
 def search(

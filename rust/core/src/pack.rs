@@ -243,31 +243,41 @@ pub fn pack_corpus(
     for (j, row) in data.chunks_exact(dim).enumerate() {
         sources[j] = row;
     }
-    transpose::rows_to_panel(&sources, out);
+    transpose::rows_to_panel(&sources, out, NR, 0);
     Ok(())
 }
 
+/// Writes `NR` rows of `dim` values into columns `column..column + NR` of a panel whose steps
+/// are `width` values long (`out[p * width + column + j] = rows[j][p]`).
+pub fn rows_to_columns(rows: &[&[f32]; NR], out: &mut [f32], width: usize, column: usize) {
+    transpose::rows_to_panel(rows, out, width, column);
+}
+
 mod transpose {
-    //! `out[p * NR + j] = rows[j][p]`: the corpus panel layout.
+    //! `out[p * width + column + j] = rows[j][p]`: the corpus panel layout (`width = NR`,
+    //! `column = 0`), or `NR` columns of a wider panel.
 
     use crate::kernels::NR;
 
-    pub fn rows_to_panel(rows: &[&[f32]; NR], out: &mut [f32]) {
+    pub fn rows_to_panel(rows: &[&[f32]; NR], out: &mut [f32], width: usize, column: usize) {
+        let dim = rows[0].len();
+        assert!(column + NR <= width && rows.iter().all(|r| r.len() == dim));
+        assert!(dim == 0 || out.len() >= (dim - 1) * width + column + NR);
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx") {
-            // SAFETY: AVX was detected at run time.
-            unsafe { x86::rows_to_panel(rows, out) };
+            // SAFETY: AVX was detected at run time; the lengths were checked above.
+            unsafe { x86::rows_to_panel(rows, out, width, column) };
             return;
         }
-        scalar(rows, out, 0);
+        scalar(rows, out, width, column, 0);
     }
 
     /// The reference, also used for the columns past the last multiple of 8.
-    pub fn scalar(rows: &[&[f32]; NR], out: &mut [f32], from: usize) {
+    pub fn scalar(rows: &[&[f32]; NR], out: &mut [f32], width: usize, column: usize, from: usize) {
         let dim = rows[0].len();
         for p in from..dim {
             for (j, row) in rows.iter().enumerate() {
-                out[p * NR + j] = row[p];
+                out[p * width + column + j] = row[p];
             }
         }
     }
@@ -281,17 +291,23 @@ mod transpose {
         /// Transposes 8 x 8 blocks in registers.
         ///
         /// # Safety
-        /// The CPU must support AVX.
+        /// The CPU must support AVX; every row must be `dim` long and `out` hold
+        /// `(dim - 1) * width + column + NR` values.
         #[target_feature(enable = "avx")]
-        pub unsafe fn rows_to_panel(rows: &[&[f32]; NR], out: &mut [f32]) {
+        pub unsafe fn rows_to_panel(
+            rows: &[&[f32]; NR],
+            out: &mut [f32],
+            width: usize,
+            column: usize,
+        ) {
             let dim = rows[0].len();
-            assert!(rows.iter().all(|r| r.len() == dim) && out.len() >= dim * NR);
             let full = dim / 8 * 8;
             for half in 0..NR / 8 {
                 let r = &rows[half * 8..half * 8 + 8];
                 for p in (0..full).step_by(8) {
                     // SAFETY: p + 8 <= dim for every row, and the stores write
-                    // out[(p + i) * NR + half * 8..][..8] with (p + 7) * NR + 16 <= dim * NR.
+                    // out[(p + i) * width + column + half * 8..][..8], inside the
+                    // (dim - 1) * width + column + NR values the caller guarantees.
                     unsafe {
                         let l = |i: usize| _mm256_loadu_ps(r[i].as_ptr().add(p));
                         let (r0, r1, r2, r3, r4, r5, r6, r7) =
@@ -322,13 +338,14 @@ mod transpose {
                             _mm256_permute2f128_ps::<0x31>(u2, u6),
                             _mm256_permute2f128_ps::<0x31>(u3, u7),
                         ];
-                        for (i, column) in columns.into_iter().enumerate() {
-                            _mm256_storeu_ps(out.as_mut_ptr().add((p + i) * NR + half * 8), column);
+                        for (i, column_values) in columns.into_iter().enumerate() {
+                            let at = (p + i) * width + column + half * 8;
+                            _mm256_storeu_ps(out.as_mut_ptr().add(at), column_values);
                         }
                     }
                 }
             }
-            super::scalar(rows, out, full);
+            super::scalar(rows, out, width, column, full);
         }
     }
 
@@ -343,11 +360,13 @@ mod transpose {
                     .map(|j| (0..dim).map(|p| (j * 1000 + p) as f32).collect())
                     .collect();
                 let rows: [&[f32]; NR] = std::array::from_fn(|j| data[j].as_slice());
-                let mut expected = vec![0.0; dim * NR];
-                scalar(&rows, &mut expected, 0);
-                let mut got = vec![-1.0; dim * NR];
-                rows_to_panel(&rows, &mut got);
-                assert_eq!(got, expected, "dim {dim}");
+                for (width, column) in [(NR, 0), (4 * NR, 2 * NR), (NR + 5, 3)] {
+                    let mut expected = vec![0.0; dim * width];
+                    scalar(&rows, &mut expected, width, column, 0);
+                    let mut got = vec![0.0; dim * width];
+                    rows_to_panel(&rows, &mut got, width, column);
+                    assert_eq!(got, expected, "dim {dim} width {width} column {column}");
+                }
             }
         }
     }

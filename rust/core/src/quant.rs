@@ -25,11 +25,12 @@
 
 /// Corpus codes are in `[-CORPUS_LEVELS, CORPUS_LEVELS]` (i8).
 pub const CORPUS_LEVELS: i32 = 127;
-/// Query codes are in `[-QUERY_LEVELS, QUERY_LEVELS]`, stored offset by [`QUERY_OFFSET`] as
-/// u8 in `[1, 127]`: AVX2's `vpmaddubsw` multiplies unsigned by signed bytes and adds pairs in
-/// saturating i16, and `2 * 127 * 127` is the largest pair sum that cannot saturate.
-pub const QUERY_LEVELS: i32 = 63;
-pub const QUERY_OFFSET: i32 = 64;
+/// Query codes are in `[-levels, levels]` and travel as unsigned bytes `code + levels + 1`
+/// (the kernels multiply unsigned query bytes by signed corpus bytes); the levels depend on the
+/// kernel ([`crate::kernels::query_levels`]).
+pub fn query_offset(levels: i32) -> i32 {
+    levels + 1
+}
 
 /// Relative margin for the f64 arithmetic on norms and bounds: a sum of `n` squares errs by at
 /// most `n 2^-53` relatively, so this covers rows of up to 2^23 dimensions, and a bound is a
@@ -73,7 +74,7 @@ pub fn quantize_lanes<const W: usize>(
     levels: i32,
     codes: &mut [i8],
 ) -> [RowCode; W] {
-    assert!(panel.len() % W == 0 && codes.len() == panel.len());
+    assert!(panel.len().is_multiple_of(W) && codes.len() == panel.len());
     assert!((1..=127).contains(&levels));
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
@@ -191,7 +192,7 @@ mod tests {
             };
             let (q, x) = (gen(case % 4), gen((case / 4) % 4));
             let (mut qc, mut xc) = (vec![0i8; dim], vec![0i8; dim]);
-            let qr = quantize(&q, QUERY_LEVELS, &mut qc);
+            let qr = quantize(&q, 63, &mut qc);
             let xr = quantize(&x, CORPUS_LEVELS, &mut xc);
             let dot: i32 = qc
                 .iter()
@@ -202,7 +203,7 @@ mod tests {
             let s = f64::from(dot_f32_chain(&q, &x));
             assert!((s - p).abs() <= b, "case {case}: S {s} P {p} B {b}");
             assert!(xc.iter().all(|c| i32::from(*c).abs() <= CORPUS_LEVELS));
-            assert!(qc.iter().all(|c| i32::from(*c).abs() <= QUERY_LEVELS));
+            assert!(qc.iter().all(|c| i32::from(*c).abs() <= 63));
         }
     }
 

@@ -452,26 +452,106 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
     /// Every ISA's int8 tile equals the definition, including the extremes that would
-    /// saturate a careless pair sum (query bytes 127 against corpus bytes -128 and 127).
+    /// saturate a careless pair sum (the largest query byte against corpus bytes -128, 127).
     #[test]
     fn int8_tiles_are_exact_on_every_isa(
         groups in 0usize..80,
         seed in any::<u64>(),
         extremes in any::<bool>(),
     ) {
-        let mut rng = negmine_core::rng::Rng::stream(seed, 0, 0, 0);
         let g = kernels::GROUP;
-        let a: Vec<u8> = (0..groups * MR * g)
-            .map(|_| if extremes { 127 } else { rng.below(128) as u8 })
-            .collect();
-        let b: Vec<i8> = (0..groups * NR * g)
-            .map(|_| if extremes { [-128i8, 127][rng.below(2)] } else { (rng.below(256) as i32 - 128) as i8 })
-            .collect();
-        let want = int8_reference(groups, &a, &b);
         for isa in Isa::available() {
+            // Query bytes up to what the ISA's kernel takes (AVX2: 127, else 255).
+            let top = (2 * kernels::query_levels(isa) + 1) as usize;
+            let mut rng = negmine_core::rng::Rng::stream(seed, 0, 0, 0);
+            let a: Vec<u8> = (0..groups * MR * g)
+                .map(|_| if extremes { top as u8 } else { rng.below(top + 1) as u8 })
+                .collect();
+            let b: Vec<i8> = (0..groups * NR * g)
+                .map(|_| {
+                    if extremes {
+                        [-128i8, 127][rng.below(2)]
+                    } else {
+                        (rng.below(256) as i32 - 128) as i8
+                    }
+                })
+                .collect();
+            let want = int8_reference(groups, &a, &b);
             let mut c = [7i32; TILE];
             kernels::tile_i8(isa, groups, &a, &b, &mut c);
             prop_assert_eq!(c.to_vec(), want.to_vec(), "{:?}", isa);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(100))]
+
+    /// The one-query kernel that rescores candidates gives each pair the bits the tile kernels
+    /// give it (the same chain), on every ISA.
+    #[test]
+    fn score_rows_equals_the_tile_kernel_bit_for_bit(
+        dim in 1usize..300,
+        values in prop::collection::vec(value(), 1..64),
+        seed in any::<u64>(),
+    ) {
+        let mut rng = negmine_core::rng::Rng::stream(seed, 0, 0, 0);
+        let mut pick = || values[rng.below(values.len())];
+        let query: Vec<f32> = (0..dim).map(|_| pick()).collect();
+        let rows = kernels::ROWS;
+        let panel: Vec<f32> = (0..dim * rows).map(|_| pick()).collect();
+        // The same pairs through the tile kernel: the query in row 0 of a query panel, the
+        // rows 16 at a time.
+        let mut a = vec![0.0f32; dim * MR];
+        for (p, &q) in query.iter().enumerate() {
+            a[p * MR] = q;
+        }
+        let mut want = vec![0.0f32; rows];
+        for block in 0..rows / NR {
+            let b: Vec<f32> = (0..dim)
+                .flat_map(|p| (0..NR).map(move |j| (p, j)))
+                .map(|(p, j)| panel[p * rows + block * NR + j])
+                .collect();
+            let mut c = [0.0f32; TILE];
+            kernels::tile(Isa::Scalar, dim, &a, &b, &mut c, false, None);
+            want[block * NR..][..NR].copy_from_slice(&c[..NR]);
+        }
+        for isa in Isa::available() {
+            let mut out = [1.0f32; 64];
+            kernels::score_rows(isa, &query, &panel, &mut out);
+            prop_assert_eq!(bits(&out), bits(&want), "{:?}", isa);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// The int8 kernel test picks the same columns on every ISA, thresholds NaN (everything
+    /// passes) and infinite included, and dots whose f32 conversion rounds.
+    #[test]
+    fn int8_select_is_the_same_on_every_isa(seed in any::<u64>()) {
+        let mut rng = negmine_core::rng::Rng::stream(seed, 0, 0, 0);
+        let mut tile = [0i32; TILE];
+        for t in tile.iter_mut() {
+            *t = (rng.next_u64() as i32) >> rng.below(24);
+        }
+        let offsets: Vec<i32> = (0..NR).map(|_| (rng.next_u64() as i32) >> 12).collect();
+        let scales: Vec<f32> = (0..NR).map(|_| rng.unit() as f32 * 1e-3).collect();
+        let thresholds: Vec<f32> = (0..MR)
+            .map(|i| match rng.below(5) {
+                0 => f32::NAN,
+                1 => f32::INFINITY,
+                2 => f32::NEG_INFINITY,
+                // Exactly one of the row's values: the comparison's edge.
+                3 => ((tile[i * NR] - offsets[0]) as f32) * scales[0],
+                _ => (rng.unit() as f32 - 0.5) * 1e3,
+            })
+            .collect();
+        let want = kernels::select_i8(Isa::Scalar, &tile, &offsets, &scales, &thresholds);
+        for isa in Isa::available() {
+            let got = kernels::select_i8(isa, &tile, &offsets, &scales, &thresholds);
+            prop_assert_eq!(got, want, "{:?}", isa);
         }
     }
 }

@@ -190,6 +190,50 @@ impl Isa {
     }
 }
 
+/// The kernel test of an int8 tile: per query row `i`, the bit mask of the columns `j` whose
+/// `y = f32(tile[i][j] - offsets[j]) * scales[j]` (two roundings, in f32) reaches
+/// `thresholds[i]`, i.e. `!(y < threshold)` (a NaN threshold lets everything through).
+#[inline]
+pub fn select_i8(
+    isa: Isa,
+    tile: &[i32; TILE],
+    offsets: &[i32],
+    scales: &[f32],
+    thresholds: &[f32],
+) -> [u16; MR] {
+    assert!(offsets.len() >= NR && scales.len() >= NR && thresholds.len() >= MR);
+    match isa {
+        Isa::Scalar => scalar::select_i8(tile, offsets, scales, thresholds),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Avx2Fma` and `Avx512` are only constructed after runtime detection of AVX2;
+        // the lengths were checked above.
+        Isa::Avx2Fma | Isa::Avx512 => unsafe {
+            x86::select_i8_avx2(tile, offsets, scales, thresholds)
+        },
+        #[cfg(not(target_arch = "x86_64"))]
+        Isa::Avx2Fma | Isa::Avx512 => unreachable!("x86 kernels are never detected off x86-64"),
+    }
+}
+
+/// Corpus rows scored at once by [`score_rows`].
+pub const ROWS: usize = 64;
+
+/// One query against [`ROWS`] corpus rows packed `[dim][ROWS]`: `out[j]` is the same fused
+/// multiply-add chain as [`tile`]'s score of the pair (bit for bit), six times cheaper than a
+/// tile when only one query of a panel needs the rows (rescoring pre-scored candidates).
+pub fn score_rows(isa: Isa, query: &[f32], panel: &[f32], out: &mut [f32; ROWS]) {
+    assert!(panel.len() >= query.len() * ROWS, "packed rows too short");
+    match isa {
+        Isa::Scalar => scalar::score_rows(query, panel, out),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Avx2Fma` and `Avx512` are only constructed after runtime detection of AVX2
+        // and FMA; the panel length was checked above.
+        Isa::Avx2Fma | Isa::Avx512 => unsafe { x86::score_rows_avx2(query, panel, out) },
+        #[cfg(not(target_arch = "x86_64"))]
+        Isa::Avx2Fma | Isa::Avx512 => unreachable!("x86 kernels are never detected off x86-64"),
+    }
+}
+
 /// Whether the CPU has AVX-512 VNNI (`vpdpbusd`): a byte dot product per i32 lane in one
 /// instruction, twice the multiply rate of f32 FMA (AVX2's `vpmaddubsw` + `vpmaddwd` pair
 /// runs at the f32 rate on the cores measured, see the README).
@@ -205,6 +249,18 @@ pub fn has_vnni() -> bool {
     }
 }
 
+/// The largest query code [`tile_i8`] takes on `isa` (codes travel as bytes `code + levels +
+/// 1`): AVX2's `vpmaddubsw` adds pairs of byte products in saturating i16, and `2 * 127 * 127`
+/// is the largest pair sum that cannot saturate, so queries get 63 levels there; VNNI and the
+/// scalar kernel sum in i32 and take full bytes (127 levels: half the query's rounding error).
+pub fn query_levels(isa: Isa) -> i32 {
+    match isa {
+        Isa::Avx2Fma => 63,
+        Isa::Avx512 if !has_vnni() => 63,
+        Isa::Scalar | Isa::Avx512 => 127,
+    }
+}
+
 /// Depth bytes per step of the int8 kernels: `vpmaddubsw` + `vpmaddwd` (and VNNI's
 /// `vpdpbusd`) sum four byte products into one i32 lane.
 pub const GROUP: usize = 4;
@@ -213,15 +269,18 @@ pub const GROUP: usize = 4;
 /// rows x `GROUP` unsigned bytes (`[g][MR][GROUP]`), `b` as many steps of `NR` corpus rows x
 /// `GROUP` signed bytes (`[g][NR][GROUP]`); `c[i * NR + j]` becomes `sum a[.][i][.] * b[.][j][.]`.
 /// Exact integer arithmetic: every implementation returns the same tile. Query bytes must be at
-/// most 127 (see [`crate::quant::QUERY_LEVELS`]) so that AVX2's saturating pair sums cannot
-/// saturate, and `groups * GROUP * 127 * 127` must fit in i32.
+/// most `2 * query_levels(isa) + 1` (AVX2's pair sums saturate in i16 past that), and
+/// `groups * GROUP * 255 * 128` must fit in i32.
 #[inline]
 pub fn tile_i8(isa: Isa, groups: usize, a: &[u8], b: &[i8], c: &mut [i32; TILE]) {
     assert!(
         a.len() >= groups * MR * GROUP && b.len() >= groups * NR * GROUP,
         "packed int8 panels too short"
     );
-    debug_assert!(a[..groups * MR * GROUP].iter().all(|&x| x <= 127));
+    let top = 2 * query_levels(isa) + 1;
+    debug_assert!(a[..groups * MR * GROUP]
+        .iter()
+        .all(|&x| i32::from(x) <= top));
     match isa {
         Isa::Scalar => scalar::tile_i8(groups, a, b, c),
         #[cfg(target_arch = "x86_64")]

@@ -68,3 +68,31 @@ pub(super) fn tile_i8(groups: usize, a: &[u8], b: &[i8], c: &mut [i32; TILE]) {
         }
     }
 }
+
+/// The reference of [`super::score_rows`]: one chain per row.
+pub(super) fn score_rows(query: &[f32], panel: &[f32], out: &mut [f32; super::ROWS]) {
+    out.fill(0.0);
+    for (&q, step) in query.iter().zip(panel.chunks_exact(super::ROWS)) {
+        for (o, &x) in out.iter_mut().zip(step) {
+            *o = q.mul_add(x, *o);
+        }
+    }
+}
+
+/// The reference of [`super::select_i8`].
+pub(super) fn select_i8(
+    tile: &[i32; TILE],
+    offsets: &[i32],
+    scales: &[f32],
+    thresholds: &[f32],
+) -> [u16; MR] {
+    let mut masks = [0u16; MR];
+    for (i, mask) in masks.iter_mut().enumerate() {
+        for j in 0..NR {
+            let y = (tile[i * NR + j] - offsets[j]) as f32 * scales[j];
+            let below = y.partial_cmp(&thresholds[i]) == Some(std::cmp::Ordering::Less);
+            *mask |= u16::from(!below) << j;
+        }
+    }
+    masks
+}

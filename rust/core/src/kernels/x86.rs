@@ -4,7 +4,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Select, GROUP, MR, NR, TILE};
+use super::{Select, GROUP, MR, NR, ROWS, TILE};
 
 /// # Safety
 /// The CPU must support AVX2 and FMA; `a` must hold `kc * MR` and `b` `kc * NR` elements;
@@ -280,6 +280,62 @@ pub(super) unsafe fn tile_i8_vnni(groups: usize, a: &[u8], b: &[i8], c: &mut [i3
         // SAFETY: row i of the tile is c[i * 16..][..16], inside the TILE values.
         unsafe { _mm512_storeu_si512(c.as_mut_ptr().add(i * NR).cast::<__m512i>(), sum) };
     }
+}
+
+/// One query against 64 rows: 8 ymm accumulators (independent chains against the FMA
+/// latency), one broadcast and 8 loads per depth step.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; `panel` must hold `query.len() * ROWS` values.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn score_rows_avx2(query: &[f32], panel: &[f32], out: &mut [f32; ROWS]) {
+    let mut acc = [_mm256_setzero_ps(); ROWS / 8];
+    for (p, &q) in query.iter().enumerate() {
+        let q = _mm256_set1_ps(q);
+        // SAFETY: p < query.len(), so the ROWS values at panel + p * ROWS are in bounds.
+        unsafe {
+            let base = panel.as_ptr().add(p * ROWS);
+            for (r, v) in acc.iter_mut().enumerate() {
+                *v = _mm256_fmadd_ps(q, _mm256_loadu_ps(base.add(r * 8)), *v);
+            }
+        }
+    }
+    for (r, v) in acc.iter().enumerate() {
+        // SAFETY: r < 8, so r * 8 + 8 <= ROWS.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(r * 8), *v) };
+    }
+}
+
+/// [`super::select_i8`] on 8 lanes at a time: `vcvtdq2ps` rounds to nearest like `as f32`,
+/// and `_CMP_NLT_UQ` is `!(y < t)`.
+///
+/// # Safety
+/// The CPU must support AVX2; `offsets` and `scales` must hold `NR` values, `thresholds` `MR`.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn select_i8_avx2(
+    tile: &[i32; TILE],
+    offsets: &[i32],
+    scales: &[f32],
+    thresholds: &[f32],
+) -> [u16; MR] {
+    let mut masks = [0u16; MR];
+    // SAFETY: every load reads inside `tile` (TILE values), `offsets` and `scales` (NR values
+    // each), as the caller guarantees.
+    unsafe {
+        let o = [0, 8].map(|h| _mm256_loadu_si256(offsets.as_ptr().add(h).cast::<__m256i>()));
+        let s = [0, 8].map(|h| _mm256_loadu_ps(scales.as_ptr().add(h)));
+        for (i, mask) in masks.iter_mut().enumerate() {
+            let t = _mm256_set1_ps(thresholds[i]);
+            let mut bits = 0i32;
+            for h in 0..2 {
+                let dots = _mm256_loadu_si256(tile.as_ptr().add(i * NR + h * 8).cast::<__m256i>());
+                let y = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(dots, o[h])), s[h]);
+                bits |= _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NLT_UQ>(y, t)) << (8 * h);
+            }
+            *mask = bits as u16;
+        }
+    }
+    masks
 }
 
 /// f16 -> f32, 8 at a time.

@@ -47,7 +47,7 @@ impl SearchOptions {
             block_rows: None,
             query_batch: None,
             isa: None,
-            precision: Precision::F32,
+            precision: Precision::Auto,
         }
     }
 }

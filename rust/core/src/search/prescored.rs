@@ -17,11 +17,11 @@ use crate::choice::Choice;
 use crate::error::{Error, Result};
 use crate::hooks::Hooks;
 use crate::idlists::IdLists;
-use crate::kernels::{self, Isa, GROUP, MR, NR, TILE};
-use crate::matrix::MatrixView;
+use crate::kernels::{self, Isa, GROUP, MR, NR, ROWS, TILE};
+use crate::matrix::{Elements, MatrixView};
 use crate::metric::{max_squared_norm, Metric};
 use crate::pack::{self, AlignedBuf, BadRow};
-use crate::quant::{self, RowCode, CORPUS_LEVELS, QUERY_LEVELS, QUERY_OFFSET};
+use crate::quant::{self, RowCode, CORPUS_LEVELS};
 use crate::search::Neighbors;
 use crate::topk::Candidates;
 
@@ -177,7 +177,9 @@ struct CodedBlock {
     f32: PackedBlock,
     codes: Vec<i8>,
     rows: Vec<RowCode>,
-    /// `QUERY_OFFSET * sum(codes)` per row: what the query bytes' offset adds to each dot.
+    /// Each row's scale, for the kernel test.
+    scales: Vec<f32>,
+    /// `offset * sum(codes)` per row: what the query bytes' offset adds to each dot.
     offsets: Vec<i32>,
     /// The block's largest norms, for the kernel test.
     worst: RowCode,
@@ -186,6 +188,7 @@ struct CodedBlock {
 /// Codes of one f32 corpus panel (`[dim][NR]`) into `out` (`[group][NR][GROUP]`).
 fn code_corpus_panel(
     panel: &[f32],
+    query_offset: i32,
     out: &mut [i8],
     rows: &mut [RowCode],
     offsets: &mut [i32],
@@ -203,12 +206,12 @@ fn code_corpus_panel(
         }
     }
     for (o, s) in offsets.iter_mut().zip(sums) {
-        *o = QUERY_OFFSET * s;
+        *o = query_offset * s;
     }
 }
 
 impl CodedBlock {
-    fn code(&mut self, dim: usize) {
+    fn code(&mut self, dim: usize, query_offset: i32) {
         let groups = dim.div_ceil(GROUP);
         let n_panels = self.f32.rows.len().div_ceil(NR);
         self.codes.resize(n_panels * groups * NR * GROUP, 0);
@@ -224,9 +227,11 @@ impl CodedBlock {
             .for_each_init(
                 || vec![0i8; dim * NR],
                 |codes, (((panel, out), rows), offsets)| {
-                    code_corpus_panel(panel, out, rows, offsets, codes)
+                    code_corpus_panel(panel, query_offset, out, rows, offsets, codes)
                 },
             );
+        self.scales.clear();
+        self.scales.extend(self.rows.iter().map(|r| r.scale));
         self.worst = self.rows.iter().fold(RowCode::default(), |w, r| RowCode {
             scale: w.scale.max(r.scale),
             norm: w.norm.max(r.norm),
@@ -299,19 +304,28 @@ impl Scorer<'_> {
     ) {
         let rows = &block.rows[jr * NR..][..NR];
         let offsets = &block.offsets[jr * NR..][..NR];
-        for i in 0..MR {
+        let thresholds = &task.thresholds[ir * MR..];
+        let masks = if thresholds.len() >= MR {
+            kernels::select_i8(
+                self.isa,
+                tile,
+                offsets,
+                &block.scales[jr * NR..],
+                thresholds,
+            )
+        } else {
+            // The group's last panel is short: pad its missing queries' thresholds.
+            let mut padded = [f32::INFINITY; MR];
+            padded[..thresholds.len()].copy_from_slice(thresholds);
+            kernels::select_i8(self.isa, tile, offsets, &block.scales[jr * NR..], &padded)
+        };
+        for (i, &mask) in masks.iter().enumerate() {
             let q = ir * MR + i;
             if q >= task.bounded.len() {
                 break;
             }
-            let theta = task.thresholds[q];
             let dots = &tile[i * NR..][..NR];
-            let mut mask = 0u32;
-            for j in 0..NR {
-                let y = (dots[j] - offsets[j]) as f32 * rows[j].scale;
-                mask |= u32::from(reaches(y, theta)) << j;
-            }
-            mask &= (1u32 << cols) - 1;
+            let mut mask = u32::from(mask) & ((1u32 << cols) - 1);
             if mask == 0 {
                 continue;
             }
@@ -343,10 +357,16 @@ impl Scorer<'_> {
 }
 
 /// Quantizes the packed f32 query panels (`[dim][MR]`) into offset int8 panels.
-fn code_queries(packed: &[f32], dim: usize, n_queries: usize) -> (Vec<u8>, Vec<RowCode>) {
+fn code_queries(
+    packed: &[f32],
+    dim: usize,
+    n_queries: usize,
+    levels: i32,
+) -> (Vec<u8>, Vec<RowCode>) {
+    let offset = quant::query_offset(levels);
     let groups = dim.div_ceil(GROUP);
     let n_panels = n_queries.div_ceil(MR);
-    let mut codes = vec![QUERY_OFFSET as u8; n_panels * groups * MR * GROUP];
+    let mut codes = vec![offset as u8; n_panels * groups * MR * GROUP];
     let mut rows = vec![RowCode::default(); n_panels * MR];
     codes
         .par_chunks_mut(groups * MR * GROUP)
@@ -355,11 +375,11 @@ fn code_queries(packed: &[f32], dim: usize, n_queries: usize) -> (Vec<u8>, Vec<R
         .for_each_init(
             || vec![0i8; dim * MR],
             |code, ((out, rows), panel)| {
-                rows.copy_from_slice(&quant::quantize_lanes::<MR>(panel, QUERY_LEVELS, code));
+                rows.copy_from_slice(&quant::quantize_lanes::<MR>(panel, levels, code));
                 for (p, step) in code.chunks_exact(MR).enumerate() {
                     let group = &mut out[(p / GROUP) * MR * GROUP..][..MR * GROUP];
                     for (i, &c) in step.iter().enumerate() {
-                        group[i * GROUP + p % GROUP] = (i32::from(c) + QUERY_OFFSET) as u8;
+                        group[i * GROUP + p % GROUP] = (i32::from(c) + offset) as u8;
                     }
                 }
             },
@@ -367,47 +387,56 @@ fn code_queries(packed: &[f32], dim: usize, n_queries: usize) -> (Vec<u8>, Vec<R
     (codes, rows)
 }
 
-/// The exact f32 scores of `ids` against query `i` of a packed query panel, by the f32 kernel
-/// (so bit for bit those of the f32 path), offered to a top-k buffer.
-#[allow(clippy::too_many_arguments)]
+/// The exact f32 scores of `ids` against `query` (as packed: normalised for cosine), by the
+/// f32 kernels' chain (so bit for bit those of the f32 path), offered to a top-k buffer. The
+/// rows are transposed 16 at a time into a panel of [`ROWS`] columns, as the search packs them.
 fn rescore(
     isa: Isa,
     corpus: &MatrixView<'_>,
     cosine: bool,
-    query_panel: &[f32],
-    i: usize,
+    query: &[f32],
     ids: &[u32],
     k: usize,
-    panel: &mut AlignedBuf,
-    row: &mut [f32],
+    scratch: &mut (AlignedBuf, Vec<f32>),
 ) -> Candidates {
     let dim = corpus.dim();
+    let (panel, rows) = scratch;
+    rows.resize((NR + 1) * dim, 0.0);
+    let (rows, zeros) = rows.split_at_mut(NR * dim);
     let mut best = Candidates::new(k);
-    let mut tile = [0.0f32; TILE];
-    panel.resize(dim * NR);
-    for chunk in ids.chunks(NR) {
-        let out = panel.as_mut_slice();
-        out.fill(0.0);
-        for (j, &id) in chunk.iter().enumerate() {
-            corpus.row_into(id as usize, row);
-            if cosine {
-                pack::normalize(row);
+    let mut scores = [0.0f32; ROWS];
+    panel.resize(dim * ROWS);
+    for chunk in ids.chunks(ROWS) {
+        for (part, group) in chunk.chunks(NR).enumerate() {
+            let mut sources: [&[f32]; NR] = [&*zeros; NR];
+            match corpus.elements() {
+                // Rows used as they are: no copy.
+                Elements::F32(data) if !cosine => {
+                    for (source, &id) in sources.iter_mut().zip(group) {
+                        *source = &data[id as usize * dim..][..dim];
+                    }
+                }
+                _ => {
+                    for (row, &id) in rows.chunks_exact_mut(dim).zip(group) {
+                        corpus.row_into(id as usize, row);
+                        if cosine {
+                            pack::normalize(row);
+                        }
+                    }
+                    for (source, row) in sources
+                        .iter_mut()
+                        .zip(rows.chunks_exact(dim))
+                        .take(group.len())
+                    {
+                        *source = row;
+                    }
+                }
             }
-            for (p, &x) in row.iter().enumerate() {
-                out[p * NR + j] = x;
-            }
+            pack::rows_to_columns(&sources, panel.as_mut_slice(), ROWS, part * NR);
         }
-        kernels::tile(
-            isa,
-            dim,
-            query_panel,
-            panel.as_slice(),
-            &mut tile,
-            false,
-            None,
-        );
-        for (j, &id) in chunk.iter().enumerate() {
-            best.push(tile[i * NR + j], id);
+        kernels::score_rows(isa, query, panel.as_slice(), &mut scores);
+        for (&id, &score) in chunk.iter().zip(&scores) {
+            best.push(score, id);
         }
     }
     best
@@ -452,6 +481,7 @@ fn search_bounded(
     let (n_queries, n, dim) = (queries.rows(), corpus.rows(), corpus.dim());
     let groups = dim.div_ceil(GROUP);
     let gamma = quant::chain_error(dim);
+    let levels = kernels::query_levels(isa);
     let block_rows = opts
         .block_rows
         .unwrap_or(DEFAULT_BLOCK_ROWS)
@@ -505,7 +535,7 @@ fn search_bounded(
             )));
         }
         let (query_codes, query_rows) =
-            pool.install(|| code_queries(packed_queries.as_slice(), dim, batch_len));
+            pool.install(|| code_queries(packed_queries.as_slice(), dim, batch_len, levels));
 
         let mut bounded: Vec<Vec<Bounded>> = (0..shards)
             .map(|_| vec![Bounded::new(k); batch_len])
@@ -553,7 +583,7 @@ fn search_bounded(
                             cosine,
                             max_corpus_squared,
                         )?;
-                        block.code(dim);
+                        block.code(dim, quant::query_offset(levels));
                         Ok(())
                     })
                     .min_by_key(|r: &Result<(), BadRow>| r.err().map_or(usize::MAX, BadRow::row))
@@ -611,21 +641,14 @@ fn search_bounded(
                 .zip(out_scores.par_chunks_mut(k).zip(out_ids.par_chunks_mut(k)))
                 .enumerate()
                 .for_each_init(
-                    || (AlignedBuf::new(), vec![0.0f32; dim]),
-                    |(panel, row), (q, (bounded, (s_row, i_row)))| {
+                    || ((AlignedBuf::new(), vec![0.0f32; dim]), vec![0.0f32; dim]),
+                    |(scratch, query), (q, (bounded, (s_row, i_row)))| {
                         let survivors = bounded.survivors(k);
-                        let query_panel = &packed[(q / MR) * dim * MR..][..dim * MR];
-                        let best = rescore(
-                            isa,
-                            corpus,
-                            cosine,
-                            query_panel,
-                            q % MR,
-                            &survivors,
-                            k,
-                            panel,
-                            row,
-                        );
+                        let panel = &packed[(q / MR) * dim * MR..][..dim * MR];
+                        for (p, x) in query.iter_mut().enumerate() {
+                            *x = panel[p * MR + q % MR];
+                        }
+                        let best = rescore(isa, corpus, cosine, query, &survivors, k, scratch);
                         for (j, c) in best.into_sorted().into_iter().enumerate() {
                             s_row[j] = c.score;
                             i_row[j] = i64::from(c.id);
@@ -643,7 +666,7 @@ mod tests {
     use crate::hooks::NoHooks;
 
     /// The property tests compare this path with the f32 one bit for bit; this shows they can
-    /// fail: with the bound shrunk to a tenth, the int8 path drops rows of the true top k.
+    /// fail: with its bound shrunk to a tenth, the int8 path drops rows of the true top k.
     #[test]
     fn a_too_small_bound_gives_a_different_result() {
         let pool = rayon::ThreadPoolBuilder::new()
@@ -652,13 +675,19 @@ mod tests {
             .unwrap();
         let (n_queries, n, dim, k) = (20, 400, 48, 10);
         let mut rng = crate::rng::Rng::stream(5, 0, 0, 0);
-        let mut values = |rows: usize| -> Vec<f32> {
-            (0..rows * dim).map(|_| rng.unit() as f32 - 0.5).collect()
+        // Rows that differ below the int8 resolution: their pre-scores order them by
+        // rounding, not by their scores, so only the bound keeps the right ones.
+        let base: Vec<f32> = (0..dim).map(|_| rng.unit() as f32 - 0.5).collect();
+        let mut near = |rows: usize, spread: f32| -> Vec<f32> {
+            (0..rows * dim)
+                .map(|i| base[i % dim] + spread * (rng.unit() as f32 - 0.5))
+                .collect()
         };
-        let (q, c) = (values(n_queries), values(n));
+        let (q, c) = (near(n_queries, 0.2), near(n, 1e-3));
         let queries = MatrixView::f32(&q, n_queries, dim).unwrap();
         let corpus = MatrixView::f32(&c, n, dim).unwrap();
         let mut opts = SearchOptions::new(k, Metric::Cosine);
+        opts.precision = Precision::F32;
         let exact =
             super::super::search(&pool, &queries, &corpus, None, &opts, &mut NoHooks).unwrap();
         opts.precision = Precision::Int8;
