@@ -27,7 +27,7 @@ from hypothesis.extra import numpy as hnp
 import negmine
 from negmine import _core
 
-ISAS = _core.cpu_features()
+ISAS = [f for f in _core.cpu_features() if f != "avx512vnni"]  # kernels, not extensions
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,9 +422,11 @@ def test_results_identical_for_every_knob(rng):
                     negmine.search(sub, corpus, 25, metric=metric, **knobs), reference, knobs
                 )
             for isa in ISAS:
-                options = _core.SearchOptions(25, metric=metric, isa=isa)
-                got = _core.search(sub, corpus, options, threads=2)
-                assert_same(got, reference, isa)
+                for precision in ("f32", "int8"):
+                    options = _core.SearchOptions(25, metric=metric, isa=isa, precision=precision)
+                    scores, ids, stats = _core.search(sub, corpus, options, threads=2)
+                    assert stats["precision"] == precision
+                    assert_same((scores, ids), reference, (isa, precision))
 
 
 def test_one_query_at_a_time_equals_all_at_once(rng):
@@ -852,6 +854,28 @@ def test_int8_precision_returns_the_f32_result_bit_for_bit(seed, k, metric, half
     assert got[0].tobytes() == want[0].tobytes()
     auto = negmine.search(q, c, k, **kw)
     assert auto[0].tobytes() == want[0].tobytes()
+
+
+def test_search_stats_say_which_path_ran_and_what_it_rescored(rng):
+    corpus = normal(rng, 2000, 32)
+    queries = corpus[:40] + 0.01
+    for precision in ("f32", "int8"):
+        *_, stats = negmine.search(
+            queries, corpus, 10, metric="cosine", precision=precision, return_stats=True
+        )
+        assert stats.precision == precision
+        assert stats.scan_seconds > 0
+        if precision == "int8":
+            # Every query rescored at least its k rows, and never more than the corpus.
+            assert stats.rescored.shape == (40,)
+            assert stats.rescored.min() >= 10 and stats.rescored_max <= 2000
+            assert stats.rescored_mean >= 10
+        else:
+            assert len(stats.rescored) == 0 and stats.rescore_seconds == 0
+    auto = negmine.search(queries, corpus, 10, return_stats=True)[2]
+    assert auto.precision == ("int8" if "avx512vnni" in negmine.cpu_features() else "f32")
+    with pytest.raises(TypeError, match="return_stats"):
+        negmine.search(queries, corpus, 10, return_stats=1)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("precision", ["int4", "F32", 8, None])

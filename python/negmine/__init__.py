@@ -24,7 +24,7 @@ from negmine.outputs import to_dataset, to_parquet
 from negmine.qrels import load_qrels
 from negmine.report import MiningReport
 from negmine.result import MiningResult
-from negmine.search import search
+from negmine.search import SearchStats, search
 from negmine.store import open_embeddings, save_embeddings
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "MiningReport",
     "MiningResult",
     "NegmineError",
+    "SearchStats",
     "__version__",
     "batches",
     "coarsen_clusters",

@@ -58,7 +58,7 @@ def search(
     exclude: _Csr | None = None,
     threads: int | None = None,
     progress: Callable[[int, int], object] | None = None,
-) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], dict[str, Any]]: ...
 
 # --- mine (rust/py/src/mine.rs) ---
 @final

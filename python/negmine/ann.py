@@ -614,7 +614,7 @@ def tune_ef(
     ).astype(np.int64)
     rows = np.ascontiguousarray(_matrix_array(queries)[sample])
     x = _as_f32(rows, metric == "cosine", "queries", sample)
-    exact_scores, exact_ids = _core.search(
+    exact_scores, exact_ids, _ = _core.search(
         rows, corpus, _core.SearchOptions(k, metric=metric), threads=threads
     )
     # A search of depth k uses ef >= k whatever ef says (see knn).

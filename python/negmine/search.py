@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from negmine._inputs import (
 )
 from negmine._numbers import MAX_COUNT
 from negmine._progress import progress_callback
+from negmine.errors import InvalidTypeError
 
 Metric = Literal["dot", "cosine"]
 Precision = Literal["auto", "f32", "int8"]
@@ -36,7 +38,8 @@ def search(
     block_rows: int | None = None,
     query_batch: int | None = None,
     precision: Precision = "auto",
-) -> tuple[np.ndarray, np.ndarray]:
+    return_stats: bool = False,
+) -> Any:
     """Exact top-``k`` corpus rows for every query.
 
     Args:
@@ -60,11 +63,13 @@ def search(
             whose bound reaches the k-th best are rescored in float32) or ``"auto"`` (the
             faster of the two on this CPU: int8 where it has AVX-512 VNNI). Every choice
             returns the same scores and ids, bit for bit: it only changes the speed.
+        return_stats: also return a :class:`SearchStats` (the path taken, rows rescored per
+            query, where the time went).
 
     Returns:
         ``(scores, ids)``: float32 and int64 arrays of shape ``Q x k``, each row sorted by
         descending score, ties broken by the smaller id. Identical for any thread count, block
-        size and query batching.
+        size, query batching and precision. With ``return_stats``: ``(scores, ids, stats)``.
 
     Ctrl-C stops the search between two blocks and raises ``KeyboardInterrupt``. The input
     arrays are read-only while the search runs (a write to them raises ``ValueError``), so
@@ -85,5 +90,36 @@ def search(
     q = as_matrix(queries, "queries")
     c = as_matrix(corpus, "corpus")
     csr = as_csr(exclude, rows_of(q), "exclude")
+    if not isinstance(return_stats, bool):
+        raise InvalidTypeError(f"return_stats must be a bool, got {type(return_stats).__name__}")
     with read_only(q, c), progress_callback(progress, "search", unit="row") as callback:
-        return _core.search(q, c, options, exclude=csr, threads=threads, progress=callback)
+        scores, ids, stats = _core.search(
+            q, c, options, exclude=csr, threads=threads, progress=callback
+        )
+    if return_stats:
+        return scores, ids, SearchStats(**stats)
+    return scores, ids
+
+
+@dataclass(frozen=True)
+class SearchStats:
+    """What a :func:`search` did: the path ``precision="auto"`` took, how many rows each query
+    rescored in float32 after int8 pre-scoring, and where the time went."""
+
+    precision: str
+    """``"f32"`` or ``"int8"``."""
+    rescored: np.ndarray
+    """Per query, the rows rescored in float32 (int8 only; empty for f32): ``k`` plus the rows
+    whose error bound kept them."""
+    scan_seconds: float
+    """Streaming the corpus through the kernels (every score for f32, the pre-scores for int8)."""
+    rescore_seconds: float
+    """Rescoring the rows kept (int8)."""
+
+    @property
+    def rescored_mean(self) -> float:
+        return float(self.rescored.mean()) if len(self.rescored) else 0.0
+
+    @property
+    def rescored_max(self) -> int:
+        return int(self.rescored.max()) if len(self.rescored) else 0

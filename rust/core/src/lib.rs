@@ -26,4 +26,4 @@ pub use hooks::{Hooks, NoHooks};
 pub use idlists::IdLists;
 pub use matrix::{DType, Elements, MatrixView};
 pub use metric::Metric;
-pub use search::{search, Neighbors, SearchOptions};
+pub use search::{search, search_with_stats, Neighbors, SearchOptions, SearchStats};

@@ -191,12 +191,18 @@ impl Hooks for PyHooks<'_> {
     }
 }
 
+/// The kernels this CPU can run, slowest first, and `avx512vnni` where the int8 pre-scoring
+/// kernel can use it (then `precision="auto"` pre-scores in int8).
 #[pyfunction]
 fn cpu_features() -> Vec<&'static str> {
-    negmine_core::kernels::Isa::available()
+    let mut features: Vec<&'static str> = negmine_core::kernels::Isa::available()
         .into_iter()
         .map(|isa| isa.name())
-        .collect()
+        .collect();
+    if negmine_core::kernels::has_vnni() {
+        features.push("avx512vnni");
+    }
+    features
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

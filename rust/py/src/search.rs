@@ -4,7 +4,9 @@ use negmine_core::kernels::Isa;
 use negmine_core::search::Precision;
 use negmine_core::{Error, IdLists, Metric, SearchOptions};
 use numpy::{PyArray1, PyArray2, PyArrayMethods};
+use negmine_core::choice::Choice;
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use crate::errors::PyResultExt;
 use crate::inputs::{Csr, Matrix};
@@ -65,16 +67,16 @@ fn search<'py>(
     exclude: Option<Csr<'py>>,
     threads: Option<usize>,
     progress: Option<Py<PyAny>>,
-) -> PyResult<(Scores<'py>, Ids<'py>)> {
+) -> PyResult<(Scores<'py>, Ids<'py>, Bound<'py, PyDict>)> {
     let (queries_view, corpus_view) = (queries.view()?, corpus.view()?);
     let opts = &options.get().0;
     let exclude = exclude.as_ref().map(Csr::slices).transpose()?;
-    let neighbors = runtime::run(py, threads, progress, corpus.mapped(), |pool, hooks| {
+    let (neighbors, stats) = runtime::run(py, threads, progress, corpus.mapped(), |pool, hooks| {
         let (nq, nc) = (queries_view.rows(), corpus_view.rows());
         let exclude = exclude
             .map(|(indptr, indices)| IdLists::from_csr_named("exclude", indptr, indices, nq, nc))
             .transpose()?;
-        negmine_core::search(
+        negmine_core::search_with_stats(
             pool,
             &queries_view,
             &corpus_view,
@@ -86,7 +88,12 @@ fn search<'py>(
     let shape = [queries_view.rows(), opts.k];
     let scores = PyArray1::from_vec(py, neighbors.scores).reshape(shape)?;
     let ids = PyArray1::from_vec(py, neighbors.ids).reshape(shape)?;
-    Ok((scores, ids))
+    let report = PyDict::new(py);
+    report.set_item("precision", stats.precision.name())?;
+    report.set_item("rescored", PyArray1::from_vec(py, stats.rescored))?;
+    report.set_item("scan_seconds", stats.scan_seconds)?;
+    report.set_item("rescore_seconds", stats.rescore_seconds)?;
+    Ok((scores, ids, report))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -179,6 +179,21 @@ struct PackedBlock {
 pub struct Workspace {
     packed_queries: AlignedBuf,
     blocks: Vec<PackedBlock>,
+    /// What the last call did.
+    pub stats: SearchStats,
+}
+
+/// How a search went: the path taken and where the time went.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SearchStats {
+    /// The path taken (`Auto` resolved).
+    pub precision: Precision,
+    /// Per query, the rows rescored in f32 after int8 pre-scoring (empty on the f32 path).
+    pub rescored: Vec<u32>,
+    /// Seconds streaming the corpus through the kernels (all the scores on the f32 path, the
+    /// pre-scores on the int8 path), and rescoring the rows kept.
+    pub scan_seconds: f64,
+    pub rescore_seconds: f64,
 }
 
 /// A query group's share of one shard's state.
@@ -453,7 +468,22 @@ pub fn search(
     search_in(&mut workspace, pool, queries, corpus, exclude, opts, hooks)
 }
 
-/// [`search`] with the packing buffers of `workspace` (same results).
+/// [`search`], with what the search did.
+pub fn search_with_stats(
+    pool: &rayon::ThreadPool,
+    queries: &MatrixView<'_>,
+    corpus: &MatrixView<'_>,
+    exclude: Option<&IdLists>,
+    opts: &SearchOptions,
+    hooks: &mut dyn Hooks,
+) -> Result<(Neighbors, SearchStats)> {
+    let mut workspace = Workspace::default();
+    let found = search_in(&mut workspace, pool, queries, corpus, exclude, opts, hooks)?;
+    Ok((found, workspace.stats))
+}
+
+/// [`search`] with the packing buffers of `workspace` (same results); `workspace.stats` says
+/// what the call did.
 pub fn search_in(
     workspace: &mut Workspace,
     pool: &rayon::ThreadPool,
@@ -481,8 +511,12 @@ pub(crate) fn search_rows(
 ) -> Result<Neighbors> {
     let isa = opts.isa.unwrap_or_else(Isa::detect);
     if opts.precision.resolve(isa, opts.k, corpus.rows()) == Precision::Int8 {
-        return prescored::search_rows(pool, queries, query_ids, corpus, exclude, opts, isa, hooks);
+        let stats = &mut workspace.stats;
+        return prescored::search_rows(
+            pool, queries, query_ids, corpus, exclude, opts, isa, hooks, stats,
+        );
     }
+    let started = std::time::Instant::now();
     let k = opts.k;
     let largest_query = validate(pool, queries, query_ids, corpus, exclude, opts)?;
     // Corpus rows are checked against the largest query as they are packed: by
@@ -657,5 +691,11 @@ pub(crate) fn search_rows(
                 }
             })
     });
+    workspace.stats = SearchStats {
+        precision: Precision::F32,
+        rescored: Vec::new(),
+        scan_seconds: started.elapsed().as_secs_f64(),
+        rescore_seconds: 0.0,
+    };
     Ok(Neighbors { k, scores, ids })
 }

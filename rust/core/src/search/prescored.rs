@@ -22,13 +22,14 @@ use crate::matrix::{Elements, MatrixView};
 use crate::metric::{max_squared_norm, Metric};
 use crate::pack::{self, AlignedBuf, BadRow};
 use crate::quant::{self, RowCode, CORPUS_LEVELS};
-use crate::search::Neighbors;
+use crate::search::{Neighbors, SearchStats};
 use crate::topk::Candidates;
 
 /// How candidates are scored before their exact f32 scores. The result is the same for each.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Precision {
     /// The fastest exact path for the CPU and the shapes.
+    #[default]
     Auto,
     /// Every score in f32.
     F32,
@@ -442,7 +443,8 @@ fn rescore(
     best
 }
 
-/// [`super::search_rows`] through int8 pre-scoring (same arguments, same result).
+/// [`super::search_rows`] through int8 pre-scoring (same arguments, same result); `stats`
+/// gets what it did.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn search_rows(
     pool: &rayon::ThreadPool,
@@ -453,9 +455,10 @@ pub(super) fn search_rows(
     opts: &SearchOptions,
     isa: Isa,
     hooks: &mut dyn Hooks,
+    stats: &mut SearchStats,
 ) -> Result<Neighbors> {
     search_bounded(
-        pool, queries, query_ids, corpus, exclude, opts, isa, hooks, 1.0,
+        pool, queries, query_ids, corpus, exclude, opts, isa, hooks, stats, 1.0,
     )
 }
 
@@ -470,8 +473,11 @@ fn search_bounded(
     opts: &SearchOptions,
     isa: Isa,
     hooks: &mut dyn Hooks,
+    stats: &mut SearchStats,
     bound_scale: f64,
 ) -> Result<Neighbors> {
+    let mut rescored = vec![0u32; queries.rows()];
+    let (mut scan_seconds, mut rescore_seconds) = (0.0, 0.0);
     let k = opts.k;
     let largest_query = validate(pool, queries, query_ids, corpus, exclude, opts)?;
     let max_corpus_squared = largest_query.map_or(f64::INFINITY, |(_, squared)| {
@@ -502,6 +508,7 @@ fn search_bounded(
     let mut packed_queries = AlignedBuf::new();
     let mut blocks: Vec<CodedBlock> = Vec::new();
     for batch_start in (0..n_queries).step_by(query_batch) {
+        let scan_started = std::time::Instant::now();
         let batch_len = query_batch.min(n_queries - batch_start);
         let batch = queries.slice_rows(batch_start, batch_start + batch_len);
         let n_panels = batch_len.div_ceil(MR);
@@ -623,6 +630,8 @@ fn search_bounded(
             hooks.progress(done, total)?;
         }
 
+        scan_seconds += scan_started.elapsed().as_secs_f64();
+        let rescore_started = std::time::Instant::now();
         let mut merged = bounded.swap_remove(0);
         for other in bounded {
             pool.install(|| {
@@ -635,15 +644,18 @@ fn search_bounded(
         let packed = packed_queries.as_slice();
         let out_scores = &mut scores[batch_start * k..(batch_start + batch_len) * k];
         let out_ids = &mut ids[batch_start * k..(batch_start + batch_len) * k];
+        let out_rescored = &mut rescored[batch_start..batch_start + batch_len];
         pool.install(|| {
             merged
                 .into_par_iter()
                 .zip(out_scores.par_chunks_mut(k).zip(out_ids.par_chunks_mut(k)))
+                .zip(out_rescored.par_iter_mut())
                 .enumerate()
                 .for_each_init(
                     || ((AlignedBuf::new(), vec![0.0f32; dim]), vec![0.0f32; dim]),
-                    |(scratch, query), (q, (bounded, (s_row, i_row)))| {
+                    |(scratch, query), (q, ((bounded, (s_row, i_row)), count))| {
                         let survivors = bounded.survivors(k);
+                        *count = survivors.len() as u32;
                         let panel = &packed[(q / MR) * dim * MR..][..dim * MR];
                         for (p, x) in query.iter_mut().enumerate() {
                             *x = panel[p * MR + q % MR];
@@ -656,7 +668,14 @@ fn search_bounded(
                     },
                 )
         });
+        rescore_seconds += rescore_started.elapsed().as_secs_f64();
     }
+    *stats = SearchStats {
+        precision: Precision::Int8,
+        rescored,
+        scan_seconds,
+        rescore_seconds,
+    };
     Ok(Neighbors { k, scores, ids })
 }
 
@@ -701,6 +720,7 @@ mod tests {
                 &opts,
                 Isa::Scalar,
                 &mut NoHooks,
+                &mut SearchStats::default(),
                 scale,
             )
             .unwrap()
