@@ -1,10 +1,10 @@
 //! `search` (exact top-k) and its `SearchOptions`.
 
+use negmine_core::choice::Choice;
 use negmine_core::kernels::Isa;
 use negmine_core::search::Precision;
 use negmine_core::{Error, IdLists, Metric, SearchOptions};
 use numpy::{PyArray1, PyArray2, PyArrayMethods};
-use negmine_core::choice::Choice;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -71,20 +71,23 @@ fn search<'py>(
     let (queries_view, corpus_view) = (queries.view()?, corpus.view()?);
     let opts = &options.get().0;
     let exclude = exclude.as_ref().map(Csr::slices).transpose()?;
-    let (neighbors, stats) = runtime::run(py, threads, progress, corpus.mapped(), |pool, hooks| {
-        let (nq, nc) = (queries_view.rows(), corpus_view.rows());
-        let exclude = exclude
-            .map(|(indptr, indices)| IdLists::from_csr_named("exclude", indptr, indices, nq, nc))
-            .transpose()?;
-        negmine_core::search_with_stats(
-            pool,
-            &queries_view,
-            &corpus_view,
-            exclude.as_ref(),
-            opts,
-            hooks,
-        )
-    })?;
+    let (neighbors, stats) =
+        runtime::run(py, threads, progress, corpus.mapped(), |pool, hooks| {
+            let (nq, nc) = (queries_view.rows(), corpus_view.rows());
+            let exclude = exclude
+                .map(|(indptr, indices)| {
+                    IdLists::from_csr_named("exclude", indptr, indices, nq, nc)
+                })
+                .transpose()?;
+            negmine_core::search_with_stats(
+                pool,
+                &queries_view,
+                &corpus_view,
+                exclude.as_ref(),
+                opts,
+                hooks,
+            )
+        })?;
     let shape = [queries_view.rows(), opts.k];
     let scores = PyArray1::from_vec(py, neighbors.scores).reshape(shape)?;
     let ids = PyArray1::from_vec(py, neighbors.ids).reshape(shape)?;
