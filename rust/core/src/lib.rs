@@ -16,6 +16,7 @@ pub mod mine;
 pub mod options;
 pub mod pack;
 pub mod quant;
+pub mod rescore;
 pub mod rng;
 pub mod search;
 pub mod store;

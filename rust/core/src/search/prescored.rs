@@ -17,11 +17,12 @@ use crate::choice::Choice;
 use crate::error::{Error, Result};
 use crate::hooks::Hooks;
 use crate::idlists::IdLists;
-use crate::kernels::{self, Isa, GROUP, MR, NR, ROWS, TILE};
-use crate::matrix::{Elements, MatrixView};
+use crate::kernels::{self, Isa, GROUP, MR, NR, TILE};
+use crate::matrix::MatrixView;
 use crate::metric::{max_squared_norm, Metric};
 use crate::pack::{self, AlignedBuf, BadRow};
 use crate::quant::{self, RowCode, CORPUS_LEVELS};
+use crate::rescore::Rescorer;
 use crate::search::{Neighbors, SearchStats};
 use crate::topk::Candidates;
 
@@ -388,61 +389,6 @@ fn code_queries(
     (codes, rows)
 }
 
-/// The exact f32 scores of `ids` against `query` (as packed: normalised for cosine), by the
-/// f32 kernels' chain (so bit for bit those of the f32 path), offered to a top-k buffer. The
-/// rows are transposed 16 at a time into a panel of [`ROWS`] columns, as the search packs them.
-fn rescore(
-    isa: Isa,
-    corpus: &MatrixView<'_>,
-    cosine: bool,
-    query: &[f32],
-    ids: &[u32],
-    k: usize,
-    scratch: &mut (AlignedBuf, Vec<f32>),
-) -> Candidates {
-    let dim = corpus.dim();
-    let (panel, rows) = scratch;
-    rows.resize((NR + 1) * dim, 0.0);
-    let (rows, zeros) = rows.split_at_mut(NR * dim);
-    let mut best = Candidates::new(k);
-    let mut scores = [0.0f32; ROWS];
-    panel.resize(dim * ROWS);
-    for chunk in ids.chunks(ROWS) {
-        for (part, group) in chunk.chunks(NR).enumerate() {
-            let mut sources: [&[f32]; NR] = [&*zeros; NR];
-            match corpus.elements() {
-                // Rows used as they are: no copy.
-                Elements::F32(data) if !cosine => {
-                    for (source, &id) in sources.iter_mut().zip(group) {
-                        *source = &data[id as usize * dim..][..dim];
-                    }
-                }
-                _ => {
-                    for (row, &id) in rows.chunks_exact_mut(dim).zip(group) {
-                        corpus.row_into(id as usize, row);
-                        if cosine {
-                            pack::normalize(row);
-                        }
-                    }
-                    for (source, row) in sources
-                        .iter_mut()
-                        .zip(rows.chunks_exact(dim))
-                        .take(group.len())
-                    {
-                        *source = row;
-                    }
-                }
-            }
-            pack::rows_to_columns(&sources, panel.as_mut_slice(), ROWS, part * NR);
-        }
-        kernels::score_rows(isa, query, panel.as_slice(), &mut scores);
-        for (&id, &score) in chunk.iter().zip(&scores) {
-            best.push(score, id);
-        }
-    }
-    best
-}
-
 /// [`super::search_rows`] through int8 pre-scoring (same arguments, same result); `stats`
 /// gets what it did.
 #[allow(clippy::too_many_arguments)]
@@ -652,15 +598,25 @@ fn search_bounded(
                 .zip(out_rescored.par_iter_mut())
                 .enumerate()
                 .for_each_init(
-                    || ((AlignedBuf::new(), vec![0.0f32; dim]), vec![0.0f32; dim]),
-                    |(scratch, query), (q, ((bounded, (s_row, i_row)), count))| {
+                    || (Rescorer::new(isa, dim, cosine), vec![0.0f32; dim]),
+                    |(rescorer, query), (q, ((bounded, (s_row, i_row)), count))| {
                         let survivors = bounded.survivors(k);
                         *count = survivors.len() as u32;
                         let panel = &packed[(q / MR) * dim * MR..][..dim * MR];
                         for (p, x) in query.iter_mut().enumerate() {
                             *x = panel[p * MR + q % MR];
                         }
-                        let best = rescore(isa, corpus, cosine, query, &survivors, k, scratch);
+                        let mut best = Candidates::new(k);
+                        let rescored = rescorer.score(
+                            corpus,
+                            query,
+                            &survivors,
+                            |_, _| Ok(()),
+                            |id, score| {
+                                best.push(score, id);
+                            },
+                        );
+                        debug_assert!(rescored.is_ok(), "no row is refused here");
                         for (j, c) in best.into_sorted().into_iter().enumerate() {
                             s_row[j] = c.score;
                             i_row[j] = i64::from(c.id);
