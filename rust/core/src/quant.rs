@@ -73,7 +73,7 @@ pub fn quantize_lanes<const W: usize>(
     levels: i32,
     codes: &mut [i8],
 ) -> [RowCode; W] {
-    assert!(panel.len() % W == 0 && codes.len() == panel.len());
+    assert!(panel.len().is_multiple_of(W) && codes.len() == panel.len());
     assert!((1..=127).contains(&levels));
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
