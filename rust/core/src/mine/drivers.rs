@@ -415,7 +415,6 @@ fn mine_capped(job: &Job<'_>, pool: &rayon::ThreadPool, hooks: &mut dyn Hooks) -
     let mut exact = ExactSource::new(pool, job.queries, job.corpus, exclude, opts);
     let mut schedule = depth_schedule(opts);
     let ctx = job.context();
-    let kept_above = opts.record_removed.unwrap_or(0);
     while !pending.is_empty() {
         let want = schedule.next().unwrap_or(usize::MAX);
         let k = pending
@@ -424,6 +423,9 @@ fn mine_capped(job: &Job<'_>, pool: &rayon::ThreadPool, hooks: &mut dyn Hooks) -
             .min()
             .unwrap_or(1)
             .min(want);
+        // The rows above a cap that are kept count like the ranking's, up to its depth: more
+        // are recorded (the result holds them anyway) and cannot be foreseen.
+        let kept_above = opts.record_removed.unwrap_or(usize::MAX).min(k);
         let per_query =
             (k + kept_above) * RESULT_BYTES_PER_CANDIDATE + dim * std::mem::size_of::<f32>();
         let slice = (ROUND_BUDGET / per_query).max(1);

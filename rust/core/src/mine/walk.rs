@@ -204,9 +204,10 @@ impl Context<'_> {
     /// Why that is the walk of the whole ranking: the rows above the cap are its prefix
     /// (scores descending) and the walk stops only after keeping a row, so it removes every
     /// one of them, by the filters [`score_cap`] names, before it reads any other row; it
-    /// records the best-ranked of them first (`above.best`: the best `record_removed`, in rank
-    /// order), and enters the rest with nothing kept (no group, rank 0, nothing chosen), as
-    /// here. `complete_at` then counts the rows of `ranking` only.
+    /// records the best-ranked of them first (`above.best` holds at least the best
+    /// `record_removed`, in rank order: the same records; the others are counted by band), and
+    /// enters the rest with nothing kept (no group, rank 0, nothing chosen), as here.
+    /// `complete_at` then counts the rows of `ranking` only.
     pub(super) fn evaluate(
         &self,
         q: usize,

@@ -83,7 +83,8 @@ impl ScoreCap {
 pub struct AboveCap {
     /// `counts[j]`: rows scoring above `bounds[j]`.
     pub counts: [u64; CAP_BOUNDS],
-    /// The best-ranked rows above the cap (all of them, or the best `keep`), ranked.
+    /// The best-ranked rows above the cap, ranked: at least the best `keep` (all of them when
+    /// there are fewer).
     pub best: Vec<Scored>,
 }
 
@@ -101,15 +102,21 @@ enum Kept {
     /// The best `k`, and the score a later row must beat (NaN until `k` were seen): rows
     /// come in id order, so an equal score ranks after the ones kept.
     Best(Candidates, f32),
+    /// Every row above the cap.
     All(Vec<Scored>),
 }
+
+/// Up to this many rows above a cap are kept in a top-k buffer (it reserves about twice
+/// that); past it, all of them, in a vector that grows with the rows seen (the caller then
+/// records about all of them, or reads only its best ones).
+const KEPT_BUFFER_MAX: usize = 1024;
 
 impl Above {
     fn new(cap: &ScoreCap, keep: Option<usize>) -> Self {
         let kept = match keep {
             Some(0) => Kept::Nothing,
-            Some(k) => Kept::Best(Candidates::new(k), f32::NAN),
-            None => Kept::All(Vec::new()),
+            Some(k) if k <= KEPT_BUFFER_MAX => Kept::Best(Candidates::new(k), f32::NAN),
+            _ => Kept::All(Vec::new()),
         };
         Above {
             bounds: cap.bounds,
