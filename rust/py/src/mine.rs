@@ -113,7 +113,10 @@ mined! {
     positive_scores: PyArray1<f32>,
     /// Negatives found per query.
     found: PyArray1<u32>,
-    /// Candidates ranked per query.
+    /// Candidates ranked per query on the depth schedule (`first_depth`, then 4 times
+    /// deeper): the depth where the whole ranking holds the query's window. With a score cap
+    /// (`max_score`, the margins) the search skips the rows above the cap in one pass; the
+    /// depth still counts them.
     depth: PyArray1<u32>,
     /// The recorded removals: query (of this call), corpus id, filter code and score.
     removed_query: PyArray1<i64>,
@@ -123,8 +126,9 @@ mined! {
     /// `n x len(filter_names())`: exact removal counts.
     removed_counts: PyArray2<u64>,
     ; per query of found:
-    /// How many times each query's candidates were fetched (more than once: the filters
-    /// emptied its window and it was fetched again, deeper).
+    /// How many times each query's candidates were fetched on the depth schedule (more than
+    /// once: the filters emptied its window and it was fetched again, deeper; with a score
+    /// cap, the rounds the schedule takes, while the search may have passed once).
     fetches: PyArray1<u32> = fetched_once,
     /// Queries finished by the exact search instead of the given `fetch`.
     exact_finish: PyArray1<bool> = none_finished_exactly,

@@ -1,19 +1,24 @@
 //! The mining entry points: [`mine_with`] fetches each query's candidates from a
 //! [`CandidateSource`], rescores them exactly and deepens them on one schedule
 //! ([`depth_schedule`]) until the walk is complete; [`mine`] is it with the exact search as the
-//! source.
+//! source, or, when the options give each query a score cap (`max_score`, the margins), the
+//! capped search: one pass keeps each query's best rows at most its cap and counts the rows
+//! above it, so only the filters no score expresses deepen.
 
 use rayon::prelude::*;
 
 use super::options::MineOptions;
 use super::source::{CandidateSource, Candidates, ExactSource};
-use super::walk::{Context, FilterCounts, Outcome, Removed};
+use super::walk::{score_cap, Context, FilterCounts, Outcome, Removed};
 use crate::error::{Error, Result};
 use crate::hooks::Hooks;
 use crate::idlists::IdLists;
+use crate::kernels::Isa;
 use crate::matrix::MatrixView;
 use crate::metric::{max_squared_norm, overflow_error, Metric};
 use crate::pack::{normalize, squared_norm};
+use crate::rescore::Rescorer;
+use crate::search::{ScoreCap, CAP_BOUNDS};
 
 /// Bytes held per candidate of a deep round: the search's score and id, its top-k buffer
 /// (about twice k entries of 8 bytes) and the ranking copy.
@@ -37,10 +42,12 @@ pub struct Mined {
     pub removed: Vec<Removed>,
     /// Exact number of removals per query and filter.
     pub removed_counts: Vec<FilterCounts>,
-    /// How deep each query's ranking was fetched.
+    /// How deep each query's ranking was fetched on the [schedule](depth_schedule).
     pub depth: Vec<u32>,
-    /// How many times each query's candidates were fetched (more than once: the filters
-    /// emptied its window and it was fetched again, deeper).
+    /// How many times each query's candidates were fetched on the schedule (more than once:
+    /// the filters emptied its window and it was fetched again, deeper). A capped [`mine`]
+    /// reports, for both, the rounds the schedule takes to reach the depth of the whole
+    /// ranking where the window completes, whatever it ran: the same numbers as any source.
     pub fetches: Vec<u32>,
     /// Queries finished by the exact search instead of the source ([`mine_with`]: they needed
     /// more than the source's `max_depth`, or it came back short).
@@ -78,6 +85,11 @@ fn corpus_row_for(
     q_squared: f64,
 ) -> Result<()> {
     corpus.row_into(c, row);
+    check_corpus_row(metric, c, row, q, q_squared)
+}
+
+/// [`corpus_row_for`]'s check of corpus row `c` as stored.
+fn check_corpus_row(metric: Metric, c: usize, row: &[f32], q: usize, q_squared: f64) -> Result<()> {
     let squared = squared_norm(row);
     if !squared.is_finite() {
         return Err(Error::invalid(format!(
@@ -85,8 +97,8 @@ fn corpus_row_for(
         )));
     }
     // Unit rows (cosine) score at most 1 in magnitude.
-    if metric == Metric::Dot && squared > max_squared_norm(corpus.dim(), q_squared) {
-        return Err(overflow_error(corpus.dim(), q, q_squared, c, squared));
+    if metric == Metric::Dot && squared > max_squared_norm(row.len(), q_squared) {
+        return Err(overflow_error(row.len(), q, q_squared, c, squared));
     }
     Ok(())
 }
@@ -212,22 +224,27 @@ impl<'a> Job<'a> {
     }
 
     /// Query `q`'s candidate `ids` (in the corpus, no duplicates) less its excluded ones,
-    /// rescored exactly (bit for bit the search's scores) and ranked like the search.
-    fn rescored(&self, q: usize, ids: &[u32]) -> Result<Vec<(f32, u32)>> {
+    /// rescored exactly (bit for bit the search's scores, by the shared [`Rescorer`]) and
+    /// ranked like the search.
+    fn rescored(&self, rescorer: &mut Rescorer, q: usize, ids: &[u32]) -> Result<Vec<(f32, u32)>> {
         let (metric, corpus, dim) = (self.opts.metric, self.corpus, self.corpus.dim());
-        let (mut qrow, mut crow) = (vec![0.0; dim], vec![0.0; dim]);
+        let mut qrow = vec![0.0; dim];
         let q_squared = query_row(self.queries, q, &mut qrow)?;
         prepare_row(metric, &mut qrow);
         let excluded = self.exclude.of(q);
-        let mut ranking: Vec<(f32, u32)> = ids
+        let kept: Vec<u32> = ids
             .iter()
+            .copied()
             .filter(|id| excluded.binary_search(id).is_err())
-            .map(|&id| {
-                corpus_row_for(metric, corpus, id as usize, &mut crow, q, q_squared)?;
-                prepare_row(metric, &mut crow);
-                Ok((chain(&qrow, &crow), id))
-            })
-            .collect::<Result<_>>()?;
+            .collect();
+        let mut ranking = Vec::with_capacity(kept.len());
+        rescorer.score(
+            corpus,
+            &qrow,
+            &kept,
+            |id, row| check_corpus_row(metric, id as usize, row, q, q_squared),
+            |id, score| ranking.push((score, id)),
+        )?;
         ranking.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         Ok(ranking)
     }
@@ -237,6 +254,7 @@ impl<'a> Job<'a> {
     /// at most the best `k`.
     fn ranking(
         &self,
+        rescorer: &mut Rescorer,
         q: usize,
         fetched: &Candidates,
         i: usize,
@@ -264,7 +282,7 @@ impl<'a> Job<'a> {
         let mut unique: Vec<u32> = used.iter().map(|&id| id as u32).collect();
         unique.sort_unstable();
         unique.dedup();
-        let mut ranking = self.rescored(q, &unique)?;
+        let mut ranking = self.rescored(rescorer, q, &unique)?;
         ranking.truncate(k);
         Ok(ranking)
     }
@@ -351,6 +369,22 @@ pub fn mine(
     query_offset: u64,
     hooks: &mut dyn Hooks,
 ) -> Result<Mined> {
+    let capped = opts.max_score.is_some()
+        || opts.absolute_margin.is_some()
+        || opts.relative_margin.is_some();
+    // `max_depth` cuts the ranking with the rows above the cap in it: the multi-pass walk.
+    if capped && opts.max_depth.is_none() {
+        let job = Job {
+            queries,
+            corpus,
+            positives,
+            exclude,
+            groups,
+            opts,
+            query_offset,
+        };
+        return mine_capped(&job, pool, hooks);
+    }
     let mut exact = ExactSource::new(pool, queries, corpus, exclude, opts);
     mine_with(
         &mut exact,
@@ -364,6 +398,127 @@ pub fn mine(
         query_offset,
         hooks,
     )
+}
+
+/// [`mine`] with each query's [`score_cap`] pushed into the search: each round fetches the
+/// pending queries' best rows at most their cap and what lies above it, and walks them with
+/// the rows above the cap first (see [`Context::evaluate`]), so the result is the walk of the
+/// whole ranking, as with [`mine_with`]. Only a window that other filters (near duplicates,
+/// duplicate groups, `range_min`) empty needs a deeper round; with `min_score` above a
+/// query's cap the query is not capped. `depth` and `fetches` are the schedule's
+/// ([`scheduled`]).
+fn mine_capped(job: &Job<'_>, pool: &rayon::ThreadPool, hooks: &mut dyn Hooks) -> Result<Mined> {
+    job.validate()?;
+    let (opts, exclude) = (job.opts, job.exclude);
+    let (n_queries, n, dim) = (job.queries.rows(), job.corpus.rows(), job.corpus.dim());
+    let (positive_scores, pos_offsets) = job.positive_scores(pool)?;
+    let positives_of = |q: usize| &positive_scores[pos_offsets[q]..pos_offsets[q + 1]];
+    let eligible: Vec<usize> = (0..n_queries).map(|q| n - exclude.of(q).len()).collect();
+    let caps: Vec<ScoreCap> = (0..n_queries)
+        .map(|q| score_cap(opts, positives_of(q).iter().copied().reduce(f32::min)))
+        .collect();
+    let mut outcomes: Vec<Option<Outcome>> = (0..n_queries).map(|_| None).collect();
+    // The depth of the whole ranking at which each query's window completes (`usize::MAX`:
+    // it does not).
+    let mut needed = vec![usize::MAX; n_queries];
+    let mut pending: Vec<usize> = (0..n_queries).filter(|&q| eligible[q] > 0).collect();
+    for q in (0..n_queries).filter(|&q| eligible[q] == 0) {
+        outcomes[q] = Some(Outcome::empty());
+    }
+    let mut exact = ExactSource::new(pool, job.queries, job.corpus, exclude, opts);
+    let mut schedule = depth_schedule(opts);
+    let ctx = job.context();
+    while !pending.is_empty() {
+        let want = schedule.next().unwrap_or(usize::MAX);
+        let k = pending
+            .iter()
+            .map(|&q| eligible[q])
+            .min()
+            .unwrap_or(1)
+            .min(want);
+        // The rows above a cap that are kept count like the ranking's, up to its depth: more
+        // are recorded (the result holds them anyway) and cannot be foreseen.
+        let kept_above = opts.record_removed.unwrap_or(usize::MAX).min(k);
+        let per_query =
+            (k + kept_above) * RESULT_BYTES_PER_CANDIDATE + dim * std::mem::size_of::<f32>();
+        let slice = (ROUND_BUDGET / per_query).max(1);
+        let mut still = Vec::new();
+        for part in pending.chunks(slice) {
+            let part_caps: Vec<ScoreCap> = part.iter().map(|&q| caps[q]).collect();
+            let (found, above) = exact.fetch_capped(part, k, &part_caps, hooks)?;
+            let walked: Vec<Option<(Outcome, usize)>> = pool.install(|| {
+                part.par_iter()
+                    .enumerate()
+                    .map(|(i, &q)| {
+                        let ranking: Vec<(f32, u32)> = found.ids[i * k..][..k]
+                            .iter()
+                            .zip(&found.scores[i * k..][..k])
+                            .take_while(|(&id, _)| id >= 0)
+                            .map(|(&id, &s)| (s, id as u32))
+                            .collect();
+                        // Fewer than k: every row at most the cap is in.
+                        let exhausted = ranking.len() < k || k == eligible[q];
+                        let outcome =
+                            ctx.evaluate(q, Some(&above[i]), &ranking, positives_of(q), exhausted);
+                        let above_cap = above[i].counts[CAP_BOUNDS - 1] as usize;
+                        (!outcome.need_more).then(|| {
+                            let depth = outcome.complete_at.map_or(usize::MAX, |r| above_cap + r);
+                            (outcome, depth)
+                        })
+                    })
+                    .collect()
+            });
+            for (&q, walked) in part.iter().zip(walked) {
+                match walked {
+                    Some((outcome, depth)) => {
+                        outcomes[q] = Some(outcome);
+                        needed[q] = depth;
+                    }
+                    None => still.push(q),
+                }
+            }
+        }
+        pending = still;
+    }
+    let outcomes = outcomes
+        .into_iter()
+        .map(|o| o.expect("every query is resolved"))
+        .collect();
+    let (depth, fetches) = scheduled(opts, &eligible, &needed);
+    job.finish(
+        outcomes,
+        positive_scores,
+        depth,
+        fetches,
+        vec![false; n_queries],
+    )
+}
+
+/// Each query's depth and fetch count on the [schedule](depth_schedule), as [`mine_with`]'s
+/// rounds give them to queries that all have `eligible[q]` rows and whose window completes
+/// at depth `needed[q]` of the whole ranking (`usize::MAX`: never): a round's depth is the
+/// schedule's clipped to the fewest eligible rows pending, and a query leaves when its window
+/// completes at that depth or the depth holds all its rows.
+fn scheduled(opts: &MineOptions, eligible: &[usize], needed: &[usize]) -> (Vec<u32>, Vec<u32>) {
+    let mut depth = vec![0u32; eligible.len()];
+    let mut fetches = vec![0u32; eligible.len()];
+    let mut pending: Vec<usize> = (0..eligible.len()).filter(|&q| eligible[q] > 0).collect();
+    let mut schedule = depth_schedule(opts);
+    while !pending.is_empty() {
+        let want = schedule.next().unwrap_or(usize::MAX);
+        let k = pending
+            .iter()
+            .map(|&q| eligible[q])
+            .min()
+            .unwrap_or(1)
+            .min(want);
+        pending.retain(|&q| {
+            fetches[q] += 1;
+            depth[q] = k as u32;
+            needed[q] > k && k != eligible[q]
+        });
+    }
+    (depth, fetches)
 }
 
 /// How one fetch of one query ended.
@@ -434,21 +589,25 @@ pub fn mine_with(
             )));
         }
         let walked: Vec<Result<Walked>> = pool.install(|| {
+            let (dim, cosine) = (job.corpus.dim(), job.opts.metric == Metric::Cosine);
             part.par_iter()
                 .enumerate()
-                .map(|(i, &q)| {
-                    let ranking = job.ranking(q, fetched, i, k)?;
-                    let pos = &positive_scores[pos_offsets[q]..pos_offsets[q + 1]];
-                    let exhausted = k == caps[q] && ranking.len() == k;
-                    let outcome = ctx.evaluate(q, &ranking, pos, exhausted);
-                    Ok(if !outcome.need_more {
-                        Walked::Done(outcome)
-                    } else if ranking.len() < k {
-                        Walked::Short
-                    } else {
-                        Walked::Deeper
-                    })
-                })
+                .map_init(
+                    || Rescorer::new(Isa::detect(), dim, cosine),
+                    |rescorer, (i, &q)| {
+                        let ranking = job.ranking(rescorer, q, fetched, i, k)?;
+                        let pos = &positive_scores[pos_offsets[q]..pos_offsets[q + 1]];
+                        let exhausted = k == caps[q] && ranking.len() == k;
+                        let outcome = ctx.evaluate(q, None, &ranking, pos, exhausted);
+                        Ok(if !outcome.need_more {
+                            Walked::Done(outcome)
+                        } else if ranking.len() < k {
+                            Walked::Short
+                        } else {
+                            Walked::Deeper
+                        })
+                    },
+                )
                 .collect()
         });
         // In query order: the first query that failed is the one named.

@@ -12,7 +12,9 @@ use crate::error::{Error, Result};
 use crate::hooks::Hooks;
 use crate::idlists::IdLists;
 use crate::matrix::MatrixView;
-use crate::search::{search_rows, SearchOptions, Workspace};
+use crate::search::{
+    search_capped, search_rows, AboveCap, Caps, Neighbors, ScoreCap, SearchOptions, Workspace,
+};
 
 use super::options::MineOptions;
 
@@ -155,6 +157,54 @@ impl<'a> ExactSource<'a> {
             workspace: Workspace::default(),
         }
     }
+
+    /// The rows `queries` of the mining call's queries, as a matrix of their own.
+    fn rows(&self, queries: &[usize]) -> Vec<f32> {
+        let dim = self.corpus.dim();
+        let mut rows = vec![0.0f32; queries.len() * dim];
+        for (chunk, &q) in rows.chunks_exact_mut(dim).zip(queries) {
+            self.queries.row_into(q, chunk);
+        }
+        rows
+    }
+
+    fn search_options(&self, depth: usize) -> SearchOptions {
+        let mut sopts = SearchOptions::new(depth, self.opts.metric);
+        sopts.block_rows = self.opts.block_rows;
+        sopts.query_batch = self.opts.query_batch;
+        sopts
+    }
+
+    /// [`CandidateSource::fetch`] under a score cap per query (`caps`, in the order of
+    /// `queries`): each query's best `depth` among its rows at most its cap (`-1` pads a row
+    /// with fewer), and the rows above the cap (the best `record_removed` of them kept).
+    pub(super) fn fetch_capped(
+        &mut self,
+        queries: &[usize],
+        depth: usize,
+        caps: &[ScoreCap],
+        hooks: &mut dyn Hooks,
+    ) -> Result<(Neighbors, Vec<AboveCap>)> {
+        let rows = self.rows(queries);
+        let subset = MatrixView::f32(&rows, queries.len(), self.corpus.dim())?;
+        let exclude = self.exclude.subset(queries);
+        let sopts = self.search_options(depth);
+        let caps = Caps {
+            caps,
+            keep: self.opts.record_removed,
+        };
+        search_capped(
+            &mut self.workspace,
+            self.pool,
+            &subset,
+            Some(queries),
+            self.corpus,
+            Some(&exclude),
+            &sopts,
+            caps,
+            hooks,
+        )
+    }
 }
 
 impl CandidateSource for ExactSource<'_> {
@@ -164,16 +214,10 @@ impl CandidateSource for ExactSource<'_> {
         depth: usize,
         hooks: &mut dyn Hooks,
     ) -> Result<Candidates> {
-        let dim = self.corpus.dim();
-        let mut rows = vec![0.0f32; queries.len() * dim];
-        for (chunk, &q) in rows.chunks_exact_mut(dim).zip(queries) {
-            self.queries.row_into(q, chunk);
-        }
-        let subset = MatrixView::f32(&rows, queries.len(), dim)?;
+        let rows = self.rows(queries);
+        let subset = MatrixView::f32(&rows, queries.len(), self.corpus.dim())?;
         let exclude = self.exclude.subset(queries);
-        let mut sopts = SearchOptions::new(depth, self.opts.metric);
-        sopts.block_rows = self.opts.block_rows;
-        sopts.query_batch = self.opts.query_batch;
+        let sopts = self.search_options(depth);
         let found = search_rows(
             &mut self.workspace,
             self.pool,

@@ -6,6 +6,7 @@ use crate::idlists::IdLists;
 use crate::matrix::MatrixView;
 use crate::pack::{normalize, sum_in_lanes};
 use crate::rng::Rng;
+use crate::search::{AboveCap, ScoreCap, CAP_BOUNDS};
 
 /// The purpose of mining's random streams (see [`Rng::stream`]).
 pub(crate) const MINE_STREAM: u64 = 0x6d69_6e65;
@@ -78,6 +79,8 @@ pub(super) struct Outcome {
     pub(super) counts: FilterCounts,
     /// The window is not complete and the corpus is not used up: fetch deeper.
     pub(super) need_more: bool,
+    /// Rows of the ranking read when the window was complete (`None`: it was not).
+    pub(super) complete_at: Option<usize>,
 }
 
 impl Outcome {
@@ -87,9 +90,82 @@ impl Outcome {
             removed: Vec::new(),
             counts: [0; Filter::ALL.len()],
             need_more: false,
+            complete_at: None,
         }
     }
 }
+
+/// The largest f32 (in value order, `-inf` to `+inf`) that `removes` keeps, for a `removes`
+/// that is monotone, false at `-inf` and true at `+inf`: a bisection over the f32 order.
+fn last_kept(removes: impl Fn(f32) -> bool) -> f32 {
+    // Order-preserving keys: negative floats reversed below the positive ones.
+    let key = |x: f32| {
+        let b = x.to_bits();
+        if b >> 31 == 1 {
+            !b
+        } else {
+            b | 1 << 31
+        }
+    };
+    let value = |k: u32| f32::from_bits(if k >> 31 == 1 { k & !(1 << 31) } else { !k });
+    let (mut kept, mut removed) = (key(f32::NEG_INFINITY), key(f32::INFINITY));
+    while removed - kept > 1 {
+        let mid = kept + (removed - kept) / 2;
+        if removes(value(mid)) {
+            removed = mid;
+        } else {
+            kept = mid;
+        }
+    }
+    value(kept)
+}
+
+/// The score cap of a query whose lowest positive score is `reference`: the bounds
+/// `[c_max, c_abs, c_rel]` such that the walk's first filter removing a row of score `s` is
+/// `max_score` iff `s > c_max`, `absolute_margin` iff `c_abs < s <= c_max` and
+/// `relative_margin` iff `c_rel < s <= c_abs`, and none of the three removes a row at most
+/// `c_rel` (the cap). [`ScoreCap::NONE`] when the options cap nothing, or when a row above
+/// the cap could score below `min_score` (that filter comes first: such a row would be
+/// counted as removed by it).
+///
+/// Why: `s > max_score`, `s + m > p` (f32 addition is monotone) and `s > p - |p| m` (one f32
+/// threshold, computed as the walk does) each remove an upper set of scores, `{s > c}` with
+/// `c` the largest score kept ([`last_kept`] for the absolute margin). `c_abs = min(c_max,
+/// c)` and `c_rel = min(c_abs, c')` nest them in the walk's order (`max_score`, `min_score`,
+/// `absolute_margin`, `relative_margin`), and `min_score` never fires above the cap when
+/// every f32 above it is at least `min_score`.
+pub(super) fn score_cap(opts: &MineOptions, reference: Option<f32>) -> ScoreCap {
+    let c_max = opts.max_score.unwrap_or(f32::INFINITY);
+    let c_abs = match (opts.absolute_margin, reference) {
+        (Some(m), Some(p)) => c_max.min(last_kept(|s| s + m > p)),
+        _ => c_max,
+    };
+    let c_rel = match (opts.relative_margin, reference) {
+        (Some(m), Some(p)) => c_abs.min(p - p.abs() * m),
+        _ => c_abs,
+    };
+    if c_rel == f32::INFINITY || opts.min_score.is_some_and(|lo| c_rel.next_up() < lo) {
+        return ScoreCap::NONE;
+    }
+    ScoreCap {
+        bounds: [c_max, c_abs, c_rel],
+    }
+}
+
+/// The removals per filter of the rows above a query's cap (see [`score_cap`]).
+fn above_counts(above: &AboveCap) -> FilterCounts {
+    let [n_max, n_abs, n_rel] = above.counts;
+    let mut counts: FilterCounts = [0; Filter::ALL.len()];
+    counts[Filter::MaxScore as usize] = n_max;
+    counts[Filter::AbsoluteMargin as usize] = n_abs - n_max;
+    counts[Filter::RelativeMargin as usize] = n_rel - n_abs;
+    counts
+}
+
+const _: () = assert!(
+    CAP_BOUNDS == 3,
+    "bounds: max_score, absolute and relative margin"
+);
 
 pub(super) struct Context<'a> {
     pub(super) corpus: &'a MatrixView<'a>,
@@ -100,10 +176,42 @@ pub(super) struct Context<'a> {
 }
 
 impl Context<'_> {
-    /// Walks query `q`'s ranking (`exhausted`: it holds every eligible corpus row).
+    /// The first of the score filters (`max_score`, `min_score`, the margins against
+    /// `reference`) that removes a candidate of score `s`.
+    fn score_filter(&self, s: f32, reference: Option<f32>) -> Option<Filter> {
+        let opts = self.opts;
+        if opts.max_score.is_some_and(|m| s > m) {
+            return Some(Filter::MaxScore);
+        }
+        if opts.min_score.is_some_and(|m| s < m) {
+            return Some(Filter::MinScore);
+        }
+        if let Some(p) = reference {
+            if opts.absolute_margin.is_some_and(|m| s + m > p) {
+                return Some(Filter::AbsoluteMargin);
+            }
+            if opts.relative_margin.is_some_and(|m| s > p - p.abs() * m) {
+                return Some(Filter::RelativeMargin);
+            }
+        }
+        None
+    }
+
+    /// Walks query `q`'s ranking (`exhausted`: it holds every eligible corpus row). With
+    /// `above` (a capped search: `ranking` holds only rows at most the query's
+    /// [`score_cap`]), the rows above the cap come first.
+    ///
+    /// Why that is the walk of the whole ranking: the rows above the cap are its prefix
+    /// (scores descending) and the walk stops only after keeping a row, so it removes every
+    /// one of them, by the filters [`score_cap`] names, before it reads any other row; it
+    /// records the best-ranked of them first (`above.best` holds at least the best
+    /// `record_removed`, in rank order: the same records; the others are counted by band), and
+    /// enters the rest with nothing kept (no group, rank 0, nothing chosen), as here.
+    /// `complete_at` then counts the rows of `ranking` only.
     pub(super) fn evaluate(
         &self,
         q: usize,
+        above: Option<&AboveCap>,
         ranking: &[(f32, u32)],
         pos_scores: &[f32],
         exhausted: bool,
@@ -123,6 +231,21 @@ impl Context<'_> {
         let window_end = opts.window_end();
         let mut removed = Vec::new();
         let mut counts: FilterCounts = [0; Filter::ALL.len()];
+        // The rows above the cap: all counted, the best recorded (and counted again below).
+        let above_best: Vec<(f32, u32, Filter)> = above.map_or_else(Vec::new, |above| {
+            counts = above_counts(above);
+            above
+                .best
+                .iter()
+                .map(|r| {
+                    let filter = self
+                        .score_filter(r.score, reference)
+                        .expect("a row above the cap is removed by a score filter");
+                    counts[filter as usize] -= 1;
+                    (r.score, r.id, filter)
+                })
+                .collect()
+        });
         let mut remove = |id: u32, score: f32, filter: Filter| {
             counts[filter as usize] += 1;
             if opts.record_removed.is_none_or(|cap| removed.len() < cap) {
@@ -140,25 +263,14 @@ impl Context<'_> {
         let mut chosen: Vec<(f32, u32)> = Vec::new();
         let mut chosen_units: Vec<Vec<f32>> = Vec::new();
         let top = opts.sampling_strategy == Sampling::Top;
-        let mut window_complete = false;
-        for &(s, id) in ranking {
-            if opts.max_score.is_some_and(|m| s > m) {
-                remove(id, s, Filter::MaxScore);
+        let mut complete_at = None;
+        for (s, id, filter) in above_best {
+            remove(id, s, filter);
+        }
+        for (read, &(s, id)) in ranking.iter().enumerate() {
+            if let Some(filter) = self.score_filter(s, reference) {
+                remove(id, s, filter);
                 continue;
-            }
-            if opts.min_score.is_some_and(|m| s < m) {
-                remove(id, s, Filter::MinScore);
-                continue;
-            }
-            if let Some(p) = reference {
-                if opts.absolute_margin.is_some_and(|m| s + m > p) {
-                    remove(id, s, Filter::AbsoluteMargin);
-                    continue;
-                }
-                if opts.relative_margin.is_some_and(|m| s > p - p.abs() * m) {
-                    remove(id, s, Filter::RelativeMargin);
-                    continue;
-                }
             }
             let unit = near_dup.map(|_| unit_row(self.corpus, id as usize));
             if let (Some(t), Some(u)) = (near_dup, &unit) {
@@ -188,18 +300,18 @@ impl Context<'_> {
                 }
                 chosen.push((s, id));
                 if chosen.len() == opts.num_negatives || window_end.is_some_and(|e| rank >= e) {
-                    window_complete = true;
+                    complete_at = Some(read + 1);
                     break;
                 }
             } else {
                 window.push((s, id));
                 if window_end.is_some_and(|e| rank >= e) {
-                    window_complete = true;
+                    complete_at = Some(read + 1);
                     break;
                 }
             }
         }
-        if !window_complete && !exhausted {
+        if complete_at.is_none() && !exhausted {
             return Outcome {
                 need_more: true,
                 ..Outcome::empty()
@@ -229,6 +341,7 @@ impl Context<'_> {
             removed,
             counts,
             need_more: false,
+            complete_at,
         }
     }
 

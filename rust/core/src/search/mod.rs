@@ -17,7 +17,7 @@ use crate::kernels::{self, Isa, Select, MR, NR, TILE};
 use crate::matrix::MatrixView;
 use crate::metric::{max_squared_norm, overflow_error, Metric};
 use crate::pack::{self, AlignedBuf, BadRow, CorpusScratch};
-use crate::topk::Candidates;
+use crate::topk::{Candidates, Scored};
 
 mod prescored;
 
@@ -59,6 +59,130 @@ pub struct Neighbors {
     pub k: usize,
     pub scores: Vec<f32>,
     pub ids: Vec<i64>,
+}
+
+/// Bounds of a [`ScoreCap`].
+pub const CAP_BOUNDS: usize = 3;
+
+/// A query's score cap in a [capped search](search_capped): rows scoring above the last bound
+/// are not candidates; they are counted above each bound and the best-ranked of them kept
+/// apart ([`AboveCap`]). The bounds are descending; `+inf` everywhere caps nothing.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScoreCap {
+    pub bounds: [f32; CAP_BOUNDS],
+}
+
+impl ScoreCap {
+    pub const NONE: ScoreCap = ScoreCap {
+        bounds: [f32::INFINITY; CAP_BOUNDS],
+    };
+}
+
+/// What a capped search saw above a query's cap (its excluded rows left out).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AboveCap {
+    /// `counts[j]`: rows scoring above `bounds[j]`.
+    pub counts: [u64; CAP_BOUNDS],
+    /// The best-ranked rows above the cap, ranked: at least the best `keep` (all of them when
+    /// there are fewer).
+    pub best: Vec<Scored>,
+}
+
+/// A query's rows above its cap while the corpus streams through.
+#[derive(Clone)]
+struct Above {
+    bounds: [f32; CAP_BOUNDS],
+    counts: [u64; CAP_BOUNDS],
+    kept: Kept,
+}
+
+#[derive(Clone)]
+enum Kept {
+    Nothing,
+    /// The best `k`, and the score a later row must beat (NaN until `k` were seen): rows
+    /// come in id order, so an equal score ranks after the ones kept.
+    Best(Candidates, f32),
+    /// Every row above the cap.
+    All(Vec<Scored>),
+}
+
+/// Up to this many rows above a cap are kept in a top-k buffer (it reserves about twice
+/// that); past it, all of them, in a vector that grows with the rows seen (the caller then
+/// records about all of them, or reads only its best ones).
+const KEPT_BUFFER_MAX: usize = 1024;
+
+impl Above {
+    fn new(cap: &ScoreCap, keep: Option<usize>) -> Self {
+        let kept = match keep {
+            Some(0) => Kept::Nothing,
+            Some(k) if k <= KEPT_BUFFER_MAX => Kept::Best(Candidates::new(k), f32::NAN),
+            _ => Kept::All(Vec::new()),
+        };
+        Above {
+            bounds: cap.bounds,
+            counts: [0; CAP_BOUNDS],
+            kept,
+        }
+    }
+
+    #[inline]
+    fn offer(&mut self, score: f32, id: u32) {
+        for (count, &bound) in self.counts.iter_mut().zip(&self.bounds) {
+            *count += u64::from(score > bound);
+        }
+        match &mut self.kept {
+            Kept::Nothing => {}
+            Kept::Best(best, threshold) => {
+                // Scores are finite: `!(score <= threshold)`, NaN letting everything in.
+                if threshold.is_nan() || score > *threshold {
+                    if let Some(t) = best.push(score, id) {
+                        *threshold = t;
+                    }
+                }
+            }
+            // Scores are finite here (the search refuses overflow) and canonical in the
+            // result: `-0.0` is `+0.0` there too.
+            Kept::All(all) => all.push(Scored {
+                score: score + 0.0,
+                id,
+            }),
+        }
+    }
+
+    /// Merges another shard's rows above the same query's cap.
+    fn absorb(&mut self, other: Above) {
+        for (count, o) in self.counts.iter_mut().zip(other.counts) {
+            *count += o;
+        }
+        match (&mut self.kept, other.kept) {
+            (Kept::Best(best, _), Kept::Best(o, _)) => best.absorb(o),
+            (Kept::All(all), Kept::All(o)) => all.extend(o),
+            _ => {}
+        }
+    }
+
+    fn finish(self) -> AboveCap {
+        let best = match self.kept {
+            Kept::Nothing => Vec::new(),
+            Kept::Best(best, _) => best.into_sorted(),
+            Kept::All(mut all) => {
+                all.sort_unstable_by(crate::topk::rank);
+                all
+            }
+        };
+        AboveCap {
+            counts: self.counts,
+            best,
+        }
+    }
+}
+
+/// The caps of a [capped search](search_capped): one per query, and how many of the rows
+/// above each query's cap to keep (`None`: all).
+#[derive(Clone, Copy)]
+pub(crate) struct Caps<'a> {
+    pub(crate) caps: &'a [ScoreCap],
+    pub(crate) keep: Option<usize>,
 }
 
 /// Queries per task: `MC / MR` query panels share each packed corpus micro-panel.
@@ -203,6 +327,8 @@ struct Task<'a> {
     first_panel: usize,
     candidates: &'a mut [Candidates],
     thresholds: &'a mut [f32],
+    /// The rows above the queries' caps, in a capped search.
+    above: Option<&'a mut [Above]>,
 }
 
 struct Scorer<'a> {
@@ -347,7 +473,16 @@ impl Scorer<'_> {
                 if excluded.is_some_and(|ex| ex.binary_search(&id).is_ok()) {
                     continue;
                 }
-                if let Some(t) = task.candidates[q].push(tile[i * NR + j], id) {
+                let score = tile[i * NR + j];
+                // Rows above the cap pass every threshold (a threshold is a score kept, at
+                // most the cap), so each one is seen here.
+                if let Some(above) = task.above.as_deref_mut().map(|a| &mut a[q]) {
+                    if score > above.bounds[CAP_BOUNDS - 1] {
+                        above.offer(score, id);
+                        continue;
+                    }
+                }
+                if let Some(t) = task.candidates[q].push(score, id) {
                     task.thresholds[q] = t;
                 }
             }
@@ -516,6 +651,58 @@ pub(crate) fn search_rows(
             pool, queries, query_ids, corpus, exclude, opts, isa, hooks, stats,
         );
     }
+    let (found, _) = search_f32(
+        workspace, pool, queries, query_ids, corpus, exclude, opts, isa, None, hooks,
+    )?;
+    Ok(found)
+}
+
+/// [`search_rows`] under a score cap per query: each query's best `k` among the rows scoring
+/// at most its cap (`-1` ids and `-inf` scores pad a row when fewer are left), and what it saw
+/// above the cap. Always the f32 path (`opts.precision` is not read): the int8 pre-scoring
+/// keeps no rows above the cap.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn search_capped(
+    workspace: &mut Workspace,
+    pool: &rayon::ThreadPool,
+    queries: &MatrixView<'_>,
+    query_ids: Option<&[usize]>,
+    corpus: &MatrixView<'_>,
+    exclude: Option<&IdLists>,
+    opts: &SearchOptions,
+    caps: Caps<'_>,
+    hooks: &mut dyn Hooks,
+) -> Result<(Neighbors, Vec<AboveCap>)> {
+    assert_eq!(caps.caps.len(), queries.rows(), "one cap per query");
+    let isa = opts.isa.unwrap_or_else(Isa::detect);
+    search_f32(
+        workspace,
+        pool,
+        queries,
+        query_ids,
+        corpus,
+        exclude,
+        opts,
+        isa,
+        Some(caps),
+        hooks,
+    )
+}
+
+/// The f32 search, capped or not.
+#[allow(clippy::too_many_arguments)]
+fn search_f32(
+    workspace: &mut Workspace,
+    pool: &rayon::ThreadPool,
+    queries: &MatrixView<'_>,
+    query_ids: Option<&[usize]>,
+    corpus: &MatrixView<'_>,
+    exclude: Option<&IdLists>,
+    opts: &SearchOptions,
+    isa: Isa,
+    caps: Option<Caps<'_>>,
+    hooks: &mut dyn Hooks,
+) -> Result<(Neighbors, Vec<AboveCap>)> {
     let started = std::time::Instant::now();
     let k = opts.k;
     let largest_query = validate(pool, queries, query_ids, corpus, exclude, opts)?;
@@ -546,6 +733,7 @@ pub(crate) fn search_rows(
     let mut done = 0u64;
 
     let mut candidates_out: Vec<Candidates> = Vec::with_capacity(n_queries);
+    let mut above_out: Vec<AboveCap> = Vec::new();
     for batch_start in (0..n_queries).step_by(query_batch) {
         let batch_len = query_batch.min(n_queries - batch_start);
         let batch = queries.slice_rows(batch_start, batch_start + batch_len);
@@ -593,6 +781,17 @@ pub(crate) fn search_rows(
                 t
             })
             .collect();
+        let mut above: Vec<Vec<Above>> = match caps {
+            Some(caps) => (0..shards)
+                .map(|_| {
+                    caps.caps[batch_start..batch_start + batch_len]
+                        .iter()
+                        .map(|cap| Above::new(cap, caps.keep))
+                        .collect()
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         if workspace.blocks.len() < shards {
             workspace.blocks.resize_with(shards, PackedBlock::default);
         }
@@ -639,7 +838,9 @@ pub(crate) fn search_rows(
                 hooks.will_read(block_at(round + 1, s));
             }
             let mut tasks = Vec::new();
+            let mut above_shards = above.iter_mut();
             for (shard, (cands, thrs)) in candidates.iter_mut().zip(&mut thresholds).enumerate() {
+                let mut above_groups = above_shards.next().map(|a| a.chunks_mut(MC));
                 if blocks[shard].rows.is_empty() {
                     continue;
                 }
@@ -649,6 +850,7 @@ pub(crate) fn search_rows(
                         first_panel: g * MC / MR,
                         candidates: c,
                         thresholds: t,
+                        above: above_groups.as_mut().and_then(Iterator::next),
                     });
                 }
             }
@@ -676,6 +878,17 @@ pub(crate) fn search_rows(
             });
         }
         candidates_out.extend(merged);
+        if let Some(mut merged) = (!above.is_empty()).then(|| above.swap_remove(0)) {
+            for other in above {
+                pool.install(|| {
+                    merged
+                        .par_iter_mut()
+                        .zip(other)
+                        .for_each(|(m, o)| m.absorb(o))
+                });
+            }
+            above_out.extend(merged.into_iter().map(Above::finish));
+        }
     }
 
     let mut scores = vec![f32::NEG_INFINITY; n_queries * k];
@@ -697,5 +910,5 @@ pub(crate) fn search_rows(
         scan_seconds: started.elapsed().as_secs_f64(),
         rescore_seconds: 0.0,
     };
-    Ok(Neighbors { k, scores, ids })
+    Ok((Neighbors { k, scores, ids }, above_out))
 }
