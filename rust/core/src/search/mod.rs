@@ -20,6 +20,7 @@ use crate::pack::{self, AlignedBuf, BadRow, CorpusScratch};
 use crate::topk::{Candidates, Scored};
 
 mod prescored;
+mod stream;
 
 pub use prescored::Precision;
 
@@ -714,22 +715,13 @@ fn search_f32(
     let cosine = opts.metric == Metric::Cosine;
     let (n_queries, n, dim) = (queries.rows(), corpus.rows(), corpus.dim());
     let depth = depth_chunks(dim);
-    // Clamped to the corpus first: larger blocks change nothing and could overflow.
-    let block_rows = opts
-        .block_rows
-        .unwrap_or(DEFAULT_BLOCK_ROWS)
-        .clamp(1, n)
-        .next_multiple_of(NR);
+    let block_rows = stream::block_rows(opts, n);
     // A query in flight holds its packed row and its candidate buffer.
     let per_query_bytes = (2 * k + 64) * std::mem::size_of::<crate::topk::Scored>()
         + dim * std::mem::size_of::<f32>();
-    let query_batch = opts
-        .query_batch
-        .unwrap_or((STATE_BUDGET / per_query_bytes).max(MC))
-        .max(1);
+    let query_batch = stream::query_batch(opts, per_query_bytes);
     let threads = pool.current_num_threads().max(1);
-    let n_batches = n_queries.div_ceil(query_batch) as u64;
-    let total = n_batches * n as u64;
+    let total = n_queries.div_ceil(query_batch) as u64 * n as u64;
     let mut done = 0u64;
 
     let mut candidates_out: Vec<Candidates> = Vec::with_capacity(n_queries);
@@ -738,38 +730,10 @@ fn search_f32(
         let batch_len = query_batch.min(n_queries - batch_start);
         let batch = queries.slice_rows(batch_start, batch_start + batch_len);
         let n_panels = batch_len.div_ceil(MR);
-        let n_groups = batch_len.div_ceil(MC);
-        // Few query groups cannot keep every thread busy: split the corpus instead.
-        let shards = if n_groups >= 2 * threads {
-            1
-        } else {
-            threads.min(n.div_ceil(NR)).max(1)
-        };
-        let shard_rows: Vec<Range<usize>> = (0..shards)
-            .map(|s| s * n / shards..(s + 1) * n / shards)
-            .collect();
-
+        let plan = stream::Plan::new(batch_len, threads, n, block_rows);
+        let shards = plan.shards();
         let packed_queries = &mut workspace.packed_queries;
-        packed_queries.resize(n_panels * dim * MR);
-        let packed = pool.install(|| {
-            packed_queries
-                .as_mut_slice()
-                .par_chunks_mut(dim * MR)
-                .enumerate()
-                .map_init(
-                    || vec![0.0f32; dim],
-                    |row, (p, out)| pack::pack_queries(&batch, p * MR, out, row, cosine),
-                )
-                .min_by_key(|r| r.err().map_or(usize::MAX, BadRow::row))
-                .unwrap_or(Ok(()))
-        });
-        // Checked before, but the caller's array may have changed since (another thread).
-        if let Err(bad) = packed {
-            return Err(Error::invalid(format!(
-                "queries row {} contains NaN or infinity",
-                query_name(query_ids, batch_start + bad.row())
-            )));
-        }
+        stream::pack_queries(pool, &batch, packed_queries, cosine, query_ids, batch_start)?;
 
         let mut candidates: Vec<Vec<Candidates>> = (0..shards)
             .map(|_| vec![Candidates::new(k); batch_len])
@@ -795,12 +759,6 @@ fn search_f32(
         if workspace.blocks.len() < shards {
             workspace.blocks.resize_with(shards, PackedBlock::default);
         }
-        let blocks = &mut workspace.blocks[..shards];
-        let rounds = shard_rows
-            .iter()
-            .map(|r| r.len().div_ceil(block_rows))
-            .max()
-            .unwrap_or(0);
         let scorer = Scorer {
             isa,
             dim,
@@ -809,84 +767,44 @@ fn search_f32(
             query_offset: batch_start,
             exclude,
         };
-
-        let block_at = |round: usize, s: usize| {
-            let r = &shard_rows[s];
-            let start = (r.start + round * block_rows).min(r.end);
-            start..(start + block_rows).min(r.end)
-        };
-        for s in 0..shards {
-            hooks.will_read(block_at(0, s));
-        }
-        for round in 0..rounds {
-            let block_of = |s: usize| block_at(round, s);
-            let packed: Result<(), BadRow> = pool.install(|| {
-                blocks
-                    .par_iter_mut()
-                    .enumerate()
-                    .map(|(s, block)| {
-                        pack_block(corpus, block_of(s), block, cosine, max_corpus_squared)
-                    })
-                    .min_by_key(|r| r.err().map_or(usize::MAX, BadRow::row))
-                    .unwrap_or(Ok(()))
-            });
-            if let Err(bad) = packed {
-                return Err(corpus_error(corpus, bad, largest_query, max_corpus_squared));
-            }
-            // Read-ahead of the next blocks overlaps the scoring of these ones.
-            for s in 0..shards {
-                hooks.will_read(block_at(round + 1, s));
-            }
-            let mut tasks = Vec::new();
-            let mut above_shards = above.iter_mut();
-            for (shard, (cands, thrs)) in candidates.iter_mut().zip(&mut thresholds).enumerate() {
-                let mut above_groups = above_shards.next().map(|a| a.chunks_mut(MC));
-                if blocks[shard].rows.is_empty() {
-                    continue;
+        plan.stream(
+            pool,
+            &mut workspace.blocks[..shards],
+            hooks,
+            &mut done,
+            total,
+            |rows, block| pack_block(corpus, rows, block, cosine, max_corpus_squared),
+            |bad| corpus_error(corpus, bad, largest_query, max_corpus_squared),
+            |blocks| {
+                let mut tasks = Vec::new();
+                let mut above_shards = above.iter_mut();
+                for (shard, (cands, thrs)) in candidates.iter_mut().zip(&mut thresholds).enumerate()
+                {
+                    let mut above_groups = above_shards.next().map(|a| a.chunks_mut(MC));
+                    if blocks[shard].rows.is_empty() {
+                        continue;
+                    }
+                    for (g, (c, t)) in cands.chunks_mut(MC).zip(thrs.chunks_mut(MC)).enumerate() {
+                        tasks.push(Task {
+                            shard,
+                            first_panel: g * MC / MR,
+                            candidates: c,
+                            thresholds: t,
+                            above: above_groups.as_mut().and_then(Iterator::next),
+                        });
+                    }
                 }
-                for (g, (c, t)) in cands.chunks_mut(MC).zip(thrs.chunks_mut(MC)).enumerate() {
-                    tasks.push(Task {
-                        shard,
-                        first_panel: g * MC / MR,
-                        candidates: c,
-                        thresholds: t,
-                        above: above_groups.as_mut().and_then(Iterator::next),
-                    });
-                }
-            }
-            pool.install(|| {
-                tasks.into_par_iter().for_each(|task| {
-                    let block = &blocks[task.shard];
-                    scorer.run(task, block)
-                })
-            });
-            for s in 0..shards {
-                let rows = block_of(s);
-                done += rows.len() as u64;
-                hooks.done_reading(rows);
-            }
-            hooks.progress(done, total)?;
-        }
-
-        let mut merged = candidates.swap_remove(0);
-        for other in candidates {
-            pool.install(|| {
-                merged
-                    .par_iter_mut()
-                    .zip(other)
-                    .for_each(|(m, o)| m.absorb(o))
-            });
-        }
-        candidates_out.extend(merged);
-        if let Some(mut merged) = (!above.is_empty()).then(|| above.swap_remove(0)) {
-            for other in above {
                 pool.install(|| {
-                    merged
-                        .par_iter_mut()
-                        .zip(other)
-                        .for_each(|(m, o)| m.absorb(o))
+                    tasks.into_par_iter().for_each(|task| {
+                        let block = &blocks[task.shard];
+                        scorer.run(task, block)
+                    })
                 });
-            }
+            },
+        )?;
+        candidates_out.extend(stream::merge_shards(pool, candidates, Candidates::absorb));
+        if !above.is_empty() {
+            let merged = stream::merge_shards(pool, above, Above::absorb);
             above_out.extend(merged.into_iter().map(Above::finish));
         }
     }

@@ -5,22 +5,17 @@
 //! rows kept at the end are rescored with the f32 kernel itself. So the result is the f32
 //! path's, bit for bit (scores, ids, ties), for any thread count, block size and ISA.
 
-use std::ops::Range;
-
 use rayon::prelude::*;
 
-use super::{
-    corpus_error, pack_block, query_name, validate, PackedBlock, SearchOptions, DEFAULT_BLOCK_ROWS,
-    MC, STATE_BUDGET,
-};
+use super::{corpus_error, pack_block, stream, validate, PackedBlock, SearchOptions, MC};
 use crate::choice::Choice;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::hooks::Hooks;
 use crate::idlists::IdLists;
 use crate::kernels::{self, Isa, GROUP, MR, NR, TILE};
 use crate::matrix::MatrixView;
 use crate::metric::{max_squared_norm, Metric};
-use crate::pack::{self, AlignedBuf, BadRow};
+use crate::pack::AlignedBuf;
 use crate::quant::{self, RowCode, CORPUS_LEVELS};
 use crate::rescore::Rescorer;
 use crate::search::{Neighbors, SearchStats};
@@ -434,19 +429,12 @@ fn search_bounded(
     let groups = dim.div_ceil(GROUP);
     let gamma = quant::chain_error(dim);
     let levels = kernels::query_levels(isa);
-    let block_rows = opts
-        .block_rows
-        .unwrap_or(DEFAULT_BLOCK_ROWS)
-        .clamp(1, n)
-        .next_multiple_of(NR);
+    let block_rows = stream::block_rows(opts, n);
+    // A query in flight holds its codes, norms and bounded candidates (about 6k entries).
     let per_query_bytes = (6 * k + 128) * 8 + dim * 5;
-    let query_batch = opts
-        .query_batch
-        .unwrap_or((STATE_BUDGET / per_query_bytes).max(MC))
-        .max(1);
+    let query_batch = stream::query_batch(opts, per_query_bytes);
     let threads = pool.current_num_threads().max(1);
-    let n_batches = n_queries.div_ceil(query_batch) as u64;
-    let total = n_batches * n as u64;
+    let total = n_queries.div_ceil(query_batch) as u64 * n as u64;
     let mut done = 0u64;
 
     let mut scores = vec![f32::NEG_INFINITY; n_queries * k];
@@ -457,36 +445,16 @@ fn search_bounded(
         let scan_started = std::time::Instant::now();
         let batch_len = query_batch.min(n_queries - batch_start);
         let batch = queries.slice_rows(batch_start, batch_start + batch_len);
-        let n_panels = batch_len.div_ceil(MR);
-        let n_groups = batch_len.div_ceil(MC);
-        let shards = if n_groups >= 2 * threads {
-            1
-        } else {
-            threads.min(n.div_ceil(NR)).max(1)
-        };
-        let shard_rows: Vec<Range<usize>> = (0..shards)
-            .map(|s| s * n / shards..(s + 1) * n / shards)
-            .collect();
-
-        packed_queries.resize(n_panels * dim * MR);
-        let packed = pool.install(|| {
-            packed_queries
-                .as_mut_slice()
-                .par_chunks_mut(dim * MR)
-                .enumerate()
-                .map_init(
-                    || vec![0.0f32; dim],
-                    |row, (p, out)| pack::pack_queries(&batch, p * MR, out, row, cosine),
-                )
-                .min_by_key(|r| r.err().map_or(usize::MAX, BadRow::row))
-                .unwrap_or(Ok(()))
-        });
-        if let Err(bad) = packed {
-            return Err(Error::invalid(format!(
-                "queries row {} contains NaN or infinity",
-                query_name(query_ids, batch_start + bad.row())
-            )));
-        }
+        let plan = stream::Plan::new(batch_len, threads, n, block_rows);
+        let shards = plan.shards();
+        stream::pack_queries(
+            pool,
+            &batch,
+            &mut packed_queries,
+            cosine,
+            query_ids,
+            batch_start,
+        )?;
         let (query_codes, query_rows) =
             pool.install(|| code_queries(packed_queries.as_slice(), dim, batch_len, levels));
 
@@ -498,12 +466,6 @@ fn search_bounded(
         if blocks.len() < shards {
             blocks.resize_with(shards, CodedBlock::default);
         }
-        let blocks = &mut blocks[..shards];
-        let rounds = shard_rows
-            .iter()
-            .map(|r| r.len().div_ceil(block_rows))
-            .max()
-            .unwrap_or(0);
         let scorer = Scorer {
             isa,
             groups,
@@ -514,79 +476,45 @@ fn search_bounded(
             query_offset: batch_start,
             exclude,
         };
-        let block_at = |round: usize, s: usize| {
-            let r = &shard_rows[s];
-            let start = (r.start + round * block_rows).min(r.end);
-            start..(start + block_rows).min(r.end)
-        };
-        for s in 0..shards {
-            hooks.will_read(block_at(0, s));
-        }
-        for round in 0..rounds {
-            let block_of = |s: usize| block_at(round, s);
-            let packed: Result<(), BadRow> = pool.install(|| {
-                blocks
-                    .par_iter_mut()
-                    .enumerate()
-                    .map(|(s, block)| {
-                        pack_block(
-                            corpus,
-                            block_of(s),
-                            &mut block.f32,
-                            cosine,
-                            max_corpus_squared,
-                        )?;
-                        block.code(dim, quant::query_offset(levels));
-                        Ok(())
+        let offset = quant::query_offset(levels);
+        plan.stream(
+            pool,
+            &mut blocks[..shards],
+            hooks,
+            &mut done,
+            total,
+            |rows, block| {
+                pack_block(corpus, rows, &mut block.f32, cosine, max_corpus_squared)?;
+                block.code(dim, offset);
+                Ok(())
+            },
+            |bad| corpus_error(corpus, bad, largest_query, max_corpus_squared),
+            |blocks| {
+                let mut tasks = Vec::new();
+                for (shard, (b, t)) in bounded.iter_mut().zip(&mut thresholds).enumerate() {
+                    if blocks[shard].f32.rows.is_empty() {
+                        continue;
+                    }
+                    for (g, (b, t)) in b.chunks_mut(MC).zip(t.chunks_mut(MC)).enumerate() {
+                        tasks.push(Task {
+                            shard,
+                            first_panel: g * MC / MR,
+                            bounded: b,
+                            thresholds: t,
+                        });
+                    }
+                }
+                pool.install(|| {
+                    tasks.into_par_iter().for_each(|task| {
+                        let block = &blocks[task.shard];
+                        scorer.run(task, block)
                     })
-                    .min_by_key(|r: &Result<(), BadRow>| r.err().map_or(usize::MAX, BadRow::row))
-                    .unwrap_or(Ok(()))
-            });
-            if let Err(bad) = packed {
-                return Err(corpus_error(corpus, bad, largest_query, max_corpus_squared));
-            }
-            for s in 0..shards {
-                hooks.will_read(block_at(round + 1, s));
-            }
-            let mut tasks = Vec::new();
-            for (shard, (b, t)) in bounded.iter_mut().zip(&mut thresholds).enumerate() {
-                if blocks[shard].f32.rows.is_empty() {
-                    continue;
-                }
-                for (g, (b, t)) in b.chunks_mut(MC).zip(t.chunks_mut(MC)).enumerate() {
-                    tasks.push(Task {
-                        shard,
-                        first_panel: g * MC / MR,
-                        bounded: b,
-                        thresholds: t,
-                    });
-                }
-            }
-            pool.install(|| {
-                tasks.into_par_iter().for_each(|task| {
-                    let block = &blocks[task.shard];
-                    scorer.run(task, block)
-                })
-            });
-            for s in 0..shards {
-                let rows = block_of(s);
-                done += rows.len() as u64;
-                hooks.done_reading(rows);
-            }
-            hooks.progress(done, total)?;
-        }
-
+                });
+            },
+        )?;
         scan_seconds += scan_started.elapsed().as_secs_f64();
         let rescore_started = std::time::Instant::now();
-        let mut merged = bounded.swap_remove(0);
-        for other in bounded {
-            pool.install(|| {
-                merged
-                    .par_iter_mut()
-                    .zip(other)
-                    .for_each(|(m, o)| m.absorb(o))
-            });
-        }
+        let merged = stream::merge_shards(pool, bounded, Bounded::absorb);
         let packed = packed_queries.as_slice();
         let out_scores = &mut scores[batch_start * k..(batch_start + batch_len) * k];
         let out_ids = &mut ids[batch_start * k..(batch_start + batch_len) * k];
