@@ -13,6 +13,7 @@ goes through ``expect_error``, which fails loudly on anything that is not an ``E
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import re
@@ -842,3 +843,4 @@ def test_mining_options_are_plain_immutable_values():
         MiningOptions(colour=1)
     with pytest.raises(AttributeError, match="no option 'colour'"):
         _ = options.colour
+    assert copy.copy(options) is options and copy.deepcopy(options) is options

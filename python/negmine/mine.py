@@ -114,13 +114,21 @@ class MiningOptions:
         object.__setattr__(self, "core", core)
 
     def __getattr__(self, name: str) -> Any:
-        try:
-            return self._values[name]
-        except KeyError:
-            raise AttributeError(f"MiningOptions has no option {name!r}") from None
+        # Only options are looked up here; the slots themselves (unset on an instance made
+        # without `__init__`, e.g. by `copy`) must not recurse.
+        values = None if name.startswith("_") else object.__getattribute__(self, "_values")
+        if values is None or name not in values:
+            raise AttributeError(f"MiningOptions has no option {name!r}")
+        return values[name]
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("MiningOptions is immutable: build new options instead")
+
+    def __copy__(self) -> MiningOptions:
+        return self  # immutable
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> MiningOptions:
+        return self
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, MiningOptions) and self._values == other._values
