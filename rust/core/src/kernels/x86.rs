@@ -254,31 +254,41 @@ pub(super) unsafe fn tile_i8_vnni(groups: usize, a: &[u8], b: &[i8], c: &mut [i3
     let (a, b) = (a.as_ptr(), b.as_ptr());
     let mut even = [_mm512_setzero_si512(); MR];
     let mut odd = [_mm512_setzero_si512(); MR];
-    let step = |acc: &mut [__m512i; MR], g: usize| {
-        // SAFETY: the caller guarantees g < groups, so the 64 bytes at b + 64g and the 24 at
-        // a + 24g are in bounds.
-        unsafe {
-            let bv = _mm512_loadu_si512(b.add(g * NR * GROUP).cast::<__m512i>());
-            let ap = a.add(g * MR * GROUP);
-            for (i, v) in acc.iter_mut().enumerate() {
-                let q = _mm512_set1_epi32(ap.add(i * GROUP).cast::<i32>().read_unaligned());
-                *v = _mm512_dpbusd_epi32(*v, q, bv);
-            }
-        }
-    };
     let mut g = 0;
     while g + 1 < groups {
-        step(&mut even, g);
-        step(&mut odd, g + 1);
+        // SAFETY: g + 1 < groups, as `vnni_step` requires.
+        unsafe {
+            vnni_step(&mut even, a, b, g);
+            vnni_step(&mut odd, a, b, g + 1);
+        }
         g += 2;
     }
     if g < groups {
-        step(&mut even, g);
+        // SAFETY: g < groups.
+        unsafe { vnni_step(&mut even, a, b, g) };
     }
     for i in 0..MR {
         let sum = _mm512_add_epi32(even[i], odd[i]);
         // SAFETY: row i of the tile is c[i * 16..][..16], inside the TILE values.
         unsafe { _mm512_storeu_si512(c.as_mut_ptr().add(i * NR).cast::<__m512i>(), sum) };
+    }
+}
+
+/// One depth step `g` of [`tile_i8_vnni`] into `acc`.
+///
+/// # Safety
+/// The CPU must support AVX-512F and VNNI; `g` must be below the panels' `groups`.
+#[target_feature(enable = "avx512f,avx512vnni")]
+#[inline]
+unsafe fn vnni_step(acc: &mut [__m512i; MR], a: *const u8, b: *const i8, g: usize) {
+    // SAFETY: g < groups, so the 64 bytes at b + 64g and the 24 at a + 24g are in bounds.
+    unsafe {
+        let bv = _mm512_loadu_si512(b.add(g * NR * GROUP).cast::<__m512i>());
+        let ap = a.add(g * MR * GROUP);
+        for (i, v) in acc.iter_mut().enumerate() {
+            let q = _mm512_set1_epi32(ap.add(i * GROUP).cast::<i32>().read_unaligned());
+            *v = _mm512_dpbusd_epi32(*v, q, bv);
+        }
     }
 }
 
