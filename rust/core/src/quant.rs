@@ -51,10 +51,15 @@ pub struct RowCode {
 }
 
 /// `x` rounded up to f32.
-fn up(x: f64) -> f32 {
+pub(crate) fn up(x: f64) -> f32 {
+    -down(-x)
+}
+
+/// `x` rounded down to f32.
+pub(crate) fn down(x: f64) -> f32 {
     let f = x as f32;
-    if f64::from(f) < x {
-        f.next_up()
+    if f64::from(f) > x {
+        f.next_down()
     } else {
         f
     }

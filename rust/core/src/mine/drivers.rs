@@ -54,7 +54,7 @@ pub struct Mined {
     pub exact_finish: Vec<bool>,
 }
 
-/// Prepares a row for [`chain`]: normalised for cosine (the search's definition).
+/// Prepares a query row as the search does: normalised for cosine.
 fn prepare_row(metric: Metric, row: &mut [f32]) {
     if metric == Metric::Cosine {
         normalize(row);
@@ -74,21 +74,9 @@ fn query_row(queries: &MatrixView<'_>, q: usize, row: &mut [f32]) -> Result<f64>
     }
 }
 
-/// Corpus row `c` into `row` after checking that its score against query `q` (raw squared
-/// norm `q_squared`) is finite: the search's rule ([`crate::metric::score_limit`]).
-fn corpus_row_for(
-    metric: Metric,
-    corpus: &MatrixView<'_>,
-    c: usize,
-    row: &mut [f32],
-    q: usize,
-    q_squared: f64,
-) -> Result<()> {
-    corpus.row_into(c, row);
-    check_corpus_row(metric, c, row, q, q_squared)
-}
-
-/// [`corpus_row_for`]'s check of corpus row `c` as stored.
+/// Checks corpus row `c` (as stored) for query `q` (raw squared norm `q_squared`): finite,
+/// and for dot products short enough that the score is finite (the search's rule,
+/// [`crate::metric::score_limit`]).
 fn check_corpus_row(metric: Metric, c: usize, row: &[f32], q: usize, q_squared: f64) -> Result<()> {
     let squared = squared_norm(row);
     if !squared.is_finite() {
@@ -103,13 +91,6 @@ fn check_corpus_row(metric: Metric, c: usize, row: &[f32], q: usize, q_squared: 
     Ok(())
 }
 
-/// The fused multiply-add chain in dimension order: bit for bit the search's score of two
-/// prepared rows.
-fn chain(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .fold(0.0f32, |acc, (&x, &y)| x.mul_add(y, acc))
-}
 /// The inputs of one mining call, validated.
 struct Job<'a> {
     queries: &'a MatrixView<'a>,
@@ -202,21 +183,26 @@ impl<'a> Job<'a> {
             rest = tail;
         }
         let metric = self.opts.metric;
+        let cosine = metric == Metric::Cosine;
         let checked: Vec<Result<()>> = pool.install(|| {
             slices
                 .into_par_iter()
                 .enumerate()
-                .map(|(q, out)| {
-                    let (mut qrow, mut prow) = (vec![0.0; dim], vec![0.0; dim]);
-                    let q_squared = query_row(queries, q, &mut qrow)?;
-                    prepare_row(metric, &mut qrow);
-                    for (o, &p) in out.iter_mut().zip(positives.of(q)) {
-                        corpus_row_for(metric, corpus, p as usize, &mut prow, q, q_squared)?;
-                        prepare_row(metric, &mut prow);
-                        *o = chain(&qrow, &prow);
-                    }
-                    Ok(())
-                })
+                .map_init(
+                    || (Rescorer::new(Isa::detect(), dim, cosine), vec![0.0; dim]),
+                    |(rescorer, qrow), (q, out)| {
+                        let q_squared = query_row(queries, q, qrow)?;
+                        prepare_row(metric, qrow);
+                        let mut scores = out.iter_mut();
+                        rescorer.score(
+                            corpus,
+                            qrow,
+                            positives.of(q),
+                            |p, row| check_corpus_row(metric, p as usize, row, q, q_squared),
+                            |_, score| *scores.next().expect("one score per positive") = score,
+                        )
+                    },
+                )
                 .collect()
         });
         checked.into_iter().collect::<Result<()>>()?;

@@ -16,7 +16,7 @@ use crate::kernels::{self, Isa, GROUP, MR, NR, TILE};
 use crate::matrix::MatrixView;
 use crate::metric::{max_squared_norm, Metric};
 use crate::pack::AlignedBuf;
-use crate::quant::{self, RowCode, CORPUS_LEVELS};
+use crate::quant::{self, down, up, RowCode, CORPUS_LEVELS};
 use crate::rescore::Rescorer;
 use crate::search::{Neighbors, SearchStats};
 use crate::topk::Candidates;
@@ -136,21 +136,6 @@ impl Bounded {
 #[inline]
 fn reaches(x: f32, t: f32) -> bool {
     x.partial_cmp(&t) != Some(std::cmp::Ordering::Less)
-}
-
-/// `x` rounded down to f32.
-fn down(x: f64) -> f32 {
-    let f = x as f32;
-    if f64::from(f) > x {
-        f.next_down()
-    } else {
-        f
-    }
-}
-
-/// `x` rounded up to f32.
-fn up(x: f64) -> f32 {
-    -down(-x)
 }
 
 /// The threshold the kernel test `!(y < theta)` uses on `y = f32(I) * s_x` (computed in f32),
