@@ -24,7 +24,7 @@ from negmine.outputs import to_dataset, to_parquet
 from negmine.qrels import load_qrels
 from negmine.report import MiningReport
 from negmine.result import MiningResult
-from negmine.search import SearchStats, merge_topk, search
+from negmine.search import SearchStats, merge_topk, rescore, search
 from negmine.store import open_embeddings, save_embeddings
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "merge_topk",
     "mine",
     "open_embeddings",
+    "rescore",
     "save_embeddings",
     "search",
     "to_dataset",

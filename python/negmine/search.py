@@ -186,3 +186,54 @@ def merge_topk(
             raise InvalidArgumentError(f"part {p}: id {int(ids.max())} is out of range")
         checked.append((np.ascontiguousarray(scores), np.ascontiguousarray(ids, dtype=np.int64)))
     return _core.merge_topk(checked, k, threads=threads)
+
+
+def rescore(
+    queries: EmbeddingsLike,
+    corpus: EmbeddingsLike,
+    candidates: npt.ArrayLike,
+    *,
+    k: int | None = None,
+    metric: Metric = "dot",
+    threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact scores and ranking of candidates found elsewhere (a GPU index, faiss, an ANN
+    graph, a remote shard): each query's candidate ids scored with negmine's float32 chain,
+    bit for bit the scores :func:`search` gives those pairs, and ranked like it.
+
+    Args:
+        queries, corpus: as in :func:`search`.
+        candidates: ``Q x m`` integer corpus ids, any order; duplicates are scored once, and
+            an id below zero pads a row that has fewer.
+        k: how many to keep per query (default ``m``).
+        metric: as in :func:`search`.
+        threads: worker threads (default: all cores).
+
+    Returns:
+        ``(scores, ids)`` of shape ``Q x k``, each row by descending score, ties broken by the
+        smaller id, padded with id ``-1`` and score ``-inf`` where a row has fewer than ``k``
+        distinct candidates. When a query's candidates include its exact top ``k``, its row
+        equals :func:`search`'s bit for bit; so a candidate generator with a proven error
+        bound (or a recall check) plus this gives exact results.
+
+    Raises:
+        InvalidTypeError: candidates that are not a 2-D integer array.
+        InvalidArgumentError: a candidate id beyond the corpus, a row count that is not the
+            queries', rows with NaN/infinity or a dot product that could overflow (named as in
+            :func:`search`).
+    """
+    threads = numbers.optional_count(threads, "threads")
+    ids = np.asarray(candidates)
+    if ids.ndim != 2 or ids.dtype.kind not in "iu":
+        raise InvalidTypeError(
+            f"candidates must be a 2-D integer array (queries x m), got {ids.ndim}-D {ids.dtype}"
+        )
+    if ids.dtype == np.uint64 and ids.size and int(ids.max()) > numbers.MAX_ID:
+        raise InvalidArgumentError(f"candidate id {int(ids.max())} is out of range")
+    k = numbers.count(ids.shape[1] if k is None else k, "k")
+    q = as_matrix(queries, "queries")
+    c = as_matrix(corpus, "corpus")
+    with read_only(q, c):
+        return _core.rescore(
+            q, c, np.ascontiguousarray(ids, dtype=np.int64), k, metric=metric, threads=threads
+        )

@@ -2,6 +2,7 @@
 
 use negmine_core::choice::Choice;
 use negmine_core::kernels::Isa;
+use negmine_core::rescore::rank;
 use negmine_core::search::Precision;
 use negmine_core::topk::{self, Part};
 use negmine_core::{Error, IdLists, Metric, SearchOptions};
@@ -131,9 +132,42 @@ fn merge_topk<'py>(
     ))
 }
 
+/// The exact top-`k` of given candidates (see `negmine_core::rescore::rank`).
+#[pyfunction]
+#[pyo3(signature = (queries, corpus, candidates, k, *, metric = Wrap(Metric::Dot), threads = None))]
+fn rescore<'py>(
+    py: Python<'py>,
+    queries: Matrix<'py>,
+    corpus: Matrix<'py>,
+    candidates: PyReadonlyArray2<'py, i64>,
+    k: usize,
+    metric: Wrap<Metric>,
+    threads: Option<usize>,
+) -> PyResult<(Scores<'py>, Ids<'py>)> {
+    let (queries_view, corpus_view) = (queries.view()?, corpus.view()?);
+    let (rows, width) = (candidates.shape()[0], candidates.shape()[1]);
+    if rows != queries_view.rows() {
+        return Err(Error::invalid(format!(
+            "{rows} rows of candidates for {} queries",
+            queries_view.rows()
+        )))
+        .py_err();
+    }
+    let ids = candidates.as_slice()?;
+    let (scores, ids) = runtime::run(py, threads, None, corpus.mapped(), |pool, _| {
+        rank(pool, &queries_view, &corpus_view, metric.0, ids, width, k)
+    })?;
+    let shape = [rows, k];
+    Ok((
+        PyArray1::from_vec(py, scores).reshape(shape)?,
+        PyArray1::from_vec(py, ids).reshape(shape)?,
+    ))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySearchOptions>()?;
     m.add_function(wrap_pyfunction!(search, m)?)?;
     m.add_function(wrap_pyfunction!(merge_topk, m)?)?;
+    m.add_function(wrap_pyfunction!(rescore, m)?)?;
     Ok(())
 }
