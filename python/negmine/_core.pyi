@@ -101,6 +101,7 @@ class Mined:
         removed_counts: npt.NDArray[np.uint64],
         fetches: npt.NDArray[np.uint32] | None = None,
         exact_finish: npt.NDArray[np.bool_] | None = None,
+        teacher_scores: npt.NDArray[np.float32] | None = None,
         incomplete: npt.NDArray[np.bool_] | None = None,
     ) -> Mined: ...
     @property
@@ -127,6 +128,8 @@ class Mined:
     def fetches(self) -> npt.NDArray[np.uint32]: ...
     @property
     def exact_finish(self) -> npt.NDArray[np.bool_]: ...
+    @property
+    def teacher_scores(self) -> npt.NDArray[np.float32]: ...
     def arrays(self) -> dict[str, npt.NDArray[Any]]: ...
 
 def mine(
@@ -142,6 +145,9 @@ def mine(
     progress: Callable[[int, int], object] | None = None,
     fetch: Callable[[npt.NDArray[np.int64], int], _Csr] | None = None,
     max_depth: int | None = None,
+    teacher: Callable[[npt.NDArray[np.int64], npt.NDArray[np.int64]], npt.NDArray[np.float32]]
+    | None = None,
+    teacher_positive_scores: npt.NDArray[np.float32] | None = None,
 ) -> Mined: ...
 def first_depth(options: MineOptions) -> int: ...
 def filter_names() -> list[str]: ...

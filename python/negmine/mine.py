@@ -8,6 +8,7 @@ result in a :class:`~negmine.result.MiningResult` with a :class:`~negmine.report
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -36,7 +37,7 @@ from negmine._inputs import (
 from negmine._progress import progress_callback
 from negmine.errors import InvalidArgumentError, InvalidTypeError
 from negmine.qrels import load_qrels
-from negmine.report import AnnReport, build_report
+from negmine.report import AnnReport, TeacherReport, build_report
 from negmine.result import MiningResult
 
 SamplingStrategy = Literal["top", "random", "simans"]
@@ -172,6 +173,8 @@ class Prepared:
     ex_ids: np.ndarray
     groups: np.ndarray | None
     linked: int
+    teacher_positive_scores: np.ndarray | None = None
+    """With a teacher (``mine(rescore=...)``): its score of each of ``pos_ids``."""
 
     def id_lists(self) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
         """Positives and exclusions as the core takes them: two CSR pairs."""
@@ -188,6 +191,9 @@ class Prepared:
             ex_ids=self.ex_ids[e0:e1],
             groups=self.groups,
             linked=self.linked,
+            teacher_positive_scores=None
+            if self.teacher_positive_scores is None
+            else self.teacher_positive_scores[p0:p1],
         )
 
 
@@ -297,9 +303,17 @@ def mine_prepared(
     progress: bool | Callable[[int, int], object] = False,
     fetch: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]] | None = None,
     max_depth: int | None = None,
+    teacher: Teacher | None = None,
 ) -> _core.Mined:
     """The core call for queries whose lists are ``prepared`` (raw arrays, no report), with
-    candidates from the exact search or, given ``fetch`` (and its ``max_depth``), from it."""
+    candidates from the exact search or, given ``fetch`` (and its ``max_depth``), from it;
+    judged by ``teacher`` if given (``prepared`` then holds its positive scores)."""
+    judging: dict[str, Any] = {}
+    if teacher is not None:
+        judging = {
+            "teacher": teacher,
+            "teacher_positive_scores": prepared.teacher_positive_scores,
+        }
     with read_only(queries, corpus), progress_callback(progress, "mine", unit="row") as cb:
         return _core.mine(
             queries,
@@ -312,6 +326,7 @@ def mine_prepared(
             progress=cb,
             fetch=fetch,
             max_depth=max_depth,
+            **judging,
         )
 
 
@@ -349,6 +364,7 @@ def assemble(
         removed=removed,
         removed_counts=removed_counts,
     )
+    judged = prepared.teacher_positive_scores is not None
     return MiningResult(
         negative_ids=cat(lambda p: p.negative_ids),
         negative_scores=negative_scores,
@@ -357,6 +373,8 @@ def assemble(
         positive_scores=positive_scores,
         removed=removed,
         report=report,
+        teacher_scores=cat(lambda p: p.teacher_scores) if judged else None,
+        positive_teacher_scores=prepared.teacher_positive_scores,
     )
 
 
@@ -388,6 +406,9 @@ def mine(
     hnsw_path: str | os.PathLike[str] | None = None,
     hnsw_m: int = 16,
     hnsw_ef_construction: int = 200,
+    rescore: Callable[[np.ndarray, np.ndarray], npt.ArrayLike] | None = None,
+    rescore_percentile: float | None = None,
+    rescore_batch_size: int = 4096,
     threads: int | None = None,
     progress: bool = False,
 ) -> MiningResult:
@@ -439,6 +460,21 @@ def mine(
         hnsw_path: hnsw: where to save / reuse the index (default: beside a corpus file;
             an in-memory corpus gets an in-memory index unless this is given).
         hnsw_m, hnsw_ef_construction: hnsw: the graph's ``M`` and ``ef_construction``.
+        rescore: a teacher (RocketQA's / NV-Retriever's denoising): a callable
+            ``(query_ids, corpus_ids) -> scores`` taking two int64 arrays of pairs (query row,
+            corpus row) and returning one float score per pair (e.g. a cross-encoder, see
+            :func:`negmine.teachers.cross_encoder`). It scores every query's positives and the
+            candidates the filters and the window look at (the retriever's ranking, as deep
+            as it is fetched; a deeper round asks only for new rows), in batches of
+            ``rescore_batch_size`` pairs. ``max_score``, ``min_score``, ``absolute_margin``
+            and ``relative_margin`` then compare the *teacher's* scores (of the candidate and
+            of the query's positives); the ranking, window and sampling stay the retriever's.
+            ``result.teacher_scores`` / ``result.positive_teacher_scores`` hold its scores.
+        rescore_percentile: with ``rescore``: also drop a candidate whose teacher score is
+            above this percentile (0-100, numpy's linear interpolation) of the teacher's
+            scores of all positives; counted as ``max_score`` (the lower of the two cuts
+            applies), the cut is ``result.report.teacher.cut``.
+        rescore_batch_size: pairs per ``rescore`` call.
 
     Returns:
         A :class:`MiningResult`; ``result.report`` says what each filter removed and which
@@ -451,6 +487,7 @@ def mine(
     backend = numbers.choice(backend, "backend", ("exact", "hnsw"))  # type: ignore[assignment]
     target_recall = numbers.real(target_recall, "target_recall", low=0.0, high=1.0, low_open=True)
     hnsw_params = ann.HnswParams(options.metric, m=hnsw_m, ef_construction=hnsw_ef_construction)
+    teacher = _teacher(rescore, rescore_percentile, rescore_batch_size)
     q = as_matrix(queries, "queries")
     c = as_matrix(corpus, "corpus")
     if backend == "hnsw" and q.shape[1] != c.shape[1]:
@@ -466,8 +503,11 @@ def mine(
         query_dup_threshold=options.query_dup_threshold,
         threads=threads,
     )
+    core_options = options
+    if teacher is not None:
+        prepared, core_options = teacher.judge_positives(prepared, options)
     if backend == "hnsw":
-        return _mine_hnsw(
+        result = _mine_hnsw(
             q,
             c,
             prepared,
@@ -477,9 +517,17 @@ def mine(
             params=hnsw_params,
             threads=threads,
             progress=progress,
+            core_options=core_options,
+            teacher=teacher,
         )
-    out = mine_prepared(q, c, prepared, options, threads=threads, progress=progress)
-    return assemble(prepared, options, [out])
+    else:
+        out = mine_prepared(
+            q, c, prepared, core_options, threads=threads, progress=progress, teacher=teacher
+        )
+        result = assemble(prepared, options, [out])
+    if teacher is not None:
+        result.report.teacher = teacher.report()
+    return result
 
 
 def _mine_hnsw(
@@ -493,10 +541,13 @@ def _mine_hnsw(
     params: ann.HnswParams,
     threads: int | None,
     progress: bool,
+    core_options: MiningOptions,
+    teacher: Teacher | None,
 ) -> MiningResult:
-    """``mine(..., backend="hnsw")`` once the inputs are checked (see :mod:`negmine.ann`)."""
+    """``mine(..., backend="hnsw")`` once the inputs are checked (see :mod:`negmine.ann`);
+    ``core_options``: ``options`` as the core applies them (a teacher's percentile cut)."""
     if rows_of(q) == 0 or rows_of(c) == 0:  # nothing to index or to ask: the exact path
-        out = mine_prepared(q, c, prepared, options, threads=threads)
+        out = mine_prepared(q, c, prepared, core_options, threads=threads, teacher=teacher)
         result = assemble(prepared, options, [out])
         result.report.backend = "hnsw"
         result.report.ann = AnnReport(target_recall=target_recall, built=False)
@@ -532,7 +583,8 @@ def _mine_hnsw(
             q,
             c,
             prepared,
-            options,
+            core_options,
+            teacher=teacher,
             index=index,
             ef=ef,
             recall_depth=depth,
@@ -577,6 +629,7 @@ def _mine_hnsw_chunks(
     index: Any,
     ef: int,
     recall_depth: int,
+    teacher: Teacher | None = None,
     threads: int | None = None,
     progress: bool | Callable[[int, int], object] = False,
 ) -> tuple[list[_core.Mined], int, int]:
@@ -611,6 +664,7 @@ def _mine_hnsw_chunks(
                 threads=threads,
                 fetch=fetch,
                 max_depth=ann.hnsw_depth_limit(n_corpus),
+                teacher=teacher,
             )
             parts.append(part)
             refetched += int((part.fetches > 1).sum())
@@ -618,3 +672,98 @@ def _mine_hnsw_chunks(
             if cb is not None:
                 cb(stop, n_queries)
     return parts, refetched, fallback
+
+
+class Teacher:
+    """``mine(rescore=...)``'s callable as the core calls it: pairs in batches, scores checked
+    and made float32, pairs counted for the report."""
+
+    def __init__(
+        self,
+        score: Callable[[np.ndarray, np.ndarray], npt.ArrayLike],
+        percentile: float | None,
+        batch_size: int,
+    ) -> None:
+        self.score = score
+        self.percentile = percentile
+        self.batch_size = batch_size
+        self.pairs = 0
+        self.positives = 0
+        self.cut: float | None = None
+
+    def __call__(self, query_ids: np.ndarray, corpus_ids: np.ndarray) -> np.ndarray:
+        out = np.empty(len(query_ids), dtype=np.float32)
+        self.pairs += len(query_ids)
+        for start in range(0, len(query_ids), self.batch_size):
+            stop = min(start + self.batch_size, len(query_ids))
+            answer = self.score(query_ids[start:stop], corpus_ids[start:stop])
+            try:
+                scores = np.asarray(answer, dtype=np.float32)
+            except (TypeError, ValueError) as e:
+                raise InvalidTypeError(
+                    f"rescore must return one float score per pair, got "
+                    f"{type(answer).__name__}: {e}"
+                ) from None
+            if scores.shape != (stop - start,):
+                raise InvalidArgumentError(
+                    f"rescore returned scores of shape {scores.shape} for {stop - start} pairs"
+                )
+            if not np.isfinite(scores).all():
+                bad = int(np.flatnonzero(~np.isfinite(scores))[0]) + start
+                raise InvalidArgumentError(
+                    f"rescore scored query {int(query_ids[bad])} with corpus row "
+                    f"{int(corpus_ids[bad])} as {scores[bad - start]}"
+                )
+            out[start:stop] = scores
+        return out
+
+    def judge_positives(
+        self, prepared: Prepared, options: MiningOptions
+    ) -> tuple[Prepared, MiningOptions]:
+        """``prepared`` with the teacher's scores of every positive (all queries at once, so
+        that the percentile cut does not depend on chunking), and the options the core
+        applies (``max_score`` lowered to the percentile cut)."""
+        rows = np.repeat(
+            np.arange(len(prepared.pos_indptr) - 1, dtype=np.int64), np.diff(prepared.pos_indptr)
+        )
+        scores = self(rows, prepared.pos_ids.astype(np.int64))
+        self.positives = len(scores)
+        if self.percentile is not None:
+            if not len(scores):
+                raise InvalidArgumentError("rescore_percentile needs positives: no query has any")
+            self.cut = float(np.float32(np.percentile(scores.astype(np.float64), self.percentile)))
+            given = options.max_score
+            cut = self.cut if given is None else min(self.cut, float(given))
+            options = MiningOptions(**{**options.to_dict(), "max_score": cut})
+        return dataclasses.replace(prepared, teacher_positive_scores=scores), options
+
+    def report(self) -> TeacherReport:
+        return TeacherReport(
+            pairs=self.pairs_judged(),
+            positives=self.positives,
+            percentile=self.percentile,
+            cut=self.cut,
+        )
+
+    def pairs_judged(self) -> int:
+        return self.pairs - self.positives
+
+
+def _teacher(rescore: object, percentile: object, batch_size: object) -> Teacher | None:
+    """``mine``'s teacher arguments, checked."""
+    if rescore is None:
+        if percentile is not None:
+            raise InvalidArgumentError("rescore_percentile needs a rescore callable")
+        return None
+    if not callable(rescore):
+        raise InvalidTypeError(
+            f"rescore must be a callable (query_ids, corpus_ids) -> scores, got "
+            f"{type(rescore).__name__}"
+        )
+    cut = (
+        None
+        if percentile is None
+        else numbers.real(percentile, "rescore_percentile", low=0.0, high=100.0)
+    )
+    size = numbers.count(batch_size, "rescore_batch_size")
+    return Teacher(rescore, cut, size)

@@ -44,6 +44,21 @@ class AnnReport:
     """The index file used (loaded or saved); ``None`` when the index lived in memory only."""
 
 
+@dataclass(frozen=True)
+class TeacherReport:
+    """What the teacher (``mine(rescore=...)``) did: ``MiningReport.teacher``."""
+
+    pairs: int
+    """Candidate pairs it scored (each once, however deep the query was fetched)."""
+    positives: int
+    """Positive pairs it scored (the references of the margins)."""
+    percentile: float | None = None
+    """``rescore_percentile``, if given."""
+    cut: float | None = None
+    """The teacher score above which candidates were dropped as ``max_score``: that
+    percentile of its positive scores."""
+
+
 @dataclass
 class MiningReport:
     """What mining did: how many candidates each filter removed, score distributions, and the
@@ -80,11 +95,15 @@ class MiningReport:
     """Queries finished by exact search instead of the backend's candidate source (they
     needed deeper than a graph search is worth, or the source came back short); 0 for
     ``"exact"``."""
+    teacher: TeacherReport | None = None
+    """What the teacher scored, when the score filters read a teacher's scores
+    (``mine(rescore=...)``); ``None`` otherwise."""
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready data, in layout :data:`REPORT_FORMAT` (its ``format``)."""
         data = {k: getattr(self, k) for k in self.__dataclass_fields__}
         data["ann"] = None if self.ann is None else dataclasses.asdict(self.ann)
+        data["teacher"] = None if self.teacher is None else dataclasses.asdict(self.teacher)
         data["format"] = REPORT_FORMAT
         return data
 
@@ -107,7 +126,12 @@ class MiningReport:
                 f"report format {version!r}; this negmine reads formats 1 and {REPORT_FORMAT}"
             )
         nested = fields.pop("ann", None)
-        return cls(**fields, ann=None if nested is None else AnnReport(**nested))
+        teacher = fields.pop("teacher", None)
+        return cls(
+            **fields,
+            ann=None if nested is None else AnnReport(**nested),
+            teacher=None if teacher is None else TeacherReport(**teacher),
+        )
 
     def __str__(self) -> str:
         total = self.n_queries * self.num_negatives
@@ -133,6 +157,15 @@ class MiningReport:
                 )
         if self.linked_queries:
             lines.append(f"  queries sharing positives (linked): {self.linked_queries:,}")
+        if self.teacher is not None:
+            t = self.teacher
+            line = (
+                f"  teacher scores for the filters: {t.pairs:,} candidate pairs, "
+                f"{t.positives:,} positives"
+            )
+            if t.cut is not None:
+                line += f"; cut at its {t.percentile:g}th positive percentile: {t.cut:.4g}"
+            lines.append(line)
         lines.append("  removed by filter:")
         for name in FILTERS:
             if self.removed.get(name):

@@ -36,6 +36,11 @@ class MiningResult:
     positive_scores: np.ndarray
     removed: dict[str, np.ndarray] = field(repr=False)
     report: MiningReport
+    teacher_scores: np.ndarray | None = None
+    """With a teacher (``mine(rescore=...)``): its scores of the negatives, shaped like
+    ``negative_scores`` (NaN where missing): the distillation targets (e.g. MarginMSE)."""
+    positive_teacher_scores: np.ndarray | None = None
+    """With a teacher: its score of each of ``positive_ids``."""
 
     def positives_of(self, query: int) -> np.ndarray:
         return self.positive_ids[self.positive_indptr[query] : self.positive_indptr[query + 1]]
@@ -49,6 +54,11 @@ class MiningResult:
             "positive_ids": self.positive_ids,
             "positive_scores": self.positive_scores,
             **{f"removed_{k}": v for k, v in self.removed.items()},
+            **{
+                name: getattr(self, name)
+                for name in _TEACHER_ARRAYS
+                if getattr(self, name) is not None
+            },
         }
 
     def save(self, directory: str | os.PathLike[str]) -> None:
@@ -96,6 +106,7 @@ class MiningResult:
             positive_scores=arrays["positive_scores"],
             removed={k: arrays[f"removed_{k}"] for k in _REMOVED},
             report=report,
+            **{name: arrays.get(name) for name in _TEACHER_ARRAYS},
         )
 
     def plot(self, path: str | os.PathLike[str]) -> None:
@@ -113,7 +124,10 @@ _RESULT_ARRAYS = (
     "positive_scores",
     *(f"removed_{k}" for k in _REMOVED),
 )
-_RESULT_FILES = frozenset({*(f"{name}.npy" for name in _RESULT_ARRAYS), "report.json"})
+_TEACHER_ARRAYS = ("teacher_scores", "positive_teacher_scores")
+"""Arrays a result holds only when a teacher judged the candidates."""
+_REQUIRED_FILES = frozenset({*(f"{name}.npy" for name in _RESULT_ARRAYS), "report.json"})
+_RESULT_FILES = _REQUIRED_FILES | {f"{name}.npy" for name in _TEACHER_ARRAYS}
 _MANIFEST = "manifest.json"
 _MANIFEST_FORMAT = "negmine mining result"
 
@@ -183,7 +197,7 @@ def _read_manifest(directory: Path) -> dict[str, dict[str, Any]]:
             f"{path} has version {manifest.get('version')!r}; this negmine reads version 1"
         )
     files: dict[str, dict[str, Any]] = manifest["files"]
-    unlisted = sorted(_RESULT_FILES - set(files))
+    unlisted = sorted(_REQUIRED_FILES - set(files))
     if unlisted:
         raise FormatError(f"{path} does not list {unlisted[0]}, which every result has")
     unknown = sorted(set(files) - _RESULT_FILES)

@@ -3,7 +3,10 @@
 
 use negmine_core::choice::Choice;
 use negmine_core::dedup;
-use negmine_core::mine::{self as core_mine, Candidates, Filter, FnSource, MineOptions};
+use negmine_core::mine::{
+    self as core_mine, CandidateSource, Candidates, ExactSource, Filter, FnSource, FnTeacher,
+    Judging, MineOptions,
+};
 use negmine_core::IdLists;
 use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyUntypedArrayMethods,
@@ -130,6 +133,9 @@ mined! {
     fetches: PyArray1<u32> = fetched_once,
     /// Queries finished by the exact search instead of the given `fetch`.
     exact_finish: PyArray1<bool> = none_finished_exactly,
+    /// `n x num_negatives`: the teacher's scores of the negatives (NaN where a query got
+    /// fewer); `n x 0` without a teacher.
+    teacher_scores: PyArray2<f32> = no_teacher,
     // Queries whose given candidates could not fill the window, when the Python side
     // deepened the hnsw path itself.
     ; dropped: incomplete
@@ -139,12 +145,23 @@ fn fetched_once(py: Python<'_>, n: usize) -> Py<PyArray1<u32>> {
     PyArray1::from_vec(py, vec![1; n]).unbind()
 }
 
+fn no_teacher(py: Python<'_>, n: usize) -> Py<PyArray2<f32>> {
+    PyArray2::zeros(py, [n, 0], false).unbind()
+}
+
 fn none_finished_exactly(py: Python<'_>, n: usize) -> Py<PyArray1<bool>> {
     PyArray1::from_vec(py, vec![false; n]).unbind()
 }
 
 impl Mined {
-    fn from_core(py: Python<'_>, mined: core_mine::Mined, n: usize, k: usize) -> PyResult<Self> {
+    /// `teacher`: the call had one (the teacher scores are `n x k`, else `n x 0`).
+    fn from_core(
+        py: Python<'_>,
+        mined: core_mine::Mined,
+        n: usize,
+        k: usize,
+        teacher: bool,
+    ) -> PyResult<Self> {
         let removed = &mined.removed;
         let column = |f: &dyn Fn(&core_mine::Removed) -> i64| {
             removed
@@ -175,6 +192,9 @@ impl Mined {
                 .unbind(),
             fetches: mined.fetches.into_pyarray(py).unbind(),
             exact_finish: mined.exact_finish.into_pyarray(py).unbind(),
+            teacher_scores: PyArray1::from_vec(py, mined.teacher_scores)
+                .reshape([n, if teacher { k } else { 0 }])?
+                .unbind(),
         })
     }
 }
@@ -185,10 +205,16 @@ impl Mined {
 /// (see the core's `CandidateSource`). Queries that need more than `max_depth` candidates, or
 /// that `fetch` left short, are finished by the exact search. An exception raised by `fetch`
 /// stops the mining and is re-raised as is.
+///
+/// `teacher(query_ids, corpus_ids) -> float32 scores` (global query indices, one score per
+/// pair) judges the candidates, with `teacher_positive_scores` its scores of `positives`: the
+/// score filters then read the teacher's scores (the core's `mine_judged`). Its exceptions are
+/// re-raised as is.
 #[pyfunction]
 #[pyo3(signature = (
     queries, corpus, positives, exclude, options, *, groups = None, query_offset = 0,
-    threads = None, progress = None, fetch = None, max_depth = None
+    threads = None, progress = None, fetch = None, max_depth = None, teacher = None,
+    teacher_positive_scores = None
 ))]
 #[allow(clippy::too_many_arguments)]
 fn mine<'py>(
@@ -204,11 +230,24 @@ fn mine<'py>(
     progress: Option<Py<PyAny>>,
     fetch: Option<Py<PyAny>>,
     max_depth: Option<usize>,
+    teacher: Option<Py<PyAny>>,
+    teacher_positive_scores: Option<PyReadonlyArray1<'py, f32>>,
 ) -> PyResult<Mined> {
     let (queries_view, corpus_view) = (queries.view()?, corpus.view()?);
     let opts = &options.get().0;
     let (positives, exclude) = (positives.slices()?, exclude.slices()?);
     let groups = groups.as_ref().map(|g| g.as_slice()).transpose()?;
+    let teacher_positives = match (&teacher, &teacher_positive_scores) {
+        (None, None) => None,
+        (Some(_), Some(scores)) => Some(scores.as_slice()?),
+        _ => {
+            return Err(negmine_core::Error::invalid(
+                "teacher and teacher_positive_scores go together",
+            ))
+            .py_err()
+        }
+    };
+    let judged = teacher.is_some();
     let mined = runtime::run_raising(
         py,
         threads,
@@ -220,9 +259,65 @@ fn mine<'py>(
                 |what, (indptr, indices)| IdLists::from_csr_named(what, indptr, indices, nq, nc);
             let positives = lists("positives", positives)?;
             let exclude = lists("exclude", exclude)?;
-            let Some(fetch) = fetch else {
-                // The exact search: one pass for score-capped windows (`core_mine::mine`).
-                return core_mine::mine(
+            let mut exact;
+            let mut python;
+            let source: &mut dyn CandidateSource = match fetch {
+                // The exact search: one pass for score-capped windows (`core_mine::mine`),
+                // unless a teacher judges the candidates (its scores are not the search's).
+                None if teacher.is_none() => {
+                    return core_mine::mine(
+                        pool,
+                        &queries_view,
+                        &corpus_view,
+                        &positives,
+                        &exclude,
+                        groups,
+                        opts,
+                        query_offset,
+                        hooks,
+                    )
+                }
+                None => {
+                    exact = ExactSource::new(pool, &queries_view, &corpus_view, &exclude, opts);
+                    &mut exact
+                }
+                Some(fetch) => {
+                    // The exception `fetch` raised (or the Ctrl-C seen before calling it) is
+                    // re-raised as is.
+                    let source = FnSource::new(move |rows: &[usize], depth: usize| {
+                        python_fetch(&fetch, rows, depth).map_err(|e| raised.stop(e))
+                    });
+                    python = match max_depth {
+                        Some(d) => source.with_max_depth(d),
+                        None => source,
+                    };
+                    &mut python
+                }
+            };
+            match (teacher, teacher_positives) {
+                (Some(teacher), Some(positive_scores)) => {
+                    let mut judge = FnTeacher(move |queries: &[u64], ids: &[u32]| {
+                        python_teacher(&teacher, queries, ids).map_err(|e| raised.stop(e))
+                    });
+                    core_mine::mine_judged(
+                        source,
+                        Judging {
+                            teacher: &mut judge,
+                            positive_scores,
+                        },
+                        pool,
+                        &queries_view,
+                        &corpus_view,
+                        &positives,
+                        &exclude,
+                        groups,
+                        opts,
+                        query_offset,
+                        hooks,
+                    )
+                }
+                _ => core_mine::mine_with(
+                    source,
                     pool,
                     &queries_view,
                     &corpus_view,
@@ -232,32 +327,11 @@ fn mine<'py>(
                     opts,
                     query_offset,
                     hooks,
-                );
-            };
-            // The exception `fetch` raised (or the Ctrl-C seen before calling it) is re-raised
-            // as is.
-            let source = FnSource::new(move |rows: &[usize], depth: usize| {
-                python_fetch(&fetch, rows, depth).map_err(|e| raised.stop(e))
-            });
-            let mut source = match max_depth {
-                Some(d) => source.with_max_depth(d),
-                None => source,
-            };
-            core_mine::mine_with(
-                &mut source,
-                pool,
-                &queries_view,
-                &corpus_view,
-                &positives,
-                &exclude,
-                groups,
-                opts,
-                query_offset,
-                hooks,
-            )
+                ),
+            }
         },
     )?;
-    Mined::from_core(py, mined, queries_view.rows(), opts.num_negatives)
+    Mined::from_core(py, mined, queries_view.rows(), opts.num_negatives, judged)
 }
 
 /// One call of a Python candidate source, with the GIL taken back (Ctrl-C checked first).
@@ -269,6 +343,18 @@ fn python_fetch(fetch: &Py<PyAny>, rows: &[usize], depth: usize) -> PyResult<Can
         let csr: Csr<'_> = answer.bind(py).extract()?;
         let (indptr, indices) = csr.slices()?;
         Candidates::from_csr(indptr, indices.to_vec()).py_err()
+    })
+}
+
+/// One call of a Python teacher, with the GIL taken back (Ctrl-C checked first).
+fn python_teacher(teacher: &Py<PyAny>, queries: &[u64], ids: &[u32]) -> PyResult<Vec<f32>> {
+    Python::attach(|py| {
+        py.check_signals()?;
+        let queries: Vec<i64> = queries.iter().map(|&q| q as i64).collect();
+        let ids: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
+        let answer = teacher.call1(py, (queries.into_pyarray(py), ids.into_pyarray(py)))?;
+        let scores: PyReadonlyArray1<'_, f32> = answer.bind(py).extract()?;
+        Ok(scores.as_slice()?.to_vec())
     })
 }
 

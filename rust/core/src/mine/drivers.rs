@@ -9,7 +9,8 @@ use rayon::prelude::*;
 
 use super::options::MineOptions;
 use super::source::{CandidateSource, Candidates, ExactSource};
-use super::walk::{score_cap, Context, FilterCounts, Outcome, Removed};
+use super::teacher::{Judged, Judging};
+use super::walk::{score_cap, Context, FilterCounts, Judgement, Outcome, Removed};
 use crate::error::{Error, Result};
 use crate::hooks::Hooks;
 use crate::idlists::IdLists;
@@ -51,6 +52,9 @@ pub struct Mined {
     /// Queries finished by the exact search instead of the source ([`mine_with`]: they needed
     /// more than the source's `max_depth`, or it came back short).
     pub exact_finish: Vec<bool>,
+    /// With a teacher ([`mine_judged`]): its scores of the negatives, shaped like
+    /// `negative_scores` (NaN where fewer were found); empty without one.
+    pub teacher_scores: Vec<f32>,
 }
 
 /// The inputs of one mining call, validated.
@@ -242,6 +246,7 @@ impl<'a> Job<'a> {
         depth: Vec<u32>,
         fetches: Vec<u32>,
         exact_finish: Vec<bool>,
+        judged: Option<&Judged>,
     ) -> Result<Mined> {
         let n_queries = self.queries.rows();
         let n_neg = self.opts.num_negatives;
@@ -259,8 +264,17 @@ impl<'a> Job<'a> {
         let mut found = vec![0u32; n_queries];
         let mut removed = Vec::new();
         let mut removed_counts = Vec::with_capacity(n_queries);
+        let mut teacher_scores = Vec::new();
+        if judged.is_some() {
+            teacher_scores.resize(cells, f32::NAN);
+        }
         for (q, outcome) in outcomes.into_iter().enumerate() {
             removed_counts.push(outcome.counts);
+            if let Some(judged) = judged {
+                for (j, score) in judged.of(q, &outcome.chosen).into_iter().enumerate() {
+                    teacher_scores[q * n_neg + j] = score;
+                }
+            }
             found[q] = outcome.chosen.len() as u32;
             for (j, (s, id)) in outcome.chosen.into_iter().enumerate() {
                 negative_ids[q * n_neg + j] = i64::from(id);
@@ -279,6 +293,7 @@ impl<'a> Job<'a> {
             depth,
             fetches,
             exact_finish,
+            teacher_scores,
         })
     }
 }
@@ -406,8 +421,14 @@ fn mine_capped(job: &Job<'_>, pool: &rayon::ThreadPool, hooks: &mut dyn Hooks) -
                             .collect();
                         // Fewer than k: every row at most the cap is in.
                         let exhausted = ranking.len() < k || k == eligible[q];
-                        let outcome =
-                            ctx.evaluate(q, Some(&above[i]), &ranking, positives_of(q), exhausted);
+                        let outcome = ctx.evaluate(
+                            q,
+                            Some(&above[i]),
+                            &ranking,
+                            positives_of(q),
+                            exhausted,
+                            None,
+                        );
                         let above_cap = above[i].counts[CAP_BOUNDS - 1] as usize;
                         (!outcome.need_more).then(|| {
                             let depth = outcome.complete_at.map_or(usize::MAX, |r| above_cap + r);
@@ -439,6 +460,7 @@ fn mine_capped(job: &Job<'_>, pool: &rayon::ThreadPool, hooks: &mut dyn Hooks) -
         depth,
         fetches,
         vec![false; n_queries],
+        None,
     )
 }
 
@@ -508,9 +530,62 @@ pub fn mine_with(
         opts,
         query_offset,
     };
+    rounds(&job, source, None, pool, hooks)
+}
+
+/// [`mine_with`] with a teacher judging the candidates (see `teacher.rs`): the score filters
+/// read its scores, and [`Mined::teacher_scores`] holds its scores of the negatives.
+#[allow(clippy::too_many_arguments)]
+pub fn mine_judged(
+    source: &mut dyn CandidateSource,
+    judging: Judging<'_>,
+    pool: &rayon::ThreadPool,
+    queries: &MatrixView<'_>,
+    corpus: &MatrixView<'_>,
+    positives: &IdLists,
+    exclude: &IdLists,
+    groups: Option<&[u32]>,
+    opts: &MineOptions,
+    query_offset: u64,
+    hooks: &mut dyn Hooks,
+) -> Result<Mined> {
+    if judging.positive_scores.len() != positives.len() {
+        return Err(Error::invalid(format!(
+            "{} teacher scores for {} positives",
+            judging.positive_scores.len(),
+            positives.len()
+        )));
+    }
+    if let Some(bad) = judging.positive_scores.iter().find(|s| !s.is_finite()) {
+        return Err(Error::invalid(format!(
+            "the teacher's positive scores must be finite, got {bad}"
+        )));
+    }
+    let job = Job {
+        queries,
+        corpus,
+        positives,
+        exclude,
+        groups,
+        opts,
+        query_offset,
+    };
+    rounds(&job, source, Some(judging), pool, hooks)
+}
+
+/// The rounds of [`mine_with`] / [`mine_judged`].
+fn rounds(
+    job: &Job<'_>,
+    source: &mut dyn CandidateSource,
+    mut judging: Option<Judging<'_>>,
+    pool: &rayon::ThreadPool,
+    hooks: &mut dyn Hooks,
+) -> Result<Mined> {
+    let (queries, corpus, exclude, opts) = (job.queries, job.corpus, job.exclude, job.opts);
     job.validate()?;
     let (n_queries, n, dim) = (queries.rows(), corpus.rows(), corpus.dim());
     let (positive_scores, pos_offsets) = job.positive_scores(pool)?;
+    let mut judged = judging.as_ref().map(|_| Judged::new(n_queries));
 
     let caps: Vec<usize> = (0..n_queries)
         .map(|q| (n - exclude.of(q).len()).min(opts.max_depth.unwrap_or(usize::MAX)))
@@ -527,8 +602,9 @@ pub fn mine_with(
     let mut exact = ExactSource::new(pool, queries, corpus, exclude, opts);
     let mut schedule = depth_schedule(opts);
     let ctx = job.context();
-    // Ranks and walks the candidates `fetched` for the queries `part` at depth `k`.
-    let walk = |part: &[usize], fetched: &Candidates, k: usize| -> Result<Vec<Walked>> {
+    // Ranks and walks the candidates `fetched` for the queries `part` at depth `k`; a teacher
+    // judges the rankings (on this thread) between the two.
+    let mut walk = |part: &[usize], fetched: &Candidates, k: usize| -> Result<Vec<Walked>> {
         if fetched.len() != part.len() {
             return Err(Error::invalid(format!(
                 "the candidate source returned lists for {} queries, asked for {}",
@@ -536,30 +612,55 @@ pub fn mine_with(
                 part.len()
             )));
         }
-        let walked: Vec<Result<Walked>> = pool.install(|| {
-            let (dim, cosine) = (job.corpus.dim(), job.opts.metric == Metric::Cosine);
+        let rankings: Vec<Result<Vec<(f32, u32)>>> = pool.install(|| {
+            let cosine = opts.metric == Metric::Cosine;
             part.par_iter()
                 .enumerate()
                 .map_init(
                     || Rescorer::new(Isa::detect(), dim, cosine),
-                    |rescorer, (i, &q)| {
-                        let ranking = job.ranking(rescorer, q, fetched, i, k)?;
-                        let pos = &positive_scores[pos_offsets[q]..pos_offsets[q + 1]];
-                        let exhausted = k == caps[q] && ranking.len() == k;
-                        let outcome = ctx.evaluate(q, None, &ranking, pos, exhausted);
-                        Ok(if !outcome.need_more {
-                            Walked::Done(outcome)
-                        } else if ranking.len() < k {
-                            Walked::Short
-                        } else {
-                            Walked::Deeper
-                        })
-                    },
+                    |rescorer, (i, &q)| job.ranking(rescorer, q, fetched, i, k),
                 )
                 .collect()
         });
         // In query order: the first query that failed is the one named.
-        walked.into_iter().collect()
+        let rankings = rankings.into_iter().collect::<Result<Vec<_>>>()?;
+        if let (Some(judging), Some(judged)) = (judging.as_mut(), judged.as_mut()) {
+            judged.judge(judging.teacher, job.query_offset, part, &rankings)?;
+        }
+        let (judged, teacher_positives) =
+            (judged.as_ref(), judging.as_ref().map(|j| j.positive_scores));
+        Ok(pool.install(|| {
+            part.par_iter()
+                .zip(&rankings)
+                .map(|(&q, ranking)| {
+                    let pos = pos_offsets[q]..pos_offsets[q + 1];
+                    let candidates = judged.map(|j| j.of(q, ranking));
+                    let judgement =
+                        teacher_positives
+                            .zip(candidates.as_deref())
+                            .map(|(p, c)| Judgement {
+                                candidates: c,
+                                positives: &p[pos.clone()],
+                            });
+                    let exhausted = k == caps[q] && ranking.len() == k;
+                    let outcome = ctx.evaluate(
+                        q,
+                        None,
+                        ranking,
+                        &positive_scores[pos],
+                        exhausted,
+                        judgement,
+                    );
+                    if !outcome.need_more {
+                        Walked::Done(outcome)
+                    } else if ranking.len() < k {
+                        Walked::Short
+                    } else {
+                        Walked::Deeper
+                    }
+                })
+                .collect()
+        }))
     };
     while !pending.is_empty() {
         let want = schedule.next().unwrap_or(usize::MAX);
@@ -612,5 +713,12 @@ pub fn mine_with(
         .into_iter()
         .map(|o| o.expect("every query is resolved"))
         .collect();
-    job.finish(outcomes, positive_scores, depth, fetches, exact_finish)
+    job.finish(
+        outcomes,
+        positive_scores,
+        depth,
+        fetches,
+        exact_finish,
+        judged.as_ref(),
+    )
 }

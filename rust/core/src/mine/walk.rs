@@ -167,6 +167,14 @@ const _: () = assert!(
     "bounds: max_score, absolute and relative margin"
 );
 
+/// A teacher's scores for one query's walk (see `teacher.rs`): of each row of the ranking, in
+/// its order, and of the query's positives.
+#[derive(Clone, Copy)]
+pub(super) struct Judgement<'a> {
+    pub(super) candidates: &'a [f32],
+    pub(super) positives: &'a [f32],
+}
+
 pub(super) struct Context<'a> {
     pub(super) corpus: &'a MatrixView<'a>,
     pub(super) positives: &'a IdLists,
@@ -208,6 +216,9 @@ impl Context<'_> {
     /// `record_removed`, in rank order: the same records; the others are counted by band), and
     /// enters the rest with nothing kept (no group, rank 0, nothing chosen), as here.
     /// `complete_at` then counts the rows of `ranking` only.
+    ///
+    /// With a `judgement`, the score filters read the teacher's scores (of the candidate and
+    /// of the positives) instead of the retriever's; the rest of the walk is the retriever's.
     pub(super) fn evaluate(
         &self,
         q: usize,
@@ -215,9 +226,12 @@ impl Context<'_> {
         ranking: &[(f32, u32)],
         pos_scores: &[f32],
         exhausted: bool,
+        judgement: Option<Judgement<'_>>,
     ) -> Outcome {
         let opts = self.opts;
         let reference = pos_scores.iter().copied().reduce(f32::min);
+        let filter_reference =
+            judgement.map_or(reference, |j| j.positives.iter().copied().reduce(f32::min));
         let near_dup = opts.dup_threshold;
         let positive_units: Vec<Vec<f32>> = if near_dup.is_some() {
             self.positives
@@ -268,7 +282,8 @@ impl Context<'_> {
             remove(id, s, filter);
         }
         for (read, &(s, id)) in ranking.iter().enumerate() {
-            if let Some(filter) = self.score_filter(s, reference) {
+            let judged = judgement.map_or(s, |j| j.candidates[read]);
+            if let Some(filter) = self.score_filter(judged, filter_reference) {
                 remove(id, s, filter);
                 continue;
             }

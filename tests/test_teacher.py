@@ -1,0 +1,255 @@
+"""Teacher rescoring (``mine(rescore=...)``): the score filters read a second scorer's scores,
+checked against a brute-force walk of the retriever's full ranking."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import negmine
+from negmine.errors import InvalidArgumentError, InvalidTypeError
+
+
+def _data(seed: int, n: int = 300, nq: int = 12, d: int = 16) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(seed)
+    corpus = rng.standard_normal((n, d)).astype(np.float32)
+    queries = rng.standard_normal((nq, d)).astype(np.float32)
+    positives = [
+        sorted(rng.choice(n, size=int(rng.integers(0, 3)), replace=False).tolist())
+        for _ in range(nq)
+    ]
+    return queries, corpus, positives  # type: ignore[return-value]
+
+
+class Recording:
+    """A teacher with a fixed score per pair (a hash, unrelated to the retriever), recording
+    every pair it is asked for."""
+
+    def __init__(self, seed: int, n: int) -> None:
+        self.table = np.random.default_rng(seed + 1).standard_normal((64, n)).astype(np.float32)
+        self.asked: list[tuple[int, int]] = []
+
+    def __call__(self, q: np.ndarray, c: np.ndarray) -> np.ndarray:
+        assert q.dtype == np.int64 and c.dtype == np.int64
+        self.asked.extend(zip(q.tolist(), c.tolist()))
+        return self.table[q, c]
+
+
+def _oracle(queries, corpus, positives, teacher, *, num_negatives, metric, cut_of):
+    """The first ``num_negatives`` rows of each query's full exact ranking (positives left
+    out) that the teacher-score filter ``cut_of(teacher score, teacher positive scores)`` keeps."""
+    n = len(corpus)
+    out = []
+    for q, pos in enumerate(positives):
+        _, ids = negmine.search(
+            queries[q : q + 1], corpus, n - len(pos), metric=metric, exclude=[pos]
+        )
+        t_pos = teacher.table[q, pos]
+        kept = [int(i) for i in ids[0] if not cut_of(teacher.table[q, i], t_pos)]
+        out.append((kept + [-1] * num_negatives)[:num_negatives])
+    return np.array(out)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    margin=st.sampled_from(["absolute", "relative", "max"]),
+    metric=st.sampled_from(["dot", "cosine"]),
+    num_negatives=st.integers(1, 6),
+)
+def test_the_score_filters_read_the_teacher(
+    seed: int, margin: str, metric: str, num_negatives: int
+) -> None:
+    queries, corpus, positives = _data(seed)
+    teacher = Recording(seed, len(corpus))
+    if margin == "absolute":
+        kwargs = {"absolute_margin": 0.1}
+
+        def cut_of(t: float, p: np.ndarray) -> bool:
+            return len(p) > 0 and np.float32(t + np.float32(0.1)) > p.min()
+    elif margin == "relative":
+        kwargs = {"relative_margin": 0.05}
+
+        def cut_of(t: float, p: np.ndarray) -> bool:
+            if not len(p):
+                return False
+            m = p.min()
+            return t > np.float32(m - np.float32(abs(m) * np.float32(0.05)))
+    else:
+        kwargs = {"max_score": 0.5}
+
+        def cut_of(t: float, p: np.ndarray) -> bool:
+            return bool(t > np.float32(0.5))
+
+    result = negmine.mine(
+        queries,
+        corpus,
+        positives,
+        num_negatives=num_negatives,
+        metric=metric,
+        duplicates=None,
+        rescore=teacher,
+        **kwargs,
+    )
+    want = _oracle(
+        queries,
+        corpus,
+        positives,
+        teacher,
+        num_negatives=num_negatives,
+        metric=metric,
+        cut_of=cut_of,
+    )
+    np.testing.assert_array_equal(result.negative_ids, want)
+    # The teacher's scores of the negatives and positives come back.
+    found = result.negative_ids >= 0
+    rows = np.nonzero(found)[0]
+    np.testing.assert_array_equal(
+        result.teacher_scores[found], teacher.table[rows, result.negative_ids[found]]
+    )
+    assert np.isnan(result.teacher_scores[~found]).all()
+    pos_rows = np.repeat(np.arange(len(positives)), np.diff(result.positive_indptr))
+    np.testing.assert_array_equal(
+        result.positive_teacher_scores, teacher.table[pos_rows, result.positive_ids]
+    )
+    # Every pair is asked for once.
+    assert len(teacher.asked) == len(set(teacher.asked))
+    assert result.report.teacher is not None
+    assert result.report.teacher.pairs + result.report.teacher.positives == len(teacher.asked)
+
+
+def test_a_teacher_that_agrees_with_the_retriever_changes_nothing() -> None:
+    queries, corpus, positives = _data(3)
+
+    def exact(q: np.ndarray, c: np.ndarray) -> np.ndarray:
+        # The retriever's own scores, bit for bit.
+        return np.array(
+            [
+                negmine.rescore(queries[i : i + 1], corpus, [[j]], metric="cosine")[0][0, 0]
+                for i, j in zip(q, c)
+            ],
+            dtype=np.float32,
+        )
+
+    options = dict(
+        num_negatives=4,
+        metric="cosine",
+        relative_margin=0.1,
+        range_min=1,
+        sampling_strategy="random",
+        seed=5,
+        duplicates=None,
+    )
+    plain = negmine.mine(queries, corpus, positives, **options)
+    judged = negmine.mine(queries, corpus, positives, rescore=exact, **options)
+    np.testing.assert_array_equal(judged.negative_ids, plain.negative_ids)
+    np.testing.assert_array_equal(judged.negative_scores, plain.negative_scores)
+    np.testing.assert_array_equal(judged.teacher_scores, plain.negative_scores)
+    np.testing.assert_array_equal(judged.positive_teacher_scores, plain.positive_scores)
+    for key in plain.removed:
+        np.testing.assert_array_equal(judged.removed[key], plain.removed[key])
+    assert judged.report.removed == plain.report.removed
+
+
+def test_the_percentile_cut_drops_candidates_the_teacher_ranks_above_the_positives() -> None:
+    queries, corpus, positives = _data(4)
+    teacher = Recording(4, len(corpus))
+    result = negmine.mine(
+        queries,
+        corpus,
+        positives,
+        num_negatives=5,
+        duplicates=None,
+        rescore=teacher,
+        rescore_percentile=20,
+    )
+    t = result.report.teacher
+    assert t is not None and t.percentile == 20
+    want = np.float32(np.percentile(result.positive_teacher_scores.astype(np.float64), 20))
+    assert t.cut == float(want)
+    kept = result.teacher_scores[result.negative_ids >= 0]
+    assert (kept <= want).all()
+    assert result.report.removed["max_score"] > 0
+    assert "teacher scores" in str(result.report)
+    want_ids = _oracle(
+        queries,
+        corpus,
+        positives,
+        teacher,
+        num_negatives=5,
+        metric="cosine",
+        cut_of=lambda s, p: s > want,
+    )
+    np.testing.assert_array_equal(result.negative_ids, want_ids)
+
+
+def test_teacher_results_save_and_load(tmp_path) -> None:
+    queries, corpus, positives = _data(5)
+    result = negmine.mine(
+        queries,
+        corpus,
+        positives,
+        rescore=Recording(5, len(corpus)),
+        max_score=0.0,
+        duplicates=None,
+    )
+    result.save(tmp_path / "r")
+    back = negmine.MiningResult.load(tmp_path / "r")
+    np.testing.assert_array_equal(back.teacher_scores, result.teacher_scores)
+    np.testing.assert_array_equal(back.positive_teacher_scores, result.positive_teacher_scores)
+    assert back.report.teacher == result.report.teacher
+    plain = negmine.mine(queries, corpus, positives, duplicates=None)
+    plain.save(tmp_path / "p")
+    assert not (tmp_path / "p" / "teacher_scores.npy").exists()
+    assert negmine.MiningResult.load(tmp_path / "p").teacher_scores is None
+
+
+def test_the_hnsw_backend_takes_the_teacher_too() -> None:
+    queries, corpus, positives = _data(6)
+    options = dict(num_negatives=3, absolute_margin=0.2, duplicates=None)
+    exact = negmine.mine(queries, corpus, positives, rescore=Recording(6, len(corpus)), **options)
+    graph = negmine.mine(
+        queries,
+        corpus,
+        positives,
+        rescore=Recording(6, len(corpus)),
+        backend="hnsw",
+        target_recall=1.0,
+        **options,
+    )
+    np.testing.assert_array_equal(graph.negative_ids, exact.negative_ids)
+    np.testing.assert_array_equal(graph.teacher_scores, exact.teacher_scores)
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"rescore": 3}, InvalidTypeError, "rescore must be a callable"),
+        ({"rescore_percentile": 50}, InvalidArgumentError, "needs a rescore"),
+        (
+            {"rescore": lambda q, c: np.zeros(len(q)), "rescore_percentile": 101},
+            InvalidArgumentError,
+            "rescore_percentile",
+        ),
+        (
+            {"rescore": lambda q, c: np.zeros(len(q)), "rescore_batch_size": 0},
+            InvalidArgumentError,
+            "rescore_batch_size",
+        ),
+        ({"rescore": lambda q, c: np.zeros(len(q) + 1)}, InvalidArgumentError, "shape"),
+        ({"rescore": lambda q, c: "x" * len(q)}, InvalidTypeError, "one float score per pair"),
+        ({"rescore": lambda q, c: np.full(len(q), np.nan)}, InvalidArgumentError, "nan"),
+        ({"rescore": lambda q, c: (_ for _ in ()).throw(Boom("inside"))}, Boom, "inside"),
+    ],
+)
+def test_bad_teachers_are_refused_by_name(kwargs, error, match) -> None:
+    queries, corpus, positives = _data(7, n=50, nq=3)
+    positives = [[1], [2], [3]]
+    with pytest.raises(error, match=match):
+        negmine.mine(queries, corpus, positives, **kwargs)
