@@ -253,3 +253,57 @@ def test_bad_teachers_are_refused_by_name(kwargs, error, match) -> None:
     positives = [[1], [2], [3]]
     with pytest.raises(error, match=match):
         negmine.mine(queries, corpus, positives, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A randomly initialised two-layer BERT cross-encoder saved locally (no download)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    d = tmp_path_factory.mktemp("tiny-cross-encoder")
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz0123456789"]
+    (d / "vocab.txt").write_text("\n".join(words) + "\n")
+    transformers.BertTokenizerFast(vocab_file=str(d / "vocab.txt")).save_pretrained(d)
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=len(words),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=1,
+    )
+    transformers.BertForSequenceClassification(config).save_pretrained(d)
+    return str(d)
+
+
+def test_a_cross_encoder_teacher_scores_the_texts_of_the_pairs(tiny_cross_encoder: str) -> None:
+    from sentence_transformers import CrossEncoder
+
+    rng = np.random.default_rng(8)
+    corpus_texts = ["".join(rng.choice(list("abcdefgh"), 6)) for _ in range(40)]
+    query_texts = ["".join(rng.choice(list("abcdefgh"), 4)) for _ in range(5)]
+    queries, corpus, _ = _data(8, n=40, nq=5)
+    teacher = negmine.teachers.cross_encoder(
+        tiny_cross_encoder, query_texts, corpus_texts, batch_size=7, device="cpu"
+    )
+    q, c = np.array([0, 4, 2]), np.array([39, 0, 17])
+    model = CrossEncoder(tiny_cross_encoder, device="cpu")
+    want = model.predict([(query_texts[i], corpus_texts[j]) for i, j in zip(q, c)])
+    np.testing.assert_allclose(teacher(q, c), want, rtol=1e-5)
+    result = negmine.mine(
+        queries,
+        corpus,
+        [[1], [2], [3], [4], [5]],
+        num_negatives=3,
+        rescore=teacher,
+        rescore_percentile=50,
+        duplicates=None,
+    )
+    assert result.report.teacher is not None and result.report.teacher.pairs > 0
+    assert np.isfinite(result.teacher_scores).all()
+    with pytest.raises(InvalidArgumentError, match="corpus row 40 has no text"):
+        teacher(np.array([0]), np.array([40]))
+    with pytest.raises(InvalidTypeError, match="CrossEncoder"):
+        negmine.teachers.cross_encoder(object(), query_texts, corpus_texts)

@@ -6,7 +6,7 @@ progress and offers the Python API.
 
 from __future__ import annotations
 
-from negmine import batches
+from negmine import batches, teachers
 from negmine._core import Embeddings, __version__, cpu_features
 from negmine._inputs import Csr
 from negmine.batches import BatchPlan
@@ -53,6 +53,7 @@ __all__ = [
     "rescore",
     "save_embeddings",
     "search",
+    "teachers",
     "to_dataset",
     "to_parquet",
 ]

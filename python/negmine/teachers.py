@@ -1,0 +1,100 @@
+"""Teachers for :func:`negmine.mine`'s ``rescore=``: callables ``(query_ids, corpus_ids) ->
+scores`` that judge candidates with a stronger model than the retriever (RocketQA's
+cross-encoder denoising, NV-Retriever's teacher filtering).
+
+:func:`cross_encoder` wraps a sentence-transformers ``CrossEncoder`` (or a path to one) over
+the query and corpus texts. Any other model works the same way: a callable taking two int64
+arrays of row indices and returning one float per pair.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from negmine import _numbers as numbers
+from negmine.errors import InvalidArgumentError, InvalidTypeError
+
+
+def cross_encoder(
+    model: Any,
+    query_texts: Sequence[str],
+    corpus_texts: Sequence[str],
+    *,
+    batch_size: int = 64,
+    device: str | None = None,
+    activation_fn: Callable[[Any], Any] | None = None,
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """A ``rescore=`` teacher scoring ``(query_texts[q], corpus_texts[c])`` pairs with a
+    sentence-transformers ``CrossEncoder``.
+
+    Args:
+        model: a ``CrossEncoder``, or a name or local path to load one from
+            (``pip install 'negmine[st]'``).
+        query_texts, corpus_texts: the texts of the query rows and corpus rows, indexed like
+            the embeddings given to :func:`negmine.mine`.
+        batch_size: pairs per forward pass.
+        device: where a model loaded from a path runs (default: sentence-transformers' choice).
+        activation_fn: passed to ``CrossEncoder.predict`` (default: the model's own, e.g. a
+            sigmoid for a one-label model: scores in ``(0, 1)``). The margins of ``mine``
+            compare these scores, so choose the scale the thresholds are meant for.
+
+    Returns:
+        The teacher: ``teacher(query_ids, corpus_ids) -> float32 scores``.
+
+    Example::
+
+        teacher = negmine.teachers.cross_encoder("cross-encoder/ms-marco-MiniLM-L6-v2",
+                                                 query_texts, corpus_texts)
+        result = negmine.mine(queries, corpus, positives, rescore=teacher,
+                              relative_margin=0.05)
+    """
+    if isinstance(query_texts, str) or isinstance(corpus_texts, str):
+        raise InvalidTypeError("query_texts and corpus_texts must be sequences of texts")
+    batch_size = numbers.count(batch_size, "batch_size")
+    if isinstance(model, (str, os.PathLike)):
+        try:
+            from sentence_transformers import CrossEncoder
+        except ImportError:  # pragma: no cover - the st extra is a test dependency
+            raise ImportError(
+                "loading a cross-encoder needs sentence-transformers: pip install 'negmine[st]'"
+            ) from None
+        model = CrossEncoder(os.fspath(model), device=device)
+    if not callable(getattr(model, "predict", None)):
+        raise InvalidTypeError(
+            f"model must be a CrossEncoder (or a path to one), got {type(model).__name__}"
+        )
+    n_queries, n_corpus = len(query_texts), len(corpus_texts)
+
+    def teacher(query_ids: np.ndarray, corpus_ids: np.ndarray) -> np.ndarray:
+        q = np.asarray(query_ids, dtype=np.int64)
+        c = np.asarray(corpus_ids, dtype=np.int64)
+        if len(q) and (q.min() < 0 or q.max() >= n_queries):
+            raise InvalidArgumentError(
+                f"query row {int(q.max() if q.max() >= n_queries else q.min())} has no text: "
+                f"query_texts holds {n_queries}"
+            )
+        if len(c) and (c.min() < 0 or c.max() >= n_corpus):
+            raise InvalidArgumentError(
+                f"corpus row {int(c.max() if c.max() >= n_corpus else c.min())} has no text: "
+                f"corpus_texts holds {n_corpus}"
+            )
+        pairs = [(query_texts[i], corpus_texts[j]) for i, j in zip(q.tolist(), c.tolist())]
+        if not pairs:
+            return np.empty(0, dtype=np.float32)
+        kwargs: dict[str, Any] = {"batch_size": batch_size, "show_progress_bar": False}
+        if activation_fn is not None:
+            kwargs["activation_fn"] = activation_fn
+        scores = np.asarray(model.predict(pairs, **kwargs), dtype=np.float32)
+        # A multi-label model gives one column per label: the caller must pick the score.
+        if scores.shape != (len(pairs),):
+            raise InvalidArgumentError(
+                f"the cross-encoder returned scores of shape {scores.shape} for {len(pairs)} "
+                "pairs: a teacher needs one score per pair (a one-label model)"
+            )
+        return scores
+
+    return teacher
