@@ -292,13 +292,27 @@ def test_cuda_without_cuda_is_a_clear_error() -> None:
         negmine.mine(queries, corpus, positives, backend="torch", device="cuda")
 
 
-def test_dot_scores_that_could_overflow_end_like_exact() -> None:
+@pytest.mark.parametrize("rows", [N_CORPUS, 50], ids=["scanned", "whole-corpus"])
+def test_dot_scores_that_could_overflow_end_like_exact(rows: int) -> None:
     queries, corpus, positives = data(12)
+    corpus = corpus[:rows].copy()
+    positives = [[p % rows for p in ids] for ids in positives]
     corpus[7] *= 3e37
     with pytest.raises(InvalidArgumentError, match="overflow") as exact:
         negmine.mine(queries, corpus, positives, metric="dot")
     with pytest.raises(InvalidArgumentError, match="overflow") as got:
         negmine.mine(queries, corpus, positives, metric="dot", backend="torch")
+    assert str(got.value) == str(exact.value)
+
+
+@pytest.mark.parametrize("where", ["corpus", "queries"])
+def test_rows_that_are_not_finite_end_like_exact(where: str) -> None:
+    queries, corpus, positives = data(16)
+    (corpus if where == "corpus" else queries)[11, 3] = np.nan
+    with pytest.raises(InvalidArgumentError) as exact:
+        negmine.mine(queries, corpus, positives)
+    with pytest.raises(InvalidArgumentError) as got:
+        negmine.mine(queries, corpus, positives, backend="torch")
     assert str(got.value) == str(exact.value)
 
 

@@ -548,13 +548,14 @@ def _mine_torch(
         c_array = c if isinstance(c, np.ndarray) else np.asarray(c)
         try:
             if len(q_array) == 0 or len(c_array) == 0:
-                raise candidates.ScoresMayOverflow  # nothing to scan: the exact path
+                raise candidates.ExactPathDecides  # nothing to scan: the exact path
             parts = _torch_chunks(
                 q_array, c, c_array, prepared, options, source_options, threads, progress
             )
-        except candidates.ScoresMayOverflow:
-            # Nothing to scan, or dot scores of this size could overflow float32: the exact
-            # path raises (naming the pair) or mines, exactly as backend="exact" does.
+        except candidates.ExactPathDecides:
+            # Nothing to scan, a row that is not finite, or dot scores of this size that could
+            # overflow float32: the exact path raises (naming the row or pair) or mines,
+            # exactly as backend="exact" does.
             parts = [mine_prepared(q, c, prepared, options, threads=threads)]
     result = assemble(prepared, options, parts)
     report = result.report
@@ -598,7 +599,6 @@ def _torch_chunks(
                 c_array,
                 excluded,
                 normalize=options.metric == "cosine",
-                offset=start,
                 **source_options,
             )
             parts.append(

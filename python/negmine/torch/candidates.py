@@ -1,7 +1,7 @@
 """``mine(..., backend="torch")``: candidates from a low-precision torch matmul (on a GPU, or on
 the CPU), rescored exactly by the core, so the result is bit for bit ``backend="exact"``'s.
 
-The core (``negmine.mine_prepared(..., fetch=...)``) asks :func:`torch_fetch`'s source for each
+The core (``negmine.mine_prepared(..., fetch=...)``) asks a :class:`TorchCandidates` source for each
 query's candidates at a depth ``k``; it drops duplicates and excluded ids, rescores the rest with
 its own f32 chain and keeps the best ``k``. So the result is exact as soon as each query's
 candidates are a *superset* of its exact top ``k`` rows among those it does not exclude. This
@@ -39,12 +39,15 @@ each corpus term at its maximum over the corpus (``max ||x_c||``, ``max r_c``, `
 
 **What is assumed of the backend** (torch's matmul for f16 / bf16 inputs): every product of two
 low-precision values is exact in f32 (11 + 11 or 8 + 8 significand bits), and products are
-summed in f32 in any order with each addition erring by at most ``2^-23`` relatively
-(``gamma'`` uses ``u = 2^-23``: twice round-to-nearest, which covers accumulators that truncate,
-as tensor cores may), subnormal products or sums possibly flushed to zero (the ``d 2^-125``
-term). The output is f32 where torch offers ``mm(..., out_dtype=float32)`` (CUDA), else the
-input dtype, whose rounding is the ``u_o`` term (``2^-11`` f16, ``2^-8`` bf16) and ``a_o`` its
-smallest subnormal's half. Reduced-precision reductions
+summed in f32 in any order with each addition erring by at most ``2^-22`` relatively
+(``gamma'`` uses ``u = 2^-22``, four times round-to-nearest's: it covers accumulators that align
+a block of products to the largest and truncate, as NVIDIA's tensor cores do (Fasi et al.,
+"Numerical behavior of NVIDIA tensor cores", 2021): a block of ``b`` products added to the
+running sum loses at most ``(b + 1) 2^-23 <= 2 b 2^-23`` of their absolute sum), subnormal
+products or sums possibly flushed to zero (the ``d 2^-125`` term). The output is f32 where
+torch offers ``mm(..., out_dtype=float32)`` (CUDA), else the input dtype, whose rounding is the
+``u_o`` term (``2^-11`` f16, ``2^-8`` bf16) and ``a_o`` its smallest subnormal's half.
+Reduced-precision reductions
 (``torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction`` and the bf16 one) are
 switched off around every matmul and restored after. ``tests/test_torch_candidates.py`` checks
 ``|A - S| <= E_q`` for every pair on random data with the backend at hand (CPU torch in CI).
@@ -60,8 +63,11 @@ corpus for the failing queries only) until it is proven or ``m`` covers the corp
 **Memory.** The corpus is streamed in tiles of ``tile_rows`` rows from the mapped file (pinned
 host buffers, two in flight, copied with ``non_blocking`` on CUDA); queries are multiplied
 :data:`QUERY_ROWS` at a time, and a scan holds the running top ``m`` of a group of queries sized
-to :data:`TOPK_BUDGET` bytes. Device memory is bounded by these, not by the corpus size. When
-the device runs out, :class:`DeviceMemoryError` names a smaller ``tile_rows``.
+to :data:`TOPK_BUDGET` bytes. So the device holds at most: those lists, the queries of one
+core call (at most ``mine``'s ``TORCH_CHUNK`` rows in the low dtype), two tiles, and
+``QUERY_ROWS x tile_rows`` scores (about 20 bytes each while they are unscaled and selected):
+bounded by the tile and chunk sizes, not by the corpus size. When the device runs out,
+:class:`DeviceMemoryError` names a smaller ``tile_rows``.
 """
 
 from __future__ import annotations
@@ -96,10 +102,12 @@ class DeviceMemoryError(NegmineError, MemoryError):
     """The torch device ran out of memory; the message names the ``tile_rows`` to use."""
 
 
-class ScoresMayOverflow(Exception):
-    """Raised by a scan when some dot score could overflow float32 (the product of the largest
-    query and corpus norms reaches the core's ``score_limit``): ``mine`` then runs the exact
-    path, which raises for the first such pair or mines exactly, as ``backend="exact"`` does."""
+class ExactPathDecides(Exception):
+    """Raised for inputs whose outcome the exact path must decide: a row with a NaN or an
+    infinity, or dot scores that could overflow float32 (the product of the largest query and
+    corpus norms reaches the core's ``score_limit``). ``mine`` then runs the exact path, which
+    raises its own error for the first bad row or pair (or mines exactly), as
+    ``backend="exact"`` does."""
 
 
 def score_limit(dim: int) -> float:
@@ -166,16 +174,14 @@ def resolve_device(device: object) -> torch.device:
     return resolved
 
 
-def convert(block: np.ndarray, normalize: bool, dtype: torch.dtype, first_row: int) -> _Rows:
+def convert(block: np.ndarray, normalize: bool, dtype: torch.dtype) -> _Rows:
     """Rows of ``block`` (f16/f32) converted for the device, with their norms and residuals
-    (the module docstring's ``y``, ``Y~``, ``2^-e``, ``||x||``, ``r``, ``||y~||``)."""
+    (the module docstring's ``y``, ``Y~``, ``2^-e``, ``||x||``, ``r``, ``||y~||``);
+    :class:`ExactPathDecides` for a row that is not finite."""
     y = np.asarray(block, dtype=np.float64)
     bad = ~np.isfinite(y).all(axis=1)
     if bad.any():
-        raise InvalidArgumentError(
-            f"corpus or queries row {first_row + int(np.flatnonzero(bad)[0])} holds a NaN or "
-            "infinite value"
-        )
+        raise ExactPathDecides
     dim = y.shape[1]
     norm = np.sqrt(np.einsum("ij,ij->i", y, y))
     rho = 0.0
@@ -217,7 +223,7 @@ def error_bounds(
     """``E_q`` per query: ``|A - S| <= E_q`` for the query against every corpus row (the
     module docstring's bound, each corpus term at its corpus maximum)."""
     exact = _gamma(dim, 2.0**-24)
-    device = _gamma(dim, 2.0**-23)
+    device = _gamma(dim, 2.0**-22)
     device_out = device + _ROUNDING[out_dtype] * (1.0 + device)
     absolute = _HALF_SUBNORMAL[out_dtype] + dim * 2.0**-125
     bound = (
@@ -275,7 +281,6 @@ class TorchCandidates:
         tile_rows: int,
         slack: int,
         stats: TorchReport,
-        offset: int = 0,
     ) -> None:
         self.corpus = corpus
         self.excluded = excluded
@@ -285,7 +290,7 @@ class TorchCandidates:
         self.tile_rows = tile_rows
         self.slack = slack
         self.stats = stats
-        self.queries = convert(queries, normalize, dtype, offset)
+        self.queries = convert(queries, normalize, dtype)
         self.dim = int(corpus.shape[1])
         self.n = int(corpus.shape[0])
         self.corpus_max: _CorpusMax | None = None
@@ -314,10 +319,6 @@ class TorchCandidates:
             if not first:
                 self.stats.rescanned_queries += len(pending)
             values, ids = self._top(rows[pending], want, extra=not first)
-            if not self.normalize and first:
-                largest = float(self.queries.norm.max(initial=0.0)) * self._max().norm
-                if largest >= score_limit(self.dim):
-                    raise ScoresMayOverflow
             bounds = error_bounds(
                 self._query_rows(rows[pending]), self._max(), self.dim, self._out()
             )
@@ -334,12 +335,26 @@ class TorchCandidates:
             pending = np.array(failed, dtype=np.int64)
             slack[pending] *= 2
             first = False
+        if not self.normalize:
+            self._check_dot_range()
         counts = np.array([len(x) for x in lists], dtype=np.int64)
         self.stats.fetched_queries += len(rows)
         self.stats.candidates += int(counts.sum())
         self.stats.max_candidates = max(self.stats.max_candidates, int(counts.max(initial=0)))
         indptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
         return indptr, np.concatenate([np.empty(0, np.int64), *lists]).astype(np.int64)
+
+    def _check_dot_range(self) -> None:
+        """:class:`ExactPathDecides` when some dot score could overflow float32: the exact
+        search checks every pair, the core's rescoring only the candidates."""
+        if self.corpus_max is None:  # every query took the whole corpus: no scan ran
+            maxima = _CorpusMax()
+            for a in range(0, self.n, self.tile_rows):
+                maxima.update(convert(self.corpus[a : a + self.tile_rows], False, self.dtype))
+            self.corpus_max = maxima
+        largest = float(self.queries.norm.max(initial=0.0)) * self.corpus_max.norm
+        if largest >= score_limit(self.dim):
+            raise ExactPathDecides
 
     def _query_rows(self, rows: np.ndarray) -> _Rows:
         q = self.queries
@@ -408,7 +423,7 @@ class TorchCandidates:
             ]
         for t, a in enumerate(range(0, self.n, self.tile_rows)):
             b = min(self.n, a + self.tile_rows)
-            rows = convert(self.corpus[a:b], self.normalize, self.dtype, a)
+            rows = convert(self.corpus[a:b], self.normalize, self.dtype)
             maxima.update(rows)
             if cuda:
                 slot = t % 2
