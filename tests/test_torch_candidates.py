@@ -253,7 +253,7 @@ def test_out_of_memory_names_a_smaller_tile(monkeypatch: pytest.MonkeyPatch, err
 
     monkeypatch.setattr(candidates.TorchCandidates, "_scan", scan)
     queries, corpus, positives = data(9)
-    with pytest.raises(candidates.DeviceMemoryError, match="tile_rows=1024") as info:
+    with pytest.raises(negmine.errors.DeviceMemoryError, match="tile_rows=1024") as info:
         negmine.mine(queries, corpus, positives, backend="torch", tile_rows=4096)
     assert isinstance(info.value, negmine.errors.NegmineError)
 

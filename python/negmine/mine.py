@@ -451,7 +451,8 @@ def mine(
         device: torch: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a ``torch.device``.
         torch_dtype: torch: ``"float16"`` (default) or ``"bfloat16"``, the matmul's inputs.
         tile_rows: torch: corpus rows streamed to the device per tile (device memory grows
-            with it; a device that runs out raises ``DeviceMemoryError`` naming a smaller one).
+            with it; a device that runs out raises ``negmine.errors.DeviceMemoryError``
+            naming a smaller one).
         torch_slack: torch: candidates asked for beyond the depth and the query's excluded
             ids (``g``); doubled for a query whose bound does not yet prove its candidates.
 

@@ -80,7 +80,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from negmine.errors import InvalidArgumentError, InvalidTypeError, NegmineError
+from negmine.errors import DeviceMemoryError, InvalidArgumentError, InvalidTypeError
 from negmine.report import TorchReport
 
 QUERY_ROWS = 1024
@@ -96,10 +96,6 @@ _BOUND_MARGIN = 1.0 + 2.0**-20
 _NORM_TARGET = 7  # scaled rows have their norm in (2^6, 2^7]
 _ROUNDING = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8, torch.float32: 0.0}
 _HALF_SUBNORMAL = {torch.float16: 2.0**-25, torch.bfloat16: 2.0**-134, torch.float32: 2.0**-150}
-
-
-class DeviceMemoryError(NegmineError, MemoryError):
-    """The torch device ran out of memory; the message names the ``tile_rows`` to use."""
 
 
 class ExactPathDecides(Exception):
