@@ -448,7 +448,8 @@ def mine(
         hnsw_path: hnsw: where to save / reuse the index (default: beside a corpus file;
             an in-memory corpus gets an in-memory index unless this is given).
         hnsw_m, hnsw_ef_construction: hnsw: the graph's ``M`` and ``ef_construction``.
-        device: torch: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a ``torch.device``.
+        device: torch: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a ``torch.device`` (torch's
+            own thread settings govern its CPU work; ``threads`` is the core's).
         torch_dtype: torch: ``"float16"`` (default) or ``"bfloat16"``, the matmul's inputs.
         tile_rows: torch: corpus rows streamed to the device per tile (device memory grows
             with it; a device that runs out raises ``negmine.errors.DeviceMemoryError``
