@@ -256,7 +256,7 @@ def test_bad_target_recall(bad: object) -> None:
 
 def test_bad_backend_and_graph_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
     queries, corpus, positives = clustered(9)
-    with pytest.raises(ValueError, match="backend must be 'exact' or 'hnsw'"):
+    with pytest.raises(ValueError, match="backend must be one of 'exact', 'hnsw' or 'torch'"):
         negmine.mine(queries, corpus, positives, backend="faiss")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"hnsw_m must be in \[2, 32767\], got 0"):
         negmine.mine(queries, corpus, positives, backend="hnsw", hnsw_m=0)

@@ -307,3 +307,16 @@ def test_a_cross_encoder_teacher_scores_the_texts_of_the_pairs(tiny_cross_encode
         teacher(np.array([0]), np.array([40]))
     with pytest.raises(InvalidTypeError, match="CrossEncoder"):
         negmine.teachers.cross_encoder(object(), query_texts, corpus_texts)
+
+
+def test_the_torch_backend_takes_the_teacher_too() -> None:
+    pytest.importorskip("torch")
+    queries, corpus, positives = _data(9)
+    options = dict(num_negatives=3, relative_margin=0.05, duplicates=None, rescore_percentile=80)
+    exact = negmine.mine(queries, corpus, positives, rescore=Recording(9, len(corpus)), **options)
+    torch = negmine.mine(
+        queries, corpus, positives, rescore=Recording(9, len(corpus)), backend="torch", **options
+    )
+    np.testing.assert_array_equal(torch.negative_ids, exact.negative_ids)
+    np.testing.assert_array_equal(torch.teacher_scores, exact.teacher_scores)
+    assert torch.report.teacher == exact.report.teacher

@@ -25,11 +25,17 @@ class DirectoryLockedError(NegmineError, RuntimeError):
     message); two runs into one directory would mix their results."""
 
 
+class DeviceMemoryError(NegmineError, MemoryError):
+    """A torch device (``mine(..., backend="torch")``) ran out of memory; the message names the
+    smaller ``tile_rows`` to use."""
+
+
 class InternalError(NegmineError, RuntimeError):
     """A bug in negmine, caught before it could crash the interpreter; please report it."""
 
 
 __all__ = [
+    "DeviceMemoryError",
     "DirectoryLockedError",
     "FormatError",
     "InternalError",

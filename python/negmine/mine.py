@@ -37,7 +37,7 @@ from negmine._inputs import (
 from negmine._progress import progress_callback
 from negmine.errors import InvalidArgumentError, InvalidTypeError
 from negmine.qrels import load_qrels
-from negmine.report import AnnReport, TeacherReport, build_report
+from negmine.report import AnnReport, TeacherReport, TorchReport, build_report
 from negmine.result import MiningResult
 
 SamplingStrategy = Literal["top", "random", "simans"]
@@ -401,7 +401,7 @@ def mine(
     seed: int = 0,
     max_depth: int | None = None,
     record_removed: int | None = 64,
-    backend: Literal["exact", "hnsw"] = "exact",
+    backend: Literal["exact", "hnsw", "torch"] = "exact",
     target_recall: float = 0.95,
     hnsw_path: str | os.PathLike[str] | None = None,
     hnsw_m: int = 16,
@@ -409,6 +409,10 @@ def mine(
     rescore: Callable[[np.ndarray, np.ndarray], npt.ArrayLike] | None = None,
     rescore_percentile: float | None = None,
     rescore_batch_size: int = 4096,
+    device: Any = "cpu",
+    torch_dtype: Literal["float16", "bfloat16"] = "float16",
+    tile_rows: int = 16_384,
+    torch_slack: int = 32,
     threads: int | None = None,
     progress: bool = False,
 ) -> MiningResult:
@@ -454,6 +458,11 @@ def mine(
             scan, rescores them exactly and applies the same filters and sampling (see
             :mod:`negmine.ann`). The graph of a corpus file is saved beside it
             (``<corpus>.hnsw-<key>.bin``) and reused while the file and parameters match.
+            ``"torch"`` (``pip install 'negmine[torch]'``) scores the corpus with a
+            float16/bfloat16 torch matmul on ``device`` to choose candidates, proves with an
+            error bound that they hold each query's exact top rows and rescores them exactly:
+            the result is bit for bit ``"exact"``'s (see :mod:`negmine.torch.candidates`);
+            ``result.report.torch`` says how many candidates and corpus passes it took.
         target_recall: hnsw: ``ef`` is raised until the graph's recall against exact search
             on 200 sampled queries reaches this, in ``(0, 1]``; ``result.report.ann`` has the
             recall, the ``ef`` chosen and whether the index was built or loaded.
@@ -475,6 +484,14 @@ def mine(
             scores of all positives; counted as ``max_score`` (the lower of the two cuts
             applies), the cut is ``result.report.teacher.cut``.
         rescore_batch_size: pairs per ``rescore`` call.
+        device: torch: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a ``torch.device`` (torch's
+            own thread settings govern its CPU work; ``threads`` is the core's).
+        torch_dtype: torch: ``"float16"`` (default) or ``"bfloat16"``, the matmul's inputs.
+        tile_rows: torch: corpus rows streamed to the device per tile (device memory grows
+            with it; a device that runs out raises ``negmine.errors.DeviceMemoryError``
+            naming a smaller one).
+        torch_slack: torch: candidates asked for beyond the depth and the query's excluded
+            ids (``g``); doubled for a query whose bound does not yet prove its candidates.
 
     Returns:
         A :class:`MiningResult`; ``result.report`` says what each filter removed and which
@@ -484,13 +501,17 @@ def mine(
     # The options are the arguments above that the core declares (see `MiningOptions`).
     options = MiningOptions(**{k: v for k, v in locals().items() if k in _declared_options()})
     threads = numbers.optional_count(threads, "threads")
-    backend = numbers.choice(backend, "backend", ("exact", "hnsw"))  # type: ignore[assignment]
+    backend = numbers.choice(backend, "backend", ("exact", "hnsw", "torch"))  # type: ignore[assignment]
     target_recall = numbers.real(target_recall, "target_recall", low=0.0, high=1.0, low_open=True)
     hnsw_params = ann.HnswParams(options.metric, m=hnsw_m, ef_construction=hnsw_ef_construction)
     teacher = _teacher(rescore, rescore_percentile, rescore_batch_size)
     q = as_matrix(queries, "queries")
     c = as_matrix(corpus, "corpus")
-    if backend == "hnsw" and q.shape[1] != c.shape[1]:
+    if backend == "torch":
+        torch_dtype = numbers.choice(torch_dtype, "torch_dtype", ("float16", "bfloat16"))  # type: ignore[assignment]
+        tile_rows = numbers.count(tile_rows, "tile_rows")
+        torch_slack = numbers.count(torch_slack, "torch_slack")
+    if backend != "exact" and q.shape[1] != c.shape[1]:
         raise InvalidArgumentError(
             f"queries have dimension {q.shape[1]} but the corpus has {c.shape[1]}"
         )
@@ -520,6 +541,21 @@ def mine(
             core_options=core_options,
             teacher=teacher,
         )
+    elif backend == "torch":
+        result = _mine_torch(
+            q,
+            c,
+            prepared,
+            options,
+            core_options=core_options,
+            teacher=teacher,
+            device=device,
+            dtype=torch_dtype,
+            tile_rows=tile_rows,
+            slack=torch_slack,
+            threads=threads,
+            progress=progress,
+        )
     else:
         out = mine_prepared(
             q, c, prepared, core_options, threads=threads, progress=progress, teacher=teacher
@@ -528,6 +564,113 @@ def mine(
     if teacher is not None:
         result.report.teacher = teacher.report()
     return result
+
+
+def _mine_torch(
+    q: Embeddings | np.ndarray,
+    c: Embeddings | np.ndarray,
+    prepared: Prepared,
+    options: MiningOptions,
+    *,
+    core_options: MiningOptions,
+    teacher: Teacher | None,
+    device: Any,
+    dtype: str,
+    tile_rows: int,
+    slack: int,
+    threads: int | None,
+    progress: bool,
+) -> MiningResult:
+    """``mine(..., backend="torch")`` once the inputs are checked (see
+    :mod:`negmine.torch.candidates`): chunks of queries mined with torch candidates;
+    ``core_options``: ``options`` as the core applies them (a teacher's percentile cut)."""
+    try:
+        from negmine.torch import candidates
+    except ImportError as e:
+        raise ImportError(
+            "backend='torch' needs torch: pip install 'negmine[torch]' (or torch>=2.0)"
+        ) from e
+    resolved = candidates.resolve_device(device)
+    source_options: dict[str, Any] = {
+        "device": resolved,
+        "dtype": candidates.DTYPES[dtype],
+        "tile_rows": tile_rows,
+        "slack": slack,
+        "stats": TorchReport(device=str(resolved), dtype=dtype, tile_rows=tile_rows, slack=slack),
+    }
+    with read_only(q, c):
+        q_array = q if isinstance(q, np.ndarray) else np.asarray(q)
+        c_array = c if isinstance(c, np.ndarray) else np.asarray(c)
+        try:
+            if len(q_array) == 0 or len(c_array) == 0:
+                raise candidates.ExactPathDecides  # nothing to scan: the exact path
+            parts = _torch_chunks(
+                q_array, c_array, prepared, core_options, teacher, source_options, threads, progress
+            )
+        except candidates.ExactPathDecides:
+            # Nothing to scan, a row that is not finite, or dot scores of this size that could
+            # overflow float32: the exact path raises (naming the row or pair) or mines,
+            # exactly as backend="exact" does.
+            parts = [mine_prepared(q, c, prepared, core_options, threads=threads, teacher=teacher)]
+    result = assemble(prepared, options, parts)
+    report = result.report
+    report.backend = "torch"
+    report.torch = source_options["stats"]
+    report.refetched = int(sum(int((p.fetches > 1).sum()) for p in parts))
+    report.exact_fallback = int(sum(int(p.exact_finish.sum()) for p in parts))
+    return result
+
+
+TORCH_CHUNK = 65_536
+"""Queries mined per core call on the torch path (their converted rows stay on the host)."""
+
+
+def _torch_chunks(
+    q_array: np.ndarray,
+    c_array: np.ndarray,
+    prepared: Prepared,
+    options: MiningOptions,
+    teacher: Teacher | None,
+    source_options: dict[str, Any],
+    threads: int | None,
+    progress: bool,
+) -> list[_core.Mined]:
+    """Core outputs per chunk of :data:`TORCH_CHUNK` queries, each mined with torch
+    candidates."""
+    from negmine.torch import candidates
+
+    n_queries = len(q_array)
+    parts: list[_core.Mined] = []
+    with progress_callback(progress, "mine (torch)", unit="query") as cb:
+        for start in range(0, n_queries, TORCH_CHUNK):
+            stop = min(n_queries, start + TORCH_CHUNK)
+            chunk = prepared.rows(start, stop)
+
+            def excluded(row: int, chunk: Prepared = chunk) -> np.ndarray:
+                return chunk.ex_ids[chunk.ex_indptr[row] : chunk.ex_indptr[row + 1]]
+
+            source = candidates.TorchCandidates(
+                q_array[start:stop],
+                c_array,
+                excluded,
+                normalize=options.metric == "cosine",
+                **source_options,
+            )
+            parts.append(
+                mine_prepared(
+                    q_array[start:stop],
+                    c_array,
+                    chunk,
+                    options,
+                    query_offset=start,
+                    threads=threads,
+                    fetch=source,
+                    teacher=teacher,
+                )
+            )
+            if cb is not None:
+                cb(stop, n_queries)
+    return parts
 
 
 def _mine_hnsw(

@@ -60,6 +60,34 @@ class TeacherReport:
 
 
 @dataclass
+class TorchReport:
+    """What ``backend="torch"`` did (:mod:`negmine.torch.candidates`): ``MiningReport.torch``."""
+
+    device: str
+    dtype: str
+    tile_rows: int
+    slack: int
+    scans: int = 0
+    """Passes over the corpus (each streams every tile once, for a group of queries)."""
+    extra_scans: int = 0
+    """Of these, passes for queries whose bound did not yet prove their candidates (``g``
+    doubled)."""
+    rescanned_queries: int = 0
+    """Query fetches that needed such an extra pass (a query counts once per fetch)."""
+    fetched_queries: int = 0
+    """Query fetches served (a query the filters sent deeper counts once per fetch)."""
+    candidates: int = 0
+    """Candidate ids handed to the core for exact rescoring, over all fetches."""
+    max_candidates: int = 0
+    """The most candidates one query fetch got."""
+
+    @property
+    def candidates_per_query(self) -> float:
+        """Mean candidates per query fetch."""
+        return self.candidates / self.fetched_queries if self.fetched_queries else 0.0
+
+
+@dataclass
 class MiningReport:
     """What mining did: how many candidates each filter removed, score distributions, and the
     queries left with fewer negatives than asked for."""
@@ -98,12 +126,16 @@ class MiningReport:
     teacher: TeacherReport | None = None
     """What the teacher scored, when the score filters read a teacher's scores
     (``mine(rescore=...)``); ``None`` otherwise."""
+    torch: TorchReport | None = None
+    """What ``backend="torch"`` did (candidates per query, corpus passes); ``None`` for the
+    other backends."""
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready data, in layout :data:`REPORT_FORMAT` (its ``format``)."""
         data = {k: getattr(self, k) for k in self.__dataclass_fields__}
         data["ann"] = None if self.ann is None else dataclasses.asdict(self.ann)
         data["teacher"] = None if self.teacher is None else dataclasses.asdict(self.teacher)
+        data["torch"] = None if self.torch is None else dataclasses.asdict(self.torch)
         data["format"] = REPORT_FORMAT
         return data
 
@@ -127,10 +159,13 @@ class MiningReport:
             )
         nested = fields.pop("ann", None)
         teacher = fields.pop("teacher", None)
+        # A format-2 report written before backend="torch" or teachers has no such key.
+        torch = fields.pop("torch", None)
         return cls(
             **fields,
             ann=None if nested is None else AnnReport(**nested),
             teacher=None if teacher is None else TeacherReport(**teacher),
+            torch=None if torch is None else TorchReport(**torch),
         )
 
     def __str__(self) -> str:
@@ -155,16 +190,27 @@ class MiningReport:
                     f"    re-fetched deeper: {self.refetched:,} queries; "
                     f"finished by exact search: {self.exact_fallback:,}"
                 )
+        if self.torch is not None:
+            t = self.torch
+            lines.append(
+                f"  backend torch ({t.dtype} on {t.device}, tiles of {t.tile_rows:,} rows): "
+                f"{t.candidates_per_query:.1f} candidates per query fetch (at most "
+                f"{t.max_candidates:,}), {t.scans:,} corpus passes ({t.extra_scans:,} for "
+                f"{t.rescanned_queries:,} queries whose bound needed more)"
+            )
         if self.linked_queries:
             lines.append(f"  queries sharing positives (linked): {self.linked_queries:,}")
         if self.teacher is not None:
-            t = self.teacher
+            judged = self.teacher
             line = (
-                f"  teacher scores for the filters: {t.pairs:,} candidate pairs, "
-                f"{t.positives:,} positives"
+                f"  teacher scores for the filters: {judged.pairs:,} candidate pairs, "
+                f"{judged.positives:,} positives"
             )
-            if t.cut is not None:
-                line += f"; cut at its {t.percentile:g}th positive percentile: {t.cut:.4g}"
+            if judged.cut is not None and judged.percentile is not None:
+                line += (
+                    f"; cut at its {judged.percentile:g}th positive percentile: "
+                    f"{judged.cut:.4g}"
+                )
             lines.append(line)
         lines.append("  removed by filter:")
         for name in FILTERS:
