@@ -208,8 +208,7 @@ class MiningReport:
             )
             if judged.cut is not None and judged.percentile is not None:
                 line += (
-                    f"; cut at its {judged.percentile:g}th positive percentile: "
-                    f"{judged.cut:.4g}"
+                    f"; cut at its {judged.percentile:g}th positive percentile: {judged.cut:.4g}"
                 )
             lines.append(line)
         lines.append("  removed by filter:")
