@@ -69,6 +69,7 @@ if TYPE_CHECKING:
     from types import ModuleType
 
 ShardBy = Literal["query", "corpus"]
+NAMES = ("queries", "corpus", "positives")
 
 ACTOR_PREFIX = "negmine-"
 """Every actor a run starts is named ``negmine-<run>-<query|shard>-<i>`` (in the dashboard,
@@ -151,6 +152,9 @@ def mine(
             )
         n_shards = len(resources)
 
+    if out is not None:
+        files = [_path(x, name) for x, name in zip((queries, corpus, positives), NAMES)]
+
     ray = _import_ray()
     with _connected(ray, ray_address):
         if n_shards is None:
@@ -168,9 +172,9 @@ def mine(
             runner = _ShardPool(ray, run, boundaries, resources, max_restarts)
         if out is not None:
             return mine_to_directory(
-                _path(queries, "queries"),
-                _path(corpus, "corpus"),
-                _path(positives, "positives"),
+                files[0],
+                files[1],
+                files[2],
                 out,
                 mining,
                 duplicates=duplicates,
