@@ -24,7 +24,7 @@ from negmine.outputs import to_dataset, to_parquet
 from negmine.qrels import load_qrels
 from negmine.report import MiningReport
 from negmine.result import MiningResult
-from negmine.search import SearchStats, search
+from negmine.search import SearchStats, merge_topk, rescore, search
 from negmine.store import open_embeddings, save_embeddings
 
 __all__ = [
@@ -47,8 +47,10 @@ __all__ = [
     "embed_texts",
     "kmeans",
     "load_qrels",
+    "merge_topk",
     "mine",
     "open_embeddings",
+    "rescore",
     "save_embeddings",
     "search",
     "to_dataset",

@@ -59,6 +59,21 @@ def search(
     threads: int | None = None,
     progress: Callable[[int, int], object] | None = None,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], dict[str, Any]]: ...
+def merge_topk(
+    parts: list[tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]],
+    k: int,
+    *,
+    threads: int | None = None,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...
+def rescore(
+    queries: Embeddings | npt.NDArray[np.float32] | npt.NDArray[np.float16],
+    corpus: Embeddings | npt.NDArray[np.float32] | npt.NDArray[np.float16],
+    candidates: npt.NDArray[np.int64],
+    k: int,
+    *,
+    metric: str = ...,
+    threads: int | None = None,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...
 
 # --- mine (rust/py/src/mine.rs) ---
 @final

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from negmine import _core
 from negmine import _numbers as numbers
@@ -20,7 +21,7 @@ from negmine._inputs import (
 )
 from negmine._numbers import MAX_COUNT
 from negmine._progress import progress_callback
-from negmine.errors import InvalidTypeError
+from negmine.errors import InvalidArgumentError, InvalidTypeError
 
 Metric = Literal["dot", "cosine"]
 Precision = Literal["auto", "f32", "int8"]
@@ -123,3 +124,116 @@ class SearchStats:
     @property
     def rescored_max(self) -> int:
         return int(self.rescored.max()) if len(self.rescored) else 0
+
+
+def merge_topk(
+    parts: Sequence[tuple[npt.ArrayLike, npt.ArrayLike]],
+    k: int,
+    *,
+    threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Merges per-part top-k lists into one, exactly as the search merges its threads' parts:
+    the merge a sharded search needs (one :func:`search` per corpus shard, ids made global).
+
+    Args:
+        parts: ``(scores, ids)`` pairs, one per part: float32 scores and integer *global* ids
+            of shape ``Q x k_i`` (the widths may differ, e.g. a shard smaller than ``k``). The
+            parts must hold disjoint corpus rows; within a part, rows need not be sorted. An id
+            below zero pads a row that had fewer candidates and is ignored.
+        k: how many to keep per query.
+        threads: worker threads (default: all cores).
+
+    Returns:
+        ``(scores, ids)`` of shape ``Q x k``: each row by descending score, ties broken by the
+        smaller id (the order of :func:`search`, so merging the per-shard searches of a corpus
+        gives the whole corpus' search bit for bit). A row with fewer than ``k`` candidates
+        in all parts is padded with id ``-1`` and score ``-inf``.
+
+    Raises:
+        InvalidTypeError: a part that is not a pair of 2-D arrays, non-float32 scores,
+            non-integer ids.
+        InvalidArgumentError: parts of different query counts, scores and ids of different
+            shapes, a NaN score, an id beyond the corpus id range, or an id in two parts of one
+            row.
+    """
+    k = numbers.count(k, "k")
+    threads = numbers.optional_count(threads, "threads")
+    if isinstance(parts, (str, bytes)) or not isinstance(parts, Sequence) or not parts:
+        raise InvalidTypeError("parts must be a non-empty sequence of (scores, ids) pairs")
+    checked: list[tuple[np.ndarray, np.ndarray]] = []
+    rows = None
+    for p, part in enumerate(parts):
+        if not isinstance(part, (tuple, list)) or len(part) != 2:
+            raise InvalidTypeError(f"part {p} must be a (scores, ids) pair")
+        scores, ids = np.asarray(part[0]), np.asarray(part[1])
+        if scores.dtype != np.float32:
+            raise InvalidTypeError(
+                f"part {p}: scores must be float32 (as the search returns them), got "
+                f"{scores.dtype}; converting would change their bits"
+            )
+        if ids.dtype.kind not in "iu":
+            raise InvalidTypeError(f"part {p}: ids must be integers, got {ids.dtype}")
+        if scores.ndim != 2 or scores.shape != ids.shape:
+            raise InvalidArgumentError(
+                f"part {p}: scores {scores.shape} and ids {ids.shape} must be two arrays of "
+                "one shape (queries x k)"
+            )
+        if rows is None:
+            rows = scores.shape[0]
+        elif scores.shape[0] != rows:
+            raise InvalidArgumentError(f"part {p} has {scores.shape[0]} queries, part 0 has {rows}")
+        if ids.dtype == np.uint64 and ids.size and int(ids.max()) > numbers.MAX_ID:
+            raise InvalidArgumentError(f"part {p}: id {int(ids.max())} is out of range")
+        checked.append((np.ascontiguousarray(scores), np.ascontiguousarray(ids, dtype=np.int64)))
+    return _core.merge_topk(checked, k, threads=threads)
+
+
+def rescore(
+    queries: EmbeddingsLike,
+    corpus: EmbeddingsLike,
+    candidates: npt.ArrayLike,
+    *,
+    k: int | None = None,
+    metric: Metric = "dot",
+    threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact scores and ranking of candidates found elsewhere (a GPU index, faiss, an ANN
+    graph, a remote shard): each query's candidate ids scored with negmine's float32 chain,
+    bit for bit the scores :func:`search` gives those pairs, and ranked like it.
+
+    Args:
+        queries, corpus: as in :func:`search`.
+        candidates: ``Q x m`` integer corpus ids, any order; duplicates are scored once, and
+            an id below zero pads a row that has fewer.
+        k: how many to keep per query (default ``m``).
+        metric: as in :func:`search`.
+        threads: worker threads (default: all cores).
+
+    Returns:
+        ``(scores, ids)`` of shape ``Q x k``, each row by descending score, ties broken by the
+        smaller id, padded with id ``-1`` and score ``-inf`` where a row has fewer than ``k``
+        distinct candidates. When a query's candidates include its exact top ``k``, its row
+        equals :func:`search`'s bit for bit; so a candidate generator with a proven error
+        bound (or a recall check) plus this gives exact results.
+
+    Raises:
+        InvalidTypeError: candidates that are not a 2-D integer array.
+        InvalidArgumentError: a candidate id beyond the corpus, a row count that is not the
+            queries', rows with NaN/infinity or a dot product that could overflow (named as in
+            :func:`search`).
+    """
+    threads = numbers.optional_count(threads, "threads")
+    ids = np.asarray(candidates)
+    if ids.ndim != 2 or ids.dtype.kind not in "iu":
+        raise InvalidTypeError(
+            f"candidates must be a 2-D integer array (queries x m), got {ids.ndim}-D {ids.dtype}"
+        )
+    if ids.dtype == np.uint64 and ids.size and int(ids.max()) > numbers.MAX_ID:
+        raise InvalidArgumentError(f"candidate id {int(ids.max())} is out of range")
+    k = numbers.count(ids.shape[1] if k is None else k, "k")
+    q = as_matrix(queries, "queries")
+    c = as_matrix(corpus, "corpus")
+    with read_only(q, c):
+        return _core.rescore(
+            q, c, np.ascontiguousarray(ids, dtype=np.int64), k, metric=metric, threads=threads
+        )

@@ -4,10 +4,13 @@
 //! scored by [`kernels::score_rows`]: each score is the f32 kernels' fused multiply-add chain,
 //! so bit for bit the score the exact search gives the pair.
 
-use crate::error::Result;
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
 use crate::kernels::{self, Isa, NR, ROWS};
 use crate::matrix::{Elements, MatrixView};
-use crate::pack::{self, AlignedBuf};
+use crate::metric::{max_squared_norm, overflow_error, Metric};
+use crate::pack::{self, normalize, squared_norm, AlignedBuf};
 
 /// Scratch for rescoring one query at a time (one per thread).
 pub struct Rescorer {
@@ -79,4 +82,127 @@ impl Rescorer {
         }
         Ok(())
     }
+}
+
+/// Prepares a query row as the search does: normalised for cosine.
+pub(crate) fn prepare_row(metric: Metric, row: &mut [f32]) {
+    if metric == Metric::Cosine {
+        normalize(row);
+    }
+}
+
+/// Query row `q` of `queries` into `row`, and its squared norm; an error if it is not finite.
+pub(crate) fn query_row(queries: &MatrixView<'_>, q: usize, row: &mut [f32]) -> Result<f64> {
+    queries.row_into(q, row);
+    let squared = squared_norm(row);
+    if squared.is_finite() {
+        Ok(squared)
+    } else {
+        Err(Error::invalid(format!(
+            "queries row {q} contains NaN or infinity"
+        )))
+    }
+}
+
+/// Checks corpus row `c` (as stored) for query `q` (raw squared norm `q_squared`): finite,
+/// and for dot products short enough that the score is finite (the search's rule,
+/// [`crate::metric::score_limit`]).
+pub(crate) fn check_corpus_row(
+    metric: Metric,
+    c: usize,
+    row: &[f32],
+    q: usize,
+    q_squared: f64,
+) -> Result<()> {
+    let squared = squared_norm(row);
+    if !squared.is_finite() {
+        return Err(Error::invalid(format!(
+            "corpus row {c} contains NaN or infinity"
+        )));
+    }
+    // Unit rows (cosine) score at most 1 in magnitude.
+    if metric == Metric::Dot && squared > max_squared_norm(row.len(), q_squared) {
+        return Err(overflow_error(row.len(), q, q_squared, c, squared));
+    }
+    Ok(())
+}
+
+/// Exact top-`k` of given candidates: row `q` of `candidates` (`width` corpus ids per query,
+/// row-major; an id below zero pads) rescored against query `q` exactly, bit for bit the
+/// search's scores, duplicates dropped, ranked like the search (score descending, smaller id
+/// on ties) and cut to `k`, padded with id `-1` and score `-inf`. So a candidate list that
+/// holds a query's exact top-`k` gives exactly the search's row.
+pub fn rank(
+    pool: &rayon::ThreadPool,
+    queries: &MatrixView<'_>,
+    corpus: &MatrixView<'_>,
+    metric: Metric,
+    candidates: &[i64],
+    width: usize,
+    k: usize,
+) -> Result<(Vec<f32>, Vec<i64>)> {
+    let (n_queries, n_corpus, dim) = (queries.rows(), corpus.rows(), corpus.dim());
+    if queries.dim() != dim {
+        return Err(Error::invalid(format!(
+            "queries have dimension {} but the corpus has {dim}",
+            queries.dim()
+        )));
+    }
+    if k == 0 {
+        return Err(Error::invalid("k must be at least 1"));
+    }
+    if Some(candidates.len()) != n_queries.checked_mul(width) {
+        return Err(Error::invalid(format!(
+            "{} candidate ids do not make {n_queries} rows of {width}",
+            candidates.len()
+        )));
+    }
+    let out_len = n_queries
+        .checked_mul(k)
+        .ok_or_else(|| Error::invalid(format!("{n_queries} rows of k = {k} overflow")))?;
+    let mut scores = vec![f32::NEG_INFINITY; out_len];
+    let mut ids = vec![-1i64; out_len];
+    let cosine = metric == Metric::Cosine;
+    pool.install(|| {
+        scores
+            .par_chunks_mut(k)
+            .zip(ids.par_chunks_mut(k))
+            .enumerate()
+            .try_for_each_init(
+                || (Rescorer::new(Isa::detect(), dim, cosine), vec![0.0; dim]),
+                |(rescorer, qrow), (q, (row_scores, row_ids))| {
+                    let mut unique = Vec::with_capacity(width);
+                    for &id in &candidates[q * width..(q + 1) * width] {
+                        if id >= n_corpus as i64 {
+                            return Err(Error::invalid(format!(
+                                "candidate {id} of query {q} is outside the corpus of \
+                                 {n_corpus} rows"
+                            )));
+                        }
+                        if id >= 0 {
+                            unique.push(id as u32);
+                        }
+                    }
+                    unique.sort_unstable();
+                    unique.dedup();
+                    let q_squared = query_row(queries, q, qrow)?;
+                    prepare_row(metric, qrow);
+                    let mut ranking = Vec::with_capacity(unique.len());
+                    rescorer.score(
+                        corpus,
+                        qrow,
+                        &unique,
+                        |id, row| check_corpus_row(metric, id as usize, row, q, q_squared),
+                        |id, score| ranking.push((score, id)),
+                    )?;
+                    ranking.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                    for (slot, (score, id)) in ranking.into_iter().take(k).enumerate() {
+                        row_scores[slot] = score;
+                        row_ids[slot] = i64::from(id);
+                    }
+                    Ok(())
+                },
+            )
+    })?;
+    Ok((scores, ids))
 }

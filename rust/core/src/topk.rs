@@ -10,6 +10,10 @@
 
 use std::cmp::Ordering;
 
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+
 /// Up to this `k`, candidates are kept ranked by insertion (see the module documentation).
 const RANKED_MAX_K: usize = 16;
 
@@ -124,6 +128,93 @@ impl Candidates {
     }
 }
 
+/// One input of [`merge`]: `width` ranked or unranked candidates per row, row-major, with
+/// global ids; an id below zero pads a row that had fewer.
+#[derive(Clone, Copy, Debug)]
+pub struct Part<'a> {
+    pub scores: &'a [f32],
+    pub ids: &'a [i64],
+    pub width: usize,
+}
+
+/// The best `k` of every row over all `parts` (each from a disjoint set of rows of one
+/// corpus, e.g. the top-k of each corpus shard), ranked as the search ranks: score
+/// descending, ties by smaller id. A row with fewer than `k` real candidates is padded with
+/// id `-1` and score `-inf`. Refused: a part of the wrong size, a NaN score, an id beyond
+/// `u32`, and an id given twice for one row (parts must not overlap).
+pub fn merge(
+    pool: &rayon::ThreadPool,
+    parts: &[Part<'_>],
+    rows: usize,
+    k: usize,
+) -> Result<(Vec<f32>, Vec<i64>)> {
+    if k == 0 {
+        return Err(Error::invalid("k must be at least 1"));
+    }
+    for (p, part) in parts.iter().enumerate() {
+        let size = rows.checked_mul(part.width);
+        if size != Some(part.scores.len()) || size != Some(part.ids.len()) {
+            return Err(Error::invalid(format!(
+                "part {p} holds {} scores and {} ids, not {rows} rows of {}",
+                part.scores.len(),
+                part.ids.len(),
+                part.width
+            )));
+        }
+    }
+    let out_len = rows
+        .checked_mul(k)
+        .ok_or_else(|| Error::invalid(format!("{rows} rows of k = {k} overflow")))?;
+    let mut scores = vec![f32::NEG_INFINITY; out_len];
+    let mut ids = vec![-1i64; out_len];
+    pool.install(|| {
+        scores
+            .par_chunks_mut(k)
+            .zip(ids.par_chunks_mut(k))
+            .enumerate()
+            .try_for_each(|(row, (row_scores, row_ids))| {
+                let mut best = Candidates::new(k);
+                let mut seen = Vec::new();
+                for (p, part) in parts.iter().enumerate() {
+                    let span = row * part.width..(row + 1) * part.width;
+                    for (&score, &id) in part.scores[span.clone()].iter().zip(&part.ids[span]) {
+                        if id < 0 {
+                            continue;
+                        }
+                        let id = u32::try_from(id).map_err(|_| {
+                            Error::invalid(format!(
+                                "part {p} row {row}: id {id} is beyond the largest corpus \
+                                 id ({})",
+                                u32::MAX
+                            ))
+                        })?;
+                        if score.is_nan() {
+                            return Err(Error::invalid(format!(
+                                "part {p} row {row}: id {id} has a NaN score"
+                            )));
+                        }
+                        seen.push(id);
+                        best.push(score, id);
+                    }
+                }
+                seen.sort_unstable();
+                if let Some(twice) = seen.windows(2).find(|w| w[0] == w[1]) {
+                    return Err(Error::invalid(format!(
+                        "row {row}: id {} is in more than one part (the parts must hold \
+                         disjoint corpus rows)",
+                        twice[0]
+                    )));
+                }
+                for (slot, s) in best.into_sorted().into_iter().enumerate() {
+                    row_scores[slot] = s.score;
+                    row_ids[slot] = i64::from(s.id);
+                }
+                Ok(())
+            })
+    })?;
+    Ok((scores, ids))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,5 +293,29 @@ mod tests {
         assert_eq!(best[0], Scored { score: 0.0, id: 1 });
         assert_eq!(best[1], Scored { score: 0.0, id: 2 });
         assert_eq!(best[2].score, f32::NEG_INFINITY);
+    }
+
+    #[test]
+    fn merge_ranks_parts_skips_padding_and_refuses_overlap() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let a = Part {
+            scores: &[1.0, 3.0, 0.0, 0.0],
+            ids: &[7, 4, 5, -1],
+            width: 2,
+        };
+        let b = Part {
+            scores: &[3.0, 9.0],
+            ids: &[2, -1],
+            width: 1,
+        };
+        let (scores, ids) = merge(&pool, &[a, b], 2, 3).unwrap();
+        assert_eq!(ids, vec![2, 4, 7, 5, -1, -1]);
+        assert_eq!(scores[..4], [3.0, 3.0, 1.0, 0.0]);
+        assert_eq!(scores[4..], [f32::NEG_INFINITY; 2]);
+        let err = merge(&pool, &[a, a], 2, 1).unwrap_err();
+        assert!(err.to_string().contains("more than one part"), "{err}");
     }
 }

@@ -3,9 +3,7 @@
 
 use negmine_core::choice::Choice;
 use negmine_core::dedup;
-use negmine_core::mine::{
-    self as core_mine, CandidateSource, Candidates, ExactSource, Filter, FnSource, MineOptions,
-};
+use negmine_core::mine::{self as core_mine, Candidates, Filter, FnSource, MineOptions};
 use negmine_core::IdLists;
 use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyUntypedArrayMethods,
@@ -222,28 +220,31 @@ fn mine<'py>(
                 |what, (indptr, indices)| IdLists::from_csr_named(what, indptr, indices, nq, nc);
             let positives = lists("positives", positives)?;
             let exclude = lists("exclude", exclude)?;
-            let mut exact;
-            let mut python;
-            let source: &mut dyn CandidateSource = match fetch {
-                None => {
-                    exact = ExactSource::new(pool, &queries_view, &corpus_view, &exclude, opts);
-                    &mut exact
-                }
-                Some(fetch) => {
-                    // The exception `fetch` raised (or the Ctrl-C seen before calling it) is
-                    // re-raised as is.
-                    let source = FnSource::new(move |rows: &[usize], depth: usize| {
-                        python_fetch(&fetch, rows, depth).map_err(|e| raised.stop(e))
-                    });
-                    python = match max_depth {
-                        Some(d) => source.with_max_depth(d),
-                        None => source,
-                    };
-                    &mut python
-                }
+            let Some(fetch) = fetch else {
+                // The exact search: one pass for score-capped windows (`core_mine::mine`).
+                return core_mine::mine(
+                    pool,
+                    &queries_view,
+                    &corpus_view,
+                    &positives,
+                    &exclude,
+                    groups,
+                    opts,
+                    query_offset,
+                    hooks,
+                );
+            };
+            // The exception `fetch` raised (or the Ctrl-C seen before calling it) is re-raised
+            // as is.
+            let source = FnSource::new(move |rows: &[usize], depth: usize| {
+                python_fetch(&fetch, rows, depth).map_err(|e| raised.stop(e))
+            });
+            let mut source = match max_depth {
+                Some(d) => source.with_max_depth(d),
+                None => source,
             };
             core_mine::mine_with(
-                source,
+                &mut source,
                 pool,
                 &queries_view,
                 &corpus_view,

@@ -2,9 +2,11 @@
 
 use negmine_core::choice::Choice;
 use negmine_core::kernels::Isa;
+use negmine_core::rescore::rank;
 use negmine_core::search::Precision;
+use negmine_core::topk::{self, Part};
 use negmine_core::{Error, IdLists, Metric, SearchOptions};
-use numpy::{PyArray1, PyArray2, PyArrayMethods};
+use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -99,8 +101,73 @@ fn search<'py>(
     Ok((scores, ids, report))
 }
 
+/// The exact merge of per-part top-k lists (see `negmine_core::topk::merge`). The Python
+/// wrapper (`negmine.merge_topk`) has already checked the types and shapes.
+#[pyfunction]
+#[pyo3(signature = (parts, k, *, threads = None))]
+fn merge_topk<'py>(
+    py: Python<'py>,
+    parts: Vec<(PyReadonlyArray2<'py, f32>, PyReadonlyArray2<'py, i64>)>,
+    k: usize,
+    threads: Option<usize>,
+) -> PyResult<(Scores<'py>, Ids<'py>)> {
+    let rows = parts.first().map_or(0, |(scores, _)| scores.shape()[0]);
+    let slices = parts
+        .iter()
+        .map(|(scores, ids)| {
+            Ok(Part {
+                scores: scores.as_slice()?,
+                ids: ids.as_slice()?,
+                width: scores.shape()[1],
+            })
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    let (scores, ids) = runtime::run(py, threads, None, None, |pool, _| {
+        topk::merge(pool, &slices, rows, k)
+    })?;
+    let shape = [rows, k];
+    Ok((
+        PyArray1::from_vec(py, scores).reshape(shape)?,
+        PyArray1::from_vec(py, ids).reshape(shape)?,
+    ))
+}
+
+/// The exact top-`k` of given candidates (see `negmine_core::rescore::rank`).
+#[pyfunction]
+#[pyo3(signature = (queries, corpus, candidates, k, *, metric = Wrap(Metric::Dot), threads = None))]
+fn rescore<'py>(
+    py: Python<'py>,
+    queries: Matrix<'py>,
+    corpus: Matrix<'py>,
+    candidates: PyReadonlyArray2<'py, i64>,
+    k: usize,
+    metric: Wrap<Metric>,
+    threads: Option<usize>,
+) -> PyResult<(Scores<'py>, Ids<'py>)> {
+    let (queries_view, corpus_view) = (queries.view()?, corpus.view()?);
+    let (rows, width) = (candidates.shape()[0], candidates.shape()[1]);
+    if rows != queries_view.rows() {
+        return Err(Error::invalid(format!(
+            "{rows} rows of candidates for {} queries",
+            queries_view.rows()
+        )))
+        .py_err();
+    }
+    let ids = candidates.as_slice()?;
+    let (scores, ids) = runtime::run(py, threads, None, corpus.mapped(), |pool, _| {
+        rank(pool, &queries_view, &corpus_view, metric.0, ids, width, k)
+    })?;
+    let shape = [rows, k];
+    Ok((
+        PyArray1::from_vec(py, scores).reshape(shape)?,
+        PyArray1::from_vec(py, ids).reshape(shape)?,
+    ))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySearchOptions>()?;
     m.add_function(wrap_pyfunction!(search, m)?)?;
+    m.add_function(wrap_pyfunction!(merge_topk, m)?)?;
+    m.add_function(wrap_pyfunction!(rescore, m)?)?;
     Ok(())
 }

@@ -15,9 +15,8 @@ use crate::hooks::Hooks;
 use crate::idlists::IdLists;
 use crate::kernels::Isa;
 use crate::matrix::MatrixView;
-use crate::metric::{max_squared_norm, overflow_error, Metric};
-use crate::pack::{normalize, squared_norm};
-use crate::rescore::Rescorer;
+use crate::metric::Metric;
+use crate::rescore::{check_corpus_row, prepare_row, query_row, Rescorer};
 use crate::search::{ScoreCap, CAP_BOUNDS};
 
 /// Bytes held per candidate of a deep round: the search's score and id, its top-k buffer
@@ -52,43 +51,6 @@ pub struct Mined {
     /// Queries finished by the exact search instead of the source ([`mine_with`]: they needed
     /// more than the source's `max_depth`, or it came back short).
     pub exact_finish: Vec<bool>,
-}
-
-/// Prepares a query row as the search does: normalised for cosine.
-fn prepare_row(metric: Metric, row: &mut [f32]) {
-    if metric == Metric::Cosine {
-        normalize(row);
-    }
-}
-
-/// Query row `q` of `queries` into `row`, and its squared norm; an error if it is not finite.
-fn query_row(queries: &MatrixView<'_>, q: usize, row: &mut [f32]) -> Result<f64> {
-    queries.row_into(q, row);
-    let squared = squared_norm(row);
-    if squared.is_finite() {
-        Ok(squared)
-    } else {
-        Err(Error::invalid(format!(
-            "queries row {q} contains NaN or infinity"
-        )))
-    }
-}
-
-/// Checks corpus row `c` (as stored) for query `q` (raw squared norm `q_squared`): finite,
-/// and for dot products short enough that the score is finite (the search's rule,
-/// [`crate::metric::score_limit`]).
-fn check_corpus_row(metric: Metric, c: usize, row: &[f32], q: usize, q_squared: f64) -> Result<()> {
-    let squared = squared_norm(row);
-    if !squared.is_finite() {
-        return Err(Error::invalid(format!(
-            "corpus row {c} contains NaN or infinity"
-        )));
-    }
-    // Unit rows (cosine) score at most 1 in magnitude.
-    if metric == Metric::Dot && squared > max_squared_norm(row.len(), q_squared) {
-        return Err(overflow_error(row.len(), q, q_squared, c, squared));
-    }
-    Ok(())
 }
 
 /// The inputs of one mining call, validated.
