@@ -356,21 +356,6 @@ def test_missing_ray_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
         distributed.mine(queries, corpus, positives)
 
 
-def test_merge_topk_orders_like_search() -> None:
-    rng = np.random.default_rng(2)
-    scores = rng.integers(0, 4, size=(6, 30)).astype(np.float32)  # many ties
-    scores[0, :3] = [0.0, -0.0, 0.0]
-    ids = np.tile(np.arange(30), (6, 1))
-    parts = [(scores[:, a:b], ids[:, a:b]) for a, b in ((0, 3), (3, 17), (17, 30))]
-    parts.append((np.full((6, 2), -np.inf, np.float32), np.full((6, 2), -1)))  # padding
-    top_scores, top_ids = distributed.merge_topk(parts, 33)
-    for row in range(6):
-        order = sorted(range(30), key=lambda i: (-scores[row, i], np.signbit(scores[row, i]), i))
-        assert top_ids[row, :30].tolist() == order
-        np.testing.assert_array_equal(top_scores[row, :30], scores[row, order])
-    assert (top_ids[:, 30:] == -1).all() and (top_scores[:, 30:] == -np.inf).all()
-
-
 def test_two_nodes_with_a_custom_resource_per_shard(_ray_module: None) -> None:
     from ray.cluster_utils import Cluster
 

@@ -10,7 +10,7 @@ Two ways to split the work:
 - ``shard_by="corpus"`` (the corpus is too large for one node's memory): one actor per range
   of corpus rows, each searching only its rows with the query's exclusions that fall in them.
   The driver runs the core on each query chunk with a ``fetch`` that asks every shard for its
-  top ``depth`` and merges them exactly (:func:`merge_topk`, the order of
+  top ``depth`` and merges them exactly (:func:`negmine.merge_topk`, the order of
   :func:`negmine.search`): the merged list *is* the exact top ``depth`` of the whole corpus,
   which the core rescores with its float32 chain, filters and samples as on one machine. When
   the filters starve a query's window, the core fetches again, deeper, and the shards are
@@ -62,7 +62,7 @@ from negmine.mine import (
     prepare,
 )
 from negmine.result import MiningResult
-from negmine.search import search
+from negmine.search import merge_topk, search
 
 if TYPE_CHECKING:
     import os
@@ -511,25 +511,3 @@ class _ShardWorker:
             scores[at, :k] = s
             top_ids[at, :k] = i + self.lo
         return scores, top_ids
-
-
-def merge_topk(
-    parts: Sequence[tuple[np.ndarray, np.ndarray]], k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Stand-in for ``negmine.merge_topk`` (landing on main): the best ``k`` of each row over
-    ``parts`` by descending score (float total order), ties by smaller id; ids < 0 are
-    padding; short rows are padded with id -1 / score -inf."""
-    scores = np.concatenate([p[0] for p in parts], axis=1)
-    ids = np.concatenate([p[1] for p in parts], axis=1)
-    bits = scores.view(np.int32)
-    key = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # orders like f32::total_cmp
-    order = np.lexsort((ids, ~key, ids < 0), axis=-1)[:, :k]
-    top_scores = np.take_along_axis(scores, order, axis=1)
-    top_ids = np.take_along_axis(ids, order, axis=1)
-    pad = top_ids < 0
-    top_scores[pad], top_ids[pad] = -np.inf, -1
-    if top_ids.shape[1] < k:
-        extra = k - top_ids.shape[1]
-        top_scores = np.pad(top_scores, ((0, 0), (0, extra)), constant_values=-np.inf)
-        top_ids = np.pad(top_ids, ((0, 0), (0, extra)), constant_values=-1)
-    return top_scores, top_ids
