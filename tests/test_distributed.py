@@ -386,8 +386,6 @@ def test_two_nodes_with_a_custom_resource_per_shard(_ray_module: None) -> None:
             **options,
         )
         assert_identical(expected, got)
-        by_query = distributed.mine(queries, corpus, positives, chunk_queries=9, **options)
-        assert_identical(expected, by_query)
     finally:
         ray.shutdown()
         cluster.shutdown()

@@ -117,9 +117,10 @@ def mine(
             shard to the node that declares that custom resource). Actors reserve no CPU
             otherwise and are spread over the nodes; each uses ``threads`` cores of its node.
         ray_address: the cluster to connect to (``ray.init(address=...)``: ``"auto"``,
-            ``"ray://host:10001"``, ``"local"`` for a new local one). ``None``: the Ray
-            already initialised in this process, else what ``ray.init()`` finds or starts. A
-            cluster this call started is shut down when it returns.
+            ``"ray://host:10001"``, ``"local"`` for a new local one); ``None``: what
+            ``ray.init()`` finds or starts. A Ray already initialised in this process is used
+            as it is (``ray_address`` is then not used). A connection this call made is shut
+            down when it returns.
         out: a directory to write the result into, checkpointed chunk by chunk as
             :func:`negmine.checkpoint.mine_to_directory` does (a rerun resumes; a run of the
             local ``negmine mine`` may resume it and vice versa). ``None``: in memory only.
@@ -255,7 +256,8 @@ def _connected(ray: ModuleType, address: str | None) -> Iterator[None]:
 @dataclass(frozen=True)
 class _Inputs:
     """What a run's actors read, named in every call: the corpus (a mapped file's path, which
-    each node maps, or an array put once into the object store) and the duplicate groups.
+    each node maps, or an array put once into the object store: by corpus, a shard's rows)
+    and the duplicate groups.
     An actor opens them at its first call, and again after a restart. (Not constructor
     arguments: Ray warns that a restarted actor needs those still in the object store.)"""
 
@@ -419,9 +421,23 @@ class _ShardPool(_Pool):
         if not chunks:
             return
         ray = self.ray
-        inputs = replace(_Inputs.put(ray, work), groups=None)  # the driver applies groups
         b = self.boundaries
-        args = [(lo, hi, work.options.metric, work.threads) for lo, hi in zip(b[:-1], b[1:])]
+        ranges = list(zip(b[:-1], b[1:]))
+        c = work.corpus
+        if isinstance(c, Embeddings) and c.mapped:
+            # Each node maps the file and reads only its range (the driver applies groups).
+            inputs = [_Inputs(corpus=c.path, shape=(rows_of(c), int(c.shape[1])), groups=None)]
+            inputs *= len(ranges)
+        else:
+            # An in-memory corpus: each shard's rows go into the object store, not all of them.
+            array = np.asarray(c)
+            inputs = [
+                _Inputs(
+                    corpus=[ray.put(array[lo:hi])], shape=(hi - lo, array.shape[1]), groups=None
+                )
+                for lo, hi in ranges
+            ]
+        args = [(lo, hi, work.options.metric, work.threads) for lo, hi in ranges]
         q_array = np.asarray(work.queries)
         with self.actors(_ShardWorker, args) as shards:
             for start, stop in chunks:
@@ -445,7 +461,11 @@ class _ShardPool(_Pool):
 
 
 def _merged_fetch(
-    ray: ModuleType, shards: Sequence[Any], inputs: _Inputs, queries: Any, excluded: Any
+    ray: ModuleType,
+    shards: Sequence[Any],
+    inputs: Sequence[_Inputs],
+    queries: Any,
+    excluded: Any,
 ) -> Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]:
     """The core's candidate source for one chunk (``queries``, ``excluded``: its object-store
     references): every shard's top ``depth`` for the rows asked, merged exactly. The merged
@@ -453,7 +473,10 @@ def _merged_fetch(
     ranks as the exact search would."""
 
     def fetch(rows: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
-        tasks = [s.top.remote(inputs, queries, excluded, rows, depth) for s in shards]
+        tasks = [
+            shard.top.remote(opened, queries, excluded, rows, depth)
+            for shard, opened in zip(shards, inputs)
+        ]
         _, ids = merge_topk(ray.get(tasks), depth)
         real = ids >= 0
         indptr = np.concatenate(([0], np.cumsum(real.sum(axis=1)))).astype(np.int64)
@@ -481,8 +504,10 @@ class _ShardWorker:
         shard's rows that it does not exclude, global ids; rows past a query's eligible ones
         are padding (id -1, score -inf)."""
         if self.rows is None:
-            # A row range of the mapped file: only its pages are ever read on this node.
-            self.rows = np.asarray(inputs.open()[0])[self.lo : self.hi]
+            corpus = np.asarray(inputs.open()[0])
+            # A row range of the mapped file (only its pages are ever read on this node), or
+            # the shard's own rows.
+            self.rows = corpus[self.lo : self.hi] if isinstance(inputs.corpus, str) else corpus
         n = len(self.rows)
         counts, ids = _gather_lists(*excluded, rows)
         inside = (ids >= self.lo) & (ids < self.lo + n)
