@@ -337,6 +337,8 @@ def test_cli_mine_with_ray(local_ray: None, tmp_path: Path) -> None:
         ({"shard_by": "rows"}, InvalidArgumentError, "shard_by"),
         ({"shards": 2, "shard_resources": [{"a": 1}]}, InvalidArgumentError, "1 entries"),
         ({"num_negative": 3}, InvalidTypeError, "unknown mining option 'num_negative'"),
+        ({"shard_resources": {"a": 1}}, InvalidTypeError, "one mapping per shard"),
+        ({"shard_resources": [1, 2]}, InvalidTypeError, "one mapping per shard"),
         ({"out": "somewhere"}, InvalidTypeError, "queries must be a file path"),
     ],
 )

@@ -37,6 +37,7 @@ Nothing else in negmine imports ``ray``; it is imported when one of these functi
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
@@ -65,7 +66,6 @@ from negmine.result import MiningResult
 from negmine.search import merge_topk, search
 
 if TYPE_CHECKING:
-    import os
     from types import ModuleType
 
 ShardBy = Literal["query", "corpus"]
@@ -143,49 +143,18 @@ def mine(
     threads = numbers.optional_count(threads, "threads")
     if ray_address is not None and not isinstance(ray_address, str):
         raise InvalidTypeError(f"ray_address must be a str, got {type(ray_address).__name__}")
-    n_corpus = rows_of(as_matrix(corpus, "corpus"))
+    c = as_matrix(corpus, "corpus")
+    n_corpus = rows_of(c)
     n_shards, boundaries = _shards(shards, shard_by, n_corpus)
-    resources = None if shard_resources is None else [dict(r) for r in shard_resources]
+    resources = _resources(shard_resources, n_shards)
     if resources is not None:
-        if n_shards is not None and len(resources) != n_shards:
-            raise InvalidArgumentError(
-                f"shard_resources has {len(resources)} entries for {n_shards} shards"
-            )
         n_shards = len(resources)
-
-    if out is not None:
-        files = [_path(x, name) for x, name in zip((queries, corpus, positives), NAMES)]
-
-    ray = _import_ray()
-    with _connected(ray, ray_address):
-        if n_shards is None:
-            n_shards = max(1, sum(1 for node in ray.nodes() if node.get("Alive")))
-            if shard_by == "corpus":
-                n_shards = min(n_shards, max(n_corpus, 1))
-        if shard_by == "corpus" and boundaries is None:
-            boundaries = [n_corpus * i // n_shards for i in range(n_shards + 1)]
-        run = uuid.uuid4().hex[:8]
-        runner: ChunkRunner
-        if shard_by == "query":
-            runner = _QueryPool(ray, run, n_shards, resources, max_restarts)
-        else:
-            assert boundaries is not None
-            runner = _ShardPool(ray, run, boundaries, resources, max_restarts)
-        if out is not None:
-            return mine_to_directory(
-                files[0],
-                files[1],
-                files[2],
-                out,
-                mining,
-                duplicates=duplicates,
-                chunk_queries=chunk_queries,
-                threads=threads,
-                progress=progress,
-                runner=runner,
-            )
+    # Everything is checked before Ray starts: in memory, the id lists are built first.
+    inputs = (queries, corpus, positives)
+    files = None if out is None else tuple(_path(x, name) for x, name in zip(inputs, NAMES))
+    work = None
+    if out is None:
         q = as_matrix(queries, "queries")
-        c = as_matrix(corpus, "corpus")
         if q.shape[1] != c.shape[1]:
             raise InvalidArgumentError(
                 f"queries have dimension {q.shape[1]} but the corpus has {c.shape[1]}"
@@ -199,19 +168,67 @@ def mine(
             threads=threads,
         )
         work = ChunkWork(queries=q, corpus=c, prepared=prepared, options=mining, threads=threads)
-        parts = run_chunks(work, query_chunks(rows_of(q), chunk_queries), runner, progress)
-        return assemble(prepared, mining, parts)
+
+    ray = _import_ray()
+    with _connected(ray, ray_address):
+        if n_shards is None:
+            n_shards = max(1, sum(1 for node in ray.nodes() if node.get("Alive")))
+            if shard_by == "corpus":
+                n_shards = min(n_shards, max(n_corpus, 1))
+        run = uuid.uuid4().hex[:8]
+        runner: ChunkRunner
+        if shard_by == "query":
+            runner = _QueryPool(ray, run, n_shards, resources, max_restarts)
+        else:
+            if boundaries is None:
+                boundaries = [n_corpus * i // n_shards for i in range(n_shards + 1)]
+            runner = _ShardPool(ray, run, boundaries, resources, max_restarts)
+        if files is not None and out is not None:
+            return mine_to_directory(
+                files[0],
+                files[1],
+                files[2],
+                out,
+                mining,
+                duplicates=duplicates,
+                chunk_queries=chunk_queries,
+                threads=threads,
+                progress=progress,
+                runner=runner,
+            )
+        assert work is not None
+        chunks = query_chunks(rows_of(work.queries), chunk_queries)
+        return assemble(work.prepared, mining, run_chunks(work, chunks, runner, progress))
 
 
 def _path(value: object, name: str) -> str | os.PathLike[str]:
-    import os
-
     if not isinstance(value, (str, os.PathLike)):
         raise InvalidTypeError(
             f"with out=, {name} must be a file path (as for `negmine mine`), got "
             f"{type(value).__name__}"
         )
     return value
+
+
+def _resources(
+    shard_resources: Sequence[Mapping[str, float]] | None, n_shards: int | None
+) -> list[dict[str, float]] | None:
+    if shard_resources is None:
+        return None
+    if isinstance(shard_resources, (str, Mapping)) or not isinstance(shard_resources, Sequence):
+        raise InvalidTypeError(
+            "shard_resources must be a sequence of one mapping per shard, e.g. "
+            f"[{{'shard-0': 1}}, {{'shard-1': 1}}], got {shard_resources!r}"
+        )
+    if not all(isinstance(r, Mapping) for r in shard_resources):
+        raise InvalidTypeError(
+            f"shard_resources must hold one mapping per shard, got {shard_resources!r}"
+        )
+    if n_shards is not None and len(shard_resources) != n_shards:
+        raise InvalidArgumentError(
+            f"shard_resources has {len(shard_resources)} entries for {n_shards} shards"
+        )
+    return [dict(r) for r in shard_resources]
 
 
 def _shards(shards: object, shard_by: str, n_corpus: int) -> tuple[int | None, list[int] | None]:
