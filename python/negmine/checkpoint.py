@@ -1,6 +1,12 @@
 """Mining into a directory in chunks of queries, with a checkpoint per chunk: an interrupted run
 (Ctrl-C, kill, crash) started again with the same arguments resumes where it stopped and
-writes byte-identical output."""
+writes byte-identical output.
+
+Who mines a chunk is pluggable (a :data:`ChunkRunner`): this process (:func:`local_chunks`,
+the default) or a Ray cluster (:mod:`negmine.distributed`). Every runner mines a chunk into
+the same arrays (seeds follow the global query index), so the checkpoint does not record which
+one wrote it: a run may resume another's.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,8 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -17,15 +24,65 @@ import numpy as np
 
 from negmine import _core
 from negmine._atomic import atomic_write, file_mode, fsync_directory
-from negmine._core import open_embeddings
+from negmine._core import Embeddings, open_embeddings
 from negmine._digest import file_digest
 from negmine._numbers import count
 from negmine._paths import regular_file
+from negmine._progress import ProgressCallback, progress_callback
 from negmine.errors import DirectoryLockedError, InvalidArgumentError
-from negmine.mine import Duplicates, MiningOptions, assemble, mine_prepared, prepare
+from negmine.mine import Duplicates, MiningOptions, Prepared, assemble, mine_prepared, prepare
 from negmine.result import MiningResult, check_replaceable, save_result
 
 LOCK = "lock"
+
+
+@dataclass(frozen=True)
+class ChunkWork:
+    """What the chunks of one run share: the inputs, the id lists of every query
+    (:func:`~negmine.mine.prepare`, global) and the options."""
+
+    queries: Embeddings | np.ndarray
+    corpus: Embeddings | np.ndarray
+    prepared: Prepared
+    options: MiningOptions
+    threads: int | None
+
+
+ChunkRunner = Callable[
+    [ChunkWork, Sequence[tuple[int, int]]], Generator[tuple[int, _core.Mined], None, None]
+]
+"""Mines the query chunks ``(start, stop)`` of a :class:`ChunkWork`, yielding ``(start, core
+output)`` for each as it is done, in any order. A chunk must come out as
+``mine_prepared(queries[start:stop], corpus, prepared.rows(start, stop), options,
+query_offset=start)`` would mine it. Closing the iterator stops the work (the run was
+interrupted): what was yielded is kept, the rest is mined again on resume."""
+
+
+def query_chunks(n_queries: int, chunk_queries: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of consecutive chunks of ``chunk_queries`` queries (the last shorter)."""
+    return [
+        (start, min(start + chunk_queries, n_queries))
+        for start in range(0, n_queries, chunk_queries)
+    ]
+
+
+def local_chunks(
+    work: ChunkWork, chunks: Sequence[tuple[int, int]]
+) -> Generator[tuple[int, _core.Mined], None, None]:
+    """The :data:`ChunkRunner` of this process: one core call per chunk, in order."""
+    q_array = np.asarray(work.queries)
+    for start, stop in chunks:
+        yield (
+            start,
+            mine_prepared(
+                np.ascontiguousarray(q_array[start:stop]),
+                work.corpus,
+                work.prepared.rows(start, stop),
+                work.options,
+                query_offset=start,
+                threads=work.threads,
+            ),
+        )
 
 
 def partial_directory(out: str | os.PathLike[str]) -> Path:
@@ -87,7 +144,8 @@ def mine_to_directory(
     duplicates: Duplicates = "auto",
     chunk_queries: int = 8192,
     threads: int | None = None,
-    progress: bool = True,
+    progress: bool | ProgressCallback = True,
+    runner: ChunkRunner = local_chunks,
 ) -> MiningResult:
     """Mines ``queries`` (a ``.npy`` file) against ``corpus`` (a ``.npy`` file, mapped) with
     the positives of a qrels TSV, writing the result into ``out`` as one unit (see
@@ -102,7 +160,11 @@ def mine_to_directory(
     inputs is refused (inputs are compared by content, see ``_fingerprint``: a different
     corpus of the same size and mtime is refused too). Inputs are checked to be regular files
     (no FIFO, device or directory) before anything is created, and a run that fails before
-    its first checkpoint leaves nothing behind."""
+    its first checkpoint leaves nothing behind.
+
+    ``runner`` mines the chunks (default: this process; see :mod:`negmine.distributed` for a
+    Ray cluster); ``progress``: a tqdm bar or a callable ``(queries done, total)``, called
+    after each chunk is checkpointed."""
     chunk_queries = count(chunk_queries, "chunk_queries")
     q_path = regular_file(queries, "queries file")
     c_path = regular_file(corpus, "corpus file")
@@ -124,6 +186,7 @@ def mine_to_directory(
                 chunk_queries,
                 threads,
                 progress,
+                runner,
             )
         except BaseException:
             if not (partial / "manifest.json").exists():
@@ -147,7 +210,8 @@ def _mine_chunks(
     duplicates: Duplicates,
     chunk_queries: int,
     threads: int | None,
-    progress: bool,
+    progress: bool | ProgressCallback,
+    runner: ChunkRunner,
 ) -> MiningResult:
     q = open_embeddings(queries)
     c = open_embeddings(corpus)
@@ -187,43 +251,58 @@ def _mine_chunks(
         raise InvalidArgumentError(
             f"queries have dimension {q.shape[1]} but the corpus has dimension {c.shape[1]}"
         )
-    q_array = np.asarray(q)
     if not manifest_path.exists():
         with atomic_write(manifest_path) as f:
             f.write(json.dumps(manifest, indent=1, sort_keys=True).encode())
-    n_queries = q.shape[0]
-    starts = list(range(0, n_queries, chunk_queries))
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    chunks = query_chunks(q.shape[0], chunk_queries)
+    done: dict[int, _core.Mined] = {}
+    for start, _ in chunks:
+        path = _chunk_path(partial, start)
+        if path.exists():
+            with np.load(regular_file(path, "checkpoint"), allow_pickle=False) as z:
+                done[start] = _core.Mined(**{k: z[k] for k in z.files})
 
-        bar = tqdm(total=n_queries, desc="mine", unit="query", unit_scale=True)
-    parts: list[_core.Mined] = []
-    try:
-        for start in starts:
-            stop = min(start + chunk_queries, n_queries)
-            path = partial / f"chunk_{start:012d}.npz"
-            if path.exists():
-                with np.load(regular_file(path, "checkpoint"), allow_pickle=False) as z:
-                    part = _core.Mined(**{k: z[k] for k in z.files})
-            else:
-                part = mine_prepared(
-                    np.ascontiguousarray(q_array[start:stop]),
-                    c,
-                    prepared.rows(start, stop),
-                    options,
-                    query_offset=start,
-                    threads=threads,
-                )
-                with atomic_write(path) as f:
-                    _savez(f, part.arrays())
-            parts.append(part)
-            if bar is not None:
-                bar.update(stop - start)
-    finally:
-        if bar is not None:
-            bar.close()
+    def save(start: int, part: _core.Mined) -> None:
+        with atomic_write(_chunk_path(partial, start)) as f:
+            _savez(f, part.arrays())
+
+    work = ChunkWork(queries=q, corpus=c, prepared=prepared, options=options, threads=threads)
+    parts = run_chunks(work, chunks, runner, progress, done=done, save=save)
     return assemble(prepared, options, parts)
+
+
+def run_chunks(
+    work: ChunkWork,
+    chunks: Sequence[tuple[int, int]],
+    runner: ChunkRunner,
+    progress: bool | ProgressCallback,
+    *,
+    done: dict[int, _core.Mined] | None = None,
+    save: Callable[[int, _core.Mined], None] | None = None,
+) -> list[_core.Mined]:
+    """The core outputs of ``chunks``, in order: those in ``done`` (by start) as they are, the
+    others from ``runner``, each handed to ``save`` as it comes. ``progress`` counts queries."""
+    parts = dict(done or {})
+    total = chunks[-1][1] if chunks else 0
+    finished = sum(stop - start for start, stop in chunks if start in parts)
+    pending = [chunk for chunk in chunks if chunk[0] not in parts]
+    with progress_callback(progress, "mine", unit="query") as cb:
+        if cb is not None:
+            cb(finished, total)
+        # Closed on the way out, so that an interrupted runner stops its workers.
+        with contextlib.closing(runner(work, pending)) as mined:
+            for start, part in mined:
+                if save is not None:
+                    save(start, part)
+                parts[start] = part
+                finished += len(part.found)
+                if cb is not None:
+                    cb(finished, total)
+    return [parts[start] for start, _ in chunks]
+
+
+def _chunk_path(partial: Path, start: int) -> Path:
+    return partial / f"chunk_{start:012d}.npz"
 
 
 def _savez(file: IO[bytes], arrays: dict[str, np.ndarray]) -> None:

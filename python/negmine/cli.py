@@ -22,6 +22,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _shards(text: str) -> int | list[int]:
+    """``--shards``: a count, or comma-separated corpus row boundaries ``0,b1,...,N``."""
+    try:
+        if "," not in text:
+            return _positive_int(text)
+        return [int(b) for b in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive integer or boundaries like 0,1000,5000, got {text}"
+        ) from None
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from negmine.demo import DemoConfig, run
 
@@ -77,17 +89,39 @@ def _cmd_mine(args: argparse.Namespace) -> int:
         simans_b=args.simans_b,
         seed=args.seed,
     )
+    if args.ray is None and (args.shards is not None or args.shard_by != "query"):
+        print("negmine: error: --shard-by and --shards need --ray", file=sys.stderr)
+        return 2
+    duplicates = None if args.no_duplicates else "auto"
     start = time.perf_counter()
-    result = mine_to_directory(
-        args.queries,
-        args.corpus,
-        args.positives,
-        args.out,
-        options,
-        duplicates=None if args.no_duplicates else "auto",
-        chunk_queries=args.chunk_queries,
-        threads=args.threads,
-    )
+    if args.ray is not None:
+        from negmine import distributed
+
+        result = distributed.mine(
+            args.queries,
+            args.corpus,
+            args.positives,
+            out=args.out,
+            ray_address=args.ray,
+            shard_by=args.shard_by,
+            shards=args.shards,
+            duplicates=duplicates,
+            chunk_queries=args.chunk_queries,
+            threads=args.threads,
+            progress=True,
+            **options.to_dict(),
+        )
+    else:
+        result = mine_to_directory(
+            args.queries,
+            args.corpus,
+            args.positives,
+            args.out,
+            options,
+            duplicates=duplicates,
+            chunk_queries=args.chunk_queries,
+            threads=args.threads,
+        )
     print(result.report)
     print(f"done in {time.perf_counter() - start:.1f} s -> {args.out}")
     return 0
@@ -186,7 +220,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-duplicates", action="store_true", help="do not group identical corpus rows"
     )
     mine.add_argument("--chunk-queries", type=_positive_int, default=8192)
-    mine.add_argument("--threads", type=_positive_int, default=None)
+    mine.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="cores per process (with --ray: per actor, and the driver's)",
+    )
+    mine.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        default=None,
+        help="mine on a Ray cluster (pip install 'negmine[ray]'): auto, ray://host:10001, "
+        "host:6379, or local (a new local cluster); same output and resume as without",
+    )
+    mine.add_argument(
+        "--shard-by",
+        choices=["query", "corpus"],
+        default="query",
+        help="with --ray: actors mine chunks of queries against the whole corpus (query), or "
+        "each searches a range of corpus rows and the driver merges (corpus)",
+    )
+    mine.add_argument(
+        "--shards",
+        type=_shards,
+        default=None,
+        help="with --ray: number of actors / corpus ranges (default: one per node), or "
+        "corpus row boundaries 0,b1,...,N",
+    )
     mine.set_defaults(run=_cmd_mine)
 
     report = sub.add_parser("report", help="print the report of a mining run again")

@@ -1,0 +1,555 @@
+"""Mining on a Ray cluster (``pip install 'negmine[ray]'``), with the result of one process,
+bit for bit: :func:`mine`.
+
+Two ways to split the work:
+
+- ``shard_by="query"`` (every node can map the corpus): a pool of actors, each opening the
+  corpus once (the same ``.npy`` path on every node, mapped; or an in-memory array put once
+  into the object store) and mining chunks of queries. A chunk carries its global offset, so
+  the core's seeded sampling (seeded per global query index) draws what one process draws.
+- ``shard_by="corpus"`` (the corpus is too large for one node's memory): one actor per range
+  of corpus rows, each searching only its rows with the query's exclusions that fall in them.
+  The driver runs the core on each query chunk with a ``fetch`` that asks every shard for its
+  top ``depth`` and merges them exactly (:func:`negmine.merge_topk`, the order of
+  :func:`negmine.search`): the merged list *is* the exact top ``depth`` of the whole corpus,
+  which the core rescores with its float32 chain, filters and samples as on one machine. When
+  the filters starve a query's window, the core fetches again, deeper, and the shards are
+  asked again. The driver maps the corpus too: it reads the rows of the candidates it
+  rescores and of the positives (plus, with ``duplicates="auto"``, every row once to hash
+  them; pass ``duplicates=None`` or an array of groups to avoid that).
+
+Both write, with ``out=``, the checkpointed output directory of :mod:`negmine.checkpoint`
+(chunk files, manifest, lock, atomic result): a run whose driver died resumes from the chunks
+written, and a worker killed mid-run is restarted by Ray (``max_restarts``) and its task
+retried, with the same output.
+
+Why an actor pool and not Ray Data ``map_batches``: the checkpoint's unit is a chunk of
+queries with a fixed start (the file name, the resume point and the seed offset), and the
+driver must write each chunk atomically as it finishes and skip those already on disk. Ray
+Data re-blocks its batches, hides which rows a batch held once it is written, and its
+fault tolerance re-executes a lost block from lineage rather than letting the driver keep what
+it has; an actor pool with one task per chunk keeps the chunk boundaries, resumes trivially
+and retries a task on a restarted actor (``max_task_retries``).
+
+Nothing else in negmine imports ``ray``; it is imported when one of these functions runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections import deque
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from negmine import _core
+from negmine import _numbers as numbers
+from negmine._core import Embeddings, open_embeddings
+from negmine._inputs import EmbeddingsLike, IdsLike, as_matrix, rows_of
+from negmine._progress import ProgressCallback
+from negmine.checkpoint import ChunkRunner, ChunkWork, mine_to_directory, query_chunks, run_chunks
+from negmine.errors import InvalidArgumentError, InvalidTypeError
+from negmine.mine import (
+    Duplicates,
+    MiningOptions,
+    Prepared,
+    _gather_lists,
+    assemble,
+    mine_prepared,
+    prepare,
+)
+from negmine.result import MiningResult
+from negmine.search import merge_topk, search
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+ShardBy = Literal["query", "corpus"]
+NAMES = ("queries", "corpus", "positives")
+
+ACTOR_PREFIX = "negmine-"
+"""Every actor a run starts is named ``negmine-<run>-<query|shard>-<i>`` (in the dashboard,
+``ray.util.list_named_actors()``)."""
+
+
+def _import_ray() -> ModuleType:
+    try:
+        import ray
+    except ImportError as e:
+        raise ImportError("negmine.distributed needs Ray: pip install 'negmine[ray]'") from e
+    return ray
+
+
+def mine(
+    queries: EmbeddingsLike,
+    corpus: EmbeddingsLike,
+    positives: IdsLike | str | os.PathLike[str],
+    *,
+    shard_by: ShardBy = "query",
+    shards: int | Sequence[int] | None = None,
+    shard_resources: Sequence[Mapping[str, float]] | None = None,
+    ray_address: str | None = None,
+    out: str | os.PathLike[str] | None = None,
+    chunk_queries: int = 8192,
+    duplicates: Duplicates = "auto",
+    max_restarts: int = 3,
+    threads: int | None = None,
+    progress: bool | ProgressCallback = False,
+    **options: Any,
+) -> MiningResult:
+    """:func:`negmine.mine` on a Ray cluster: the same :class:`MiningResult`, bit for bit.
+
+    Args:
+        queries, corpus, positives, duplicates: as in :func:`negmine.mine` (with ``out``: a
+            queries ``.npy``, a corpus ``.npy`` and a qrels TSV, as for ``negmine mine``).
+            A corpus file must be at the same path on every node that maps it.
+        shard_by: ``"query"``: actors mine chunks of queries against the whole corpus;
+            ``"corpus"``: one actor per range of corpus rows, the driver merging their top
+            candidates (see the module docstring).
+        shards: by query, the number of actors; by corpus, the number of equal row ranges, or
+            their boundaries ``[0, b1, ..., N]`` (strictly increasing: uneven shards). Default:
+            one per alive node of the cluster.
+        shard_resources: one Ray resource request per actor (e.g. ``{"shard-0": 1}`` to pin a
+            shard to the node that declares that custom resource). Actors reserve no CPU
+            otherwise and are spread over the nodes; each uses ``threads`` cores of its node.
+        ray_address: the cluster to connect to (``ray.init(address=...)``: ``"auto"``,
+            ``"ray://host:10001"``, ``"local"`` for a new local one); ``None``: what
+            ``ray.init()`` finds or starts. A Ray already initialised in this process is used
+            as it is (``ray_address`` is then not used). A connection this call made is shut
+            down when it returns.
+        out: a directory to write the result into, checkpointed chunk by chunk as
+            :func:`negmine.checkpoint.mine_to_directory` does (a rerun resumes; a run of the
+            local ``negmine mine`` may resume it and vice versa). ``None``: in memory only.
+        chunk_queries: queries per task (by query) or per core call of the driver (by
+            corpus); the unit of the checkpoint.
+        max_restarts: how often Ray restarts a killed actor (its task is retried on the
+            restarted one) before the run fails.
+        threads: cores each actor (and the driver's core calls, by corpus) uses; default: all
+            of its machine's.
+        progress: a tqdm bar of queries done, or a callable ``(done, total)`` called on the
+            driver after each chunk.
+        **options: the mining options of :func:`negmine.mine` (``num_negatives``,
+            ``metric``, the filters, ``sampling_strategy``, ``seed``, ...), see
+            :class:`negmine.MiningOptions`.
+    """
+    mining = MiningOptions(**options)
+    shard_by = numbers.choice(shard_by, "shard_by", ("query", "corpus"))  # type: ignore[assignment]
+    chunk_queries = numbers.count(chunk_queries, "chunk_queries")
+    max_restarts = numbers.non_negative(max_restarts, "max_restarts")
+    threads = numbers.optional_count(threads, "threads")
+    if ray_address is not None and not isinstance(ray_address, str):
+        raise InvalidTypeError(f"ray_address must be a str, got {type(ray_address).__name__}")
+    c = as_matrix(corpus, "corpus")
+    n_corpus = rows_of(c)
+    n_shards, boundaries = _shards(shards, shard_by, n_corpus)
+    resources = _resources(shard_resources, n_shards)
+    if resources is not None:
+        n_shards = len(resources)
+    # Everything is checked before Ray starts: in memory, the id lists are built first.
+    inputs = (queries, corpus, positives)
+    files = None if out is None else tuple(_path(x, name) for x, name in zip(inputs, NAMES))
+    work = None
+    if out is None:
+        q = as_matrix(queries, "queries")
+        if q.shape[1] != c.shape[1]:
+            raise InvalidArgumentError(
+                f"queries have dimension {q.shape[1]} but the corpus has {c.shape[1]}"
+            )
+        prepared = prepare(
+            q,
+            c,
+            positives,
+            duplicates=duplicates,
+            query_dup_threshold=mining.query_dup_threshold,
+            threads=threads,
+        )
+        work = ChunkWork(queries=q, corpus=c, prepared=prepared, options=mining, threads=threads)
+
+    ray = _import_ray()
+    with _connected(ray, ray_address):
+        if n_shards is None:
+            n_shards = max(1, sum(1 for node in ray.nodes() if node.get("Alive")))
+            if shard_by == "corpus":
+                n_shards = min(n_shards, max(n_corpus, 1))
+        run = uuid.uuid4().hex[:8]
+        runner: ChunkRunner
+        if shard_by == "query":
+            runner = _QueryPool(ray, run, n_shards, resources, max_restarts)
+        else:
+            if boundaries is None:
+                boundaries = [n_corpus * i // n_shards for i in range(n_shards + 1)]
+            runner = _ShardPool(ray, run, boundaries, resources, max_restarts)
+        if files is not None and out is not None:
+            return mine_to_directory(
+                files[0],
+                files[1],
+                files[2],
+                out,
+                mining,
+                duplicates=duplicates,
+                chunk_queries=chunk_queries,
+                threads=threads,
+                progress=progress,
+                runner=runner,
+            )
+        assert work is not None
+        chunks = query_chunks(rows_of(work.queries), chunk_queries)
+        return assemble(work.prepared, mining, run_chunks(work, chunks, runner, progress))
+
+
+def _path(value: object, name: str) -> str | os.PathLike[str]:
+    if not isinstance(value, (str, os.PathLike)):
+        raise InvalidTypeError(
+            f"with out=, {name} must be a file path (as for `negmine mine`), got "
+            f"{type(value).__name__}"
+        )
+    return value
+
+
+def _resources(
+    shard_resources: Sequence[Mapping[str, float]] | None, n_shards: int | None
+) -> list[dict[str, float]] | None:
+    if shard_resources is None:
+        return None
+    if isinstance(shard_resources, (str, Mapping)) or not isinstance(shard_resources, Sequence):
+        raise InvalidTypeError(
+            "shard_resources must be a sequence of one mapping per shard, e.g. "
+            f"[{{'shard-0': 1}}, {{'shard-1': 1}}], got {shard_resources!r}"
+        )
+    if not all(isinstance(r, Mapping) for r in shard_resources):
+        raise InvalidTypeError(
+            f"shard_resources must hold one mapping per shard, got {shard_resources!r}"
+        )
+    if n_shards is not None and len(shard_resources) != n_shards:
+        raise InvalidArgumentError(
+            f"shard_resources has {len(shard_resources)} entries for {n_shards} shards"
+        )
+    return [dict(r) for r in shard_resources]
+
+
+def _shards(shards: object, shard_by: str, n_corpus: int) -> tuple[int | None, list[int] | None]:
+    """The number of shards (``None``: not given) and, by corpus, their boundaries if given."""
+    if shards is None:
+        return None, None
+    if isinstance(shards, (int, np.integer)):
+        n = numbers.count(shards, "shards")
+        if shard_by == "corpus" and n > n_corpus:
+            raise InvalidArgumentError(
+                f"shards must be at most the corpus rows ({n_corpus}), got {n}"
+            )
+        return n, None
+    if shard_by == "query" or not isinstance(shards, Sequence) or isinstance(shards, str):
+        raise InvalidTypeError(
+            "shards must be a number of shards"
+            + ("" if shard_by == "query" else " or a sequence of row boundaries")
+            + f", got {shards!r}"
+        )
+    bounds = [numbers.integer(b, "shard boundary", minimum=0) for b in shards]
+    increasing = all(a < b for a, b in zip(bounds, bounds[1:]))
+    if len(bounds) < 2 or bounds[0] != 0 or bounds[-1] != n_corpus or not increasing:
+        raise InvalidArgumentError(
+            f"shard boundaries must rise strictly from 0 to the corpus rows ({n_corpus}), "
+            f"got {bounds}"
+        )
+    return len(bounds) - 1, bounds
+
+
+@contextlib.contextmanager
+def _connected(ray: ModuleType, address: str | None) -> Iterator[None]:
+    if ray.is_initialized():
+        yield
+        return
+    ray.init(address=address)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What a run's actors read, named in every call: the corpus (a mapped file's path, which
+    each node maps, or an array put once into the object store: by corpus, a shard's rows)
+    and the duplicate groups.
+    An actor opens them at its first call, and again after a restart. (Not constructor
+    arguments: Ray warns that a restarted actor needs those still in the object store.)"""
+
+    corpus: str | list[Any]
+    shape: tuple[int, int]
+    groups: list[Any] | None
+
+    @classmethod
+    def put(cls, ray: ModuleType, work: ChunkWork) -> _Inputs:
+        c = work.corpus
+        # A reference inside a list is passed as it is, not resolved before the call.
+        corpus = c.path if isinstance(c, Embeddings) and c.mapped else [ray.put(np.asarray(c))]
+        groups = None if work.prepared.groups is None else [ray.put(work.prepared.groups)]
+        return cls(corpus=corpus, shape=(rows_of(c), int(c.shape[1])), groups=groups)
+
+    def open(self) -> tuple[Embeddings | np.ndarray, np.ndarray | None]:
+        import ray
+
+        if isinstance(self.corpus, str):
+            corpus: Embeddings | np.ndarray = open_embeddings(self.corpus)
+            if tuple(corpus.shape) != self.shape:
+                raise InvalidArgumentError(
+                    f"the corpus {self.corpus} has shape {tuple(corpus.shape)} on this node, "
+                    f"{self.shape} on the driver: every node must see the same file at the "
+                    "same path"
+                )
+        else:
+            corpus = ray.get(self.corpus[0])
+        return corpus, None if self.groups is None else ray.get(self.groups[0])
+
+
+class _Pool:
+    """Actors started for one run (named, restartable) and killed when it ends."""
+
+    def __init__(
+        self,
+        ray: ModuleType,
+        run: str,
+        kind: str,
+        resources: list[dict[str, float]] | None,
+        max_restarts: int,
+    ) -> None:
+        self.ray, self.run, self.kind = ray, run, kind
+        self.resources, self.max_restarts = resources, max_restarts
+
+    @contextlib.contextmanager
+    def actors(self, cls: type, args: Sequence[Sequence[Any]]) -> Iterator[list[Any]]:
+        remote = self.ray.remote(cls)
+        started = []
+        try:
+            for i, arguments in enumerate(args):
+                options: dict[str, Any] = {
+                    "name": f"{ACTOR_PREFIX}{self.run}-{self.kind}-{i}",
+                    "num_cpus": 0,
+                    "max_restarts": self.max_restarts,
+                    "max_task_retries": self.max_restarts,
+                }
+                if self.resources is not None:
+                    options["resources"] = self.resources[i]
+                else:
+                    options["scheduling_strategy"] = "SPREAD"
+                started.append(remote.options(**options).remote(*arguments))
+            yield started
+        finally:
+            for actor in started:
+                self.ray.kill(actor, no_restart=True)
+
+
+class _QueryPool(_Pool):
+    """The by-query :data:`~negmine.checkpoint.ChunkRunner`: ``n`` actors, each mining one
+    chunk at a time with one more queued, chunks handed out as actors finish."""
+
+    def __init__(
+        self,
+        ray: ModuleType,
+        run: str,
+        n: int,
+        resources: list[dict[str, float]] | None,
+        max_restarts: int,
+    ) -> None:
+        super().__init__(ray, run, "query", resources, max_restarts)
+        self.n = n
+
+    def __call__(
+        self, work: ChunkWork, chunks: Sequence[tuple[int, int]]
+    ) -> Generator[tuple[int, _core.Mined], None, None]:
+        if not chunks:
+            return
+        ray = self.ray
+        inputs = _Inputs.put(ray, work)
+        args = [(work.options.to_dict(), work.threads)] * self.n
+        q_array = np.asarray(work.queries)
+        todo = deque(chunks)
+        with self.actors(_QueryWorker, args) as actors:
+            running: dict[Any, tuple[int, int]] = {}  # task -> (start, actor)
+
+            def submit(actor: int) -> None:
+                start, stop = todo.popleft()
+                lists = replace(work.prepared.rows(start, stop), groups=None)
+                queries = np.ascontiguousarray(q_array[start:stop])
+                task = actors[actor].mine.remote(inputs, start, queries, lists)
+                running[task] = (start, actor)
+
+            # Two chunks per actor: the next one is on its node when the first finishes.
+            for _ in range(2):
+                for actor in range(len(actors)):
+                    if todo:
+                        submit(actor)
+            while running:
+                ready, _ = ray.wait(list(running), num_returns=1)
+                start, actor = running.pop(ready[0])
+                arrays = ray.get(ready[0])
+                if todo:
+                    submit(actor)
+                yield start, _core.Mined(**arrays)
+
+
+class _QueryWorker:
+    """A by-query actor: the corpus opened once, chunks mined with their global offset."""
+
+    def __init__(self, options: dict[str, Any], threads: int | None) -> None:
+        self.options = MiningOptions(**options)
+        self.threads = threads
+        self.opened: tuple[Embeddings | np.ndarray, np.ndarray | None] | None = None
+
+    def mine(
+        self, inputs: _Inputs, start: int, queries: np.ndarray, lists: Prepared
+    ) -> dict[str, np.ndarray]:
+        if self.opened is None:
+            self.opened = inputs.open()
+        corpus, groups = self.opened
+        part = mine_prepared(
+            queries,
+            corpus,
+            replace(lists, groups=groups),
+            self.options,
+            query_offset=start,
+            threads=self.threads,
+        )
+        return part.arrays()
+
+
+class _ShardPool(_Pool):
+    """The by-corpus :data:`~negmine.checkpoint.ChunkRunner`: one actor per row range; the
+    driver mines each chunk with candidates merged from every shard."""
+
+    def __init__(
+        self,
+        ray: ModuleType,
+        run: str,
+        boundaries: list[int],
+        resources: list[dict[str, float]] | None,
+        max_restarts: int,
+    ) -> None:
+        super().__init__(ray, run, "shard", resources, max_restarts)
+        self.boundaries = boundaries
+
+    def __call__(
+        self, work: ChunkWork, chunks: Sequence[tuple[int, int]]
+    ) -> Generator[tuple[int, _core.Mined], None, None]:
+        if not chunks:
+            return
+        ray = self.ray
+        b = self.boundaries
+        ranges = list(zip(b[:-1], b[1:]))
+        c = work.corpus
+        if isinstance(c, Embeddings) and c.mapped:
+            # Each node maps the file and reads only its range (the driver applies groups).
+            inputs = [_Inputs(corpus=c.path, shape=(rows_of(c), int(c.shape[1])), groups=None)]
+            inputs *= len(ranges)
+        else:
+            # An in-memory corpus: each shard's rows go into the object store, not all of them.
+            array = np.asarray(c)
+            inputs = [
+                _Inputs(
+                    corpus=[ray.put(array[lo:hi])], shape=(hi - lo, array.shape[1]), groups=None
+                )
+                for lo, hi in ranges
+            ]
+        args = [(lo, hi, work.options.metric, work.threads) for lo, hi in ranges]
+        q_array = np.asarray(work.queries)
+        with self.actors(_ShardWorker, args) as shards:
+            for start, stop in chunks:
+                queries = np.ascontiguousarray(q_array[start:stop])
+                lists = work.prepared.rows(start, stop)
+                # Put once per chunk: every shard, and every deeper fetch, reads these.
+                queries_ref = ray.put(queries)
+                excluded_ref = ray.put((lists.ex_indptr, lists.ex_ids))
+
+                fetch = _merged_fetch(ray, shards, inputs, queries_ref, excluded_ref)
+                part = mine_prepared(
+                    queries,
+                    work.corpus,
+                    lists,
+                    work.options,
+                    query_offset=start,
+                    threads=work.threads,
+                    fetch=fetch,
+                )
+                yield start, part
+
+
+def _merged_fetch(
+    ray: ModuleType,
+    shards: Sequence[Any],
+    inputs: Sequence[_Inputs],
+    queries: Any,
+    excluded: Any,
+) -> Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]:
+    """The core's candidate source for one chunk (``queries``, ``excluded``: its object-store
+    references): every shard's top ``depth`` for the rows asked, merged exactly. The merged
+    list is the exact top ``depth`` of the whole corpus, so the core, which rescores it,
+    ranks as the exact search would."""
+
+    def fetch(rows: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        tasks = [
+            shard.top.remote(opened, queries, excluded, rows, depth)
+            for shard, opened in zip(shards, inputs)
+        ]
+        _, ids = merge_topk(ray.get(tasks), depth)
+        real = ids >= 0
+        indptr = np.concatenate(([0], np.cumsum(real.sum(axis=1)))).astype(np.int64)
+        return indptr, np.ascontiguousarray(ids[real])
+
+    return fetch
+
+
+class _ShardWorker:
+    """A by-corpus actor: the rows ``lo..hi`` of the corpus, searched exactly."""
+
+    def __init__(self, lo: int, hi: int, metric: str, threads: int | None) -> None:
+        self.lo, self.hi, self.metric, self.threads = lo, hi, metric, threads
+        self.rows: np.ndarray | None = None
+
+    def top(
+        self,
+        inputs: _Inputs,
+        queries: np.ndarray,
+        excluded: tuple[np.ndarray, np.ndarray],
+        rows: np.ndarray,
+        depth: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The best ``min(depth, rows in the shard)`` of each of ``queries[rows]`` among this
+        shard's rows that it does not exclude, global ids; rows past a query's eligible ones
+        are padding (id -1, score -inf)."""
+        if self.rows is None:
+            corpus = np.asarray(inputs.open()[0])
+            # A row range of the mapped file (only its pages are ever read on this node), or
+            # the shard's own rows.
+            self.rows = corpus[self.lo : self.hi] if isinstance(inputs.corpus, str) else corpus
+        n = len(self.rows)
+        counts, ids = _gather_lists(*excluded, rows)
+        inside = (ids >= self.lo) & (ids < self.lo + n)
+        row_of = np.repeat(np.arange(len(rows)), counts)
+        local_counts = np.bincount(row_of[inside], minlength=len(rows))
+        local_ids = ids[inside] - self.lo
+        local_indptr = np.concatenate(([0], np.cumsum(local_counts))).astype(np.int64)
+        width = min(depth, n)
+        scores = np.full((len(rows), width), -np.inf, dtype=np.float32)
+        top_ids = np.full((len(rows), width), -1, dtype=np.int64)
+        # `search` takes one k for all its queries: one call per number of eligible rows
+        # (nearly always a single call, k = width).
+        caps = np.minimum(width, n - local_counts)
+        for k in np.unique(caps[caps > 0]):
+            at = np.flatnonzero(caps == k)
+            sub_counts, sub_ids = _gather_lists(local_indptr, local_ids, at)
+            sub_indptr = np.concatenate(([0], np.cumsum(sub_counts))).astype(np.int64)
+            s, i = search(
+                np.ascontiguousarray(queries[rows[at]]),
+                self.rows,
+                int(k),
+                metric=self.metric,  # type: ignore[arg-type]
+                exclude=(sub_indptr, sub_ids),
+                threads=self.threads,
+            )
+            scores[at, :k] = s
+            top_ids[at, :k] = i + self.lo
+        return scores, top_ids

@@ -1,0 +1,404 @@
+"""Mining on Ray (issue 11, section 1): ``negmine.distributed.mine`` by query and by corpus
+equals single-process ``negmine.mine`` bit for bit (every result array, the removed records,
+the report), survives a killed actor, and resumes an interrupted driver into a byte-identical
+output directory. One local Ray instance serves the module; the two-node cluster test (last)
+replaces it."""
+
+from __future__ import annotations
+
+import filecmp
+import importlib
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import negmine
+from negmine import distributed
+from negmine.checkpoint import mine_to_directory, partial_directory
+from negmine.cli import main as cli_main
+from negmine.errors import InvalidArgumentError, InvalidTypeError
+from negmine.result import MiningResult
+
+ray = pytest.importorskip("ray")
+mine_module = importlib.import_module("negmine.mine")
+
+N_CORPUS, N_QUERIES, DIM = 300, 40, 16
+# Three uneven shards: one smaller than any depth mining asks for, and a block of tied
+# (identical) rows across the boundary of the other two.
+SHARDS = [0, 3, 150, N_CORPUS]
+TIED = slice(144, 156)
+
+
+@pytest.fixture(scope="module")
+def _ray_module() -> Any:
+    yield
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+@pytest.fixture
+def local_ray(_ray_module: None) -> None:
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024**2)
+
+
+def data(dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
+    rng = np.random.default_rng(5)
+    corpus = rng.normal(size=(N_CORPUS, DIM))
+    corpus[TIED] = corpus[TIED.start]
+    positives = [[int(p)] for p in rng.integers(0, N_CORPUS, N_QUERIES)]
+    queries = rng.normal(size=(N_QUERIES, DIM)) + np.array([corpus[p[0]] for p in positives])
+    queries[::4] += corpus[TIED.start]  # the tied rows rank high for a quarter of the queries
+    return queries.astype(np.float32), corpus.astype(dtype), positives
+
+
+def assert_identical(a: MiningResult, b: MiningResult) -> None:
+    for name in (
+        "negative_ids",
+        "negative_scores",
+        "positive_indptr",
+        "positive_ids",
+        "positive_scores",
+    ):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+        assert getattr(a, name).dtype == getattr(b, name).dtype, name
+    assert a.removed.keys() == b.removed.keys()
+    for name in a.removed:
+        np.testing.assert_array_equal(a.removed[name], b.removed[name], err_msg=name)
+    assert a.report.to_dict() == b.report.to_dict()
+
+
+def deepens(queries: np.ndarray, corpus: np.ndarray, positives: Any, **options: Any) -> bool:
+    """Whether some query's window is starved by the filters at the first depth (so that the
+    core fetches again, deeper): the options exercise the shards' deeper answers."""
+    mining = negmine.MiningOptions(**options)
+    prepared = mine_module.prepare(queries, corpus, positives)
+
+    def exact(rows: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        lists = []
+        for r in rows:
+            excluded = prepared.ex_ids[prepared.ex_indptr[r] : prepared.ex_indptr[r + 1]]
+            k = min(depth, N_CORPUS - len(excluded))
+            lists.append(
+                negmine.search(
+                    queries[r : r + 1], corpus, k, metric=mining.metric, exclude=[excluded.tolist()]
+                )[1][0]
+            )
+        indptr = np.cumsum([0] + [len(x) for x in lists]).astype(np.int64)
+        return indptr, np.concatenate(lists).astype(np.int64)
+
+    mined = mine_module.mine_prepared(queries, corpus, prepared, mining, fetch=exact)
+    return bool((mined.fetches > 1).any())
+
+
+CORPUS_CASES = [
+    ("cosine", np.float32, {"num_negatives": 4, "relative_margin": 0.05, "dup_threshold": 0.9}),
+    (
+        "dot",
+        np.float16,
+        {
+            "num_negatives": 3,
+            "range_min": 2,
+            "absolute_margin": 0.5,
+            "sampling_strategy": "random",
+            "seed": 7,
+        },
+    ),
+    (
+        "cosine",
+        np.float16,
+        {
+            "num_negatives": 5,
+            "max_score": 0.9,
+            "record_removed": None,
+            "sampling_strategy": "simans",
+            "seed": 3,
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("metric", "dtype", "options"),
+    CORPUS_CASES,
+    ids=["cosine-f32-margin-dup", "dot-f16-random", "cosine-f16-simans"],
+)
+def test_by_corpus_equals_one_process(
+    local_ray: None, metric: str, dtype: type, options: dict[str, Any]
+) -> None:
+    queries, corpus, positives = data(dtype)
+    expected = negmine.mine(queries, corpus, positives, metric=metric, **options)
+    if "margin" in str(options):  # these data starve the margin cases' first windows
+        assert deepens(queries, corpus, positives, metric=metric, **options)
+    got = distributed.mine(
+        queries,
+        corpus,
+        positives,
+        shard_by="corpus",
+        shards=SHARDS,
+        chunk_queries=16,
+        metric=metric,
+        **options,
+    )
+    assert_identical(expected, got)
+
+
+def test_by_corpus_without_duplicate_groups_keeps_tie_order(local_ray: None) -> None:
+    """Tied rows are distinct candidates here: the merge must order them by id."""
+    queries, corpus, positives = data()
+    options = {"num_negatives": 8, "duplicates": None, "metric": "dot"}
+    expected = negmine.mine(queries, corpus, positives, **options)  # type: ignore[arg-type]
+    assert np.isin(expected.negative_ids, np.arange(TIED.start, TIED.stop)).sum() > 8
+    got = distributed.mine(queries, corpus, positives, shard_by="corpus", shards=SHARDS, **options)
+    assert_identical(expected, got)
+
+
+def test_by_query_with_uneven_chunks_equals_one_process(local_ray: None) -> None:
+    queries, corpus, positives = data(np.float16)
+    options = {
+        "num_negatives": 3,
+        "sampling_strategy": "random",
+        "seed": 11,
+        "relative_margin": 0.1,
+        "range_max": 40,
+    }
+    expected = negmine.mine(queries, corpus, positives, **options)  # type: ignore[arg-type]
+    got = distributed.mine(queries, corpus, positives, shards=2, chunk_queries=7, **options)
+    assert_identical(expected, got)
+
+
+def run_actors(run_prefix: str = distributed.ACTOR_PREFIX) -> list[str]:
+    return [
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["name"].startswith(run_prefix)
+    ]
+
+
+def no_actors_left() -> bool:
+    for _ in range(50):  # a kill is asynchronous
+        if not run_actors():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def killing(kind: str, after: int = 1) -> Any:
+    """A progress callback that kills every ``kind`` actor once ``after`` chunks are done
+    (asking Ray to restart them)."""
+    state = {"calls": 0, "killed": 0}
+
+    def progress(done: int, total: int) -> None:
+        state["calls"] += 1
+        if state["calls"] == after + 1:  # the first call reports the chunks on disk
+            for name in run_actors():
+                if f"-{kind}-" in name:
+                    ray.kill(ray.get_actor(name), no_restart=False)
+                    state["killed"] += 1
+
+    return progress, state
+
+
+@pytest.mark.parametrize("shard_by", ["query", "corpus"])
+def test_killed_actors_are_restarted_and_the_output_is_unchanged(
+    local_ray: None, shard_by: str
+) -> None:
+    queries, corpus, positives = data()
+    options = {"num_negatives": 4, "relative_margin": 0.05, "sampling_strategy": "random"}
+    expected = negmine.mine(queries, corpus, positives, **options)  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {
+        "shard_by": shard_by,
+        "shards": SHARDS if shard_by == "corpus" else 2,
+        # More chunks than the actors hold at once: the killed ones get new tasks after the
+        # kill, so without restarts the run must fail.
+        "chunk_queries": 10 if shard_by == "corpus" else 5,
+        **options,
+    }
+    progress, state = killing("shard" if shard_by == "corpus" else "query")
+    got = distributed.mine(queries, corpus, positives, progress=progress, **kwargs)
+    assert state["killed"] == (3 if shard_by == "corpus" else 2)
+    assert_identical(expected, got)
+    # The same kill without restarts fails the run: the actors were killed mid-run.
+    progress, state = killing("shard" if shard_by == "corpus" else "query")
+    with pytest.raises(ray.exceptions.RayActorError):
+        distributed.mine(queries, corpus, positives, progress=progress, max_restarts=0, **kwargs)
+
+
+def write_inputs(directory: Path) -> tuple[Path, Path, Path]:
+    queries, corpus, positives = data()
+    q, c, r = directory / "q.npy", directory / "c.npy", directory / "qrels.tsv"
+    np.save(q, queries)
+    np.save(c, corpus)
+    r.write_text("".join(f"{i}\t{p[0]}\n" for i, p in enumerate(positives)))
+    return q, c, r
+
+
+def same_files(a: Path, b: Path) -> None:
+    names = sorted(p.name for p in a.iterdir())
+    assert names == sorted(p.name for p in b.iterdir())
+    _, mismatch, errors = filecmp.cmpfiles(a, b, names, shallow=False)
+    assert (mismatch, errors) == ([], [])
+
+
+OPTIONS = {
+    "num_negatives": 4,
+    "relative_margin": 0.05,
+    "dup_threshold": 0.9,
+    "sampling_strategy": "random",
+    "seed": 5,
+}
+
+
+def test_interrupted_driver_resumes_into_byte_identical_output(
+    local_ray: None, tmp_path: Path
+) -> None:
+    q, c, r = write_inputs(tmp_path)
+    local = tmp_path / "local"
+    mine_to_directory(
+        q, c, r, local, negmine.MiningOptions(**OPTIONS), chunk_queries=6, progress=False
+    )
+    out = tmp_path / "ray"
+    calls: list[int] = []
+
+    def interrupt(done: int, total: int) -> None:
+        calls.append(done)
+        if len(calls) == 3:  # two chunks checkpointed
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        distributed.mine(q, c, r, out=out, shards=2, chunk_queries=6, progress=interrupt, **OPTIONS)
+    assert not out.exists()
+    assert len(list(partial_directory(out).glob("chunk_*.npz"))) >= 2
+    assert no_actors_left()  # the interrupted run's actors are gone
+
+    resumed: list[int] = []
+    # Resumed by the other kind of run: every runner writes the same chunks.
+    result = distributed.mine(
+        q,
+        c,
+        r,
+        out=out,
+        shard_by="corpus",
+        shards=SHARDS,
+        chunk_queries=6,
+        progress=lambda done, total: resumed.append(done),
+        **OPTIONS,
+    )
+    assert resumed[0] >= 12  # started from the checkpoint
+    assert not partial_directory(out).exists()
+    same_files(local, out)
+    assert_identical(MiningResult.load(local), result)
+
+
+def test_cli_mine_with_ray(local_ray: None, tmp_path: Path) -> None:
+    q, c, r = write_inputs(tmp_path)
+    args = [
+        "mine",
+        "--queries",
+        str(q),
+        "--corpus",
+        str(c),
+        "--positives",
+        str(r),
+        "--num-negatives",
+        "4",
+        "--relative-margin",
+        "0.05",
+        "--chunk-queries",
+        "9",
+    ]
+    assert cli_main([*args, "--out", str(tmp_path / "local")]) == 0
+    # This process's Ray is used as it is.
+    assert (
+        cli_main(
+            [
+                *args,
+                "--out",
+                str(tmp_path / "ray"),
+                "--ray",
+                "auto",
+                "--shard-by",
+                "corpus",
+                "--shards",
+                "0,3,150,300",
+            ]
+        )
+        == 0
+    )
+    same_files(tmp_path / "local", tmp_path / "ray")
+    assert cli_main([*args, "--out", str(tmp_path / "x"), "--shards", "2"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "needle"),
+    [
+        (
+            {"shard_by": "corpus", "shards": [0, 100, 100, N_CORPUS]},
+            InvalidArgumentError,
+            "rise strictly",
+        ),
+        ({"shard_by": "corpus", "shards": [0, 100]}, InvalidArgumentError, "rise strictly"),
+        ({"shard_by": "corpus", "shards": N_CORPUS + 1}, InvalidArgumentError, "at most"),
+        ({"shards": [0, 100, N_CORPUS]}, InvalidTypeError, "number of shards"),
+        ({"shards": 0}, InvalidArgumentError, "shards must be positive"),
+        ({"shard_by": "rows"}, InvalidArgumentError, "shard_by"),
+        ({"shards": 2, "shard_resources": [{"a": 1}]}, InvalidArgumentError, "1 entries"),
+        ({"num_negative": 3}, InvalidTypeError, "unknown mining option 'num_negative'"),
+        ({"shard_resources": {"a": 1}}, InvalidTypeError, "one mapping per shard"),
+        ({"shard_resources": [1, 2]}, InvalidTypeError, "one mapping per shard"),
+        ({"out": "somewhere"}, InvalidTypeError, "queries must be a file path"),
+    ],
+)
+def test_bad_arguments_are_named_before_ray_starts(
+    kwargs: dict[str, Any], error: type[Exception], needle: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # nothing may reach Ray
+    queries, corpus, positives = data()
+    with pytest.raises(error, match=needle):
+        distributed.mine(queries, corpus, positives, **kwargs)
+
+
+def test_missing_ray_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)
+    queries, corpus, positives = data()
+    with pytest.raises(ImportError, match=r"pip install 'negmine\[ray\]'"):
+        distributed.mine(queries, corpus, positives)
+
+
+def test_two_nodes_with_a_custom_resource_per_shard(_ray_module: None) -> None:
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 1,
+            "resources": {"node-a": 2},
+            "object_store_memory": 128 * 1024**2,
+            "include_dashboard": False,
+        },
+    )
+    try:
+        cluster.add_node(num_cpus=1, resources={"node-b": 2}, object_store_memory=128 * 1024**2)
+        ray.init(address=cluster.address)
+        queries, corpus, positives = data()
+        options = {"num_negatives": 4, "relative_margin": 0.05, "metric": "dot"}
+        expected = negmine.mine(queries, corpus, positives, **options)  # type: ignore[arg-type]
+        got = distributed.mine(
+            queries,
+            corpus,
+            positives,
+            shard_by="corpus",
+            shards=SHARDS,
+            chunk_queries=16,
+            shard_resources=[{"node-a": 1}, {"node-b": 1}, {"node-b": 1}],
+            **options,
+        )
+        assert_identical(expected, got)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
