@@ -171,6 +171,44 @@ def test_by_query_with_uneven_chunks_equals_one_process(local_ray: None) -> None
     assert_identical(expected, got)
 
 
+@pytest.mark.parametrize(
+    ("shard_by", "metric", "dtype", "k"),
+    [
+        ("corpus", "cosine", np.float32, 20),
+        ("corpus", "dot", np.float16, 150),
+        ("query", "dot", np.float32, 7),
+    ],
+)
+def test_search_equals_one_process(
+    local_ray: None, shard_by: str, metric: str, dtype: type, k: int
+) -> None:
+    queries, corpus, positives = data(dtype)
+    # Uneven exclusions, the tied block partly excluded for some queries.
+    exclude = [
+        p + ([*range(TIED.start, TIED.start + 3)] if i % 3 == 0 else [])
+        for i, p in enumerate(positives)
+    ]
+    want = negmine.search(queries, corpus, k, metric=metric, exclude=exclude)  # type: ignore[arg-type]
+    got = distributed.search(
+        queries,
+        corpus,
+        k,
+        metric=metric,
+        exclude=exclude,
+        shard_by=shard_by,  # type: ignore[arg-type]
+        shards=SHARDS if shard_by == "corpus" else 2,
+        chunk_queries=9,
+    )
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[0].view(np.uint32), want[0].view(np.uint32))
+
+
+def test_search_refuses_a_k_past_the_rows_left(local_ray: None) -> None:
+    queries, corpus, _ = data()
+    with pytest.raises(InvalidArgumentError, match="exceeds the 299 corpus rows query 0"):
+        distributed.search(queries, corpus, N_CORPUS, exclude=[[1]] * N_QUERIES)
+
+
 def run_actors(run_prefix: str = distributed.ACTOR_PREFIX) -> list[str]:
     return [
         a["name"]

@@ -844,3 +844,32 @@ def test_mining_options_are_plain_immutable_values():
     with pytest.raises(AttributeError, match="no option 'colour'"):
         _ = options.colour
     assert copy.copy(options) is options and copy.deepcopy(options) is options
+
+
+@pytest.mark.parametrize("backend", ["exact", "hnsw"])
+def test_query_offset_lets_slices_draw_what_one_call_draws(backend: str) -> None:
+    rng = np.random.default_rng(11)
+    corpus = rng.standard_normal((400, 16)).astype(np.float32)
+    queries = rng.standard_normal((30, 16)).astype(np.float32)
+    positives = [[int(i)] for i in rng.integers(0, 400, 30)]
+    options = dict(
+        num_negatives=4,
+        sampling_strategy="random",
+        range_max=40,
+        seed=3,
+        duplicates=None,
+        backend=backend,
+    )
+    whole = negmine.mine(queries, corpus, positives, **options)
+    pieces = [
+        negmine.mine(queries[a:b], corpus, positives[a:b], query_offset=a, **options)
+        for a, b in ((0, 11), (11, 30))
+    ]
+    np.testing.assert_array_equal(
+        np.concatenate([p.negative_ids for p in pieces]), whole.negative_ids
+    )
+    # Without the offset the second piece draws as if it were queries 0..18.
+    unshifted = negmine.mine(queries[11:30], corpus, positives[11:30], **options)
+    assert (unshifted.negative_ids != whole.negative_ids[11:30]).any()
+    with pytest.raises(negmine.InvalidArgumentError, match="query_offset"):
+        negmine.mine(queries, corpus, positives, query_offset=-1)

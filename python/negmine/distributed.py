@@ -49,7 +49,7 @@ import numpy as np
 from negmine import _core
 from negmine import _numbers as numbers
 from negmine._core import Embeddings, open_embeddings
-from negmine._inputs import EmbeddingsLike, IdsLike, as_matrix, rows_of
+from negmine._inputs import EmbeddingsLike, IdsLike, as_csr, as_matrix, rows_of
 from negmine._progress import ProgressCallback
 from negmine.checkpoint import ChunkRunner, ChunkWork, mine_to_directory, query_chunks, run_chunks
 from negmine.errors import InvalidArgumentError, InvalidTypeError
@@ -63,7 +63,8 @@ from negmine.mine import (
     prepare,
 )
 from negmine.result import MiningResult
-from negmine.search import merge_topk, search
+from negmine.search import Metric, merge_topk
+from negmine.search import search as exact_search
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -199,6 +200,143 @@ def mine(
         assert work is not None
         chunks = query_chunks(rows_of(work.queries), chunk_queries)
         return assemble(work.prepared, mining, run_chunks(work, chunks, runner, progress))
+
+
+def search(
+    queries: EmbeddingsLike,
+    corpus: EmbeddingsLike,
+    k: int,
+    *,
+    metric: Metric = "dot",
+    exclude: IdsLike = None,
+    shard_by: ShardBy = "corpus",
+    shards: int | Sequence[int] | None = None,
+    shard_resources: Sequence[Mapping[str, float]] | None = None,
+    ray_address: str | None = None,
+    chunk_queries: int = 8192,
+    max_restarts: int = 3,
+    threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`negmine.search` on a Ray cluster: the same ``(scores, ids)``, bit for bit.
+
+    ``shard_by="corpus"`` (default): one actor per range of corpus rows (``shards``: their
+    number or boundaries ``[0, b1, ..., N]``), each searching its rows with the exclusions
+    that fall in them; the driver merges their top ``k`` exactly (:func:`negmine.merge_topk`).
+    ``shard_by="query"``: ``shards`` actors, each with the whole corpus, search chunks of
+    ``chunk_queries`` queries. The other arguments are :func:`search`'s and :func:`mine`'s.
+    """
+    k = numbers.count(k, "k")
+    shard_by = numbers.choice(shard_by, "shard_by", ("query", "corpus"))  # type: ignore[assignment]
+    chunk_queries = numbers.count(chunk_queries, "chunk_queries")
+    max_restarts = numbers.non_negative(max_restarts, "max_restarts")
+    threads = numbers.optional_count(threads, "threads")
+    # The metric checked (an alias resolved) as the core checks it.
+    metric = _core.MineOptions(metric=metric).metric  # type: ignore[assignment]
+    q = as_matrix(queries, "queries")
+    c = as_matrix(corpus, "corpus")
+    n_queries, n_corpus = rows_of(q), rows_of(c)
+    if q.shape[1] != c.shape[1]:
+        raise InvalidArgumentError(
+            f"queries have dimension {q.shape[1]} but the corpus has {c.shape[1]}"
+        )
+    csr = as_csr(exclude, n_queries, "exclude")
+    indptr, ids = (np.zeros(n_queries + 1, np.int64), np.empty(0, np.int64)) if csr is None else csr
+    if len(ids) and (ids.min() < 0 or ids.max() >= n_corpus):
+        raise InvalidArgumentError(f"exclude holds ids outside the corpus of {n_corpus} rows")
+    # Each query's distinct excluded ids: k may not pass what is left (as in `search`).
+    unique = np.diff(_pairs_unique(indptr, ids, n_queries))
+    short = np.flatnonzero(n_corpus - unique < k)
+    if len(short):
+        raise InvalidArgumentError(
+            f"k = {k} exceeds the {n_corpus - int(unique[short[0]])} corpus rows query "
+            f"{int(short[0])} does not exclude"
+        )
+    n_shards, boundaries = _shards(shards, shard_by, n_corpus)
+    resources = _resources(shard_resources, n_shards)
+    if resources is not None:
+        n_shards = len(resources)
+    ray = _import_ray()
+    with _connected(ray, ray_address):
+        if n_shards is None:
+            n_shards = max(1, sum(1 for node in ray.nodes() if node.get("Alive")))
+            if shard_by == "corpus":
+                n_shards = min(n_shards, max(n_corpus, 1))
+        if shard_by == "corpus" and boundaries is None:
+            boundaries = [n_corpus * i // n_shards for i in range(n_shards + 1)]
+        # By query, every actor holds the whole corpus.
+        ranges = (
+            [(0, n_corpus)] * n_shards
+            if shard_by == "query"
+            else list(zip(boundaries[:-1], boundaries[1:]))  # type: ignore[index]
+        )
+        pool = _Pool(ray, uuid.uuid4().hex[:8], f"search-{shard_by}", resources, max_restarts)
+        work = ChunkWork(
+            queries=q, corpus=c, prepared=_NO_LISTS, options=MiningOptions(), threads=threads
+        )
+        inputs = _shard_inputs(ray, work, ranges)
+        scores = np.empty((n_queries, k), dtype=np.float32)
+        found = np.empty((n_queries, k), dtype=np.int64)
+        q_array = np.asarray(q)
+        with pool.actors(_ShardWorker, [(lo, hi, metric, threads) for lo, hi in ranges]) as actors:
+            tasks = []
+            for i, (start, stop) in enumerate(query_chunks(n_queries, chunk_queries)):
+                chunk = np.ascontiguousarray(q_array[start:stop])
+                excluded = (
+                    indptr[start : stop + 1] - indptr[start],
+                    ids[indptr[start] : indptr[stop]],
+                )
+                rows = np.arange(stop - start)
+                asked = (
+                    [(actors[i % len(actors)], inputs[0])]
+                    if shard_by == "query"
+                    else list(zip(actors, inputs))
+                )
+                parts = [
+                    actor.top.remote(opened, chunk, excluded, rows, k) for actor, opened in asked
+                ]
+                tasks.append((start, stop, parts))
+            for start, stop, parts in tasks:
+                scores[start:stop], found[start:stop] = merge_topk(ray.get(parts), k)
+    return scores, found
+
+
+def _pairs_unique(indptr: np.ndarray, ids: np.ndarray, n: int) -> np.ndarray:
+    """The indptr of each row's distinct ids."""
+    rows = np.repeat(np.arange(n), np.diff(indptr))
+    pairs = np.unique(np.stack([rows, ids]), axis=1) if len(ids) else np.empty((2, 0), np.int64)
+    return np.concatenate(([0], np.cumsum(np.bincount(pairs[0], minlength=n)))).astype(np.int64)
+
+
+_NO_LISTS = Prepared(
+    pos_indptr=np.zeros(1, np.int64),
+    pos_ids=np.empty(0, np.int64),
+    ex_indptr=np.zeros(1, np.int64),
+    ex_ids=np.empty(0, np.int64),
+    groups=None,
+    linked=0,
+)
+"""A search has no positives or groups: the id lists of a :class:`ChunkWork` left empty."""
+
+
+def _shard_inputs(
+    ray: ModuleType, work: ChunkWork, ranges: Sequence[tuple[int, int]]
+) -> list[_Inputs]:
+    """What each shard actor opens: a mapped file's path (each node maps it and reads only its
+    range), or the shard's own rows put into the object store (an in-memory corpus: not all
+    of it per shard)."""
+    c = work.corpus
+    if isinstance(c, Embeddings) and c.mapped:
+        return [_Inputs(corpus=c.path, shape=(rows_of(c), int(c.shape[1])), groups=None)] * len(
+            ranges
+        )
+    array = np.asarray(c)
+    if ranges and all(r == (0, len(array)) for r in ranges):
+        whole = [ray.put(array)]
+        return [_Inputs(corpus=whole, shape=array.shape, groups=None)] * len(ranges)
+    return [
+        _Inputs(corpus=[ray.put(array[lo:hi])], shape=(hi - lo, array.shape[1]), groups=None)
+        for lo, hi in ranges
+    ]
 
 
 def _path(value: object, name: str) -> str | os.PathLike[str]:
@@ -440,20 +578,7 @@ class _ShardPool(_Pool):
         ray = self.ray
         b = self.boundaries
         ranges = list(zip(b[:-1], b[1:]))
-        c = work.corpus
-        if isinstance(c, Embeddings) and c.mapped:
-            # Each node maps the file and reads only its range (the driver applies groups).
-            inputs = [_Inputs(corpus=c.path, shape=(rows_of(c), int(c.shape[1])), groups=None)]
-            inputs *= len(ranges)
-        else:
-            # An in-memory corpus: each shard's rows go into the object store, not all of them.
-            array = np.asarray(c)
-            inputs = [
-                _Inputs(
-                    corpus=[ray.put(array[lo:hi])], shape=(hi - lo, array.shape[1]), groups=None
-                )
-                for lo, hi in ranges
-            ]
+        inputs = _shard_inputs(ray, work, ranges)
         args = [(lo, hi, work.options.metric, work.threads) for lo, hi in ranges]
         q_array = np.asarray(work.queries)
         with self.actors(_ShardWorker, args) as shards:
@@ -542,7 +667,7 @@ class _ShardWorker:
             at = np.flatnonzero(caps == k)
             sub_counts, sub_ids = _gather_lists(local_indptr, local_ids, at)
             sub_indptr = np.concatenate(([0], np.cumsum(sub_counts))).astype(np.int64)
-            s, i = search(
+            s, i = exact_search(
                 np.ascontiguousarray(queries[rows[at]]),
                 self.rows,
                 int(k),

@@ -413,6 +413,7 @@ def mine(
     torch_dtype: Literal["float16", "bfloat16"] = "float16",
     tile_rows: int = 16_384,
     torch_slack: int = 32,
+    query_offset: int = 0,
     threads: int | None = None,
     progress: bool = False,
 ) -> MiningResult:
@@ -484,6 +485,11 @@ def mine(
             scores of all positives; counted as ``max_score`` (the lower of the two cuts
             applies), the cut is ``result.report.teacher.cut``.
         rescore_batch_size: pairs per ``rescore`` call.
+        query_offset: the global index of ``queries[0]`` when they are a slice of a larger
+            set mined piece by piece (by hand, or across machines): the seeded sampling is
+            seeded per global query index, so the pieces draw what one call over all queries
+            draws (given the same positives; ``query_dup_threshold`` links queries only within
+            one call). A teacher gets global query indices too.
         device: torch: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a ``torch.device`` (torch's
             own thread settings govern its CPU work; ``threads`` is the core's).
         torch_dtype: torch: ``"float16"`` (default) or ``"bfloat16"``, the matmul's inputs.
@@ -505,6 +511,7 @@ def mine(
     target_recall = numbers.real(target_recall, "target_recall", low=0.0, high=1.0, low_open=True)
     hnsw_params = ann.HnswParams(options.metric, m=hnsw_m, ef_construction=hnsw_ef_construction)
     teacher = _teacher(rescore, rescore_percentile, rescore_batch_size)
+    query_offset = numbers.non_negative(query_offset, "query_offset", maximum=numbers.MAX_ID)
     q = as_matrix(queries, "queries")
     c = as_matrix(corpus, "corpus")
     if backend == "torch":
@@ -540,6 +547,7 @@ def mine(
             progress=progress,
             core_options=core_options,
             teacher=teacher,
+            query_offset=query_offset,
         )
     elif backend == "torch":
         result = _mine_torch(
@@ -555,10 +563,18 @@ def mine(
             slack=torch_slack,
             threads=threads,
             progress=progress,
+            query_offset=query_offset,
         )
     else:
         out = mine_prepared(
-            q, c, prepared, core_options, threads=threads, progress=progress, teacher=teacher
+            q,
+            c,
+            prepared,
+            core_options,
+            threads=threads,
+            progress=progress,
+            teacher=teacher,
+            query_offset=query_offset,
         )
         result = assemble(prepared, options, [out])
     if teacher is not None:
@@ -580,6 +596,7 @@ def _mine_torch(
     slack: int,
     threads: int | None,
     progress: bool,
+    query_offset: int = 0,
 ) -> MiningResult:
     """``mine(..., backend="torch")`` once the inputs are checked (see
     :mod:`negmine.torch.candidates`): chunks of queries mined with torch candidates;
@@ -605,13 +622,31 @@ def _mine_torch(
             if len(q_array) == 0 or len(c_array) == 0:
                 raise candidates.ExactPathDecides  # nothing to scan: the exact path
             parts = _torch_chunks(
-                q_array, c_array, prepared, core_options, teacher, source_options, threads, progress
+                q_array,
+                c_array,
+                prepared,
+                core_options,
+                teacher,
+                source_options,
+                threads,
+                progress,
+                query_offset,
             )
         except candidates.ExactPathDecides:
             # Nothing to scan, a row that is not finite, or dot scores of this size that could
             # overflow float32: the exact path raises (naming the row or pair) or mines,
             # exactly as backend="exact" does.
-            parts = [mine_prepared(q, c, prepared, core_options, threads=threads, teacher=teacher)]
+            parts = [
+                mine_prepared(
+                    q,
+                    c,
+                    prepared,
+                    core_options,
+                    threads=threads,
+                    teacher=teacher,
+                    query_offset=query_offset,
+                )
+            ]
     result = assemble(prepared, options, parts)
     report = result.report
     report.backend = "torch"
@@ -634,6 +669,7 @@ def _torch_chunks(
     source_options: dict[str, Any],
     threads: int | None,
     progress: bool,
+    query_offset: int,
 ) -> list[_core.Mined]:
     """Core outputs per chunk of :data:`TORCH_CHUNK` queries, each mined with torch
     candidates."""
@@ -662,7 +698,7 @@ def _torch_chunks(
                     c_array,
                     chunk,
                     options,
-                    query_offset=start,
+                    query_offset=query_offset + start,
                     threads=threads,
                     fetch=source,
                     teacher=teacher,
@@ -686,11 +722,20 @@ def _mine_hnsw(
     progress: bool,
     core_options: MiningOptions,
     teacher: Teacher | None,
+    query_offset: int = 0,
 ) -> MiningResult:
     """``mine(..., backend="hnsw")`` once the inputs are checked (see :mod:`negmine.ann`);
     ``core_options``: ``options`` as the core applies them (a teacher's percentile cut)."""
     if rows_of(q) == 0 or rows_of(c) == 0:  # nothing to index or to ask: the exact path
-        out = mine_prepared(q, c, prepared, core_options, threads=threads, teacher=teacher)
+        out = mine_prepared(
+            q,
+            c,
+            prepared,
+            core_options,
+            threads=threads,
+            teacher=teacher,
+            query_offset=query_offset,
+        )
         result = assemble(prepared, options, [out])
         result.report.backend = "hnsw"
         result.report.ann = AnnReport(target_recall=target_recall, built=False)
@@ -728,6 +773,7 @@ def _mine_hnsw(
             prepared,
             core_options,
             teacher=teacher,
+            query_offset=query_offset,
             index=index,
             ef=ef,
             recall_depth=depth,
@@ -773,6 +819,7 @@ def _mine_hnsw_chunks(
     ef: int,
     recall_depth: int,
     teacher: Teacher | None = None,
+    query_offset: int = 0,
     threads: int | None = None,
     progress: bool | Callable[[int, int], object] = False,
 ) -> tuple[list[_core.Mined], int, int]:
@@ -803,7 +850,7 @@ def _mine_hnsw_chunks(
                 corpus,
                 prepared.rows(start, stop),
                 options,
-                query_offset=start,
+                query_offset=query_offset + start,
                 threads=threads,
                 fetch=fetch,
                 max_depth=ann.hnsw_depth_limit(n_corpus),
