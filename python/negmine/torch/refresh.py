@@ -146,7 +146,7 @@ class _Job:
             self.thread.join()
         if self.error is not None:
             raise RuntimeError(
-                f"refresh {self.refresh} failed while mining in the background: "
+                f"refresh {self.refresh} failed while mining: "
                 f"{type(self.error).__name__}: {self.error}"
             ) from self.error
         assert self.result is not None
@@ -214,7 +214,9 @@ class NegativeRefresher:
     encoders are only called on rank 0 (call the wrapped module, ``ddp.module``, in them, not
     the ``DistributedDataParallel`` wrapper). Every rank swaps at the same boundary, so the
     samplers, built on the same clusters, keep yielding equal batch counts per rank. An error
-    on rank 0 is raised on every rank.
+    while mining on rank 0 is raised on every rank at the swap; an error while encoding is
+    raised on rank 0 only (the others wait at the next swap until the process group's timeout,
+    or until the launcher ends them when rank 0 exits).
     """
 
     def __init__(
@@ -563,7 +565,7 @@ def _fingerprint(
     """A digest of what decides the refreshes' negatives besides the embeddings."""
     h = hashlib.blake2b(digest_size=16)
     h.update(json.dumps([STATE_FORMAT, seed, n_clusters]).encode())
-    for name in sorted(options):
+    for name in sorted(set(options) - {"threads"}):  # threads change no result
         value = options[name]
         data = value.tobytes() if isinstance(value, np.ndarray) else repr(value).encode()
         h.update(f"{name}:{len(data)}:".encode() + data)
