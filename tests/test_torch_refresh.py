@@ -317,6 +317,14 @@ def test_background_error_surfaces_at_the_swap(
         refresher.set_epoch(3)
     assert isinstance(info.value.__cause__, MemoryError)
     assert refresher.live == 1 and dataset.generation == 1  # nothing half swapped
+    # Retrying the boundary starts refresh 2 anew (mining works again), never a silent no-op.
+    monkeypatch.setattr(refresh_module, "mine", real_mine)
+    refresher.set_epoch(3)
+    assert refresher.live == 1 and refresher.pending == 2
+    refresher.set_epoch(4)
+    assert refresher.live == 2
+    direct, _ = expected(tmp_path, 2)
+    np.testing.assert_array_equal(dataset.negative_ids, direct.negative_ids)
 
 
 def test_encoder_errors(tmp_path: Path) -> None:

@@ -195,7 +195,10 @@ class NegativeRefresher:
 
     **Errors.** An error while mining is re-raised at the swap, in the training thread, as a
     ``RuntimeError`` naming the refresh (its cause attached); the old negatives are never
-    silently served on. An error while encoding is raised by the call that encodes.
+    silently served on. The failed refresh is abandoned (the next one takes its number), and
+    calling :meth:`set_epoch` again with the same epoch retries that boundary: a refresh due
+    there is encoded and started anew. An error while encoding is raised by the call that
+    encodes.
 
     **Resuming.** :meth:`state_dict` records the live refresh, a pending one and the schedule;
     :meth:`load_state_dict` on a fresh refresher (with the same ``seed``, ``positives``,
@@ -318,7 +321,6 @@ class NegativeRefresher:
         if epoch == self.epoch:
             return
         first = self.epoch is None
-        self.epoch = epoch
         if self.pending is not None:
             self._swap(epoch)
         due = self.steps >= self.every if self.unit == "step" else epoch % self.every == 0
@@ -326,6 +328,8 @@ class NegativeRefresher:
             self._start()
             if not self.overlap:
                 self._swap(epoch)
+        # Only once it all succeeded: after an error, calling it again retries the boundary.
+        self.epoch = epoch
 
     def step(self) -> None:
         """Count one training step (for ``unit="step"``)."""
@@ -400,11 +404,13 @@ class NegativeRefresher:
             try:
                 result, clusters = job.wait()
             except RuntimeError as e:
+                self.started = self.live  # abandoned: the next refresh takes its number
                 outcome[0] = str(e)
                 _broadcast(outcome)
                 raise
         _broadcast(outcome)
         if outcome[0] is not None:
+            self.started = self.live
             raise RuntimeError(f"{outcome[0]} (on rank 0)")
         if result is None:
             result, clusters = self._load(refresh)
