@@ -10,7 +10,10 @@ candidates, in four configurations with the same seed, batch size and number of 
 2. + mined hard negatives (``negmine.mine`` with ``relative_margin`` / ``dup_threshold``);
 3. + the collator's false-negative mask, still random batches (what the mask buys alone);
 4. + topic batches (``negmine.kmeans`` + ``ClusterBatchSampler(plan="topic")``) and the
-   false-negative mask.
+   false-negative mask;
+5. with ``--refresh``: mined hard negatives as in 2, mined again with the adapter being trained
+   before every epoch (``negmine.torch.NegativeRefresher``, ``overlap=False``: each epoch
+   trains on negatives of the model as of its start).
 
 Held-out queries are scored by exact search (``negmine.search``): MRR@10 and recall@10, where
 a query's relevant rows are its positive and the planted copies of it.
@@ -37,7 +40,9 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import tempfile
 import time
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +55,12 @@ except ImportError:  # pragma: no cover
 
 import negmine
 from negmine import demo
-from negmine.torch import ClusterBatchSampler, GpuPrefetcher, HardNegativeDataset
+from negmine.torch import (
+    ClusterBatchSampler,
+    GpuPrefetcher,
+    HardNegativeDataset,
+    NegativeRefresher,
+)
 
 CONFIGS = (
     ("in-batch", "in-batch negatives only (random batches)"),
@@ -58,6 +68,7 @@ CONFIGS = (
     ("+mined+mask", "+ mined + false-negative mask (random)"),
     ("+topic+mask", "+ topic batches + false-negative mask"),
 )
+REFRESH = ("+refresh", "+ mined, refreshed every epoch")
 BASE = "base (no adapter)"
 WIDTH = 44
 
@@ -133,6 +144,8 @@ def train(
     seed: int,
     steps: int,
     device: torch.device,
+    mining: dict[str, Any],
+    positives: list[list[int]],
 ) -> torch.nn.Linear:
     torch.manual_seed(seed)
     d = queries.shape[1]
@@ -140,6 +153,22 @@ def train(
     with torch.no_grad():
         adapter.weight.copy_(torch.eye(d))
     opt = torch.optim.Adam(adapter.parameters(), lr=args.lr)
+    refresher = None
+    if config == "+refresh":  # `dataset` is its own: the refresher swaps new negatives in
+        workdir = tempfile.TemporaryDirectory(prefix="negmine-refresh-")
+        refresher = NegativeRefresher(
+            dataset,
+            encode_queries=lambda idx: adapter(queries[idx]),
+            encode_corpus=lambda idx: corpus[idx],  # frozen
+            n_queries=len(queries),
+            n_corpus=len(corpus),
+            positives=positives,
+            options=mining,
+            seed=seed,
+            directory=workdir.name,
+            overlap=False,
+            encode_device=device,
+        )
     if config == "+topic+mask":
         sampler = ClusterBatchSampler(
             clusters, args.batch_size, plan="topic", seed=seed, clusters_per_batch=2
@@ -152,6 +181,8 @@ def train(
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=dataset.collator())
     step = epoch = 0
     while step < steps:
+        if refresher is not None:
+            refresher.set_epoch(epoch)
         dataset.set_epoch(epoch)
         if isinstance(sampler, ClusterBatchSampler):
             sampler.set_epoch(epoch)
@@ -175,6 +206,8 @@ def train(
             if step >= steps:
                 break
         epoch += 1
+    if refresher is not None:
+        workdir.cleanup()
     return adapter
 
 
@@ -200,17 +233,14 @@ def run_seed(
     test, tr = split(len(data.queries), args.held_out, seed)
     # Mine on the frozen base embeddings of the train queries only.
     train_queries = np.ascontiguousarray(data.queries[tr])
-    train_pos = data.positives[tr]
-    result = negmine.mine(
-        train_queries,
-        data.corpus,
-        [[int(p)] for p in train_pos],
-        num_negatives=args.negatives,
-        metric="cosine",
-        relative_margin=0.05,
-        dup_threshold=0.95,
-        seed=seed,
-    )
+    positives = [[int(p)] for p in data.positives[tr]]
+    mining: dict[str, Any] = {
+        "num_negatives": args.negatives,
+        "metric": "cosine",
+        "relative_margin": 0.05,
+        "dup_threshold": 0.95,
+    }
+    result = negmine.mine(train_queries, data.corpus, positives, seed=seed, **mining)
     dataset = HardNegativeDataset(result, groups=groups, seed=seed)
     _, clusters, _ = negmine.kmeans(train_queries, n_topics(len(tr), args), seed=seed)
     steps = epochs * math.ceil(len(tr) / args.batch_size)
@@ -221,23 +251,31 @@ def run_seed(
     test_queries = torch.from_numpy(np.ascontiguousarray(data.queries[test])).to(device)
 
     rows: list[Row] = [(BASE, *evaluate(data.queries[test], data.corpus, relevant), 0.0)]
-    for name, label in CONFIGS:
+    for name, label in configs(args):
         t0 = time.perf_counter()
         adapter = train(
             name,
             queries=queries_t,
             corpus=corpus_t,
-            dataset=dataset,
+            dataset=HardNegativeDataset(result, groups=groups, seed=seed)
+            if name == REFRESH[0]
+            else dataset,
             clusters=clusters,
             args=args,
             seed=seed,
             steps=steps,
             device=device,
+            mining=mining,
+            positives=positives,
         )
         with torch.no_grad():
             mapped = adapter(test_queries).cpu().numpy().astype(np.float32)
         rows.append((label, *evaluate(mapped, data.corpus, relevant), time.perf_counter() - t0))
     return rows
+
+
+def configs(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    return (*CONFIGS, REFRESH) if args.refresh else CONFIGS
 
 
 def n_topics(n_train: int, args: argparse.Namespace) -> int:
@@ -324,6 +362,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--temperature", type=float, default=0.05)
     p.add_argument("--held-out", type=float, default=0.3, help="share of held-out queries")
+    p.add_argument(
+        "--refresh",
+        action="store_true",
+        help="add a configuration whose negatives are mined again with the adapter before "
+        "every epoch (NegativeRefresher)",
+    )
     args = p.parse_args(argv)
     if args.seeds < 1:
         p.error("--seeds must be >= 1")
@@ -358,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = run_seed(seed, data, groups, args, epochs, device)
         per_seed.append(rows)
         if len(seeds) > 1:
-            short = ["base"] + [name for name, _ in CONFIGS]
+            short = ["base"] + [name for name, _ in configs(args)]
             cells = "  ".join(
                 f"{s} {mrr:.4f}/{rec:.4f}" for s, (_, mrr, rec, _) in zip(short, rows)
             )

@@ -67,3 +67,17 @@ def test_train_example_seeds() -> None:
         d_recall = float(ln.split(" R@10 ")[1].split()[0])
         assert -1.0 <= d_mrr <= 1.0 and -1.0 <= d_recall <= 1.0, ln
     assert any(ln.startswith("best by mean MRR@10: '") for ln in lines), out
+
+
+REFRESHED = "+ mined, refreshed every epoch"
+
+
+@pytest.mark.parametrize("epochs", [1, 2])
+def test_train_example_refresh(epochs: int) -> None:
+    out = run("--epochs", str(epochs), "--refresh")
+    rows = table(out.splitlines())
+    line = next(ln for ln in out.splitlines() if ln.startswith(REFRESHED))
+    mrr, recall, _ = (float(x) for x in line[len(REFRESHED) :].split())
+    assert 0.0 <= mrr <= 1.0 and 0.0 <= recall <= 1.0
+    if epochs == 1:  # nothing to refresh before the only epoch: the same run as mined once
+        assert [mrr, recall] == rows["+ mined hard negatives"][:2]

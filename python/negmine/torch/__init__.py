@@ -2,7 +2,8 @@
 :mod:`negmine.batches` plans to a ``DataLoader``; :class:`HardNegativeDataset` (``dataset.py``)
 serves a mining result, :func:`collate` / :class:`Collator` (``collate.py``) batch it with the
 in-batch false-negative mask; :class:`GpuPrefetcher` (``prefetch.py``) copies batches to the GPU
-ahead of use.
+ahead of use; :class:`NegativeRefresher` (``refresh.py``) mines the negatives again with the
+model being trained and swaps them in at epoch boundaries.
 
 Importable only with torch installed; ``import negmine`` never imports this package. Inside it,
 ``import torch`` is the real torch (imports are absolute).
@@ -24,6 +25,7 @@ from __future__ import annotations
 from negmine.torch.collation import Collator, collate
 from negmine.torch.dataset import HardNegativeDataset
 from negmine.torch.prefetch import GpuPrefetcher
+from negmine.torch.refresh import NegativeRefresher, SentenceTransformerEncoder, mining_seed
 from negmine.torch.sampler import ClusterBatchSampler, Plan
 
 __all__ = [
@@ -31,6 +33,9 @@ __all__ = [
     "Collator",
     "GpuPrefetcher",
     "HardNegativeDataset",
+    "NegativeRefresher",
     "Plan",
+    "SentenceTransformerEncoder",
     "collate",
+    "mining_seed",
 ]

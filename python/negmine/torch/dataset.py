@@ -47,22 +47,8 @@ class HardNegativeDataset(Dataset[dict[str, Any]]):
         seed: int = 0,
         num_negatives: int | None = None,
     ) -> None:
-        negatives = np.asarray(result.negative_ids)
-        if negatives.ndim != 2 or (negatives.size and negatives.dtype.kind not in "iu"):
-            raise InvalidArgumentError(
-                f"result.negative_ids must be an integer [queries, n] array, got shape "
-                f"{negatives.shape} dtype {negatives.dtype}"
-            )
-        self.negative_ids = np.ascontiguousarray(negatives, dtype=np.int64)
-        self.positive_indptr, self.positive_ids = int_csr(
-            result.positive_indptr, result.positive_ids, "positive_indptr", "positive_ids"
-        )
-        if len(self.positive_indptr) != len(self.negative_ids) + 1:
-            raise InvalidArgumentError(
-                f"result has {len(self.positive_indptr) - 1} positive lists for "
-                f"{len(self.negative_ids)} queries"
-            )
-        mined = self.negative_ids.shape[1]
+        negatives, positive_indptr, positive_ids = _result_arrays(result)
+        mined = negatives.shape[1]
         if num_negatives is None:
             num_negatives = mined
         num_negatives = _numbers.integer(num_negatives, "num_negatives")
@@ -72,13 +58,57 @@ class HardNegativeDataset(Dataset[dict[str, Any]]):
             raise InvalidArgumentError(
                 f"num_negatives {num_negatives} exceeds the {mined} mined negatives per query"
             )
+        # One tuple, replaced whole by `set_result`: an item reads all three from one result.
+        self._arrays = (negatives, positive_indptr, positive_ids)
         self.num_negatives = num_negatives
         self.resample = bool(resample)
         self.seed = _numbers.seed(seed, "seed")
-        self.groups = groups_array(
-            groups, largest_id(self.positive_ids, self.negative_ids) + 1, "the result"
-        )
+        self.groups = groups_array(groups, largest_id(positive_ids, negatives) + 1, "the result")
         self.epoch = 0
+        self.generation = 0
+
+    @property
+    def negative_ids(self) -> np.ndarray:
+        """The served result's negatives, int64 ``[queries, mined]``."""
+        return self._arrays[0]
+
+    @property
+    def positive_indptr(self) -> np.ndarray:
+        return self._arrays[1]
+
+    @property
+    def positive_ids(self) -> np.ndarray:
+        return self._arrays[2]
+
+    def set_result(self, result: MiningResult) -> None:
+        """Serve ``result`` (e.g. negatives mined again with the current model) from now on.
+
+        The new result must have the same number of queries and at least ``num_negatives``
+        negatives per query, and its ids must fit ``groups`` when groups were given; it is
+        checked whole before anything changes, then swapped in as one reference, so an item is
+        always read from one result, never a mix (an error leaves the old one served).
+        ``generation`` counts the swaps. Call it between epochs, before iterating the
+        ``DataLoader``: a batch started before the swap may hold items of the old result, and
+        ``DataLoader`` workers hold a copy of the dataset made when the iteration starts (with
+        ``persistent_workers=True`` they keep the old result for good: use
+        ``persistent_workers=False`` with a dataset whose result changes).
+        :class:`negmine.torch.NegativeRefresher` calls it at epoch boundaries only.
+        """
+        arrays = _result_arrays(result)
+        negatives = arrays[0]
+        if len(negatives) != len(self):
+            raise InvalidArgumentError(
+                f"result has {len(negatives)} queries; this dataset serves {len(self)}"
+            )
+        if negatives.shape[1] < self.num_negatives:
+            raise InvalidArgumentError(
+                f"result has {negatives.shape[1]} negatives per query; this dataset serves "
+                f"num_negatives={self.num_negatives}"
+            )
+        if self.groups is not None:
+            groups_array(self.groups, largest_id(arrays[2], negatives) + 1, "the result")
+        self._arrays = arrays
+        self.generation += 1
 
     def set_epoch(self, epoch: int) -> None:
         """Draw positives (and resampled negatives) of ``epoch`` from now on."""
@@ -93,8 +123,9 @@ class HardNegativeDataset(Dataset[dict[str, Any]]):
             i += len(self)
         if not 0 <= i < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} queries")
-        positives = self.positive_ids[self.positive_indptr[i] : self.positive_indptr[i + 1]]
-        row = self.negative_ids[i]
+        negative_ids, positive_indptr, positive_ids = self._arrays
+        positives = positive_ids[positive_indptr[i] : positive_indptr[i + 1]]
+        row = negative_ids[i]
         k = self.num_negatives
         present = np.flatnonzero(row >= 0) if self.resample and k < len(row) else None
         drawn, chosen = _core.draw_example(
@@ -129,3 +160,22 @@ class HardNegativeDataset(Dataset[dict[str, Any]]):
             corpus_embeddings=corpus_embeddings,
             dtype=dtype,
         )
+
+
+def _result_arrays(result: MiningResult) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A result's negatives (int64, C order) and positives (CSR), checked."""
+    negatives = np.asarray(result.negative_ids)
+    if negatives.ndim != 2 or (negatives.size and negatives.dtype.kind not in "iu"):
+        raise InvalidArgumentError(
+            f"result.negative_ids must be an integer [queries, n] array, got shape "
+            f"{negatives.shape} dtype {negatives.dtype}"
+        )
+    negatives = np.ascontiguousarray(negatives, dtype=np.int64)
+    positive_indptr, positive_ids = int_csr(
+        result.positive_indptr, result.positive_ids, "positive_indptr", "positive_ids"
+    )
+    if len(positive_indptr) != len(negatives) + 1:
+        raise InvalidArgumentError(
+            f"result has {len(positive_indptr) - 1} positive lists for {len(negatives)} queries"
+        )
+    return negatives, positive_indptr, positive_ids
