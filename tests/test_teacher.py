@@ -320,3 +320,46 @@ def test_the_torch_backend_takes_the_teacher_too() -> None:
     np.testing.assert_array_equal(torch.negative_ids, exact.negative_ids)
     np.testing.assert_array_equal(torch.teacher_scores, exact.teacher_scores)
     assert torch.report.teacher == exact.report.teacher
+
+
+def test_outputs_carry_the_teacher_scores(tmp_path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    queries, corpus, positives = _data(10, n=60, nq=6)
+    teacher = Recording(10, len(corpus))
+    result = negmine.mine(
+        queries, corpus, positives, num_negatives=3, rescore=teacher, duplicates=None
+    )
+    negmine.to_parquet(result, tmp_path / "long.parquet")
+    long = pq.read_table(tmp_path / "long.parquet").to_pydict()
+    q, neg = np.array(long["query"]), np.array(long["negative"])
+    np.testing.assert_array_equal(
+        np.array(long["teacher_score"], np.float32), teacher.table[q, neg]
+    )
+    for row, scores in zip(q, long["positive_teacher_scores"]):
+        np.testing.assert_array_equal(np.float32(scores), teacher.table[row, positives[row]])
+    negmine.to_parquet(result, tmp_path / "wide.parquet", layout="wide")
+    wide = pq.read_table(tmp_path / "wide.parquet").to_pydict()
+    for row, (ids, scores) in enumerate(zip(wide["negatives"], wide["negative_teacher_scores"])):
+        np.testing.assert_array_equal(np.float32(scores), teacher.table[row, ids])
+    # The distillation layout: sentence-transformers' `scores` column, from the teacher.
+    texts_q = [f"q{i}" for i in range(6)]
+    texts_c = [f"c{i}" for i in range(60)]
+    ds = negmine.to_dataset(
+        result,
+        texts_q,
+        texts_c,
+        output_format="n-tuple",
+        include_scores=True,
+        score_source="teacher",
+    )
+    for row in ds:
+        query = texts_q.index(row["anchor"])
+        docs = [texts_c.index(row["positive"])] + [
+            texts_c.index(row[f"negative_{j}"]) for j in (1, 2, 3)
+        ]
+        np.testing.assert_allclose(row["scores"], teacher.table[query, docs], rtol=0)
+    plain = negmine.mine(queries, corpus, positives, duplicates=None)
+    with pytest.raises(InvalidArgumentError, match="needs a result mined with a teacher"):
+        negmine.to_dataset(plain, texts_q, texts_c, include_scores=True, score_source="teacher")
+    negmine.to_parquet(plain, tmp_path / "plain.parquet")
+    assert "teacher_score" not in pq.read_table(tmp_path / "plain.parquet").column_names

@@ -57,6 +57,23 @@ def _check_result(result: MiningResult) -> tuple[int, int]:
     return int(ids.shape[0]), int(ids.shape[1])
 
 
+def _teacher_scores(result: MiningResult) -> tuple[np.ndarray, np.ndarray] | None:
+    """The teacher's scores of the negatives and positives, checked, or ``None``."""
+    if result.teacher_scores is None:
+        return None
+    negatives = np.asarray(result.teacher_scores, dtype=np.float32)
+    positives = np.asarray(result.positive_teacher_scores, dtype=np.float32)
+    if negatives.shape != result.negative_ids.shape or positives.shape != (
+        len(result.positive_ids),
+    ):
+        raise InvalidArgumentError(
+            f"teacher_scores {negatives.shape} / positive_teacher_scores {positives.shape} "
+            f"do not match the negatives {result.negative_ids.shape} / positives "
+            f"({len(result.positive_ids)},)"
+        )
+    return negatives, positives
+
+
 def _id_array(pa: Any, ids: IdsSequence | None, name: str, minimum: int) -> Any:
     """``ids`` as a pyarrow array (to ``take`` from), checked to cover ``minimum`` rows."""
     if ids is None:
@@ -118,6 +135,10 @@ def to_parquet(
     ``positive_scores``, ``negatives`` (list, hardest first, missing ones left out) and
     ``negative_scores`` (list of float32), so queries without negatives are kept too.
 
+    A result mined with a teacher (``mine(rescore=...)``) adds its scores: ``teacher_score``
+    (long) or ``negative_teacher_scores`` (wide), and ``positive_teacher_scores`` (both):
+    the distillation targets, beside the retriever's.
+
     The file's metadata hold ``negmine.version`` and ``negmine.report`` (the report as JSON).
 
     Args:
@@ -142,6 +163,7 @@ def to_parquet(
     indptr = np.asarray(result.positive_indptr, dtype=np.int64)
     pos_ids = np.asarray(result.positive_ids, dtype=np.int64)
     pos_scores = np.asarray(result.positive_scores, dtype=np.float32)
+    teacher = _teacher_scores(result)
     max_corpus = max(
         int(neg_ids.max(initial=-1)) + 1, int(pos_ids.max(initial=-1)) + 1 if len(pos_ids) else 0
     )
@@ -166,6 +188,12 @@ def to_parquet(
             pa.field("negatives", pa.list_(c_type)),
             pa.field("negative_scores", pa.list_(pa.float32())),
         ]
+    if teacher is not None:
+        fields.append(pa.field("positive_teacher_scores", pa.list_(pa.float32())))
+        if layout == "long":
+            fields.append(pa.field("teacher_score", pa.float32(), nullable=False))
+        else:
+            fields.append(pa.field("negative_teacher_scores", pa.list_(pa.float32())))
     metadata = {
         "negmine.version": __version__,
         "negmine.layout": layout,
@@ -191,6 +219,10 @@ def to_parquet(
                 _list_array(pa, off, _lookup(pa, c_table, ids[found])),
                 _list_array(pa, off, pa.array(scores[found])),
             ]
+            if teacher is not None:
+                t_neg, t_pos = teacher
+                columns.append(_list_array(pa, pos_off, pa.array(t_pos[p0:p1])))
+                columns.append(_list_array(pa, off, pa.array(t_neg[start:stop][found])))
             return pa.Table.from_arrays(columns, schema=schema)
         rows, cols = np.nonzero(found)
         take = pa.array(rows, type=pa.int64())
@@ -202,6 +234,10 @@ def to_parquet(
             _lookup(pa, c_table, ids[rows, cols]),
             pa.array(scores[rows, cols], type=pa.float32()),
         ]
+        if teacher is not None:
+            t_neg, t_pos = teacher
+            columns.append(_list_array(pa, pos_off, pa.array(t_pos[p0:p1])).take(take))
+            columns.append(pa.array(t_neg[start:stop][rows, cols], type=pa.float32()))
         return pa.Table.from_arrays(columns, schema=schema)
 
     with atomic_write(path) as f:
@@ -242,6 +278,7 @@ def to_dataset(
     *,
     output_format: OutputFormat = "triplet",
     include_scores: bool = False,
+    score_source: Literal["retriever", "teacher"] = "retriever",
     anchor_column: str = "anchor",
     positive_column: str = "positive",
 ) -> Any:
@@ -264,6 +301,10 @@ def to_dataset(
     Args:
         query_texts: one text per query row of ``result``.
         corpus_texts: one text per corpus row (the corpus that was mined).
+        score_source: which scores ``include_scores`` writes: the retriever's, or ``"teacher"``:
+            those of the teacher that judged the candidates (``mine(rescore=...)``), the
+            distillation targets of e.g. ``MarginMSELoss`` (margins: ``scores[0] -
+            scores[i]``) or ``DistillKLDivLoss``.
         anchor_column, positive_column: names of the first two columns (sentence-transformers
             keeps those of the input dataset: ``"anchor"``/``"positive"``, or e.g.
             ``"query"``/``"answer"``).
@@ -278,6 +319,7 @@ def to_dataset(
             f"output_format must be one of {', '.join(map(repr, OUTPUT_FORMATS))}, "
             f"got {output_format!r}"
         )
+    score_source = numbers.choice(score_source, "score_source", ("retriever", "teacher"))  # type: ignore[assignment]
     if anchor_column == positive_column or not anchor_column or not positive_column:
         raise InvalidArgumentError(
             "anchor_column and positive_column must be two different non-empty names"
@@ -310,6 +352,13 @@ def to_dataset(
     neg_scores = np.asarray(result.negative_scores, dtype=np.float32)
     indptr = np.asarray(result.positive_indptr, dtype=np.int64)
     pos_scores = np.asarray(result.positive_scores, dtype=np.float32)
+    if score_source == "teacher":
+        judged = _teacher_scores(result)
+        if judged is None:
+            raise InvalidArgumentError(
+                "score_source='teacher' needs a result mined with a teacher (mine(rescore=...))"
+            )
+        neg_scores, pos_scores = judged
     n_pos = np.diff(indptr)
     found = neg_ids >= 0
     pair_query = np.repeat(np.arange(n_queries), n_pos)  # one entry per (query, positive)
