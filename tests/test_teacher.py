@@ -363,3 +363,86 @@ def test_outputs_carry_the_teacher_scores(tmp_path) -> None:
         negmine.to_dataset(plain, texts_q, texts_c, include_scores=True, score_source="teacher")
     negmine.to_parquet(plain, tmp_path / "plain.parquet")
     assert "teacher_score" not in pq.read_table(tmp_path / "plain.parquet").column_names
+
+
+def test_the_cli_mines_with_a_cross_encoder_teacher(tiny_cross_encoder: str, tmp_path) -> None:
+    from negmine.cli import main
+
+    rng = np.random.default_rng(12)
+    queries, corpus, positives = _data(12, n=50, nq=6)
+    np.save(tmp_path / "q.npy", queries)
+    np.save(tmp_path / "c.npy", corpus)
+    (tmp_path / "qrels.tsv").write_text(
+        "".join(f"{q}\t{p}\n" for q, pos in enumerate(positives) for p in pos)
+    )
+    query_texts = ["".join(rng.choice(list("abcdef"), 5)) for _ in range(6)]
+    corpus_texts = ["".join(rng.choice(list("abcdef"), 7)) for _ in range(50)]
+    (tmp_path / "q.txt").write_text("\n".join(query_texts) + "\n")
+    (tmp_path / "c.jsonl").write_text(
+        "".join(f'{{"text": "{t}"}}\n' if i % 2 else f'"{t}"\n' for i, t in enumerate(corpus_texts))
+    )
+    base = [
+        "mine",
+        "--queries",
+        str(tmp_path / "q.npy"),
+        "--corpus",
+        str(tmp_path / "c.npy"),
+        "--positives",
+        str(tmp_path / "qrels.tsv"),
+        "--no-duplicates",
+        "--num-negatives",
+        "3",
+        "--relative-margin",
+        "0.01",
+    ]
+    teach = [
+        "--rescore-model",
+        tiny_cross_encoder,
+        "--query-texts",
+        str(tmp_path / "q.txt"),
+        "--corpus-texts",
+        str(tmp_path / "c.jsonl"),
+        "--rescore-percentile",
+        "50",
+    ]
+    assert main([*base, "--out", str(tmp_path / "out"), *teach]) == 0
+    got = negmine.MiningResult.load(tmp_path / "out")
+    teacher = negmine.teachers.cross_encoder(tiny_cross_encoder, query_texts, corpus_texts)
+    want = negmine.mine(
+        queries,
+        corpus,
+        [sorted(p) for p in positives],
+        num_negatives=3,
+        relative_margin=0.01,
+        duplicates=None,
+        rescore=teacher,
+        rescore_percentile=50,
+        rescore_batch_size=64,
+    )
+    np.testing.assert_array_equal(got.negative_ids, want.negative_ids)
+    np.testing.assert_allclose(got.teacher_scores, want.teacher_scores, rtol=1e-6)
+    assert got.report.teacher is not None and got.report.teacher.cut is not None
+    # Usage mistakes: exit code 2, named.
+    assert main([*base, "--out", str(tmp_path / "o2"), "--rescore-model", tiny_cross_encoder]) == 2
+    assert (
+        main([*base, "--out", str(tmp_path / "o3"), "--query-texts", str(tmp_path / "q.txt")]) == 2
+    )
+    (tmp_path / "short.txt").write_text("a\nb\n")
+    short = [*teach[:3], str(tmp_path / "short.txt"), *teach[4:]]
+    assert main([*base, "--out", str(tmp_path / "o4"), *short]) == 2
+
+
+def test_load_texts_reads_lines_and_json_lines(tmp_path) -> None:
+    from negmine.errors import FormatError
+    from negmine.texts import load_texts
+
+    (tmp_path / "a.txt").write_bytes("\ufeffone\r\ntwo words\n\nlast".encode())
+    assert load_texts(tmp_path / "a.txt") == ["one", "two words", "", "last"]
+    (tmp_path / "b.jsonl").write_text('"x\\ny"\n{"text": "z"}\n')
+    assert load_texts(tmp_path / "b.jsonl") == ["x\ny", "z"]
+    (tmp_path / "c.jsonl").write_text('"ok"\n{"id": 3}\n')
+    with pytest.raises(FormatError, match="line 2"):
+        load_texts(tmp_path / "c.jsonl")
+    (tmp_path / "d.txt").write_bytes(b"\xff\xfe")
+    with pytest.raises(FormatError, match="not UTF-8"):
+        load_texts(tmp_path / "d.txt")

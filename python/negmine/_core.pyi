@@ -102,6 +102,7 @@ class Mined:
         fetches: npt.NDArray[np.uint32] | None = None,
         exact_finish: npt.NDArray[np.bool_] | None = None,
         teacher_scores: npt.NDArray[np.float32] | None = None,
+        judged: npt.NDArray[np.uint32] | None = None,
         incomplete: npt.NDArray[np.bool_] | None = None,
     ) -> Mined: ...
     @property
@@ -130,6 +131,8 @@ class Mined:
     def exact_finish(self) -> npt.NDArray[np.bool_]: ...
     @property
     def teacher_scores(self) -> npt.NDArray[np.float32]: ...
+    @property
+    def judged(self) -> npt.NDArray[np.uint32]: ...
     def arrays(self) -> dict[str, npt.NDArray[Any]]: ...
 
 def mine(

@@ -30,7 +30,15 @@ from negmine._numbers import count
 from negmine._paths import regular_file
 from negmine._progress import ProgressCallback, progress_callback
 from negmine.errors import DirectoryLockedError, InvalidArgumentError
-from negmine.mine import Duplicates, MiningOptions, Prepared, assemble, mine_prepared, prepare
+from negmine.mine import (
+    Duplicates,
+    MiningOptions,
+    Prepared,
+    Teacher,
+    assemble,
+    mine_prepared,
+    prepare,
+)
 from negmine.result import MiningResult, check_replaceable, save_result
 
 LOCK = "lock"
@@ -46,6 +54,9 @@ class ChunkWork:
     prepared: Prepared
     options: MiningOptions
     threads: int | None
+    teacher: Teacher | None = None
+    """Judges the candidates (``mine(rescore=...)``): ``prepared`` then holds its positive
+    scores and ``options`` its percentile cut. Only this process' runner takes one."""
 
 
 ChunkRunner = Callable[
@@ -81,6 +92,7 @@ def local_chunks(
                 work.options,
                 query_offset=start,
                 threads=work.threads,
+                teacher=work.teacher,
             ),
         )
 
@@ -146,6 +158,8 @@ def mine_to_directory(
     threads: int | None = None,
     progress: bool | ProgressCallback = True,
     runner: ChunkRunner = local_chunks,
+    teacher: Teacher | None = None,
+    teacher_identity: dict[str, Any] | None = None,
 ) -> MiningResult:
     """Mines ``queries`` (a ``.npy`` file) against ``corpus`` (a ``.npy`` file, mapped) with
     the positives of a qrels TSV, writing the result into ``out`` as one unit (see
@@ -164,7 +178,12 @@ def mine_to_directory(
 
     ``runner`` mines the chunks (default: this process; see :mod:`negmine.distributed` for a
     Ray cluster); ``progress``: a tqdm bar or a callable ``(queries done, total)``, called
-    after each chunk is checkpointed."""
+    after each chunk is checkpointed. ``teacher`` (with the local runner only) judges the
+    candidates as ``mine(rescore=...)`` does; ``teacher_identity`` (what names it: model,
+    texts' digests, percentile) goes into the checkpoint's manifest, so that a resume with
+    another teacher is refused."""
+    if teacher is not None and runner is not local_chunks:
+        raise InvalidArgumentError("a teacher (rescore) runs in this process only, not on Ray")
     chunk_queries = count(chunk_queries, "chunk_queries")
     q_path = regular_file(queries, "queries file")
     c_path = regular_file(corpus, "corpus file")
@@ -187,6 +206,8 @@ def mine_to_directory(
                 threads,
                 progress,
                 runner,
+                teacher,
+                teacher_identity,
             )
         except BaseException:
             if not (partial / "manifest.json").exists():
@@ -212,6 +233,8 @@ def _mine_chunks(
     threads: int | None,
     progress: bool | ProgressCallback,
     runner: ChunkRunner,
+    teacher: Teacher | None,
+    teacher_identity: dict[str, Any] | None,
 ) -> MiningResult:
     q = open_embeddings(queries)
     c = open_embeddings(corpus)
@@ -224,6 +247,8 @@ def _mine_chunks(
         "corpus": _fingerprint(corpus, "corpus file"),
         "positives": _fingerprint(positives, "positives file"),
     }
+    if teacher is not None:
+        manifest["teacher"] = teacher_identity or {}
     manifest_path = partial / "manifest.json"
     if manifest_path.exists():
         try:
@@ -266,9 +291,22 @@ def _mine_chunks(
         with atomic_write(_chunk_path(partial, start)) as f:
             _savez(f, part.arrays())
 
-    work = ChunkWork(queries=q, corpus=c, prepared=prepared, options=options, threads=threads)
+    core_options = options
+    if teacher is not None:
+        prepared, core_options = teacher.judge_positives(prepared, options)
+    work = ChunkWork(
+        queries=q,
+        corpus=c,
+        prepared=prepared,
+        options=core_options,
+        threads=threads,
+        teacher=teacher,
+    )
     parts = run_chunks(work, chunks, runner, progress, done=done, save=save)
-    return assemble(prepared, options, parts)
+    result = assemble(prepared, options, parts)
+    if teacher is not None:
+        result.report.teacher = teacher.report(result.report.teacher)
+    return result
 
 
 def run_chunks(

@@ -6,13 +6,15 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from negmine import _core
 from negmine._atomic import atomic_write
 from negmine._paths import regular_file
-from negmine.errors import NegmineError
+from negmine.errors import InvalidArgumentError, NegmineError
 
 
 def _positive_int(text: str) -> int:
@@ -93,6 +95,12 @@ def _cmd_mine(args: argparse.Namespace) -> int:
         print("negmine: error: --shard-by and --shards need --ray", file=sys.stderr)
         return 2
     duplicates = None if args.no_duplicates else "auto"
+    teacher, identity = _teacher(args)
+    if teacher is not None and args.ray is not None:
+        print(
+            "negmine: error: --rescore-model runs in this process, not with --ray", file=sys.stderr
+        )
+        return 2
     start = time.perf_counter()
     if args.ray is not None:
         from negmine import distributed
@@ -121,10 +129,52 @@ def _cmd_mine(args: argparse.Namespace) -> int:
             duplicates=duplicates,
             chunk_queries=args.chunk_queries,
             threads=args.threads,
+            teacher=teacher,
+            teacher_identity=identity,
         )
     print(result.report)
     print(f"done in {time.perf_counter() - start:.1f} s -> {args.out}")
     return 0
+
+
+def _teacher(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]:
+    """The cross-encoder teacher of ``--rescore-model`` over the text files, and what names
+    it in the checkpoint (model, texts' content digests, percentile); ``(None, None)``."""
+    texts = (args.query_texts, args.corpus_texts)
+    if args.rescore_model is None:
+        if args.rescore_percentile is not None or any(t is not None for t in texts):
+            raise InvalidArgumentError(
+                "--rescore-percentile, --query-texts and --corpus-texts go with --rescore-model"
+            )
+        return None, None
+    if any(t is None for t in texts):
+        raise InvalidArgumentError(
+            "--rescore-model needs --query-texts and --corpus-texts (the texts it scores)"
+        )
+    from negmine._digest import file_digest
+    from negmine.mine import make_teacher
+    from negmine.teachers import cross_encoder
+    from negmine.texts import load_texts
+
+    query_texts, corpus_texts = load_texts(args.query_texts), load_texts(args.corpus_texts)
+    queries, corpus = _core.open_embeddings(args.queries), _core.open_embeddings(args.corpus)
+    for what, loaded, rows in (
+        ("--query-texts", query_texts, queries.shape[0]),
+        ("--corpus-texts", corpus_texts, corpus.shape[0]),
+    ):
+        if len(loaded) != rows:
+            raise InvalidArgumentError(f"{what} holds {len(loaded):,} texts for {rows:,} rows")
+    score = cross_encoder(
+        args.rescore_model, query_texts, corpus_texts, batch_size=args.rescore_batch_size
+    )
+    teacher = make_teacher(score, args.rescore_percentile, args.rescore_batch_size)
+    identity = {
+        "model": str(args.rescore_model),
+        "percentile": args.rescore_percentile,
+        "query_texts": file_digest(Path(args.query_texts), "query texts"),
+        "corpus_texts": file_digest(Path(args.corpus_texts), "corpus texts"),
+    }
+    return teacher, identity
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -246,6 +296,34 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="with --ray: number of actors / corpus ranges (default: one per node), or "
         "corpus row boundaries 0,b1,...,N",
+    )
+    mine.add_argument(
+        "--rescore-model",
+        metavar="MODEL",
+        default=None,
+        help="a sentence-transformers CrossEncoder (local path or name) that judges the "
+        "candidates: the score filters (--max-score, --min-score, the margins) then read its "
+        "scores (needs --query-texts and --corpus-texts)",
+    )
+    mine.add_argument(
+        "--query-texts",
+        default=None,
+        help="the queries' texts, one per row: one per line, or a .jsonl of strings or "
+        '{"text": ...} objects',
+    )
+    mine.add_argument("--corpus-texts", default=None, help="the corpus' texts, as --query-texts")
+    mine.add_argument(
+        "--rescore-percentile",
+        type=float,
+        default=None,
+        help="with --rescore-model: also drop candidates the teacher scores above this "
+        "percentile (0-100) of its positive scores",
+    )
+    mine.add_argument(
+        "--rescore-batch-size",
+        type=_positive_int,
+        default=64,
+        help="with --rescore-model: pairs per forward pass (default: 64)",
     )
     mine.set_defaults(run=_cmd_mine)
 

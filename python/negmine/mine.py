@@ -365,6 +365,12 @@ def assemble(
         removed_counts=removed_counts,
     )
     judged = prepared.teacher_positive_scores is not None
+    if judged:
+        assert prepared.teacher_positive_scores is not None
+        report.teacher = TeacherReport(
+            pairs=int(cat(lambda p: p.judged).sum()),
+            positives=len(prepared.teacher_positive_scores),
+        )
     return MiningResult(
         negative_ids=cat(lambda p: p.negative_ids),
         negative_scores=negative_scores,
@@ -510,7 +516,7 @@ def mine(
     backend = numbers.choice(backend, "backend", ("exact", "hnsw", "torch"))  # type: ignore[assignment]
     target_recall = numbers.real(target_recall, "target_recall", low=0.0, high=1.0, low_open=True)
     hnsw_params = ann.HnswParams(options.metric, m=hnsw_m, ef_construction=hnsw_ef_construction)
-    teacher = _teacher(rescore, rescore_percentile, rescore_batch_size)
+    teacher = make_teacher(rescore, rescore_percentile, rescore_batch_size)
     query_offset = numbers.non_negative(query_offset, "query_offset", maximum=numbers.MAX_ID)
     q = as_matrix(queries, "queries")
     c = as_matrix(corpus, "corpus")
@@ -578,7 +584,7 @@ def mine(
         )
         result = assemble(prepared, options, [out])
     if teacher is not None:
-        result.report.teacher = teacher.report()
+        result.report.teacher = teacher.report(result.report.teacher)
     return result
 
 
@@ -877,13 +883,10 @@ class Teacher:
         self.score = score
         self.percentile = percentile
         self.batch_size = batch_size
-        self.pairs = 0
-        self.positives = 0
         self.cut: float | None = None
 
     def __call__(self, query_ids: np.ndarray, corpus_ids: np.ndarray) -> np.ndarray:
         out = np.empty(len(query_ids), dtype=np.float32)
-        self.pairs += len(query_ids)
         for start in range(0, len(query_ids), self.batch_size):
             stop = min(start + self.batch_size, len(query_ids))
             answer = self.score(query_ids[start:stop], corpus_ids[start:stop])
@@ -917,7 +920,6 @@ class Teacher:
             np.arange(len(prepared.pos_indptr) - 1, dtype=np.int64), np.diff(prepared.pos_indptr)
         )
         scores = self(rows, prepared.pos_ids.astype(np.int64))
-        self.positives = len(scores)
         if self.percentile is not None:
             if not len(scores):
                 raise InvalidArgumentError("rescore_percentile needs positives: no query has any")
@@ -927,19 +929,14 @@ class Teacher:
             options = MiningOptions(**{**options.to_dict(), "max_score": cut})
         return dataclasses.replace(prepared, teacher_positive_scores=scores), options
 
-    def report(self) -> TeacherReport:
-        return TeacherReport(
-            pairs=self.pairs_judged(),
-            positives=self.positives,
-            percentile=self.percentile,
-            cut=self.cut,
-        )
-
-    def pairs_judged(self) -> int:
-        return self.pairs - self.positives
+    def report(self, assembled: TeacherReport | None) -> TeacherReport | None:
+        """``assembled`` (the counts, from :func:`assemble`) with this teacher's cut."""
+        if assembled is None:
+            return None
+        return dataclasses.replace(assembled, percentile=self.percentile, cut=self.cut)
 
 
-def _teacher(rescore: object, percentile: object, batch_size: object) -> Teacher | None:
+def make_teacher(rescore: object, percentile: object, batch_size: object) -> Teacher | None:
     """``mine``'s teacher arguments, checked."""
     if rescore is None:
         if percentile is not None:

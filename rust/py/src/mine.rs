@@ -136,6 +136,8 @@ mined! {
     /// `n x num_negatives`: the teacher's scores of the negatives (NaN where a query got
     /// fewer); `n x 0` without a teacher.
     teacher_scores: PyArray2<f32> = no_teacher,
+    /// Per query, the candidates the teacher scored (each once); zeros without a teacher.
+    judged: PyArray1<u32> = none_judged,
     // Queries whose given candidates could not fill the window, when the Python side
     // deepened the hnsw path itself.
     ; dropped: incomplete
@@ -143,6 +145,10 @@ mined! {
 
 fn fetched_once(py: Python<'_>, n: usize) -> Py<PyArray1<u32>> {
     PyArray1::from_vec(py, vec![1; n]).unbind()
+}
+
+fn none_judged(py: Python<'_>, n: usize) -> Py<PyArray1<u32>> {
+    PyArray1::from_vec(py, vec![0; n]).unbind()
 }
 
 fn no_teacher(py: Python<'_>, n: usize) -> Py<PyArray2<f32>> {
@@ -195,6 +201,7 @@ impl Mined {
             teacher_scores: PyArray1::from_vec(py, mined.teacher_scores)
                 .reshape([n, if teacher { k } else { 0 }])?
                 .unbind(),
+            judged: mined.judged.into_pyarray(py).unbind(),
         })
     }
 }

@@ -55,6 +55,8 @@ pub struct Mined {
     /// With a teacher ([`mine_judged`]): its scores of the negatives, shaped like
     /// `negative_scores` (NaN where fewer were found); empty without one.
     pub teacher_scores: Vec<f32>,
+    /// Per query, the candidates the teacher scored (each once); zeros without one.
+    pub judged: Vec<u32>,
 }
 
 /// The inputs of one mining call, validated.
@@ -268,6 +270,9 @@ impl<'a> Job<'a> {
         if judged.is_some() {
             teacher_scores.resize(cells, f32::NAN);
         }
+        let judged_counts = (0..n_queries)
+            .map(|q| judged.map_or(0, |j| j.count(q)))
+            .collect();
         for (q, outcome) in outcomes.into_iter().enumerate() {
             removed_counts.push(outcome.counts);
             if let Some(judged) = judged {
@@ -294,6 +299,7 @@ impl<'a> Job<'a> {
             fetches,
             exact_finish,
             teacher_scores,
+            judged: judged_counts,
         })
     }
 }

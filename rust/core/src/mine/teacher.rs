@@ -89,6 +89,11 @@ impl Judged {
         Ok(())
     }
 
+    /// How many of query `q`'s candidates were judged.
+    pub(super) fn count(&self, q: usize) -> u32 {
+        self.scores[q].len() as u32
+    }
+
     /// The teacher's scores of `ranking` (query `q`'s, all judged).
     pub(super) fn of(&self, q: usize, ranking: &[(f32, u32)]) -> Vec<f32> {
         ranking.iter().map(|(_, id)| self.scores[q][id]).collect()
