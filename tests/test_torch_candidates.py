@@ -352,3 +352,41 @@ def test_cuda_matches_exact_and_feeds_the_prefetcher(metric: str) -> None:
     moved = [batch[0] for batch in GpuPrefetcher(loader, "cuda")]
     assert all(b.device.type == "cuda" for b in moved)
     assert torch.equal(torch.cat(moved).cpu(), ids)
+
+
+@pytest.mark.parametrize(
+    ("metric", "dtype", "torch_dtype", "k"),
+    [("cosine", np.float32, "float16", 10), ("dot", np.float16, "bfloat16", 37)],
+)
+def test_search_backend_torch_equals_exact(
+    metric: str, dtype: type, torch_dtype: str, k: int
+) -> None:
+    rng = np.random.default_rng(21)
+    corpus = rng.standard_normal((700, 24)).astype(dtype)
+    corpus[100:140] = corpus[100]  # tied rows across the top k
+    queries = rng.standard_normal((33, 24)).astype(np.float32)
+    queries[::3] += corpus[100].astype(np.float32)
+    exclude = [[int(i), 101, 101] for i in rng.integers(0, 700, 33)]
+    want = negmine.search(queries, corpus, k, metric=metric, exclude=exclude)
+    got = negmine.search(
+        queries,
+        corpus,
+        k,
+        metric=metric,
+        exclude=exclude,
+        backend="torch",
+        torch_dtype=torch_dtype,
+        tile_rows=128,
+        torch_slack=2,
+        return_stats=True,
+    )
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[0].view(np.uint32), want[0].view(np.uint32))
+    assert got[2].fetched_queries == 33
+    # Inputs the exact search judges: its own errors.
+    with pytest.raises(negmine.InvalidArgumentError, match="k"):
+        negmine.search(queries, corpus, 700, exclude=exclude, backend="torch")
+    bad = corpus.copy()
+    bad[5, 0] = np.nan
+    with pytest.raises(negmine.InvalidArgumentError, match="corpus row 5"):
+        negmine.search(queries, bad, k, backend="torch")

@@ -40,6 +40,11 @@ def search(
     query_batch: int | None = None,
     precision: Precision = "auto",
     return_stats: bool = False,
+    backend: Literal["exact", "torch"] = "exact",
+    device: Any = "cpu",
+    torch_dtype: Literal["float16", "bfloat16"] = "float16",
+    tile_rows: int = 16_384,
+    torch_slack: int = 32,
 ) -> Any:
     """Exact top-``k`` corpus rows for every query.
 
@@ -66,6 +71,13 @@ def search(
             returns the same scores and ids, bit for bit: it only changes the speed.
         return_stats: also return a :class:`SearchStats` (the path taken, rows rescored per
             query, where the time went).
+        backend: ``"exact"`` (default), or ``"torch"``: each query's candidates come from a
+            float16/bfloat16 torch matmul with a proven error bound (on ``device``, e.g.
+            ``"cuda"``; see :func:`negmine.mine`'s ``backend="torch"`` and
+            ``negmine/torch/candidates.py``) and are rescored exactly (:func:`rescore`): the
+            same scores and ids, bit for bit. ``device``, ``torch_dtype``, ``tile_rows``,
+            ``torch_slack``: as in :func:`negmine.mine`. ``return_stats`` then gives the
+            :class:`~negmine.report.TorchReport` (candidates per query, corpus passes).
 
     Returns:
         ``(scores, ids)``: float32 and int64 arrays of shape ``Q x k``, each row sorted by
@@ -93,6 +105,23 @@ def search(
     csr = as_csr(exclude, rows_of(q), "exclude")
     if not isinstance(return_stats, bool):
         raise InvalidTypeError(f"return_stats must be a bool, got {type(return_stats).__name__}")
+    backend = numbers.choice(backend, "backend", ("exact", "torch"))  # type: ignore[assignment]
+    if backend == "torch":
+        torch_dtype = numbers.choice(torch_dtype, "torch_dtype", ("float16", "bfloat16"))  # type: ignore[assignment]
+        found = _torch_search(
+            q,
+            c,
+            k,
+            _core.MineOptions(metric=metric).metric,  # the alias resolved
+            csr,
+            device=device,
+            dtype=torch_dtype,
+            tile_rows=numbers.count(tile_rows, "tile_rows"),
+            slack=numbers.count(torch_slack, "torch_slack"),
+            threads=threads,
+        )
+        if found is not None:
+            return found if return_stats else found[:2]
     with read_only(q, c), progress_callback(progress, "search", unit="row") as callback:
         scores, ids, stats = _core.search(
             q, c, options, exclude=csr, threads=threads, progress=callback
@@ -237,3 +266,36 @@ def rescore(
         return _core.rescore(
             q, c, np.ascontiguousarray(ids, dtype=np.int64), k, metric=metric, threads=threads
         )
+
+
+def _torch_search(
+    q: Any,
+    c: Any,
+    k: int,
+    metric: str,
+    csr: tuple[np.ndarray, np.ndarray] | None,
+    **torch_options: Any,
+) -> tuple[np.ndarray, np.ndarray, Any] | None:
+    """:func:`search`'s torch backend, or ``None`` where the exact search must decide (rows
+    that are not finite, dot scores that could overflow: it raises its own error, naming
+    them)."""
+    try:
+        from negmine.torch import candidates
+    except ImportError as e:
+        raise ImportError(
+            "backend='torch' needs torch: pip install 'negmine[torch]' (or torch>=2.0)"
+        ) from e
+    n_queries, n_corpus = rows_of(q), rows_of(c)
+    indptr, ids = (np.zeros(n_queries + 1, np.int64), np.empty(0, np.int64)) if csr is None else csr
+    if len(ids) and (ids.min() < 0 or ids.max() >= n_corpus):
+        return None  # the exact search names the bad id
+    lists = [np.unique(ids[indptr[r] : indptr[r + 1]]) for r in range(n_queries)]
+    if any(n_corpus - len(x) < k for x in lists) or n_queries == 0:
+        return None  # the exact search refuses such a k (or has nothing to do)
+    with read_only(q, c):
+        try:
+            return candidates.search(
+                np.asarray(q), np.asarray(c), k, lists.__getitem__, metric=metric, **torch_options
+            )
+        except candidates.ExactPathDecides:
+            return None

@@ -475,3 +475,67 @@ class TorchCandidates:
                 best[s:e] = top
                 best_ids[s:e] = torch.gather(merged_ids, 1, at)
         return best.cpu().numpy(), best_ids.cpu().numpy()
+
+
+SEARCH_CHUNK = 65_536
+"""Queries per torch candidate pass of :func:`search` (their candidate lists are held)."""
+
+
+def search(
+    queries: np.ndarray,
+    corpus: np.ndarray,
+    k: int,
+    excluded: Callable[[int], np.ndarray],
+    *,
+    metric: str,
+    device: object,
+    dtype: str,
+    tile_rows: int,
+    slack: int,
+    threads: int | None,
+) -> tuple[np.ndarray, np.ndarray, TorchReport]:
+    """``negmine.search(..., backend="torch")``: each query's top ``k`` (plus what its bound
+    needs) from torch, rescored exactly by :func:`negmine.rescore`, so the result is the
+    exact search's bit for bit. ``excluded(row)``: the row's sorted excluded ids; every row
+    has at least ``k`` others (checked by the caller). :class:`ExactPathDecides` for inputs
+    the exact search must judge (see there)."""
+    from negmine.search import rescore
+
+    resolved = resolve_device(device)
+    stats = TorchReport(device=str(resolved), dtype=dtype, tile_rows=tile_rows, slack=slack)
+    scores = np.empty((len(queries), k), dtype=np.float32)
+    ids = np.empty((len(queries), k), dtype=np.int64)
+    for start in range(0, len(queries), SEARCH_CHUNK):
+        stop = min(start + SEARCH_CHUNK, len(queries))
+        chunk = np.ascontiguousarray(queries[start:stop])
+
+        def of_chunk(row: int, start: int = start) -> np.ndarray:
+            return excluded(start + row)
+
+        source = TorchCandidates(
+            chunk,
+            corpus,
+            of_chunk,
+            normalize=metric == "cosine",
+            device=resolved,
+            dtype=DTYPES[dtype],
+            tile_rows=tile_rows,
+            slack=slack,
+            stats=stats,
+        )
+        indptr, found = source(np.arange(stop - start, dtype=np.int64), k)
+        counts = np.diff(indptr)
+        dense = np.full((stop - start, int(counts.max(initial=0))), -1, dtype=np.int64)
+        dense[
+            np.repeat(np.arange(stop - start), counts),
+            np.arange(len(found)) - np.repeat(indptr[:-1], counts),
+        ] = found
+        scores[start:stop], ids[start:stop] = rescore(
+            chunk,
+            corpus,
+            dense,
+            k=k,
+            metric=metric,  # type: ignore[arg-type]
+            threads=threads,
+        )
+    return scores, ids, stats
