@@ -28,6 +28,7 @@ OUTPUTS = {
     "removed_id.npy",
     "removed_score.npy",
     "removed_filter.npy",
+    "groups.npy",  # the duplicate groups (the runs here keep them on)
     "report.json",
     "manifest.json",
 }

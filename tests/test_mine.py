@@ -754,7 +754,9 @@ def test_bad_positives_and_shapes():
     expect_error(ValueError, negmine.mine, q, c, [[0], [1], [2], [30]], match="out of range")
     expect_error(ValueError, negmine.mine, q, c, [[0], [1], [2], [-1]], match="out of range")
     expect_error(TypeError, negmine.mine, q, c, [[0], [1], [2], [0.5]], match="integer")
-    expect_error(TypeError, negmine.mine, q, c, np.array([[0], [1], [2], [3]]))
+    expect_error(TypeError, negmine.mine, q, c, np.array([0.0, 1, 2, 3]), match="integer ids")
+    expect_error(ValueError, negmine.mine, q, c, np.array([0, 1, 2]), match=r"shape \(4,\)")
+    expect_error(ValueError, negmine.mine, q, c, np.array([0, 1, 2, -2]), match="-1 pads")
     csr = negmine.Csr
     expect_error(ValueError, negmine.mine, q, c, csr([0, 1, 2, 3, 9], [0, 1, 2, 3]))
     expect_error(ValueError, negmine.mine, q, c, csr([0, 2, 1, 3, 4], [0, 1, 2, 3]))
@@ -873,3 +875,38 @@ def test_query_offset_lets_slices_draw_what_one_call_draws(backend: str) -> None
     assert (unshifted.negative_ids != whole.negative_ids[11:30]).any()
     with pytest.raises(negmine.InvalidArgumentError, match="query_offset"):
         negmine.mine(queries, corpus, positives, query_offset=-1)
+
+
+def test_one_positive_per_query_as_an_array_or_a_list_of_ints():
+    """(anchor, positive) pairs: a 1-D or (n, 1) id array, or a list of ints, is one
+    positive per query; an (n, m) array padded with -1 is up to m."""
+    q, c, _ = small()
+    want = negmine.mine(q, c, [[0], [1], [2], [3]])
+    for positives in ([0, 1, 2, 3], np.array([0, 1, 2, 3]), np.array([[0], [1], [2], [3]])):
+        got = negmine.mine(q, c, positives)
+        np.testing.assert_array_equal(got.negative_ids, want.negative_ids)
+        np.testing.assert_array_equal(got.positive_ids, want.positive_ids)
+    padded = negmine.mine(q, c, np.array([[0, 5], [1, -1], [2, 7], [3, -1]], dtype=np.int32))
+    np.testing.assert_array_equal(padded.positive_indptr, [0, 2, 3, 5, 6])
+    np.testing.assert_array_equal(padded.positive_ids, [0, 5, 1, 2, 7, 3])
+
+
+def test_the_result_keeps_the_duplicate_groups(tmp_path):
+    q, c, pos = small()
+    c[7] = c[3]
+    result = negmine.mine(q, c, pos)
+    assert result.groups is not None and result.groups[7] == result.groups[3]
+    assert len(np.unique(result.groups)) == len(c) - 1
+    result.save(tmp_path / "r")
+    np.testing.assert_array_equal(negmine.MiningResult.load(tmp_path / "r").groups, result.groups)
+    assert negmine.mine(q, c, pos, duplicates=None).groups is None
+
+
+def test_negmine_torch_without_torch_names_the_extra():
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import negmine\n"
+        "try:\n    import negmine.torch\nexcept ImportError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "pip install 'negmine[torch]'" in out.stdout

@@ -27,6 +27,8 @@ IdsLike = Union[
     "Csr",
     tuple[np.ndarray, np.ndarray],
     Sequence[Sequence[int]],
+    Sequence[int],
+    np.ndarray,
     None,
 ]
 """Per-query corpus ids: a CSR pair (:class:`Csr` or two integer numpy arrays) or one sequence
@@ -186,7 +188,9 @@ def rows_of(matrix: Embeddings | np.ndarray) -> int:
 
 _CSR_FORMS = (
     "write negmine.Csr(indptr, indices) (or a tuple of two integer numpy arrays) for a CSR "
-    "pair, or a list with one list of ids per query, e.g. [[0, 1, 2], [5, 7]]"
+    "pair, a list with one list of ids per query, e.g. [[0, 1, 2], [5, 7]], or one id per "
+    "query: a list of ints or an integer array of shape (queries,) or (queries, m) padded "
+    "with -1"
 )
 
 
@@ -197,9 +201,20 @@ def as_csr(ids: IdsLike, n_rows: int, name: str) -> tuple[np.ndarray, np.ndarray
     Python lists is refused: ``([0, 1, 2], [5, 7])`` reads as "query 0 excludes 0, 1, 2 and
     query 1 excludes 5, 7" just as well as a CSR pair, and guessing wrong silently excludes
     the wrong rows.
+
+    One id per query (the (anchor, positive) pairs of a training set) may come as a list of
+    ints or an integer array of shape ``(n_rows,)``; ``m`` per query as an ``(n_rows, m)``
+    array padded with ``-1``.
     """
     if ids is None:
         return None
+    if isinstance(ids, np.ndarray) or (
+        isinstance(ids, Sequence)
+        and not isinstance(ids, (str, bytes, tuple))
+        and len(ids) > 0
+        and all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in ids)
+    ):
+        return _dense_ids(np.asarray(ids), n_rows, name)
     if isinstance(ids, Csr) or (
         isinstance(ids, tuple)
         and len(ids) == 2
@@ -238,6 +253,29 @@ def as_csr(ids: IdsLike, n_rows: int, name: str) -> tuple[np.ndarray, np.ndarray
         if not -MAX_ID - 1 <= i <= MAX_ID:
             raise InvalidArgumentError(f"{name} holds {i}, past the largest id (2**63 - 1)")
     return indptr, np.asarray(flat, dtype=np.int64).reshape(-1)
+
+
+def _dense_ids(array: np.ndarray, n_rows: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """An id array with one row per query (``-1`` pads) as CSR arrays."""
+    if array.dtype.kind not in "iu":
+        raise InvalidTypeError(f"{name} as an array must hold integer ids, got {array.dtype}")
+    matrix = array[:, None] if array.ndim == 1 else array
+    if matrix.ndim != 2 or len(matrix) != n_rows:
+        raise InvalidArgumentError(
+            f"{name} as an array must have shape ({n_rows},) (one id per query) or "
+            f"({n_rows}, m) padded with -1, got {array.shape}"
+        )
+    if matrix.dtype == np.uint64 and matrix.size and int(matrix.max()) > MAX_ID:
+        raise InvalidArgumentError(f"{name} holds {int(matrix.max())}, past the largest id")
+    matrix = matrix.astype(np.int64, copy=False)
+    if matrix.size and int(matrix.min()) < -1:
+        raise InvalidArgumentError(
+            f"{name} holds {int(matrix.min())}: ids are >= 0, and -1 pads a short row"
+        )
+    real = matrix >= 0
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(real.sum(axis=1), out=indptr[1:])
+    return indptr, np.ascontiguousarray(matrix[real])
 
 
 def _check_csr(indptr: np.ndarray, indices: np.ndarray, n_rows: int, name: str) -> None:

@@ -381,6 +381,7 @@ def assemble(
         report=report,
         teacher_scores=cat(lambda p: p.teacher_scores) if judged else None,
         positive_teacher_scores=prepared.teacher_positive_scores,
+        groups=prepared.groups,
     )
 
 

@@ -41,6 +41,10 @@ class MiningResult:
     ``negative_scores`` (NaN where missing): the distillation targets (e.g. MarginMSE)."""
     positive_teacher_scores: np.ndarray | None = None
     """With a teacher: its score of each of ``positive_ids``."""
+    groups: np.ndarray | None = None
+    """The corpus' duplicate groups mining used (a group id per corpus row; ``None`` with
+    ``duplicates=None``): what :class:`~negmine.torch.HardNegativeDataset`, the collator's
+    false-negative mask and batch plans take as ``groups``."""
 
     def positives_of(self, query: int) -> np.ndarray:
         return self.positive_ids[self.positive_indptr[query] : self.positive_indptr[query + 1]]
@@ -56,7 +60,7 @@ class MiningResult:
             **{f"removed_{k}": v for k, v in self.removed.items()},
             **{
                 name: getattr(self, name)
-                for name in _TEACHER_ARRAYS
+                for name in _OPTIONAL_ARRAYS
                 if getattr(self, name) is not None
             },
         }
@@ -106,7 +110,7 @@ class MiningResult:
             positive_scores=arrays["positive_scores"],
             removed={k: arrays[f"removed_{k}"] for k in _REMOVED},
             report=report,
-            **{name: arrays.get(name) for name in _TEACHER_ARRAYS},
+            **{name: arrays.get(name) for name in _OPTIONAL_ARRAYS},
         )
 
     def plot(self, path: str | os.PathLike[str]) -> None:
@@ -124,10 +128,10 @@ _RESULT_ARRAYS = (
     "positive_scores",
     *(f"removed_{k}" for k in _REMOVED),
 )
-_TEACHER_ARRAYS = ("teacher_scores", "positive_teacher_scores")
-"""Arrays a result holds only when a teacher judged the candidates."""
+_OPTIONAL_ARRAYS = ("teacher_scores", "positive_teacher_scores", "groups")
+"""Arrays a result holds only when they exist: a teacher's scores, the duplicate groups."""
 _REQUIRED_FILES = frozenset({*(f"{name}.npy" for name in _RESULT_ARRAYS), "report.json"})
-_RESULT_FILES = _REQUIRED_FILES | {f"{name}.npy" for name in _TEACHER_ARRAYS}
+_RESULT_FILES = _REQUIRED_FILES | {f"{name}.npy" for name in _OPTIONAL_ARRAYS}
 _MANIFEST = "manifest.json"
 _MANIFEST_FORMAT = "negmine mining result"
 

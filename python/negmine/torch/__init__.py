@@ -22,6 +22,15 @@ Example::
 
 from __future__ import annotations
 
+try:
+    import torch as _torch  # noqa: F401  (only to fail early, with the way out)
+except ImportError as e:
+    raise ImportError(
+        "negmine.torch needs PyTorch, which is not installed: pip install 'negmine[torch]' "
+        "(or a CPU-only torch: pip install torch --index-url "
+        "https://download.pytorch.org/whl/cpu)"
+    ) from e
+
 from negmine.torch.collation import Collator, collate
 from negmine.torch.dataset import HardNegativeDataset
 from negmine.torch.prefetch import GpuPrefetcher
