@@ -910,3 +910,21 @@ def test_negmine_torch_without_torch_names_the_extra():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "pip install 'negmine[torch]'" in out.stdout
+
+
+def test_exclude_never_returns_ids_that_are_not_positives():
+    q, c, pos = small()
+    plain = negmine.mine(q, c, pos, num_negatives=4, relative_margin=0.1, duplicates=None)
+    banned = [[int(row[0])] for row in plain.negative_ids]  # each query's best negative
+    result = negmine.mine(
+        q, c, pos, num_negatives=4, relative_margin=0.1, duplicates=None, exclude=banned
+    )
+    for row, ban in zip(result.negative_ids, banned):
+        assert ban[0] not in row
+    # Not positives: the positives (and so the margins' reference) are unchanged.
+    np.testing.assert_array_equal(result.positive_ids, plain.positive_ids)
+    np.testing.assert_array_equal(result.negative_ids[:, :3], plain.negative_ids[:, 1:])
+    assert result.report.excluded_duplicates == 0
+    expect_error(
+        ValueError, negmine.mine, q, c, pos, exclude=[[0], [1], [2], [99]], match="exclude id 99"
+    )

@@ -175,6 +175,9 @@ class Prepared:
     linked: int
     teacher_positive_scores: np.ndarray | None = None
     """With a teacher (``mine(rescore=...)``): its score of each of ``pos_ids``."""
+    excluded_duplicates: int | None = None
+    """Exclusions that are duplicate-group members of positives (``None``: all exclusions but
+    the positives are, i.e. no ``exclude`` was given)."""
 
     def id_lists(self) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
         """Positives and exclusions as the core takes them: two CSR pairs."""
@@ -228,8 +231,10 @@ def prepare(
     corpus_texts: Sequence[str] | None = None,
     query_dup_threshold: float | None = None,
     threads: int | None = None,
+    exclude: IdsLike = None,
 ) -> Prepared:
-    """Positives (with those of linked queries) and exclusions (with duplicate-group members)."""
+    """Positives (with those of linked queries) and exclusions (with duplicate-group members,
+    and ``exclude``: ids never returned that are not positives)."""
     n_queries, n_corpus = rows_of(queries), rows_of(corpus)
     pos_indptr, pos_ids = _positives_csr(positives, n_queries, n_corpus)
     linked = 0
@@ -259,7 +264,28 @@ def prepare(
             np.concatenate([pos_ids, members]),
             n_queries,
         )
-    return Prepared(pos_indptr, pos_ids, ex_indptr, ex_ids, groups, linked)
+    duplicates_excluded = len(ex_ids) - len(pos_ids)
+    extra = as_csr(exclude, n_queries, "exclude")
+    if extra is not None and len(extra[1]):
+        if extra[1].min() < 0 or extra[1].max() >= n_corpus:
+            bad = extra[1][(extra[1] < 0) | (extra[1] >= n_corpus)][0]
+            raise InvalidArgumentError(
+                f"exclude id {bad} is out of range for a corpus of {n_corpus} rows"
+            )
+        ex_rows = np.repeat(np.arange(n_queries), np.diff(ex_indptr))
+        extra_rows = np.repeat(np.arange(n_queries), np.diff(extra[0]))
+        ex_indptr, ex_ids = _pairs_to_csr(
+            np.concatenate([ex_rows, extra_rows]), np.concatenate([ex_ids, extra[1]]), n_queries
+        )
+    return Prepared(
+        pos_indptr,
+        pos_ids,
+        ex_indptr,
+        ex_ids,
+        groups,
+        linked,
+        excluded_duplicates=duplicates_excluded,
+    )
 
 
 def _duplicate_groups(
@@ -356,7 +382,9 @@ def assemble(
         num_negatives=options.num_negatives,
         options=options.to_dict(),
         positives=len(prepared.pos_ids),
-        excluded_duplicates=len(prepared.ex_ids) - len(prepared.pos_ids),
+        excluded_duplicates=len(prepared.ex_ids) - len(prepared.pos_ids)
+        if prepared.excluded_duplicates is None
+        else prepared.excluded_duplicates,
         linked=prepared.linked,
         found=found,
         negative_scores=negative_scores,
@@ -421,6 +449,7 @@ def mine(
     tile_rows: int = 16_384,
     torch_slack: int = 32,
     query_offset: int = 0,
+    exclude: IdsLike = None,
     threads: int | None = None,
     progress: bool = False,
 ) -> MiningResult:
@@ -492,6 +521,9 @@ def mine(
             scores of all positives; counted as ``max_score`` (the lower of the two cuts
             applies), the cut is ``result.report.teacher.cut``.
         rescore_batch_size: pairs per ``rescore`` call.
+        exclude: per query, corpus ids never returned that are not positives (no margin is
+            relative to them), in any form ``positives`` takes; e.g. the corpus entry whose
+            text is the query's own.
         query_offset: the global index of ``queries[0]`` when they are a slice of a larger
             set mined piece by piece (by hand, or across machines): the seeded sampling is
             seeded per global query index, so the pieces draw what one call over all queries
@@ -537,6 +569,7 @@ def mine(
         corpus_texts=corpus_texts,
         query_dup_threshold=options.query_dup_threshold,
         threads=threads,
+        exclude=exclude,
     )
     core_options = options
     if teacher is not None:
