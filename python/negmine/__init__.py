@@ -19,6 +19,7 @@ from negmine.errors import (
     InvalidTypeError,
     NegmineError,
 )
+from negmine.hard_negatives import mine_hard_negatives
 from negmine.mine import MiningOptions, mine
 from negmine.outputs import to_dataset, to_parquet
 from negmine.qrels import load_qrels
@@ -49,6 +50,7 @@ __all__ = [
     "load_qrels",
     "merge_topk",
     "mine",
+    "mine_hard_negatives",
     "open_embeddings",
     "rescore",
     "save_embeddings",
