@@ -389,6 +389,7 @@ def test_cli_mine_with_ray(local_ray: None, tmp_path: Path) -> None:
         ({"shard_resources": {"a": 1}}, InvalidTypeError, "one mapping per shard"),
         ({"shard_resources": [1, 2]}, InvalidTypeError, "one mapping per shard"),
         ({"out": "somewhere"}, InvalidTypeError, "queries must be a file path"),
+        ({"rescore": lambda q, c: q}, InvalidArgumentError, "runs in one process"),
     ],
 )
 def test_bad_arguments_are_named_before_ray_starts(

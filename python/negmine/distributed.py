@@ -137,6 +137,11 @@ def mine(
             ``metric``, the filters, ``sampling_strategy``, ``seed``, ...), see
             :class:`negmine.MiningOptions`.
     """
+    if "rescore" in options:
+        raise InvalidArgumentError(
+            "rescore= (a teacher) runs in one process: use negmine.mine, or negmine mine "
+            "--rescore-model without --ray"
+        )
     mining = MiningOptions(**options)
     shard_by = numbers.choice(shard_by, "shard_by", ("query", "corpus"))  # type: ignore[assignment]
     chunk_queries = numbers.count(chunk_queries, "chunk_queries")
