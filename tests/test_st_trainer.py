@@ -318,64 +318,68 @@ _DDP_SCRIPT = textwrap.dedent(
     warnings.simplefilter("ignore")
     import numpy as np, torch
     from datasets import Dataset
-    import negmine
     from negmine.st import topic_batch_sampler
     from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments)
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    import transformers
+    from negmine.hf import ClusterSamplerTrainer
 
     model_dir, data_dir, out = sys.argv[1:4]
     ds = Dataset.load_from_disk(data_dir)
-    clusters = np.load(os.path.join(data_dir, "..", "clusters.npy"))
-    seen = []
+    clusters = np.load(os.path.join(out, "clusters.npy"))
+    rank = int(os.environ["RANK"])
+    seen = {"st": [], "hf": []}
 
     class Recording(MultipleNegativesRankingLoss):
         def forward(self, features, labels):
-            seen.append(labels[:, :3].tolist())
+            seen["st"].append(labels.tolist())
             return super().forward(features, labels)
 
     model = SentenceTransformer(model_dir, device="cpu")
     args = SentenceTransformerTrainingArguments(
-        output_dir=os.path.join(out, "run"), per_device_train_batch_size=8, num_train_epochs=2,
+        output_dir=os.path.join(out, "st"), per_device_train_batch_size=8, num_train_epochs=2,
         report_to="none", use_cpu=True, batch_sampler=topic_batch_sampler(clusters), seed=1,
-        save_strategy="no", ddp_backend="gloo", dataloader_drop_last=False)
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=ds,
-        loss=Recording(model))
-    trainer.train()
-    rank = int(os.environ["RANK"])
+        save_strategy="no", ddp_backend="gloo", disable_tqdm=True)
+    SentenceTransformerTrainer(model=model, args=args, train_dataset=ds,
+        loss=Recording(model)).train()
+
+    bert = os.path.join(model_dir, "..", "bert")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(bert)
+    config = transformers.AutoConfig.from_pretrained(bert, num_labels=2)
+    torch.manual_seed(0)
+    classifier = transformers.AutoModelForSequenceClassification.from_config(config)
+
+    class Recorder(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+        def forward(self, row_ids, **kwargs):
+            seen["hf"].append(row_ids.tolist())
+            return self.inner(**kwargs)
+
+    def collate(rows):
+        enc = tokenizer([r["anchor"] for r in rows], [r["negative"] for r in rows],
+                        padding=True, return_tensors="pt")
+        return {**enc, "labels": torch.tensor([r["label"][0] % 2 for r in rows]),
+                "row_ids": torch.tensor([r["label"] for r in rows])}
+
+    hf_args = transformers.TrainingArguments(
+        output_dir=os.path.join(out, "hf"), per_device_train_batch_size=8, num_train_epochs=2,
+        report_to="none", use_cpu=True, remove_unused_columns=False, seed=1,
+        save_strategy="no", ddp_backend="gloo", disable_tqdm=True)
+    ClusterSamplerTrainer(model=Recorder(classifier), args=hf_args, train_dataset=ds,
+        data_collator=collate, batch_sampler=topic_batch_sampler(clusters)).train()
+
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
         json.dump(seen, f)
     """
 )
 
 
-@pytest.mark.skipif(
-    not torch.distributed.is_available() or sys.platform != "linux", reason="needs gloo"
-)
-def test_torchrun_with_the_st_trainer_sees_every_row_once_per_epoch(
-    tiny_model: str, tmp_path: Path
-) -> None:
-    _, ds, clusters = triplets()
-    ds.save_to_disk(str(tmp_path / "data"))
-    np.save(tmp_path / "clusters.npy", clusters)
-    script = tmp_path / "train.py"
-    script.write_text(_DDP_SCRIPT)
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT / "python"),
-        "OMP_NUM_THREADS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-        "--master_port=0", str(script), tiny_model, str(tmp_path / "data"), str(tmp_path),
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    per_rank = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+def _check_every_row_once_per_epoch(per_rank: list[list[Any]], all_rows: list[Any]) -> None:
     assert len(per_rank[0]) == len(per_rank[1])  # no rank waits for the other at the end
     steps = len(per_rank[0]) // 2  # two epochs
-    all_rows = sorted(map(tuple, ds["label"]))
     for epoch in range(2):
         rows = [
             tuple(row)
@@ -384,5 +388,84 @@ def test_torchrun_with_the_st_trainer_sees_every_row_once_per_epoch(
             for row in batch
         ]
         assert sorted(rows) == all_rows  # every row once: none lost to double sharding
-    first = [per_rank[0][0], per_rank[0][steps]]
-    assert first[0] != first[1]  # the second epoch has its own plan
+    assert per_rank[0][0] != per_rank[0][steps]  # the second epoch has its own plan
+
+
+def _torchrun(script: str, tmp_path: Path, *args: str) -> None:
+    path = tmp_path / "train.py"
+    path.write_text(script)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "python"),
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    proc = subprocess.run(
+        [*cmd, str(path), *args], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+@pytest.mark.skipif(
+    not torch.distributed.is_available() or sys.platform != "linux", reason="needs gloo"
+)
+def test_torchrun_with_the_st_and_hf_trainers_sees_every_row_once_per_epoch(
+    tiny_model: str, tmp_path: Path
+) -> None:
+    _, ds, clusters = triplets()
+    ds.save_to_disk(str(tmp_path / "data"))
+    np.save(tmp_path / "clusters.npy", clusters)
+    _torchrun(_DDP_SCRIPT, tmp_path, tiny_model, str(tmp_path / "data"), str(tmp_path))
+    per_rank = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    all_rows = sorted(map(tuple, ds["label"]))
+    for trainer in ("st", "hf"):
+        _check_every_row_once_per_epoch([seen[trainer] for seen in per_rank], all_rows)
+
+
+_LIGHTNING_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys, warnings
+    warnings.simplefilter("ignore")
+    import numpy as np, torch
+    import lightning as L
+    from negmine.torch import ClusterBatchSampler
+
+    out = sys.argv[1]
+    clusters = np.arange(96) % 6
+    seen = []
+
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(1, 1)
+        def train_dataloader(self):
+            # Built in the hook, after Lightning set up the process group.
+            sampler = ClusterBatchSampler(clusters, 8, seed=2,
+                num_replicas=self.trainer.world_size, rank=self.trainer.global_rank)
+            rows = torch.arange(96, dtype=torch.float32)[:, None]
+            return torch.utils.data.DataLoader(rows, batch_sampler=sampler)
+        def training_step(self, batch, batch_idx):
+            seen.append([[int(x)] for x in batch[:, 0]])
+            return self.layer(batch).mean()
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=2,
+        use_distributed_sampler=False, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(Module())
+    with open(os.path.join(out, f"rank{trainer.global_rank}.json"), "w") as f:
+        json.dump(seen, f)
+    """
+)
+
+
+@pytest.mark.skipif(
+    not torch.distributed.is_available() or sys.platform != "linux", reason="needs gloo"
+)
+def test_torchrun_with_lightning_sees_every_row_once_per_epoch(tmp_path: Path) -> None:
+    pytest.importorskip("lightning")
+    _torchrun(_LIGHTNING_SCRIPT, tmp_path, str(tmp_path))
+    per_rank = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    _check_every_row_once_per_epoch(per_rank, [(r,) for r in range(96)])
