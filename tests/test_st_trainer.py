@@ -268,6 +268,42 @@ def test_sentence_transformers_trainer_trains_through_the_factory_and_masked_los
         assert (tmp_path / type(loss).__name__ / "checkpoint-2" / "training_args.bin").exists()
 
 
+def test_the_cached_masked_loss_has_the_loss_and_gradients_of_the_uncached_one(
+    tiny_model: str,
+) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    from negmine.st import CachedMaskedMultipleNegativesRankingLoss
+
+    result, ds, _ = triplets()
+    rows = ds.select(range(0, 64, 8))  # 8 rows of 8 different queries
+    model = SentenceTransformer(tiny_model, device="cpu")
+    model.eval()  # no dropout: both passes embed identically
+    # float64: the gradients of a random tiny model are small differences of terms near 1,
+    # which float32 sums in another order (the cached pass) would not reproduce.
+    model.to(torch.float64)
+    labels = torch.tensor(rows["label"])
+
+    def run(loss: torch.nn.Module) -> tuple[float, list[torch.Tensor]]:
+        model.zero_grad()
+        features = [model.tokenize(rows[c]) for c in ("anchor", "positive", "negative")]
+        value = loss(features, labels)
+        value.backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        return float(value.detach()), grads
+
+    plain = run(MaskedMultipleNegativesRankingLoss(model, positives=result))
+    cached = run(
+        CachedMaskedMultipleNegativesRankingLoss(model, positives=result, mini_batch_size=3)
+    )
+    assert cached[0] == pytest.approx(plain[0], rel=1e-5)
+    assert len(cached[1]) == len(plain[1]) > 0
+    for a, b in zip(cached[1], plain[1]):
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-12)
+    restored = pickle.loads(pickle.dumps(CachedMaskedMultipleNegativesRankingLoss))
+    assert restored is CachedMaskedMultipleNegativesRankingLoss
+
+
 def test_hf_trainer_trains_with_the_mixin(tiny_model: str, tmp_path: Path) -> None:
     transformers = pytest.importorskip("transformers")
     from negmine.hf import ClusterSamplerTrainer

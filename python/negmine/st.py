@@ -248,28 +248,118 @@ class MaskedMultipleNegativesRankingLoss(nn.Module):
         return self.compute_loss_from_embeddings(embeddings, labels)
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor) -> Tensor:
-        if len(embeddings) < 2:
-            raise InvalidArgumentError(
-                f"expected an anchor and at least a positive column, got {len(embeddings)}"
-            )
-        if not isinstance(labels, Tensor):
-            raise InvalidTypeError(
-                "labels must be the ids column as a tensor: build the dataset with "
-                "to_dataset(..., ids_column='label')"
-            )
-        anchors, candidates = embeddings[0], torch.cat(embeddings[1:], dim=0)
-        scores = self.similarity_fct(anchors, candidates) * self.scale
-        mask = self.false_negative_mask(labels, len(embeddings) - 2).to(scores.device)
-        scores = scores.masked_fill(mask, float("-inf"))
-        target = torch.arange(len(anchors), device=scores.device)
-        loss: Tensor = self.cross_entropy(scores, target)
-        return loss
+        return _masked_loss(self, embeddings, labels, len(embeddings[0]) if embeddings else 0)
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"scale": self.scale, "similarity_fct": self.similarity_fct.__name__}
 
 
-__all__ = [
+def _masked_loss(
+    loss: MaskedMultipleNegativesRankingLoss,
+    embeddings: list[Tensor],
+    labels: Tensor | None,
+    chunk: int,
+    with_backward: bool = False,
+) -> Tensor:
+    """The masked MNRL loss over anchor rows ``chunk`` at a time (backpropagated chunk by chunk
+    with ``with_backward``, the GradCache way), the same value for any ``chunk``."""
+    if len(embeddings) < 2:
+        raise InvalidArgumentError(
+            f"expected an anchor and at least a positive column, got {len(embeddings)}"
+        )
+    if not isinstance(labels, Tensor):
+        raise InvalidTypeError(
+            "labels must be the ids column as a tensor: build the dataset with "
+            "to_dataset(..., ids_column='label')"
+        )
+    anchors, candidates = embeddings[0], torch.cat(embeddings[1:], dim=0)
+    b = len(anchors)
+    mask = loss.false_negative_mask(labels, len(embeddings) - 2).to(anchors.device)
+    total: list[Tensor] = []
+    for begin in range(0, b, max(1, chunk)):
+        end = min(b, begin + max(1, chunk))
+        scores = loss.similarity_fct(anchors[begin:end], candidates) * loss.scale
+        scores = scores.masked_fill(mask[begin:end], float("-inf"))
+        target = torch.arange(begin, end, device=scores.device)
+        part: Tensor = loss.cross_entropy(scores, target) * ((end - begin) / b)
+        if with_backward:
+            part.backward()  # type: ignore[no-untyped-call]
+            part = part.detach()
+        total.append(part)
+    return torch.stack(total).sum()
+
+
+def _cached_loss_class() -> type:
+    from sentence_transformers.base.losses.gradcache import CachedLossMixin
+
+    class CachedMaskedMultipleNegativesRankingLoss(
+        CachedLossMixin,
+        MaskedMultipleNegativesRankingLoss,
+    ):
+        """:class:`MaskedMultipleNegativesRankingLoss` with sentence-transformers' gradient
+        cache (as ``CachedMultipleNegativesRankingLoss``): the batch is embedded
+        ``mini_batch_size`` rows at a time, so large batches fit in memory; the loss and
+        gradients are those of the uncached loss."""
+
+        def __init__(
+            self,
+            model: Any,
+            *,
+            mini_batch_size: int = 32,
+            positives: Positives = None,
+            groups: npt.ArrayLike | None = None,
+            scale: float = 20.0,
+            similarity_fct: Any = None,
+            show_progress_bar: bool = False,
+        ) -> None:
+            MaskedMultipleNegativesRankingLoss.__init__(
+                self,
+                model,
+                positives=positives,
+                groups=groups,
+                scale=scale,
+                similarity_fct=similarity_fct,
+            )
+            if not isinstance(mini_batch_size, int) or mini_batch_size < 1:
+                raise InvalidArgumentError(
+                    f"mini_batch_size must be a positive integer, got {mini_batch_size!r}"
+                )
+            self.mini_batch_size = mini_batch_size
+            self.show_progress_bar = show_progress_bar
+
+        def calculate_loss(
+            self,
+            reps: list[list[Tensor]],
+            labels: Tensor | None = None,
+            *,
+            with_backward: bool = False,
+        ) -> Tensor:
+            embeddings = [torch.cat(r) for r in reps]
+            return _masked_loss(self, embeddings, labels, self.mini_batch_size, with_backward)
+
+        def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
+            result: Tensor = self.forward_cached(list(sentence_features), labels)
+            return result
+
+        def get_config_dict(self) -> dict[str, Any]:
+            return {**super().get_config_dict(), "mini_batch_size": self.mini_batch_size}
+
+    cls = CachedMaskedMultipleNegativesRankingLoss
+    cls.__module__, cls.__qualname__ = __name__, cls.__name__  # found by pickle
+    return cls
+
+
+def __getattr__(name: str) -> Any:
+    # Built on first use: it derives from sentence-transformers' gradient-cache mixin, and the
+    # rest of this module works without sentence-transformers.
+    if name == "CachedMaskedMultipleNegativesRankingLoss":
+        cls = _cached_loss_class()
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [  # and CachedMaskedMultipleNegativesRankingLoss, built on first use
     "MaskedMultipleNegativesRankingLoss",
     "TopicBatchSampler",
     "query_indices",
