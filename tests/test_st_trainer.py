@@ -162,6 +162,27 @@ def test_lightning_calls_set_epoch_through_its_own_helper() -> None:
     assert sampler.epoch == 5
 
 
+def test_lightning_re_creating_the_sampler_under_ddp_names_the_recipe() -> None:
+    data = pytest.importorskip("lightning.pytorch.utilities.data")
+    sampler = ClusterBatchSampler(np.arange(64) % 4, 8, num_replicas=2, rank=0)
+    loader = torch.utils.data.DataLoader(list(range(64)), batch_sampler=sampler)
+    ddp = torch.utils.data.DistributedSampler(list(range(64)), num_replicas=2, rank=0)
+    # What Lightning does under DDP unless use_distributed_sampler=False.
+    with pytest.raises(InvalidTypeError, match="use_distributed_sampler=False"):
+        data._update_dataloader(loader, ddp)
+
+
+def test_negmine_st_imports_without_sentence_transformers() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['sentence_transformers'] = sys.modules['transformers'] = None\n"
+        "import negmine.st as s; print(callable(s.topic_batch_sampler))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "True", out.stderr[-2000:]
+
+
 # --- the masked loss ------------------------------------------------------------------------
 
 
