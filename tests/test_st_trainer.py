@@ -83,6 +83,12 @@ def test_the_factory_pickles_and_its_copy_plans_the_same_batches() -> None:
         factory(ds.remove_columns("label"), 8, False, None, None, 0)
     with pytest.raises(InvalidArgumentError, match="clusters"):
         topic_batch_sampler(clusters[:5])(ds, 8, False, None, None, 0)
+    # The trainer's collator passes only its label columns to the loss, tokenizing the rest.
+    renamed = ds.rename_column("label", "ids")
+    labels = ["label", "labels", "score", "scores"]
+    with pytest.raises(InvalidArgumentError, match="tokenize the ids column 'ids'"):
+        topic_batch_sampler(clusters, ids_column="ids")(renamed, 8, False, labels, None, 0)
+    assert len(topic_batch_sampler(clusters)(ds, 8, False, labels, None, 0)) == len(a)
 
 
 def test_no_batch_holds_one_query_twice() -> None:

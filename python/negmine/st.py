@@ -97,6 +97,14 @@ class TopicBatchSampler:
         generator: torch.Generator | None = None,
         seed: int = 0,
     ) -> ClusterBatchSampler:
+        if valid_label_columns is not None and self.ids_column not in valid_label_columns:
+            # sentence-transformers' collator tokenizes every other column as text.
+            raise InvalidArgumentError(
+                f"the trainer would tokenize the ids column {self.ids_column!r} as text: it "
+                f"passes only {', '.join(map(repr, valid_label_columns))} to the loss; write it "
+                "with to_dataset(..., ids_column='label') and topic_batch_sampler(ids_column="
+                "'label')"
+            )
         query = _row_ids(dataset, self.ids_column)
         n_queries = len(self.clusters)
         if len(query) and (query.min() < 0 or query.max() >= n_queries):
