@@ -178,6 +178,19 @@ def test_lightning_re_creating_the_sampler_under_ddp_names_the_recipe() -> None:
         data._update_dataloader(loader, ddp)
 
 
+def test_a_sampler_built_before_the_process_group_refuses_to_iterate_in_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    early = ClusterBatchSampler(np.arange(64) % 4, 8)  # no process group yet: world of 1
+    given = ClusterBatchSampler(np.arange(64) % 4, 8, num_replicas=1, rank=0)
+    # Then the trainer starts a group of 2 (what Lightning does before train_dataloader).
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda group=None: 2)
+    with pytest.raises(InvalidArgumentError, match="train_dataloader hook"):
+        iter(early)
+    assert len(list(given)) == 8  # explicit num_replicas is the caller's choice
+
+
 def test_negmine_st_imports_without_sentence_transformers() -> None:
     code = (
         "import sys\n"

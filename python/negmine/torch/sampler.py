@@ -77,6 +77,10 @@ class ClusterBatchSampler(Sampler[list[int]]):
     count and ``rank`` is not used. :func:`negmine.st.topic_batch_sampler` and
     :class:`negmine.hf.ClusterSamplerTrainerMixin` set it.
 
+    A sampler whose ``num_replicas`` came from ``torch.distributed`` (not given) refuses to
+    iterate in a process group of another size, e.g. when it was built before the group was
+    initialised (every rank would yield every row).
+
     **Lightning** calls ``set_epoch`` only on ``dataloader.sampler`` and
     ``dataloader.batch_sampler.sampler``: :attr:`sampler` is an object whose ``set_epoch``
     forwards to this sampler, so every epoch gets its own plan there too. Under DDP, Lightning
@@ -134,6 +138,9 @@ class ClusterBatchSampler(Sampler[list[int]]):
         if batch_size <= 0:
             raise InvalidArgumentError(f"batch_size must be positive, got {batch_size}")
         seed = _numbers.seed(seed, "seed")
+        # Checked at each iteration: a sampler built before the process group (e.g. outside
+        # Lightning's train_dataloader hook) would have every rank yield every row.
+        self._world_from_dist = num_replicas is None
         if num_replicas is None or rank is None:
             initialised = dist.is_available() and dist.is_initialized()
             if num_replicas is None:
@@ -253,6 +260,16 @@ class ClusterBatchSampler(Sampler[list[int]]):
         )
 
     def __iter__(self) -> Iterator[list[int]]:
+        if self._world_from_dist and dist.is_available() and dist.is_initialized():
+            world = dist.get_world_size()
+            if world != self.num_replicas:
+                raise InvalidArgumentError(
+                    f"ClusterBatchSampler took num_replicas={self.num_replicas} from "
+                    "torch.distributed when it was built, but iterates among "
+                    f"{world} processes: every rank would repeat the others' rows. Build it "
+                    "after init_process_group (Lightning: in the train_dataloader hook) or pass "
+                    "num_replicas= and rank="
+                )
         skip, self._skip = self._skip, 0
         self._yielded = skip
         if self._per_iter == 0 or skip >= self._per_iter:
