@@ -145,6 +145,26 @@ def test_a_wrapped_sampler_under_accelerate_shards_as_the_sampler_itself(
     assert len(BatchSamplerShard(lost, 2, 0, even_batches=False)) < len(lost)
 
 
+def test_a_wrapped_state_resumes_only_a_wrapped_sampler() -> None:
+    clusters = np.arange(80) % 5
+    wrapped = ClusterBatchSampler(clusters, 8, num_replicas=2, wrapped=True)
+    it = iter(wrapped)
+    head = [next(it) for _ in range(3)]
+    state = wrapped.state_dict()
+
+    def fresh() -> ClusterBatchSampler:
+        return ClusterBatchSampler(clusters, 8, num_replicas=2, wrapped=True)
+
+    resumed = fresh()
+    resumed.load_state_dict(state)
+    assert head + list(resumed) == list(fresh())
+    own = ClusterBatchSampler(clusters, 8, num_replicas=2, rank=0)
+    with pytest.raises(InvalidArgumentError, match="wrapped"):
+        own.load_state_dict(state)
+    older = {k: v for k, v in own.state_dict().items() if k != "wrapped"}  # before `wrapped`
+    own.load_state_dict(older)
+
+
 def test_lightning_style_set_epoch_reaches_the_plan() -> None:
     clusters = np.arange(64) % 4
     sampler = ClusterBatchSampler(clusters, 8, num_replicas=1, rank=0)

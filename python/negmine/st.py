@@ -202,6 +202,8 @@ class MaskedMultipleNegativesRankingLoss(nn.Module):
     The rows' corpus ids come from the dataset's ids column, which the trainer hands to the
     loss as ``labels``: build the dataset with ``to_dataset(result, ..., ids_column="label")``.
     Without ``positives`` only the rows' own positives (and their groups) count as labelled.
+    The candidates are those of the local batch (no gathering across devices, unlike MNRL's
+    ``gather_across_devices=True``).
 
     Args:
         model: the ``SentenceTransformer`` being trained.
