@@ -281,6 +281,7 @@ def to_dataset(
     score_source: Literal["retriever", "teacher"] = "retriever",
     anchor_column: str = "anchor",
     positive_column: str = "positive",
+    ids_column: str | None = None,
 ) -> Any:
     """A Hugging Face ``datasets.Dataset`` of the mined negatives, with exactly the columns
     and row order of sentence-transformers' ``mine_hard_negatives(output_format=...,
@@ -308,6 +309,18 @@ def to_dataset(
         anchor_column, positive_column: names of the first two columns (sentence-transformers
             keeps those of the input dataset: ``"anchor"``/``"positive"``, or e.g.
             ``"query"``/``"answer"``).
+        ids_column: when given, a last column of that name records where each row comes
+            from, as a list of int64: the query row of ``result`` first, then the corpus rows
+            of the row's texts in column order (``"triplet"``: ``[query, positive,
+            negative]``; ``"n-tuple"``: ``[query, positive, negative_1, ...]``;
+            ``"labeled-pair"``: ``[query, document]``; ``"labeled-list"``: ``[query,
+            positive, negatives...]``). Rows repeat their anchor (a ``"triplet"`` row per
+            negative), so this is how :func:`negmine.st.topic_batch_sampler` keeps one query
+            out of a batch twice, and how :class:`negmine.st.MaskedMultipleNegativesRankingLoss`
+            builds the false-negative mask. For sentence-transformers' trainer name it
+            ``"label"`` (with ``"triplet"``/``"n-tuple"``): its collator hands a ``label``
+            column to the loss instead of tokenizing it as text, and the plain
+            ``MultipleNegativesRankingLoss`` ignores it.
 
     Raises:
         ImportError: ``datasets`` is missing (``pip install 'negmine[datasets]'``).
@@ -324,6 +337,8 @@ def to_dataset(
         raise InvalidArgumentError(
             "anchor_column and positive_column must be two different non-empty names"
         )
+    if ids_column is not None and (not isinstance(ids_column, str) or not ids_column):
+        raise InvalidArgumentError(f"ids_column must be a non-empty name, got {ids_column!r}")
     try:
         datasets = importlib.import_module("datasets")
     except ImportError as e:
@@ -380,6 +395,7 @@ def to_dataset(
         columns[anchor_column] = take(q_text, query)
         columns[positive_column] = take(c_text, pos_ids[pair])
         columns["negative"] = take(c_text, neg_ids[query, col])
+        row_ids = np.stack([query, pos_ids[pair], neg_ids[query, col]], axis=1)
         if include_scores:
             pairs = np.stack([pos_scores[pair], neg_scores[query, col]], axis=1)
             columns["scores"] = lists(np.arange(0, 2 * len(pair) + 1, 2), floats(pairs.ravel()))
@@ -391,6 +407,7 @@ def to_dataset(
         columns[positive_column] = take(c_text, pos_ids[pair])
         for j in range(n_cols):
             columns[f"negative_{j + 1}"] = take(c_text, neg_ids[query, j])
+        row_ids = np.concatenate([query[:, None], pos_ids[pair, None], neg_ids[query]], axis=1)
         if include_scores:
             block = np.concatenate([pos_scores[pair, None], neg_scores[query]], axis=1)
             step = n_cols + 1
@@ -412,6 +429,7 @@ def to_dataset(
         docs[~is_pos], scores[~is_pos] = neg_ids[found], neg_scores[found]
         columns[anchor_column] = take(q_text, rows)
         columns[positive_column] = take(c_text, docs)
+        row_ids = np.stack([rows, docs], axis=1)
         if include_scores:
             columns["score"] = floats(scores)
         else:
@@ -432,10 +450,22 @@ def to_dataset(
         docs[tail], scores[tail] = neg_ids[query][sel], neg_scores[query][sel]
         columns[anchor_column] = take(q_text, query)
         columns[positive_column] = lists(offsets, take(c_text, docs))
+        row_ids = np.insert(docs, offsets[:-1], query)
+        id_offsets = offsets + np.arange(len(offsets))
         if include_scores:
             columns["scores"] = lists(offsets, floats(scores))
         else:
             columns["labels"] = lists(offsets, pa.array((~tail).astype(np.int64), pa.int64()))
+    if ids_column is not None:
+        if ids_column in columns:
+            raise InvalidArgumentError(
+                f"ids_column {ids_column!r} is already a column of the {output_format!r} layout "
+                f"({', '.join(columns)}); pick another name"
+            )
+        if output_format != "labeled-list":
+            id_offsets = np.arange(0, row_ids.size + 1, max(1, row_ids.shape[1]))
+        flat = pa.array(np.ascontiguousarray(row_ids, dtype=np.int64).reshape(-1), pa.int64())
+        columns[ids_column] = lists(id_offsets, flat)
     table = pa.table(columns)
     return datasets.Dataset(table)
 

@@ -34,8 +34,9 @@ _PLAN_SHAPING = {
     "weighting": "weighting",
     "clusters_digest": "clusters",
     "conflicts_digest": "conflicts",
+    "wrapped": "wrapped",
 }
-_REQUIRED = ("epoch", "yielded", *_PLAN_SHAPING)
+_REQUIRED = ("epoch", "yielded", *(k for k in _PLAN_SHAPING if k != "wrapped"))
 
 
 class ClusterBatchSampler(Sampler[list[int]]):
@@ -65,6 +66,28 @@ class ClusterBatchSampler(Sampler[list[int]]):
       (as with ``DistributedSampler``), and the last batch may be short.
 
     An empty dataset gives no batches. ``len(sampler)`` is known without building a plan.
+
+    **Inside a trainer that shards batches itself** (``wrapped=True``). sentence-transformers'
+    and Hugging Face's trainers pass every batch sampler through accelerate, which wraps it in
+    a ``BatchSamplerShard`` that gives rank ``r`` the batches ``r, r + W, ...`` of what the
+    sampler yields. A sampler that also shards by rank would be sharded twice (each rank seeing
+    ``1/W`` of its ``1/W``). With ``wrapped=True`` the sampler yields the whole padded (or
+    trimmed) plan of all ranks, in an order where the wrapper's sharding gives each rank exactly
+    the batches it would have taken itself; ``len(sampler)`` is then ``W`` times the per-rank
+    count and ``rank`` is not used. :func:`negmine.st.topic_batch_sampler` and
+    :class:`negmine.hf.ClusterSamplerTrainerMixin` set it.
+
+    A sampler whose ``num_replicas`` came from ``torch.distributed`` (not given) refuses to
+    iterate in a process group of another size, e.g. when it was built before the group was
+    initialised (every rank would yield every row).
+
+    **Lightning** calls ``set_epoch`` only on ``dataloader.sampler`` and
+    ``dataloader.batch_sampler.sampler``: :attr:`sampler` is an object whose ``set_epoch``
+    forwards to this sampler, so every epoch gets its own plan there too. Under DDP, Lightning
+    re-creates custom batch samplers around its ``DistributedSampler`` unless the trainer is
+    built with ``Trainer(use_distributed_sampler=False)``; pass that (this sampler shards by
+    rank itself), otherwise the constructor refuses the ``DistributedSampler`` with an
+    ``InvalidTypeError`` that says so.
 
     **Resuming.** :meth:`state_dict` records the epoch and the number of batches yielded so
     far in it; :meth:`load_state_dict` on a fresh sampler makes the next iteration skip those
@@ -98,7 +121,15 @@ class ClusterBatchSampler(Sampler[list[int]]):
         conflicts: IdsLike = None,
         num_replicas: int | None = None,
         rank: int | None = None,
+        wrapped: bool = False,
     ) -> None:
+        if isinstance(clusters, Sampler):
+            raise InvalidTypeError(
+                f"clusters must be cluster ids (one per dataset row), got a "
+                f"{type(clusters).__name__}: Lightning re-creates custom batch samplers around "
+                "its DistributedSampler under DDP; build the Trainer with "
+                "use_distributed_sampler=False (ClusterBatchSampler shards by rank itself)"
+            )
         if plan not in _PLANS:
             raise InvalidArgumentError(f"plan must be 'topic' or 'ngame', got {plan!r}")
         if weighting not in ("uniform", "size"):
@@ -107,6 +138,9 @@ class ClusterBatchSampler(Sampler[list[int]]):
         if batch_size <= 0:
             raise InvalidArgumentError(f"batch_size must be positive, got {batch_size}")
         seed = _numbers.seed(seed, "seed")
+        # Checked at each iteration: a sampler built before the process group (e.g. outside
+        # Lightning's train_dataloader hook) would have every rank yield every row.
+        self._world_from_dist = num_replicas is None
         if num_replicas is None or rank is None:
             initialised = dist.is_available() and dist.is_initialized()
             if num_replicas is None:
@@ -136,6 +170,8 @@ class ClusterBatchSampler(Sampler[list[int]]):
         self._conflicts_digest = None if keys is None else _digest(*keys)
         self.num_replicas = num_replicas
         self.rank = rank
+        self.wrapped = bool(wrapped)
+        self.sampler = EpochForwarder(self)
         self.epoch = 0
         self._yielded = 0  # batches yielded in the current epoch
         self._skip = 0  # batches the next __iter__ skips (set by load_state_dict)
@@ -158,6 +194,8 @@ class ClusterBatchSampler(Sampler[list[int]]):
             self._per_rank = self._plan_len // self.num_replicas
         else:
             self._per_rank = -(-self._plan_len // self.num_replicas)
+        # What one iteration yields: this rank's batches, or every rank's for a wrapper.
+        self._per_iter = self._per_rank * (self.num_replicas if self.wrapped else 1)
 
     # -----------------------------------------------------------------------------------------
 
@@ -198,7 +236,7 @@ class ClusterBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         """The number of batches the next iteration yields (less a pending resume skip)."""
-        return self._per_rank - self._skip
+        return self._per_iter - self._skip
 
     def _build(self) -> _batches.BatchPlan:
         if self.plan == "topic":
@@ -222,9 +260,19 @@ class ClusterBatchSampler(Sampler[list[int]]):
         )
 
     def __iter__(self) -> Iterator[list[int]]:
+        if self._world_from_dist and dist.is_available() and dist.is_initialized():
+            world = dist.get_world_size()
+            if world != self.num_replicas:
+                raise InvalidArgumentError(
+                    f"ClusterBatchSampler took num_replicas={self.num_replicas} from "
+                    "torch.distributed when it was built, but iterates among "
+                    f"{world} processes: every rank would repeat the others' rows. Build it "
+                    "after init_process_group (Lightning: in the train_dataloader hook) or pass "
+                    "num_replicas= and rank="
+                )
         skip, self._skip = self._skip, 0
         self._yielded = skip
-        if self._per_rank == 0 or skip >= self._per_rank:
+        if self._per_iter == 0 or skip >= self._per_iter:
             return iter(())
         built = self._build()
         n = len(built)
@@ -234,8 +282,9 @@ class ClusterBatchSampler(Sampler[list[int]]):
 
     def _batches(self, built: _batches.BatchPlan, skip: int) -> Iterator[list[int]]:
         n = len(built)
-        for k in range(skip, self._per_rank):
-            b = (self.rank + k * self.num_replicas) % n
+        for k in range(skip, self._per_iter):
+            # Rank r's k-th batch is global batch r + k * W; a wrapper gets them all in order.
+            b = (k if self.wrapped else self.rank + k * self.num_replicas) % n
             batch = built.indices[built.offsets[b] : built.offsets[b + 1]].tolist()
             self._yielded = k + 1
             yield batch
@@ -260,6 +309,7 @@ class ClusterBatchSampler(Sampler[list[int]]):
             "weighting": self.weighting,
             "clusters_digest": self._clusters_digest,
             "conflicts_digest": self._conflicts_digest,
+            "wrapped": self.wrapped,
             "yielded": self._yielded,
         }
 
@@ -283,6 +333,8 @@ class ClusterBatchSampler(Sampler[list[int]]):
         if missing:
             raise InvalidArgumentError(f"state is missing {', '.join(missing)}")
         current = self.state_dict()
+        # States saved before ``wrapped`` existed come from samplers that shard themselves.
+        state = {"wrapped": False, **state}
         differ = [k for k in _PLAN_SHAPING if not _same(state[k], current[k])]
         if differ:
             raise InvalidArgumentError(
@@ -294,13 +346,24 @@ class ClusterBatchSampler(Sampler[list[int]]):
             )
         epoch = _numbers.seed(state["epoch"], "epoch")
         yielded = _numbers.integer(state["yielded"], "yielded")
-        if not 0 <= yielded <= self._per_rank:
+        if not 0 <= yielded <= self._per_iter:
             raise InvalidArgumentError(
-                f"state yielded {yielded} batches, but an epoch has {self._per_rank} per rank"
+                f"state yielded {yielded} batches, but an epoch has {self._per_iter} per iteration"
             )
         self.epoch = epoch
         self._skip = yielded
         self._yielded = yielded
+
+
+class EpochForwarder:
+    """``ClusterBatchSampler.sampler``: forwards ``set_epoch`` to its batch sampler, for
+    trainers (Lightning, accelerate) that call ``set_epoch`` on ``batch_sampler.sampler``."""
+
+    def __init__(self, batch_sampler: ClusterBatchSampler) -> None:
+        self.batch_sampler = batch_sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batch_sampler.set_epoch(epoch)
 
 
 def _digest(*arrays: np.ndarray) -> str:

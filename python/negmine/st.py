@@ -1,0 +1,377 @@
+"""negmine in sentence-transformers' trainer: a batch sampler factory and a masked MNRL loss.
+
+- :func:`topic_batch_sampler`: for ``SentenceTransformerTrainingArguments(batch_sampler=...)``,
+  topic (TAS) or NGAME batches from per-query clusters, never one query twice in a batch,
+  each row once per epoch under ``torchrun`` (the trainer's accelerate does the rank sharding).
+- :class:`MaskedMultipleNegativesRankingLoss`: MNRL that leaves out in-batch false negatives
+  (a candidate that is a labelled positive of the row's query, or a duplicate of one).
+
+Both read the ids column that :func:`negmine.to_dataset` writes with ``ids_column="label"``.
+Needs torch and sentence-transformers (``pip install 'negmine[st,torch]'``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import Tensor, nn
+
+from negmine import batches as _batches
+from negmine._inputs import IdsLike, int_array, private_csr
+from negmine.errors import InvalidArgumentError, InvalidTypeError
+from negmine.torch.collation import Positives, _collate, _positive_csr
+from negmine.torch.sampler import ClusterBatchSampler, Plan
+
+
+def _row_ids(dataset: Any, column: str) -> np.ndarray:
+    """The ids column of a ``datasets.Dataset`` (or anything indexable by column name) as a
+    ``(rows, k)`` int64 matrix, or ``(rows,)`` for a plain integer column."""
+    names = getattr(dataset, "column_names", None)
+    if names is not None and column not in names:
+        raise InvalidArgumentError(
+            f"the dataset has no {column!r} column (its columns: {', '.join(names)}): build it "
+            f"with negmine.to_dataset(..., ids_column={column!r})"
+        )
+    values = dataset.with_format("numpy")[column] if hasattr(dataset, "with_format") else None
+    if values is None:
+        values = dataset[column]
+    array = np.asarray(values)
+    if array.dtype == object:  # lists of different lengths (labeled-list): the query is first
+        array = np.array([int(np.asarray(v).reshape(-1)[0]) for v in values], dtype=np.int64)
+    if array.ndim == 2 and array.shape[1] == 0:
+        raise InvalidArgumentError(f"column {column!r} holds empty id lists")
+    return int_array(array[:, 0] if array.ndim == 2 else array, column)
+
+
+def query_indices(dataset: Any, column: str = "label") -> np.ndarray:
+    """The query row of every dataset row, from the ids column that
+    :func:`negmine.to_dataset` writes (``ids_column=column``)."""
+    return _row_ids(dataset, column)
+
+
+class TopicBatchSampler:
+    """A picklable batch sampler factory for sentence-transformers' trainer; see
+    :func:`topic_batch_sampler`."""
+
+    def __init__(
+        self,
+        clusters: npt.ArrayLike,
+        *,
+        ids_column: str = "label",
+        conflicts: IdsLike = None,
+        plan: Plan = "topic",
+        clusters_per_batch: int = 1,
+        weighting: _batches.Weighting = "uniform",
+        seed: int | None = None,
+    ) -> None:
+        self.clusters = int_array(clusters, "clusters")
+        if not isinstance(ids_column, str) or not ids_column:
+            raise InvalidArgumentError(f"ids_column must be a non-empty name, got {ids_column!r}")
+        self.ids_column = ids_column
+        self.conflicts = private_csr(conflicts, len(self.clusters), "conflicts")
+        self.plan: Plan = plan
+        self.clusters_per_batch = clusters_per_batch
+        self.weighting: _batches.Weighting = weighting
+        self.seed = seed
+        # Checks plan, weighting and clusters_per_batch now rather than when training starts.
+        ClusterBatchSampler(
+            self.clusters,
+            1,
+            plan=plan,
+            clusters_per_batch=clusters_per_batch,
+            weighting=weighting,
+            num_replicas=1,
+            rank=0,
+        )
+
+    def __call__(
+        self,
+        dataset: Any,
+        batch_size: int,
+        drop_last: bool,
+        valid_label_columns: list[str] | None = None,
+        generator: torch.Generator | None = None,
+        seed: int = 0,
+    ) -> ClusterBatchSampler:
+        if valid_label_columns is not None and self.ids_column not in valid_label_columns:
+            # sentence-transformers' collator tokenizes every other column as text.
+            raise InvalidArgumentError(
+                f"the trainer would tokenize the ids column {self.ids_column!r} as text: it "
+                f"passes only {', '.join(map(repr, valid_label_columns))} to the loss; write it "
+                "with to_dataset(..., ids_column='label') and topic_batch_sampler(ids_column="
+                "'label')"
+            )
+        query = _row_ids(dataset, self.ids_column)
+        n_queries = len(self.clusters)
+        if len(query) and (query.min() < 0 or query.max() >= n_queries):
+            raise InvalidArgumentError(
+                f"column {self.ids_column!r} refers to query {int(query.max())}, but clusters "
+                f"has {n_queries} entries (one per query row of the mining result)"
+            )
+        # Keys 2q + 1: a query's own rows (a triplet row per negative) never share a batch;
+        # the caller's per-query keys become 2k, so the two kinds never collide.
+        counts = np.ones(len(query), dtype=np.int64)
+        extra: np.ndarray = np.zeros(0, dtype=np.int64)
+        if self.conflicts is not None:
+            indptr, keys = self.conflicts
+            own = np.diff(indptr)[query]
+            counts += own
+            starts = np.repeat(indptr[query], own)
+            within = np.arange(int(own.sum()), dtype=np.int64) - np.repeat(
+                np.cumsum(own) - own, own
+            )
+            extra = keys[starts + within] * 2
+        row_indptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+        row_keys = np.empty(int(row_indptr[-1]), dtype=np.int64)
+        row_keys[row_indptr[:-1]] = query * 2 + 1
+        if len(extra):
+            mask = np.ones(len(row_keys), dtype=bool)
+            mask[row_indptr[:-1]] = False
+            row_keys[mask] = extra
+        return ClusterBatchSampler(
+            self.clusters[query],
+            batch_size,
+            plan=self.plan,
+            seed=seed if self.seed is None else self.seed,
+            drop_last=drop_last,
+            clusters_per_batch=self.clusters_per_batch,
+            weighting=self.weighting,
+            conflicts=(row_indptr, row_keys),
+            wrapped=True,
+        )
+
+
+def topic_batch_sampler(
+    clusters: npt.ArrayLike,
+    *,
+    ids_column: str = "label",
+    conflicts: IdsLike = None,
+    plan: Plan = "topic",
+    clusters_per_batch: int = 1,
+    weighting: _batches.Weighting = "uniform",
+    seed: int | None = None,
+) -> TopicBatchSampler:
+    """A batch sampler for ``SentenceTransformerTrainingArguments(batch_sampler=...)``.
+
+    The trainer calls it as ``f(dataset, batch_size, drop_last, valid_label_columns,
+    generator, seed)`` and pickles it with its arguments at checkpoints, which this object
+    allows (a lambda does not). It returns a :class:`~negmine.torch.ClusterBatchSampler`
+    over the dataset's rows:
+
+    - ``clusters``: a cluster id per *query* (row of the mining result), e.g.
+      ``negmine.kmeans`` of the query embeddings; every dataset row takes its query's cluster,
+      read from the ``ids_column`` written by ``to_dataset(..., ids_column="label")``.
+    - Rows of one query (a ``"triplet"`` dataset repeats each anchor once per negative) never
+      share a batch, so MNRL never sees a query's own rows as in-batch negatives.
+    - ``conflicts``: optional conflict keys per *query* (e.g. :func:`negmine.batches.conflict_keys`
+      of the result's positives, with duplicate groups): queries sharing a key never share a
+      batch either.
+    - ``plan``, ``clusters_per_batch``, ``weighting``: as in ``ClusterBatchSampler``;
+      ``seed``: the plan's seed, by default the trainer's ``args.seed``.
+
+    Distributed (``torchrun``): the trainer's accelerate shards the batches over ranks, so the
+    sampler is built with ``wrapped=True`` and every row is seen once per epoch across ranks;
+    the trainer calls ``set_epoch`` each epoch.
+    """
+    return TopicBatchSampler(
+        clusters,
+        ids_column=ids_column,
+        conflicts=conflicts,
+        plan=plan,
+        clusters_per_batch=clusters_per_batch,
+        weighting=weighting,
+        seed=seed,
+    )
+
+
+class MaskedMultipleNegativesRankingLoss(nn.Module):
+    """sentence-transformers' ``MultipleNegativesRankingLoss`` (anchor -> candidates, one
+    softmax) with negmine's in-batch false-negative mask.
+
+    For a batch of ``(anchor, positive, negative_1..n)`` rows it scores every anchor against
+    every positive and negative of the batch, like MNRL, but leaves out the candidates that
+    are no negatives of the anchor's query: a labelled positive of that query (every positive
+    of it in ``positives``, e.g. the ``MiningResult``, not only the row's own), a member of such
+    a positive's duplicate group (``groups``: corpus row -> group id, e.g.
+    ``negmine.duplicate_groups``), or a missing candidate. The row's own positive is the target.
+
+    The rows' corpus ids come from the dataset's ids column, which the trainer hands to the
+    loss as ``labels``: build the dataset with ``to_dataset(result, ..., ids_column="label")``.
+    Without ``positives`` only the rows' own positives (and their groups) count as labelled.
+    The candidates are those of the local batch (no gathering across devices, unlike MNRL's
+    ``gather_across_devices=True``).
+
+    Args:
+        model: the ``SentenceTransformer`` being trained.
+        scale: the logit scale (1 / temperature), 20 as in sentence-transformers.
+        similarity_fct: ``(a [B, d], b [C, d]) -> [B, C]``; cosine by default.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        positives: Positives = None,
+        groups: npt.ArrayLike | None = None,
+        scale: float = 20.0,
+        similarity_fct: Any = None,
+    ) -> None:
+        super().__init__()
+        from sentence_transformers import util
+
+        self.model = model
+        self.scale = float(scale)
+        self.similarity_fct = util.cos_sim if similarity_fct is None else similarity_fct
+        self._csr = _positive_csr(positives)
+        self._groups = None if groups is None else int_array(groups, "groups")
+        self.cross_entropy = nn.CrossEntropyLoss()
+
+    def false_negative_mask(self, labels: Tensor, n_negatives: int) -> Tensor:
+        """The ``[B, B * (1 + n)]`` mask (True: left out) in MNRL's candidate order (the
+        batch's positives, then the first negatives of every row, then the second ...), from
+        the ids column ``labels`` ``[B, 2 + n]``."""
+        ids = labels.detach().cpu().numpy()
+        if ids.ndim != 2 or ids.shape[1] != 2 + n_negatives:
+            raise InvalidArgumentError(
+                f"labels must be the ids column [query, positive, {n_negatives} negatives] per "
+                f"row (to_dataset(..., ids_column='label')), got shape {tuple(ids.shape)}"
+            )
+        items = [{"query": r[0], "positive": r[1], "negatives": r[2:]} for r in ids.tolist()]
+        mask = _collate(items, self._groups, self._csr)["false_negative_mask"]
+        b = len(items)
+        # negmine orders the negatives row-major (row k's j-th at b + k * n + j); MNRL
+        # concatenates the columns (row k's j-th at b + j * b + k).
+        order = np.arange(b * (1 + n_negatives))
+        order[b:] = (
+            b + np.arange(b)[None, :] * n_negatives + np.arange(n_negatives)[:, None]
+        ).ravel()
+        return mask[:, torch.from_numpy(order)]
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
+        from sentence_transformers.base.losses.merged_forward import embed_columns
+
+        embeddings = embed_columns(self.model, sentence_features)
+        return self.compute_loss_from_embeddings(embeddings, labels)
+
+    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor) -> Tensor:
+        return _masked_loss(self, embeddings, labels, len(embeddings[0]) if embeddings else 0)
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {"scale": self.scale, "similarity_fct": self.similarity_fct.__name__}
+
+
+def _masked_loss(
+    loss: MaskedMultipleNegativesRankingLoss,
+    embeddings: list[Tensor],
+    labels: Tensor | None,
+    chunk: int,
+    with_backward: bool = False,
+) -> Tensor:
+    """The masked MNRL loss over anchor rows ``chunk`` at a time (backpropagated chunk by chunk
+    with ``with_backward``, the GradCache way), the same value for any ``chunk``."""
+    if len(embeddings) < 2:
+        raise InvalidArgumentError(
+            f"expected an anchor and at least a positive column, got {len(embeddings)}"
+        )
+    if not isinstance(labels, Tensor):
+        raise InvalidTypeError(
+            "labels must be the ids column as a tensor: build the dataset with "
+            "to_dataset(..., ids_column='label')"
+        )
+    anchors, candidates = embeddings[0], torch.cat(embeddings[1:], dim=0)
+    b = len(anchors)
+    mask = loss.false_negative_mask(labels, len(embeddings) - 2).to(anchors.device)
+    total: list[Tensor] = []
+    for begin in range(0, b, max(1, chunk)):
+        end = min(b, begin + max(1, chunk))
+        scores = loss.similarity_fct(anchors[begin:end], candidates) * loss.scale
+        scores = scores.masked_fill(mask[begin:end], float("-inf"))
+        target = torch.arange(begin, end, device=scores.device)
+        part: Tensor = loss.cross_entropy(scores, target) * ((end - begin) / b)
+        if with_backward:
+            part.backward()  # type: ignore[no-untyped-call]
+            part = part.detach()
+        total.append(part)
+    return torch.stack(total).sum()
+
+
+def _cached_loss_class() -> type:
+    from sentence_transformers.base.losses.gradcache import CachedLossMixin
+
+    class CachedMaskedMultipleNegativesRankingLoss(
+        CachedLossMixin,
+        MaskedMultipleNegativesRankingLoss,
+    ):
+        """:class:`MaskedMultipleNegativesRankingLoss` with sentence-transformers' gradient
+        cache (as ``CachedMultipleNegativesRankingLoss``): the batch is embedded
+        ``mini_batch_size`` rows at a time, so large batches fit in memory; the loss and
+        gradients are those of the uncached loss."""
+
+        def __init__(
+            self,
+            model: Any,
+            *,
+            mini_batch_size: int = 32,
+            positives: Positives = None,
+            groups: npt.ArrayLike | None = None,
+            scale: float = 20.0,
+            similarity_fct: Any = None,
+            show_progress_bar: bool = False,
+        ) -> None:
+            MaskedMultipleNegativesRankingLoss.__init__(
+                self,
+                model,
+                positives=positives,
+                groups=groups,
+                scale=scale,
+                similarity_fct=similarity_fct,
+            )
+            if not isinstance(mini_batch_size, int) or mini_batch_size < 1:
+                raise InvalidArgumentError(
+                    f"mini_batch_size must be a positive integer, got {mini_batch_size!r}"
+                )
+            self.mini_batch_size = mini_batch_size
+            self.show_progress_bar = show_progress_bar
+
+        def calculate_loss(
+            self,
+            reps: list[list[Tensor]],
+            labels: Tensor | None = None,
+            *,
+            with_backward: bool = False,
+        ) -> Tensor:
+            embeddings = [torch.cat(r) for r in reps]
+            return _masked_loss(self, embeddings, labels, self.mini_batch_size, with_backward)
+
+        def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
+            result: Tensor = self.forward_cached(list(sentence_features), labels)
+            return result
+
+        def get_config_dict(self) -> dict[str, Any]:
+            return {**super().get_config_dict(), "mini_batch_size": self.mini_batch_size}
+
+    cls = CachedMaskedMultipleNegativesRankingLoss
+    cls.__module__, cls.__qualname__ = __name__, cls.__name__  # found by pickle
+    return cls
+
+
+def __getattr__(name: str) -> Any:
+    # Built on first use: it derives from sentence-transformers' gradient-cache mixin, and the
+    # rest of this module works without sentence-transformers.
+    if name == "CachedMaskedMultipleNegativesRankingLoss":
+        cls = _cached_loss_class()
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [  # and CachedMaskedMultipleNegativesRankingLoss, built on first use
+    "MaskedMultipleNegativesRankingLoss",
+    "TopicBatchSampler",
+    "query_indices",
+    "topic_batch_sampler",
+]
