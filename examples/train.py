@@ -39,7 +39,9 @@ property, and the run prints the teacher's own held-out MRR@10 ("teacher alone")
 it can be checked:
 
 - ``stdlib`` with ``--snippet-words W``: the retriever embeds only the first W words of each
-  corpus text (a short-context bi-encoder), the teacher is the same MiniLM on the whole texts;
+  corpus text (a short-context bi-encoder); the teacher is the same MiniLM reading the whole
+  text after the title of the page it is documented on (``json.JSONDecoder: Decode ...``,
+  the module or class), as a cross-encoder reads a passage with its document's title;
 - ``generated``: the cosine of the queries *before* the distortion that the adapter has to
   learn to undo (the generator's own knowledge of what each query means).
 
@@ -193,8 +195,9 @@ def stdlib_data(args: argparse.Namespace) -> tuple[demo.DemoData, np.ndarray | N
     """Every (qualified name, docstring summary) pair of the standard library (4,640 on
     Python 3.11): each name a query, each docstring a corpus row, planted copies as in the
     demo. Returns the data as the retriever sees it (corpus rows cut to ``--snippet-words``)
-    and the MiniLM embeddings of the whole corpus texts (the teacher's view), or None when the
-    retriever reads whole texts too."""
+    and the MiniLM embeddings of what the teacher reads (each whole text after the title of
+    the page it is documented on: its module or class), or None when the retriever reads
+    whole texts too."""
     from negmine.embed import embed_texts
 
     pairs = demo.stdlib_pairs(stdlib_modules())
@@ -206,11 +209,14 @@ def stdlib_data(args: argparse.Namespace) -> tuple[demo.DemoData, np.ndarray | N
     n_plant = round(0.15 * n)
     planted = rng.permutation(n)[: 2 * n_plant]
     corpus_texts = list(docs)
+    # A copy lives on a mirror of its original's page: the same title.
+    titles = [name.rsplit(".", 1)[0] for name, _ in pairs]
     copies: dict[int, list[int]] = {}
     for j, q in enumerate(planted):
         text = docs[positives[q]]
         copies.setdefault(int(q), []).append(len(corpus_texts))
         corpus_texts.append(text if j < n_plant else demo.near_duplicate(text))
+        titles.append(titles[positives[q]])
     by_text: dict[str, list[int]] = {}
     for row, text in enumerate(corpus_texts):
         by_text.setdefault(text, []).append(row)
@@ -224,7 +230,8 @@ def stdlib_data(args: argparse.Namespace) -> tuple[demo.DemoData, np.ndarray | N
     corpus = np.asarray(embed_texts(seen, model, cache_dir=cache, batch_size=64))
     full = None
     if args.snippet_words:
-        full = np.asarray(embed_texts(corpus_texts, model, cache_dir=cache, batch_size=64))
+        titled = [f"{title}: {text}" for title, text in zip(titles, corpus_texts)]
+        full = np.asarray(embed_texts(titled, model, cache_dir=cache, batch_size=64))
     queries = np.asarray(embed_texts(query_texts, model, cache_dir=cache, batch_size=64))
     data = demo.DemoData(
         queries=queries,
@@ -640,8 +647,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "teacher: "
             + (
-                "MiniLM on the whole corpus texts (the retriever reads their first "
-                f"{args.snippet_words} words)"
+                "MiniLM on the whole corpus texts after their page titles (module or "
+                f"class; the retriever reads the first {args.snippet_words} words of the texts)"
                 if source == "stdlib"
                 else "cosine of the queries before the distortion (the generator's knowledge)"
             )
