@@ -517,7 +517,7 @@ def summarize(seeds: list[int], per_seed: list[list[Row]]) -> None:
         )
         verdicts[labels[ref]] = []
         for c, label in enumerate(labels):
-            if c in references or label in untrained:
+            if c in (ref, references[0]) or label in untrained:
                 continue
             parts = []
             for m, metric in enumerate(("MRR@10", "R@10")):

@@ -25,7 +25,7 @@ def run(*args: str) -> str:
         [sys.executable, str(SCRIPT), "--quick", "--source", "generated", *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,  # generous: CI machines are shared
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
@@ -129,7 +129,7 @@ def test_train_example_every_recipe() -> None:
     )
     assert "paired difference vs '+ mined hard negatives'" in out
     diffs = [ln for ln in lines if ln.startswith("  + ") and " higher, " in ln]
-    assert len(diffs) == 7 + 5, out  # 7 recipes vs in-batch only, 5 vs mined once
+    assert len(diffs) == 7 + 6, out  # 7 recipes vs in-batch only, 6 vs mined once
     assert any(ln.startswith("against '+ mined hard negatives'") for ln in lines), out
 
 
