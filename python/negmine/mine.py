@@ -37,7 +37,7 @@ from negmine._inputs import (
 from negmine._progress import progress_callback
 from negmine.errors import InvalidArgumentError, InvalidTypeError
 from negmine.qrels import load_qrels
-from negmine.report import AnnReport, TeacherReport, TorchReport, build_report
+from negmine.report import AnnReport, MiningReport, TeacherReport, TorchReport, build_report
 from negmine.result import MiningResult
 
 SamplingStrategy = Literal["top", "random", "simans"]
@@ -661,16 +661,23 @@ def _mine_torch(
         try:
             if len(q_array) == 0 or len(c_array) == 0:
                 raise candidates.ExactPathDecides  # nothing to scan: the exact path
-            parts = _torch_chunks(
+            parts = _mine_sourced(
                 q_array,
                 c_array,
                 prepared,
                 core_options,
-                teacher,
-                source_options,
-                threads,
-                progress,
-                query_offset,
+                lambda start, stop, chunk, lists: candidates.TorchCandidates(
+                    chunk,
+                    c_array,
+                    lambda row: lists.ex_ids[lists.ex_indptr[row] : lists.ex_indptr[row + 1]],
+                    normalize=options.metric == "cosine",
+                    **source_options,
+                ),
+                name="torch",
+                teacher=teacher,
+                query_offset=query_offset,
+                threads=threads,
+                progress=progress,
             )
         except candidates.ExactPathDecides:
             # Nothing to scan, a row that is not finite, or dot scores of this size that could
@@ -691,62 +698,8 @@ def _mine_torch(
     report = result.report
     report.backend = "torch"
     report.torch = source_options["stats"]
-    report.refetched = int(sum(int((p.fetches > 1).sum()) for p in parts))
-    report.exact_fallback = int(sum(int(p.exact_finish.sum()) for p in parts))
+    _count_fallbacks(report, parts)
     return result
-
-
-TORCH_CHUNK = 65_536
-"""Queries mined per core call on the torch path (their converted rows stay on the host)."""
-
-
-def _torch_chunks(
-    q_array: np.ndarray,
-    c_array: np.ndarray,
-    prepared: Prepared,
-    options: MiningOptions,
-    teacher: Teacher | None,
-    source_options: dict[str, Any],
-    threads: int | None,
-    progress: bool,
-    query_offset: int,
-) -> list[_core.Mined]:
-    """Core outputs per chunk of :data:`TORCH_CHUNK` queries, each mined with torch
-    candidates."""
-    from negmine.torch import candidates
-
-    n_queries = len(q_array)
-    parts: list[_core.Mined] = []
-    with progress_callback(progress, "mine (torch)", unit="query") as cb:
-        for start in range(0, n_queries, TORCH_CHUNK):
-            stop = min(n_queries, start + TORCH_CHUNK)
-            chunk = prepared.rows(start, stop)
-
-            def excluded(row: int, chunk: Prepared = chunk) -> np.ndarray:
-                return chunk.ex_ids[chunk.ex_indptr[row] : chunk.ex_indptr[row + 1]]
-
-            source = candidates.TorchCandidates(
-                q_array[start:stop],
-                c_array,
-                excluded,
-                normalize=options.metric == "cosine",
-                **source_options,
-            )
-            parts.append(
-                mine_prepared(
-                    q_array[start:stop],
-                    c_array,
-                    chunk,
-                    options,
-                    query_offset=query_offset + start,
-                    threads=threads,
-                    fetch=source,
-                    teacher=teacher,
-                )
-            )
-            if cb is not None:
-                cb(stop, n_queries)
-    return parts
 
 
 def _mine_hnsw(
@@ -807,16 +760,27 @@ def _mine_hnsw(
                 RuntimeWarning,
                 stacklevel=3,
             )
-        parts, refetched, fallback = _mine_hnsw_chunks(
+        n_corpus = rows_of(c)
+        excluded = np.diff(prepared.ex_indptr).astype(np.int64)
+        parts = _mine_sourced(
             q,
             c,
             prepared,
             core_options,
+            lambda start, stop, chunk, lists: ann.graph_fetch(
+                index,
+                chunk,
+                excluded[start:stop],
+                n_corpus=n_corpus,
+                normalize=options.metric == "cosine",
+                ratio=ef / max(depth, 1),
+                offset=start,
+                threads=threads,
+            ),
+            name="hnsw",
+            max_depth=ann.hnsw_depth_limit(n_corpus),
             teacher=teacher,
             query_offset=query_offset,
-            index=index,
-            ef=ef,
-            recall_depth=depth,
             threads=threads,
             progress=progress,
         )
@@ -832,13 +796,8 @@ def _mine_hnsw(
         built=built,
         path=None if index_path is None else str(index_path),
     )
-    report.refetched = refetched
-    report.exact_fallback = fallback
+    _count_fallbacks(report, parts)
     return result
-
-
-HNSW_CHUNK = 65_536
-"""Queries mined per core call on the hnsw path (bounds the candidate lists held at once)."""
 
 
 def _recall_depth(options: MiningOptions, prepared: Prepared, n_corpus: int) -> int:
@@ -849,59 +808,59 @@ def _recall_depth(options: MiningOptions, prepared: Prepared, n_corpus: int) -> 
     return min(n_corpus, first + (int(np.median(excluded)) if len(excluded) else 0))
 
 
-def _mine_hnsw_chunks(
+SOURCE_CHUNK = 65_536
+"""Queries mined per core call with a candidate source (``hnsw``, ``torch``): bounds the
+candidate lists and the source's converted rows held at once."""
+
+Fetch = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+
+
+def _mine_sourced(
     queries: Embeddings | np.ndarray,
     corpus: Embeddings | np.ndarray,
     prepared: Prepared,
     options: MiningOptions,
+    source: Callable[[int, int, np.ndarray, Prepared], Fetch],
     *,
-    index: Any,
-    ef: int,
-    recall_depth: int,
+    name: str,
+    max_depth: int | None = None,
     teacher: Teacher | None = None,
     query_offset: int = 0,
     threads: int | None = None,
     progress: bool | Callable[[int, int], object] = False,
-) -> tuple[list[_core.Mined], int, int]:
-    """Core outputs per chunk of :data:`HNSW_CHUNK` queries, each mined with the graph as
-    the candidate source, with the number of queries fetched again and of those finished by
-    exact search."""
-    n_queries, n_corpus = rows_of(queries), rows_of(corpus)
+) -> list[_core.Mined]:
+    """Core outputs per chunk of :data:`SOURCE_CHUNK` queries, each mined with the candidates
+    of ``source(start, stop, chunk's query rows, chunk's lists)`` (a ``fetch`` of
+    :func:`mine_prepared`, and its ``max_depth``)."""
+    n_queries = rows_of(queries)
     q_array = queries if isinstance(queries, np.ndarray) else np.asarray(queries)
-    excluded = np.diff(prepared.ex_indptr).astype(np.int64)
     parts: list[_core.Mined] = []
-    refetched = fallback = 0
-    with progress_callback(progress, "mine (hnsw)", unit="query") as cb:
-        for start in range(0, n_queries, HNSW_CHUNK):
-            stop = min(n_queries, start + HNSW_CHUNK)
-            chunk = q_array[start:stop]
-            fetch = ann.graph_fetch(
-                index,
-                chunk,
-                excluded[start:stop],
-                n_corpus=n_corpus,
-                normalize=options.metric == "cosine",
-                ratio=ef / max(recall_depth, 1),
-                offset=start,
-                threads=threads,
+    with progress_callback(progress, f"mine ({name})", unit="query") as cb:
+        for start in range(0, n_queries, SOURCE_CHUNK):
+            stop = min(n_queries, start + SOURCE_CHUNK)
+            chunk, lists = q_array[start:stop], prepared.rows(start, stop)
+            parts.append(
+                mine_prepared(
+                    chunk,
+                    corpus,
+                    lists,
+                    options,
+                    query_offset=query_offset + start,
+                    threads=threads,
+                    fetch=source(start, stop, chunk, lists),
+                    max_depth=max_depth,
+                    teacher=teacher,
+                )
             )
-            part = mine_prepared(
-                chunk,
-                corpus,
-                prepared.rows(start, stop),
-                options,
-                query_offset=query_offset + start,
-                threads=threads,
-                fetch=fetch,
-                max_depth=ann.hnsw_depth_limit(n_corpus),
-                teacher=teacher,
-            )
-            parts.append(part)
-            refetched += int((part.fetches > 1).sum())
-            fallback += int(part.exact_finish.sum())
             if cb is not None:
                 cb(stop, n_queries)
-    return parts, refetched, fallback
+    return parts
+
+
+def _count_fallbacks(report: MiningReport, parts: Sequence[_core.Mined]) -> None:
+    """The report's counts of queries a source's candidates did not settle in one fetch."""
+    report.refetched = int(sum(int((p.fetches > 1).sum()) for p in parts))
+    report.exact_fallback = int(sum(int(p.exact_finish.sum()) for p in parts))
 
 
 class Teacher:

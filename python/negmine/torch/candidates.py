@@ -64,7 +64,7 @@ corpus for the failing queries only) until it is proven or ``m`` covers the corp
 host buffers, two in flight, copied with ``non_blocking`` on CUDA); queries are multiplied
 :data:`QUERY_ROWS` at a time, and a scan holds the running top ``m`` of a group of queries sized
 to :data:`TOPK_BUDGET` bytes. So the device holds at most: those lists, the queries of one
-core call (at most ``mine``'s ``TORCH_CHUNK`` rows in the low dtype), two tiles, and
+core call (at most ``mine``'s ``SOURCE_CHUNK`` rows in the low dtype), two tiles, and
 ``QUERY_ROWS x tile_rows`` scores (about 20 bytes each while they are unscaled and selected):
 bounded by the tile and chunk sizes, not by the corpus size. When the device runs out,
 :class:`DeviceMemoryError` names a smaller ``tile_rows``.
