@@ -351,3 +351,25 @@ def groups_array(groups: npt.ArrayLike | None, needed: int, what: str) -> np.nda
             f"{needed - 1}"
         )
     return array
+
+
+def pairs_to_csr(
+    rows: np.ndarray, values: np.ndarray, n_rows: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique (row, value) pairs as CSR."""
+    if len(rows):
+        pairs = np.unique(np.stack([rows, values], axis=1).astype(np.int64), axis=0)
+        rows, values = pairs[:, 0], pairs[:, 1]
+    counts = np.bincount(rows, minlength=n_rows) if len(rows) else np.zeros(n_rows, np.int64)
+    indptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+    return indptr, np.ascontiguousarray(values, dtype=np.int64)
+
+
+def distinct_ids(
+    csr: tuple[np.ndarray, np.ndarray] | None, n_rows: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ids of a CSR pair (``None``: none), sorted and without repeats, as CSR."""
+    if csr is None:
+        return np.zeros(n_rows + 1, np.int64), np.empty(0, np.int64)
+    indptr, ids = csr
+    return pairs_to_csr(np.repeat(np.arange(n_rows), np.diff(indptr)), ids, n_rows)

@@ -49,7 +49,7 @@ import numpy as np
 from negmine import _core
 from negmine import _numbers as numbers
 from negmine._core import Embeddings, open_embeddings
-from negmine._inputs import EmbeddingsLike, IdsLike, as_csr, as_matrix, rows_of
+from negmine._inputs import EmbeddingsLike, IdsLike, as_csr, as_matrix, distinct_ids, rows_of
 from negmine._progress import ProgressCallback
 from negmine.checkpoint import ChunkRunner, ChunkWork, mine_to_directory, query_chunks, run_chunks
 from negmine.errors import InvalidArgumentError, InvalidTypeError
@@ -249,7 +249,7 @@ def search(
     if len(ids) and (ids.min() < 0 or ids.max() >= n_corpus):
         raise InvalidArgumentError(f"exclude holds ids outside the corpus of {n_corpus} rows")
     # Each query's distinct excluded ids: k may not pass what is left (as in `search`).
-    unique = np.diff(_pairs_unique(indptr, ids, n_queries))
+    unique = np.diff(distinct_ids(csr, n_queries)[0])
     short = np.flatnonzero(n_corpus - unique < k)
     if len(short):
         raise InvalidArgumentError(
@@ -303,13 +303,6 @@ def search(
             for start, stop, parts in tasks:
                 scores[start:stop], found[start:stop] = merge_topk(ray.get(parts), k)
     return scores, found
-
-
-def _pairs_unique(indptr: np.ndarray, ids: np.ndarray, n: int) -> np.ndarray:
-    """The indptr of each row's distinct ids."""
-    rows = np.repeat(np.arange(n), np.diff(indptr))
-    pairs = np.unique(np.stack([rows, ids]), axis=1) if len(ids) else np.empty((2, 0), np.int64)
-    return np.concatenate(([0], np.cumsum(np.bincount(pairs[0], minlength=n)))).astype(np.int64)
 
 
 _NO_LISTS = Prepared(

@@ -31,6 +31,7 @@ from negmine._inputs import (
     IdsLike,
     as_csr,
     as_matrix,
+    pairs_to_csr,
     read_only,
     rows_of,
 )
@@ -64,18 +65,6 @@ def _gather_lists(
         return counts, np.empty(0, dtype=np.int64)
     shift = np.repeat(starts - (np.cumsum(counts) - counts), counts)
     return counts, values[np.arange(total) + shift]
-
-
-def _pairs_to_csr(
-    rows: np.ndarray, values: np.ndarray, n_rows: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted unique (row, value) pairs as CSR."""
-    if len(rows):
-        pairs = np.unique(np.stack([rows, values], axis=1).astype(np.int64), axis=0)
-        rows, values = pairs[:, 0], pairs[:, 1]
-    counts = np.bincount(rows, minlength=n_rows) if len(rows) else np.zeros(n_rows, np.int64)
-    indptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-    return indptr, np.ascontiguousarray(values, dtype=np.int64)
 
 
 class MiningOptions:
@@ -219,7 +208,7 @@ def _positives_csr(
             f"positive id {bad} is out of range for a corpus of {n_corpus} rows"
         )
     rows = np.repeat(np.arange(n_queries), np.diff(indptr))
-    return _pairs_to_csr(rows, ids, n_queries)
+    return pairs_to_csr(rows, ids, n_queries)
 
 
 def prepare(
@@ -244,9 +233,9 @@ def prepare(
         linked = int((np.bincount(components, minlength=n_queries)[components] > 1).sum())
         # Each query gets the positives of its whole component.
         pos_rows = np.repeat(np.arange(n_queries), np.diff(pos_indptr))
-        comp_indptr, comp_ids = _pairs_to_csr(components[pos_rows], pos_ids, n_queries)
+        comp_indptr, comp_ids = pairs_to_csr(components[pos_rows], pos_ids, n_queries)
         counts, shared = _gather_lists(comp_indptr, comp_ids, components)
-        pos_indptr, pos_ids = _pairs_to_csr(
+        pos_indptr, pos_ids = pairs_to_csr(
             np.repeat(np.arange(n_queries), counts), shared, n_queries
         )
     groups = _duplicate_groups(corpus, duplicates, corpus_texts, threads)
@@ -259,7 +248,7 @@ def prepare(
         group_indptr = np.concatenate(([0], np.cumsum(np.bincount(dense))))
         counts, members = _gather_lists(group_indptr, order, dense[pos_ids])
         pos_rows = np.repeat(np.arange(n_queries), np.diff(pos_indptr))
-        ex_indptr, ex_ids = _pairs_to_csr(
+        ex_indptr, ex_ids = pairs_to_csr(
             np.concatenate([pos_rows, np.repeat(pos_rows, counts)]),
             np.concatenate([pos_ids, members]),
             n_queries,
@@ -274,7 +263,7 @@ def prepare(
             )
         ex_rows = np.repeat(np.arange(n_queries), np.diff(ex_indptr))
         extra_rows = np.repeat(np.arange(n_queries), np.diff(extra[0]))
-        ex_indptr, ex_ids = _pairs_to_csr(
+        ex_indptr, ex_ids = pairs_to_csr(
             np.concatenate([ex_rows, extra_rows]), np.concatenate([ex_ids, extra[1]]), n_queries
         )
     return Prepared(

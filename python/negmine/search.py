@@ -16,6 +16,7 @@ from negmine._inputs import (
     IdsLike,
     as_csr,
     as_matrix,
+    distinct_ids,
     read_only,
     rows_of,
 )
@@ -286,16 +287,19 @@ def _torch_search(
             "backend='torch' needs torch: pip install 'negmine[torch]' (or torch>=2.0)"
         ) from e
     n_queries, n_corpus = rows_of(q), rows_of(c)
-    indptr, ids = (np.zeros(n_queries + 1, np.int64), np.empty(0, np.int64)) if csr is None else csr
-    if len(ids) and (ids.min() < 0 or ids.max() >= n_corpus):
+    if csr is not None and len(csr[1]) and (csr[1].min() < 0 or csr[1].max() >= n_corpus):
         return None  # the exact search names the bad id
-    lists = [np.unique(ids[indptr[r] : indptr[r + 1]]) for r in range(n_queries)]
-    if any(n_corpus - len(x) < k for x in lists) or n_queries == 0:
+    indptr, ids = distinct_ids(csr, n_queries)
+    if n_queries == 0 or (n_corpus - np.diff(indptr) < k).any():
         return None  # the exact search refuses such a k (or has nothing to do)
+
+    def excluded(row: int) -> np.ndarray:
+        return ids[indptr[row] : indptr[row + 1]]
+
     with read_only(q, c):
         try:
             return candidates.search(
-                np.asarray(q), np.asarray(c), k, lists.__getitem__, metric=metric, **torch_options
+                np.asarray(q), np.asarray(c), k, excluded, metric=metric, **torch_options
             )
         except candidates.ExactPathDecides:
             return None
