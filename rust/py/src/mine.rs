@@ -301,41 +301,32 @@ fn mine<'py>(
                     &mut python
                 }
             };
-            match (teacher, teacher_positives) {
+            let mut judge;
+            let judging = match (teacher, teacher_positives) {
                 (Some(teacher), Some(positive_scores)) => {
-                    let mut judge = FnTeacher(move |queries: &[u64], ids: &[u32]| {
+                    judge = FnTeacher(move |queries: &[u64], ids: &[u32]| {
                         python_teacher(&teacher, queries, ids).map_err(|e| raised.stop(e))
                     });
-                    core_mine::mine_judged(
-                        source,
-                        Judging {
-                            teacher: &mut judge,
-                            positive_scores,
-                        },
-                        pool,
-                        &queries_view,
-                        &corpus_view,
-                        &positives,
-                        &exclude,
-                        groups,
-                        opts,
-                        query_offset,
-                        hooks,
-                    )
+                    Some(Judging {
+                        teacher: &mut judge,
+                        positive_scores,
+                    })
                 }
-                _ => core_mine::mine_with(
-                    source,
-                    pool,
-                    &queries_view,
-                    &corpus_view,
-                    &positives,
-                    &exclude,
-                    groups,
-                    opts,
-                    query_offset,
-                    hooks,
-                ),
-            }
+                _ => None,
+            };
+            core_mine::mine_judged(
+                source,
+                judging,
+                pool,
+                &queries_view,
+                &corpus_view,
+                &positives,
+                &exclude,
+                groups,
+                opts,
+                query_offset,
+                hooks,
+            )
         },
     )?;
     Mined::from_core(py, mined, queries_view.rows(), opts.num_negatives, judged)

@@ -527,7 +527,10 @@ pub fn mine_with(
     query_offset: u64,
     hooks: &mut dyn Hooks,
 ) -> Result<Mined> {
-    let job = Job {
+    mine_judged(
+        source,
+        None,
+        pool,
         queries,
         corpus,
         positives,
@@ -535,16 +538,17 @@ pub fn mine_with(
         groups,
         opts,
         query_offset,
-    };
-    rounds(&job, source, None, pool, hooks)
+        hooks,
+    )
 }
 
 /// [`mine_with`] with a teacher judging the candidates (see `teacher.rs`): the score filters
-/// read its scores, and [`Mined::teacher_scores`] holds its scores of the negatives.
+/// read its scores, and [`Mined::teacher_scores`] holds its scores of the negatives. Without
+/// one (`None`), [`mine_with`].
 #[allow(clippy::too_many_arguments)]
 pub fn mine_judged(
     source: &mut dyn CandidateSource,
-    judging: Judging<'_>,
+    judging: Option<Judging<'_>>,
     pool: &rayon::ThreadPool,
     queries: &MatrixView<'_>,
     corpus: &MatrixView<'_>,
@@ -555,17 +559,19 @@ pub fn mine_judged(
     query_offset: u64,
     hooks: &mut dyn Hooks,
 ) -> Result<Mined> {
-    if judging.positive_scores.len() != positives.len() {
-        return Err(Error::invalid(format!(
-            "{} teacher scores for {} positives",
-            judging.positive_scores.len(),
-            positives.len()
-        )));
-    }
-    if let Some(bad) = judging.positive_scores.iter().find(|s| !s.is_finite()) {
-        return Err(Error::invalid(format!(
-            "the teacher's positive scores must be finite, got {bad}"
-        )));
+    if let Some(judging) = &judging {
+        if judging.positive_scores.len() != positives.len() {
+            return Err(Error::invalid(format!(
+                "{} teacher scores for {} positives",
+                judging.positive_scores.len(),
+                positives.len()
+            )));
+        }
+        if let Some(bad) = judging.positive_scores.iter().find(|s| !s.is_finite()) {
+            return Err(Error::invalid(format!(
+                "the teacher's positive scores must be finite, got {bad}"
+            )));
+        }
     }
     let job = Job {
         queries,
@@ -576,7 +582,7 @@ pub fn mine_judged(
         opts,
         query_offset,
     };
-    rounds(&job, source, Some(judging), pool, hooks)
+    rounds(&job, source, judging, pool, hooks)
 }
 
 /// The rounds of [`mine_with`] / [`mine_judged`].
