@@ -474,3 +474,10 @@ def test_the_messages_name_the_argument_and_the_limit():
         negmine.mine(Q, C, POS, max_score=float("nan"))
     with pytest.raises(InvalidArgumentError, match=r"target_recall must be in \(0"):
         negmine.mine(Q, C, POS, target_recall=0)
+
+
+def test_a_padded_result_larger_than_memory_is_refused_before_any_work():
+    # Linux overcommits: without the check the pages are touched and the process is killed.
+    # 2**30 negatives per query (the largest rank) is over 100 GiB for these queries.
+    with pytest.raises(InvalidArgumentError, match=r"num_negatives = 1073741824 .* needs"):
+        negmine.mine(Q, C, POS, num_negatives=2**30)

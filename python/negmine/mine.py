@@ -351,6 +351,9 @@ def assemble(
     """A :class:`MiningResult` from the core outputs of consecutive query chunks."""
 
     def cat(arrays: Callable[[_core.Mined], np.ndarray]) -> np.ndarray:
+        # One part (the common case) is used as it is: a copy would double the peak memory.
+        if len(parts) == 1:
+            return arrays(parts[0])
         return np.concatenate([arrays(p) for p in parts])
 
     offsets = np.cumsum([0] + [len(p.found) for p in parts[:-1]])

@@ -11,6 +11,7 @@ pub mod idlists;
 pub mod kernels;
 pub mod kmeans;
 pub mod matrix;
+pub mod memory;
 pub mod metric;
 pub mod mine;
 pub mod options;

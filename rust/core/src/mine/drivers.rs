@@ -16,6 +16,7 @@ use crate::hooks::Hooks;
 use crate::idlists::IdLists;
 use crate::kernels::Isa;
 use crate::matrix::MatrixView;
+use crate::memory;
 use crate::metric::Metric;
 use crate::rescore::{check_corpus_row, prepare_row, query_row, Rescorer};
 use crate::search::{ScoreCap, CAP_BOUNDS};
@@ -68,6 +69,8 @@ struct Job<'a> {
     groups: Option<&'a [u32]>,
     opts: &'a MineOptions,
     query_offset: u64,
+    /// A teacher rescores the negatives: the result holds its scores too.
+    judging: bool,
 }
 
 impl<'a> Job<'a> {
@@ -90,15 +93,22 @@ impl<'a> Job<'a> {
                 )));
             }
         }
-        if n_queries
-            .checked_mul(self.opts.num_negatives)
-            .is_none_or(|cells| cells > isize::MAX as usize / 8)
-        {
-            return Err(Error::invalid(format!(
-                "{n_queries} queries x {} negatives is too large to hold",
-                self.opts.num_negatives
-            )));
-        }
+        // The result is padded to num_negatives per query whatever the corpus holds: refuse a
+        // width the machine cannot hold before any work (ids, scores, teacher scores), with
+        // room for as much again (the report's statistics, the caller's conversions).
+        let per_cell: u64 = 2 * if self.judging { 8 + 4 + 4 } else { 8 + 4 };
+        let n_neg = self.opts.num_negatives;
+        memory::ensure_fits(
+            (n_queries as u64)
+                .checked_mul(n_neg as u64)
+                .and_then(|cells| cells.checked_mul(per_cell)),
+            || {
+                format!(
+                    "a result of {n_queries} queries x num_negatives = {n_neg} (padded; the \
+                     corpus has {n} rows)"
+                )
+            },
+        )?;
         if self.queries.dim() != self.corpus.dim() {
             return Err(Error::invalid(format!(
                 "queries have dimension {} but the corpus has dimension {}",
@@ -351,6 +361,7 @@ pub fn mine(
             groups,
             opts,
             query_offset,
+            judging: false,
         };
         return mine_capped(&job, pool, hooks);
     }
@@ -581,6 +592,7 @@ pub fn mine_judged(
         groups,
         opts,
         query_offset,
+        judging: judging.is_some(),
     };
     rounds(&job, source, judging, pool, hooks)
 }
