@@ -7,10 +7,33 @@
 
 use crate::error::{Error, Result};
 
-/// Bytes the kernel reports as available to new allocations (`MemAvailable`), where it says.
+/// Bytes available to new allocations, where the system says: the kernel's `MemAvailable`,
+/// or less when the process' control group (a container's memory limit, v2 or v1) has less
+/// room left.
 pub fn available_bytes() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    parse_mem_available(&text)
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let machine = read("/proc/meminfo").and_then(|t| parse_mem_available(&t));
+    let group = [
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        (
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+        ),
+    ]
+    .iter()
+    .find_map(|(limit, usage)| group_room(&read(limit)?, &read(usage)?));
+    match (machine, group) {
+        (Some(m), Some(g)) => Some(m.min(g)),
+        (m, g) => m.or(g),
+    }
+}
+
+/// Room left under a control group's limit; `None` when it has none (`max`, or v1's huge
+/// "unlimited" value, which exceeds any machine's memory anyway).
+fn group_room(limit: &str, usage: &str) -> Option<u64> {
+    let limit: u64 = limit.trim().parse().ok()?;
+    let usage: u64 = usage.trim().parse().ok()?;
+    Some(limit.saturating_sub(usage))
 }
 
 fn parse_mem_available(meminfo: &str) -> Option<u64> {
@@ -76,6 +99,13 @@ mod tests {
         assert_eq!(parse_mem_available(text), Some(2048 * 1024));
         assert_eq!(parse_mem_available("MemTotal: 5 kB\n"), None);
         assert_eq!(parse_mem_available("MemAvailable: x kB\n"), None);
+    }
+
+    #[test]
+    fn a_control_groups_room_is_its_limit_less_its_usage() {
+        assert_eq!(group_room("1000\n", "400\n"), Some(600));
+        assert_eq!(group_room("100", "400"), Some(0));
+        assert_eq!(group_room("max\n", "400"), None);
     }
 
     #[test]
