@@ -265,6 +265,100 @@ def test_masked_mnrl_leaves_out_labelled_positives_and_duplicates() -> None:
         loss.compute_loss_from_embeddings([anchors, *cols], ids[:, :3])
 
 
+def _gather_case(world: int = 2, b: int = 3, n: int = 2, d: int = 5) -> dict[str, Any]:
+    """A batch of world * b rows, float64; process r holds rows [r * b, (r + 1) * b). Query
+    0 (process 0) has a second positive, 41, that is a negative of process 1's row 4, and
+    corpus rows 50 and 51 (process 0's positive, process 1's negative) are duplicates."""
+    rng = np.random.default_rng(11)
+    rows = world * b
+    embeddings = [torch.tensor(rng.standard_normal((rows, d))) for _ in range(2 + n)]
+    ids = [[q, 100 + q, 200 + 2 * q, 201 + 2 * q] for q in range(rows)]
+    ids[0][1], ids[4][3], ids[5][2] = 50, 41, 51
+    groups = np.arange(300)
+    groups[51] = groups[50]
+    # (indptr, ids): every row's own positive, and query 0's second one.
+    positives = (np.array([0, *range(2, rows + 2)]), np.array([50, 41, *(r[1] for r in ids[1:])]))
+    return {
+        "embeddings": embeddings,
+        "ids": torch.tensor(ids),
+        "positives": positives,
+        "groups": groups,
+        "b": b,
+    }
+
+
+_GATHER_WORKER = """
+import sys
+sys.path.insert(0, sys.argv[4])
+import torch, torch.distributed as dist
+import test_st_trainer as t
+from negmine.st import MaskedMultipleNegativesRankingLoss
+rank, store, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+dist.init_process_group("gloo", init_method="file://" + store, world_size=2, rank=rank)
+case = t._gather_case()
+mine = slice(rank * case["b"], (rank + 1) * case["b"])
+local = [e[mine].clone().requires_grad_(True) for e in case["embeddings"]]
+loss = MaskedMultipleNegativesRankingLoss(
+    None, positives=case["positives"], groups=case["groups"], gather_across_devices=True)
+value = loss.compute_loss_from_embeddings(local, case["ids"][mine])
+value.backward()
+torch.save({"loss": value.detach(), "grads": [e.grad for e in local]}, out)
+try:
+    loss.compute_loss_from_embeddings([e[: 2 + rank] for e in local], case["ids"][: 2 + rank])
+except Exception as e:
+    torch.save({"error": f"{type(e).__name__}: {e}"}, out + ".unequal")
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.skipif(
+    not torch.distributed.is_available() or sys.platform != "linux", reason="needs gloo"
+)
+def test_the_gathered_masked_loss_is_the_loss_of_the_whole_batch(tmp_path: Path) -> None:
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo"}
+    out = [tmp_path / f"{r}.pt" for r in range(2)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _GATHER_WORKER,
+                str(r),
+                str(tmp_path / "store"),
+                str(out[r]),
+                str(Path(__file__).parent),
+            ],
+            env=env,
+        )
+        for r in range(2)
+    ]
+    for p in procs:
+        assert p.wait(timeout=120) == 0
+    parts = [torch.load(o) for o in out]
+    # One process, the whole batch: its loss is the mean of the processes' losses, and each
+    # process's gradients (summed over every process's loss by the gather) are world times
+    # the whole-batch gradients of its rows (DDP then averages them).
+    case = _gather_case()
+    whole = [e.clone().requires_grad_(True) for e in case["embeddings"]]
+    loss = MaskedMultipleNegativesRankingLoss(
+        None, positives=case["positives"], groups=case["groups"]
+    )
+    value = loss.compute_loss_from_embeddings(whole, case["ids"])
+    value.backward()
+    value = value.detach()
+    assert float(sum(p["loss"] for p in parts)) / 2 == pytest.approx(float(value), rel=1e-12)
+    b = case["b"]
+    for r, part in enumerate(parts):
+        for got, full in zip(part["grads"], whole):
+            torch.testing.assert_close(got / 2, full.grad[r * b : (r + 1) * b])
+    # The cross-process false negatives were left out: without the mask the loss is larger.
+    plain = MaskedMultipleNegativesRankingLoss(None)
+    assert float(plain.compute_loss_from_embeddings(case["embeddings"], case["ids"])) > float(value)
+    for r in range(2):
+        error = torch.load(str(out[r]) + ".unequal")["error"]
+        assert "same batch size on every process" in error and "[2, 3]" in error
+
+
 # --- real trainers ----------------------------------------------------------------------------
 
 

@@ -202,13 +202,17 @@ class MaskedMultipleNegativesRankingLoss(nn.Module):
     The rows' corpus ids come from the dataset's ids column, which the trainer hands to the
     loss as ``labels``: build the dataset with ``to_dataset(result, ..., ids_column="label")``.
     Without ``positives`` only the rows' own positives (and their groups) count as labelled.
-    The candidates are those of the local batch (no gathering across devices, unlike MNRL's
-    ``gather_across_devices=True``).
 
     Args:
         model: the ``SentenceTransformer`` being trained.
         scale: the logit scale (1 / temperature), 20 as in sentence-transformers.
         similarity_fct: ``(a [B, d], b [C, d]) -> [B, C]``; cosine by default.
+        gather_across_devices: as MNRL's: under ``torch.distributed`` every process scores
+            its anchors against the candidates of all processes' batches (gathered with their
+            gradients), so the in-batch negatives grow with the world size; the ids columns are
+            gathered too, so a candidate from another process that is a labelled positive (or
+            a duplicate) of the anchor's query is left out as well. Every process must hold
+            the same number of rows (as for MNRL: ``drop_last`` or equal shards).
     """
 
     def __init__(
@@ -219,12 +223,14 @@ class MaskedMultipleNegativesRankingLoss(nn.Module):
         groups: npt.ArrayLike | None = None,
         scale: float = 20.0,
         similarity_fct: Any = None,
+        gather_across_devices: bool = False,
     ) -> None:
         super().__init__()
         from sentence_transformers import util
 
         self.model = model
         self.scale = float(scale)
+        self.gather_across_devices = bool(gather_across_devices)
         self.similarity_fct = util.cos_sim if similarity_fct is None else similarity_fct
         self._csr = _positive_csr(positives)
         self._groups = None if groups is None else int_array(groups, "groups")
@@ -261,7 +267,11 @@ class MaskedMultipleNegativesRankingLoss(nn.Module):
         return _masked_loss(self, embeddings, labels, len(embeddings[0]) if embeddings else 0)
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {"scale": self.scale, "similarity_fct": self.similarity_fct.__name__}
+        return {
+            "scale": self.scale,
+            "similarity_fct": self.similarity_fct.__name__,
+            "gather_across_devices": self.gather_across_devices,
+        }
 
 
 def _masked_loss(
@@ -282,15 +292,31 @@ def _masked_loss(
             "labels must be the ids column as a tensor: build the dataset with "
             "to_dataset(..., ids_column='label')"
         )
-    anchors, candidates = embeddings[0], torch.cat(embeddings[1:], dim=0)
-    b = len(anchors)
-    mask = loss.false_negative_mask(labels, len(embeddings) - 2).to(anchors.device)
+    anchors, columns = embeddings[0], embeddings[1:]
+    b, offset = len(anchors), 0
+    if loss.gather_across_devices:
+        from sentence_transformers.util import all_gather, all_gather_with_grad, get_rank
+
+        # Every process's candidates (with their gradients, which flow back to the process
+        # that embedded them) and ids, in rank order: this process's rows start at rank * b.
+        sizes = all_gather(torch.tensor([b], device=anchors.device))
+        if bool((sizes != b).any()):
+            raise InvalidArgumentError(
+                "gather_across_devices needs the same batch size on every process, got "
+                f"{sizes.tolist()} (drop the last, smaller batch: drop_last=True)"
+            )
+        columns = [all_gather_with_grad(c) for c in columns]
+        labels = all_gather(labels)
+        offset = get_rank() * b
+    candidates = torch.cat(columns, dim=0)
+    mask = loss.false_negative_mask(labels, len(embeddings) - 2)[offset : offset + b]
+    mask = mask.to(anchors.device)
     total: list[Tensor] = []
     for begin in range(0, b, max(1, chunk)):
         end = min(b, begin + max(1, chunk))
         scores = loss.similarity_fct(anchors[begin:end], candidates) * loss.scale
         scores = scores.masked_fill(mask[begin:end], float("-inf"))
-        target = torch.arange(begin, end, device=scores.device)
+        target = torch.arange(offset + begin, offset + end, device=scores.device)
         part: Tensor = loss.cross_entropy(scores, target) * ((end - begin) / b)
         if with_backward:
             part.backward()  # type: ignore[no-untyped-call]
@@ -320,6 +346,7 @@ def _cached_loss_class() -> type:
             groups: npt.ArrayLike | None = None,
             scale: float = 20.0,
             similarity_fct: Any = None,
+            gather_across_devices: bool = False,
             show_progress_bar: bool = False,
         ) -> None:
             MaskedMultipleNegativesRankingLoss.__init__(
@@ -329,6 +356,7 @@ def _cached_loss_class() -> type:
                 groups=groups,
                 scale=scale,
                 similarity_fct=similarity_fct,
+                gather_across_devices=gather_across_devices,
             )
             if not isinstance(mini_batch_size, int) or mini_batch_size < 1:
                 raise InvalidArgumentError(
