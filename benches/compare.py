@@ -11,11 +11,8 @@ latency, and streaming peak memory for an on-disk f16 corpus. Defaults are the o
 from __future__ import annotations
 
 import argparse
-import functools
-import importlib.metadata
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -30,15 +27,14 @@ from typing import Any
 import numpy as np
 
 import negmine
+from negmine import bench
+from negmine.bench import Result
 from readme_block import write_block
 from streaming import DEFAULT_DATA_DIR, REPO, corpus_file, queries_file
 
-METHODS = ("faiss", "numpy", "torch", "hnswlib")  # peers; negmine is the reference
+METHODS = tuple(bench.PEERS)  # peers; negmine is the reference
 SECTIONS = ("throughput", "latency", "streaming")
-BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 MIB = 1 << 20
-
-Result = tuple[np.ndarray, np.ndarray]  # (scores f32[Q,k], ids i64[Q,k])
 
 
 # --------------------------------------------------------------------------- arguments
@@ -105,104 +101,11 @@ def _int_list(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x]
 
 
-def check_blas_env() -> list[str]:
-    """OPENBLAS_CORETYPE forces a kernel choice that is not numpy's default on this CPU; the
-    table must describe numpy as users get it, so warn loudly when it is set."""
-    warnings = [f"{v}={os.environ[v]}" for v in BLAS_ENV if v in os.environ]
-    if warnings:
-        print(
-            f"WARNING: {', '.join(warnings)} is set: numpy/faiss BLAS is not benchmarked as "
-            "shipped. Run: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benches/compare.py",
-            file=sys.stderr,
-        )
-    return warnings
-
-
-def limit_threads(threads: int) -> Any:
-    """Caps every BLAS/OpenMP pool in the process (numpy's and faiss's OpenBLAS, libgomp)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        print(
-            "WARNING: threadpoolctl missing (pip install threadpoolctl): numpy's BLAS runs with "
-            "its default thread count",
-            file=sys.stderr,
-        )
-        return None
-    return threadpool_limits(limits=threads)
-
-
-# --------------------------------------------------------------------------- timing
-
-
-@dataclass
-class Timing:
-    best: float
-    runs: list[float]
-    result: Any
-
-
-def time_best(fn: Callable[[], Any], repeats: int, warmup: bool, budget: float) -> Timing:
-    """Best of ``repeats`` runs (after one untimed warm-up when asked); the best run is the one
-    least disturbed by other work on a shared machine. Stops early once the timed runs add up
-    to ``budget`` seconds: a 30 s run is not noisy enough to need three of them."""
-    if warmup:
-        fn()
-    runs: list[float] = []
-    result = None
-    while len(runs) < max(1, repeats) and (not runs or sum(runs) < budget):
-        t0 = time.perf_counter()
-        result = fn()
-        runs.append(time.perf_counter() - t0)
-    return Timing(min(runs), runs, result)
-
-
 # --------------------------------------------------------------------------- methods
 
 
-def numpy_topk(xq: np.ndarray, xb: np.ndarray, k: int, chunk: int) -> Result:
-    """Matmul per query chunk into one reused buffer, argpartition, then an exact sort."""
-    q, n = xq.shape[0], xb.shape[0]
-    scores = np.empty((q, k), dtype=np.float32)
-    ids = np.empty((q, k), dtype=np.int64)
-    # One buffer for every chunk: a fresh 800 MB array per chunk would add page faults that
-    # are not numpy's compute cost.
-    buf = np.empty((min(chunk, q), n), dtype=np.float32)
-    for s in range(0, q, chunk):
-        e = min(q, s + chunk)
-        block = buf[: e - s]
-        np.matmul(xq[s:e], xb.T, out=block)
-        part = np.argpartition(block, n - k, axis=1)[:, n - k :]
-        vals = np.take_along_axis(block, part, axis=1)
-        order = np.lexsort((part, -vals), axis=1)  # score desc, then smaller id
-        scores[s:e] = np.take_along_axis(vals, order, axis=1)
-        ids[s:e] = np.take_along_axis(part, order, axis=1)
-    return scores, ids
-
-
-def make_torch_topk(torch: Any, xb: np.ndarray, chunk: int) -> Callable[[np.ndarray, int], Result]:
-    tb = torch.from_numpy(xb)  # shares memory; mm reads it transposed without a copy
-
-    def run(xq: np.ndarray, k: int) -> Result:
-        q = xq.shape[0]
-        tq = torch.from_numpy(xq)
-        buf = torch.empty((min(chunk, q), xb.shape[0]), dtype=torch.float32)
-        scores = np.empty((q, k), dtype=np.float32)
-        ids = np.empty((q, k), dtype=np.int64)
-        with torch.inference_mode():
-            for s in range(0, q, chunk):
-                e = min(q, s + chunk)
-                block = buf[: e - s]
-                torch.mm(tq[s:e], tb.T, out=block)
-                v, i = torch.topk(block, k, dim=1, largest=True, sorted=True)
-                scores[s:e], ids[s:e] = v.numpy(), i.numpy()
-        return scores, ids
-
-    return run
-
-
-def hnsw_index(args: argparse.Namespace, hnswlib: Any, xb: np.ndarray) -> tuple[Any, float, bool]:
-    """Builds (or loads the cached) index; returns it, the build seconds, and whether cached.
+def hnsw_index(args: argparse.Namespace, hnswlib: Any, xb: np.ndarray) -> tuple[Any, str]:
+    """Builds (or loads the cached) index; returns it and the note on its build.
 
     The build time of a cached index comes from the run that built it (same data and params).
     """
@@ -210,41 +113,21 @@ def hnsw_index(args: argparse.Namespace, hnswlib: Any, xb: np.ndarray) -> tuple[
     params = f"M{args.hnsw_m}-efc{args.hnsw_ef_construction}-t{args.threads}"
     name = f"hnsw-s{args.seed}-{n}x{d}-{params}"
     path, meta = args.data_dir / f"{name}.bin", args.data_dir / f"{name}.json"
-    index = hnswlib.Index(space="ip", dim=d)
     if path.exists() and meta.exists() and not args.rebuild_hnsw:
+        index = hnswlib.Index(space="ip", dim=d)
         index.load_index(str(path), max_elements=n)
-        return index, float(json.loads(meta.read_text())["build_seconds"]), True
-    index.init_index(
-        max_elements=n, M=args.hnsw_m, ef_construction=args.hnsw_ef_construction, random_seed=0
+        build = float(json.loads(meta.read_text())["build_seconds"])
+        return index, f"build {build:.1f} s (cached index), M={args.hnsw_m}"
+    print("hnswlib: building index ...", file=sys.stderr, flush=True)
+    index, build = bench.build_hnsw(
+        hnswlib, xb, args.hnsw_m, args.hnsw_ef_construction, args.threads
     )
-    t0 = time.perf_counter()
-    index.add_items(xb, np.arange(n), num_threads=args.threads)
-    build = time.perf_counter() - t0
     args.data_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     index.save_index(str(tmp))
     os.replace(tmp, path)
     meta.write_text(json.dumps({"build_seconds": build, "threads": args.threads}))
-    return index, build, False
-
-
-# --------------------------------------------------------------------------- agreement
-
-
-def recall(ids: np.ndarray, ref: np.ndarray, n: int) -> float:
-    """Mean |ids ∩ ref| / k per row, in one vectorised set test (row-offset keys)."""
-    offsets = np.arange(ids.shape[0], dtype=np.int64)[:, None] * n
-    return float(np.isin(ids + offsets, ref + offsets).mean())
-
-
-def agreement(res: Result, ref: Result, n: int) -> dict[str, float]:
-    scores, ids = res
-    return {
-        "recall": recall(ids, ref[1], n),
-        "same_order": float((ids == ref[1]).all(axis=1).mean()),
-        # If sets differ only at near-ties, the k-th scores still agree to rounding error.
-        "kth_score_diff": float(np.abs(scores[:, -1] - ref[0][:, -1]).max()),
-    }
+    return index, f"build {build:.1f} s, M={args.hnsw_m}"
 
 
 # --------------------------------------------------------------------------- sections
@@ -265,95 +148,46 @@ class Row:
     runs: list[float] = field(default_factory=list)
 
 
-def faiss_sq8(faiss: Any, xb: np.ndarray, threads: int) -> Callable[[np.ndarray, int], Result]:
-    """faiss' int8 flat index (``IndexScalarQuantizer`` QT_8bit): the same int8 pre-scores as
-    negmine's, but approximate (no rescoring), so its recall is reported."""
-    faiss.omp_set_num_threads(threads)
-    index = faiss.IndexScalarQuantizer(
-        xb.shape[1], faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
-    )
-    index.train(xb)
-    index.add(xb)
-
-    def run(xq: np.ndarray, k: int) -> Result:
-        scores, ids = index.search(xq, k)
-        return scores.astype(np.float32), ids.astype(np.int64)
-
-    return run
-
-
 def throughput_section(
     args: argparse.Namespace, xq: np.ndarray, xb: np.ndarray, peers: dict[str, Any]
 ) -> list[Row]:
     q, n, d = xq.shape[0], xb.shape[0], xb.shape[1]
     flop = 2.0 * q * n * d
-    xb16 = xb.astype(np.float16)
     t = args.threads
-    candidates: list[tuple[str, str, Callable[[int], Result]]] = [
-        ("negmine", "f32", lambda k: negmine.search(xq, xb, k, threads=t, precision="f32")),
-        ("negmine", "f16", lambda k: negmine.search(xq, xb16, k, threads=t, precision="f32")),
-        (
-            "negmine int8",
-            "f32",
-            lambda k: negmine.search(xq, xb, k, threads=t, precision="int8"),
-        ),
-    ]
-    if "faiss" in peers:
-        faiss = peers["faiss"]
-        candidates.append(
-            ("faiss", "f32", lambda k: faiss.knn(xq, xb, k, metric=faiss.METRIC_INNER_PRODUCT))
-        )
-        sq8 = faiss_sq8(faiss, xb, t)
-        candidates.append(("faiss SQ8", "f32", lambda k: sq8(xq, k)))
-    if "numpy" in peers:
-        candidates.append(("numpy", "f32", lambda k: numpy_topk(xq, xb, k, args.numpy_chunk)))
-    if "torch" in peers:
-        torch_run = make_torch_topk(peers["torch"], xb, args.torch_chunk)
-        candidates.append(("torch", "f32", lambda k: torch_run(xq, k)))
-    hnsw_note = ""
-    if "hnswlib" in peers:
-        print("hnswlib: building index ...", file=sys.stderr, flush=True)
-        index, build, cached = hnsw_index(args, peers["hnswlib"], xb)
-        index.set_num_threads(t)
-        hnsw_note = f"build {build:.1f} s{' (cached index)' if cached else ''}, "
-
-        def hnsw_run(k: int) -> Result:
-            index.set_ef(max(2 * k, 64))
-            labels, dist = index.knn_query(xq, k=k, num_threads=t)
-            return (1.0 - dist).astype(np.float32), labels.astype(np.int64)
-
-        candidates.append(("hnswlib", "f32", hnsw_run))
-
+    methods = bench.negmine_methods(xq, xb, t, precisions=("f32", "int8"), f16_copy=True)
+    hnsw = hnsw_index(args, peers["hnswlib"], xb) if "hnswlib" in peers else None
+    methods += bench.peer_methods(
+        xq,
+        xb,
+        t,
+        peers,
+        hnsw=hnsw,
+        numpy_chunk=args.numpy_chunk,
+        torch_chunk=args.torch_chunk,
+        log=lambda text: print(text, file=sys.stderr, flush=True),
+    )
     rows: list[Row] = []
-    refs: dict[int, Result] = {}
-    warmed: set[tuple[str, str]] = set()
+    for m in bench.measure(methods, args.k, args.repeats, n, args.cell_budget):
+        print(
+            f"{m.method.name} {m.method.corpus} k={m.k}  {m.seconds:.3f} s "
+            f"(runs: {', '.join(f'{x:.3f}' for x in m.timing.runs)})",
+            file=sys.stderr,
+            flush=True,
+        )
+        rows.append(
+            Row(
+                m.method.name,
+                m.method.corpus,
+                m.k,
+                m.seconds,
+                flop / m.seconds / 1e9,
+                note=m.note,
+                runs=m.timing.runs,
+                **m.agreement,
+            )
+        )
     for k in args.k:
-        faiss_seconds = None
-        for method, dtype, fn in candidates:
-            print(f"{method} {dtype} k={k} ...", end="", file=sys.stderr, flush=True)
-            # One warm-up per method (page-in, thread pools, lazy init), not one per k.
-            timing = time_best(
-                functools.partial(fn, k),
-                args.repeats,
-                (method, dtype) not in warmed,
-                args.cell_budget,
-            )
-            print(
-                f"  {timing.best:.3f} s (runs: {', '.join(f'{x:.3f}' for x in timing.runs)})",
-                file=sys.stderr,
-                flush=True,
-            )
-            warmed.add((method, dtype))
-            res: Result = (np.asarray(timing.result[0]), np.asarray(timing.result[1]))
-            if method == "negmine" and dtype == "f32":
-                refs[k] = res
-            if method == "faiss":
-                faiss_seconds = timing.best
-            row = Row(method, dtype, k, timing.best, flop / timing.best / 1e9, runs=timing.runs)
-            row.__dict__.update(agreement(res, refs[k], n))
-            if method == "hnswlib":
-                row.note = f"ANN, ef={max(2 * k, 64)}, {hnsw_note}M={args.hnsw_m}"
-            rows.append(row)
+        faiss_seconds = next((r.seconds for r in rows if r.k == k and r.method == "faiss"), None)
         for row in rows:
             if row.k == k and faiss_seconds is not None:
                 row.vs_faiss = faiss_seconds / row.seconds
@@ -375,7 +209,7 @@ def latency_section(
             ("faiss", "f32", lambda x: faiss.knn(x, xb, k, metric=faiss.METRIC_INNER_PRODUCT))
         )
     if "numpy" in peers:
-        methods.append(("numpy", "f32", lambda x: numpy_topk(x, xb, k, x.shape[0])))
+        methods.append(("numpy", "f32", lambda x: bench.numpy_topk(x, xb, k, x.shape[0])))
     out = []
     for nq in (1, 16):
         x = np.ascontiguousarray(xq[:nq])
@@ -436,65 +270,6 @@ def streaming_section(args: argparse.Namespace, refs16: Result | None) -> list[d
 
 
 # --------------------------------------------------------------------------- reporting
-
-
-def machine_info(peers: dict[str, Any], env_warnings: list[str]) -> list[str]:
-    cpu = "unknown"
-    flags: set[str] = set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and cpu == "unknown":
-                    cpu = line.split(":", 1)[1].strip()
-                elif line.startswith("flags") and not flags:
-                    flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        cpu = platform.processor() or "unknown"
-    isa = [f for f in ("avx2", "fma", "f16c", "avx512f") if f in flags]
-    cores = os.cpu_count()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
-    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30)
-    versions = [f"numpy {np.__version__}"]
-    for name in ("faiss", "torch", "hnswlib"):
-        if name in peers:
-            versions.append(f"{name} {_version(name, peers[name])}")
-    versions.append(f"negmine {negmine.__version__}")
-    lines = [
-        f"- CPU: {cpu}, {cores} logical cores ({usable} usable), {ram:.0f} GiB RAM; "
-        f"flags: {' '.join(isa) or 'n/a'}",
-        f"- Python {platform.python_version()}; {', '.join(versions)}",
-        f"- negmine.cpu_features(): {', '.join(negmine.cpu_features())}",
-    ]
-    blas = _blas_info()
-    if blas:
-        lines.append(f"- BLAS: {blas}")
-    if env_warnings:
-        lines.append(f"- **WARNING: {', '.join(env_warnings)} was set during this run**")
-    return lines
-
-
-def _version(name: str, module: Any) -> str:
-    try:
-        return importlib.metadata.version("faiss-cpu" if name == "faiss" else name)
-    except importlib.metadata.PackageNotFoundError:
-        return str(getattr(module, "__version__", "?"))
-
-
-def _blas_info() -> str:
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return ""
-    parts = []
-    for lib in threadpool_info():
-        if lib.get("user_api") != "blas":
-            continue
-        owner = Path(lib["filepath"]).parent.name.replace(".libs", "")
-        parts.append(
-            f"{owner}: {lib['internal_api']} {lib.get('version')} "
-            f"({lib.get('architecture')} kernels, {lib['num_threads']} threads)"
-        )
-    return "; ".join(parts)
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -577,31 +352,13 @@ def render(
 # --------------------------------------------------------------------------- main
 
 
-def import_peers(args: argparse.Namespace) -> dict[str, Any]:
-    peers: dict[str, Any] = {"numpy": np}
-    for name in ("faiss", "torch", "hnswlib"):
-        if name in args.skip:
-            continue
-        try:
-            peers[name] = __import__(name)
-        except ImportError as exc:
-            print(f"WARNING: {name} unavailable ({exc}); skipped", file=sys.stderr)
-    if "faiss" in peers:
-        peers["faiss"].omp_set_num_threads(args.threads)
-    if "torch" in peers:
-        peers["torch"].set_num_threads(args.threads)
-    for name in args.skip:
-        peers.pop(name, None)
-    return peers
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     command = shlex.join(["python", *sys.argv]) if argv is None else shlex.join(argv)
-    env_warnings = check_blas_env()
-    peers = import_peers(args)
+    env_warnings = bench.blas_env_warning("python benches/compare.py ...")
+    peers = bench.import_peers(args.skip, args.threads)
     # Imported libraries may have started their pools already; cap them all now.
-    limiter = limit_threads(args.threads)
+    limiter = bench.limit_threads(args.threads)
 
     print("loading data ...", file=sys.stderr, flush=True)
     xq = np.load(queries_file(args.data_dir, args.seed, args.queries, args.dim))
@@ -624,21 +381,19 @@ def main(argv: list[str] | None = None) -> None:
             del xb  # the streaming subprocesses need the page cache more than we need xb
             streaming = streaming_section(args, ref16)
 
-    info = machine_info(peers, env_warnings)
+    info = bench.machine_lines(bench.machine_info(peers, env_warnings))
     block = render(args, command, info, rows, latency, streaming)
     print(block)
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "command": command,
-                    "machine": info,
-                    "throughput": [r.__dict__ for r in rows],
-                    "latency": latency,
-                    "streaming": streaming,
-                },
-                indent=1,
-            )
+        bench.write_json(
+            args.json,
+            {
+                "command": command,
+                "machine": info,
+                "throughput": [r.__dict__ for r in rows],
+                "latency": latency,
+                "streaming": streaming,
+            },
         )
     if args.write_readme:
         write_block("bench", block, args.readme)

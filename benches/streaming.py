@@ -2,8 +2,9 @@
 
 Run as a script it measures ONE search in this (fresh) process, so the memory baseline holds
 only the interpreter, numpy, negmine and the queries; ``compare.py`` starts it once per corpus
-size for exactly that reason. The module also holds the seeded data generator shared by the
-other bench scripts, so every script sees bit-identical data for the same seed.
+size for exactly that reason. The module also writes the data files the other bench scripts
+share, from the seeded generator of ``negmine.bench`` (the one ``negmine bench`` uses), so every
+script sees bit-identical data for the same seed.
 
     python benches/streaming.py --corpus bench-data/corpus-s0-2000000x768-f16.npy \\
         --queries bench-data/queries-s0-4096x768-f32.npy --query-rows 1024 --k 100
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import threading
@@ -23,37 +23,15 @@ from typing import Any
 
 import numpy as np
 
+from negmine.bench import GEN_CHUNK, generate_queries, generate_rows
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO / "bench-data"
 
-# Rows per generator chunk. Each chunk has its own seeded stream, so row i of the corpus is the
-# same whatever N is: the 200k file is a prefix of the 2M file, and the in-RAM and the on-disk
-# corpora of the same size hold the same values.
-GEN_CHUNK = 65536
 STATUS_FIELDS = ("VmRSS", "RssAnon", "RssFile")
 
 
 # --------------------------------------------------------------------------- data
-
-
-def generate_rows(seed: int, start: int, stop: int, dim: int) -> np.ndarray:
-    """Unit-norm Gaussian rows ``start..stop`` of the corpus for ``seed`` (float32)."""
-    out = np.empty((stop - start, dim), dtype=np.float32)
-    for chunk in range(start // GEN_CHUNK, math.ceil(stop / GEN_CHUNK)):
-        lo, hi = chunk * GEN_CHUNK, (chunk + 1) * GEN_CHUNK
-        rng = np.random.default_rng([seed, 0, chunk])
-        block = rng.standard_normal((GEN_CHUNK, dim), dtype=np.float32)
-        a, b = max(lo, start), min(hi, stop)
-        out[a - start : b - start] = block[a - lo : b - lo]
-    out /= np.linalg.norm(out, axis=1, keepdims=True)
-    return out
-
-
-def generate_queries(seed: int, rows: int, dim: int) -> np.ndarray:
-    rng = np.random.default_rng([seed, 1])
-    out = rng.standard_normal((rows, dim), dtype=np.float32)
-    out /= np.linalg.norm(out, axis=1, keepdims=True)
-    return out
 
 
 def _write_npy_atomic(path: Path, rows: int, dim: int, dtype: type, fill: Any) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import negmine
-from streaming import generate_queries, generate_rows
+from negmine import bench
 
 Q, N, D = 256, 20_000, 256
 THREADS = 2
@@ -29,18 +29,15 @@ Result = tuple[np.ndarray, np.ndarray]
 @pytest.fixture(scope="module", autouse=True)
 def _limit_threads() -> Iterator[None]:
     """Every method gets the same thread count, as in compare.py."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=THREADS):
-        yield
+    limiter = bench.limit_threads(THREADS)
+    yield
+    if limiter is not None:
+        limiter.restore_original_limits()
 
 
 @pytest.fixture(scope="module")
 def data() -> tuple[np.ndarray, np.ndarray]:
-    return generate_queries(SEED, Q, D), generate_rows(SEED, 0, N, D)
+    return bench.generate_queries(SEED, Q, D), bench.generate_rows(SEED, 0, N, D)
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +50,6 @@ def reference(data: tuple[np.ndarray, np.ndarray]) -> dict[int, Result]:
         ids = np.lexsort((np.broadcast_to(np.arange(N), scores.shape), -scores), axis=1)[:, :k]
         out[k] = (np.take_along_axis(scores, ids, axis=1), ids)
     return out
-
-
-def _recall(ids: np.ndarray, ref: np.ndarray) -> float:
-    offsets = np.arange(ids.shape[0], dtype=np.int64)[:, None] * N
-    return float(np.isin(ids + offsets, ref + offsets).mean())
 
 
 def _run(
@@ -73,7 +65,7 @@ def _run(
     assert ids.shape == (Q, k)
     if benchmark.stats is not None:  # None under --benchmark-disable
         benchmark.extra_info["gflops"] = 2 * Q * N * D / benchmark.stats.stats.min / 1e9
-    assert _recall(ids.astype(np.int64), reference[k][1]) >= min_recall
+    assert bench.recall(ids.astype(np.int64), reference[k][1], N) >= min_recall
     assert np.all(np.diff(scores, axis=1) <= 0), "rows must be sorted by descending score"
 
 
@@ -111,15 +103,7 @@ def test_faiss(benchmark: Any, data: Any, reference: Any, k: int) -> None:
 @K
 def test_numpy(benchmark: Any, data: Any, reference: Any, k: int) -> None:
     xq, xb = data
-
-    def run() -> Result:
-        scores = xq @ xb.T
-        part = np.argpartition(scores, N - k, axis=1)[:, N - k :]
-        vals = np.take_along_axis(scores, part, axis=1)
-        order = np.lexsort((part, -vals), axis=1)
-        return np.take_along_axis(vals, order, axis=1), np.take_along_axis(part, order, axis=1)
-
-    _run(benchmark, run, k, reference, 0.999)
+    _run(benchmark, lambda: bench.numpy_topk(xq, xb, k), k, reference, 0.999)
 
 
 @K
@@ -127,11 +111,5 @@ def test_torch(benchmark: Any, data: Any, reference: Any, k: int) -> None:
     torch = pytest.importorskip("torch")
     torch.set_num_threads(THREADS)
     xq, xb = data
-    tq, tb = torch.from_numpy(xq), torch.from_numpy(xb)
-
-    def run() -> Result:
-        with torch.inference_mode():
-            v, i = torch.topk(tq @ tb.T, k, dim=1)
-        return v.numpy(), i.numpy()
-
-    _run(benchmark, run, k, reference, 0.999)
+    run = bench.make_torch_topk(torch, xb)
+    _run(benchmark, lambda: run(xq, k), k, reference, 0.999)

@@ -335,6 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="validate a .npy embeddings file and print its shape")
     info.add_argument("path")
     info.set_defaults(run=_cmd_info)
+
+    from negmine import bench
+
+    bench.add_parser(sub)
     return parser
 
 

@@ -1,0 +1,219 @@
+"""`negmine bench`: a tiny run through the CLI prints the ratios and writes pytest-benchmark
+JSON that names the machine; the user's own .npy files work; bad input gives negmine errors.
+Speed is never asserted: only that the numbers printed and written are the ones measured."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import negmine
+from negmine import bench
+from negmine.cli import main
+
+TINY = ["--queries", "64", "--corpus-size", "2000", "--dim", "32", "--repeats", "1"]
+ONLY_NUMPY = ["--skip", "faiss,torch,hnswlib"]
+
+
+def _cpu_model() -> str | None:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    found = re.search(r"^model name\s*:\s*(.*)$", text, re.MULTILINE)
+    return found.group(1).strip() if found else None
+
+
+def _bench(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(["bench", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _rows(out: str) -> dict[tuple[str, str], list[str]]:
+    """The printed table by (method, corpus); cells split on runs of two or more spaces."""
+    rows = {}
+    for line in out.splitlines():
+        cells = re.split(r"\s{2,}", line.strip())
+        if len(cells) >= 7 and cells[2].isdigit():
+            rows[(cells[0], cells[1])] = cells
+    return rows
+
+
+def test_tiny_run_prints_ratios_and_writes_pytest_benchmark_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_json = tmp_path / "bench.json"
+    code, out, err = _bench([*TINY, "--k", "10", *ONLY_NUMPY, "--json", str(out_json)], capsys)
+    assert code == 0, err
+    doc = json.loads(out_json.read_text())
+    assert {"machine_info", "commit_info", "benchmarks", "datetime", "version"} <= doc.keys()
+    by_name = {b["name"]: b for b in doc["benchmarks"]}
+    assert set(by_name) == {"negmine[f32-k10]", "negmine[f16-k10]", "numpy[f32-k10]"}
+    for b in doc["benchmarks"]:
+        assert b["group"] == "top-10 64x2000x32"
+        stats = b["stats"]
+        assert {"min", "max", "mean", "stddev", "rounds", "median", "ops", "data"} <= stats.keys()
+        assert stats["rounds"] == len(stats["data"]) == 1
+        assert stats["min"] == stats["max"] == stats["median"] == stats["data"][0] > 0
+        assert b["extra_info"]["threads"] >= 1
+    # The ratio is numpy's best time over negmine's, in the JSON and in the printed table.
+    negmine_s = by_name["negmine[f32-k10]"]["stats"]["min"]
+    numpy_s = by_name["numpy[f32-k10]"]["stats"]["min"]
+    assert by_name["numpy[f32-k10]"]["extra_info"]["negmine_speedup"] == pytest.approx(
+        numpy_s / negmine_s
+    )
+    rows = _rows(out)
+    assert rows[("numpy", "f32")][5] == f"{numpy_s / negmine_s:.2f}x"
+    assert rows[("negmine", "f32")][5] == "1.00x"
+    # numpy is exact: it finds negmine's ids (up to a near-tie at the k-th place).
+    assert by_name["numpy[f32-k10]"]["extra_info"]["recall"] >= 0.99
+    assert float(rows[("numpy", "f32")][6]) >= 0.99
+    # The machine is named: the CPU model, negmine's kernels, the BLAS numpy uses.
+    info = doc["machine_info"]
+    if _cpu_model() is not None:
+        assert info["cpu"]["brand_raw"] == _cpu_model()
+        assert f"CPU: {_cpu_model()}" in out
+    features = [f for f in negmine.cpu_features() if f != "avx512vnni"]
+    assert info["negmine"]["kernels"] == features[-1]
+    assert f"kernels: {features[-1]}" in out
+    assert "faiss" not in out  # skipped on request, not reported missing
+
+
+def test_pytest_benchmark_compare_reads_the_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("pytest_benchmark")
+    out_json = tmp_path / "0001_bench.json"
+    code, _, err = _bench([*TINY, "--k", "5", *ONLY_NUMPY, "--json", str(out_json)], capsys)
+    assert code == 0, err
+    shown = subprocess.run(
+        [sys.executable, "-m", "pytest_benchmark", "compare", str(out_json)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "top-5 64x2000x32" in shown.stdout
+    assert "numpy[f32-k5]" in shown.stdout
+
+
+@pytest.mark.parametrize(
+    "runs", [[3.0], [2.0, 1.0], [1.0, 5.0, 2.0], [4, 1, 3, 2, 9], [1, 2, 3, 4, 5, 6, 30]]
+)
+def test_run_stats_match_pytest_benchmark(runs: list[float]) -> None:
+    stats_mod: Any = pytest.importorskip("pytest_benchmark.stats")
+    theirs = stats_mod.Stats()
+    for x in runs:
+        theirs.update(float(x))
+    ours = bench.run_stats([float(x) for x in runs])
+    for name in stats_mod.Stats.fields:
+        expected = getattr(theirs, name)
+        if isinstance(expected, str):  # "outliers": "stddev;iqr" counts
+            assert ours[name] == expected
+        else:
+            assert ours[name] == pytest.approx(expected), name
+
+
+def test_own_npy_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(0)
+    corpus, queries = tmp_path / "corpus.npy", tmp_path / "queries.npy"
+    np.save(corpus, rng.standard_normal((500, 16)).astype(np.float16))
+    np.save(queries, rng.standard_normal((40, 16)).astype(np.float32))
+    out_json = tmp_path / "own.json"
+    args = ["--corpus", str(corpus), "--queries", str(queries), "--max-queries", "20"]
+    code, out, err = _bench(
+        [*args, "--k", "5", "--repeats", "2", *ONLY_NUMPY, "--json", str(out_json)], capsys
+    )
+    assert code == 0, err
+    assert "first 20 of 40 queries" in out
+    assert "20 queries x 500 corpus rows x d = 16" in out
+    rows = _rows(out)
+    assert set(rows) == {("negmine", "f16"), ("numpy", "f32")}  # the file as it is: no copies
+    # numpy searched the f32 copy of the same f16 values: the same neighbours.
+    assert float(rows[("numpy", "f32")][6]) >= 0.99
+    doc = json.loads(out_json.read_text())
+    assert [b["stats"]["rounds"] for b in doc["benchmarks"]] == [2, 2]
+
+
+def test_dimension_mismatch_and_missing_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corpus, queries = tmp_path / "corpus.npy", tmp_path / "queries.npy"
+    np.save(corpus, np.ones((50, 16), np.float32))
+    np.save(queries, np.ones((4, 8), np.float32))
+    code, _, err = _bench(["--corpus", str(corpus), "--queries", str(queries), "--k", "3"], capsys)
+    assert code != 0
+    assert "dimension mismatch" in err and "d = 8" in err and "d = 16" in err
+    missing = tmp_path / "nope.npy"
+    code, _, err = _bench(["--corpus", str(missing), "--queries", str(queries)], capsys)
+    assert code != 0
+    assert "corpus file not found" in err
+    np.save(queries, np.ones((4, 16), np.float32))
+    code, _, err = _bench(["--corpus", str(corpus), "--queries", str(queries), "--k", "51"], capsys)
+    assert code != 0
+    assert "--k 51 exceeds the corpus' 50 rows" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--queries", "q.npy"], "a file needs --corpus FILE too"),
+        (["--corpus", "c.npy"], "--corpus FILE needs --queries FILE"),
+        (["--skip", "annoy"], "--skip: unknown ['annoy']"),
+        (["--max-queries", "5"], "--max-queries goes with --queries FILE"),
+    ],
+)
+def test_usage_errors(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _bench(args, capsys)
+    assert code == 2
+    assert message in err
+
+
+def test_peers_that_cannot_hold_the_corpus_are_refused() -> None:
+    q, n, d = 1000, 100_000, 256
+    base = n * d * 4
+    notes: list[str] = []
+    kept, load = bench.fitting_peers({"numpy": np}, q, n, d, base // 2, notes.append)
+    assert (kept, load) == ({}, False)
+    assert "need the corpus in RAM as float32: 0.1 GiB" in notes[0]
+    # The corpus fits, numpy's 1000 x N score block and its argpartition indices do not.
+    notes.clear()
+    peers = {"numpy": np, "faiss": object()}
+    kept, load = bench.fitting_peers(peers, q, n, d, int(1.5 * base), notes.append)
+    assert load and list(kept) == ["faiss"]
+    assert notes and notes[0].startswith("numpy: not run: needs")
+
+
+def test_generated_data_larger_than_memory_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _bench(["--corpus-size", "1000000000", "--dim", "1024"], capsys)
+    assert code != 0
+    assert "generating 1,000 queries and 1,000,000,000 corpus rows of d = 1024 needs" in err
+
+
+def test_missing_peer_is_named_with_its_pip_package(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "faiss", None)  # None in sys.modules: import fails
+    code, out, err = _bench([*TINY, "--k", "5", "--skip", "torch,hnswlib", "--quiet"], capsys)
+    assert code == 0, err
+    assert "- faiss: not installed, not run (pip install faiss-cpu)" in out
+    assert set(_rows(out)) == {("negmine", "f32"), ("negmine", "f16"), ("numpy", "f32")}
+    assert err == ""  # --quiet: the table only
+
+
+def test_json_into_a_missing_directory_fails_before_the_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "no" / "bench.json"
+    code, out, err = _bench([*TINY, *ONLY_NUMPY, "--json", str(target)], capsys)
+    assert code != 0
+    assert "output directory does not exist" in err and out == ""
