@@ -145,7 +145,7 @@ def test_help_documents_the_exit_codes() -> None:
     [
         (["mine", "--positives", "r.tsv", "--out", "o"], "give --queries"),
         (["mine", "--queries", "q.npy", "--corpus-texts", "c.txt", "--positives", "r", "--out",
-          "o", "--query-texts", "q.txt"], "--query-texts embeds"),
+          "o", "--query-prompt", "query: "], "--query-prompt goes with --query-texts"),
         (["mine", "--queries", "q.npy", "--corpus", "c.npy", "--positives", "r", "--out", "o",
           "--model", "m"], "--model embeds texts"),
         (["mine", "--queries", "q.npy", "--corpus", "c.npy", "--positives", "r", "--out", "o",
@@ -292,6 +292,17 @@ def test_mine_texts_for_one_side_and_embeddings_for_the_other(
     want = negmine.mine(queries, corpus, positives_lists(d["pairs"], len(queries)))
     got = MiningResult.load(tmp_path / "out")
     np.testing.assert_array_equal(got.negative_ids, want.negative_ids)
+
+    # Texts beside embeddings: checked to have one per row, and recorded for export.
+    assert cli.main([*argv, "--corpus-texts", d["c"]]) == 0
+    assert json.loads((tmp_path / "out" / "texts.json").read_text()).keys() == {
+        "query_texts",
+        "corpus_texts",
+    }
+    short = write_lines(tmp_path / "short.txt", d["corpus"][:-1])
+    argv[-3] = str(tmp_path / "other")
+    assert cli.main([*argv, "--corpus-texts", str(short)]) == 1
+    assert not (tmp_path / "other").exists()
 
 
 def test_mine_qrels_beyond_the_corpus_is_a_data_error(

@@ -424,9 +424,7 @@ def test_the_cli_mines_with_a_cross_encoder_teacher(tiny_cross_encoder: str, tmp
     assert got.report.teacher is not None and got.report.teacher.cut is not None
     # Usage mistakes: exit code 2; texts of another length: a data error, exit code 1.
     assert main([*base, "--out", str(tmp_path / "o2"), "--rescore-model", tiny_cross_encoder]) == 2
-    assert (
-        main([*base, "--out", str(tmp_path / "o3"), "--query-texts", str(tmp_path / "q.txt")]) == 2
-    )
+    assert main([*base, "--out", str(tmp_path / "o3"), "--rescore-percentile", "50"]) == 2
     (tmp_path / "short.txt").write_text("a\nb\n")
     short = [*teach[:3], str(tmp_path / "short.txt"), *teach[4:]]
     assert main([*base, "--out", str(tmp_path / "o4"), *short]) == 1

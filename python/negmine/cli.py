@@ -250,11 +250,6 @@ def _check_mine_usage(args: argparse.Namespace) -> None:
             raise UsageError(
                 f"give {option} (a .npy of embeddings) or --{side}-texts (embedded with --model)"
             )
-        if embeddings is not None and texts is not None and args.rescore_model is None:
-            raise UsageError(
-                f"--{side}-texts embeds the {side} side when {option} is not given, or feeds "
-                f"--rescore-model; with {option} and no --rescore-model it would be unused"
-            )
         if embeddings is not None and prompt is not None:
             raise UsageError(f"--{side}-prompt goes with --{side}-texts, without {option}")
         embedded = embedded or embeddings is None
@@ -1004,8 +999,8 @@ def _add_mine_parser(command: Any) -> None:
         "--query-texts",
         default=None,
         help="the queries' texts, one per row: one per line, or a .jsonl of strings or "
-        '{"text": ...} objects; embedded with --model when --queries is not given, and '
-        "scored by --rescore-model",
+        '{"text": ...} objects; embedded with --model when --queries is not given, scored '
+        "by --rescore-model, and recorded (texts.json) for negmine export",
     )
     mine.add_argument("--corpus-texts", default=None, help="the corpus' texts, as --query-texts")
     mine.add_argument(
