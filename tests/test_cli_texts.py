@@ -534,3 +534,28 @@ def test_export_finds_the_texts_a_result_was_mined_from(
     assert not (out / "texts.json").exists()
     assert cli.main([*export, str(tmp_path / "none.jsonl")]) == 2
     assert "records none" in capsys.readouterr().err
+
+
+def test_quiet_prints_nothing_for_any_command(
+    tmp_path: Path, mined: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "e.npy", rng.normal(size=(20, 4)).astype(np.float32))
+    e = str(tmp_path / "e.npy")
+    runs = [
+        ["info", e],
+        ["search", "--queries", e, "--corpus", e, "--k", "2", "--out", str(tmp_path / "t.npz")],
+        ["report", mined["dir"]],
+        ["demo", "--source", "generated", "--corpus-size", "300", "--queries", "20", "--dim", "8"],
+    ]
+    for argv in runs:
+        for quiet in (["-q", *argv], [*argv, "--quiet"]):
+            assert cli.main(quiet) == 0, quiet
+            captured = capsys.readouterr()
+            assert captured.out == "", quiet
+            assert "%|" not in captured.err, quiet  # no progress bar
+        assert cli.main(argv) == 0, argv
+        loud = capsys.readouterr()
+        assert loud.out, argv
+        if argv[0] == "search":
+            assert "%|" in loud.err  # the bar the quiet run did not show
