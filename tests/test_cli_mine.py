@@ -161,7 +161,7 @@ def test_sigkill_then_resume_is_byte_identical(tmp_path):
 
     # Other options over this checkpoint: refused, and the checkpoint is left alone.
     other = run(mine_cmd(q, c, r, out, *OPTIONS, "--chunk-queries", "3"))
-    assert other.returncode == 2
+    assert other.returncode == 1  # a data error: the checkpoint is of other inputs
     assert "interrupted run of other inputs or options" in other.stderr
     assert "Traceback" not in other.stderr
     assert set(partial.glob("chunk_*.npz")) >= set(chunks)
@@ -199,12 +199,12 @@ def test_checkpoint_of_other_options_is_refused(tmp_path):
     assert len(list((tmp_path / ".out.partial").glob("chunk_*.npz"))) == 2
     for change in (["--seed", "8"], ["--metric", "dot"], ["--no-duplicates"]):
         refused = run(mine_cmd(q, c, r, out, *args, *change))
-        assert refused.returncode == 2, change
+        assert refused.returncode == 1, change
         assert "interrupted run of other inputs or options" in refused.stderr, change
     # Changed positives are refused too.
     r2 = tmp_path / "qrels2.tsv"
     r2.write_text(r.read_text() + "0\t1\t1\n")
-    assert run(mine_cmd(q, c, r2, out, *args)).returncode == 2
+    assert run(mine_cmd(q, c, r2, out, *args)).returncode == 1
     reference = tmp_path / "reference"
     assert run(mine_cmd(q, c, r, reference, *args)).returncode == 0
     assert run(mine_cmd(q, c, r, out, *args)).returncode == 0
@@ -284,12 +284,12 @@ def test_bad_cli_inputs_are_clear_errors(tmp_path):
     r_bad = tmp_path / "bad.tsv"
     r_bad.write_text("0\t1\n12\t3\n")
     proc = run(mine_cmd(q, c, r_bad, tmp_path / "o1"))
-    assert proc.returncode == 2 and "query 12" in proc.stderr, proc.stderr
+    assert proc.returncode == 1 and "query 12" in proc.stderr, proc.stderr
     r_bad.write_text("0\t50\n")
     proc = run(mine_cmd(q, c, r_bad, tmp_path / "o2"))
-    assert proc.returncode == 2 and "50" in proc.stderr, proc.stderr
+    assert proc.returncode == 1 and "50" in proc.stderr, proc.stderr
     proc = run(mine_cmd(q, tmp_path / "missing.npy", r, tmp_path / "o3"))
-    assert proc.returncode == 2 and "missing.npy" in proc.stderr, proc.stderr
+    assert proc.returncode == 1 and "missing.npy" in proc.stderr, proc.stderr
     proc = run(cli("report", tmp_path / "nowhere"))
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert os.path.exists(r)

@@ -110,7 +110,7 @@ def test_second_mine_run_into_one_out_fails_at_once_naming_the_holder(tmp_path):
         t0 = time.monotonic()
         second = run(cli(*args))
         assert time.monotonic() - t0 < 30
-        assert second.returncode == 2, second.stderr
+        assert second.returncode == 1, second.stderr
         assert "Traceback" not in second.stderr
         assert "is being written by another negmine run" in second.stderr
         assert f"pid {holder.pid}" in second.stderr
@@ -297,7 +297,7 @@ def test_mine_refuses_a_fifo_as_positives_at_once(tmp_path):
     proc = run(
         cli("mine", "--queries", q, "--corpus", c, "--positives", fifo, "--out", out), timeout=60
     )
-    assert proc.returncode == 2
+    assert proc.returncode == 1
     assert "FIFO" in proc.stderr and str(fifo) in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not out.exists() and hidden(tmp_path) == []
@@ -311,12 +311,12 @@ def test_missing_input_creates_no_output_directory(tmp_path, missing):
     out = tmp_path / "new" / "out"
     args = [x for pair in inputs.items() for x in pair]
     proc = run(cli("mine", *args, "--out", out))
-    assert proc.returncode == 2
+    assert proc.returncode == 1
     assert "nowhere.npy" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "new").exists()
     if missing != "--positives":
         searched = run(cli("search", *args[:4], "--k", 2, "--out", out))
-        assert searched.returncode == 2 and "nowhere.npy" in searched.stderr
+        assert searched.returncode == 1 and "nowhere.npy" in searched.stderr
         assert not (tmp_path / "new").exists()
 
 
@@ -347,7 +347,7 @@ def test_report_on_a_damaged_result_is_a_clear_error(tmp_path, damage, needle):
     small_result(tmp_path / "data").save(d)
     damage(d)
     proc = run(cli("report", d))
-    assert proc.returncode == 2
+    assert proc.returncode == 1
     assert proc.stderr.startswith("negmine: error: ") and needle in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -362,7 +362,7 @@ def test_report_plot_without_matplotlib_is_a_clear_error(tmp_path):
     )
     png = tmp_path / "hist.png"
     proc = run([sys.executable, "-c", script, "report", str(d), "--plot", str(png)])
-    assert proc.returncode == 2
+    assert proc.returncode == 1
     assert "negmine: error:" in proc.stderr and "negmine[plot]" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not png.exists()
@@ -469,7 +469,7 @@ def test_resume_refuses_another_corpus_of_the_same_size_and_mtime(tmp_path):
     os.utime(c, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert os.stat(c).st_size == st.st_size and os.stat(c).st_mtime_ns == st.st_mtime_ns
     refused = run(cli(*args))
-    assert refused.returncode == 2
+    assert refused.returncode == 1
     assert "interrupted run of other inputs or options" in refused.stderr
     assert len(list(partial.glob("chunk_*.npz"))) == 2  # the checkpoint is left alone
 

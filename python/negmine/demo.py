@@ -77,6 +77,8 @@ class DemoConfig:
     """Text source: a sentence-transformers model object or name; None: the bundled MiniLM."""
     cache_dir: str | None = None
     """Where the text embeddings are cached (default ``~/.cache/negmine/demo``)."""
+    progress: bool = True
+    """Progress bars while embedding."""
     planted: float = 0.15
     """Share of queries given an exact duplicate of their positive, and again a near-duplicate."""
     dup_threshold: float = 0.95
@@ -265,8 +267,8 @@ def text_data(cfg: DemoConfig) -> DemoData:
     model = _load_model(cfg.model)
     cache = Path(cfg.cache_dir) if cfg.cache_dir else _default_cache()
     start = time.perf_counter()
-    corpus = embed_texts(corpus_texts, model, cache_dir=cache, batch_size=64, progress=True)
-    queries = embed_texts(query_texts, model, cache_dir=cache, batch_size=64, progress=True)
+    corpus = embed_texts(corpus_texts, model, cache_dir=cache, batch_size=64, progress=cfg.progress)
+    queries = embed_texts(query_texts, model, cache_dir=cache, batch_size=64, progress=cfg.progress)
     return DemoData(
         queries=np.asarray(queries),
         corpus=np.asarray(corpus),

@@ -134,6 +134,9 @@ _REQUIRED_FILES = frozenset({*(f"{name}.npy" for name in _RESULT_ARRAYS), "repor
 _RESULT_FILES = _REQUIRED_FILES | {f"{name}.npy" for name in _OPTIONAL_ARRAYS}
 _MANIFEST = "manifest.json"
 _MANIFEST_FORMAT = "negmine mining result"
+TEXTS_SIDECAR = "texts.json"
+"""Which text files a result was mined from, written by ``negmine mine`` beside the result's
+files (not part of it: loading ignores it; a new result replaces the directory without it)."""
 
 
 def check_replaceable(directory: Path) -> None:
@@ -144,7 +147,7 @@ def check_replaceable(directory: Path) -> None:
         raise InvalidArgumentError(
             f"{directory} exists and is not a directory; a mining result is a directory"
         )
-    foreign = sorted(set(os.listdir(directory)) - _RESULT_FILES - {_MANIFEST})
+    foreign = sorted(set(os.listdir(directory)) - _RESULT_FILES - {_MANIFEST, TEXTS_SIDECAR})
     if foreign:
         shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
         raise InvalidArgumentError(
