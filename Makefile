@@ -1,7 +1,7 @@
 # The README's commands and CI call these targets.
 PYTHON ?= python
 
-.PHONY: build lint test test-rust test-python bench demo fuzz
+.PHONY: build lint test test-rust test-python bench demo fuzz wheel
 
 build:
 	$(PYTHON) -m pip install -e .
@@ -32,3 +32,22 @@ demo:
 fuzz:
 	cd fuzz && cargo +nightly fuzz run npy_header corpus/npy_header seeds/npy_header -- \
 		-dict=npy.dict -max_total_time=120
+
+# A releasable wheel in dist/: abi3 (one wheel for CPython 3.9+) and manylinux2014 (glibc
+# 2.17). This machine's glibc is newer than that, so zig links against 2.17's symbols; then
+# auditwheel must confirm the tag and a fresh virtual environment (no system packages, no
+# PYTHONPATH) installs the wheel from dist/ and runs the demo. docs/release.md has the rest.
+WHEEL_VENV ?= /tmp/negmine-wheel-venv
+
+wheel:
+	$(PYTHON) -m pip install 'maturin>=1.5,<2' ziglang auditwheel
+	rm -f dist/negmine-*.whl
+	$(PYTHON) -m maturin build --release --zig --compatibility manylinux2014 --out dist
+	ls dist/negmine-*-cp39-abi3-manylinux*.whl
+	auditwheel show dist/negmine-*.whl
+	rm -rf $(WHEEL_VENV)
+	$(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/pip install --quiet dist/negmine-*.whl
+	cd $(WHEEL_VENV) && env -u PYTHONPATH bin/negmine demo --source generated \
+		--corpus-size 2000 --queries 50 > demo.log && tail -3 demo.log
+	du -h dist/negmine-*.whl

@@ -77,7 +77,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seeds", default="1", help="comma-separated k-means seeds")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--write-readme", action="store_true", help="rewrite the README block")
+    parser.add_argument(
+        "--write-readme", action="store_true", help="rewrite its block in docs/performance.md"
+    )
     args = parser.parse_args()
     if args.quick:
         args.rows, args.dim, args.clusters = 100_000, 128, 256

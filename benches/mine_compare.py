@@ -433,7 +433,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--synthetic", default="100000x500000x384", help="QxNxD of the synthetic set")
     p.add_argument("--real-queries", type=int, default=60000)
-    p.add_argument("--write-readme", action="store_true")
+    p.add_argument(
+        "--write-readme", action="store_true", help="rewrite its block in docs/performance.md"
+    )
     p.add_argument("--json", type=Path, help="write every raw number here")
     p.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
     p.add_argument("--data", type=Path, help=argparse.SUPPRESS)

@@ -62,7 +62,9 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=4096)
     parser.add_argument("--world-size", type=int, default=8, help="for the DDP rows")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--write-readme", action="store_true", help="rewrite the README block")
+    parser.add_argument(
+        "--write-readme", action="store_true", help="rewrite its block in docs/performance.md"
+    )
     args = parser.parse_args()
     import torch
     from torch.utils.data import BatchSampler, DistributedSampler, RandomSampler

@@ -67,7 +67,9 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=None, help="default: pairs // 100")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    parser.add_argument("--write-readme", action="store_true", help="rewrite the README block")
+    parser.add_argument(
+        "--write-readme", action="store_true", help="rewrite its block in docs/performance.md"
+    )
     args = parser.parse_args()
 
     source = args.source

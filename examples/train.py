@@ -69,7 +69,7 @@ cache: ~15 s for ``text``, several minutes for ``stdlib``'s ~17k):
     python examples/train.py --source generated --seeds 5   # ~30 s
     python examples/train.py --quick                        # a few seconds
     python examples/train.py --source stdlib --snippet-words 8 --epochs 4 --seeds 5 \
-        --many 15 --refresh --teacher strong                # every recipe (README table)
+        --many 15 --refresh --teacher strong                # every recipe (docs/performance.md)
 """
 
 from __future__ import annotations

@@ -1,33 +1,46 @@
-"""Every Python block of the README runs as written (each in a fresh interpreter, in an empty
-directory): the examples are self-contained and keep up with the API."""
+"""The documentation runs and holds together: every Python block of the README and of docs/*.md
+runs as written (each in a fresh interpreter, in an empty directory), so the examples stay
+self-contained and keep up with the API; every relative link points at a file and heading that
+exist; every benchmark block sits, once, in the file the benchmarks write it to.
+
+Only blocks fenced as ```python run. An illustration that is not meant to run (a fragment, a
+signature) is fenced as ```py, which renders the same and is skipped here.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+DOCS = [README, ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md"))]
+FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 
 
-def _blocks() -> list[tuple[int, str]]:
-    text = README.read_text(encoding="utf-8")
-    return [
-        (text[: m.start()].count("\n") + 1, m.group(1))
-        for m in re.finditer(r"```python\n(.*?)```", text, re.S)
-    ]
+def _blocks() -> list[tuple[str, str]]:
+    blocks = []
+    for doc in DOCS:
+        text = doc.read_text(encoding="utf-8")
+        for m in re.finditer(r"^```python\n(.*?)^```", text, re.S | re.M):
+            line = text[: m.start()].count("\n") + 1
+            blocks.append((f"{doc.relative_to(ROOT)}:{line}", m.group(1)))
+    return blocks
 
 
 def test_the_readme_has_python_examples() -> None:
-    assert len(_blocks()) >= 8
+    assert sum(where.startswith("README.md:") for where, _ in _blocks()) >= 8
 
 
-@pytest.mark.parametrize(("line", "code"), _blocks(), ids=[f"line{n}" for n, _ in _blocks()])
-def test_readme_block_runs_as_written(line: int, code: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("where", "code"), _blocks(), ids=[w for w, _ in _blocks()])
+def test_doc_block_runs_as_written(where: str, code: str, tmp_path: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_DISABLE_USAGE_STATS": "1"}
     proc = subprocess.run(
         [sys.executable, "-c", code],
@@ -37,4 +50,76 @@ def test_readme_block_runs_as_written(line: int, code: str, tmp_path: Path) -> N
         text=True,
         timeout=600,
     )
-    assert proc.returncode == 0, f"README.md line {line}:\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, f"{where}:\n{proc.stderr[-3000:]}"
+
+
+def _anchors(text: str) -> set[str]:
+    """The anchors GitHub gives the headings of ``text`` (lower case, punctuation dropped,
+    spaces to hyphens; a repeated heading gets -1, -2, ...)."""
+    seen: dict[str, int] = {}
+    anchors = set()
+    for m in re.finditer(r"^#{1,6} (.+)$", FENCE.sub("", text), re.M):
+        slug = re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        anchors.add(slug if n == 0 else f"{slug}-{n}")
+    return anchors
+
+
+def _links() -> list[tuple[Path, str]]:
+    links = []
+    for doc in DOCS:
+        text = FENCE.sub("", doc.read_text(encoding="utf-8"))
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if not re.match(r"[a-z]+:", target):
+                links.append((doc, target))
+    return links
+
+
+def test_the_docs_link_to_each_other() -> None:
+    assert {doc.name for doc, _ in _links()} >= {"README.md", "performance.md", "internals.md"}
+
+
+@pytest.mark.parametrize(
+    ("doc", "target"), _links(), ids=[f"{d.relative_to(ROOT)}->{t}" for d, t in _links()]
+)
+def test_relative_link_resolves(doc: Path, target: str) -> None:
+    path, _, anchor = target.partition("#")
+    dest = (doc.parent / path).resolve() if path else doc
+    assert dest.exists(), f"{doc.relative_to(ROOT)} links to a missing {path}"
+    if anchor:
+        assert dest.suffix == ".md", f"{doc.relative_to(ROOT)}: an anchor into {path}"
+        assert anchor in _anchors(dest.read_text(encoding="utf-8")), (
+            f"{doc.relative_to(ROOT)} links to #{anchor}, not a heading of {dest.name}"
+        )
+
+
+def _readme_block() -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location("readme_block", ROOT / "benches/readme_block.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_each_benchmark_block_is_in_the_file_its_benchmark_writes() -> None:
+    files = _readme_block().BLOCK_FILES
+    for name, path in files.items():
+        for doc in DOCS:
+            text = doc.read_text(encoding="utf-8")
+            count = (text.count(f"<!-- {name}:start -->"), text.count(f"<!-- {name}:end -->"))
+            assert count == ((1, 1) if doc == path else (0, 0)), (name, doc.name, count)
+
+
+def test_write_block_fills_the_mapped_file_and_never_creates_markers(tmp_path: Path) -> None:
+    module = _readme_block()
+    doc = tmp_path / "performance.md"
+    doc.write_text("intro\n<!-- topic-bench:start -->\nold\n<!-- topic-bench:end -->\nafter\n")
+    module.BLOCK_FILES = {**module.BLOCK_FILES, "topic-bench": doc}
+    assert module.write_block("topic-bench", "new table")
+    assert doc.read_text() == (
+        "intro\n<!-- topic-bench:start -->\nnew table\n<!-- topic-bench:end -->\nafter\n"
+    )
+    doc.write_text("no markers\n")
+    assert not module.write_block("topic-bench", "new table")
+    assert doc.read_text() == "no markers\n"
