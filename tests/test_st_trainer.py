@@ -66,6 +66,46 @@ def test_the_ids_column_names_the_query_and_corpus_rows_of_each_row(layout: str)
         to_dataset(result, qt, ct, output_format=layout, ids_column="anchor")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("layout", "include_scores", "remedy"),
+    [
+        ("triplet", True, "drop include_scores"),
+        ("n-tuple", True, "drop include_scores"),
+        ("labeled-pair", False, "use the 'triplet' or 'n-tuple' layout"),
+        ("labeled-list", True, "use the 'triplet' or 'n-tuple' layout"),
+    ],
+)
+def test_an_ids_column_named_label_beside_another_label_column_is_refused(
+    layout: Any, include_scores: bool, remedy: str
+) -> None:
+    # sentence-transformers' collator would take one of the two and tokenize the other.
+    result, qt, ct = mined()
+    with pytest.raises(InvalidArgumentError, match=remedy):
+        to_dataset(
+            result,
+            qt,
+            ct,
+            output_format=layout,
+            include_scores=include_scores,
+            ids_column="label",
+        )
+    # Under another name the ids column sits beside the scores (for other trainers).
+    ds = to_dataset(
+        result,
+        qt,
+        ct,
+        output_format=layout,
+        include_scores=include_scores,
+        ids_column="ids",
+    )
+    assert ds.column_names[-1] == "ids"
+    labels = ["label", "labels", "score", "scores"]
+    with pytest.raises(InvalidArgumentError, match="tokenizes the others as text"):
+        topic_batch_sampler(np.zeros(N_QUERIES, dtype=np.int64), ids_column="ids")(
+            ds, 8, False, [*labels, "ids"], None, 0
+        )
+
+
 def triplets(seed: int = 0) -> tuple[Any, Any, np.ndarray]:
     result, qt, ct = mined(seed)
     ds = to_dataset(result, qt, ct, ids_column="label")

@@ -271,6 +271,10 @@ def _texts(texts: Sequence[str], name: str, expected: int, what: str) -> Any:
     return texts
 
 
+# The columns sentence-transformers' data collator hands to the loss instead of tokenizing.
+_ST_LABEL_COLUMNS = ("label", "labels", "score", "scores")
+
+
 def to_dataset(
     result: MiningResult,
     query_texts: Sequence[str],
@@ -320,7 +324,9 @@ def to_dataset(
             builds the false-negative mask. For sentence-transformers' trainer name it
             ``"label"`` (with ``"triplet"``/``"n-tuple"``): its collator hands a ``label``
             column to the loss instead of tokenizing it as text, and the plain
-            ``MultipleNegativesRankingLoss`` ignores it.
+            ``MultipleNegativesRankingLoss`` ignores it. The collator hands the loss only one
+            such column (``label``, ``labels``, ``score``, ``scores``), so that name is
+            refused beside ``include_scores`` or a labeled layout.
 
     Raises:
         ImportError: ``datasets`` is missing (``pip install 'negmine[datasets]'``).
@@ -457,6 +463,18 @@ def to_dataset(
         else:
             columns["labels"] = lists(offsets, pa.array((~tail).astype(np.int64), pa.int64()))
     if ids_column is not None:
+        clash = [c for c in columns if c in _ST_LABEL_COLUMNS]
+        if ids_column in _ST_LABEL_COLUMNS and clash:
+            raise InvalidArgumentError(
+                f"ids_column {ids_column!r} and the {output_format!r} layout's {clash[0]!r} "
+                "column are both label columns to sentence-transformers' trainer, which hands "
+                "only one to the loss and tokenizes the other as text; "
+                + (
+                    "drop include_scores (the masked loss needs only the ids)"
+                    if include_scores and output_format in ("triplet", "n-tuple")
+                    else "use the 'triplet' or 'n-tuple' layout, or another name for the ids"
+                )
+            )
         if ids_column in columns:
             raise InvalidArgumentError(
                 f"ids_column {ids_column!r} is already a column of the {output_format!r} layout "

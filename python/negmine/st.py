@@ -105,6 +105,18 @@ class TopicBatchSampler:
                 "with to_dataset(..., ids_column='label') and topic_batch_sampler(ids_column="
                 "'label')"
             )
+        if valid_label_columns is not None:
+            # The collator hands the loss only the first label column it finds, in this order,
+            # and tokenizes the rest: a second one (e.g. include_scores' "scores") would be
+            # fed to the model as text, or take the ids column's place.
+            present = [c for c in valid_label_columns if c in dataset.column_names]
+            if present != [self.ids_column]:
+                raise InvalidArgumentError(
+                    f"the dataset has the label columns {', '.join(map(repr, present))}, but "
+                    f"the trainer passes only the first to the loss and tokenizes the others as "
+                    f"text; keep the ids column {self.ids_column!r} as the only one (build the "
+                    "dataset without include_scores)"
+                )
         query = _row_ids(dataset, self.ids_column)
         n_queries = len(self.clusters)
         if len(query) and (query.min() < 0 or query.max() >= n_queries):
