@@ -66,14 +66,32 @@ def _anchors(text: str) -> set[str]:
     return anchors
 
 
+# The README is also the PyPI page, where relative links go nowhere: it links to the
+# repository's files by URL, checked here against the checkout like relative links.
+REPOSITORY_FILES = "https://github.com/negmine/negmine/blob/main/"
+
+
+def _targets(doc: Path) -> list[str]:
+    return re.findall(r"\]\(([^)\s]+)\)", FENCE.sub("", doc.read_text(encoding="utf-8")))
+
+
 def _links() -> list[tuple[Path, str]]:
     links = []
     for doc in DOCS:
-        text = FENCE.sub("", doc.read_text(encoding="utf-8"))
-        for target in re.findall(r"\]\(([^)\s]+)\)", text):
-            if not re.match(r"[a-z]+:", target):
+        for target in _targets(doc):
+            if target.startswith(REPOSITORY_FILES):
+                links.append((ROOT / "README.md", target.removeprefix(REPOSITORY_FILES)))
+            elif not re.match(r"[a-z]+:", target):
                 links.append((doc, target))
     return links
+
+
+def test_the_readme_links_to_files_by_url_for_its_pypi_page() -> None:
+    relative = [t for t in _targets(ROOT / "README.md") if not re.match(r"[a-z]+:|#", t)]
+    assert relative == [], f"relative links break on PyPI; use {REPOSITORY_FILES}PATH"
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    urls = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["urls"]
+    assert urls["Repository"] + "/blob/main/" == REPOSITORY_FILES
 
 
 def test_the_docs_link_to_each_other() -> None:
