@@ -498,10 +498,13 @@ def _check_export_usage(args: argparse.Namespace) -> None:
         return
     if ids:
         raise UsageError("--query-ids and --corpus-ids go with --format parquet")
-    from negmine.result import TEXTS_SIDECAR
+    from negmine.result import MANIFEST, TEXTS_SIDECAR
 
-    recorded = (Path(args.directory) / TEXTS_SIDECAR).exists()
-    if (args.query_texts is None or args.corpus_texts is None) and not recorded:
+    directory = Path(args.directory)
+    recorded = (directory / TEXTS_SIDECAR).exists()
+    # What is not a result at all is a data error, reported by loading it.
+    is_result = (directory / MANIFEST).exists()
+    if (args.query_texts is None or args.corpus_texts is None) and is_result and not recorded:
         raise UsageError(
             f"--format {args.format} needs --query-texts and --corpus-texts ({args.directory} "
             "records none: it was mined from embeddings)"

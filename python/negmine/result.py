@@ -132,7 +132,7 @@ _OPTIONAL_ARRAYS = ("teacher_scores", "positive_teacher_scores", "groups")
 """Arrays a result holds only when they exist: a teacher's scores, the duplicate groups."""
 _REQUIRED_FILES = frozenset({*(f"{name}.npy" for name in _RESULT_ARRAYS), "report.json"})
 _RESULT_FILES = _REQUIRED_FILES | {f"{name}.npy" for name in _OPTIONAL_ARRAYS}
-_MANIFEST = "manifest.json"
+MANIFEST = "manifest.json"
 _MANIFEST_FORMAT = "negmine mining result"
 TEXTS_SIDECAR = "texts.json"
 """Which text files a result was mined from, written by ``negmine mine`` beside the result's
@@ -147,7 +147,7 @@ def check_replaceable(directory: Path) -> None:
         raise InvalidArgumentError(
             f"{directory} exists and is not a directory; a mining result is a directory"
         )
-    foreign = sorted(set(os.listdir(directory)) - _RESULT_FILES - {_MANIFEST, TEXTS_SIDECAR})
+    foreign = sorted(set(os.listdir(directory)) - _RESULT_FILES - {MANIFEST, TEXTS_SIDECAR})
     if foreign:
         shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
         raise InvalidArgumentError(
@@ -176,16 +176,16 @@ def save_result(result: MiningResult, directory: Path, staging: Path | None = No
             writer.write(json.dumps(result.report.to_dict(), indent=1, sort_keys=True).encode())
         files["report.json"] = {"sha256": writer.hexdigest()}
         manifest = {"format": _MANIFEST_FORMAT, "version": 1, "files": files}
-        with new_file(new / _MANIFEST) as f:
+        with new_file(new / MANIFEST) as f:
             f.write(json.dumps(manifest, indent=1, sort_keys=True).encode())
 
 
 def _read_manifest(directory: Path) -> dict[str, dict[str, Any]]:
     """The ``files`` of ``directory``'s manifest, checked to list exactly a result's files."""
-    path = directory / _MANIFEST
+    path = directory / MANIFEST
     if not os.path.lexists(path):
         raise FormatError(
-            f"{directory} has no {_MANIFEST}: it is not a mining result written by "
+            f"{directory} has no {MANIFEST}: it is not a mining result written by "
             "MiningResult.save (or was written by a negmine older than the manifest; mine it "
             "again)"
         )
@@ -234,11 +234,11 @@ def _read_result(directory: Path) -> dict[str, Any]:
         try:
             data = regular_file(path, "result file").read_bytes()
         except FileNotFoundError:
-            raise FormatError(f"{path} is listed in {_MANIFEST} but missing") from None
+            raise FormatError(f"{path} is listed in {MANIFEST} but missing") from None
         digest = hashlib.sha256(data).hexdigest()
         if digest != entry["sha256"]:
             raise FormatError(
-                f"{path} does not match {_MANIFEST} (sha256 {digest[:16]}... instead of "
+                f"{path} does not match {MANIFEST} (sha256 {digest[:16]}... instead of "
                 f"{entry['sha256'][:16]}...): it was changed after the save, or comes from "
                 "another save"
             )
@@ -251,7 +251,7 @@ def _read_result(directory: Path) -> dict[str, Any]:
             raise FormatError(f"{path} is not a valid .npy file: {e}") from None
         if array.dtype.str != entry["dtype"] or list(array.shape) != entry["shape"]:
             raise FormatError(
-                f"{path} holds {array.dtype.str} {list(array.shape)}, {_MANIFEST} lists "
+                f"{path} holds {array.dtype.str} {list(array.shape)}, {MANIFEST} lists "
                 f"{entry['dtype']} {entry['shape']}"
             )
         out[name] = array
