@@ -119,8 +119,9 @@ def test_the_factory_pickles_and_its_copy_plans_the_same_batches() -> None:
     copy = pickle.loads(pickle.dumps(factory))
     a, b = factory(ds, 8, False, None, None, 3), copy(ds, 8, False, None, None, 3)
     assert list(a) == list(b)
-    with pytest.raises(InvalidArgumentError, match="ids_column='label'"):
-        factory(ds.remove_columns("label"), 8, False, None, None, 0)
+    for labels in (None, ["label", "labels", "score", "scores"]):
+        with pytest.raises(InvalidArgumentError, match="ids_column='label'"):
+            factory(ds.remove_columns("label"), 8, False, labels, None, 0)
     with pytest.raises(InvalidArgumentError, match="clusters"):
         topic_batch_sampler(clusters[:5])(ds, 8, False, None, None, 0)
     # The trainer's collator passes only its label columns to the loss, tokenizing the rest.

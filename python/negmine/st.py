@@ -109,8 +109,9 @@ class TopicBatchSampler:
             # The collator hands the loss only the first label column it finds, in this order,
             # and tokenizes the rest: a second one (e.g. include_scores' "scores") would be
             # fed to the model as text, or take the ids column's place.
-            present = [c for c in valid_label_columns if c in dataset.column_names]
-            if present != [self.ids_column]:
+            columns = getattr(dataset, "column_names", None) or []
+            present = [c for c in valid_label_columns if c in columns]
+            if len(present) > 1:
                 raise InvalidArgumentError(
                     f"the dataset has the label columns {', '.join(map(repr, present))}, but "
                     f"the trainer passes only the first to the loss and tokenizes the others as "
