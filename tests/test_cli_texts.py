@@ -493,14 +493,14 @@ def test_export_data_errors_exit_1(
     argv[1] = str(tmp_path / "no-result")
     assert cli.main([*argv, "--query-texts", mined["q"], "--corpus-texts", mined["c"]]) == 1
     assert not (tmp_path / "x.jsonl").exists()
-    # Without texts too: the missing (or foreign) directory is the error named, not the texts.
+    # Without texts it is a usage error (found before reading), which still names the
+    # directory as no result, rather than as one mined from embeddings.
     capsys.readouterr()
-    assert cli.main(argv) == 1
-    assert "no mining result directory" in capsys.readouterr().err
     (tmp_path / "not-a-result").mkdir()
-    argv[1] = str(tmp_path / "not-a-result")
-    assert cli.main(argv) == 1
-    assert "not a mining result" in capsys.readouterr().err
+    for directory in ("no-result", "not-a-result"):
+        argv[1] = str(tmp_path / directory)
+        assert cli.main(argv) == 2
+        assert "it is not a mining result: it has no manifest.json" in capsys.readouterr().err
 
 
 def test_export_finds_the_texts_a_result_was_mined_from(

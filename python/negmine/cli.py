@@ -502,12 +502,15 @@ def _check_export_usage(args: argparse.Namespace) -> None:
 
     directory = Path(args.directory)
     recorded = (directory / TEXTS_SIDECAR).exists()
-    # What is not a result at all is a data error, reported by loading it.
-    is_result = (directory / MANIFEST).exists()
-    if (args.query_texts is None or args.corpus_texts is None) and is_result and not recorded:
+    if (args.query_texts is None or args.corpus_texts is None) and not recorded:
+        why = (
+            "it was mined from embeddings"
+            if (directory / MANIFEST).exists()
+            else f"and it is not a mining result: it has no {MANIFEST}"
+        )
         raise UsageError(
             f"--format {args.format} needs --query-texts and --corpus-texts ({args.directory} "
-            "records none: it was mined from embeddings)"
+            f"records none: {why})"
         )
     if args.format in TEXT_FORMATS and Path(args.out).suffix.lower() not in (".jsonl", ".parquet"):
         raise UsageError(
