@@ -116,7 +116,7 @@ class TopicBatchSampler:
                     f"the dataset has the label columns {', '.join(map(repr, present))}, but "
                     f"the trainer passes only the first to the loss and tokenizes the others as "
                     f"text; keep the ids column {self.ids_column!r} as the only one (build the "
-                    "dataset without include_scores)"
+                    "dataset in the 'triplet' or 'n-tuple' layout, without include_scores)"
                 )
         query = _row_ids(dataset, self.ids_column)
         n_queries = len(self.clusters)
