@@ -6,21 +6,26 @@ replaces it."""
 
 from __future__ import annotations
 
+import contextlib
 import filecmp
 import importlib
+import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 import negmine
 from negmine import distributed
 from negmine.checkpoint import mine_to_directory, partial_directory
 from negmine.cli import main as cli_main
-from negmine.errors import InvalidArgumentError, InvalidTypeError
+from negmine.errors import InvalidArgumentError, InvalidTypeError, NegmineError
 from negmine.result import MiningResult
 
 ray = pytest.importorskip("ray")
@@ -40,14 +45,30 @@ def _ray_module() -> Any:
         ray.shutdown()
 
 
+@pytest.fixture(scope="module")
+def actors_cwd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The working directory of every actor of the module's Ray (its ``working_dir``), as a
+    node of a real cluster has its own: it holds files named and shaped as the tests' inputs
+    (:func:`write_inputs`) with other content, so that an actor opening a driver's relative
+    path there mines the wrong file instead of failing."""
+    directory = tmp_path_factory.mktemp("actors-cwd")
+    write_inputs(directory, seed=6)
+    return directory
+
+
 @pytest.fixture
-def local_ray(_ray_module: None) -> None:
+def local_ray(_ray_module: None, actors_cwd: Path) -> None:
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024**2)
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            object_store_memory=256 * 1024**2,
+            runtime_env={"working_dir": str(actors_cwd)},
+        )
 
 
-def data(dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
-    rng = np.random.default_rng(5)
+def data(dtype: type = np.float32, seed: int = 5) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
+    rng = np.random.default_rng(seed)
     corpus = rng.normal(size=(N_CORPUS, DIM))
     corpus[TIED] = corpus[TIED.start]
     positives = [[int(p)] for p in rng.integers(0, N_CORPUS, N_QUERIES)]
@@ -266,8 +287,8 @@ def test_killed_actors_are_restarted_and_the_output_is_unchanged(
         distributed.mine(queries, corpus, positives, progress=progress, max_restarts=0, **kwargs)
 
 
-def write_inputs(directory: Path) -> tuple[Path, Path, Path]:
-    queries, corpus, positives = data()
+def write_inputs(directory: Path, seed: int = 5) -> tuple[Path, Path, Path]:
+    queries, corpus, positives = data(seed=seed)
     q, c, r = directory / "q.npy", directory / "c.npy", directory / "qrels.tsv"
     np.save(q, queries)
     np.save(c, corpus)
@@ -369,6 +390,215 @@ def test_cli_mine_with_ray(local_ray: None, tmp_path: Path) -> None:
     )
     same_files(tmp_path / "local", tmp_path / "ray")
     assert cli_main([*args, "--out", str(tmp_path / "x"), "--shards", "2"]) == 2
+
+
+def test_relative_paths_name_the_drivers_files(
+    local_ray: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 20, item 2: a relative path names the driver's file, not the one an actor finds in
+    its own working directory (``actors_cwd``: same names and shapes, other content)."""
+    _, c, _ = write_inputs(tmp_path)
+    monkeypatch.chdir(tmp_path)
+
+    @ray.remote
+    def load(name: str) -> np.ndarray:
+        return np.load(name)
+
+    # The setup is what it claims: an actor's "c.npy" is another file of the same shape.
+    theirs = ray.get(load.remote("c.npy"))
+    assert theirs.shape == np.load(c).shape and not np.array_equal(theirs, np.load(c))
+
+    queries, corpus, positives = data()
+    expected = negmine.mine(queries, corpus, positives, **OPTIONS)  # type: ignore[arg-type]
+    want = negmine.search(queries, corpus, 5, exclude=positives)
+    for shard_by in ("query", "corpus"):
+        kwargs: dict[str, Any] = {"shard_by": shard_by, "shards": 2, "chunk_queries": 16}
+        got = distributed.mine("q.npy", "c.npy", positives, **kwargs, **OPTIONS)
+        assert_identical(expected, got)
+        found = distributed.search("q.npy", "c.npy", 5, exclude=positives, **kwargs)
+        np.testing.assert_array_equal(found[1], want[1])
+        np.testing.assert_array_equal(found[0], want[0])
+    args = ["mine", "--queries", "q.npy", "--corpus", "c.npy", "--positives", "qrels.tsv"]
+    args += ["--num-negatives", "4", "--relative-margin", "0.05", "--chunk-queries", "9"]
+    assert cli_main([*args, "--quiet", "--out", "local"]) == 0
+    assert cli_main([*args, "--quiet", "--out", "ray", "--ray", "auto", "--shards", "2"]) == 0
+    same_files(tmp_path / "local", tmp_path / "ray")
+
+
+def _changing_corpus_first(monkeypatch: pytest.MonkeyPatch, change: Callable[[], None]) -> None:
+    """Runs ``change`` once the driver has mapped and checked the corpus and before the run's
+    actors start: what a node opens is then not what the driver checked."""
+    original = distributed._Pool.actors
+
+    @contextlib.contextmanager
+    def actors(self: Any, cls: type, args: Any) -> Iterator[list[Any]]:
+        change()
+        with original(self, cls, args) as started:
+            yield started
+
+    monkeypatch.setattr(distributed._Pool, "actors", actors)
+
+
+@pytest.mark.parametrize("how", ["replaced", "removed"])
+@pytest.mark.parametrize("call", ["mine-query", "mine-corpus", "search"])
+def test_an_actor_refuses_a_corpus_that_is_not_the_drivers(
+    local_ray: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str, call: str
+) -> None:
+    """A node whose file at the corpus path is another one of the same shape, or none, stops
+    the run with a negmine error naming the file, the actor and the node (not a raw
+    ``RayTaskError`` of an internal exception, nor a result mined from that file)."""
+    _, c, _ = write_inputs(tmp_path)
+    other = tmp_path / "other.npy"
+    np.save(other, data(seed=7)[1])
+    _changing_corpus_first(
+        monkeypatch, lambda: os.replace(other, c) if how == "replaced" else c.unlink()
+    )
+    queries, _, positives = data()
+    corpus = negmine.open_embeddings(c)
+    needle = "differs from the driver's" if how == "replaced" else "cannot open"
+    with pytest.raises(InvalidArgumentError, match=needle) as info:
+        if call == "search":
+            distributed.search(queries, corpus, 5, shards=2)
+        else:
+            shard_by = call.split("-")[1]
+            distributed.mine(queries, corpus, positives, shard_by=shard_by, shards=2)  # type: ignore[arg-type]
+    assert type(info.value) is InvalidArgumentError  # unwrapped on the driver
+    message = str(info.value)
+    assert str(c) in message, message
+    assert distributed.ACTOR_PREFIX in message, message
+    assert ray.get_runtime_context().get_node_id() in message, message
+
+
+def test_queries_cannot_change_under_a_run(local_ray: None) -> None:
+    """The chunks sent to the actors are the queries the driver checked: a write into them
+    mid-run (here from the progress callback) is refused, as in ``negmine.mine``."""
+    queries, corpus, positives = data()
+
+    def write(done: int, total: int) -> None:
+        if done:
+            queries[-1] += 1
+
+    with pytest.raises(ValueError, match="read-only"):
+        distributed.mine(queries, corpus, positives, shards=1, chunk_queries=8, progress=write)
+    queries[-1] += 1  # writable again once the run is over
+
+
+def _outcome(run: Callable[[], Any]) -> Any:
+    try:
+        return run()
+    except NegmineError as e:
+        return e
+
+
+@st.composite
+def small_runs(draw: st.DrawFn) -> dict[str, Any]:
+    """Tiny inputs (ties and duplicates likely), every degenerate size: no query, one, no
+    corpus row, dimension 0, more shards than queries or chunks, shards as a count or
+    boundaries in every container."""
+    n_queries, n_corpus = draw(st.integers(0, 4)), draw(st.integers(0, 8))
+    dim = draw(st.integers(0, 3))
+    shard_by = draw(st.sampled_from(["query", "corpus"]))
+    if shard_by == "query":
+        shards = draw(st.one_of(st.none(), st.integers(1, 3), st.integers(1, 3).map(np.int64)))
+    elif n_corpus == 0:
+        shards = draw(st.sampled_from([None, 1]))
+    else:
+        n = draw(st.integers(1, min(3, n_corpus)))
+        cuts = st.sets(st.integers(1, n_corpus - 1), min_size=n - 1, max_size=n - 1)
+        inner = draw(cuts if n > 1 else st.just(set()))
+        bounds = [0, *sorted(inner), n_corpus]
+        steps = [s for s in range(1, n_corpus + 1) if n_corpus % s == 0 and n_corpus // s <= 3]
+        shards = draw(
+            st.sampled_from(
+                [
+                    None,
+                    n,
+                    bounds,
+                    tuple(bounds),
+                    np.array(bounds),
+                    np.array(bounds, dtype=np.uint32),
+                    range(0, n_corpus + 1, steps[0]),
+                ]
+            )
+        )
+    return {
+        "seed": draw(st.integers(0, 2**16)),
+        "shape": (n_queries, n_corpus, dim),
+        "tied": draw(st.booleans()),
+        "shard_by": shard_by,
+        "shards": shards,
+        "chunk_queries": draw(st.integers(1, 3)),
+        "k": draw(st.integers(1, max(n_corpus, 1))),
+        "options": {
+            "num_negatives": draw(st.integers(1, 3)),
+            "duplicates": draw(st.sampled_from(["auto", None])),
+            "sampling_strategy": draw(st.sampled_from(["top", "random"])),
+            "seed": 3,
+        },
+    }
+
+
+DEGENERATE = [
+    {"shape": (0, 5, 2), "shard_by": "query", "shards": 2},
+    {"shape": (0, 5, 2), "shard_by": "corpus", "shards": np.array([0, 2, 5])},
+    {"shape": (1, 5, 2), "shard_by": "query", "shards": 3},
+    {"shape": (1, 5, 2), "shard_by": "corpus", "shards": range(0, 6, 5)},
+    {"shape": (2, 6, 2), "shard_by": "corpus", "shards": (0, 1, 3, 6)},
+    {"shape": (2, 0, 2), "shard_by": "corpus", "shards": 1},
+    {"shape": (0, 0, 2), "shard_by": "query", "shards": None},
+    {"shape": (1, 3, 0), "shard_by": "query", "shards": None},
+]
+
+
+def _with_defaults(run: dict[str, Any]) -> dict[str, Any]:
+    defaults = {"seed": 1, "tied": True, "chunk_queries": 1, "k": 2}
+    return {**defaults, "options": {"num_negatives": 2, "seed": 3}, **run}
+
+
+@settings(max_examples=10, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(small_runs())
+@example(_with_defaults(DEGENERATE[0]))
+@example(_with_defaults(DEGENERATE[1]))
+@example(_with_defaults(DEGENERATE[2]))
+@example(_with_defaults(DEGENERATE[3]))
+@example(_with_defaults(DEGENERATE[4]))
+@example(_with_defaults(DEGENERATE[5]))
+@example(_with_defaults(DEGENERATE[6]))
+@example(_with_defaults(DEGENERATE[7]))
+def test_small_runs_equal_one_process(local_ray: None, run: dict[str, Any]) -> None:
+    """Issue 20, item 14: ``distributed.mine`` and ``distributed.search`` return what
+    ``negmine.mine`` and ``negmine.search`` return (or raise the same error) for any size."""
+    rng = np.random.default_rng(run["seed"])
+    n_queries, n_corpus, dim = run["shape"]
+    draw = rng.integers(-1, 2, size=(n_queries + n_corpus, dim)) if run["tied"] else None
+    values = rng.normal(size=(n_queries + n_corpus, dim)) if draw is None else draw
+    queries = values[:n_queries].astype(np.float32)
+    corpus = values[n_queries:].astype(np.float32)
+    drawn = rng.integers(0, max(n_corpus, 1), size=(n_queries, 2 if n_corpus else 0))
+    positives = [sorted({int(p) for p in row}) for row in drawn]
+    ray_args = {key: run[key] for key in ("shard_by", "shards", "chunk_queries")}
+    options = run["options"]
+
+    expected = _outcome(lambda: negmine.mine(queries, corpus, positives, **options))
+    got = _outcome(lambda: distributed.mine(queries, corpus, positives, **ray_args, **options))
+    if isinstance(expected, NegmineError):
+        assert (type(got), str(got)) == (type(expected), str(expected))
+    else:
+        assert isinstance(got, MiningResult), got
+        assert got.negative_ids.shape == (n_queries, options["num_negatives"])
+        assert_identical(expected, got)
+
+    k = run["k"]
+    want = _outcome(lambda: negmine.search(queries, corpus, k, exclude=positives))
+    found = _outcome(lambda: distributed.search(queries, corpus, k, exclude=positives, **ray_args))
+    if isinstance(want, NegmineError):
+        assert type(found) is type(want), (found, want)
+    else:
+        assert isinstance(found, tuple), found
+        assert (found[0].dtype, found[1].dtype) == (want[0].dtype, want[1].dtype)
+        assert found[0].shape == found[1].shape == (n_queries, k)
+        np.testing.assert_array_equal(found[1], want[1])
+        np.testing.assert_array_equal(found[0].view(np.uint32), want[0].view(np.uint32))
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,8 @@ import hashlib
 import os
 from typing import IO, Any
 
+import numpy as np
+
 from negmine._paths import regular_file
 
 FULL_DIGEST_LIMIT = 1 << 30
@@ -56,3 +58,24 @@ def stream_into(h: Any, f: IO[bytes]) -> int:
             return total
         h.update(view[:got])
         total += got
+
+
+def array_digest(array: np.ndarray) -> str:
+    """The content digest of a C-contiguous array (its dtype, shape and bytes), with the
+    policy of :func:`file_digest`: whole up to :data:`FULL_DIGEST_LIMIT` bytes, else
+    :data:`SAMPLED_BLOCKS` evenly spaced blocks. Computed over a mapped file, it is the
+    content that this mapping reads, whatever the path names by the time it is asked."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{array.dtype.str}{array.shape}".encode())
+    data = np.ascontiguousarray(array).reshape(-1).view(np.uint8).data
+    size = len(data)
+    if size <= FULL_DIGEST_LIMIT:
+        for offset in range(0, size, SAMPLE_BLOCK_BYTES):
+            h.update(data[offset : offset + SAMPLE_BLOCK_BYTES])
+        return h.hexdigest()
+    last = size - SAMPLE_BLOCK_BYTES
+    for i in range(SAMPLED_BLOCKS):
+        offset = i * last // (SAMPLED_BLOCKS - 1)
+        h.update(offset.to_bytes(8, "little"))
+        h.update(data[offset : offset + SAMPLE_BLOCK_BYTES])
+    return "sampled:" + h.hexdigest()

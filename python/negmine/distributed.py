@@ -4,8 +4,9 @@ bit for bit: :func:`mine`.
 Two ways to split the work:
 
 - ``shard_by="query"`` (every node can map the corpus): a pool of actors, each opening the
-  corpus once (the same ``.npy`` path on every node, mapped; or an in-memory array put once
-  into the object store) and mining chunks of queries. A chunk carries its global offset, so
+  corpus once (the driver's ``.npy`` file at the same absolute path on every node, mapped and
+  checked to hold the driver's content; or an in-memory array put once into the object
+  store) and mining chunks of queries. A chunk carries its global offset, so
   the core's seeded sampling (seeded per global query index) draws what one process draws.
 - ``shard_by="corpus"`` (the corpus is too large for one node's memory): one actor per range
   of corpus rows, each searching only its rows with the query's exclusions that fall in them.
@@ -17,6 +18,11 @@ Two ways to split the work:
   asked again. The driver maps the corpus too: it reads the rows of the candidates it
   rescores and of the positives (plus, with ``duplicates="auto"``, every row once to hash
   them; pass ``duplicates=None`` or an array of groups to avoid that).
+
+A corpus file is digested once by the driver and once by each actor that maps it (whole up to
+1 GiB, sampled blocks above, as :mod:`negmine._digest` does for files): a node that maps
+another file at that path, or none, stops the run with an error naming the file, the actor
+and the node.
 
 Both write, with ``out=``, the checkpointed output directory of :mod:`negmine.checkpoint`
 (chunk files, manifest, lock, atomic result): a run whose driver died resumes from the chunks
@@ -49,10 +55,19 @@ import numpy as np
 from negmine import _core
 from negmine import _numbers as numbers
 from negmine._core import Embeddings, open_embeddings
-from negmine._inputs import EmbeddingsLike, IdsLike, as_csr, as_matrix, distinct_ids, rows_of
+from negmine._digest import array_digest
+from negmine._inputs import (
+    EmbeddingsLike,
+    IdsLike,
+    as_csr,
+    as_matrix,
+    distinct_ids,
+    read_only,
+    rows_of,
+)
 from negmine._progress import ProgressCallback
 from negmine.checkpoint import ChunkRunner, ChunkWork, mine_to_directory, query_chunks, run_chunks
-from negmine.errors import InvalidArgumentError, InvalidTypeError
+from negmine.errors import InvalidArgumentError, InvalidTypeError, NegmineError
 from negmine.mine import (
     Duplicates,
     MiningOptions,
@@ -107,13 +122,17 @@ def mine(
     Args:
         queries, corpus, positives, duplicates: as in :func:`negmine.mine` (with ``out``: a
             queries ``.npy``, a corpus ``.npy`` and a qrels TSV, as for ``negmine mine``).
-            A corpus file must be at the same path on every node that maps it.
+            A corpus file must be at the same path on every node that maps it (a relative
+            path is resolved on the driver), with the same content: an actor that cannot
+            open it or maps other content raises :class:`~negmine.errors.InvalidArgumentError`
+            naming the file, the actor and its node.
         shard_by: ``"query"``: actors mine chunks of queries against the whole corpus;
             ``"corpus"``: one actor per range of corpus rows, the driver merging their top
             candidates (see the module docstring).
         shards: by query, the number of actors; by corpus, the number of equal row ranges, or
-            their boundaries ``[0, b1, ..., N]`` (strictly increasing: uneven shards). Default:
-            one per alive node of the cluster.
+            their boundaries ``[0, b1, ..., N]`` (a sequence or 1-D integer array, strictly
+            increasing: uneven shards). Default: one per alive node of the cluster. By query,
+            no more actors than chunks of queries are started.
         shard_resources: one Ray resource request per actor (e.g. ``{"shard-0": 1}`` to pin a
             shard to the node that declares that custom resource). Actors reserve no CPU
             otherwise and are spread over the nodes; each uses ``threads`` cores of its node.
@@ -174,6 +193,11 @@ def mine(
             threads=threads,
         )
         work = ChunkWork(queries=q, corpus=c, prepared=prepared, options=mining, threads=threads)
+        if not rows_of(q):
+            # No chunk to hand out: the core's answer for no queries (its shapes, its report),
+            # as `negmine.mine` gives it; no cluster is needed for that.
+            empty = mine_prepared(q, c, prepared, mining, threads=threads)
+            return assemble(prepared, mining, [empty])
 
     ray = _import_ray()
     with _connected(ray, ray_address):
@@ -204,7 +228,11 @@ def mine(
             )
         assert work is not None
         chunks = query_chunks(rows_of(work.queries), chunk_queries)
-        return assemble(work.prepared, mining, run_chunks(work, chunks, runner, progress))
+        # The chunks sent are slices of the queries that `prepare` checked: nothing may write
+        # into them meanwhile (a progress callback, another thread), as in `negmine.mine`.
+        with read_only(work.queries, work.corpus):
+            parts = run_chunks(work, chunks, runner, progress)
+        return assemble(work.prepared, mining, parts)
 
 
 def search(
@@ -244,6 +272,11 @@ def search(
         raise InvalidArgumentError(
             f"queries have dimension {q.shape[1]} but the corpus has {c.shape[1]}"
         )
+    # What `search` refuses whatever the queries (none included), in its order and words.
+    if not c.shape[1]:
+        raise InvalidArgumentError("embeddings have dimension 0")
+    if not n_corpus:
+        raise InvalidArgumentError("the corpus is empty")
     csr = as_csr(exclude, n_queries, "exclude")
     indptr, ids = (np.zeros(n_queries + 1, np.int64), np.empty(0, np.int64)) if csr is None else csr
     if len(ids) and (ids.min() < 0 or ids.max() >= n_corpus):
@@ -260,17 +293,21 @@ def search(
     resources = _resources(shard_resources, n_shards)
     if resources is not None:
         n_shards = len(resources)
+    chunks = query_chunks(n_queries, chunk_queries)
+    if not chunks:  # nothing to ask: `negmine.search`'s answer, without a cluster
+        return np.empty((0, k), np.float32), np.empty((0, k), np.int64)
     ray = _import_ray()
-    with _connected(ray, ray_address):
+    with _connected(ray, ray_address), read_only(q, c):
         if n_shards is None:
             n_shards = max(1, sum(1 for node in ray.nodes() if node.get("Alive")))
             if shard_by == "corpus":
                 n_shards = min(n_shards, max(n_corpus, 1))
         if shard_by == "corpus" and boundaries is None:
             boundaries = [n_corpus * i // n_shards for i in range(n_shards + 1)]
-        # By query, every actor holds the whole corpus.
+        # By query, every actor holds the whole corpus; one with no chunk to search is not
+        # started.
         ranges = (
-            [(0, n_corpus)] * n_shards
+            [(0, n_corpus)] * min(n_shards, len(chunks))
             if shard_by == "query"
             else list(zip(boundaries[:-1], boundaries[1:]))  # type: ignore[index]
         )
@@ -284,7 +321,7 @@ def search(
         q_array = np.asarray(q)
         with pool.actors(_ShardWorker, [(lo, hi, metric, threads) for lo, hi in ranges]) as actors:
             tasks = []
-            for i, (start, stop) in enumerate(query_chunks(n_queries, chunk_queries)):
+            for i, (start, stop) in enumerate(chunks):
                 chunk = np.ascontiguousarray(q_array[start:stop])
                 excluded = (
                     indptr[start : stop + 1] - indptr[start],
@@ -301,7 +338,7 @@ def search(
                 ]
                 tasks.append((start, stop, parts))
             for start, stop, parts in tasks:
-                scores[start:stop], found[start:stop] = merge_topk(ray.get(parts), k)
+                scores[start:stop], found[start:stop] = merge_topk(_get(ray, parts), k)
     return scores, found
 
 
@@ -323,10 +360,11 @@ def _shard_inputs(
     range), or the shard's own rows put into the object store (an in-memory corpus: not all
     of it per shard)."""
     c = work.corpus
-    if isinstance(c, Embeddings) and c.mapped:
-        return [_Inputs(corpus=c.path, shape=(rows_of(c), int(c.shape[1])), groups=None)] * len(
-            ranges
-        )
+    mapped = _mapped(c)
+    if mapped is not None:
+        path, digest = mapped
+        shape = (rows_of(c), int(c.shape[1]))
+        return [_Inputs(corpus=path, shape=shape, groups=None, digest=digest)] * len(ranges)
     array = np.asarray(c)
     if ranges and all(r == (0, len(array)) for r in ranges):
         whole = [ray.put(array)]
@@ -335,6 +373,59 @@ def _shard_inputs(
         _Inputs(corpus=[ray.put(array[lo:hi])], shape=(hi - lo, array.shape[1]), groups=None)
         for lo, hi in ranges
     ]
+
+
+def _mapped(corpus: Embeddings | np.ndarray) -> tuple[str, str] | None:
+    """A mapped corpus as the actors open it: the absolute path of its file (resolved here: an
+    actor resolves a relative one in its own working directory, not the driver's) and the
+    digest of the content the driver maps, which each actor checks its mapping against.
+    ``None`` for a corpus in memory (put into the object store as it is)."""
+    if not (isinstance(corpus, Embeddings) and corpus.mapped):
+        return None
+    return os.path.abspath(corpus.path), array_digest(np.asarray(corpus))
+
+
+def _open_mapped(path: str, shape: tuple[int, int], digest: str | None) -> Embeddings:
+    """The driver's corpus file mapped on this actor's node, once it is known to hold what the
+    driver maps (shape and content)."""
+    try:
+        corpus = open_embeddings(path)
+    except (OSError, NegmineError) as e:
+        raise InvalidArgumentError(
+            f"{_here()} cannot open the corpus {path} ({e}): every node must see the driver's "
+            "file at the same path"
+        ) from None
+    if tuple(corpus.shape) != shape:
+        raise InvalidArgumentError(
+            f"the corpus {path} has shape {tuple(corpus.shape)} on {_here()}, {shape} on the "
+            "driver: every node must see the driver's file at the same path"
+        )
+    if array_digest(np.asarray(corpus)) != digest:
+        raise InvalidArgumentError(
+            f"the corpus {path} on {_here()} differs from the driver's (same shape, other "
+            "content): every node must see the driver's file at the same path"
+        )
+    return corpus
+
+
+def _here() -> str:
+    """This actor and its node, as an actor's errors name them."""
+    ray = _import_ray()
+    context = ray.get_runtime_context()
+    node = f"{ray.util.get_node_ip_address()} ({context.get_node_id()})"
+    return f"actor {context.get_actor_name()} on node {node}"
+
+
+def _get(ray: ModuleType, refs: Any) -> Any:
+    """``ray.get``, with a negmine error raised in an actor (a corpus it cannot open or that is
+    not the driver's, an input the core refuses) raised as it is, not wrapped in the
+    ``RayTaskError`` that carries it."""
+    try:
+        return ray.get(refs)
+    except ray.exceptions.RayTaskError as e:
+        if isinstance(e.cause, NegmineError):
+            raise e.cause from None
+        raise
 
 
 def _path(value: object, name: str) -> str | os.PathLike[str]:
@@ -371,9 +462,13 @@ def _shards(shards: object, shard_by: str, n_corpus: int) -> tuple[int | None, l
     """The number of shards (``None``: not given) and, by corpus, their boundaries if given."""
     if shards is None:
         return None, None
+    if isinstance(shards, np.ndarray) and shards.ndim <= 1:
+        # A numpy count, or boundaries as an array: their elements are checked as numbers.
+        shards = shards[()] if shards.ndim == 0 else list(shards)
     if isinstance(shards, (int, np.integer)):
         n = numbers.count(shards, "shards")
-        if shard_by == "corpus" and n > n_corpus:
+        # An empty corpus is one empty shard (as by default), which mines as `negmine.mine`.
+        if shard_by == "corpus" and n > max(n_corpus, 1):
             raise InvalidArgumentError(
                 f"shards must be at most the corpus rows ({n_corpus}), got {n}"
             )
@@ -408,35 +503,38 @@ def _connected(ray: ModuleType, address: str | None) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class _Inputs:
-    """What a run's actors read, named in every call: the corpus (a mapped file's path, which
-    each node maps, or an array put once into the object store: by corpus, a shard's rows)
-    and the duplicate groups.
+    """What a run's actors read, named in every call: the corpus (a mapped file's absolute path,
+    which each node maps and checks against the driver's content, or an array put once into
+    the object store: by corpus, a shard's rows) and the duplicate groups.
     An actor opens them at its first call, and again after a restart. (Not constructor
     arguments: Ray warns that a restarted actor needs those still in the object store.)"""
 
     corpus: str | list[Any]
     shape: tuple[int, int]
     groups: list[Any] | None
+    digest: str | None = None
+    """With a path: the content the driver maps (:func:`_mapped`), which the file must hold."""
 
     @classmethod
     def put(cls, ray: ModuleType, work: ChunkWork) -> _Inputs:
         c = work.corpus
+        mapped = _mapped(c)
         # A reference inside a list is passed as it is, not resolved before the call.
-        corpus = c.path if isinstance(c, Embeddings) and c.mapped else [ray.put(np.asarray(c))]
+        corpus = [ray.put(np.asarray(c))] if mapped is None else mapped[0]
         groups = None if work.prepared.groups is None else [ray.put(work.prepared.groups)]
-        return cls(corpus=corpus, shape=(rows_of(c), int(c.shape[1])), groups=groups)
+        return cls(
+            corpus=corpus,
+            shape=(rows_of(c), int(c.shape[1])),
+            groups=groups,
+            digest=None if mapped is None else mapped[1],
+        )
 
     def open(self) -> tuple[Embeddings | np.ndarray, np.ndarray | None]:
         import ray
 
+        corpus: Embeddings | np.ndarray
         if isinstance(self.corpus, str):
-            corpus: Embeddings | np.ndarray = open_embeddings(self.corpus)
-            if tuple(corpus.shape) != self.shape:
-                raise InvalidArgumentError(
-                    f"the corpus {self.corpus} has shape {tuple(corpus.shape)} on this node, "
-                    f"{self.shape} on the driver: every node must see the same file at the "
-                    "same path"
-                )
+            corpus = _open_mapped(self.corpus, self.shape, self.digest)
         else:
             corpus = ray.get(self.corpus[0])
         return corpus, None if self.groups is None else ray.get(self.groups[0])
@@ -501,7 +599,8 @@ class _QueryPool(_Pool):
             return
         ray = self.ray
         inputs = _Inputs.put(ray, work)
-        args = [(work.options.to_dict(), work.threads)] * self.n
+        # An actor with no chunk to mine is not started.
+        args = [(work.options.to_dict(), work.threads)] * min(self.n, len(chunks))
         q_array = np.asarray(work.queries)
         todo = deque(chunks)
         with self.actors(_QueryWorker, args) as actors:
@@ -522,7 +621,7 @@ class _QueryPool(_Pool):
             while running:
                 ready, _ = ray.wait(list(running), num_returns=1)
                 start, actor = running.pop(ready[0])
-                arrays = ray.get(ready[0])
+                arrays = _get(ray, ready[0])
                 if todo:
                     submit(actor)
                 yield start, _core.Mined(**arrays)
@@ -617,7 +716,7 @@ def _merged_fetch(
             shard.top.remote(opened, queries, excluded, rows, depth)
             for shard, opened in zip(shards, inputs)
         ]
-        _, ids = merge_topk(ray.get(tasks), depth)
+        _, ids = merge_topk(_get(ray, tasks), depth)
         real = ids >= 0
         indptr = np.concatenate(([0], np.cumsum(real.sum(axis=1)))).astype(np.int64)
         return indptr, np.ascontiguousarray(ids[real])
