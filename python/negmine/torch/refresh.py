@@ -15,6 +15,7 @@ import dataclasses
 import errno
 import hashlib
 import inspect
+import io
 import json
 import logging
 import os
@@ -519,21 +520,9 @@ class NegativeRefresher:
         if mined is None:
             mined = self._load(refresh)
         self._apply(refresh, *mined)
-        report = mined[2]
-        if report.zero_query_rows or report.zero_corpus_rows or report.empty_queries:
-            log.warning(
-                "refresh %d live from epoch %d, but %d of %d query and %d of %d corpus "
-                "embeddings have zero norm (the encoder returned all-zero rows: a collapsed "
-                "model?) and %d of %d queries are served no negative",
-                refresh,
-                epoch,
-                report.zero_query_rows,
-                self.n_queries,
-                report.zero_corpus_rows,
-                self.n_corpus,
-                report.empty_queries,
-                self.n_queries,
-            )
+        problems = _problems(mined[2], self.n_queries, self.n_corpus)
+        if problems:
+            log.warning("refresh %d live from epoch %d, but %s", refresh, epoch, problems)
         else:
             log.info("refresh %d live from epoch %d", refresh, epoch)
         if self.on_swap is not None:
@@ -585,7 +574,7 @@ class NegativeRefresher:
 
     def _encode(self, encoder: Encoder, n_rows: int, path: Path, what: str) -> None:
         """``encoder`` over ``0..n_rows`` in chunks, into a float16 ``.npy`` at ``path``: the
-        header once the first chunk gives the width, then each chunk with ``write()`` into a
+        header once the first chunk gives the width, then each chunk with ``os.write`` into a
         temp file that is fsynced and renamed into place, and removed on any error. Never
         through a writable map: a page the file system cannot back (disk full) would arrive
         as SIGBUS and kill the process instead of raising ``OSError``. Not
@@ -593,7 +582,7 @@ class NegativeRefresher:
         write of ``path``."""
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
-            with os.fdopen(fd, "wb") as f:
+            try:
                 _writing(path, os.fchmod, fd, file_mode())
                 width: int | None = None
                 with torch.no_grad():
@@ -605,22 +594,28 @@ class NegativeRefresher:
                         rows = _rows(encoder(idx), stop - start, what, start)
                         if width is None:
                             width = int(rows.shape[1])
-                            header = {
-                                "descr": np.lib.format.dtype_to_descr(_FLOAT16),
-                                "fortran_order": False,
-                                "shape": (n_rows, width),
-                            }
-                            _writing(path, np.lib.format.write_array_header_1_0, f, header)
+                            header = io.BytesIO()
+                            np.lib.format.write_array_header_1_0(
+                                header,
+                                {
+                                    "descr": np.lib.format.dtype_to_descr(_FLOAT16),
+                                    "fortran_order": False,
+                                    "shape": (n_rows, width),
+                                },
+                            )
+                            _writing(path, _write_all, fd, header.getbuffer())
                         elif rows.shape[1] != width:
                             raise InvalidArgumentError(
                                 f"encode_{what} returned {rows.shape[1]} dimensions for rows "
                                 f"{start}..{stop} after {width} for earlier rows"
                             )
-                        _writing(path, f.write, _float16_rows(rows, what, start).data)
+                        half = _float16_rows(rows, what, start)
+                        _writing(path, _write_all, fd, half.data)
                 if width is None:
                     raise InvalidArgumentError(f"no {what} to encode")
-                _writing(path, f.flush)
                 _writing(path, os.fsync, fd)
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -839,6 +834,36 @@ def _writing(path: Path, call: Callable[..., object], *args: Any) -> None:
         call(*args)
     except OSError as e:
         raise _located(e, path) from e
+
+
+def _problems(report: RefreshReport, n_queries: int, n_corpus: int) -> str:
+    """What ``report`` counts that training should not miss, in words ("" if nothing)."""
+    parts = []
+    zero = [
+        f"{count:,} of {total:,} {side} embeddings"
+        for count, total, side in (
+            (report.zero_query_rows, n_queries, "query"),
+            (report.zero_corpus_rows, n_corpus, "corpus"),
+        )
+        if count
+    ]
+    if zero:
+        parts.append(
+            f"{' and '.join(zero)} have zero norm (the encoder returned all-zero rows: a "
+            "collapsed model?)"
+        )
+    if report.empty_queries:
+        parts.append(f"{report.empty_queries:,} of {n_queries:,} queries are served no negative")
+    return "; ".join(parts)
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    """All of ``data`` with ``os.write`` (unbuffered: a failed write raises here, with its
+    errno, never later from a close); a short write (a file size limit reached) is followed
+    by the one that fails."""
+    view = data.cast("B")
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _describe(error: BaseException | None) -> str:
