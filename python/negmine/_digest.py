@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
 import numpy as np
@@ -67,8 +67,8 @@ def update_value(h: Any, value: Any) -> None:
     ``repr`` (numpy elides arrays of more than 1,000 elements, and an object's default repr
     holds its address). ``None``, bools, numbers and strings go in as JSON, a path as the
     string it stands for; arrays (and anything with ``__array__``, lists of numbers) as
-    dtype, shape and every byte; other lists and tuples (a ``Csr`` pair, ragged id lists,
-    texts) item by item; mappings by sorted key. Every item carries a type tag and a
+    dtype, shape and every byte; other sequences (a ``Csr`` pair, ragged id lists, texts)
+    item by item; mappings by sorted key. Every item carries a type tag and a
     length, so no two values feed the same bytes. Anything else raises ``TypeError`` naming
     its type: callables have no content to digest, their caller must name them."""
     if isinstance(value, np.generic):
@@ -86,7 +86,7 @@ def update_value(h: Any, value: Any) -> None:
             update_value(h, value[key])
     elif isinstance(value, np.ndarray) or hasattr(value, "__array__"):
         _array(h, np.asarray(value))
-    elif isinstance(value, (list, tuple)):
+    elif isinstance(value, Sequence):  # lists, tuples, a dataset's column of texts
         if value and not isinstance(value[0], (str, bytes, list, tuple)):
             try:  # numbers, or rows of equal length: one array, digested at once
                 array = np.asarray(value)
