@@ -6,6 +6,8 @@ state (item 8), and argument checks in front of hnswlib and CUDA (item 11).
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import os
 import struct
@@ -17,8 +19,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import negmine
+from negmine._digest import update_value
 from negmine.embed import embed_texts
 from negmine.errors import FormatError, InvalidArgumentError
 
@@ -524,3 +529,60 @@ def test_gpu_prefetcher_on_cuda_without_cuda_says_so() -> None:
         with pytest.raises(InvalidArgumentError, match="CUDA is not available"):
             GpuPrefetcher([], device)
     assert list(GpuPrefetcher([1, 2], "cpu")) == [1, 2]
+
+
+# --- digests of values (what a refresher's resume compares its options by) -----------------------
+
+
+def _value_digest(value: Any) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    update_value(h, value)
+    return h.hexdigest()
+
+
+_ids = st.lists(st.integers(-(2**40), 2**40), max_size=40)
+_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False),
+    st.text(max_size=8),
+    _ids,
+    st.lists(_ids, max_size=4),  # ragged id lists
+    _ids.map(lambda x: np.asarray(x, dtype=np.int64)),
+    st.tuples(_ids, _ids).map(lambda t: negmine.Csr(np.asarray(t[0]), np.asarray(t[1]))),
+)
+
+
+def _canonical(value: Any) -> Any:
+    """What the digest promises to tell apart: a list (or tuple) of numbers is the array it
+    makes, a Csr the list of its two arrays; types and shapes count."""
+    if isinstance(value, np.ndarray):
+        return ("array", value.dtype.str, value.shape, value.tobytes())
+    if isinstance(value, (list, tuple)):
+        if value and not isinstance(value[0], (list, tuple, str)):
+            try:
+                return _canonical(np.asarray(value))
+            except ValueError:  # ragged
+                pass
+        return ("list", tuple(_canonical(v) for v in value))
+    return (type(value).__name__, value)
+
+
+@given(_values, _values)
+def test_value_digest_is_equal_exactly_for_equal_values(a: Any, b: Any) -> None:
+    assert _value_digest(a) == _value_digest(copy.deepcopy(a))
+    if _canonical(a) != _canonical(b):
+        assert _value_digest(a) != _value_digest(b)
+
+
+def test_value_digest_sees_every_element_of_a_long_array() -> None:
+    """numpy's repr shows 6 of a long array's elements; the digest reads all of them."""
+    ids = np.arange(5000, dtype=np.int64)
+    changed = ids.copy()
+    changed[2500] += 1
+    assert repr(ids) == repr(changed)
+    assert _value_digest(ids) != _value_digest(changed)
+    assert _value_digest([ids, ids]) != _value_digest([ids, changed])
+    with pytest.raises(TypeError, match=r"cannot digest a builtins\.function"):
+        _value_digest(lambda q, c: q)

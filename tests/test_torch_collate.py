@@ -457,3 +457,41 @@ def test_dataloader_workers_look_up_embeddings(tmp_path: Path, context: str) -> 
             )
             seen.extend(batch["query_ids"].tolist())
     assert set(seen) == set(range(40))
+
+
+def test_collator_built_before_a_swap_masks_the_new_positives() -> None:
+    """The README's pattern: ``collate_fn=dataset.collator()`` built once, then a refresh swaps
+    in a result whose positives ``query_dup_threshold`` changed (query 1 now duplicates query
+    0 and shares its positive): the collator masks the served result's positives."""
+    rng = np.random.default_rng(4)
+    corpus = rng.standard_normal((40, 8)).astype(np.float32)
+    queries = rng.standard_normal((4, 8)).astype(np.float32)
+    positives = [[0], [1], [2], [3]]
+    options: dict[str, Any] = {"num_negatives": 3, "query_dup_threshold": 0.99, "threads": 1}
+    before = negmine.mine(queries, corpus, positives, **options)
+    queries[1] = queries[0]
+    after = negmine.mine(queries, corpus, positives, **options)
+    assert before.positive_ids.tolist() == [0, 1, 2, 3]
+    assert sorted(after.positive_ids[after.positive_indptr[1] : after.positive_indptr[2]]) == [0, 1]
+    ds = HardNegativeDataset(before)
+    collator = ds.collator()
+    loader = DataLoader(ds, batch_size=4, collate_fn=collator)  # built before the swap
+    ds.set_result(after)
+    # Query 1 sampled its own positive (1); column 0 holds query 0's positive, corpus 0,
+    # now a labelled positive of query 1 too.
+    items = [
+        {"query": 0, "positive": 0, "negatives": np.array([5, 6, 7])},
+        {"query": 1, "positive": 1, "negatives": np.array([8, 9, 10])},
+    ]
+    for collate_fn in (collator, loader.collate_fn, pickle.loads(pickle.dumps(collator))):
+        mask = collate_fn(items)["false_negative_mask"]
+        assert mask[1, 0], "query 1's new positive served as its negative"
+        expected = collate(items, positives=after)["false_negative_mask"]
+        assert torch.equal(mask, expected)
+    # Pickled (a spawned worker), it carries the positives served then, not the dataset; the
+    # collator itself follows the next swap.
+    blob = pickle.dumps(collator)
+    assert b"HardNegativeDataset" not in blob
+    ds.set_result(before)
+    assert pickle.loads(blob)(items)["false_negative_mask"][1, 0]
+    assert not collator(items)["false_negative_mask"][1, 0]

@@ -4,6 +4,7 @@ in at epoch boundaries only; equal to a direct negmine.mine; resumable; DDP; err
 from __future__ import annotations
 
 import copy
+import errno
 import json
 import os
 import subprocess
@@ -24,6 +25,7 @@ from negmine.torch import (  # noqa: E402
     ClusterBatchSampler,
     HardNegativeDataset,
     NegativeRefresher,
+    RefreshReport,
     SentenceTransformerEncoder,
     mining_seed,
 )
@@ -170,6 +172,8 @@ def test_refresh_equals_direct_mine_on_reencoded_embeddings(tmp_path: Path) -> N
     assert [rec["live"] for rec in log] == [0, 1, 2]
     assert swaps == [(1, 1), (2, 2)]
     assert refresher.pending is None
+    empty = int((log[2]["negatives"] < 0).all(axis=1).sum())
+    assert refresher.report == RefreshReport(2, 0, 0, empty)
     model_now = Tower()  # replays the training: the weights refresh r was encoded with
     for refresh in (1, 2):
         model_now.train_epoch(refresh - 1)
@@ -296,6 +300,257 @@ def test_resume_reproduces_the_negatives(tmp_path: Path) -> None:
         elsewhere.load_state_dict(checkpoint["refresher"])
 
 
+# --- resume: the fingerprint compares options by content ------------------------------------------
+
+
+def refresher_with(directory: Path, options: dict[str, Any], **kwargs: Any) -> NegativeRefresher:
+    model = Tower()
+    return NegativeRefresher(
+        HardNegativeDataset(initial_result()),
+        encode_queries=model.encode_queries,
+        encode_corpus=model.encode_corpus,
+        n_queries=N_Q,
+        n_corpus=N_C,
+        positives=POSITIVES,
+        directory=directory,
+        options={**OPTIONS, **options},
+        seed=SEED,
+        **kwargs,
+    )
+
+
+def test_resume_sees_a_change_inside_a_long_exclude_array(tmp_path: Path) -> None:
+    """numpy's repr elides arrays of more than 1,000 elements: a change in the middle of
+    one must still refuse the state (stale negatives would be served otherwise)."""
+    indptr = np.arange(N_Q + 1, dtype=np.int64) * 25  # 1,200 excluded ids
+    ids = (np.arange(N_Q * 25, dtype=np.int64) * 7) % N_C
+    saved = refresher_with(tmp_path, {"exclude": negmine.Csr(indptr, ids)}).state_dict()
+    same = refresher_with(tmp_path, {"exclude": negmine.Csr(indptr.copy(), ids.copy())})
+    same.load_state_dict(saved)
+    changed = ids.copy()
+    changed[600] = (changed[600] + 1) % N_C
+    assert repr(changed) == repr(ids)  # what the old fingerprint compared
+    other = refresher_with(tmp_path, {"exclude": negmine.Csr(indptr, changed)})
+    with pytest.raises(InvalidArgumentError, match="another seed, mining options"):
+        other.load_state_dict(saved)
+
+
+def _teacher(queries: np.ndarray, corpus: np.ndarray) -> np.ndarray:
+    return np.zeros(len(queries), dtype=np.float32)
+
+
+def test_resume_names_a_rescore_callable_by_teacher_identity(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    identity = {"model": "cross-encoder/ms-marco", "revision": "abc"}
+    # Another function object (as in a new process, where its repr holds another address)
+    # under the same identity resumes.
+    saved = refresher_with(
+        tmp_path, {"rescore": lambda q, c: _teacher(q, c)}, teacher_identity=identity
+    ).state_dict()
+    refresher_with(
+        tmp_path, {"rescore": _teacher}, teacher_identity=dict(identity)
+    ).load_state_dict(saved)
+    other = refresher_with(
+        tmp_path, {"rescore": _teacher}, teacher_identity={**identity, "revision": "def"}
+    )
+    with pytest.raises(InvalidArgumentError, match="rescore callable by its teacher_identity"):
+        other.load_state_dict(saved)
+    # Without an identity: said at construction, and the resume says what to pass.
+    with caplog.at_level("WARNING", logger="negmine.refresh"):
+        unnamed = refresher_with(tmp_path, {"rescore": _teacher})
+    assert "pass teacher_identity=" in caplog.text
+    with pytest.raises(InvalidArgumentError, match=r"pass teacher_identity= \(any JSON value"):
+        unnamed.load_state_dict(unnamed.state_dict())
+    with pytest.raises(InvalidArgumentError, match="but they hold none"):
+        refresher_with(tmp_path, {}, teacher_identity=identity)
+    with pytest.raises(InvalidTypeError, match="teacher_identity must be a JSON value"):
+        refresher_with(tmp_path, {"rescore": _teacher}, teacher_identity={"model": object()})
+    with pytest.raises(InvalidTypeError, match="mining option 'device': cannot digest"):
+        refresher_with(tmp_path, {"device": object()})
+
+
+# --- float16: refused where it would change a row; zero rows and empty queries counted -----------
+
+
+def test_rows_float16_would_flush_to_zero_are_refused(tmp_path: Path) -> None:
+    model, dataset, _, refresher = setup(tmp_path, clusters=False)
+    for scale, change in ((1e-9, "100%"), (1e-6, r"\d+%")):
+        refresher.encode_corpus = lambda idx, s=scale: model.corpus[idx] * s
+        with pytest.raises(
+            InvalidArgumentError,
+            match=rf"encode_corpus returned corpus row 0 with norm .* too small for the "
+            rf"float16 files a refresh stores: it would change by {change}",
+        ):
+            refresher.refresh_now()
+    assert refresher.live == 0 and refresher.pending is None and dataset.generation == 0
+    assert not list(tmp_path.iterdir())  # the refresh's folder went with it
+    # Normal-range rows lose nothing measurable and pass.
+    refresher.encode_corpus = lambda idx: model.corpus[idx] * 1e-3
+    assert refresher.refresh_now() == 1
+
+
+def test_collapsed_encoder_is_counted_and_warned(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An encoder that returns zero rows (collapsed): every corpus row is then a duplicate
+    of every positive, so no query is served a negative. Said loudly, and counted."""
+    model, dataset, sampler, refresher = setup(tmp_path, overlap=False, clusters=False)
+    refresher.encode_queries = lambda idx: torch.zeros(len(idx), D)
+    refresher.encode_corpus = lambda idx: torch.zeros(len(idx), D)
+    with caplog.at_level("INFO", logger="negmine.refresh"):
+        train(model, dataset, sampler, refresher, range(2))
+    assert refresher.live == 1 and (dataset.negative_ids < 0).all()
+    report = refresher.report
+    assert report == RefreshReport(1, N_Q, N_C, N_Q)
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"refresh 1 live from epoch 1, but {N_Q} of {N_Q} query embeddings and {N_C} of "
+        f"{N_C} corpus embeddings have zero norm (the encoder returned all-zero rows: a "
+        f"collapsed model?); {N_Q} of {N_Q} queries are served no negative"
+    ]
+    # The report is saved with the refresh: a resumed refresher has it too.
+    _, _, _, resumed = setup(tmp_path, overlap=False, clusters=False)
+    resumed.load_state_dict(refresher.state_dict())
+    assert resumed.report == report
+
+
+# --- out of space: the refresh is abandoned, training goes on ----------------------------------
+
+_FULL_DISK_WORKER = """
+import json, logging, os, resource, signal, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+import torch
+import negmine
+from negmine.torch import HardNegativeDataset, NegativeRefresher
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+directory, limit = Path(sys.argv[2]), int(sys.argv[3])
+n_q, n_c, d = 48, int(sys.argv[4]), 64
+g = torch.Generator().manual_seed(0)
+queries, corpus = torch.randn(n_q, d, generator=g), torch.randn(n_c, d, generator=g)
+positives = [[i] for i in range(n_q)]
+initial = negmine.mine(queries.numpy(), corpus.numpy(), positives, num_negatives=4, threads=1)
+dataset = HardNegativeDataset(initial)
+refresher = NegativeRefresher(
+    dataset, encode_queries=lambda i: queries[i], encode_corpus=lambda i: corpus[i],
+    n_queries=n_q, n_corpus=n_c, positives=positives, directory=directory,
+    options={"num_negatives": 4, "threads": 1}, overlap=False, chunk_size=500,
+)
+if limit:  # a file size limit: write() past it fails with EFBIG once SIGXFSZ is ignored
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+log = []
+for epoch in range(3):
+    if limit and epoch == 2:  # space again: the next due refresh goes live
+        resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+    refresher.set_epoch(epoch)
+    dataset.set_epoch(epoch)
+    log.append({
+        "live": refresher.live,
+        "initial": bool(np.array_equal(dataset.negative_ids, initial.negative_ids)),
+        "served": [dataset[i]["negatives"].tolist() for i in range(n_q)],
+        "files": sorted(str(p.relative_to(directory)) for p in directory.rglob("*")),
+    })
+print(json.dumps(log))
+"""
+
+
+def run_full_disk_worker(directory: Path, limit: int, n_corpus: int) -> tuple[list[Any], str]:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _FULL_DISK_WORKER,
+            str(Path(__file__).parent),
+            str(directory),
+            str(limit),
+            str(n_corpus),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-3000:])
+    return json.loads(done.stdout), done.stderr
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE and SIGXFSZ as on Linux")
+def test_file_size_limit_abandons_the_refresh_and_training_goes_on(tmp_path: Path) -> None:
+    # queries.npy (48 x 64 float16: 6,272 bytes) fits under the limit, corpus.npy does not.
+    log, stderr = run_full_disk_worker(tmp_path / "r", 20_000, 400)
+    assert [e["live"] for e in log] == [0, 0, 1]
+    # The failed refresh left nothing (no temp file, no folder) and the initial negatives
+    # were served on.
+    assert log[1]["initial"] and log[1]["files"] == []
+    assert "refresh 1 abandoned: could not be written: File too large (writing" in stderr
+    assert "corpus.npy" in stderr and "training goes on with the negatives of refresh 0" in stderr
+    assert "refresh-000001/result" in log[2]["files"]
+    assert not any(".tmp" in f for f in log[2]["files"])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="tmpfs")
+def test_full_disk_abandons_the_refresh_instead_of_sigbus(tmp_path: Path) -> None:
+    """A real full file system (a 256 KiB tmpfs; mounting needs root, else skipped): the
+    corpus file (4,000 x 64 float16, 512 KB) does not fit. Through a writable map the
+    process died of SIGBUS here."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        log, stderr = run_full_disk_worker(mount / "r", 0, 4000)
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+    assert [e["live"] for e in log] == [0, 0, 0]
+    assert all(e["initial"] and e["files"] == [] for e in log)
+    assert stderr.count("No space left on device") == 2  # epochs 1 and 2, each abandoned
+    assert "training goes on with the negatives of refresh 0" in stderr
+
+
+def test_out_of_space_while_saving_the_result_abandons_the_refresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    model, dataset, sampler, refresher = setup(tmp_path)
+    real_save = negmine.MiningResult.save
+
+    def full(self: negmine.MiningResult, path: Any) -> None:
+        raise OSError(errno.ENOSPC, f"No space left on device (writing {path})", str(path))
+
+    monkeypatch.setattr(negmine.MiningResult, "save", full)
+    with caplog.at_level("WARNING", logger="negmine.refresh"):
+        log = train(model, dataset, sampler, refresher, range(3))
+    # Refresh 1 (started at epoch 1) failed in the background; at epoch 2 it is abandoned
+    # and started again under the same number (due), which fails again.
+    assert [rec["live"] for rec in log] == [0, 0, 0]
+    abandoned = "refresh 1 abandoned: could not be written: No space left on device (writing"
+    assert abandoned in caplog.text
+    np.testing.assert_array_equal(log[2]["negatives"], log[0]["negatives"])
+    refresher.close()  # refresh 1's second try has failed too
+    monkeypatch.setattr(negmine.MiningResult, "save", real_save)
+    refresher.set_epoch(3)  # the pending one failed too: abandoned, and a new one starts
+    assert refresher.live == 0 and refresher.pending == 1
+    refresher.set_epoch(4)
+    assert refresher.live == 1
+    assert not list(tmp_path.glob("**/.*.tmp"))
+
+
+def test_other_os_errors_are_still_raised(tmp_path: Path) -> None:
+    _, _, _, refresher = setup(tmp_path, clusters=False)
+
+    def denied(idx: torch.Tensor) -> torch.Tensor:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    refresher.encode_corpus = denied
+    with pytest.raises(PermissionError) as info:
+        refresher.set_epoch(1)
+    assert str(info.value) == "[Errno 13] Permission denied"  # the encoder's, not a write's
+    assert refresher.started == 0 and not list(tmp_path.iterdir())
+
+
 # --- errors -------------------------------------------------------------------------------------
 
 
@@ -386,7 +641,7 @@ def test_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(InvalidTypeError, match="state must be a mapping"):
         refresher.load_state_dict([])  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError, match="is missing live"):
-        refresher.load_state_dict({"format": 1})
+        refresher.load_state_dict({"format": refresh_module.STATE_FORMAT})
     # A result for another dataset is refused by the dataset, which keeps serving its own.
     small = negmine.mine(np.eye(3, D, dtype=np.float32), np.eye(5, D, dtype=np.float32), [[0]] * 3)
     with pytest.raises(InvalidArgumentError, match="result has 3 queries; this dataset serves 48"):

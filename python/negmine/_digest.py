@@ -12,7 +12,9 @@ bytes *and* with the mtime restored goes unnoticed.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
 import numpy as np
@@ -79,3 +81,58 @@ def array_digest(array: np.ndarray) -> str:
         h.update(offset.to_bytes(8, "little"))
         h.update(data[offset : offset + SAMPLE_BLOCK_BYTES])
     return "sampled:" + h.hexdigest()
+
+
+def update_value(h: Any, value: Any) -> None:
+    """Feeds ``value`` to the hash ``h`` by content, the same in every process: never by
+    ``repr`` (numpy elides arrays of more than 1,000 elements, and an object's default repr
+    holds its address). ``None``, bools, numbers and strings go in as JSON, a path as the
+    string it stands for; arrays (and anything with ``__array__``, lists of numbers) as
+    dtype, shape and every byte; other sequences (a ``Csr`` pair, ragged id lists, texts)
+    item by item; mappings by sorted key. Every item carries a type tag and a
+    length, so no two values feed the same bytes. Anything else raises ``TypeError`` naming
+    its type: callables have no content to digest, their caller must name them."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        _tagged(h, b"j", json.dumps(value).encode())
+    elif isinstance(value, bytes):
+        _tagged(h, b"b", value)
+    elif isinstance(value, os.PathLike):  # the same as the string it stands for
+        update_value(h, os.fspath(value))
+    elif isinstance(value, Mapping):
+        _tagged(h, b"m", len(value).to_bytes(8, "little"))
+        for key in sorted(value, key=str):
+            update_value(h, str(key))
+            update_value(h, value[key])
+    elif isinstance(value, np.ndarray) or hasattr(value, "__array__"):
+        _array(h, np.asarray(value))
+    elif isinstance(value, Sequence):  # lists, tuples, a dataset's column of texts
+        if value and not isinstance(value[0], (str, bytes, list, tuple)):
+            try:  # numbers, or rows of equal length: one array, digested at once
+                array = np.asarray(value)
+            except (ValueError, TypeError, OverflowError):  # ragged, or not numbers
+                array = None
+            if array is not None and array.dtype.kind in "biuf":
+                _array(h, array)
+                return
+        _tagged(h, b"l", len(value).to_bytes(8, "little"))
+        for item in value:
+            update_value(h, item)
+    else:
+        raise TypeError(f"cannot digest a {type(value).__module__}.{type(value).__qualname__}")
+
+
+def _tagged(h: Any, tag: bytes, data: bytes) -> None:
+    h.update(tag + len(data).to_bytes(8, "little") + data)
+
+
+def _array(h: Any, array: np.ndarray) -> None:
+    if array.dtype.hasobject:
+        if array.ndim == 0:  # whatever the object is, it has no array content of its own
+            raise TypeError(f"cannot digest a {type(array.item()).__qualname__} in an array")
+        update_value(h, array.tolist())
+        return
+    contiguous = np.ascontiguousarray(array)
+    _tagged(h, b"a", json.dumps([contiguous.dtype.str, list(contiguous.shape)]).encode())
+    h.update(contiguous.reshape(-1).view(np.uint8))

@@ -34,7 +34,12 @@ except ImportError as e:
 from negmine.torch.collation import Collator, collate
 from negmine.torch.dataset import HardNegativeDataset
 from negmine.torch.prefetch import GpuPrefetcher
-from negmine.torch.refresh import NegativeRefresher, SentenceTransformerEncoder, mining_seed
+from negmine.torch.refresh import (
+    NegativeRefresher,
+    RefreshReport,
+    SentenceTransformerEncoder,
+    mining_seed,
+)
 from negmine.torch.sampler import ClusterBatchSampler, Plan
 
 __all__ = [
@@ -44,6 +49,7 @@ __all__ = [
     "HardNegativeDataset",
     "NegativeRefresher",
     "Plan",
+    "RefreshReport",
     "SentenceTransformerEncoder",
     "collate",
     "mining_seed",

@@ -17,8 +17,9 @@ from negmine.errors import InvalidArgumentError, InvalidTypeError
 
 if TYPE_CHECKING:
     from negmine.result import MiningResult
+    from negmine.torch.dataset import HardNegativeDataset
 
-Positives = Union["MiningResult", tuple[npt.ArrayLike, npt.ArrayLike], None]
+Positives = Union["MiningResult", "HardNegativeDataset", tuple[npt.ArrayLike, npt.ArrayLike], None]
 
 
 def _positive_csr(positives: Positives) -> tuple[np.ndarray, np.ndarray] | None:
@@ -26,7 +27,9 @@ def _positive_csr(positives: Positives) -> tuple[np.ndarray, np.ndarray] | None:
         return None
     if isinstance(positives, tuple):
         if len(positives) != 2:
-            raise InvalidTypeError("positives must be a MiningResult or an (indptr, ids) pair")
+            raise InvalidTypeError(
+                "positives must be a MiningResult, a HardNegativeDataset or an (indptr, ids) pair"
+            )
         return int_csr(positives[0], positives[1], "positive_indptr", "positive_ids")
     return int_csr(
         positives.positive_indptr, positives.positive_ids, "positive_indptr", "positive_ids"
@@ -49,8 +52,9 @@ def collate(
     ``candidate_ids`` [B * (1 + n)] (the batch's positives, then every row's negatives
     row-major), all int64, and ``false_negative_mask`` [B, B * (1 + n)] (bool), True where
     candidate ``j`` must not count as a negative of row ``i``: a labelled positive of query
-    ``i`` (all of them when ``positives`` — a ``MiningResult`` or an ``(indptr, ids)`` CSR
-    pair — is given, else its sampled one), a member of such a positive's duplicate group
+    ``i`` (all of them when ``positives`` — a ``MiningResult``, a ``HardNegativeDataset``
+    (its served result's) or an ``(indptr, ids)`` CSR pair — is given, else its sampled
+    one), a member of such a positive's duplicate group
     (``groups``: corpus row -> group id), or a missing id (``-1``). Row ``i``'s own positive
     column ``i`` (the target) is never masked, unless the row has no positive (``-1``).
 
@@ -248,6 +252,15 @@ class Collator:
     collator (``DataLoader(num_workers > 0)`` with spawn) carries the path, never the data.
     An array is kept as it is and pickled with the collator, i.e. copied into every spawned
     worker: pass a path for a big corpus.
+
+    ``positives`` may be a :class:`HardNegativeDataset` (what
+    :meth:`HardNegativeDataset.collator` passes): the positives of the result it serves
+    *now* are read at every call, so a collator built before ``set_result`` (a
+    :class:`NegativeRefresher` swap, whose re-mined positives differ when
+    ``query_dup_threshold`` shares them between near-identical queries) masks the new
+    positives, never the old ones. Pickled, it carries the positives served at that moment
+    (a ``DataLoader`` pickles it when an iteration starts, after the epoch's swap), not the
+    dataset.
     """
 
     def __init__(
@@ -259,12 +272,34 @@ class Collator:
         corpus_embeddings: EmbeddingsLike | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        self.positives = _positive_csr(positives)
-        needed = largest_id(self.positives[1]) + 1 if self.positives is not None else 0
+        from negmine.torch.dataset import HardNegativeDataset  # it imports this module
+
+        self._dataset = positives if isinstance(positives, HardNegativeDataset) else None
+        self._positives = None if self._dataset is not None else _positive_csr(positives)
+        current = self.positives
+        needed = largest_id(current[1]) + 1 if current is not None else 0
+        # A dataset checks every result it is given against its groups (set_result).
         self.groups = groups_array(groups, needed, "positives")
         self.dtype = _torch_dtype(dtype)
         self.query_embeddings = _source(query_embeddings, "query_embeddings")
         self.corpus_embeddings = _source(corpus_embeddings, "corpus_embeddings")
+
+    @property
+    def positives(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The positives masked now: the CSR pair given, or the dataset's served result's
+        (checked by the dataset, read at each call)."""
+        if self._dataset is not None:
+            return (self._dataset.positive_indptr, self._dataset.positive_ids)
+        return self._positives
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_positives"] = self.positives  # a snapshot travels, not the whole dataset
+        state["_dataset"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch = _collate(items, self.groups, self.positives)

@@ -151,11 +151,12 @@ class HardNegativeDataset(Dataset[dict[str, Any]]):
         corpus_embeddings: EmbeddingsLike | None = None,
         dtype: torch.dtype | None = None,
     ) -> Collator:
-        """A :class:`Collator` with this dataset's groups and the result's positives; the
-        embedding arguments are passed on (see :class:`Collator`)."""
+        """A :class:`Collator` with this dataset's groups and the positives of the result it
+        serves at each call (after a :meth:`set_result` too); the embedding arguments are
+        passed on (see :class:`Collator`)."""
         return Collator(
             groups=self.groups,
-            positives=(self.positive_indptr, self.positive_ids),
+            positives=self,
             query_embeddings=query_embeddings,
             corpus_embeddings=corpus_embeddings,
             dtype=dtype,

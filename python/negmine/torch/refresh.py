@@ -11,8 +11,11 @@ overlapping training.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
 import hashlib
 import inspect
+import io
 import json
 import logging
 import os
@@ -20,16 +23,18 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from negmine import _numbers
-from negmine._atomic import atomic_write, file_mode, fsync_directory
-from negmine._core import open_embeddings
+from negmine._atomic import HashingWriter, _located, atomic_write, file_mode, fsync_directory
+from negmine._core import Embeddings, open_embeddings
+from negmine._digest import update_value
 from negmine.cluster import kmeans
 from negmine.errors import InvalidArgumentError, InvalidTypeError
 from negmine.mine import MiningOptions, _positives_csr, mine
@@ -46,8 +51,16 @@ log = logging.getLogger("negmine.refresh")
 Encoder = Callable[[torch.Tensor], Any]
 """``indices (int64 tensor on encode_device) -> embeddings`` (tensor or array, one row each)."""
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2
+"""2: the fingerprint digests option values by content (1 used their ``repr``)."""
 _STATE_KEYS = ("live", "started", "epoch", "steps", "fingerprint")
+# A write that fails for want of space (disk full, quota, file size limit) abandons the refresh
+# and training goes on with the live negatives; any other error is raised.
+_OUT_OF_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+_FLOAT16_LOSS = 1e-2
+"""The relative change of a row's norm past which its float16 copy is refused: float16's own
+rounding changes a row of normal-range values by at most 2**-11 (about 5e-4)."""
+_REPORT_FILE = "refresh.json"
 # `mine`'s keyword arguments that a refresh passes on; `seed` is the refresher's own (each
 # refresh mines with its own seed from the stream), the rest are the refresher's.
 _NOT_PASSED = ("queries", "corpus", "positives", "seed", "progress")
@@ -117,12 +130,32 @@ class SentenceTransformerEncoder:
         return np.asarray(self.model.encode(chunk, **kwargs), dtype=np.float32)
 
 
+@dataclass(frozen=True)
+class RefreshReport:
+    """What a refresh serves that training should not miss (:attr:`NegativeRefresher.report`;
+    saved as ``refresh.json`` in the refresh's folder). Any count above zero is logged as a
+    warning when the refresh goes live."""
+
+    refresh: int
+    zero_query_rows: int
+    """Query embeddings of zero norm: the encoder returned all-zero rows (a collapsed model
+    returns nothing else). Under cosine they score 0 against everything."""
+    zero_corpus_rows: int
+    """Corpus embeddings of zero norm, likewise."""
+    empty_queries: int
+    """Queries served no negative at all (every id ``-1``): they train on in-batch negatives
+    only."""
+
+
+_Mined = tuple[MiningResult, "np.ndarray | None", RefreshReport]
+
+
 class _Job:
     """One refresh being mined in the background: its thread, and its result or error."""
 
-    def __init__(self, refresh: int, work: Callable[[], tuple[MiningResult, np.ndarray | None]]):
+    def __init__(self, refresh: int, work: Callable[[], _Mined]):
         self.refresh = refresh
-        self.result: tuple[MiningResult, np.ndarray | None] | None = None
+        self.result: _Mined | None = None
         self.error: BaseException | None = None
         self._work = work
         self.thread = threading.Thread(
@@ -141,7 +174,7 @@ class _Job:
         else:
             self._run()
 
-    def wait(self) -> tuple[MiningResult, np.ndarray | None]:
+    def wait(self) -> _Mined:
         if self.thread.ident is not None:
             self.thread.join()
         if self.error is not None:
@@ -163,9 +196,19 @@ class NegativeRefresher:
        and ``encode_corpus(idx)`` are called on chunks of ``chunk_size`` row indices (an int64
        tensor on ``encode_device``) and must return one embedding row per index (tensor or
        array). The rows go, cast to float16, into ``directory/refresh-<r>/queries.npy`` and
-       ``corpus.npy``, each written through a temp file that is fsynced and renamed into
-       place; memory holds one chunk at a time. Put dropout off (``model.eval()``) in the
-       encoder if the model has any, and back on after;
+       ``corpus.npy``, each written with ``write()`` (never through a writable memory map,
+       where a full disk kills the process with SIGBUS) into a temp file that is fsynced and
+       renamed into place; memory holds one chunk at a time. Put dropout off
+       (``model.eval()``) in the encoder if the model has any, and back on after.
+       *float16 is refused where it would change a row*: a value past its largest (65504),
+       and a row whose norm it would change by more than 1% (values below 6.1e-05 lose
+       precision, below 6e-08 they become 0: at scale 1e-9 every row would become zero and
+       every query would be served nothing) raise ``InvalidArgumentError`` naming the row;
+       normalise the embeddings or scale them. Refused rather than warned because the loss
+       is the refresh's own doing (its storage type), silent, and fixed by the caller in one
+       line. Rows the encoder itself returns all-zero (a collapsed model) are stored as they
+       are: a few can be legitimate (cosine scores them 0), so they are counted instead, with
+       the queries served no negative, in :attr:`report` and a warning at the swap;
     2. *mine* (in a background thread unless ``overlap=False``): :func:`negmine.mine` on the
        two mapped files with ``positives`` and ``options`` (any keyword argument of
        :func:`negmine.mine` but ``seed`` and ``progress``), and ``seed=mining_seed(seed, r)``;
@@ -173,8 +216,10 @@ class NegativeRefresher:
        With ``sampler`` and ``n_clusters``, the new query embeddings are clustered too
        (:func:`negmine.kmeans`, ``cosine``, the same seed) for topic batches;
     3. *swap* (at the next boundary): ``dataset.set_result(result)`` and
-       ``sampler.set_clusters(clusters)``; :attr:`live` becomes ``r``, ``on_swap(r, epoch)`` is
-       called and a line is logged (logger ``negmine.refresh``).
+       ``sampler.set_clusters(clusters)``; :attr:`live` becomes ``r``, :attr:`report` its
+       :class:`RefreshReport`, ``on_swap(r, epoch)`` is called and a line is logged (logger
+       ``negmine.refresh``; a warning when the report counts zero-norm rows or queries served
+       no negative).
 
     **When.** Call :meth:`set_epoch` at the start of every epoch, before the sampler's and
     the dataset's and before iterating the ``DataLoader``. It first swaps in a finished
@@ -198,17 +243,27 @@ class NegativeRefresher:
     silently served on. The failed refresh is abandoned (the next one takes its number), and
     calling :meth:`set_epoch` again with the same epoch retries that boundary: a refresh due
     there is encoded and started anew. An error while encoding is raised by the call that
-    encodes.
+    encodes. *Out of space* is the exception: when writing a refresh's files fails with
+    ``ENOSPC``, ``EDQUOT`` or ``EFBIG`` (disk full, quota, file size limit), while encoding
+    or while saving the mined result, :meth:`set_epoch` abandons that refresh, removes its
+    files (nothing temporary is left), logs a warning naming the error, and training goes on
+    with the live negatives; the next due refresh tries again. :meth:`refresh_now`, called by
+    hand, raises the ``OSError`` instead (after the same clean-up).
 
     **Resuming.** :meth:`state_dict` records the live refresh, a pending one and the schedule;
     :meth:`load_state_dict` on a fresh refresher (with the same ``seed``, ``positives``,
-    ``options`` and ``directory``, its dataset built from the same initial result) serves the
+    ``options`` and ``directory``, its dataset built from the same initial result; options
+    are compared by content, arrays byte by byte) serves the
     live refresh's saved result again, re-mines a pending one from its saved embeddings, and
     continues the schedule, so the resumed run trains on the same negatives as an unbroken
     one. Load it before the sampler's state (the sampler's state records the clusters) and
     then call :meth:`set_epoch` with the saved epoch as usual (that boundary is not processed
     twice). Only the last ``keep`` refreshes stay on disk (default 2: the live one and the
-    one being mined); a state whose refreshes were removed is refused.
+    one being mined); a state whose refreshes were removed is refused. A callable in the
+    options (``rescore=``) has no content to compare: name it with ``teacher_identity``
+    (any JSON value, e.g. ``{"model": "BAAI/bge-reranker-base", "revision": "..."}``, as
+    ``negmine mine`` does for its teacher), the same when saving and when resuming; without
+    one the state cannot be resumed, and :meth:`load_state_dict` says so.
 
     **Distributed.** With ``torch.distributed`` initialised, rank 0 encodes and mines; the
     other ranks skip the encoding and, at the swap, wait at a broadcast for rank 0's outcome
@@ -217,9 +272,10 @@ class NegativeRefresher:
     encoders are only called on rank 0 (call the wrapped module, ``ddp.module``, in them, not
     the ``DistributedDataParallel`` wrapper). Every rank swaps at the same boundary, so the
     samplers, built on the same clusters, keep yielding equal batch counts per rank. An error
-    while mining on rank 0 is raised on every rank at the swap; an error while encoding is
-    raised on rank 0 only (the others wait at the next swap until the process group's timeout,
-    or until the launcher ends them when rank 0 exits).
+    while mining on rank 0 is raised on every rank at the swap, one while encoding on every
+    rank by the call that started the refresh (the other ranks learn of it at a broadcast
+    after rank 0's encoding, so :meth:`refresh_now` too must be called on every rank), and an
+    abandoned refresh (out of space) is abandoned on every rank.
     """
 
     def __init__(
@@ -243,6 +299,7 @@ class NegativeRefresher:
         overlap: bool = True,
         keep: int = 2,
         on_swap: Callable[[int, int], object] | None = None,
+        teacher_identity: Any = None,
     ) -> None:
         if not isinstance(dataset, HardNegativeDataset):
             raise InvalidTypeError(
@@ -266,6 +323,7 @@ class NegativeRefresher:
                 f"n_queries is {self.n_queries} but the dataset serves {len(dataset)} queries"
             )
         self.options = _mining_options(options)
+        self.teacher_identity = _teacher_identity(self.options, teacher_identity)
         self.n_clusters = None if n_clusters is None else _numbers.count(n_clusters, "n_clusters")
         if self.n_clusters is not None and sampler is None:
             raise InvalidArgumentError("n_clusters needs a sampler to give the clusters to")
@@ -297,11 +355,15 @@ class NegativeRefresher:
         self.on_swap = on_swap
         self.live = 0
         """The refresh whose negatives the dataset serves (0: the result it was built with)."""
+        self.report: RefreshReport | None = None
+        """The live refresh's :class:`RefreshReport` (``None`` while refresh 0 is live)."""
         self.started = 0  # the last refresh started (encoded); > live while one is pending
         self.epoch: int | None = None  # the last boundary processed
         self.steps = 0  # steps counted since the last refresh started
         self._job: _Job | None = None
-        self._fingerprint = _fingerprint(self.seed, self.options, self.positives, self.n_clusters)
+        self._fingerprint = _fingerprint(
+            self.seed, self.options, self.teacher_identity, self.positives, self.n_clusters
+        )
 
     # ---------------------------------------------------------------------------------------
 
@@ -325,9 +387,15 @@ class NegativeRefresher:
             self._swap(epoch)
         due = self.steps >= self.every if self.unit == "step" else epoch % self.every == 0
         if due and not (first and epoch == 0):
-            self._start()
-            if not self.overlap:
-                self._swap(epoch)
+            try:
+                self._start()
+            except OSError as e:
+                if e.errno not in _OUT_OF_SPACE:
+                    raise
+                self._abandon(self.started + 1, f"could not be written: {_describe(e)}")
+            else:
+                if not self.overlap:
+                    self._swap(epoch)
         # Only once it all succeeded: after an error, calling it again retries the boundary.
         self.epoch = epoch
 
@@ -337,7 +405,8 @@ class NegativeRefresher:
 
     def refresh_now(self) -> int:
         """Encode now and start mining; the refresh goes live at the next boundary. Returns
-        its number. Refused while another refresh is pending."""
+        its number. Refused while another refresh is pending. Out of space while encoding,
+        it raises the ``OSError`` (its files removed, the live negatives still served)."""
         if self.pending is not None:
             raise InvalidArgumentError(
                 f"refresh {self.pending} is still pending: it goes live at the next set_epoch; "
@@ -355,14 +424,33 @@ class NegativeRefresher:
 
     def _start(self) -> int:
         refresh = self.started + 1
+        failure: list[object] = [None]
         if _rank() == 0:
             folder = self.refresh_dir(refresh)
-            if folder.exists():  # left by a run that crashed or was resumed from earlier
-                shutil.rmtree(folder)
-            folder.mkdir(parents=True)
-            self._encode(self.encode_queries, self.n_queries, folder / "queries.npy", "queries")
-            self._encode(self.encode_corpus, self.n_corpus, folder / "corpus.npy", "corpus")
+            try:
+                if folder.exists():  # left by a run that crashed or was resumed from earlier
+                    shutil.rmtree(folder)
+                folder.mkdir(parents=True)
+                self._encode(self.encode_queries, self.n_queries, folder / "queries.npy", "queries")
+                self._encode(self.encode_corpus, self.n_corpus, folder / "corpus.npy", "corpus")
+            except BaseException as e:
+                # A refresh that never starts leaves no files behind: on a full disk, its
+                # queries.npy would hold space the next try needs.
+                shutil.rmtree(folder, ignore_errors=True)
+                failure[0] = (getattr(e, "errno", None), _describe(e))
+                _broadcast(failure)
+                raise
+            _broadcast(failure)
             self._launch(refresh)
+        else:
+            _broadcast(failure)
+            if failure[0] is not None:
+                code, message = _failure(failure[0])
+                if code in _OUT_OF_SPACE:
+                    raise OSError(code, f"{message} (on rank 0)")
+                raise RuntimeError(
+                    f"refresh {refresh} failed while encoding: {message} (on rank 0)"
+                )
         self.started = refresh
         self.steps = 0
         return refresh
@@ -378,7 +466,7 @@ class NegativeRefresher:
                 )
         seed = mining_seed(self.seed, refresh)
 
-        def work() -> tuple[MiningResult, np.ndarray | None]:
+        def work() -> _Mined:
             queries = open_embeddings(folder / "queries.npy")
             corpus = open_embeddings(folder / "corpus.npy")
             result = mine(queries, corpus, self.positives, seed=seed, **self.options)
@@ -386,9 +474,18 @@ class NegativeRefresher:
             if self.n_clusters is not None:
                 _, clusters, _ = kmeans(queries, self.n_clusters, seed=seed)
                 with atomic_write(folder / "clusters.npy") as f:
-                    np.save(f, clusters)
+                    # through write(): numpy's own path for a real file loses the errno
+                    np.save(HashingWriter(f), clusters)
+            report = RefreshReport(
+                refresh=refresh,
+                zero_query_rows=_zero_rows(queries, self.chunk_size),
+                zero_corpus_rows=_zero_rows(corpus, self.chunk_size),
+                empty_queries=int(np.count_nonzero((result.negative_ids < 0).all(axis=1))),
+            )
+            with atomic_write(folder / _REPORT_FILE) as f:
+                f.write(json.dumps(dataclasses.asdict(report)).encode())
             result.save(folder / "result")
-            return result, clusters
+            return result, clusters, report
 
         self._job = _Job(refresh, work)
         self._job.start(background=self.overlap)
@@ -396,43 +493,76 @@ class NegativeRefresher:
     def _swap(self, epoch: int) -> None:
         refresh = self.started
         outcome: list[object] = [None]
-        result: MiningResult | None = None
-        clusters: np.ndarray | None = None
+        mined: _Mined | None = None
+        failed: RuntimeError | None = None
         if _rank() == 0:
             job, self._job = self._job, None
             assert job is not None and job.refresh == refresh
             try:
-                result, clusters = job.wait()
+                mined = job.wait()
             except RuntimeError as e:
-                self.started = self.live  # abandoned: the next refresh takes its number
-                outcome[0] = str(e)
-                _broadcast(outcome)
-                raise
+                failed = e
+                code = getattr(e.__cause__, "errno", None)
+                if code in _OUT_OF_SPACE:
+                    outcome[0] = (code, f"could not be written: {_describe(e.__cause__)}")
+                else:
+                    outcome[0] = (code, str(e))
         _broadcast(outcome)
         if outcome[0] is not None:
-            self.started = self.live
-            raise RuntimeError(f"{outcome[0]} (on rank 0)")
-        if result is None:
-            result, clusters = self._load(refresh)
-        self._apply(refresh, result, clusters)
-        log.info("refresh %d live from epoch %d", refresh, epoch)
+            self.started = self.live  # abandoned: the next refresh takes its number
+            code, message = _failure(outcome[0])
+            if code in _OUT_OF_SPACE:
+                self._abandon(refresh, message)
+                return
+            if failed is not None:
+                raise failed
+            raise RuntimeError(f"{message} (on rank 0)")
+        if mined is None:
+            mined = self._load(refresh)
+        self._apply(refresh, *mined)
+        problems = _problems(mined[2], self.n_queries, self.n_corpus)
+        if problems:
+            log.warning("refresh %d live from epoch %d, but %s", refresh, epoch, problems)
+        else:
+            log.info("refresh %d live from epoch %d", refresh, epoch)
         if self.on_swap is not None:
             self.on_swap(refresh, epoch)
         if _rank() == 0:
             self._prune()
 
-    def _load(self, refresh: int) -> tuple[MiningResult, np.ndarray | None]:
+    def _abandon(self, refresh: int, why: str) -> None:
+        """Refresh ``refresh`` ran out of space: its files go, training goes on with the live
+        negatives (the caller has already made sure it is not pending)."""
+        if _rank() == 0:
+            shutil.rmtree(self.refresh_dir(refresh), ignore_errors=True)
+        log.warning(
+            "refresh %d abandoned: %s; its files are removed and training goes on with the "
+            "negatives of refresh %d (the next due refresh tries again)",
+            refresh,
+            why,
+            self.live,
+        )
+
+    def _load(self, refresh: int) -> _Mined:
         folder = self.refresh_dir(refresh)
         result = MiningResult.load(folder / "result")
         clusters = np.load(folder / "clusters.npy") if self.n_clusters is not None else None
-        return result, clusters
+        saved = json.loads((folder / _REPORT_FILE).read_text())
+        return result, clusters, RefreshReport(**saved)
 
-    def _apply(self, refresh: int, result: MiningResult, clusters: np.ndarray | None) -> None:
+    def _apply(
+        self,
+        refresh: int,
+        result: MiningResult,
+        clusters: np.ndarray | None,
+        report: RefreshReport,
+    ) -> None:
         self.dataset.set_result(result)
         if clusters is not None:
             assert self.sampler is not None
             self.sampler.set_clusters(clusters)
         self.live = refresh
+        self.report = report
 
     def _prune(self) -> None:
         """Remove the refreshes older than the last ``keep`` started."""
@@ -443,34 +573,49 @@ class NegativeRefresher:
                 shutil.rmtree(folder, ignore_errors=True)
 
     def _encode(self, encoder: Encoder, n_rows: int, path: Path, what: str) -> None:
-        """``encoder`` over ``0..n_rows`` in chunks, into a float16 ``.npy`` at ``path``: a temp
-        file mapped and filled chunk by chunk, fsynced, renamed into place."""
+        """``encoder`` over ``0..n_rows`` in chunks, into a float16 ``.npy`` at ``path``: the
+        header once the first chunk gives the width, then each chunk with ``os.write`` into a
+        temp file that is fsynced and renamed into place, and removed on any error. Never
+        through a writable map: a page the file system cannot back (disk full) would arrive
+        as SIGBUS and kill the process instead of raising ``OSError``. Not
+        :func:`atomic_write`, which would name an ``OSError`` of the encoder's own as a failed
+        write of ``path``."""
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
         try:
-            os.chmod(tmp, file_mode())
-            out: np.memmap[Any, Any] | None = None
-            with torch.no_grad():
-                for start in range(0, n_rows, self.chunk_size):
-                    stop = min(n_rows, start + self.chunk_size)
-                    idx = torch.arange(start, stop, dtype=torch.int64, device=self.encode_device)
-                    rows = _rows(encoder(idx), stop - start, what, start)
-                    if out is None:
-                        out = np.lib.format.open_memmap(
-                            tmp, mode="w+", dtype=np.float16, shape=(n_rows, rows.shape[1])
+            try:
+                _writing(path, os.fchmod, fd, file_mode())
+                width: int | None = None
+                with torch.no_grad():
+                    for start in range(0, n_rows, self.chunk_size):
+                        stop = min(n_rows, start + self.chunk_size)
+                        idx = torch.arange(
+                            start, stop, dtype=torch.int64, device=self.encode_device
                         )
-                    elif rows.shape[1] != out.shape[1]:
-                        raise InvalidArgumentError(
-                            f"encode_{what} returned {rows.shape[1]} dimensions for rows "
-                            f"{start}..{stop} after {out.shape[1]} for earlier rows"
-                        )
-                    out[start:stop] = cast_rows(rows, np.dtype(np.float16), f"{what} row", start)
-            if out is None:
-                raise InvalidArgumentError(f"no {what} to encode")
-            out.flush()
-            del out
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
+                        rows = _rows(encoder(idx), stop - start, what, start)
+                        if width is None:
+                            width = int(rows.shape[1])
+                            header = io.BytesIO()
+                            np.lib.format.write_array_header_1_0(
+                                header,
+                                {
+                                    "descr": np.lib.format.dtype_to_descr(_FLOAT16),
+                                    "fortran_order": False,
+                                    "shape": (n_rows, width),
+                                },
+                            )
+                            _writing(path, _write_all, fd, header.getbuffer())
+                        elif rows.shape[1] != width:
+                            raise InvalidArgumentError(
+                                f"encode_{what} returned {rows.shape[1]} dimensions for rows "
+                                f"{start}..{stop} after {width} for earlier rows"
+                            )
+                        half = _float16_rows(rows, what, start)
+                        _writing(path, _write_all, fd, half.data)
+                if width is None:
+                    raise InvalidArgumentError(f"no {what} to encode")
+                _writing(path, os.fsync, fd)
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -482,8 +627,8 @@ class NegativeRefresher:
 
     def state_dict(self) -> dict[str, Any]:
         """Which refresh is live, which is pending, and the schedule (plus a fingerprint of
-        seed, options, positives and ``n_clusters``, so that it loads only into the same
-        refresher)."""
+        seed, options (by content; a ``rescore`` callable by ``teacher_identity``), positives
+        and ``n_clusters``, so that it loads only into the same refresher)."""
         return {
             "format": STATE_FORMAT,
             "live": self.live,
@@ -505,9 +650,18 @@ class NegativeRefresher:
         missing = [k for k in _STATE_KEYS if k not in state]
         if missing:
             raise InvalidArgumentError(f"state is missing {', '.join(missing)}")
+        if callable(self.options.get("rescore")) and self.teacher_identity is None:
+            raise InvalidArgumentError(
+                "the options hold a rescore callable but no teacher_identity names it, so "
+                "this refresher cannot tell whether the state was mined with the same "
+                "teacher: pass teacher_identity= (any JSON value naming the teacher, e.g. "
+                '{"model": ..., "revision": ...}) to the refresher that saves the state and '
+                "to the one that resumes it"
+            )
         if state["fingerprint"] != self._fingerprint:
             raise InvalidArgumentError(
-                "state is from a refresher with another seed, mining options, positives or "
+                "state is from a refresher with another seed, mining options (compared by "
+                "content; a rescore callable by its teacher_identity), positives or "
                 "n_clusters; resuming it would serve other negatives"
             )
         if self.started or self._job is not None:
@@ -562,23 +716,92 @@ def _core_names() -> frozenset[str]:
     return frozenset(_core.MineOptions.NAMES)
 
 
+def _teacher_identity(options: Mapping[str, Any], identity: Any) -> Any:
+    """``identity`` checked: JSON (it goes into the fingerprint), and only with a ``rescore``
+    callable to name."""
+    if identity is None:
+        if callable(options.get("rescore")):
+            log.warning(
+                "options hold a rescore callable but no teacher_identity: a state_dict of "
+                "this refresher cannot be resumed; pass teacher_identity= naming the teacher"
+            )
+        return None
+    if not callable(options.get("rescore")):
+        raise InvalidArgumentError(
+            "teacher_identity names the rescore callable of the options, but they hold none"
+        )
+    try:
+        json.dumps(identity, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise InvalidTypeError(
+            f"teacher_identity must be a JSON value (e.g. a dict of strings), got "
+            f"{type(identity).__name__}: {e}"
+        ) from None
+    return identity
+
+
 def _fingerprint(
     seed: int,
     options: Mapping[str, Any],
+    teacher_identity: Any,
     positives: tuple[np.ndarray, np.ndarray],
     n_clusters: int | None,
 ) -> str:
-    """A digest of what decides the refreshes' negatives besides the embeddings."""
+    """A digest of what decides the refreshes' negatives besides the embeddings: option
+    values by content (:func:`negmine._digest.update_value`, never ``repr``: numpy elides
+    long arrays, and a function's repr holds its address), a ``rescore`` callable by
+    ``teacher_identity``."""
     h = hashlib.blake2b(digest_size=16)
     h.update(json.dumps([STATE_FORMAT, seed, n_clusters]).encode())
     for name in sorted(set(options) - {"threads"}):  # threads change no result
         value = options[name]
-        data = value.tobytes() if isinstance(value, np.ndarray) else repr(value).encode()
-        h.update(f"{name}:{len(data)}:".encode() + data)
+        update_value(h, name)
+        if name == "rescore" and callable(value):
+            update_value(h, json.dumps(teacher_identity, sort_keys=True))
+            continue
+        if isinstance(value, torch.device):
+            value = str(value)
+        try:
+            update_value(h, value)
+        except TypeError as e:
+            raise InvalidTypeError(
+                f"mining option {name!r}: {e}, so a resumed run could not check that it is "
+                "the same; pass plain values, arrays or lists"
+            ) from None
     for array in positives:
-        ids = np.ascontiguousarray(array, dtype="<i8")
-        h.update(len(ids).to_bytes(8, "little") + ids.tobytes())
+        update_value(h, np.ascontiguousarray(array, dtype="<i8"))
     return h.hexdigest()
+
+
+_FLOAT16 = np.dtype("<f2")
+
+
+def _float16_rows(rows: np.ndarray, what: str, start: int) -> np.ndarray:
+    """``rows`` (float32) as float16, refused where the cast would change them: a value past
+    float16's largest (:func:`cast_rows`), or a row whose norm it would change by more than
+    :data:`_FLOAT16_LOSS` (tiny values are flushed to zero or kept with few bits)."""
+    half = cast_rows(rows, _FLOAT16, f"{what} row", start)
+    wide = rows.astype(np.float64)  # squares of values near 1e-20 underflow float32
+    norm = np.linalg.norm(wide, axis=1)
+    change = np.linalg.norm(half.astype(np.float64) - wide, axis=1)
+    lost = np.flatnonzero(change > _FLOAT16_LOSS * norm)
+    if lost.size:
+        i = int(lost[0])
+        raise InvalidArgumentError(
+            f"encode_{what} returned {what} row {start + i} with norm {norm[i]:.3g}, too small "
+            f"for the float16 files a refresh stores: it would change by "
+            f"{change[i] / norm[i]:.0%} (float16 keeps values from 6.1e-05 at full precision "
+            "and none below 6e-08); normalise the embeddings or scale them up"
+        )
+    return half
+
+
+def _zero_rows(matrix: Embeddings, chunk: int) -> int:
+    """How many rows of ``matrix`` are all zero (read ``chunk`` rows at a time)."""
+    rows = np.asarray(matrix)
+    return sum(
+        int(np.count_nonzero(~rows[a : a + chunk].any(axis=1))) for a in range(0, len(rows), chunk)
+    )
 
 
 def _rows(value: Any, expected: int, what: str, start: int) -> np.ndarray:
@@ -604,6 +827,60 @@ def _rows(value: Any, expected: int, what: str, start: int) -> np.ndarray:
     return rows
 
 
+def _writing(path: Path, call: Callable[..., object], *args: Any) -> None:
+    """``call(*args)``, a step of writing ``path``: its ``OSError`` (``errno`` kept) names
+    ``path``, not the temp file."""
+    try:
+        call(*args)
+    except OSError as e:
+        raise _located(e, path) from e
+
+
+def _problems(report: RefreshReport, n_queries: int, n_corpus: int) -> str:
+    """What ``report`` counts that training should not miss, in words ("" if nothing)."""
+    parts = []
+    zero = [
+        f"{count:,} of {total:,} {side} embeddings"
+        for count, total, side in (
+            (report.zero_query_rows, n_queries, "query"),
+            (report.zero_corpus_rows, n_corpus, "corpus"),
+        )
+        if count
+    ]
+    if zero:
+        parts.append(
+            f"{' and '.join(zero)} have zero norm (the encoder returned all-zero rows: a "
+            "collapsed model?)"
+        )
+    if report.empty_queries:
+        parts.append(f"{report.empty_queries:,} of {n_queries:,} queries are served no negative")
+    return "; ".join(parts)
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    """All of ``data`` with ``os.write`` (unbuffered: a failed write raises here, with its
+    errno, never later from a close); a short write (a file size limit reached) is followed
+    by the one that fails."""
+    view = data.cast("B")
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _describe(error: BaseException | None) -> str:
+    """An error in a line: an ``OSError``'s text (negmine's writers name the file in it),
+    else its type and message."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return f"{type(error).__name__}: {error}"
+
+
+def _failure(value: object) -> tuple[int | None, str]:
+    """A failure as rank 0 broadcasts it: its errno (``None`` if not an ``OSError``) and
+    message."""
+    code, message = cast("tuple[int | None, str]", value)
+    return code, message
+
+
 def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
@@ -614,4 +891,10 @@ def _broadcast(values: list[object]) -> None:
         dist.broadcast_object_list(values, src=0)
 
 
-__all__ = ["Encoder", "NegativeRefresher", "SentenceTransformerEncoder", "mining_seed"]
+__all__ = [
+    "Encoder",
+    "NegativeRefresher",
+    "RefreshReport",
+    "SentenceTransformerEncoder",
+    "mining_seed",
+]
