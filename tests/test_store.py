@@ -633,3 +633,35 @@ def test_bad_paths_are_value_errors(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgumentError, match="does not name a file"):
         save_embeddings("", np.zeros((1, 1), dtype=np.float32))
     assert only_entry(tmp_path) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(exponent=st.floats(-12, 4), seed=st.integers(0, 2**32 - 1))
+def test_float16_cast_never_changes_a_row_silently(exponent: float, seed: int) -> None:
+    """Rows at any magnitude, down to where float16 flushes them to zero: a float16 copy is
+    written only where it keeps every row's norm to 1%; otherwise the row is named."""
+    rng = np.random.default_rng(seed)
+    rows = (rng.standard_normal((5, 8)) * 10.0**exponent).astype(np.float32)
+    rows[rng.integers(5)] = 0.0  # a zero row is kept as it is, whatever the others
+    wide = rows.astype(np.float64)
+    change = np.linalg.norm(rows.astype(np.float16) - wide, axis=1)
+    lossy = change > 1e-2 * np.linalg.norm(wide, axis=1)
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"negmine-f16-{os.getpid()}.npy"
+    try:
+        if lossy.any():
+            with pytest.raises(InvalidArgumentError, match="too small for float16"):
+                save_embeddings(path, rows, dtype="float16")
+            assert not path.exists()
+        else:
+            save_embeddings(path, rows, dtype="float16")
+            np.testing.assert_array_equal(np.load(path), rows.astype(np.float16))
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def test_float16_flush_names_the_row(tmp_path: Path) -> None:
+    rows = np.ones((3, 4), np.float32)
+    rows[2] *= 1e-9
+    with pytest.raises(InvalidArgumentError, match=r"embeddings row 2 has norm 2e-09.*100%"):
+        save_embeddings(tmp_path / "x.npy", rows, dtype="float16")
+    assert not (tmp_path / "x.npy").exists()

@@ -379,8 +379,8 @@ def test_rows_float16_would_flush_to_zero_are_refused(tmp_path: Path) -> None:
         refresher.encode_corpus = lambda idx, s=scale: model.corpus[idx] * s
         with pytest.raises(
             InvalidArgumentError,
-            match=rf"encode_corpus returned corpus row 0 with norm .* too small for the "
-            rf"float16 files a refresh stores: it would change by {change}",
+            match=rf"encode_corpus's corpus row 0 has norm .* too small for float16: the cast "
+            rf"would change it by {change}",
         ):
             refresher.refresh_now()
     assert refresher.live == 0 and refresher.pending is None and dataset.generation == 0

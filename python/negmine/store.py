@@ -88,13 +88,21 @@ def save_embeddings(
     _save_embeddings(path, np.ascontiguousarray(array))
 
 
+FLOAT16_LOSS = 1e-2
+"""The relative change of a row's norm past which a float16 copy is refused: float16's own
+rounding changes a row of normal-range values by at most 2**-11 (about 5e-4); past 1% the row's
+values lie below float16's normal range (6.1e-05) and lose their bits, down to zero."""
+
+
 def cast_rows(
     array: np.ndarray, target: np.dtype[Any], what: str, first_row: int = 0
 ) -> np.ndarray:
-    """``array`` (2-D) cast to the float dtype ``target``, refusing a finite value that the
-    cast would turn into infinity: ``InvalidArgumentError`` naming ``what`` and the row
-    (counted from ``first_row``) and the value. NaN and infinity in ``array`` pass as they
-    are; values too small for ``target`` round to zero as usual."""
+    """``array`` (2-D) cast to the float dtype ``target``, refusing what the cast would
+    silently change: a finite value it would turn into infinity, and, for float16, a row whose
+    norm it would change by more than :data:`FLOAT16_LOSS` (values too small for float16 are
+    flushed to zero: a whole corpus of tiny rows would become zero rows). Errors are
+    ``InvalidArgumentError`` naming ``what`` and the row (counted from ``first_row``). NaN and
+    infinity in ``array`` pass as they are; all-zero rows are kept."""
     with np.errstate(over="ignore"):  # overflow is reported below, by row
         out = array.astype(target, copy=False)
     if out is array:
@@ -110,7 +118,26 @@ def cast_rows(
                 f"which does not fit {target} (largest finite value "
                 f"{np.finfo(target).max.item():g}): {hint}"
             )
+    if target.itemsize < 4:
+        _check_float16_loss(array, out, what, first_row)
     return out
+
+
+def _check_float16_loss(array: np.ndarray, half: np.ndarray, what: str, first_row: int) -> None:
+    finite = np.flatnonzero(np.isfinite(array).all(axis=1))  # NaN and infinity pass as they are
+    wide = array[finite].astype(np.float64)  # squares of values near 1e-20 underflow float32
+    norms = np.linalg.norm(wide, axis=1)
+    changes = np.linalg.norm(half[finite].astype(np.float64) - wide, axis=1)
+    lost = np.flatnonzero(changes > FLOAT16_LOSS * norms)
+    if lost.size:
+        j = int(lost[0])
+        i, norm, change = int(finite[j]), norms[j], changes[j]
+        raise InvalidArgumentError(
+            f"{what} {first_row + i} has norm {norm:.3g}, too small for float16: the cast "
+            f"would change it by {change / norm:.0%} (float16 keeps values from 6.1e-05 "
+            "at full precision and none below 6e-08); use float32, or normalise or scale the "
+            "rows"
+        )
 
 
 __all__ = ["Embeddings", "open_embeddings", "save_embeddings"]

@@ -57,9 +57,6 @@ _STATE_KEYS = ("live", "started", "epoch", "steps", "fingerprint")
 # A write that fails for want of space (disk full, quota, file size limit) abandons the refresh
 # and training goes on with the live negatives; any other error is raised.
 _OUT_OF_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
-_FLOAT16_LOSS = 1e-2
-"""The relative change of a row's norm past which its float16 copy is refused: float16's own
-rounding changes a row of normal-range values by at most 2**-11 (about 5e-4)."""
 _REPORT_FILE = "refresh.json"
 # `mine`'s keyword arguments that a refresh passes on; `seed` is the refresher's own (each
 # refresh mines with its own seed from the stream), the rest are the refresher's.
@@ -609,7 +606,7 @@ class NegativeRefresher:
                                 f"encode_{what} returned {rows.shape[1]} dimensions for rows "
                                 f"{start}..{stop} after {width} for earlier rows"
                             )
-                        half = _float16_rows(rows, what, start)
+                        half = cast_rows(rows, _FLOAT16, f"encode_{what}'s {what} row", start)
                         _writing(path, _write_all, fd, half.data)
                 if width is None:
                     raise InvalidArgumentError(f"no {what} to encode")
@@ -774,26 +771,6 @@ def _fingerprint(
 
 
 _FLOAT16 = np.dtype("<f2")
-
-
-def _float16_rows(rows: np.ndarray, what: str, start: int) -> np.ndarray:
-    """``rows`` (float32) as float16, refused where the cast would change them: a value past
-    float16's largest (:func:`cast_rows`), or a row whose norm it would change by more than
-    :data:`_FLOAT16_LOSS` (tiny values are flushed to zero or kept with few bits)."""
-    half = cast_rows(rows, _FLOAT16, f"{what} row", start)
-    wide = rows.astype(np.float64)  # squares of values near 1e-20 underflow float32
-    norm = np.linalg.norm(wide, axis=1)
-    change = np.linalg.norm(half.astype(np.float64) - wide, axis=1)
-    lost = np.flatnonzero(change > _FLOAT16_LOSS * norm)
-    if lost.size:
-        i = int(lost[0])
-        raise InvalidArgumentError(
-            f"encode_{what} returned {what} row {start + i} with norm {norm[i]:.3g}, too small "
-            f"for the float16 files a refresh stores: it would change by "
-            f"{change[i] / norm[i]:.0%} (float16 keeps values from 6.1e-05 at full precision "
-            "and none below 6e-08); normalise the embeddings or scale them up"
-        )
-    return half
 
 
 def _zero_rows(matrix: Embeddings, chunk: int) -> int:
