@@ -157,7 +157,7 @@ def embed_texts(
     # A few batches per encode call: sentence-transformers sorts each call's texts by
     # length, and the bar moves often enough.
     step = batch_size * 16
-    with progress_callback(progress, "embed", unit="text") as update:
+    with progress_callback(progress, "embed", total=len(items), unit="text") as update:
         for start in range(0, len(items), step):
             chunk = items[start : start + step]
             kwargs: dict[str, Any] = {

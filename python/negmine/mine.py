@@ -329,7 +329,10 @@ def mine_prepared(
             "teacher": teacher,
             "teacher_positive_scores": prepared.teacher_positive_scores,
         }
-    with read_only(queries, corpus), progress_callback(progress, "mine", unit="row") as cb:
+    with (
+        read_only(queries, corpus),
+        progress_callback(progress, "mine", total=rows_of(corpus), unit="row") as cb,
+    ):
         return _core.mine(
             queries,
             corpus,
@@ -827,7 +830,7 @@ def _mine_sourced(
     n_queries = rows_of(queries)
     q_array = queries if isinstance(queries, np.ndarray) else np.asarray(queries)
     parts: list[_core.Mined] = []
-    with progress_callback(progress, f"mine ({name})", unit="query") as cb:
+    with progress_callback(progress, f"mine ({name})", total=n_queries, unit="query") as cb:
         for start in range(0, n_queries, SOURCE_CHUNK):
             stop = min(n_queries, start + SOURCE_CHUNK)
             chunk, lists = q_array[start:stop], prepared.rows(start, stop)
