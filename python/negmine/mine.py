@@ -34,6 +34,7 @@ from negmine._inputs import (
     pairs_to_csr,
     read_only,
     rows_of,
+    text_list,
 )
 from negmine._progress import progress_callback
 from negmine.errors import InvalidArgumentError, InvalidTypeError
@@ -293,11 +294,12 @@ def _duplicate_groups(
             )
         if corpus_texts is None:
             return np.asarray(_core.duplicate_groups(corpus, threads=threads))
-        if len(corpus_texts) != n_corpus:
+        texts = text_list(corpus_texts, "corpus_texts")
+        if len(texts) != n_corpus:
             raise InvalidArgumentError(
-                f"corpus_texts has {len(corpus_texts)} texts for {n_corpus} corpus rows"
+                f"corpus_texts has {len(texts)} texts for {n_corpus} corpus rows"
             )
-        return _hash_groups(corpus_texts)
+        return _hash_groups(texts)
     groups = np.asarray(duplicates)
     if groups.shape != (n_corpus,) or groups.dtype.kind not in "iu":
         raise InvalidTypeError(

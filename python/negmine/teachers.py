@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from negmine import _numbers as numbers
+from negmine._inputs import text_list
 from negmine.errors import InvalidArgumentError, InvalidTypeError
 
 
@@ -52,8 +53,9 @@ def cross_encoder(
         result = negmine.mine(queries, corpus, positives, rescore=teacher,
                               relative_margin=0.05)
     """
-    if isinstance(query_texts, str) or isinstance(corpus_texts, str):
-        raise InvalidTypeError("query_texts and corpus_texts must be sequences of texts")
+    # Checked once here, not pair by pair: a None must not reach the model as a text.
+    query_texts = text_list(query_texts, "query_texts")
+    corpus_texts = text_list(corpus_texts, "corpus_texts")
     batch_size = numbers.count(batch_size, "batch_size")
     if isinstance(model, (str, os.PathLike)):
         try:
