@@ -489,7 +489,7 @@ def test_export_data_errors_exit_1(
     short = write_lines(tmp_path / "short.txt", ["query 0"])
     argv = ["export", mined["dir"], "--format", "jsonl", "--out", str(tmp_path / "x.jsonl")]
     assert cli.main([*argv, "--query-texts", str(short), "--corpus-texts", mined["c"]]) == 1
-    assert "--query-texts holds 1 texts" in capsys.readouterr().err
+    assert "--query-texts holds 1 text for 8 queries" in capsys.readouterr().err
     argv[1] = str(tmp_path / "no-result")
     assert cli.main([*argv, "--query-texts", mined["q"], "--corpus-texts", mined["c"]]) == 1
     assert not (tmp_path / "x.jsonl").exists()

@@ -157,3 +157,9 @@ def _listing(options: Sequence[str]) -> str:
     if len(quoted) <= 2:
         return " or ".join(quoted)
     return "one of " + ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+def counted(n: int, singular: str, plural: str | None = None) -> str:
+    """``"1 text"``, ``"3 texts"``, ``"1,000 queries"``: a count and its noun in agreement
+    (messages once said "1 texts" and, cutting an "s", "querie row")."""
+    return f"{n:,} {singular if n == 1 else plural or singular + 's'}"

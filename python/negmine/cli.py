@@ -27,6 +27,7 @@ import numpy as np
 
 from negmine import _core
 from negmine._atomic import atomic_write
+from negmine._numbers import counted
 from negmine._paths import regular_file
 from negmine.errors import InvalidArgumentError, NegmineError
 
@@ -548,12 +549,13 @@ def write_flag_jsonl(
     pos_ids = np.asarray(result.positive_ids)
     if len(query_texts) != neg_ids.shape[0]:
         raise InvalidArgumentError(
-            f"--query-texts holds {len(query_texts):,} texts for {neg_ids.shape[0]:,} queries"
+            f"--query-texts holds {counted(len(query_texts), 'text')} for "
+            f"{counted(neg_ids.shape[0], 'query', 'queries')}"
         )
     top = max(int(neg_ids.max(initial=-1)), int(pos_ids.max(initial=-1)))
     if top >= len(corpus_texts):
         raise InvalidArgumentError(
-            f"--corpus-texts holds {len(corpus_texts):,} texts but the result refers to "
+            f"--corpus-texts holds {counted(len(corpus_texts), 'text')} but the result refers to "
             f"corpus row {top:,}"
         )
     neg_scores, pos_scores = _score_arrays(result, score_source)
