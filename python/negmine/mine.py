@@ -879,24 +879,8 @@ class Teacher:
         out = np.empty(len(query_ids), dtype=np.float32)
         for start in range(0, len(query_ids), self.batch_size):
             stop = min(start + self.batch_size, len(query_ids))
-            answer = self.score(query_ids[start:stop], corpus_ids[start:stop])
-            try:
-                scores = np.asarray(answer, dtype=np.float32)
-            except (TypeError, ValueError) as e:
-                raise InvalidTypeError(
-                    f"rescore must return one float score per pair, got "
-                    f"{type(answer).__name__}: {e}"
-                ) from None
-            if scores.shape != (stop - start,):
-                raise InvalidArgumentError(
-                    f"rescore returned scores of shape {scores.shape} for {stop - start} pairs"
-                )
-            if not np.isfinite(scores).all():
-                bad = int(np.flatnonzero(~np.isfinite(scores))[0]) + start
-                raise InvalidArgumentError(
-                    f"rescore scored query {int(query_ids[bad])} with corpus row "
-                    f"{int(corpus_ids[bad])} as {scores[bad - start]}"
-                )
+            q, c = query_ids[start:stop], corpus_ids[start:stop]
+            scores = numbers.float32_scores(self.score(q, c), len(q), "rescore", _pair_names(q, c))
             out[start:stop] = scores
         return out
 
@@ -924,6 +908,11 @@ class Teacher:
         if assembled is None:
             return None
         return dataclasses.replace(assembled, percentile=self.percentile, cut=self.cut)
+
+
+def _pair_names(query_ids: np.ndarray, corpus_ids: np.ndarray) -> Callable[[int], str]:
+    """Names pair ``i`` in a message about the teacher's score of it."""
+    return lambda i: f"query {int(query_ids[i])} with corpus row {int(corpus_ids[i])}"
 
 
 def make_teacher(rescore: object, percentile: object, batch_size: object) -> Teacher | None:

@@ -90,13 +90,18 @@ def cross_encoder(
         kwargs: dict[str, Any] = {"batch_size": batch_size, "show_progress_bar": False}
         if activation_fn is not None:
             kwargs["activation_fn"] = activation_fn
-        scores = np.asarray(model.predict(pairs, **kwargs), dtype=np.float32)
+        answer = np.asarray(model.predict(pairs, **kwargs))
         # A multi-label model gives one column per label: the caller must pick the score.
-        if scores.shape != (len(pairs),):
+        if answer.shape != (len(pairs),):
             raise InvalidArgumentError(
-                f"the cross-encoder returned scores of shape {scores.shape} for {len(pairs)} "
+                f"the cross-encoder returned scores of shape {answer.shape} for {len(pairs)} "
                 "pairs: a teacher needs one score per pair (a one-label model)"
             )
-        return scores
+        return numbers.float32_scores(
+            answer,
+            len(pairs),
+            "the cross-encoder",
+            lambda i: f"query row {int(q[i])} with corpus row {int(c[i])}",
+        )
 
     return teacher
