@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -150,7 +151,8 @@ def test_help_documents_the_exit_codes() -> None:
           "--model", "m"], "--model embeds texts"),
         (["mine", "--queries", "q.npy", "--corpus", "c.npy", "--positives", "r", "--out", "o",
           "--relative-margin", "1.5"], "relative_margin"),
-        (["export", "d", "--format", "triplet", "--out", "t.jsonl"], "needs --query-texts"),
+        (["export", "d", "--format", "jsonl", "--out", "x.parquet"], "writes a .jsonl file"),
+        (["export", "d", "--format", "parquet", "--out", "x.jsonl"], "writes a .parquet file"),
         (["export", "d", "--format", "triplet", "--out", "t.csv", "--query-texts", "q",
           "--corpus-texts", "c"], ".jsonl or a .parquet"),
         (["export", "d", "--format", "parquet", "--out", "t.parquet", "--query-texts", "q"],
@@ -279,7 +281,7 @@ def test_mine_from_texts_equals_the_api_and_reuses_the_embeddings(
 
 
 def test_mine_texts_for_one_side_and_embeddings_for_the_other(
-    tmp_path: Path, model: BytesModel
+    tmp_path: Path, model: BytesModel, capsys: pytest.CaptureFixture[str]
 ) -> None:
     d = text_data(tmp_path)
     corpus = normalized(BytesModel().encode(d["corpus"]))
@@ -292,6 +294,10 @@ def test_mine_texts_for_one_side_and_embeddings_for_the_other(
     want = negmine.mine(queries, corpus, positives_lists(d["pairs"], len(queries)))
     got = MiningResult.load(tmp_path / "out")
     np.testing.assert_array_equal(got.negative_ids, want.negative_ids)
+    # Only the queries' texts are recorded: export asks for the corpus' as it would for both.
+    export = ["export", str(tmp_path / "out"), "--format", "jsonl", "--out", "x.jsonl"]
+    assert cli.main(export) == 2
+    assert "needs --corpus-texts (" in capsys.readouterr().err
 
     # Texts beside embeddings: checked to have one per row, and recorded for export.
     assert cli.main([*argv, "--corpus-texts", d["c"]]) == 0
@@ -489,18 +495,23 @@ def test_export_data_errors_exit_1(
     short = write_lines(tmp_path / "short.txt", ["query 0"])
     argv = ["export", mined["dir"], "--format", "jsonl", "--out", str(tmp_path / "x.jsonl")]
     assert cli.main([*argv, "--query-texts", str(short), "--corpus-texts", mined["c"]]) == 1
-    assert "--query-texts holds 1 texts" in capsys.readouterr().err
-    argv[1] = str(tmp_path / "no-result")
-    assert cli.main([*argv, "--query-texts", mined["q"], "--corpus-texts", mined["c"]]) == 1
-    assert not (tmp_path / "x.jsonl").exists()
-    # Without texts it is a usage error (found before reading), which still names the
-    # directory as no result, rather than as one mined from embeddings.
-    capsys.readouterr()
+    assert "--query-texts holds 1 text for 8 queries" in capsys.readouterr().err
+    # A missing or foreign directory is a data error (exit 1, as a missing file is), named
+    # as no result, whether the texts are given or not (they once made it exit 2 or 1).
     (tmp_path / "not-a-result").mkdir()
-    for directory in ("no-result", "not-a-result"):
+    texts = ["--query-texts", mined["q"], "--corpus-texts", mined["c"]]
+    for directory, needle in (
+        ("no-result", "no mining result directory"),
+        ("not-a-result", "has no manifest.json: it is not a mining result"),
+    ):
         argv[1] = str(tmp_path / directory)
-        assert cli.main(argv) == 2
-        assert "it is not a mining result: it has no manifest.json" in capsys.readouterr().err
+        for fmt in ("jsonl", "triplet"):
+            argv[3] = fmt
+            for given in ([], texts):
+                assert cli.main([*argv, *given]) == 1, (directory, fmt, given)
+                err = capsys.readouterr().err
+                assert err.startswith("negmine: error: ") and needle in err, err
+    assert not (tmp_path / "x.jsonl").exists()
 
 
 def test_export_finds_the_texts_a_result_was_mined_from(
@@ -541,7 +552,7 @@ def test_export_finds_the_texts_a_result_was_mined_from(
     assert cli.main([*again, "--positives", d["r"], "--out", str(out), "-q"]) == 0
     assert not (out / "texts.json").exists()
     assert cli.main([*export, str(tmp_path / "none.jsonl")]) == 2
-    assert "records none" in capsys.readouterr().err
+    assert "records no query texts and no corpus texts" in capsys.readouterr().err
 
 
 def test_quiet_prints_nothing_for_any_command(
@@ -567,3 +578,107 @@ def test_quiet_prints_nothing_for_any_command(
         assert loud.out, argv
         if argv[0] == "search":
             assert "%|" in loud.err  # the bar the quiet run did not show
+
+
+# --------------------------------------------------------------- bad input: one line, exit 1
+
+BAD_TEXT_FILES = {
+    "not UTF-8.txt": b"fine\nbad \xff\xfe\n",
+    "not UTF-8.jsonl": b'"fine"\n"bad \xff"\n',
+    "lone surrogate.jsonl": b'"fine"\n"a \\ud800 b"\n',
+    "lone surrogate in an object.jsonl": b'{"text": "fine"}\n{"text": "\\udc80"}\n',
+    "bad JSON.jsonl": b'"fine"\n{"text": \n',
+    "JSON nested too deep.jsonl": b'"fine"\n' + b"[" * 200_000 + b"\n",
+    "not a string.jsonl": b'"fine"\n3\n',
+}
+
+
+def _fails_in_one_line(capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> None:
+    assert cli.main(argv) == 1, argv
+    err = capsys.readouterr().err
+    assert err.startswith("negmine: error: ") and err.count("\n") == 1, err
+    assert needle in err, err
+
+
+@pytest.mark.parametrize("name", sorted(BAD_TEXT_FILES))
+def test_every_reader_of_texts_or_ids_ends_bad_input_in_one_error_line(
+    tmp_path: Path,
+    model: BytesModel,
+    mined: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+) -> None:
+    # A lone surrogate reached the model and ended in a traceback.
+    bad = tmp_path / name
+    bad.write_bytes(BAD_TEXT_FILES[name])
+    d = text_data(tmp_path)
+    np.save(tmp_path / "q.npy", normalized(BytesModel().encode(d["queries"])))
+    np.save(tmp_path / "c.npy", normalized(BytesModel().encode(d["corpus"])))
+    out = ["--out", str(tmp_path / "out")]
+    runs = [
+        ["embed", str(bad), "--out", str(tmp_path / "e.npy"), "--cache-dir", d["cache"]],
+        ["mine", "--query-texts", str(bad), "--corpus-texts", d["c"], "--positives", d["r"], *out],
+        ["mine", "--queries", str(tmp_path / "q.npy"), "--corpus", str(tmp_path / "c.npy"),
+         "--positives", d["r"], "--query-ids", str(bad), *out],
+        ["export", mined["dir"], "--format", "jsonl", "--out", str(tmp_path / "x.jsonl"),
+         "--query-texts", str(bad), "--corpus-texts", mined["c"]],
+        ["export", mined["dir"], "--format", "parquet", "--out", str(tmp_path / "x.parquet"),
+         "--corpus-ids", str(bad)],
+    ]  # fmt: skip
+    for argv in runs:
+        _fails_in_one_line(capsys, argv, f"{bad}, line 2")
+    assert not (tmp_path / "out").exists() and model.encoded == 0
+    assert not any(tmp_path.glob("x.*")) and not (tmp_path / "e.npy").exists()
+
+
+@pytest.mark.parametrize(
+    "record",
+    [b'{"query_texts": "q.txt"}', b'{"query_texts": {"sha256": "0"}}', b"[1]", b"[" * 100_000],
+)
+def test_a_damaged_texts_record_is_one_error_line(
+    tmp_path: Path, mined: dict[str, Any], capsys: pytest.CaptureFixture[str], record: bytes
+) -> None:
+    (Path(mined["dir"]) / "texts.json").write_bytes(record)
+    argv = ["export", mined["dir"], "--format", "jsonl", "--out", str(tmp_path / "x.jsonl")]
+    _fails_in_one_line(capsys, argv, "is not a negmine texts record")
+
+
+def test_quiet_silences_the_model_libraries_logs_warnings_and_bars(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hub = pytest.importorskip("huggingface_hub.utils")
+    transformers = pytest.importorskip("transformers.utils.logging")
+    import warnings
+
+    import negmine.embed
+
+    def load(name: str) -> BytesModel:
+        # What loading a model prints: log lines, a warning, a download and a loading bar.
+        transformers.get_logger("transformers.modeling_utils").warning("LOUD transformers")
+        logging.getLogger("sentence_transformers.SentenceTransformer").warning("LOUD st")
+        warnings.warn("LOUD warning", FutureWarning, stacklevel=1)
+        for _ in hub.tqdm(range(3), desc="LOUD download"):
+            pass
+        for _ in transformers.tqdm(range(3), desc="LOUD loading weights"):
+            pass
+        return BytesModel()
+
+    monkeypatch.setattr(negmine.embed, "_load_model", load)
+    t_path = write_lines(tmp_path / "t.txt", ["one", "two"])
+    argv = ["embed", str(t_path), "--model", "fake/model"]
+    assert cli.main(["-q", *argv, "--out", f"{tmp_path / 'a'}{os.sep}"]) == 0
+    quiet = capfd.readouterr()
+    assert quiet.out == "" and "LOUD" not in quiet.err, quiet.err
+    assert not caplog.records  # sentence-transformers' logger propagates to the root's
+    # Set back afterwards: the same load, not quiet, shows them all.
+    assert hub.are_progress_bars_disabled() is False and transformers.is_progress_bar_enabled()
+    assert logging.root.manager.disable == logging.NOTSET
+    with pytest.warns(FutureWarning, match="LOUD"):
+        assert cli.main([*argv, "--out", f"{tmp_path / 'b'}{os.sep}"]) == 0
+    loud = capfd.readouterr().err
+    for needle in ("LOUD transformers", "LOUD download", "LOUD loading weights"):
+        assert needle in loud, loud
+    assert "LOUD st" in [r.getMessage() for r in caplog.records]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,47 @@ def test_progress_callable_and_subdirectory(tmp_path: Path) -> None:
         progress=lambda done, total: seen.append((done, total)),
     )
     assert seen[-1] == (70, 70) and len(seen) == 3  # chunks of 16 batches of 2
+
+
+@pytest.fixture
+def bars(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every tqdm bar drawn (negmine's bars are tqdm.auto's)."""
+    import tqdm.auto
+
+    made: list[Any] = []
+
+    class Recorded(tqdm.auto.tqdm):  # type: ignore[misc, name-defined]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorded)
+    return made
+
+
+def test_the_progress_bar_is_drawn_before_the_first_text_and_times_them_all(
+    tmp_path: Path, bars: list[Any]
+) -> None:
+    # The bar was once made at the first report, after the first chunk: 1,033 texts that took
+    # 2:16 showed 1 s. Each chunk here takes 0.1 s.
+    seen: list[list[tuple[int, int, float]]] = []
+
+    class Slow(FakeModel):
+        def encode(self, texts: list[str], **kwargs: Any) -> np.ndarray:
+            seen.append([(b.n, b.total, b.format_dict["elapsed"]) for b in bars])
+            time.sleep(0.1)
+            return super().encode(texts, **kwargs)
+
+    texts = [f"text {i}" for i in range(70)]
+    embed_texts(texts, Slow(), cache_dir=tmp_path, batch_size=2, progress=True)
+    assert [[(n, total) for n, total, _ in bars_then] for bars_then in seen] == [
+        [(0, 70)],
+        [(32, 70)],
+        [(64, 70)],
+    ]
+    assert seen[2][0][2] >= 0.2  # two chunks' time, not one
+    (bar,) = bars
+    assert bar.n == 70
 
 
 def test_damaged_cache_is_rebuilt(tmp_path: Path) -> None:

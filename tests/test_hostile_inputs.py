@@ -481,3 +481,74 @@ def test_a_padded_result_larger_than_memory_is_refused_before_any_work():
     # 2**30 negatives per query (the largest rank) is over 100 GiB for these queries.
     with pytest.raises(InvalidArgumentError, match=r"num_negatives = 1073741824 .* needs"):
         negmine.mine(Q, C, POS, num_negatives=2**30)
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 20, item 15: a text that is not one (None, a number, bytes, a lone surrogate) is refused
+# by every function taking texts, never embedded or hashed as str(value)
+
+
+class _Encoder:
+    name_or_path = "test/encoder"
+
+    def encode(self, texts: list[str], **kwargs: Any) -> np.ndarray:
+        return np.ones((len(texts), 4), dtype=np.float32)
+
+
+class _CrossEncoder:
+    def predict(self, pairs: list[tuple[str, str]], **kwargs: Any) -> np.ndarray:
+        return np.zeros(len(pairs), dtype=np.float32)
+
+
+def _embed(texts: list[Any]) -> None:
+    with tempfile.TemporaryDirectory() as cache:
+        negmine.embed_texts(texts, _Encoder(), cache_dir=cache, progress=False)
+
+
+def _group(texts: list[Any]) -> None:
+    c = corpus(len(texts), 4)
+    negmine.mine(c[:1], c, [[]], corpus_texts=texts)
+
+
+def _teacher(texts: list[Any]) -> None:
+    negmine.teachers.cross_encoder(_CrossEncoder(), ["q"], texts)
+
+
+def _export(texts: list[Any]) -> None:
+    c = corpus(len(texts), 4)
+    result = negmine.mine(c[:1], c, [[0]], num_negatives=1, duplicates=None)
+    negmine.to_dataset(result, ["q"], texts)
+
+
+TEXT_TAKERS = {
+    "embed_texts": _embed,
+    "mine": _group,
+    "cross_encoder": _teacher,
+    "to_dataset": _export,
+}
+BAD_TEXTS = st.one_of(
+    st.none(),
+    st.integers(),
+    st.floats(),
+    st.binary(),
+    st.builds(lambda a, s, b: a + chr(s) + b, st.text(), st.integers(0xD800, 0xDFFF), st.text()),
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=st.sampled_from(sorted(TEXT_TAKERS)),
+    texts=st.lists(st.text(max_size=8), min_size=2, max_size=6),
+    bad=BAD_TEXTS,
+    data=st.data(),
+)
+def test_every_text_argument_refuses_what_is_not_a_text_by_index(name, texts, bad, data):
+    if name == "to_dataset":
+        pytest.importorskip("datasets")
+    at = data.draw(st.integers(0, len(texts) - 1))
+    texts[at] = bad
+    with pytest.raises(
+        negmine.errors.InvalidTextError,
+        match=rf"\[{at}\] (must be a string|holds a lone surrogate)",
+    ):
+        TEXT_TAKERS[name](texts)

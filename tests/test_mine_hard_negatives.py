@@ -156,3 +156,39 @@ def test_seeded_random_sampling_and_include_positives(model: Any, cache: str) ->
         negmine.mine_hard_negatives(dataset, model, include_positives=True, relative_margin=0.1)
     with pytest.raises(negmine.InvalidTypeError, match=r"datasets\.Dataset"):
         negmine.mine_hard_negatives([("a", "b")], model)
+
+
+@pytest.mark.parametrize(
+    ("where", "bad", "named"),
+    [
+        ("corpus", None, "corpus[1] must be a string, got NoneType None"),
+        ("corpus", 3, "corpus[1] must be a string, got int 3"),
+        ("corpus", "a \ud800 b", "corpus[1] holds a lone surrogate '\\ud800' at character 2"),
+        ("query", None, "dataset['query'][1] must be a string, got NoneType"),
+        ("answer", 7, "dataset['answer'][0] must be a string, got int 7"),
+    ],
+)
+def test_a_text_that_is_not_one_raises_as_in_sentence_transformers(
+    model: Any, where: str, bad: Any, named: str
+) -> None:
+    # It was embedded as the text "None" / "3"; sentence-transformers' encode refuses it.
+    columns: dict[str, list[Any]] = {"query": ["what is a river?", "a mountain?"]}
+    columns["answer"] = ["a river flows", "a mountain stands"]
+    corpus: list[Any] = ["a note on rivers", "a note on glaciers"]
+    if where == "corpus":
+        corpus[1] = bad
+    elif where == "query":
+        columns["query"][1] = bad
+    else:
+        columns["answer"] = [bad, bad + 1]
+    dataset = datasets.Dataset.from_dict(columns)
+    kwargs = dict(corpus=corpus, num_negatives=1, verbose=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(Exception) as theirs:
+            st_util.mine_hard_negatives(dataset, model, **kwargs)
+    assert theirs.type in (ValueError, TypeError), theirs.value
+    with pytest.raises(theirs.type) as ours:
+        negmine.mine_hard_negatives(dataset, model, **kwargs)
+    assert isinstance(ours.value, negmine.errors.InvalidTextError)
+    assert named in str(ours.value)

@@ -243,8 +243,11 @@ def test_dataset_column_names(rng: np.random.Generator, datasets: Any) -> None:
 def test_dataset_bad_texts(rng: np.random.Generator, datasets: Any) -> None:
     r = _result(rng)
     qt, ct = _texts(r)
-    with pytest.raises(InvalidArgumentError, match=r"query_texts has 5 texts .* 6 queries"):
+    with pytest.raises(InvalidArgumentError, match=r"query_texts has 5 texts .* 6 queries") as e:
         to_dataset(r, qt[:5], ct)
+    assert str(e.value).endswith("pass one text per query, in row order")  # not "querie row"
+    with pytest.raises(InvalidArgumentError, match=r"query_texts has 1 text but the result has"):
+        to_dataset(r, qt[:1], ct)
     with pytest.raises(InvalidArgumentError, match=r"corpus_texts has 10 texts .* corpus row"):
         to_dataset(r, qt, ct[:10])
     with pytest.raises(InvalidTypeError, match=r"corpus_texts\[3\] must be a string"):

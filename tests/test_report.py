@@ -146,3 +146,52 @@ def test_unknown_report_format_in_a_saved_result_is_a_format_error(tmp_path: Pat
     replace_report(out, json.dumps(data))
     with pytest.raises(FormatError, match="report format 99"):
         negmine.MiningResult.load(out)
+
+
+def _figure_texts(fig: Any) -> list[str]:
+    texts = [t.get_text() for t in fig.texts]
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        texts += [t.get_text() for t in legend.get_texts()] if legend is not None else []
+    return texts
+
+
+def test_the_plot_says_which_removal_curves_hold_only_the_recorded_candidates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    saved: list[list[str]] = []
+    savefig = Figure.savefig
+
+    def recorded(fig: Any, *args: Any, **kwargs: Any) -> None:
+        saved.append(_figure_texts(fig))
+        savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", recorded)
+    rng = np.random.default_rng(5)
+    corpus = rng.normal(size=(400, 8)).astype(np.float32)
+    queries = corpus[:10] + 0.05
+    positives = [[i] for i in range(10)]
+    # Nearly every candidate scores within 90% of the positive: hundreds removed per query,
+    # 7 recorded per query.
+    result = negmine.mine(
+        queries, corpus, positives, relative_margin=0.9, record_removed=7, num_negatives=2
+    )
+    removed = result.report.removed["relative_margin"]
+    assert removed > 70 and sum(result.report.histograms["relative_margin"]) == 70
+    result.plot(tmp_path / "capped.png")
+    texts = saved.pop()
+    assert f"relative_margin (recorded 70 of {removed:,} removed)" in texts, texts
+    (note,) = [t for t in texts if "record_removed" in t]
+    assert "relative_margin" in note and "the best-ranked 7 per query" in note
+    assert (tmp_path / "capped.png").read_bytes().startswith(b"\x89PNG")
+
+    # Every removal recorded: the curve is the whole count and says nothing more.
+    whole = negmine.mine(
+        queries, corpus, positives, relative_margin=0.9, record_removed=None, num_negatives=2
+    )
+    whole.plot(tmp_path / "whole.png")
+    texts = saved.pop()
+    assert "relative_margin" in texts and not any("record" in t for t in texts), texts

@@ -822,6 +822,37 @@ def test_progress_bar(rng, capsys):
     )
 
 
+@pytest.mark.parametrize("call", ["search", "mine"])
+def test_progress_bar_is_drawn_before_the_core_starts(rng, monkeypatch, capsys, call):
+    # A bar made at the core's first report starts its clock after the first block: the
+    # elapsed time and the rate it shows are then wrong.
+    import tqdm.auto
+
+    bars = []
+
+    class Recorded(tqdm.auto.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorded)
+    at_start = []
+    core_call = getattr(_core, call)
+
+    def watched(*args, **kwargs):
+        at_start.append([(b.n, b.total) for b in bars])
+        return core_call(*args, **kwargs)
+
+    monkeypatch.setattr(_core, call, watched)
+    queries, corpus = normal(rng, 4, 8), normal(rng, 300, 8)
+    if call == "search":
+        negmine.search(queries, corpus, 3, progress=True)
+    else:
+        negmine.mine(queries, corpus, [[0]] * 4, progress=True)
+    assert at_start == [[(0, 300)]]
+    assert [(b.n, b.total) for b in bars] == [(300, 300)]
+
+
 def _clustered(rng: np.random.Generator, n: int, dim: int, centers: np.ndarray) -> np.ndarray:
     rows = centers[rng.integers(len(centers), size=n)] + 0.3 * rng.standard_normal((n, dim))
     return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)

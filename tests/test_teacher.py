@@ -245,6 +245,17 @@ class Boom(Exception):
         ({"rescore": lambda q, c: np.zeros(len(q) + 1)}, InvalidArgumentError, "shape"),
         ({"rescore": lambda q, c: "x" * len(q)}, InvalidTypeError, "one float score per pair"),
         ({"rescore": lambda q, c: np.full(len(q), np.nan)}, InvalidArgumentError, "nan"),
+        # Not real numbers: numpy would read "0.5" as 0.5, True as 1, drop an imaginary part.
+        ({"rescore": lambda q, c: ["0.5"] * len(q)}, InvalidTypeError, "got list of strings"),
+        ({"rescore": lambda q, c: np.ones(len(q), bool)}, InvalidTypeError, "ndarray of bools"),
+        ({"rescore": lambda q, c: np.full(len(q), 1 + 2j)}, InvalidTypeError, "complex numbers"),
+        ({"rescore": lambda q, c: [0.5] * (len(q) - 1) + [None]}, InvalidTypeError, "objects"),
+        # Finite, but no float32: it was reported as the inf it became.
+        (
+            {"rescore": lambda q, c: np.full(len(q), 1e39)},
+            InvalidArgumentError,
+            r"scored query \d+ with corpus row \d+ as 1e\+39 \(beyond float32's range",
+        ),
         ({"rescore": lambda q, c: (_ for _ in ()).throw(Boom("inside"))}, Boom, "inside"),
     ],
 )
@@ -444,3 +455,21 @@ def test_load_texts_reads_lines_and_json_lines(tmp_path) -> None:
     (tmp_path / "d.txt").write_bytes(b"\xff\xfe")
     with pytest.raises(FormatError, match="not UTF-8"):
         load_texts(tmp_path / "d.txt")
+
+
+@pytest.mark.parametrize(
+    ("scores", "error", "match"),
+    [
+        (["0.5", "0.25"], InvalidTypeError, "the cross-encoder must return one float score"),
+        ([True, False], InvalidTypeError, "of bools"),
+        ([1e39, 0.5], InvalidArgumentError, r"query row 0 with corpus row 3 as 1e\+39 \(beyond"),
+    ],
+)
+def test_a_cross_encoder_teacher_takes_real_float32_scores_only(scores, error, match) -> None:
+    class Fixed:
+        def predict(self, pairs, **kwargs):
+            return scores
+
+    teacher = negmine.teachers.cross_encoder(Fixed(), ["q0", "q1"], [f"d{i}" for i in range(5)])
+    with pytest.raises(error, match=match):
+        teacher(np.array([0, 1]), np.array([3, 4]))

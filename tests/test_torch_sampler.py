@@ -231,6 +231,34 @@ def test_resume_exact_remainder(plan: str, drop_last: bool) -> None:
         assert list(fresh) == next_epoch
 
 
+def test_an_earlier_epoch_replays_it_with_a_warning() -> None:
+    # set_epoch(3), (2), (0) went by silently; DistributedSampler takes any epoch, and a
+    # rollback to an earlier checkpoint replays one, so it is a warning, not an error.
+    clusters = clusters_for(300)
+    s = ClusterBatchSampler(clusters, 10, seed=3)
+    orders = {}
+    for epoch in (0, 2, 3):
+        s.set_epoch(epoch)
+        orders[epoch] = list(s)
+    for epoch in (2, 0):
+        with pytest.warns(
+            UserWarning, match=rf"set_epoch\({epoch}\) after epoch \d: epoch {epoch}'s"
+        ):
+            s.set_epoch(epoch)
+        assert list(s) == orders[epoch]
+    s.set_epoch(0)  # the same epoch again: no warning (pytest turns warnings into errors)
+    s.set_epoch(3)
+
+    # Going back from a loaded resume point says that the resume point is dropped.
+    it = iter(s)
+    head = [next(it) for _ in range(4)]
+    fresh = ClusterBatchSampler(clusters, 10, seed=3)
+    fresh.load_state_dict(s.state_dict())
+    with pytest.warns(UserWarning, match=r"resume point loaded for epoch 3 \(4 batches"):
+        fresh.set_epoch(0)
+    assert list(fresh) == orders[0] and head == orders[3][:4]
+
+
 def test_state_dict_contents_and_other_rank() -> None:
     clusters = clusters_for(400)
     s = ClusterBatchSampler(clusters, 8, num_replicas=2, rank=0, seed=9)

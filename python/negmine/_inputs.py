@@ -8,7 +8,7 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import NamedTuple, Union, cast
+from typing import Any, NamedTuple, Union, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -16,7 +16,7 @@ import numpy.typing as npt
 from negmine import _numbers as numbers
 from negmine._core import Embeddings, open_embeddings
 from negmine._numbers import MAX_ID
-from negmine.errors import InvalidArgumentError, InvalidTypeError
+from negmine.errors import InvalidArgumentError, InvalidTextError, InvalidTypeError
 from negmine.store import cast_rows
 
 EmbeddingsLike = Union[Embeddings, npt.ArrayLike, "os.PathLike[str]", str]
@@ -373,3 +373,35 @@ def distinct_ids(
         return np.zeros(n_rows + 1, np.int64), np.empty(0, np.int64)
     indptr, ids = csr
     return pairs_to_csr(np.repeat(np.arange(n_rows), np.diff(indptr)), ids, n_rows)
+
+
+def text_list(texts: Any, name: str) -> list[str]:
+    """``texts`` as a list of ``str``, each one a text a tokenizer takes: never turned into
+    one by ``str()`` (``None`` would be embedded as the text "None"). A text that is not a
+    ``str``, or holds a lone surrogate (e.g. ``"\\ud800"`` from a JSON escape, or bytes
+    decoded with ``surrogateescape``), raises :class:`~negmine.errors.InvalidTextError`
+    naming ``name[i]``."""
+    if isinstance(texts, (str, bytes)):
+        raise InvalidTypeError(
+            f"{name} must be a sequence of strings, not a single "
+            + ("string" if isinstance(texts, str) else "bytes object")
+        )
+    try:
+        out = list(texts)
+    except TypeError:
+        raise InvalidTypeError(
+            f"{name} must be a sequence of strings, got {type(texts).__name__}"
+        ) from None
+    for i, text in enumerate(out):
+        if not isinstance(text, str):
+            raise InvalidTextError(
+                f"{name}[{i}] must be a string, got {type(text).__name__} {text!r:.60}"
+            )
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise InvalidTextError(
+                f"{name}[{i}] holds a lone surrogate {text[e.start]!r} at character {e.start} "
+                "(not a Unicode character: no UTF-8 encoding, no tokenizer takes it)"
+            ) from None
+    return out

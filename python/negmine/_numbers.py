@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import SupportsIndex, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from negmine.errors import InvalidArgumentError, InvalidTypeError
 
@@ -157,3 +158,44 @@ def _listing(options: Sequence[str]) -> str:
     if len(quoted) <= 2:
         return " or ".join(quoted)
     return "one of " + ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+def counted(n: int, singular: str, plural: str | None = None) -> str:
+    """``"1 text"``, ``"3 texts"``, ``"1,000 queries"``: a count and its noun in agreement
+    (messages once said "1 texts" and, cutting an "s", "querie row")."""
+    return f"{n:,} {singular if n == 1 else plural or singular + 's'}"
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_KINDS = {"b": "bools", "c": "complex numbers", "U": "strings", "S": "bytes", "O": "objects"}
+
+
+def float32_scores(
+    answer: object, n: int, what: str, pair: Callable[[int], str]
+) -> npt.NDArray[np.float32]:
+    """``answer``, ``what``'s scores of ``n`` pairs, as float32: one finite real number per
+    pair. Strings, bools and complex numbers are refused (numpy would read "0.5" as 0.5, True
+    as 1 and drop an imaginary part), and so is a value past float32's range (it would be
+    reported as the inf it became); ``pair(i)`` names the pair of a bad value."""
+    try:
+        array = np.asarray(answer)
+    except (TypeError, ValueError) as e:
+        raise InvalidTypeError(
+            f"{what} must return one float score per pair, got {type(answer).__name__}: {e}"
+        ) from None
+    if array.dtype.kind not in "iuf":
+        kind = _KINDS.get(array.dtype.kind, f"dtype {array.dtype}")
+        raise InvalidTypeError(
+            f"{what} must return one float score per pair (real numbers), got "
+            f"{type(answer).__name__} of {kind}"
+        )
+    if array.shape != (n,):
+        raise InvalidArgumentError(f"{what} returned scores of shape {array.shape} for {n} pairs")
+    wide = array.astype(np.float64)
+    bad = ~(np.abs(wide) <= _FLOAT32_MAX)  # NaN, infinities and what float32 cannot hold
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        value = array[i].item()
+        beyond = " (beyond float32's range, +-3.4e38)" if math.isfinite(value) else ""
+        raise InvalidArgumentError(f"{what} scored {pair(i)} as {value!r}{beyond}")
+    return wide.astype(np.float32)

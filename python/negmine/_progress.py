@@ -10,9 +10,13 @@ ProgressCallback = Callable[[int, int], object]
 
 @contextmanager
 def progress_callback(
-    progress: bool | ProgressCallback, description: str, unit: str = "it"
+    progress: bool | ProgressCallback, description: str, *, total: int, unit: str = "it"
 ) -> Iterator[ProgressCallback | None]:
-    """Yields the ``(done, total)`` callable to hand to the core, closing the bar afterwards."""
+    """Yields the ``(done, total)`` callable to hand to the core, closing the bar afterwards.
+
+    The bar is drawn at once, at 0 of ``total``: made at the first report instead, it would
+    start its clock after the first chunk of work (minutes, for a model's first batches) and
+    show that chunk done in no time. A callable ``progress`` is handed on as it is."""
     if progress is False or progress is None:
         yield None
         return
@@ -21,16 +25,14 @@ def progress_callback(
         return
     from tqdm.auto import tqdm
 
-    bar = None
+    bar = tqdm(total=total, desc=description, unit=unit, unit_scale=True)
 
     def update(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, desc=description, unit=unit, unit_scale=True)
+        if total != bar.total:
+            bar.total = total
         bar.update(done - bar.n)
 
     try:
         yield update
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()

@@ -419,7 +419,7 @@ def build_index(
         random_seed=RANDOM_SEED,
     )
     normalize = params.metric == "cosine"
-    with progress_callback(progress, "hnsw build", unit="row") as cb:
+    with progress_callback(progress, "hnsw build", total=n, unit="row") as cb:
         for a in range(0, n, BUILD_CHUNK_ROWS):
             b = min(n, a + BUILD_CHUNK_ROWS)
             rows = _as_f32(array[a:b], normalize, "corpus", a)

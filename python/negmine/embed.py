@@ -17,6 +17,7 @@ import numpy as np
 
 from negmine import _numbers as numbers
 from negmine._core import Embeddings, open_embeddings
+from negmine._inputs import text_list
 from negmine._progress import progress_callback
 from negmine.errors import FormatError, InvalidArgumentError, InvalidTypeError
 from negmine.store import cast_rows, save_embeddings
@@ -80,12 +81,7 @@ def _load_model(name: str) -> Any:
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:
-    if isinstance(texts, (str, bytes)):
-        raise InvalidTypeError("texts must be a sequence of strings, not a single string")
-    out = list(texts)
-    for i, text in enumerate(out):
-        if not isinstance(text, str):
-            raise InvalidTypeError(f"texts[{i}] must be a string, got {type(text).__name__}")
+    out = text_list(texts, "texts")
     if not out:
         raise InvalidArgumentError("texts is empty: nothing to embed")
     return out
@@ -157,7 +153,7 @@ def embed_texts(
     # A few batches per encode call: sentence-transformers sorts each call's texts by
     # length, and the bar moves often enough.
     step = batch_size * 16
-    with progress_callback(progress, "embed", unit="text") as update:
+    with progress_callback(progress, "embed", total=len(items), unit="text") as update:
         for start in range(0, len(items), step):
             chunk = items[start : start + step]
             kwargs: dict[str, Any] = {

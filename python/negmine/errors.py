@@ -20,6 +20,12 @@ class InvalidTypeError(NegmineError, TypeError):
     """An argument has a type or dtype negmine does not accept."""
 
 
+class InvalidTextError(InvalidTypeError, ValueError):
+    """A text that is not a ``str``, or holds a lone surrogate (not UTF-8 encodable). Both a
+    ``TypeError``, as negmine's other type errors, and a ``ValueError``, as
+    sentence-transformers raises for such a text (``mine_hard_negatives`` is a drop-in)."""
+
+
 class DirectoryLockedError(NegmineError, RuntimeError):
     """An output directory is being written by another negmine run (its pid is in the
     message); two runs into one directory would mix their results."""
@@ -40,6 +46,7 @@ __all__ = [
     "FormatError",
     "InternalError",
     "InvalidArgumentError",
+    "InvalidTextError",
     "InvalidTypeError",
     "NegmineError",
 ]

@@ -41,6 +41,7 @@ import numpy as np
 
 from negmine import _numbers as numbers
 from negmine._atomic import atomic_write
+from negmine._inputs import text_list
 from negmine.errors import InvalidArgumentError, InvalidTypeError
 from negmine.mine import mine
 from negmine.outputs import OUTPUT_FORMATS, to_dataset
@@ -127,9 +128,11 @@ def mine_hard_negatives(
             )
         positive_column_name = columns[1]
 
-    anchors = [str(x) for x in dataset[anchor_column_name]]
-    positive_texts = [str(x) for x in dataset[positive_column_name]]
-    extra = [] if corpus is None else [str(x) for x in corpus]
+    # Texts as they are: sentence-transformers raises ValueError for a non-string one (its
+    # encode), where str() would embed None as "None"; InvalidTextError is a ValueError.
+    anchors = text_list(dataset[anchor_column_name], f"dataset[{anchor_column_name!r}]")
+    positive_texts = text_list(dataset[positive_column_name], f"dataset[{positive_column_name!r}]")
+    extra = [] if corpus is None else text_list(corpus, "corpus")
     corpus_texts = list(dict.fromkeys(extra + positive_texts))
     corpus_index = {text: i for i, text in enumerate(corpus_texts)}
     queries = list(dict.fromkeys(anchors))

@@ -34,6 +34,7 @@ from negmine._inputs import (
     pairs_to_csr,
     read_only,
     rows_of,
+    text_list,
 )
 from negmine._progress import progress_callback
 from negmine.errors import InvalidArgumentError, InvalidTypeError
@@ -293,11 +294,12 @@ def _duplicate_groups(
             )
         if corpus_texts is None:
             return np.asarray(_core.duplicate_groups(corpus, threads=threads))
-        if len(corpus_texts) != n_corpus:
+        texts = text_list(corpus_texts, "corpus_texts")
+        if len(texts) != n_corpus:
             raise InvalidArgumentError(
-                f"corpus_texts has {len(corpus_texts)} texts for {n_corpus} corpus rows"
+                f"corpus_texts has {len(texts)} texts for {n_corpus} corpus rows"
             )
-        return _hash_groups(corpus_texts)
+        return _hash_groups(texts)
     groups = np.asarray(duplicates)
     if groups.shape != (n_corpus,) or groups.dtype.kind not in "iu":
         raise InvalidTypeError(
@@ -329,7 +331,10 @@ def mine_prepared(
             "teacher": teacher,
             "teacher_positive_scores": prepared.teacher_positive_scores,
         }
-    with read_only(queries, corpus), progress_callback(progress, "mine", unit="row") as cb:
+    with (
+        read_only(queries, corpus),
+        progress_callback(progress, "mine", total=rows_of(corpus), unit="row") as cb,
+    ):
         return _core.mine(
             queries,
             corpus,
@@ -827,7 +832,7 @@ def _mine_sourced(
     n_queries = rows_of(queries)
     q_array = queries if isinstance(queries, np.ndarray) else np.asarray(queries)
     parts: list[_core.Mined] = []
-    with progress_callback(progress, f"mine ({name})", unit="query") as cb:
+    with progress_callback(progress, f"mine ({name})", total=n_queries, unit="query") as cb:
         for start in range(0, n_queries, SOURCE_CHUNK):
             stop = min(n_queries, start + SOURCE_CHUNK)
             chunk, lists = q_array[start:stop], prepared.rows(start, stop)
@@ -874,24 +879,8 @@ class Teacher:
         out = np.empty(len(query_ids), dtype=np.float32)
         for start in range(0, len(query_ids), self.batch_size):
             stop = min(start + self.batch_size, len(query_ids))
-            answer = self.score(query_ids[start:stop], corpus_ids[start:stop])
-            try:
-                scores = np.asarray(answer, dtype=np.float32)
-            except (TypeError, ValueError) as e:
-                raise InvalidTypeError(
-                    f"rescore must return one float score per pair, got "
-                    f"{type(answer).__name__}: {e}"
-                ) from None
-            if scores.shape != (stop - start,):
-                raise InvalidArgumentError(
-                    f"rescore returned scores of shape {scores.shape} for {stop - start} pairs"
-                )
-            if not np.isfinite(scores).all():
-                bad = int(np.flatnonzero(~np.isfinite(scores))[0]) + start
-                raise InvalidArgumentError(
-                    f"rescore scored query {int(query_ids[bad])} with corpus row "
-                    f"{int(corpus_ids[bad])} as {scores[bad - start]}"
-                )
+            q, c = query_ids[start:stop], corpus_ids[start:stop]
+            scores = numbers.float32_scores(self.score(q, c), len(q), "rescore", _pair_names(q, c))
             out[start:stop] = scores
         return out
 
@@ -919,6 +908,11 @@ class Teacher:
         if assembled is None:
             return None
         return dataclasses.replace(assembled, percentile=self.percentile, cut=self.cut)
+
+
+def _pair_names(query_ids: np.ndarray, corpus_ids: np.ndarray) -> Callable[[int], str]:
+    """Names pair ``i`` in a message about the teacher's score of it."""
+    return lambda i: f"query {int(query_ids[i])} with corpus row {int(corpus_ids[i])}"
 
 
 def make_teacher(rescore: object, percentile: object, batch_size: object) -> Teacher | None:

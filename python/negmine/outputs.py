@@ -23,6 +23,7 @@ import numpy as np
 from negmine import _numbers as numbers
 from negmine._atomic import atomic_write
 from negmine._core import __version__
+from negmine._inputs import text_list
 from negmine.errors import InvalidArgumentError, InvalidTypeError
 from negmine.result import MiningResult
 
@@ -251,7 +252,7 @@ def to_parquet(
             writer.close()
 
 
-def _texts(texts: Sequence[str], name: str, expected: int, what: str) -> Any:
+def _texts(texts: Sequence[str], name: str, expected: int, row: str, rows: str) -> list[str]:
     if isinstance(texts, (str, bytes)):
         raise InvalidTypeError(f"{name} must be a sequence of strings, not a single string")
     try:
@@ -262,13 +263,10 @@ def _texts(texts: Sequence[str], name: str, expected: int, what: str) -> Any:
         ) from None
     if n != expected:
         raise InvalidArgumentError(
-            f"{name} has {n:,} texts but the result has {expected:,} {what}; pass one text per "
-            f"{what[:-1] if what.endswith('s') else what} row, in row order"
+            f"{name} has {numbers.counted(n, 'text')} but the result has "
+            f"{numbers.counted(expected, row, rows)}; pass one text per {row}, in row order"
         )
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise InvalidTypeError(f"{name}[{i}] must be a string, got {type(text).__name__}")
-    return texts
+    return text_list(texts, name)
 
 
 # The columns sentence-transformers' data collator hands to the loss instead of tokenizing.
@@ -362,13 +360,15 @@ def to_dataset(
     n_corpus = len(corpus_texts) if not isinstance(corpus_texts, (str, bytes)) else 0
     if max_id >= n_corpus and not isinstance(corpus_texts, (str, bytes)):
         raise InvalidArgumentError(
-            f"corpus_texts has {n_corpus:,} texts but the result refers to corpus row "
-            f"{max_id:,}; pass one text per corpus row, in row order"
+            f"corpus_texts has {numbers.counted(n_corpus, 'text')} but the result refers to "
+            f"corpus row {max_id:,}; pass one text per corpus row, in row order"
         )
-    _texts(corpus_texts, "corpus_texts", n_corpus, "corpus rows")
-    _texts(query_texts, "query_texts", n_queries, "queries")
-    q_text = pa.array(list(query_texts), type=pa.string())
-    c_text = pa.array(list(corpus_texts), type=pa.string())
+    c_text = pa.array(
+        _texts(corpus_texts, "corpus_texts", n_corpus, "corpus row", "corpus rows"), pa.string()
+    )
+    q_text = pa.array(
+        _texts(query_texts, "query_texts", n_queries, "query", "queries"), pa.string()
+    )
 
     neg_scores = np.asarray(result.negative_scores, dtype=np.float32)
     indptr = np.asarray(result.positive_indptr, dtype=np.int64)

@@ -123,7 +123,10 @@ def search(
         )
         if found is not None:
             return found if return_stats else found[:2]
-    with read_only(q, c), progress_callback(progress, "search", unit="row") as callback:
+    with (
+        read_only(q, c),
+        progress_callback(progress, "search", total=rows_of(c), unit="row") as callback,
+    ):
         scores, ids, stats = _core.search(
             q, c, options, exclude=csr, threads=threads, progress=callback
         )

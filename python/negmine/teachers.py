@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from negmine import _numbers as numbers
+from negmine._inputs import text_list
 from negmine.errors import InvalidArgumentError, InvalidTypeError
 
 
@@ -52,8 +53,9 @@ def cross_encoder(
         result = negmine.mine(queries, corpus, positives, rescore=teacher,
                               relative_margin=0.05)
     """
-    if isinstance(query_texts, str) or isinstance(corpus_texts, str):
-        raise InvalidTypeError("query_texts and corpus_texts must be sequences of texts")
+    # Checked once here, not pair by pair: a None must not reach the model as a text.
+    query_texts = text_list(query_texts, "query_texts")
+    corpus_texts = text_list(corpus_texts, "corpus_texts")
     batch_size = numbers.count(batch_size, "batch_size")
     if isinstance(model, (str, os.PathLike)):
         try:
@@ -88,13 +90,18 @@ def cross_encoder(
         kwargs: dict[str, Any] = {"batch_size": batch_size, "show_progress_bar": False}
         if activation_fn is not None:
             kwargs["activation_fn"] = activation_fn
-        scores = np.asarray(model.predict(pairs, **kwargs), dtype=np.float32)
+        answer = np.asarray(model.predict(pairs, **kwargs))
         # A multi-label model gives one column per label: the caller must pick the score.
-        if scores.shape != (len(pairs),):
+        if answer.shape != (len(pairs),):
             raise InvalidArgumentError(
-                f"the cross-encoder returned scores of shape {scores.shape} for {len(pairs)} "
+                f"the cross-encoder returned scores of shape {answer.shape} for {len(pairs)} "
                 "pairs: a teacher needs one score per pair (a one-label model)"
             )
-        return scores
+        return numbers.float32_scores(
+            answer,
+            len(pairs),
+            "the cross-encoder",
+            lambda i: f"query row {int(q[i])} with corpus row {int(c[i])}",
+        )
 
     return teacher

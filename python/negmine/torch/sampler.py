@@ -4,6 +4,7 @@ sharded over DDP ranks, resumable mid-epoch."""
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
@@ -50,7 +51,8 @@ class ClusterBatchSampler(Sampler[list[int]]):
     negatives). Each epoch's plan is built from ``(seed, epoch)``, identically in every process.
 
     **Epochs.** Call :meth:`set_epoch` before each epoch, as with ``DistributedSampler``;
-    without it every epoch repeats the same order.
+    without it every epoch repeats the same order. An epoch lower than the current one is
+    accepted with a warning (it replays that epoch).
 
     **Distributed.** ``num_replicas`` and ``rank`` default to ``torch.distributed``'s world
     size and rank when it is initialised, else 1 and 0. Rank ``r`` takes the plan's batches
@@ -201,8 +203,27 @@ class ClusterBatchSampler(Sampler[list[int]]):
 
     def set_epoch(self, epoch: int) -> None:
         """Use the plan of ``epoch`` from the next iteration on. Setting the epoch a loaded
-        state is in keeps its resume point; any other epoch starts from its first batch."""
+        state is in keeps its resume point; any other epoch starts from its first batch.
+
+        An epoch before the current one replays that epoch's batches in the same order: it
+        is allowed, as with ``DistributedSampler`` (rolling back to an earlier checkpoint
+        does it), but warned about, since a training loop that means to go on does not
+        (e.g. one that restarts its count at 0 after :meth:`load_state_dict`, dropping the
+        resume point)."""
         epoch = _numbers.seed(epoch, "epoch")
+        if epoch < self.epoch:
+            dropped = (
+                f"; the resume point loaded for epoch {self.epoch} ({self._skip} batches "
+                "yielded) is dropped"
+                if self._skip
+                else ""
+            )
+            warnings.warn(
+                f"ClusterBatchSampler.set_epoch({epoch}) after epoch {self.epoch}: epoch "
+                f"{epoch}'s batches come again, in the same order{dropped}. Pass increasing "
+                "epochs unless you mean to replay one.",
+                stacklevel=2,
+            )
         if epoch != self.epoch:
             self._skip = 0
             self._yielded = 0
