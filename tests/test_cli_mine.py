@@ -498,3 +498,60 @@ def test_cli_mine_passes_the_core_what_the_library_passes(
     for name, array in want.arrays().items():
         assert array.tobytes() == got.arrays()[name].tobytes(), name
     assert got.report.to_dict() == want.report.to_dict()
+
+
+# ------------------------------------------------------ before the first checkpoint (issue 20)
+
+KILL_AT_FIRST_CHUNK = textwrap.dedent(
+    """
+    import os, signal, sys
+    import negmine.checkpoint as ck
+    def mine_prepared(*a, **k):
+        os.kill(os.getpid(), signal.SIGKILL)
+    ck.mine_prepared = mine_prepared
+    from negmine.cli import main
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+def test_a_run_failing_before_its_first_checkpoint_leaves_nothing(tmp_path):
+    # BUG (issue 20, 10): the failure left `.out.partial` with its manifest, and the run with
+    # the corrected corpus was refused as "an interrupted run of other inputs".
+    q, c, r = write_data(tmp_path, 20, 100)
+    corpus = np.load(c)
+    overflowing = corpus.copy()
+    overflowing[7] = 3e38  # the core refuses the dot scores of this row while mining
+    np.save(c, overflowing)
+    out = tmp_path / "out"
+    bad = run(mine_cmd(q, c, r, out, "--metric", "dot"))
+    assert bad.returncode == 1 and "overflow" in bad.stderr, bad.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npy", "q.npy", "qrels.tsv"]
+    np.save(c, corpus)
+    good = run(mine_cmd(q, c, r, out, "--metric", "dot"))
+    assert good.returncode == 0, good.stderr
+    assert all_files(out) == OUTPUTS
+    assert not partial_of(out).exists()
+
+
+def partial_of(out: Path) -> Path:
+    return out.parent / f".{out.name}.partial"
+
+
+def test_a_kill_before_the_first_checkpoint_blocks_no_other_run(tmp_path):
+    # BUG (issue 20, 10): a kill after the checkpoint's manifest but before its first chunk
+    # left a checkpoint holding nothing, which refused every run of other options.
+    q, c, r = write_data(tmp_path, 30, 200)
+    out = tmp_path / "out"
+    base = ["mine", "--queries", q, "--corpus", c, "--positives", r, "--out", out]
+    killed = run([sys.executable, "-c", KILL_AT_FIRST_CHUNK, *map(str, base), *OPTIONS])
+    assert killed.returncode == -signal.SIGKILL
+    assert (partial_of(out) / "manifest.json").exists()
+    assert not list(partial_of(out).glob("chunk_*"))
+    other = [*OPTIONS, "--seed", "8", "--chunk-queries", "7"]
+    proc = run(mine_cmd(q, c, r, out, *other))
+    assert proc.returncode == 0, proc.stderr
+    reference = tmp_path / "reference"
+    assert run(mine_cmd(q, c, r, reference, *other)).returncode == 0
+    assert_same_bytes(reference, out)
+    assert not partial_of(out).exists()
