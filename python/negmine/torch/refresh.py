@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -28,7 +27,7 @@ import torch
 import torch.distributed as dist
 
 from negmine import _numbers
-from negmine._atomic import atomic_write, file_mode, fsync_directory
+from negmine._atomic import atomic_write, fsync_directory, locked_temp_file, sweep
 from negmine._core import open_embeddings
 from negmine.cluster import kmeans
 from negmine.errors import InvalidArgumentError, InvalidTypeError
@@ -445,10 +444,10 @@ class NegativeRefresher:
     def _encode(self, encoder: Encoder, n_rows: int, path: Path, what: str) -> None:
         """``encoder`` over ``0..n_rows`` in chunks, into a float16 ``.npy`` at ``path``: a temp
         file mapped and filled chunk by chunk, fsynced, renamed into place."""
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
+        sweep(path)
+        # numpy's memmap reopens the file by name (same inode): the descriptor keeps it locked.
+        fd, tmp = locked_temp_file(path)
         try:
-            os.chmod(tmp, file_mode())
             out: np.memmap[Any, Any] | None = None
             with torch.no_grad():
                 for start in range(0, n_rows, self.chunk_size):
@@ -469,13 +468,14 @@ class NegativeRefresher:
                 raise InvalidArgumentError(f"no {what} to encode")
             out.flush()
             del out
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
+            os.fsync(fd)
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
+        finally:
+            os.close(fd)
         fsync_directory(path.parent)
 
     # ---------------------------------------------------------------------------------------
