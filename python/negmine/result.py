@@ -248,7 +248,7 @@ def recorded_texts(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
         raise FormatError(
             f"{path} is not listed in {d / MANIFEST}: it was not saved with this result "
             "(copied from another one, or written by a negmine before texts.json was part of "
-            "the result); pass the text files explicitly"
+            "the result); pass the text files (export --query-texts, --corpus-texts)"
         )
     try:
         data = regular_file(path, "texts record").read_bytes()
@@ -257,7 +257,7 @@ def recorded_texts(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
     if hashlib.sha256(data).hexdigest() != files[TEXTS_SIDECAR]["sha256"]:
         raise FormatError(
             f"{path} does not match {d / MANIFEST}: it was changed after the save, or comes "
-            "from another result; pass the text files explicitly"
+            "from another result; pass the text files (export --query-texts, --corpus-texts)"
         )
     try:
         record = json.loads(data)
