@@ -8,14 +8,20 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import negmine
+import negmine.cli
+from negmine.embed import embed_texts
 from negmine.result import MiningResult
 
 OUTPUTS = {
@@ -293,3 +299,259 @@ def test_bad_cli_inputs_are_clear_errors(tmp_path):
     proc = run(cli("report", tmp_path / "nowhere"))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert os.path.exists(r)
+
+
+# ------------------------------------------------------------- duplicates by text (issue 20)
+
+N_COPIES = 10
+
+
+def copies_data(directory: Path, n_queries: int = 20, n_corpus: int = 1033, dim: int = 16):
+    """Query ``i``'s positive is corpus row ``i``; the last ``N_COPIES`` corpus lines copy
+    lines ``0..N_COPIES`` with embeddings that differ in their last bits (as the same text
+    embedded in another batch does) and that rank right after the positive."""
+    rng = np.random.default_rng(1)
+    corpus = rng.normal(size=(n_corpus, dim)).astype(np.float32)
+    first_copy = n_corpus - N_COPIES
+    corpus[first_copy:] = np.nextafter(corpus[:N_COPIES], np.float32(np.inf))
+    queries = (corpus[:n_queries] + 0.1 * rng.normal(size=(n_queries, dim))).astype(np.float32)
+    texts = [f"passage {i}" for i in range(first_copy)] + [f"passage {i}" for i in range(N_COPIES)]
+    q, c = directory / "q.npy", directory / "c.npy"
+    np.save(q, queries)
+    np.save(c, corpus)
+    t = directory / "corpus.txt"
+    t.write_text("".join(f"{text}\n" for text in texts))
+    r = directory / "qrels.tsv"
+    r.write_text("".join(f"{i}\t{i}\n" for i in range(n_queries)))
+    return q, c, t, r, texts
+
+
+def test_cli_with_corpus_texts_mines_no_copy_of_a_positive(tmp_path):
+    # BUG (issue 20, 1): the CLI grouped duplicates by embedding even with --corpus-texts,
+    # so a copy of a positive embedded a bit differently came back as its hardest negative.
+    q, c, t, r, texts = copies_data(tmp_path)
+    n_corpus = len(texts)
+    copy_of = {i: n_corpus - N_COPIES + i for i in range(N_COPIES)}
+    # Without text groups the copies are mined (what the test guards against).
+    by_rows = negmine.mine(np.load(q), np.load(c), str(r))
+    assert all(copy_of[i] in by_rows.negative_ids[i] for i in range(N_COPIES))
+
+    proc = run(mine_cmd(q, c, r, tmp_path / "m", "--corpus-texts", t))
+    assert proc.returncode == 0, proc.stderr
+    got = MiningResult.load(tmp_path / "m")
+    for i, copy in copy_of.items():
+        assert copy not in got.negative_ids[i], (i, got.negative_ids[i])
+    api = negmine.mine(np.load(q), np.load(c), str(r), corpus_texts=texts)
+    for name, array in api.arrays().items():
+        assert array.tobytes() == got.arrays()[name].tobytes(), name
+    assert got.report.to_dict() == api.report.to_dict()
+
+
+def test_checkpoint_fingerprint_includes_the_duplicate_groups(tmp_path):
+    # BUG (issue 20, 1): mine_to_directory took no corpus texts, and a resume with another
+    # duplicates array was not refused (the manifest said "array").
+    from negmine.checkpoint import mine_to_directory, partial_directory
+
+    q, c, _, r, texts = copies_data(tmp_path, n_queries=20, n_corpus=120)
+    options = negmine.MiningOptions(num_negatives=3)
+    reference = tmp_path / "reference"
+    mine_to_directory(q, c, r, reference, options, corpus_texts=texts, progress=False)
+    calls = []
+
+    def interrupt(done: int, total: int) -> None:
+        calls.append(done)
+        if len(calls) == 3:  # two chunks checkpointed
+            raise KeyboardInterrupt
+
+    out = tmp_path / "out"
+    run_args = {"chunk_queries": 4, "corpus_texts": texts}
+    with pytest.raises(KeyboardInterrupt):
+        mine_to_directory(q, c, r, out, options, progress=interrupt, **run_args)
+    assert len(list(partial_directory(out).glob("chunk_*.npz"))) == 2
+    other_texts = [*texts[:-1], "another passage"]
+    groups = np.arange(len(texts))
+    for change in (
+        {"corpus_texts": other_texts},
+        {"corpus_texts": None},
+        {"corpus_texts": None, "duplicates": groups},
+    ):
+        with pytest.raises(negmine.errors.InvalidArgumentError, match="interrupted run of other"):
+            mine_to_directory(q, c, r, out, options, progress=False, **{**run_args, **change})
+    done = []
+    mine_to_directory(q, c, r, out, options, progress=lambda d, t: done.append(d), **run_args)
+    assert done[0] == 8  # resumed
+    assert_same_bytes(reference, out)
+
+    # An array of groups is named by its content: another array is another run.
+    arrays = tmp_path / "arrays"
+    with pytest.raises(KeyboardInterrupt):
+        calls.clear()
+        mine_to_directory(
+            q, c, r, arrays, options, duplicates=groups, chunk_queries=4, progress=interrupt
+        )
+    shifted = groups.copy()
+    shifted[-1] = 0
+    with pytest.raises(negmine.errors.InvalidArgumentError, match="interrupted run of other"):
+        mine_to_directory(
+            q, c, r, arrays, options, duplicates=shifted, chunk_queries=4, progress=False
+        )
+
+
+class LastBitsModel:
+    """Embeds a text by its bytes; each ``encode`` call moves the first component by one ulp
+    more than the call before, so the same text embedded in another call differs in its last
+    bits (as a real model's batches do)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def encode(self, texts: list[str], **kwargs: Any) -> np.ndarray:
+        out = np.full((len(texts), 8), 0.1, dtype=np.float32)
+        for i, text in enumerate(texts):
+            for j, byte in enumerate(text.encode()):
+                out[i, (j * 5 + byte) % 8] += 1.0 + byte % 3
+        for _ in range(self.calls):
+            out[:, 0] = np.nextafter(out[:, 0], np.float32(np.inf))
+        self.calls += 1
+        return out
+
+
+WORDS = ["alpha", "beta", "gamma", "delta", "eps"]
+
+
+@settings(max_examples=25)
+@given(
+    source=st.sampled_from(["embeddings", "embeddings+texts", "texts"]),
+    no_duplicates=st.booleans(),
+    num_negatives=st.integers(1, 5),
+    strategy=st.sampled_from(["top", "random"]),
+    metric=st.sampled_from(["cosine", "dot"]),
+    chunk_queries=st.integers(1, 13),
+    seed=st.integers(0, 2),
+)
+def test_cli_mine_passes_the_core_what_the_library_passes(
+    source: str,
+    no_duplicates: bool,
+    num_negatives: int,
+    strategy: str,
+    metric: str,
+    chunk_queries: int,
+    seed: int,
+) -> None:
+    # Every `negmine mine` without the optional filters: its negatives (and every array of
+    # the result, and the report) equal negmine.mine's with the same inputs, duplicate groups
+    # by text hash included when texts are given (issue 20, 1).
+    rng = np.random.default_rng(seed)
+    n_queries, n_corpus = 12, 48
+    texts = [" ".join(rng.choice(WORDS, size=2)) for _ in range(n_corpus)]  # many copies
+    positives = [(q, 4 * q) for q in range(n_queries)] + [(0, 1), (5, 7)]
+    query_texts = [texts[p] + " ?" for q, p in positives[:n_queries]]
+    with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as patch:
+        d = Path(tmp)
+        model = LastBitsModel()
+        patch.setattr(negmine.cli, "_embedder", lambda name, quiet: (model, "last-bits"))
+        r = d / "qrels.tsv"
+        r.write_text("".join(f"{q}\t{p}\n" for q, p in positives))
+        t, qt = d / "corpus.txt", d / "queries.txt"
+        t.write_text("".join(f"{x}\n" for x in texts))
+        qt.write_text("".join(f"{x}\n" for x in query_texts))
+        argv = ["-q", "mine", "--positives", str(r), "--out", str(d / "out")]
+        argv += ["--cache-dir", str(d / "cache"), "--num-negatives", str(num_negatives)]
+        argv += ["--sampling-strategy", strategy, "--metric", metric, "--seed", str(seed)]
+        argv += ["--chunk-queries", str(chunk_queries)]
+        argv += ["--no-duplicates"] if no_duplicates else []
+        if source == "texts":
+            argv += ["--query-texts", str(qt), "--corpus-texts", str(t), "--batch-size", "1"]
+            assert negmine.cli.main(argv) == 0
+            assert model.calls > 1  # the texts went through several encode calls
+            embedded = {"cache_dir": d / "cache", "model_id": "last-bits", "progress": False}
+            queries = np.asarray(embed_texts(query_texts, model, **embedded))
+            corpus = np.asarray(embed_texts(texts, model, **embedded))
+        else:
+            corpus = rng.normal(size=(n_corpus, 8)).astype(np.float32)
+            first = {}
+            for row, text in enumerate(texts):  # copies differ in their last bits
+                copied = corpus[first.setdefault(text, row)]
+                corpus[row] = np.nextafter(copied, np.float32(np.inf)) if row % 2 else copied
+            corpus[n_corpus - 1] = corpus[n_corpus - 2]  # equal rows of (maybe) other texts
+            queries = corpus[[p for _, p in positives[:n_queries]]] + 0.2 * rng.normal(
+                size=(n_queries, 8)
+            ).astype(np.float32)
+            np.save(d / "q.npy", queries)
+            np.save(d / "c.npy", corpus)
+            argv += ["--queries", str(d / "q.npy"), "--corpus", str(d / "c.npy")]
+            argv += ["--corpus-texts", str(t)] if source == "embeddings+texts" else []
+            assert negmine.cli.main(argv) == 0
+        got = MiningResult.load(d / "out")
+        want = negmine.mine(
+            queries,
+            corpus,
+            str(r),
+            num_negatives=num_negatives,
+            sampling_strategy=strategy,  # type: ignore[arg-type]
+            metric=metric,  # type: ignore[arg-type]
+            seed=seed,
+            duplicates=None if no_duplicates else "auto",
+            corpus_texts=None if source == "embeddings" else texts,
+        )
+    assert got.arrays().keys() == want.arrays().keys()
+    for name, array in want.arrays().items():
+        assert array.tobytes() == got.arrays()[name].tobytes(), name
+    assert got.report.to_dict() == want.report.to_dict()
+
+
+# ------------------------------------------------------ before the first checkpoint (issue 20)
+
+KILL_AT_FIRST_CHUNK = textwrap.dedent(
+    """
+    import os, signal, sys
+    import negmine.checkpoint as ck
+    def mine_prepared(*a, **k):
+        os.kill(os.getpid(), signal.SIGKILL)
+    ck.mine_prepared = mine_prepared
+    from negmine.cli import main
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+def test_a_run_failing_before_its_first_checkpoint_leaves_nothing(tmp_path):
+    # BUG (issue 20, 10): the failure left `.out.partial` with its manifest, and the run with
+    # the corrected corpus was refused as "an interrupted run of other inputs".
+    q, c, r = write_data(tmp_path, 20, 100)
+    corpus = np.load(c)
+    overflowing = corpus.copy()
+    overflowing[7] = 3e38  # the core refuses the dot scores of this row while mining
+    np.save(c, overflowing)
+    out = tmp_path / "out"
+    bad = run(mine_cmd(q, c, r, out, "--metric", "dot"))
+    assert bad.returncode == 1 and "overflow" in bad.stderr, bad.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npy", "q.npy", "qrels.tsv"]
+    np.save(c, corpus)
+    good = run(mine_cmd(q, c, r, out, "--metric", "dot"))
+    assert good.returncode == 0, good.stderr
+    assert all_files(out) == OUTPUTS
+    assert not partial_of(out).exists()
+
+
+def partial_of(out: Path) -> Path:
+    return out.parent / f".{out.name}.partial"
+
+
+def test_a_kill_before_the_first_checkpoint_blocks_no_other_run(tmp_path):
+    # BUG (issue 20, 10): a kill after the checkpoint's manifest but before its first chunk
+    # left a checkpoint holding nothing, which refused every run of other options.
+    q, c, r = write_data(tmp_path, 30, 200)
+    out = tmp_path / "out"
+    base = ["mine", "--queries", q, "--corpus", c, "--positives", r, "--out", out]
+    killed = run([sys.executable, "-c", KILL_AT_FIRST_CHUNK, *map(str, base), *OPTIONS])
+    assert killed.returncode == -signal.SIGKILL
+    assert (partial_of(out) / "manifest.json").exists()
+    assert not list(partial_of(out).glob("chunk_*"))
+    other = [*OPTIONS, "--seed", "8", "--chunk-queries", "7"]
+    proc = run(mine_cmd(q, c, r, out, *other))
+    assert proc.returncode == 0, proc.stderr
+    reference = tmp_path / "reference"
+    assert run(mine_cmd(q, c, r, reference, *other)).returncode == 0
+    assert_same_bytes(reference, out)
+    assert not partial_of(out).exists()

@@ -555,6 +555,37 @@ def test_export_finds_the_texts_a_result_was_mined_from(
     assert "records no query texts and no corpus texts" in capsys.readouterr().err
 
 
+def test_export_refuses_a_texts_record_of_another_result(
+    tmp_path: Path, model: BytesModel, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # BUG (issue 20, 8): texts.json was not covered by the manifest, so one copied from
+    # another result was used, and export wrote that result's texts with exit 0.
+    d = text_data(tmp_path)
+    other = write_lines(tmp_path / "other.txt", [f"other passage {i}" for i in range(40)])
+    base = ["mine", "--query-texts", d["q"], "--positives", d["r"], "--cache-dir", d["cache"]]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert cli.main([*base, "--corpus-texts", d["c"], "--out", str(a), "-q"]) == 0
+    assert cli.main([*base, "--corpus-texts", str(other), "--out", str(b), "-q"]) == 0
+    np.save(tmp_path / "q.npy", normalized(BytesModel().encode(d["queries"])))
+    np.save(tmp_path / "c.npy", normalized(BytesModel().encode(d["corpus"])))
+    embedded = tmp_path / "embedded"  # mined from embeddings: it records no texts
+    argv = ["mine", "--queries", str(tmp_path / "q.npy"), "--corpus", str(tmp_path / "c.npy")]
+    assert cli.main([*argv, "--positives", d["r"], "--out", str(embedded), "-q"]) == 0
+    assert not (embedded / "texts.json").exists()
+    capsys.readouterr()
+    export = ["export", "--format", "triplet", "--out", str(tmp_path / "x.jsonl")]
+    for target, needle in ((b, "does not match"), (embedded, "is not listed in")):
+        (target / "texts.json").write_bytes((a / "texts.json").read_bytes())
+        assert cli.main([*export[:1], str(target), *export[1:]]) == 1, target
+        err = capsys.readouterr().err
+        assert needle in err and "texts.json" in err and "Traceback" not in err, err
+        assert not (tmp_path / "x.jsonl").exists()
+    # Its own record is used: the manifest lists it.
+    assert "texts.json" in json.loads((a / "manifest.json").read_text())["files"]
+    assert cli.main([*export[:1], str(a), *export[1:], "-q"]) == 0
+    assert MiningResult.load(a).negative_ids.shape[0] == len(d["queries"])
+
+
 def test_quiet_prints_nothing_for_any_command(
     tmp_path: Path, mined: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -644,6 +675,7 @@ def test_a_damaged_texts_record_is_one_error_line(
 
 
 def test_quiet_silences_the_model_libraries_logs_warnings_and_bars(
+    request: pytest.FixtureRequest,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
@@ -667,6 +699,10 @@ def test_quiet_silences_the_model_libraries_logs_warnings_and_bars(
         return BytesModel()
 
     monkeypatch.setattr(negmine.embed, "_load_model", load)
+    # transformers' own level as a fresh process has it (another test may have lowered it).
+    level = transformers.get_verbosity()
+    transformers.set_verbosity_warning()
+    request.addfinalizer(lambda: transformers.set_verbosity(level))
     t_path = write_lines(tmp_path / "t.txt", ["one", "two"])
     argv = ["embed", str(t_path), "--model", "fake/model"]
     assert cli.main(["-q", *argv, "--out", f"{tmp_path / 'a'}{os.sep}"]) == 0

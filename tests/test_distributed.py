@@ -601,6 +601,35 @@ def test_small_runs_equal_one_process(local_ray: None, run: dict[str, Any]) -> N
         np.testing.assert_array_equal(found[0].view(np.uint32), want[0].view(np.uint32))
 
 
+def test_corpus_texts_group_duplicates_on_ray_as_in_one_process(
+    local_ray: None, tmp_path: Path
+) -> None:
+    # Issue 20, 1: distributed.mine (and `negmine mine --ray`) take the corpus texts, whose
+    # identical texts are the duplicate groups, as negmine.mine does.
+    q, c, r = write_inputs(tmp_path)
+    queries, corpus, positives = data()
+    texts = [f"passage {i}" for i in range(N_CORPUS)]
+    for (p,) in positives[:10]:  # a copy of the positive's text in another row
+        texts[(p + 1) % N_CORPUS] = texts[p]
+    t = tmp_path / "corpus.txt"
+    t.write_text("".join(f"{x}\n" for x in texts))
+    options = {"num_negatives": 4, "sampling_strategy": "top"}
+    want = negmine.mine(queries, corpus, positives, corpus_texts=texts, **options)
+    assert not np.array_equal(
+        want.negative_ids, negmine.mine(queries, corpus, positives, **options).negative_ids
+    )
+    got = distributed.mine(
+        queries, corpus, positives, shard_by="corpus", shards=SHARDS, corpus_texts=texts, **options
+    )
+    assert_identical(want, got)
+    args = ["mine", "--queries", str(q), "--corpus", str(c), "--positives", str(r), "-q"]
+    args += ["--corpus-texts", str(t), "--num-negatives", "4", "--chunk-queries", "9"]
+    assert cli_main([*args, "--out", str(tmp_path / "local")]) == 0
+    assert cli_main([*args, "--out", str(tmp_path / "ray"), "--ray", "auto", "--shards", "2"]) == 0
+    same_files(tmp_path / "local", tmp_path / "ray")
+    assert_identical(want, MiningResult.load(tmp_path / "ray"))
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "needle"),
     [

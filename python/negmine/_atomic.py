@@ -7,6 +7,12 @@ Files and directories get the modes ``open`` and ``mkdir`` would give them (0o66
 less the umask), not the 0600 / 0700 of ``tempfile``. A failed write raises an ``OSError``
 (the subclass its errno maps to) whose message names the destination and whose ``errno`` is
 the system's, e.g. ``EFBIG`` or ``ENOSPC``.
+
+Every temporary name is ``.<destination's name>.<12 hex digits>.tmp`` (a temp file, a staging
+directory), or ``.old`` for an old directory renamed aside, and its writer holds an exclusive
+``flock`` on it while it lives. A writer killed (``kill -9``, power loss) leaves it behind;
+the next write to the same destination removes every such name whose lock it can take
+(:func:`sweep`): a lock it cannot take belongs to a live writer.
 """
 
 from __future__ import annotations
@@ -14,12 +20,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import functools
 import hashlib
 import os
+import re
 import secrets
 import shutil
-import tempfile
+import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,10 +71,10 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[
     directory = dest.parent if str(dest.parent) else Path(".")
     if not directory.is_dir():
         raise FileNotFoundError(2, "output directory does not exist", str(directory))
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=directory)
+    sweep(dest)
+    fd, tmp = locked_temp_file(dest)
     try:
         try:
-            os.fchmod(fd, file_mode())
             with os.fdopen(fd, mode) as f:
                 yield f
                 f.flush()
@@ -114,6 +122,98 @@ def new_file(path: Path) -> Iterator[IO[bytes]]:
         raise _located(e, path) from e
 
 
+_TEMP_SUFFIX = re.compile(r"[0-9a-f]{12}\.(tmp|old)")
+
+
+def _temp_name(dest: Path, kind: str = "tmp") -> Path:
+    return dest.parent / f".{dest.name}.{secrets.token_hex(6)}.{kind}"
+
+
+def _lock_at(fd: int, path: Path) -> bool:
+    """Takes ``fd``'s exclusive lock (waiting, briefly, for a sweeper that took it first);
+    whether ``path`` is still ``fd``'s file, i.e. no sweeper removed it meanwhile."""
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
+
+
+def locked_temp_file(dest: Path) -> tuple[int, Path]:
+    """A new temp file for ``dest`` (``.<name>.<hex>.tmp`` beside it, mode as ``open`` gives)
+    open for writing, and locked so that :func:`sweep` leaves it alone; the lock goes with
+    the file descriptor."""
+    while True:
+        tmp = _temp_name(dest)
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            fd = os.open(tmp, flags, file_mode())
+        except FileExistsError:
+            continue
+        try:
+            if _lock_at(fd, tmp):
+                return fd, tmp
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+def _locked_directory(path: Path, stack: contextlib.ExitStack) -> bool:
+    """Locks the directory at ``path`` until ``stack`` closes; False if it is gone."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    stack.callback(os.close, fd)
+    return _lock_at(fd, path)
+
+
+def sweep(dest: str | os.PathLike[str]) -> None:
+    """Removes what killed writers to ``dest`` left beside it: every temp file and staging
+    directory of it (``.<name>.<hex>.tmp``) owned by this user whose lock is free, i.e. whose
+    writer is gone; and, while ``dest`` exists (the new version is in place), every old
+    directory renamed aside (``.<name>.<hex>.old``) alike. Errors are ignored: a name that
+    cannot be removed now is swept by a later write."""
+    dest = Path(dest)
+    directory = dest.parent if str(dest.parent) else Path(".")
+    prefix = f".{dest.name}."
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        match = name.startswith(prefix) and _TEMP_SUFFIX.fullmatch(name, len(prefix))
+        if not match or (match.group(1) == "old" and not os.path.lexists(dest)):
+            continue
+        with contextlib.suppress(OSError):
+            _remove_unlocked(directory / name)
+
+
+def _remove_unlocked(path: Path) -> None:
+    """Removes the file or directory ``path`` if it is this user's and nobody holds its lock."""
+    mode = os.lstat(path).st_mode
+    if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+        return  # never opened: a device or FIFO is no temp name of ours
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if info.st_uid != os.getuid():
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # its writer is alive
+        if not os.path.samestat(info, os.lstat(path)):
+            return
+        if stat.S_ISDIR(info.st_mode):
+            shutil.rmtree(path, ignore_errors=True)
+        elif stat.S_ISREG(info.st_mode):
+            os.unlink(path)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_directory(
     path: str | os.PathLike[str], *, staging: Path | None = None
@@ -127,33 +227,47 @@ def atomic_directory(
     the complete new one. Where that is unavailable the old directory is renamed aside first,
     so that a crash between the two renames leaves it as ``.<name>.<random>.old``, complete.
     On an error nothing temporary is left and ``path`` is unchanged; an ``OSError`` names the
-    file of ``path`` that could not be written. Parent directories are created. The caller
-    decides whether ``path`` may be replaced."""
+    file of ``path`` that could not be written. What killed saves to ``path`` left is swept
+    first (:func:`sweep`), and old directories again once the new one is in place. Parent
+    directories are created. The caller decides whether ``path`` may be replaced."""
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if staging is None:
-        staging = dest.parent / f".{dest.name}.{secrets.token_hex(6)}.tmp"
-    elif os.path.lexists(staging):
-        shutil.rmtree(staging)
-    os.mkdir(staging)  # 0o777 less the umask, like the directory it becomes
-    old = None
-    try:
+    sweep(dest)
+    with contextlib.ExitStack() as locks:
+        if staging is not None:
+            if os.path.lexists(staging):
+                shutil.rmtree(staging)
+            os.mkdir(staging)  # 0o777 less the umask, like the directory it becomes
+        else:
+            while True:  # until a new name is made and locked before any sweep took it
+                staging = _temp_name(dest)
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(staging)
+                    if _locked_directory(staging, locks):
+                        break
+        old = None
         try:
-            yield staging
-            fsync_directory(staging)
-            old = _swap_in(staging, dest)
-            fsync_directory(dest.parent)
-        except OSError as e:
-            renamed = _unstaged(e, staging, dest)
-            if renamed is e:
-                raise
-            raise renamed from e
-    except BaseException:
-        # After a swap the staging name holds the old directory: removing it is right too.
-        shutil.rmtree(old or staging, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old)
+            try:
+                yield staging
+                fsync_directory(staging)
+                # The old directory stays locked (at the staging name after an exchange, or
+                # aside) until it is removed, so that no sweep takes it from under us.
+                while os.path.lexists(dest) and not _locked_directory(dest, locks):
+                    pass
+                old = _swap_in(staging, dest)
+                fsync_directory(dest.parent)
+            except OSError as e:
+                renamed = _unstaged(e, staging, dest)
+                if renamed is e:
+                    raise
+                raise renamed from e
+        except BaseException:
+            # After a swap the staging name holds the old directory: removing it is right too.
+            shutil.rmtree(old or staging, ignore_errors=True)
+            raise
+        if old is not None:
+            shutil.rmtree(old)
+    sweep(dest)
 
 
 def _unstaged(e: OSError, staging: Path, dest: Path) -> OSError:
@@ -175,7 +289,7 @@ def _swap_in(new: Path, dest: Path) -> Path | None:
     if not os.path.lexists(dest):
         os.rename(new, dest)
         return None
-    aside = dest.parent / f".{dest.name}.{secrets.token_hex(6)}.old"
+    aside = _temp_name(dest, "old")
     os.rename(dest, aside)
     try:
         os.rename(new, dest)

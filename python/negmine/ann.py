@@ -65,7 +65,6 @@ import importlib
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,7 +75,7 @@ import numpy as np
 
 from negmine import _core
 from negmine import _numbers as numbers
-from negmine._atomic import atomic_write
+from negmine._atomic import atomic_write, locked_temp_file, sweep
 from negmine._core import Embeddings
 from negmine._digest import file_digest, stream_into
 from negmine._inputs import rows_of
@@ -444,15 +443,12 @@ def _save(index: Any, path: Path, meta: dict[str, Any]) -> None:
     sidecar goes first, so a crash in between leaves an index nobody trusts rather than a
     sidecar vouching for the wrong index."""
     sidecar = Path(f"{path}.json")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    sweep(path)
+    # hnswlib rewrites the file by name (same inode): the descriptor keeps it locked.
+    fd, tmp = locked_temp_file(path)
     try:
-        index.save_index(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        index.save_index(str(tmp))
+        os.fsync(fd)
         meta = {**meta, "index": _index_digest(tmp)}
         with contextlib.suppress(FileNotFoundError):
             os.unlink(sidecar)
@@ -461,6 +457,8 @@ def _save(index: Any, path: Path, meta: dict[str, Any]) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    finally:
+        os.close(fd)
     with atomic_write(sidecar) as f:
         f.write(json.dumps(meta, indent=1, sort_keys=True).encode())
 

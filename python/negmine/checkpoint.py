@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -154,12 +155,14 @@ def mine_to_directory(
     options: MiningOptions,
     *,
     duplicates: Duplicates = "auto",
+    corpus_texts: Sequence[str] | None = None,
     chunk_queries: int = 8192,
     threads: int | None = None,
     progress: bool | ProgressCallback = True,
     runner: ChunkRunner = local_chunks,
     teacher: Teacher | None = None,
     teacher_identity: dict[str, Any] | None = None,
+    texts_record: Mapping[str, Any] | None = None,
 ) -> MiningResult:
     """Mines ``queries`` (a ``.npy`` file) against ``corpus`` (a ``.npy`` file, mapped) with
     the positives of a qrels TSV, writing the result into ``out`` as one unit (see
@@ -172,9 +175,16 @@ def mine_to_directory(
     removed when the result is in place. A run over a checkpoint of the same inputs and
     options resumes it and writes byte-identical output; a checkpoint of other options or
     inputs is refused (inputs are compared by content, see ``_fingerprint``: a different
-    corpus of the same size and mtime is refused too). Inputs are checked to be regular files
-    (no FIFO, device or directory) before anything is created, and a run that fails before
-    its first checkpoint leaves nothing behind.
+    corpus of the same size and mtime is refused too; so are other ``corpus_texts`` or
+    ``duplicates`` groups). Inputs are checked to be regular files (no FIFO, device or
+    directory) before anything is created. A run that fails before its first chunk is
+    checkpointed leaves nothing behind, and what a kill before it leaves holds nothing to
+    resume: the next run, of any inputs and options, starts afresh over it.
+
+    ``duplicates`` and ``corpus_texts`` group the corpus as in :func:`negmine.mine` (with
+    texts, identical texts are duplicates). ``texts_record`` (``negmine mine``'s record of
+    the text files, for ``negmine export``) is saved with the result as ``texts.json``,
+    listed in its manifest.
 
     ``runner`` mines the chunks (default: this process; see :mod:`negmine.distributed` for a
     Ray cluster); ``progress``: a tqdm bar or a callable ``(queries done, total)``, called
@@ -202,6 +212,7 @@ def mine_to_directory(
                 partial,
                 options,
                 duplicates,
+                corpus_texts,
                 chunk_queries,
                 threads,
                 progress,
@@ -210,12 +221,14 @@ def mine_to_directory(
                 teacher_identity,
             )
         except BaseException:
-            if not (partial / "manifest.json").exists():
+            # Nothing mined is nothing to resume: a manifest alone would only make the
+            # corrected rerun look like a resume of other inputs.
+            if not _checkpointed(partial):
                 shutil.rmtree(partial, ignore_errors=True)
             raise
         # Staged inside the checkpoint, so that a kill while saving leaves nothing beside
         # `out` that the resumed run would not clean up.
-        save_result(result, out_dir, staging=partial / "result")
+        save_result(result, out_dir, staging=partial / "result", texts=texts_record)
         shutil.rmtree(partial)
         fsync_directory(out_dir.parent)
     return result
@@ -229,6 +242,7 @@ def _mine_chunks(
     partial: Path,
     options: MiningOptions,
     duplicates: Duplicates,
+    corpus_texts: Sequence[str] | None,
     chunk_queries: int,
     threads: int | None,
     progress: bool | ProgressCallback,
@@ -241,7 +255,7 @@ def _mine_chunks(
     manifest = {
         "format": 2,
         "options": options.to_dict(),
-        "duplicates": duplicates if duplicates is None or isinstance(duplicates, str) else "array",
+        "duplicates": _duplicates_identity(duplicates, corpus_texts),
         "chunk_queries": chunk_queries,
         "queries": _fingerprint(queries, "queries file"),
         "corpus": _fingerprint(corpus, "corpus file"),
@@ -255,7 +269,8 @@ def _mine_chunks(
             previous = json.loads(regular_file(manifest_path, "checkpoint manifest").read_text())
         except ValueError:
             previous = None
-        if previous != manifest:
+        # A checkpoint without a chunk (killed before the first) holds nothing to mix up.
+        if previous != manifest and _checkpointed(partial):
             raise InvalidArgumentError(
                 f"{out_dir} holds an interrupted run of other inputs or options; remove "
                 f"{partial} to start over, or write to another directory"
@@ -268,6 +283,7 @@ def _mine_chunks(
         c,
         positives,
         duplicates=duplicates,
+        corpus_texts=corpus_texts,
         query_dup_threshold=options.query_dup_threshold,
         threads=threads,
     )
@@ -276,7 +292,7 @@ def _mine_chunks(
         raise InvalidArgumentError(
             f"queries have dimension {q.shape[1]} but the corpus has dimension {c.shape[1]}"
         )
-    if not manifest_path.exists():
+    if not (manifest_path.exists() and _checkpointed(partial)):
         with atomic_write(manifest_path) as f:
             f.write(json.dumps(manifest, indent=1, sort_keys=True).encode())
     chunks = query_chunks(q.shape[0], chunk_queries)
@@ -341,6 +357,32 @@ def run_chunks(
 
 def _chunk_path(partial: Path, start: int) -> Path:
     return partial / f"chunk_{start:012d}.npz"
+
+
+def _checkpointed(partial: Path) -> bool:
+    """Whether ``partial`` holds a mined chunk (what a resume would keep)."""
+    return any(partial.glob("chunk_*.npz"))
+
+
+def _duplicates_identity(duplicates: Duplicates, corpus_texts: Sequence[str] | None) -> Any:
+    """What names the duplicate groups in the checkpoint's manifest: ``None`` (off),
+    ``"auto"`` (groups of identical corpus rows, which are fingerprinted), or the digest of
+    the texts or of the group array they come from."""
+    if duplicates is None:
+        return None
+    if isinstance(duplicates, str):
+        if corpus_texts is None:
+            return duplicates
+        digest = hashlib.sha256()
+        for text in corpus_texts:
+            data = text.encode("utf-8")
+            digest.update(len(data).to_bytes(8, "little"))
+            digest.update(data)
+        return {"corpus_texts": len(corpus_texts), "sha256": digest.hexdigest()}
+    groups = np.ascontiguousarray(duplicates)
+    digest = hashlib.sha256(f"{groups.dtype.str} {groups.shape}".encode())
+    digest.update(groups.tobytes())
+    return {"groups": digest.hexdigest()}
 
 
 def _savez(file: IO[bytes], arrays: dict[str, np.ndarray]) -> None:

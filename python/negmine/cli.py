@@ -400,6 +400,7 @@ def _cmd_mine(args: argparse.Namespace) -> int:
     positives = _row_qrels(args, shapes["queries"][0], shapes["corpus"][0], cache)
     duplicates = None if args.no_duplicates else "auto"
     teacher, identity = _teacher(args, query_texts, corpus_texts)
+    record = _texts_record(args)
     start = time.perf_counter()
     if args.ray is not None:
         from negmine import distributed
@@ -413,6 +414,8 @@ def _cmd_mine(args: argparse.Namespace) -> int:
             shard_by=args.shard_by,
             shards=args.shards,
             duplicates=duplicates,
+            corpus_texts=corpus_texts,
+            texts_record=record,
             chunk_queries=args.chunk_queries,
             threads=args.threads,
             progress=not args.quiet,
@@ -426,22 +429,23 @@ def _cmd_mine(args: argparse.Namespace) -> int:
             args.out,
             options,
             duplicates=duplicates,
+            corpus_texts=corpus_texts,
             chunk_queries=args.chunk_queries,
             threads=args.threads,
             progress=not args.quiet,
             teacher=teacher,
             teacher_identity=identity,
+            texts_record=record,
         )
-    _record_texts(args)
     _say(args, result.report, f"done in {time.perf_counter() - start:.1f} s -> {args.out}")
     return 0
 
 
-def _record_texts(args: argparse.Namespace) -> None:
-    """Writes which text files the result was mined from into it (``texts.json``: absolute
-    path and content digest of each), so that ``export`` finds them without options."""
+def _texts_record(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Which text files the result is mined from (absolute path and content digest of each),
+    saved with it as ``texts.json`` so that ``export`` finds them without options; None
+    without texts."""
     from negmine._digest import file_digest
-    from negmine.result import TEXTS_SIDECAR
 
     recorded = {
         key: {"path": str(Path(path).absolute()), **file_digest(path, what)}
@@ -451,32 +455,23 @@ def _record_texts(args: argparse.Namespace) -> None:
         )
         if path is not None
     }
-    if recorded:
-        with atomic_write(Path(args.out) / TEXTS_SIDECAR) as f:
-            f.write(json.dumps(recorded, indent=1, sort_keys=True).encode())
+    return recorded or None
 
 
 def _recorded_texts(directory: str, side: str) -> str | None:
     """The text file of ``side`` (``"query_texts"`` / ``"corpus_texts"``) that the result in
     ``directory`` was mined from, checked to be unchanged; None if it records none."""
     from negmine._digest import file_digest
-    from negmine.result import TEXTS_SIDECAR
+    from negmine.result import TEXTS_SIDECAR, recorded_texts
 
-    sidecar = Path(directory) / TEXTS_SIDECAR
-    if not sidecar.exists():
-        return None
-    try:
-        record = json.loads(regular_file(sidecar, "texts record").read_bytes())
-    except (ValueError, RecursionError):
-        record = None
-    not_a_record = InvalidArgumentError(f"{sidecar} is not a negmine texts record")
-    if not isinstance(record, dict):
-        raise not_a_record
-    entry = record.get(side)
+    record = recorded_texts(directory)
+    entry = None if record is None else record.get(side)
     if entry is None:
         return None
     if not (isinstance(entry, dict) and isinstance(entry.get("path"), str)):
-        raise not_a_record
+        raise InvalidArgumentError(
+            f"{Path(directory) / TEXTS_SIDECAR} is not a negmine texts record"
+        )
     entry = dict(entry)
     path = str(entry.pop("path"))
     option = "--" + side.replace("_", "-")

@@ -112,6 +112,8 @@ def mine(
     out: str | os.PathLike[str] | None = None,
     chunk_queries: int = 8192,
     duplicates: Duplicates = "auto",
+    corpus_texts: Sequence[str] | None = None,
+    texts_record: Mapping[str, Any] | None = None,
     max_restarts: int = 3,
     threads: int | None = None,
     progress: bool | ProgressCallback = False,
@@ -120,12 +122,13 @@ def mine(
     """:func:`negmine.mine` on a Ray cluster: the same :class:`MiningResult`, bit for bit.
 
     Args:
-        queries, corpus, positives, duplicates: as in :func:`negmine.mine` (with ``out``: a
-            queries ``.npy``, a corpus ``.npy`` and a qrels TSV, as for ``negmine mine``).
-            A corpus file must be at the same path on every node that maps it (a relative
-            path is resolved on the driver), with the same content: an actor that cannot
-            open it or maps other content raises :class:`~negmine.errors.InvalidArgumentError`
-            naming the file, the actor and its node.
+        queries, corpus, positives, duplicates, corpus_texts: as in :func:`negmine.mine`
+            (with ``out``: a queries ``.npy``, a corpus ``.npy`` and a qrels TSV, as for
+            ``negmine mine``). A corpus file must be at the same path on every node that maps
+            it (a relative path is resolved on the driver), with the same content: an actor
+            that cannot open it or maps other content raises
+            :class:`~negmine.errors.InvalidArgumentError` naming the file, the actor and its
+            node.
         shard_by: ``"query"``: actors mine chunks of queries against the whole corpus;
             ``"corpus"``: one actor per range of corpus rows, the driver merging their top
             candidates (see the module docstring).
@@ -144,6 +147,7 @@ def mine(
         out: a directory to write the result into, checkpointed chunk by chunk as
             :func:`negmine.checkpoint.mine_to_directory` does (a rerun resumes; a run of the
             local ``negmine mine`` may resume it and vice versa). ``None``: in memory only.
+        texts_record: with ``out``: saved with the result, as by ``mine_to_directory``.
         chunk_queries: queries per task (by query) or per core call of the driver (by
             corpus); the unit of the checkpoint.
         max_restarts: how often Ray restarts a killed actor (its task is retried on the
@@ -189,6 +193,7 @@ def mine(
             c,
             positives,
             duplicates=duplicates,
+            corpus_texts=corpus_texts,
             query_dup_threshold=mining.query_dup_threshold,
             threads=threads,
         )
@@ -221,10 +226,12 @@ def mine(
                 out,
                 mining,
                 duplicates=duplicates,
+                corpus_texts=corpus_texts,
                 chunk_queries=chunk_queries,
                 threads=threads,
                 progress=progress,
                 runner=runner,
+                texts_record=texts_record,
             )
         assert work is not None
         chunks = query_chunks(rows_of(work.queries), chunk_queries)

@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,12 +132,13 @@ _RESULT_ARRAYS = (
 _OPTIONAL_ARRAYS = ("teacher_scores", "positive_teacher_scores", "groups")
 """Arrays a result holds only when they exist: a teacher's scores, the duplicate groups."""
 _REQUIRED_FILES = frozenset({*(f"{name}.npy" for name in _RESULT_ARRAYS), "report.json"})
-_RESULT_FILES = _REQUIRED_FILES | {f"{name}.npy" for name in _OPTIONAL_ARRAYS}
 MANIFEST = "manifest.json"
 _MANIFEST_FORMAT = "negmine mining result"
 TEXTS_SIDECAR = "texts.json"
-"""Which text files a result was mined from, written by ``negmine mine`` beside the result's
-files (not part of it: loading ignores it; a new result replaces the directory without it)."""
+"""Which text files a result was mined from (``negmine mine``'s record, for ``negmine
+export``): saved with the result and listed in its manifest, so that one copied from another
+result is refused (:func:`recorded_texts`); loading checks it and otherwise ignores it."""
+_RESULT_FILES = _REQUIRED_FILES | {f"{name}.npy" for name in _OPTIONAL_ARRAYS} | {TEXTS_SIDECAR}
 
 
 def check_replaceable(directory: Path) -> None:
@@ -147,7 +149,7 @@ def check_replaceable(directory: Path) -> None:
         raise InvalidArgumentError(
             f"{directory} exists and is not a directory; a mining result is a directory"
         )
-    foreign = sorted(set(os.listdir(directory)) - _RESULT_FILES - {MANIFEST, TEXTS_SIDECAR})
+    foreign = sorted(set(os.listdir(directory)) - _RESULT_FILES - {MANIFEST})
     if foreign:
         shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
         raise InvalidArgumentError(
@@ -156,9 +158,15 @@ def check_replaceable(directory: Path) -> None:
         )
 
 
-def save_result(result: MiningResult, directory: Path, staging: Path | None = None) -> None:
+def save_result(
+    result: MiningResult,
+    directory: Path,
+    staging: Path | None = None,
+    texts: Mapping[str, Any] | None = None,
+) -> None:
     """:meth:`MiningResult.save` into ``directory`` (an absolute path), staged in ``staging``
-    (default: a hidden sibling) if given."""
+    (default: a hidden sibling) if given, with ``texts`` (the record of the text files it was
+    mined from) as :data:`TEXTS_SIDECAR` if given."""
     check_replaceable(directory)
     files: dict[str, dict[str, Any]] = {}
     with atomic_directory(directory, staging=staging) as new:
@@ -175,6 +183,11 @@ def save_result(result: MiningResult, directory: Path, staging: Path | None = No
             writer = HashingWriter(f)
             writer.write(json.dumps(result.report.to_dict(), indent=1, sort_keys=True).encode())
         files["report.json"] = {"sha256": writer.hexdigest()}
+        if texts is not None:
+            with new_file(new / TEXTS_SIDECAR) as f:
+                writer = HashingWriter(f)
+                writer.write(json.dumps(texts, indent=1, sort_keys=True).encode())
+            files[TEXTS_SIDECAR] = {"sha256": writer.hexdigest()}
         manifest = {"format": _MANIFEST_FORMAT, "version": 1, "files": files}
         with new_file(new / MANIFEST) as f:
             f.write(json.dumps(manifest, indent=1, sort_keys=True).encode())
@@ -220,6 +233,39 @@ def _read_manifest(directory: Path) -> dict[str, dict[str, Any]]:
         ):
             raise FormatError(f"{path}: the entry of {name} needs a dtype and a shape")
     return files
+
+
+def recorded_texts(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The :data:`TEXTS_SIDECAR` record of the result in ``directory`` (None without one),
+    checked against its manifest: one the manifest does not list, or with other bytes than
+    it lists, was not saved with this result and raises ``FormatError``."""
+    d = Path(directory)
+    path = d / TEXTS_SIDECAR
+    files = _read_manifest(d)
+    if TEXTS_SIDECAR not in files:
+        if not os.path.lexists(path):
+            return None
+        raise FormatError(
+            f"{path} is not listed in {d / MANIFEST}: it was not saved with this result "
+            "(copied from another one, or written by a negmine before texts.json was part of "
+            "the result); pass the text files (export --query-texts, --corpus-texts)"
+        )
+    try:
+        data = regular_file(path, "texts record").read_bytes()
+    except FileNotFoundError:
+        raise FormatError(f"{path} is listed in {MANIFEST} but missing") from None
+    if hashlib.sha256(data).hexdigest() != files[TEXTS_SIDECAR]["sha256"]:
+        raise FormatError(
+            f"{path} does not match {d / MANIFEST}: it was changed after the save, or comes "
+            "from another result; pass the text files (export --query-texts, --corpus-texts)"
+        )
+    try:
+        record = json.loads(data)
+    except (ValueError, RecursionError):
+        record = None
+    if not isinstance(record, dict):
+        raise FormatError(f"{path} is not a negmine texts record")
+    return record
 
 
 def _read_result(directory: Path) -> dict[str, Any]:

@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,7 +31,14 @@ import torch
 import torch.distributed as dist
 
 from negmine import _numbers
-from negmine._atomic import HashingWriter, _located, atomic_write, file_mode, fsync_directory
+from negmine._atomic import (
+    HashingWriter,
+    _located,
+    atomic_write,
+    fsync_directory,
+    locked_temp_file,
+    sweep,
+)
 from negmine._core import Embeddings, open_embeddings
 from negmine._digest import update_value
 from negmine.cluster import kmeans
@@ -577,10 +583,10 @@ class NegativeRefresher:
         as SIGBUS and kill the process instead of raising ``OSError``. Not
         :func:`atomic_write`, which would name an ``OSError`` of the encoder's own as a failed
         write of ``path``."""
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        sweep(path)
+        fd, tmp = locked_temp_file(path)  # locked while this writer lives: no sweep takes it
         try:
             try:
-                _writing(path, os.fchmod, fd, file_mode())
                 width: int | None = None
                 with torch.no_grad():
                     for start in range(0, n_rows, self.chunk_size):
@@ -618,6 +624,8 @@ class NegativeRefresher:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
+        finally:
+            os.close(fd)
         fsync_directory(path.parent)
 
     # ---------------------------------------------------------------------------------------
