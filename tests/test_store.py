@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import struct
@@ -535,6 +536,11 @@ def test_kill_9_mid_write_leaves_old_or_new_file(tmp_path: Path) -> None:
         data = np.load(path)
         assert data.shape in [(1, dim), (rows, dim)]
         assert len(np.unique(data)) == 1
+        # A kill between linking the temp file and renaming it leaves it, under the temp name
+        # that the next save sweeps.
+        left = [n for n in only_entry(tmp_path) if n != "x.npy"]
+        assert all(re.fullmatch(r"\.x\.npy\.[0-9a-f]{12}\.tmp", n) for n in left), left
+        save_embeddings(path, data[:1])
         assert only_entry(tmp_path) == ["x.npy"]
 
 

@@ -189,7 +189,7 @@ WRITERS: dict[str, tuple[str, str]] = {
         "negmine.mine(q, c, str(D / 'qrels.tsv'), backend='hnsw', hnsw_path=D / 'index.bin',"
         " target_recall=0.5)",
     ),
-    # NegativeRefresher's embeddings, encoded into a mapped temp file
+    # NegativeRefresher's embeddings, written into a temp file chunk by chunk
     "refresh": (
         "import torch\nfrom negmine.torch.refresh import NegativeRefresher\n"
         "r = NegativeRefresher.__new__(NegativeRefresher)\n"

@@ -721,8 +721,14 @@ def test_distributed_rank0_mines_all_ranks_swap(tmp_path: Path) -> None:
         )
         for r in range(2)
     ]
-    for p in procs:
-        assert p.wait(timeout=120) == 0
+    try:
+        codes = [p.wait(timeout=120) for p in procs]
+    finally:  # a rank that failed leaves the other waiting on it: never leave it running
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert codes == [0, 0]
     ranks = [json.loads((tmp_path / f"{r}.json").read_text()) for r in range(2)]
     single = train(*setup(tmp_path / "single"), range(4))
     assert ranks[0]["calls"] > 0 and ranks[1]["calls"] == 0  # only rank 0 encodes

@@ -586,40 +586,35 @@ class NegativeRefresher:
         sweep(path)
         fd, tmp = locked_temp_file(path)  # locked while this writer lives: no sweep takes it
         try:
-            try:
-                width: int | None = None
-                with torch.no_grad():
-                    for start in range(0, n_rows, self.chunk_size):
-                        stop = min(n_rows, start + self.chunk_size)
-                        idx = torch.arange(
-                            start, stop, dtype=torch.int64, device=self.encode_device
+            width: int | None = None
+            with torch.no_grad():
+                for start in range(0, n_rows, self.chunk_size):
+                    stop = min(n_rows, start + self.chunk_size)
+                    idx = torch.arange(start, stop, dtype=torch.int64, device=self.encode_device)
+                    rows = _rows(encoder(idx), stop - start, what, start)
+                    if width is None:
+                        width = int(rows.shape[1])
+                        header = io.BytesIO()
+                        np.lib.format.write_array_header_1_0(
+                            header,
+                            {
+                                "descr": np.lib.format.dtype_to_descr(_FLOAT16),
+                                "fortran_order": False,
+                                "shape": (n_rows, width),
+                            },
                         )
-                        rows = _rows(encoder(idx), stop - start, what, start)
-                        if width is None:
-                            width = int(rows.shape[1])
-                            header = io.BytesIO()
-                            np.lib.format.write_array_header_1_0(
-                                header,
-                                {
-                                    "descr": np.lib.format.dtype_to_descr(_FLOAT16),
-                                    "fortran_order": False,
-                                    "shape": (n_rows, width),
-                                },
-                            )
-                            _writing(path, _write_all, fd, header.getbuffer())
-                        elif rows.shape[1] != width:
-                            raise InvalidArgumentError(
-                                f"encode_{what} returned {rows.shape[1]} dimensions for rows "
-                                f"{start}..{stop} after {width} for earlier rows"
-                            )
-                        half = cast_rows(rows, _FLOAT16, f"encode_{what}'s {what} row", start)
-                        _writing(path, _write_all, fd, half.data)
-                if width is None:
-                    raise InvalidArgumentError(f"no {what} to encode")
-                _writing(path, os.fsync, fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
+                        _writing(path, _write_all, fd, header.getbuffer())
+                    elif rows.shape[1] != width:
+                        raise InvalidArgumentError(
+                            f"encode_{what} returned {rows.shape[1]} dimensions for rows "
+                            f"{start}..{stop} after {width} for earlier rows"
+                        )
+                    half = cast_rows(rows, _FLOAT16, f"encode_{what}'s {what} row", start)
+                    _writing(path, _write_all, fd, half.data)
+            if width is None:
+                raise InvalidArgumentError(f"no {what} to encode")
+            _writing(path, os.fsync, fd)
+            os.replace(tmp, path)  # before the descriptor (and its lock) goes
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)

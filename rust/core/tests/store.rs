@@ -393,6 +393,55 @@ fn save_errors_create_nothing() {
     assert_eq!(std::fs::read_dir(&sub).unwrap().count(), 0);
 }
 
+#[test]
+fn save_sweeps_the_temp_files_of_killed_writers_only() {
+    use std::os::unix::io::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.npy");
+    let view = MatrixView::f32(&[1.0, 2.0], 1, 2).unwrap();
+    let name = |n: &str| dir.path().join(n);
+    // What a writer killed between naming its temp file and the rename leaves.
+    let stale = [".x.npy.0123456789ab.tmp", ".x.npy.ffffffffffff.tmp"];
+    // Not temp names of x.npy: other destinations, other patterns.
+    let others = [
+        ".x.npy.0123456789AB.tmp",
+        ".x.npy.0123456789a.tmp",
+        ".x.npy.0123456789ab.tmp.keep",
+        ".y.npy.0123456789ab.tmp",
+        "x.npy.0123456789ab.tmp",
+    ];
+    for n in stale.iter().chain(&others) {
+        std::fs::write(name(n), b"partial").unwrap();
+    }
+    // A live writer's temp file: locked by its descriptor.
+    let live = name(".x.npy.00000000000a.tmp");
+    let held = std::fs::File::create(&live).unwrap();
+    // SAFETY: flock on a descriptor `held` owns for the whole test.
+    assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
+    // A directory under a temp name is no file of save's.
+    std::fs::create_dir(name(".x.npy.0000000000bb.tmp")).unwrap();
+    save(&path, &view).unwrap();
+    for n in stale {
+        assert!(!name(n).exists(), "{n} was not swept");
+    }
+    for n in others {
+        assert!(name(n).exists(), "{n} was removed");
+    }
+    assert!(live.exists() && name(".x.npy.0000000000bb.tmp").is_dir());
+    drop(held);
+    save(&path, &view).unwrap();
+    assert!(
+        !live.exists(),
+        "an abandoned temp file outlived the next save"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left.len(), 1 + others.len() + 1, "{left:?}");
+}
+
 fn tmpdir_shapes() -> impl Strategy<Value = (usize, usize, bool)> {
     (0usize..40, 0usize..40, any::<bool>())
 }

@@ -5,9 +5,15 @@
 //! directory, are fsynced, linked under a hidden temporary name and renamed over the
 //! destination, then the directory is fsynced. A crash while writing leaves no file behind;
 //! the destination is always the old file or the complete new one. Where `O_TMPFILE` is not
-//! supported a named hidden temp file is used instead and removed on every error (only a
-//! `kill -9` during such a write can leave it behind). The new file gets the default mode
-//! (`0o666 & !umask`), and a symlink at the destination is replaced, not followed.
+//! supported a named hidden temp file is used instead and removed on every error. The new file
+//! gets the default mode (`0o666 & !umask`), and a symlink at the destination is replaced, not
+//! followed.
+//!
+//! Temp names are the package's one pattern, `.<name>.<12 hex digits>.tmp` (as the Python
+//! side's atomic writes name theirs), and the writer holds an exclusive `flock` on its temp file
+//! while it lives. A writer killed (`kill -9`) between naming its temp file and the rename leaves
+//! it behind; every save first removes such names of its destination whose lock it can take
+//! ([`sweep`]): a lock it cannot take belongs to a live writer.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::{File, OpenOptions};
@@ -67,23 +73,93 @@ fn c_path(path: &Path) -> io::Result<CString> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
 }
 
-/// A hidden name in the destination directory that no other writer uses.
+/// The longest destination name kept whole in a temp name (which must stay under the usual
+/// 255-byte limit); [`sweep`] matches the same prefix.
+const NAME_BYTES: usize = 150;
+
+fn temp_prefix(file_name: &OsStr) -> OsString {
+    let base = file_name.as_bytes();
+    let mut prefix = OsString::from(".");
+    prefix.push(OsStr::from_bytes(&base[..base.len().min(NAME_BYTES)]));
+    prefix.push(".");
+    prefix
+}
+
+/// A hidden name in the destination directory that no other writer uses:
+/// `.<name>.<12 hex digits>.tmp`, the digits mixed from the process, the time and a counter.
 fn temp_name(file_name: &OsStr) -> OsString {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
+        .map_or(0, |d| d.as_nanos() as u64);
     let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let base = file_name.as_bytes();
-    // Keep the name under the usual 255-byte limit.
-    let base = &base[..base.len().min(150)];
-    let mut name = OsString::from(".");
-    name.push(OsStr::from_bytes(base));
-    name.push(format!(
-        ".{:x}-{nanos:x}-{count}.negmine-tmp",
-        std::process::id()
-    ));
+    let seed = (u64::from(std::process::id()) << 40) ^ nanos ^ count.rotate_left(20);
+    let mut name = temp_prefix(file_name);
+    name.push(format!("{:012x}.tmp", crate::rng::fmix(seed) >> 16));
     name
+}
+
+/// Whether `name` is a temp name of a destination whose temp names start with `prefix`.
+fn is_temp_name(name: &[u8], prefix: &[u8]) -> bool {
+    name.strip_prefix(prefix)
+        .and_then(|rest| rest.strip_suffix(b".tmp"))
+        .is_some_and(|digits| {
+            digits.len() == 12
+                && digits
+                    .iter()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        })
+}
+
+fn lock(file: &File, flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: flock on a descriptor this `File` owns and keeps open for the call.
+    if unsafe { libc::flock(file.as_raw_fd(), flags) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    a.dev() == b.dev() && a.ino() == b.ino()
+}
+
+/// Removes the temp files that killed writers to `file_name` left in `dir`: each regular file
+/// of this user under a temp name of it whose lock is free. Errors are ignored: a name that
+/// cannot be removed now is removed by a later save.
+fn sweep(dir: &Path, file_name: &OsStr) {
+    let prefix = temp_prefix(file_name);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if is_temp_name(entry.file_name().as_bytes(), prefix.as_bytes()) {
+            let _ = remove_if_abandoned(&entry.path());
+        }
+    }
+}
+
+fn remove_if_abandoned(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if !std::fs::symlink_metadata(path)?.is_file() {
+        return Ok(()); // never opened: a FIFO or device is no temp file of ours
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    let meta = file.metadata()?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if !meta.is_file() || meta.uid() != unsafe { libc::geteuid() } {
+        return Ok(());
+    }
+    // A live writer holds the lock: its temp file is not ours to take.
+    lock(&file, libc::LOCK_EX | libc::LOCK_NB)?;
+    if same_file(&meta, &std::fs::symlink_metadata(path)?) {
+        std::fs::remove_file(path)?;
+    }
+    Ok(())
 }
 
 /// Retries `attempt` with fresh temp names while the name is taken.
@@ -136,7 +212,7 @@ fn save_via_tmpfile(
     file_name: &OsStr,
     header: &[u8],
     matrix: &MatrixView<'_>,
-) -> io::Result<Option<PathBuf>> {
+) -> io::Result<Option<(TempGuard, File)>> {
     let file = OpenOptions::new()
         .write(true)
         .mode(0o666)
@@ -155,6 +231,8 @@ fn save_via_tmpfile(
         }
         Err(e) => return Err(e),
     };
+    // Held until the rename: a sweep never takes the name this file is linked under.
+    lock(&file, libc::LOCK_EX)?;
     write_and_sync(&mut file, header, matrix)?;
     let proc_path = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
@@ -177,7 +255,7 @@ fn save_via_tmpfile(
         }
     });
     match linked {
-        Ok((temp, ())) => Ok(Some(temp)),
+        Ok((temp, ())) => Ok(Some((TempGuard(Some(temp)), file))),
         // No /proc, or a file system that cannot link: write a named temp file instead.
         Err(e)
             if matches!(
@@ -197,7 +275,7 @@ fn save_via_tmpfile(
     _file_name: &OsStr,
     _header: &[u8],
     _matrix: &MatrixView<'_>,
-) -> io::Result<Option<PathBuf>> {
+) -> io::Result<Option<(TempGuard, File)>> {
     Ok(None)
 }
 
@@ -206,18 +284,27 @@ fn save_via_named_temp(
     file_name: &OsStr,
     header: &[u8],
     matrix: &MatrixView<'_>,
-) -> io::Result<TempGuard> {
-    let (temp, mut file) = with_temp_name(dir, file_name, |temp| {
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o666)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(temp)
-    })?;
-    let guard = TempGuard(Some(temp));
-    write_and_sync(&mut file, header, matrix)?;
-    Ok(guard)
+) -> io::Result<(TempGuard, File)> {
+    loop {
+        let (temp, mut file) = with_temp_name(dir, file_name, |temp| {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o666)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(temp)
+        })?;
+        let guard = TempGuard(Some(temp));
+        lock(&file, libc::LOCK_EX)?;
+        // A sweep that opened the name before this lock may have removed it: take another.
+        let ours = std::fs::symlink_metadata(guard.0.as_deref().unwrap_or(dir))
+            .is_ok_and(|m| file.metadata().is_ok_and(|f| same_file(&f, &m)));
+        if !ours {
+            continue;
+        }
+        write_and_sync(&mut file, header, matrix)?;
+        return Ok((guard, file));
+    }
 }
 
 /// Writes `matrix` to `path` as `.npy`, atomically: a temp file in the same directory (unnamed
@@ -244,10 +331,13 @@ pub fn save(path: &Path, matrix: &MatrixView<'_>) -> Result<()> {
         return Err(io_err(io::Error::from_raw_os_error(libc::EISDIR)));
     }
     let header = npy_header(matrix.dtype(), matrix.rows(), matrix.dim());
-    let mut guard = match save_via_tmpfile(dir, file_name, &header, matrix).map_err(io_err)? {
-        Some(temp) => TempGuard(Some(temp)),
-        None => save_via_named_temp(dir, file_name, &header, matrix).map_err(io_err)?,
-    };
+    sweep(dir, file_name);
+    // The temp file stays open (locked) until it is renamed into place.
+    let (mut guard, _locked) =
+        match save_via_tmpfile(dir, file_name, &header, matrix).map_err(io_err)? {
+            Some(linked) => linked,
+            None => save_via_named_temp(dir, file_name, &header, matrix).map_err(io_err)?,
+        };
     if let Some(temp) = &guard.0 {
         std::fs::rename(temp, path).map_err(io_err)?;
     }
