@@ -33,8 +33,9 @@ impl Rescorer {
     }
 
     /// Scores `ids` against `query` (prepared as the search prepares it: normalised for
-    /// cosine) and hands each `(id, score)` to `visit`, in the order of `ids`. `check` sees
-    /// each corpus row as stored (widened from f16, before normalisation) and may refuse it.
+    /// cosine) and hands each `(id, score)` to `visit`, in the order of `ids` (`-0.0` as
+    /// `+0.0`, as the search returns it). `check` sees each corpus row as stored (widened from
+    /// f16, before normalisation) and may refuse it.
     pub fn score(
         &mut self,
         corpus: &MatrixView<'_>,
@@ -77,7 +78,9 @@ impl Rescorer {
             }
             kernels::score_rows(self.isa, query, self.panel.as_slice(), &mut scores);
             for (&id, &score) in chunk.iter().zip(&scores) {
-                visit(id, score);
+                // The search's scores are canonical (`-0.0`, which a product that underflows
+                // below zero gives, is `+0.0` there): so must these be, to rank alike.
+                visit(id, score + 0.0);
             }
         }
         Ok(())

@@ -16,7 +16,7 @@ use crate::kernels::{self, Isa, GROUP, MR, NR, TILE};
 use crate::matrix::MatrixView;
 use crate::metric::{max_squared_norm, Metric};
 use crate::pack::AlignedBuf;
-use crate::quant::{self, down, up, RowCode, CORPUS_LEVELS};
+use crate::quant::{self, down, up, ChainError, RowCode, CORPUS_LEVELS};
 use crate::rescore::Rescorer;
 use crate::search::{Neighbors, SearchStats};
 use crate::topk::Candidates;
@@ -141,11 +141,17 @@ fn reaches(x: f32, t: f32) -> bool {
 /// The threshold the kernel test `!(y < theta)` uses on `y = f32(I) * s_x` (computed in f32),
 /// so that every row whose upper bound can reach `t` passes: `t - B_max` over the query's
 /// scale, lowered by the f32 rounding of `y` (two roundings) and of this computation.
-fn kernel_threshold(t: f32, query: &RowCode, worst: &RowCode, gamma: f64, scale: f64) -> f32 {
+fn kernel_threshold(
+    t: f32,
+    query: &RowCode,
+    worst: &RowCode,
+    chain: &ChainError,
+    scale: f64,
+) -> f32 {
     if t.is_nan() || query.scale == 0.0 {
         return f32::NAN;
     }
-    let bound = quant::bound_for(query, worst, gamma) * scale;
+    let bound = quant::bound_for(query, worst, chain) * scale;
     let scale = f64::from(query.scale);
     let theta = (f64::from(t) - bound) / scale;
     let cancel = (f64::from(t).abs() + bound) / scale * (4.0 * f64::EPSILON);
@@ -234,7 +240,7 @@ struct Task<'a> {
 struct Scorer<'a> {
     isa: Isa,
     groups: usize,
-    gamma: f64,
+    chain: ChainError,
     /// 1 except in the test that shows a too-small bound gives wrong results.
     bound_scale: f64,
     /// Query codes, `[panel][group][MR][GROUP]` (offset bytes).
@@ -257,7 +263,7 @@ impl Scorer<'_> {
                 bounded.threshold,
                 &self.queries[first + q],
                 &block.worst,
-                self.gamma,
+                &self.chain,
                 self.bound_scale,
             );
         }
@@ -321,7 +327,7 @@ impl Scorer<'_> {
                 if excluded.is_some_and(|ex| ex.binary_search(&id).is_ok()) {
                     continue;
                 }
-                let (p, b) = quant::prescore(query, &rows[j], dots[j] - offsets[j], self.gamma);
+                let (p, b) = quant::prescore(query, &rows[j], dots[j] - offsets[j], &self.chain);
                 let b = b * self.bound_scale;
                 let bounded = &mut task.bounded[q];
                 if bounded.push(down(p - b), up(p + b), id) {
@@ -329,7 +335,7 @@ impl Scorer<'_> {
                         bounded.threshold,
                         query,
                         &block.worst,
-                        self.gamma,
+                        &self.chain,
                         self.bound_scale,
                     );
                 }
@@ -412,7 +418,7 @@ fn search_bounded(
     let cosine = opts.metric == Metric::Cosine;
     let (n_queries, n, dim) = (queries.rows(), corpus.rows(), corpus.dim());
     let groups = dim.div_ceil(GROUP);
-    let gamma = quant::chain_error(dim);
+    let chain = quant::chain_error(dim);
     let levels = kernels::query_levels(isa);
     let block_rows = stream::block_rows(opts, n);
     // A query in flight holds its codes, norms and bounded candidates (about 6k entries).
@@ -454,7 +460,7 @@ fn search_bounded(
         let scorer = Scorer {
             isa,
             groups,
-            gamma,
+            chain,
             bound_scale,
             query_codes: &query_codes,
             queries: &query_rows,
