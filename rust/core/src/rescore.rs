@@ -9,6 +9,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::kernels::{self, Isa, NR, ROWS};
 use crate::matrix::{Elements, MatrixView};
+use crate::memory;
 use crate::metric::{max_squared_norm, overflow_error, Metric};
 use crate::pack::{self, normalize, squared_norm, AlignedBuf};
 
@@ -160,11 +161,14 @@ pub fn rank(
             candidates.len()
         )));
     }
-    let out_len = n_queries
-        .checked_mul(k)
-        .ok_or_else(|| Error::invalid(format!("{n_queries} rows of k = {k} overflow")))?;
-    let mut scores = vec![f32::NEG_INFINITY; out_len];
-    let mut ids = vec![-1i64; out_len];
+    // Each thread holds one query's candidates (ids, then scored) and a scratch row.
+    let per_thread = (width as u64).saturating_mul(12)
+        + dim as u64 * 4
+        + (NR as u64 + 1 + ROWS as u64) * dim as u64 * 4;
+    let held = per_thread.saturating_mul(pool.current_num_threads() as u64);
+    let (mut scores, mut ids) = memory::topk_result(n_queries, k, held, || {
+        format!("a rescored result of {n_queries} queries x k = {k}")
+    })?;
     let cosine = metric == Metric::Cosine;
     pool.install(|| {
         scores

@@ -14,6 +14,7 @@ use crate::hooks::Hooks;
 use crate::idlists::IdLists;
 use crate::kernels::{self, Isa, GROUP, MR, NR, TILE};
 use crate::matrix::MatrixView;
+use crate::memory;
 use crate::metric::{max_squared_norm, Metric};
 use crate::pack::AlignedBuf;
 use crate::quant::{self, down, up, ChainError, RowCode, CORPUS_LEVELS};
@@ -408,28 +409,39 @@ fn search_bounded(
     stats: &mut SearchStats,
     bound_scale: f64,
 ) -> Result<Neighbors> {
-    let mut rescored = vec![0u32; queries.rows()];
     let (mut scan_seconds, mut rescore_seconds) = (0.0, 0.0);
     let k = opts.k;
-    let largest_query = validate(pool, queries, query_ids, corpus, exclude, opts)?;
+    let (n_queries, n, dim) = (queries.rows(), corpus.rows(), corpus.dim());
+    let threads = pool.current_num_threads().max(1);
+    // A query in flight holds its codes, norms and bounded candidates (about 6k entries;
+    // `k <= n` once valid).
+    let per_query_bytes = || (6 * k + 128) * 8 + dim * 5;
+    let (largest_query, (mut scores, mut ids, mut rescored)) =
+        validate(pool, queries, query_ids, corpus, exclude, opts, || {
+            // The result and the rescored counts, and a batch's bounded candidates: each of
+            // its corpus shards (at most one per thread) holds about `6k` entries per query,
+            // of at most its rows (twice, as the kept rows grow).
+            let batch = stream::query_batch(opts, per_query_bytes()).min(n_queries);
+            let per_query = (threads.saturating_mul(per_query_bytes()))
+                .min((2 * n + threads * 128) * 8 + dim * 5) as u64;
+            let held = per_query.saturating_mul(batch as u64)
+                + (n_queries * std::mem::size_of::<u32>()) as u64;
+            let what = || format!("a search result of {n_queries} queries x k = {k}");
+            let (scores, ids) = memory::topk_result(n_queries, k, held, what)?;
+            Ok((scores, ids, memory::filled(n_queries, 0u32, what)?))
+        })?;
     let max_corpus_squared = largest_query.map_or(f64::INFINITY, |(_, squared)| {
         max_squared_norm(corpus.dim(), squared)
     });
     let cosine = opts.metric == Metric::Cosine;
-    let (n_queries, n, dim) = (queries.rows(), corpus.rows(), corpus.dim());
     let groups = dim.div_ceil(GROUP);
     let chain = quant::chain_error(dim);
     let levels = kernels::query_levels(isa);
     let block_rows = stream::block_rows(opts, n);
-    // A query in flight holds its codes, norms and bounded candidates (about 6k entries).
-    let per_query_bytes = (6 * k + 128) * 8 + dim * 5;
-    let query_batch = stream::query_batch(opts, per_query_bytes);
-    let threads = pool.current_num_threads().max(1);
+    let query_batch = stream::query_batch(opts, per_query_bytes());
     let total = n_queries.div_ceil(query_batch) as u64 * n as u64;
     let mut done = 0u64;
 
-    let mut scores = vec![f32::NEG_INFINITY; n_queries * k];
-    let mut ids = vec![-1i64; n_queries * k];
     let mut packed_queries = AlignedBuf::new();
     let mut blocks: Vec<CodedBlock> = Vec::new();
     for batch_start in (0..n_queries).step_by(query_batch) {
