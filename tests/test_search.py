@@ -887,6 +887,41 @@ def test_int8_precision_returns_the_f32_result_bit_for_bit(seed, k, metric, half
     assert auto[0].tobytes() == want[0].tobytes()
 
 
+def tiny_rows(rng: np.random.Generator, rows: int, dim: int, exponent: int) -> np.ndarray:
+    """Rows times ``2^-e``, ``e`` within 12 of ``exponent`` per row (up to 160, past the
+    smallest subnormal); some rows repeated (ties) and some with one coordinate far below
+    the others."""
+    e = np.clip(exponent + rng.integers(-6, 7, size=(rows, 1)), 0, 160)
+    x = rng.standard_normal((rows, dim)) * np.exp2(-e.astype(np.float64))
+    x[rng.integers(rows, size=rows // 5)] = x[rng.integers(rows, size=rows // 5)]
+    x[::7, 0] *= 2.0**-40
+    return x.astype(np.float32)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    exponents=st.tuples(st.integers(0, 160), st.integers(0, 160)),
+    k=st.sampled_from([1, 3, 20]),
+    metric=st.sampled_from(["dot", "cosine"]),
+    isa=st.sampled_from(ISAS),
+)
+def test_every_precision_returns_the_f32_result_down_to_subnormals(seed, exponents, k, metric, isa):
+    # Magnitudes whose products fall anywhere from the normal range through the subnormals to
+    # zero: f32 scores round or flush to ties that the pre-scores still order, and int8 scales
+    # fall below the normal range. The f32 path is the reference; int8 (every kernel) and auto
+    # return it bit for bit (issue 20: rows of -1 ids, other ids than f32).
+    rng = np.random.default_rng(seed)
+    q = tiny_rows(rng, 13, 24, exponents[0])
+    c = tiny_rows(rng, 1100, 24, exponents[1])  # int8 for "auto" on AVX-512 VNNI (k <= 17)
+    want = negmine.search(q, c, k, metric=metric, precision="f32")
+    for precision in ("int8", "auto"):
+        options = _core.SearchOptions(k, metric=metric, isa=isa, precision=precision)
+        scores, ids, _ = _core.search(q, c, options, threads=2)
+        np.testing.assert_array_equal(ids, want[1], err_msg=f"{precision} {isa}")
+        assert scores.tobytes() == want[0].tobytes(), (precision, isa)
+
+
 def test_search_stats_say_which_path_ran_and_what_it_rescored(rng):
     corpus = normal(rng, 2000, 32)
     queries = corpus[:40] + 0.01

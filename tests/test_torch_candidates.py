@@ -4,8 +4,14 @@ hold each query's exact top rows, rescored exactly: bit for bit backend="exact"
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 
@@ -174,14 +180,16 @@ def test_exclusions_and_duplicate_groups() -> None:
 
 @pytest.mark.parametrize("low", ["float16", "bfloat16"])
 @pytest.mark.parametrize("metric", ["cosine", "dot"])
-def test_the_bound_holds_for_every_pair(low: str, metric: str) -> None:
+@pytest.mark.parametrize("exponent", [0, 80], ids=["normal", "f32-subnormal-products"])
+def test_the_bound_holds_for_every_pair(low: str, metric: str, exponent: int) -> None:
     rng = np.random.default_rng(11)
     corpus = rng.normal(size=(300, 40))
     queries = rng.normal(size=(30, 40))
     # Rows across magnitudes (f16 needs the power-of-two scaling), with zero rows and
-    # coordinates far below the rest (f16 subnormals).
-    corpus *= np.exp2(rng.integers(-20, 20, size=(300, 1)))
-    queries *= np.exp2(rng.integers(-20, 20, size=(30, 1)))
+    # coordinates far below the rest (f16 subnormals); at `exponent` 80, the core's f32
+    # products of a pair fall into its subnormals or to zero.
+    corpus *= np.exp2(rng.integers(-20, 20, size=(300, 1)) - exponent)
+    queries *= np.exp2(rng.integers(-20, 20, size=(30, 1)) - exponent)
     corpus[::17, ::3] *= 2.0**-30
     corpus[5] = 0
     queries[3] = 0
@@ -209,9 +217,81 @@ def test_the_bound_holds_for_every_pair(low: str, metric: str) -> None:
     np.put_along_axis(approx_by_id, ids, approx, axis=1)
     error = np.abs(approx_by_id - exact)
     assert (error <= bounds[:, None]).all()
-    # The bound is not vacuous: within a few orders of magnitude of the largest error seen.
-    nonzero = np.abs(queries).sum(axis=1) > 0
-    assert (error.max(axis=1)[nonzero] > bounds[nonzero] * 1e-3).all()
+    if exponent == 0:
+        # The bound is not vacuous: within a few orders of magnitude of the largest error
+        # seen. (Near the subnormals its underflow term, which covers flushing, dominates.)
+        nonzero = np.abs(queries).sum(axis=1) > 0
+        assert (error.max(axis=1)[nonzero] > bounds[nonzero] * 1e-3).all()
+
+
+def tiny(rng: np.random.Generator, rows: int, exponent: int) -> np.ndarray:
+    """Rows times ``2^-e``, ``e`` within 6 of ``exponent`` per row (up to 160, past the
+    smallest subnormal), some repeated (ties)."""
+    e = np.clip(exponent + rng.integers(-6, 7, size=(rows, 1)), 0, 160)
+    x = rng.standard_normal((rows, DIM)) * np.exp2(-e.astype(np.float64))
+    x[rng.integers(rows, size=rows // 5)] = x[rng.integers(rows, size=rows // 5)]
+    return x.astype(np.float32)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    exponents=st.tuples(st.integers(0, 160), st.integers(0, 160)),
+    metric=st.sampled_from(["dot", "cosine"]),
+    low=st.sampled_from(["float16", "bfloat16"]),
+)
+def test_search_and_mine_equal_exact_down_to_subnormals(
+    seed: int, exponents: tuple[int, int], metric: str, low: str
+) -> None:
+    # Products from the normal range through the subnormals to zero: the core's f32 scores
+    # round or flush to ties (and to -0.0) that the low-precision products still order, so
+    # the bound must count the chain's underflow (issue 20: other ids than exact).
+    rng = np.random.default_rng(seed)
+    queries, corpus = tiny(rng, 12, exponents[0]), tiny(rng, 200, exponents[1])
+    torch_options = {"backend": "torch", "torch_dtype": low, "tile_rows": 64, "torch_slack": 1}
+    want = negmine.search(queries, corpus, 3, metric=metric)
+    got = negmine.search(queries, corpus, 3, metric=metric, **torch_options)
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[0].view(np.uint32), want[0].view(np.uint32))
+    positives = [[int(p)] for p in rng.integers(0, len(corpus), len(queries))]
+    options = {"num_negatives": 3, "metric": metric}
+    exact = negmine.mine(queries, corpus, positives, **options)
+    assert_identical(exact, negmine.mine(queries, corpus, positives, **options, **torch_options))
+
+
+_FLUSHED_SCRIPT = textwrap.dedent(
+    """
+    import numpy as np, torch
+    import negmine
+
+    # Flush-to-zero and denormals-are-zero for this thread and the threads it starts (the
+    # core's pool inherits them): f32 scores of tiny pairs flush to zero.
+    assert torch.set_flush_denormal(True)
+    rng = np.random.default_rng(5)
+    for eq, ec in [(72, 70), (60, 80), (0, 140), (140, 0), (100, 100)]:
+        q = (rng.standard_normal((9, 16)) * 2.0**-eq).astype(np.float32)
+        c = (rng.standard_normal((1100, 16)) * 2.0**-ec).astype(np.float32)
+        for metric in ("dot", "cosine"):
+            want = negmine.search(q, c, 4, metric=metric, precision="f32", threads=2)
+            runs = {p: {"precision": p} for p in ("int8", "auto")}
+            for low in ("float16", "bfloat16"):
+                runs[low] = {"backend": "torch", "torch_dtype": low}
+            for name, kw in runs.items():
+                got = negmine.search(q, c, 4, metric=metric, threads=2, **kw)
+                what = (eq, ec, metric, name)
+                assert (got[1] == want[1]).all(), (what, got[1], want[1])
+                assert got[0].tobytes() == want[0].tobytes(), what
+    print("same")
+    """
+)
+
+
+def test_every_path_gives_the_f32_result_with_subnormals_flushed() -> None:
+    # In a subprocess: the flushing mode would stay on for the rest of the test session.
+    done = subprocess.run(
+        [sys.executable, "-c", _FLUSHED_SCRIPT], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "same", done.stderr[-3000:]
 
 
 def test_the_bound_decides_the_result(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -28,14 +28,21 @@ scaled low rows (``Y~_q . Y~_c``), unscaled in f64 (exact: powers of two, no und
 f64). The core's score is ``S``, the f32 fused multiply-add chain of ``x_q . x_c``. Then::
 
     |S - x_q.x_c|          <= gamma_d ||x_q|| ||x_c||          (the core's chain, u = 2^-24)
+                              + (d + sqrt(d) (||x_q|| + ||x_c||)) 2^-123   (its underflow)
     |x_q.x_c - y~_q.y~_c|  <= r_q ||x_c|| + ||y~_q|| r_c        (Cauchy-Schwarz)
     |A - y~_q.y~_c|        <= gamma'_d ||y~_q|| ||y~_c||        (the matmul's accumulation)
                               + u_o (1 + gamma'_d) ||y~_q|| ||y~_c||   (its output rounding)
                               + (a_o + d 2^-125) 2^-(e_q + e_c)       (subnormals, flushed or not)
 
-with ``gamma_n = n u / (1 - n u)``. Their sum is the pair's bound; a query's bound ``E_q`` takes
-each corpus term at its maximum over the corpus (``max ||x_c||``, ``max r_c``, ``max ||y~_c||``,
-``max 2^-e_c``), times ``1 + 2^-20`` for the f64 arithmetic of the bound itself.
+with ``gamma_n = n u / (1 - n u)``. The chain's underflow term is the int8 bound's ``U``
+(``rust/core/src/quant.rs``): a step that underflows errs absolutely, not relatively (up to
+``2^-126`` where the CPU flushes subnormals to zero, and inputs read as zero change a product
+by ``2^-126`` times the other factor), so rows near the subnormal range, whose f32 scores
+round or flush to equal values that their low-precision products still order, are not proven
+until every row that can tie is a candidate. Their sum is the pair's bound; a query's bound
+``E_q`` takes each corpus term at its maximum over the corpus (``max ||x_c||``, ``max r_c``,
+``max ||y~_c||``, ``max 2^-e_c``), times ``1 + 2^-20`` for the f64 arithmetic of the bound
+itself.
 
 **What is assumed of the backend** (torch's matmul for f16 / bf16 inputs): every product of two
 low-precision values is exact in f32 (11 + 11 or 8 + 8 significand bits), and products are
@@ -222,10 +229,12 @@ def error_bounds(
     device = _gamma(dim, 2.0**-22)
     device_out = device + _ROUNDING[out_dtype] * (1.0 + device)
     absolute = _HALF_SUBNORMAL[out_dtype] + dim * 2.0**-125
+    underflow = (dim + math.sqrt(dim) * (queries.norm + corpus.norm)) * 2.0**-123
     bound = (
         queries.residual * corpus.norm
         + queries.low_norm * corpus.residual
         + exact * queries.norm * corpus.norm
+        + underflow
         + device_out * queries.low_norm * corpus.low_norm
         + absolute * queries.unscale * corpus.unscale
     )

@@ -25,6 +25,7 @@ use crate::choice::Choice;
 use crate::error::{Error, Result};
 use crate::hooks::Hooks;
 use crate::matrix::MatrixView;
+use crate::memory;
 use crate::metric::Metric;
 use crate::pack::{normalize, sum_in_lanes};
 use crate::rng::Rng;
@@ -95,9 +96,10 @@ pub struct KMeans {
 /// Rows per assignment call: bounds the memory of the converted chunk.
 const CHUNK_ROWS: usize = 16_384;
 
-/// `count` distinct indices of `0..n`, sorted, chosen by a seeded partial Fisher-Yates.
-fn sample_rows(n: usize, count: usize, rng: &mut Rng) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..n).collect();
+/// `count` distinct entries of `idx` (the indices `0..n`, in order), sorted, chosen by a seeded
+/// partial Fisher-Yates.
+fn sample_rows(mut idx: Vec<usize>, count: usize, rng: &mut Rng) -> Vec<usize> {
+    let n = idx.len();
     for i in 0..count {
         let j = i + rng.below(n - i);
         idx.swap(i, j);
@@ -240,7 +242,7 @@ fn plus_plus(
 ) -> Vec<f32> {
     let (dim, k) = (data.dim(), opts.n_clusters);
     let pool_size = training.len().min(16 * k + 1024);
-    let subset: Vec<usize> = sample_rows(training.len(), pool_size, rng)
+    let subset: Vec<usize> = sample_rows((0..training.len()).collect(), pool_size, rng)
         .into_iter()
         .map(|i| training[i])
         .collect();
@@ -353,8 +355,9 @@ fn assign(
     let (width, n) = (geometry.width(), rows.len());
     let engine_centroids = geometry.convert_centroids(centroids);
     let corpus = MatrixView::f32(&engine_centroids, n_clusters, width)?;
-    let mut assignments = Vec::with_capacity(n);
-    let mut distances = Vec::with_capacity(n);
+    let what = || format!("the k-means assignments of {n} rows");
+    let mut assignments = memory::reserved(n, what)?;
+    let mut distances = memory::reserved(n, what)?;
     let mut chunk = Vec::new();
     let mut chunk_bases = Vec::new();
     for start in (0..n).step_by(CHUNK_ROWS) {
@@ -446,6 +449,36 @@ pub fn kmeans(
             "at most 2^32 - 1 rows and clusters are supported",
         ));
     }
+    let train_n = match opts.sample {
+        Some(0) => return Err(Error::invalid("sample must be positive, got 0")),
+        Some(s) if s < k => {
+            return Err(Error::invalid(format!(
+                "sample = {s} is smaller than n_clusters = {k}"
+            )))
+        }
+        Some(s) => s.min(n),
+        None => n,
+    };
+    // What the call holds at once, checked before any work: per row an index, its label
+    // and distance; per training row an index and its converted copy (up to the budget);
+    // per cluster its centroid (three copies: f32, engine, f64 sums); k-means++'s sample.
+    let width = dim + usize::from(opts.metric == KMeansMetric::L2);
+    let converted = (train_n as u64)
+        .saturating_mul((width * 4 + 8) as u64)
+        .min(KEEP_CONVERTED_BYTES as u64);
+    let sample = (train_n.min(16 * k + 1024) * (dim * 4 + 16)) as u64;
+    let needed = (n as u64)
+        .checked_mul(8 + 4 + 8)
+        .zip((train_n as u64).checked_mul(8))
+        .zip((k as u64).checked_mul(dim as u64 * 16 + 40))
+        .map(|((rows, training), clusters)| {
+            [training, clusters, converted, sample]
+                .iter()
+                .fold(rows, |sum, &b| sum.saturating_add(b))
+        });
+    memory::ensure_fits(needed, || {
+        format!("k-means of {n} rows of dimension {dim} into {k} clusters")
+    })?;
     let non_finite = |row: usize| Error::invalid(format!("row {row} contains NaN or infinity"));
     let scale = match opts.metric {
         KMeansMetric::Cosine => match data.first_non_finite_row_in(pool) {
@@ -469,21 +502,18 @@ pub fn kmeans(
             Ok((_, squared)) => l2_scale(squared.sqrt()),
         },
     };
-    let train_n = match opts.sample {
-        Some(0) => return Err(Error::invalid("sample must be positive, got 0")),
-        Some(s) if s < k => {
-            return Err(Error::invalid(format!(
-                "sample = {s} is smaller than n_clusters = {k}"
-            )))
-        }
-        Some(s) => s.min(n),
-        None => n,
-    };
     let mut rng = Rng::stream(opts.seed, 0, KMEANS_STREAM, 0);
+    // The row indices are allocated fallibly (the check above cannot see an address-space
+    // limit); the other vectors of the call are smaller or sized by k.
+    let indices = || -> Result<Vec<usize>> {
+        let mut all = memory::reserved(n, || format!("the indices of {n} rows"))?;
+        all.extend(0..n);
+        Ok(all)
+    };
     let training: Vec<usize> = if train_n < n {
-        sample_rows(n, train_n, &mut rng)
+        sample_rows(indices()?, train_n, &mut rng)
     } else {
-        (0..n).collect()
+        indices()?
     };
     let geometry = Geometry {
         metric: opts.metric,
@@ -495,7 +525,7 @@ pub fn kmeans(
         Init::PlusPlus => plus_plus(pool, data, &training, opts, &mut rng),
         Init::Random => {
             let mut centroids = vec![0.0f32; k * dim];
-            let picks = sample_rows(training.len(), k, &mut rng);
+            let picks = sample_rows((0..training.len()).collect(), k, &mut rng);
             for (c, &p) in centroids.chunks_exact_mut(dim).zip(&picks) {
                 data.row_into(training[p], c);
                 if opts.metric == KMeansMetric::Cosine {
@@ -557,7 +587,7 @@ pub fn kmeans(
     }
 
     drop(training_rows);
-    let all: Vec<usize> = (0..n).collect();
+    let all = indices()?;
     let (assignments, distances) = assign(
         pool,
         &mut workspace,

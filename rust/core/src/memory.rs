@@ -2,8 +2,10 @@
 //!
 //! Linux overcommits: a reservation far beyond the machine succeeds and the process is killed
 //! when the pages are touched, long after an error could have named the argument at fault. So
-//! an allocation whose size the caller chose (a padded `n_queries x num_negatives` result)
-//! is compared with the memory the kernel says is available first.
+//! an allocation whose size the caller chose (a padded `n_queries x num_negatives` result, a
+//! `n_queries x k` search, merge or rescoring result, k-means' per-row and per-cluster
+//! arrays) is compared with the memory the kernel says is available first, before any work,
+//! and then made fallibly: an address-space limit (`ulimit -v`) is not in that figure.
 
 use crate::error::{Error, Result};
 
@@ -73,6 +75,47 @@ fn ensure_fits_in(
     }
 }
 
+/// `len` copies of `value` in a vector allocated fallibly: an error naming `what` where the
+/// allocator refuses (an address-space limit, `ulimit -v`), never an abort. Callers check the
+/// whole call's memory with [`ensure_fits`] first: past what is available, an allocation may
+/// succeed and the process be killed when its pages are touched.
+pub fn filled<T: Clone>(len: usize, value: T, what: impl FnOnce() -> String) -> Result<Vec<T>> {
+    let mut out = reserved(len, what)?;
+    out.resize(len, value);
+    Ok(out)
+}
+
+/// An empty vector with room for `len` values, allocated fallibly as by [`filled`].
+pub fn reserved<T>(len: usize, what: impl FnOnce() -> String) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    if out.try_reserve_exact(len).is_err() {
+        return Err(Error::invalid(format!("not enough memory for {}", what())));
+    }
+    Ok(out)
+}
+
+/// The `rows x k` arrays of a top-k result, scores `-inf` and ids `-1` (padding), once
+/// [`ensure_fits`] has found room for them and `held` bytes more (what the call holds besides
+/// them); `what` names the result in the error.
+pub fn topk_result(
+    rows: usize,
+    k: usize,
+    held: u64,
+    what: impl Fn() -> String,
+) -> Result<(Vec<f32>, Vec<i64>)> {
+    let cells = rows.checked_mul(k);
+    let per_cell = (std::mem::size_of::<f32>() + std::mem::size_of::<i64>()) as u64;
+    ensure_fits(
+        cells.and_then(|c| (c as u64).checked_mul(per_cell)?.checked_add(held)),
+        &what,
+    )?;
+    let cells = cells.expect("ensure_fits refuses a size that overflows");
+    Ok((
+        filled(cells, f32::NEG_INFINITY, &what)?,
+        filled(cells, -1i64, &what)?,
+    ))
+}
+
 /// `1.5 GiB`, `640 MiB`, `12 KiB`, `7 B`.
 pub fn human(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -120,6 +163,23 @@ mod tests {
         assert!(ensure_fits_in(Some(19 << 30), None, what).is_ok());
         assert!(ensure_fits_in(None, None, what).is_err());
         assert!(ensure_fits_in(Some(u64::MAX), None, what).is_err());
+    }
+
+    #[test]
+    fn absurd_results_are_errors_not_aborts() {
+        let what = || "a result of 3 rows x k = 2^40".to_string();
+        for (rows, k) in [(3, 1usize << 40), (usize::MAX, 2), (1 << 62, 1)] {
+            let err = topk_result(rows, k, 0, what).unwrap_err().to_string();
+            assert!(err.contains("a result of 3 rows x k = 2^40"), "{err}");
+        }
+        // Past isize::MAX bytes the allocator itself refuses, without the availability check.
+        let err = filled(usize::MAX / 2, 0u64, || "many".to_string()).unwrap_err();
+        assert!(
+            err.to_string().contains("not enough memory for many"),
+            "{err}"
+        );
+        let (scores, ids) = topk_result(2, 3, 1 << 20, what).unwrap();
+        assert_eq!((scores, ids), (vec![f32::NEG_INFINITY; 6], vec![-1; 6]));
     }
 
     #[test]

@@ -19,6 +19,22 @@
 //! |S - P| <= B = ||t d|| ||e|| + ||f|| ||x|| + gamma_dim ||q|| ||x||  (+ P's own rounding)
 //! ```
 //!
+//! That relative bound assumes no step underflows. A step whose result is below `2^-126` errs
+//! absolutely instead: by `2^-150` with gradual underflow, by up to `2^-126` where the CPU
+//! flushes it to zero (FTZ, set by some libraries for the whole process), and an input read
+//! as zero (DAZ) changes a product by at most `2^-126 |q_j|` or `2^-126 |x_j|`. So the chain
+//! also errs by `(1 + gamma_dim)(2 dim + sqrt(dim) (||q|| + ||x||)) 2^-126`, and the norms
+//! and residuals above, computed from values read as zero under DAZ, by as much again:
+//!
+//! ```text
+//! U = (dim + sqrt(dim) (||q|| + ||x||)) 2^-123                         (underflow, any mode)
+//! ```
+//!
+//! is added to `B`. It is about `1e-35` for unit rows: it only matters for rows near the
+//! subnormal range, which it sends to the f32 rescoring. Scales and stored norms are kept
+//! normal (a scale below `2^-126` becomes 0: the whole row is residual; a positive norm is at
+//! least `2^-126`), so that DAZ never reads them as zero.
+//!
 //! Every norm is stored rounded up and every f64 operation on them is covered by a relative
 //! margin, so `[P - B, P + B]` always holds `S`: a row whose upper bound is below the k-th
 //! best lower bound cannot be in the top k, and the rest are rescored with the f32 chain.
@@ -53,6 +69,16 @@ pub struct RowCode {
 /// `x` rounded up to f32.
 pub(crate) fn up(x: f64) -> f32 {
     -down(-x)
+}
+
+/// A norm `x >= 0` rounded up to f32, and to at least `2^-126` when positive: a subnormal
+/// norm would read as zero where the CPU treats subnormal inputs as zero (DAZ).
+fn norm_up(x: f64) -> f32 {
+    if x > 0.0 {
+        up(x).max(f32::MIN_POSITIVE)
+    } else {
+        0.0
+    }
 }
 
 /// `x` rounded down to f32.
@@ -105,9 +131,16 @@ fn lanes<const W: usize>(panel: &[f32], levels: i32, codes: &mut [i8]) -> [RowCo
         }
     }
     let limit = levels as f32;
-    // Subnormal rows can round the scale to 0: they keep zero codes and the whole row as
-    // residual, which the bound then covers.
-    let scale = largest.map(|m| (f64::from(m) / f64::from(levels)) as f32);
+    // A scale below the normal range becomes 0 (zero codes, the whole row as residual, which
+    // the bound covers): its inverse would overflow f32, and DAZ would read it as zero.
+    let scale = largest.map(|m| {
+        let s = (f64::from(m) / f64::from(levels)) as f32;
+        if s >= f32::MIN_POSITIVE {
+            s
+        } else {
+            0.0
+        }
+    });
     let inverse = scale.map(|s| {
         if s > 0.0 {
             (1.0 / f64::from(s)) as f32
@@ -132,30 +165,49 @@ fn lanes<const W: usize>(panel: &[f32], levels: i32, codes: &mut [i8]) -> [RowCo
     }
     std::array::from_fn(|j| RowCode {
         scale: scale[j],
-        norm: up(norm[j].sqrt() * MARGIN),
-        code_norm: up(f64::from(scale[j]) * codes_sq[j].sqrt() * MARGIN),
-        residual: up(residual[j].sqrt() * MARGIN),
+        norm: norm_up(norm[j].sqrt() * MARGIN),
+        code_norm: norm_up(f64::from(scale[j]) * codes_sq[j].sqrt() * MARGIN),
+        residual: norm_up(residual[j].sqrt() * MARGIN),
     })
 }
 
-/// `gamma_dim`: the relative error bound of a `dim`-step f32 fused multiply-add chain.
-pub fn chain_error(dim: usize) -> f64 {
+/// The error bound of a `dim`-step f32 fused multiply-add chain (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ChainError {
+    /// `gamma_dim`, relative to `||q|| ||x||`.
+    pub gamma: f64,
+    /// `U`'s constant part, `dim 2^-123`.
+    underflow: f64,
+    /// `U`'s part per unit of `||q|| + ||x||`, `sqrt(dim) 2^-123`.
+    underflow_per_norm: f64,
+}
+
+/// The error bound of a `dim`-step f32 fused multiply-add chain.
+pub fn chain_error(dim: usize) -> ChainError {
     let nu = dim as f64 * f64::from(f32::EPSILON) / 2.0;
     assert!(
         nu < 0.5,
         "dimension {dim} is too large for the f32 error bound"
     );
-    nu / (1.0 - nu) * MARGIN
+    let unit = f64::from(f32::MIN_POSITIVE) / 8.0;
+    ChainError {
+        gamma: nu / (1.0 - nu) * MARGIN,
+        underflow: dim as f64 * unit * MARGIN,
+        underflow_per_norm: (dim as f64).sqrt() * unit * MARGIN,
+    }
 }
 
 /// The pre-score `P = t s I` of a query and a corpus row with integer dot `dot`, and the
 /// bound `B` with `|S - P| <= B` for the f32 chain's score `S` (see the module docs).
 #[inline]
-pub fn prescore(query: &RowCode, row: &RowCode, dot: i32, gamma: f64) -> (f64, f64) {
+pub fn prescore(query: &RowCode, row: &RowCode, dot: i32, chain: &ChainError) -> (f64, f64) {
     let p = f64::from(query.scale) * f64::from(row.scale) * f64::from(dot);
+    let (q_norm, x_norm) = (f64::from(query.norm), f64::from(row.norm));
     let bound = (f64::from(query.code_norm) * f64::from(row.residual)
-        + f64::from(query.residual) * f64::from(row.norm)
-        + gamma * f64::from(query.norm) * f64::from(row.norm))
+        + f64::from(query.residual) * x_norm
+        + chain.gamma * q_norm * x_norm
+        + chain.underflow
+        + chain.underflow_per_norm * (q_norm + x_norm))
         * MARGIN
         + p.abs() * (f64::EPSILON * 2.0);
     (p, bound)
@@ -164,8 +216,8 @@ pub fn prescore(query: &RowCode, row: &RowCode, dot: i32, gamma: f64) -> (f64, f
 /// The largest bound of `query` against any row whose norms are at most those of `worst`
 /// (the per-block maxima), including the pre-score's rounding at its largest
 /// (`|P| <= ||t d|| ||s c||`).
-pub fn bound_for(query: &RowCode, worst: &RowCode, gamma: f64) -> f64 {
-    let (_, bound) = prescore(query, worst, 0, gamma);
+pub fn bound_for(query: &RowCode, worst: &RowCode, chain: &ChainError) -> f64 {
+    let (_, bound) = prescore(query, worst, 0, chain);
     bound + f64::from(query.code_norm) * f64::from(worst.code_norm) * (f64::EPSILON * 4.0)
 }
 
@@ -180,9 +232,10 @@ mod tests {
     #[test]
     fn the_bound_holds_on_random_and_adversarial_rows() {
         let mut rng = crate::rng::Rng::stream(11, 0, 0, 0);
-        for case in 0..2000 {
+        for case in 0..4000 {
             let dim = 1 + rng.below(300);
             let mut gen = |kind: usize| -> Vec<f32> {
+                let tiny = 2.0f32.powi(-(rng.below(151) as i32));
                 (0..dim)
                     .map(|j| match kind {
                         // Values at rounding boundaries: halves of a code step.
@@ -191,11 +244,14 @@ mod tests {
                         1 => (rng.unit() as f32 - 0.5) * 10f32.powi(rng.below(20) as i32 - 10),
                         2 if j == 0 => 1e-3,
                         2 => 0.0,
+                        // Products from the normal range through the subnormals to zero,
+                        // and scales below the normal range.
+                        3 => (rng.unit() as f32 * 2.0 - 1.0) * tiny,
                         _ => rng.unit() as f32 * 2.0 - 1.0,
                     })
                     .collect()
             };
-            let (q, x) = (gen(case % 4), gen((case / 4) % 4));
+            let (q, x) = (gen(case % 5), gen((case / 5) % 5));
             let (mut qc, mut xc) = (vec![0i8; dim], vec![0i8; dim]);
             let qr = quantize(&q, 63, &mut qc);
             let xr = quantize(&x, CORPUS_LEVELS, &mut xc);
@@ -204,7 +260,7 @@ mod tests {
                 .zip(&xc)
                 .map(|(a, b)| i32::from(*a) * i32::from(*b))
                 .sum();
-            let (p, b) = prescore(&qr, &xr, dot, chain_error(dim));
+            let (p, b) = prescore(&qr, &xr, dot, &chain_error(dim));
             let s = f64::from(dot_f32_chain(&q, &x));
             assert!((s - p).abs() <= b, "case {case}: S {s} P {p} B {b}");
             assert!(xc.iter().all(|c| i32::from(*c).abs() <= CORPUS_LEVELS));
@@ -219,6 +275,13 @@ mod tests {
         assert_eq!(codes, [0; 3]);
         let tiny = [f32::from_bits(1), 0.0, -f32::from_bits(3)];
         let r = quantize(&tiny, 127, &mut codes);
-        assert!(r.residual >= 0.0 && r.norm > 0.0);
+        // A scale below the normal range is 0: the whole row is residual, and every norm
+        // stays normal (DAZ would read a subnormal one as zero).
+        assert_eq!(r.scale, 0.0);
+        assert_eq!(codes, [0; 3]);
+        assert!(r.residual >= f32::MIN_POSITIVE && r.norm >= f32::MIN_POSITIVE);
+        let small = [1e-37f32, 3e-38, -2e-39];
+        let r = quantize(&small, 127, &mut codes);
+        assert!(r.scale == 0.0 && r.residual >= r.norm && r.norm >= f32::MIN_POSITIVE);
     }
 }

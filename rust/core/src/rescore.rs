@@ -9,6 +9,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::kernels::{self, Isa, NR, ROWS};
 use crate::matrix::{Elements, MatrixView};
+use crate::memory;
 use crate::metric::{max_squared_norm, overflow_error, Metric};
 use crate::pack::{self, normalize, squared_norm, AlignedBuf};
 
@@ -33,8 +34,9 @@ impl Rescorer {
     }
 
     /// Scores `ids` against `query` (prepared as the search prepares it: normalised for
-    /// cosine) and hands each `(id, score)` to `visit`, in the order of `ids`. `check` sees
-    /// each corpus row as stored (widened from f16, before normalisation) and may refuse it.
+    /// cosine) and hands each `(id, score)` to `visit`, in the order of `ids` (`-0.0` as
+    /// `+0.0`, as the search returns it). `check` sees each corpus row as stored (widened from
+    /// f16, before normalisation) and may refuse it.
     pub fn score(
         &mut self,
         corpus: &MatrixView<'_>,
@@ -77,7 +79,9 @@ impl Rescorer {
             }
             kernels::score_rows(self.isa, query, self.panel.as_slice(), &mut scores);
             for (&id, &score) in chunk.iter().zip(&scores) {
-                visit(id, score);
+                // The search's scores are canonical (`-0.0`, which a product that underflows
+                // below zero gives, is `+0.0` there): so must these be, to rank alike.
+                visit(id, score + 0.0);
             }
         }
         Ok(())
@@ -157,11 +161,14 @@ pub fn rank(
             candidates.len()
         )));
     }
-    let out_len = n_queries
-        .checked_mul(k)
-        .ok_or_else(|| Error::invalid(format!("{n_queries} rows of k = {k} overflow")))?;
-    let mut scores = vec![f32::NEG_INFINITY; out_len];
-    let mut ids = vec![-1i64; out_len];
+    // Each thread holds one query's candidates (ids, then scored) and a scratch row.
+    let per_thread = (width as u64).saturating_mul(12)
+        + dim as u64 * 4
+        + (NR as u64 + 1 + ROWS as u64) * dim as u64 * 4;
+    let held = per_thread.saturating_mul(pool.current_num_threads() as u64);
+    let (mut scores, mut ids) = memory::topk_result(n_queries, k, held, || {
+        format!("a rescored result of {n_queries} queries x k = {k}")
+    })?;
     let cosine = metric == Metric::Cosine;
     pool.install(|| {
         scores

@@ -13,6 +13,7 @@ use std::cmp::Ordering;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::memory;
 
 /// Up to this `k`, candidates are kept ranked by insertion (see the module documentation).
 const RANKED_MAX_K: usize = 16;
@@ -57,6 +58,15 @@ impl Candidates {
 
     fn capacity(&self) -> usize {
         2 * self.k + 64
+    }
+
+    /// The most candidates a buffer for `k` holds at once.
+    pub(crate) fn most_held(k: usize) -> usize {
+        if k <= RANKED_MAX_K {
+            k + 1
+        } else {
+            k.saturating_mul(2).saturating_add(64)
+        }
     }
 
     /// Adds a candidate. Returns the new threshold when it changed, i.e. the score that a
@@ -162,11 +172,12 @@ pub fn merge(
             )));
         }
     }
-    let out_len = rows
-        .checked_mul(k)
-        .ok_or_else(|| Error::invalid(format!("{rows} rows of k = {k} overflow")))?;
-    let mut scores = vec![f32::NEG_INFINITY; out_len];
-    let mut ids = vec![-1i64; out_len];
+    // Each thread holds one row's candidates: at most all of the row's parts.
+    let widths = parts.iter().map(|p| p.width as u64).sum::<u64>();
+    let held = widths.saturating_mul(16 * pool.current_num_threads() as u64);
+    let (mut scores, mut ids) = memory::topk_result(rows, k, held, || {
+        format!("a merged result of {rows} rows x k = {k}")
+    })?;
     pool.install(|| {
         scores
             .par_chunks_mut(k)

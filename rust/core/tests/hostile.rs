@@ -274,3 +274,51 @@ fn a_shape_written_as_minus_zero_is_zero_rows_as_in_python() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Results larger than the machine (issue 20 item 9): every call that allocates a k- or
+// n-sized result checks it against the memory available, before any work, and allocates it
+// fallibly: an error naming the result, never an abort.
+
+#[test]
+fn top_k_results_the_machine_cannot_hold_are_refused_by_name() {
+    use negmine_core::rescore::rank;
+    use negmine_core::search::Precision;
+    use negmine_core::topk::{merge, Part};
+
+    let (scores, ids) = ([0.5f32; 6], [0i64, 1, 2, 3, 4, 5]);
+    let part = Part {
+        scores: &scores,
+        ids: &ids,
+        width: 3,
+    };
+    let m = message(merge(pool(2), &[part], 2, 1 << 40));
+    assert!(
+        m.contains("merged result of 2 rows x k = 1099511627776"),
+        "{m}"
+    );
+    let corpus = [1.0f32; 40];
+    let c = MatrixView::f32(&corpus, 10, 4).unwrap();
+    let q = c.slice_rows(0, 2);
+    let m = message(rank(pool(2), &q, &c, Metric::Dot, &ids, 3, 1 << 40));
+    assert!(
+        m.contains("rescored result of 2 queries x k = 1099511627776"),
+        "{m}"
+    );
+    // A million queries x k = 65536 (786 GB): refused at once, before the scan (which would
+    // take hours) on either path.
+    let (n_queries, n) = (1 << 20, 1 << 16);
+    let queries = vec![1.0f32; n_queries];
+    let corpus = vec![1.0f32; n];
+    let q = MatrixView::f32(&queries, n_queries, 1).unwrap();
+    let c = MatrixView::f32(&corpus, n, 1).unwrap();
+    for precision in [Precision::F32, Precision::Int8] {
+        let mut opts = SearchOptions::new(n, Metric::Dot);
+        opts.precision = precision;
+        let m = message(search(pool(2), &q, &c, None, &opts, &mut NoHooks));
+        assert!(
+            m.contains("search result of 1048576 queries x k = 65536"),
+            "{m}"
+        );
+    }
+}

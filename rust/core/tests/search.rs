@@ -41,6 +41,10 @@ enum Data {
     /// rounding boundaries), with some rows repeated and some one ulp apart from a repeat:
     /// exact and near ties around the k-th score.
     NearTies,
+    /// Floats times `2^-e`, `e` drawn per row up to 150: products and sums of a pair fall
+    /// anywhere from the normal range through the subnormals to zero, and int8 scales below
+    /// the normal range.
+    Tiny,
 }
 
 fn fill(rng: &mut Rng, data: Data, rows: usize, dim: usize) -> Vec<f32> {
@@ -56,6 +60,11 @@ fn fill(rng: &mut Rng, data: Data, rows: usize, dim: usize) -> Vec<f32> {
             continue;
         }
         let zero_row = matches!(data, Data::Wild) && rng.below(8) == 0;
+        let tiny = if matches!(data, Data::Tiny) {
+            2.0f32.powi(-(rng.below(151) as i32))
+        } else {
+            1.0
+        };
         for _ in 0..dim {
             let x = match data {
                 _ if zero_row => 0.0,
@@ -64,6 +73,7 @@ fn fill(rng: &mut Rng, data: Data, rows: usize, dim: usize) -> Vec<f32> {
                 Data::Large => rng.unit() * 2.0e18,
                 Data::NearTies if rng.below(dim) == 0 => 1.0,
                 Data::NearTies => (rng.below(254) as f32 - 127.0 + 0.5) / 127.0,
+                Data::Tiny => rng.unit() * tiny,
                 Data::Wild => match rng.below(10) {
                     0 => 0.0,
                     1 => -0.0,
@@ -261,7 +271,8 @@ fn case() -> impl Strategy<Value = Case> {
         Just(Data::Floats),
         Just(Data::Wild),
         Just(Data::Large),
-        Just(Data::NearTies)
+        Just(Data::NearTies),
+        Just(Data::Tiny)
     ];
     let metric = prop_oneof![Just(Metric::Dot), Just(Metric::Cosine)];
     let isas = Isa::available();

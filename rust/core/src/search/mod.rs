@@ -204,16 +204,18 @@ fn depth_chunks(dim: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// Checks the arguments; for `Metric::Dot` returns the query with the largest norm (global
-/// index) and its squared norm, which bound the corpus rows' norms.
-fn validate(
+/// Checks the arguments, then calls `reserve` (which takes the result's memory) before the
+/// queries are read; for `Metric::Dot` returns the query with the largest norm (global
+/// index) and its squared norm, which bound the corpus rows' norms, and `reserve`'s value.
+fn validate<R>(
     pool: &rayon::ThreadPool,
     queries: &MatrixView<'_>,
     query_ids: Option<&[usize]>,
     corpus: &MatrixView<'_>,
     exclude: Option<&IdLists>,
     opts: &SearchOptions,
-) -> Result<Option<(usize, f64)>> {
+    reserve: impl FnOnce() -> Result<R>,
+) -> Result<(Option<(usize, f64)>, R)> {
     let k = opts.k;
     if queries.dim() != corpus.dim() {
         return Err(Error::invalid(format!(
@@ -261,13 +263,14 @@ fn validate(
             }
         }
     }?;
+    let reserved = reserve()?;
     let non_finite = |row: usize| {
         Error::invalid(format!(
             "queries row {} contains NaN or infinity",
             query_name(query_ids, row)
         ))
     };
-    match opts.metric {
+    let largest = match opts.metric {
         // Unit rows: every score is at most 1 in magnitude.
         Metric::Cosine => match queries.first_non_finite_row_in(pool) {
             Some(row) => Err(non_finite(row)),
@@ -277,7 +280,8 @@ fn validate(
             Err(row) => Err(non_finite(row)),
             Ok((row, squared)) => Ok(Some((query_name(query_ids, row), squared))),
         },
-    }
+    }?;
+    Ok((largest, reserved))
 }
 
 /// The caller's index of query `row` of the matrix searched.
@@ -706,25 +710,35 @@ fn search_f32(
 ) -> Result<(Neighbors, Vec<AboveCap>)> {
     let started = std::time::Instant::now();
     let k = opts.k;
-    let largest_query = validate(pool, queries, query_ids, corpus, exclude, opts)?;
+    let (n_queries, n, dim) = (queries.rows(), corpus.rows(), corpus.dim());
+    let threads = pool.current_num_threads().max(1);
+    // A query in flight holds its packed row and its candidate buffer (`k <= n` once valid).
+    let per_query_bytes =
+        || (2 * k + 64) * std::mem::size_of::<Scored>() + dim * std::mem::size_of::<f32>();
+    let (largest_query, (mut scores, mut ids)) =
+        validate(pool, queries, query_ids, corpus, exclude, opts, || {
+            // The result, and a batch's candidates: each of its corpus shards (at most one
+            // per thread) holds a buffer per query, of at most its rows.
+            let batch = stream::query_batch(opts, per_query_bytes()).min(n_queries);
+            let per_query = (threads * Candidates::most_held(k)).min(n + threads * 64) as u64
+                * std::mem::size_of::<Scored>() as u64
+                + (dim * std::mem::size_of::<f32>()) as u64;
+            crate::memory::topk_result(n_queries, k, per_query.saturating_mul(batch as u64), || {
+                format!("a search result of {n_queries} queries x k = {k}")
+            })
+        })?;
     // Corpus rows are checked against the largest query as they are packed: by
     // Cauchy-Schwarz no score of a row within this bound can overflow.
     let max_corpus_squared = largest_query.map_or(f64::INFINITY, |(_, squared)| {
         max_squared_norm(corpus.dim(), squared)
     });
     let cosine = opts.metric == Metric::Cosine;
-    let (n_queries, n, dim) = (queries.rows(), corpus.rows(), corpus.dim());
     let depth = depth_chunks(dim);
     let block_rows = stream::block_rows(opts, n);
-    // A query in flight holds its packed row and its candidate buffer.
-    let per_query_bytes = (2 * k + 64) * std::mem::size_of::<crate::topk::Scored>()
-        + dim * std::mem::size_of::<f32>();
-    let query_batch = stream::query_batch(opts, per_query_bytes);
-    let threads = pool.current_num_threads().max(1);
+    let query_batch = stream::query_batch(opts, per_query_bytes());
     let total = n_queries.div_ceil(query_batch) as u64 * n as u64;
     let mut done = 0u64;
 
-    let mut candidates_out: Vec<Candidates> = Vec::with_capacity(n_queries);
     let mut above_out: Vec<AboveCap> = Vec::new();
     for batch_start in (0..n_queries).step_by(query_batch) {
         let batch_len = query_batch.min(n_queries - batch_start);
@@ -802,26 +816,26 @@ fn search_f32(
                 });
             },
         )?;
-        candidates_out.extend(stream::merge_shards(pool, candidates, Candidates::absorb));
+        let merged = stream::merge_shards(pool, candidates, Candidates::absorb);
+        let rows = batch_start * k..(batch_start + batch_len) * k;
+        pool.install(|| {
+            merged
+                .into_par_iter()
+                .zip(scores[rows.clone()].par_chunks_mut(k))
+                .zip(ids[rows].par_chunks_mut(k))
+                .for_each(|((cands, s_row), i_row)| {
+                    for (j, c) in cands.into_sorted().into_iter().enumerate() {
+                        s_row[j] = c.score;
+                        i_row[j] = i64::from(c.id);
+                    }
+                })
+        });
         if !above.is_empty() {
             let merged = stream::merge_shards(pool, above, Above::absorb);
             above_out.extend(merged.into_iter().map(Above::finish));
         }
     }
 
-    let mut scores = vec![f32::NEG_INFINITY; n_queries * k];
-    let mut ids = vec![-1i64; n_queries * k];
-    pool.install(|| {
-        candidates_out
-            .into_par_iter()
-            .zip(scores.par_chunks_mut(k).zip(ids.par_chunks_mut(k)))
-            .for_each(|(cands, (s_row, i_row))| {
-                for (j, c) in cands.into_sorted().into_iter().enumerate() {
-                    s_row[j] = c.score;
-                    i_row[j] = i64::from(c.id);
-                }
-            })
-    });
     workspace.stats = SearchStats {
         precision: Precision::F32,
         rescored: Vec::new(),

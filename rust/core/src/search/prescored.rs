@@ -14,9 +14,10 @@ use crate::hooks::Hooks;
 use crate::idlists::IdLists;
 use crate::kernels::{self, Isa, GROUP, MR, NR, TILE};
 use crate::matrix::MatrixView;
+use crate::memory;
 use crate::metric::{max_squared_norm, Metric};
 use crate::pack::AlignedBuf;
-use crate::quant::{self, down, up, RowCode, CORPUS_LEVELS};
+use crate::quant::{self, down, up, ChainError, RowCode, CORPUS_LEVELS};
 use crate::rescore::Rescorer;
 use crate::search::{Neighbors, SearchStats};
 use crate::topk::Candidates;
@@ -141,11 +142,17 @@ fn reaches(x: f32, t: f32) -> bool {
 /// The threshold the kernel test `!(y < theta)` uses on `y = f32(I) * s_x` (computed in f32),
 /// so that every row whose upper bound can reach `t` passes: `t - B_max` over the query's
 /// scale, lowered by the f32 rounding of `y` (two roundings) and of this computation.
-fn kernel_threshold(t: f32, query: &RowCode, worst: &RowCode, gamma: f64, scale: f64) -> f32 {
+fn kernel_threshold(
+    t: f32,
+    query: &RowCode,
+    worst: &RowCode,
+    chain: &ChainError,
+    scale: f64,
+) -> f32 {
     if t.is_nan() || query.scale == 0.0 {
         return f32::NAN;
     }
-    let bound = quant::bound_for(query, worst, gamma) * scale;
+    let bound = quant::bound_for(query, worst, chain) * scale;
     let scale = f64::from(query.scale);
     let theta = (f64::from(t) - bound) / scale;
     let cancel = (f64::from(t).abs() + bound) / scale * (4.0 * f64::EPSILON);
@@ -234,7 +241,7 @@ struct Task<'a> {
 struct Scorer<'a> {
     isa: Isa,
     groups: usize,
-    gamma: f64,
+    chain: ChainError,
     /// 1 except in the test that shows a too-small bound gives wrong results.
     bound_scale: f64,
     /// Query codes, `[panel][group][MR][GROUP]` (offset bytes).
@@ -257,7 +264,7 @@ impl Scorer<'_> {
                 bounded.threshold,
                 &self.queries[first + q],
                 &block.worst,
-                self.gamma,
+                &self.chain,
                 self.bound_scale,
             );
         }
@@ -321,7 +328,7 @@ impl Scorer<'_> {
                 if excluded.is_some_and(|ex| ex.binary_search(&id).is_ok()) {
                     continue;
                 }
-                let (p, b) = quant::prescore(query, &rows[j], dots[j] - offsets[j], self.gamma);
+                let (p, b) = quant::prescore(query, &rows[j], dots[j] - offsets[j], &self.chain);
                 let b = b * self.bound_scale;
                 let bounded = &mut task.bounded[q];
                 if bounded.push(down(p - b), up(p + b), id) {
@@ -329,7 +336,7 @@ impl Scorer<'_> {
                         bounded.threshold,
                         query,
                         &block.worst,
-                        self.gamma,
+                        &self.chain,
                         self.bound_scale,
                     );
                 }
@@ -402,28 +409,39 @@ fn search_bounded(
     stats: &mut SearchStats,
     bound_scale: f64,
 ) -> Result<Neighbors> {
-    let mut rescored = vec![0u32; queries.rows()];
     let (mut scan_seconds, mut rescore_seconds) = (0.0, 0.0);
     let k = opts.k;
-    let largest_query = validate(pool, queries, query_ids, corpus, exclude, opts)?;
+    let (n_queries, n, dim) = (queries.rows(), corpus.rows(), corpus.dim());
+    let threads = pool.current_num_threads().max(1);
+    // A query in flight holds its codes, norms and bounded candidates (about 6k entries;
+    // `k <= n` once valid).
+    let per_query_bytes = || (6 * k + 128) * 8 + dim * 5;
+    let (largest_query, (mut scores, mut ids, mut rescored)) =
+        validate(pool, queries, query_ids, corpus, exclude, opts, || {
+            // The result and the rescored counts, and a batch's bounded candidates: each of
+            // its corpus shards (at most one per thread) holds about `6k` entries per query,
+            // of at most its rows (twice, as the kept rows grow).
+            let batch = stream::query_batch(opts, per_query_bytes()).min(n_queries);
+            let per_query = (threads.saturating_mul(per_query_bytes()))
+                .min((2 * n + threads * 128) * 8 + dim * 5) as u64;
+            let held = per_query.saturating_mul(batch as u64)
+                + (n_queries * std::mem::size_of::<u32>()) as u64;
+            let what = || format!("a search result of {n_queries} queries x k = {k}");
+            let (scores, ids) = memory::topk_result(n_queries, k, held, what)?;
+            Ok((scores, ids, memory::filled(n_queries, 0u32, what)?))
+        })?;
     let max_corpus_squared = largest_query.map_or(f64::INFINITY, |(_, squared)| {
         max_squared_norm(corpus.dim(), squared)
     });
     let cosine = opts.metric == Metric::Cosine;
-    let (n_queries, n, dim) = (queries.rows(), corpus.rows(), corpus.dim());
     let groups = dim.div_ceil(GROUP);
-    let gamma = quant::chain_error(dim);
+    let chain = quant::chain_error(dim);
     let levels = kernels::query_levels(isa);
     let block_rows = stream::block_rows(opts, n);
-    // A query in flight holds its codes, norms and bounded candidates (about 6k entries).
-    let per_query_bytes = (6 * k + 128) * 8 + dim * 5;
-    let query_batch = stream::query_batch(opts, per_query_bytes);
-    let threads = pool.current_num_threads().max(1);
+    let query_batch = stream::query_batch(opts, per_query_bytes());
     let total = n_queries.div_ceil(query_batch) as u64 * n as u64;
     let mut done = 0u64;
 
-    let mut scores = vec![f32::NEG_INFINITY; n_queries * k];
-    let mut ids = vec![-1i64; n_queries * k];
     let mut packed_queries = AlignedBuf::new();
     let mut blocks: Vec<CodedBlock> = Vec::new();
     for batch_start in (0..n_queries).step_by(query_batch) {
@@ -454,7 +472,7 @@ fn search_bounded(
         let scorer = Scorer {
             isa,
             groups,
-            gamma,
+            chain,
             bound_scale,
             query_codes: &query_codes,
             queries: &query_rows,
