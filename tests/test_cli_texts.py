@@ -162,9 +162,13 @@ def test_help_documents_the_exit_codes() -> None:
     ],
 )  # fmt: skip
 def test_usage_errors_exit_2_before_reading_anything(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], needle: str
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    needle: str,
 ) -> None:
-    os.chdir(tmp_path)  # none of the files exist: the usage is refused first
+    monkeypatch.chdir(tmp_path)  # none of the files exist: the usage is refused first
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("negmine: error: ") and needle in err, err

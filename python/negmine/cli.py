@@ -342,7 +342,9 @@ def load_ids(path: str | os.PathLike[str], what: str, rows: int | None) -> list[
             )
         seen[name] = number
     if rows is not None and len(ids) != rows:
-        raise InvalidArgumentError(f"{path} holds {len(ids):,} {what} ids for {rows:,} rows")
+        raise InvalidArgumentError(
+            f"{path} holds {counted(len(ids), what + ' id')} for {counted(rows, 'row')}"
+        )
     return ids
 
 
@@ -395,7 +397,8 @@ def _cmd_mine(args: argparse.Namespace) -> int:
         if texts is not None and len(texts) != embeddings.shape[0]:
             option = "--query-texts" if side == "queries" else "--corpus-texts"
             raise InvalidArgumentError(
-                f"{option} holds {len(texts):,} texts for {embeddings.shape[0]:,} rows"
+                f"{option} holds {counted(len(texts), 'text')} for "
+                f"{counted(embeddings.shape[0], 'row')}"
             )
     positives = _row_qrels(args, shapes["queries"][0], shapes["corpus"][0], cache)
     duplicates = None if args.no_duplicates else "auto"

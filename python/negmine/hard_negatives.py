@@ -40,11 +40,11 @@ from typing import Any, Literal
 import numpy as np
 
 from negmine import _numbers as numbers
-from negmine._atomic import atomic_write
 from negmine._inputs import text_list
 from negmine.errors import InvalidArgumentError, InvalidTypeError
 from negmine.mine import mine
 from negmine.outputs import OUTPUT_FORMATS, to_dataset
+from negmine.store import save_embeddings
 from negmine.teachers import cross_encoder as cross_encoder_teacher
 
 
@@ -303,8 +303,7 @@ def _embeddings(
             ),
             dtype=np.float32,
         )
-        if path is not None:
-            with atomic_write(path) as f:
-                np.save(f, embeddings)
+        if path is not None:  # atomic, and a full disk is an OSError with its errno
+            save_embeddings(path, embeddings)
         out.append(np.ascontiguousarray(embeddings))
     return out[0], out[1]

@@ -297,7 +297,8 @@ def _duplicate_groups(
         texts = text_list(corpus_texts, "corpus_texts")
         if len(texts) != n_corpus:
             raise InvalidArgumentError(
-                f"corpus_texts has {len(texts)} texts for {n_corpus} corpus rows"
+                f"corpus_texts has {numbers.counted(len(texts), 'text')} for "
+                f"{numbers.counted(n_corpus, 'corpus row')}"
             )
         return _hash_groups(texts)
     groups = np.asarray(duplicates)
