@@ -120,3 +120,32 @@ def test_kmeans_into_more_clusters_than_memory_holds(tmp_path: Path) -> None:
         timeout=60,
     )
     assert "k-means of 2147483647 rows of dimension 1024 into 1073741824 clusters" in lines[0]
+
+
+@pytest.mark.parametrize("backend", ["torch", "hnsw"])
+def test_the_python_backends_check_their_result_too(tmp_path: Path, backend: str) -> None:
+    # As above, for the backends whose result arrays Python allocates (torch, hnswlib; Ray's
+    # merge uses the same allocator): 4M queries x k = 100 (4.8 GB) with 3 GiB of address
+    # space to spare is refused naming the result (before: a bare MemoryError, or, without
+    # the limit, pages the OOM killer would find).
+    pytest.importorskip("torch" if backend == "torch" else "hnswlib")
+    lines = run(
+        f"""
+        import resource
+        import negmine.ann, negmine.torch.candidates  # their libraries mapped before the limit
+        rng = np.random.default_rng(0)
+        queries = rng.standard_normal((4_000_000, 4)).astype(np.float32)
+        corpus = rng.standard_normal((1000, 4)).astype(np.float32)
+        if {backend!r} == "hnsw":
+            index = negmine.ann.build_index(corpus, negmine.ann.HnswParams(metric="cosine"))
+            call = lambda: negmine.ann.knn(index, queries, 100, ef=100)
+        else:
+            call = lambda: negmine.search(queries, corpus, 100, backend="torch")
+        with open("/proc/self/status") as f:
+            size = next(int(l.split()[1]) for l in f if l.startswith("VmSize:")) << 10
+        resource.setrlimit(resource.RLIMIT_AS, (size + (3 << 30), size + (3 << 30)))
+        refused(call)
+        """,
+        tmp_path,
+    )
+    assert len(lines) == 1 and "the search result (4000000 x 100)" in lines[0], lines

@@ -12,6 +12,9 @@ _Csr = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]
 __version__: str
 
 def cpu_features() -> list[str]: ...
+def topk_result(
+    rows: int, k: int, what: str
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...
 
 # --- store (rust/py/src/store.rs) ---
 @final

@@ -563,8 +563,7 @@ def knn(
         raise InvalidArgumentError(f"k must be in [1, {index.element_count}], got {k}")
     index.set_ef(max(int(ef), k))
     n = len(queries)
-    ids = np.empty((n, k), dtype=np.int64)
-    scores = np.empty((n, k), dtype=np.float32)
+    scores, ids = _core.topk_result(n, k, "the search result")
     for a in range(0, n, QUERY_BATCH):
         b = min(n, a + QUERY_BATCH)
         labels, distances = index.knn_query(queries[a:b], k=k, num_threads=threads or -1)

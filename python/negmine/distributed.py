@@ -323,8 +323,7 @@ def search(
             queries=q, corpus=c, prepared=_NO_LISTS, options=MiningOptions(), threads=threads
         )
         inputs = _shard_inputs(ray, work, ranges)
-        scores = np.empty((n_queries, k), dtype=np.float32)
-        found = np.empty((n_queries, k), dtype=np.int64)
+        scores, found = _core.topk_result(n_queries, k, "the search result")
         q_array = np.asarray(q)
         with pool.actors(_ShardWorker, [(lo, hi, metric, threads) for lo, hi in ranges]) as actors:
             tasks = []

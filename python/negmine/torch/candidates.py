@@ -87,6 +87,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from negmine import _core
 from negmine.errors import DeviceMemoryError, InvalidArgumentError, InvalidTypeError
 from negmine.report import TorchReport
 
@@ -512,8 +513,7 @@ def search(
 
     resolved = resolve_device(device)
     stats = TorchReport(device=str(resolved), dtype=dtype, tile_rows=tile_rows, slack=slack)
-    scores = np.empty((len(queries), k), dtype=np.float32)
-    ids = np.empty((len(queries), k), dtype=np.int64)
+    scores, ids = _core.topk_result(len(queries), k, "the search result")
     for start in range(0, len(queries), SEARCH_CHUNK):
         stop = min(start + SEARCH_CHUNK, len(queries))
         chunk = np.ascontiguousarray(queries[start:stop])

@@ -8,6 +8,7 @@ mod dataset;
 mod errors;
 mod inputs;
 mod kmeans;
+mod memory;
 mod mine;
 mod options;
 mod runtime;
@@ -24,5 +25,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     search::register(m)?;
     mine::register(m)?;
     kmeans::register(m)?;
+    memory::register(m)?;
     Ok(())
 }
