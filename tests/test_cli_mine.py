@@ -555,3 +555,46 @@ def test_a_kill_before_the_first_checkpoint_blocks_no_other_run(tmp_path):
     assert run(mine_cmd(q, c, r, reference, *other)).returncode == 0
     assert_same_bytes(reference, out)
     assert not partial_of(out).exists()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"relative_margin": 0.05}, {"max_depth": 20}],
+    ids=["exact", "capped", "source"],
+)
+@pytest.mark.parametrize("bad", ["nan-query", "overflowing-positive"])
+def test_a_chunk_names_query_rows_globally(options: dict[str, Any], bad: str) -> None:
+    """A chunk of queries (a checkpointed run, a Ray actor) mined with its global
+    ``query_offset``: an error names the query row in the whole input, not in the chunk."""
+    from negmine.mine import MiningOptions, mine_prepared, prepare
+
+    rng = np.random.default_rng(0)
+    corpus = rng.normal(size=(60, 8)).astype(np.float32)
+    queries = corpus[:8] + 0.1 * rng.normal(size=(8, 8)).astype(np.float32)
+    positives = [[i] for i in range(8)]
+    if bad == "nan-query":
+        queries[5, 2] = np.nan
+        needle = "queries row 5 contains NaN"
+    else:  # a positive whose dot product with query 5 could overflow float32
+        corpus[5] *= 1e38 / np.linalg.norm(corpus[5])
+        needle = "queries row 5 "
+    opts = dict(options)
+    max_depth = opts.pop("max_depth", None)
+    fetch = None
+    if max_depth is not None:  # a candidate source: ids only, rescored by the core
+
+        def fetch(rows: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+            ids = np.tile(np.arange(min(depth, 60)), (len(rows), 1))
+            return np.repeat(np.arange(len(rows)), ids.shape[1]), ids.reshape(-1)
+
+    prepared = prepare(queries, corpus, positives, duplicates=None)
+    with pytest.raises(negmine.InvalidArgumentError, match=needle):
+        mine_prepared(
+            queries[4:8],
+            corpus,
+            prepared.rows(4, 8),
+            MiningOptions(num_negatives=3, metric="dot", **opts),
+            query_offset=4,
+            fetch=fetch,
+            max_depth=max_depth,
+        )

@@ -95,15 +95,21 @@ pub(crate) fn prepare_row(metric: Metric, row: &mut [f32]) {
     }
 }
 
-/// Query row `q` of `queries` into `row`, and its squared norm; an error if it is not finite.
-pub(crate) fn query_row(queries: &MatrixView<'_>, q: usize, row: &mut [f32]) -> Result<f64> {
+/// Query row `q` of `queries` into `row`, and its squared norm; an error naming it `name` (its
+/// index among the caller's queries: a chunk's rows are named globally) if it is not finite.
+pub(crate) fn query_row(
+    queries: &MatrixView<'_>,
+    q: usize,
+    name: usize,
+    row: &mut [f32],
+) -> Result<f64> {
     queries.row_into(q, row);
     let squared = squared_norm(row);
     if squared.is_finite() {
         Ok(squared)
     } else {
         Err(Error::invalid(format!(
-            "queries row {q} contains NaN or infinity"
+            "queries row {name} contains NaN or infinity"
         )))
     }
 }
@@ -192,7 +198,7 @@ pub fn rank(
                     }
                     unique.sort_unstable();
                     unique.dedup();
-                    let q_squared = query_row(queries, q, qrow)?;
+                    let q_squared = query_row(queries, q, q, qrow)?;
                     prepare_row(metric, qrow);
                     let mut ranking = Vec::with_capacity(unique.len());
                     rescorer.score(

@@ -177,7 +177,7 @@ proptest! {
         let offset = rng.below(1000) as u64;
 
         let mut old_reads = Reads::default();
-        let mut exact = ExactSource::new(pool(threads.0), &q, &c, &exclude, &opts);
+        let mut exact = ExactSource::new(pool(threads.0), &q, &c, &exclude, &opts, 0);
         let old = mine_with(
             &mut exact, pool(threads.0), &q, &c, &positives, &exclude, groups, &opts, offset,
             &mut old_reads,
@@ -224,7 +224,7 @@ fn weak_positives_take_one_pass() {
         opts.relative_margin = Some(0.05);
         opts.record_removed = record_removed;
         let mut old_reads = Reads::default();
-        let mut exact = ExactSource::new(pool(2), &q, &c, &positives, &opts);
+        let mut exact = ExactSource::new(pool(2), &q, &c, &positives, &opts, 0);
         let old = mine_with(
             &mut exact,
             pool(2),

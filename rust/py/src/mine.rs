@@ -285,7 +285,14 @@ fn mine<'py>(
                     )
                 }
                 None => {
-                    exact = ExactSource::new(pool, &queries_view, &corpus_view, &exclude, opts);
+                    exact = ExactSource::new(
+                        pool,
+                        &queries_view,
+                        &corpus_view,
+                        &exclude,
+                        opts,
+                        query_offset,
+                    );
                     &mut exact
                 }
                 Some(fetch) => {

@@ -124,7 +124,8 @@ impl<'a> Job<'a> {
                 .find(|p| excluded.binary_search(p).is_err())
             {
                 return Err(Error::invalid(format!(
-                    "positive {missing} of query {q} is not in its exclude list"
+                    "positive {missing} of query {} is not in its exclude list",
+                    self.query_offset + q as u64
                 )));
             }
         }
@@ -160,7 +161,7 @@ impl<'a> Job<'a> {
             slices.push(head);
             rest = tail;
         }
-        let metric = self.opts.metric;
+        let (metric, offset) = (self.opts.metric, self.query_offset as usize);
         let cosine = metric == Metric::Cosine;
         let checked: Vec<Result<()>> = pool.install(|| {
             slices
@@ -169,14 +170,15 @@ impl<'a> Job<'a> {
                 .map_init(
                     || (Rescorer::new(Isa::detect(), dim, cosine), vec![0.0; dim]),
                     |(rescorer, qrow), (q, out)| {
-                        let q_squared = query_row(queries, q, qrow)?;
+                        let name = offset + q;
+                        let q_squared = query_row(queries, q, name, qrow)?;
                         prepare_row(metric, qrow);
                         let mut scores = out.iter_mut();
                         rescorer.score(
                             corpus,
                             qrow,
                             positives.of(q),
-                            |p, row| check_corpus_row(metric, p as usize, row, q, q_squared),
+                            |p, row| check_corpus_row(metric, p as usize, row, name, q_squared),
                             |_, score| *scores.next().expect("one score per positive") = score,
                         )
                     },
@@ -193,7 +195,8 @@ impl<'a> Job<'a> {
     fn rescored(&self, rescorer: &mut Rescorer, q: usize, ids: &[u32]) -> Result<Vec<(f32, u32)>> {
         let (metric, corpus, dim) = (self.opts.metric, self.corpus, self.corpus.dim());
         let mut qrow = vec![0.0; dim];
-        let q_squared = query_row(self.queries, q, &mut qrow)?;
+        let name = self.query_offset as usize + q;
+        let q_squared = query_row(self.queries, q, name, &mut qrow)?;
         prepare_row(metric, &mut qrow);
         let excluded = self.exclude.of(q);
         let kept: Vec<u32> = ids
@@ -206,7 +209,7 @@ impl<'a> Job<'a> {
             corpus,
             &qrow,
             &kept,
-            |id, row| check_corpus_row(metric, id as usize, row, q, q_squared),
+            |id, row| check_corpus_row(metric, id as usize, row, name, q_squared),
             |id, score| ranking.push((score, id)),
         )?;
         ranking.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -232,8 +235,9 @@ impl<'a> Job<'a> {
         // Checked first, so the rankings below are collected at their exact size.
         if let Some(bad) = used.iter().find(|&&id| !(0..n as i64).contains(&id)) {
             return Err(Error::invalid(format!(
-                "the candidate source returned id {bad} for queries row {q}, outside the \
-                 corpus of {n} rows"
+                "the candidate source returned id {bad} for queries row {}, outside the \
+                 corpus of {n} rows",
+                self.query_offset + q as u64
             )));
         }
         if let Some(scores) = exact {
@@ -365,7 +369,7 @@ pub fn mine(
         };
         return mine_capped(&job, pool, hooks);
     }
-    let mut exact = ExactSource::new(pool, queries, corpus, exclude, opts);
+    let mut exact = ExactSource::new(pool, queries, corpus, exclude, opts, query_offset);
     mine_with(
         &mut exact,
         pool,
@@ -405,7 +409,14 @@ fn mine_capped(job: &Job<'_>, pool: &rayon::ThreadPool, hooks: &mut dyn Hooks) -
     for q in (0..n_queries).filter(|&q| eligible[q] == 0) {
         outcomes[q] = Some(Outcome::empty());
     }
-    let mut exact = ExactSource::new(pool, job.queries, job.corpus, exclude, opts);
+    let mut exact = ExactSource::new(
+        pool,
+        job.queries,
+        job.corpus,
+        exclude,
+        opts,
+        job.query_offset,
+    );
     let mut schedule = depth_schedule(opts);
     let ctx = job.context();
     while !pending.is_empty() {
@@ -623,7 +634,7 @@ fn rounds(
         outcomes[q] = Some(Outcome::empty());
     }
     let source_limit = source.max_depth().unwrap_or(usize::MAX);
-    let mut exact = ExactSource::new(pool, queries, corpus, exclude, opts);
+    let mut exact = ExactSource::new(pool, queries, corpus, exclude, opts, job.query_offset);
     let mut schedule = depth_schedule(opts);
     let ctx = job.context();
     // Ranks and walks the candidates `fetched` for the queries `part` at depth `k`; a teacher

@@ -136,6 +136,9 @@ pub struct ExactSource<'a> {
     corpus: &'a MatrixView<'a>,
     exclude: &'a IdLists,
     opts: &'a MineOptions,
+    /// The global index of `queries`' first row (the mining call's `query_offset`): errors
+    /// name query rows by it.
+    first_query: usize,
     workspace: Workspace,
 }
 
@@ -147,6 +150,7 @@ impl<'a> ExactSource<'a> {
         corpus: &'a MatrixView<'a>,
         exclude: &'a IdLists,
         opts: &'a MineOptions,
+        query_offset: u64,
     ) -> Self {
         ExactSource {
             pool,
@@ -154,8 +158,14 @@ impl<'a> ExactSource<'a> {
             corpus,
             exclude,
             opts,
+            first_query: query_offset as usize,
             workspace: Workspace::default(),
         }
+    }
+
+    /// The global indices of the rows `queries`, which the search's errors name.
+    fn names(&self, queries: &[usize]) -> Vec<usize> {
+        queries.iter().map(|&q| self.first_query + q).collect()
     }
 
     /// The rows `queries` of the mining call's queries, as a matrix of their own.
@@ -193,11 +203,12 @@ impl<'a> ExactSource<'a> {
             caps,
             keep: self.opts.record_removed,
         };
+        let names = self.names(queries);
         search_capped(
             &mut self.workspace,
             self.pool,
             &subset,
-            Some(queries),
+            Some(&names),
             self.corpus,
             Some(&exclude),
             &sopts,
@@ -218,11 +229,12 @@ impl CandidateSource for ExactSource<'_> {
         let subset = MatrixView::f32(&rows, queries.len(), self.corpus.dim())?;
         let exclude = self.exclude.subset(queries);
         let sopts = self.search_options(depth);
+        let names = self.names(queries);
         let found = search_rows(
             &mut self.workspace,
             self.pool,
             &subset,
-            Some(queries),
+            Some(&names),
             self.corpus,
             Some(&exclude),
             &sopts,
