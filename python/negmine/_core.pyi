@@ -48,6 +48,7 @@ class SearchOptions:
         query_batch: int | None = None,
         isa: str | None = None,
         precision: str = ...,
+        stage_cuts: list[int] | None = None,
     ) -> SearchOptions: ...
 
 def search(
