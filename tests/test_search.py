@@ -949,3 +949,111 @@ def test_a_bad_precision_is_refused_by_name(precision):
     q = np.ones((2, 4), np.float32)
     with pytest.raises((ValueError, TypeError), match="precision"):
         negmine.search(q, q, 1, precision=precision)  # type: ignore[arg-type]
+
+
+def _spectrum_rows(rng: np.random.Generator, rows: int, dim: int, kind: str) -> np.ndarray:
+    """Rows of a chosen spectrum: isotropic, low rank, decaying (like real embeddings), all the
+    energy in the last coordinates, or rows scaled over a huge dynamic range."""
+    x = rng.standard_normal((rows, dim))
+    if kind == "low_rank":
+        x = rng.standard_normal((rows, 3)) @ rng.standard_normal((3, dim))
+    elif kind == "decaying":
+        x *= np.exp(-np.arange(dim) / 6.0)
+    elif kind == "tail":
+        x *= np.exp((np.arange(dim) - dim) / 6.0)
+    elif kind == "huge_range":
+        x *= 10.0 ** rng.integers(-25, 15, size=(rows, 1))
+    return x.astype(np.float32)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    kind=st.sampled_from(["isotropic", "low_rank", "decaying", "tail", "huge_range"]),
+    n=st.integers(1, 400),
+    dim=st.integers(1, 48),
+    k_frac=st.floats(0, 1),
+    metric=st.sampled_from(["dot", "cosine"]),
+    half=st.booleans(),
+    cuts=st.sampled_from(["auto", "one", "two"]),
+    threads=st.sampled_from([1, 2]),
+    block_rows=st.sampled_from([None, 33, 256]),
+)
+def test_rotated_precision_returns_the_f32_result_bit_for_bit(
+    seed, kind, n, dim, k_frac, metric, half, cuts, threads, block_rows
+):
+    # Every spectrum, with duplicated rows (exact ties at the k-th score), zero rows, an f16
+    # corpus, exclusions, k from 1 to all the rows left, and stage cuts chosen from the
+    # spectrum (isotropic data falls back to f32) or forced (the rotated path on any data).
+    rng = np.random.default_rng(seed)
+    q = _spectrum_rows(rng, 9, dim, kind)
+    c = _spectrum_rows(rng, n, dim, kind)
+    c[rng.integers(n, size=n // 5)] = c[rng.integers(n, size=n // 5)]
+    c[rng.integers(n)] = 0
+    q[0] = 0
+    if half:
+        with np.errstate(over="ignore"):  # huge rows become inf: both paths refuse them
+            c = c.astype(np.float16)
+    exclude = [rng.choice(n, size=rng.integers(0, n // 3 + 1), replace=False).tolist() for _ in q]
+    left = n - max(len(e) for e in exclude)
+    k = max(1, min(left, round(k_frac * 1.2 * left)))
+    first = int(rng.integers(1, dim + 1))
+    stage_cuts = {
+        "auto": None,
+        "one": [first],
+        "two": [first, first + 1] if first < dim else [first],
+    }[cuts]
+    kw = dict(metric=metric, exclude=exclude, threads=threads, block_rows=block_rows)
+    try:
+        want = negmine.search(q, c, k, precision="f32", **kw)
+    except negmine.errors.InvalidArgumentError as e:  # dot products that would overflow
+        expect_error(
+            negmine.errors.InvalidArgumentError,
+            negmine.search,
+            q,
+            c,
+            k,
+            precision="rotated",
+            stage_cuts=stage_cuts,
+            match=re.escape(str(e)),
+            **kw,
+        )
+        return
+    *got, stats = negmine.search(
+        q, c, k, precision="rotated", stage_cuts=stage_cuts, return_stats=True, **kw
+    )
+    np.testing.assert_array_equal(got[1], want[1])
+    assert got[0].tobytes() == want[0].tobytes()
+    if stage_cuts is not None:
+        assert stats.precision == "rotated" and stats.stage_cuts == stage_cuts
+        assert stats.stage_rows[-1] == stats.rescored.sum() >= k * len(q)
+
+
+def test_rotated_precision_prunes_real_looking_data_and_falls_back_on_isotropic(rng):
+    corpus = _spectrum_rows(rng, 3000, 96, "decaying")
+    queries = corpus[:50] + 0.01
+    *_, stats = negmine.search(
+        queries, corpus, 10, metric="cosine", precision="rotated", return_stats=True
+    )
+    assert stats.precision == "rotated" and stats.stage_cuts, stats
+    assert stats.rescored.sum() < 50 * 3000 / 4, stats
+    assert stats.companion_seconds > 0
+    flat = _spectrum_rows(rng, 3000, 96, "isotropic")
+    *_, stats = negmine.search(flat[:50], flat, 10, precision="rotated", return_stats=True)
+    assert stats.precision == "f32" and stats.stage_cuts == []
+
+
+@pytest.mark.parametrize(
+    ("stage_cuts", "error"),
+    [
+        ([0], negmine.errors.InvalidArgumentError),
+        ([9], negmine.errors.InvalidArgumentError),
+        ([3, 2], negmine.errors.InvalidArgumentError),
+        ([1, 2, 3], negmine.errors.InvalidArgumentError),
+        ("12", negmine.errors.InvalidTypeError),
+        ([1.5], negmine.errors.InvalidTypeError),
+    ],
+)
+def test_bad_stage_cuts_are_refused(rng, stage_cuts, error):
+    x = normal(rng, 20, 8)
+    expect_error(error, negmine.search, x, x, 3, precision="rotated", stage_cuts=stage_cuts)

@@ -51,6 +51,7 @@ class SearchOptions:
         query_batch: int | None = None,
         isa: str | None = None,
         precision: str = ...,
+        stage_cuts: list[int] | None = None,
     ) -> SearchOptions: ...
 
 def search(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -25,7 +26,7 @@ from negmine._progress import progress_callback
 from negmine.errors import InvalidArgumentError, InvalidTypeError
 
 Metric = Literal["dot", "cosine"]
-Precision = Literal["auto", "f32", "int8"]
+Precision = Literal["auto", "f32", "int8", "rotated"]
 
 
 def search(
@@ -40,6 +41,7 @@ def search(
     block_rows: int | None = None,
     query_batch: int | None = None,
     precision: Precision = "auto",
+    stage_cuts: Sequence[int] | None = None,
     return_stats: bool = False,
     backend: Literal["exact", "torch"] = "exact",
     device: Any = "cpu",
@@ -68,8 +70,15 @@ def search(
         precision: how scores are computed before the exact ones: ``"f32"`` (every score in
             float32), ``"int8"`` (int8 pre-scores with a proven error bound; only the rows
             whose bound reaches the k-th best are rescored in float32) or ``"auto"`` (the
-            faster of the two on this CPU: int8 where it has AVX-512 VNNI). Every choice
-            returns the same scores and ids, bit for bit: it only changes the speed.
+            faster of the two on this CPU: int8 where it has AVX-512 VNNI), or ``"rotated"``
+            (opt-in: the corpus is rotated onto its principal axes, in memory, on every call;
+            partial scores on the first rotated dimensions with a proven bound on the rest
+            exclude most rows, the rest are rescored in float32; a corpus with a flat spectrum
+            takes the float32 path). Every choice returns the same scores and ids, bit for
+            bit: it only changes the speed.
+        stage_cuts: for ``precision="rotated"``, the rotated dimensions scored at each stage
+            (one or two ascending counts in ``1..d``; default: chosen from the spectrum). A
+            tuning knob: it never changes the result.
         return_stats: also return a :class:`SearchStats` (the path taken, rows rescored per
             query, where the time went).
         backend: ``"exact"`` (default), or ``"torch"``: each query's candidates come from a
@@ -98,8 +107,20 @@ def search(
         else min(numbers.integer(value, name, minimum=1, maximum=None), MAX_COUNT)
         for value, name in ((block_rows, "block_rows"), (query_batch, "query_batch"))
     )
+    cuts = None
+    if stage_cuts is not None:
+        if isinstance(stage_cuts, (str, bytes)) or not isinstance(stage_cuts, Sequence):
+            raise InvalidTypeError(
+                f"stage_cuts must be a sequence of ints, got {type(stage_cuts).__name__}"
+            )
+        cuts = [numbers.integer(c, "stage_cuts", minimum=1) for c in stage_cuts]
     options = _core.SearchOptions(
-        k, metric=metric, block_rows=block_rows, query_batch=query_batch, precision=precision
+        k,
+        metric=metric,
+        block_rows=block_rows,
+        query_batch=query_batch,
+        precision=precision,
+        stage_cuts=cuts,
     )
     q = as_matrix(queries, "queries")
     c = as_matrix(corpus, "corpus")
@@ -141,7 +162,8 @@ class SearchStats:
     rescored in float32 after int8 pre-scoring, and where the time went."""
 
     precision: str
-    """``"f32"`` or ``"int8"``."""
+    """``"f32"``, ``"int8"`` or ``"rotated"`` (``"f32"`` where ``"rotated"`` found a flat
+    spectrum)."""
     rescored: np.ndarray
     """Per query, the rows rescored in float32 (int8 only; empty for f32): ``k`` plus the rows
     whose error bound kept them."""
@@ -149,6 +171,14 @@ class SearchStats:
     """Streaming the corpus through the kernels (every score for f32, the pre-scores for int8)."""
     rescore_seconds: float
     """Rescoring the rows kept (int8)."""
+    stage_cuts: list[int] = dataclasses.field(default_factory=list)
+    """The rotated path's stage cuts (rotated dimensions scored at each stage; empty on the
+    other paths)."""
+    stage_rows: list[int] = dataclasses.field(default_factory=list)
+    """Per stage of the rotated path, the (query, row) pairs that passed it, summed over the
+    queries; the last stage's are the rows rescored."""
+    companion_seconds: float = 0.0
+    """Building the rotated companion (principal axes and rotated rows), in the call."""
 
     @property
     def rescored_mean(self) -> float:

@@ -19,6 +19,7 @@ pub mod pack;
 pub mod quant;
 pub mod rescore;
 pub mod rng;
+pub mod rotation;
 pub mod search;
 pub mod store;
 pub mod topk;

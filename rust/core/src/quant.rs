@@ -182,6 +182,20 @@ pub struct ChainError {
     underflow_per_norm: f64,
 }
 
+impl ChainError {
+    /// `gamma ||q|| ||x|| + U`: the chain's error for rows with these norms (upper bounds).
+    #[inline]
+    pub fn bound(&self, q_norm: f64, x_norm: f64) -> f64 {
+        self.gamma * q_norm * x_norm + self.underflow(q_norm, x_norm)
+    }
+
+    /// `U`, the underflow term alone.
+    #[inline]
+    pub fn underflow(&self, q_norm: f64, x_norm: f64) -> f64 {
+        self.underflow + self.underflow_per_norm * (q_norm + x_norm)
+    }
+}
+
 /// The error bound of a `dim`-step f32 fused multiply-add chain.
 pub fn chain_error(dim: usize) -> ChainError {
     let nu = dim as f64 * f64::from(f32::EPSILON) / 2.0;

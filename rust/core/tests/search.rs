@@ -205,6 +205,7 @@ fn run(
         query_batch: knobs.query_batch,
         isa: knobs.isa,
         precision: knobs.precision,
+        stage_cuts: None,
     };
     search(
         pool(knobs.threads),
@@ -284,7 +285,8 @@ fn case() -> impl Strategy<Value = Case> {
         prop_oneof![
             Just(Precision::Auto),
             Just(Precision::F32),
-            Just(Precision::Int8)
+            Just(Precision::Int8),
+            Just(Precision::Rotated)
         ],
     )
         .prop_map(

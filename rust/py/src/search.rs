@@ -27,7 +27,7 @@ impl PySearchOptions {
     #[new]
     #[pyo3(signature = (
         k, *, metric = Wrap(Metric::Dot), block_rows = None, query_batch = None, isa = None,
-        precision = Wrap(Precision::Auto)
+        precision = Wrap(Precision::Auto), stage_cuts = None
     ))]
     fn new(
         k: usize,
@@ -36,6 +36,7 @@ impl PySearchOptions {
         query_batch: Option<usize>,
         isa: Option<&str>,
         precision: Wrap<Precision>,
+        stage_cuts: Option<Vec<usize>>,
     ) -> PyResult<Self> {
         let isa = isa
             .map(|name| {
@@ -55,6 +56,7 @@ impl PySearchOptions {
             query_batch,
             isa,
             precision: precision.0,
+            stage_cuts,
         }))
     }
 }
@@ -98,6 +100,9 @@ fn search<'py>(
     report.set_item("rescored", PyArray1::from_vec(py, stats.rescored))?;
     report.set_item("scan_seconds", stats.scan_seconds)?;
     report.set_item("rescore_seconds", stats.rescore_seconds)?;
+    report.set_item("stage_cuts", stats.stage_cuts)?;
+    report.set_item("stage_rows", stats.stage_rows)?;
+    report.set_item("companion_seconds", stats.companion_seconds)?;
     Ok((scores, ids, report))
 }
 

@@ -20,6 +20,7 @@ use crate::pack::{self, AlignedBuf, BadRow, CorpusScratch};
 use crate::topk::{Candidates, Scored};
 
 mod prescored;
+mod rotated;
 mod stream;
 
 pub use prescored::Precision;
@@ -38,6 +39,10 @@ pub struct SearchOptions {
     /// How candidates are pre-scored before the exact f32 scores (see [`Precision`]); every
     /// choice returns the same result.
     pub precision: Precision,
+    /// The stage cuts of [`Precision::Rotated`] (ascending rotated dimensions, at most
+    /// [`crate::rotation::MAX_STAGES`]); `None` picks them from the corpus' spectrum, or the
+    /// f32 path where the spectrum is flat. Given, they are used whatever the spectrum.
+    pub stage_cuts: Option<Vec<usize>>,
 }
 
 impl SearchOptions {
@@ -49,6 +54,7 @@ impl SearchOptions {
             query_batch: None,
             isa: None,
             precision: Precision::Auto,
+            stage_cuts: None,
         }
     }
 }
@@ -323,6 +329,14 @@ pub struct SearchStats {
     /// pre-scores on the int8 path), and rescoring the rows kept.
     pub scan_seconds: f64,
     pub rescore_seconds: f64,
+    /// The rotated path's stage cuts (empty on the other paths).
+    pub stage_cuts: Vec<usize>,
+    /// Per stage, the (query, row) pairs that passed it, summed over the queries: the last
+    /// stage's are the rows rescored.
+    pub stage_rows: Vec<u64>,
+    /// Seconds building the rotated companion of the corpus (its principal axes and rotated
+    /// rows), also when the spectrum turned out flat and the f32 path was taken.
+    pub companion_seconds: f64,
 }
 
 /// A query group's share of one shard's state.
@@ -346,100 +360,150 @@ struct Scorer<'a> {
     exclude: Option<&'a IdLists>,
 }
 
-impl Scorer<'_> {
-    fn run(&self, task: Task<'_>, block: &PackedBlock) {
-        let dim = self.dim;
-        let n_a = task.candidates.len().div_ceil(MR);
-        let n_b = block.rows.len().div_ceil(NR);
-        let multi = self.depth.len() > 1;
-        let a_group = &self.packed_queries[task.first_panel * dim * MR..];
-        let b_block = block.panels.as_slice();
-        let mut singles = [[0.0f32; TILE]; 4];
-        let mut task = task;
-        PARTIALS.with(|partials| {
-            let mut partials = partials.borrow_mut();
-            if multi {
-                partials.resize(n_a * 2 * TILE);
-            }
-            let partials = partials.as_mut_slice();
-            // Corpus panels one or two at a time (two: the quad kernel); for each, every depth
-            // chunk against the task's query panels, one or two at a time. The partial sums
-            // between chunks are then those of one or two corpus panels (a few KiB, in L1),
-            // and a query's candidates arrive in id order.
-            let mut jr = 0;
-            while jr < n_b {
-                let two_b = self.isa.quads_tiles() && jr + 1 < n_b;
-                let cols = 1 + usize::from(two_b);
-                for (ci, &(p0, kc)) in self.depth.iter().enumerate() {
-                    let accumulate = ci > 0;
-                    let last = ci + 1 == self.depth.len();
-                    let b = |j: usize| &b_block[((jr + j) * dim + p0) * NR..][..kc * NR];
-                    let a = |ir: usize| &a_group[(ir * dim + p0) * MR..][..kc * MR];
-                    let mut ir = 0;
-                    while ir < n_a {
-                        let two_a = self.isa.pairs_tiles() && ir + 1 < n_a;
-                        if two_a && two_b {
-                            let at = [(ir, 0), (ir, 1), (ir + 1, 0), (ir + 1, 1)];
-                            let [c00, c01, c10, c11] = tiles(partials, &mut singles, at, multi);
-                            let masks = kernels::tile_quad(
-                                self.isa,
-                                kc,
-                                [a(ir), a(ir + 1)],
-                                [b(0), b(1)],
-                                [[c00, c01], [c10, c11]],
-                                accumulate,
-                                last.then(|| {
-                                    [select(task.thresholds, ir), select(task.thresholds, ir + 1)]
-                                }),
-                            );
-                            if last {
-                                let tiles = [[&*c00, &*c01], [&*c10, &*c11]];
-                                for (q, (m, t)) in masks.iter().zip(tiles).enumerate() {
-                                    for (j, (m, t)) in m.iter().zip(t).enumerate() {
-                                        self.collect(&mut task, block, jr + j, ir + q, m, t);
-                                    }
-                                }
-                            }
-                        } else if two_a {
-                            for j in 0..cols {
-                                let at = [(ir, j), (ir + 1, j)];
-                                let [c0, c1] = tiles(partials, &mut singles, at, multi);
-                                let masks = kernels::tile_pair(
-                                    self.isa,
-                                    kc,
-                                    [a(ir), a(ir + 1)],
-                                    b(j),
-                                    [c0, c1],
-                                    accumulate,
-                                    last.then(|| {
-                                        [
-                                            select(task.thresholds, ir),
-                                            select(task.thresholds, ir + 1),
-                                        ]
-                                    }),
-                                );
-                                if last {
-                                    self.collect(&mut task, block, jr + j, ir, &masks[0], c0);
-                                    self.collect(&mut task, block, jr + j, ir + 1, &masks[1], c1);
-                                }
-                            }
-                        } else {
-                            for j in 0..cols {
-                                let [c0] = tiles(partials, &mut singles, [(ir, j)], multi);
-                                let s = last.then(|| select(task.thresholds, ir));
-                                let masks =
-                                    kernels::tile(self.isa, kc, a(ir), b(j), c0, accumulate, s);
-                                if last {
-                                    self.collect(&mut task, block, jr + j, ir, &masks, c0);
+/// What receives the tiles of [`run_tiles`]: the per-query thresholds of the kernel test, and
+/// each tile (query panel `ir`, corpus panel `jr`) with its masks once its depth is complete.
+pub(super) trait Sink {
+    fn thresholds(&self) -> &[f32];
+    fn collect(&mut self, jr: usize, ir: usize, masks: &[u16; MR], tile: &[f32; TILE]);
+}
+
+/// The fused kernels over `n_a` query panels (`a_group`, `[dim][MR]` each) against `n_b` corpus
+/// panels (`b_block`, `[dim][NR]` each), the depth in chunks `depth`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run_tiles(
+    isa: Isa,
+    dim: usize,
+    depth: &[(usize, usize)],
+    a_group: &[f32],
+    n_a: usize,
+    b_block: &[f32],
+    n_b: usize,
+    sink: &mut impl Sink,
+) {
+    let multi = depth.len() > 1;
+    let mut singles = [[0.0f32; TILE]; 4];
+    PARTIALS.with(|partials| {
+        let mut partials = partials.borrow_mut();
+        if multi {
+            partials.resize(n_a * 2 * TILE);
+        }
+        let partials = partials.as_mut_slice();
+        // Corpus panels one or two at a time (two: the quad kernel); for each, every depth
+        // chunk against the task's query panels, one or two at a time. The partial sums
+        // between chunks are then those of one or two corpus panels (a few KiB, in L1),
+        // and a query's candidates arrive in id order.
+        let mut jr = 0;
+        while jr < n_b {
+            let two_b = isa.quads_tiles() && jr + 1 < n_b;
+            let cols = 1 + usize::from(two_b);
+            for (ci, &(p0, kc)) in depth.iter().enumerate() {
+                let accumulate = ci > 0;
+                let last = ci + 1 == depth.len();
+                let b = |j: usize| &b_block[((jr + j) * dim + p0) * NR..][..kc * NR];
+                let a = |ir: usize| &a_group[(ir * dim + p0) * MR..][..kc * MR];
+                let mut ir = 0;
+                while ir < n_a {
+                    let two_a = isa.pairs_tiles() && ir + 1 < n_a;
+                    if two_a && two_b {
+                        let at = [(ir, 0), (ir, 1), (ir + 1, 0), (ir + 1, 1)];
+                        let [c00, c01, c10, c11] = tiles(partials, &mut singles, at, multi);
+                        let masks = kernels::tile_quad(
+                            isa,
+                            kc,
+                            [a(ir), a(ir + 1)],
+                            [b(0), b(1)],
+                            [[c00, c01], [c10, c11]],
+                            accumulate,
+                            last.then(|| {
+                                let t = sink.thresholds();
+                                [select(t, ir), select(t, ir + 1)]
+                            }),
+                        );
+                        if last {
+                            let tiles = [[&*c00, &*c01], [&*c10, &*c11]];
+                            for (q, (m, t)) in masks.iter().zip(tiles).enumerate() {
+                                for (j, (m, t)) in m.iter().zip(t).enumerate() {
+                                    sink.collect(jr + j, ir + q, m, t);
                                 }
                             }
                         }
-                        ir += 1 + usize::from(two_a);
+                    } else if two_a {
+                        for j in 0..cols {
+                            let at = [(ir, j), (ir + 1, j)];
+                            let [c0, c1] = tiles(partials, &mut singles, at, multi);
+                            let masks = kernels::tile_pair(
+                                isa,
+                                kc,
+                                [a(ir), a(ir + 1)],
+                                b(j),
+                                [c0, c1],
+                                accumulate,
+                                last.then(|| {
+                                    let t = sink.thresholds();
+                                    [select(t, ir), select(t, ir + 1)]
+                                }),
+                            );
+                            if last {
+                                sink.collect(jr + j, ir, &masks[0], c0);
+                                sink.collect(jr + j, ir + 1, &masks[1], c1);
+                            }
+                        }
+                    } else {
+                        for j in 0..cols {
+                            let [c0] = tiles(partials, &mut singles, [(ir, j)], multi);
+                            let s = last.then(|| select(sink.thresholds(), ir));
+                            let masks = kernels::tile(isa, kc, a(ir), b(j), c0, accumulate, s);
+                            if last {
+                                sink.collect(jr + j, ir, &masks, c0);
+                            }
+                        }
                     }
+                    ir += 1 + usize::from(two_a);
                 }
-                jr += cols;
             }
-        });
+            jr += cols;
+        }
+    });
+}
+
+/// The f32 path's sink: a task's candidates.
+struct ExactSink<'s, 't> {
+    scorer: &'s Scorer<'s>,
+    task: Task<'t>,
+    block: &'s PackedBlock,
+}
+
+impl Sink for ExactSink<'_, '_> {
+    fn thresholds(&self) -> &[f32] {
+        self.task.thresholds
+    }
+
+    fn collect(&mut self, jr: usize, ir: usize, masks: &[u16; MR], tile: &[f32; TILE]) {
+        self.scorer
+            .collect(&mut self.task, self.block, jr, ir, masks, tile);
+    }
+}
+
+impl Scorer<'_> {
+    fn run(&self, task: Task<'_>, block: &PackedBlock) {
+        let n_a = task.candidates.len().div_ceil(MR);
+        let n_b = block.rows.len().div_ceil(NR);
+        let a_group = &self.packed_queries[task.first_panel * self.dim * MR..];
+        let mut sink = ExactSink {
+            scorer: self,
+            task,
+            block,
+        };
+        run_tiles(
+            self.isa,
+            self.dim,
+            self.depth,
+            a_group,
+            n_a,
+            block.panels.as_slice(),
+            n_b,
+            &mut sink,
+        );
     }
 
     /// Offers the scores of tile (query panel `ir`, corpus panel `jr`) that passed their
@@ -650,11 +714,19 @@ pub(crate) fn search_rows(
     hooks: &mut dyn Hooks,
 ) -> Result<Neighbors> {
     let isa = opts.isa.unwrap_or_else(Isa::detect);
-    if opts.precision.resolve(isa, opts.k, corpus.rows()) == Precision::Int8 {
-        let stats = &mut workspace.stats;
-        return prescored::search_rows(
-            pool, queries, query_ids, corpus, exclude, opts, isa, hooks, stats,
-        );
+    match opts.precision.resolve(isa, opts.k, corpus.rows()) {
+        Precision::Int8 => {
+            let stats = &mut workspace.stats;
+            return prescored::search_rows(
+                pool, queries, query_ids, corpus, exclude, opts, isa, hooks, stats,
+            );
+        }
+        Precision::Rotated => {
+            return rotated::search_rows(
+                workspace, pool, queries, query_ids, corpus, exclude, opts, isa, hooks,
+            );
+        }
+        Precision::Auto | Precision::F32 => {}
     }
     let (found, _) = search_f32(
         workspace, pool, queries, query_ids, corpus, exclude, opts, isa, None, hooks,
@@ -841,6 +913,7 @@ fn search_f32(
         rescored: Vec::new(),
         scan_seconds: started.elapsed().as_secs_f64(),
         rescore_seconds: 0.0,
+        ..SearchStats::default()
     };
     Ok((Neighbors { k, scores, ids }, above_out))
 }

@@ -32,6 +32,9 @@ pub enum Precision {
     F32,
     /// int8 pre-scores with a proven error bound, then the survivors in f32.
     Int8,
+    /// Partial scores on the corpus' principal axes with a proven bound on the rest, then the
+    /// survivors in f32 (the f32 path where the corpus' spectrum is flat).
+    Rotated,
 }
 
 impl Choice for Precision {
@@ -40,6 +43,7 @@ impl Choice for Precision {
         ("auto", Precision::Auto),
         ("f32", Precision::F32),
         ("int8", Precision::Int8),
+        ("rotated", Precision::Rotated),
     ];
 }
 
@@ -562,6 +566,7 @@ fn search_bounded(
         rescored,
         scan_seconds,
         rescore_seconds,
+        ..SearchStats::default()
     };
     Ok(Neighbors { k, scores, ids })
 }
