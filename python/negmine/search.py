@@ -71,7 +71,9 @@ def search(
             float32), ``"int8"`` (int8 pre-scores with a proven error bound; only the rows
             whose bound reaches the k-th best are rescored in float32) or ``"auto"`` (the
             faster of the two on this CPU: int8 where it has AVX-512 VNNI), or ``"rotated"``
-            (opt-in: the corpus is rotated onto its principal axes, in memory, on every call;
+            (experimental, opt-in; today slower than ``"f32"`` on the data measured, see
+            docs/performance.md, and ``"auto"`` never picks it: the corpus is rotated onto its
+            principal axes, in memory, on every call;
             partial scores on the first rotated dimensions with a proven bound on the rest
             exclude most rows, the rest are rescored in float32; a corpus with a flat spectrum
             takes the float32 path). Every choice returns the same scores and ids, bit for
