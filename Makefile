@@ -1,7 +1,7 @@
 # The README's commands and CI call these targets.
 PYTHON ?= python
 
-.PHONY: build lint test test-rust test-python bench demo fuzz wheel
+.PHONY: build lint test test-quick test-rust test-python bench demo fuzz wheel
 
 build:
 	$(PYTHON) -m pip install -e .
@@ -21,6 +21,12 @@ test-python:
 	$(PYTHON) -m pytest -q
 
 test: lint test-rust test-python
+
+# The Python tests of the core, the API and the CLI, in under 3 minutes on 2 cores: the tests
+# marked `slow` (torchrun, Ray, the README's code blocks, writers killed at every step, the
+# training example) are left to `make test`, which CI runs.
+test-quick:
+	$(PYTHON) -m pytest -q -m "not slow"
 
 bench:
 	$(PYTHON) benches/compare.py --write-readme

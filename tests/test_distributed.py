@@ -29,6 +29,7 @@ from negmine.errors import InvalidArgumentError, InvalidTypeError, NegmineError
 from negmine.result import MiningResult
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # a Ray cluster per module (see `make test-quick`)
 mine_module = importlib.import_module("negmine.mine")
 
 N_CORPUS, N_QUERIES, DIM = 300, 40, 16

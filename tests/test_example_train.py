@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("torch")
+pytestmark = pytest.mark.slow  # trains end to end in subprocesses (see `make test-quick`)
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "train.py"
 LABELS = (

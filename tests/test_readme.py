@@ -39,6 +39,7 @@ def test_the_readme_has_python_examples() -> None:
     assert sum(where.startswith("README.md:") for where, _ in _blocks()) >= 8
 
 
+@pytest.mark.slow  # a Python process per block, some train or start Ray (see `make test-quick`)
 @pytest.mark.parametrize(("where", "code"), _blocks(), ids=[w for w, _ in _blocks()])
 def test_doc_block_runs_as_written(where: str, code: str, tmp_path: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_DISABLE_USAGE_STATS": "1"}

@@ -352,6 +352,7 @@ dist.destroy_process_group()
 """
 
 
+@pytest.mark.slow  # two gloo processes
 @pytest.mark.skipif(
     not torch.distributed.is_available() or sys.platform != "linux", reason="needs gloo"
 )
@@ -638,6 +639,7 @@ def _torchrun(script: str, tmp_path: Path, *args: str) -> None:
     assert proc.returncode == 0, proc.stderr[-4000:]
 
 
+@pytest.mark.slow  # two gloo processes
 @pytest.mark.skipif(
     not torch.distributed.is_available() or sys.platform != "linux", reason="needs gloo"
 )
@@ -692,6 +694,7 @@ _LIGHTNING_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # two gloo processes
 @pytest.mark.skipif(
     not torch.distributed.is_available() or sys.platform != "linux", reason="needs gloo"
 )

@@ -244,6 +244,7 @@ def _has_torch() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
+@pytest.mark.slow  # a writer SIGKILLed at many points, each in a subprocess
 @pytest.mark.parametrize(
     ("name", "examples"),
     [(name, 2 if name == "refresh" else 5) for name in WRITERS],

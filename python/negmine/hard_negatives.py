@@ -1,40 +1,23 @@
-"""``negmine.mine_hard_negatives``: sentence-transformers' ``util.mine_hard_negatives`` (6.x)
-with its signature and output, backed by :func:`negmine.mine`, so that switching is one import.
+"""``negmine.mine_hard_negatives``: sentence-transformers' ``util.mine_hard_negatives`` (6.3)
+with its signature, defaults, checks, messages and output, so that switching is one import.
 
-What is the same: the arguments (names, defaults, meaning), the column selection, the corpus
-built from ``corpus`` plus the positives (de-duplicated by text, in first-seen order),
-anchors de-duplicated with all their positives gathered, the embeddings (``encode_query`` /
-``encode_document``, normalised, with the prompts), the ``cache_folder`` files (the same names,
-so one side reads the other's cache), the query's own text never a negative, the filters'
-definitions (margins against the query's lowest positive score) and the output layouts
-(``output_format``, ``output_scores``).
-
-What differs, on purpose:
-
-- **Exact and deep.** negmine searches the whole corpus exactly and windows the *filtered*
-  ranking, fetching deeper when filters empty a window; sentence-transformers filters inside
-  its top ``range_max + max_positives + 1`` and leaves the window short. ``range_max=None``
-  is unbounded for ``"top"``. ``use_faiss``, ``faiss_batch_size`` and ``use_multi_process`` are
-  accepted and change nothing (there is no k cap and no backend-dependent result).
-- **Seeded.** ``sampling_strategy="random"`` draws from ``seed`` (a keyword of this
-  function); sentence-transformers uses Python's global ``random``.
-- **Ties** go to the smaller corpus index (sentence-transformers' torch/faiss order is
-  arbitrary).
-- **A cross-encoder judges, the retriever ranks.** With ``cross_encoder``, the score filters
-  (margins, ``max_score``, ``min_score``) read the cross-encoder's scores (as in
-  sentence-transformers) but the candidates stay in the retriever's order (sentence-transformers
-  re-ranks them by the cross-encoder); ``output_scores`` then writes the cross-encoder's scores.
-- **Duplicates** are grouped by identical text (as sentence-transformers does) and also
-  ``dup_threshold`` is available (near-duplicates of positives), off by default.
-- ``include_positives=True`` keeps the positives among the candidates (so the margins, which
-  are relative to them, cannot apply: refused together).
+By default it mines as sentence-transformers does: each query's candidates are the top
+``range_max + max_positives + 1`` of the corpus (negmine's exact search), the query's own text,
+its positives and the rows the filters remove are struck out, the window ``[range_min,
+range_max)`` of what is left is taken, and a row that cannot be filled from it is dropped with
+sentence-transformers' "Could not find enough negatives" message. sentence-transformers' own
+test file runs against this function (tests/st_upstream). Where negmine differs on purpose it
+is behind a keyword of its own (``deep``, ``seed``, ``dup_threshold``): the README's
+"From sentence-transformers" section has the one table of them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+import random
+from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -43,9 +26,14 @@ from negmine import _numbers as numbers
 from negmine._inputs import text_list
 from negmine.errors import InvalidArgumentError, InvalidTypeError
 from negmine.mine import mine
-from negmine.outputs import OUTPUT_FORMATS, to_dataset
+from negmine.outputs import OUTPUT_FORMATS, dataset_from_arrays, to_dataset
+from negmine.search import search
 from negmine.store import save_embeddings
 from negmine.teachers import cross_encoder as cross_encoder_teacher
+
+# faiss on a GPU returns at most this many rows per query: sentence-transformers caps a derived
+# range_max (with use_faiss=True) to fit, and so does negmine, for the same window.
+_FAISS_GPU_K = 2048
 
 
 def mine_hard_negatives(
@@ -68,7 +56,9 @@ def mine_hard_negatives(
     corpus_prompt_name: str | None = None,
     corpus_prompt: str | None = None,
     include_positives: bool = False,
-    output_format: Literal["triplet", "n-tuple", "labeled-pair", "labeled-list"] = "triplet",
+    output_format: Literal[
+        "triplet", "n-tuple", "labeled-pair", "labeled-list", "n-tuple-scores"
+    ] = "triplet",
     output_scores: bool = False,
     batch_size: int = 32,
     faiss_batch_size: int = 16384,
@@ -79,38 +69,33 @@ def mine_hard_negatives(
     as_triplets: bool | None = None,
     margin: float | None = None,
     *,
-    seed: int = 0,
+    deep: bool = False,
+    seed: int | None = None,
     dup_threshold: float | None = None,
     threads: int | None = None,
 ) -> Any:
-    """Hard negatives for a ``datasets.Dataset`` of (anchor, positive) pairs, as
-    sentence-transformers' ``util.mine_hard_negatives`` returns them (same arguments and output
-    dataset), mined exactly by negmine. See the module docstring for the differences.
+    """Hard negatives for a ``datasets.Dataset`` of (anchor, positive) pairs: the arguments,
+    result and messages of sentence-transformers' ``util.mine_hard_negatives`` (6.3), with
+    negmine's exact search. See the module docstring.
 
-    Extra keywords: ``seed`` (random sampling), ``dup_threshold`` (drop near-duplicates of a
-    positive, cosine), ``threads`` (negmine's cores).
+    Keywords of negmine's own (none changes the default behaviour):
+
+    - ``deep=True``: negmine's mining instead (:func:`negmine.mine`): the window is taken from
+      the filtered ranking of the whole corpus, fetched as deep as the filters need, so a row
+      is left short only when the corpus runs out; ``range_max=None`` is then unbounded for
+      ``"top"``; ``verbose`` prints negmine's report.
+    - ``seed``: ``sampling_strategy="random"`` draws from its own generator seeded with it;
+      ``None`` (default) draws from Python's global ``random``, as sentence-transformers
+      does (so ``random.seed`` governs both).
+    - ``dup_threshold`` (with ``deep=True``): drop candidates whose cosine with a positive
+      is at least this.
+    - ``threads``: negmine's cores for the search.
+
+    ``use_faiss``, ``faiss_batch_size`` and ``use_multi_process`` are accepted (and checked as
+    sentence-transformers checks them) but negmine's exact search needs none of them.
     """
-    if as_triplets is not None:
-        output_format = "triplet" if as_triplets else "n-tuple"
-    if margin is not None:
-        absolute_margin = margin
-    if output_format not in OUTPUT_FORMATS:
-        raise InvalidArgumentError(
-            f"output_format must be one of {', '.join(map(repr, OUTPUT_FORMATS))}, got "
-            f"{output_format!r}"
-        )
-    sampling_strategy = numbers.choice(  # type: ignore[assignment]
-        sampling_strategy, "sampling_strategy", ("random", "top")
-    )
-    num_negatives = numbers.count(num_negatives, "num_negatives")
-    batch_size = numbers.count(batch_size, "batch_size")
-    if include_positives:
-        if absolute_margin is not None or relative_margin is not None:
-            raise InvalidArgumentError(
-                "include_positives keeps the positives among the candidates, so margins "
-                "relative to them cannot apply: pass one or the other"
-            )
-        output_format = "n-tuple"  # as sentence-transformers: the ranking order is kept
+    if not isinstance(deep, bool):
+        raise InvalidTypeError(f"deep must be a bool, got {type(deep).__name__} {deep!r}")
     columns = list(getattr(dataset, "column_names", None) or [])
     if not columns:
         raise InvalidTypeError(
@@ -118,7 +103,9 @@ def mine_hard_negatives(
             f"{type(dataset).__name__}"
         )
     if len(dataset) == 0:
-        raise InvalidArgumentError("the dataset is empty")
+        raise InvalidArgumentError("the dataset is empty: it has no (anchor, positive) rows")
+    numbers.count(faiss_batch_size, "faiss_batch_size")
+    batch_size = numbers.count(batch_size, "batch_size")
     if not anchor_column_name or anchor_column_name not in columns:
         anchor_column_name = columns[0]
     if not positive_column_name or positive_column_name not in columns:
@@ -127,12 +114,77 @@ def mine_hard_negatives(
                 "the dataset needs a second column to take the positives from"
             )
         positive_column_name = columns[1]
+    if as_triplets is not None:
+        output_format = "triplet" if as_triplets else "n-tuple"
+    if include_positives:
+        output_format = "n-tuple"  # as sentence-transformers: the ranking order is kept
+    if output_format == "n-tuple-scores":  # sentence-transformers' deprecated alias
+        output_format, output_scores = "n-tuple", True
+    if output_format not in OUTPUT_FORMATS:
+        raise InvalidArgumentError(
+            f"output_format must be one of {', '.join(map(repr, OUTPUT_FORMATS))} (or the "
+            f"deprecated 'n-tuple-scores'), got {output_format!r}"
+        )
+    if margin is not None:
+        absolute_margin = margin
+    sampling_strategy = numbers.choice(  # type: ignore[assignment]
+        sampling_strategy, "sampling_strategy", ("random", "top")
+    )
+    if dup_threshold is not None and not deep:
+        raise InvalidArgumentError(
+            "dup_threshold is a filter of negmine's own mining: pass deep=True with it"
+        )
 
     # Texts as they are: sentence-transformers raises ValueError for a non-string one (its
     # encode), where str() would embed None as "None"; InvalidTextError is a ValueError.
     anchors = text_list(dataset[anchor_column_name], f"dataset[{anchor_column_name!r}]")
     positive_texts = text_list(dataset[positive_column_name], f"dataset[{positive_column_name!r}]")
     extra = [] if corpus is None else text_list(corpus, "corpus")
+
+    # sentence-transformers counts the rows per anchor (repeated pairs included) for its
+    # derived range_max and its candidate depth.
+    rows_per_anchor = Counter(anchors)
+    max_positives = max(rows_per_anchor.values())
+    filtered = any(x is not None for x in (absolute_margin, relative_margin, max_score)) or (
+        cross_encoder is not None and min_score is not None
+    )
+    num_negatives = numbers.integer(num_negatives, "num_negatives")
+    if num_negatives < 1:
+        raise InvalidArgumentError(
+            f"num_negatives must be at least 1, got num_negatives={num_negatives}"
+        )
+    range_min = numbers.integer(range_min, "range_min")
+    range_max = None if range_max is None else numbers.integer(range_max, "range_max")
+    cap_note = ""
+    if range_max is None and (not deep or sampling_strategy == "random"):
+        range_max = range_min + num_negatives * (10 if filtered else 1) + max_positives
+        if use_faiss and range_max + max_positives + 1 > _FAISS_GPU_K and _faiss_gpus() > 0:
+            range_max = _FAISS_GPU_K - (max_positives + 1)
+            cap_note = (
+                f" Note that range_max was capped to {range_max} because FAISS on GPU can only "
+                f"retrieve up to {_FAISS_GPU_K} documents per query, some of which are reserved "
+                "for excluded candidates (sentence-transformers' cap, kept for the same window)."
+            )
+        if verbose:
+            print(f"Setting range_max to {range_max} based on the provided parameters.")
+    if range_min < 0:
+        raise InvalidArgumentError(f"range_min must be non-negative, got range_min={range_min}")
+    if range_max is not None:
+        if range_min >= range_max:
+            raise InvalidArgumentError(
+                f"range_min must be smaller than range_max, got range_min={range_min} and "
+                f"range_max={range_max}.{cap_note}"
+            )
+        if num_negatives > range_max - range_min:
+            raise InvalidArgumentError(
+                f"Cannot mine {num_negatives} negatives per query: only "
+                f"{range_max - range_min} candidates remain after skipping the first "
+                f"range_min={range_min} of range_max={range_max}. Consider decreasing "
+                f"num_negatives or range_min, or increasing range_max.{cap_note}"
+            )
+    if seed is not None:
+        seed = numbers.seed(seed)
+
     corpus_texts = list(dict.fromkeys(extra + positive_texts))
     corpus_index = {text: i for i, text in enumerate(corpus_texts)}
     queries = list(dict.fromkeys(anchors))
@@ -142,8 +194,19 @@ def mine_hard_negatives(
         row = positive_lists[query_index[anchor]]
         if corpus_index[positive] not in row:
             row.append(corpus_index[positive])
-    # The query's own text is never its negative (sentence-transformers >= 6.3).
-    own = [[corpus_index[q]] if q in corpus_index else [] for q in queries]
+    # The query's own text is never its negative (sentence-transformers >= 6.3), unless it is
+    # one of its positives and include_positives keeps those.
+    own = [corpus_index.get(q, -1) for q in queries]
+    if include_positives:
+        for anchor, positive in zip(anchors, positive_texts):
+            if anchor == positive:
+                own[query_index[anchor]] = -1
+    if verbose and not deep:
+        if len(queries) != len(anchors):
+            print(f"Found {len(queries)} unique queries out of {len(anchors)} total queries.")
+        if max_positives > 1:
+            average = np.mean(list(rows_per_anchor.values()))
+            print(f"Found an average of {average:.3f} positives per query.")
 
     query_embeddings, corpus_embeddings = _embeddings(
         model,
@@ -157,24 +220,341 @@ def mine_hard_negatives(
         cache_folder=cache_folder,
         verbose=bool(verbose),
     )
-    if range_max is None and sampling_strategy == "random":
-        # sentence-transformers' window for sampling: the candidates it would retrieve.
-        most = max(len(p) for p in positive_lists)
-        filtered = any(x is not None for x in (absolute_margin, relative_margin, max_score)) or (
-            cross_encoder is not None and min_score is not None
-        )
-        range_max = range_min + num_negatives * (10 if filtered else 1) + most
     teacher = (
         None
         if cross_encoder is None
         else cross_encoder_teacher(cross_encoder, queries, corpus_texts, batch_size=batch_size)
     )
+    metric = _metric(model)
+    if deep:
+        return _mine_deep(
+            query_embeddings,
+            corpus_embeddings,
+            queries,
+            corpus_texts,
+            positive_lists,
+            own,
+            teacher,
+            metric=metric,
+            num_negatives=num_negatives,
+            range_min=range_min,
+            range_max=range_max,
+            max_score=max_score,
+            min_score=min_score,
+            absolute_margin=absolute_margin,
+            relative_margin=relative_margin,
+            dup_threshold=dup_threshold,
+            sampling_strategy=sampling_strategy,
+            seed=random.getrandbits(64) if seed is None else seed,
+            include_positives=include_positives,
+            output_format=output_format,
+            output_scores=bool(output_scores),
+            anchor_column=anchor_column_name,
+            positive_column=positive_column_name,
+            threads=threads,
+            verbose=bool(verbose),
+        )
+    assert range_max is not None  # derived above when not deep
+    pool = range_max + max_positives + 1  # sentence-transformers' candidates per query
+    candidate_ids, scores = _candidates(query_embeddings, corpus_embeddings, pool, metric, threads)
+    positive_scores = _pair_scores(query_embeddings, corpus_embeddings, positive_lists, metric)
+    if teacher is not None:
+        # The cross-encoder scores every candidate and positive; its scores rank and filter.
+        rows, cols = np.nonzero(candidate_ids >= 0)
+        scores = np.full(candidate_ids.shape, -np.inf, dtype=np.float32)
+        scores[rows, cols] = teacher(rows.astype(np.int64), candidate_ids[rows, cols])
+        pair_query = np.repeat(np.arange(len(queries)), [len(p) for p in positive_lists])
+        flat = np.asarray([i for p in positive_lists for i in p], dtype=np.int64)
+        positive_scores = teacher(pair_query.astype(np.int64), flat)
+    indptr = np.concatenate(([0], np.cumsum([len(p) for p in positive_lists]))).astype(np.int64)
+    flat_positives = np.asarray([i for p in positive_lists for i in p], dtype=np.int64)
+    negative_ids, negative_scores, skipped = _select(
+        candidate_ids,
+        scores,
+        indptr,
+        flat_positives,
+        positive_scores,
+        np.asarray(own, dtype=np.int64),
+        include_positives=include_positives,
+        pool=pool,
+        range_min=range_min,
+        range_max=range_max,
+        num_negatives=num_negatives,
+        absolute_margin=absolute_margin,
+        relative_margin=relative_margin,
+        max_score=max_score,
+        min_score=min_score,
+        sampling_strategy=sampling_strategy,
+        draw=random.sample if seed is None else random.Random(seed).sample,
+    )
+    if verbose:
+        print("Negative candidates mined, preparing dataset...")
+    out = dataset_from_arrays(
+        negative_ids,
+        negative_scores,
+        indptr,
+        flat_positives,
+        positive_scores,
+        queries,
+        corpus_texts,
+        output_format=output_format,
+        include_scores=bool(output_scores),
+        anchor_column=anchor_column_name,
+        positive_column=positive_column_name,
+    )
+    if verbose:
+        _print_summary(
+            out,
+            output_format,
+            negative_ids,
+            negative_scores,
+            indptr,
+            positive_scores,
+            skipped,
+            n_rows=len(anchors),
+            range_min=range_min,
+            filters={
+                "absolute_margin": absolute_margin,
+                "relative_margin": relative_margin,
+                "max_score": max_score,
+                "min_score": min_score,
+            },
+        )
+    return out
+
+
+def _faiss_gpus() -> int:
+    """GPUs faiss sees (0 without faiss: negmine does not need it)."""
+    try:
+        import faiss  # type: ignore[import-not-found, import-untyped, unused-ignore]
+    except ImportError:
+        return 0
+    return int(getattr(faiss, "get_num_gpus", lambda: 0)())
+
+
+def _candidates(
+    queries: np.ndarray,
+    corpus: np.ndarray,
+    count: int,
+    metric: Literal["dot", "cosine"],
+    threads: int | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's top ``count`` corpus rows (ids, float32 scores), exact. No more than the
+    corpus holds: sentence-transformers pads past it with candidates that are never chosen,
+    which :func:`_select` stands for (a ``range_max`` of a billion costs nothing)."""
+    scores, ids = search(queries, corpus, min(count, len(corpus)), metric=metric, threads=threads)
+    return np.asarray(ids, dtype=np.int64), np.asarray(scores, dtype=np.float32)
+
+
+def _select(
+    candidate_ids: np.ndarray,
+    scores: np.ndarray,
+    positive_indptr: np.ndarray,
+    positive_ids: np.ndarray,
+    positive_scores: np.ndarray,
+    own: np.ndarray,
+    *,
+    include_positives: bool,
+    pool: int,
+    range_min: int,
+    range_max: int,
+    num_negatives: int,
+    absolute_margin: float | None,
+    relative_margin: float | None,
+    max_score: float | None,
+    min_score: float | None,
+    sampling_strategy: str,
+    draw: Callable[[Sequence[int], int], list[int]],
+) -> tuple[np.ndarray, np.ndarray, dict[str, tuple[int, float]]]:
+    """sentence-transformers' selection from each query's ``pool`` candidates (fewer when the
+    corpus is smaller): struck out (``-inf``) are the query's own text, its positives (unless
+    ``include_positives``) and what each filter removes; of what is left, ranked by score,
+    the window ``[range_min, range_max)`` is sampled. Returns the negatives (ids, ``-1``
+    where missing; scores, NaN there) and, per filter that removed any, (count, ratio) as
+    sentence-transformers reports them."""
+    scores = scores.astype(np.float32, copy=True)
+    n_queries = len(candidate_ids)
+    scores[candidate_ids == own[:, None]] = -np.inf  # own is -1 for none: no id matches
+    if not include_positives:
+        # One key per (query, corpus row): a candidate is a positive when its key is listed.
+        stride = max(int(candidate_ids.max(initial=0)), int(positive_ids.max())) + 1
+        listed = np.repeat(np.arange(n_queries), np.diff(positive_indptr)) * stride
+        listed = np.sort(listed + positive_ids)
+        keys = np.arange(n_queries)[:, None] * stride + candidate_ids
+        at = np.searchsorted(listed, keys).clip(max=len(listed) - 1)
+        scores[listed[at] == keys] = -np.inf
+    skipped: dict[str, tuple[int, float]] = {}
+    candidates = n_queries * pool  # the ratios' base, sentence-transformers' padding included
+
+    def strike(name: str, removed: np.ndarray, advance: bool) -> None:
+        nonlocal candidates
+        scores[removed] = -np.inf
+        count = int(removed.sum())
+        if count:
+            skipped[name] = (count, count / candidates)
+            if advance:  # as sentence-transformers counts its ratios
+                candidates -= count
+
+    if absolute_margin is not None or relative_margin is not None:
+        # The margins are relative to the query's lowest positive score (its hardest one).
+        lowest = np.minimum.reduceat(positive_scores.astype(np.float32), positive_indptr[:-1])[
+            :, None
+        ]  # every query has a positive: no segment is empty
+        if absolute_margin is not None:
+            strike("absolute_margin", scores + np.float32(absolute_margin) > lowest, True)
+        if relative_margin is not None:
+            # |p| * margin below p: a negative positive score keeps the cut below it.
+            threshold = lowest - np.abs(lowest) * np.float32(relative_margin)
+            strike("relative_margin", scores > threshold, True)
+    if max_score is not None:
+        strike("max_score", scores > np.float32(max_score), False)
+    if min_score is not None:
+        strike("min_score", (scores < np.float32(min_score)) & (scores != -np.inf), False)
+
+    # The filtered ranking (ties in candidate order, i.e. the retriever's), then the window.
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :range_max][:, range_min:]
+    ids = np.take_along_axis(candidate_ids, order, axis=1)
+    window = np.take_along_axis(scores, order, axis=1)
+    short = num_negatives - window.shape[1]
+    if short > 0:  # the corpus ends inside the window: sentence-transformers' padding
+        ids = np.pad(ids, ((0, 0), (0, short)), constant_values=-1)
+        window = np.pad(window, ((0, 0), (0, short)), constant_values=-np.inf)
+    if sampling_strategy == "top":
+        ids, window = ids[:, :num_negatives], window[:, :num_negatives]
+    else:
+        # Uniform among the window's candidates that are left (its first ones: it is ranked);
+        # with fewer than num_negatives, all of them.
+        options = np.maximum(np.isfinite(window).sum(axis=1), num_negatives)
+        picked = np.asarray(
+            [draw(range(int(n)), num_negatives) for n in options], dtype=np.int64
+        ).reshape(n_queries, num_negatives)
+        picked = np.take_along_axis(
+            picked, np.argsort(-np.take_along_axis(window, picked, 1), 1, kind="stable"), 1
+        )
+        ids = np.take_along_axis(ids, picked, axis=1)
+        window = np.take_along_axis(window, picked, axis=1)
+    missing = ~np.isfinite(window)
+    ids = np.where(missing, -1, ids)
+    window = np.where(missing, np.nan, window).astype(np.float32)
+    return ids, window, skipped
+
+
+def _print_summary(
+    out: Any,
+    output_format: str,
+    negative_ids: np.ndarray,
+    negative_scores: np.ndarray,
+    indptr: np.ndarray,
+    positive_scores: np.ndarray,
+    skipped: dict[str, tuple[int, float]],
+    *,
+    n_rows: int,
+    range_min: int,
+    filters: dict[str, float | None],
+) -> None:
+    """sentence-transformers' closing statistics and its warning for the samples it could not
+    fill (the same counts: per its output rows)."""
+    n_queries, n = negative_ids.shape
+    pair_query = np.repeat(np.arange(n_queries), np.diff(indptr))
+    found = negative_ids[pair_query] >= 0  # per (query, positive), as its rows are made
+    per_pair = negative_scores[pair_query]
+    differences = positive_scores[:, None] - per_pair
+    if output_format == "n-tuple":
+        complete = found.all(axis=1)
+        kept = np.zeros_like(found)
+        kept[complete] = True
+        possible = len(pair_query)
+    else:
+        kept = found
+        possible = {
+            "triplet": found.size,
+            "labeled-pair": n_queries * n + n_rows,
+        }.get(output_format, len(pair_query))
+    negatives, differences = per_pair[kept], differences[kept]
+
+    def stats(values: np.ndarray) -> list[str]:
+        v = values.astype(np.float64)
+        if not len(v):
+            return ["nan", "nan", "nan", "inf", "inf", "inf", "inf", "-inf"]
+        quantiles = np.quantile(v, [0.25, 0.5, 0.75])
+        std = float(np.std(v, ddof=1)) if len(v) > 1 else float("nan")
+        lower_median = float(np.sort(v)[(len(v) - 1) // 2])  # torch.median's
+        cells = [v.mean(), lower_median, std, v.min(), *quantiles, v.max()]
+        return [f"{float(x):.4f}" for x in cells]
+
+    row = "{:<6} {:>14} {:>14} {:>14}"
+    print(row.format("Metric", "Positive", "Negative", "Difference"))
+    print(row.format("Count", f"{len(positive_scores):,}", f"{len(negatives):,}", ""))
+    names = ["Mean", "Median", "Std", "Min", "25%", "50%", "75%", "Max"]
+    for name, *cells in zip(names, stats(positive_scores), stats(negatives), stats(differences)):
+        print(row.format(name, *cells))
+    for name, value in filters.items():
+        if name in skipped:
+            count, ratio = skipped[name]
+            print(
+                f"Skipped {count:,} potential negatives ({ratio:.2%}) due to the {name} of {value}."
+            )
+    missing = possible - len(out)
+    if missing > 0:
+        solutions = ["range_max"]
+        if range_min > 0:
+            solutions.append("range_min")
+        solutions += [
+            name
+            for name in ("absolute_margin", "relative_margin", "max_score")
+            if filters[name] is not None
+        ]
+        if len(solutions) > 1:
+            listed = ", ".join(solutions[:-1]) + " and " + solutions[-1]
+        else:
+            listed = solutions[0]
+        print(
+            f"Could not find enough negatives for {missing} samples ({missing / possible:.2%})."
+            f" Consider adjusting the {listed} parameter{'s' if len(solutions) > 1 else ''} "
+            "if you'd like to find more valid negatives."
+        )
+
+
+def _mine_deep(
+    query_embeddings: np.ndarray,
+    corpus_embeddings: np.ndarray,
+    queries: list[str],
+    corpus_texts: list[str],
+    positive_lists: list[list[int]],
+    own: list[int],
+    teacher: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
+    *,
+    metric: Literal["dot", "cosine"],
+    num_negatives: int,
+    range_min: int,
+    range_max: int | None,
+    max_score: float | None,
+    min_score: float | None,
+    absolute_margin: float | None,
+    relative_margin: float | None,
+    dup_threshold: float | None,
+    sampling_strategy: Literal["random", "top"],
+    seed: int,
+    include_positives: bool,
+    output_format: str,
+    output_scores: bool,
+    anchor_column: str,
+    positive_column: str,
+    threads: int | None,
+    verbose: bool,
+) -> Any:
+    """``deep=True``: :func:`negmine.mine` over the whole corpus (see the README's table)."""
+    if include_positives and (absolute_margin is not None or relative_margin is not None):
+        raise InvalidArgumentError(
+            "include_positives keeps the positives among the candidates, so margins "
+            "relative to them cannot apply: pass one or the other"
+        )
     result = mine(
         query_embeddings,
         corpus_embeddings,
         [[] for _ in queries] if include_positives else positive_lists,
         num_negatives=num_negatives,
-        metric=_metric(model),
+        metric=metric,
         range_min=range_min,
         range_max=range_max,
         max_score=max_score,
@@ -187,9 +567,9 @@ def mine_hard_negatives(
         sampling_strategy=sampling_strategy,
         seed=seed,
         rescore=teacher,
-        exclude=own,
+        exclude=[[i] if i >= 0 else [] for i in own],
         threads=threads,
-        progress=bool(verbose),
+        progress=verbose,
     )
     if include_positives:
         # The output's positive columns come from the labelled pairs.
@@ -198,7 +578,7 @@ def mine_hard_negatives(
         ).astype(np.int64)
         result.positive_ids = np.asarray([i for p in positive_lists for i in p], np.int64)
         result.positive_scores = _pair_scores(
-            query_embeddings, corpus_embeddings, positive_lists, _metric(model)
+            query_embeddings, corpus_embeddings, positive_lists, metric
         )
     if verbose:
         print(result.report)
@@ -206,11 +586,11 @@ def mine_hard_negatives(
         result,
         queries,
         corpus_texts,
-        output_format=output_format,
-        include_scores=bool(output_scores),
+        output_format=output_format,  # type: ignore[arg-type]
+        include_scores=output_scores,
         score_source="teacher" if teacher is not None else "retriever",
-        anchor_column=anchor_column_name,
-        positive_column=positive_column_name,
+        anchor_column=anchor_column,
+        positive_column=positive_column,
     )
 
 
@@ -275,8 +655,18 @@ def _embeddings(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Normalised float32 embeddings of the queries and the corpus, read from or written to
     ``cache_folder`` (written atomically)."""
-    if not callable(getattr(model, "encode", None)):
-        raise InvalidTypeError(f"model must be a SentenceTransformer, got {type(model).__name__}")
+    # sentence-transformers calls encode_query / encode_document; a model with only encode
+    # (sentence-transformers < 5) is taken too.
+    fallback = getattr(model, "encode", None)
+    encoders = {
+        kind: next((f for f in (getattr(model, name, None), fallback) if callable(f)), None)
+        for kind, name in (("query", "encode_query"), ("corpus", "encode_document"))
+    }
+    if None in encoders.values():
+        raise InvalidTypeError(
+            "model must encode texts as a SentenceTransformer does (encode_query and "
+            f"encode_document, or encode), got {type(model).__name__}"
+        )
     out = []
     for kind, texts, name, prompt in (
         ("query", queries, query_prompt_name, query_prompt),
@@ -289,8 +679,8 @@ def _embeddings(
             if os.path.exists(path):
                 out.append(np.ascontiguousarray(np.load(path), dtype=np.float32))
                 continue
-        encode = getattr(model, "encode_query" if kind == "query" else "encode_document", None)
-        encode = encode if callable(encode) else model.encode
+        encode = encoders[kind]
+        assert encode is not None  # checked above
         embeddings = np.asarray(
             encode(
                 texts,

@@ -330,13 +330,55 @@ def to_dataset(
         ImportError: ``datasets`` is missing (``pip install 'negmine[datasets]'``).
         InvalidArgumentError: texts of the wrong length, unknown ``output_format``.
     """
-    n_queries, n_cols = _check_result(result)
+    _check_result(result)
+    score_source = numbers.choice(score_source, "score_source", ("retriever", "teacher"))  # type: ignore[assignment]
+    negative_scores, positive_scores = result.negative_scores, result.positive_scores
+    if score_source == "teacher":
+        judged = _teacher_scores(result)
+        if judged is None:
+            raise InvalidArgumentError(
+                "score_source='teacher' needs a result mined with a teacher (mine(rescore=...))"
+            )
+        negative_scores, positive_scores = judged
+    return dataset_from_arrays(
+        result.negative_ids,
+        negative_scores,
+        result.positive_indptr,
+        result.positive_ids,
+        positive_scores,
+        query_texts,
+        corpus_texts,
+        output_format=output_format,
+        include_scores=include_scores,
+        anchor_column=anchor_column,
+        positive_column=positive_column,
+        ids_column=ids_column,
+    )
+
+
+def dataset_from_arrays(
+    negative_ids: np.ndarray,
+    negative_scores: np.ndarray,
+    positive_indptr: np.ndarray,
+    positive_ids: np.ndarray,
+    positive_scores: np.ndarray,
+    query_texts: Sequence[str],
+    corpus_texts: Sequence[str],
+    *,
+    output_format: OutputFormat = "triplet",
+    include_scores: bool = False,
+    anchor_column: str = "anchor",
+    positive_column: str = "positive",
+    ids_column: str | None = None,
+) -> Any:
+    """:func:`to_dataset` of a result's arrays (``negative_ids`` -1 where missing), the
+    scores being the ones to write."""
+    n_queries, n_cols = (int(n) for n in negative_ids.shape)
     if output_format not in OUTPUT_FORMATS:
         raise InvalidArgumentError(
             f"output_format must be one of {', '.join(map(repr, OUTPUT_FORMATS))}, "
             f"got {output_format!r}"
         )
-    score_source = numbers.choice(score_source, "score_source", ("retriever", "teacher"))  # type: ignore[assignment]
     if anchor_column == positive_column or not anchor_column or not positive_column:
         raise InvalidArgumentError(
             "anchor_column and positive_column must be two different non-empty names"
@@ -352,9 +394,9 @@ def to_dataset(
         ) from e
     pa = _pyarrow("to_dataset", "datasets")
 
-    neg_ids = np.asarray(result.negative_ids)
+    neg_ids = np.asarray(negative_ids)
     max_id = int(neg_ids.max(initial=-1))
-    pos_ids = np.asarray(result.positive_ids, dtype=np.int64)
+    pos_ids = np.asarray(positive_ids, dtype=np.int64)
     if len(pos_ids):
         max_id = max(max_id, int(pos_ids.max()))
     n_corpus = len(corpus_texts) if not isinstance(corpus_texts, (str, bytes)) else 0
@@ -370,16 +412,9 @@ def to_dataset(
         _texts(query_texts, "query_texts", n_queries, "query", "queries"), pa.string()
     )
 
-    neg_scores = np.asarray(result.negative_scores, dtype=np.float32)
-    indptr = np.asarray(result.positive_indptr, dtype=np.int64)
-    pos_scores = np.asarray(result.positive_scores, dtype=np.float32)
-    if score_source == "teacher":
-        judged = _teacher_scores(result)
-        if judged is None:
-            raise InvalidArgumentError(
-                "score_source='teacher' needs a result mined with a teacher (mine(rescore=...))"
-            )
-        neg_scores, pos_scores = judged
+    neg_scores = np.asarray(negative_scores, dtype=np.float32)
+    indptr = np.asarray(positive_indptr, dtype=np.int64)
+    pos_scores = np.asarray(positive_scores, dtype=np.float32)
     n_pos = np.diff(indptr)
     found = neg_ids >= 0
     pair_query = np.repeat(np.arange(n_queries), n_pos)  # one entry per (query, positive)
