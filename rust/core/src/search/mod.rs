@@ -889,19 +889,7 @@ fn search_f32(
             },
         )?;
         let merged = stream::merge_shards(pool, candidates, Candidates::absorb);
-        let rows = batch_start * k..(batch_start + batch_len) * k;
-        pool.install(|| {
-            merged
-                .into_par_iter()
-                .zip(scores[rows.clone()].par_chunks_mut(k))
-                .zip(ids[rows].par_chunks_mut(k))
-                .for_each(|((cands, s_row), i_row)| {
-                    for (j, c) in cands.into_sorted().into_iter().enumerate() {
-                        s_row[j] = c.score;
-                        i_row[j] = i64::from(c.id);
-                    }
-                })
-        });
+        stream::write_batch(pool, merged, &mut scores, &mut ids, batch_start, k);
         if !above.is_empty() {
             let merged = stream::merge_shards(pool, above, Above::absorb);
             above_out.extend(merged.into_iter().map(Above::finish));

@@ -14,7 +14,6 @@ use crate::hooks::Hooks;
 use crate::idlists::IdLists;
 use crate::kernels::{self, Isa, GROUP, MR, NR, TILE};
 use crate::matrix::MatrixView;
-use crate::memory;
 use crate::metric::{max_squared_norm, Metric};
 use crate::pack::AlignedBuf;
 use crate::quant::{self, down, up, ChainError, RowCode, CORPUS_LEVELS};
@@ -422,17 +421,9 @@ fn search_bounded(
     let per_query_bytes = || (6 * k + 128) * 8 + dim * 5;
     let (largest_query, (mut scores, mut ids, mut rescored)) =
         validate(pool, queries, query_ids, corpus, exclude, opts, || {
-            // The result and the rescored counts, and a batch's bounded candidates: each of
-            // its corpus shards (at most one per thread) holds about `6k` entries per query,
-            // of at most its rows (twice, as the kept rows grow).
-            let batch = stream::query_batch(opts, per_query_bytes()).min(n_queries);
-            let per_query = (threads.saturating_mul(per_query_bytes()))
-                .min((2 * n + threads * 128) * 8 + dim * 5) as u64;
-            let held = per_query.saturating_mul(batch as u64)
-                + (n_queries * std::mem::size_of::<u32>()) as u64;
-            let what = || format!("a search result of {n_queries} queries x k = {k}");
-            let (scores, ids) = memory::topk_result(n_queries, k, held, what)?;
-            Ok((scores, ids, memory::filled(n_queries, 0u32, what)?))
+            // Each corpus shard holds about `6k` bounded entries of 8 bytes per query.
+            let shape = (n_queries, n, dim);
+            stream::bounded_result(opts, shape, threads, per_query_bytes(), 8, 5)
         })?;
     let max_corpus_squared = largest_query.map_or(f64::INFINITY, |(_, squared)| {
         max_squared_norm(corpus.dim(), squared)

@@ -441,14 +441,8 @@ fn search_scaled(
     let per_query_bytes = || (4 * k + 128) * 16 + dim * 12;
     let (largest_query, (mut scores, mut ids, mut rescored)) =
         validate(pool, queries, query_ids, corpus, exclude, opts, || {
-            let batch = stream::query_batch(opts, per_query_bytes()).min(n_queries);
-            let per_query = (threads.saturating_mul(per_query_bytes()))
-                .min((2 * n + threads * 128) * 16 + dim * 12) as u64;
-            let held = per_query.saturating_mul(batch as u64)
-                + (n_queries * std::mem::size_of::<u32>()) as u64;
-            let what = || format!("a search result of {n_queries} queries x k = {k}");
-            let (scores, ids) = memory::topk_result(n_queries, k, held, what)?;
-            Ok((scores, ids, memory::filled(n_queries, 0u32, what)?))
+            let shape = (n_queries, n, dim);
+            stream::bounded_result(opts, shape, threads, per_query_bytes(), 16, 12)
         })?;
     let max_corpus_squared = largest_query.map_or(f64::INFINITY, |(_, squared)| {
         max_squared_norm(corpus.dim(), squared)
@@ -595,19 +589,7 @@ fn search_scaled(
             },
         )?;
         let merged = stream::merge_shards(pool, candidates, Candidates::absorb);
-        let rows = batch_start * k..(batch_start + batch_len) * k;
-        pool.install(|| {
-            merged
-                .into_par_iter()
-                .zip(scores[rows.clone()].par_chunks_mut(k))
-                .zip(ids[rows].par_chunks_mut(k))
-                .for_each(|((cands, s_row), i_row)| {
-                    for (j, c) in cands.into_sorted().into_iter().enumerate() {
-                        s_row[j] = c.score;
-                        i_row[j] = i64::from(c.id);
-                    }
-                })
-        });
+        stream::write_batch(pool, merged, &mut scores, &mut ids, batch_start, k);
         let last = rotation.cuts().len() - 1;
         for shard in &counts {
             for (q, c) in shard.iter().enumerate() {

@@ -12,7 +12,9 @@ use crate::error::{Error, Result};
 use crate::hooks::Hooks;
 use crate::kernels::{MR, NR};
 use crate::matrix::MatrixView;
+use crate::memory;
 use crate::pack::{self, AlignedBuf, BadRow};
+use crate::topk::Candidates;
 
 /// Corpus rows per block (`opts.block_rows` clamped to the corpus first: larger blocks change
 /// nothing and could overflow), a multiple of the panel width.
@@ -28,6 +30,55 @@ pub(super) fn query_batch(opts: &SearchOptions, per_query_bytes: usize) -> usize
     opts.query_batch
         .unwrap_or((STATE_BUDGET / per_query_bytes).max(MC))
         .max(1)
+}
+
+/// The result of a bounded scan (int8 pre-scores, rotated prefixes): scores, ids and the rows
+/// rescored per query, of `shape = (n_queries, n, dim)`, reserved with room for one query
+/// batch of the scan's state. A query in flight holds `per_query_bytes` in each corpus shard
+/// (at most one per thread), but no more than a shard's rows can hold: `entry_bytes` per row
+/// (twice, as the kept rows grow) plus `dim_bytes` per dimension.
+pub(super) fn bounded_result(
+    opts: &SearchOptions,
+    (n_queries, n, dim): (usize, usize, usize),
+    threads: usize,
+    per_query_bytes: usize,
+    entry_bytes: usize,
+    dim_bytes: usize,
+) -> Result<(Vec<f32>, Vec<i64>, Vec<u32>)> {
+    let k = opts.k;
+    let batch = query_batch(opts, per_query_bytes).min(n_queries);
+    let per_query = (threads.saturating_mul(per_query_bytes))
+        .min((2 * n + threads * 128) * entry_bytes + dim * dim_bytes) as u64;
+    let held =
+        per_query.saturating_mul(batch as u64) + (n_queries * std::mem::size_of::<u32>()) as u64;
+    let what = || format!("a search result of {n_queries} queries x k = {k}");
+    let (scores, ids) = memory::topk_result(n_queries, k, held, what)?;
+    Ok((scores, ids, memory::filled(n_queries, 0u32, what)?))
+}
+
+/// Writes each query's merged candidates of a batch (best first) into its row of the result
+/// (`k` scores and ids per query, the batch's first query at `batch_start`).
+pub(super) fn write_batch(
+    pool: &rayon::ThreadPool,
+    merged: Vec<Candidates>,
+    scores: &mut [f32],
+    ids: &mut [i64],
+    batch_start: usize,
+    k: usize,
+) {
+    let rows = batch_start * k..(batch_start + merged.len()) * k;
+    pool.install(|| {
+        merged
+            .into_par_iter()
+            .zip(scores[rows.clone()].par_chunks_mut(k))
+            .zip(ids[rows].par_chunks_mut(k))
+            .for_each(|((cands, s_row), i_row)| {
+                for (j, c) in cands.into_sorted().into_iter().enumerate() {
+                    s_row[j] = c.score;
+                    i_row[j] = i64::from(c.id);
+                }
+            })
+    });
 }
 
 /// How one query batch meets the corpus: its shards and their blocks.
