@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
@@ -605,6 +606,11 @@ _DDP_SCRIPT = textwrap.dedent(
 
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
         json.dump(seen, f)
+    # The trainers leave gloo's process group alive; torn down at interpreter exit, its
+    # threads can abort the process ("terminate called without an active exception").
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     """
 )
 
@@ -633,9 +639,17 @@ def _torchrun(script: str, tmp_path: Path, *args: str) -> None:
         "TOKENIZERS_PARALLELISM": "false",
     }
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    proc = subprocess.run(
-        [*cmd, str(path), *args], env=env, capture_output=True, text=True, timeout=300
-    )
+    for attempt in range(2):
+        proc = subprocess.run(
+            [*cmd, str(path), *args], env=env, capture_output=True, text=True, timeout=300
+        )
+        # A rank that died first by a signal (negative exit code) crashed in torch's native
+        # code (seen once in CI: SIGABRT from a C++ thread), not in the code under test: run
+        # once more. A Python error in a rank (exit code 1) fails at once.
+        root_cause = proc.stderr.partition("Root Cause")[2]
+        native_crash = re.search(r"exitcode\s*:\s*-\d+", root_cause) is not None
+        if proc.returncode == 0 or not native_crash or attempt == 1:
+            break
     assert proc.returncode == 0, proc.stderr[-4000:]
 
 
