@@ -491,6 +491,75 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(100))]
 
+    /// The AMX-INT8 dots (the scalar reference where the CPU has no AMX) equal the definition,
+    /// for any row stride and every byte value, including the extremes (255 against -128).
+    #[test]
+    fn amx_dots_are_exact(
+        chunks in 1usize..8,
+        pairs in 0usize..4,
+        extra_stride in 0usize..70,
+        seed in any::<u64>(),
+        extremes in any::<bool>(),
+    ) {
+        let g = kernels::GROUP;
+        let groups = chunks * kernels::AMX_DEPTH / g;
+        let (depth, rows) = (groups * g, pairs * kernels::AMX_QUERY_ROWS);
+        let stride = depth + extra_stride;
+        let mut rng = negmine_core::rng::Rng::stream(seed, 0, 0, 0);
+        let queries: Vec<u8> = (0..rows * stride)
+            .map(|_| if extremes { 255 } else { rng.below(256) as u8 })
+            .collect();
+        let mut panel = || -> Vec<i8> {
+            (0..groups * NR * g)
+                .map(|_| if extremes { -128 } else { (rng.below(256) as i32 - 128) as i8 })
+                .collect()
+        };
+        let panels = [panel(), panel()];
+        let mut out = vec![7i32; rows * 2 * NR];
+        kernels::dots_i8_amx(groups, &queries, stride, pairs, [&panels[0], &panels[1]], &mut out);
+        for r in 0..rows {
+            for (p, panel) in panels.iter().enumerate() {
+                for j in 0..NR {
+                    let want: i32 = (0..depth)
+                        .map(|d| {
+                            i32::from(queries[r * stride + d])
+                                * i32::from(panel[((d / g) * NR + j) * g + d % g])
+                        })
+                        .sum();
+                    prop_assert_eq!(out[r * 2 * NR + p * NR + j], want, "row {} panel {} col {}", r, p, j);
+                }
+            }
+        }
+    }
+
+    /// One row's kernel test is the tile test's row, on every ISA.
+    #[test]
+    fn int8_row_select_is_the_tile_select(seed in any::<u64>()) {
+        let mut rng = negmine_core::rng::Rng::stream(seed, 1, 0, 0);
+        let tile: [i32; TILE] = std::array::from_fn(|_| rng.below(2001) as i32 - 1000);
+        let offsets: Vec<i32> = (0..NR).map(|_| rng.below(201) as i32 - 100).collect();
+        let scales: Vec<f32> = (0..NR).map(|_| rng.unit() as f32 * 0.01).collect();
+        let thresholds: Vec<f32> = (0..MR)
+            .map(|i| match i {
+                0 => f32::NAN,
+                1 => f32::INFINITY,
+                _ => (rng.unit() as f32 - 0.5) * 10.0,
+            })
+            .collect();
+        let want = kernels::select_i8(Isa::Scalar, &tile, &offsets, &scales, &thresholds);
+        for isa in Isa::available() {
+            for i in 0..MR {
+                let row = &tile[i * NR..][..NR];
+                let got = kernels::select_i8_row(isa, row, &offsets, &scales, thresholds[i]);
+                prop_assert_eq!(got, want[i], "{:?} row {}", isa, i);
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(100))]
+
     /// The one-query kernel that rescores candidates gives each pair the bits the tile kernels
     /// give it (the same chain), on every ISA.
     #[test]

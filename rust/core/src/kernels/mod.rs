@@ -5,6 +5,8 @@
 //! the reference that the SIMD ones are property-tested against, and results never depend on the
 //! CPU a search runs on, the block size or the thread count.
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -26,6 +28,9 @@ pub enum Isa {
     /// x86-64 AVX-512F: two query panels against two corpus panels at once (24 zmm
     /// accumulators), or against one (12).
     Avx512,
+    /// [`Isa::Avx512`]'s f32 kernels, with the int8 pre-scores in AMX-INT8 tiles
+    /// ([`dots_i8_amx`]).
+    Amx,
 }
 
 impl Isa {
@@ -45,6 +50,9 @@ impl Isa {
             isas.push(Isa::Avx2Fma);
             if std::arch::is_x86_feature_detected!("avx512f") {
                 isas.push(Isa::Avx512);
+                if has_vnni() && has_amx() {
+                    isas.push(Isa::Amx);
+                }
             }
         }
         isas
@@ -55,6 +63,7 @@ impl Isa {
             Isa::Scalar => "scalar",
             Isa::Avx2Fma => "avx2+fma",
             Isa::Avx512 => "avx512",
+            Isa::Amx => "avx512+amx",
         }
     }
 
@@ -97,9 +106,13 @@ pub fn tile(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `available()` returns `Avx2Fma` and `Avx512` only after runtime detection of
         // AVX2 and FMA (and AVX-512F); the panel lengths were checked above.
-        Isa::Avx2Fma | Isa::Avx512 => unsafe { x86::tile_avx2(kc, a, b, c, accumulate, select) },
+        Isa::Avx2Fma | Isa::Avx512 | Isa::Amx => unsafe {
+            x86::tile_avx2(kc, a, b, c, accumulate, select)
+        },
         #[cfg(not(target_arch = "x86_64"))]
-        Isa::Avx2Fma | Isa::Avx512 => unreachable!("x86 kernels are never detected off x86-64"),
+        Isa::Avx2Fma | Isa::Avx512 | Isa::Amx => {
+            unreachable!("x86 kernels are never detected off x86-64")
+        }
     }
 }
 
@@ -119,7 +132,7 @@ pub fn tile_pair(
     let [c0, c1] = c;
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => {
+        Isa::Avx512 | Isa::Amx => {
             assert!(a.iter().all(|a| a.len() >= kc * MR) && b.len() >= kc * NR);
             if let Some(select) = &select {
                 for s in select {
@@ -158,7 +171,7 @@ pub fn tile_quad(
 ) -> [[[u16; MR]; 2]; 2] {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => {
+        Isa::Avx512 | Isa::Amx => {
             assert!(a.iter().all(|a| a.len() >= kc * MR) && b.iter().all(|b| b.len() >= kc * NR));
             if let Some(select) = &select {
                 for s in select {
@@ -181,12 +194,17 @@ pub fn tile_quad(
 impl Isa {
     /// Whether [`tile_quad`] is faster than two [`tile_pair`] calls.
     pub fn quads_tiles(self) -> bool {
-        self == Isa::Avx512
+        matches!(self, Isa::Avx512 | Isa::Amx)
     }
 
     /// Whether [`tile_pair`] is faster than two [`tile`] calls.
     pub fn pairs_tiles(self) -> bool {
-        self == Isa::Avx512
+        matches!(self, Isa::Avx512 | Isa::Amx)
+    }
+
+    /// Whether the int8 pre-scores run through [`dots_i8_amx`] rather than [`tile_i8`].
+    pub fn amx_tiles(self) -> bool {
+        self == Isa::Amx
     }
 }
 
@@ -207,11 +225,13 @@ pub fn select_i8(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Avx2Fma` and `Avx512` are only constructed after runtime detection of AVX2;
         // the lengths were checked above.
-        Isa::Avx2Fma | Isa::Avx512 => unsafe {
+        Isa::Avx2Fma | Isa::Avx512 | Isa::Amx => unsafe {
             x86::select_i8_avx2(tile, offsets, scales, thresholds)
         },
         #[cfg(not(target_arch = "x86_64"))]
-        Isa::Avx2Fma | Isa::Avx512 => unreachable!("x86 kernels are never detected off x86-64"),
+        Isa::Avx2Fma | Isa::Avx512 | Isa::Amx => {
+            unreachable!("x86 kernels are never detected off x86-64")
+        }
     }
 }
 
@@ -228,9 +248,11 @@ pub fn score_rows(isa: Isa, query: &[f32], panel: &[f32], out: &mut [f32; ROWS])
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Avx2Fma` and `Avx512` are only constructed after runtime detection of AVX2
         // and FMA; the panel length was checked above.
-        Isa::Avx2Fma | Isa::Avx512 => unsafe { x86::score_rows_avx2(query, panel, out) },
+        Isa::Avx2Fma | Isa::Avx512 | Isa::Amx => unsafe { x86::score_rows_avx2(query, panel, out) },
         #[cfg(not(target_arch = "x86_64"))]
-        Isa::Avx2Fma | Isa::Avx512 => unreachable!("x86 kernels are never detected off x86-64"),
+        Isa::Avx2Fma | Isa::Avx512 | Isa::Amx => {
+            unreachable!("x86 kernels are never detected off x86-64")
+        }
     }
 }
 
@@ -257,7 +279,7 @@ pub fn query_levels(isa: Isa) -> i32 {
     match isa {
         Isa::Avx2Fma => 63,
         Isa::Avx512 if !has_vnni() => 63,
-        Isa::Scalar | Isa::Avx512 => 127,
+        Isa::Scalar | Isa::Avx512 | Isa::Amx => 127,
     }
 }
 
@@ -286,13 +308,95 @@ pub fn tile_i8(isa: Isa, groups: usize, a: &[u8], b: &[i8], c: &mut [i32; TILE])
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Avx512` is only constructed after runtime detection of AVX-512F, and VNNI
         // is detected here; the panel lengths were checked above.
-        Isa::Avx512 if has_vnni() => unsafe { x86::tile_i8_vnni(groups, a, b, c) },
+        Isa::Avx512 | Isa::Amx if has_vnni() => unsafe { x86::tile_i8_vnni(groups, a, b, c) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Avx2Fma` and `Avx512` are only constructed after runtime detection of AVX2;
         // the panel lengths were checked above.
-        Isa::Avx2Fma | Isa::Avx512 => unsafe { x86::tile_i8_avx2(groups, a, b, c) },
+        Isa::Avx2Fma | Isa::Avx512 | Isa::Amx => unsafe { x86::tile_i8_avx2(groups, a, b, c) },
         #[cfg(not(target_arch = "x86_64"))]
-        Isa::Avx2Fma | Isa::Avx512 => unreachable!("x86 kernels are never detected off x86-64"),
+        Isa::Avx2Fma | Isa::Avx512 | Isa::Amx => {
+            unreachable!("x86 kernels are never detected off x86-64")
+        }
+    }
+}
+
+/// Whether this process may run AMX-INT8 tiles (the CPU has them, the OS saves their state
+/// and granted it to this process); asked once per process.
+pub fn has_amx() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static GRANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *GRANTED.get_or_init(amx::request)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Query rows per AMX tile (and corpus rows: [`NR`]).
+pub const AMX_ROWS: usize = 16;
+/// Depth bytes per AMX tile row: `AMX_DEPTH / GROUP` groups of a corpus panel make one tile.
+pub const AMX_DEPTH: usize = 64;
+/// Query rows of one [`dots_i8_amx`] step: two tiles against two corpus panels (four
+/// accumulator tiles, two query and two corpus tiles: the eight tile registers).
+pub const AMX_QUERY_ROWS: usize = 2 * AMX_ROWS;
+
+/// The integer dots of `pairs * AMX_QUERY_ROWS` query rows (row-major: row `r` is
+/// `queries[r * stride..][..groups * GROUP]`, unsigned bytes) against two corpus panels (the
+/// [`tile_i8`] layout `[group][NR][GROUP]`): `out[r * 2 * NR + p * NR + j]` is row `r`'s dot
+/// with row `j` of `panels[p]`. Exact integer sums, as [`tile_i8`]. `groups` must be a
+/// multiple of `AMX_DEPTH / GROUP`; without AMX ([`has_amx`]) the scalar reference runs.
+pub fn dots_i8_amx(
+    groups: usize,
+    queries: &[u8],
+    stride: usize,
+    pairs: usize,
+    panels: [&[i8]; 2],
+    out: &mut [i32],
+) {
+    let depth = groups * GROUP;
+    assert!(
+        groups > 0 && depth.is_multiple_of(AMX_DEPTH) && stride >= depth,
+        "AMX panels must hold whole 64-byte depth chunks"
+    );
+    let rows = pairs * AMX_QUERY_ROWS;
+    assert!(
+        rows == 0 || queries.len() >= (rows - 1) * stride + depth,
+        "query rows too short"
+    );
+    assert!(
+        panels.iter().all(|p| p.len() >= depth * NR),
+        "int8 panels too short"
+    );
+    assert!(out.len() >= rows * 2 * NR, "output too short");
+    #[cfg(target_arch = "x86_64")]
+    if has_amx() {
+        // SAFETY: AMX was granted; the shapes and lengths were checked above.
+        unsafe { amx::dots(groups, queries, stride, pairs, panels, out) };
+        return;
+    }
+    scalar::dots_i8_rows(groups, queries, stride, rows, panels, out);
+}
+
+/// The kernel test of [`select_i8`] on one row of [`NR`] int8 dots against one threshold.
+#[inline]
+pub fn select_i8_row(
+    isa: Isa,
+    dots: &[i32],
+    offsets: &[i32],
+    scales: &[f32],
+    threshold: f32,
+) -> u16 {
+    assert!(dots.len() >= NR && offsets.len() >= NR && scales.len() >= NR);
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Avx512` and `Amx` are only constructed after runtime detection of
+        // AVX-512F; the lengths were checked above.
+        Isa::Avx512 | Isa::Amx => unsafe {
+            x86::select_i8_row_avx512(dots, offsets, scales, threshold)
+        },
+        _ => scalar::select_i8_row(dots, offsets, scales, threshold),
     }
 }
 

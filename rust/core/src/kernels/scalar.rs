@@ -88,11 +88,44 @@ pub(super) fn select_i8(
 ) -> [u16; MR] {
     let mut masks = [0u16; MR];
     for (i, mask) in masks.iter_mut().enumerate() {
-        for j in 0..NR {
-            let y = (tile[i * NR + j] - offsets[j]) as f32 * scales[j];
-            let below = y.partial_cmp(&thresholds[i]) == Some(std::cmp::Ordering::Less);
-            *mask |= u16::from(!below) << j;
-        }
+        *mask = select_i8_row(&tile[i * NR..][..NR], offsets, scales, thresholds[i]);
     }
     masks
+}
+
+pub(super) fn select_i8_row(dots: &[i32], offsets: &[i32], scales: &[f32], threshold: f32) -> u16 {
+    let mut mask = 0u16;
+    for j in 0..NR {
+        let y = (dots[j] - offsets[j]) as f32 * scales[j];
+        let below = y.partial_cmp(&threshold) == Some(std::cmp::Ordering::Less);
+        mask |= u16::from(!below) << j;
+    }
+    mask
+}
+
+/// The reference of [`super::dots_i8_amx`]: `rows` query rows at `stride` against two panels.
+pub(super) fn dots_i8_rows(
+    groups: usize,
+    queries: &[u8],
+    stride: usize,
+    rows: usize,
+    panels: [&[i8]; 2],
+    out: &mut [i32],
+) {
+    use super::GROUP;
+    for r in 0..rows {
+        let query = &queries[r * stride..][..groups * GROUP];
+        for (p, panel) in panels.iter().enumerate() {
+            for j in 0..NR {
+                let mut dot = 0i32;
+                for (g, bytes) in query.chunks_exact(GROUP).enumerate() {
+                    let row = &panel[(g * NR + j) * GROUP..][..GROUP];
+                    for (&x, &y) in bytes.iter().zip(row) {
+                        dot += i32::from(x) * i32::from(y);
+                    }
+                }
+                out[r * 2 * NR + p * NR + j] = dot;
+            }
+        }
+    }
 }

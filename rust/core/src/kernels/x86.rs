@@ -348,6 +348,28 @@ pub(super) unsafe fn select_i8_avx2(
     masks
 }
 
+/// [`super::select_i8_row`] on one zmm: `vcvtdq2ps` rounds to nearest like `as f32`, and
+/// `_CMP_NLT_UQ` is `!(y < t)`.
+///
+/// # Safety
+/// The CPU must support AVX-512F; `dots`, `offsets` and `scales` must hold `NR` values.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn select_i8_row_avx512(
+    dots: &[i32],
+    offsets: &[i32],
+    scales: &[f32],
+    threshold: f32,
+) -> u16 {
+    // SAFETY: each load reads NR = 16 values inside its slice, as the caller guarantees.
+    unsafe {
+        let d = _mm512_loadu_si512(dots.as_ptr().cast::<__m512i>());
+        let o = _mm512_loadu_si512(offsets.as_ptr().cast::<__m512i>());
+        let s = _mm512_loadu_ps(scales.as_ptr());
+        let y = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(d, o)), s);
+        _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(y, _mm512_set1_ps(threshold))
+    }
+}
+
 /// f16 -> f32, 8 at a time.
 ///
 /// # Safety

@@ -12,7 +12,7 @@ use crate::choice::Choice;
 use crate::error::Result;
 use crate::hooks::Hooks;
 use crate::idlists::IdLists;
-use crate::kernels::{self, Isa, GROUP, MR, NR, TILE};
+use crate::kernels::{self, Isa, AMX_DEPTH, AMX_QUERY_ROWS, GROUP, MR, NR, TILE};
 use crate::matrix::MatrixView;
 use crate::metric::{max_squared_norm, Metric};
 use crate::pack::AlignedBuf;
@@ -53,7 +53,9 @@ impl Precision {
     pub fn resolve(self, isa: Isa, k: usize, corpus_rows: usize) -> Precision {
         match self {
             Precision::Auto
-                if isa == Isa::Avx512 && kernels::has_vnni() && corpus_rows >= 64 * k.max(16) =>
+                if matches!(isa, Isa::Avx512 | Isa::Amx)
+                    && kernels::has_vnni()
+                    && corpus_rows >= 64 * k.max(16) =>
             {
                 Precision::Int8
             }
@@ -203,8 +205,9 @@ fn code_corpus_panel(
 }
 
 impl CodedBlock {
-    fn code(&mut self, dim: usize, query_offset: i32) {
-        let groups = dim.div_ceil(GROUP);
+    /// Codes the block's rows into `groups` depth groups (at least `dim / GROUP`; the rest are
+    /// zero bytes, which add nothing to any dot).
+    fn code(&mut self, dim: usize, groups: usize, query_offset: i32) {
         let n_panels = self.f32.rows.len().div_ceil(NR);
         self.codes.resize(n_panels * groups * NR * GROUP, 0);
         self.rows.resize(n_panels * NR, RowCode::default());
@@ -233,6 +236,16 @@ impl CodedBlock {
     }
 }
 
+/// How many depth groups the int8 kernels of `isa` run over `dim` dimensions: AMX tiles take
+/// whole 64-byte chunks.
+fn depth_groups(isa: Isa, dim: usize) -> usize {
+    if isa.amx_tiles() {
+        dim.div_ceil(AMX_DEPTH) * AMX_DEPTH / GROUP
+    } else {
+        dim.div_ceil(GROUP)
+    }
+}
+
 /// A query group's share of one shard's state.
 struct Task<'a> {
     shard: usize,
@@ -247,7 +260,8 @@ struct Scorer<'a> {
     chain: ChainError,
     /// 1 except in the test that shows a too-small bound gives wrong results.
     bound_scale: f64,
-    /// Query codes, `[panel][group][MR][GROUP]` (offset bytes).
+    /// Query codes (offset bytes): `[panel][group][MR][GROUP]`, or with AMX tiles one row of
+    /// `groups * GROUP` bytes per query, `AMX_QUERY_ROWS` rows of padding past the last.
     query_codes: &'a [u8],
     queries: &'a [RowCode],
     query_offset: usize,
@@ -271,6 +285,10 @@ impl Scorer<'_> {
                 self.bound_scale,
             );
         }
+        if self.isa.amx_tiles() {
+            self.run_amx(&mut task, block);
+            return;
+        }
         let mut tile = [0i32; TILE];
         for jr in 0..n_b {
             let b = &block.codes[jr * panel_bytes * NR..][..panel_bytes * NR];
@@ -280,6 +298,43 @@ impl Scorer<'_> {
                     [..panel_bytes * MR];
                 kernels::tile_i8(self.isa, self.groups, a, b, &mut tile);
                 self.collect(&mut task, block, jr, ir, cols, &tile);
+            }
+        }
+    }
+
+    /// [`Self::run`] through AMX tiles: the task's queries against two corpus panels at a
+    /// time, then the kernel test row by row.
+    fn run_amx(&self, task: &mut Task<'_>, block: &CodedBlock) {
+        let n_queries = task.bounded.len();
+        let n_rows = block.f32.rows.len();
+        let n_b = n_rows.div_ceil(NR);
+        let depth = self.groups * GROUP;
+        let pairs = n_queries.div_ceil(AMX_QUERY_ROWS);
+        let queries = &self.query_codes[task.first_panel * MR * depth..];
+        let mut dots = vec![0i32; pairs * AMX_QUERY_ROWS * 2 * NR];
+        let panel = |jr: usize| &block.codes[jr * depth * NR..][..depth * NR];
+        for jr in (0..n_b).step_by(2) {
+            // An odd last panel goes twice; its second copy is not read.
+            let second = if jr + 1 < n_b { jr + 1 } else { jr };
+            kernels::dots_i8_amx(
+                self.groups,
+                queries,
+                depth,
+                pairs,
+                [panel(jr), panel(second)],
+                &mut dots,
+            );
+            for p in 0..(n_b - jr).min(2) {
+                let jp = jr + p;
+                let cols = NR.min(n_rows - jp * NR);
+                let offsets = &block.offsets[jp * NR..][..NR];
+                let scales = &block.scales[jp * NR..][..NR];
+                for q in 0..n_queries {
+                    let row = &dots[q * 2 * NR + p * NR..][..NR];
+                    let threshold = task.thresholds[q];
+                    let mask = kernels::select_i8_row(self.isa, row, offsets, scales, threshold);
+                    self.offer(task, block, jp, q, cols, row, mask);
+                }
             }
         }
     }
@@ -294,7 +349,6 @@ impl Scorer<'_> {
         cols: usize,
         tile: &[i32; TILE],
     ) {
-        let rows = &block.rows[jr * NR..][..NR];
         let offsets = &block.offsets[jr * NR..][..NR];
         let thresholds = &task.thresholds[ir * MR..];
         let masks = if thresholds.len() >= MR {
@@ -316,52 +370,81 @@ impl Scorer<'_> {
             if q >= task.bounded.len() {
                 break;
             }
-            let dots = &tile[i * NR..][..NR];
-            let mut mask = u32::from(mask) & ((1u32 << cols) - 1);
-            if mask == 0 {
+            self.offer(task, block, jr, q, cols, &tile[i * NR..][..NR], mask);
+        }
+    }
+
+    /// Offers the rows of corpus panel `jr` that passed the kernel test (`mask`; `dots` their
+    /// int8 dots) to the task's query `q`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn offer(
+        &self,
+        task: &mut Task<'_>,
+        block: &CodedBlock,
+        jr: usize,
+        q: usize,
+        cols: usize,
+        dots: &[i32],
+        mask: u16,
+    ) {
+        let mut mask = u32::from(mask) & ((1u32 << cols) - 1);
+        if mask == 0 {
+            return;
+        }
+        let rows = &block.rows[jr * NR..][..NR];
+        let offsets = &block.offsets[jr * NR..][..NR];
+        let global = self.query_offset + task.first_panel * MR + q;
+        let query = &self.queries[task.first_panel * MR + q];
+        let excluded = self.exclude.map(|ex| ex.of(global));
+        while mask != 0 {
+            let j = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            let id = (block.f32.rows.start + jr * NR + j) as u32;
+            if excluded.is_some_and(|ex| ex.binary_search(&id).is_ok()) {
                 continue;
             }
-            let global = self.query_offset + task.first_panel * MR + q;
-            let query = &self.queries[task.first_panel * MR + q];
-            let excluded = self.exclude.map(|ex| ex.of(global));
-            while mask != 0 {
-                let j = mask.trailing_zeros() as usize;
-                mask &= mask - 1;
-                let id = (block.f32.rows.start + jr * NR + j) as u32;
-                if excluded.is_some_and(|ex| ex.binary_search(&id).is_ok()) {
-                    continue;
-                }
-                let (p, b) = quant::prescore(query, &rows[j], dots[j] - offsets[j], &self.chain);
-                let b = b * self.bound_scale;
-                let bounded = &mut task.bounded[q];
-                if bounded.push(down(p - b), up(p + b), id) {
-                    task.thresholds[q] = kernel_threshold(
-                        bounded.threshold,
-                        query,
-                        &block.worst,
-                        &self.chain,
-                        self.bound_scale,
-                    );
-                }
+            let (p, b) = quant::prescore(query, &rows[j], dots[j] - offsets[j], &self.chain);
+            let b = b * self.bound_scale;
+            let bounded = &mut task.bounded[q];
+            if bounded.push(down(p - b), up(p + b), id) {
+                task.thresholds[q] = kernel_threshold(
+                    bounded.threshold,
+                    query,
+                    &block.worst,
+                    &self.chain,
+                    self.bound_scale,
+                );
             }
         }
     }
 }
 
-/// Quantizes the packed f32 query panels (`[dim][MR]`) into offset int8 panels.
+/// Quantizes the packed f32 query panels (`[dim][MR]`) into offset int8 codes over `groups`
+/// depth groups: panels `[panel][group][MR][GROUP]`, or with `rows` one row per query (the
+/// AMX layout, `AMX_QUERY_ROWS` rows of padding past the last). Padding bytes hold the offset
+/// (a zero code); corpus padding bytes are zero, so they add nothing.
 fn code_queries(
     packed: &[f32],
     dim: usize,
+    groups: usize,
     n_queries: usize,
     levels: i32,
+    rows_layout: bool,
 ) -> (Vec<u8>, Vec<RowCode>) {
     let offset = quant::query_offset(levels);
-    let groups = dim.div_ceil(GROUP);
     let n_panels = n_queries.div_ceil(MR);
-    let mut codes = vec![offset as u8; n_panels * groups * MR * GROUP];
+    let depth = groups * GROUP;
+    let len = if rows_layout {
+        (n_panels * MR + AMX_QUERY_ROWS) * depth
+    } else {
+        n_panels * MR * depth
+    };
+    let mut codes = vec![offset as u8; len];
     let mut rows = vec![RowCode::default(); n_panels * MR];
+    // Either layout gives each panel's MR queries `MR * depth` consecutive bytes.
     codes
-        .par_chunks_mut(groups * MR * GROUP)
+        .par_chunks_mut(MR * depth)
         .zip(rows.par_chunks_mut(MR))
         .zip(packed.par_chunks(dim * MR))
         .for_each_init(
@@ -369,9 +452,13 @@ fn code_queries(
             |code, ((out, rows), panel)| {
                 rows.copy_from_slice(&quant::quantize_lanes::<MR>(panel, levels, code));
                 for (p, step) in code.chunks_exact(MR).enumerate() {
-                    let group = &mut out[(p / GROUP) * MR * GROUP..][..MR * GROUP];
                     for (i, &c) in step.iter().enumerate() {
-                        group[i * GROUP + p % GROUP] = (i32::from(c) + offset) as u8;
+                        let at = if rows_layout {
+                            i * depth + p
+                        } else {
+                            (p / GROUP) * MR * GROUP + i * GROUP + p % GROUP
+                        };
+                        out[at] = (i32::from(c) + offset) as u8;
                     }
                 }
             },
@@ -429,7 +516,7 @@ fn search_bounded(
         max_squared_norm(corpus.dim(), squared)
     });
     let cosine = opts.metric == Metric::Cosine;
-    let groups = dim.div_ceil(GROUP);
+    let groups = depth_groups(isa, dim);
     let chain = quant::chain_error(dim);
     let levels = kernels::query_levels(isa);
     let block_rows = stream::block_rows(opts, n);
@@ -453,8 +540,10 @@ fn search_bounded(
             query_ids,
             batch_start,
         )?;
-        let (query_codes, query_rows) =
-            pool.install(|| code_queries(packed_queries.as_slice(), dim, batch_len, levels));
+        let (query_codes, query_rows) = pool.install(|| {
+            let packed = packed_queries.as_slice();
+            code_queries(packed, dim, groups, batch_len, levels, isa.amx_tiles())
+        });
 
         let mut bounded: Vec<Vec<Bounded>> = (0..shards)
             .map(|_| vec![Bounded::new(k); batch_len])
@@ -483,7 +572,7 @@ fn search_bounded(
             total,
             |rows, block| {
                 pack_block(corpus, rows, &mut block.f32, cosine, max_corpus_squared)?;
-                block.code(dim, offset);
+                block.code(dim, groups, offset);
                 Ok(())
             },
             |bad| corpus_error(corpus, bad, largest_query, max_corpus_squared),
@@ -593,22 +682,30 @@ mod tests {
         let exact =
             super::super::search(&pool, &queries, &corpus, None, &opts, &mut NoHooks).unwrap();
         opts.precision = Precision::Int8;
-        let run = |scale: f64| {
-            search_bounded(
-                &pool,
-                &queries,
-                None,
-                &corpus,
-                None,
-                &opts,
-                Isa::Scalar,
-                &mut NoHooks,
-                &mut SearchStats::default(),
-                scale,
-            )
-            .unwrap()
-        };
-        assert_eq!(run(1.0), exact);
-        assert_ne!(run(0.1).ids, exact.ids);
+        // Every int8 kernel the CPU has with full-byte queries (AMX tiles pad the depth:
+        // another code path); AVX2's half-resolution queries have bounds wide enough that a
+        // tenth of them still keeps these rows.
+        let full_bytes = Isa::available()
+            .into_iter()
+            .filter(|&i| kernels::query_levels(i) == 127);
+        for isa in full_bytes {
+            let run = |scale: f64| {
+                search_bounded(
+                    &pool,
+                    &queries,
+                    None,
+                    &corpus,
+                    None,
+                    &opts,
+                    isa,
+                    &mut NoHooks,
+                    &mut SearchStats::default(),
+                    scale,
+                )
+                .unwrap()
+            };
+            assert_eq!(run(1.0), exact, "{isa:?}");
+            assert_ne!(run(0.1).ids, exact.ids, "{isa:?}");
+        }
     }
 }
