@@ -5,6 +5,9 @@ boundaries (one process, and 2 gloo processes under torchrun)."""
 
 from __future__ import annotations
 
+import json
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -282,3 +285,95 @@ def test_the_refresh_callback_serves_each_epoch_the_negatives_mined_with_the_tra
     )
     with pytest.raises(InvalidArgumentError, match=r"train_dataset=callback\.train_dataset"):
         other.train()
+
+
+# --- torchrun: 2 gloo processes ---------------------------------------------------------------
+
+_REFRESH_DDP_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys, warnings
+    warnings.simplefilter("ignore")
+    import numpy as np, torch
+    import torch.distributed as dist
+    from datasets import Dataset
+    from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments)
+    from negmine.st import (MaskedMultipleNegativesRankingLoss, RefreshCallback, from_dataset,
+        topic_batch_sampler)
+
+    model_dir, out = sys.argv[1:3]
+    pairs = Dataset.load_from_disk(os.path.join(out, "pairs"))
+    with open(os.path.join(out, "corpus.json")) as f:
+        corpus = json.load(f)
+    model = SentenceTransformer(model_dir, device="cpu")
+    # Every process mines the same rows ("top": no draw) with the same starting weights.
+    mined = from_dataset(pairs, model, corpus=corpus, num_negatives=2, verbose=False)
+    options = {**mined.options, "sampling_strategy": "random", "range_max": 12}
+    refresh = RefreshCallback(mined, directory=os.path.join(out, "refresh"), options=options,
+        overlap=False, keep=3)
+    seen = []
+
+    class Recording(MaskedMultipleNegativesRankingLoss):
+        def forward(self, features, labels):
+            seen.append([refresh.refresher.live, labels.tolist()])
+            return super().forward(features, labels)
+
+    args = SentenceTransformerTrainingArguments(
+        output_dir=os.path.join(out, "st"), per_device_train_batch_size=4, num_train_epochs=3,
+        learning_rate=1e-2, report_to="none", use_cpu=True, save_strategy="no",
+        batch_sampler=topic_batch_sampler(np.zeros(len(mined.query_texts), dtype=np.int64)),
+        seed=1, ddp_backend="gloo", disable_tqdm=True)
+    SentenceTransformerTrainer(model=model, args=args, train_dataset=refresh.train_dataset,
+        loss=Recording(model, positives=mined.result), callbacks=[refresh]).train()
+    rank = dist.get_rank()
+    with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
+        json.dump(seen, f)
+    dist.barrier()
+    dist.destroy_process_group()
+    """
+)
+
+
+@pytest.mark.slow  # two gloo processes
+@pytest.mark.skipif(
+    not torch.distributed.is_available() or sys.platform != "linux", reason="needs gloo"
+)
+def test_torchrun_refreshes_on_rank_0_and_every_rank_trains_on_the_new_negatives(
+    tiny_model: str, tmp_path: Path
+) -> None:
+    from test_st_trainer import _torchrun
+
+    # 24 rows: whole batches of 4 on 2 ranks (sentence-transformers sets dataloader_drop_last
+    # under DDP, which would leave a short last batch out).
+    ds, corpus = pairs(groups=8)
+    ds.save_to_disk(str(tmp_path / "pairs"))
+    (tmp_path / "corpus.json").write_text(json.dumps(corpus))
+    _torchrun(_REFRESH_DDP_SCRIPT, tmp_path, tiny_model, str(tmp_path))
+    per_rank = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert len(per_rank[0]) == len(per_rank[1])  # no rank waits for the other
+    steps = len(per_rank[0]) // 3
+    for seen in per_rank:
+        assert [live for live, _ in seen] == [0] * steps + [1] * steps + [2] * steps
+    directory = tmp_path / "refresh"
+    served = {
+        r: MiningResult.load(directory / f"refresh-{r:06d}" / "result").negative_ids for r in (1, 2)
+    }
+    assert (served[1] != served[2]).any()
+    model = load_model(tiny_model)
+    served[0] = from_dataset(
+        ds, model, corpus=corpus, num_negatives=2, verbose=False
+    ).result.negative_ids
+    assert (served[0] != served[1]).any()
+    all_rows: list[tuple[int, int]] | None = None
+    for epoch in range(3):
+        rows = []
+        for seen in per_rank:
+            for live, labels in seen[epoch * steps : (epoch + 1) * steps]:
+                ids = np.asarray(labels)
+                np.testing.assert_array_equal(ids[:, 2:], served[live][ids[:, 0]])
+                rows += [(int(q), int(p)) for q, p in ids[:, :2]]
+        # Every (query, positive) row once per epoch across the ranks.
+        assert len(rows) == len(set(rows))
+        assert all_rows is None or sorted(rows) == all_rows
+        all_rows = sorted(rows)
+    assert all_rows is not None and len(all_rows) == len(ds)  # the pairs are distinct
