@@ -405,34 +405,6 @@ def test_the_gathered_masked_loss_is_the_loss_of_the_whole_batch(tmp_path: Path)
 # --- real trainers ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A randomly initialised one-layer BERT saved locally as a SentenceTransformer."""
-    transformers = pytest.importorskip("transformers")
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-
-    d = tmp_path_factory.mktemp("tiny-st")
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "query", "doc"]
-    words += [*"abcdefghijklmnopqrstuvwxyz0123456789"]
-    (d / "vocab.txt").write_text("\n".join(words) + "\n")
-    transformers.BertTokenizerFast(vocab_file=str(d / "vocab.txt")).save_pretrained(d / "bert")
-    torch.manual_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=len(words),
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=32,
-    )
-    transformers.BertModel(config).save_pretrained(d / "bert")
-    word = Transformer(str(d / "bert"), max_seq_length=16)
-    model = SentenceTransformer(modules=[word, Pooling(16)], device="cpu")
-    model.save(str(d / "st"))
-    return str(d / "st")
-
-
 def test_sentence_transformers_trainer_trains_through_the_factory_and_masked_loss(
     tiny_model: str, tmp_path: Path
 ) -> None:

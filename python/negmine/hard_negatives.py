@@ -18,6 +18,7 @@ import os
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -26,7 +27,9 @@ from negmine import _numbers as numbers
 from negmine._inputs import text_list
 from negmine.errors import InvalidArgumentError, InvalidTypeError
 from negmine.mine import mine
-from negmine.outputs import OUTPUT_FORMATS, dataset_from_arrays, to_dataset
+from negmine.outputs import _ST_LABEL_COLUMNS, OUTPUT_FORMATS, dataset_from_arrays, to_dataset
+from negmine.report import FILTERS, build_report
+from negmine.result import MiningResult
 from negmine.search import search
 from negmine.store import save_embeddings
 from negmine.teachers import cross_encoder as cross_encoder_teacher
@@ -34,6 +37,34 @@ from negmine.teachers import cross_encoder as cross_encoder_teacher
 # faiss on a GPU returns at most this many rows per query: sentence-transformers caps a derived
 # range_max (with use_faiss=True) to fit, and so does negmine, for the same window.
 _FAISS_GPU_K = 2048
+
+
+@dataclass
+class Mined:
+    """What :func:`negmine.st.from_dataset` mined, beside the dataset: the pieces that
+    :func:`negmine.st.topic_batch_sampler`, the masked losses and
+    :class:`negmine.st.RefreshCallback` take. The dataset's ids column refers to these rows."""
+
+    dataset: Any
+    """The ``datasets.Dataset`` that :func:`mine_hard_negatives` returns, with the ids column."""
+    result: MiningResult
+    """The negatives of every query row (``-1`` where missing: the rows the dataset dropped)
+    and its positives (CSR): ``positives=`` of the masked losses, a refresh's start."""
+    query_texts: list[str]
+    """The distinct anchors, in order of first appearance: query row ``q`` is ``query_texts[q]``."""
+    corpus_texts: list[str]
+    """``corpus + positives`` with repeated texts dropped: corpus row ``c`` is
+    ``corpus_texts[c]``."""
+    query_embeddings: np.ndarray
+    """float32 ``[queries, d]``, normalised: e.g. ``negmine.kmeans`` of them for topics."""
+    corpus_embeddings: np.ndarray
+    """float32 ``[corpus rows, d]``, normalised."""
+    options: dict[str, Any]
+    """:func:`negmine.mine` keywords that mine these rows again with new embeddings (the
+    call's window, filters and sampling; the query's own text excluded; without its
+    ``cross_encoder``): what a refresh mines with."""
+    encode: dict[str, Any]
+    """How the texts were encoded (prompts, ``batch_size``), for a refresh to encode alike."""
 
 
 def mine_hard_negatives(
@@ -73,6 +104,7 @@ def mine_hard_negatives(
     seed: int | None = None,
     dup_threshold: float | None = None,
     threads: int | None = None,
+    ids_column: str | None = None,
 ) -> Any:
     """Hard negatives for a ``datasets.Dataset`` of (anchor, positive) pairs: the arguments,
     result and messages of sentence-transformers' ``util.mine_hard_negatives`` (6.3), with
@@ -90,10 +122,59 @@ def mine_hard_negatives(
     - ``dup_threshold`` (with ``deep=True``): drop candidates whose cosine with a positive
       is at least this.
     - ``threads``: negmine's cores for the search.
+    - ``ids_column`` (e.g. ``"label"``): a last column of int ids per row, ``[query,
+      positive, negatives...]`` as :func:`negmine.to_dataset` writes it, for
+      :func:`negmine.st.topic_batch_sampler` and the masked losses. The query id is the
+      anchor's row among the distinct anchors (in order of first appearance), a corpus id the
+      text's row in ``corpus + positives`` with repeated texts dropped (the rows mined).
+      :func:`negmine.st.from_dataset` returns those lists, the embeddings and the result.
 
     ``use_faiss``, ``faiss_batch_size`` and ``use_multi_process`` are accepted (and checked as
     sentence-transformers checks them) but negmine's exact search needs none of them.
     """
+    return _mine(**locals()).dataset
+
+
+def _mine(
+    dataset: Any,
+    model: Any,
+    anchor_column_name: str | None = None,
+    positive_column_name: str | None = None,
+    corpus: Sequence[str] | None = None,
+    cross_encoder: Any = None,
+    range_min: int = 0,
+    range_max: int | None = None,
+    max_score: float | None = None,
+    min_score: float | None = None,
+    absolute_margin: float | None = None,
+    relative_margin: float | None = None,
+    num_negatives: int = 3,
+    sampling_strategy: Literal["random", "top"] = "top",
+    query_prompt_name: str | None = None,
+    query_prompt: str | None = None,
+    corpus_prompt_name: str | None = None,
+    corpus_prompt: str | None = None,
+    include_positives: bool = False,
+    output_format: Literal[
+        "triplet", "n-tuple", "labeled-pair", "labeled-list", "n-tuple-scores"
+    ] = "triplet",
+    output_scores: bool = False,
+    batch_size: int = 32,
+    faiss_batch_size: int = 16384,
+    use_faiss: bool = False,
+    use_multi_process: list[str] | bool = False,
+    verbose: bool = True,
+    cache_folder: str | None = None,
+    as_triplets: bool | None = None,
+    margin: float | None = None,
+    *,
+    deep: bool = False,
+    seed: int | None = None,
+    dup_threshold: float | None = None,
+    threads: int | None = None,
+    ids_column: str | None = None,
+) -> Mined:
+    """:func:`mine_hard_negatives`, with what it mined from (see :class:`Mined`)."""
     if not isinstance(deep, bool):
         raise InvalidTypeError(f"deep must be a bool, got {type(deep).__name__} {deep!r}")
     columns = list(getattr(dataset, "column_names", None) or [])
@@ -134,6 +215,7 @@ def mine_hard_negatives(
         raise InvalidArgumentError(
             "dup_threshold is a filter of negmine's own mining: pass deep=True with it"
         )
+    _check_ids_column(ids_column, output_format, bool(output_scores))
 
     # Texts as they are: sentence-transformers raises ValueError for a non-string one (its
     # encode), where str() would embed None as "None"; InvalidTextError is a ValueError.
@@ -226,8 +308,41 @@ def mine_hard_negatives(
         else cross_encoder_teacher(cross_encoder, queries, corpus_texts, batch_size=batch_size)
     )
     metric = _metric(model)
+    encode = {
+        "query_prompt_name": query_prompt_name,
+        "query_prompt": query_prompt,
+        "corpus_prompt_name": corpus_prompt_name,
+        "corpus_prompt": corpus_prompt,
+        "batch_size": batch_size,
+    }
+    options: dict[str, Any] = {
+        "num_negatives": num_negatives,
+        "metric": metric,
+        "range_min": range_min,
+        "range_max": range_max,
+        "max_score": max_score,
+        "min_score": min_score,
+        "absolute_margin": absolute_margin,
+        "relative_margin": relative_margin,
+        "sampling_strategy": sampling_strategy,
+        "duplicates": None,  # the corpus holds each text once
+        "exclude": [[i] if i >= 0 else [] for i in own],
+    }
     if deep:
-        return _mine_deep(
+        options["dup_threshold"] = dup_threshold
+    else:
+        # sentence-transformers' candidates per query, the depth its window is taken from
+        options["max_depth"] = range_max + max_positives + 1  # type: ignore[operator]
+    parts: dict[str, Any] = {
+        "query_texts": queries,
+        "corpus_texts": corpus_texts,
+        "query_embeddings": query_embeddings,
+        "corpus_embeddings": corpus_embeddings,
+        "options": options,
+        "encode": encode,
+    }
+    if deep:
+        result, out = _mine_deep(
             query_embeddings,
             corpus_embeddings,
             queries,
@@ -253,7 +368,9 @@ def mine_hard_negatives(
             positive_column=positive_column_name,
             threads=threads,
             verbose=bool(verbose),
+            ids_column=ids_column,
         )
+        return Mined(dataset=out, result=result, **parts)
     assert range_max is not None  # derived above when not deep
     pool = range_max + max_positives + 1  # sentence-transformers' candidates per query
     candidate_ids, scores = _candidates(query_embeddings, corpus_embeddings, pool, metric, threads)
@@ -301,6 +418,7 @@ def mine_hard_negatives(
         include_scores=bool(output_scores),
         anchor_column=anchor_column_name,
         positive_column=positive_column_name,
+        ids_column=ids_column,
     )
     if verbose:
         _print_summary(
@@ -320,7 +438,65 @@ def mine_hard_negatives(
                 "min_score": min_score,
             },
         )
-    return out
+    removed_counts = np.zeros(len(FILTERS), dtype=np.int64)
+    for name, (count, _) in skipped.items():
+        removed_counts[FILTERS.index(name)] = count
+    result = MiningResult(
+        negative_ids=negative_ids,
+        negative_scores=negative_scores,
+        positive_indptr=indptr,
+        positive_ids=flat_positives,
+        positive_scores=positive_scores,
+        removed=_no_removed(),
+        report=build_report(
+            n_queries=len(queries),
+            num_negatives=num_negatives,
+            options={k: v for k, v in options.items() if k != "exclude"},
+            positives=len(flat_positives),
+            excluded_duplicates=0,
+            linked=0,
+            found=(negative_ids >= 0).sum(axis=1),
+            negative_scores=negative_scores,
+            positive_scores=positive_scores,
+            removed=_no_removed(),
+            removed_counts=removed_counts,
+        ),
+    )
+    return Mined(dataset=out, result=result, **parts)
+
+
+def _no_removed() -> dict[str, np.ndarray]:
+    """``MiningResult.removed`` of a run that recorded no removed candidate."""
+    return {
+        "query": np.zeros(0, np.int64),
+        "id": np.zeros(0, np.int64),
+        "score": np.zeros(0, np.float32),
+        "filter": np.zeros(0, np.uint8),
+    }
+
+
+def _check_ids_column(ids_column: str | None, output_format: str, output_scores: bool) -> None:
+    """``ids_column`` checked before anything is encoded (``to_dataset`` checks it again):
+    sentence-transformers' collator hands the loss one label column and tokenizes the rest."""
+    if ids_column is None:
+        return
+    if not isinstance(ids_column, str) or not ids_column:
+        raise InvalidArgumentError(f"ids_column must be a non-empty name, got {ids_column!r}")
+    if ids_column not in _ST_LABEL_COLUMNS:
+        return
+    if output_scores:
+        raise InvalidArgumentError(
+            f"ids_column {ids_column!r} and output_scores' 'scores' column are both label "
+            "columns to sentence-transformers' trainer, which hands only one to the loss and "
+            "tokenizes the other as text: drop output_scores (the masked loss needs only the "
+            "ids) or name the ids column otherwise"
+        )
+    if output_format in ("labeled-pair", "labeled-list"):
+        raise InvalidArgumentError(
+            f"ids_column {ids_column!r} and the {output_format!r} layout's labels are both "
+            "label columns to sentence-transformers' trainer, which hands only one to the "
+            "loss: use the 'triplet' or 'n-tuple' layout, or another name for the ids"
+        )
 
 
 def _faiss_gpus() -> int:
@@ -542,7 +718,8 @@ def _mine_deep(
     positive_column: str,
     threads: int | None,
     verbose: bool,
-) -> Any:
+    ids_column: str | None,
+) -> tuple[MiningResult, Any]:
     """``deep=True``: :func:`negmine.mine` over the whole corpus (see the README's table)."""
     if include_positives and (absolute_margin is not None or relative_margin is not None):
         raise InvalidArgumentError(
@@ -582,7 +759,7 @@ def _mine_deep(
         )
     if verbose:
         print(result.report)
-    return to_dataset(
+    return result, to_dataset(
         result,
         queries,
         corpus_texts,
@@ -591,6 +768,7 @@ def _mine_deep(
         score_source="teacher" if teacher is not None else "retriever",
         anchor_column=anchor_column,
         positive_column=positive_column,
+        ids_column=ids_column,
     )
 
 
@@ -655,18 +833,7 @@ def _embeddings(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Normalised float32 embeddings of the queries and the corpus, read from or written to
     ``cache_folder`` (written atomically)."""
-    # sentence-transformers calls encode_query / encode_document; a model with only encode
-    # (sentence-transformers < 5) is taken too.
-    fallback = getattr(model, "encode", None)
-    encoders = {
-        kind: next((f for f in (getattr(model, name, None), fallback) if callable(f)), None)
-        for kind, name in (("query", "encode_query"), ("corpus", "encode_document"))
-    }
-    if None in encoders.values():
-        raise InvalidTypeError(
-            "model must encode texts as a SentenceTransformer does (encode_query and "
-            f"encode_document, or encode), got {type(model).__name__}"
-        )
+    encoders = model_encoders(model)
     out = []
     for kind, texts, name, prompt in (
         ("query", queries, query_prompt_name, query_prompt),
@@ -679,21 +846,57 @@ def _embeddings(
             if os.path.exists(path):
                 out.append(np.ascontiguousarray(np.load(path), dtype=np.float32))
                 continue
-        encode = encoders[kind]
-        assert encode is not None  # checked above
-        embeddings = np.asarray(
-            encode(
-                texts,
-                batch_size=batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=verbose,
-                prompt_name=name,
-                prompt=prompt,
-            ),
-            dtype=np.float32,
+        embeddings = encode_texts(
+            encoders[kind],
+            texts,
+            batch_size=batch_size,
+            prompt=prompt,
+            prompt_name=name,
+            verbose=verbose,
         )
         if path is not None:  # atomic, and a full disk is an OSError with its errno
             save_embeddings(path, embeddings)
         out.append(np.ascontiguousarray(embeddings))
     return out[0], out[1]
+
+
+def model_encoders(model: Any) -> dict[str, Callable[..., Any]]:
+    """The model's query and corpus encoders, as sentence-transformers calls them:
+    ``encode_query`` / ``encode_document``, or ``encode`` for a model with only that
+    (sentence-transformers < 5)."""
+    fallback = getattr(model, "encode", None)
+    encoders = {
+        kind: next((f for f in (getattr(model, name, None), fallback) if callable(f)), None)
+        for kind, name in (("query", "encode_query"), ("corpus", "encode_document"))
+    }
+    found = {kind: f for kind, f in encoders.items() if f is not None}
+    if len(found) < 2:
+        raise InvalidTypeError(
+            "model must encode texts as a SentenceTransformer does (encode_query and "
+            f"encode_document, or encode), got {type(model).__name__}"
+        )
+    return found
+
+
+def encode_texts(
+    encoder: Callable[..., Any],
+    texts: list[str],
+    *,
+    batch_size: int,
+    prompt: str | None,
+    prompt_name: str | None,
+    verbose: bool,
+) -> np.ndarray:
+    """``texts`` through one of :func:`model_encoders`, normalised, as float32 rows."""
+    return np.asarray(
+        encoder(
+            texts,
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=verbose,
+            prompt_name=prompt_name,
+            prompt=prompt,
+        ),
+        dtype=np.float32,
+    )
