@@ -108,6 +108,12 @@ pub fn quantize_lanes<const W: usize>(
     assert!(panel.len().is_multiple_of(W) && codes.len() == panel.len());
     assert!((1..=127).contains(&levels));
     #[cfg(target_arch = "x86_64")]
+    if W == 16 && std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F was detected at run time; the lengths were checked above.
+        let rows = unsafe { x86::lanes16_avx512(panel, levels, codes) };
+        return std::array::from_fn(|j| rows[j]);
+    }
+    #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 was detected at run time.
         return unsafe { lanes_avx2::<W>(panel, levels, codes) };
@@ -122,6 +128,40 @@ fn lanes_avx2<const W: usize>(panel: &[f32], levels: i32, codes: &mut [i8]) -> [
     lanes::<W>(panel, levels, codes)
 }
 
+/// The scale of a row whose largest magnitude is `m`: it maps `m` to `levels`; below the normal
+/// range it becomes 0 (zero codes, the whole row as residual, which the bound covers), since
+/// its inverse would overflow f32 and DAZ would read it as zero.
+#[inline(always)]
+fn scale_of(m: f32, levels: i32) -> f32 {
+    let s = (f64::from(m) / f64::from(levels)) as f32;
+    if s >= f32::MIN_POSITIVE {
+        s
+    } else {
+        0.0
+    }
+}
+
+/// `1 / scale` in f32, 0 for a zero scale.
+#[inline(always)]
+fn inverse_of(scale: f32) -> f32 {
+    if scale > 0.0 {
+        (1.0 / f64::from(scale)) as f32
+    } else {
+        0.0
+    }
+}
+
+/// A row's code from its f64 sums of `x^2`, `code^2` and `(x - s code)^2`.
+#[inline(always)]
+fn row_code(scale: f32, norm: f64, codes_sq: f64, residual: f64) -> RowCode {
+    RowCode {
+        scale,
+        norm: norm_up(norm.sqrt() * MARGIN),
+        code_norm: norm_up(f64::from(scale) * codes_sq.sqrt() * MARGIN),
+        residual: norm_up(residual.sqrt() * MARGIN),
+    }
+}
+
 #[inline(always)]
 fn lanes<const W: usize>(panel: &[f32], levels: i32, codes: &mut [i8]) -> [RowCode; W] {
     let mut largest = [0.0f32; W];
@@ -131,23 +171,8 @@ fn lanes<const W: usize>(panel: &[f32], levels: i32, codes: &mut [i8]) -> [RowCo
         }
     }
     let limit = levels as f32;
-    // A scale below the normal range becomes 0 (zero codes, the whole row as residual, which
-    // the bound covers): its inverse would overflow f32, and DAZ would read it as zero.
-    let scale = largest.map(|m| {
-        let s = (f64::from(m) / f64::from(levels)) as f32;
-        if s >= f32::MIN_POSITIVE {
-            s
-        } else {
-            0.0
-        }
-    });
-    let inverse = scale.map(|s| {
-        if s > 0.0 {
-            (1.0 / f64::from(s)) as f32
-        } else {
-            0.0
-        }
-    });
+    let scale = largest.map(|m| scale_of(m, levels));
+    let inverse = scale.map(inverse_of);
     let (mut norm, mut codes_sq, mut residual) = ([0.0f64; W], [0.0f64; W], [0.0f64; W]);
     for (step, out) in panel.chunks_exact(W).zip(codes.chunks_exact_mut(W)) {
         for j in 0..W {
@@ -163,12 +188,81 @@ fn lanes<const W: usize>(panel: &[f32], levels: i32, codes: &mut [i8]) -> [RowCo
             residual[j] += e * e;
         }
     }
-    std::array::from_fn(|j| RowCode {
-        scale: scale[j],
-        norm: norm_up(norm[j].sqrt() * MARGIN),
-        code_norm: norm_up(f64::from(scale[j]) * codes_sq[j].sqrt() * MARGIN),
-        residual: norm_up(residual[j].sqrt() * MARGIN),
-    })
+    std::array::from_fn(|j| row_code(scale[j], norm[j], codes_sq[j], residual[j]))
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{inverse_of, row_code, scale_of, RowCode};
+
+    /// [`super::lanes`] for a 16-row panel, one register per step: the same operations per
+    /// lane in the same order (f32 multiply, round half to even, clamp; f64 products and sums,
+    /// never fused), so the same codes and norms.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F; `panel` and `codes` must have the same length, a multiple
+    /// of 16.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn lanes16_avx512(
+        panel: &[f32],
+        levels: i32,
+        codes: &mut [i8],
+    ) -> [RowCode; 16] {
+        let steps = panel.len() / 16;
+        let p = panel.as_ptr();
+        // SAFETY: every load reads 16 floats at `16 * t` for `t < steps`, inside `panel`, and
+        // every store writes 16 bytes at the same offset inside `codes` (same length).
+        unsafe {
+            let sign = _mm512_set1_ps(-0.0);
+            let mut largest = _mm512_setzero_ps();
+            for t in 0..steps {
+                let x = _mm512_loadu_ps(p.add(16 * t));
+                // max(|x|, m): a NaN |x| keeps m, as `f32::max` does.
+                largest = _mm512_max_ps(_mm512_andnot_ps(sign, x), largest);
+            }
+            let mut m = [0.0f32; 16];
+            _mm512_storeu_ps(m.as_mut_ptr(), largest);
+            let scale = m.map(|m| scale_of(m, levels));
+            let inverse = scale.map(inverse_of);
+            let (inv, lim) = (_mm512_loadu_ps(inverse.as_ptr()), levels as f32);
+            let (hi_lim, lo_lim) = (_mm512_set1_ps(lim), _mm512_set1_ps(-lim));
+            let s_lo = _mm512_cvtps_pd(_mm256_loadu_ps(scale.as_ptr()));
+            let s_hi = _mm512_cvtps_pd(_mm256_loadu_ps(scale.as_ptr().add(8)));
+            let zero = _mm512_setzero_pd();
+            let (mut norm, mut codes_sq, mut residual) = ([zero; 2], [zero; 2], [zero; 2]);
+            for t in 0..steps {
+                let x = _mm512_loadu_ps(p.add(16 * t));
+                let rounded = _mm512_roundscale_ps::<
+                    { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
+                >(_mm512_mul_ps(x, inv));
+                let code = _mm512_min_ps(_mm512_max_ps(rounded, lo_lim), hi_lim);
+                let bytes = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(code));
+                _mm_storeu_si128(codes.as_mut_ptr().add(16 * t).cast::<__m128i>(), bytes);
+                let halves = |v: __m512| {
+                    let lo = _mm512_castps512_ps256(v);
+                    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+                    [_mm512_cvtps_pd(lo), _mm512_cvtps_pd(hi)]
+                };
+                let (xd, cd) = (halves(x), halves(code));
+                for (h, s) in [s_lo, s_hi].into_iter().enumerate() {
+                    norm[h] = _mm512_add_pd(norm[h], _mm512_mul_pd(xd[h], xd[h]));
+                    codes_sq[h] = _mm512_add_pd(codes_sq[h], _mm512_mul_pd(cd[h], cd[h]));
+                    let e = _mm512_sub_pd(xd[h], _mm512_mul_pd(s, cd[h]));
+                    residual[h] = _mm512_add_pd(residual[h], _mm512_mul_pd(e, e));
+                }
+            }
+            let lanes = |v: [__m512d; 2]| {
+                let mut out = [0.0f64; 16];
+                _mm512_storeu_pd(out.as_mut_ptr(), v[0]);
+                _mm512_storeu_pd(out.as_mut_ptr().add(8), v[1]);
+                out
+            };
+            let (norm, codes_sq, residual) = (lanes(norm), lanes(codes_sq), lanes(residual));
+            std::array::from_fn(|j| row_code(scale[j], norm[j], codes_sq[j], residual[j]))
+        }
+    }
 }
 
 /// The error bound of a `dim`-step f32 fused multiply-add chain (see the module docs).
@@ -241,6 +335,36 @@ mod tests {
 
     fn dot_f32_chain(q: &[f32], x: &[f32]) -> f32 {
         q.iter().zip(x).fold(0.0f32, |c, (a, b)| a.mul_add(*b, c))
+    }
+
+    /// The SIMD builds of the quantizer give each lane the codes and norms of the plain one.
+    #[test]
+    fn every_quantizer_build_agrees_with_the_plain_one() {
+        let mut rng = crate::rng::Rng::stream(12, 0, 0, 0);
+        for case in 0..300 {
+            let steps = 1 + rng.below(200);
+            let tiny = 2.0f32.powi(-(rng.below(160) as i32));
+            let panel: Vec<f32> = (0..steps * 16)
+                .map(|i| match (case + i) % 7 {
+                    0 => 0.0,
+                    1 => (rng.unit() as f32 - 0.5) * tiny,
+                    2 => (rng.below(255) as f32 - 127.0 + 0.5) / 127.0,
+                    _ => (rng.unit() as f32 - 0.5) * 10f32.powi(rng.below(20) as i32 - 10),
+                })
+                .collect();
+            let levels = [63, 127][case % 2];
+            let mut want = vec![0i8; panel.len()];
+            let rows = lanes::<16>(&panel, levels, &mut want);
+            let mut got = vec![0i8; panel.len()];
+            assert_eq!(quantize_lanes::<16>(&panel, levels, &mut got), rows);
+            assert_eq!(got, want);
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: AVX2 was detected at run time.
+                assert_eq!(unsafe { lanes_avx2::<16>(&panel, levels, &mut got) }, rows);
+                assert_eq!(got, want);
+            }
+        }
     }
 
     #[test]

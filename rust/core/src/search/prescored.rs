@@ -191,12 +191,16 @@ fn code_corpus_panel(
     rows.copy_from_slice(&quant::quantize_lanes::<NR>(panel, CORPUS_LEVELS, codes));
     let mut sums = [0i32; NR];
     out.fill(0);
-    for (p, step) in codes.chunks_exact(NR).enumerate() {
-        let (g, byte) = (p / GROUP, p % GROUP);
-        let group = &mut out[g * NR * GROUP..][..NR * GROUP];
-        for (j, &c) in step.iter().enumerate() {
-            group[j * GROUP + byte] = c;
-            sums[j] += i32::from(c);
+    // Up to GROUP steps of NR codes make one group of the packed panel.
+    for (steps, group) in codes
+        .chunks(NR * GROUP)
+        .zip(out.chunks_exact_mut(NR * GROUP))
+    {
+        for (byte, step) in steps.chunks_exact(NR).enumerate() {
+            for (j, &c) in step.iter().enumerate() {
+                group[j * GROUP + byte] = c;
+                sums[j] += i32::from(c);
+            }
         }
     }
     for (o, s) in offsets.iter_mut().zip(sums) {
@@ -329,11 +333,16 @@ impl Scorer<'_> {
                 let cols = NR.min(n_rows - jp * NR);
                 let offsets = &block.offsets[jp * NR..][..NR];
                 let scales = &block.scales[jp * NR..][..NR];
+                let valid = (1u32 << cols) - 1;
                 for q in 0..n_queries {
                     let row = &dots[q * 2 * NR + p * NR..][..NR];
                     let threshold = task.thresholds[q];
                     let mask = kernels::select_i8_row(self.isa, row, offsets, scales, threshold);
-                    self.offer(task, block, jp, q, cols, row, mask);
+                    // Most rows fail the test: skip the call for them.
+                    let mask = u32::from(mask) & valid;
+                    if mask != 0 {
+                        self.offer(task, block, jp, q, row, mask);
+                    }
                 }
             }
         }
@@ -365,33 +374,30 @@ impl Scorer<'_> {
             padded[..thresholds.len()].copy_from_slice(thresholds);
             kernels::select_i8(self.isa, tile, offsets, &block.scales[jr * NR..], &padded)
         };
+        let valid = (1u32 << cols) - 1;
         for (i, &mask) in masks.iter().enumerate() {
             let q = ir * MR + i;
             if q >= task.bounded.len() {
                 break;
             }
-            self.offer(task, block, jr, q, cols, &tile[i * NR..][..NR], mask);
+            let mask = u32::from(mask) & valid;
+            if mask != 0 {
+                self.offer(task, block, jr, q, &tile[i * NR..][..NR], mask);
+            }
         }
     }
 
-    /// Offers the rows of corpus panel `jr` that passed the kernel test (`mask`; `dots` their
-    /// int8 dots) to the task's query `q`.
-    #[allow(clippy::too_many_arguments)]
-    #[inline]
+    /// Offers the rows of corpus panel `jr` that passed the kernel test (`mask`, over the
+    /// panel's valid columns; `dots` their int8 dots) to the task's query `q`.
     fn offer(
         &self,
         task: &mut Task<'_>,
         block: &CodedBlock,
         jr: usize,
         q: usize,
-        cols: usize,
         dots: &[i32],
-        mask: u16,
+        mut mask: u32,
     ) {
-        let mut mask = u32::from(mask) & ((1u32 << cols) - 1);
-        if mask == 0 {
-            return;
-        }
         let rows = &block.rows[jr * NR..][..NR];
         let offsets = &block.offsets[jr * NR..][..NR];
         let global = self.query_offset + task.first_panel * MR + q;
