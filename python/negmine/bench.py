@@ -685,12 +685,14 @@ def mining_rows(
     budget: float,
     min_runs: int,
     log: Callable[[str], None],
+    scratch: Path,
 ) -> list[MiningRow]:
     """negmine's ``mine_hard_negatives`` (its sentence-transformers drop-in), sentence-
     transformers' own (faiss path) and ``negmine.mine`` on the same embeddings: each query's
     positive is its nearest corpus row, the embeddings are injected into sentence-transformers'
     cache (files named by its hash), ``MINE_NEGATIVES`` negatives, ``MINE_RELATIVE_MARGIN``,
-    ``"top"``. Times include building the output ``Dataset``: the call a user makes."""
+    ``"top"``. Times include building the output ``Dataset``: the call a user makes. The cache
+    files go under ``scratch`` (the caller's, removed by it)."""
     from datasets import Dataset
     from sentence_transformers.util import mine_hard_negatives as st_mine
 
@@ -701,8 +703,8 @@ def mining_rows(
     positives = search(xq, xb, 1, threads=threads)[1][:, 0]
     queries = [f"q{i}" for i in range(q)]
     corpus = [f"p{j}" for j in range(n)]
-    workdir = tempfile.TemporaryDirectory(prefix="negmine-bench-st-")
-    cache = Path(workdir.name)
+    cache = scratch / "st-cache"
+    cache.mkdir()
     np.save(cache / f"query_embeddings_{st_cache_hash(ST_MODEL_NAME, queries)}.npy", xq)
     np.save(cache / f"corpus_embeddings_{st_cache_hash(ST_MODEL_NAME, corpus)}.npy", xb)
     dataset = Dataset.from_dict({"query": queries, "answer": [corpus[p] for p in positives]})
@@ -753,24 +755,19 @@ def mining_rows(
     ]
     out: list[MiningRow] = []
     reference: np.ndarray | None = None
-    try:
-        for name, fn, note in runs:
-            log(f"mining: {name} ...")
-            timing = time_best(fn, repeats, True, budget, min_runs)
-            ids = np.asarray(timing.result)
-            timing.result = None
-            full = (ids >= 0).all(axis=1)
-            same = None
-            if reference is not None:
-                both = full & (reference >= 0).all(axis=1)
-                same = (
-                    float((ids[both] == reference[both]).all(axis=1).mean()) if both.any() else None
-                )
-            else:
-                reference = ids
-            out.append(MiningRow(name, timing, int(full.sum()), same, note))
-    finally:
-        workdir.cleanup()
+    for name, fn, note in runs:
+        log(f"mining: {name} ...")
+        timing = time_best(fn, repeats, True, budget, min_runs)
+        ids = np.asarray(timing.result)
+        timing.result = None
+        full = (ids >= 0).all(axis=1)
+        same = None
+        if reference is not None:
+            both = full & (reference >= 0).all(axis=1)
+            same = float((ids[both] == reference[both]).all(axis=1).mean()) if both.any() else None
+        else:
+            reference = ids
+        out.append(MiningRow(name, timing, int(full.sum()), same, note))
     return out
 
 
@@ -1272,7 +1269,10 @@ def run(args: argparse.Namespace) -> int:
     in_ram = isinstance(corpus, np.ndarray)
     peers, load = fitting_peers(peers, q, n, d, mem_available(), refuse, in_ram)
     limiter = limit_threads(threads)  # after the imports: they may have started their pools
+    # Copies for the subprocesses and sentence-transformers' cache, in the system's temp
+    # directory (never beside an output), removed at the end.
     scratch = tempfile.TemporaryDirectory(prefix="negmine-bench-")
+    scratch_dir = Path(scratch.name)
     try:
         methods = negmine_methods(xq, corpus, threads, f16_copy=args.corpus is None)
         xb = None
@@ -1289,7 +1289,7 @@ def run(args: argparse.Namespace) -> int:
                 threads,
                 peers,
                 log=log,
-                faiss_core=None if core is None else (core, Path(scratch.name)),
+                faiss_core=None if core is None else (core, scratch_dir),
             )
         cells = measure(methods, args.k, args.repeats, n, BENCH_CELL_BUDGET, MIN_RUNS)
         measurements = list(_progress(cells, methods, args))
@@ -1297,7 +1297,7 @@ def run(args: argparse.Namespace) -> int:
         if "st" not in skip and xb is not None:
             if _installed("sentence_transformers", "datasets", "faiss"):
                 mining = mining_rows(
-                    xq, xb, threads, args.repeats, BENCH_CELL_BUDGET, MIN_RUNS, log
+                    xq, xb, threads, args.repeats, BENCH_CELL_BUDGET, MIN_RUNS, log, scratch_dir
                 )
             else:
                 refuse(

@@ -293,6 +293,9 @@ class MiningReport:
         if not isinstance(data, dict):
             raise TypeError(f"a report is a JSON object, not {type(data).__name__}")
         fields = dict(data)
+        # Reports written before negmine recorded ranks have no depth.
+        depth = fields.pop("depth", None)
+        fields["depth"] = None if depth is None else DepthReport(**depth)
         if "format" not in fields:
             flat = {k: fields.pop(k) for k in _FORMAT_1_ANN_KEYS if k in fields}
             ann = None if fields.get("backend", "exact") == "exact" else AnnReport(**flat)
@@ -306,13 +309,11 @@ class MiningReport:
         teacher = fields.pop("teacher", None)
         # A format-2 report written before backend="torch" or teachers has no such key.
         torch = fields.pop("torch", None)
-        depth = fields.pop("depth", None)
         return cls(
             **fields,
             ann=None if nested is None else AnnReport(**nested),
             teacher=None if teacher is None else TeacherReport(**teacher),
             torch=None if torch is None else TorchReport(**torch),
-            depth=None if depth is None else DepthReport(**depth),
         )
 
     def __str__(self) -> str:
