@@ -44,7 +44,6 @@ searches deeper when the margin empties its window).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -59,6 +58,7 @@ from typing import Any
 
 import numpy as np
 
+from negmine import bench
 from readme_block import write_block
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,7 +66,6 @@ DATA_DIR = REPO / "bench-data"
 METHODS = ("negmine", "negmine-st-depth", "st-torch", "st-faiss")
 NUM_NEGATIVES = 5
 RELATIVE_MARGIN = 0.05
-ST_MODEL_NAME = "negmine-bench/injected"
 FAISS_BATCH = 16384  # mine_hard_negatives' default faiss_batch_size (also the torch block)
 
 
@@ -74,7 +73,7 @@ FAISS_BATCH = 16384  # mine_hard_negatives' default faiss_batch_size (also the t
 
 
 def st_cache_hash(texts: list[str]) -> str:
-    return hashlib.sha256(repr((ST_MODEL_NAME, None, None, texts)).encode()).hexdigest()
+    return bench.st_cache_hash(bench.ST_MODEL_NAME, texts)
 
 
 def _link(src: Path, dest: Path) -> None:
@@ -211,28 +210,6 @@ def vm_hwm_bytes() -> int | None:
     return None
 
 
-class InjectedModel:
-    """What ``mine_hard_negatives`` touches when both embedding files come from its cache."""
-
-    def __init__(self, dim: int) -> None:
-        import torch
-        from sentence_transformers import util
-
-        self.device = torch.device("cpu")
-        self.model_card_data = type("Card", (), {"base_model": ST_MODEL_NAME})()
-        self.similarity = util.cos_sim
-        self.similarity_pairwise = util.pairwise_cos_sim
-        self._dim = dim
-
-    def get_embedding_dimension(self) -> int:
-        return self._dim
-
-    def _encode(self, *args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("mine_hard_negatives missed the injected embedding cache")
-
-    encode = encode_query = encode_document = _encode
-
-
 def child(method: str, directory: Path, threads: int, out_ids: Path) -> dict[str, Any]:
     """Runs one method once in this process; returns its numbers (ids go to ``out_ids``)."""
     pairs = np.load(directory / "pairs.npy")
@@ -278,7 +255,7 @@ def child(method: str, directory: Path, threads: int, out_ids: Path) -> dict[str
         texts = json.loads((directory / "texts.json").read_text())
         dim = int(np.load(directory / "queries.npy", mmap_mode="r").shape[1])
         dataset = Dataset.from_dict({"query": texts["anchors"], "answer": texts["positives"]})
-        model = InjectedModel(dim)
+        model = bench.InjectedModel(dim)
         start = time.perf_counter()
         ds = mine_hard_negatives(
             dataset,

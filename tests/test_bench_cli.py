@@ -19,7 +19,7 @@ from negmine import bench
 from negmine.cli import main
 
 TINY = ["--queries", "64", "--corpus-size", "2000", "--dim", "32", "--repeats", "1"]
-ONLY_NUMPY = ["--skip", "faiss,torch,hnswlib"]
+ONLY_NUMPY = ["--skip", "faiss,torch,hnswlib,st"]
 
 
 def _cpu_model() -> str | None:
@@ -42,7 +42,7 @@ def _rows(out: str) -> dict[tuple[str, str], list[str]]:
     rows = {}
     for line in out.splitlines():
         cells = re.split(r"\s{2,}", line.strip())
-        if len(cells) >= 7 and cells[2].isdigit():
+        if len(cells) >= 9 and cells[2].isdigit():
             rows[(cells[0], cells[1])] = cells
     return rows
 
@@ -71,11 +71,11 @@ def test_tiny_run_prints_ratios_and_writes_pytest_benchmark_json(
         numpy_s / negmine_s
     )
     rows = _rows(out)
-    assert rows[("numpy", "f32")][5] == f"{numpy_s / negmine_s:.2f}x"
-    assert rows[("negmine", "f32")][5] == "1.00x"
+    assert rows[("numpy", "f32")][7] == f"{numpy_s / negmine_s:.2f}x"
+    assert rows[("negmine", "f32")][7] == "1.00x"
     # numpy is exact: it finds negmine's ids (up to a near-tie at the k-th place).
     assert by_name["numpy[f32-k10]"]["extra_info"]["recall"] >= 0.99
-    assert float(rows[("numpy", "f32")][6]) >= 0.99
+    assert float(rows[("numpy", "f32")][8]) >= 0.99
     # The machine is named: the CPU model, negmine's kernels, the BLAS numpy uses.
     info = doc["machine_info"]
     if _cpu_model() is not None:
@@ -141,7 +141,7 @@ def test_own_npy_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     rows = _rows(out)
     assert set(rows) == {("negmine", "f16"), ("numpy", "f32")}  # the file as it is: no copies
     # numpy searched the f32 copy of the same f16 values: the same neighbours.
-    assert float(rows[("numpy", "f32")][6]) >= 0.99
+    assert float(rows[("numpy", "f32")][8]) >= 0.99
     doc = json.loads(out_json.read_text())
     assert [b["stats"]["rounds"] for b in doc["benchmarks"]] == [2, 2]
 
@@ -198,7 +198,7 @@ def test_peers_that_cannot_hold_the_corpus_are_refused() -> None:
 def test_generated_data_larger_than_memory_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _bench(["--corpus-size", "1000000000", "--dim", "1024"], capsys)
     assert code != 0
-    assert "generating 1,000 queries and 1,000,000,000 corpus rows of d = 1024 needs" in err
+    assert "generating 2,048 queries and 1,000,000,000 corpus rows of d = 1024 needs" in err
 
 
 def test_missing_peer_is_named_with_its_pip_package(
@@ -208,6 +208,7 @@ def test_missing_peer_is_named_with_its_pip_package(
     code, out, err = _bench([*TINY, "--k", "5", "--skip", "torch,hnswlib", "--quiet"], capsys)
     assert code == 0, err
     assert "- faiss: not installed, not run (pip install faiss-cpu)" in out
+    assert "mining against sentence-transformers: not run (pip install" in out
     assert set(_rows(out)) == {("negmine", "f32"), ("negmine", "f16"), ("numpy", "f32")}
     assert err == ""  # --quiet: the table only
 
@@ -219,3 +220,66 @@ def test_json_into_a_missing_directory_fails_before_the_work(
     code, out, err = _bench([*TINY, *ONLY_NUMPY, "--json", str(target)], capsys)
     assert code != 0
     assert "output directory does not exist" in err and out == ""
+
+
+def test_peers_name_their_kernels_and_faiss_runs_at_its_best_core(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """faiss as shipped and in a subprocess with OPENBLAS_CORETYPE set to this CPU's core: the
+    subprocess's OpenBLAS reports those kernels; every peer names its BLAS; best and median
+    are the runs' minimum and median; with sentence-transformers, the mining table."""
+    pytest.importorskip("faiss")
+    core = bench.openblas_core()
+    if core is None:
+        pytest.skip("no AVX2 or AVX-512: no OPENBLAS_CORETYPE to set")
+    out_json = tmp_path / "b.json"
+    code, out, err = _bench(
+        [*TINY, "--k", "5", "--repeats", "3", "--skip", "hnswlib", "--json", str(out_json)], capsys
+    )
+    assert code == 0, err
+    rows = _rows(out)
+    assert rows[("faiss", "f32")][-1].startswith("as shipped: openblas")
+    tuned = rows[(f"faiss {core}", "f32")]
+    assert tuned[-1].startswith(f"OPENBLAS_CORETYPE={core}: openblas")
+    assert tuned[-1].endswith(f"{core} kernels")  # the subprocess really ran them
+    assert float(tuned[8]) >= 0.99
+    assert "kernels" in rows[("numpy", "f32")][-1]
+    by_name = {b["name"]: b["stats"] for b in json.loads(out_json.read_text())["benchmarks"]}
+    for (method, corpus), cells in rows.items():
+        stats = by_name[f"{method.replace(' ', '_')}[{corpus}-k5]"]
+        assert stats["rounds"] == 3  # at least 3 runs: tiny cells never reach the budget
+        assert cells[3] == f"{stats['min']:.3f}" and cells[4] == f"{stats['median']:.3f}"
+        assert cells[5] == f"{stats['max'] / stats['min'] - 1:.0%}"
+    if bench._installed("sentence_transformers", "datasets"):
+        mined = [
+            line
+            for line in out.splitlines()
+            if line.startswith(("negmine mine_", "negmine.mine", "sentence-"))
+        ]
+        assert [re.split(r"\s{2,}", line)[0] for line in mined] == [
+            "negmine mine_hard_negatives",
+            "sentence-transformers",
+            "negmine.mine",
+        ]
+        # Every query has a nearest row as its positive and 2,000 rows to mine from.
+        assert all(re.split(r"\s{2,}", line)[5] == "64" for line in mined)
+
+
+def test_timing_keeps_best_median_spread_and_at_least_min_runs() -> None:
+    calls = []
+    timing = bench.time_best(
+        lambda: calls.append(1), repeats=5, warmup=True, budget=0.0, min_runs=3
+    )
+    assert len(timing.runs) == 3 and len(calls) == 4  # budget spent: the minimum, + warm-up
+    assert len(bench.time_best(lambda: None, 2, False, 0.0, 3).runs) == 2  # never past repeats
+    assert len(bench.time_best(lambda: None, 4, False, 1e9, 3).runs) == 4
+    fixed = bench.Timing(1.0, [2.0, 1.0, 4.0, 3.0], None)
+    assert (fixed.median, fixed.spread) == (2.5, 3.0)
+
+
+@pytest.mark.parametrize(
+    ("flags", "core"),
+    [({"avx512f", "avx2", "fma"}, "SkylakeX"), ({"avx2", "fma"}, "Haswell"), ({"sse4_2"}, None)],
+)
+def test_openblas_core_for_the_cpu(flags: set[str], core: str | None) -> None:
+    assert bench.openblas_core(flags) == core

@@ -35,6 +35,7 @@ OUTPUTS = {
     "removed_score.npy",
     "removed_filter.npy",
     "groups.npy",  # the duplicate groups (the runs here keep them on)
+    "negative_ranks.npy",  # each negative's rank before the filters
     "report.json",
     "manifest.json",
 }

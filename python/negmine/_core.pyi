@@ -107,6 +107,7 @@ class Mined:
         exact_finish: npt.NDArray[np.bool_] | None = None,
         teacher_scores: npt.NDArray[np.float32] | None = None,
         judged: npt.NDArray[np.uint32] | None = None,
+        negative_ranks: npt.NDArray[np.uint32] | None = None,
         incomplete: npt.NDArray[np.bool_] | None = None,
     ) -> Mined: ...
     @property
@@ -137,6 +138,8 @@ class Mined:
     def teacher_scores(self) -> npt.NDArray[np.float32]: ...
     @property
     def judged(self) -> npt.NDArray[np.uint32]: ...
+    @property
+    def negative_ranks(self) -> npt.NDArray[np.uint32]: ...
     def arrays(self) -> dict[str, npt.NDArray[Any]]: ...
 
 def mine(

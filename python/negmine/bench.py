@@ -1,13 +1,17 @@
 """`negmine bench`: negmine against the search libraries installed beside it, on this machine.
 
-Every method runs in this process on the same data with the same thread count (numpy's and
-faiss' BLAS pools capped with threadpoolctl when it is installed), best of ``--repeats`` timed
-runs after one warm-up, and its result is checked against negmine's exact one (recall@k, same
-order, largest difference of the k-th score). The peers are the ones installed: faiss
-(``faiss.knn`` and its int8 ``IndexScalarQuantizer``), numpy (matmul + argpartition), torch
-(mm + topk) and hnswlib (an approximate graph index). The report names the CPU, negmine's
-kernels and the BLAS kernels numpy and faiss use, and warns when ``OPENBLAS_CORETYPE`` or
-``OPENBLAS_L2_SIZE`` make OpenBLAS run other kernels than users get.
+Every method runs on the same data with the same thread count (numpy's and faiss' BLAS pools
+capped with threadpoolctl when it is installed), the best and the median of ``--repeats`` timed
+runs after one warm-up with their spread, and its result is checked against negmine's exact
+one (recall@k, same order, largest difference of the k-th score). The peers are the ones
+installed: faiss (``faiss.knn`` as shipped, the same in a subprocess with ``OPENBLAS_CORETYPE``
+set to this CPU's best OpenBLAS core, since faiss-cpu's bundled OpenBLAS takes some CPUs for
+a "Prescott", and its int8 ``IndexScalarQuantizer``), numpy (matmul + argpartition), torch
+(mm + topk) and hnswlib (an approximate graph index); each row names the BLAS library and
+kernels it ran. With sentence-transformers installed, a second table times mining: negmine's
+``mine`` against its ``mine_hard_negatives`` (faiss path) on the same embeddings, injected
+through its embedding cache. The report names the CPU and negmine's kernels, and warns when
+``OPENBLAS_CORETYPE`` or ``OPENBLAS_L2_SIZE`` make OpenBLAS run other kernels than users get.
 
 The same functions run the project's official comparison (``benches/compare.py``).
 """
@@ -15,17 +19,23 @@ The same functions run the project's official comparison (``benches/compare.py``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import errno
 import functools
+import hashlib
 import importlib
 import importlib.metadata
+import importlib.util
+import io
 import json
 import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -43,15 +53,26 @@ Result = tuple[np.ndarray, np.ndarray]  # (scores f32[Q,k], ids i64[Q,k])
 
 PEERS = {"faiss": "faiss-cpu", "numpy": "numpy", "torch": "torch", "hnswlib": "hnswlib"}
 """The peers, by import name, with the pip package that provides each."""
+SKIPPABLE = (*PEERS, "faiss-core", "st")
+"""What ``--skip`` takes: a peer, faiss with ``OPENBLAS_CORETYPE`` set (``faiss-core``), the
+mining table against sentence-transformers (``st``)."""
 BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 GIB = 1 << 30
 
-# Generated data at a size that takes about a minute of two cores with every peer installed
-# (the hnswlib build is the largest part).
-DEFAULT_QUERIES, DEFAULT_CORPUS, DEFAULT_DIM, DEFAULT_K = 1_000, 20_000, 384, 100
+# Generated data at a size where the search decides (79 GFLOP: 0.6-1.3 s per exact run on two
+# cores), not the fixed costs of a call (at 1,000 x 20,000 they decided: 0.1 s runs), and that
+# takes about a minute of two cores with every peer installed.
+DEFAULT_QUERIES, DEFAULT_CORPUS, DEFAULT_DIM, DEFAULT_K = 2_048, 50_000, 384, 100
+DEFAULT_REPEATS = 5
+MIN_RUNS = 3  # `negmine bench`'s timed runs of a cell before its budget may stop it
 NUMPY_CHUNK = TORCH_CHUNK = 1024  # queries per matmul: one Q x N score block would not fit
-HNSW_M, HNSW_EF_CONSTRUCTION = 16, 200
+# ef_construction 100, not hnswlib's usual 200: at the default size the build took 25 s of the
+# minute; the note under the row says which.
+HNSW_M, HNSW_EF_CONSTRUCTION = 16, 100
 CELL_BUDGET = 45.0  # seconds of timed runs after which a cell stops repeating
+BENCH_CELL_BUDGET = 5.0  # the same for `negmine bench`, which must stay near a minute
+MINE_NEGATIVES, MINE_RELATIVE_MARGIN = 5, 0.05  # the mining table's setting (NV-Retriever's)
+ST_MODEL_NAME = "negmine-bench/injected"
 
 
 # --------------------------------------------------------------------------- data
@@ -200,6 +221,60 @@ def _version(package: str, module: Any) -> str:
         return str(getattr(module, "__version__", "?"))
 
 
+def blas_libraries() -> dict[str, dict[str, Any]]:
+    """threadpoolctl's record of each BLAS library loaded in the process, by the package that
+    ships it (``numpy``, ``faiss_cpu``, ``scipy``...); empty without threadpoolctl."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return {}
+    return {
+        Path(lib["filepath"]).parent.name.replace(".libs", ""): lib
+        for lib in threadpool_info()
+        if lib.get("user_api") == "blas"
+    }
+
+
+def blas_label(lib: dict[str, Any] | None) -> str:
+    """``"openblas 0.3.15, SkylakeX kernels"``: a BLAS library and the kernels it runs."""
+    if lib is None:
+        return "BLAS unknown (pip install threadpoolctl)"
+    return f"{lib['internal_api']} {lib.get('version')}, {lib.get('architecture')} kernels"
+
+
+def torch_blas(torch: Any) -> str:
+    """The BLAS torch was built with and the CPU capability its kernels dispatch to
+    (threadpoolctl does not see torch's statically linked MKL)."""
+    shown = torch.__config__.show()
+    found = next(
+        (p.split("=", 1)[1] for p in shown.replace(",", " ").split() if "BLAS_INFO=" in p), "?"
+    )
+    capability = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", lambda: "?")()
+    return f"{found}, {capability} kernels"
+
+
+def openblas_core(flags: set[str] | None = None) -> str | None:
+    """The ``OPENBLAS_CORETYPE`` whose kernels suit this CPU: ``SkylakeX`` with AVX-512,
+    ``Haswell`` with AVX2 and FMA, ``None`` otherwise (or off x86)."""
+    flags = cpu_flags() if flags is None else flags
+    if "avx512f" in flags:
+        return "SkylakeX"
+    if {"avx2", "fma"} <= flags:
+        return "Haswell"
+    return None
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
 def blas_info() -> list[str]:
     """Each BLAS library loaded in the process, with the kernels OpenBLAS chose (threadpoolctl's
     ``architecture``) and its thread count; empty without threadpoolctl."""
@@ -228,16 +303,29 @@ class Timing:
     runs: list[float]
     result: Any
 
+    @property
+    def median(self) -> float:
+        return statistics.median(self.runs)
 
-def time_best(fn: Callable[[], Any], repeats: int, warmup: bool, budget: float) -> Timing:
-    """Best of ``repeats`` runs (after one untimed warm-up when asked); the best run is the one
-    least disturbed by other work on a shared machine. Stops early once the timed runs add up
-    to ``budget`` seconds: a 30 s run is not noisy enough to need three of them."""
+    @property
+    def spread(self) -> float:
+        """The slowest run over the fastest, less 1: how much the runs disagreed."""
+        return max(self.runs) / self.best - 1.0 if self.best > 0 else 0.0
+
+
+def time_best(
+    fn: Callable[[], Any], repeats: int, warmup: bool, budget: float, min_runs: int = 1
+) -> Timing:
+    """``repeats`` timed runs (after one untimed warm-up when asked), the best kept as the one
+    least disturbed by other work on a shared machine, the median and spread beside it. Stops
+    early once at least ``min_runs`` timed runs add up to ``budget`` seconds: a 30 s run is not
+    noisy enough to need five of them."""
     if warmup:
         fn()
     runs: list[float] = []
     result = None
-    while len(runs) < max(1, repeats) and (not runs or sum(runs) < budget):
+    wanted = max(1, repeats)
+    while len(runs) < wanted and (len(runs) < min(min_runs, wanted) or sum(runs) < budget):
         t0 = time.perf_counter()
         result = fn()
         runs.append(time.perf_counter() - t0)
@@ -334,6 +422,9 @@ class Method:
     run: Callable[[int], Result]
     approximate: bool = False
     note: Callable[[int], str] = lambda k: ""
+    timed: Callable[[int, int, float, int], Timing] | None = None
+    """Times itself elsewhere (a subprocess): ``timed(k, repeats, budget, min_runs)`` warms up,
+    runs and returns the timing with the result."""
 
 
 def negmine_methods(
@@ -388,31 +479,61 @@ def peer_methods(
     numpy_chunk: int = NUMPY_CHUNK,
     torch_chunk: int = TORCH_CHUNK,
     log: Callable[[str], None] = lambda text: None,
+    faiss_core: tuple[str, Path] | None = None,
 ) -> list[Method]:
-    """The installed peers' rows over the in-memory f32 corpus ``xb``. ``hnsw`` is a prebuilt
-    hnswlib index and the note on its build; without it one is built here (M = 16,
-    ef_construction = 200) and its build time noted."""
+    """The installed peers' rows over the in-memory f32 corpus ``xb``, each noting the BLAS
+    kernels it ran. ``faiss_core``: ``(core, scratch directory)``, also faiss with
+    ``OPENBLAS_CORETYPE`` set to that core, in a subprocess. ``hnsw`` is a prebuilt hnswlib
+    index and the note on its build; without it one is built here (M = 16, ef_construction =
+    100) and its build time noted."""
     out = []
+    blas = blas_libraries()
     if "faiss" in peers:
         faiss = peers["faiss"]
+        shipped = blas_label(blas.get("faiss_cpu"))
         out.append(
             Method(
-                "faiss", "f32", lambda k: faiss.knn(xq, xb, k, metric=faiss.METRIC_INNER_PRODUCT)
+                "faiss",
+                "f32",
+                lambda k: faiss.knn(xq, xb, k, metric=faiss.METRIC_INNER_PRODUCT),
+                note=lambda k: f"as shipped: {shipped}",
             )
         )
+        if faiss_core:
+            out.append(faiss_core_method(xq, xb, threads, *faiss_core))
         log("faiss SQ8: training and filling the int8 index ...")
         sq8 = faiss_sq8(faiss, xb, threads)
-        out.append(Method("faiss SQ8", "f32", lambda k: sq8(xq, k), approximate=True))
+        out.append(
+            Method(
+                "faiss SQ8",
+                "f32",
+                lambda k: sq8(xq, k),
+                approximate=True,
+                note=lambda k: "int8 codes, approximate",
+            )
+        )
     if "numpy" in peers:
-        out.append(Method("numpy", "f32", lambda k: numpy_topk(xq, xb, k, numpy_chunk)))
+        numpy_blas = blas_label(blas.get("numpy"))
+        out.append(
+            Method(
+                "numpy",
+                "f32",
+                lambda k: numpy_topk(xq, xb, k, numpy_chunk),
+                note=lambda k: numpy_blas,
+            )
+        )
     if "torch" in peers:
         torch_run = make_torch_topk(peers["torch"], xb, torch_chunk)
-        out.append(Method("torch", "f32", lambda k: torch_run(xq, k)))
+        torch_kernels = torch_blas(peers["torch"])
+        out.append(Method("torch", "f32", lambda k: torch_run(xq, k), note=lambda k: torch_kernels))
     if "hnswlib" in peers:
         if hnsw is None:
             log(f"hnswlib: building the index of {xb.shape[0]:,} rows ...")
             index, seconds = build_hnsw(peers["hnswlib"], xb, HNSW_M, HNSW_EF_CONSTRUCTION, threads)
-            hnsw = index, f"build {seconds:.1f} s, M={HNSW_M}"
+            hnsw = (
+                index,
+                f"build {seconds:.1f} s, M={HNSW_M}, ef_construction={HNSW_EF_CONSTRUCTION}",
+            )
         index, build_note = hnsw
         index.set_num_threads(threads)
 
@@ -431,6 +552,257 @@ def peer_methods(
             )
         )
     return out
+
+
+def faiss_core_method(
+    xq: np.ndarray, xb: np.ndarray, threads: int, core: str, directory: Path
+) -> Method:
+    """``faiss.knn`` with ``OPENBLAS_CORETYPE=core``: OpenBLAS reads it when it loads, so it
+    runs in a subprocess (``python -m negmine.bench faiss-child``) on copies of the data in
+    ``directory`` (the caller's scratch, removed by it); the note names the kernels that
+    subprocess's OpenBLAS reports."""
+    np.save(directory / "xq.npy", xq)
+    np.save(directory / "xb.npy", xb)
+    ran: dict[str, str] = {}
+
+    def timed(k: int, repeats: int, budget: float, min_runs: int) -> Timing:
+        env = {**os.environ, "OPENBLAS_CORETYPE": core}
+        argv = [str(x) for x in (directory, k, repeats, budget, min_runs, threads)]
+        proc = subprocess.run(
+            [sys.executable, "-m", "negmine.bench", "faiss-child", *argv],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"faiss with OPENBLAS_CORETYPE={core} failed in its subprocess: "
+                f"{proc.stderr.strip()[-2000:]}"
+            )
+        record = json.loads((directory / "timing.json").read_text())
+        ran["blas"] = record["blas"]
+        result = (np.load(directory / "scores.npy"), np.load(directory / "ids.npy"))
+        return Timing(min(record["runs"]), record["runs"], result)
+
+    def run(k: int) -> Result:
+        raise RuntimeError("timed in its subprocess")
+
+    return Method(
+        f"faiss {core}",
+        "f32",
+        run,
+        note=lambda k: f"OPENBLAS_CORETYPE={core}: {ran.get('blas', '?')}",
+        timed=timed,
+    )
+
+
+def _faiss_child(argv: Sequence[str]) -> int:
+    """The subprocess of :func:`faiss_core_method`: times ``faiss.knn`` on the saved data and
+    writes the result, the runs and the kernels OpenBLAS chose."""
+    directory = Path(argv[0])
+    k, repeats, budget, min_runs, threads = (
+        int(argv[1]),
+        int(argv[2]),
+        float(argv[3]),
+        int(argv[4]),
+        int(argv[5]),
+    )
+    import faiss
+
+    faiss.omp_set_num_threads(threads)
+    limiter = limit_threads(threads)
+    xq, xb = np.load(directory / "xq.npy"), np.load(directory / "xb.npy")
+    timing = time_best(
+        lambda: faiss.knn(xq, xb, k, metric=faiss.METRIC_INNER_PRODUCT),
+        repeats,
+        True,
+        budget,
+        min_runs,
+    )
+    if limiter is not None:
+        limiter.restore_original_limits()
+    scores, ids = timing.result
+    np.save(directory / "scores.npy", np.asarray(scores, np.float32))
+    np.save(directory / "ids.npy", np.asarray(ids, np.int64))
+    record = {"runs": timing.runs, "blas": blas_label(blas_libraries().get("faiss_cpu"))}
+    (directory / "timing.json").write_text(json.dumps(record))
+    return 0
+
+
+# --------------------------------------------------------------------------- mining
+
+
+def st_cache_hash(model_name: str, texts: Sequence[str]) -> str:
+    """The name sentence-transformers 6.x gives a list's cached embeddings in
+    ``mine_hard_negatives(cache_folder=...)``: ``sha256(repr((model, prompt, prompt_name,
+    texts)))`` with no prompt."""
+    return hashlib.sha256(repr((model_name, None, None, list(texts))).encode()).hexdigest()
+
+
+class InjectedModel:
+    """What ``mine_hard_negatives`` reads of a model when both embedding files come from its
+    cache (cosine similarity, like all-MiniLM-L6-v2); asked to encode, it raises: encoding is
+    not what is timed."""
+
+    def __init__(self, dim: int, name: str = ST_MODEL_NAME) -> None:
+        import torch
+        from sentence_transformers import util
+
+        self.device = torch.device("cpu")
+        self.model_card_data = type("Card", (), {"base_model": name})()
+        self.similarity = util.cos_sim
+        self.similarity_pairwise = util.pairwise_cos_sim
+        self._dim = dim
+
+    def get_embedding_dimension(self) -> int:
+        return self._dim
+
+    def _encode(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("mine_hard_negatives missed the injected embedding cache")
+
+    encode = encode_query = encode_document = _encode
+
+
+@dataclass
+class MiningRow:
+    """One row of the mining table."""
+
+    name: str
+    timing: Timing
+    rows: int
+    """Queries that got every negative (sentence-transformers drops the others)."""
+    same: float | None
+    """Of the rows both returned, the share whose negatives equal the first row's."""
+    note: str
+
+
+def mining_rows(
+    xq: np.ndarray,
+    xb: np.ndarray,
+    threads: int,
+    repeats: int,
+    budget: float,
+    min_runs: int,
+    log: Callable[[str], None],
+    scratch: Path,
+) -> list[MiningRow]:
+    """negmine's ``mine_hard_negatives`` (its sentence-transformers drop-in), sentence-
+    transformers' own (faiss path) and ``negmine.mine`` on the same embeddings: each query's
+    positive is its nearest corpus row, the embeddings are injected into sentence-transformers'
+    cache (files named by its hash), ``MINE_NEGATIVES`` negatives, ``MINE_RELATIVE_MARGIN``,
+    ``"top"``. Times include building the output ``Dataset``: the call a user makes. The cache
+    files go under ``scratch`` (the caller's, removed by it)."""
+    from datasets import Dataset
+    from sentence_transformers.util import mine_hard_negatives as st_mine
+
+    import negmine
+    from negmine.search import search
+
+    q, (n, d) = len(xq), xb.shape
+    positives = search(xq, xb, 1, threads=threads)[1][:, 0]
+    queries = [f"q{i}" for i in range(q)]
+    corpus = [f"p{j}" for j in range(n)]
+    cache = scratch / "st-cache"
+    cache.mkdir()
+    np.save(cache / f"query_embeddings_{st_cache_hash(ST_MODEL_NAME, queries)}.npy", xq)
+    np.save(cache / f"corpus_embeddings_{st_cache_hash(ST_MODEL_NAME, corpus)}.npy", xb)
+    dataset = Dataset.from_dict({"query": queries, "answer": [corpus[p] for p in positives]})
+    model = InjectedModel(d)
+    c_index = {t: j for j, t in enumerate(corpus)}
+    q_index = {t: i for i, t in enumerate(queries)}
+    options: dict[str, Any] = {
+        "num_negatives": MINE_NEGATIVES,
+        "relative_margin": MINE_RELATIVE_MARGIN,
+        "sampling_strategy": "top",
+    }
+
+    def drop_in(fn: Callable[..., Any]) -> Callable[[], np.ndarray]:
+        def run() -> np.ndarray:
+            # sentence-transformers draws faiss' query batches with tqdm even when not verbose.
+            with contextlib.redirect_stderr(io.StringIO()):
+                ds = fn(
+                    dataset,
+                    model,
+                    corpus=corpus,
+                    output_format="n-tuple",
+                    use_faiss=True,
+                    cache_folder=str(cache),
+                    verbose=False,
+                    **options,
+                )
+            ids = np.full((q, MINE_NEGATIVES), -1, np.int64)
+            cols = [ds[f"negative_{j}"] for j in range(1, MINE_NEGATIVES + 1)]
+            for r, anchor in enumerate(ds["query"]):
+                ids[q_index[anchor]] = [c_index[col[r]] for col in cols]
+            return ids
+
+        return run
+
+    def native() -> np.ndarray:
+        return negmine.mine(
+            xq, xb, positives, duplicates=None, threads=threads, **options
+        ).negative_ids
+
+    runs = [
+        ("negmine mine_hard_negatives", drop_in(negmine.mine_hard_negatives), "its drop-in"),
+        (
+            "sentence-transformers",
+            drop_in(st_mine),
+            "mine_hard_negatives(use_faiss=True), faiss as shipped",
+        ),
+        ("negmine.mine", native, "fills every row from the whole ranking"),
+    ]
+    out: list[MiningRow] = []
+    reference: np.ndarray | None = None
+    for name, fn, note in runs:
+        log(f"mining: {name} ...")
+        timing = time_best(fn, repeats, True, budget, min_runs)
+        ids = np.asarray(timing.result)
+        timing.result = None
+        full = (ids >= 0).all(axis=1)
+        same = None
+        if reference is not None:
+            both = full & (reference >= 0).all(axis=1)
+            same = float((ids[both] == reference[both]).all(axis=1).mean()) if both.any() else None
+        else:
+            reference = ids
+        out.append(MiningRow(name, timing, int(full.sum()), same, note))
+    return out
+
+
+def render_mining(rows: Sequence[MiningRow], q: int, repeats: int) -> list[str]:
+    """The mining table's lines."""
+    if not rows:
+        return []
+    head = ("method", "best s", "median s", "spread", "negmine speed-up", "rows", "same")
+    ref = rows[0].timing.best
+    cells = [
+        (
+            r.name,
+            f"{r.timing.best:.3f}",
+            f"{r.timing.median:.3f}",
+            f"{r.timing.spread:.0%}",
+            f"{r.timing.best / ref:.2f}x",
+            f"{r.rows:,}",
+            "-" if r.same is None else f"{r.same:.4f}",
+            r.note,
+        )
+        for r in rows
+    ]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
+    lines = [
+        "",
+        f"Mining {MINE_NEGATIVES} hard negatives for {q:,} queries (relative_margin="
+        f"{MINE_RELATIVE_MARGIN}, top; each positive is the query's nearest row) on the same "
+        "embeddings, injected into sentence-transformers' cache (encoding excluded); best and "
+        f"median of up to {repeats} runs. 'rows': queries with every negative; 'same': rows "
+        "whose negatives equal the first row's.",
+        "",
+        _aligned(head, widths, names=1),
+    ]
+    lines += [(_aligned(c[:-1], widths, names=1) + "  " + c[-1]).rstrip() for c in cells]
+    return lines
 
 
 # --------------------------------------------------------------------------- agreement
@@ -470,7 +842,12 @@ class Measurement:
 
 
 def measure(
-    methods: Sequence[Method], ks: Sequence[int], repeats: int, n: int, budget: float = CELL_BUDGET
+    methods: Sequence[Method],
+    ks: Sequence[int],
+    repeats: int,
+    n: int,
+    budget: float = CELL_BUDGET,
+    min_runs: int = 1,
 ) -> Iterator[Measurement]:
     """Times every method for every k (one warm-up per method, not per k: page-in, thread
     pools and lazy set-up happen once) and checks it against the first method's result."""
@@ -479,7 +856,12 @@ def measure(
         ref: Result | None = None
         ref_seconds = 0.0
         for i, method in enumerate(methods):
-            timing = time_best(functools.partial(method.run, k), repeats, i not in warmed, budget)
+            if method.timed is not None:
+                timing = method.timed(k, repeats, budget, min_runs)
+            else:
+                timing = time_best(
+                    functools.partial(method.run, k), repeats, i not in warmed, budget, min_runs
+                )
             warmed.add(i)
             res: Result = (np.asarray(timing.result[0]), np.asarray(timing.result[1]))
             timing.result = None  # the Q x k result is not kept past its check
@@ -809,7 +1191,11 @@ def add_parser(command: Callable[..., argparse.ArgumentParser]) -> argparse.Argu
         help="threads for every method (default: the usable cores)",
     )
     p.add_argument(
-        "--repeats", type=_positive_int, default=3, help="timed runs per cell, best kept (3)"
+        "--repeats",
+        type=_positive_int,
+        default=DEFAULT_REPEATS,
+        help=f"timed runs per cell, best and median kept (default {DEFAULT_REPEATS}; at least "
+        f"{MIN_RUNS}, fewer than asked once a cell's runs pass {BENCH_CELL_BUDGET:g} s)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the generated data")
     p.add_argument(
@@ -817,7 +1203,9 @@ def add_parser(command: Callable[..., argparse.ArgumentParser]) -> argparse.Argu
         action="append",
         default=[],
         metavar="NAME",
-        help=f"do not run a peer (repeatable, or a comma list): {', '.join(PEERS)}",
+        help="do not run a peer (repeatable, or a comma list): "
+        f"{', '.join(PEERS)}; faiss-core: faiss with OPENBLAS_CORETYPE set; st: the mining "
+        "table against sentence-transformers",
     )
     p.add_argument(
         "--json",
@@ -831,6 +1219,13 @@ def add_parser(command: Callable[..., argparse.ArgumentParser]) -> argparse.Argu
     return parser
 
 
+def _installed(*names: str) -> bool:
+    try:
+        return all(importlib.util.find_spec(name) is not None for name in names)
+    except ValueError:  # a module set to None in sys.modules: not importable
+        return False
+
+
 def _usage(text: str) -> int:
     print(f"negmine bench: error: {text}", file=sys.stderr)
     return 2
@@ -838,8 +1233,10 @@ def _usage(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     skip = {s.strip() for item in args.skip for s in item.split(",") if s.strip()}
-    if skip - set(PEERS):
-        return _usage(f"--skip: unknown {sorted(skip - set(PEERS))}; choose from {list(PEERS)}")
+    if skip - set(SKIPPABLE):
+        return _usage(
+            f"--skip: unknown {sorted(skip - set(SKIPPABLE))}; choose from {list(SKIPPABLE)}"
+        )
     args.queries_file = None
     if args.corpus is not None:
         if args.queries is None:
@@ -872,23 +1269,53 @@ def run(args: argparse.Namespace) -> int:
     in_ram = isinstance(corpus, np.ndarray)
     peers, load = fitting_peers(peers, q, n, d, mem_available(), refuse, in_ram)
     limiter = limit_threads(threads)  # after the imports: they may have started their pools
+    # Copies for the subprocesses and sentence-transformers' cache, in the system's temp
+    # directory (never beside an output), removed at the end.
+    scratch = tempfile.TemporaryDirectory(prefix="negmine-bench-")
+    scratch_dir = Path(scratch.name)
     try:
         methods = negmine_methods(xq, corpus, threads, f16_copy=args.corpus is None)
+        xb = None
         if load:
             if in_ram:
                 xb = corpus
             else:
                 log(f"loading the corpus as float32 for the peers: {n * d * 4 / GIB:.2f} GiB ...")
                 xb = np.array(corpus, dtype=np.float32)
-            methods += peer_methods(xq, xb, threads, peers, log=log)
-        measurements = list(_progress(measure(methods, args.k, args.repeats, n), methods, args))
+            core = None if "faiss-core" in skip else openblas_core()
+            methods += peer_methods(
+                xq,
+                xb,
+                threads,
+                peers,
+                log=log,
+                faiss_core=None if core is None else (core, scratch_dir),
+            )
+        cells = measure(methods, args.k, args.repeats, n, BENCH_CELL_BUDGET, MIN_RUNS)
+        measurements = list(_progress(cells, methods, args))
+        mining: list[MiningRow] = []
+        if "st" not in skip and xb is not None:
+            if _installed("sentence_transformers", "datasets", "faiss"):
+                mining = mining_rows(
+                    xq, xb, threads, args.repeats, BENCH_CELL_BUDGET, MIN_RUNS, log, scratch_dir
+                )
+            else:
+                refuse(
+                    "mining against sentence-transformers: not run (pip install "
+                    "sentence-transformers datasets faiss-cpu)"
+                )
     finally:
+        scratch.cleanup()
         if limiter is not None:
             limiter.restore_original_limits()
 
     info = machine_info(peers, env_warnings)
     shape = (q, n, d)
-    print(render(measurements, info, inputs.description, shape, threads, args.repeats, not_run))
+    print(
+        render(
+            measurements, info, inputs.description, shape, threads, args.repeats, not_run, mining
+        )
+    )
     if args.json is not None:
         write_json(
             args.json,
@@ -930,10 +1357,10 @@ def _progress(
             yield m
 
 
-def _aligned(cells: Sequence[str], widths: Sequence[int]) -> str:
-    """Names left-aligned (the first two columns), numbers right-aligned."""
+def _aligned(cells: Sequence[str], widths: Sequence[int], names: int = 2) -> str:
+    """Names left-aligned (the first ``names`` columns), numbers right-aligned."""
     return "  ".join(
-        c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        c.ljust(w) if i < names else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
     )
 
 
@@ -945,16 +1372,30 @@ def render(
     threads: int,
     repeats: int,
     not_run: Sequence[str] = (),
+    mining: Sequence[MiningRow] = (),
 ) -> str:
-    """The table of ``negmine bench``, the peers not run and why, the machine it ran on."""
+    """The table of ``negmine bench``, the peers not run and why, the mining table, the
+    machine it ran on."""
     q, n, d = shape
-    head = ("method", "corpus", "k", "seconds", "queries/s", "negmine speed-up", "recall@k")
+    head = (
+        "method",
+        "corpus",
+        "k",
+        "best s",
+        "median s",
+        "spread",
+        "queries/s",
+        "negmine speed-up",
+        "recall@k",
+    )
     rows = [
         (
             m.method.name,
             m.method.corpus,
             str(m.k),
             f"{m.seconds:.3f}",
+            f"{m.timing.median:.3f}",
+            f"{m.timing.spread:.0%}",
             f"{q / m.seconds:,.0f}",
             f"{m.seconds / m.reference_seconds:.2f}x",
             f"{m.agreement['recall']:.4f}",
@@ -965,9 +1406,18 @@ def render(
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     lines = [
         f"Exact top-k, {q:,} queries x {n:,} corpus rows x d = {d} ({description}), "
-        f"{threads} threads for every method, best of {repeats} timed runs after a warm-up.",
-        "'negmine speed-up' = the method's seconds / negmine's (2.00x: negmine takes half the "
-        "time); recall@k against negmine's exact ids.",
+        f"{threads} threads for every method; the best and the median of up to {repeats} timed "
+        "runs after a warm-up (at least 3; fewer past a few seconds), 'spread' = slowest / "
+        "fastest - 1.",
+        "'negmine speed-up' = the method's best / negmine's (2.00x: negmine takes half the "
+        "time); recall@k against negmine's exact ids. Each peer's note names the BLAS kernels "
+        "it ran."
+        + (
+            " faiss runs as shipped and, in a subprocess, with OPENBLAS_CORETYPE set for this "
+            "CPU (its bundled OpenBLAS takes some CPUs for an older core)."
+            if any(m.method.name.startswith("faiss ") for m in measurements)
+            else ""
+        ),
         "",
         "  ".join(
             h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths))
@@ -977,4 +1427,11 @@ def render(
         cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))]
         lines.append("  ".join([*cells, r[-1]]).rstrip())
     lines += [f"- {text}" for text in not_run]
+    lines += render_mining(mining, q, repeats)
     return "\n".join([*lines, "", *machine_lines(info)]) + "\n"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["faiss-child"]:
+        sys.exit(_faiss_child(sys.argv[2:]))
+    sys.exit("usage: python -m negmine.bench faiss-child DIR K REPEATS BUDGET MIN_RUNS THREADS")

@@ -521,6 +521,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from negmine.result import MiningResult
 
     result = MiningResult.load(args.directory)
+    if args.window is not None or args.floor is not None:
+        depth = result.depth(window=args.window, floor=args.floor)
+        if depth is None:
+            raise InvalidArgumentError(
+                f"{args.directory} records no ranks of its negatives (mined by an older "
+                "negmine): --window and --floor need them"
+            )
+        result.report.depth = depth
     _say(args, result.report)
     if args.plot:
         result.plot(args.plot)
@@ -911,6 +919,19 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("directory", help="a mining result (the --out of negmine mine)")
     report.add_argument(
         "--plot", default=None, help="also write a PNG score histogram (needs matplotlib)"
+    )
+    report.add_argument(
+        "--window",
+        type=_positive_int,
+        default=None,
+        help="count the negatives ranked at this rank or deeper, before filters (default: "
+        "range_max, the sampling window, or sentence-transformers' default range_max)",
+    )
+    report.add_argument(
+        "--floor",
+        type=float,
+        default=None,
+        help="also count the negatives scoring under this score",
     )
     report.set_defaults(run=_cmd_report)
 

@@ -363,7 +363,7 @@ def assemble(
         return np.concatenate([arrays(p) for p in parts])
 
     offsets = np.cumsum([0] + [len(p.found) for p in parts[:-1]])
-    removed_counts = cat(lambda p: p.removed_counts).sum(axis=0)
+    removed_counts = cat(lambda p: p.removed_counts)
     removed: dict[str, np.ndarray] = {
         "query": np.concatenate([p.removed_query + off for p, off in zip(parts, offsets)]).astype(
             np.int64
@@ -375,6 +375,9 @@ def assemble(
     found = cat(lambda p: p.found)
     negative_scores = cat(lambda p: p.negative_scores)
     positive_scores = cat(lambda p: p.positive_scores)
+    # A chunk checkpointed by a negmine that did not record ranks has none (n x 0).
+    ranked = all(p.negative_ranks.shape[1] == options.num_negatives for p in parts)
+    negative_ranks = cat(lambda p: p.negative_ranks) if ranked else None
     report = build_report(
         n_queries=len(found),
         num_negatives=options.num_negatives,
@@ -389,6 +392,7 @@ def assemble(
         positive_scores=positive_scores,
         removed=removed,
         removed_counts=removed_counts,
+        negative_ranks=negative_ranks,
     )
     judged = prepared.teacher_positive_scores is not None
     if judged:
@@ -408,6 +412,7 @@ def assemble(
         teacher_scores=cat(lambda p: p.teacher_scores) if judged else None,
         positive_teacher_scores=prepared.teacher_positive_scores,
         groups=prepared.groups,
+        negative_ranks=negative_ranks,
     )
 
 

@@ -1,5 +1,6 @@
-"""What mining did: :class:`MiningReport` (filter counts, score histograms, starved queries),
-built from the core's outputs by :func:`build_report`, and drawn by :func:`plot_histograms`."""
+"""What mining did: :class:`MiningReport` (filter counts, score histograms, starved queries,
+how deep the negatives ranked: :class:`DepthReport`), built from the core's outputs by
+:func:`build_report`, and drawn by :func:`plot_histograms`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from negmine import _core
 from negmine._atomic import atomic_write
+from negmine._numbers import counted
 
 FILTERS: tuple[str, ...] = tuple(_core.filter_names())
 """Filter names, in the order the core applies them (codes of ``removed["filter"]``)."""
@@ -87,6 +89,141 @@ class TorchReport:
         return self.candidates / self.fetched_queries if self.fetched_queries else 0.0
 
 
+@dataclass(frozen=True)
+class DepthReport:
+    """How deep in their queries' rankings the negatives were found: ``MiningReport.depth``,
+    or :func:`depth_report` at another ``window`` or ``floor``.
+
+    A negative's rank is its position in its query's ranking before any filter (every corpus
+    row less the query's positives and other exclusions, best first; 0 is the best
+    candidate), as the core records it (``MiningResult.negative_ranks``). sentence-transformers
+    takes its negatives from the first ``range_max`` of that ranking; negmine's ``range_max``
+    counts the *filtered* ranking and its ``"top"`` fills a row as deep as the filters need,
+    so a negative can rank far deeper than the window: such negatives are usually easy."""
+
+    window: int
+    """The rank the counts are taken at."""
+    window_from: str
+    """Where ``window`` came from: ``"range_max"``, ``"sampling window"`` (``range_min + 10 *
+    num_negatives``), ``"sentence-transformers' default range_max"`` (what it derives for
+    these options, less the positives it counts: ``"top"`` without ``range_max``) or
+    ``"given"``."""
+    negatives: int
+    """Negatives counted (those mined)."""
+    beyond_window: int
+    """Negatives ranked at ``window`` or deeper."""
+    queries_beyond_window: int
+    """Queries with at least one such negative."""
+    short_queries: int
+    """Queries with fewer than ``num_negatives`` negatives ranked above ``window``: filled from
+    deeper ranks, or left short (the corpus or the window ran out)."""
+    short_rows: int
+    """Of these, queries left with fewer than ``num_negatives`` negatives at all."""
+    median_rank: float | None = None
+    p90_rank: float | None = None
+    max_rank: int | None = None
+    min_score: float | None = None
+    """The lowest score of a negative."""
+    p10_score: float | None = None
+    """The 10th percentile of the negatives' scores."""
+    floor: float | None = None
+    """A score floor, if one was given (``depth_report(floor=...)``, ``negmine report
+    --floor``); the options' ``min_score`` is a filter (no negative scores under it)."""
+    under_floor: int | None = None
+    """Negatives scoring under ``floor`` (``None`` without one)."""
+
+    def lines(self, n_queries: int, num_negatives: int) -> list[str]:
+        """The report's lines about depth (indented like :class:`MiningReport`'s)."""
+        if not self.negatives:
+            return []
+        lines = [
+            f"  rank of the negatives before filters (0 = best candidate): median "
+            f"{self.median_rank:g}, p90 {self.p90_rank:g}, max {self.max_rank:,}",
+            f"    {counted(self.beyond_window, 'negative')} of "
+            f"{counted(self.queries_beyond_window, 'query', 'queries')} ranked at "
+            f"{self.window:,} or deeper ({self.window_from})",
+        ]
+        score = (
+            f"    lowest negative score {self.min_score:.4f}, 10th percentile {self.p10_score:.4f}"
+        )
+        if self.floor is not None:
+            under = counted(self.under_floor or 0, "negative")
+            score += f"; {under} under the floor {self.floor:g}"
+        lines.append(score)
+        if self.short_queries:
+            deeper = self.short_queries - self.short_rows
+            lines.append(
+                f"  Could not find enough negatives within rank {self.window:,} for "
+                f"{self.short_queries:,} of {n_queries:,} queries "
+                f"({self.short_queries / n_queries:.2%}): {deeper:,} filled from deeper ranks, "
+                f"{self.short_rows:,} left with fewer than {num_negatives}. Consider "
+                "adjusting range_max (or the filters) if you'd like harder negatives."
+            )
+        return lines
+
+
+def default_window(options: dict[str, Any]) -> tuple[int, str]:
+    """The rank :class:`DepthReport` counts at for mining ``options`` (``MiningOptions``'
+    ``to_dict()``), and where it comes from: ``range_max`` if set; else the samplers' window;
+    else (``"top"``) sentence-transformers' derived ``range_max`` for these options (``range_min
+    + num_negatives``, times 10 with ``max_score`` or a margin), less its positives."""
+    range_min, n = int(options.get("range_min") or 0), int(options.get("num_negatives") or 1)
+    if options.get("range_max") is not None:
+        return int(options["range_max"]), "range_max"
+    if options.get("sampling_strategy", "top") != "top":
+        return range_min + 10 * n, "sampling window"
+    filtered = any(
+        options.get(name) is not None
+        for name in ("max_score", "absolute_margin", "relative_margin")
+    )
+    return range_min + n * (10 if filtered else 1), "sentence-transformers' default range_max"
+
+
+def depth_report(
+    negative_ranks: np.ndarray,
+    negative_scores: np.ndarray,
+    num_negatives: int,
+    window: int,
+    *,
+    window_from: str = "given",
+    floor: float | None = None,
+) -> DepthReport:
+    """The :class:`DepthReport` of negatives with these ranks and scores (``n x
+    num_negatives``, mined where the score is finite) at ``window`` (and ``floor``)."""
+    ranks = np.asarray(negative_ranks)
+    scores = np.asarray(negative_scores)
+    if ranks.shape != scores.shape or ranks.ndim != 2 or ranks.shape[1] != num_negatives:
+        raise ValueError(
+            f"ranks {ranks.shape} and scores {scores.shape} must both be queries x "
+            f"num_negatives ({num_negatives})"
+        )
+    mined = np.isfinite(scores)
+    within = (mined & (ranks < window)).sum(axis=1)
+    beyond = mined & (ranks >= window)
+    kept_ranks, kept_scores = ranks[mined].astype(np.int64), scores[mined].astype(np.float64)
+    stats: dict[str, Any] = {}
+    if len(kept_ranks):
+        stats = {
+            "median_rank": float(np.median(kept_ranks)),
+            "p90_rank": float(np.percentile(kept_ranks, 90)),
+            "max_rank": int(kept_ranks.max()),
+            "min_score": float(kept_scores.min()),
+            "p10_score": float(np.percentile(kept_scores, 10)),
+        }
+    return DepthReport(
+        window=int(window),
+        window_from=window_from,
+        negatives=int(mined.sum()),
+        beyond_window=int(beyond.sum()),
+        queries_beyond_window=int(beyond.any(axis=1).sum()),
+        short_queries=int((within < num_negatives).sum()),
+        short_rows=int((mined.sum(axis=1) < num_negatives).sum()),
+        floor=floor,
+        under_floor=None if floor is None else int((kept_scores < floor).sum()),
+        **stats,
+    )
+
+
 @dataclass
 class MiningReport:
     """What mining did: how many candidates each filter removed, score distributions, and the
@@ -129,6 +266,13 @@ class MiningReport:
     torch: TorchReport | None = None
     """What ``backend="torch"`` did (candidates per query, corpus passes); ``None`` for the
     other backends."""
+    depth: DepthReport | None = None
+    """How deep in their rankings the negatives were found, at :func:`default_window`;
+    ``None`` in a report of a run that did not record ranks (an older negmine)."""
+    record_cut: float | None = None
+    """With removals recorded per query up to ``record_removed``: the score below which some
+    query's recorded removals were cut (the highest score at which a query reached the cap;
+    above it every removal is recorded); ``None`` when no query reached the cap."""
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready data, in layout :data:`REPORT_FORMAT` (its ``format``)."""
@@ -136,6 +280,7 @@ class MiningReport:
         data["ann"] = None if self.ann is None else dataclasses.asdict(self.ann)
         data["teacher"] = None if self.teacher is None else dataclasses.asdict(self.teacher)
         data["torch"] = None if self.torch is None else dataclasses.asdict(self.torch)
+        data["depth"] = None if self.depth is None else dataclasses.asdict(self.depth)
         data["format"] = REPORT_FORMAT
         return data
 
@@ -148,6 +293,9 @@ class MiningReport:
         if not isinstance(data, dict):
             raise TypeError(f"a report is a JSON object, not {type(data).__name__}")
         fields = dict(data)
+        # Reports written before negmine recorded ranks have no depth.
+        depth = fields.pop("depth", None)
+        fields["depth"] = None if depth is None else DepthReport(**depth)
         if "format" not in fields:
             flat = {k: fields.pop(k) for k in _FORMAT_1_ANN_KEYS if k in fields}
             ann = None if fields.get("backend", "exact") == "exact" else AnnReport(**flat)
@@ -224,6 +372,8 @@ class MiningReport:
                 f"  {len(self.starved):,} queries have fewer than {self.num_negatives} "
                 f"negatives: {shown}{more}"
             )
+        if self.depth is not None:
+            lines += self.depth.lines(self.n_queries, self.num_negatives)
         for name, label in (("positive", "positives"), ("negative", "negatives")):
             counts = np.asarray(self.histograms.get(name, []))
             if counts.sum():
@@ -247,9 +397,11 @@ def build_report(
     positive_scores: np.ndarray,
     removed: dict[str, np.ndarray],
     removed_counts: np.ndarray,
+    negative_ranks: np.ndarray | None = None,
 ) -> MiningReport:
-    """The report of a run: ``options`` as recorded (``MiningOptions.to_dict``), the counts,
-    and histograms of every score on one set of bins."""
+    """The report of a run: ``options`` as recorded (``MiningOptions.to_dict``), the counts
+    (``removed_counts``: per query and filter), histograms of every score on one set of bins,
+    and, given the negatives' ranks, their :class:`DepthReport` at :func:`default_window`."""
     kept = negative_scores[np.isfinite(negative_scores)]
     every = np.concatenate([kept, positive_scores, removed["score"]]).astype(np.float64)
     every = every[np.isfinite(every)]
@@ -263,7 +415,24 @@ def build_report(
         return [int(x) for x in np.histogram(values, bins=edges)[0]]
 
     codes = removed["filter"]
-    counts = removed_counts
+    per_query = removed_counts.sum(axis=1)
+    counts = removed_counts.sum(axis=0)
+    # A query whose removals outnumber its records was cut at its last (lowest) record.
+    recorded = np.bincount(removed["query"], minlength=len(per_query))
+    cut_queries = np.flatnonzero(per_query > recorded)
+    record_cut = None
+    if len(cut_queries):
+        lowest = np.full(len(per_query), np.inf)
+        np.minimum.at(lowest, removed["query"], removed["score"].astype(np.float64))
+        cut = float(lowest[cut_queries].max())
+        # record_removed=0 records nothing: there is no curve to cut.
+        record_cut = cut if np.isfinite(cut) else None
+    depth = None
+    if negative_ranks is not None:
+        window, window_from = default_window(options)
+        depth = depth_report(
+            negative_ranks, negative_scores, num_negatives, window, window_from=window_from
+        )
     histograms = {"positive": hist(positive_scores), "negative": hist(kept)}
     for code, name in enumerate(FILTERS):
         if (codes == code).any():
@@ -280,6 +449,8 @@ def build_report(
         starved=[int(x) for x in np.flatnonzero(found < num_negatives)],
         histogram_edges=[float(x) for x in edges],
         histograms=histograms,
+        depth=depth,
+        record_cut=record_cut,
     )
 
 
@@ -315,13 +486,24 @@ def _histogram_figure(report: MiningReport) -> Any:
     if capped:
         cap = report.options.get("record_removed")
         per_query = f"the best-ranked {cap:,} per query" if isinstance(cap, int) else "a cap"
-        fig.text(
-            0.01,
-            0.01,
+        note = (
             f"{', '.join(capped)}: only the removed candidates recorded ({per_query}, "
-            "record_removed) are drawn; the report's counts are exact",
-            fontsize=8,
+            "record_removed) are drawn; the report's counts are exact"
         )
+        if report.record_cut is not None:
+            # Records are kept best-ranked first: above this score no query's were cut.
+            ax.axvline(report.record_cut, color="black", linestyle="--", linewidth=1)
+            ax.annotate(
+                "record_removed cut\n(complete to the right)",
+                xy=(report.record_cut, 1),
+                xycoords=("data", "axes fraction"),
+                xytext=(3, -3),
+                textcoords="offset points",
+                va="top",
+                fontsize=8,
+            )
+            note += f"; left of the dashed line ({report.record_cut:.4g}) some queries' were cut"
+        fig.text(0.01, 0.01, note, fontsize=8)
     fig.tight_layout(rect=(0, 0.04 if capped else 0, 1, 1))
     return fig
 

@@ -15,10 +15,17 @@ from typing import Any
 
 import numpy as np
 
+from negmine import _numbers as numbers
 from negmine._atomic import HashingWriter, atomic_directory, new_file
 from negmine._paths import regular_file
 from negmine.errors import FormatError, InvalidArgumentError
-from negmine.report import MiningReport, plot_histograms
+from negmine.report import (
+    DepthReport,
+    MiningReport,
+    default_window,
+    depth_report,
+    plot_histograms,
+)
 
 
 @dataclass
@@ -46,6 +53,11 @@ class MiningResult:
     """The corpus' duplicate groups mining used (a group id per corpus row; ``None`` with
     ``duplicates=None``): what :class:`~negmine.torch.HardNegativeDataset`, the collator's
     false-negative mask and batch plans take as ``groups``."""
+    negative_ranks: np.ndarray | None = None
+    """Each negative's rank in its query's ranking before any filter (0: the best candidate
+    other than its positives and exclusions; uint32, ``2**32 - 1`` where ``negative_ids`` is
+    -1), shaped like ``negative_ids``: what ``report.depth`` summarises, and
+    :meth:`depth` recounts. ``None`` in a result of a negmine that did not record ranks."""
 
     def positives_of(self, query: int) -> np.ndarray:
         return self.positive_ids[self.positive_indptr[query] : self.positive_indptr[query + 1]]
@@ -114,6 +126,25 @@ class MiningResult:
             **{name: arrays.get(name) for name in _OPTIONAL_ARRAYS},
         )
 
+    def depth(self, window: int | None = None, floor: float | None = None) -> DepthReport | None:
+        """How deep the negatives ranked (:class:`~negmine.report.DepthReport`), counted at
+        ``window`` (default: the report's, :func:`~negmine.report.default_window`) and with a
+        score ``floor``; ``None`` without recorded ranks."""
+        if self.negative_ranks is None:
+            return None
+        if window is None:
+            at, source = default_window(self.report.options)
+        else:
+            at, source = numbers.count(window, "window"), "given"
+        return depth_report(
+            self.negative_ranks,
+            self.negative_scores,
+            self.report.num_negatives,
+            at,
+            window_from=source,
+            floor=numbers.optional_real(floor, "floor"),
+        )
+
     def plot(self, path: str | os.PathLike[str]) -> None:
         """Writes a PNG histogram of positive, kept and removed scores (needs matplotlib),
         atomically."""
@@ -129,8 +160,9 @@ _RESULT_ARRAYS = (
     "positive_scores",
     *(f"removed_{k}" for k in _REMOVED),
 )
-_OPTIONAL_ARRAYS = ("teacher_scores", "positive_teacher_scores", "groups")
-"""Arrays a result holds only when they exist: a teacher's scores, the duplicate groups."""
+_OPTIONAL_ARRAYS = ("teacher_scores", "positive_teacher_scores", "groups", "negative_ranks")
+"""Arrays a result holds only when they exist: a teacher's scores, the duplicate groups, the
+negatives' ranks (not recorded before negmine recorded them)."""
 _REQUIRED_FILES = frozenset({*(f"{name}.npy" for name in _RESULT_ARRAYS), "report.json"})
 MANIFEST = "manifest.json"
 _MANIFEST_FORMAT = "negmine mining result"

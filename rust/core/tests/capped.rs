@@ -8,7 +8,7 @@ use std::ops::Range;
 
 use negmine_core::dedup::duplicate_groups;
 use negmine_core::mine::{mine, mine_with, ExactSource, Filter, MineOptions, Mined, Sampling};
-use negmine_core::{Hooks, IdLists, MatrixView, Metric};
+use negmine_core::{search, Hooks, IdLists, MatrixView, Metric, NoHooks, SearchOptions};
 use proptest::prelude::*;
 
 mod common;
@@ -112,6 +112,7 @@ fn assert_same(a: &Mined, b: &Mined, what: &str) {
     };
     assert_eq!(a.negative_ids, b.negative_ids, "ids {what}");
     assert_eq!(scores(a), scores(b), "scores {what}");
+    assert_eq!(a.negative_ranks, b.negative_ranks, "ranks {what}");
     assert_eq!(positives(a), positives(b), "positive scores {what}");
     assert_eq!(a.found, b.found, "found {what}");
     assert_eq!(a.removed_counts, b.removed_counts, "counts {what}");
@@ -154,6 +155,7 @@ proptest! {
                 e
             })
             .collect();
+        let excluded_rows = exclude.clone();
         let (positives, exclude) = (lists(&positives, n_c), lists(&exclude, n_c));
         let metric = [Metric::Dot, Metric::Cosine][rng.below(2)];
         let scale = match (metric, integers) {
@@ -190,6 +192,23 @@ proptest! {
         .unwrap();
         assert_same(&old, &new, &format!("{threads:?} {opts:?}"));
         prop_assert!(new_reads.0 <= old_reads.0, "{} > {}", new_reads.0, old_reads.0);
+        // Each negative's rank is its position in the query's whole ranking of the eligible
+        // rows (the exact search of every row, less the excluded ones).
+        let every =
+            search(pool(1), &q, &c, None, &SearchOptions::new(n_c, metric), &mut NoHooks).unwrap();
+        let k = opts.num_negatives;
+        for (qi, excluded) in excluded_rows.iter().enumerate() {
+            let ranking: Vec<i64> = every.ids[qi * n_c..(qi + 1) * n_c]
+                .iter()
+                .copied()
+                .filter(|id| !excluded.contains(id))
+                .collect();
+            for j in 0..k {
+                let (id, rank) = (new.negative_ids[qi * k + j], new.negative_ranks[qi * k + j]);
+                let expected = ranking.iter().position(|&r| r == id).map_or(u32::MAX, |p| p as u32);
+                prop_assert_eq!(rank, if id < 0 { u32::MAX } else { expected });
+            }
+        }
     }
 }
 

@@ -188,6 +188,8 @@ fn small_walk_by_hand() {
     let m = run(1, &qv, &cv, &pos, Some(&groups), &opts, 0).unwrap();
     assert_eq!(m.negative_ids, vec![4, 5, 6]);
     assert_eq!(m.negative_scores, vec![1.0, 0.0, -1.0]);
+    // Ranks in the ranking less the positive: 1, 2, 3 (0-2: removed), 4, 5, 6.
+    assert_eq!(m.negative_ranks, vec![3, 4, 5]);
     assert_eq!(m.positive_scores, vec![3.0]);
     assert_eq!(m.found, vec![3]);
     let removed: Vec<(u32, Filter)> = m.removed.iter().map(|r| (r.id, r.filter)).collect();
@@ -204,6 +206,7 @@ fn small_walk_by_hand() {
     let m = run(1, &qv, &cv, &pos, Some(&groups), &opts, 0).unwrap();
     assert_eq!(m.negative_ids, vec![4, 5, 6, -1]);
     assert!(m.negative_scores[3].is_nan());
+    assert_eq!(m.negative_ranks, vec![3, 4, 5, u32::MAX]);
     assert_eq!(m.found, vec![3]);
     // Rows 2 and 4 point the positive's way (cosine 1): near-duplicates of it. Row 2 is dropped
     // before its group is kept, so row 3 is the first of the filtered ranking (range_min).

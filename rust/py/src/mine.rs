@@ -138,6 +138,10 @@ mined! {
     teacher_scores: PyArray2<f32> = no_teacher,
     /// Per query, the candidates the teacher scored (each once); zeros without a teacher.
     judged: PyArray1<u32> = none_judged,
+    /// `n x num_negatives`: each negative's rank in its query's ranking before any filter
+    /// (0: the best candidate; `2**32 - 1` where a query got fewer); `n x 0` in a chunk saved
+    /// by a version that did not record them.
+    negative_ranks: PyArray2<u32> = no_ranks,
     // Queries whose given candidates could not fill the window, when the Python side
     // deepened the hnsw path itself.
     ; dropped: incomplete
@@ -152,6 +156,10 @@ fn none_judged(py: Python<'_>, n: usize) -> Py<PyArray1<u32>> {
 }
 
 fn no_teacher(py: Python<'_>, n: usize) -> Py<PyArray2<f32>> {
+    PyArray2::zeros(py, [n, 0], false).unbind()
+}
+
+fn no_ranks(py: Python<'_>, n: usize) -> Py<PyArray2<u32>> {
     PyArray2::zeros(py, [n, 0], false).unbind()
 }
 
@@ -202,6 +210,9 @@ impl Mined {
                 .reshape([n, if teacher { k } else { 0 }])?
                 .unbind(),
             judged: mined.judged.into_pyarray(py).unbind(),
+            negative_ranks: PyArray1::from_vec(py, mined.negative_ranks)
+                .reshape([n, k])?
+                .unbind(),
         })
     }
 }

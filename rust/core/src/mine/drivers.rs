@@ -34,6 +34,13 @@ pub struct Mined {
     pub negative_ids: Vec<i64>,
     /// Same shape; NaN where fewer were found.
     pub negative_scores: Vec<f32>,
+    /// Same shape: each negative's rank in its query's ranking, the candidates the walk read
+    /// (every corpus row less the query's excluded ones, score descending, id ascending; for a
+    /// [`CandidateSource`] other than the exact search, its candidates rescored) before any
+    /// filter: 0 is the best candidate, and `range_max` counts the filtered ranking, so a
+    /// negative ranks at `range_max` or deeper only when filters removed candidates above it.
+    /// `u32::MAX` where fewer were found.
+    pub negative_ranks: Vec<u32>,
     /// One score per id of `positives`, in its order.
     pub positive_scores: Vec<f32>,
     /// Negatives found per query.
@@ -96,7 +103,11 @@ impl<'a> Job<'a> {
         // The result is padded to num_negatives per query whatever the corpus holds: refuse a
         // width the machine cannot hold before any work (ids, scores, teacher scores), with
         // room for as much again (the report's statistics, the caller's conversions).
-        let per_cell: u64 = 2 * if self.judging { 8 + 4 + 4 } else { 8 + 4 };
+        let per_cell: u64 = 2 * if self.judging {
+            8 + 4 + 4 + 4
+        } else {
+            8 + 4 + 4
+        };
         let n_neg = self.opts.num_negatives;
         memory::ensure_fits(
             (n_queries as u64)
@@ -277,6 +288,13 @@ impl<'a> Job<'a> {
         }
         negative_ids.resize(cells, -1i64);
         negative_scores.resize(cells, f32::NAN);
+        let mut negative_ranks = Vec::new();
+        if negative_ranks.try_reserve_exact(cells).is_err() {
+            return Err(Error::invalid(format!(
+                "not enough memory for the ranks of {n_queries} queries x {n_neg} negatives"
+            )));
+        }
+        negative_ranks.resize(cells, u32::MAX);
         let mut found = vec![0u32; n_queries];
         let mut removed = Vec::new();
         let mut removed_counts = Vec::with_capacity(n_queries);
@@ -295,9 +313,10 @@ impl<'a> Job<'a> {
                 }
             }
             found[q] = outcome.chosen.len() as u32;
-            for (j, (s, id)) in outcome.chosen.into_iter().enumerate() {
+            for (j, ((s, id), rank)) in outcome.chosen.into_iter().zip(outcome.ranks).enumerate() {
                 negative_ids[q * n_neg + j] = i64::from(id);
                 negative_scores[q * n_neg + j] = s;
+                negative_ranks[q * n_neg + j] = rank;
             }
             removed.extend(outcome.removed);
         }
@@ -305,6 +324,7 @@ impl<'a> Job<'a> {
             num_negatives: n_neg,
             negative_ids,
             negative_scores,
+            negative_ranks,
             positive_scores,
             found,
             removed,

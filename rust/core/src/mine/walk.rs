@@ -75,6 +75,10 @@ fn unit_row(m: &MatrixView<'_>, i: usize) -> Vec<f32> {
 /// What one query's ranking yielded.
 pub(super) struct Outcome {
     pub(super) chosen: Vec<(f32, u32)>,
+    /// Of each of `chosen`, its rank in the query's ranking (see [`Mined::negative_ranks`]).
+    ///
+    /// [`Mined::negative_ranks`]: super::Mined::negative_ranks
+    pub(super) ranks: Vec<u32>,
     pub(super) removed: Vec<Removed>,
     pub(super) counts: FilterCounts,
     /// The window is not complete and the corpus is not used up: fetch deeper.
@@ -87,6 +91,7 @@ impl Outcome {
     pub(super) fn empty() -> Self {
         Outcome {
             chosen: Vec::new(),
+            ranks: Vec::new(),
             removed: Vec::new(),
             counts: [0; Filter::ALL.len()],
             need_more: false,
@@ -273,8 +278,12 @@ impl Context<'_> {
         };
         let mut kept_groups = std::collections::HashSet::new();
         let mut rank = 0usize;
-        let mut window: Vec<(f32, u32)> = Vec::new();
+        // The rank of `ranking[0]` in the whole ranking: the rows above the cap precede it.
+        let first_rank = above.map_or(0, |a| a.counts[CAP_BOUNDS - 1]) as usize;
+        let ranked = |read: usize| u32::try_from(first_rank + read).unwrap_or(u32::MAX);
+        let mut window: Vec<(f32, u32, u32)> = Vec::new();
         let mut chosen: Vec<(f32, u32)> = Vec::new();
+        let mut ranks: Vec<u32> = Vec::new();
         let mut chosen_units: Vec<Vec<f32>> = Vec::new();
         let top = opts.sampling_strategy == Sampling::Top;
         let mut complete_at = None;
@@ -314,12 +323,13 @@ impl Context<'_> {
                     chosen_units.push(unit.clone().unwrap_or_default());
                 }
                 chosen.push((s, id));
+                ranks.push(ranked(read));
                 if chosen.len() == opts.num_negatives || window_end.is_some_and(|e| rank >= e) {
                     complete_at = Some(read + 1);
                     break;
                 }
             } else {
-                window.push((s, id));
+                window.push((s, id, ranked(read)));
                 if window_end.is_some_and(|e| rank >= e) {
                     complete_at = Some(read + 1);
                     break;
@@ -334,11 +344,12 @@ impl Context<'_> {
         }
         if !top {
             let order = self.sampling_order(q, &window, reference.unwrap_or(0.0));
+            let mut picked: Vec<(f32, u32, u32)> = Vec::new();
             for i in order {
-                if chosen.len() == opts.num_negatives {
+                if picked.len() == opts.num_negatives {
                     break;
                 }
-                let (s, id) = window[i];
+                let (s, id, r) = window[i];
                 if let Some(t) = near_dup {
                     let u = unit_row(self.corpus, id as usize);
                     if chosen_units.iter().any(|c| unit_dot(c, &u) >= t) {
@@ -347,12 +358,15 @@ impl Context<'_> {
                     }
                     chosen_units.push(u);
                 }
-                chosen.push((s, id));
+                picked.push((s, id, r));
             }
-            chosen.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            // The ranking's order (score descending, id ascending).
+            picked.sort_by_key(|&(_, _, r)| r);
+            (chosen, ranks) = picked.into_iter().map(|(s, id, r)| ((s, id), r)).unzip();
         }
         Outcome {
             chosen,
+            ranks,
             removed,
             counts,
             need_more: false,
@@ -362,12 +376,12 @@ impl Context<'_> {
 
     /// The order in which window entries are offered: a seeded permutation (uniform, or
     /// weighted by SimANS with Efraimidis-Spirakis keys `u^(1/w)`).
-    fn sampling_order(&self, q: usize, window: &[(f32, u32)], reference: f32) -> Vec<usize> {
+    fn sampling_order(&self, q: usize, window: &[(f32, u32, u32)], reference: f32) -> Vec<usize> {
         let mut rng = Rng::stream(self.opts.seed, 0, MINE_STREAM, self.query_offset + q as u64);
         let mut keyed: Vec<(f64, usize)> = window
             .iter()
             .enumerate()
-            .map(|(i, &(s, _))| {
+            .map(|(i, &(s, _, _))| {
                 let u = rng.unit();
                 let key = match self.opts.sampling_strategy {
                     Sampling::Simans => {
