@@ -400,7 +400,7 @@ def build_report(
     negative_ranks: np.ndarray | None = None,
 ) -> MiningReport:
     """The report of a run: ``options`` as recorded (``MiningOptions.to_dict``), the counts
-    (``removed_counts``: per query and filter), histograms of every score on one set of bins,
+    (``removed_counts``: per query and filter, or totals per filter), histograms of every score on one set of bins,
     and, given the negatives' ranks, their :class:`DepthReport` at :func:`default_window`."""
     kept = negative_scores[np.isfinite(negative_scores)]
     every = np.concatenate([kept, positive_scores, removed["score"]]).astype(np.float64)
@@ -415,11 +415,13 @@ def build_report(
         return [int(x) for x in np.histogram(values, bins=edges)[0]]
 
     codes = removed["filter"]
-    per_query = removed_counts.sum(axis=1)
-    counts = removed_counts.sum(axis=0)
+    # Per query and filter; a run that counted only totals (the drop-in's own selection)
+    # passes one count per filter and has no per-query cut to mark.
+    per_query = removed_counts.sum(axis=1) if removed_counts.ndim == 2 else np.zeros(0, np.int64)
+    counts = removed_counts.sum(axis=0) if removed_counts.ndim == 2 else removed_counts
     # A query whose removals outnumber its records was cut at its last (lowest) record.
     recorded = np.bincount(removed["query"], minlength=len(per_query))
-    cut_queries = np.flatnonzero(per_query > recorded)
+    cut_queries = np.flatnonzero(per_query > recorded[: len(per_query)])
     record_cut = None
     if len(cut_queries):
         lowest = np.full(len(per_query), np.inf)
