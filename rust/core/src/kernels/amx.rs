@@ -123,13 +123,16 @@ pub(super) unsafe fn dots(
                 options(nostack, nomem)
             );
             for c in 0..chunks {
+                // Tile registers are not renamed: a load waits for the products reading the
+                // register before it. Each load comes right before its first product, so
+                // loads overlap the products still running on the other registers.
                 asm!(
                     "tileloadd tmm6, [{b0} + {b_stride}]",
-                    "tileloadd tmm7, [{b1} + {b_stride}]",
                     "tileloadd tmm4, [{a0} + {a_stride}]",
-                    "tileloadd tmm5, [{a1} + {a_stride}]",
                     "tdpbusd tmm0, tmm4, tmm6",
+                    "tileloadd tmm7, [{b1} + {b_stride}]",
                     "tdpbusd tmm1, tmm4, tmm7",
+                    "tileloadd tmm5, [{a1} + {a_stride}]",
                     "tdpbusd tmm2, tmm5, tmm6",
                     "tdpbusd tmm3, tmm5, tmm7",
                     b0 = in(reg) b0.add(c * chunk_bytes),

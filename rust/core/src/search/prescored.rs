@@ -240,6 +240,9 @@ impl CodedBlock {
     }
 }
 
+/// Query code bytes the AMX path keeps in L1 at once (half of a 48 KiB L1).
+const AMX_L1_QUERY_BYTES: usize = 24 << 10;
+
 /// How many depth groups the int8 kernels of `isa` run over `dim` dimensions: AMX tiles take
 /// whole 64-byte chunks.
 fn depth_groups(isa: Isa, dim: usize) -> usize {
@@ -313,35 +316,43 @@ impl Scorer<'_> {
         let n_rows = block.f32.rows.len();
         let n_b = n_rows.div_ceil(NR);
         let depth = self.groups * GROUP;
-        let pairs = n_queries.div_ceil(AMX_QUERY_ROWS);
-        let queries = &self.query_codes[task.first_panel * MR * depth..];
-        let mut dots = vec![0i32; pairs * AMX_QUERY_ROWS * 2 * NR];
+        // Each query tile is loaded once per corpus panel pair: as many queries as fill half
+        // of L1 stay there while the block's panels stream past them.
+        let step = (AMX_L1_QUERY_BYTES / depth / AMX_QUERY_ROWS).max(1) * AMX_QUERY_ROWS;
+        let mut dots = vec![0i32; step * 2 * NR];
         let panel = |jr: usize| &block.codes[jr * depth * NR..][..depth * NR];
-        for jr in (0..n_b).step_by(2) {
-            // An odd last panel goes twice; its second copy is not read.
-            let second = if jr + 1 < n_b { jr + 1 } else { jr };
-            kernels::dots_i8_amx(
-                self.groups,
-                queries,
-                depth,
-                pairs,
-                [panel(jr), panel(second)],
-                &mut dots,
-            );
-            for p in 0..(n_b - jr).min(2) {
-                let jp = jr + p;
-                let cols = NR.min(n_rows - jp * NR);
-                let offsets = &block.offsets[jp * NR..][..NR];
-                let scales = &block.scales[jp * NR..][..NR];
-                let valid = (1u32 << cols) - 1;
-                for q in 0..n_queries {
-                    let row = &dots[q * 2 * NR + p * NR..][..NR];
-                    let threshold = task.thresholds[q];
-                    let mask = kernels::select_i8_row(self.isa, row, offsets, scales, threshold);
-                    // Most rows fail the test: skip the call for them.
-                    let mask = u32::from(mask) & valid;
-                    if mask != 0 {
-                        self.offer(task, block, jp, q, row, mask);
+        for first in (0..n_queries).step_by(step) {
+            let len = step.min(n_queries - first);
+            let pairs = len.div_ceil(AMX_QUERY_ROWS);
+            let queries = &self.query_codes[(task.first_panel * MR + first) * depth..];
+            for jr in (0..n_b).step_by(2) {
+                // An odd last panel goes twice; its second copy is not read.
+                let second = if jr + 1 < n_b { jr + 1 } else { jr };
+                kernels::dots_i8_amx(
+                    self.groups,
+                    queries,
+                    depth,
+                    pairs,
+                    [panel(jr), panel(second)],
+                    &mut dots,
+                );
+                for p in 0..(n_b - jr).min(2) {
+                    let jp = jr + p;
+                    let cols = NR.min(n_rows - jp * NR);
+                    let offsets = &block.offsets[jp * NR..][..NR];
+                    let scales = &block.scales[jp * NR..][..NR];
+                    let valid = (1u32 << cols) - 1;
+                    for i in 0..len {
+                        let q = first + i;
+                        let row = &dots[i * 2 * NR + p * NR..][..NR];
+                        let threshold = task.thresholds[q];
+                        let mask =
+                            kernels::select_i8_row(self.isa, row, offsets, scales, threshold);
+                        // Most rows fail the test: skip the call for them.
+                        let mask = u32::from(mask) & valid;
+                        if mask != 0 {
+                            self.offer(task, block, jp, q, row, mask);
+                        }
                     }
                 }
             }

@@ -1,0 +1,32 @@
+//! Rate of the AMX-INT8 dots kernel on L1/L2-resident data:
+//! `cargo run --release -p negmine-core --example amx_dots -- DIM QUERIES PANELS`
+use std::time::Instant;
+
+use negmine_core::kernels::{self, AMX_QUERY_ROWS, GROUP, NR};
+
+fn main() {
+    let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().unwrap()).collect();
+    let (dim, queries, panels) = (args[0], args[1], args[2]);
+    let groups = dim / GROUP;
+    let pairs = queries / AMX_QUERY_ROWS;
+    let q = vec![3u8; queries * dim];
+    let c = vec![-2i8; panels * dim * NR];
+    let mut out = vec![0i32; queries * 2 * NR];
+    let reps = 200;
+    let started = Instant::now();
+    for _ in 0..reps {
+        for jr in (0..panels).step_by(2) {
+            let b0 = &c[jr * dim * NR..][..dim * NR];
+            let b1 = &c[(jr + 1) * dim * NR..][..dim * NR];
+            kernels::dots_i8_amx(groups, &q, dim, pairs, [b0, b1], &mut out);
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let ops = 2.0 * (reps * queries * panels * NR * dim) as f64;
+    println!(
+        "dim {dim} queries {queries} panels {panels}: {:.0} GOP/s ({} calls/s)",
+        ops / secs / 1e9,
+        ((reps * panels / 2) as f64 / secs) as u64
+    );
+    assert_eq!(out[0], -6 * dim as i32);
+}
