@@ -1,10 +1,14 @@
-"""negmine in sentence-transformers' trainer: a batch sampler factory and a masked MNRL loss.
+"""negmine in sentence-transformers' trainer: a batch sampler factory and masked losses.
 
 - :func:`topic_batch_sampler`: for ``SentenceTransformerTrainingArguments(batch_sampler=...)``,
   topic (TAS) or NGAME batches from per-query clusters, never one query twice in a batch,
   each row once per epoch under ``torchrun`` (the trainer's accelerate does the rank sharding).
 - :class:`MaskedMultipleNegativesRankingLoss`: MNRL that leaves out in-batch false negatives
-  (a candidate that is a labelled positive of the row's query, or a duplicate of one).
+  (a candidate that is a labelled positive of the row's query, or a duplicate of one), in
+  every direction of sentence-transformers' ``directions`` option, with its
+  ``partition_mode`` and ``hardness_mode`` options; ``CachedMaskedMultipleNegativesRankingLoss``
+  with the gradient cache. :class:`MaskedGISTEmbedLoss` (and ``CachedMaskedGISTEmbedLoss``):
+  ``GISTEmbedLoss`` masking by a guide model's scores and by the ids.
 
 Both read the ids column that :func:`negmine.to_dataset` (or
 ``negmine.mine_hard_negatives``) writes with ``ids_column="label"``.
