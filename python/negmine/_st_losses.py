@@ -103,7 +103,7 @@ def _check_hardness(mode: Any, strength: Any) -> tuple[HardnessMode | None, floa
             f"hardness_mode={mode!r} with hardness_strength=0.0 changes nothing: give "
             "hardness_strength a positive value",
             UserWarning,
-            stacklevel=4,
+            stacklevel=3,
         )
     return mode, value
 
@@ -152,50 +152,45 @@ def _sharing_rows(b: int, rows: np.ndarray, keys: np.ndarray) -> np.ndarray:
     return share
 
 
-class _IdMasks:
-    """The false-negative masks of one (gathered) batch of ``W`` rows with ``n`` negatives, in
-    MNRL's candidate order (the batch's positives, then every row's first negative, ...):
+def _id_masks(
+    loss: Any, labels: Tensor, n_negatives: int, wanted: Iterable[str]
+) -> dict[str, Tensor]:
+    """The false-negative masks (True: left out) of one (gathered) batch of ``W`` rows, by
+    direction, in MNRL's candidate order (the batch's positives, then every row's first
+    negative, ...); ``query_to_doc`` always, the others when ``wanted``:
 
     - ``query_to_doc`` ``[W, W(1+n)]``: candidate ``c`` is a labelled positive of row ``i``'s
       query, in a duplicate group of one, or missing; never row ``i``'s own positive.
-    - ``doc_to_query`` ``[W, W]``: query ``j`` is row ``i``'s query (same id), or row ``i``'s
-      positive is a labelled positive of query ``j`` (i.e. ``query_to_doc[j, i]``), ``j != i``.
+    - ``doc_to_query`` ``[W, W]``: query ``j != i`` is row ``i``'s query (same id), or row
+      ``i``'s positive is a labelled positive of query ``j`` (``query_to_doc[j, i]``).
     - ``query_to_query`` ``[W, W]``: query ``j`` is query ``i`` itself (``j == i``, as in
       sentence-transformers), the same query id, or shares a labelled positive (by group) with it.
     - ``doc_to_doc`` ``[W, W(1+n)]``: ``query_to_doc``'s entries, and row ``i``'s own documents
       (its positive and negatives, left out by sentence-transformers too).
     """
-
-    def __init__(self, q2d: Tensor, ids: np.ndarray, groups: Any, csr: Any, wanted: Any) -> None:
-        w = len(ids)
-        self.q2d = q2d
-        q2d_np = q2d.numpy()
-        n_docs = q2d_np.shape[1] // max(w, 1)
-        query = ids[:, 0]
-        same_query = query[:, None] == query[None, :]
-        diagonal = np.arange(w)
-        self.masks: dict[str, Tensor] = {"query_to_doc": q2d}
-        if "doc_to_query" in wanted:
-            d2q = q2d_np[:, :w].T | same_query
-            d2q[diagonal, diagonal] = q2d_np[diagonal, diagonal]  # the target, unless missing
-            self.masks["doc_to_query"] = torch.from_numpy(d2q)
-        if "query_to_query" in wanted:
-            q2q = same_query | _sharing_rows(w, *_labelled_keys(ids, groups, csr))
-            q2q[diagonal, diagonal] = True
-            self.masks["query_to_query"] = torch.from_numpy(q2q)
-        if "doc_to_doc" in wanted:
-            d2d = q2d_np.copy()
-            for k in range(n_docs):
-                d2d[diagonal, k * w + diagonal] = True
-            self.masks["doc_to_doc"] = torch.from_numpy(d2d)
-
-
-def _id_masks(
-    loss: Any, labels: Tensor, n_negatives: int, wanted: Iterable[str]
-) -> dict[str, Tensor]:
-    q2d = loss.false_negative_mask(labels, n_negatives)
+    wanted = set(wanted)
+    q2d = loss.false_negative_mask(labels, n_negatives).cpu()
     ids = labels.detach().cpu().numpy()
-    return _IdMasks(q2d.cpu(), ids, loss._groups, loss._csr, set(wanted)).masks
+    w = len(ids)
+    q2d_np = q2d.numpy()
+    query = ids[:, 0]
+    same_query = query[:, None] == query[None, :]
+    diagonal = np.arange(w)
+    masks: dict[str, Tensor] = {"query_to_doc": q2d}
+    if "doc_to_query" in wanted:
+        d2q = q2d_np[:, :w].T | same_query
+        d2q[diagonal, diagonal] = q2d_np[diagonal, diagonal]  # the target, unless missing
+        masks["doc_to_query"] = torch.from_numpy(d2q)
+    if "query_to_query" in wanted:
+        q2q = same_query | _sharing_rows(w, *_labelled_keys(ids, loss._groups, loss._csr))
+        q2q[diagonal, diagonal] = True
+        masks["query_to_query"] = torch.from_numpy(q2q)
+    if "doc_to_doc" in wanted:
+        d2d = q2d_np.copy()
+        for k in range(n_negatives + 1):
+            d2d[diagonal, k * w + diagonal] = True
+        masks["doc_to_doc"] = torch.from_numpy(d2d)
+    return masks
 
 
 def _gather(
