@@ -560,3 +560,48 @@ def test_the_config_names_every_option(tiny_model: str) -> None:
     assert (config["hardness_mode"], config["hardness_strength"]) == ("in_batch_negatives", 9.0)
     assert (config["mini_batch_size"], config["mini_batch_num_tokens"]) == (32, 64)
     assert loss.temperature == pytest.approx(1 / 20)
+
+
+def test_the_guided_losses_train_in_sentence_transformers_trainer(
+    tiny_model: str, tmp_path: Any
+) -> None:
+    import datasets
+    from sentence_transformers import (
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+
+    rows = [[q, 100 + q, 200 + q] for q in range(8)]
+    dataset = datasets.Dataset.from_dict(
+        {
+            "anchor": [f"query {chr(97 + q)}" for q in range(8)],
+            "positive": [f"doc {chr(97 + q)}{chr(97 + q)}" for q in range(8)],
+            "negative": [f"doc {q}" for q in range(8)],
+            "label": rows,
+        }
+    )
+    model = SentenceTransformer(tiny_model, device="cpu")
+    guide = _perturbed(tiny_model).to(torch.float32)
+    for loss in (
+        MaskedGISTEmbedLoss(model, guide),
+        _cached_gist()(model, guide, mini_batch_size=3),
+        _cached_mnrl()(
+            model,
+            mini_batch_size=3,
+            directions=ALL,
+            hardness_mode="all_negatives",
+            hardness_strength=5.0,
+        ),
+    ):
+        args = SentenceTransformerTrainingArguments(
+            output_dir=str(tmp_path / type(loss).__name__),
+            per_device_train_batch_size=4,
+            max_steps=2,
+            report_to="none",
+            use_cpu=True,
+            save_strategy="no",
+        )
+        trainer = SentenceTransformerTrainer(
+            model=model, args=args, train_dataset=dataset, loss=loss
+        )
+        assert math.isfinite(trainer.train().training_loss)
