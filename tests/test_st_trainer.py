@@ -25,6 +25,7 @@ import negmine  # noqa: E402
 from negmine import batches, to_dataset  # noqa: E402
 from negmine.errors import InvalidArgumentError, InvalidTypeError  # noqa: E402
 from negmine.st import (  # noqa: E402
+    MaskedGISTEmbedLoss,
     MaskedMultipleNegativesRankingLoss,
     query_indices,
     topic_batch_sampler,
@@ -329,22 +330,61 @@ def _gather_case(world: int = 2, b: int = 3, n: int = 2, d: int = 5) -> dict[str
     }
 
 
+# Every direction and a hardness penalty too: the anchors are gathered with the candidates.
+_GATHER_OPTIONS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "all directions": {
+        "directions": ("query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc"),
+        "hardness_mode": "all_negatives",
+        "hardness_strength": 3.0,
+    },
+    "symmetric": {
+        "directions": ("query_to_doc", "doc_to_query"),
+        "partition_mode": "per_direction",
+    },
+}
+
+# GISTEmbed's anchor-anchor block stays within a process, so only without it is the gathered
+# loss the whole batch's.
+_GATHER_GIST: dict[str, Any] = {"contrast_anchors": False, "margin": 0.1, "temperature": 0.05}
+
+
+def _gather_guide(case: dict[str, Any]) -> list[Any]:
+    generator = torch.Generator().manual_seed(3)
+    return [
+        e + 0.8 * torch.randn(e.shape, generator=generator, dtype=e.dtype)
+        for e in case["embeddings"]
+    ]
+
+
 _GATHER_WORKER = """
 import sys
 sys.path.insert(0, sys.argv[4])
 import torch, torch.distributed as dist
 import test_st_trainer as t
-from negmine.st import MaskedMultipleNegativesRankingLoss
+from negmine.st import MaskedGISTEmbedLoss, MaskedMultipleNegativesRankingLoss
 rank, store, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 dist.init_process_group("gloo", init_method="file://" + store, world_size=2, rank=rank)
 case = t._gather_case()
 mine = slice(rank * case["b"], (rank + 1) * case["b"])
 local = [e[mine].clone().requires_grad_(True) for e in case["embeddings"]]
-loss = MaskedMultipleNegativesRankingLoss(
-    None, positives=case["positives"], groups=case["groups"], gather_across_devices=True)
-value = loss.compute_loss_from_embeddings(local, case["ids"][mine])
+saved = {}
+for name, options in t._GATHER_OPTIONS.items():
+    loss = MaskedMultipleNegativesRankingLoss(
+        None, positives=case["positives"], groups=case["groups"], gather_across_devices=True,
+        **options)
+    local = [e[mine].clone().requires_grad_(True) for e in case["embeddings"]]
+    value = loss.compute_loss_from_embeddings(local, case["ids"][mine])
+    value.backward()
+    saved[name] = {"loss": value.detach(), "grads": [e.grad for e in local]}
+guide = t._gather_guide(case)
+gist = MaskedGISTEmbedLoss(None, None, positives=case["positives"], groups=case["groups"],
+                           gather_across_devices=True, **t._GATHER_GIST)
+local = [e[mine].clone().requires_grad_(True) for e in case["embeddings"]]
+value = gist.compute_loss_from_embeddings(local, [g[mine] for g in guide], case["ids"][mine])
 value.backward()
-torch.save({"loss": value.detach(), "grads": [e.grad for e in local]}, out)
+saved["gist"] = {"loss": value.detach(), "grads": [e.grad for e in local]}
+torch.save(saved, out)
 try:
     loss.compute_loss_from_embeddings([e[: 2 + rank] for e in local], case["ids"][: 2 + rank])
 except Exception as e:
@@ -377,26 +417,42 @@ def test_the_gathered_masked_loss_is_the_loss_of_the_whole_batch(tmp_path: Path)
     ]
     for p in procs:
         assert p.wait(timeout=120) == 0
-    parts = [torch.load(o) for o in out]
+    saved = [torch.load(o) for o in out]
     # One process, the whole batch: its loss is the mean of the processes' losses, and each
     # process's gradients (summed over every process's loss by the gather) are world times
     # the whole-batch gradients of its rows (DDP then averages them).
     case = _gather_case()
+    b, values = case["b"], {}
+    for name, options in _GATHER_OPTIONS.items():
+        parts = [s[name] for s in saved]
+        whole = [e.clone().requires_grad_(True) for e in case["embeddings"]]
+        loss = MaskedMultipleNegativesRankingLoss(
+            None, positives=case["positives"], groups=case["groups"], **options
+        )
+        value = loss.compute_loss_from_embeddings(whole, case["ids"])
+        value.backward()
+        values[name] = float(value.detach())
+        assert float(sum(p["loss"] for p in parts)) / 2 == pytest.approx(values[name], rel=1e-12)
+        for r, part in enumerate(parts):
+            for got, full in zip(part["grads"], whole):
+                torch.testing.assert_close(got / 2, full.grad[r * b : (r + 1) * b])
     whole = [e.clone().requires_grad_(True) for e in case["embeddings"]]
-    loss = MaskedMultipleNegativesRankingLoss(
-        None, positives=case["positives"], groups=case["groups"]
+    gist = MaskedGISTEmbedLoss(
+        None, None, positives=case["positives"], groups=case["groups"], **_GATHER_GIST
     )
-    value = loss.compute_loss_from_embeddings(whole, case["ids"])
+    value = gist.compute_loss_from_embeddings(whole, _gather_guide(case), case["ids"])
     value.backward()
-    value = value.detach()
-    assert float(sum(p["loss"] for p in parts)) / 2 == pytest.approx(float(value), rel=1e-12)
-    b = case["b"]
+    parts = [s["gist"] for s in saved]
+    assert float(sum(p["loss"] for p in parts)) / 2 == pytest.approx(
+        float(value.detach()), rel=1e-12
+    )
     for r, part in enumerate(parts):
         for got, full in zip(part["grads"], whole):
             torch.testing.assert_close(got / 2, full.grad[r * b : (r + 1) * b])
     # The cross-process false negatives were left out: without the mask the loss is larger.
     plain = MaskedMultipleNegativesRankingLoss(None)
-    assert float(plain.compute_loss_from_embeddings(case["embeddings"], case["ids"])) > float(value)
+    plain_value = plain.compute_loss_from_embeddings(case["embeddings"], case["ids"])
+    assert float(plain_value) > values["default"]
     for r in range(2):
         error = torch.load(str(out[r]) + ".unequal")["error"]
         assert "same batch size on every process" in error and "[2, 3]" in error

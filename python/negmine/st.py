@@ -1,10 +1,14 @@
-"""negmine in sentence-transformers' trainer: a batch sampler factory and a masked MNRL loss.
+"""negmine in sentence-transformers' trainer: a batch sampler factory and masked losses.
 
 - :func:`topic_batch_sampler`: for ``SentenceTransformerTrainingArguments(batch_sampler=...)``,
   topic (TAS) or NGAME batches from per-query clusters, never one query twice in a batch,
   each row once per epoch under ``torchrun`` (the trainer's accelerate does the rank sharding).
 - :class:`MaskedMultipleNegativesRankingLoss`: MNRL that leaves out in-batch false negatives
-  (a candidate that is a labelled positive of the row's query, or a duplicate of one).
+  (a candidate that is a labelled positive of the row's query, or a duplicate of one), in
+  every direction of sentence-transformers' ``directions`` option, with its
+  ``partition_mode`` and ``hardness_mode`` options; ``CachedMaskedMultipleNegativesRankingLoss``
+  with the gradient cache. :class:`MaskedGISTEmbedLoss` (and ``CachedMaskedGISTEmbedLoss``):
+  ``GISTEmbedLoss`` masking by a guide model's scores and by the ids.
 
 Both read the ids column that :func:`negmine.to_dataset` (or
 ``negmine.mine_hard_negatives``) writes with ``ids_column="label"``.
@@ -26,13 +30,33 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from negmine import batches as _batches
 from negmine._inputs import IdsLike, int_array, private_csr
+from negmine._st_losses import (
+    Direction,
+    HardnessMode,
+    MarginStrategy,
+    PartitionMode,
+    _check_directions,
+    _check_hardness,
+    _check_partition_mode,
+    _MaskedLossBase,
+    _must_retokenize,
+    _number,
+    _positive_number,
+    _similarity_name,
+    check_mini_batch,
+    check_splittable,
+    guide_features,
+    masked_gist,
+    masked_mnrl,
+    slice_features,
+)
 from negmine.errors import InvalidArgumentError, InvalidTypeError
 from negmine.hard_negatives import Mined, _mine, encode_texts, model_encoders
-from negmine.torch.collation import Positives, _collate, _positive_csr
+from negmine.torch.collation import Positives
 from negmine.torch.dataset import HardNegativeDataset
 from negmine.torch.refresh import NegativeRefresher
 from negmine.torch.sampler import ClusterBatchSampler, Plan
@@ -212,31 +236,67 @@ def topic_batch_sampler(
     )
 
 
-class MaskedMultipleNegativesRankingLoss(nn.Module):
-    """sentence-transformers' ``MultipleNegativesRankingLoss`` (anchor -> candidates, one
-    softmax) with negmine's in-batch false-negative mask.
+class MaskedMultipleNegativesRankingLoss(_MaskedLossBase):
+    """sentence-transformers' ``MultipleNegativesRankingLoss`` (with its ``directions``,
+    ``partition_mode`` and ``hardness_mode`` options, as in sentence-transformers 5.3+) with
+    negmine's in-batch false-negative mask.
 
     For a batch of ``(anchor, positive, negative_1..n)`` rows it scores every anchor against
-    every positive and negative of the batch, like MNRL, but leaves out the candidates that
-    are no negatives of the anchor's query: a labelled positive of that query (every positive
-    of it in ``positives``, e.g. the ``MiningResult``, not only the row's own), a member of such
-    a positive's duplicate group (``groups``: corpus row -> group id, e.g.
-    ``negmine.duplicate_groups``), or a missing candidate. The row's own positive is the target.
+    every positive and negative of the batch, like MNRL, but leaves out of every softmax
+    denominator the candidates that are no negatives of the anchor's query. A row's *labelled*
+    documents are every positive of its query in ``positives`` (e.g. the ``MiningResult``, not
+    only the row's own), and every member of such a positive's duplicate group (``groups``:
+    corpus row -> group id, e.g. ``negmine.duplicate_groups``). Row ``i``'s own positive is
+    the target. What each direction leaves out of row ``i``'s terms:
+
+    - ``"query_to_doc"`` (anchor ``i`` against every positive and negative of the batch): a
+      labelled document of row ``i``'s query, or a missing one (id ``-1``).
+    - ``"doc_to_query"`` (row ``i``'s positive against every anchor of the batch): an anchor
+      ``j != i`` with the same query id as row ``i``, or one whose query has row ``i``'s
+      positive among its labelled documents (the transposed ``query_to_doc`` mask).
+    - ``"query_to_query"`` (anchor ``i`` against the other anchors): anchor ``i`` itself (as
+      in sentence-transformers), an anchor with the same query id, or one whose query shares a
+      labelled document (a positive, or a duplicate group) with row ``i``'s query.
+    - ``"doc_to_doc"`` (row ``i``'s positive against every positive and negative of the
+      batch): row ``i``'s own documents (as in sentence-transformers), and the documents that
+      ``query_to_doc`` leaves out for row ``i`` (labelled documents of its query: two positives
+      of one query are not pushed apart).
 
     The rows' corpus ids come from the dataset's ids column, which the trainer hands to the
     loss as ``labels``: build the dataset with ``to_dataset(result, ..., ids_column="label")``.
     Without ``positives`` only the rows' own positives (and their groups) count as labelled.
+    With no id repeated in the batch (all ids distinct, no ``positives``) the loss and its
+    gradients are sentence-transformers' own.
 
     Args:
         model: the ``SentenceTransformer`` being trained.
-        scale: the logit scale (1 / temperature), 20 as in sentence-transformers.
+        positives, groups: the labelled positives and duplicate groups (above).
+        scale: the logit scale (1 / temperature), 20 as in sentence-transformers; positive.
         similarity_fct: ``(a [B, d], b [C, d]) -> [B, C]``; cosine by default.
         gather_across_devices: as MNRL's: under ``torch.distributed`` every process scores
-            its anchors against the candidates of all processes' batches (gathered with their
-            gradients), so the in-batch negatives grow with the world size; the ids columns are
-            gathered too, so a candidate from another process that is a labelled positive (or
-            a duplicate) of the anchor's query is left out as well. Every process must hold
-            the same number of rows (as for MNRL: ``drop_last`` or equal shards).
+            its anchors (and, for ``doc_to_query``, its positives) against the candidates
+            (and anchors) of all processes' batches, gathered with their gradients, so the
+            in-batch negatives grow with the world size; the ids columns are gathered too, so
+            the masks cover the whole global batch. Every process must hold the same number of
+            rows (as for MNRL: ``drop_last`` or equal shards).
+        directions: the score terms, a tuple of ``"query_to_doc"`` (required: it holds the
+            positive pair), ``"query_to_query"``, ``"doc_to_query"``, ``"doc_to_doc"``; the
+            default ``("query_to_doc",)`` is the classic MNRL / InfoNCE,
+            ``("query_to_doc", "doc_to_query")`` with ``"per_direction"`` the symmetric one,
+            all four with ``"joint"`` GTE's improved contrastive loss.
+        partition_mode: ``"joint"``: one softmax over the scores of every direction;
+            ``"per_direction"``: one softmax per direction, their log-normalisers averaged
+            (not with ``query_to_query`` / ``doc_to_doc``, which hold no positive pair).
+        hardness_mode: ``None`` (default) or which ``query_to_doc`` logits get
+            ``hardness_strength * stop_grad(similarity)`` added (unscaled) inside the
+            softmax: ``"in_batch_negatives"`` the other rows' positives and negatives (Lan et
+            al. 2025), ``"hard_negatives"`` the row's own negatives (EmbeddingGemma),
+            ``"all_negatives"`` both. The target is never penalised; masked entries stay out.
+        hardness_strength: the penalty's ``alpha``, non-negative (9 in Lan et al., 5 in
+            EmbeddingGemma); ignored when ``hardness_mode`` is ``None``.
+
+    Bad option values raise :class:`~negmine.errors.InvalidArgumentError` (or
+    :class:`~negmine.errors.InvalidTypeError`) naming the option.
     """
 
     def __init__(
@@ -248,38 +308,25 @@ class MaskedMultipleNegativesRankingLoss(nn.Module):
         scale: float = 20.0,
         similarity_fct: Any = None,
         gather_across_devices: bool = False,
+        directions: tuple[Direction, ...] = ("query_to_doc",),
+        partition_mode: PartitionMode = "joint",
+        hardness_mode: HardnessMode | None = None,
+        hardness_strength: float = 0.0,
     ) -> None:
-        super().__init__()
+        super().__init__(model, positives, groups, gather_across_devices)
         from sentence_transformers import util
 
-        self.model = model
-        self.scale = float(scale)
-        self.gather_across_devices = bool(gather_across_devices)
+        self.scale = _positive_number(scale, "scale")
         self.similarity_fct = util.cos_sim if similarity_fct is None else similarity_fct
-        self._csr = _positive_csr(positives)
-        self._groups = None if groups is None else int_array(groups, "groups")
-        self.cross_entropy = nn.CrossEntropyLoss()
+        self.directions = _check_directions(directions)
+        self.partition_mode = _check_partition_mode(partition_mode, self.directions)
+        self.hardness_mode, self.hardness_strength = _check_hardness(
+            hardness_mode, hardness_strength
+        )
 
-    def false_negative_mask(self, labels: Tensor, n_negatives: int) -> Tensor:
-        """The ``[B, B * (1 + n)]`` mask (True: left out) in MNRL's candidate order (the
-        batch's positives, then the first negatives of every row, then the second ...), from
-        the ids column ``labels`` ``[B, 2 + n]``."""
-        ids = labels.detach().cpu().numpy()
-        if ids.ndim != 2 or ids.shape[1] != 2 + n_negatives:
-            raise InvalidArgumentError(
-                f"labels must be the ids column [query, positive, {n_negatives} negatives] per "
-                f"row (to_dataset(..., ids_column='label')), got shape {tuple(ids.shape)}"
-            )
-        items = [{"query": r[0], "positive": r[1], "negatives": r[2:]} for r in ids.tolist()]
-        mask = _collate(items, self._groups, self._csr)["false_negative_mask"]
-        b = len(items)
-        # negmine orders the negatives row-major (row k's j-th at b + k * n + j); MNRL
-        # concatenates the columns (row k's j-th at b + j * b + k).
-        order = np.arange(b * (1 + n_negatives))
-        order[b:] = (
-            b + np.arange(b)[None, :] * n_negatives + np.arange(n_negatives)[:, None]
-        ).ravel()
-        return mask[:, torch.from_numpy(order)]
+    @property
+    def temperature(self) -> float:
+        return 1.0 / self.scale
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
         from sentence_transformers.base.losses.merged_forward import embed_columns
@@ -288,65 +335,125 @@ class MaskedMultipleNegativesRankingLoss(nn.Module):
         return self.compute_loss_from_embeddings(embeddings, labels)
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor) -> Tensor:
-        return _masked_loss(self, embeddings, labels, len(embeddings[0]) if embeddings else 0)
+        return masked_mnrl(self, embeddings, labels, len(embeddings[0]) if embeddings else 0)
 
     def get_config_dict(self) -> dict[str, Any]:
         return {
             "scale": self.scale,
-            "similarity_fct": self.similarity_fct.__name__,
+            "similarity_fct": _similarity_name(self.similarity_fct),
             "gather_across_devices": self.gather_across_devices,
+            "directions": self.directions,
+            "partition_mode": self.partition_mode,
+            "hardness_mode": self.hardness_mode,
+            "hardness_strength": self.hardness_strength,
         }
 
 
-def _masked_loss(
-    loss: MaskedMultipleNegativesRankingLoss,
-    embeddings: list[Tensor],
-    labels: Tensor | None,
-    chunk: int,
-    with_backward: bool = False,
-) -> Tensor:
-    """The masked MNRL loss over anchor rows ``chunk`` at a time (backpropagated chunk by chunk
-    with ``with_backward``, the GradCache way), the same value for any ``chunk``."""
-    if len(embeddings) < 2:
-        raise InvalidArgumentError(
-            f"expected an anchor and at least a positive column, got {len(embeddings)}"
-        )
-    if not isinstance(labels, Tensor):
-        raise InvalidTypeError(
-            "labels must be the ids column as a tensor: build the dataset with "
-            "to_dataset(..., ids_column='label')"
-        )
-    anchors, columns = embeddings[0], embeddings[1:]
-    b, offset = len(anchors), 0
-    if loss.gather_across_devices:
-        from sentence_transformers.util import all_gather, all_gather_with_grad, get_rank
+class MaskedGISTEmbedLoss(_MaskedLossBase):
+    """sentence-transformers' ``GISTEmbedLoss`` with negmine's in-batch false-negative mask:
+    a guide model's scores and the ids column both take candidates out of the softmax.
 
-        # Every process's candidates (with their gradients, which flow back to the process
-        # that embedded them) and ids, in rank order: this process's rows start at rank * b.
-        sizes = all_gather(torch.tensor([b], device=anchors.device))
-        if bool((sizes != b).any()):
+    For a batch of ``(anchor, positive, negative_1..n)`` rows the logits of anchor ``i``
+    (cosine similarities / ``temperature``) are, as in sentence-transformers: anchor ``i``
+    against every positive of the batch (its own, the target, first), against every other
+    anchor (``contrast_anchors``), positive ``i`` against every other positive
+    (``contrast_positives``), and anchor ``i`` against every ``negative_k`` column (any ``n``,
+    as ``CachedGISTEmbedLoss``; ``GISTEmbedLoss`` takes at most one). A candidate leaves the
+    softmax when
+
+    - the guide scores it (against anchor ``i``, or positive ``i`` in the positive-positive
+      block) above the guide's score of anchor ``i`` with its positive, less ``margin``
+      (``margin_strategy="absolute"``) or less ``|score| * margin`` (``"relative"``); never
+      the target; or
+    - the ids mark it a false negative, as in :class:`MaskedMultipleNegativesRankingLoss`:
+      anchor-positive and anchor-negative blocks as its ``query_to_doc``, the anchor-anchor
+      block as its ``query_to_query`` (the same query, or a shared labelled positive), the
+      positive-positive block as its ``doc_to_doc`` (a labelled document of row ``i``'s query).
+
+    With all ids distinct (and no ``positives``) the loss and its gradients are
+    sentence-transformers' ``GISTEmbedLoss`` (``CachedGISTEmbedLoss`` for several negatives).
+
+    Args:
+        model: the ``SentenceTransformer`` being trained.
+        guide: the guide ``SentenceTransformer`` (run without gradients). When its tokenizer's
+            vocabulary differs from the model's (or its ``max_seq_length`` is shorter), the
+            texts are decoded from the model's tokens and tokenized again for it.
+        positives, groups: as in :class:`MaskedMultipleNegativesRankingLoss`.
+        temperature: divides the cosine similarities; positive (0.01 as sentence-transformers).
+        margin_strategy: ``"absolute"`` or ``"relative"`` (above).
+        margin: the margin (0: only what the guide scores above the positive leaves).
+        contrast_anchors, contrast_positives: include the anchor-anchor and the
+            positive-positive blocks (both by default, as the GISTEmbed paper).
+        gather_across_devices: as GISTEmbedLoss's: the candidates (and their guide embeddings
+            and ids) of all processes, the anchor-anchor block stays within the process.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        guide: Any,
+        *,
+        positives: Positives = None,
+        groups: npt.ArrayLike | None = None,
+        temperature: float = 0.01,
+        margin_strategy: MarginStrategy = "absolute",
+        margin: float = 0.0,
+        contrast_anchors: bool = True,
+        contrast_positives: bool = True,
+        gather_across_devices: bool = False,
+    ) -> None:
+        super().__init__(model, positives, groups, gather_across_devices)
+        self.guide = guide
+        self.temperature = _positive_number(temperature, "temperature")
+        if margin_strategy not in ("absolute", "relative"):
             raise InvalidArgumentError(
-                "gather_across_devices needs the same batch size on every process, got "
-                f"{sizes.tolist()} (drop the last, smaller batch: drop_last=True)"
+                f"margin_strategy must be 'absolute' or 'relative', got {margin_strategy!r}"
             )
-        columns = [all_gather_with_grad(c) for c in columns]
-        labels = all_gather(labels)
-        offset = get_rank() * b
-    candidates = torch.cat(columns, dim=0)
-    mask = loss.false_negative_mask(labels, len(embeddings) - 2)[offset : offset + b]
-    mask = mask.to(anchors.device)
-    total: list[Tensor] = []
-    for begin in range(0, b, max(1, chunk)):
-        end = min(b, begin + max(1, chunk))
-        scores = loss.similarity_fct(anchors[begin:end], candidates) * loss.scale
-        scores = scores.masked_fill(mask[begin:end], float("-inf"))
-        target = torch.arange(offset + begin, offset + end, device=scores.device)
-        part: Tensor = loss.cross_entropy(scores, target) * ((end - begin) / b)
-        if with_backward:
-            part.backward()  # type: ignore[no-untyped-call]
-            part = part.detach()
-        total.append(part)
-    return torch.stack(total).sum()
+        self.margin_strategy: MarginStrategy = margin_strategy
+        self.margin = _number(margin, "margin")
+        for name, flag in (
+            ("contrast_anchors", contrast_anchors),
+            ("contrast_positives", contrast_positives),
+        ):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise InvalidTypeError(f"{name} must be True or False, got {flag!r}")
+        self.contrast_anchors = bool(contrast_anchors)
+        self.contrast_positives = bool(contrast_positives)
+        self.must_retokenize = _must_retokenize(model, guide)
+
+    def guide_embeddings(self, sentence_features: list[dict[str, Tensor]]) -> list[Tensor]:
+        """The guide's embeddings of the batch's columns (no gradients)."""
+        from sentence_transformers.base.losses.merged_forward import embed_columns
+
+        with torch.no_grad():
+            features = [guide_features(self, f) for f in sentence_features]
+            return embed_columns(self.guide, features)
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
+        from sentence_transformers.base.losses.merged_forward import embed_columns
+
+        sentence_features = list(sentence_features)
+        # The guide gets copies: models write their outputs into the features they are given.
+        guide = self.guide_embeddings([dict(f) for f in sentence_features])
+        embeddings = embed_columns(self.model, sentence_features)
+        return self.compute_loss_from_embeddings(embeddings, guide, labels)
+
+    def compute_loss_from_embeddings(
+        self, embeddings: list[Tensor], guide_embeddings: list[Tensor], labels: Tensor
+    ) -> Tensor:
+        chunk = len(embeddings[0]) if embeddings else 0
+        return masked_gist(self, embeddings, guide_embeddings, labels, chunk)
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {
+            "guide": self.guide,
+            "temperature": self.temperature,
+            "margin_strategy": self.margin_strategy,
+            "margin": self.margin,
+            "contrast_anchors": self.contrast_anchors,
+            "contrast_positives": self.contrast_positives,
+            "gather_across_devices": self.gather_across_devices,
+        }
 
 
 def from_dataset(dataset: Any, model: Any, *, ids_column: str = "label", **kwargs: Any) -> Mined:
@@ -602,21 +709,32 @@ def _cached_loss_class() -> type:
     ):
         """:class:`MaskedMultipleNegativesRankingLoss` with sentence-transformers' gradient
         cache (as ``CachedMultipleNegativesRankingLoss``): the batch is embedded
-        ``mini_batch_size`` rows at a time, so large batches fit in memory; the loss and
-        gradients are those of the uncached loss."""
+        ``mini_batch_size`` rows at a time (or, with ``mini_batch_num_tokens``, as many rows
+        as fit that many non-padding tokens), and the loss is computed ``mini_batch_size``
+        anchor rows at a time, so large batches fit in memory; the loss and gradients are
+        those of the uncached loss, with the same options (``directions``,
+        ``partition_mode``, ``hardness_mode`` ...). Not for ``StaticEmbedding`` models, whose
+        inputs cannot be split."""
 
         def __init__(
             self,
             model: Any,
             *,
             mini_batch_size: int = 32,
+            mini_batch_num_tokens: int | None = None,
             positives: Positives = None,
             groups: npt.ArrayLike | None = None,
             scale: float = 20.0,
             similarity_fct: Any = None,
             gather_across_devices: bool = False,
+            directions: tuple[Direction, ...] = ("query_to_doc",),
+            partition_mode: PartitionMode = "joint",
+            hardness_mode: HardnessMode | None = None,
+            hardness_strength: float = 0.0,
             show_progress_bar: bool = False,
         ) -> None:
+            check_mini_batch(mini_batch_size, mini_batch_num_tokens)
+            check_splittable(model, "CachedMaskedMultipleNegativesRankingLoss")
             MaskedMultipleNegativesRankingLoss.__init__(
                 self,
                 model,
@@ -625,12 +743,13 @@ def _cached_loss_class() -> type:
                 scale=scale,
                 similarity_fct=similarity_fct,
                 gather_across_devices=gather_across_devices,
+                directions=directions,
+                partition_mode=partition_mode,
+                hardness_mode=hardness_mode,
+                hardness_strength=hardness_strength,
             )
-            if not isinstance(mini_batch_size, int) or mini_batch_size < 1:
-                raise InvalidArgumentError(
-                    f"mini_batch_size must be a positive integer, got {mini_batch_size!r}"
-                )
             self.mini_batch_size = mini_batch_size
+            self.mini_batch_num_tokens = mini_batch_num_tokens
             self.show_progress_bar = show_progress_bar
 
         def calculate_loss(
@@ -641,16 +760,85 @@ def _cached_loss_class() -> type:
             with_backward: bool = False,
         ) -> Tensor:
             embeddings = [torch.cat(r) for r in reps]
-            return _masked_loss(self, embeddings, labels, self.mini_batch_size, with_backward)
+            return masked_mnrl(self, embeddings, labels, self.mini_batch_size, with_backward)
 
         def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
             result: Tensor = self.forward_cached(list(sentence_features), labels)
             return result
 
         def get_config_dict(self) -> dict[str, Any]:
-            return {**super().get_config_dict(), "mini_batch_size": self.mini_batch_size}
+            return {
+                **super().get_config_dict(),
+                "mini_batch_size": self.mini_batch_size,
+                "mini_batch_num_tokens": self.mini_batch_num_tokens,
+            }
 
     cls = CachedMaskedMultipleNegativesRankingLoss
+    cls.__module__, cls.__qualname__ = __name__, cls.__name__  # found by pickle
+    return cls
+
+
+def _cached_gist_class() -> type:
+    from sentence_transformers.base.losses.gradcache import CachedLossMixin, _minibatch_ranges
+
+    class CachedMaskedGISTEmbedLoss(CachedLossMixin, MaskedGISTEmbedLoss):
+        """:class:`MaskedGISTEmbedLoss` with sentence-transformers' gradient cache (as
+        ``CachedGISTEmbedLoss``): the model and the guide embed ``mini_batch_size`` rows at a
+        time (or ``mini_batch_num_tokens`` tokens' worth), the loss is computed
+        ``mini_batch_size`` anchor rows at a time; loss and gradients are the uncached
+        loss's."""
+
+        def __init__(
+            self,
+            model: Any,
+            guide: Any,
+            *,
+            mini_batch_size: int = 32,
+            mini_batch_num_tokens: int | None = None,
+            show_progress_bar: bool = False,
+            **options: Any,
+        ) -> None:
+            check_mini_batch(mini_batch_size, mini_batch_num_tokens)
+            check_splittable(model, "CachedMaskedGISTEmbedLoss")
+            MaskedGISTEmbedLoss.__init__(self, model, guide, **options)
+            self.mini_batch_size = mini_batch_size
+            self.mini_batch_num_tokens = mini_batch_num_tokens
+            self.show_progress_bar = show_progress_bar
+
+        def calculate_loss(
+            self,
+            reps: list[list[Tensor]],
+            labels: Any = None,
+            *,
+            with_backward: bool = False,
+        ) -> Tensor:
+            ids, guide = labels  # forward passes the guide's embeddings along with the ids
+            embeddings = [torch.cat(r) for r in reps]
+            return masked_gist(self, embeddings, guide, ids, self.mini_batch_size, with_backward)
+
+        def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
+            features = list(sentence_features)
+            guide: list[Tensor] = []
+            for f in features:
+                # The guide embeds the same mini-batches as the model, without gradients.
+                ranges = _minibatch_ranges(f, self.mini_batch_size, self.mini_batch_num_tokens)
+                parts = [
+                    self.guide_embeddings([slice_features(f, begin, end)])[0]
+                    for begin, end in ranges
+                ]
+                guide.append(torch.cat(parts))
+            # calculate_loss gets the guide's embeddings with the ids, through the mixin.
+            result: Tensor = self.forward_cached(features, (labels, guide))  # type: ignore[arg-type]
+            return result
+
+        def get_config_dict(self) -> dict[str, Any]:
+            return {
+                **super().get_config_dict(),
+                "mini_batch_size": self.mini_batch_size,
+                "mini_batch_num_tokens": self.mini_batch_num_tokens,
+            }
+
+    cls = CachedMaskedGISTEmbedLoss
     cls.__module__, cls.__qualname__ = __name__, cls.__name__  # found by pickle
     return cls
 
@@ -660,6 +848,7 @@ def __getattr__(name: str) -> Any:
     # rest of this module works without sentence-transformers.
     builders = {
         "CachedMaskedMultipleNegativesRankingLoss": _cached_loss_class,
+        "CachedMaskedGISTEmbedLoss": _cached_gist_class,
         "RefreshCallback": _refresh_callback_class,
     }
     if name in builders:
@@ -669,7 +858,10 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = [  # and CachedMaskedMultipleNegativesRankingLoss and RefreshCallback, built on first use
+# And CachedMaskedMultipleNegativesRankingLoss, CachedMaskedGISTEmbedLoss and RefreshCallback,
+# built on first use.
+__all__ = [
+    "MaskedGISTEmbedLoss",
     "MaskedMultipleNegativesRankingLoss",
     "Mined",
     "TopicBatchSampler",
