@@ -3,22 +3,34 @@
 use std::time::Instant;
 
 use negmine_core::kernels::{self, AMX_QUERY_ROWS, GROUP, NR};
+use negmine_core::pack::AlignedBytes;
 
 fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().unwrap()).collect();
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().unwrap())
+        .collect();
     let (dim, queries, panels) = (args[0], args[1], args[2]);
     let groups = dim / GROUP;
     let pairs = queries / AMX_QUERY_ROWS;
-    let q = vec![3u8; queries * dim];
-    let c = vec![-2i8; panels * dim * NR];
-    let mut out = vec![0i32; queries * 2 * NR];
+    // 64-byte aligned, as the search holds them: tile rows that straddle cache lines load
+    // several times slower.
+    let (mut q, mut c, mut out) = (
+        AlignedBytes::default(),
+        AlignedBytes::default(),
+        AlignedBytes::default(),
+    );
+    q.filled(queries * dim, 3);
+    c.filled(panels * dim * NR, (-2i8) as u8);
+    out.filled(queries * 2 * NR * 4, 0);
+    let (q, c, out) = (q.as_slice(), c.as_i8(), out.as_i32_mut());
     let reps = 200;
     let started = Instant::now();
     for _ in 0..reps {
         for jr in (0..panels).step_by(2) {
             let b0 = &c[jr * dim * NR..][..dim * NR];
             let b1 = &c[(jr + 1) * dim * NR..][..dim * NR];
-            kernels::dots_i8_amx(groups, &q, dim, pairs, [b0, b1], &mut out);
+            kernels::dots_i8_amx(groups, q, dim, pairs, [b0, b1], out);
         }
     }
     let secs = started.elapsed().as_secs_f64();

@@ -50,6 +50,59 @@ impl Default for AlignedBuf {
     }
 }
 
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct ByteLine([u8; 64]);
+
+/// A zero-initialised byte buffer whose start is 64-byte aligned, viewed as bytes, signed
+/// bytes or i32: AMX tile loads and stores run several times slower on rows that straddle
+/// cache lines.
+#[derive(Default)]
+pub struct AlignedBytes {
+    lines: Vec<ByteLine>,
+    len: usize,
+}
+
+impl AlignedBytes {
+    /// Makes the buffer `len` bytes long, every byte `fill`.
+    pub fn filled(&mut self, len: usize, fill: u8) {
+        self.lines.clear();
+        self.lines.resize(len.div_ceil(64), ByteLine([fill; 64]));
+        self.len = len;
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `ByteLine` is `repr(C)` over `[u8; 64]`, so `lines` is `64 * lines.len()`
+        // contiguous initialised bytes, and `len <= 64 * lines.len()`.
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast::<u8>(), self.len) }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`, and `&mut self` makes the borrow unique.
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast::<u8>(), self.len) }
+    }
+
+    pub fn as_i8(&self) -> &[i8] {
+        // SAFETY: i8 has u8's size and alignment, and every bit pattern is valid.
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast::<i8>(), self.len) }
+    }
+
+    pub fn as_i8_mut(&mut self) -> &mut [i8] {
+        // SAFETY: as in `as_i8`, and `&mut self` makes the borrow unique.
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast::<i8>(), self.len) }
+    }
+
+    /// The buffer as i32 values (`len / 4` of them).
+    pub fn as_i32_mut(&mut self) -> &mut [i32] {
+        // SAFETY: the start is 64-byte aligned (more than i32's 4), the `len / 4` values lie
+        // inside the initialised bytes, every bit pattern is a valid i32, and `&mut self`
+        // makes the borrow unique.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast::<i32>(), self.len / 4)
+        }
+    }
+}
+
 /// `sum_j f(a[j], b[j])` in f32, accumulated in 8 lanes (element `j` into lane `j % 8`, the
 /// tail separately) and then added in order: a fixed order, so the same value for every CPU,
 /// and a loop the compiler vectorises.

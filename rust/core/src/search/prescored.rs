@@ -15,7 +15,7 @@ use crate::idlists::IdLists;
 use crate::kernels::{self, Isa, AMX_DEPTH, AMX_QUERY_ROWS, GROUP, MR, NR, TILE};
 use crate::matrix::MatrixView;
 use crate::metric::{max_squared_norm, Metric};
-use crate::pack::AlignedBuf;
+use crate::pack::{AlignedBuf, AlignedBytes};
 use crate::quant::{self, down, up, ChainError, RowCode, CORPUS_LEVELS};
 use crate::rescore::Rescorer;
 use crate::search::{Neighbors, SearchStats};
@@ -169,7 +169,7 @@ fn kernel_threshold(
 #[derive(Default)]
 struct CodedBlock {
     f32: PackedBlock,
-    codes: Vec<i8>,
+    codes: AlignedBytes,
     rows: Vec<RowCode>,
     /// Each row's scale, for the kernel test.
     scales: Vec<f32>,
@@ -213,14 +213,14 @@ impl CodedBlock {
     /// zero bytes, which add nothing to any dot).
     fn code(&mut self, dim: usize, groups: usize, query_offset: i32) {
         let n_panels = self.f32.rows.len().div_ceil(NR);
-        self.codes.resize(n_panels * groups * NR * GROUP, 0);
+        self.codes.filled(n_panels * groups * NR * GROUP, 0);
         self.rows.resize(n_panels * NR, RowCode::default());
         self.offsets.resize(n_panels * NR, 0);
         self.f32
             .panels
             .as_slice()
             .par_chunks(dim * NR)
-            .zip(self.codes.par_chunks_mut(groups * NR * GROUP))
+            .zip(self.codes.as_i8_mut().par_chunks_mut(groups * NR * GROUP))
             .zip(self.rows.par_chunks_mut(NR))
             .zip(self.offsets.par_chunks_mut(NR))
             .for_each_init(
@@ -298,7 +298,7 @@ impl Scorer<'_> {
         }
         let mut tile = [0i32; TILE];
         for jr in 0..n_b {
-            let b = &block.codes[jr * panel_bytes * NR..][..panel_bytes * NR];
+            let b = &block.codes.as_i8()[jr * panel_bytes * NR..][..panel_bytes * NR];
             let cols = NR.min(block.f32.rows.len() - jr * NR);
             for ir in 0..n_a {
                 let a = &self.query_codes[(task.first_panel + ir) * panel_bytes * MR..]
@@ -319,8 +319,10 @@ impl Scorer<'_> {
         // Each query tile is loaded once per corpus panel pair: as many queries as fill half
         // of L1 stay there while the block's panels stream past them.
         let step = (AMX_L1_QUERY_BYTES / depth / AMX_QUERY_ROWS).max(1) * AMX_QUERY_ROWS;
-        let mut dots = vec![0i32; step * 2 * NR];
-        let panel = |jr: usize| &block.codes[jr * depth * NR..][..depth * NR];
+        let mut dots = AlignedBytes::default();
+        dots.filled(step * 2 * NR * 4, 0);
+        let dots = dots.as_i32_mut();
+        let panel = |jr: usize| &block.codes.as_i8()[jr * depth * NR..][..depth * NR];
         for first in (0..n_queries).step_by(step) {
             let len = step.min(n_queries - first);
             let pairs = len.div_ceil(AMX_QUERY_ROWS);
@@ -334,7 +336,7 @@ impl Scorer<'_> {
                     depth,
                     pairs,
                     [panel(jr), panel(second)],
-                    &mut dots,
+                    dots,
                 );
                 for p in 0..(n_b - jr).min(2) {
                     let jp = jr + p;
@@ -448,7 +450,7 @@ fn code_queries(
     n_queries: usize,
     levels: i32,
     rows_layout: bool,
-) -> (Vec<u8>, Vec<RowCode>) {
+) -> (AlignedBytes, Vec<RowCode>) {
     let offset = quant::query_offset(levels);
     let n_panels = n_queries.div_ceil(MR);
     let depth = groups * GROUP;
@@ -457,10 +459,12 @@ fn code_queries(
     } else {
         n_panels * MR * depth
     };
-    let mut codes = vec![offset as u8; len];
+    let mut codes = AlignedBytes::default();
+    codes.filled(len, offset as u8);
     let mut rows = vec![RowCode::default(); n_panels * MR];
     // Either layout gives each panel's MR queries `MR * depth` consecutive bytes.
     codes
+        .as_mut_slice()
         .par_chunks_mut(MR * depth)
         .zip(rows.par_chunks_mut(MR))
         .zip(packed.par_chunks(dim * MR))
@@ -575,7 +579,7 @@ fn search_bounded(
             groups,
             chain,
             bound_scale,
-            query_codes: &query_codes,
+            query_codes: query_codes.as_slice(),
             queries: &query_rows,
             query_offset: batch_start,
             exclude,
