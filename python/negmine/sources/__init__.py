@@ -77,7 +77,7 @@ class Source(Protocol):
     """The deepest fetch; deeper queries are finished by the core's exact search."""
 
     def fetch(
-        self, start: int, queries: np.ndarray, excluded: tuple[np.ndarray, np.ndarray]
+        self, start: int, queries: Any, excluded: tuple[np.ndarray, np.ndarray]
     ) -> Fetch | None:
         """The core's ``fetch`` for the chunk of queries starting at ``start`` (their rows and
         excluded ids, CSR); ``None``: the chunk is mined by the exact search."""

@@ -22,11 +22,11 @@ class Settings:
 
 class Exact:
     name = "exact"
-    chunk_rows = None
-    max_depth = None
+    chunk_rows: int | None = None
+    max_depth: int | None = None
 
     def fetch(
-        self, start: int, queries: np.ndarray, excluded: tuple[np.ndarray, np.ndarray]
+        self, start: int, queries: Any, excluded: tuple[np.ndarray, np.ndarray]
     ) -> Fetch | None:
         return None
 

@@ -77,13 +77,13 @@ class Hnsw:
         return None if self.index is None else ann.hnsw_depth_limit(self.n_corpus)
 
     def fetch(
-        self, start: int, queries: np.ndarray, excluded: tuple[np.ndarray, np.ndarray]
+        self, start: int, queries: Any, excluded: tuple[np.ndarray, np.ndarray]
     ) -> Fetch | None:
         if self.index is None:
             return None
         return ann.graph_fetch(
             self.index,
-            queries,
+            np.asarray(queries),
             np.diff(excluded[0]).astype(np.int64),
             n_corpus=self.n_corpus,
             normalize=self.normalize,

@@ -71,7 +71,7 @@ class Torch:
         return None if self.corpus is None else CHUNK_ROWS
 
     def fetch(
-        self, start: int, queries: np.ndarray, excluded: tuple[np.ndarray, np.ndarray]
+        self, start: int, queries: Any, excluded: tuple[np.ndarray, np.ndarray]
     ) -> Fetch | None:
         if self.corpus is None:
             return None

@@ -336,12 +336,12 @@ class TorchCandidates:
             first = False
         if not self.normalize:
             self._check_dot_range()
-        indptr, ids = candidate_csr(lists)
+        indptr, found = candidate_csr(lists)
         counts = np.diff(indptr)
         self.stats.fetched_queries += len(rows)
         self.stats.candidates += int(counts.sum())
         self.stats.max_candidates = max(self.stats.max_candidates, int(counts.max(initial=0)))
-        return indptr, ids
+        return indptr, found
 
     def _check_dot_range(self) -> None:
         """:class:`ExactPathDecides` when some dot score could overflow float32: the exact
