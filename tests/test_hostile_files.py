@@ -410,7 +410,7 @@ def test_written_files_get_the_umask_mode(tmp_path, umask, monkeypatch):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(ck, "mine_prepared", mine_prepared)
+    monkeypatch.setattr(ck, "mine_chunk", mine_prepared)
     out = tmp_path / "mined"
     with pytest.raises(KeyboardInterrupt):
         ck.mine_to_directory(q, c, r, out, MiningOptions(), chunk_queries=5, progress=False)
@@ -419,7 +419,7 @@ def test_written_files_get_the_umask_mode(tmp_path, umask, monkeypatch):
     checkpoint = list(partial.iterdir())
     assert {p.name for p in checkpoint} >= {"lock", "manifest.json", "chunk_000000000005.npz"}
     record(*checkpoint)
-    monkeypatch.setattr(ck, "mine_prepared", real)
+    monkeypatch.setattr(ck, "mine_chunk", real)
     ck.mine_to_directory(q, c, r, out, MiningOptions(), chunk_queries=5, progress=False)
     assert mode(out) == dir_mode
     record(*out.iterdir())
