@@ -187,14 +187,14 @@ def test_checkpoint_of_other_options_is_refused(tmp_path):
         import os, signal, sys
         import negmine.checkpoint as ck
         calls = []
-        real = ck.mine_prepared
+        real = ck.mine_chunk
         def mine_prepared(*a, **k):
             calls.append(1)
             # Calls 1 and 2 mine two chunks.
             if len(calls) == 3:
                 os.kill(os.getpid(), signal.SIGKILL)
             return real(*a, **k)
-        ck.mine_prepared = mine_prepared
+        ck.mine_chunk = mine_prepared
         from negmine.cli import main
         sys.exit(main(sys.argv[1:]))
         """
@@ -509,7 +509,7 @@ KILL_AT_FIRST_CHUNK = textwrap.dedent(
     import negmine.checkpoint as ck
     def mine_prepared(*a, **k):
         os.kill(os.getpid(), signal.SIGKILL)
-    ck.mine_prepared = mine_prepared
+    ck.mine_chunk = mine_prepared
     from negmine.cli import main
     sys.exit(main(sys.argv[1:]))
     """

@@ -393,6 +393,46 @@ def test_cli_mine_with_ray(local_ray: None, tmp_path: Path) -> None:
     assert cli_main([*args, "--out", str(tmp_path / "x"), "--shards", "2"]) == 2
 
 
+def test_hnsw_by_query_equals_one_process(local_ray: None, tmp_path: Path) -> None:
+    """``backend="hnsw"`` on Ray (in memory, and the CLI's checkpointed directory) mines what
+    ``negmine.mine`` mines from the same graph: the driver opens it once, the actors get it."""
+    pytest.importorskip("hnswlib")
+    q, c, r = write_inputs(tmp_path)
+    options = {"num_negatives": 4, "relative_margin": 0.05, "sampling_strategy": "random"}
+    # Built once, by one thread (deterministic), beside the corpus file; then loaded.
+    expected = negmine.mine(
+        np.load(q), str(c), str(r), backend="hnsw", target_recall=0.9, threads=1, **options
+    )
+    got = distributed.mine(
+        np.load(q),
+        str(c),
+        str(r),
+        backend="hnsw",
+        target_recall=0.9,
+        shards=2,
+        chunk_queries=7,
+        **options,
+    )
+    for name, array in expected.arrays().items():
+        assert array.tobytes() == got.arrays()[name].tobytes(), name
+    assert expected.report.ann is not None and got.report.ann is not None
+    assert (expected.report.ann.built, got.report.ann.built) == (True, False)
+    loaded = expected.report.to_dict()
+    loaded["ann"]["built"] = False
+    assert loaded == got.report.to_dict()
+    argv = ["mine", "--queries", str(q), "--corpus", str(c), "--positives", str(r), "--quiet"]
+    argv += ["--backend", "hnsw", "--target-recall", "0.9", "--num-negatives", "4"]
+    argv += ["--relative-margin", "0.05", "--sampling-strategy", "random", "--chunk-queries", "9"]
+    assert cli_main([*argv, "--out", str(tmp_path / "local")]) == 0
+    assert cli_main([*argv, "--out", str(tmp_path / "ray"), "--ray", "auto"]) == 0
+    same_files(tmp_path / "local", tmp_path / "ray")
+    assert MiningResult.load(tmp_path / "ray").negative_ids.tobytes() == got.negative_ids.tobytes()
+    with pytest.raises(InvalidArgumentError, match="needs shard_by='query'"):
+        distributed.mine(q, c, r, backend="hnsw", shard_by="corpus")
+    with pytest.raises(InvalidArgumentError, match="runs in one process"):
+        distributed.mine(q, c, r, backend="torch")
+
+
 def test_relative_paths_name_the_drivers_files(
     local_ray: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -76,13 +76,13 @@ HOLDER = textwrap.dedent(
     from pathlib import Path
     import negmine.checkpoint as ck
     started, release = Path(sys.argv[1]), Path(sys.argv[2])
-    real = ck.mine_prepared
+    real = ck.mine_chunk
     def mine_prepared(*a, **k):
         started.touch()
         while not release.exists():
             time.sleep(0.01)
         return real(*a, **k)
-    ck.mine_prepared = mine_prepared
+    ck.mine_chunk = mine_prepared
     from negmine.cli import main
     sys.exit(main(sys.argv[3:]))
     """
@@ -402,7 +402,7 @@ def test_written_files_get_the_umask_mode(tmp_path, umask, monkeypatch):
 
     # The checkpoint of a run interrupted after its second chunk, then the finished run.
     calls = []
-    real = ck.mine_prepared
+    real = ck.mine_chunk
 
     def mine_prepared(*a, **k):
         calls.append(1)
@@ -410,7 +410,7 @@ def test_written_files_get_the_umask_mode(tmp_path, umask, monkeypatch):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(ck, "mine_prepared", mine_prepared)
+    monkeypatch.setattr(ck, "mine_chunk", mine_prepared)
     out = tmp_path / "mined"
     with pytest.raises(KeyboardInterrupt):
         ck.mine_to_directory(q, c, r, out, MiningOptions(), chunk_queries=5, progress=False)
@@ -419,7 +419,7 @@ def test_written_files_get_the_umask_mode(tmp_path, umask, monkeypatch):
     checkpoint = list(partial.iterdir())
     assert {p.name for p in checkpoint} >= {"lock", "manifest.json", "chunk_000000000005.npz"}
     record(*checkpoint)
-    monkeypatch.setattr(ck, "mine_prepared", real)
+    monkeypatch.setattr(ck, "mine_chunk", real)
     ck.mine_to_directory(q, c, r, out, MiningOptions(), chunk_queries=5, progress=False)
     assert mode(out) == dir_mode
     record(*out.iterdir())
@@ -439,13 +439,13 @@ KILLER = textwrap.dedent(
     import os, signal, sys
     import negmine.checkpoint as ck
     calls = []
-    real = ck.mine_prepared
+    real = ck.mine_chunk
     def mine_prepared(*a, **k):
         calls.append(1)
         if len(calls) == 3:
             os.kill(os.getpid(), signal.SIGKILL)
         return real(*a, **k)
-    ck.mine_prepared = mine_prepared
+    ck.mine_chunk = mine_prepared
     from negmine.cli import main
     sys.exit(main(sys.argv[1:]))
     """

@@ -405,3 +405,15 @@ def text_list(texts: Any, name: str) -> list[str]:
                 "(not a Unicode character: no UTF-8 encoding, no tokenizer takes it)"
             ) from None
     return out
+
+
+def gather_lists(
+    indptr: np.ndarray, values: np.ndarray, keys: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The CSR lists ``keys[0], keys[1], ...`` concatenated: (length of each, values)."""
+    starts, counts = indptr[keys], np.diff(indptr)[keys]
+    total = int(counts.sum())
+    if total == 0:
+        return counts, np.empty(0, dtype=np.int64)
+    shift = np.repeat(starts - (np.cumsum(counts) - counts), counts)
+    return counts, values[np.arange(total) + shift]

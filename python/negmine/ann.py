@@ -42,7 +42,7 @@ top candidates are all found gets exactly the exact backend's negatives.
    ``RuntimeWarning``; ``report.ann`` says the target was missed). A returned row scoring within
    float tolerance of the exact k-th score counts as found (ties among duplicates).
 3. **Mining.** The core mines each chunk of queries with the graph as its candidate source
-   (:func:`graph_fetch`; ``negmine.mine`` drives it), on the exact path's one deepening
+   (:func:`graph_fetch`, opened by :mod:`negmine.sources.hnsw`), on the exact path's one deepening
    schedule: it asks for depth ``K``; each query fetches ``K`` plus its number of excluded ids
    (rounded up to a power of two) from the graph, since excluded rows are dropped only
    afterwards (hnswlib's filter callback is slow), with ``ef`` scaled with ``K``. The core
@@ -82,6 +82,7 @@ from negmine._inputs import rows_of
 from negmine._paths import regular_file
 from negmine._progress import progress_callback
 from negmine.errors import FormatError, InvalidArgumentError, InvalidTypeError
+from negmine.sources import Fetch, candidate_csr
 
 BUILD_CHUNK_ROWS = 65_536
 """Corpus rows converted to f32 and added to the graph per ``add_items`` call."""
@@ -119,6 +120,17 @@ def _hnswlib() -> Any:
         ) from e
 
 
+def graph_params(m: object, ef_construction: object) -> tuple[int, int]:
+    """``hnsw_m`` and ``hnsw_ef_construction`` checked: plain ints (the key and the sidecar are
+    JSON), in hnswlib's limits."""
+    return (
+        numbers.integer(m, "hnsw_m", minimum=MIN_M, maximum=MAX_M),
+        numbers.integer(
+            ef_construction, "hnsw_ef_construction", minimum=1, maximum=MAX_EF_CONSTRUCTION
+        ),
+    )
+
+
 @dataclass(frozen=True)
 class HnswParams:
     """What decides the graph (and its file name). ``m`` (``hnsw_m``) must be in
@@ -130,11 +142,7 @@ class HnswParams:
     ef_construction: int = 200
 
     def __post_init__(self) -> None:
-        # Plain ints (the key and the sidecar are JSON), in hnswlib's limits.
-        m = numbers.integer(self.m, "hnsw_m", minimum=MIN_M, maximum=MAX_M)
-        ef = numbers.integer(
-            self.ef_construction, "hnsw_ef_construction", minimum=1, maximum=MAX_EF_CONSTRUCTION
-        )
+        m, ef = graph_params(self.m, self.ef_construction)
         object.__setattr__(self, "m", m)
         object.__setattr__(self, "ef_construction", ef)
 
@@ -653,7 +661,7 @@ def graph_fetch(
     ratio: float,
     offset: int,
     threads: int | None,
-) -> Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]:
+) -> Fetch:
     """The candidate source ``_core.mine(..., fetch=...)`` calls for ``queries``: graph ids
     only (the core rescores them exactly). Row ``r`` asks the graph for ``depth`` plus its
     number of excluded ids ``excluded[r]`` rounded up to a power of two (excluded rows are
@@ -677,8 +685,6 @@ def graph_fetch(
                 continue
             for i, r in enumerate(at):
                 lists[r] = ids[i]
-        counts = np.array([len(x) for x in lists], dtype=np.int64)
-        indptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-        return indptr, np.concatenate([np.empty(0, np.int64), *lists]).astype(np.int64)
+        return candidate_csr(lists)
 
     return fetch

@@ -17,13 +17,13 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-from negmine import _core
+from negmine import _core, sources
 from negmine._atomic import atomic_write, file_mode, fsync_directory
 from negmine._core import Embeddings, open_embeddings
 from negmine._digest import file_digest
@@ -37,10 +37,12 @@ from negmine.mine import (
     Prepared,
     Teacher,
     assemble,
-    mine_prepared,
+    mine_chunk,
+    open_source,
     prepare,
 )
 from negmine.result import MiningResult, check_replaceable, save_result
+from negmine.sources.exact import Exact
 
 LOCK = "lock"
 
@@ -58,6 +60,9 @@ class ChunkWork:
     teacher: Teacher | None = None
     """Judges the candidates (``mine(rescore=...)``): ``prepared`` then holds its positive
     scores and ``options`` its percentile cut. Only this process' runner takes one."""
+    source: sources.Source = field(default_factory=Exact)
+    """Where each chunk's candidates come from (:mod:`negmine.sources`), opened on all the
+    queries."""
 
 
 ChunkRunner = Callable[
@@ -65,7 +70,7 @@ ChunkRunner = Callable[
 ]
 """Mines the query chunks ``(start, stop)`` of a :class:`ChunkWork`, yielding ``(start, core
 output)`` for each as it is done, in any order. A chunk must come out as
-``mine_prepared(queries[start:stop], corpus, prepared.rows(start, stop), options,
+``mine_chunk(queries[start:stop], corpus, prepared.rows(start, stop), options, source, start,
 query_offset=start)`` would mine it. Closing the iterator stops the work (the run was
 interrupted): what was yielded is kept, the rest is mined again on resume."""
 
@@ -86,11 +91,13 @@ def local_chunks(
     for start, stop in chunks:
         yield (
             start,
-            mine_prepared(
+            mine_chunk(
                 np.ascontiguousarray(q_array[start:stop]),
                 work.corpus,
                 work.prepared.rows(start, stop),
                 work.options,
+                work.source,
+                start,
                 query_offset=start,
                 threads=work.threads,
                 teacher=work.teacher,
@@ -163,6 +170,8 @@ def mine_to_directory(
     teacher: Teacher | None = None,
     teacher_identity: dict[str, Any] | None = None,
     texts_record: Mapping[str, Any] | None = None,
+    backend: str = "exact",
+    backend_options: Mapping[str, Any] | None = None,
 ) -> MiningResult:
     """Mines ``queries`` (a ``.npy`` file) against ``corpus`` (a ``.npy`` file, mapped) with
     the positives of a qrels TSV, writing the result into ``out`` as one unit (see
@@ -191,7 +200,14 @@ def mine_to_directory(
     after each chunk is checkpointed. ``teacher`` (with the local runner only) judges the
     candidates as ``mine(rescore=...)`` does; ``teacher_identity`` (what names it: model,
     texts' digests, percentile) goes into the checkpoint's manifest, so that a resume with
-    another teacher is refused."""
+    another teacher is refused.
+
+    ``backend`` chooses the candidate source and ``backend_options`` its settings, as
+    ``negmine.mine``'s arguments of those names (e.g. ``{"target_recall": 0.99}``); the source
+    is opened once per run (an HNSW index built or loaded, its ``ef`` tuned on all queries).
+    What changes its candidates is part of the checkpoint's identity (``torch``'s result is
+    the exact one: a run of either resumes the other's)."""
+    settings = sources.settings(backend, backend_options or {})
     if teacher is not None and runner is not local_chunks:
         raise InvalidArgumentError("a teacher (rescore) runs in this process only, not on Ray")
     chunk_queries = count(chunk_queries, "chunk_queries")
@@ -219,6 +235,7 @@ def mine_to_directory(
                 runner,
                 teacher,
                 teacher_identity,
+                (backend, settings),
             )
         except BaseException:
             # Nothing mined is nothing to resume: a manifest alone would only make the
@@ -249,6 +266,7 @@ def _mine_chunks(
     runner: ChunkRunner,
     teacher: Teacher | None,
     teacher_identity: dict[str, Any] | None,
+    backend: tuple[str, Any],
 ) -> MiningResult:
     q = open_embeddings(queries)
     c = open_embeddings(corpus)
@@ -263,6 +281,8 @@ def _mine_chunks(
     }
     if teacher is not None:
         manifest["teacher"] = teacher_identity or {}
+    if backend[1].identity() is not None:  # the exact path's manifests stay as they were
+        manifest["backend"] = backend[1].identity()
     manifest_path = partial / "manifest.json"
     if manifest_path.exists():
         try:
@@ -310,6 +330,15 @@ def _mine_chunks(
     core_options = options
     if teacher is not None:
         prepared, core_options = teacher.judge_positives(prepared, options)
+    source = open_source(
+        *backend,
+        q,
+        c,
+        prepared,
+        options,
+        threads=threads,
+        progress=progress if isinstance(progress, bool) else False,
+    )
     work = ChunkWork(
         queries=q,
         corpus=c,
@@ -317,9 +346,11 @@ def _mine_chunks(
         options=core_options,
         threads=threads,
         teacher=teacher,
+        source=source,
     )
     parts = run_chunks(work, chunks, runner, progress, done=done, save=save)
     result = assemble(prepared, options, parts)
+    source.report(result.report, parts)
     if teacher is not None:
         result.report.teacher = teacher.report(result.report.teacher)
     return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import importlib
 import importlib.util
@@ -260,7 +261,14 @@ def _cmd_search(args: argparse.Namespace) -> int:
     corpus = _core.open_embeddings(regular_file(args.corpus, "corpus file"))
     start = time.perf_counter()
     scores, ids = search(
-        queries, corpus, args.k, metric=args.metric, threads=args.threads, progress=not args.quiet
+        queries,
+        corpus,
+        args.k,
+        metric=args.metric,
+        threads=args.threads,
+        progress=not args.quiet,
+        backend=args.backend,
+        **_backend_settings(args),
     )
     elapsed = time.perf_counter() - start
     with atomic_write(args.out) as f:
@@ -276,6 +284,10 @@ def _check_mine_usage(args: argparse.Namespace) -> None:
     """The option combinations ``mine`` refuses before reading anything."""
     if args.ray is None and (args.shards is not None or args.shard_by != "query"):
         raise UsageError("--shard-by and --shards need --ray")
+    if args.ray is not None and args.backend == "torch":
+        raise UsageError("--backend torch runs in this process, not with --ray")
+    if args.ray is not None and args.backend != "exact" and args.shard_by == "corpus":
+        raise UsageError(f"--backend {args.backend} with --ray needs --shard-by query")
     if args.rescore_model is not None and args.ray is not None:
         raise UsageError("--rescore-model runs in this process, not with --ray")
     if args.rescore_model is None and args.rescore_percentile is not None:
@@ -422,7 +434,9 @@ def _cmd_mine(args: argparse.Namespace) -> int:
             chunk_queries=args.chunk_queries,
             threads=args.threads,
             progress=not args.quiet,
+            backend=args.backend,
             **options.to_dict(),
+            **_backend_settings(args),
         )
     else:
         result = mine_to_directory(
@@ -439,6 +453,8 @@ def _cmd_mine(args: argparse.Namespace) -> int:
             teacher=teacher,
             teacher_identity=identity,
             texts_record=record,
+            backend=args.backend,
+            backend_options=_backend_settings(args),
         )
     _say(args, result.report, f"done in {time.perf_counter() - start:.1f} s -> {args.out}")
     return 0
@@ -747,6 +763,39 @@ def _add_embedding_options(parser: argparse.ArgumentParser, for_mine: bool) -> N
     )
 
 
+def _add_backend_options(parser: argparse.ArgumentParser, for_mine: bool) -> None:
+    """``--backend`` and the settings of its sources, as each source declares them."""
+    from negmine import sources
+
+    backends = list(sources.BACKENDS) if for_mine else list(sources.searchable())
+    parser.add_argument(
+        "--backend",
+        choices=backends,
+        default="exact",
+        help="where each query's candidates come from: exact (the whole corpus), "
+        + ("hnsw (an HNSW graph, approximate, rescored exactly; needs hnswlib), " * for_mine)
+        + "torch (a float16 matmul with a proven error bound, rescored exactly: the exact "
+        "result; needs torch)",
+    )
+    for backend in backends:
+        for setting in dataclasses.fields(sources.module(backend).Settings):
+            parser.add_argument(
+                "--" + setting.name.replace("_", "-"),
+                type=setting.metadata["type"],
+                default=None,
+                help=setting.metadata["help"]
+                + ("" if setting.default is None else f" (default: {setting.default})"),
+            )
+
+
+def _backend_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The backend settings given on the command line (the others keep their defaults)."""
+    from negmine import sources
+
+    names = [f.name for f in dataclasses.fields(sources.module(args.backend).Settings)]
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
 def build_parser() -> argparse.ArgumentParser:
     # Every command also takes -q after its name (the default stays the global one's).
     quiet = argparse.ArgumentParser(add_help=False)
@@ -840,7 +889,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_embedding_options(embed, for_mine=False)
     embed.set_defaults(run=_cmd_embed)
 
-    search = command("search", "exact top-k of .npy queries against a .npy corpus")
+    search = command(
+        "search",
+        "exact top-k of .npy queries against a .npy corpus",
+        "Exact top-k of .npy queries against a .npy corpus, written to an .npz. --backend torch "
+        "takes candidates from a torch matmul with a proven error bound and rescores them: the "
+        "same result, bit for bit.",
+    )
     search.add_argument("--queries", required=True, help="Q x d .npy file (float32/float16)")
     search.add_argument("--corpus", required=True, help="N x d .npy file (float32/float16)")
     search.add_argument("--k", type=_positive_int, required=True, help="neighbours per query")
@@ -851,6 +906,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=_positive_int, default=None, help="cores to use (default: all)"
     )
     search.add_argument("--out", required=True, help="output .npz with 'scores' and 'ids'")
+    _add_backend_options(search, for_mine=False)
     search.set_defaults(run=_cmd_search)
 
     _add_mine_parser(command)
@@ -1136,6 +1192,7 @@ def _add_mine_parser(command: Any) -> None:
         default=64,
         help="with --rescore-model: pairs per forward pass",
     )
+    _add_backend_options(mine, for_mine=True)
     mine.set_defaults(run=_cmd_mine)
 
 

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from negmine import _core
+from negmine import _core, sources
 from negmine import _numbers as numbers
 from negmine._core import Embeddings, open_embeddings
 from negmine._digest import array_digest
@@ -62,6 +62,7 @@ from negmine._inputs import (
     as_csr,
     as_matrix,
     distinct_ids,
+    gather_lists,
     read_only,
     rows_of,
 )
@@ -72,9 +73,10 @@ from negmine.mine import (
     Duplicates,
     MiningOptions,
     Prepared,
-    _gather_lists,
     assemble,
+    mine_chunk,
     mine_prepared,
+    open_source,
     prepare,
 )
 from negmine.result import MiningResult
@@ -117,6 +119,7 @@ def mine(
     max_restarts: int = 3,
     threads: int | None = None,
     progress: bool | ProgressCallback = False,
+    backend: str = "exact",
     **options: Any,
 ) -> MiningResult:
     """:func:`negmine.mine` on a Ray cluster: the same :class:`MiningResult`, bit for bit.
@@ -156,17 +159,33 @@ def mine(
             of its machine's.
         progress: a tqdm bar of queries done, or a callable ``(done, total)`` called on the
             driver after each chunk.
+        backend: the candidate source, as in :func:`negmine.mine` (``"exact"`` or
+            ``"hnsw"``; by query only): the driver opens it once (an HNSW graph built or
+            loaded, its ``ef`` tuned on all queries) and ships it to each actor once.
         **options: the mining options of :func:`negmine.mine` (``num_negatives``,
             ``metric``, the filters, ``sampling_strategy``, ``seed``, ...), see
-            :class:`negmine.MiningOptions`.
+            :class:`negmine.MiningOptions`, and the backend's settings (``target_recall``,
+            ``hnsw_m``, ...).
     """
     if "rescore" in options:
         raise InvalidArgumentError(
             "rescore= (a teacher) runs in one process: use negmine.mine, or negmine mine "
             "--rescore-model without --ray"
         )
+    names = set(sources.setting_names())
+    given = {name: options.pop(name) for name in list(options) if name in names}
     mining = MiningOptions(**options)
     shard_by = numbers.choice(shard_by, "shard_by", ("query", "corpus"))  # type: ignore[assignment]
+    settings = sources.settings(backend, given)
+    if backend == "torch":
+        raise InvalidArgumentError(
+            "backend='torch' runs in one process: use negmine.mine, or negmine mine without --ray"
+        )
+    if backend != "exact" and shard_by == "corpus":
+        raise InvalidArgumentError(
+            f"backend={backend!r} needs shard_by='query' (by corpus, each shard searches its "
+            "rows exactly)"
+        )
     chunk_queries = numbers.count(chunk_queries, "chunk_queries")
     max_restarts = numbers.non_negative(max_restarts, "max_restarts")
     threads = numbers.optional_count(threads, "threads")
@@ -197,12 +216,18 @@ def mine(
             query_dup_threshold=mining.query_dup_threshold,
             threads=threads,
         )
-        work = ChunkWork(queries=q, corpus=c, prepared=prepared, options=mining, threads=threads)
+        with read_only(q, c):
+            source = open_source(backend, settings, q, c, prepared, mining, threads=threads)
+        work = ChunkWork(
+            queries=q, corpus=c, prepared=prepared, options=mining, threads=threads, source=source
+        )
         if not rows_of(q):
             # No chunk to hand out: the core's answer for no queries (its shapes, its report),
             # as `negmine.mine` gives it; no cluster is needed for that.
-            empty = mine_prepared(q, c, prepared, mining, threads=threads)
-            return assemble(prepared, mining, [empty])
+            empty = mine_chunk(q, c, prepared, mining, source, 0, threads=threads)
+            result = assemble(prepared, mining, [empty])
+            source.report(result.report, [empty])
+            return result
 
     ray = _import_ray()
     with _connected(ray, ray_address):
@@ -232,6 +257,8 @@ def mine(
                 progress=progress,
                 runner=runner,
                 texts_record=texts_record,
+                backend=backend,
+                backend_options=given,
             )
         assert work is not None
         chunks = query_chunks(rows_of(work.queries), chunk_queries)
@@ -239,7 +266,9 @@ def mine(
         # into them meanwhile (a progress callback, another thread), as in `negmine.mine`.
         with read_only(work.queries, work.corpus):
             parts = run_chunks(work, chunks, runner, progress)
-        return assemble(work.prepared, mining, parts)
+        result = assemble(work.prepared, mining, parts)
+        work.source.report(result.report, parts)
+        return result
 
 
 def search(
@@ -605,6 +634,8 @@ class _QueryPool(_Pool):
             return
         ray = self.ray
         inputs = _Inputs.put(ray, work)
+        # Put once (a graph can be large); inside a list, each actor resolves it once.
+        source = [ray.put(work.source)]
         # An actor with no chunk to mine is not started.
         args = [(work.options.to_dict(), work.threads)] * min(self.n, len(chunks))
         q_array = np.asarray(work.queries)
@@ -616,7 +647,7 @@ class _QueryPool(_Pool):
                 start, stop = todo.popleft()
                 lists = replace(work.prepared.rows(start, stop), groups=None)
                 queries = np.ascontiguousarray(q_array[start:stop])
-                task = actors[actor].mine.remote(inputs, start, queries, lists)
+                task = actors[actor].mine.remote(inputs, source, start, queries, lists)
                 running[task] = (start, actor)
 
             # Two chunks per actor: the next one is on its node when the first finishes.
@@ -640,18 +671,25 @@ class _QueryWorker:
         self.options = MiningOptions(**options)
         self.threads = threads
         self.opened: tuple[Embeddings | np.ndarray, np.ndarray | None] | None = None
+        self.source: sources.Source | None = None
 
     def mine(
-        self, inputs: _Inputs, start: int, queries: np.ndarray, lists: Prepared
+        self, inputs: _Inputs, source: list[Any], start: int, queries: np.ndarray, lists: Prepared
     ) -> dict[str, np.ndarray]:
+        import ray
+
         if self.opened is None:
             self.opened = inputs.open()
+        if self.source is None:
+            self.source = ray.get(source[0])
         corpus, groups = self.opened
-        part = mine_prepared(
+        part = mine_chunk(
             queries,
             corpus,
             replace(lists, groups=groups),
             self.options,
+            self.source,
+            start,
             query_offset=start,
             threads=self.threads,
         )
@@ -723,9 +761,7 @@ def _merged_fetch(
             for shard, opened in zip(shards, inputs)
         ]
         _, ids = merge_topk(_get(ray, tasks), depth)
-        real = ids >= 0
-        indptr = np.concatenate(([0], np.cumsum(real.sum(axis=1)))).astype(np.int64)
-        return indptr, np.ascontiguousarray(ids[real])
+        return sources.candidate_csr(ids)
 
     return fetch
 
@@ -754,7 +790,7 @@ class _ShardWorker:
             # the shard's own rows.
             self.rows = corpus[self.lo : self.hi] if isinstance(inputs.corpus, str) else corpus
         n = len(self.rows)
-        counts, ids = _gather_lists(*excluded, rows)
+        counts, ids = gather_lists(*excluded, rows)
         inside = (ids >= self.lo) & (ids < self.lo + n)
         row_of = np.repeat(np.arange(len(rows)), counts)
         local_counts = np.bincount(row_of[inside], minlength=len(rows))
@@ -768,7 +804,7 @@ class _ShardWorker:
         caps = np.minimum(width, n - local_counts)
         for k in np.unique(caps[caps > 0]):
             at = np.flatnonzero(caps == k)
-            sub_counts, sub_ids = _gather_lists(local_indptr, local_ids, at)
+            sub_counts, sub_ids = gather_lists(local_indptr, local_ids, at)
             sub_indptr = np.concatenate(([0], np.cumsum(sub_counts))).astype(np.int64)
             s, i = exact_search(
                 np.ascontiguousarray(queries[rows[at]]),

@@ -15,7 +15,6 @@ import inspect
 import operator
 import os
 import re
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Union
@@ -23,7 +22,7 @@ from typing import Any, Literal, Union
 import numpy as np
 import numpy.typing as npt
 
-from negmine import _core, ann
+from negmine import _core, sources
 from negmine import _numbers as numbers
 from negmine._core import Embeddings
 from negmine._inputs import (
@@ -31,6 +30,7 @@ from negmine._inputs import (
     IdsLike,
     as_csr,
     as_matrix,
+    gather_lists,
     pairs_to_csr,
     read_only,
     rows_of,
@@ -39,7 +39,7 @@ from negmine._inputs import (
 from negmine._progress import progress_callback
 from negmine.errors import InvalidArgumentError, InvalidTypeError
 from negmine.qrels import load_qrels
-from negmine.report import AnnReport, MiningReport, TeacherReport, TorchReport, build_report
+from negmine.report import TeacherReport, build_report
 from negmine.result import MiningResult
 
 SamplingStrategy = Literal["top", "random", "simans"]
@@ -54,18 +54,6 @@ def _hash_groups(texts: Sequence[str]) -> np.ndarray:
         key = hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
         groups[i] = first.setdefault(key, i)
     return groups
-
-
-def _gather_lists(
-    indptr: np.ndarray, values: np.ndarray, keys: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """The CSR lists ``keys[0], keys[1], ...`` concatenated: (length of each, values)."""
-    starts, counts = indptr[keys], np.diff(indptr)[keys]
-    total = int(counts.sum())
-    if total == 0:
-        return counts, np.empty(0, dtype=np.int64)
-    shift = np.repeat(starts - (np.cumsum(counts) - counts), counts)
-    return counts, values[np.arange(total) + shift]
 
 
 class MiningOptions:
@@ -235,7 +223,7 @@ def prepare(
         # Each query gets the positives of its whole component.
         pos_rows = np.repeat(np.arange(n_queries), np.diff(pos_indptr))
         comp_indptr, comp_ids = pairs_to_csr(components[pos_rows], pos_ids, n_queries)
-        counts, shared = _gather_lists(comp_indptr, comp_ids, components)
+        counts, shared = gather_lists(comp_indptr, comp_ids, components)
         pos_indptr, pos_ids = pairs_to_csr(
             np.repeat(np.arange(n_queries), counts), shared, n_queries
         )
@@ -247,7 +235,7 @@ def prepare(
         dense = dense.astype(np.int64)
         order = np.argsort(dense, kind="stable").astype(np.int64)
         group_indptr = np.concatenate(([0], np.cumsum(np.bincount(dense))))
-        counts, members = _gather_lists(group_indptr, order, dense[pos_ids])
+        counts, members = gather_lists(group_indptr, order, dense[pos_ids])
         pos_rows = np.repeat(np.arange(n_queries), np.diff(pos_indptr))
         ex_indptr, ex_ids = pairs_to_csr(
             np.concatenate([pos_rows, np.repeat(pos_rows, counts)]),
@@ -319,7 +307,7 @@ def mine_prepared(
     query_offset: int = 0,
     threads: int | None = None,
     progress: bool | Callable[[int, int], object] = False,
-    fetch: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]] | None = None,
+    fetch: sources.Fetch | None = None,
     max_depth: int | None = None,
     teacher: Teacher | None = None,
 ) -> _core.Mined:
@@ -549,17 +537,14 @@ def mine(
     # The options are the arguments above that the core declares (see `MiningOptions`).
     options = MiningOptions(**{k: v for k, v in locals().items() if k in _declared_options()})
     threads = numbers.optional_count(threads, "threads")
-    backend = numbers.choice(backend, "backend", ("exact", "hnsw", "torch"))  # type: ignore[assignment]
-    target_recall = numbers.real(target_recall, "target_recall", low=0.0, high=1.0, low_open=True)
-    hnsw_params = ann.HnswParams(options.metric, m=hnsw_m, ef_construction=hnsw_ef_construction)
+    # Every backend's settings are checked, whichever is used (each declared by its source).
+    source_settings = sources.all_settings(locals())[
+        numbers.choice(backend, "backend", tuple(sources.BACKENDS))
+    ]
     teacher = make_teacher(rescore, rescore_percentile, rescore_batch_size)
     query_offset = numbers.non_negative(query_offset, "query_offset", maximum=numbers.MAX_ID)
     q = as_matrix(queries, "queries")
     c = as_matrix(corpus, "corpus")
-    if backend == "torch":
-        torch_dtype = numbers.choice(torch_dtype, "torch_dtype", ("float16", "bfloat16"))  # type: ignore[assignment]
-        tile_rows = numbers.count(tile_rows, "tile_rows")
-        torch_slack = numbers.count(torch_slack, "torch_slack")
     if backend != "exact" and q.shape[1] != c.shape[1]:
         raise InvalidArgumentError(
             f"queries have dimension {q.shape[1]} but the corpus has {c.shape[1]}"
@@ -577,293 +562,148 @@ def mine(
     core_options = options
     if teacher is not None:
         prepared, core_options = teacher.judge_positives(prepared, options)
-    if backend == "hnsw":
-        result = _mine_hnsw(
-            q,
-            c,
-            prepared,
-            options,
-            target_recall=float(target_recall),
-            hnsw_path=hnsw_path,
-            params=hnsw_params,
-            threads=threads,
-            progress=progress,
-            core_options=core_options,
-            teacher=teacher,
-            query_offset=query_offset,
+    with read_only(q, c):
+        source = open_source(
+            backend, source_settings, q, c, prepared, options, threads=threads, progress=progress
         )
-    elif backend == "torch":
-        result = _mine_torch(
-            q,
-            c,
-            prepared,
-            options,
-            core_options=core_options,
-            teacher=teacher,
-            device=device,
-            dtype=torch_dtype,
-            tile_rows=tile_rows,
-            slack=torch_slack,
-            threads=threads,
-            progress=progress,
-            query_offset=query_offset,
-        )
-    else:
-        out = mine_prepared(
+        parts = mine_parts(
             q,
             c,
             prepared,
             core_options,
-            threads=threads,
-            progress=progress,
+            source,
             teacher=teacher,
             query_offset=query_offset,
+            threads=threads,
+            progress=progress,
         )
-        result = assemble(prepared, options, [out])
+    result = assemble(prepared, options, parts)
+    source.report(result.report, parts)
     if teacher is not None:
         result.report.teacher = teacher.report(result.report.teacher)
     return result
 
 
-def _mine_torch(
-    q: Embeddings | np.ndarray,
-    c: Embeddings | np.ndarray,
-    prepared: Prepared,
-    options: MiningOptions,
-    *,
-    core_options: MiningOptions,
-    teacher: Teacher | None,
-    device: Any,
-    dtype: str,
-    tile_rows: int,
-    slack: int,
-    threads: int | None,
-    progress: bool,
-    query_offset: int = 0,
-) -> MiningResult:
-    """``mine(..., backend="torch")`` once the inputs are checked (see
-    :mod:`negmine.torch.candidates`): chunks of queries mined with torch candidates;
-    ``core_options``: ``options`` as the core applies them (a teacher's percentile cut)."""
-    try:
-        from negmine.torch import candidates
-    except ImportError as e:
-        raise ImportError(
-            "backend='torch' needs torch: pip install 'negmine[torch]' (or torch>=2.0)"
-        ) from e
-    resolved = candidates.resolve_device(device)
-    source_options: dict[str, Any] = {
-        "device": resolved,
-        "dtype": candidates.DTYPES[dtype],
-        "tile_rows": tile_rows,
-        "slack": slack,
-        "stats": TorchReport(device=str(resolved), dtype=dtype, tile_rows=tile_rows, slack=slack),
-    }
-    with read_only(q, c):
-        q_array = q if isinstance(q, np.ndarray) else np.asarray(q)
-        c_array = c if isinstance(c, np.ndarray) else np.asarray(c)
-        try:
-            if len(q_array) == 0 or len(c_array) == 0:
-                raise candidates.ExactPathDecides  # nothing to scan: the exact path
-            parts = _mine_sourced(
-                q_array,
-                c_array,
-                prepared,
-                core_options,
-                lambda start, stop, chunk, lists: candidates.TorchCandidates(
-                    chunk,
-                    c_array,
-                    lambda row: lists.ex_ids[lists.ex_indptr[row] : lists.ex_indptr[row + 1]],
-                    normalize=options.metric == "cosine",
-                    **source_options,
-                ),
-                name="torch",
-                teacher=teacher,
-                query_offset=query_offset,
-                threads=threads,
-                progress=progress,
-            )
-        except candidates.ExactPathDecides:
-            # Nothing to scan, a row that is not finite, or dot scores of this size that could
-            # overflow float32: the exact path raises (naming the row or pair) or mines,
-            # exactly as backend="exact" does.
-            parts = [
-                mine_prepared(
-                    q,
-                    c,
-                    prepared,
-                    core_options,
-                    threads=threads,
-                    teacher=teacher,
-                    query_offset=query_offset,
-                )
-            ]
-    result = assemble(prepared, options, parts)
-    report = result.report
-    report.backend = "torch"
-    report.torch = source_options["stats"]
-    _count_fallbacks(report, parts)
-    return result
-
-
-def _mine_hnsw(
-    q: Embeddings | np.ndarray,
-    c: Embeddings | np.ndarray,
-    prepared: Prepared,
-    options: MiningOptions,
-    *,
-    target_recall: float,
-    hnsw_path: str | os.PathLike[str] | None,
-    params: ann.HnswParams,
-    threads: int | None,
-    progress: bool,
-    core_options: MiningOptions,
-    teacher: Teacher | None,
-    query_offset: int = 0,
-) -> MiningResult:
-    """``mine(..., backend="hnsw")`` once the inputs are checked (see :mod:`negmine.ann`);
-    ``core_options``: ``options`` as the core applies them (a teacher's percentile cut)."""
-    if rows_of(q) == 0 or rows_of(c) == 0:  # nothing to index or to ask: the exact path
-        out = mine_prepared(
-            q,
-            c,
-            prepared,
-            core_options,
-            threads=threads,
-            teacher=teacher,
-            query_offset=query_offset,
-        )
-        result = assemble(prepared, options, [out])
-        result.report.backend = "hnsw"
-        result.report.ann = AnnReport(target_recall=target_recall, built=False)
-        return result
-    with read_only(q, c):
-        index, index_path, built = ann.open_index(
-            c,
-            params,
-            path=hnsw_path,
-            threads=threads,
-            progress=progress,
-        )
-        depth = _recall_depth(options, prepared, rows_of(c))
-        ef, recall, sample = ann.tune_ef(
-            index,
-            q,
-            c,
-            metric=options.metric,
-            k=depth,
-            target_recall=target_recall,
-            seed=options.seed,
-            threads=threads,
-        )
-        if recall < target_recall:
-            warnings.warn(
-                f"the HNSW graph reaches recall@{depth} {recall:.4f} at ef {ef} (the cap), "
-                f"below target_recall {target_recall}: build it with larger hnsw_m / "
-                "hnsw_ef_construction, or use backend='exact'",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-        n_corpus = rows_of(c)
-        excluded = np.diff(prepared.ex_indptr).astype(np.int64)
-        parts = _mine_sourced(
-            q,
-            c,
-            prepared,
-            core_options,
-            lambda start, stop, chunk, lists: ann.graph_fetch(
-                index,
-                chunk,
-                excluded[start:stop],
-                n_corpus=n_corpus,
-                normalize=options.metric == "cosine",
-                ratio=ef / max(depth, 1),
-                offset=start,
-                threads=threads,
-            ),
-            name="hnsw",
-            max_depth=ann.hnsw_depth_limit(n_corpus),
-            teacher=teacher,
-            query_offset=query_offset,
-            threads=threads,
-            progress=progress,
-        )
-    result = assemble(prepared, options, parts)
-    report = result.report
-    report.backend = "hnsw"
-    report.ann = AnnReport(
-        target_recall=target_recall,
-        recall=recall,
-        ef=ef,
-        recall_depth=depth,
-        recall_sample=sample,
-        built=built,
-        path=None if index_path is None else str(index_path),
-    )
-    _count_fallbacks(report, parts)
-    return result
-
-
-def _recall_depth(options: MiningOptions, prepared: Prepared, n_corpus: int) -> int:
-    """The depth the graph's recall is measured at: a typical query's first fetch (the core's
-    first depth plus the median number of excluded ids, rounded up like the fetch)."""
-    excluded = ann.pow2ceil(np.diff(prepared.ex_indptr))
-    first = _core.first_depth(options.core)
-    return min(n_corpus, first + (int(np.median(excluded)) if len(excluded) else 0))
-
-
-SOURCE_CHUNK = 65_536
-"""Queries mined per core call with a candidate source (``hnsw``, ``torch``): bounds the
-candidate lists and the source's converted rows held at once."""
-
-Fetch = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
-
-
-def _mine_sourced(
+def open_source(
+    backend: str,
+    settings: Any,
     queries: Embeddings | np.ndarray,
     corpus: Embeddings | np.ndarray,
     prepared: Prepared,
     options: MiningOptions,
-    source: Callable[[int, int, np.ndarray, Prepared], Fetch],
     *,
-    name: str,
-    max_depth: int | None = None,
+    threads: int | None = None,
+    progress: bool | Callable[[int, int], object] = False,
+) -> sources.Source:
+    """``backend``'s candidate source (:mod:`negmine.sources`) for a run over all of
+    ``queries`` with these lists and options (the user's: a teacher's cut does not change
+    which rows are candidates)."""
+    job = sources.Job(
+        queries,
+        corpus,
+        (prepared.ex_indptr, prepared.ex_ids),
+        options.metric,
+        options.seed,
+        _core.first_depth(options.core),
+        threads,
+        progress,
+    )
+    return sources.open_source(backend, job, settings)
+
+
+def mine_chunk(
+    queries: Embeddings | np.ndarray,
+    corpus: Embeddings | np.ndarray,
+    lists: Prepared,
+    options: MiningOptions,
+    source: sources.Source,
+    start: int,
+    *,
+    teacher: Teacher | None = None,
+    query_offset: int = 0,
+    threads: int | None = None,
+    progress: bool | Callable[[int, int], object] = False,
+) -> _core.Mined:
+    """The core call for the queries starting at row ``start`` of the source's run, with its
+    candidates (:func:`mine_prepared` with the source's ``fetch``); by the exact path where
+    the source leaves the chunk to it."""
+    try:
+        fetch = source.fetch(start, queries, (lists.ex_indptr, lists.ex_ids))
+        return mine_prepared(
+            queries,
+            corpus,
+            lists,
+            options,
+            query_offset=query_offset,
+            threads=threads,
+            progress=progress,
+            fetch=fetch,
+            max_depth=None if fetch is None else source.max_depth,
+            teacher=teacher,
+        )
+    except sources.ExactPathDecides:
+        # A row that is not finite, or dot scores that could overflow: the exact path raises
+        # (naming the row or pair) or mines, exactly as backend="exact" does.
+        return mine_prepared(
+            queries,
+            corpus,
+            lists,
+            options,
+            query_offset=query_offset,
+            threads=threads,
+            teacher=teacher,
+        )
+
+
+def mine_parts(
+    queries: Embeddings | np.ndarray,
+    corpus: Embeddings | np.ndarray,
+    prepared: Prepared,
+    options: MiningOptions,
+    source: sources.Source,
+    *,
     teacher: Teacher | None = None,
     query_offset: int = 0,
     threads: int | None = None,
     progress: bool | Callable[[int, int], object] = False,
 ) -> list[_core.Mined]:
-    """Core outputs per chunk of :data:`SOURCE_CHUNK` queries, each mined with the candidates
-    of ``source(start, stop, chunk's query rows, chunk's lists)`` (a ``fetch`` of
-    :func:`mine_prepared`, and its ``max_depth``)."""
+    """The core outputs of a run, one per chunk of ``source.chunk_rows`` queries (one for all
+    where the source takes them at once)."""
     n_queries = rows_of(queries)
+    if source.chunk_rows is None or n_queries == 0:
+        part = mine_chunk(
+            queries,
+            corpus,
+            prepared,
+            options,
+            source,
+            0,
+            teacher=teacher,
+            query_offset=query_offset,
+            threads=threads,
+            progress=progress,
+        )
+        return [part]
     q_array = queries if isinstance(queries, np.ndarray) else np.asarray(queries)
     parts: list[_core.Mined] = []
-    with progress_callback(progress, f"mine ({name})", total=n_queries, unit="query") as cb:
-        for start in range(0, n_queries, SOURCE_CHUNK):
-            stop = min(n_queries, start + SOURCE_CHUNK)
-            chunk, lists = q_array[start:stop], prepared.rows(start, stop)
-            parts.append(
-                mine_prepared(
-                    chunk,
-                    corpus,
-                    lists,
-                    options,
-                    query_offset=query_offset + start,
-                    threads=threads,
-                    fetch=source(start, stop, chunk, lists),
-                    max_depth=max_depth,
-                    teacher=teacher,
-                )
+    with progress_callback(progress, f"mine ({source.name})", total=n_queries, unit="query") as cb:
+        for start in range(0, n_queries, source.chunk_rows):
+            stop = min(n_queries, start + source.chunk_rows)
+            part = mine_chunk(
+                q_array[start:stop],
+                corpus,
+                prepared.rows(start, stop),
+                options,
+                source,
+                start,
+                teacher=teacher,
+                query_offset=query_offset + start,
+                threads=threads,
             )
+            parts.append(part)
             if cb is not None:
                 cb(stop, n_queries)
     return parts
-
-
-def _count_fallbacks(report: MiningReport, parts: Sequence[_core.Mined]) -> None:
-    """The report's counts of queries a source's candidates did not settle in one fetch."""
-    report.refetched = int(sum(int((p.fetches > 1).sum()) for p in parts))
-    report.exact_fallback = int(sum(int(p.exact_finish.sum()) for p in parts))
 
 
 class Teacher:

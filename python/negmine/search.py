@@ -10,14 +10,13 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from negmine import _core
+from negmine import _core, sources
 from negmine import _numbers as numbers
 from negmine._inputs import (
     EmbeddingsLike,
     IdsLike,
     as_csr,
     as_matrix,
-    distinct_ids,
     read_only,
     rows_of,
 )
@@ -129,21 +128,19 @@ def search(
     csr = as_csr(exclude, rows_of(q), "exclude")
     if not isinstance(return_stats, bool):
         raise InvalidTypeError(f"return_stats must be a bool, got {type(return_stats).__name__}")
-    backend = numbers.choice(backend, "backend", ("exact", "torch"))  # type: ignore[assignment]
-    if backend == "torch":
-        torch_dtype = numbers.choice(torch_dtype, "torch_dtype", ("float16", "bfloat16"))  # type: ignore[assignment]
-        found = _torch_search(
-            q,
-            c,
-            k,
-            _core.MineOptions(metric=metric).metric,  # the alias resolved
-            csr,
-            device=device,
-            dtype=torch_dtype,
-            tile_rows=numbers.count(tile_rows, "tile_rows"),
-            slack=numbers.count(torch_slack, "torch_slack"),
-            threads=threads,
-        )
+    backend = numbers.choice(backend, "backend", sources.searchable())  # type: ignore[assignment]
+    settings = sources.all_settings(locals())[backend]
+    if backend != "exact":
+        with read_only(q, c):
+            found = sources.module(backend).search(
+                q,
+                c,
+                k,
+                _core.MineOptions(metric=metric).metric,  # the alias resolved
+                csr,
+                settings,
+                threads,
+            )
         if found is not None:
             return found if return_stats else found[:2]
     with (
@@ -302,39 +299,3 @@ def rescore(
         return _core.rescore(
             q, c, np.ascontiguousarray(ids, dtype=np.int64), k, metric=metric, threads=threads
         )
-
-
-def _torch_search(
-    q: Any,
-    c: Any,
-    k: int,
-    metric: str,
-    csr: tuple[np.ndarray, np.ndarray] | None,
-    **torch_options: Any,
-) -> tuple[np.ndarray, np.ndarray, Any] | None:
-    """:func:`search`'s torch backend, or ``None`` where the exact search must decide (rows
-    that are not finite, dot scores that could overflow: it raises its own error, naming
-    them)."""
-    try:
-        from negmine.torch import candidates
-    except ImportError as e:
-        raise ImportError(
-            "backend='torch' needs torch: pip install 'negmine[torch]' (or torch>=2.0)"
-        ) from e
-    n_queries, n_corpus = rows_of(q), rows_of(c)
-    if csr is not None and len(csr[1]) and (csr[1].min() < 0 or csr[1].max() >= n_corpus):
-        return None  # the exact search names the bad id
-    indptr, ids = distinct_ids(csr, n_queries)
-    if n_queries == 0 or (n_corpus - np.diff(indptr) < k).any():
-        return None  # the exact search refuses such a k (or has nothing to do)
-
-    def excluded(row: int) -> np.ndarray:
-        return ids[indptr[row] : indptr[row + 1]]
-
-    with read_only(q, c):
-        try:
-            return candidates.search(
-                np.asarray(q), np.asarray(c), k, excluded, metric=metric, **torch_options
-            )
-        except candidates.ExactPathDecides:
-            return None

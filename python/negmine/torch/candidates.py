@@ -1,7 +1,8 @@
 """``mine(..., backend="torch")``: candidates from a low-precision torch matmul (on a GPU, or on
 the CPU), rescored exactly by the core, so the result is bit for bit ``backend="exact"``'s.
 
-The core (``negmine.mine_prepared(..., fetch=...)``) asks a :class:`TorchCandidates` source for each
+The core (``negmine.mine_prepared(..., fetch=...)``) asks a :class:`TorchCandidates` source (opened
+by :mod:`negmine.sources.torch`) for each
 query's candidates at a depth ``k``; it drops duplicates and excluded ids, rescores the rest with
 its own f32 chain and keeps the best ``k``. So the result is exact as soon as each query's
 candidates are a *superset* of its exact top ``k`` rows among those it does not exclude. This
@@ -87,9 +88,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from negmine import _core
 from negmine.errors import DeviceMemoryError, InvalidArgumentError, InvalidTypeError
 from negmine.report import TorchReport
+from negmine.sources import ExactPathDecides, candidate_csr
 
 QUERY_ROWS = 1024
 """Queries multiplied against a corpus tile at once."""
@@ -104,14 +105,6 @@ _BOUND_MARGIN = 1.0 + 2.0**-20
 _NORM_TARGET = 7  # scaled rows have their norm in (2^6, 2^7]
 _ROUNDING = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8, torch.float32: 0.0}
 _HALF_SUBNORMAL = {torch.float16: 2.0**-25, torch.bfloat16: 2.0**-134, torch.float32: 2.0**-150}
-
-
-class ExactPathDecides(Exception):
-    """Raised for inputs whose outcome the exact path must decide: a row with a NaN or an
-    infinity, or dot scores that could overflow float32 (the product of the largest query and
-    corpus norms reaches the core's ``score_limit``). ``mine`` then runs the exact path, which
-    raises its own error for the first bad row or pair (or mines exactly), as
-    ``backend="exact"`` does."""
 
 
 def score_limit(dim: int) -> float:
@@ -343,12 +336,12 @@ class TorchCandidates:
             first = False
         if not self.normalize:
             self._check_dot_range()
-        counts = np.array([len(x) for x in lists], dtype=np.int64)
+        indptr, found = candidate_csr(lists)
+        counts = np.diff(indptr)
         self.stats.fetched_queries += len(rows)
         self.stats.candidates += int(counts.sum())
         self.stats.max_candidates = max(self.stats.max_candidates, int(counts.max(initial=0)))
-        indptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-        return indptr, np.concatenate([np.empty(0, np.int64), *lists]).astype(np.int64)
+        return indptr, found
 
     def _check_dot_range(self) -> None:
         """:class:`ExactPathDecides` when some dot score could overflow float32: the exact
@@ -485,66 +478,3 @@ class TorchCandidates:
                 best[s:e] = top
                 best_ids[s:e] = torch.gather(merged_ids, 1, at)
         return best.cpu().numpy(), best_ids.cpu().numpy()
-
-
-SEARCH_CHUNK = 65_536
-"""Queries per torch candidate pass of :func:`search` (their candidate lists are held)."""
-
-
-def search(
-    queries: np.ndarray,
-    corpus: np.ndarray,
-    k: int,
-    excluded: Callable[[int], np.ndarray],
-    *,
-    metric: str,
-    device: object,
-    dtype: str,
-    tile_rows: int,
-    slack: int,
-    threads: int | None,
-) -> tuple[np.ndarray, np.ndarray, TorchReport]:
-    """``negmine.search(..., backend="torch")``: each query's top ``k`` (plus what its bound
-    needs) from torch, rescored exactly by :func:`negmine.rescore`, so the result is the
-    exact search's bit for bit. ``excluded(row)``: the row's sorted excluded ids; every row
-    has at least ``k`` others (checked by the caller). :class:`ExactPathDecides` for inputs
-    the exact search must judge (see there)."""
-    from negmine.search import rescore
-
-    resolved = resolve_device(device)
-    stats = TorchReport(device=str(resolved), dtype=dtype, tile_rows=tile_rows, slack=slack)
-    scores, ids = _core.topk_result(len(queries), k, "the search result")
-    for start in range(0, len(queries), SEARCH_CHUNK):
-        stop = min(start + SEARCH_CHUNK, len(queries))
-        chunk = np.ascontiguousarray(queries[start:stop])
-
-        def of_chunk(row: int, start: int = start) -> np.ndarray:
-            return excluded(start + row)
-
-        source = TorchCandidates(
-            chunk,
-            corpus,
-            of_chunk,
-            normalize=metric == "cosine",
-            device=resolved,
-            dtype=DTYPES[dtype],
-            tile_rows=tile_rows,
-            slack=slack,
-            stats=stats,
-        )
-        indptr, found = source(np.arange(stop - start, dtype=np.int64), k)
-        counts = np.diff(indptr)
-        dense = np.full((stop - start, int(counts.max(initial=0))), -1, dtype=np.int64)
-        dense[
-            np.repeat(np.arange(stop - start), counts),
-            np.arange(len(found)) - np.repeat(indptr[:-1], counts),
-        ] = found
-        scores[start:stop], ids[start:stop] = rescore(
-            chunk,
-            corpus,
-            dense,
-            k=k,
-            metric=metric,  # type: ignore[arg-type]
-            threads=threads,
-        )
-    return scores, ids, stats

@@ -1,0 +1,149 @@
+"""Candidate sources: where mining gets each query's candidates, chosen by one ``backend=``
+(``negmine.mine``, ``negmine search`` / ``negmine mine --backend``, the checkpointed
+directory runs, ``negmine.distributed.mine``).
+
+The core mines a chunk of queries from a ``fetch(rows, depth) -> (indptr, ids)`` callback (or,
+without one, from its own exact search); it rescores what a fetch returns exactly, drops the
+excluded ids and fetches again, deeper, for the queries whose window the filters emptied. A
+source only says which corpus rows are candidates. The contract, for a new source:
+
+- a module here with a frozen dataclass ``Settings`` (the source's keyword options of
+  ``negmine.mine``, with their defaults, checked in ``__post_init__``; each field's
+  ``metadata`` is its CLI flag's :func:`flag`) and ``open(job, settings) -> Source``;
+- one line in :data:`BACKENDS`.
+
+docs/internals.md shows a complete example. Nothing here imports :mod:`negmine.mine`: the
+sources see plain arrays (:class:`Job`), so mining, search, the checkpoint and Ray all use them
+without an import circle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from negmine import _numbers as numbers
+from negmine.report import MiningReport
+
+Fetch = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+"""The core's candidate callback: for the chunk's ``rows`` at ``depth``, each row's candidate
+ids as CSR ``(indptr, ids)`` (see :func:`candidate_csr`)."""
+
+BACKENDS: dict[str, str] = {
+    "exact": "negmine.sources.exact",
+    "hnsw": "negmine.sources.hnsw",
+    "torch": "negmine.sources.torch",
+}
+"""Every candidate source, by its ``backend=`` name: the module that implements it."""
+
+
+class ExactPathDecides(Exception):
+    """Raised by a source (from ``open`` or a fetch) for inputs whose outcome the exact path
+    must decide, e.g. a row with a NaN, or dot scores that could overflow float32: the chunk is
+    then mined by the exact search, which raises its own error naming the row or pair (or
+    mines)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a source is opened on: one run's inputs, all of its queries."""
+
+    queries: Any
+    """``Q x d`` (array or ``Embeddings``)."""
+    corpus: Any
+    """``N x d`` (array or ``Embeddings``)."""
+    excluded: tuple[np.ndarray, np.ndarray]
+    """Each query's excluded ids (positives, duplicates, ``exclude``), CSR, sorted per row."""
+    metric: str
+    seed: int
+    first_depth: int
+    """The core's first fetch depth for these options."""
+    threads: int | None = None
+    progress: bool | Callable[[int, int], object] = False
+
+
+class Source(Protocol):
+    """An opened candidate source (picklable where it runs on Ray)."""
+
+    name: str
+    chunk_rows: int | None
+    """Queries per core call (bounds the candidate lists held); ``None``: one call for all."""
+    max_depth: int | None
+    """The deepest fetch; deeper queries are finished by the core's exact search."""
+
+    def fetch(
+        self, start: int, queries: Any, excluded: tuple[np.ndarray, np.ndarray]
+    ) -> Fetch | None:
+        """The core's ``fetch`` for the chunk of queries starting at ``start`` (their rows and
+        excluded ids, CSR); ``None``: the chunk is mined by the exact search."""
+        ...
+
+    def report(self, report: MiningReport, parts: Sequence[Any]) -> None:
+        """Records in ``report`` what the source did (``backend``, its own section, and
+        :func:`count_fallbacks` over the run's core outputs ``parts``)."""
+        ...
+
+
+def module(backend: str) -> Any:
+    """The module of ``backend`` (checked against :data:`BACKENDS`)."""
+    name = numbers.choice(backend, "backend", tuple(BACKENDS))
+    return importlib.import_module(BACKENDS[name])
+
+
+def settings(backend: str, given: Mapping[str, Any]) -> Any:
+    """``backend``'s ``Settings`` from ``given`` (names of other backends' settings are
+    ignored: ``mine()`` takes all of them)."""
+    cls = module(backend).Settings
+    return cls(**{f.name: given[f.name] for f in dataclasses.fields(cls) if f.name in given})
+
+
+def all_settings(given: Mapping[str, Any]) -> dict[str, Any]:
+    """Every backend's ``Settings`` from ``given``: each checked, whichever is used."""
+    return {name: settings(name, given) for name in BACKENDS}
+
+
+def setting_names() -> list[str]:
+    """The names of every backend's settings, in registry order."""
+    return [f.name for name in BACKENDS for f in dataclasses.fields(module(name).Settings)]
+
+
+def searchable() -> tuple[str, ...]:
+    """The backends ``negmine.search`` takes: the exact search, and every source whose module
+    has a ``search(queries, corpus, k, metric, exclude, settings, threads)`` giving ``(scores,
+    ids, stats)``, or ``None`` where the exact search must decide."""
+    return tuple(n for n in BACKENDS if n == "exact" or hasattr(module(n), "search"))
+
+
+def open_source(backend: str, job: Job, options: Any) -> Source:
+    """``backend``'s source opened on ``job`` with its ``options`` (its ``Settings``)."""
+    return module(backend).open(job, options)  # type: ignore[no-any-return]
+
+
+def flag(help: str, type: Callable[[str], Any]) -> dict[str, Any]:
+    """A ``Settings`` field's ``metadata``: the CLI flag's help and argument type."""
+    return {"help": help, "type": type}
+
+
+def candidate_csr(lists: Sequence[np.ndarray] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What a fetch returns, ``(indptr, ids)`` as int64: from one id array per row, or from a
+    ``rows x width`` array whose ids below zero are padding."""
+    if isinstance(lists, np.ndarray):
+        real = lists >= 0
+        counts = real.sum(axis=1)
+        ids = np.ascontiguousarray(lists[real], dtype=np.int64)
+    else:
+        counts = np.array([len(x) for x in lists], dtype=np.int64)
+        ids = np.concatenate([np.empty(0, np.int64), *lists]).astype(np.int64)
+    indptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+    return indptr, ids
+
+
+def count_fallbacks(report: MiningReport, parts: Sequence[Any]) -> None:
+    """The report's counts of queries a source's candidates did not settle in one fetch."""
+    report.refetched = int(sum(int((p.fetches > 1).sum()) for p in parts))
+    report.exact_fallback = int(sum(int(p.exact_finish.sum()) for p in parts))
