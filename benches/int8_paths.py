@@ -18,6 +18,7 @@ shape, where pre-scoring bounds are widest.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -38,7 +39,8 @@ def blas_kernels() -> list[str]:
     from threadpoolctl import threadpool_info
 
     return [
-        f"{i['internal_api']} {i.get('version')} {i.get('architecture')} ({Path(i['filepath']).name})"
+        f"{i['internal_api']} {i.get('version')} {i.get('architecture')} "
+        f"({Path(i['filepath']).name})"
         for i in threadpool_info()
         if i["internal_api"] != "openmp"
     ]
@@ -75,9 +77,9 @@ def run(name: str, q: np.ndarray, c: np.ndarray, ks: list[int], repeat: int, thr
     for k in ks:
         configs: dict[str, Callable[[], Any]] = {}
 
-        def negmine_path(precision: str, isa: str | None = None) -> Callable[[], Any]:
+        def negmine_path(precision: str, isa: str | None = None, k: int = k) -> Callable[[], Any]:
             options = _core.SearchOptions(k, metric="dot", precision=precision, isa=isa)
-            return lambda: _core.search(q, c, options, threads=threads)
+            return functools.partial(_core.search, q, c, options, threads=threads)
 
         configs["f32"] = negmine_path("f32")
         for isa in kernels:
@@ -85,9 +87,11 @@ def run(name: str, q: np.ndarray, c: np.ndarray, ks: list[int], repeat: int, thr
                 continue
             configs[f"int8 {isa}"] = negmine_path("int8", isa)
         configs["auto"] = negmine_path("auto")
-        configs["faiss.knn"] = lambda: faiss.knn(q, c, k, metric=faiss.METRIC_INNER_PRODUCT)
-        configs["numpy"] = lambda: numpy_knn(q, c, k)
-        configs["torch"] = lambda: torch_knn(tq, tc, k)
+        configs["faiss.knn"] = functools.partial(
+            faiss.knn, q, c, k, metric=faiss.METRIC_INNER_PRODUCT
+        )
+        configs["numpy"] = functools.partial(numpy_knn, q, c, k)
+        configs["torch"] = functools.partial(torch_knn, tq, tc, k)
         best = dict.fromkeys(configs, float("inf"))
         stats: dict[str, dict] = {}
         reference = None

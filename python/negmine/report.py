@@ -400,8 +400,9 @@ def build_report(
     negative_ranks: np.ndarray | None = None,
 ) -> MiningReport:
     """The report of a run: ``options`` as recorded (``MiningOptions.to_dict``), the counts
-    (``removed_counts``: per query and filter, or totals per filter), histograms of every score on one set of bins,
-    and, given the negatives' ranks, their :class:`DepthReport` at :func:`default_window`."""
+    (``removed_counts``: per query and filter, or totals per filter), histograms of every score
+    on one set of bins, and, given the negatives' ranks, their :class:`DepthReport` at
+    :func:`default_window`."""
     kept = negative_scores[np.isfinite(negative_scores)]
     every = np.concatenate([kept, positive_scores, removed["score"]]).astype(np.float64)
     every = every[np.isfinite(every)]
