@@ -7,6 +7,7 @@ in-process, so these run in seconds; one test embeds with the real model when in
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import importlib.util
 import json
@@ -738,3 +739,50 @@ def test_quiet_silences_the_model_libraries_logs_warnings_and_bars(
         assert needle in loud, loud
     assert emitted == ["LOUD transformers"]
     assert "LOUD st" in [r.getMessage() for r in caplog.records]
+
+
+def test_streamed_parquet_and_gzipped_jsonl_texts_embed_mine_and_export_as_text_files(
+    tmp_path: Path, model: BytesModel, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    pytest.importorskip("datasets")
+    d = text_data(tmp_path)
+    corpus = d["corpus"] + d["corpus"][:5]  # five texts twice: duplicate groups by text
+    c_txt = write_lines(tmp_path / "c.txt", corpus)
+    c_parquet = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"body": corpus}), c_parquet, row_group_size=6)
+    q_gz = tmp_path / "q.jsonl.gz"
+    q_gz.write_bytes(
+        gzip.compress("".join(json.dumps({"body": t}) + "\n" for t in d["queries"]).encode())
+    )
+
+    # embed: the same file from both, streamed in chunks of 4 texts.
+    outs = []
+    for name, path in (("txt", c_txt), ("parquet", c_parquet)):
+        out = tmp_path / f"{name}.npy"
+        args = ["embed", str(path), "--out", str(out), "--cache-dir", str(tmp_path / name)]
+        assert cli.main([*args, "--text-field", "body", "--chunk-size", "4"]) == 0
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+    np.testing.assert_allclose(
+        np.load(tmp_path / "txt.npy"), normalized(BytesModel().encode(corpus))
+    )
+
+    # mine and export: Parquet / gzipped JSON lines give what text files give.
+    runs = {
+        "files": (write_lines(tmp_path / "q.txt", d["queries"]), c_txt, []),
+        "streamed": (q_gz, c_parquet, ["--text-field", "body"]),
+    }
+    for name, (q, c, field) in runs.items():
+        args = ["mine", "--query-texts", str(q), "--corpus-texts", str(c), "--positives", d["r"]]
+        opts = ["--cache-dir", d["cache"], "--num-negatives", "3", "--chunk-size", "7", *field]
+        assert cli.main([*args, "--out", str(tmp_path / name), *opts]) == 0
+        export = ["export", str(tmp_path / name), "--format", "triplet"]
+        assert cli.main([*export, "--out", str(tmp_path / f"{name}.jsonl")]) == 0
+    files, streamed = (MiningResult.load(tmp_path / name) for name in runs)
+    np.testing.assert_array_equal(streamed.negative_ids, files.negative_ids)
+    assert streamed.groups is not None and files.groups is not None
+    np.testing.assert_array_equal(streamed.groups, files.groups)
+    assert streamed.groups[len(d["corpus"])] == 0  # the copy of text 0 is in its group
+    assert read_jsonl(tmp_path / "streamed.jsonl") == read_jsonl(tmp_path / "files.jsonl")

@@ -86,9 +86,10 @@ def test_progress_callable_and_subdirectory(tmp_path: Path) -> None:
         FakeModel(),
         cache_dir=tmp_path / "a" / "b",
         batch_size=2,
+        chunk_size=32,
         progress=lambda done, total: seen.append((done, total)),
     )
-    assert seen[-1] == (70, 70) and len(seen) == 3  # chunks of 16 batches of 2
+    assert seen == [(0, 70), (32, 70), (64, 70), (70, 70)]  # at the start, then per chunk
 
 
 @pytest.fixture
@@ -111,23 +112,24 @@ def test_the_progress_bar_is_drawn_before_the_first_text_and_times_them_all(
     tmp_path: Path, bars: list[Any]
 ) -> None:
     # The bar was once made at the first report, after the first chunk: 1,033 texts that took
-    # 2:16 showed 1 s. Each chunk here takes 0.1 s.
+    # 2:16 showed 1 s. Each batch here takes 0.01 s, a chunk 16 batches.
     seen: list[list[tuple[int, int, float]]] = []
 
     class Slow(FakeModel):
         def encode(self, texts: list[str], **kwargs: Any) -> np.ndarray:
             seen.append([(b.n, b.total, b.format_dict["elapsed"]) for b in bars])
-            time.sleep(0.1)
+            time.sleep(0.01)
             return super().encode(texts, **kwargs)
 
     texts = [f"text {i}" for i in range(70)]
-    embed_texts(texts, Slow(), cache_dir=tmp_path, batch_size=2, progress=True)
-    assert [[(n, total) for n, total, _ in bars_then] for bars_then in seen] == [
+    embed_texts(texts, Slow(), cache_dir=tmp_path, batch_size=2, chunk_size=32, progress=True)
+    # The first batch of each chunk sees the texts of the chunks before it done.
+    assert [[(n, total) for n, total, _ in seen[b]] for b in (0, 16, 32)] == [
         [(0, 70)],
         [(32, 70)],
         [(64, 70)],
     ]
-    assert seen[2][0][2] >= 0.2  # two chunks' time, not one
+    assert seen[32][0][2] >= 0.3  # two chunks' time, not one
     (bar,) = bars
     assert bar.n == 70
 

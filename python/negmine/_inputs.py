@@ -393,17 +393,7 @@ def text_list(texts: Any, name: str) -> list[str]:
             f"{name} must be a sequence of strings, got {type(texts).__name__}"
         ) from None
     for i, text in enumerate(out):
-        if not isinstance(text, str):
-            raise InvalidTextError(
-                f"{name}[{i}] must be a string, got {type(text).__name__} {text!r:.60}"
-            )
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise InvalidTextError(
-                f"{name}[{i}] holds a lone surrogate {text[e.start]!r} at character {e.start} "
-                "(not a Unicode character: no UTF-8 encoding, no tokenizer takes it)"
-            ) from None
+        checked_text(text, name, i)
     return out
 
 
@@ -417,3 +407,19 @@ def gather_lists(
         return counts, np.empty(0, dtype=np.int64)
     shift = np.repeat(starts - (np.cumsum(counts) - counts), counts)
     return counts, values[np.arange(total) + shift]
+
+
+def checked_text(text: object, name: str, i: int) -> str:
+    """``text`` (``name[i]``) once it is a ``str`` a tokenizer takes (see :func:`text_list`)."""
+    if not isinstance(text, str):
+        raise InvalidTextError(
+            f"{name}[{i}] must be a string, got {type(text).__name__} {text!r:.60}"
+        )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidTextError(
+            f"{name}[{i}] holds a lone surrogate {text[e.start]!r} at character {e.start} "
+            "(not a Unicode character: no UTF-8 encoding, no tokenizer takes it)"
+        ) from None
+    return text

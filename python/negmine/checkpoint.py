@@ -19,7 +19,7 @@ import shutil
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import numpy as np
 
@@ -40,9 +40,11 @@ from negmine.mine import (
     mine_chunk,
     open_source,
     prepare,
+    text_groups,
 )
 from negmine.result import MiningResult, check_replaceable, save_result
 from negmine.sources.exact import Exact
+from negmine.texts import TextScan, TextsLike
 
 LOCK = "lock"
 
@@ -162,7 +164,7 @@ def mine_to_directory(
     options: MiningOptions,
     *,
     duplicates: Duplicates = "auto",
-    corpus_texts: Sequence[str] | None = None,
+    corpus_texts: TextsLike | None = None,
     chunk_queries: int = 8192,
     threads: int | None = None,
     progress: bool | ProgressCallback = True,
@@ -259,7 +261,7 @@ def _mine_chunks(
     partial: Path,
     options: MiningOptions,
     duplicates: Duplicates,
-    corpus_texts: Sequence[str] | None,
+    corpus_texts: TextsLike | None,
     chunk_queries: int,
     threads: int | None,
     progress: bool | ProgressCallback,
@@ -270,10 +272,16 @@ def _mine_chunks(
 ) -> MiningResult:
     q = open_embeddings(queries)
     c = open_embeddings(corpus)
+    # One pass over the texts (they may be streamed) names them and groups them.
+    scan = (
+        text_groups(corpus_texts)
+        if corpus_texts is not None and isinstance(duplicates, str)
+        else None
+    )
     manifest = {
         "format": 2,
         "options": options.to_dict(),
-        "duplicates": _duplicates_identity(duplicates, corpus_texts),
+        "duplicates": _duplicates_identity(duplicates, scan),
         "chunk_queries": chunk_queries,
         "queries": _fingerprint(queries, "queries file"),
         "corpus": _fingerprint(corpus, "corpus file"),
@@ -303,7 +311,7 @@ def _mine_chunks(
         c,
         positives,
         duplicates=duplicates,
-        corpus_texts=corpus_texts,
+        corpus_texts=scan,
         query_dup_threshold=options.query_dup_threshold,
         threads=threads,
     )
@@ -356,31 +364,41 @@ def _mine_chunks(
     return result
 
 
+W = TypeVar("W")
+P = TypeVar("P")
+
+
 def run_chunks(
-    work: ChunkWork,
+    work: W,
     chunks: Sequence[tuple[int, int]],
-    runner: ChunkRunner,
+    runner: Callable[[W, Sequence[tuple[int, int]]], Generator[tuple[int, P], None, None]],
     progress: bool | ProgressCallback,
     *,
-    done: dict[int, _core.Mined] | None = None,
-    save: Callable[[int, _core.Mined], None] | None = None,
-) -> list[_core.Mined]:
-    """The core outputs of ``chunks``, in order: those in ``done`` (by start) as they are, the
-    others from ``runner``, each handed to ``save`` as it comes. ``progress`` counts queries."""
+    done: dict[int, P] | None = None,
+    save: Callable[[int, P], None] | None = None,
+    description: str = "mine",
+    unit: str = "query",
+) -> list[P]:
+    """The outputs of ``chunks``, in order: those in ``done`` (by start) as they are, the
+    others from ``runner``, each handed to ``save`` as it comes. ``progress`` counts the rows
+    of the chunks (``unit``). Mining runs through it (a chunk of queries gives its core
+    output), and so does :func:`negmine.embed_texts` (a chunk of texts, written into the
+    file, gives its row count)."""
     parts = dict(done or {})
+    sizes = {start: stop - start for start, stop in chunks}
     total = chunks[-1][1] if chunks else 0
-    finished = sum(stop - start for start, stop in chunks if start in parts)
+    finished = sum(size for start, size in sizes.items() if start in parts)
     pending = [chunk for chunk in chunks if chunk[0] not in parts]
-    with progress_callback(progress, "mine", total=total, unit="query") as cb:
+    with progress_callback(progress, description, total=total, unit=unit, initial=finished) as cb:
         if cb is not None:
             cb(finished, total)
         # Closed on the way out, so that an interrupted runner stops its workers.
-        with contextlib.closing(runner(work, pending)) as mined:
-            for start, part in mined:
+        with contextlib.closing(runner(work, pending)) as outputs:
+            for start, part in outputs:
                 if save is not None:
                     save(start, part)
                 parts[start] = part
-                finished += len(part.found)
+                finished += sizes[start]
                 if cb is not None:
                     cb(finished, total)
     return [parts[start] for start, _ in chunks]
@@ -395,7 +413,7 @@ def _checkpointed(partial: Path) -> bool:
     return any(partial.glob("chunk_*.npz"))
 
 
-def _duplicates_identity(duplicates: Duplicates, corpus_texts: Sequence[str] | None) -> Any:
+def _duplicates_identity(duplicates: Duplicates, corpus_texts: TextScan | None) -> Any:
     """What names the duplicate groups in the checkpoint's manifest: ``None`` (off),
     ``"auto"`` (groups of identical corpus rows, which are fingerprinted), or the digest of
     the texts or of the group array they come from."""
@@ -404,12 +422,7 @@ def _duplicates_identity(duplicates: Duplicates, corpus_texts: Sequence[str] | N
     if isinstance(duplicates, str):
         if corpus_texts is None:
             return duplicates
-        digest = hashlib.sha256()
-        for text in corpus_texts:
-            data = text.encode("utf-8")
-            digest.update(len(data).to_bytes(8, "little"))
-            digest.update(data)
-        return {"corpus_texts": len(corpus_texts), "sha256": digest.hexdigest()}
+        return {"corpus_texts": corpus_texts.count, "sha256": corpus_texts.sha256}
     groups = np.ascontiguousarray(duplicates)
     digest = hashlib.sha256(f"{groups.dtype.str} {groups.shape}".encode())
     digest.update(groups.tobytes())

@@ -187,7 +187,7 @@ def _embedder(model: str | None, quiet: bool) -> tuple[Any, str]:
 
 
 def _embed(
-    args: argparse.Namespace, texts: list[str], cache_dir: Path, prompt: str | None
+    args: argparse.Namespace, texts: Any, cache_dir: Path, prompt: str | None
 ) -> _core.Embeddings:
     from negmine.embed import embed_texts
 
@@ -202,12 +202,13 @@ def _embed(
         prompt=prompt,
         dtype=args.dtype,
         model_id=identity,
+        chunk_size=args.chunk_size,
     )
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
     from negmine.store import save_embeddings
-    from negmine.texts import load_texts
+    from negmine.texts import open_texts
 
     out = Path(args.out) if args.out is not None else None
     to_file = out is not None and out.suffix.lower() == ".npy" and not out.is_dir()
@@ -216,7 +217,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
             f"--out {args.out}: give a .npy file, or a directory (an existing one, or a path "
             "ending in /) to name the file by its content"
         )
-    texts = load_texts(args.texts)
+    texts = open_texts(args.texts, args.text_field)
     cache = args.cache_dir if to_file or out is None else out
     embeddings = _embed(args, texts, Path(cache or default_cache_dir()), args.prompt)
     path = Path(embeddings.path)
@@ -385,13 +386,18 @@ def _row_qrels(args: argparse.Namespace, n_queries: int, n_corpus: int, cache: P
 
 def _cmd_mine(args: argparse.Namespace) -> int:
     from negmine.checkpoint import mine_to_directory
-    from negmine.texts import load_texts
+    from negmine.texts import TextSource, open_texts, scan_texts
 
     _check_mine_usage(args)
     options = _mining_options(args)
     cache = Path(args.cache_dir) if args.cache_dir is not None else default_cache_dir()
-    query_texts = None if args.query_texts is None else load_texts(args.query_texts)
-    corpus_texts = None if args.corpus_texts is None else load_texts(args.corpus_texts)
+    # Streamed: read a chunk at a time (to embed, count, group duplicates), never held.
+    query_texts: TextSource | None = None
+    corpus_texts: TextSource | None = None
+    if args.query_texts is not None:
+        query_texts = open_texts(args.query_texts, args.text_field)
+    if args.corpus_texts is not None:
+        corpus_texts = open_texts(args.corpus_texts, args.text_field)
     inputs: dict[str, str] = {}
     shapes: dict[str, tuple[int, ...]] = {}
     for side, given, texts, prompt, what in (
@@ -406,15 +412,17 @@ def _cmd_mine(args: argparse.Namespace) -> int:
             embeddings = _core.open_embeddings(regular_file(given, what))
             inputs[side] = str(given)
         shapes[side] = embeddings.shape
-        if texts is not None and len(texts) != embeddings.shape[0]:
+        # Embedded texts have one row each; texts beside embeddings are counted.
+        n_texts = None if texts is None or given is None else scan_texts(texts).count
+        if n_texts is not None and n_texts != embeddings.shape[0]:
             option = "--query-texts" if side == "queries" else "--corpus-texts"
             raise InvalidArgumentError(
-                f"{option} holds {counted(len(texts), 'text')} for "
+                f"{option} holds {counted(n_texts, 'text')} for "
                 f"{counted(embeddings.shape[0], 'row')}"
             )
     positives = _row_qrels(args, shapes["queries"][0], shapes["corpus"][0], cache)
     duplicates = None if args.no_duplicates else "auto"
-    teacher, identity = _teacher(args, query_texts, corpus_texts)
+    teacher, identity = _teacher(args)
     record = _texts_record(args)
     start = time.perf_counter()
     if args.ray is not None:
@@ -466,8 +474,9 @@ def _texts_record(args: argparse.Namespace) -> dict[str, Any] | None:
     without texts."""
     from negmine._digest import file_digest
 
+    field = {} if args.text_field == "text" else {"field": args.text_field}
     recorded = {
-        key: {"path": str(Path(path).absolute()), **file_digest(path, what)}
+        key: {"path": str(Path(path).absolute()), **field, **file_digest(path, what)}
         for key, path, what in (
             ("query_texts", args.query_texts, "query texts"),
             ("corpus_texts", args.corpus_texts, "corpus texts"),
@@ -477,9 +486,10 @@ def _texts_record(args: argparse.Namespace) -> dict[str, Any] | None:
     return recorded or None
 
 
-def _recorded_texts(directory: str, side: str) -> str | None:
+def _recorded_texts(directory: str, side: str) -> tuple[str, str] | None:
     """The text file of ``side`` (``"query_texts"`` / ``"corpus_texts"``) that the result in
-    ``directory`` was mined from, checked to be unchanged; None if it records none."""
+    ``directory`` was mined from, checked to be unchanged, and its text field; None if it
+    records none."""
     from negmine._digest import file_digest
     from negmine.result import TEXTS_SIDECAR, recorded_texts
 
@@ -493,27 +503,30 @@ def _recorded_texts(directory: str, side: str) -> str | None:
         )
     entry = dict(entry)
     path = str(entry.pop("path"))
+    field = str(entry.pop("field", "text"))
     option = "--" + side.replace("_", "-")
     if not Path(path).exists() or file_digest(path, side.replace("_", " ")) != entry:
         raise InvalidArgumentError(
             f"{path}, which {directory} was mined from, is missing or has changed since: "
             f"pass {option}"
         )
-    return path
+    return path, field
 
 
-def _teacher(
-    args: argparse.Namespace, query_texts: list[str] | None, corpus_texts: list[str] | None
-) -> tuple[Any, dict[str, Any] | None]:
+def _teacher(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]:
     """The cross-encoder teacher of ``--rescore-model`` over the texts (already checked to
     have one per row), and what names it in the checkpoint (model, texts' content digests,
     percentile); ``(None, None)`` without ``--rescore-model``."""
     if args.rescore_model is None:
         return None, None
-    assert query_texts is not None and corpus_texts is not None
     from negmine._digest import file_digest
     from negmine.mine import make_teacher
     from negmine.teachers import cross_encoder
+    from negmine.texts import load_texts
+
+    # The teacher scores any (query, passage) pair it is asked about: it holds the texts.
+    query_texts = load_texts(args.query_texts, args.text_field)
+    corpus_texts = load_texts(args.corpus_texts, args.text_field)
 
     if args.quiet:
         _hide_library_bars()
@@ -590,12 +603,15 @@ def _check_export_usage(args: argparse.Namespace) -> None:
         raise UsageError("--layout goes with --format parquet")
 
 
-def _export_texts(args: argparse.Namespace) -> tuple[str, str]:
-    """The query and corpus text files of an export: the options, else the files the result
-    records (``texts.json``). A side with neither is a usage error naming the option."""
+def _export_texts(args: argparse.Namespace) -> tuple[tuple[str, str], tuple[str, str]]:
+    """The query and corpus text files (and text fields) of an export: the options, else the
+    files the result records (``texts.json``). A side with neither is a usage error naming
+    the option."""
     paths, missing = [], []
     for given, side in ((args.query_texts, "query_texts"), (args.corpus_texts, "corpus_texts")):
-        path = given if given is not None else _recorded_texts(args.directory, side)
+        path = (
+            (given, args.text_field) if given is not None else _recorded_texts(args.directory, side)
+        )
         paths.append(path)
         if path is None:
             missing.append(side)
@@ -702,7 +718,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         _say(args, f"{args.format} ({args.layout}) -> {args.out}")
         return 0
     assert text_paths is not None  # the result loaded, so it has a manifest
-    query_texts, corpus_texts = (load_texts(path) for path in text_paths)
+    query_texts, corpus_texts = (load_texts(path, field) for path, field in text_paths)
     if args.format == "jsonl":
         with atomic_write(args.out) as f:
             written, skipped = write_flag_jsonl(result, query_texts, corpus_texts, f, source)
@@ -736,6 +752,14 @@ def _add_embedding_options(parser: argparse.ArgumentParser, for_mine: bool) -> N
     parser.add_argument(
         "--batch-size", type=_positive_int, default=64, help="texts per forward pass of the model"
     )
+    parser.add_argument(
+        "--chunk-size",
+        type=_positive_int,
+        default=4096,
+        help="texts per checkpoint of the encoding: an interrupted run resumes after the last "
+        "chunk done (memory holds one chunk of texts)",
+    )
+    _add_text_field(parser)
     parser.add_argument(
         "--dtype",
         choices=["float32", "float16"],
@@ -794,6 +818,14 @@ def _backend_settings(args: argparse.Namespace) -> dict[str, Any]:
 
     names = [f.name for f in dataclasses.fields(sources.module(args.backend).Settings)]
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def _add_text_field(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--text-field",
+        default="text",
+        help="the field of .jsonl objects / the column of .parquet files that holds the texts",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -871,12 +903,18 @@ def build_parser() -> argparse.ArgumentParser:
     embed = command(
         "embed",
         "embed texts into a .npy file (cached by content)",
-        'Embed texts (one per line, or a .jsonl of strings or {"text": ...} objects) with a '
-        "sentence-transformers model into a memory-mappable .npy, written atomically, and "
-        "print its path. With --out DIR (or no --out) the file is named by the sha256 of "
-        "model, texts and options, so a rerun reuses it without loading the model.",
+        "Embed texts (one per line; a .jsonl of strings or objects, or a .parquet column, "
+        "named by --text-field; .txt/.jsonl may be gzipped) with a sentence-transformers model "
+        "into a memory-mappable .npy, written atomically, and print its path. The texts are "
+        "streamed and the encoding is checkpointed per --chunk-size texts: an interrupted run "
+        "resumes and writes the same bytes. With --out DIR (or no --out) the file is named by "
+        "the sha256 of model, texts and options, so a rerun reuses it without loading the "
+        "model.",
     )
-    embed.add_argument("texts", help="the texts: one per line, or .jsonl")
+    embed.add_argument(
+        "texts",
+        help="the texts: one per line, .jsonl or .parquet (optionally .gz: .txt.gz, .jsonl.gz)",
+    )
     embed.add_argument(
         "--out",
         default=None,
@@ -942,6 +980,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--corpus-texts", default=None, help="the corpus' texts, one per row, as --query-texts"
     )
+    _add_text_field(export)
     export.add_argument(
         "--query-ids",
         default=None,

@@ -82,6 +82,7 @@ from negmine.mine import (
 from negmine.result import MiningResult
 from negmine.search import Metric, merge_topk
 from negmine.search import search as exact_search
+from negmine.texts import TextsLike
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -114,7 +115,7 @@ def mine(
     out: str | os.PathLike[str] | None = None,
     chunk_queries: int = 8192,
     duplicates: Duplicates = "auto",
-    corpus_texts: Sequence[str] | None = None,
+    corpus_texts: TextsLike | None = None,
     texts_record: Mapping[str, Any] | None = None,
     max_restarts: int = 3,
     threads: int | None = None,

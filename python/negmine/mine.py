@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import inspect
 import operator
 import os
@@ -34,26 +33,16 @@ from negmine._inputs import (
     pairs_to_csr,
     read_only,
     rows_of,
-    text_list,
 )
 from negmine._progress import progress_callback
 from negmine.errors import InvalidArgumentError, InvalidTypeError
 from negmine.qrels import load_qrels
 from negmine.report import TeacherReport, build_report
 from negmine.result import MiningResult
+from negmine.texts import TextScan, TextsLike, as_source, scan_texts
 
 SamplingStrategy = Literal["top", "random", "simans"]
 Duplicates = Union[Literal["auto"], None, npt.ArrayLike]
-
-
-def _hash_groups(texts: Sequence[str]) -> np.ndarray:
-    """Duplicate groups of identical texts: each row gets the index of its first occurrence."""
-    first: dict[bytes, int] = {}
-    groups = np.empty(len(texts), dtype=np.uint32)
-    for i, text in enumerate(texts):
-        key = hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
-        groups[i] = first.setdefault(key, i)
-    return groups
 
 
 class MiningOptions:
@@ -206,7 +195,7 @@ def prepare(
     positives: IdsLike | str | os.PathLike[str],
     *,
     duplicates: Duplicates = "auto",
-    corpus_texts: Sequence[str] | None = None,
+    corpus_texts: TextsLike | TextScan | None = None,
     query_dup_threshold: float | None = None,
     threads: int | None = None,
     exclude: IdsLike = None,
@@ -266,10 +255,18 @@ def prepare(
     )
 
 
+def text_groups(corpus_texts: TextsLike | TextScan) -> TextScan:
+    """The duplicate groups of identical texts (each row: the first row of its text), from
+    one pass over them, unless they are already counted and grouped (:class:`TextScan`)."""
+    if isinstance(corpus_texts, TextScan) and corpus_texts.groups is not None:
+        return corpus_texts
+    return scan_texts(as_source(corpus_texts, "corpus_texts"), groups=True)  # type: ignore[arg-type]
+
+
 def _duplicate_groups(
     corpus: Embeddings | np.ndarray,
     duplicates: Duplicates,
-    corpus_texts: Sequence[str] | None,
+    corpus_texts: TextsLike | TextScan | None,
     threads: int | None,
 ) -> np.ndarray | None:
     n_corpus = rows_of(corpus)
@@ -282,13 +279,13 @@ def _duplicate_groups(
             )
         if corpus_texts is None:
             return np.asarray(_core.duplicate_groups(corpus, threads=threads))
-        texts = text_list(corpus_texts, "corpus_texts")
-        if len(texts) != n_corpus:
+        scan = text_groups(corpus_texts)
+        if scan.count != n_corpus:
             raise InvalidArgumentError(
-                f"corpus_texts has {numbers.counted(len(texts), 'text')} for "
+                f"corpus_texts has {numbers.counted(scan.count, 'text')} for "
                 f"{numbers.counted(n_corpus, 'corpus row')}"
             )
-        return _hash_groups(texts)
+        return scan.groups
     groups = np.asarray(duplicates)
     if groups.shape != (n_corpus,) or groups.dtype.kind not in "iu":
         raise InvalidTypeError(
@@ -419,7 +416,7 @@ def mine(
     relative_margin: float | None = None,
     dup_threshold: float | None = None,
     duplicates: Duplicates = "auto",
-    corpus_texts: Sequence[str] | None = None,
+    corpus_texts: TextsLike | None = None,
     query_dup_threshold: float | None = None,
     sampling_strategy: SamplingStrategy = "top",
     simans_a: float = 1.0,

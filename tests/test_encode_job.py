@@ -1,0 +1,335 @@
+"""Streamed texts (negmine.texts) and the resumable encoding job of negmine.embed_texts: every
+reader gives the same texts, chunking never changes the file, a kill at any point resumes
+into the same bytes, and memory holds a chunk, not the corpus."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import negmine
+from negmine.embed import embed_texts
+from negmine.errors import FormatError, InvalidArgumentError, InvalidTypeError
+from negmine.texts import as_source, from_dataset, load_texts, open_texts, scan_texts
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class HashModel:
+    """'Embeddings' from a hash of each text alone (so any batching gives the same rows);
+    records the batches it was given."""
+
+    name_or_path = "test/hash-model"
+
+    def __init__(self, dim: int = 8) -> None:
+        self.dim = dim
+        self.batches: list[list[str]] = []
+
+    def encode(self, texts: list[str], **kwargs: Any) -> np.ndarray:
+        self.batches.append(list(texts))
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            seed = hashlib.blake2b(text.encode(), digest_size=8).digest()
+            out[i] = np.random.default_rng(int.from_bytes(seed, "little")).normal(size=self.dim)
+        return out
+
+
+def sample_texts(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    words = ["hard", "negative", "ünïcödé", "mining", "", "x" * 40, "a b c", "日本語"]
+    return [" ".join(rng.choices(words, k=rng.randint(0, 6))) + f" {i % 97}" for i in range(n)]
+
+
+def write_all_formats(directory: Path, texts: list[str], field: str = "body") -> dict[str, Path]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    paths = {
+        "txt": directory / "t.txt",
+        "txt.gz": directory / "t.txt.gz",
+        "jsonl": directory / "t.jsonl",
+        "jsonl.gz": directory / "t.jsonl.gz",
+        "parquet": directory / "t.parquet",
+    }
+    lines = "".join(f"{t}\n" for t in texts).encode()
+    paths["txt"].write_bytes(lines)
+    paths["txt.gz"].write_bytes(gzip.compress(lines))
+    records = "".join(json.dumps({field: t, "id": i}) + "\n" for i, t in enumerate(texts))
+    paths["jsonl"].write_text(records)
+    paths["jsonl.gz"].write_bytes(gzip.compress(records.encode()))
+    # Small row groups: the reader goes through several.
+    table = pa.table({"id": list(range(len(texts))), field: texts})
+    pq.write_table(table, paths["parquet"], row_group_size=7)
+    return paths
+
+
+# ------------------------------------------------------------------------------- readers
+
+
+def test_every_reader_gives_the_same_texts_in_chunks_of_any_size(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    texts = sample_texts(50)
+    paths = write_all_formats(tmp_path, texts)
+    sources = {
+        "txt": open_texts(paths["txt"]),
+        "txt.gz": open_texts(paths["txt.gz"]),
+        "jsonl": open_texts(paths["jsonl"], "body"),
+        "jsonl.gz": open_texts(paths["jsonl.gz"], "body"),
+        "parquet": open_texts(paths["parquet"], "body"),
+        "dataset": from_dataset(datasets.Dataset.from_dict({"body": texts}), "body"),
+        "streaming": from_dataset(
+            datasets.Dataset.from_dict({"body": texts, "n": list(range(50))}).to_iterable_dataset(
+                num_shards=3
+            ),
+            "body",
+        ),
+        "list": as_source(texts),
+        "function": as_source(lambda: (t for t in texts)),
+    }
+    for name, source in sources.items():
+        for _ in range(2):  # read again from the start
+            assert list(source) == texts, name
+        for size in (1, 7, 50, 64):
+            chunks = list(source.chunks(size))
+            assert [len(c) for c in chunks[:-1]] == [size] * (len(chunks) - 1), (name, size)
+            assert [t for c in chunks for t in c] == texts, (name, size)
+        assert load_texts(paths["parquet"], "body") == texts
+
+
+def test_reader_errors_name_the_file_and_row(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["a", None, "c"]}), tmp_path / "null.parquet")
+    pq.write_table(pa.table({"text": [1, 2]}), tmp_path / "ints.parquet")
+    (tmp_path / "bad.jsonl.gz").write_bytes(gzip.compress(b'{"text": "a"}\n')[:-6])
+    (tmp_path / "nogz.txt.gz").write_bytes(b"plain text\n")
+    (tmp_path / "other.jsonl").write_text('{"body": "a"}\n')
+    cases = [
+        (open_texts(tmp_path / "null.parquet"), "row 1 is null"),
+        (open_texts(tmp_path / "null.parquet", "body"), "no column 'body' (columns: text)"),
+        (open_texts(tmp_path / "ints.parquet"), "holds int64, not strings"),
+        (open_texts(tmp_path / "bad.jsonl.gz"), "not a complete gzip file"),
+        (open_texts(tmp_path / "nogz.txt.gz"), "not a complete gzip file"),
+        (open_texts(tmp_path / "other.jsonl"), 'an object with a "text" string'),
+    ]
+    for source, needle in cases:
+        with pytest.raises(FormatError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+            list(source)
+    with pytest.raises(InvalidTypeError, match="can be read only once"):
+        as_source(t for t in ["a"])
+    with pytest.raises(InvalidTypeError, match="a single string"):
+        as_source("abc")
+
+
+@given(st.lists(st.sampled_from(["a", "b", "", "ü", "a "]), max_size=40))
+def test_stream_groups_are_first_rows_of_identical_texts(texts: list[str]) -> None:
+    first: dict[str, int] = {}
+    want = [first.setdefault(t, i) for i, t in enumerate(texts)]
+    scan = scan_texts(as_source(texts), groups=True)
+    assert scan.groups is not None
+    assert scan.groups.tolist() == want and scan.count == len(texts)
+
+
+def test_mining_with_streamed_corpus_texts_equals_a_list(rng: np.random.Generator) -> None:
+    texts = [f"passage {i % 30}" for i in range(60)]  # every text twice
+    corpus = rng.normal(size=(60, 16)).astype(np.float32)
+    queries = rng.normal(size=(10, 16)).astype(np.float32)
+    positives = [[i] for i in range(10)]
+    want = negmine.mine(queries, corpus, positives, num_negatives=4, corpus_texts=texts)
+    got = negmine.mine(
+        queries, corpus, positives, num_negatives=4, corpus_texts=lambda: iter(texts)
+    )
+    np.testing.assert_array_equal(got.negative_ids, want.negative_ids)
+    assert got.groups is not None and want.groups is not None
+    np.testing.assert_array_equal(got.groups, want.groups)
+
+
+# ---------------------------------------------------------------------------- the job
+
+
+def test_every_source_and_chunking_gives_the_same_file(tmp_path: Path) -> None:
+    texts = sample_texts(90)
+    paths = write_all_formats(tmp_path, texts)
+    reference = embed_texts(texts, HashModel(), cache_dir=tmp_path / "ref", progress=False)
+    want = Path(reference.path).read_bytes()
+    runs = [
+        (open_texts(paths["parquet"], "body"), 4096, 64),
+        (open_texts(paths["jsonl.gz"], "body"), 13, 5),
+        (lambda: iter(texts), 1, 1),
+        (texts, 89, 7),
+    ]
+    for i, (source, chunk_size, batch_size) in enumerate(runs):
+        out = embed_texts(
+            source,
+            HashModel(),
+            cache_dir=tmp_path / str(i),
+            chunk_size=chunk_size,
+            batch_size=batch_size,
+            progress=False,
+        )
+        assert Path(out.path).name == Path(reference.path).name  # the key is the texts'
+        assert Path(out.path).read_bytes() == want, (chunk_size, batch_size)
+        assert sorted(os.listdir(tmp_path / str(i))) == [Path(out.path).name]  # nothing else
+    rows = np.asarray(reference)
+    raw = HashModel().encode(texts)
+    np.testing.assert_allclose(rows, raw / np.linalg.norm(raw, axis=1, keepdims=True), rtol=1e-6)
+
+
+def test_batches_are_sorted_by_length_within_a_chunk(tmp_path: Path) -> None:
+    texts = sample_texts(40, seed=3)
+    model = HashModel()
+    embed_texts(texts, model, cache_dir=tmp_path, chunk_size=20, batch_size=4, progress=False)
+    assert len(model.batches) == 10
+    for c in range(2):
+        lengths = [len(t) for batch in model.batches[5 * c : 5 * c + 5] for t in batch]
+        assert lengths == sorted((len(t) for t in texts[20 * c : 20 * c + 20]), reverse=True)
+
+
+def test_the_tiny_model_encodes_as_model_encode_does(tmp_path: Path, tiny_model: str) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(tiny_model, device="cpu")
+    texts = [("query " * (i % 5)) + "doc " + "abc"[: i % 4] for i in range(37)]
+    got = embed_texts(texts, model, cache_dir=tmp_path, chunk_size=10, batch_size=3, progress=False)
+    want = model.encode(texts, batch_size=3, normalize_embeddings=True)
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
+
+
+def test_texts_changed_between_the_passes_are_refused(tmp_path: Path) -> None:
+    reads = []
+
+    def texts() -> Iterator[str]:
+        reads.append(1)
+        return iter(["a", "b", "c"] if len(reads) == 1 else ["a", "B", "c"])
+
+    with pytest.raises(InvalidArgumentError, match="changed while being embedded"):
+        embed_texts(texts, HashModel(), cache_dir=tmp_path, chunk_size=1, progress=False)
+    assert not list(tmp_path.glob("*.npy"))
+
+
+def test_a_resume_encodes_only_the_chunks_not_done(tmp_path: Path) -> None:
+    texts = sample_texts(30)
+
+    class Failing(HashModel):
+        def encode(self, batch: list[str], **kwargs: Any) -> np.ndarray:
+            if len(self.batches) == 2:
+                raise KeyboardInterrupt
+            return super().encode(batch, **kwargs)
+
+    kw: dict[str, Any] = {"chunk_size": 10, "progress": False, "model_id": "hash"}
+    with pytest.raises(KeyboardInterrupt):
+        embed_texts(texts, Failing(), cache_dir=tmp_path, **kw)
+    assert not list(tmp_path.glob("*.npy"))
+    (partial,) = tmp_path.glob(".embeddings-*.partial")
+    assert len(list(partial.glob("chunk_*.done"))) == 2
+    model = HashModel()
+    got = embed_texts(texts, model, cache_dir=tmp_path, **kw)
+    assert sum(len(b) for b in model.batches) == 10  # the last chunk only
+    fresh = embed_texts(texts, HashModel(), cache_dir=tmp_path / "fresh", **kw)
+    assert Path(got.path).read_bytes() == Path(fresh.path).read_bytes()
+    assert not partial.exists()
+
+
+KILLED_RUN = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, sys.argv[2])
+    from test_encode_job import HashModel, sample_texts
+    from negmine.embed import embed_texts
+
+    class Slow(HashModel):
+        def encode(self, texts, **kwargs):
+            time.sleep(0.003)
+            return super().encode(texts, **kwargs)
+
+    texts = sample_texts(6000)
+    print("started", flush=True)
+    embed_texts(lambda: iter(texts), Slow(), cache_dir=sys.argv[1], chunk_size=100,
+                batch_size=16, progress=False)
+    """
+)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_then_rerun_is_byte_identical(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "python"), str(REPO / "tests")])}
+    reference = tmp_path / "reference"
+    tests_dir = str(REPO / "tests")
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_RUN, str(reference), tests_dir], env=env, timeout=120
+    )
+    assert done.returncode == 0
+    (want,) = reference.glob("embeddings-*.npy")
+
+    cache = tmp_path / "killed"
+    rng = random.Random(7)
+    for _ in range(10):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", KILLED_RUN, str(cache), tests_dir],
+            env=env,
+            stdout=subprocess.PIPE,
+        )
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"started\n"
+        # A point in the first pass, an encoding, a checkpoint or the rename: each run does
+        # a little more of the work (about 1.5 s in all) before it is killed.
+        time.sleep(rng.uniform(0.0, 0.15))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        proc.stdout.close()
+        assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not list(cache.glob("*.npy"))
+    (partial,) = cache.glob(".embeddings-*.partial")
+    assert 0 < len(list(partial.glob("chunk_*.done"))) < 60  # a resume, not a fresh run
+    rerun = subprocess.run(
+        [sys.executable, "-c", KILLED_RUN, str(cache), tests_dir], env=env, timeout=120
+    )
+    assert rerun.returncode == 0
+    assert (cache / want.name).read_bytes() == want.read_bytes()
+    assert sorted(os.listdir(cache)) == [want.name]  # no temp file, no checkpoint left
+
+
+def test_streaming_holds_a_chunk_not_the_corpus(tmp_path: Path) -> None:
+    n = 200_000
+
+    def texts() -> Iterator[str]:
+        return (f"short text number {i}" for i in range(n))
+
+    class Cheap:
+        name_or_path = "test/cheap"
+
+        def encode(self, batch: list[str], **kwargs: Any) -> np.ndarray:
+            return np.ones((len(batch), 4), dtype=np.float32)
+
+    tracemalloc.start()
+    try:
+        held = list(texts())
+        _, corpus_peak = tracemalloc.get_traced_memory()
+        del held
+        tracemalloc.reset_peak()
+        baseline, _ = tracemalloc.get_traced_memory()
+        emb = embed_texts(texts, Cheap(), cache_dir=tmp_path, batch_size=256, progress=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert emb.shape == (n, 4)
+    # The corpus as a list is ~15 MB; the job holds one 4,096-text chunk and its rows.
+    assert peak - baseline < corpus_peak / 8, (peak - baseline, corpus_peak)
