@@ -1057,3 +1057,40 @@ def test_rotated_precision_prunes_real_looking_data_and_falls_back_on_isotropic(
 def test_bad_stage_cuts_are_refused(rng, stage_cuts, error):
     x = normal(rng, 20, 8)
     expect_error(error, negmine.search, x, x, 3, precision="rotated", stage_cuts=stage_cuts)
+
+
+INT8_FAST = "avx512vnni" in _core.cpu_features()
+
+
+@pytest.mark.parametrize("clustered", [True, False])
+def test_auto_probes_above_k_32_and_returns_the_f32_result_either_way(rng, clustered):
+    # 1,100 queries: enough for "auto" to probe whether int8 pays at k = 40. Rows in tight
+    # clusters (many rows within the int8 bound of each query's k-th score: the probe finds
+    # int8 does not pay) and isotropic rows in 16 dimensions (it does): the result is the f32
+    # path's either way.
+    dim, n = 16, 20000
+    if clustered:
+        centres = normal(rng, 30, dim)
+        corpus = centres[rng.integers(0, 30, n)] + 0.05 * normal(rng, n, dim)
+        queries = centres[rng.integers(0, 30, 1100)] + 0.05 * normal(rng, 1100, dim)
+    else:
+        corpus, queries = normal(rng, n, dim), normal(rng, 1100, dim)
+    exclude = [[q % n, (7 * q) % n] for q in range(1100)]
+    for metric in ("dot", "cosine"):
+        want = negmine.search(queries, corpus, 40, metric=metric, exclude=exclude, precision="f32")
+        *got, stats = negmine.search(
+            queries, corpus, 40, metric=metric, exclude=exclude, return_stats=True
+        )
+        assert got[0].tobytes() == want[0].tobytes()
+        np.testing.assert_array_equal(got[1], want[1])
+        if INT8_FAST:
+            # The probe ran, and its count decided: int8 where few rows were rescored.
+            assert stats.probe_rescored is not None and stats.probe_rescored >= 40
+            pays = n >= 200 * stats.probe_rescored
+            assert stats.precision == ("int8" if pays else "f32")
+            assert pays != clustered  # both outcomes are exercised
+        else:
+            assert stats.probe_rescored is None and stats.precision == "f32"
+    # Fewer queries than the probe needs to be cheap, or k <= 32: no probe.
+    assert negmine.search(queries[:500], corpus, 40, return_stats=True)[2].probe_rescored is None
+    assert negmine.search(queries, corpus, 32, return_stats=True)[2].probe_rescored is None

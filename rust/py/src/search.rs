@@ -103,6 +103,7 @@ fn search<'py>(
     report.set_item("stage_cuts", stats.stage_cuts)?;
     report.set_item("stage_rows", stats.stage_rows)?;
     report.set_item("companion_seconds", stats.companion_seconds)?;
+    report.set_item("probe_rescored", stats.probe_rescored)?;
     Ok((scores, ids, report))
 }
 

@@ -337,6 +337,9 @@ pub struct SearchStats {
     /// Seconds building the rotated companion of the corpus (its principal axes and rotated
     /// rows), also when the spectrum turned out flat and the f32 path was taken.
     pub companion_seconds: f64,
+    /// Where `Auto` probed whether int8 pays (large `k`): the rows the probe's queries
+    /// rescored, on average ([`prescored::probe_pays`]).
+    pub probe_rescored: Option<f64>,
 }
 
 /// A query group's share of one shard's state.
@@ -714,23 +717,41 @@ pub(crate) fn search_rows(
     hooks: &mut dyn Hooks,
 ) -> Result<Neighbors> {
     let isa = opts.isa.unwrap_or_else(Isa::detect);
-    match opts.precision.resolve(isa, opts.k, corpus.rows()) {
+    let (mut precision, mut probe) = (
+        opts.precision
+            .resolve(isa, opts.k, corpus.rows(), queries.rows()),
+        None,
+    );
+    if precision == Precision::Auto {
+        let (pays, rescored) =
+            prescored::probe_pays(pool, queries, query_ids, corpus, opts, isa, hooks)?;
+        precision = if pays {
+            Precision::Int8
+        } else {
+            Precision::F32
+        };
+        probe = Some(rescored);
+    }
+    let found = match precision {
         Precision::Int8 => {
             let stats = &mut workspace.stats;
-            return prescored::search_rows(
+            prescored::search_rows(
                 pool, queries, query_ids, corpus, exclude, opts, isa, hooks, stats,
-            );
+            )?
         }
         Precision::Rotated => {
             return rotated::search_rows(
                 workspace, pool, queries, query_ids, corpus, exclude, opts, isa, hooks,
             );
         }
-        Precision::Auto | Precision::F32 => {}
-    }
-    let (found, _) = search_f32(
-        workspace, pool, queries, query_ids, corpus, exclude, opts, isa, None, hooks,
-    )?;
+        Precision::Auto | Precision::F32 => {
+            search_f32(
+                workspace, pool, queries, query_ids, corpus, exclude, opts, isa, None, hooks,
+            )?
+            .0
+        }
+    };
+    workspace.stats.probe_rescored = probe;
     Ok(found)
 }
 

@@ -47,31 +47,78 @@ impl Choice for Precision {
 }
 
 impl Precision {
-    /// The path `Auto` takes: int8 where its integer kernel multiplies faster than the f32 one
-    /// (AVX-512 VNNI or AMX-INT8; AVX2's byte multiplies run at the f32 rate), the corpus is
-    /// large enough for the rescoring to be a small share, and `k` is small: every row whose
-    /// bound reaches the running k-th lower bound is bounded and kept one by one, and at
-    /// `k = 100` on isotropic data (2,048 x 50,000 x 384, Sapphire Rapids-class Xeon) that
-    /// made int8 0.5-0.6x the f32 path with either kernel, while at `k <= 32` it was 1.2-7x
-    /// faster on real and isotropic data alike (docs/performance.md).
-    pub fn resolve(self, isa: Isa, k: usize, corpus_rows: usize) -> Precision {
+    /// The path `Auto` takes, or `Auto` itself where a probe must decide ([`probe_pays`]):
+    /// int8 only where its integer kernel multiplies faster than the f32 one (AVX-512 VNNI or
+    /// AMX-INT8; AVX2's byte multiplies run at the f32 rate) and the corpus is large enough
+    /// for the rescoring to be a small share. Up to `k = 32` int8 always won where measured
+    /// (1.2-7x the f32 path on real and isotropic data); above, each row whose bound reaches
+    /// the running k-th lower bound is bounded and kept one by one, and whether that pays
+    /// depends on the data (1.6x the f32 path on MiniLM embeddings at `k = 100`, 0.5x on
+    /// isotropic data): a probe of a few queries decides where there are enough queries for
+    /// it to be cheap, f32 where there are not.
+    pub fn resolve(self, isa: Isa, k: usize, corpus_rows: usize, n_queries: usize) -> Precision {
+        let int8_fast = matches!(isa, Isa::Avx512 | Isa::Amx) && kernels::has_vnni();
         match self {
-            Precision::Auto
-                if matches!(isa, Isa::Avx512 | Isa::Amx)
-                    && kernels::has_vnni()
-                    && k <= AUTO_INT8_MAX_K
-                    && corpus_rows >= 64 * k.max(16) =>
-            {
-                Precision::Int8
-            }
+            Precision::Auto if !int8_fast || corpus_rows < 64 * k.max(16) => Precision::F32,
+            Precision::Auto if k <= AUTO_INT8_MAX_K => Precision::Int8,
+            Precision::Auto if n_queries >= PROBE_MIN_QUERIES => Precision::Auto,
             Precision::Auto => Precision::F32,
             other => other,
         }
     }
 }
 
-/// The largest `k` for which `Auto` pre-scores in int8 (see [`Precision::resolve`]).
+/// The largest `k` for which `Auto` pre-scores in int8 without a probe.
 pub const AUTO_INT8_MAX_K: usize = 32;
+/// Queries the probe searches, and corpus rows it searches them in (the first ones).
+const PROBE_QUERIES: usize = 64;
+const PROBE_ROWS: usize = 1 << 16;
+/// Below this many queries the probe would cost a noticeable share of the search: f32.
+pub const PROBE_MIN_QUERIES: usize = 16 * PROBE_QUERIES;
+/// int8 pays while the rows rescored per query stay below the corpus rows over this: at 283
+/// (MiniLM, `k = 100`) int8 took 0.63x the f32 path's time (AMX; 0.76x with VNNI), at 96
+/// (isotropic, `k = 100`) 1.8-2x, at 32 (MiniLM, `k = 1000`) 2.8x.
+const PROBE_ROWS_PER_RESCORED: f64 = 200.0;
+
+/// Hooks for the probe: it reads ahead like the search, but reports no progress and keeps the
+/// pages it read (the search reads them again at once).
+struct ProbeHooks<'a>(&'a mut dyn Hooks);
+
+impl Hooks for ProbeHooks<'_> {
+    fn will_read(&mut self, rows: std::ops::Range<usize>) {
+        self.0.will_read(rows);
+    }
+}
+
+/// The probe `Auto` runs above [`AUTO_INT8_MAX_K`]: the first [`PROBE_QUERIES`] queries
+/// pre-scored in int8 against the first [`PROBE_ROWS`] corpus rows (without exclusions: they
+/// change a few rows). Returns whether int8 pays, and the rows the probe rescored per query.
+/// Counts, not timings: the choice is the same on every run, and the result the same either
+/// way.
+pub(super) fn probe_pays(
+    pool: &rayon::ThreadPool,
+    queries: &MatrixView<'_>,
+    query_ids: Option<&[usize]>,
+    corpus: &MatrixView<'_>,
+    opts: &SearchOptions,
+    isa: Isa,
+    hooks: &mut dyn Hooks,
+) -> Result<(bool, f64)> {
+    let rows = corpus.rows().min(PROBE_ROWS);
+    let n = queries.rows().min(PROBE_QUERIES);
+    let head = queries.slice_rows(0, n);
+    let sample = corpus.slice_rows(0, rows);
+    let head_ids = query_ids.map(|ids| &ids[..n]);
+    let mut stats = SearchStats::default();
+    let mut probe = ProbeHooks(hooks);
+    let mut popts = opts.clone();
+    popts.k = opts.k.min(rows);
+    search_rows(
+        pool, &head, head_ids, &sample, None, &popts, isa, &mut probe, &mut stats,
+    )?;
+    let mean = stats.rescored.iter().map(|&r| f64::from(r)).sum::<f64>() / n.max(1) as f64;
+    Ok((rows as f64 >= PROBE_ROWS_PER_RESCORED * mean, mean))
+}
 
 /// A query's candidates under bounds: the best `k` lower bounds give the threshold `T`, and
 /// every row whose upper bound reaches `T` is kept for rescoring. Rows are offered in id order
@@ -684,6 +731,32 @@ fn search_bounded(
 mod tests {
     use super::*;
     use crate::hooks::NoHooks;
+
+    #[test]
+    fn auto_takes_int8_for_small_k_probes_above_and_keeps_f32_where_int8_is_slow() {
+        let fast = Isa::available()
+            .into_iter()
+            .filter(|&i| matches!(i, Isa::Avx512 | Isa::Amx) && kernels::has_vnni());
+        for isa in fast {
+            let resolve = |k, n, q| Precision::Auto.resolve(isa, k, n, q);
+            assert_eq!(resolve(10, 100_000, 10), Precision::Int8);
+            assert_eq!(resolve(AUTO_INT8_MAX_K, 100_000, 10), Precision::Int8);
+            assert_eq!(resolve(100, 100_000, PROBE_MIN_QUERIES), Precision::Auto);
+            assert_eq!(resolve(100, 100_000, PROBE_MIN_QUERIES - 1), Precision::F32);
+            // Too small a corpus for the rescoring to be a small share.
+            assert_eq!(resolve(10, 1000, 10), Precision::F32);
+            assert_eq!(resolve(1000, 60_000, 10_000), Precision::F32);
+        }
+        for isa in [Isa::Scalar, Isa::Avx2Fma] {
+            assert_eq!(
+                Precision::Auto.resolve(isa, 10, 1 << 20, 1 << 20),
+                Precision::F32
+            );
+        }
+        for p in [Precision::F32, Precision::Int8, Precision::Rotated] {
+            assert_eq!(p.resolve(Isa::Scalar, 100, 10, 10), p);
+        }
+    }
 
     /// The property tests compare this path with the f32 one bit for bit; this shows they can
     /// fail: with its bound shrunk to a tenth, the int8 path drops rows of the true top k.

@@ -608,6 +608,7 @@ fn search_scaled(
         stage_cuts: rotation.cuts().to_vec(),
         stage_rows,
         companion_seconds,
+        probe_rescored: None,
     };
     Ok(Neighbors { k, scores, ids })
 }
