@@ -51,6 +51,15 @@ def _world_from_environment() -> int:
         raise InvalidArgumentError(f"WORLD_SIZE={raw!r} is not a number of processes") from None
 
 
+def current() -> Ranks:
+    """The ranks of an initialised ``torch.distributed`` process group, else :data:`ONE`."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        world = dist.get_world_size()
+        return Ranks(dist.get_rank(), world, dist) if world > 1 else ONE
+    return ONE
+
+
 @contextlib.contextmanager
 def ranks(distributed: bool | None) -> Iterator[Ranks]:
     """The ranks of this job. ``distributed``: ``None`` to detect them (see the module),
@@ -61,8 +70,7 @@ def ranks(distributed: bool | None) -> Iterator[Ranks]:
         return
     dist = sys.modules.get("torch.distributed")
     if dist is not None and dist.is_available() and dist.is_initialized():
-        world = dist.get_world_size()
-        yield Ranks(dist.get_rank(), world, dist) if world > 1 else ONE
+        yield current()
         return
     if _world_from_environment() <= 1:
         if distributed:

@@ -15,7 +15,6 @@ import io
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,14 @@ import numpy as np
 
 from negmine import _numbers as numbers
 from negmine import _ranks
-from negmine._atomic import _located, atomic_write, file_mode, fsync_directory
+from negmine._atomic import (
+    _located,
+    atomic_write,
+    file_mode,
+    fsync_directory,
+    locked_temp_file,
+    sweep,
+)
 from negmine._core import Embeddings, open_embeddings
 from negmine._progress import ProgressCallback
 from negmine.checkpoint import LOCK, _locked, partial_directory, query_chunks, run_chunks
@@ -394,6 +400,8 @@ class _RowsFile:
     path: Path
     rows: int
     dtype: np.dtype[Any]
+    dest: Path | None = None
+    """What errors name (the job's destination; default ``path``)."""
     fd: int = -1
     data_offset: int = 0
     dim: int = 0
@@ -431,8 +439,8 @@ class _RowsFile:
             self._open_or_create(int(vectors.shape[1]))
         if vectors.shape[1] != self.dim:
             raise InvalidArgumentError(
-                f"model.encode returned {vectors.shape[1]} dimensions for row {start} but "
-                f"{self.dim} for earlier rows"
+                f"the encoder returned {vectors.shape[1]} dimensions for row {start} but "
+                f"{self.dim} for earlier rows of {self.dest or self.path}"
             )
         if vectors.dtype != self.dtype:
             raise InvalidTypeError(f"rows of {vectors.dtype} for a file of {self.dtype}")
@@ -442,7 +450,7 @@ class _RowsFile:
             _write_at(self.fd, data, self.data_offset + start * row_bytes)
             os.fdatasync(self.fd)
         except OSError as e:
-            raise _located(e, self.path) from e
+            raise _located(e, self.dest or self.path) from e
 
     def sync(self) -> None:
         if self.fd < 0 and not self.open():
@@ -481,9 +489,9 @@ class _RowsFile:
             },
         )
         size = header.tell() + self.rows * dim * self.dtype.itemsize
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".data-", suffix=".tmp")
+        sweep(self.path)  # a killed maker's
+        fd, tmp = locked_temp_file(self.path)
         try:
-            os.fchmod(fd, file_mode())
             _write_at(fd, header.getvalue(), 0)
             try:
                 os.posix_fallocate(fd, 0, size)
@@ -495,7 +503,7 @@ class _RowsFile:
         except OSError as e:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-            raise _located(e, self.path) from e
+            raise _located(e, self.dest or self.path) from e
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -530,7 +538,7 @@ def run_job(
     :meth:`_RowsFile.write`, e.g. in a Ray actor). ``prepare`` runs on every rank after the
     lock is taken, its errors (and any rank's while encoding) raised on every rank."""
     partial = partial_directory(dest)
-    data = _RowsFile(partial / _DATA, rows, dtype)
+    data = _RowsFile(partial / _DATA, rows, dtype, dest)
     chunks = query_chunks(rows, chunk_size)
     own = [chunk for i, chunk in enumerate(chunks) if i % ranks.world == ranks.rank]
     with contextlib.ExitStack() as stack:
