@@ -491,3 +491,20 @@ def test_ray_actors_write_the_one_process_file(tmp_path: Path) -> None:
         ray.shutdown()
     assert Path(got.path).read_bytes() == Path(want.path).read_bytes()
     assert sorted(os.listdir(tmp_path / "ray")) == [Path(want.path).name]
+
+
+CLI_RUN = "import sys\nfrom negmine.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+
+
+@pytest.mark.slow  # torchrun, twice, with a model
+@needs_gloo
+def test_negmine_embed_under_torchrun_writes_the_one_process_file(
+    tmp_path: Path, tiny_model: str
+) -> None:
+    texts = [("query " * (i % 5)) + "doc " + "abcdef"[: i % 7] + str(i) for i in range(45)]
+    (tmp_path / "t.txt").write_text("".join(f"{t}\n" for t in texts))
+    for processes in (1, 2):
+        args = [str(tmp_path / "t.txt"), "--out", str(tmp_path / f"{processes}.npy")]
+        args += ["--model", tiny_model, "--cache-dir", str(tmp_path / f"cache{processes}")]
+        _torchrun(CLI_RUN, tmp_path, "embed", *args, "--chunk-size", "8", "-q", processes=processes)
+    assert (tmp_path / "2.npy").read_bytes() == (tmp_path / "1.npy").read_bytes()
