@@ -191,10 +191,12 @@ class NegativeRefresher:
        and ``encode_corpus(idx)`` are called on chunks of ``chunk_size`` row indices (an int64
        tensor on ``encode_device``) and must return one embedding row per index (tensor or
        array). The rows go, cast to float16, into ``directory/refresh-<r>/queries.npy`` and
-       ``corpus.npy``, each written with ``write()`` (never through a writable memory map,
-       where a full disk kills the process with SIGBUS) into a temp file that is fsynced and
-       renamed into place; memory holds one chunk at a time. Put dropout off
-       (``model.eval()``) in the encoder if the model has any, and back on after.
+       ``corpus.npy``, each written as :func:`negmine.embed_texts` writes its file (made at
+       full size in a hidden partial directory, each chunk written at its rows with
+       ``pwrite``, never through a writable memory map, where a full disk kills the process
+       with SIGBUS, synced, and renamed into place when complete); memory holds one chunk at
+       a time. Put dropout off (``model.eval()``) in the encoder if the model has any, and
+       back on after.
        *float16 is refused where it would change a row*: a value past its largest (65504),
        and a row whose norm it would change by more than 1% (values below 6.1e-05 lose
        precision, below 6e-08 they become 0: at scale 1e-9 every row would become zero and
@@ -260,17 +262,18 @@ class NegativeRefresher:
     ``negmine mine`` does for its teacher), the same when saving and when resuming; without
     one the state cannot be resumed, and :meth:`load_state_dict` says so.
 
-    **Distributed.** With ``torch.distributed`` initialised, rank 0 encodes and mines; the
-    other ranks skip the encoding and, at the swap, wait at a broadcast for rank 0's outcome
-    and map the saved result (and clusters) from ``directory``, which must be shared by all
-    ranks. Every rank calls :meth:`set_epoch` (and :meth:`step`) at the same points; the
-    encoders are only called on rank 0 (call the wrapped module, ``ddp.module``, in them, not
-    the ``DistributedDataParallel`` wrapper). Every rank swaps at the same boundary, so the
-    samplers, built on the same clusters, keep yielding equal batch counts per rank. An error
-    while mining on rank 0 is raised on every rank at the swap, one while encoding on every
-    rank by the call that started the refresh (the other ranks learn of it at a broadcast
-    after rank 0's encoding, so :meth:`refresh_now` too must be called on every rank), and an
-    abandoned refresh (out of space) is abandoned on every rank.
+    **Distributed.** With ``torch.distributed`` initialised, every rank encodes its share of
+    a refresh's chunks (chunk ``i`` on rank ``i % world_size``, into the one file in
+    ``directory``, which must be shared by all ranks; rank 0 renames it into place once all
+    are done) and rank 0 mines; the other ranks, at the swap, wait at a broadcast for rank
+    0's outcome and map the saved result (and clusters) from ``directory``. Every rank calls
+    :meth:`set_epoch` (and :meth:`step`, :meth:`refresh_now`) at the same points; call the
+    wrapped module, ``ddp.module``, in the encoders, not the ``DistributedDataParallel``
+    wrapper. Every rank swaps at the same boundary, so the samplers, built on the same
+    clusters, keep yielding equal batch counts per rank. An error while mining on rank 0 is
+    raised on every rank at the swap, one while encoding on any rank on every rank by the
+    call that started the refresh (once the others have encoded their chunks), and an
+    abandoned refresh (out of space on any rank) is abandoned on every rank.
     """
 
     def __init__(
