@@ -28,7 +28,7 @@ from typing import IO, Any, Literal
 
 import numpy as np
 
-from negmine import _core
+from negmine import _core, _ranks
 from negmine._atomic import atomic_write
 from negmine._numbers import counted
 from negmine._paths import regular_file
@@ -219,7 +219,11 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         )
     texts = open_texts(args.texts, args.text_field)
     cache = args.cache_dir if to_file or out is None else out
-    embeddings = _embed(args, texts, Path(cache or default_cache_dir()), args.prompt)
+    # Under torchrun every process encodes its share; rank 0 writes and prints the result.
+    with _ranks.ranks(None) as ranks:
+        embeddings = _embed(args, texts, Path(cache or default_cache_dir()), args.prompt)
+    if ranks.rank > 0:
+        return 0
     path = Path(embeddings.path)
     if to_file:
         assert out is not None
@@ -400,13 +404,24 @@ def _cmd_mine(args: argparse.Namespace) -> int:
         corpus_texts = open_texts(args.corpus_texts, args.text_field)
     inputs: dict[str, str] = {}
     shapes: dict[str, tuple[int, ...]] = {}
-    for side, given, texts, prompt, what in (
-        ("queries", args.queries, query_texts, args.query_prompt, "queries file"),
-        ("corpus", args.corpus, corpus_texts, args.corpus_prompt, "corpus file"),
+    # Under torchrun every process encodes its share of the texts; rank 0 alone mines.
+    with _ranks.ranks(None) as ranks:
+        embedded = {
+            side: _embed(args, texts, cache, prompt)
+            for side, given, texts, prompt in (
+                ("queries", args.queries, query_texts, args.query_prompt),
+                ("corpus", args.corpus, corpus_texts, args.corpus_prompt),
+            )
+            if given is None and texts is not None
+        }
+    if ranks.rank > 0:
+        return 0
+    for side, given, texts, what in (
+        ("queries", args.queries, query_texts, "queries file"),
+        ("corpus", args.corpus, corpus_texts, "corpus file"),
     ):
         if given is None:
-            assert texts is not None
-            embeddings = _embed(args, texts, cache, prompt)
+            embeddings = embedded[side]
             inputs[side] = str(embeddings.path)
         else:
             embeddings = _core.open_embeddings(regular_file(given, what))

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import importlib
 import io
 import json
 import os
 import shutil
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +23,15 @@ from typing import Any, Literal
 import numpy as np
 
 from negmine import _numbers as numbers
-from negmine._atomic import atomic_write, file_mode, fsync_directory
+from negmine import _ranks
+from negmine._atomic import (
+    _located,
+    atomic_write,
+    file_mode,
+    fsync_directory,
+    locked_temp_file,
+    sweep,
+)
 from negmine._core import Embeddings, open_embeddings
 from negmine._progress import ProgressCallback
 from negmine.checkpoint import LOCK, _locked, partial_directory, query_chunks, run_chunks
@@ -100,6 +109,7 @@ def embed_texts(
     dtype: Literal["float32", "float16"] = "float32",
     model_id: str | None = None,
     chunk_size: int = 4096,
+    distributed: bool | None = None,
 ) -> Embeddings:
     """Embeds ``texts`` with a sentence-transformers model and returns them memory-mapped from
     a cache file; the next call with the same model and texts maps that file without encoding.
@@ -142,15 +152,58 @@ def embed_texts(
         chunk_size: texts per checkpoint (what memory holds and an interruption loses at
             most). A resume must use the same ``chunk_size`` and ``batch_size``; with others it
             starts over.
+        distributed: whether the processes of a ``torchrun`` / accelerate job share the work.
+            ``None`` (default): they do when ``torch.distributed`` has a process group of
+            several (or, without one, ``WORLD_SIZE`` is above 1: a gloo group is started for
+            the call). Every rank must then make the same call: chunk ``i`` is encoded by rank
+            ``i % world_size`` into its rows of the one file (``cache_dir`` must be shared by
+            the ranks), rank 0 holds the lock and renames the file into place when every rank
+            is done, and every rank returns it. An error on one rank is raised on every rank
+            once the others have encoded their chunks (kept for the rerun). A rank killed
+            mid-run (and the job with it) resumes on the rerun, with any number of processes,
+            into the same bytes. ``False``: this process alone (a call made on one rank only,
+            which would otherwise wait for the others forever).
 
     Returns:
         The embeddings as a read-only, memory-mapped :class:`negmine.Embeddings`
         (``np.asarray(emb)`` gives a zero-copy array).
     """
+    return _embed(
+        texts,
+        model,
+        cache_dir=cache_dir,
+        batch_size=batch_size,
+        normalize=normalize,
+        progress=progress,
+        prompt=prompt,
+        dtype=dtype,
+        model_id=model_id,
+        chunk_size=chunk_size,
+        distributed=distributed,
+        pool=None,
+    )
+
+
+def _embed(
+    texts: TextsLike,
+    model: Any,
+    *,
+    cache_dir: str | os.PathLike[str],
+    batch_size: int,
+    normalize: bool,
+    progress: bool | ProgressCallback,
+    prompt: str | None,
+    dtype: str,
+    model_id: str | None,
+    chunk_size: int,
+    distributed: bool | None,
+    pool: ChunkPool | None,
+) -> Embeddings:
+    """:func:`embed_texts`, its chunks encoded here or by ``pool``."""
     source = as_source(texts, "texts")
     batch_size = numbers.count(batch_size, "batch_size")
     chunk_size = numbers.count(chunk_size, "chunk_size")
-    dtype = numbers.choice(dtype, "dtype", ("float32", "float16"))  # type: ignore[assignment]
+    dtype = numbers.choice(dtype, "dtype", ("float32", "float16"))
     if not isinstance(model, str) and not callable(getattr(model, "encode", None)):
         raise InvalidTypeError(
             f"model must be a model name or an object with an encode() method, got "
@@ -164,206 +217,107 @@ def embed_texts(
     directory = Path(cache_dir)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"embeddings-{key}.npy"
-    if path.exists():
-        cached = _reusable(path, scan.count, dtype)
-        if cached is not None:
-            _remove_leftover(path)
-            return cached
+    encoder = _Encoder(batch_size, normalize, prompt, np.dtype(dtype))
+    with _ranks.ranks(distributed) as ranks:
+        return _embed_on_ranks(
+            ranks, source, scan, key, path, model, encoder, chunk_size, progress, pool
+        )
 
-    if isinstance(model, str):
-        model = _load_model(model)
-    job = _EncodeJob(
-        source=source,
-        scan=scan,
-        model=model,
-        batch_size=batch_size,
-        normalize=normalize,
-        prompt=prompt,
-        dtype=np.dtype(dtype),
-        chunk_size=chunk_size,
-    )
-    manifest = {
-        "format": 1,
-        "key": key,
-        "rows": scan.count,
-        "chunk_size": chunk_size,
-        "batch_size": batch_size,
-    }
-    job.run(path, manifest, progress)
+
+def _embed_on_ranks(
+    ranks: _ranks.Ranks,
+    source: TextSource,
+    scan: TextScan,
+    key: str,
+    path: Path,
+    model: Any,
+    encoder: _Encoder,
+    chunk_size: int,
+    progress: bool | ProgressCallback,
+    pool: ChunkPool | None,
+) -> Embeddings:
+    dtype = encoder.dtype.name
+
+    def cached() -> tuple[str, bool]:
+        # Rank 0 decides for every rank: they must all encode, or none.
+        if ranks.rank == 0 and path.exists() and _reusable(path, scan.count, dtype) is not None:
+            _remove_leftover(path)
+            return key, True
+        return key, False
+
+    answers = _ranks.together(ranks, cached)
+    for rank, (other, _) in enumerate(answers):
+        if other != key:
+            raise InvalidArgumentError(
+                f"rank {rank} embeds other texts or options than rank {ranks.rank} (cache keys "
+                f"{other[:12]}... and {key[:12]}...): every rank must be given the same"
+            )
+    if not answers[0][1]:
+        loaded: list[Any] = [model]
+
+        def load() -> None:
+            if isinstance(model, str) and pool is None:
+                loaded[0] = _load_model(model)
+
+        manifest = {
+            "format": 1,
+            "key": key,
+            "rows": scan.count,
+            "chunk_size": chunk_size,
+            "batch_size": encoder.batch_size,
+        }
+        texts = _TextChunks(source, scan, chunk_size)
+        if pool is None:
+
+            def produce(pending: Sequence[tuple[int, int]]) -> Iterator[tuple[int, Any]]:
+                for start, chunk in texts.pending(pending):
+                    yield start, encoder.rows(loaded[0], chunk, start)
+
+        else:
+
+            def produce(pending: Sequence[tuple[int, int]]) -> Iterator[tuple[int, Any]]:
+                data = partial_directory(path) / _DATA
+                return pool(encoder, data, scan.count, texts.pending(pending))
+
+        run_job(
+            path,
+            manifest,
+            rows=scan.count,
+            chunk_size=chunk_size,
+            dtype=encoder.dtype,
+            ranks=ranks,
+            produce=produce,
+            progress=progress,
+            prepare=load,
+        )
     return open_embeddings(path)
 
 
 _DATA = "data.npy"
+_CREATING = "create.lock"
+
+ChunkPool = Callable[
+    ["_Encoder", Path, int, Iterator[tuple[int, list[str]]]],
+    Generator[tuple[int, int], None, None],
+]
+"""Encodes chunks elsewhere (:mod:`negmine.distributed`'s Ray actors): given the encoding
+options, the job's data file, its row count and the ``(start, texts)`` of the chunks to
+encode, writes each chunk's rows into the file (durably, :meth:`_RowsFile.write`) and yields
+``(start, rows)`` as each is done, in any order."""
 
 
-@dataclass
-class _EncodeJob:
-    """One encoding of ``source`` into a file: what the chunks share."""
+@dataclass(frozen=True)
+class _Encoder:
+    """How texts become rows: the options of ``model.encode`` and the stored dtype."""
 
-    source: TextSource
-    scan: TextScan
-    model: Any
     batch_size: int
     normalize: bool
     prompt: str | None
     dtype: np.dtype[Any]
-    chunk_size: int
-    fd: int = -1
-    data_offset: int = 0
-    dim: int = 0
 
-    def run(
-        self,
-        dest: Path,
-        manifest: dict[str, Any],
-        progress: bool | ProgressCallback,
-    ) -> None:
-        """Encodes every chunk not yet marked done into ``dest``'s partial file, then renames
-        it to ``dest``."""
-        partial = partial_directory(dest)
-        with _locked(partial, dest):
-            try:
-                self._run_locked(partial, dest, manifest, progress)
-            except BaseException:
-                if not _marked(partial):
-                    shutil.rmtree(partial, ignore_errors=True)
-                raise
-            finally:
-                if self.fd >= 0:
-                    os.close(self.fd)
-                    self.fd = -1
-            shutil.rmtree(partial)
-
-    def _run_locked(
-        self,
-        partial: Path,
-        dest: Path,
-        manifest: dict[str, Any],
-        progress: bool | ProgressCallback,
-    ) -> None:
-        manifest_path = partial / "manifest.json"
-        try:
-            previous = json.loads(manifest_path.read_bytes())
-        except (OSError, ValueError):
-            previous = None
-        if previous != manifest:
-            # Another chunking (or a kill before the manifest was written): start over.
-            _clear(partial)
-            with atomic_write(manifest_path) as f:
-                f.write(json.dumps(manifest, sort_keys=True).encode())
-        self._open_data(partial / _DATA, manifest["rows"])
-        if self.fd < 0:
-            _clear(partial, keep_manifest=True)  # marks without their rows mean nothing
-        chunks = query_chunks(manifest["rows"], self.chunk_size)
-        done = {start: stop - start for start, stop in chunks if _mark(partial, start).exists()}
-
-        def save(start: int, rows: int) -> None:
-            os.fdatasync(self.fd)  # the rows are on disk before their mark
-            with atomic_write(_mark(partial, start)) as f:
-                f.write(f"{rows}\n".encode())
-
-        run_chunks(
-            partial,
-            chunks,
-            self._encode_chunks,
-            progress,
-            done=done,
-            save=save,
-            description="embed",
-            unit="text",
-        )
-        if self.fd < 0:
-            raise InvalidArgumentError("the texts changed while being embedded (none were read)")
-        os.fsync(self.fd)
-        os.replace(partial / _DATA, dest)
-        fsync_directory(dest.parent)
-
-    def _open_data(self, path: Path, rows: int) -> None:
-        """Opens the partial file when it is complete in size and shape (a kill while it was
-        being made leaves a short one, which is made again); its width is known then."""
-        try:
-            with open(path, "rb") as f:
-                # The job writes version 1.0 headers only.
-                if np.lib.format.read_magic(f) != (1, 0):
-                    return
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-                offset = f.tell()
-        except (OSError, ValueError):
-            return
-        if (
-            len(shape) != 2
-            or shape[0] != rows
-            or fortran
-            or dtype != self.dtype
-            or os.path.getsize(path) != offset + shape[0] * shape[1] * dtype.itemsize
-        ):
-            return
-        self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        self.data_offset, self.dim = offset, int(shape[1])
-
-    def _create_data(self, path: Path, rows: int, dim: int) -> None:
-        """Makes the partial file: the header of a ``rows x dim`` array, then its rows,
-        allocated at once (a full disk fails here with ENOSPC, not later)."""
-        header = io.BytesIO()
-        np.lib.format.write_array_header_1_0(
-            header,
-            {
-                "descr": np.lib.format.dtype_to_descr(self.dtype),
-                "fortran_order": False,
-                "shape": (rows, dim),
-            },
-        )
-        size = header.tell() + rows * dim * self.dtype.itemsize
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, file_mode())
-        try:
-            _write_at(fd, header.getvalue(), 0)
-            try:
-                os.posix_fallocate(fd, 0, size)
-            except OSError as e:
-                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-                    raise
-                os.ftruncate(fd, size)  # a file system without fallocate
-        except BaseException:
-            os.close(fd)
-            raise
-        self.fd, self.data_offset, self.dim = fd, header.tell(), dim
-
-    def _encode_chunks(
-        self, partial: Path, pending: Sequence[tuple[int, int]]
-    ) -> Generator[tuple[int, int], None, None]:
-        """The chunk runner (see :func:`negmine.checkpoint.run_chunks`): reads every chunk, to
-        check that the texts are still those scanned, and encodes the pending ones into their
-        rows."""
-        todo = {start for start, _ in pending}
-        digest = hashlib.sha256()
-        start = 0
-        for texts in self.source.chunks(self.chunk_size):
-            for text in texts:
-                data = text.encode("utf-8")
-                digest.update(len(data).to_bytes(8, "little"))
-                digest.update(data)
-            if start in todo:
-                vectors = self._encode(texts, start)
-                if self.fd < 0:
-                    self._create_data(partial / _DATA, self.scan.count, vectors.shape[1])
-                elif vectors.shape[1] != self.dim:
-                    raise InvalidArgumentError(
-                        f"model.encode returned {vectors.shape[1]} dimensions for text {start} "
-                        f"but {self.dim} for earlier texts"
-                    )
-                row_bytes = self.dim * self.dtype.itemsize
-                _write_at(self.fd, vectors.tobytes(), self.data_offset + start * row_bytes)
-                yield start, len(texts)
-            start += len(texts)
-        if start != self.scan.count or digest.hexdigest() != self.scan.sha256:
-            raise InvalidArgumentError(
-                f"the texts changed while being embedded ({self.scan.count} when counted, "
-                f"{start} now, or other texts): nothing was cached"
-            )
-
-    def _encode(self, texts: list[str], start: int) -> np.ndarray:
-        """The rows of ``texts`` (``start`` is the first one's index), in their order, checked,
-        normalized and cast; encoded in batches of similar length."""
+    def rows(self, model: Any, texts: list[str], start: int) -> np.ndarray:
+        """The rows of ``texts`` (``start`` is the first one's index), in their order,
+        checked, normalized and cast; encoded in batches of similar length."""
         kwargs: dict[str, Any] = {
             "batch_size": self.batch_size,
             "show_progress_bar": False,
@@ -373,12 +327,12 @@ class _EncodeJob:
             kwargs["prompt"] = self.prompt
         # Longest first (as sentence-transformers sorts one call's texts): a batch pads to
         # its longest text, so similar lengths pad least. The order is stable, so a chunk is
-        # always encoded in the same batches.
+        # always encoded in the same batches, whichever process encodes it.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         out: np.ndarray | None = None
         for b in range(0, len(order), self.batch_size):
             rows = order[b : b + self.batch_size]
-            vectors = np.asarray(self.model.encode([texts[i] for i in rows], **kwargs))
+            vectors = np.asarray(model.encode([texts[i] for i in rows], **kwargs))
             if vectors.ndim != 2 or vectors.shape[0] != len(rows):
                 raise InvalidArgumentError(
                     f"model.encode returned shape {vectors.shape} for {len(rows)} texts "
@@ -404,6 +358,275 @@ class _EncodeJob:
             out = (out / np.where(norms > 0, norms, 1.0)).astype(np.float32)
         # Checked per chunk, before anything is cached: an overflow names its text.
         return np.ascontiguousarray(cast_rows(out, self.dtype, "the embedding of text", start))
+
+
+@dataclass
+class _TextChunks:
+    """The texts read again, chunk by chunk, and checked to be those scanned."""
+
+    source: TextSource
+    scan: TextScan
+    chunk_size: int
+
+    def pending(self, pending: Sequence[tuple[int, int]]) -> Iterator[tuple[int, list[str]]]:
+        """``(start, texts)`` of the chunks in ``pending``. Every chunk is read (a stream has
+        no other way to its later ones), to check that the texts are still those scanned:
+        a change raises after the last."""
+        todo = {start for start, _ in pending}
+        digest = hashlib.sha256()
+        start = 0
+        for texts in self.source.chunks(self.chunk_size):
+            for text in texts:
+                data = text.encode("utf-8")
+                digest.update(len(data).to_bytes(8, "little"))
+                digest.update(data)
+            if start in todo:
+                yield start, texts
+            start += len(texts)
+        if start != self.scan.count or digest.hexdigest() != self.scan.sha256:
+            raise InvalidArgumentError(
+                f"the texts changed while being embedded ({self.scan.count} when counted, "
+                f"{start} now, or other texts): nothing was cached"
+            )
+
+
+@dataclass
+class _RowsFile:
+    """A job's data file, a ``rows x dim`` ``.npy`` that every process of the job writes its
+    chunks into. It is made at full size aside and renamed in (under a lock, by whichever
+    process has a chunk's rows first: the width is known then), so it is complete in size
+    whenever it exists; a process that finds it opens it."""
+
+    path: Path
+    rows: int
+    dtype: np.dtype[Any]
+    dest: Path | None = None
+    """What errors name (the job's destination; default ``path``)."""
+    fd: int = -1
+    data_offset: int = 0
+    dim: int = 0
+
+    def open(self) -> bool:
+        """Opens the file if it exists complete in size and shape (a kill while one was made
+        leaves only a temp file, removed when the job starts over); whether it is open."""
+        if self.fd >= 0:
+            return True
+        try:
+            with open(self.path, "rb") as f:
+                # The job writes version 1.0 headers only.
+                if np.lib.format.read_magic(f) != (1, 0):
+                    return False
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+                offset = f.tell()
+        except (OSError, ValueError):
+            return False
+        if (
+            len(shape) != 2
+            or shape[0] != self.rows
+            or fortran
+            or dtype != self.dtype
+            or os.path.getsize(self.path) != offset + shape[0] * shape[1] * dtype.itemsize
+        ):
+            return False
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        self.data_offset, self.dim = offset, int(shape[1])
+        return True
+
+    def write(self, start: int, vectors: np.ndarray) -> None:
+        """``vectors`` at rows ``start...``, on disk when this returns (a chunk's mark, written
+        next, must never name rows that a crash could lose)."""
+        if self.fd < 0:
+            self._open_or_create(int(vectors.shape[1]))
+        if vectors.shape[1] != self.dim:
+            raise InvalidArgumentError(
+                f"the encoder returned {vectors.shape[1]} dimensions for row {start} but "
+                f"{self.dim} for earlier rows of {self.dest or self.path}"
+            )
+        if vectors.dtype != self.dtype:
+            raise InvalidTypeError(f"rows of {vectors.dtype} for a file of {self.dtype}")
+        row_bytes = self.dim * self.dtype.itemsize
+        data = np.ascontiguousarray(vectors).tobytes()
+        try:
+            _write_at(self.fd, data, self.data_offset + start * row_bytes)
+            os.fdatasync(self.fd)
+        except OSError as e:
+            raise _located(e, self.dest or self.path) from e
+
+    def sync(self) -> None:
+        if self.fd < 0 and not self.open():
+            raise InvalidArgumentError(f"{self.path} was never made: no chunk was encoded")
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def _open_or_create(self, dim: int) -> None:
+        lock = os.open(
+            self.path.parent / _CREATING, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, file_mode()
+        )
+        try:
+            # One maker at a time; the others then find its file.
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not self.open():
+                self._create(dim)
+                if not self.open():
+                    raise InvalidArgumentError(f"{self.path} could not be made")
+        finally:
+            os.close(lock)
+
+    def _create(self, dim: int) -> None:
+        """The file made aside (the header of a ``rows x dim`` array, then its rows,
+        allocated at once: a full disk fails here with ENOSPC, not later) and renamed in."""
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            header,
+            {
+                "descr": np.lib.format.dtype_to_descr(self.dtype),
+                "fortran_order": False,
+                "shape": (self.rows, dim),
+            },
+        )
+        size = header.tell() + self.rows * dim * self.dtype.itemsize
+        sweep(self.path)  # a killed maker's
+        fd, tmp = locked_temp_file(self.path)
+        try:
+            _write_at(fd, header.getvalue(), 0)
+            try:
+                os.posix_fallocate(fd, 0, size)
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                os.ftruncate(fd, size)  # a file system without fallocate
+            os.replace(tmp, self.path)
+        except OSError as e:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise _located(e, self.dest or self.path) from e
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        finally:
+            os.close(fd)
+
+
+def run_job(
+    dest: Path,
+    manifest: dict[str, Any],
+    *,
+    rows: int,
+    chunk_size: int,
+    dtype: np.dtype[Any],
+    ranks: _ranks.Ranks,
+    produce: Callable[[Sequence[tuple[int, int]]], Iterator[tuple[int, Any]]],
+    progress: bool | ProgressCallback,
+    prepare: Callable[[], object] | None = None,
+    description: str = "embed",
+    unit: str = "text",
+) -> None:
+    """Writes the ``rows``-row ``.npy`` at ``dest`` as a resumable job over the processes of
+    ``ranks``: chunk ``i`` (of ``chunk_size`` rows) is rank ``i % world``'s, which encodes it
+    with ``produce`` into its rows of one file in ``dest``'s partial directory and marks it
+    done; rank 0 holds the job's lock and, once every rank is done, renames the file into
+    place. A rerun (after a kill of any rank, any world size) encodes only the chunks not
+    marked; a manifest unlike ``manifest`` starts over.
+
+    ``produce(pending)`` yields ``(start, rows)`` for this rank's pending chunks, in any order:
+    an array of ``dtype`` to write, or a row count for a chunk already written (by
+    :meth:`_RowsFile.write`, e.g. in a Ray actor). ``prepare`` runs on every rank after the
+    lock is taken, its errors (and any rank's while encoding) raised on every rank."""
+    partial = partial_directory(dest)
+    data = _RowsFile(partial / _DATA, rows, dtype, dest)
+    chunks = query_chunks(rows, chunk_size)
+    own = [chunk for i, chunk in enumerate(chunks) if i % ranks.world == ranks.rank]
+    with contextlib.ExitStack() as stack:
+
+        def start() -> None:
+            if ranks.rank == 0:
+                stack.enter_context(_locked(partial, dest))
+                _reset(partial, manifest, data)
+            if prepare is not None:
+                prepare()
+
+        # Rank 0 locks and resets the checkpoint before any rank reads its marks.
+        _ranks.together(ranks, start)
+        committed = False
+        try:
+
+            def encode() -> None:
+                data.open()
+                done = {s: e - s for s, e in own if _mark(partial, s).exists()}
+
+                def write(_: object, pending: Sequence[tuple[int, int]]) -> Iterator[Any]:
+                    for begin, produced in produce(pending):
+                        if isinstance(produced, int):
+                            yield begin, produced
+                        else:
+                            data.write(begin, produced)
+                            yield begin, len(produced)
+
+                def save(begin: int, count: int) -> None:
+                    with atomic_write(_mark(partial, begin)) as f:
+                        f.write(f"{count}\n".encode())
+
+                shown = progress if ranks.rank == 0 else False
+                if ranks.world > 1 and shown is True:
+                    description_here = f"{description} (rank 0 of {ranks.world})"
+                else:
+                    description_here = description
+                run_chunks(
+                    None,
+                    own,
+                    write,  # type: ignore[arg-type]
+                    shown,
+                    done=done,
+                    save=save,
+                    description=description_here,
+                    unit=unit,
+                )
+
+            _ranks.together(ranks, encode)
+
+            def commit() -> None:
+                if ranks.rank != 0:
+                    return
+                missing = [s for s, _ in chunks if not _mark(partial, s).exists()]
+                if missing:
+                    raise InvalidArgumentError(
+                        f"rows {missing[0]}... of {dest} were not encoded by any rank"
+                    )
+                data.sync()
+                os.replace(data.path, dest)
+                fsync_directory(dest.parent)
+                shutil.rmtree(partial)
+
+            # Every rank returns once the file is in place.
+            _ranks.together(ranks, commit)
+            committed = True
+        finally:
+            data.close()
+            # Nothing encoded is nothing to resume.
+            if not committed and ranks.rank == 0 and not _marked(partial):
+                shutil.rmtree(partial, ignore_errors=True)
+
+
+def _reset(partial: Path, manifest: dict[str, Any], data: _RowsFile) -> None:
+    """Rank 0, holding the lock: a checkpoint of another job (or a kill before its manifest
+    was written) is started over, and marks without their file mean nothing."""
+    manifest_path = partial / "manifest.json"
+    try:
+        previous = json.loads(manifest_path.read_bytes())
+    except (OSError, ValueError):
+        previous = None
+    if previous != manifest:
+        _clear(partial)
+        with atomic_write(manifest_path) as f:
+            f.write(json.dumps(manifest, sort_keys=True).encode())
+    if not data.open():
+        _clear(partial, keep_manifest=True)
+    data.close()
 
 
 def _write_at(fd: int, data: bytes, offset: int) -> None:

@@ -10,18 +10,16 @@ overlapping training.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
 import hashlib
 import inspect
-import io
 import json
 import logging
 import os
 import shutil
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -30,18 +28,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from negmine import _numbers
-from negmine._atomic import (
-    HashingWriter,
-    _located,
-    atomic_write,
-    fsync_directory,
-    locked_temp_file,
-    sweep,
-)
+from negmine import _numbers, _ranks
+from negmine._atomic import HashingWriter, atomic_write
 from negmine._core import Embeddings, open_embeddings
 from negmine._digest import update_value
 from negmine.cluster import kmeans
+from negmine.embed import run_job
 from negmine.errors import InvalidArgumentError, InvalidTypeError
 from negmine.mine import MiningOptions, _positives_csr, mine
 from negmine.result import MiningResult
@@ -199,10 +191,12 @@ class NegativeRefresher:
        and ``encode_corpus(idx)`` are called on chunks of ``chunk_size`` row indices (an int64
        tensor on ``encode_device``) and must return one embedding row per index (tensor or
        array). The rows go, cast to float16, into ``directory/refresh-<r>/queries.npy`` and
-       ``corpus.npy``, each written with ``write()`` (never through a writable memory map,
-       where a full disk kills the process with SIGBUS) into a temp file that is fsynced and
-       renamed into place; memory holds one chunk at a time. Put dropout off
-       (``model.eval()``) in the encoder if the model has any, and back on after.
+       ``corpus.npy``, each written as :func:`negmine.embed_texts` writes its file (made at
+       full size in a hidden partial directory, each chunk written at its rows with
+       ``pwrite``, never through a writable memory map, where a full disk kills the process
+       with SIGBUS, synced, and renamed into place when complete); memory holds one chunk at
+       a time. Put dropout off (``model.eval()``) in the encoder if the model has any, and
+       back on after.
        *float16 is refused where it would change a row*: a value past its largest (65504),
        and a row whose norm it would change by more than 1% (values below 6.1e-05 lose
        precision, below 6e-08 they become 0: at scale 1e-9 every row would become zero and
@@ -268,17 +262,18 @@ class NegativeRefresher:
     ``negmine mine`` does for its teacher), the same when saving and when resuming; without
     one the state cannot be resumed, and :meth:`load_state_dict` says so.
 
-    **Distributed.** With ``torch.distributed`` initialised, rank 0 encodes and mines; the
-    other ranks skip the encoding and, at the swap, wait at a broadcast for rank 0's outcome
-    and map the saved result (and clusters) from ``directory``, which must be shared by all
-    ranks. Every rank calls :meth:`set_epoch` (and :meth:`step`) at the same points; the
-    encoders are only called on rank 0 (call the wrapped module, ``ddp.module``, in them, not
-    the ``DistributedDataParallel`` wrapper). Every rank swaps at the same boundary, so the
-    samplers, built on the same clusters, keep yielding equal batch counts per rank. An error
-    while mining on rank 0 is raised on every rank at the swap, one while encoding on every
-    rank by the call that started the refresh (the other ranks learn of it at a broadcast
-    after rank 0's encoding, so :meth:`refresh_now` too must be called on every rank), and an
-    abandoned refresh (out of space) is abandoned on every rank.
+    **Distributed.** With ``torch.distributed`` initialised, every rank encodes its share of
+    a refresh's chunks (chunk ``i`` on rank ``i % world_size``, into the one file in
+    ``directory``, which must be shared by all ranks; rank 0 renames it into place once all
+    are done) and rank 0 mines; the other ranks, at the swap, wait at a broadcast for rank
+    0's outcome and map the saved result (and clusters) from ``directory``. Every rank calls
+    :meth:`set_epoch` (and :meth:`step`, :meth:`refresh_now`) at the same points; call the
+    wrapped module, ``ddp.module``, in the encoders, not the ``DistributedDataParallel``
+    wrapper. Every rank swaps at the same boundary, so the samplers, built on the same
+    clusters, keep yielding equal batch counts per rank. An error while mining on rank 0 is
+    raised on every rank at the swap, one while encoding on any rank on every rank by the
+    call that started the refresh (once the others have encoded their chunks), and an
+    abandoned refresh (out of space on any rank) is abandoned on every rank.
     """
 
     def __init__(
@@ -427,33 +422,28 @@ class NegativeRefresher:
 
     def _start(self) -> int:
         refresh = self.started + 1
-        failure: list[object] = [None]
-        if _rank() == 0:
-            folder = self.refresh_dir(refresh)
-            try:
-                if folder.exists():  # left by a run that crashed or was resumed from earlier
-                    shutil.rmtree(folder)
-                folder.mkdir(parents=True)
-                self._encode(self.encode_queries, self.n_queries, folder / "queries.npy", "queries")
-                self._encode(self.encode_corpus, self.n_corpus, folder / "corpus.npy", "corpus")
-            except BaseException as e:
-                # A refresh that never starts leaves no files behind: on a full disk, its
-                # queries.npy would hold space the next try needs.
+        folder = self.refresh_dir(refresh)
+        ranks = _ranks.current()
+
+        def clear() -> None:
+            if ranks.rank == 0 and folder.exists():  # left by a crashed or resumed run
+                shutil.rmtree(folder)
+
+        try:
+            # Rank 0 clears the folder before any rank writes into it.
+            _ranks.together(ranks, clear)
+            folder.mkdir(parents=True, exist_ok=True)
+            self._encode(self.encode_queries, self.n_queries, folder / "queries.npy", "queries")
+            self._encode(self.encode_corpus, self.n_corpus, folder / "corpus.npy", "corpus")
+        except BaseException:
+            # A refresh that never starts leaves no files behind: on a full disk, its
+            # queries.npy would hold space the next try needs. Every rank has raised (the
+            # job relays an error on one rank to all), so none writes into it any more.
+            if ranks.rank == 0:
                 shutil.rmtree(folder, ignore_errors=True)
-                failure[0] = (getattr(e, "errno", None), _describe(e))
-                _broadcast(failure)
-                raise
-            _broadcast(failure)
+            raise
+        if ranks.rank == 0:
             self._launch(refresh)
-        else:
-            _broadcast(failure)
-            if failure[0] is not None:
-                code, message = _failure(failure[0])
-                if code in _OUT_OF_SPACE:
-                    raise OSError(code, f"{message} (on rank 0)")
-                raise RuntimeError(
-                    f"refresh {refresh} failed while encoding: {message} (on rank 0)"
-                )
         self.started = refresh
         self.steps = 0
         return refresh
@@ -576,52 +566,36 @@ class NegativeRefresher:
                 shutil.rmtree(folder, ignore_errors=True)
 
     def _encode(self, encoder: Encoder, n_rows: int, path: Path, what: str) -> None:
-        """``encoder`` over ``0..n_rows`` in chunks, into a float16 ``.npy`` at ``path``: the
-        header once the first chunk gives the width, then each chunk with ``os.write`` into a
-        temp file that is fsynced and renamed into place, and removed on any error. Never
-        through a writable map: a page the file system cannot back (disk full) would arrive
-        as SIGBUS and kill the process instead of raising ``OSError``. Not
-        :func:`atomic_write`, which would name an ``OSError`` of the encoder's own as a failed
-        write of ``path``."""
-        sweep(path)
-        fd, tmp = locked_temp_file(path)  # locked while this writer lives: no sweep takes it
-        try:
-            width: int | None = None
+        """``encoder`` over ``0..n_rows`` in chunks, into a float16 ``.npy`` at ``path``, as
+        the job of :func:`negmine.embed_texts` writes (on every rank of a process group, chunk
+        ``i`` on rank ``i % world``; rank 0 renames the file into place once all are done):
+        the file made at full size in a hidden partial directory once the first chunk gives
+        the width, each chunk written at its rows with ``pwrite`` and synced. Never through a
+        writable map: a page the file system cannot back (disk full) would arrive as SIGBUS
+        and kill the process instead of raising ``OSError``."""
+        if n_rows == 0:
+            raise InvalidArgumentError(f"no {what} to encode")
+
+        def produce(pending: Sequence[tuple[int, int]]) -> Iterator[tuple[int, np.ndarray]]:
             with torch.no_grad():
-                for start in range(0, n_rows, self.chunk_size):
-                    stop = min(n_rows, start + self.chunk_size)
+                for start, stop in pending:
                     idx = torch.arange(start, stop, dtype=torch.int64, device=self.encode_device)
                     rows = _rows(encoder(idx), stop - start, what, start)
-                    if width is None:
-                        width = int(rows.shape[1])
-                        header = io.BytesIO()
-                        np.lib.format.write_array_header_1_0(
-                            header,
-                            {
-                                "descr": np.lib.format.dtype_to_descr(_FLOAT16),
-                                "fortran_order": False,
-                                "shape": (n_rows, width),
-                            },
-                        )
-                        _writing(path, _write_all, fd, header.getbuffer())
-                    elif rows.shape[1] != width:
-                        raise InvalidArgumentError(
-                            f"encode_{what} returned {rows.shape[1]} dimensions for rows "
-                            f"{start}..{stop} after {width} for earlier rows"
-                        )
-                    half = cast_rows(rows, _FLOAT16, f"encode_{what}'s {what} row", start)
-                    _writing(path, _write_all, fd, half.data)
-            if width is None:
-                raise InvalidArgumentError(f"no {what} to encode")
-            _writing(path, os.fsync, fd)
-            os.replace(tmp, path)  # before the descriptor (and its lock) goes
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        finally:
-            os.close(fd)
-        fsync_directory(path.parent)
+                    yield start, cast_rows(rows, _FLOAT16, f"encode_{what}'s {what} row", start)
+
+        manifest = {"format": 1, "rows": n_rows, "chunk_size": self.chunk_size, "what": what}
+        run_job(
+            path,
+            manifest,
+            rows=n_rows,
+            chunk_size=self.chunk_size,
+            dtype=_FLOAT16,
+            ranks=_ranks.current(),
+            produce=produce,
+            progress=False,
+            description=f"encode {what}",
+            unit="row",
+        )
 
     # ---------------------------------------------------------------------------------------
 
@@ -807,15 +781,6 @@ def _rows(value: Any, expected: int, what: str, start: int) -> np.ndarray:
     return rows
 
 
-def _writing(path: Path, call: Callable[..., object], *args: Any) -> None:
-    """``call(*args)``, a step of writing ``path``: its ``OSError`` (``errno`` kept) names
-    ``path``, not the temp file."""
-    try:
-        call(*args)
-    except OSError as e:
-        raise _located(e, path) from e
-
-
 def _problems(report: RefreshReport, n_queries: int, n_corpus: int) -> str:
     """What ``report`` counts that training should not miss, in words ("" if nothing)."""
     parts = []
@@ -835,15 +800,6 @@ def _problems(report: RefreshReport, n_queries: int, n_corpus: int) -> str:
     if report.empty_queries:
         parts.append(f"{report.empty_queries:,} of {n_queries:,} queries are served no negative")
     return "; ".join(parts)
-
-
-def _write_all(fd: int, data: memoryview) -> None:
-    """All of ``data`` with ``os.write`` (unbuffered: a failed write raises here, with its
-    errno, never later from a close); a short write (a file size limit reached) is followed
-    by the one that fails."""
-    view = data.cast("B")
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _describe(error: BaseException | None) -> str:
