@@ -139,9 +139,10 @@ impl Bm25Index {
         }
         let width = k.min(self.n_docs());
         let cells = queries.len().checked_mul(width);
-        crate::memory::ensure_fits(cells.and_then(|c| c.checked_mul(16)).map(|b| b as u64), || {
-            format!("{} queries x k = {width} BM25 hits", queries.len())
-        })?;
+        crate::memory::ensure_fits(
+            cells.and_then(|c| c.checked_mul(16)).map(|b| b as u64),
+            || format!("{} queries x k = {width} BM25 hits", queries.len()),
+        )?;
         let cells = cells.unwrap_or(usize::MAX);
         let mut scores = vec![f64::NAN; cells];
         let mut ids = vec![-1i64; cells];
@@ -182,7 +183,13 @@ impl Bm25Index {
 
     /// Every document sharing a term with the query, scored term by term in the query's order
     /// (`scratch`: one zeroed accumulator per document, left zeroed), best `k` kept.
-    fn exhaustive(&self, query: &Query, k: usize, excluded: &[u32], scratch: &mut [f64]) -> Vec<Hit> {
+    fn exhaustive(
+        &self,
+        query: &Query,
+        k: usize,
+        excluded: &[u32],
+        scratch: &mut [f64],
+    ) -> Vec<Hit> {
         let mut touched: Vec<u32> = Vec::new();
         for &(t, weight) in &query.terms {
             let (docs, tfs) = self.postings(t);

@@ -19,8 +19,14 @@ mod tests {
 
     #[test]
     fn splits_on_non_alphanumerics_and_lowercases() {
-        assert_eq!(all("Hello, World! x2 a_b"), ["hello", "world", "x2", "a", "b"]);
-        assert_eq!(all("  ÉCOLE naïve Straße 東京 ٣"), ["école", "naïve", "straße", "東京", "٣"]);
+        assert_eq!(
+            all("Hello, World! x2 a_b"),
+            ["hello", "world", "x2", "a", "b"]
+        );
+        assert_eq!(
+            all("  ÉCOLE naïve Straße 東京 ٣"),
+            ["école", "naïve", "straße", "東京", "٣"]
+        );
         assert!(all(" .,;- ").is_empty());
     }
 }
