@@ -56,8 +56,7 @@ def texts_of(texts: Any, name: str, rows: int) -> list[str]:
     listed = list(as_source(texts, name))
     if len(listed) != rows:
         raise InvalidArgumentError(
-            f"{name} has {numbers.counted(len(listed), 'text')} for "
-            f"{numbers.counted(rows, 'row')}"
+            f"{name} has {numbers.counted(len(listed), 'text')} for {numbers.counted(rows, 'row')}"
         )
     return listed
 
