@@ -251,10 +251,7 @@ impl Bm25Index {
         let mut threshold = f64::NEG_INFINITY;
         let mut essential = 0usize;
         let mut excluded = excluded.iter().peekable();
-        loop {
-            let Some(doc) = cursors[essential..].iter().filter_map(Cursor::doc).min() else {
-                break;
-            };
+        while let Some(doc) = cursors[essential..].iter().filter_map(Cursor::doc).min() {
             let mut partial = 0.0f64;
             for c in &mut cursors[essential..] {
                 if c.doc() == Some(doc) {
