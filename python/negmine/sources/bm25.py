@@ -51,7 +51,8 @@ def texts_of(texts: Any, name: str, rows: int) -> list[str]:
         raise InvalidArgumentError(
             f"backend='bm25' needs {name}: the texts of the {rows} "
             f"{'query' if name == 'query_texts' else 'corpus'} rows, in row order (the BM25 "
-            "index is built over corpus_texts and searched with query_texts)"
+            "index is built over corpus_texts and searched with query_texts); only "
+            "negmine.mine passes texts to it so far, not the checkpointed runs, the CLI or Ray"
         )
     listed = list(as_source(texts, name))
     if len(listed) != rows:
