@@ -7,7 +7,7 @@ progress and offers the Python API.
 from __future__ import annotations
 
 from negmine import batches, teachers
-from negmine._core import Embeddings, __version__, cpu_features
+from negmine._core import Bm25Index, Embeddings, __version__, cpu_features
 from negmine._inputs import Csr
 from negmine.batches import BatchPlan
 from negmine.cluster import coarsen_clusters, kmeans
@@ -30,6 +30,7 @@ from negmine.store import open_embeddings, save_embeddings
 
 __all__ = [
     "BatchPlan",
+    "Bm25Index",
     "Csr",
     "Embeddings",
     "FormatError",

@@ -158,6 +158,7 @@ def mine(
     teacher: Callable[[npt.NDArray[np.int64], npt.NDArray[np.int64]], npt.NDArray[np.float32]]
     | None = None,
     teacher_positive_scores: npt.NDArray[np.float32] | None = None,
+    fetch_ranked: bool = False,
 ) -> Mined: ...
 def first_depth(options: MineOptions) -> int: ...
 def filter_names() -> list[str]: ...
@@ -247,3 +248,41 @@ def margin_balanced(
 def draw_example(
     index: int, positives: int, present: int, k: int, *, seed: int, epoch: int
 ) -> tuple[int | None, npt.NDArray[np.int64]]: ...
+
+# --- lexical (rust/py/src/lexical.rs) ---
+@final
+class Bm25Index:
+    def __new__(
+        cls,
+        texts: list[str],
+        *,
+        k1: float = 1.5,
+        b: float = 0.75,
+        threads: int | None = None,
+        progress: Callable[[int, int], object] | None = None,
+    ) -> Bm25Index: ...
+    def search(
+        self,
+        queries: list[str],
+        k: int,
+        *,
+        exclude: _Csr | None = None,
+        exhaustive: bool = False,
+        threads: int | None = None,
+        progress: Callable[[int, int], object] | None = None,
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]: ...
+    def idf(self, term: str) -> float | None: ...
+    @property
+    def n_docs(self) -> int: ...
+    @property
+    def n_terms(self) -> int: ...
+    @property
+    def n_postings(self) -> int: ...
+    @property
+    def avgdl(self) -> float: ...
+    @property
+    def k1(self) -> float: ...
+    @property
+    def b(self) -> float: ...
+
+def bm25_tokenize(text: str) -> list[str]: ...

@@ -307,10 +307,12 @@ def mine_prepared(
     fetch: sources.Fetch | None = None,
     max_depth: int | None = None,
     teacher: Teacher | None = None,
+    ranked: bool = False,
 ) -> _core.Mined:
     """The core call for queries whose lists are ``prepared`` (raw arrays, no report), with
-    candidates from the exact search or, given ``fetch`` (and its ``max_depth``), from it;
-    judged by ``teacher`` if given (``prepared`` then holds its positive scores)."""
+    candidates from the exact search or, given ``fetch`` (and its ``max_depth``), from it
+    (``ranked``: its lists are the ranking, see ``Source.ranked``); judged by ``teacher`` if
+    given (``prepared`` then holds its positive scores)."""
     judging: dict[str, Any] = {}
     if teacher is not None:
         judging = {
@@ -332,6 +334,7 @@ def mine_prepared(
             progress=cb,
             fetch=fetch,
             max_depth=max_depth,
+            fetch_ranked=ranked,
             **judging,
         )
 
@@ -417,6 +420,7 @@ def mine(
     dup_threshold: float | None = None,
     duplicates: Duplicates = "auto",
     corpus_texts: TextsLike | None = None,
+    query_texts: TextsLike | None = None,
     query_dup_threshold: float | None = None,
     sampling_strategy: SamplingStrategy = "top",
     simans_a: float = 1.0,
@@ -424,7 +428,7 @@ def mine(
     seed: int = 0,
     max_depth: int | None = None,
     record_removed: int | None = 64,
-    backend: Literal["exact", "hnsw", "torch"] = "exact",
+    backend: Literal["exact", "hnsw", "torch", "bm25"] = "exact",
     target_recall: float = 0.95,
     hnsw_path: str | os.PathLike[str] | None = None,
     hnsw_m: int = 16,
@@ -436,6 +440,8 @@ def mine(
     torch_dtype: Literal["float16", "bfloat16"] = "float16",
     tile_rows: int = 16_384,
     torch_slack: int = 32,
+    bm25_k1: float = 1.5,
+    bm25_b: float = 0.75,
     query_offset: int = 0,
     exclude: IdsLike = None,
     threads: int | None = None,
@@ -468,6 +474,8 @@ def mine(
             ``corpus_texts`` is given, else identical embedding rows), ``None`` (off) or an
             array with a group id per corpus row. Every member of a positive's group counts as
             a positive; at most one member of a group is among a query's negatives.
+        query_texts: the queries' texts, one per query row (any form ``corpus_texts``
+            takes); read by ``backend="bm25"`` only.
         query_dup_threshold: queries whose cosine is at least this share their positives.
         sampling_strategy: ``"top"``, ``"random"`` (uniform in the window) or ``"simans"``
             (weight ``exp(-simans_a * (score - p - simans_b)^2)``), seeded by ``seed``.
@@ -488,6 +496,13 @@ def mine(
             error bound that they hold each query's exact top rows and rescores them exactly:
             the result is bit for bit ``"exact"``'s (see :mod:`negmine.torch.candidates`);
             ``result.report.torch`` says how many candidates and corpus passes it took.
+            ``"bm25"`` takes each query's candidates from a BM25 index over ``corpus_texts``
+            searched with ``query_texts`` (both required; see :mod:`negmine.sources.bm25`):
+            the window and the sampling follow the BM25 ranking (score descending, id
+            ascending), while the filters read the embeddings' exact scores of the
+            candidates; ``result.negative_ranks`` are BM25 ranks. A query with fewer lexical
+            matches than the filters need is finished by the exact search
+            (``result.report.exact_fallback`` counts them).
         target_recall: hnsw: ``ef`` is raised until the graph's recall against exact search
             on 200 sampled queries reaches this, in ``(0, 1]``; ``result.report.ann`` has the
             recall, the ``ef`` chosen and whether the index was built or loaded.
@@ -525,6 +540,7 @@ def mine(
             naming a smaller one).
         torch_slack: torch: candidates asked for beyond the depth and the query's excluded
             ids (``g``); doubled for a query whose bound does not yet prove its candidates.
+        bm25_k1, bm25_b: bm25: BM25's ``k1`` (>= 0) and ``b`` (in [0, 1]); bm25s' defaults.
 
     Returns:
         A :class:`MiningResult`; ``result.report`` says what each filter removed and which
@@ -561,7 +577,16 @@ def mine(
         prepared, core_options = teacher.judge_positives(prepared, options)
     with read_only(q, c):
         source = open_source(
-            backend, source_settings, q, c, prepared, options, threads=threads, progress=progress
+            backend,
+            source_settings,
+            q,
+            c,
+            prepared,
+            options,
+            threads=threads,
+            progress=progress,
+            query_texts=query_texts,
+            corpus_texts=corpus_texts,
         )
         parts = mine_parts(
             q,
@@ -591,10 +616,12 @@ def open_source(
     *,
     threads: int | None = None,
     progress: bool | Callable[[int, int], object] = False,
+    query_texts: TextsLike | None = None,
+    corpus_texts: TextsLike | None = None,
 ) -> sources.Source:
     """``backend``'s candidate source (:mod:`negmine.sources`) for a run over all of
     ``queries`` with these lists and options (the user's: a teacher's cut does not change
-    which rows are candidates)."""
+    which rows are candidates); the texts go to a source that reads them (``bm25``)."""
     job = sources.Job(
         queries,
         corpus,
@@ -604,6 +631,8 @@ def open_source(
         _core.first_depth(options.core),
         threads,
         progress,
+        query_texts=query_texts,
+        corpus_texts=corpus_texts,
     )
     return sources.open_source(backend, job, settings)
 
@@ -637,6 +666,7 @@ def mine_chunk(
             fetch=fetch,
             max_depth=None if fetch is None else source.max_depth,
             teacher=teacher,
+            ranked=fetch is not None and source.ranked,
         )
     except sources.ExactPathDecides:
         # A row that is not finite, or dot scores that could overflow: the exact path raises

@@ -38,6 +38,7 @@ BACKENDS: dict[str, str] = {
     "exact": "negmine.sources.exact",
     "hnsw": "negmine.sources.hnsw",
     "torch": "negmine.sources.torch",
+    "bm25": "negmine.sources.bm25",
 }
 """Every candidate source, by its ``backend=`` name: the module that implements it."""
 
@@ -65,6 +66,10 @@ class Job:
     """The core's first fetch depth for these options."""
     threads: int | None = None
     progress: bool | Callable[[int, int], object] = False
+    query_texts: Any = None
+    """The queries' texts (a ``TextsLike``), for a source that reads texts (``bm25``)."""
+    corpus_texts: Any = None
+    """The corpus' texts, likewise."""
 
 
 class Source(Protocol):
@@ -75,6 +80,10 @@ class Source(Protocol):
     """Queries per core call (bounds the candidate lists held); ``None``: one call for all."""
     max_depth: int | None
     """The deepest fetch; deeper queries are finished by the core's exact search."""
+    ranked: bool
+    """Each fetched list is the ranking itself, best first (``bm25``: the lexical ranking): the
+    core rescores the candidates for the filters but walks them in this order. ``False``: the
+    core ranks them by their exact scores."""
 
     def fetch(
         self, start: int, queries: Any, excluded: tuple[np.ndarray, np.ndarray]

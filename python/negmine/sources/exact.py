@@ -24,6 +24,7 @@ class Exact:
     name = "exact"
     chunk_rows: int | None = None
     max_depth: int | None = None
+    ranked = False
 
     def fetch(
         self, start: int, queries: Any, excluded: tuple[np.ndarray, np.ndarray]

@@ -67,6 +67,7 @@ class Hnsw:
     ratio: float
     threads: int | None
     name: str = "hnsw"
+    ranked: bool = False
 
     @property
     def chunk_rows(self) -> int | None:

@@ -65,6 +65,7 @@ class Torch:
     stats: TorchReport
     name: str = "torch"
     max_depth: int | None = None
+    ranked: bool = False
 
     @property
     def chunk_rows(self) -> int | None:

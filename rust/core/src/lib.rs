@@ -10,6 +10,7 @@ pub mod hooks;
 pub mod idlists;
 pub mod kernels;
 pub mod kmeans;
+pub mod lexical;
 pub mod matrix;
 pub mod memory;
 pub mod metric;

@@ -8,6 +8,7 @@ mod dataset;
 mod errors;
 mod inputs;
 mod kmeans;
+mod lexical;
 mod memory;
 mod mine;
 mod options;
@@ -25,6 +26,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     search::register(m)?;
     mine::register(m)?;
     kmeans::register(m)?;
+    lexical::register(m)?;
     memory::register(m)?;
     Ok(())
 }

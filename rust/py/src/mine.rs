@@ -222,7 +222,8 @@ impl Mined {
 /// asked for, and returns their candidates as a CSR pair `(indptr, indices)` of int64 arrays
 /// (see the core's `CandidateSource`). Queries that need more than `max_depth` candidates, or
 /// that `fetch` left short, are finished by the exact search. An exception raised by `fetch`
-/// stops the mining and is re-raised as is.
+/// stops the mining and is re-raised as is. `fetch_ranked`: each list `fetch` returns is the
+/// ranking itself, best first (the core rescores it for the filters but keeps the order).
 ///
 /// `teacher(query_ids, corpus_ids) -> float32 scores` (global query indices, one score per
 /// pair) judges the candidates, with `teacher_positive_scores` its scores of `positives`: the
@@ -232,7 +233,7 @@ impl Mined {
 #[pyo3(signature = (
     queries, corpus, positives, exclude, options, *, groups = None, query_offset = 0,
     threads = None, progress = None, fetch = None, max_depth = None, teacher = None,
-    teacher_positive_scores = None
+    teacher_positive_scores = None, fetch_ranked = false
 ))]
 #[allow(clippy::too_many_arguments)]
 fn mine<'py>(
@@ -250,6 +251,7 @@ fn mine<'py>(
     max_depth: Option<usize>,
     teacher: Option<Py<PyAny>>,
     teacher_positive_scores: Option<PyReadonlyArray1<'py, f32>>,
+    fetch_ranked: bool,
 ) -> PyResult<Mined> {
     let (queries_view, corpus_view) = (queries.view()?, corpus.view()?);
     let opts = &options.get().0;
@@ -310,7 +312,7 @@ fn mine<'py>(
                     // The exception `fetch` raised (or the Ctrl-C seen before calling it) is
                     // re-raised as is.
                     let source = FnSource::new(move |rows: &[usize], depth: usize| {
-                        python_fetch(&fetch, rows, depth).map_err(|e| raised.stop(e))
+                        python_fetch(&fetch, rows, depth, fetch_ranked).map_err(|e| raised.stop(e))
                     });
                     python = match max_depth {
                         Some(d) => source.with_max_depth(d),
@@ -351,14 +353,24 @@ fn mine<'py>(
 }
 
 /// One call of a Python candidate source, with the GIL taken back (Ctrl-C checked first).
-fn python_fetch(fetch: &Py<PyAny>, rows: &[usize], depth: usize) -> PyResult<Candidates> {
+fn python_fetch(
+    fetch: &Py<PyAny>,
+    rows: &[usize],
+    depth: usize,
+    ranked: bool,
+) -> PyResult<Candidates> {
     Python::attach(|py| {
         py.check_signals()?;
         let rows: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
         let answer = fetch.call1(py, (rows.into_pyarray(py), depth))?;
         let csr: Csr<'_> = answer.bind(py).extract()?;
         let (indptr, indices) = csr.slices()?;
-        Candidates::from_csr(indptr, indices.to_vec()).py_err()
+        let candidates = Candidates::from_csr(indptr, indices.to_vec()).py_err()?;
+        Ok(if ranked {
+            candidates.in_source_order()
+        } else {
+            candidates
+        })
     })
 }
 

@@ -36,8 +36,8 @@ pub struct Mined {
     pub negative_scores: Vec<f32>,
     /// Same shape: each negative's rank in its query's ranking, the candidates the walk read
     /// (every corpus row less the query's excluded ones, score descending, id ascending; for a
-    /// [`CandidateSource`] other than the exact search, its candidates rescored) before any
-    /// filter: 0 is the best candidate, and `range_max` counts the filtered ranking, so a
+    /// [`CandidateSource`] other than the exact search, its candidates rescored, or in its own
+    /// order where it declared one, [`Candidates::in_source_order`]) before any filter: 0 is the best candidate, and `range_max` counts the filtered ranking, so a
     /// negative ranks at `range_max` or deeper only when filters removed candidates above it.
     /// `u32::MAX` where fewer were found.
     pub negative_ranks: Vec<u32>,
@@ -204,6 +204,18 @@ impl<'a> Job<'a> {
     /// rescored exactly (bit for bit the search's scores, by the shared [`Rescorer`]) and
     /// ranked like the search.
     fn rescored(&self, rescorer: &mut Rescorer, q: usize, ids: &[u32]) -> Result<Vec<(f32, u32)>> {
+        let mut ranking = self.rescored_in_order(rescorer, q, ids)?;
+        ranking.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        Ok(ranking)
+    }
+
+    /// [`Self::rescored`] in the order of `ids` (a source's own ranking).
+    fn rescored_in_order(
+        &self,
+        rescorer: &mut Rescorer,
+        q: usize,
+        ids: &[u32],
+    ) -> Result<Vec<(f32, u32)>> {
         let (metric, corpus, dim) = (self.opts.metric, self.corpus, self.corpus.dim());
         let mut qrow = vec![0.0; dim];
         let name = self.query_offset as usize + q;
@@ -223,7 +235,6 @@ impl<'a> Job<'a> {
             |id, row| check_corpus_row(metric, id as usize, row, name, q_squared),
             |id, score| ranking.push((score, id)),
         )?;
-        ranking.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         Ok(ranking)
     }
 
@@ -258,10 +269,20 @@ impl<'a> Job<'a> {
                 .map(|(&s, &id)| (s, id as u32))
                 .collect());
         }
-        let mut unique: Vec<u32> = used.iter().map(|&id| id as u32).collect();
-        unique.sort_unstable();
-        unique.dedup();
-        let mut ranking = self.rescored(rescorer, q, &unique)?;
+        let mut ranking = if fetched.is_ranked() {
+            let mut seen = std::collections::HashSet::with_capacity(used.len());
+            let first: Vec<u32> = used
+                .iter()
+                .map(|&id| id as u32)
+                .filter(|&id| seen.insert(id))
+                .collect();
+            self.rescored_in_order(rescorer, q, &first)?
+        } else {
+            let mut unique: Vec<u32> = used.iter().map(|&id| id as u32).collect();
+            unique.sort_unstable();
+            unique.dedup();
+            self.rescored(rescorer, q, &unique)?
+        };
         ranking.truncate(k);
         Ok(ranking)
     }

@@ -25,6 +25,7 @@ pub struct Candidates {
     offsets: Vec<usize>,
     ids: Vec<i64>,
     exact_scores: Option<Vec<f32>>,
+    ranked: bool,
 }
 
 impl Candidates {
@@ -47,6 +48,7 @@ impl Candidates {
             offsets: indptr.iter().map(|&o| o as usize).collect(),
             ids,
             exact_scores: None,
+            ranked: false,
         })
     }
 
@@ -65,6 +67,7 @@ impl Candidates {
             offsets: (0..=rows).map(|i| i * width).collect(),
             ids,
             exact_scores: None,
+            ranked: false,
         })
     }
 
@@ -82,6 +85,20 @@ impl Candidates {
         }
         self.exact_scores = Some(scores);
         Ok(self)
+    }
+
+    /// Declares each query's list the ranking itself, best first (a lexical source's order):
+    /// the driver still checks the ids, drops repeats (keeping the first) and excluded ids, and
+    /// rescores the rest exactly for the filters, but walks them in this order instead of by
+    /// score. The negatives' ranks are then ranks in the source's ranking.
+    pub fn in_source_order(mut self) -> Self {
+        self.ranked = true;
+        self
+    }
+
+    /// Whether the lists are the source's ranking ([`Self::in_source_order`]).
+    pub fn is_ranked(&self) -> bool {
+        self.ranked
     }
 
     /// Number of queries.

@@ -1,0 +1,309 @@
+//! Exact BM25 top-k per query: MaxScore dynamic pruning (document at a time), or the
+//! exhaustive scorer it is tested against; rayon over queries.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use rayon::prelude::*;
+
+use super::index::{factor, Bm25Index};
+use super::tokenize::tokens;
+use crate::error::Result;
+use crate::hooks::Hooks;
+use crate::idlists::IdLists;
+
+/// Queries scored between two progress / Ctrl-C checks.
+const QUERY_BLOCK: usize = 4096;
+
+/// A pruning bound must exceed the threshold by more than this relative slack before a
+/// document is skipped: the bound sums the terms in another order than the score, and `n`
+/// f64 additions of positive terms in any two orders differ by less than `n * 2^-52`
+/// relative.
+const BOUND_SLACK: f64 = 1e-9;
+
+/// How [`Bm25Index::search`] finds each query's top k; both give the same result, bit for bit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Pruning {
+    /// MaxScore: documents are visited in id order from the lists of the "essential" terms
+    /// (those whose bounds sum above the k-th score so far); the others are only probed, and
+    /// only while they can still lift the document above that score.
+    #[default]
+    MaxScore,
+    /// Every posting of every query term scored (the reference).
+    Exhaustive,
+}
+
+/// The result of a search: `n_queries x width` scores and ids, row-major, each row ranked
+/// (score descending, id ascending) and padded with NaN / -1 where fewer than `width`
+/// documents share a term with the query.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hits {
+    pub width: usize,
+    pub scores: Vec<f64>,
+    pub ids: Vec<i64>,
+}
+
+/// A query's distinct terms (those in the index), in order of first occurrence, each with its
+/// weight `qtf * idf`.
+struct Query {
+    terms: Vec<(u32, f64)>,
+}
+
+/// One entry of a top-k heap: its `Ord` makes the worst hit (lowest score, then highest id)
+/// the greatest, so a max-heap pops it first.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Hit {
+    score: f64,
+    id: u32,
+}
+
+impl Eq for Hit {}
+
+impl Ord for Hit {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other
+            .score
+            .total_cmp(&self.score)
+            .then(self.id.cmp(&other.id))
+    }
+}
+
+impl PartialOrd for Hit {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// A query term's position in its postings during MaxScore.
+struct Cursor<'a> {
+    docs: &'a [u32],
+    tfs: &'a [u32],
+    at: usize,
+    weight: f64,
+    /// The term's largest contribution, `weight * max_factor`.
+    bound: f64,
+    /// Its index in the query's term order (the order scores are summed in).
+    slot: usize,
+}
+
+impl Cursor<'_> {
+    fn doc(&self) -> Option<u32> {
+        self.docs.get(self.at).copied()
+    }
+
+    /// Moves to the first posting at or after `target`.
+    fn seek(&mut self, target: u32) {
+        self.at += self.docs[self.at..].partition_point(|&d| d < target);
+    }
+}
+
+impl Bm25Index {
+    fn query(&self, text: &str) -> Query {
+        let mut terms: Vec<(u32, f64)> = Vec::new();
+        for word in tokens(text) {
+            let Some(&t) = self.vocabulary.get(&word) else {
+                continue;
+            };
+            match terms.iter_mut().find(|(u, _)| *u == t) {
+                Some((_, count)) => *count += 1.0,
+                None => terms.push((t, 1.0)),
+            }
+        }
+        for (t, weight) in &mut terms {
+            *weight *= self.idf[*t as usize];
+        }
+        Query { terms }
+    }
+
+    /// Each query's best `k` documents among those it does not exclude (`exclude`: one
+    /// ascending id list per query), scored and ranked as the [module docs](super) say. The
+    /// result has `min(k, n_docs)` columns; it is the same for any thread count and either
+    /// [`Pruning`].
+    pub fn search<S: AsRef<str> + Sync>(
+        &self,
+        pool: &rayon::ThreadPool,
+        queries: &[S],
+        k: usize,
+        exclude: Option<&IdLists>,
+        pruning: Pruning,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Hits> {
+        if let Some(exclude) = exclude {
+            if exclude.n_queries() != queries.len() {
+                return Err(crate::Error::invalid(format!(
+                    "exclude must have one list per query ({}), got {}",
+                    queries.len(),
+                    exclude.n_queries()
+                )));
+            }
+        }
+        let width = k.min(self.n_docs());
+        let cells = queries.len().checked_mul(width);
+        crate::memory::ensure_fits(
+            cells.and_then(|c| c.checked_mul(16)).map(|b| b as u64),
+            || format!("{} queries x k = {width} BM25 hits", queries.len()),
+        )?;
+        let cells = cells.unwrap_or(usize::MAX);
+        let mut scores = vec![f64::NAN; cells];
+        let mut ids = vec![-1i64; cells];
+        let empty: &[u32] = &[];
+        for start in (0..queries.len()).step_by(QUERY_BLOCK) {
+            hooks.progress(start as u64, queries.len() as u64)?;
+            let stop = (start + QUERY_BLOCK).min(queries.len());
+            let rows = start * width..stop * width;
+            let (score_rows, id_rows) = (&mut scores[rows.clone()], &mut ids[rows]);
+            pool.install(|| {
+                score_rows
+                    .par_chunks_mut(width.max(1))
+                    .zip(id_rows.par_chunks_mut(width.max(1)))
+                    .enumerate()
+                    .for_each_init(
+                        || vec![0.0f64; self.n_docs()],
+                        |scratch, (i, (score_row, id_row))| {
+                            let q = start + i;
+                            let query = self.query(queries[q].as_ref());
+                            let excluded = exclude.map_or(empty, |e| e.of(q));
+                            let hits = match pruning {
+                                Pruning::MaxScore => self.max_score(&query, width, excluded),
+                                Pruning::Exhaustive => {
+                                    self.exhaustive(&query, width, excluded, scratch)
+                                }
+                            };
+                            for (j, hit) in hits.into_iter().enumerate() {
+                                score_row[j] = hit.score;
+                                id_row[j] = i64::from(hit.id);
+                            }
+                        },
+                    )
+            });
+        }
+        hooks.progress(queries.len() as u64, queries.len() as u64)?;
+        Ok(Hits { width, scores, ids })
+    }
+
+    /// Every document sharing a term with the query, scored term by term in the query's order
+    /// (`scratch`: one zeroed accumulator per document, left zeroed), best `k` kept.
+    fn exhaustive(
+        &self,
+        query: &Query,
+        k: usize,
+        excluded: &[u32],
+        scratch: &mut [f64],
+    ) -> Vec<Hit> {
+        let mut touched: Vec<u32> = Vec::new();
+        for &(t, weight) in &query.terms {
+            let (docs, tfs) = self.postings(t);
+            for (&d, &tf) in docs.iter().zip(tfs) {
+                let acc = &mut scratch[d as usize];
+                if *acc == 0.0 {
+                    touched.push(d);
+                }
+                *acc += weight * factor(tf, self.norms[d as usize]);
+            }
+        }
+        let mut hits: Vec<Hit> = touched
+            .into_iter()
+            .filter_map(|d| {
+                let score = std::mem::take(&mut scratch[d as usize]);
+                excluded
+                    .binary_search(&d)
+                    .is_err()
+                    .then_some(Hit { score, id: d })
+            })
+            .collect();
+        hits.sort_unstable();
+        hits.truncate(k);
+        hits
+    }
+
+    /// MaxScore (Turtle and Flood 1995, document at a time): exact top `k`.
+    fn max_score(&self, query: &Query, k: usize, excluded: &[u32]) -> Vec<Hit> {
+        if k == 0 {
+            return Vec::new();
+        }
+        let mut cursors: Vec<Cursor<'_>> = query
+            .terms
+            .iter()
+            .enumerate()
+            .map(|(slot, &(t, weight))| {
+                let (docs, tfs) = self.postings(t);
+                Cursor {
+                    docs,
+                    tfs,
+                    at: 0,
+                    weight,
+                    bound: weight * self.max_factor[t as usize],
+                    slot,
+                }
+            })
+            .collect();
+        // Bounds ascending: the non-essential terms are a prefix.
+        cursors.sort_by(|a, b| a.bound.total_cmp(&b.bound).then(a.slot.cmp(&b.slot)));
+        // upto[i]: the bound of a document matching only terms 0..i.
+        let mut upto = vec![0.0f64; cursors.len() + 1];
+        for (i, c) in cursors.iter().enumerate() {
+            upto[i + 1] = upto[i] + c.bound;
+        }
+        let below = |bound: f64, threshold: f64| bound * (1.0 + BOUND_SLACK) <= threshold;
+        let mut contributions: Vec<Option<f64>> = vec![None; cursors.len()];
+        let mut heap: BinaryHeap<Hit> = BinaryHeap::with_capacity(k + 1);
+        // Until the heap is full every document can enter.
+        let mut threshold = f64::NEG_INFINITY;
+        let mut essential = 0usize;
+        let mut excluded = excluded.iter().peekable();
+        while let Some(doc) = cursors[essential..].iter().filter_map(Cursor::doc).min() {
+            let mut partial = 0.0f64;
+            for c in &mut cursors[essential..] {
+                if c.doc() == Some(doc) {
+                    let part = c.weight * factor(c.tfs[c.at], self.norms[doc as usize]);
+                    contributions[c.slot] = Some(part);
+                    partial += part;
+                    c.at += 1;
+                }
+            }
+            while excluded.next_if(|&&e| e < doc).is_some() {}
+            let skip = excluded.peek().is_some_and(|&&e| e == doc);
+            let mut pruned = skip;
+            for i in (0..essential).rev() {
+                if pruned {
+                    break;
+                }
+                if below(partial + upto[i + 1], threshold) {
+                    pruned = true;
+                    break;
+                }
+                let c = &mut cursors[i];
+                c.seek(doc);
+                if c.doc() == Some(doc) {
+                    let part = c.weight * factor(c.tfs[c.at], self.norms[doc as usize]);
+                    contributions[c.slot] = Some(part);
+                    partial += part;
+                }
+            }
+            // The score proper: summed in the query's term order, like every scorer's.
+            let mut score = 0.0f64;
+            for part in &mut contributions {
+                if let Some(p) = part.take() {
+                    score += p;
+                }
+            }
+            // Later documents have larger ids: one that ties the k-th score stays out.
+            if pruned || score <= threshold {
+                continue;
+            }
+            heap.push(Hit { score, id: doc });
+            if heap.len() > k {
+                heap.pop();
+            }
+            if heap.len() == k {
+                threshold = heap.peek().map_or(f64::NEG_INFINITY, |h| h.score);
+                while essential < cursors.len() && below(upto[essential + 1], threshold) {
+                    essential += 1;
+                }
+            }
+        }
+        let mut hits = heap.into_vec();
+        hits.sort_unstable();
+        hits
+    }
+}
