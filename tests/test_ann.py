@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import negmine
-from negmine import _digest, ann
+from negmine import _digest, ann, sources
 
 pytest.importorskip("hnswlib")
 
@@ -256,7 +257,9 @@ def test_bad_target_recall(bad: object) -> None:
 
 def test_bad_backend_and_graph_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
     queries, corpus, positives = clustered(9)
-    with pytest.raises(ValueError, match="backend must be one of 'exact', 'hnsw' or 'torch'"):
+    names = list(sources.BACKENDS)
+    listed = ", ".join(map(repr, names[:-1])) + f" or {names[-1]!r}"
+    with pytest.raises(ValueError, match=re.escape(f"backend must be one of {listed}")):
         negmine.mine(queries, corpus, positives, backend="faiss")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"hnsw_m must be in \[2, 32767\], got 0"):
         negmine.mine(queries, corpus, positives, backend="hnsw", hnsw_m=0)

@@ -5,6 +5,7 @@ byte for byte; a source added by one module and one registry line reaches all of
 from __future__ import annotations
 
 import json
+import re
 import sys
 import types
 from collections.abc import Sequence
@@ -170,6 +171,7 @@ class Scan:
     name: str = "scan"
     chunk_rows: int | None = 10
     max_depth: int | None = None
+    ranked: bool = False  # the core ranks the candidates by their exact scores
 
     def fetch(
         self, start: int, queries: np.ndarray, excluded: tuple[np.ndarray, np.ndarray]
@@ -223,7 +225,9 @@ def test_a_new_source_reaches_mine_and_the_checkpointed_runs(
 
 def test_unknown_backends_and_settings_are_named(tmp_path: Path) -> None:
     q, c, r = write_inputs(tmp_path)
-    with pytest.raises(ValueError, match="backend must be one of 'exact', 'hnsw' or 'torch'"):
+    names = list(sources.BACKENDS)
+    listed = ", ".join(map(repr, names[:-1])) + f" or {names[-1]!r}"
+    with pytest.raises(ValueError, match=re.escape(f"backend must be one of {listed}")):
         mine_to_directory(q, c, r, tmp_path / "o", negmine.MiningOptions(), backend="faiss")
     with pytest.raises(ValueError, match="tile_rows"):
         negmine.mine(str(q), str(c), str(r), tile_rows=0)
