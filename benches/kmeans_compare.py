@@ -3,6 +3,7 @@
     python benches/kmeans_compare.py                 # 1M x 384, 1024 clusters, 10 iterations
     python benches/kmeans_compare.py --seeds 1,2,3 --write-readme
     python benches/kmeans_compare.py --quick         # 100k x 128, 256 clusters
+    python benches/kmeans_compare.py --npy bench-data/rotated-60000x8192/corpus.npy --clusters 256
 
 Both train on the same number of rows (faiss' default of 256 per centroid) and then assign
 every row; inertia is the sum of squared distances (L2) or of 1 - cos (cosine) over all rows.
@@ -78,6 +79,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="1", help="comma-separated k-means seeds")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
+        "--npy", help="cluster the rows of this float32 .npy (real embeddings) instead"
+    )
+    parser.add_argument(
         "--write-readme", action="store_true", help="rewrite its block in docs/performance.md"
     )
     args = parser.parse_args()
@@ -87,7 +91,11 @@ def main() -> None:
     import faiss
 
     faiss.omp_set_num_threads(args.threads)
-    x = data(args.rows, args.dim, args.clusters, 0)
+    if args.npy:
+        x = np.ascontiguousarray(np.load(args.npy), dtype=np.float32)
+        args.rows, args.dim = x.shape
+    else:
+        x = data(args.rows, args.dim, args.clusters, 0)
     sample = min(args.rows, 256 * args.clusters)
     lines = [
         f"{args.rows:,} x {args.dim} f32, {args.clusters} clusters, {args.iterations} "
