@@ -17,6 +17,7 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -1094,3 +1095,26 @@ def test_auto_probes_above_k_32_and_returns_the_f32_result_either_way(rng, clust
     # Fewer queries than the probe needs to be cheap, or k <= 32: no probe.
     assert negmine.search(queries[:500], corpus, 40, return_stats=True)[2].probe_rescored is None
     assert negmine.search(queries, corpus, 32, return_stats=True)[2].probe_rescored is None
+
+
+@pytest.mark.skipif(
+    "avx512+amx" not in _core.cpu_features() or not hasattr(os, "fork"),
+    reason="needs AMX tiles and fork",
+)
+def test_amx_tiles_work_in_a_forked_child(rng):
+    # Linux grants tile state per process, once (arch_prctl); a child forked after the grant
+    # (multiprocessing, Ray's workers) inherits it: without it every tile instruction faults.
+    q, c = normal(rng, 100, 128), normal(rng, 5000, 128)
+    options = _core.SearchOptions(10, metric="dot", isa="avx512+amx", precision="int8")
+    want = _core.search(q, c, options)
+    with warnings.catch_warnings():
+        # Python 3.12+ warns that forking a threaded process may deadlock: the child here
+        # only runs negmine's own call, which builds its thread pool afresh.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        got = _core.search(q, c, options)
+        same = got[0].tobytes() == want[0].tobytes() and np.array_equal(got[1], want[1])
+        os._exit(0 if same else 3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
