@@ -263,6 +263,11 @@ def test_peers_name_their_kernels_and_faiss_runs_at_its_best_core(
         ]
         # Every query has a nearest row as its positive and 2,000 rows to mine from.
         assert all(re.split(r"\s{2,}", line)[5] == "64" for line in mined)
+        # The JSON has the mining rows too, with their runs' statistics.
+        for line in mined:
+            name = re.split(r"\s{2,}", line)[0]
+            stats = by_name[f"mining[{name}]".replace(" ", "_")]
+            assert stats["rounds"] >= 1 and f"{stats['min']:.3f}" in line
 
 
 def test_timing_keeps_best_median_spread_and_at_least_min_runs() -> None:

@@ -931,9 +931,11 @@ def pytest_benchmark_document(
     threads: int,
     repeats: int,
     options: dict[str, Any],
+    mining: Sequence[MiningRow] = (),
 ) -> dict[str, Any]:
     """The run in pytest-benchmark's JSON layout, so ``pytest-benchmark compare`` can show it
-    and compare it with other runs (one benchmark per method and k, grouped by k)."""
+    and compare it with other runs (one benchmark per method and k, grouped by k; the mining
+    table's rows in a group of their own)."""
     q, n, d = shape
     uname = platform.uname()
     benchmarks = []
@@ -970,6 +972,36 @@ def pytest_benchmark_document(
                     "warmup": True,
                 },
                 "stats": run_stats(m.timing.runs),
+            }
+        )
+    for row in mining:
+        name = f"mining[{row.name}]".replace(" ", "_")
+        benchmarks.append(
+            {
+                "group": f"mining {q}x{n}x{d}",
+                "name": name,
+                "fullname": f"negmine bench::{name}",
+                "params": {"method": row.name},
+                "param": row.name,
+                "extra_info": {
+                    "method": row.name,
+                    "queries": q,
+                    "corpus_rows": n,
+                    "dim": d,
+                    "threads": threads,
+                    "rows_filled": row.rows,
+                    "same_negatives": row.same,
+                    "note": row.note,
+                },
+                "options": {
+                    "disable_gc": False,
+                    "timer": "perf_counter",
+                    "min_rounds": repeats,
+                    "max_time": BENCH_CELL_BUDGET,
+                    "min_time": 0,
+                    "warmup": True,
+                },
+                "stats": run_stats(row.timing.runs),
             }
         )
     return {
@@ -1332,6 +1364,7 @@ def run(args: argparse.Namespace) -> int:
                     "corpus_file": args.corpus,
                     "queries_file": args.queries_file,
                 },
+                mining,
             ),
         )
         log(f"wrote {args.json} (pytest-benchmark compare {args.json})")
