@@ -67,6 +67,11 @@ impl AlignedBytes {
     /// Makes the buffer `len` bytes long, every byte `fill`.
     pub fn filled(&mut self, len: usize, fill: u8) {
         self.lines.clear();
+        self.resize(len, fill);
+    }
+
+    /// Makes the buffer `len` bytes long, keeping what it held; new bytes are `fill`.
+    pub fn resize(&mut self, len: usize, fill: u8) {
         self.lines.resize(len.div_ceil(64), ByteLine([fill; 64]));
         self.len = len;
     }

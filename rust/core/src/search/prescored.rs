@@ -268,7 +268,8 @@ impl CodedBlock {
     /// zero bytes, which add nothing to any dot).
     fn code(&mut self, dim: usize, groups: usize, query_offset: i32) {
         let n_panels = self.f32.rows.len().div_ceil(NR);
-        self.codes.filled(n_panels * groups * NR * GROUP, 0);
+        // Every panel's bytes are written below (padding included): no fill needed.
+        self.codes.resize(n_panels * groups * NR * GROUP, 0);
         self.rows.resize(n_panels * NR, RowCode::default());
         self.offsets.resize(n_panels * NR, 0);
         self.f32
