@@ -39,6 +39,7 @@ BACKENDS: dict[str, str] = {
     "hnsw": "negmine.sources.hnsw",
     "torch": "negmine.sources.torch",
     "bm25": "negmine.sources.bm25",
+    "maxsim": "negmine.sources.maxsim",
 }
 """Every candidate source, by its ``backend=`` name: the module that implements it."""
 

@@ -9,6 +9,7 @@ mod errors;
 mod inputs;
 mod kmeans;
 mod lexical;
+mod maxsim;
 mod memory;
 mod mine;
 mod options;
@@ -27,6 +28,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     mine::register(m)?;
     kmeans::register(m)?;
     lexical::register(m)?;
+    maxsim::register(m)?;
     memory::register(m)?;
     Ok(())
 }
