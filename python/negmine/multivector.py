@@ -299,6 +299,29 @@ def encoder_of(model: Any, *, is_query: bool) -> Encode:
     )
 
 
+def load_model(name: str) -> Any:
+    """The multi-vector model ``name`` (a name or local path): sentence-transformers'
+    ``MultiVectorEncoder`` (its 6.x releases), else PyLate's ``models.ColBERT``. Neither is a
+    dependency of negmine."""
+    import importlib
+
+    try:
+        st = importlib.import_module("sentence_transformers")
+    except ImportError:
+        st = None
+    if st is not None and hasattr(st, "MultiVectorEncoder"):
+        return st.MultiVectorEncoder(name)
+    try:
+        pylate = importlib.import_module("pylate.models")
+    except ImportError:
+        raise ImportError(
+            f"loading the multi-vector model {name!r} needs sentence-transformers >= 6 "
+            "(MultiVectorEncoder) or PyLate (pip install pylate); or pass any callable texts "
+            "-> list of 2-D arrays to negmine.multivector.embed_multi_vectors"
+        ) from None
+    return pylate.ColBERT(model_name_or_path=name)
+
+
 def embed_multi_vectors(
     texts: Iterable[str],
     encoder: Any,
