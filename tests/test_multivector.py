@@ -16,7 +16,9 @@ from negmine.errors import FormatError, InvalidArgumentError, InvalidTypeError
 
 
 def texts(rng: np.random.Generator, n: int, lo: int, hi: int, dim: int) -> list[np.ndarray]:
-    return [rng.standard_normal((int(rng.integers(lo, hi)), dim)).astype(np.float32) for _ in range(n)]
+    return [
+        rng.standard_normal((int(rng.integers(lo, hi)), dim)).astype(np.float32) for _ in range(n)
+    ]
 
 
 def topical(seed: int = 0, n_corpus: int = 240, n_queries: int = 24, dim: int = 16) -> Any:
@@ -38,7 +40,10 @@ def topical(seed: int = 0, n_corpus: int = 240, n_queries: int = 24, dim: int = 
 def oracle(queries: list[np.ndarray], corpus: list[np.ndarray]) -> np.ndarray:
     """Every MaxSim in float64."""
     return np.array(
-        [[(q.astype(np.float64) @ c.astype(np.float64).T).max(axis=1).sum() for c in corpus] for q in queries]
+        [
+            [(q.astype(np.float64) @ c.astype(np.float64).T).max(axis=1).sum() for c in corpus]
+            for q in queries
+        ]
     )
 
 
@@ -157,7 +162,7 @@ def test_missing_and_malformed_stores(tmp_path: Path) -> None:
     with pytest.raises(FormatError, match="is a directory, got a file"):
         negmine.open_multi_vectors(tmp_path / "file")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FormatError, match="manifest.json: missing"):
+    with pytest.raises(FormatError, match=r"manifest\.json: missing"):
         negmine.open_multi_vectors(tmp_path / "empty")
     path = mv.save_multi_vectors(tmp_path / "s", mv.MultiVectors.from_arrays([np.ones((2, 3))]))
     (path / "manifest.json").write_text("{not json")
@@ -188,11 +193,12 @@ def test_bad_arrays_are_refused() -> None:
     q = mv.MultiVectors.from_arrays([np.ones((2, 4))])
     with pytest.raises(InvalidArgumentError, match="dimension 3 but corpus tokens have 4"):
         mv.maxsim_search(mv.MultiVectors.from_arrays([np.ones((2, 3))]), q, 1)
+    huge = mv.MultiVectors.from_arrays([np.full((1, 4), 3e19)])
     with pytest.raises(InvalidArgumentError, match="could overflow float32"):
-        mv.maxsim_search(mv.MultiVectors.from_arrays([np.full((1, 4), 3e19)]), q * 0 if False else mv.MultiVectors.from_arrays([np.full((1, 4), 3e19)]), 1)
+        mv.maxsim_search(huge, huge, 1)
     with pytest.raises(InvalidArgumentError, match=r"corpus_ids\[0\] = 5 is out of range"):
         mv.maxsim_scores(q, q, [0], [5])
-    with pytest.raises(InvalidTypeError, match="must be negmine.MultiVectors"):
+    with pytest.raises(InvalidTypeError, match=r"must be negmine\.MultiVectors"):
         mv.maxsim_search(np.ones((2, 4)), q, 1)
 
 
@@ -225,7 +231,7 @@ def test_embedding_from_a_callable_or_a_model(tmp_path: Path) -> None:
     assert docs.text(2).tolist() == [[3.0] * 4] * 3
     with pytest.raises(InvalidArgumentError, match="returned 1 arrays for 2 texts"):
         mv.embed_multi_vectors(["a", "b"], lambda b: [np.ones((1, 2))])
-    with pytest.raises(InvalidArgumentError, match="the encoding of text 1 has no tokens|texts"):
+    with pytest.raises(InvalidArgumentError, match=r"texts\[1\] has no tokens"):
         mv.embed_multi_vectors(["a", "b"], lambda b: [np.ones((1, 2)), np.ones((0, 2))])
     with pytest.raises(InvalidTypeError, match="the encoder must be a callable"):
         mv.embed_multi_vectors(["a"], 3)
@@ -251,13 +257,17 @@ def test_candidate_recall_and_the_depth_that_reaches_a_target() -> None:
     for target in (0.5, 0.9, 0.95, 1.0):
         depth = measured.depth_for(target)
         assert depth is not None
-        at = mv.candidate_recall(q, c, 10, depths=[depth - 1, depth] if depth > 1 else [depth], exclude=positives)
+        at = mv.candidate_recall(
+            q, c, 10, depths=[depth - 1, depth] if depth > 1 else [depth], exclude=positives
+        )
         assert at.recall[-1] >= target - 1e-12
         if depth > 1:
             assert at.recall[0] < target
 
 
-def numpy_mining(qa: list[np.ndarray], ca: list[np.ndarray], positives: list[list[int]], depth: int, n: int) -> np.ndarray:
+def numpy_mining(
+    qa: list[np.ndarray], ca: list[np.ndarray], positives: list[list[int]], depth: int, n: int
+) -> np.ndarray:
     """The maxsim backend's negatives without filters: per query, the pooled cosine top
     ``depth`` (positives left out) ranked by MaxSim, the first ``n``."""
     q, c = mv.MultiVectors.from_arrays(qa), mv.MultiVectors.from_arrays(ca)
@@ -288,11 +298,15 @@ def test_mine_with_maxsim_ranks_pooled_candidates_by_maxsim() -> None:
     assert result.teacher_scores.tobytes() == want.tobytes()
     assert np.all(np.diff(result.teacher_scores, axis=1) <= 0)
     # Margins read MaxSim: no negative scores within 5% of its query's positive's MaxSim.
-    margin = mv.mine(qa, ca, positives, depth=100, num_negatives=4, relative_margin=0.05, duplicates=None)
+    margin = mv.mine(
+        qa, ca, positives, depth=100, num_negatives=4, relative_margin=0.05, duplicates=None
+    )
     assert margin.positive_teacher_scores is not None and margin.teacher_scores is not None
     p = margin.positive_teacher_scores[:, None]
     real = margin.negative_ids >= 0
-    assert np.all(margin.teacher_scores[real] <= np.broadcast_to(p - np.abs(p) * 0.05, real.shape)[real])
+    assert np.all(
+        margin.teacher_scores[real] <= np.broadcast_to(p - np.abs(p) * 0.05, real.shape)[real]
+    )
     assert margin.report.removed["relative_margin"] > 0
     # Threads do not change anything.
     again = mv.mine(qa, ca, positives, depth=100, num_negatives=4, duplicates=None, threads=1)
@@ -304,15 +318,24 @@ def test_maxsim_backend_needs_matching_tokens() -> None:
     q, c = mv.MultiVectors.from_arrays(qa), mv.MultiVectors.from_arrays(ca)
     with pytest.raises(InvalidArgumentError, match="needs query_tokens and corpus_tokens"):
         negmine.mine(q.pooled(), c.pooled(), positives, backend="maxsim")
-    with pytest.raises(InvalidArgumentError, match="corpus_tokens holds 39 texts but corpus has 40 rows"):
+    with pytest.raises(
+        InvalidArgumentError, match="corpus_tokens holds 39 texts but corpus has 40 rows"
+    ):
         negmine.mine(
-            q.pooled(), c.pooled(), positives, backend="maxsim", query_tokens=q, corpus_tokens=ca[:-1]
+            q.pooled(),
+            c.pooled(),
+            positives,
+            backend="maxsim",
+            query_tokens=q,
+            corpus_tokens=ca[:-1],
         )
     with pytest.raises(InvalidArgumentError, match="maxsim_depth"):
         negmine.mine(q.pooled(), c.pooled(), positives, maxsim_depth=0)
 
 
-def test_cli_embeds_multi_vectors_and_mines_with_maxsim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_embeds_multi_vectors_and_mines_with_maxsim(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     qa, ca, positives = topical(6, n_corpus=60, n_queries=6)
     monkeypatch.setattr(mv, "load_model", lambda name: lambda batch: [ca[int(t)] for t in batch])
     (tmp_path / "corpus.txt").write_text("".join(f"{i}\n" for i in range(len(ca))))
@@ -322,7 +345,14 @@ def test_cli_embeds_multi_vectors_and_mines_with_maxsim(tmp_path: Path, monkeypa
     assert negmine.open_multi_vectors(tmp_path / "corpus-tokens").n_tokens == sum(map(len, ca))
     mv.save_multi_vectors(tmp_path / "query-tokens", mv.MultiVectors.from_arrays(qa))
     (tmp_path / "qrels.tsv").write_text("".join(f"{i}\t{p[0]}\n" for i, p in enumerate(positives)))
-    argv = ["-q", "mine", "--positives", str(tmp_path / "qrels.tsv"), "--out", str(tmp_path / "out")]
+    argv = [
+        "-q",
+        "mine",
+        "--positives",
+        str(tmp_path / "qrels.tsv"),
+        "--out",
+        str(tmp_path / "out"),
+    ]
     argv += ["--backend", "maxsim", "--query-tokens", str(tmp_path / "query-tokens")]
     argv += ["--corpus-tokens", str(tmp_path / "corpus-tokens"), "--maxsim-depth", "40"]
     argv += ["--cache-dir", str(tmp_path / "cache"), "--num-negatives", "3", "--no-duplicates"]

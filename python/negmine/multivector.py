@@ -288,9 +288,9 @@ def encoder_of(model: Any, *, is_query: bool) -> Encode:
     PyLate model (``encode(texts, is_query=...)``)."""
     method = "encode_query" if is_query else "encode_document"
     if hasattr(model, method):
-        return lambda texts: getattr(model, method)(texts)  # type: ignore[no-any-return]
+        return lambda texts: getattr(model, method)(texts)
     if hasattr(model, "encode"):
-        return lambda texts: model.encode(texts, is_query=is_query)  # type: ignore[no-any-return]
+        return lambda texts: model.encode(texts, is_query=is_query)
     if callable(model):
         return model  # type: ignore[no-any-return]
     raise InvalidTypeError(
@@ -395,7 +395,7 @@ def maxsim_search(
         name: None if value is None else as_csr(value, len(q), name)
         for name, value in (("candidates", candidates), ("exclude", exclude))
     }
-    return _core.maxsim_search(  # type: ignore[no-any-return]
+    return _core.maxsim_search(
         q.tokens,
         q.offsets,
         c.tokens,

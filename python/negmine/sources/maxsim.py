@@ -51,9 +51,7 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
-        object.__setattr__(
-            self, "maxsim_depth", numbers.count(self.maxsim_depth, "maxsim_depth")
-        )
+        object.__setattr__(self, "maxsim_depth", numbers.count(self.maxsim_depth, "maxsim_depth"))
         for name in ("query_tokens", "corpus_tokens"):
             value = getattr(self, name)
             if value is not None:
@@ -75,7 +73,7 @@ class Settings:
 
         def score(query_ids: np.ndarray, corpus_ids: np.ndarray) -> np.ndarray:
             rows = np.asarray(query_ids, dtype=np.int64) - query_offset
-            return _core.maxsim_scores(  # type: ignore[no-any-return]
+            return _core.maxsim_scores(
                 queries.tokens,
                 queries.offsets,
                 corpus.tokens,
@@ -149,7 +147,7 @@ class MaxSim:
                 np.asarray(queries)[rows],
                 self.pooled_corpus,
                 k,
-                metric=self.metric,
+                metric=self.metric,  # type: ignore[arg-type]
                 exclude=sub,
                 threads=self.threads,
             )

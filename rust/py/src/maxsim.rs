@@ -48,10 +48,17 @@ fn maxsim_scores<'py>(
 ) -> PyResult<Bound<'py, PyArray1<f32>>> {
     let queries = ragged("query tokens", &query_tokens, &query_offsets)?;
     let corpus = ragged("corpus tokens", &corpus_tokens, &corpus_offsets)?;
-    let (qi, ci) = (offsets(&query_ids, "query_ids")?, offsets(&corpus_ids, "corpus_ids")?);
-    let scores = runtime::run(py, threads, progress, corpus_tokens.mapped(), |pool, hooks| {
-        maxsim::score_pairs(pool, &queries, &corpus, qi, ci, hooks)
-    })?;
+    let (qi, ci) = (
+        offsets(&query_ids, "query_ids")?,
+        offsets(&corpus_ids, "corpus_ids")?,
+    );
+    let scores = runtime::run(
+        py,
+        threads,
+        progress,
+        corpus_tokens.mapped(),
+        |pool, hooks| maxsim::score_pairs(pool, &queries, &corpus, qi, ci, hooks),
+    )?;
     Ok(PyArray1::from_vec(py, scores))
 }
 
@@ -81,23 +88,29 @@ fn maxsim_search<'py>(
     let candidates = candidates.as_ref().map(Csr::slices).transpose()?;
     let exclude = exclude.as_ref().map(Csr::slices).transpose()?;
     let (nq, nc) = (queries.len(), corpus.len());
-    let (scores, ids) = runtime::run(py, threads, progress, corpus_tokens.mapped(), |pool, hooks| {
-        let lists = |what: &str, csr: Option<(&[i64], &[i64])>| {
-            csr.map(|(indptr, indices)| IdLists::from_csr_named(what, indptr, indices, nq, nc))
-                .transpose()
-        };
-        let candidates = lists("candidates", candidates)?;
-        let exclude = lists("exclude", exclude)?;
-        maxsim::search(
-            pool,
-            &queries,
-            &corpus,
-            k,
-            candidates.as_ref(),
-            exclude.as_ref(),
-            hooks,
-        )
-    })?;
+    let (scores, ids) = runtime::run(
+        py,
+        threads,
+        progress,
+        corpus_tokens.mapped(),
+        |pool, hooks| {
+            let lists = |what: &str, csr: Option<(&[i64], &[i64])>| {
+                csr.map(|(indptr, indices)| IdLists::from_csr_named(what, indptr, indices, nq, nc))
+                    .transpose()
+            };
+            let candidates = lists("candidates", candidates)?;
+            let exclude = lists("exclude", exclude)?;
+            maxsim::search(
+                pool,
+                &queries,
+                &corpus,
+                k,
+                candidates.as_ref(),
+                exclude.as_ref(),
+                hooks,
+            )
+        },
+    )?;
     Ok((
         PyArray1::from_vec(py, scores).reshape([nq, k])?,
         PyArray1::from_vec(py, ids).reshape([nq, k])?,
@@ -118,7 +131,7 @@ fn maxsim_pooled<'py>(
     let pooled = runtime::run(py, threads, None, tokens.mapped(), |pool, _| {
         maxsim::pooled(pool, &texts)
     })?;
-    Ok(PyArray1::from_vec(py, pooled).reshape([n, dim])?)
+    PyArray1::from_vec(py, pooled).reshape([n, dim])
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
