@@ -127,8 +127,6 @@ class MaxSim:
     ) -> Fetch | None:
         if self.empty:
             return None
-        from negmine.search import search
-
         indptr, ids = excluded
         n_corpus = rows_of(self.pooled_corpus)
 
@@ -143,11 +141,10 @@ class MaxSim:
             k = min(max(depth, self.depth), n_corpus - int(counts.max(initial=0)))
             if k <= 0:
                 return candidate_csr([np.empty(0, np.int64) for _ in rows])
-            _, pooled = search(
-                np.asarray(queries)[rows],
+            _, pooled, _ = _core.search(
+                np.ascontiguousarray(np.asarray(queries)[rows]),
                 self.pooled_corpus,
-                k,
-                metric=self.metric,  # type: ignore[arg-type]
+                _core.SearchOptions(k, metric=self.metric),
                 exclude=sub,
                 threads=self.threads,
             )
