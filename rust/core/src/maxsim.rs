@@ -136,14 +136,16 @@ fn check_pair(pool: &rayon::ThreadPool, queries: &Ragged<'_>, corpus: &Ragged<'_
     Ok(())
 }
 
-/// Scratch for scoring one query's tokens against texts (one per thread): the query packed in
-/// the kernels' `[dim][MR]` panels, one `[dim][NR]` panel of text tokens, and the running maxima.
+/// Scratch for scoring one query's tokens against texts (one per thread). The query is packed
+/// once into the kernels' corpus-layout panels (`[dim][NR]`, [`NR`] query tokens each); a
+/// text's tokens go to [`kernels::tile_rows`] straight from storage, [`MR`] at a time, so
+/// nothing is packed per pair. Each tile holds `MR` text tokens x `NR` query tokens, and its
+/// rows fold into the query tokens' running maxima.
 pub struct Scorer {
     isa: Isa,
     dim: usize,
     query_tokens: usize,
     query: AlignedBuf,
-    panel: AlignedBuf,
     rows: Vec<f32>,
     zeros: Vec<f32>,
     maxima: Vec<f32>,
@@ -151,15 +153,12 @@ pub struct Scorer {
 
 impl Scorer {
     pub fn new(isa: Isa, dim: usize) -> Self {
-        let mut panel = AlignedBuf::new();
-        panel.resize(dim * NR);
         Scorer {
             isa,
             dim,
             query_tokens: 0,
             query: AlignedBuf::new(),
-            panel,
-            rows: vec![0.0; NR * dim],
+            rows: vec![0.0; NR.max(MR) * dim],
             zeros: vec![0.0; dim],
             maxima: Vec::new(),
         }
@@ -169,21 +168,28 @@ impl Scorer {
     pub fn set_query(&mut self, queries: &Ragged<'_>, q: usize) {
         let (dim, range) = (self.dim, queries.range(q));
         let tokens = range.len();
-        let panels = tokens.div_ceil(MR);
-        self.query.resize(panels * dim * MR);
-        let packed = self.query.as_mut_slice();
-        // Padding rows of the last panel stay zero; their dots are never read.
-        packed.fill(0.0);
-        let row = &mut self.rows[..dim];
-        for (t, token) in range.enumerate() {
-            queries.tokens.row_into(token, row);
-            let panel = &mut packed[(t / MR) * dim * MR..][..dim * MR];
-            for (p, &x) in row.iter().enumerate() {
-                panel[p * MR + t % MR] = x;
+        let panels = tokens.div_ceil(NR);
+        self.query.resize(panels * dim * NR);
+        for (panel, start) in range.clone().step_by(NR).enumerate() {
+            let valid = NR.min(range.end - start);
+            for (j, row) in self
+                .rows
+                .chunks_exact_mut(dim.max(1))
+                .take(valid)
+                .enumerate()
+            {
+                queries.tokens.row_into(start + j, &mut row[..dim]);
             }
+            // Padding columns are zero tokens: their maxima are computed but never summed.
+            let mut sources: [&[f32]; NR] = [&self.zeros; NR];
+            for (j, source) in sources.iter_mut().enumerate().take(valid) {
+                *source = &self.rows[j * dim..][..dim];
+            }
+            let out = &mut self.query.as_mut_slice()[panel * dim * NR..][..dim * NR];
+            pack::rows_to_columns(&sources, out, NR, 0);
         }
         self.query_tokens = tokens;
-        self.maxima.resize(tokens, f32::NEG_INFINITY);
+        self.maxima.resize(panels * NR, f32::NEG_INFINITY);
     }
 
     /// The MaxSim of the packed query with text `c` of `corpus`.
@@ -191,67 +197,59 @@ impl Scorer {
         let dim = self.dim;
         let range = corpus.range(c);
         self.maxima.fill(f32::NEG_INFINITY);
-        let mut tile = [0.0f32; TILE];
-        let mut pair = [0.0f32; TILE];
-        for start in range.clone().step_by(NR) {
-            let valid = NR.min(range.end - start);
-            let mut sources: [&[f32]; NR] = [&self.zeros; NR];
+        let (mut tile, mut pair) = ([0.0f32; TILE], [0.0f32; TILE]);
+        let panels = self.query_tokens.div_ceil(NR);
+        let query = self.query.as_slice();
+        for start in range.clone().step_by(MR) {
+            let valid = MR.min(range.end - start);
+            let mut rows: [&[f32]; MR] = [&self.zeros; MR];
             match corpus.tokens.elements() {
                 // Rows used as they are: no copy.
                 Elements::F32(data) => {
-                    for (j, source) in sources.iter_mut().enumerate().take(valid) {
-                        *source = &data[(start + j) * dim..][..dim];
+                    for (j, row) in rows.iter_mut().enumerate().take(valid) {
+                        *row = &data[(start + j) * dim..][..dim];
                     }
                 }
                 Elements::F16(_) => {
-                    for (j, row) in self.rows.chunks_exact_mut(dim.max(1)).enumerate() {
-                        if j < valid {
-                            corpus.tokens.row_into(start + j, &mut row[..dim]);
-                        }
+                    for (j, row) in self
+                        .rows
+                        .chunks_exact_mut(dim.max(1))
+                        .take(valid)
+                        .enumerate()
+                    {
+                        corpus.tokens.row_into(start + j, &mut row[..dim]);
                     }
-                    for (j, source) in sources.iter_mut().enumerate().take(valid) {
-                        *source = &self.rows[j * dim..][..dim];
+                    for (j, row) in rows.iter_mut().enumerate().take(valid) {
+                        *row = &self.rows[j * dim..][..dim];
                     }
                 }
             }
-            pack::rows_to_columns(&sources, self.panel.as_mut_slice(), NR, 0);
-            let panel = self.panel.as_slice();
-            let query = self.query.as_slice();
-            let panels = self.query_tokens.div_ceil(MR);
             let mut p = 0;
             while p < panels {
-                let a = &query[p * dim * MR..][..dim * MR];
+                let a = &query[p * dim * NR..][..dim * NR];
                 if self.isa.pairs_tiles() && p + 1 < panels {
-                    let b = &query[(p + 1) * dim * MR..][..dim * MR];
-                    kernels::tile_pair(
-                        self.isa,
-                        dim,
-                        [a, b],
-                        panel,
-                        [&mut tile, &mut pair],
-                        false,
-                        None,
-                    );
-                    take_maxima(&mut self.maxima, p, &tile, valid);
-                    take_maxima(&mut self.maxima, p + 1, &pair, valid);
+                    let b = &query[(p + 1) * dim * NR..][..dim * NR];
+                    kernels::tile_rows_pair(self.isa, dim, &rows, [a, b], [&mut tile, &mut pair]);
+                    take_maxima(&mut self.maxima[p * NR..][..NR], &tile, valid);
+                    take_maxima(&mut self.maxima[(p + 1) * NR..][..NR], &pair, valid);
                     p += 2;
                 } else {
-                    kernels::tile(self.isa, dim, a, panel, &mut tile, false, None);
-                    take_maxima(&mut self.maxima, p, &tile, valid);
+                    kernels::tile_rows(self.isa, dim, &rows, a, &mut tile);
+                    take_maxima(&mut self.maxima[p * NR..][..NR], &tile, valid);
                     p += 1;
                 }
             }
         }
-        sum_of_maxima(&self.maxima)
+        sum_of_maxima(&self.maxima[..self.query_tokens])
     }
 }
 
-/// Folds the first `valid` columns of query panel `p`'s tile into the running `maxima`.
+/// Folds the first `valid` rows (text tokens) of a tile into the running `maxima` of its
+/// [`NR`] query tokens.
 #[inline]
-fn take_maxima(maxima: &mut [f32], p: usize, tile: &[f32; TILE], valid: usize) {
-    let rows = MR.min(maxima.len() - p * MR);
-    for (i, m) in maxima[p * MR..][..rows].iter_mut().enumerate() {
-        for &v in &tile[i * NR..][..valid] {
+fn take_maxima(maxima: &mut [f32], tile: &[f32; TILE], valid: usize) {
+    for row in tile.chunks_exact(NR).take(valid) {
+        for (m, &v) in maxima.iter_mut().zip(row) {
             // Dots are finite (the norms were checked), so `>` is a total order here; equal
             // values (+0 and -0 included) keep the first, in token order.
             if v > *m {
@@ -382,7 +380,7 @@ pub fn search(
     let width = candidates.map_or(corpus.len(), |c| {
         (0..n_queries).map(|q| c.of(q).len()).max().unwrap_or(0)
     });
-    let held = (width as u64 * 8 + queries.dim() as u64 * 4 * (NR + 2 * MR) as u64)
+    let held = (width as u64 * 8 + queries.dim() as u64 * 4 * (3 * NR) as u64)
         .saturating_mul(pool.current_num_threads() as u64);
     let (mut scores, mut ids) = memory::topk_result(n_queries, k, held, || {
         format!("a MaxSim result of {n_queries} queries x k = {k}")

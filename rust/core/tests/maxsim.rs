@@ -45,9 +45,10 @@ fn texts(n: std::ops::Range<usize>, max_len: usize, dim: usize) -> impl Strategy
 }
 
 fn problem() -> impl Strategy<Value = (usize, Texts, Texts)> {
-    // Dimensions around the kernels' widths; lengths around the tile sizes (MR = 6, NR = 16).
+    // Dimensions around the kernels' widths; lengths around the tile sizes (MR = 6, NR = 16:
+    // queries of up to 40 tokens fill a pair of query panels and a single one).
     prop_oneof![Just(1usize), Just(3), Just(8), Just(17), Just(32)]
-        .prop_flat_map(|dim| (Just(dim), texts(1..6, 14, dim), texts(1..12, 40, dim)))
+        .prop_flat_map(|dim| (Just(dim), texts(1..6, 40, dim), texts(1..12, 40, dim)))
 }
 
 fn view(t: &Texts, dim: usize) -> MatrixView<'_> {
@@ -239,4 +240,41 @@ fn bad_offsets_and_tokens_are_refused_with_what_is_wrong() {
     );
     let e = maxsim::search(&p, &ok, &ok, 0, None, None, &mut NoHooks).unwrap_err();
     assert!(e.to_string().contains("k must be at least 1"), "{e}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// The stored-rows kernels are the packed tile kernel with the rows packed, bit for bit.
+    #[test]
+    fn stored_row_tiles_equal_packed_tiles(
+        kc in 0usize..40,
+        seed in prop::collection::vec(value(), 6 * 40 + 2 * 16 * 40),
+    ) {
+        use negmine_core::kernels::{self, MR, NR, TILE};
+        let (rows_flat, panels) = seed.split_at(MR * 40);
+        let rows: Vec<&[f32]> = rows_flat.chunks_exact(40).map(|r| &r[..kc]).collect();
+        let rows: [&[f32]; MR] = rows.try_into().unwrap();
+        let b0 = &panels[..kc * NR];
+        let b1 = &panels[NR * 40..][..kc * NR];
+        let mut a = vec![0.0f32; kc * MR];
+        for p in 0..kc {
+            for i in 0..MR {
+                a[p * MR + i] = rows[i][p];
+            }
+        }
+        for isa in Isa::available() {
+            let (mut want0, mut want1) = ([0.0f32; TILE], [0.0f32; TILE]);
+            kernels::tile(isa, kc, &a, b0, &mut want0, false, None);
+            kernels::tile(isa, kc, &a, b1, &mut want1, false, None);
+            let (mut got0, mut got1) = ([1.0f32; TILE], [1.0f32; TILE]);
+            kernels::tile_rows_pair(isa, kc, &rows, [b0, b1], [&mut got0, &mut got1]);
+            let bits = |t: &[f32; TILE]| t.map(f32::to_bits);
+            prop_assert_eq!(bits(&got0), bits(&want0), "{}", isa.name());
+            prop_assert_eq!(bits(&got1), bits(&want1), "{}", isa.name());
+            let mut single = [1.0f32; TILE];
+            kernels::tile_rows(isa, kc, &rows, b1, &mut single);
+            prop_assert_eq!(bits(&single), bits(&want1), "{}", isa.name());
+        }
+    }
 }

@@ -44,6 +44,20 @@ pub(super) fn tile(
     masks
 }
 
+/// The reference of [`super::tile_rows`]: row `i` of the tile is `rows[i]` against each column
+/// of the panel, one fused multiply-add chain per score.
+pub(super) fn tile_rows(kc: usize, rows: &[&[f32]; MR], b: &[f32], c: &mut [f32; TILE]) {
+    c.fill(0.0);
+    for (p, bp) in b.chunks_exact(NR).take(kc).enumerate() {
+        for (i, row) in rows.iter().enumerate() {
+            let x = row[p];
+            for (cij, &bj) in c[i * NR..(i + 1) * NR].iter_mut().zip(bp) {
+                *cij = x.mul_add(bj, *cij);
+            }
+        }
+    }
+}
+
 /// The reference int8 kernel: `c[i][j] = sum_p a[p][i] * b[p][j]` over the packed groups of
 /// [`GROUP`](super::GROUP) bytes, exactly, in i32.
 pub(super) fn tile_i8(groups: usize, a: &[u8], b: &[i8], c: &mut [i32; TILE]) {

@@ -76,6 +76,77 @@ pub(super) unsafe fn tile_avx2(
     masks
 }
 
+/// [`tile_avx2`] with the `MR` rows broadcast straight from where they are stored (row `i` is
+/// `rows[i][..kc]`) instead of from a packed panel: the same chains, bit for bit.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; each row must hold `kc` and `b` `kc * NR` elements.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn tile_rows_avx2(
+    kc: usize,
+    rows: &[&[f32]; MR],
+    b: &[f32],
+    c: &mut [f32; TILE],
+) {
+    let r = rows.map(|row| row.as_ptr());
+    let b = b.as_ptr();
+    let mut acc = [_mm256_setzero_ps(); 2 * MR];
+    for p in 0..kc {
+        // SAFETY: p < kc, so the 16 floats at b + 16p and element p of every row are in bounds.
+        unsafe {
+            let bp = b.add(p * NR);
+            let b0 = _mm256_loadu_ps(bp);
+            let b1 = _mm256_loadu_ps(bp.add(8));
+            for i in 0..MR {
+                let x = _mm256_broadcast_ss(&*r[i].add(p));
+                acc[2 * i] = _mm256_fmadd_ps(x, b0, acc[2 * i]);
+                acc[2 * i + 1] = _mm256_fmadd_ps(x, b1, acc[2 * i + 1]);
+            }
+        }
+    }
+    for (t, v) in acc.iter().enumerate() {
+        // SAFETY: t < 12, so t * 8 + 8 <= TILE.
+        unsafe { _mm256_storeu_ps(c.as_mut_ptr().add(t * 8), *v) };
+    }
+}
+
+/// The `MR` stored rows of [`tile_rows_avx2`] against two corpus-layout panels at once: 12 zmm
+/// accumulators, two 16-wide loads and six broadcasts per depth step.
+///
+/// # Safety
+/// The CPU must support AVX-512F; each row must hold `kc` and each `b` `kc * NR` elements.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(super) unsafe fn tile_rows_pair_avx512(
+    kc: usize,
+    rows: &[&[f32]; MR],
+    b: [&[f32]; 2],
+    c: [&mut [f32; TILE]; 2],
+) {
+    let r = rows.map(|row| row.as_ptr());
+    let (b0, b1) = (b[0].as_ptr(), b[1].as_ptr());
+    let mut acc = [_mm512_setzero_ps(); 2 * MR];
+    for p in 0..kc {
+        // SAFETY: p < kc, so 16 floats at b0/b1 + 16p and element p of every row are in bounds.
+        unsafe {
+            let u = _mm512_loadu_ps(b0.add(p * NR));
+            let v = _mm512_loadu_ps(b1.add(p * NR));
+            for i in 0..MR {
+                let x = _mm512_set1_ps(*r[i].add(p));
+                acc[i] = _mm512_fmadd_ps(x, u, acc[i]);
+                acc[MR + i] = _mm512_fmadd_ps(x, v, acc[MR + i]);
+            }
+        }
+    }
+    let [c0, c1] = c;
+    for i in 0..MR {
+        // SAFETY: row i of a tile is c[i * 16..][..16], inside the TILE floats.
+        unsafe {
+            _mm512_storeu_ps(c0.as_mut_ptr().add(i * NR), acc[i]);
+            _mm512_storeu_ps(c1.as_mut_ptr().add(i * NR), acc[MR + i]);
+        }
+    }
+}
+
 /// Two 6 x 16 tiles sharing one corpus panel: 12 zmm accumulators, one 16-wide load of the
 /// corpus panel and 12 broadcast FMAs per depth step.
 ///
