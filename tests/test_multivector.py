@@ -331,6 +331,10 @@ def test_maxsim_backend_needs_matching_tokens() -> None:
         )
     with pytest.raises(InvalidArgumentError, match="maxsim_depth"):
         negmine.mine(q.pooled(), c.pooled(), positives, maxsim_depth=0)
+    from negmine import distributed
+
+    with pytest.raises(InvalidArgumentError, match="backend='maxsim' judges candidates"):
+        distributed.mine(q.pooled(), c.pooled(), positives, out="x", backend="maxsim")
 
 
 def test_cli_embeds_multi_vectors_and_mines_with_maxsim(

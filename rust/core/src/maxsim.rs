@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::hooks::Hooks;
 use crate::idlists::IdLists;
-use crate::kernels::{self, Isa, MR, NR, TILE};
+use crate::kernels::{self, Isa, RowsOut, MR, NR};
 use crate::matrix::{Elements, MatrixView};
 use crate::memory;
 use crate::metric::score_limit;
@@ -197,7 +197,6 @@ impl Scorer {
         let dim = self.dim;
         let range = corpus.range(c);
         self.maxima.fill(f32::NEG_INFINITY);
-        let (mut tile, mut pair) = ([0.0f32; TILE], [0.0f32; TILE]);
         let panels = self.query_tokens.div_ceil(NR);
         let query = self.query.as_slice();
         for start in range.clone().step_by(MR) {
@@ -225,37 +224,36 @@ impl Scorer {
                 }
             }
             let mut p = 0;
+            let mut maxima = self.maxima.chunks_exact_mut(NR);
             while p < panels {
                 let a = &query[p * dim * NR..][..dim * NR];
+                let m0: &mut [f32; NR] = maxima
+                    .next()
+                    .expect("a panel's maxima")
+                    .try_into()
+                    .expect("NR");
                 if self.isa.pairs_tiles() && p + 1 < panels {
                     let b = &query[(p + 1) * dim * NR..][..dim * NR];
-                    kernels::tile_rows_pair(self.isa, dim, &rows, [a, b], [&mut tile, &mut pair]);
-                    take_maxima(&mut self.maxima[p * NR..][..NR], &tile, valid);
-                    take_maxima(&mut self.maxima[(p + 1) * NR..][..NR], &pair, valid);
+                    let m1: &mut [f32; NR] = maxima
+                        .next()
+                        .expect("a panel's maxima")
+                        .try_into()
+                        .expect("NR");
+                    kernels::tile_rows_pair(
+                        self.isa,
+                        dim,
+                        &rows,
+                        [a, b],
+                        [RowsOut::Maxima(m0, valid), RowsOut::Maxima(m1, valid)],
+                    );
                     p += 2;
                 } else {
-                    kernels::tile_rows(self.isa, dim, &rows, a, &mut tile);
-                    take_maxima(&mut self.maxima[p * NR..][..NR], &tile, valid);
+                    kernels::tile_rows(self.isa, dim, &rows, a, RowsOut::Maxima(m0, valid));
                     p += 1;
                 }
             }
         }
         sum_of_maxima(&self.maxima[..self.query_tokens])
-    }
-}
-
-/// Folds the first `valid` rows (text tokens) of a tile into the running `maxima` of its
-/// [`NR`] query tokens.
-#[inline]
-fn take_maxima(maxima: &mut [f32], tile: &[f32; TILE], valid: usize) {
-    for row in tile.chunks_exact(NR).take(valid) {
-        for (m, &v) in maxima.iter_mut().zip(row) {
-            // Dots are finite (the norms were checked), so `>` is a total order here; equal
-            // values (+0 and -0 included) keep the first, in token order.
-            if v > *m {
-                *m = v;
-            }
-        }
     }
 }
 

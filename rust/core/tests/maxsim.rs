@@ -249,9 +249,10 @@ proptest! {
     #[test]
     fn stored_row_tiles_equal_packed_tiles(
         kc in 0usize..40,
+        valid in 0usize..=6,
         seed in prop::collection::vec(value(), 6 * 40 + 2 * 16 * 40),
     ) {
-        use negmine_core::kernels::{self, MR, NR, TILE};
+        use negmine_core::kernels::{self, RowsOut, MR, NR, TILE};
         let (rows_flat, panels) = seed.split_at(MR * 40);
         let rows: Vec<&[f32]> = rows_flat.chunks_exact(40).map(|r| &r[..kc]).collect();
         let rows: [&[f32]; MR] = rows.try_into().unwrap();
@@ -268,13 +269,28 @@ proptest! {
             kernels::tile(isa, kc, &a, b0, &mut want0, false, None);
             kernels::tile(isa, kc, &a, b1, &mut want1, false, None);
             let (mut got0, mut got1) = ([1.0f32; TILE], [1.0f32; TILE]);
-            kernels::tile_rows_pair(isa, kc, &rows, [b0, b1], [&mut got0, &mut got1]);
+            kernels::tile_rows_pair(isa, kc, &rows, [b0, b1], [RowsOut::Tile(&mut got0), RowsOut::Tile(&mut got1)]);
             let bits = |t: &[f32; TILE]| t.map(f32::to_bits);
             prop_assert_eq!(bits(&got0), bits(&want0), "{}", isa.name());
             prop_assert_eq!(bits(&got1), bits(&want1), "{}", isa.name());
             let mut single = [1.0f32; TILE];
-            kernels::tile_rows(isa, kc, &rows, b1, &mut single);
+            kernels::tile_rows(isa, kc, &rows, b1, RowsOut::Tile(&mut single));
             prop_assert_eq!(bits(&single), bits(&want1), "{}", isa.name());
+            // Folded into running maxima: the first `valid` rows, in order, ties keep the old.
+            let start: [f32; NR] = std::array::from_fn(|j| if j % 3 == 0 { f32::NEG_INFINITY } else { want0[j] });
+            let (mut m0, mut m1) = (start, start);
+            kernels::tile_rows_pair(isa, kc, &rows, [b0, b1], [RowsOut::Maxima(&mut m0, valid), RowsOut::Maxima(&mut m1, valid)]);
+            for (m, want) in [(m0, want0), (m1, want1)] {
+                let mut expected = start;
+                for row in want.chunks_exact(NR).take(valid) {
+                    for (e, &v) in expected.iter_mut().zip(row) {
+                        if v > *e {
+                            *e = v;
+                        }
+                    }
+                }
+                prop_assert_eq!(m.map(f32::to_bits), expected.map(f32::to_bits), "{}", isa.name());
+            }
         }
     }
 }

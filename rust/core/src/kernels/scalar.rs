@@ -1,6 +1,6 @@
 //! The reference kernel: plain Rust, one fused multiply-add chain per score.
 
-use super::{Select, MR, NR, TILE};
+use super::{RowsOut, Select, MR, NR, TILE};
 
 pub(super) fn tile(
     kc: usize,
@@ -46,13 +46,26 @@ pub(super) fn tile(
 
 /// The reference of [`super::tile_rows`]: row `i` of the tile is `rows[i]` against each column
 /// of the panel, one fused multiply-add chain per score.
-pub(super) fn tile_rows(kc: usize, rows: &[&[f32]; MR], b: &[f32], c: &mut [f32; TILE]) {
-    c.fill(0.0);
+pub(super) fn tile_rows(kc: usize, rows: &[&[f32]; MR], b: &[f32], out: RowsOut<'_>) {
+    let mut c = [0.0f32; TILE];
     for (p, bp) in b.chunks_exact(NR).take(kc).enumerate() {
         for (i, row) in rows.iter().enumerate() {
             let x = row[p];
             for (cij, &bj) in c[i * NR..(i + 1) * NR].iter_mut().zip(bp) {
                 *cij = x.mul_add(bj, *cij);
+            }
+        }
+    }
+    match out {
+        RowsOut::Tile(tile) => *tile = c,
+        RowsOut::Maxima(maxima, valid) => {
+            for row in c.chunks_exact(NR).take(valid) {
+                for (m, &v) in maxima.iter_mut().zip(row) {
+                    // Ties (and +0 / -0) keep the value already there, as `max_ps(v, m)` does.
+                    if v > *m {
+                        *m = v;
+                    }
+                }
             }
         }
     }

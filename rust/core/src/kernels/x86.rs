@@ -4,7 +4,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Select, GROUP, MR, NR, ROWS, TILE};
+use super::{RowsOut, Select, GROUP, MR, NR, ROWS, TILE};
 
 /// # Safety
 /// The CPU must support AVX2 and FMA; `a` must hold `kc * MR` and `b` `kc * NR` elements;
@@ -82,12 +82,7 @@ pub(super) unsafe fn tile_avx2(
 /// # Safety
 /// The CPU must support AVX2 and FMA; each row must hold `kc` and `b` `kc * NR` elements.
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn tile_rows_avx2(
-    kc: usize,
-    rows: &[&[f32]; MR],
-    b: &[f32],
-    c: &mut [f32; TILE],
-) {
+pub(super) unsafe fn tile_rows_avx2(kc: usize, rows: &[&[f32]; MR], b: &[f32], out: RowsOut<'_>) {
     let r = rows.map(|row| row.as_ptr());
     let b = b.as_ptr();
     let mut acc = [_mm256_setzero_ps(); 2 * MR];
@@ -104,9 +99,28 @@ pub(super) unsafe fn tile_rows_avx2(
             }
         }
     }
-    for (t, v) in acc.iter().enumerate() {
-        // SAFETY: t < 12, so t * 8 + 8 <= TILE.
-        unsafe { _mm256_storeu_ps(c.as_mut_ptr().add(t * 8), *v) };
+    match out {
+        RowsOut::Tile(c) => {
+            for (t, v) in acc.iter().enumerate() {
+                // SAFETY: t < 12, so t * 8 + 8 <= TILE.
+                unsafe { _mm256_storeu_ps(c.as_mut_ptr().add(t * 8), *v) };
+            }
+        }
+        RowsOut::Maxima(m, valid) => {
+            let mp = m.as_mut_ptr();
+            // SAFETY: `m` holds NR = 16 floats.
+            let (mut lo, mut hi) = unsafe { (_mm256_loadu_ps(mp), _mm256_loadu_ps(mp.add(8))) };
+            for i in 0..valid.min(MR) {
+                // max_ps(v, m) is `v > m ? v : m`: the reference's fold, ties keep the first.
+                lo = _mm256_max_ps(acc[2 * i], lo);
+                hi = _mm256_max_ps(acc[2 * i + 1], hi);
+            }
+            // SAFETY: as for the loads.
+            unsafe {
+                _mm256_storeu_ps(mp, lo);
+                _mm256_storeu_ps(mp.add(8), hi);
+            }
+        }
     }
 }
 
@@ -120,7 +134,7 @@ pub(super) unsafe fn tile_rows_pair_avx512(
     kc: usize,
     rows: &[&[f32]; MR],
     b: [&[f32]; 2],
-    c: [&mut [f32; TILE]; 2],
+    out: [RowsOut<'_>; 2],
 ) {
     let r = rows.map(|row| row.as_ptr());
     let (b0, b1) = (b[0].as_ptr(), b[1].as_ptr());
@@ -137,12 +151,25 @@ pub(super) unsafe fn tile_rows_pair_avx512(
             }
         }
     }
-    let [c0, c1] = c;
-    for i in 0..MR {
-        // SAFETY: row i of a tile is c[i * 16..][..16], inside the TILE floats.
-        unsafe {
-            _mm512_storeu_ps(c0.as_mut_ptr().add(i * NR), acc[i]);
-            _mm512_storeu_ps(c1.as_mut_ptr().add(i * NR), acc[MR + i]);
+    for (t, out) in out.into_iter().enumerate() {
+        let tile = &acc[t * MR..(t + 1) * MR];
+        match out {
+            RowsOut::Tile(c) => {
+                for (i, v) in tile.iter().enumerate() {
+                    // SAFETY: row i of a tile is c[i * 16..][..16], inside the TILE floats.
+                    unsafe { _mm512_storeu_ps(c.as_mut_ptr().add(i * NR), *v) };
+                }
+            }
+            RowsOut::Maxima(m, valid) => {
+                // SAFETY: `m` holds NR = 16 floats.
+                let mut mx = unsafe { _mm512_loadu_ps(m.as_ptr()) };
+                for v in &tile[..valid.min(MR)] {
+                    // max_ps(v, m) is `v > m ? v : m`: the reference's fold.
+                    mx = _mm512_max_ps(*v, mx);
+                }
+                // SAFETY: as for the load.
+                unsafe { _mm512_storeu_ps(m.as_mut_ptr(), mx) };
+            }
         }
     }
 }
