@@ -363,3 +363,37 @@ def test_cli_embeds_multi_vectors_and_mines_with_maxsim(
     assert negmine.cli.main(argv) == 0
     result = negmine.MiningResult.load(tmp_path / "out")
     assert np.array_equal(result.negative_ids, numpy_mining(qa, ca, positives, 64, 3))
+
+
+def test_long_calls_report_progress_and_stop_on_a_callback_error() -> None:
+    rng = np.random.default_rng(7)
+    q = mv.MultiVectors.from_arrays(texts(rng, 70, 1, 5, 8))
+    c = mv.MultiVectors.from_arrays(texts(rng, 30, 1, 5, 8))
+    seen: list[tuple[int, int]] = []
+    negmine._core.maxsim_search(
+        q.tokens,
+        q.offsets,
+        c.tokens,
+        c.offsets,
+        3,
+        threads=1,
+        progress=lambda d, t: seen.append((d, t)),
+    )
+    assert seen[-1] == (70, 70) and len(seen) > 1
+
+    class Stop(Exception):
+        pass
+
+    def stop(done: int, total: int) -> None:
+        raise Stop
+
+    with pytest.raises(Stop):
+        negmine._core.maxsim_scores(
+            q.tokens,
+            q.offsets,
+            c.tokens,
+            c.offsets,
+            np.zeros(5, np.int64),
+            np.zeros(5, np.int64),
+            progress=stop,
+        )
