@@ -397,3 +397,33 @@ def test_long_calls_report_progress_and_stop_on_a_callback_error() -> None:
             np.zeros(5, np.int64),
             progress=stop,
         )
+
+
+def test_a_streamed_store_is_complete_or_absent(tmp_path: Path) -> None:
+    words = [f"text {i}" for i in range(10)]
+
+    def encode(batch: list[str]) -> list[np.ndarray]:
+        return [np.full((1 + int(t.split()[1]) % 3, 4), float(t.split()[1])) for t in batch]
+
+    path = tmp_path / "store"
+    stored = mv.embed_multi_vectors(words, encode, path, batch_size=3, dtype="float32")
+    expected = mv.MultiVectors.from_arrays(encode(words))
+    assert np.array_equal(np.load(path / "tokens.npy"), np.asarray(expected.tokens))
+    assert np.array_equal(stored.offsets, expected.offsets)
+
+    def failing(batch: list[str]) -> list[np.ndarray]:
+        if "text 6" in batch:
+            raise RuntimeError("the model crashed")
+        return encode(batch)
+
+    with pytest.raises(RuntimeError, match="the model crashed"):
+        mv.embed_multi_vectors(words, failing, path, batch_size=3)
+    with pytest.raises(InvalidArgumentError, match=r"texts\[4\] has dimension 2"):
+        mv.embed_multi_vectors(
+            words, lambda b: [np.ones((1, 4 if t != "text 4" else 2)) for t in b], path
+        )
+    # The first store is still there, whole; nothing else is.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+    assert np.array_equal(
+        np.asarray(negmine.open_multi_vectors(path).tokens), np.asarray(expected.tokens)
+    )

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -161,24 +161,81 @@ def _as_matrix(value: Any, dtype: np.dtype[Any], what: str) -> np.ndarray:
     return array.astype(dtype, copy=False)
 
 
-def _concatenate(arrays: Iterable[Any], dtype: np.dtype[Any], what: str) -> MultiVectors:
-    parts: list[np.ndarray] = []
-    counts = [0]
-    dim: int | None = None
-    for i, value in enumerate(arrays):
-        array = _as_matrix(value, dtype, f"{what}[{i}]")
-        if dim is None:
-            dim = array.shape[1]
-        elif array.shape[1] != dim:
+class _Texts:
+    """Checks one text's token matrix after another: finite, at least one token, one common
+    dimension; counts the tokens (the offsets)."""
+
+    def __init__(self, dtype: np.dtype[Any], what: str) -> None:
+        self.dtype, self.what = dtype, what
+        self.dim: int | None = None
+        self.counts = [0]
+
+    def add(self, value: Any) -> np.ndarray:
+        i = len(self.counts) - 1
+        array = _as_matrix(value, self.dtype, f"{self.what}[{i}]")
+        if self.dim is None:
+            self.dim = array.shape[1]
+        elif array.shape[1] != self.dim:
             raise InvalidArgumentError(
-                f"{what}[{i}] has dimension {array.shape[1]} but the texts before it have {dim}"
+                f"{self.what}[{i}] has dimension {array.shape[1]} but the texts before it have "
+                f"{self.dim}"
             )
         if array.shape[0] == 0:
-            raise InvalidArgumentError(f"{what}[{i}] has no tokens (every text needs one)")
-        parts.append(array)
-        counts.append(array.shape[0])
-    tokens = np.concatenate(parts) if parts else np.zeros((0, dim or 0), dtype)
-    return MultiVectors(tokens, np.cumsum(counts, dtype=np.int64))
+            raise InvalidArgumentError(f"{self.what}[{i}] has no tokens (every text needs one)")
+        self.counts.append(array.shape[0])
+        return np.ascontiguousarray(array)
+
+    def offsets(self) -> np.ndarray:
+        return np.cumsum(self.counts, dtype=np.int64)
+
+
+def _concatenate(arrays: Iterable[Any], dtype: np.dtype[Any], what: str) -> MultiVectors:
+    checked = _Texts(dtype, what)
+    parts = [checked.add(value) for value in arrays]
+    tokens = np.concatenate(parts) if parts else np.zeros((0, checked.dim or 0), dtype)
+    return MultiVectors(tokens, checked.offsets())
+
+
+_HEADER_BYTES = 128
+"""The ``.npy`` header a streamed ``tokens.npy`` starts with: written first with a placeholder
+shape, rewritten in place with the real one when the last text is in (128 bytes hold any
+shape up to 10^15 rows, and keep the data 64-byte aligned as ``np.save`` does)."""
+
+
+def _npy_header(rows: int, dim: int, dtype: np.dtype[Any]) -> bytes:
+    literal = f"{{'descr': '{dtype.str}', 'fortran_order': False, 'shape': ({rows}, {dim}), }}"
+    body = literal.ljust(_HEADER_BYTES - 10 - 1) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body.encode("latin1")
+
+
+def _write_directory(
+    dest: Path, batches: Iterable[list[Any]], dtype: np.dtype[Any], what: str
+) -> None:
+    """Writes the texts of ``batches`` (lists of token matrices) to the directory ``dest`` as
+    they come, one batch in memory at a time, as a whole or not at all."""
+    checked = _Texts(dtype, what)
+    with atomic_directory(dest) as staging:
+        with new_file(staging / "tokens.npy") as f:
+            f.write(_npy_header(0, 0, dtype))
+            for batch in batches:
+                for value in batch:
+                    f.write(checked.add(value).tobytes())
+            rows = int(checked.offsets()[-1])
+            f.seek(0)
+            f.write(_npy_header(rows, checked.dim or 0, dtype))
+        offsets = checked.offsets()
+        with new_file(staging / "offsets.npy") as f:
+            np.lib.format.write_array(f, offsets, allow_pickle=False)
+        manifest = {
+            "format": FORMAT,
+            "version": VERSION,
+            "texts": len(offsets) - 1,
+            "tokens": rows,
+            "dim": checked.dim or 0,
+            "dtype": str(dtype),
+        }
+        with new_file(staging / "manifest.json") as f:
+            f.write(json.dumps(manifest, indent=1, sort_keys=True).encode() + b"\n")
 
 
 def save_multi_vectors(path: PathLike, vectors: MultiVectors) -> Path:
@@ -332,30 +389,29 @@ def embed_multi_vectors(
     dtype: npt.DTypeLike = "float16",
 ) -> MultiVectors:
     """Encodes ``texts`` with ``encoder`` (see :func:`encoder_of`) ``batch_size`` at a time
-    into :class:`MultiVectors` of ``dtype``; saved to ``path`` (atomically) when given and
-    returned mapped from there. Every text must get at least one finite token vector, all of
-    one dimension. The token matrix is held in memory until it is written."""
+    into :class:`MultiVectors` of ``dtype``. With ``path`` the token vectors are streamed into
+    that directory as they come (one batch in memory; the directory appears complete or not at
+    all) and returned mapped from there; without it they are held in memory. Every text must
+    get at least one finite token vector, all of one dimension."""
     encode = encoder_of(encoder, is_query=is_query)
     batch_size = numbers.count(batch_size, "batch_size")
     target = _dtype(dtype)
     listed = list(texts)
-    arrays: list[np.ndarray] = []
-    for start in range(0, len(listed), batch_size):
-        batch = listed[start : start + batch_size]
-        encoded = list(encode(batch))
-        if len(encoded) != len(batch):
-            raise InvalidArgumentError(
-                f"the encoder returned {len(encoded)} arrays for {len(batch)} texts (texts "
-                f"{start}..{start + len(batch) - 1}); it must return one per text"
-            )
-        arrays.extend(
-            _as_matrix(a, target, f"the encoding of text {start + i}")
-            for i, a in enumerate(encoded)
-        )
-    vectors = _concatenate(arrays, target, "texts")
+
+    def batches() -> Iterator[list[Any]]:
+        for start in range(0, len(listed), batch_size):
+            batch = listed[start : start + batch_size]
+            encoded = list(encode(batch))
+            if len(encoded) != len(batch):
+                raise InvalidArgumentError(
+                    f"the encoder returned {len(encoded)} arrays for {len(batch)} texts (texts "
+                    f"{start}..{start + len(batch) - 1}); it must return one per text"
+                )
+            yield encoded
+
     if path is None:
-        return vectors
-    save_multi_vectors(path, vectors)
+        return _concatenate((a for batch in batches() for a in batch), target, "texts")
+    _write_directory(Path(path), batches(), target, "texts")
     return open_multi_vectors(path)
 
 
