@@ -79,7 +79,9 @@ def test_rrf_fuse_breaks_rational_ties_by_id_and_refuses_repeats() -> None:
 def dense_ranking(queries, corpus, q, excluded, depth) -> list[int]:
     """Query ``q``'s exact dot ranking (integer embeddings: exact), ties by id."""
     scores = queries[q].astype(np.float64) @ corpus.T.astype(np.float64)
-    order = sorted((d for d in range(len(corpus)) if d not in excluded), key=lambda d: (-scores[d], d))
+    order = sorted(
+        (d for d in range(len(corpus)) if d not in excluded), key=lambda d: (-scores[d], d)
+    )
     return order[:depth]
 
 
@@ -209,7 +211,10 @@ def test_bm25_tags_its_negatives_and_the_exact_finish() -> None:
     assert set(np.unique(result.negative_sources[found]).tolist()) == {1, 2}
     assert (result.negative_sources[~found] == 0).all()
     # A query's negatives all come from one ranking: BM25's, or the exact search's.
-    rows = [set(tags[ids >= 0].tolist()) for tags, ids in zip(result.negative_sources, result.negative_ids)]
+    rows = [
+        set(tags[ids >= 0].tolist())
+        for tags, ids in zip(result.negative_sources, result.negative_ids)
+    ]
     assert all(len(r) <= 1 for r in rows)
     assert sum(r == {2} for r in rows) == result.report.exact_fallback
     assert result.report.sources["bm25"] + result.report.sources["dense"] == result.report.negatives
@@ -249,7 +254,9 @@ def test_hybrid_refuses_bad_inputs() -> None:
 
 def write_inputs(directory: Path, seed: int = 5):
     queries, corpus, positives, query_texts, corpus_texts = mining_inputs(seed=seed)
-    paths = {name: directory / name for name in ("q.npy", "c.npy", "qrels.tsv", "q.jsonl", "c.jsonl")}
+    paths = {
+        name: directory / name for name in ("q.npy", "c.npy", "qrels.tsv", "q.jsonl", "c.jsonl")
+    }
     np.save(paths["q.npy"], queries)
     np.save(paths["c.npy"], corpus)
     lines = ["query-id\tcorpus-id\tscore", *(f"{q}\t{p[0]}\t1" for q, p in enumerate(positives))]

@@ -196,9 +196,9 @@ def mine_to_directory(
     ``duplicates`` and ``corpus_texts`` group the corpus as in :func:`negmine.mine` (with
     texts, identical texts are duplicates); a backend that reads texts (``bm25``, ``hybrid``)
     builds its index over ``corpus_texts`` and searches it with ``query_texts``, whose
-    digests go into the manifest (a resume with other texts is refused). ``texts_record`` (``negmine mine``'s record of
-    the text files, for ``negmine export``) is saved with the result as ``texts.json``,
-    listed in its manifest.
+    digests go into the manifest (a resume with other texts is refused). ``texts_record``
+    (``negmine mine``'s record of the text files, for ``negmine export``) is saved with the
+    result as ``texts.json``, listed in its manifest.
 
     ``runner`` mines the chunks (default: this process; see :mod:`negmine.distributed` for a
     Ray cluster); ``progress``: a tqdm bar or a callable ``(queries done, total)``, called

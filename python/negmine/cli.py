@@ -295,7 +295,9 @@ def _check_mine_usage(args: argparse.Namespace) -> None:
         raise UsageError(f"--backend {args.backend} with --ray needs --shard-by query")
     from negmine import sources
 
-    if sources.reads_texts(args.backend) and (args.query_texts is None or args.corpus_texts is None):
+    if sources.reads_texts(args.backend) and (
+        args.query_texts is None or args.corpus_texts is None
+    ):
         raise UsageError(
             f"--backend {args.backend} needs --query-texts and --corpus-texts (its BM25 index "
             "is built over the corpus texts and searched with the query texts)"

@@ -372,8 +372,7 @@ def to_dataset(
             )
         if output_format not in ("triplet", "n-tuple"):
             raise InvalidArgumentError(
-                f"sources_column goes with the 'triplet' or 'n-tuple' layout, not "
-                f"{output_format!r}"
+                f"sources_column goes with the 'triplet' or 'n-tuple' layout, not {output_format!r}"
             )
         labels = (sources_column, source_labels(result.negative_sources))
     return dataset_from_arrays(

@@ -57,7 +57,8 @@ def source_labels(masks: np.ndarray) -> np.ndarray:
     names = [
         "+".join(name for bit, name in SOURCE_NAMES.items() if mask & bit) for mask in range(4)
     ]
-    return np.array(names, dtype=object)[np.asarray(masks) & 3]
+    labels: np.ndarray = np.array(names, dtype=object)[np.asarray(masks) & 3]
+    return labels
 
 
 def source_counts(masks: np.ndarray) -> dict[str, int]:

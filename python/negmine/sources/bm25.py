@@ -44,9 +44,7 @@ CHUNK_ROWS = 65_536
 @dataclass(frozen=True)
 class Settings:
     bm25_k1: float = field(default=1.5, metadata=flag("bm25, hybrid: BM25's k1, >= 0", float))
-    bm25_b: float = field(
-        default=0.75, metadata=flag("bm25, hybrid: BM25's b, in [0, 1]", float)
-    )
+    bm25_b: float = field(default=0.75, metadata=flag("bm25, hybrid: BM25's b, in [0, 1]", float))
 
     def __post_init__(self) -> None:
         k1 = numbers.real(self.bm25_k1, "bm25_k1", low=0.0)

@@ -57,7 +57,10 @@ impl Rankings<'_> {
                 indptr[q + 1]
             )));
         }
-        if let Some(bad) = indices.iter().find(|&&id| !(0..=i64::from(u32::MAX)).contains(&id)) {
+        if let Some(bad) = indices
+            .iter()
+            .find(|&&id| !(0..=i64::from(u32::MAX)).contains(&id))
+        {
             return Err(Error::invalid(format!(
                 "{what} holds id {bad}, outside 0 ..= {}",
                 u32::MAX
