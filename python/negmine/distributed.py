@@ -83,7 +83,8 @@ from negmine.mine import (
     prepare,
 )
 from negmine.result import MiningResult
-from negmine.search import Metric, merge_topk, search_each
+from negmine.search import Metric, merge_topk
+from negmine.sources import search_each
 from negmine.texts import TextsLike
 
 if TYPE_CHECKING:

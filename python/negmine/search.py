@@ -17,7 +17,6 @@ from negmine._inputs import (
     IdsLike,
     as_csr,
     as_matrix,
-    gather_lists,
     read_only,
     rows_of,
 )
@@ -154,39 +153,6 @@ def search(
     if return_stats:
         return scores, ids, SearchStats(**stats)
     return scores, ids
-
-
-def search_each(
-    queries: Any,
-    corpus: Any,
-    depth: int,
-    metric: str,
-    exclude: tuple[np.ndarray, np.ndarray],
-    threads: int | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each query's exact best ``min(depth, rows it does not exclude)`` (``exclude``: CSR,
-    distinct ids per query), ``Q x min(depth, N)``, padded with ``-inf`` / ``-1`` past a
-    query's eligible rows: :func:`search`, whose one ``k`` must fit every query, called once
-    per number of eligible rows (nearly always once)."""
-    indptr, ids = exclude
-    n_queries, n_corpus = rows_of(queries), rows_of(corpus)
-    width = min(depth, n_corpus)
-    scores = np.full((n_queries, width), -np.inf, dtype=np.float32)
-    found = np.full((n_queries, width), -1, dtype=np.int64)
-    caps = np.minimum(width, n_corpus - np.diff(indptr))
-    for k in np.unique(caps[caps > 0]):
-        at = np.flatnonzero(caps == k)
-        sub_counts, sub_ids = gather_lists(indptr, ids, at)
-        sub_indptr = np.concatenate(([0], np.cumsum(sub_counts))).astype(np.int64)
-        scores[at, :k], found[at, :k] = search(
-            np.ascontiguousarray(np.asarray(queries)[at]),
-            corpus,
-            int(k),
-            metric=metric,  # type: ignore[arg-type]
-            exclude=(sub_indptr, sub_ids.astype(np.int64)),
-            threads=threads,
-        )
-    return scores, found
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from negmine import _core
 from negmine import _numbers as numbers
+from negmine._inputs import gather_lists, rows_of
 from negmine.report import MiningReport
 
 Fetch = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
@@ -202,6 +204,38 @@ def candidate_csr(lists: Sequence[np.ndarray] | np.ndarray) -> tuple[np.ndarray,
         ids = np.concatenate([np.empty(0, np.int64), *lists]).astype(np.int64)
     indptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
     return indptr, ids
+
+
+def search_each(
+    queries: Any,
+    corpus: Any,
+    depth: int,
+    metric: str,
+    exclude: tuple[np.ndarray, np.ndarray],
+    threads: int | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's exact best ``min(depth, rows it does not exclude)`` (``exclude``: CSR,
+    distinct ids per query), ``Q x min(depth, N)``, padded with ``-inf`` / ``-1`` past a
+    query's eligible rows: the exact search, whose one ``k`` must fit every query, called once
+    per number of eligible rows (nearly always once)."""
+    indptr, ids = exclude
+    n_queries, n_corpus = rows_of(queries), rows_of(corpus)
+    width = min(depth, n_corpus)
+    scores = np.full((n_queries, width), -np.inf, dtype=np.float32)
+    found = np.full((n_queries, width), -1, dtype=np.int64)
+    caps = np.minimum(width, n_corpus - np.diff(indptr))
+    for k in np.unique(caps[caps > 0]).tolist():
+        at = np.flatnonzero(caps == k)
+        sub_counts, sub_ids = gather_lists(indptr, ids, at)
+        sub_indptr = np.concatenate(([0], np.cumsum(sub_counts))).astype(np.int64)
+        scores[at, :k], found[at, :k], _ = _core.search(
+            np.ascontiguousarray(np.asarray(queries)[at]),
+            corpus,
+            _core.SearchOptions(k, metric=metric),
+            exclude=(sub_indptr, sub_ids.astype(np.int64)),
+            threads=threads,
+        )
+    return scores, found
 
 
 def count_fallbacks(report: MiningReport, parts: Sequence[Any]) -> None:

@@ -34,7 +34,6 @@ from negmine import _numbers as numbers
 from negmine._inputs import gather_lists
 from negmine.errors import NegmineError
 from negmine.report import MiningReport
-from negmine.search import search_each
 from negmine.sources import (
     DENSE,
     ExactPathDecides,
@@ -42,6 +41,7 @@ from negmine.sources import (
     candidate_csr,
     count_fallbacks,
     flag,
+    search_each,
     tag_found,
 )
 from negmine.sources import bm25 as lexical
