@@ -44,7 +44,7 @@ from negmine.mine import (
 )
 from negmine.result import MiningResult, check_replaceable, save_result
 from negmine.sources.exact import Exact
-from negmine.texts import TextScan, TextsLike
+from negmine.texts import TextScan, TextsLike, as_source, scan_texts
 
 LOCK = "lock"
 
@@ -165,6 +165,7 @@ def mine_to_directory(
     *,
     duplicates: Duplicates = "auto",
     corpus_texts: TextsLike | None = None,
+    query_texts: TextsLike | None = None,
     chunk_queries: int = 8192,
     threads: int | None = None,
     progress: bool | ProgressCallback = True,
@@ -193,9 +194,11 @@ def mine_to_directory(
     resume: the next run, of any inputs and options, starts afresh over it.
 
     ``duplicates`` and ``corpus_texts`` group the corpus as in :func:`negmine.mine` (with
-    texts, identical texts are duplicates). ``texts_record`` (``negmine mine``'s record of
-    the text files, for ``negmine export``) is saved with the result as ``texts.json``,
-    listed in its manifest.
+    texts, identical texts are duplicates); a backend that reads texts (``bm25``, ``hybrid``)
+    builds its index over ``corpus_texts`` and searches it with ``query_texts``, whose
+    digests go into the manifest (a resume with other texts is refused). ``texts_record``
+    (``negmine mine``'s record of the text files, for ``negmine export``) is saved with the
+    result as ``texts.json``, listed in its manifest.
 
     ``runner`` mines the chunks (default: this process; see :mod:`negmine.distributed` for a
     Ray cluster); ``progress``: a tqdm bar or a callable ``(queries done, total)``, called
@@ -231,6 +234,7 @@ def mine_to_directory(
                 options,
                 duplicates,
                 corpus_texts,
+                query_texts,
                 chunk_queries,
                 threads,
                 progress,
@@ -262,6 +266,7 @@ def _mine_chunks(
     options: MiningOptions,
     duplicates: Duplicates,
     corpus_texts: TextsLike | None,
+    query_texts: TextsLike | None,
     chunk_queries: int,
     threads: int | None,
     progress: bool | ProgressCallback,
@@ -291,6 +296,11 @@ def _mine_chunks(
         manifest["teacher"] = teacher_identity or {}
     if backend[1].identity() is not None:  # the exact path's manifests stay as they were
         manifest["backend"] = backend[1].identity()
+    if sources.reads_texts(backend[0]):
+        manifest["texts"] = {
+            name: None if texts is None else _texts_digest(texts, name, scan)
+            for name, texts in (("query_texts", query_texts), ("corpus_texts", corpus_texts))
+        }
     manifest_path = partial / "manifest.json"
     if manifest_path.exists():
         try:
@@ -346,6 +356,8 @@ def _mine_chunks(
         options,
         threads=threads,
         progress=progress if isinstance(progress, bool) else False,
+        query_texts=query_texts,
+        corpus_texts=corpus_texts,
     )
     work = ChunkWork(
         queries=q,
@@ -411,6 +423,13 @@ def _chunk_path(partial: Path, start: int) -> Path:
 def _checkpointed(partial: Path) -> bool:
     """Whether ``partial`` holds a mined chunk (what a resume would keep)."""
     return any(partial.glob("chunk_*.npz"))
+
+
+def _texts_digest(texts: TextsLike, name: str, scanned: TextScan | None) -> str:
+    """The sha256 of ``texts`` (of the corpus' scan already made, where there is one)."""
+    if name == "corpus_texts" and scanned is not None:
+        return scanned.sha256
+    return scan_texts(as_source(texts, name)).sha256
 
 
 def _duplicates_identity(duplicates: Duplicates, corpus_texts: TextScan | None) -> Any:

@@ -293,6 +293,15 @@ def _check_mine_usage(args: argparse.Namespace) -> None:
         raise UsageError("--backend torch runs in this process, not with --ray")
     if args.ray is not None and args.backend != "exact" and args.shard_by == "corpus":
         raise UsageError(f"--backend {args.backend} with --ray needs --shard-by query")
+    from negmine import sources
+
+    if sources.reads_texts(args.backend) and (
+        args.query_texts is None or args.corpus_texts is None
+    ):
+        raise UsageError(
+            f"--backend {args.backend} needs --query-texts and --corpus-texts (its BM25 index "
+            "is built over the corpus texts and searched with the query texts)"
+        )
     if args.rescore_model is not None and args.ray is not None:
         raise UsageError("--rescore-model runs in this process, not with --ray")
     if args.rescore_model is None and args.rescore_percentile is not None:
@@ -453,6 +462,7 @@ def _cmd_mine(args: argparse.Namespace) -> int:
             shards=args.shards,
             duplicates=duplicates,
             corpus_texts=corpus_texts,
+            query_texts=query_texts,
             texts_record=record,
             chunk_queries=args.chunk_queries,
             threads=args.threads,
@@ -470,6 +480,7 @@ def _cmd_mine(args: argparse.Namespace) -> int:
             options,
             duplicates=duplicates,
             corpus_texts=corpus_texts,
+            query_texts=query_texts,
             chunk_queries=args.chunk_queries,
             threads=args.threads,
             progress=not args.quiet,
@@ -814,10 +825,19 @@ def _add_backend_options(parser: argparse.ArgumentParser, for_mine: bool) -> Non
         help="where each query's candidates come from: exact (the whole corpus), "
         + ("hnsw (an HNSW graph, approximate, rescored exactly; needs hnswlib), " * for_mine)
         + "torch (a float16 matmul with a proven error bound, rescored exactly: the exact "
-        "result; needs torch)",
+        "result; needs torch)"
+        + (
+            ", bm25 (a BM25 index over --corpus-texts searched with --query-texts), hybrid "
+            "(reciprocal-rank fusion of the bm25 and the exact rankings)"
+        )
+        * for_mine,
     )
+    declared = set()
     for backend in backends:
         for setting in dataclasses.fields(sources.module(backend).Settings):
+            if setting.name in declared:  # hybrid's bm25 settings are bm25's
+                continue
+            declared.add(setting.name)
             parser.add_argument(
                 "--" + setting.name.replace("_", "-"),
                 type=setting.metadata["type"],

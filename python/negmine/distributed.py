@@ -84,7 +84,7 @@ from negmine.mine import (
 )
 from negmine.result import MiningResult
 from negmine.search import Metric, merge_topk
-from negmine.search import search as exact_search
+from negmine.sources import search_each
 from negmine.texts import TextsLike
 
 if TYPE_CHECKING:
@@ -119,6 +119,7 @@ def mine(
     chunk_queries: int = 8192,
     duplicates: Duplicates = "auto",
     corpus_texts: TextsLike | None = None,
+    query_texts: TextsLike | None = None,
     texts_record: Mapping[str, Any] | None = None,
     max_restarts: int = 3,
     threads: int | None = None,
@@ -129,7 +130,8 @@ def mine(
     """:func:`negmine.mine` on a Ray cluster: the same :class:`MiningResult`, bit for bit.
 
     Args:
-        queries, corpus, positives, duplicates, corpus_texts: as in :func:`negmine.mine`
+        queries, corpus, positives, duplicates, corpus_texts, query_texts: as in
+            :func:`negmine.mine`
             (with ``out``: a queries ``.npy``, a corpus ``.npy`` and a qrels TSV, as for
             ``negmine mine``). A corpus file must be at the same path on every node that maps
             it (a relative path is resolved on the driver), with the same content: an actor
@@ -163,9 +165,11 @@ def mine(
             of its machine's.
         progress: a tqdm bar of queries done, or a callable ``(done, total)`` called on the
             driver after each chunk.
-        backend: the candidate source, as in :func:`negmine.mine` (``"exact"`` or
-            ``"hnsw"``; by query only): the driver opens it once (an HNSW graph built or
-            loaded, its ``ef`` tuned on all queries) and ships it to each actor once.
+        backend: the candidate source, as in :func:`negmine.mine` (``"exact"``, ``"hnsw"``,
+            ``"bm25"`` or ``"hybrid"``; by query only): the driver opens it once (an HNSW
+            graph built or loaded, its ``ef`` tuned on all queries) and ships it to each
+            actor once (``bm25`` / ``hybrid``: with the texts; each actor builds its BM25
+            index from them again).
         **options: the mining options of :func:`negmine.mine` (``num_negatives``,
             ``metric``, the filters, ``sampling_strategy``, ``seed``, ...), see
             :class:`negmine.MiningOptions`, and the backend's settings (``target_recall``,
@@ -221,7 +225,17 @@ def mine(
             threads=threads,
         )
         with read_only(q, c):
-            source = open_source(backend, settings, q, c, prepared, mining, threads=threads)
+            source = open_source(
+                backend,
+                settings,
+                q,
+                c,
+                prepared,
+                mining,
+                threads=threads,
+                query_texts=query_texts,
+                corpus_texts=corpus_texts,
+            )
         work = ChunkWork(
             queries=q, corpus=c, prepared=prepared, options=mining, threads=threads, source=source
         )
@@ -256,6 +270,7 @@ def mine(
                 mining,
                 duplicates=duplicates,
                 corpus_texts=corpus_texts,
+                query_texts=query_texts,
                 chunk_queries=chunk_queries,
                 threads=threads,
                 progress=progress,
@@ -801,28 +816,16 @@ class _ShardWorker:
         inside = (ids >= self.lo) & (ids < self.lo + n)
         row_of = np.repeat(np.arange(len(rows)), counts)
         local_counts = np.bincount(row_of[inside], minlength=len(rows))
-        local_ids = ids[inside] - self.lo
         local_indptr = np.concatenate(([0], np.cumsum(local_counts))).astype(np.int64)
-        width = min(depth, n)
-        scores = np.full((len(rows), width), -np.inf, dtype=np.float32)
-        top_ids = np.full((len(rows), width), -1, dtype=np.int64)
-        # `search` takes one k for all its queries: one call per number of eligible rows
-        # (nearly always a single call, k = width).
-        caps = np.minimum(width, n - local_counts)
-        for k in np.unique(caps[caps > 0]):
-            at = np.flatnonzero(caps == k)
-            sub_counts, sub_ids = gather_lists(local_indptr, local_ids, at)
-            sub_indptr = np.concatenate(([0], np.cumsum(sub_counts))).astype(np.int64)
-            s, i = exact_search(
-                np.ascontiguousarray(queries[rows[at]]),
-                self.rows,
-                int(k),
-                metric=self.metric,  # type: ignore[arg-type]
-                exclude=(sub_indptr, sub_ids),
-                threads=self.threads,
-            )
-            scores[at, :k] = s
-            top_ids[at, :k] = i + self.lo
+        scores, top_ids = search_each(
+            queries[rows],
+            self.rows,
+            depth,
+            self.metric,
+            (local_indptr, ids[inside] - self.lo),
+            self.threads,
+        )
+        top_ids[top_ids >= 0] += self.lo
         return scores, top_ids
 
 

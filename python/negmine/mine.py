@@ -366,6 +366,8 @@ def assemble(
     # A chunk checkpointed by a negmine that did not record ranks has none (n x 0).
     ranked = all(p.negative_ranks.shape[1] == options.num_negatives for p in parts)
     negative_ranks = cat(lambda p: p.negative_ranks) if ranked else None
+    tagged = all(p.negative_sources.shape[1] == options.num_negatives for p in parts)
+    negative_sources = cat(lambda p: p.negative_sources) if tagged else None
     report = build_report(
         n_queries=len(found),
         num_negatives=options.num_negatives,
@@ -382,6 +384,8 @@ def assemble(
         removed_counts=removed_counts,
         negative_ranks=negative_ranks,
     )
+    if negative_sources is not None:
+        report.sources = sources.source_counts(negative_sources)
     judged = prepared.teacher_positive_scores is not None
     if judged:
         assert prepared.teacher_positive_scores is not None
@@ -401,6 +405,7 @@ def assemble(
         positive_teacher_scores=prepared.teacher_positive_scores,
         groups=prepared.groups,
         negative_ranks=negative_ranks,
+        negative_sources=negative_sources,
     )
 
 
@@ -428,7 +433,7 @@ def mine(
     seed: int = 0,
     max_depth: int | None = None,
     record_removed: int | None = 64,
-    backend: Literal["exact", "hnsw", "torch", "bm25"] = "exact",
+    backend: Literal["exact", "hnsw", "torch", "bm25", "hybrid"] = "exact",
     target_recall: float = 0.95,
     hnsw_path: str | os.PathLike[str] | None = None,
     hnsw_m: int = 16,
@@ -442,6 +447,8 @@ def mine(
     torch_slack: int = 32,
     bm25_k1: float = 1.5,
     bm25_b: float = 0.75,
+    rrf_k: int = 60,
+    hybrid_depth: int | None = None,
     query_offset: int = 0,
     exclude: IdsLike = None,
     threads: int | None = None,
@@ -475,7 +482,7 @@ def mine(
             array with a group id per corpus row. Every member of a positive's group counts as
             a positive; at most one member of a group is among a query's negatives.
         query_texts: the queries' texts, one per query row (any form ``corpus_texts``
-            takes); read by ``backend="bm25"`` only.
+            takes); read by ``backend="bm25"`` and ``"hybrid"`` only.
         query_dup_threshold: queries whose cosine is at least this share their positives.
         sampling_strategy: ``"top"``, ``"random"`` (uniform in the window) or ``"simans"``
             (weight ``exp(-simans_a * (score - p - simans_b)^2)``), seeded by ``seed``.
@@ -502,7 +509,12 @@ def mine(
             ascending), while the filters read the embeddings' exact scores of the
             candidates; ``result.negative_ranks`` are BM25 ranks. A query with fewer lexical
             matches than the filters need is finished by the exact search
-            (``result.report.exact_fallback`` counts them).
+            (``result.report.exact_fallback`` counts them). ``"hybrid"`` (texts required as
+            for ``"bm25"``) walks the reciprocal-rank fusion of each query's BM25 and dense
+            rankings (see :mod:`negmine.sources.hybrid`), the filters again reading the
+            embeddings' exact scores. With ``"bm25"`` and ``"hybrid"``,
+            ``result.negative_sources`` tags each negative with the rankings that found it
+            (bit 1: bm25, bit 2: dense) and ``result.report.sources`` counts them.
         target_recall: hnsw: ``ef`` is raised until the graph's recall against exact search
             on 200 sampled queries reaches this, in ``(0, 1]``; ``result.report.ann`` has the
             recall, the ``ef`` chosen and whether the index was built or loaded.
@@ -540,7 +552,13 @@ def mine(
             naming a smaller one).
         torch_slack: torch: candidates asked for beyond the depth and the query's excluded
             ids (``g``); doubled for a query whose bound does not yet prove its candidates.
-        bm25_k1, bm25_b: bm25: BM25's ``k1`` (>= 0) and ``b`` (in [0, 1]); bm25s' defaults.
+        bm25_k1, bm25_b: bm25, hybrid: BM25's ``k1`` (>= 0) and ``b`` (in [0, 1]); bm25s'
+            defaults.
+        rrf_k: hybrid: the fusion's constant (a row at rank ``r`` of a ranking scores
+            ``1 / (rrf_k + r)``), >= 0.
+        hybrid_depth: hybrid: rows each ranking contributes per query (default: the first
+            fetch depth, twice the window end and at least 64); a query whose window the
+            fused list cannot fill is finished by the exact search.
 
     Returns:
         A :class:`MiningResult`; ``result.report`` says what each filter removed and which
@@ -621,7 +639,8 @@ def open_source(
 ) -> sources.Source:
     """``backend``'s candidate source (:mod:`negmine.sources`) for a run over all of
     ``queries`` with these lists and options (the user's: a teacher's cut does not change
-    which rows are candidates); the texts go to a source that reads them (``bm25``)."""
+    which rows are candidates); the texts go to a source that reads them (``bm25``,
+    ``hybrid``)."""
     job = sources.Job(
         queries,
         corpus,
@@ -654,8 +673,8 @@ def mine_chunk(
     candidates (:func:`mine_prepared` with the source's ``fetch``); by the exact path where
     the source leaves the chunk to it."""
     try:
-        fetch = source.fetch(start, queries, (lists.ex_indptr, lists.ex_ids))
-        return mine_prepared(
+        fetch = source.fetch(start, queries, (lists.ex_indptr, lists.ex_ids), corpus)
+        part = mine_prepared(
             queries,
             corpus,
             lists,
@@ -671,7 +690,8 @@ def mine_chunk(
     except sources.ExactPathDecides:
         # A row that is not finite, or dot scores that could overflow: the exact path raises
         # (naming the row or pair) or mines, exactly as backend="exact" does.
-        return mine_prepared(
+        fetch = None
+        part = mine_prepared(
             queries,
             corpus,
             lists,
@@ -680,6 +700,10 @@ def mine_chunk(
             threads=threads,
             teacher=teacher,
         )
+    tags = source.negative_sources(fetch, part)
+    if tags is None:
+        return part
+    return _core.Mined(**{**part.arrays(), "negative_sources": tags})
 
 
 def mine_parts(
