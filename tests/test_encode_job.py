@@ -354,24 +354,40 @@ RANKS_RUN = textwrap.dedent(
     from test_encode_job import HashModel, sample_texts
     from negmine.embed import embed_texts
 
-    cache, _, how, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    cache, _, how, n = sys.argv[1], sys.argv[2], set(sys.argv[3].split(",")), int(sys.argv[4])
     rank = int(os.environ["RANK"])
 
     class Counting(HashModel):
         encoded = 0
 
         def encode(self, texts, **kwargs):
-            if how == "kill" and rank == 1 and Counting.encoded >= 60:
-                os.kill(os.getpid(), signal.SIGKILL)  # mid-run, with chunks done on both ranks
+            if rank == 1 and Counting.encoded >= 60:  # mid-run, with chunks done on both ranks
+                if "kill" in how:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                if "raise" in how:
+                    raise RuntimeError("the model failed")
             time.sleep(0.002)
             Counting.encoded += len(texts)
             return super().encode(texts, **kwargs)
 
-    if how == "group":  # as accelerate does: the process group is the caller's
+    if "group" in how:  # as accelerate does: the process group is the caller's
         dist.init_process_group("gloo")
     # Otherwise embed_texts starts one from torchrun's variables.
-    emb = embed_texts(lambda: iter(sample_texts(n)), Counting(), cache_dir=cache, chunk_size=10,
-                      batch_size=4, progress=False, model_id="hash")
+    try:
+        emb = embed_texts(lambda: iter(sample_texts(n)), Counting(), cache_dir=cache,
+                          chunk_size=10, batch_size=4, progress=False, model_id="hash")
+    except Exception as e:
+        # What this rank raised, for the test; then wait (a while, not forever) for the other
+        # rank's file: torchrun stops every rank once one has exited.
+        with open(os.path.join(cache, f"rank{rank}.error"), "w") as f:
+            json.dump({"type": type(e).__name__, "message": str(e),
+                       "encoded": Counting.encoded}, f)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not all(
+            os.path.exists(os.path.join(cache, f"rank{r}.error")) for r in (0, 1)
+        ):
+            time.sleep(0.05)
+        raise
     with open(os.path.join(cache, f"rank{rank}.json"), "w") as f:
         json.dump({"encoded": Counting.encoded, "path": emb.path}, f)
     if dist.is_initialized():
@@ -382,10 +398,17 @@ RANKS_RUN = textwrap.dedent(
 
 
 def _torchrun(
-    script: str, tmp_path: Path, *args: str, processes: int = 2, killed: bool = False
-) -> None:
+    script: str,
+    tmp_path: Path,
+    *args: str,
+    processes: int = 2,
+    killed: bool = False,
+    failing: bool = False,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
     """``script`` under torchrun (as tests/test_st_trainer.py runs it); ``killed``: a rank is
-    expected to die of SIGKILL (so the job fails), with no retry."""
+    expected to die of SIGKILL (so the job fails), ``failing``: to exit with a Python error,
+    both with no retry."""
     path = tmp_path / "ranks.py"
     path.write_text(script)
     env = {**os.environ, "PYTHONPATH": str(REPO / "python"), "OMP_NUM_THREADS": "1"}
@@ -398,20 +421,24 @@ def _torchrun(
     ]
     for attempt in range(2):
         proc = subprocess.run(
-            [*cmd, str(path), *args], env=env, capture_output=True, text=True, timeout=300
+            [*cmd, str(path), *args], env=env, capture_output=True, text=True, timeout=timeout
         )
         root_cause = proc.stderr.partition("Root Cause")[2]
         if killed:
             assert proc.returncode != 0 and re.search(r"exitcode\s*:\s*-9", root_cause), (
                 proc.stderr[-4000:]
             )
-            return
+            return proc
         # A rank that died by a signal crashed in torch's native code, not in the code under
         # test (seen in CI): once more (the job resumes). A Python error fails at once.
         native_crash = re.search(r"exitcode\s*:\s*-\d+", root_cause) is not None
+        if failing:
+            assert proc.returncode != 0 and not native_crash, proc.stderr[-4000:]
+            return proc
         if proc.returncode == 0 or not native_crash or attempt == 1:
             break
     assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
 
 
 needs_gloo = pytest.mark.skipif(
@@ -460,6 +487,38 @@ def test_a_rank_killed_mid_run_resumes_into_the_same_bytes(tmp_path: Path) -> No
     _torchrun(RANKS_RUN, tmp_path, *args, "resume", str(n), processes=2)
     ranks = [json.loads((cache / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert sum(r["encoded"] for r in ranks) == n - 10 * len(marks)
+    assert (cache / Path(want.path).name).read_bytes() == Path(want.path).read_bytes()
+    assert not partial.exists()
+
+
+@pytest.mark.slow  # torchrun, two gloo processes, twice
+@needs_gloo
+@pytest.mark.parametrize("how", ["group", "environment"])
+def test_an_error_on_one_rank_is_raised_on_every_rank(tmp_path: Path, how: str) -> None:
+    n = 400
+    want = embed_texts(
+        sample_texts(n), HashModel(), cache_dir=tmp_path / "one", model_id="hash", progress=False
+    )
+    cache = tmp_path / "two"
+    cache.mkdir()
+    args = (str(cache), str(REPO / "tests"))
+    # A hang (a rank waiting for one that gave up) would run into the timeout.
+    _torchrun(RANKS_RUN, tmp_path, *args, f"{how},raise", str(n), failing=True, timeout=120)
+    errors = [json.loads((cache / f"rank{r}.error").read_text()) for r in (0, 1)]
+    assert errors[1] == {"type": "RuntimeError", "message": "the model failed", "encoded": 60}
+    assert errors[0]["type"] == "RuntimeError"
+    assert errors[0]["message"] == "RuntimeError: the model failed (on rank 1)"
+    # Rank 0 encoded all its chunks before it raised rank 1's error: kept for the rerun.
+    assert errors[0]["encoded"] == n // 2
+    assert not list(cache.glob("*.npy"))
+    (partial,) = cache.glob(".embeddings-*.partial")
+    marks = sorted(int(p.name[6:18]) // 10 for p in partial.glob("chunk_*.done"))
+    assert marks == sorted([*range(0, n // 10, 2), 1, 3, 5, 7, 9, 11])
+    for r in (0, 1):
+        (cache / f"rank{r}.error").unlink()
+    _torchrun(RANKS_RUN, tmp_path, *args, how, str(n))
+    ranks = [json.loads((cache / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["encoded"] for r in ranks] == [0, n // 2 - 60]  # only what was not marked
     assert (cache / Path(want.path).name).read_bytes() == Path(want.path).read_bytes()
     assert not partial.exists()
 
