@@ -4,6 +4,7 @@ into the same bytes, and memory holds a chunk, not the corpus."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -523,18 +524,13 @@ def test_an_error_on_one_rank_is_raised_on_every_rank(tmp_path: Path, how: str) 
     assert not partial.exists()
 
 
-@pytest.mark.slow  # a local Ray cluster
-def test_ray_actors_write_the_one_process_file(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _local_ray() -> Iterator[Any]:
+    """A local Ray of 2 CPUs whose workers import this module (the actors unpickle the
+    tests' models)."""
     ray = pytest.importorskip("ray")
-    from negmine import distributed
-
-    texts = sample_texts(157)
-    want = embed_texts(
-        texts, HashModel(), cache_dir=tmp_path / "one", chunk_size=10, progress=False
-    )
     if ray.is_initialized():
         ray.shutdown()
-    # The actors unpickle the test's model: they import this module.
     path = os.pathsep.join([str(REPO / "python"), str(REPO / "tests")])
     ray.init(
         num_cpus=2,
@@ -543,13 +539,75 @@ def test_ray_actors_write_the_one_process_file(tmp_path: Path) -> None:
         runtime_env={"env_vars": {"PYTHONPATH": path}},
     )
     try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.slow  # a local Ray cluster
+def test_ray_actors_write_the_one_process_file(tmp_path: Path) -> None:
+    from negmine import distributed
+
+    texts = sample_texts(157)
+    want = embed_texts(
+        texts, HashModel(), cache_dir=tmp_path / "one", chunk_size=10, progress=False
+    )
+    with _local_ray():
         got = distributed.embed_texts(
             texts, HashModel(), cache_dir=tmp_path / "ray", actors=2, chunk_size=10
         )
-    finally:
-        ray.shutdown()
     assert Path(got.path).read_bytes() == Path(want.path).read_bytes()
     assert sorted(os.listdir(tmp_path / "ray")) == [Path(want.path).name]
+
+
+class KilledOnce(HashModel):
+    """Kills the process encoding with it (SIGKILL) at its ``after``-th batch, once in all
+    processes: the first to create ``marker`` dies, every later encode runs."""
+
+    def __init__(self, marker: Path, after: int) -> None:
+        super().__init__()
+        self.marker, self.after = str(marker), after
+
+    def encode(self, texts: list[str], **kwargs: Any) -> np.ndarray:
+        if len(self.batches) == self.after:
+            try:
+                os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                pass
+            else:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return super().encode(texts, **kwargs)
+
+
+@pytest.mark.slow  # a local Ray cluster
+def test_a_ray_actor_killed_mid_embed_is_restarted_and_the_file_is_unchanged(
+    tmp_path: Path,
+) -> None:
+    from negmine import distributed
+
+    texts = sample_texts(300)
+    want = embed_texts(
+        texts, HashModel(), cache_dir=tmp_path / "one", model_id="hash", progress=False
+    )
+    kw: dict[str, Any] = {"actors": 2, "chunk_size": 10, "batch_size": 4, "model_id": "hash"}
+    with _local_ray() as ray:
+        # Mid-chunk (a chunk is 3 batches): an actor dies with its rows half written and a
+        # chunk queued; Ray restarts it and retries both.
+        model = KilledOnce(tmp_path / "killed", after=13)
+        got = distributed.embed_texts(texts, model, cache_dir=tmp_path / "ray", **kw)
+        assert (tmp_path / "killed").exists()
+        assert Path(got.path).read_bytes() == Path(want.path).read_bytes()
+        assert sorted(os.listdir(tmp_path / "ray")) == [Path(want.path).name]
+        # Without restarts the run fails, the chunks done are kept, and the rerun resumes.
+        model = KilledOnce(tmp_path / "killed-again", after=13)
+        cache = tmp_path / "no-restarts"
+        with pytest.raises(ray.exceptions.RayActorError):
+            distributed.embed_texts(texts, model, cache_dir=cache, max_restarts=0, **kw)
+        (partial,) = cache.glob(".embeddings-*.partial")
+        assert 0 < len(list(partial.glob("chunk_*.done"))) < 30
+        got = distributed.embed_texts(texts, model, cache_dir=cache, max_restarts=0, **kw)
+        assert Path(got.path).read_bytes() == Path(want.path).read_bytes()
+        assert sorted(os.listdir(cache)) == [Path(want.path).name]
 
 
 CLI_RUN = "import sys\nfrom negmine.cli import main\nsys.exit(main(sys.argv[1:]))\n"
