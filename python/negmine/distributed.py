@@ -857,8 +857,11 @@ def embed_texts(
     *across nodes, ``cache_dir`` must be on a shared file system* (NFS, Lustre, GPFS...) at
     the same absolute path on every node, one where writes to disjoint byte ranges of a file
     from several nodes do not overwrite each other and ``flock`` works (an object-store
-    mount such as s3fs is not one). An actor killed mid-run is restarted and its chunk
-    encoded again (``max_restarts``); a driver killed mid-run resumes on the rerun.
+    mount such as s3fs is not one). An actor killed mid-run is restarted by Ray and its
+    chunks (the one it was encoding, partly written, and the one queued) are encoded again,
+    into the same bytes; after ``max_restarts`` restarts the run fails with Ray's
+    ``RayActorError``, keeping the chunks done. A run that failed, or a driver killed
+    mid-run, resumes on the rerun.
 
     Args:
         texts, cache_dir, batch_size, normalize, prompt, dtype, model_id, chunk_size,
