@@ -84,6 +84,9 @@ def rescore(
 class MineOptions:
     NAMES: ClassVar[list[str]]
     """The options, as the core declares them (``rust/core/src/mine/options.rs``)."""
+    OPTIONS: ClassVar[tuple[dict[str, Any], ...]]
+    """Each option's ``name``, ``type`` (``"int"``, ``"float"``, ``"str"``), ``optional``,
+    ``choices``, ``default`` and ``help``, in declared order."""
     def __new__(cls, **options: object) -> MineOptions: ...
     @property
     def metric(self) -> str: ...

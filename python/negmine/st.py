@@ -55,7 +55,7 @@ from negmine._st_losses import (
     slice_features,
 )
 from negmine.errors import InvalidArgumentError, InvalidTypeError
-from negmine.hard_negatives import Mined, _mine, encode_texts, model_encoders
+from negmine.hard_negatives import Mined, encode_texts, mine_dataset, model_encoders
 from negmine.torch.collation import Positives
 from negmine.torch.dataset import HardNegativeDataset
 from negmine.torch.refresh import NegativeRefresher
@@ -474,7 +474,7 @@ def from_dataset(dataset: Any, model: Any, *, ids_column: str = "label", **kwarg
     to the loss (so ``output_scores`` and the labeled layouts, which have their own, are
     refused with it: name it otherwise for other trainers).
     """
-    return _mine(dataset, model, ids_column=ids_column, **kwargs)
+    return mine_dataset(dataset, model, ids_column=ids_column, **kwargs)
 
 
 class _LiveRows:
