@@ -163,9 +163,9 @@ class _LazyModel:
             if self._quiet:
                 _hide_library_bars()
             if self._name is None:
-                self._model = demo._load_model(None)
+                self._model = demo.load_model(None)
             else:
-                self._model = embed._load_model(self._name)
+                self._model = embed.load_model(self._name)
         return self._model.encode(texts, **kwargs)
 
 

@@ -29,7 +29,7 @@ from negmine import _numbers as numbers
 from negmine._inputs import text_list
 from negmine.errors import InvalidArgumentError, InvalidTypeError
 from negmine.mine import OPTIONS, mine
-from negmine.outputs import _ST_LABEL_COLUMNS, OUTPUT_FORMATS, dataset_from_arrays, to_dataset
+from negmine.outputs import OUTPUT_FORMATS, ST_LABEL_COLUMNS, dataset_from_arrays, to_dataset
 from negmine.report import FILTERS, build_report
 from negmine.result import MiningResult
 from negmine.search import search
@@ -442,7 +442,7 @@ def _check_ids_column(ids_column: str | None, output_format: str, output_scores:
         return
     if not isinstance(ids_column, str) or not ids_column:
         raise InvalidArgumentError(f"ids_column must be a non-empty name, got {ids_column!r}")
-    if ids_column not in _ST_LABEL_COLUMNS:
+    if ids_column not in ST_LABEL_COLUMNS:
         return
     if output_scores:
         raise InvalidArgumentError(

@@ -159,7 +159,7 @@ class Prepared:
         )
 
 
-def _positives_csr(
+def positives_csr(
     positives: IdsLike | str | os.PathLike[str], n_queries: int, n_corpus: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """``positives`` in any form :func:`mine` takes (lists, a CSR pair, a qrels path) as a
@@ -198,7 +198,7 @@ def prepare(
     """Positives (with those of linked queries) and exclusions (with duplicate-group members,
     and ``exclude``: ids never returned that are not positives)."""
     n_queries, n_corpus = rows_of(queries), rows_of(corpus)
-    pos_indptr, pos_ids = _positives_csr(positives, n_queries, n_corpus)
+    pos_indptr, pos_ids = positives_csr(positives, n_queries, n_corpus)
     linked = 0
     if query_dup_threshold is not None:
         components = _core.link_queries(queries, float(query_dup_threshold), threads=threads)

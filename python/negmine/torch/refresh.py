@@ -35,7 +35,7 @@ from negmine._digest import update_value
 from negmine.cluster import kmeans
 from negmine.embed import run_job
 from negmine.errors import InvalidArgumentError, InvalidTypeError
-from negmine.mine import OPTIONS, MiningOptions, _positives_csr, mine
+from negmine.mine import OPTIONS, MiningOptions, mine, positives_csr
 from negmine.result import MiningResult
 from negmine.store import cast_rows
 from negmine.torch.dataset import HardNegativeDataset
@@ -347,7 +347,7 @@ class NegativeRefresher:
         self.dataset = dataset
         self.sampler = sampler
         # Checked and converted once (a qrels path is read now): every refresh mines these.
-        self.positives = _positives_csr(positives, self.n_queries, self.n_corpus)
+        self.positives = positives_csr(positives, self.n_queries, self.n_corpus)
         self.encode_queries = encode_queries
         self.encode_corpus = encode_corpus
         self.on_swap = on_swap
