@@ -33,6 +33,9 @@ class Embeddings:
         self, dtype: npt.DTypeLike | None = None, copy: bool | None = None
     ) -> npt.NDArray[Any]: ...
 
+def check_hnsw_index(
+    path: str | PathLike[str], *, rows: int, dim: int, m: int, ef_construction: int
+) -> None: ...
 def open_embeddings(path: str | PathLike[str], *, mmap: bool = True) -> Embeddings: ...
 def save_embeddings(
     path: str | PathLike[str],
