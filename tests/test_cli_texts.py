@@ -243,7 +243,7 @@ def test_embed_missing_texts_is_a_data_error(tmp_path: Path, model: BytesModel) 
 def test_embed_with_the_offline_default_model_keys_the_cache_like_the_api(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from negmine.demo import _load_model
+    from negmine.demo import load_model
     from negmine.embed import model_identity
 
     texts = ["hard negatives", "a false negative"]
@@ -251,7 +251,7 @@ def test_embed_with_the_offline_default_model_keys_the_cache_like_the_api(
     assert cli.main(["embed", str(t_path), "--out", f"{tmp_path / 'e'}{os.sep}", "-q"]) == 0
     assert capsys.readouterr().out == ""
     (path,) = (tmp_path / "e").iterdir()
-    identity = model_identity(_load_model(None))
+    identity = model_identity(load_model(None))
     key = cache_key(texts, identity, normalize=True, prompt=None, dtype="float32")
     assert path.name == f"embeddings-{key}.npy"
     emb = np.load(path)
@@ -767,7 +767,7 @@ def test_quiet_silences_the_model_libraries_logs_warnings_and_bars(
             pass
         return BytesModel()
 
-    monkeypatch.setattr(negmine.embed, "_load_model", load)
+    monkeypatch.setattr(negmine.embed, "load_model", load)
     # transformers' own level as a fresh process has it (another test may have lowered it).
     level = transformers.get_verbosity()
     transformers.set_verbosity_warning()

@@ -54,7 +54,7 @@ def file_mode() -> int:
     return 0o666 & ~_umask()
 
 
-def _located(e: OSError, dest: Path) -> OSError:
+def located(e: OSError, dest: Path) -> OSError:
     """``e`` again, its message naming ``dest``; numpy's short-write error has no errno."""
     if e.errno is None:
         return OSError(f"{e} (writing {dest})")
@@ -81,7 +81,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[
                 os.fsync(f.fileno())
             os.replace(tmp, dest)
         except OSError as e:
-            raise _located(e, dest) from e
+            raise located(e, dest) from e
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -119,7 +119,7 @@ def new_file(path: Path) -> Iterator[IO[bytes]]:
             f.flush()
             os.fsync(f.fileno())
     except OSError as e:
-        raise _located(e, path) from e
+        raise located(e, path) from e
 
 
 _TEMP_SUFFIX = re.compile(r"[0-9a-f]{12}\.(tmp|old)")

@@ -33,6 +33,9 @@ class Embeddings:
         self, dtype: npt.DTypeLike | None = None, copy: bool | None = None
     ) -> npt.NDArray[Any]: ...
 
+def check_hnsw_index(
+    path: str | PathLike[str], *, rows: int, dim: int, m: int, ef_construction: int
+) -> None: ...
 def open_embeddings(path: str | PathLike[str], *, mmap: bool = True) -> Embeddings: ...
 def save_embeddings(
     path: str | PathLike[str],
@@ -84,6 +87,9 @@ def rescore(
 class MineOptions:
     NAMES: ClassVar[list[str]]
     """The options, as the core declares them (``rust/core/src/mine/options.rs``)."""
+    OPTIONS: ClassVar[tuple[dict[str, Any], ...]]
+    """Each option's ``name``, ``type`` (``"int"``, ``"float"``, ``"str"``), ``optional``,
+    ``choices``, ``default`` and ``help``, in declared order."""
     def __new__(cls, **options: object) -> MineOptions: ...
     @property
     def metric(self) -> str: ...

@@ -121,7 +121,7 @@ def _fingerprint(path: Path, what: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _locked(partial: Path, out: Path) -> Iterator[None]:
+def locked(partial: Path, out: Path) -> Iterator[None]:
     """Holds an exclusive ``flock`` on ``partial/lock`` (which records the holder's pid)."""
     lock = partial / LOCK
     while True:
@@ -223,7 +223,7 @@ def mine_to_directory(
     check_replaceable(out_dir)
     partial = partial_directory(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(partial, out_dir):
+    with locked(partial, out_dir):
         try:
             result = _mine_chunks(
                 q_path,

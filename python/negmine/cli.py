@@ -163,9 +163,9 @@ class _LazyModel:
             if self._quiet:
                 _hide_library_bars()
             if self._name is None:
-                self._model = demo._load_model(None)
+                self._model = demo.load_model(None)
             else:
-                self._model = embed._load_model(self._name)
+                self._model = embed.load_model(self._name)
         return self._model.encode(texts, **kwargs)
 
 
@@ -327,26 +327,30 @@ def _check_mine_usage(args: argparse.Namespace) -> None:
         raise UsageError("--model embeds texts: it goes with --query-texts or --corpus-texts")
 
 
+def _add_mining_options(parser: argparse.ArgumentParser) -> None:
+    """A flag per mining option, read from the core's declaration of them (``--name`` with
+    dashes; type, default, choices and help as declared); :func:`_mining_options` checks
+    them."""
+    from negmine.mine import OPTIONS
+
+    for name, spec in OPTIONS.items():
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=_FLAG_TYPES[spec["type"]],
+            choices=list(spec["choices"]) or None,
+            default=spec["default"],
+            help=spec["help"].replace("%", "%%"),
+        )
+
+
+_FLAG_TYPES: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
+
+
 def _mining_options(args: argparse.Namespace) -> Any:
-    from negmine.mine import MiningOptions
+    from negmine.mine import OPTIONS, MiningOptions
 
     try:
-        return MiningOptions(
-            num_negatives=args.num_negatives,
-            metric=args.metric,
-            range_min=args.range_min,
-            range_max=args.range_max,
-            max_score=args.max_score,
-            min_score=args.min_score,
-            absolute_margin=args.absolute_margin,
-            relative_margin=args.relative_margin,
-            dup_threshold=args.dup_threshold,
-            query_dup_threshold=args.query_dup_threshold,
-            sampling_strategy=args.sampling_strategy,
-            simans_a=args.simans_a,
-            simans_b=args.simans_b,
-            seed=args.seed,
-        )
+        return MiningOptions(**{name: getattr(args, name) for name in OPTIONS})
     except NegmineError as e:  # an option's value, checked as the options are built
         raise UsageError(str(e)) from None
 
@@ -1196,74 +1200,7 @@ def _add_mine_parser(command: Any) -> None:
         help="output directory: new, empty or a previous result (replaced as a whole); "
         "lock and checkpoint go beside it, in .<name>.partial",
     )
-    mine.add_argument("--num-negatives", type=_positive_int, default=3, help="negatives per query")
-    mine.add_argument(
-        "--metric", choices=["dot", "cosine"], default="cosine", help="similarity of two rows"
-    )
-    mine.add_argument(
-        "--range-min",
-        type=int,
-        default=0,
-        help="start of the window [range-min, range-max) of the filtered ranking that "
-        "negatives come from (sentence-transformers' name)",
-    )
-    mine.add_argument(
-        "--range-max",
-        type=_positive_int,
-        default=None,
-        help="end of that window (default: unbounded for top, range-min + 10 x "
-        "num-negatives for random and simans)",
-    )
-    mine.add_argument(
-        "--max-score",
-        type=float,
-        default=None,
-        help="drop candidates scoring above this (default: no limit)",
-    )
-    mine.add_argument(
-        "--min-score",
-        type=float,
-        default=None,
-        help="drop candidates scoring below this (default: no limit)",
-    )
-    mine.add_argument(
-        "--absolute-margin",
-        type=float,
-        default=None,
-        help="drop a candidate if its score + this > p, the query's lowest positive score "
-        "(default: off)",
-    )
-    mine.add_argument(
-        "--relative-margin",
-        type=float,
-        default=None,
-        help="drop a candidate if its score > p - |p| x this, e.g. 0.05 (NV-Retriever's 95%% "
-        "PercPos) (default: off)",
-    )
-    mine.add_argument(
-        "--dup-threshold",
-        type=float,
-        default=None,
-        help="drop candidates whose cosine with a positive is at least this (near-duplicates), "
-        "and skip one this close to a negative already chosen (default: off)",
-    )
-    mine.add_argument(
-        "--query-dup-threshold",
-        type=float,
-        default=None,
-        help="queries whose cosine is at least this share their positives (default: off)",
-    )
-    mine.add_argument(
-        "--sampling-strategy",
-        choices=["top", "random", "simans"],
-        default="top",
-        help="which candidates become negatives: the hardest, random ones, or SimANS sampling",
-    )
-    mine.add_argument(
-        "--simans-a", type=float, default=1.0, help="SimANS weight exp(-a x (score - p - b)^2): a"
-    )
-    mine.add_argument("--simans-b", type=float, default=0.0, help="SimANS weight: b")
-    mine.add_argument("--seed", type=int, default=0, help="seed of the random sampling")
+    _add_mining_options(mine)
     mine.add_argument(
         "--no-duplicates",
         action="store_true",

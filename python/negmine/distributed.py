@@ -70,7 +70,7 @@ from negmine._inputs import (
 )
 from negmine._progress import ProgressCallback
 from negmine.checkpoint import ChunkRunner, ChunkWork, mine_to_directory, query_chunks, run_chunks
-from negmine.embed import _embed, _Encoder, _load_model, _RowsFile
+from negmine.embed import Encoder, RowsFile, embed_checked, load_model
 from negmine.errors import InvalidArgumentError, InvalidTypeError, NegmineError
 from negmine.mine import (
     Duplicates,
@@ -889,7 +889,7 @@ def embed_texts(
         if actors is None:
             actors = max(1, sum(1 for node in ray.nodes() if node.get("Alive")))
         pool = _EmbedPool(ray, uuid.uuid4().hex[:8], model, actors, actor_options, max_restarts)
-        return _embed(
+        return embed_checked(
             texts,
             model,
             cache_dir=cache_dir,
@@ -924,7 +924,7 @@ class _EmbedPool(_Pool):
 
     def __call__(
         self,
-        encoder: _Encoder,
+        encoder: Encoder,
         data: Path,
         rows: int,
         chunks: Iterator[tuple[int, list[str]]],
@@ -954,16 +954,16 @@ class _EmbedPool(_Pool):
 class _EmbedWorker:
     """An embedding actor: the model loaded once, each chunk written into the job's file."""
 
-    def __init__(self, encoder: _Encoder, model: str | list[Any], path: str, rows: int) -> None:
+    def __init__(self, encoder: Encoder, model: str | list[Any], path: str, rows: int) -> None:
         self.encoder, self.model_ref = encoder, model
         self.model: Any = None
-        self.file = _RowsFile(Path(path), rows, encoder.dtype)
+        self.file = RowsFile(Path(path), rows, encoder.dtype)
 
     def encode(self, start: int, texts: list[str]) -> int:
         import ray
 
         if self.model is None:
             ref = self.model_ref
-            self.model = _load_model(ref) if isinstance(ref, str) else ray.get(ref[0])
+            self.model = load_model(ref) if isinstance(ref, str) else ray.get(ref[0])
         self.file.write(start, self.encoder.rows(self.model, texts, start))
         return len(texts)

@@ -9,11 +9,8 @@ result in a :class:`~negmine.result.MiningResult` with a :class:`~negmine.report
 from __future__ import annotations
 
 import dataclasses
-import functools
-import inspect
 import operator
 import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Union
@@ -49,12 +46,12 @@ class MiningOptions:
     """Everything that decides which negatives are mined: the options of :func:`mine`, with the
     same names, defaults and meaning (see its docstring), as keyword arguments.
 
-    The options are declared twice only: in the core (``MineOptions``, which checks them as
-    they are built, raising ``InvalidArgumentError`` / ``InvalidTypeError`` naming the
-    option) and in :func:`mine`'s signature, from which this class takes its names, defaults
-    and types. ``to_dict()`` holds plain Python values (a numpy scalar becomes an ``int`` or
-    ``float``, an alias its canonical name), so that the options serialise to JSON and compare
-    equal however they were spelled.
+    The options are declared once, in the core (``MineOptions``: name, type, default and help
+    of each, see :data:`OPTIONS`), which checks them as they are built, raising
+    ``InvalidArgumentError`` / ``InvalidTypeError`` naming the option. ``to_dict()`` holds
+    plain Python values (a numpy scalar becomes an ``int`` or ``float``, an alias its
+    canonical name), so that the options serialise to JSON and compare equal however they
+    were spelled.
     """
 
     __slots__ = ("_values", "core")
@@ -64,18 +61,18 @@ class MiningOptions:
     """The options as the core takes them, built (and checked by the core) once."""
 
     def __init__(self, **options: Any) -> None:
-        declared = _declared_options()
-        unknown = sorted(set(options) - set(declared))
+        unknown = sorted(set(options) - set(OPTIONS))
         if unknown:
             raise InvalidTypeError(
                 f"unknown mining option {', '.join(map(repr, unknown))}; the options are "
-                f"{', '.join(declared)}"
+                f"{', '.join(OPTIONS)}"
             )
-        given = {name: options.get(name, default) for name, (default, _) in declared.items()}
+        given = {name: options.get(name, spec["default"]) for name, spec in OPTIONS.items()}
         core = _core.MineOptions(**given)
+        # Checked by the core first, so the conversion to the plain type cannot fail.
         values = {
-            name: None if given[name] is None else plain(given[name])
-            for name, (_, plain) in declared.items()
+            name: None if given[name] is None else _PLAIN[spec["type"]](given[name])
+            for name, spec in OPTIONS.items()
         }
         values["metric"] = core.metric  # an alias resolved
         object.__setattr__(self, "_values", values)
@@ -110,23 +107,18 @@ class MiningOptions:
     def to_dict(self) -> dict[str, Any]:
         return dict(self._values)
 
+    def replace(self, **changes: Any) -> MiningOptions:
+        """These options with ``changes``, checked as new ones are."""
+        return MiningOptions(**{**self._values, **changes})
 
-@functools.cache
-def _declared_options() -> dict[str, tuple[Any, Callable[[Any], Any]]]:
-    """:func:`mine`'s options (its keyword arguments that the core's ``MineOptions`` declares),
-    in its order: each with its default and the conversion to a plain Python value that its
-    annotation calls for (checked by the core first, so the conversion cannot fail)."""
-    declared: dict[str, tuple[Any, Callable[[Any], Any]]] = {}
-    for name, parameter in inspect.signature(mine).parameters.items():
-        if name in _core.MineOptions.NAMES:
-            # The annotation's text (this module postpones annotations), read by its words so
-            # that `int | None` needs no evaluation on Python 3.9.
-            words = set(re.findall(r"\w+", str(parameter.annotation)))
-            plain: Callable[[Any], Any] = (
-                float if "float" in words else operator.index if "int" in words else str
-            )
-            declared[name] = (parameter.default, plain)
-    return declared
+
+OPTIONS: dict[str, dict[str, Any]] = {spec["name"]: spec for spec in _core.MineOptions.OPTIONS}
+"""The mining options as the core declares them, by name: each one's ``type`` (``"int"``,
+``"float"``, ``"str"``), ``optional``, ``choices``, ``default`` and ``help``. :func:`mine`'s
+keyword arguments, :class:`MiningOptions`, the command line's flags and the refresher read
+them from here (a test checks that :func:`mine`'s signature has each with its default)."""
+
+_PLAIN: dict[str, Callable[[Any], Any]] = {"int": operator.index, "float": float, "str": str}
 
 
 @dataclass(frozen=True)
@@ -167,9 +159,12 @@ class Prepared:
         )
 
 
-def _positives_csr(
+def positives_csr(
     positives: IdsLike | str | os.PathLike[str], n_queries: int, n_corpus: int
 ) -> tuple[np.ndarray, np.ndarray]:
+    """``positives`` in any form :func:`mine` takes (lists, a CSR pair, a qrels path) as a
+    sorted, deduplicated int64 CSR pair over ``n_queries``, every id checked against
+    ``n_corpus``."""
     if isinstance(positives, (str, os.PathLike)):
         positives = load_qrels(positives, n_queries=n_queries, n_corpus=n_corpus)
     csr = as_csr(positives, n_queries, "positives")
@@ -203,7 +198,7 @@ def prepare(
     """Positives (with those of linked queries) and exclusions (with duplicate-group members,
     and ``exclude``: ids never returned that are not positives)."""
     n_queries, n_corpus = rows_of(queries), rows_of(corpus)
-    pos_indptr, pos_ids = _positives_csr(positives, n_queries, n_corpus)
+    pos_indptr, pos_ids = positives_csr(positives, n_queries, n_corpus)
     linked = 0
     if query_dup_threshold is not None:
         components = _core.link_queries(queries, float(query_dup_threshold), threads=threads)
@@ -565,8 +560,8 @@ def mine(
         queries got fewer negatives than asked for (only when the corpus ran out: the search
         goes as deep as the filters need).
     """
-    # The options are the arguments above that the core declares (see `MiningOptions`).
-    options = MiningOptions(**{k: v for k, v in locals().items() if k in _declared_options()})
+    # The options are the arguments above that the core declares (see `OPTIONS`).
+    options = MiningOptions(**{k: v for k, v in locals().items() if k in OPTIONS})
     threads = numbers.optional_count(threads, "threads")
     # Every backend's settings are checked, whichever is used (each declared by its source).
     source_settings = sources.all_settings(locals())[
@@ -797,7 +792,7 @@ class Teacher:
             self.cut = float(np.float32(np.percentile(scores.astype(np.float64), self.percentile)))
             given = options.max_score
             cut = self.cut if given is None else min(self.cut, float(given))
-            options = MiningOptions(**{**options.to_dict(), "max_score": cut})
+            options = options.replace(max_score=cut)
         return dataclasses.replace(prepared, teacher_positive_scores=scores), options
 
     def report(self, assembled: TeacherReport | None) -> TeacherReport | None:

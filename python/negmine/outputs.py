@@ -286,7 +286,7 @@ def _texts(texts: Sequence[str], name: str, expected: int, row: str, rows: str) 
 
 
 # The columns sentence-transformers' data collator hands to the loss instead of tokenizing.
-_ST_LABEL_COLUMNS = ("label", "labels", "score", "scores")
+ST_LABEL_COLUMNS = ("label", "labels", "score", "scores")
 
 
 def to_dataset(
@@ -536,8 +536,8 @@ def dataset_from_arrays(
         else:
             columns["labels"] = lists(offsets, pa.array((~tail).astype(np.int64), pa.int64()))
     if ids_column is not None:
-        clash = [c for c in columns if c in _ST_LABEL_COLUMNS]
-        if ids_column in _ST_LABEL_COLUMNS and clash:
+        clash = [c for c in columns if c in ST_LABEL_COLUMNS]
+        if ids_column in ST_LABEL_COLUMNS and clash:
             raise InvalidArgumentError(
                 f"ids_column {ids_column!r} and the {output_format!r} layout's {clash[0]!r} "
                 "column are both label columns to sentence-transformers' trainer, which hands "

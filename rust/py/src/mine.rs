@@ -12,11 +12,11 @@ use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyTuple};
 
 use crate::errors::PyResultExt;
 use crate::inputs::{Csr, Matrix};
-use crate::options::given;
+use crate::options::{given, table_to_py};
 use crate::runtime;
 
 /// `mine`'s options, checked by the core's own validation when they are built, then passed
@@ -45,6 +45,15 @@ impl PyMineOptions {
     #[allow(non_snake_case)]
     fn NAMES() -> Vec<&'static str> {
         MineOptions::NAMES.to_vec()
+    }
+
+    /// Every option's `name`, `type` (`int`, `float`, `str`), `optional`, `choices`,
+    /// `default` and `help`, as the core declares them: what the Python API, the command
+    /// line and the refresher offer.
+    #[classattr]
+    #[allow(non_snake_case)]
+    fn OPTIONS(py: Python<'_>) -> PyResult<Py<PyTuple>> {
+        Ok(table_to_py(py, &MineOptions::table())?.unbind())
     }
 
     /// The metric's canonical name (an alias given is resolved).
