@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from negmine._atomic import _located, _locked_directory, _temp_name
+from negmine._atomic import located, locked_directory, temp_name
 from negmine.texts import TextSource
 
 
@@ -35,7 +35,7 @@ class TextStore:
                     self.count += len(encoded)
                     size += int(lengths.sum())
         except OSError as e:
-            raise _located(e, directory) from e
+            raise located(e, directory) from e
         self._ends = (
             np.memmap(ends_path, dtype=np.int64, mode="r")
             if self.count
@@ -68,10 +68,10 @@ def text_store(source: TextSource, beside: Path, chunk_size: int) -> Iterator[Te
     by a killed run is swept by the next write to ``beside`` (:func:`negmine._atomic.sweep`)."""
     with contextlib.ExitStack() as locks:
         while True:  # until a new name is made and locked before any sweep took it
-            directory = _temp_name(beside)
+            directory = temp_name(beside)
             with contextlib.suppress(FileExistsError):
                 os.mkdir(directory)
-                if _locked_directory(directory, locks):
+                if locked_directory(directory, locks):
                     break
         store = None
         try:
