@@ -130,6 +130,33 @@ def test_mine_and_report_end_to_end(tmp_path):
     assert report.stdout.strip() == str(result.report).strip()
 
 
+def test_every_mining_option_is_a_flag_with_the_core_s_default_and_help():
+    from negmine.mine import OPTIONS as DECLARED
+
+    parser = negmine.cli.build_parser()
+    mine = parser._subparsers._group_actions[0].choices["mine"]  # type: ignore[union-attr]
+    flags = {a.dest: a for a in mine._actions}
+    for name, spec in DECLARED.items():
+        assert flags[name].default == spec["default"], name
+        assert flags[name].help.replace("%%", "%") == spec["help"], name
+        assert tuple(flags[name].choices or ()) == spec["choices"], name
+
+
+def test_max_depth_and_record_removed_flags_mine_what_the_api_mines(tmp_path):
+    q, c, r = write_data(tmp_path, 20, 200)
+    out = tmp_path / "out"
+    flags = ["--max-depth", "6", "--record-removed", "2", "--relative-margin", "0.05"]
+    proc = run(mine_cmd(q, c, r, out, *flags, "--chunk-queries", "7"))
+    assert proc.returncode == 0, proc.stderr
+    result = MiningResult.load(out)
+    api = negmine.mine(
+        np.load(q), np.load(c), str(r), max_depth=6, record_removed=2, relative_margin=0.05
+    )
+    for name, array in api.arrays().items():
+        assert array.tobytes() == result.arrays()[name].tobytes(), name
+    assert api.report.to_dict() == result.report.to_dict()
+
+
 def test_single_chunk_equals_many_chunks(tmp_path):
     q, c, r = write_data(tmp_path, 30, 200)
     one, many = tmp_path / "one", tmp_path / "many"
@@ -276,7 +303,7 @@ def test_invalid_options_do_not_block_the_corrected_run(tmp_path):
         (["--dup-threshold", "2"], "dup_threshold"),
         (["--min-score", "1", "--max-score", "0"], "min_score"),
         (["--max-score", "nan"], "max_score"),
-        (["--num-negatives", "0"], "num-negatives"),
+        (["--num-negatives", "0"], "num_negatives"),
     ],
 )
 def test_bad_cli_options_are_clear_errors(tmp_path, extra, needle):

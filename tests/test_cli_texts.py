@@ -243,7 +243,7 @@ def test_embed_missing_texts_is_a_data_error(tmp_path: Path, model: BytesModel) 
 def test_embed_with_the_offline_default_model_keys_the_cache_like_the_api(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from negmine.demo import _load_model
+    from negmine.demo import load_model
     from negmine.embed import model_identity
 
     texts = ["hard negatives", "a false negative"]
@@ -251,7 +251,7 @@ def test_embed_with_the_offline_default_model_keys_the_cache_like_the_api(
     assert cli.main(["embed", str(t_path), "--out", f"{tmp_path / 'e'}{os.sep}", "-q"]) == 0
     assert capsys.readouterr().out == ""
     (path,) = (tmp_path / "e").iterdir()
-    identity = model_identity(_load_model(None))
+    identity = model_identity(load_model(None))
     key = cache_key(texts, identity, normalize=True, prompt=None, dtype="float32")
     assert path.name == f"embeddings-{key}.npy"
     emb = np.load(path)
@@ -443,11 +443,17 @@ def test_export_sentence_transformers_formats(
     texts = ["--query-texts", mined["q"], "--corpus-texts", mined["c"]]
     want = expected_rows(mined["result"], fmt)
     assert want
-    for name in ("out.jsonl", "out.parquet"):
-        out = tmp_path / name
-        assert cli.main(["export", mined["dir"], "--format", fmt, "--out", str(out), *texts]) == 0
-        got = read_jsonl(out) if name.endswith(".jsonl") else pq.read_table(out).to_pylist()
-        assert got == want, name
+    before = {p.name for p in tmp_path.iterdir()}
+    # Streamed a query at a time, 3 (the last chunk short) and all 8 at once: the same rows.
+    for chunk_size in ("1", "3", "4096"):
+        for name in ("out.jsonl", "out.parquet"):
+            out = tmp_path / name
+            argv = ["export", mined["dir"], "--format", fmt, "--out", str(out), *texts]
+            assert cli.main([*argv, "--chunk-size", chunk_size]) == 0
+            got = read_jsonl(out) if name.endswith(".jsonl") else pq.read_table(out).to_pylist()
+            assert got == want, (name, chunk_size)
+    # Nothing else beside them: the texts' store is gone.
+    assert {p.name for p in tmp_path.iterdir()} - before == {"out.jsonl", "out.parquet"}
 
 
 def test_export_flag_embedding_jsonl(tmp_path: Path, mined: dict[str, Any]) -> None:
@@ -474,6 +480,57 @@ def test_export_flag_embedding_jsonl(tmp_path: Path, mined: dict[str, Any]) -> N
         )
     assert len(want) < result.negative_ids.shape[0]  # queries without negatives left out
     assert read_jsonl(out) == want
+    streamed = tmp_path / "streamed.jsonl"
+    argv = ["export", mined["dir"], "--format", "jsonl", "--out", str(streamed)]
+    texts = ["--query-texts", mined["q"], "--corpus-texts", mined["c"]]
+    assert cli.main([*argv, *texts, "--chunk-size", "3"]) == 0
+    assert streamed.read_bytes() == out.read_bytes()
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "triplet"])
+def test_export_holds_a_chunk_of_texts_not_the_corpus(tmp_path: Path, fmt: str) -> None:
+    if fmt != "jsonl":
+        pytest.importorskip("datasets")
+    import tracemalloc
+
+    rng = np.random.default_rng(4)
+    n_corpus, n_queries = 200_000, 40
+    corpus = rng.normal(size=(n_corpus, 4)).astype(np.float32)
+    queries = rng.normal(size=(n_queries, 4)).astype(np.float32)
+    positives = [[int(i)] for i in rng.integers(0, n_corpus, n_queries)]
+    negmine.mine(queries, corpus, positives, num_negatives=3).save(tmp_path / "result")
+    from negmine.texts import load_texts
+
+    # ~150-character texts: the corpus as a list of str is ~40 MB, far more than what the
+    # result holds (its arrays, ~1 MB: 4 bytes a corpus row for the duplicate groups).
+    write_lines(
+        tmp_path / "c.txt",
+        [f"passage {i} " + "lorem ipsum dolor sit amet " * 5 for i in range(n_corpus)],
+    )
+    write_lines(tmp_path / "q.txt", [f"query {i}" for i in range(n_queries)])
+    argv = ["export", str(tmp_path / "result"), "--format", fmt, "--query-texts"]
+    argv += [str(tmp_path / "q.txt"), "--corpus-texts", str(tmp_path / "c.txt"), "-q"]
+    # Once unmeasured: the imports the command makes are not what it holds.
+    assert cli.main([*argv, "--out", str(tmp_path / "warm.jsonl")]) == 0
+    tracemalloc.start()
+    try:
+        held = load_texts(tmp_path / "c.txt")  # what export held before it streamed
+        _, corpus_peak = tracemalloc.get_traced_memory()
+        del held
+        tracemalloc.reset_peak()
+        baseline, _ = tracemalloc.get_traced_memory()
+        assert cli.main([*argv, "--out", str(tmp_path / "out.jsonl"), "--chunk-size", "1024"]) == 0
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (tmp_path / "out.jsonl").read_bytes() == (tmp_path / "warm.jsonl").read_bytes()
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert len(lines) == (n_queries if fmt == "jsonl" else 3 * n_queries)
+    # The result's arrays, a piece of the file as the reader reads it (8,192 lines), a chunk
+    # of 1,024 texts, and the texts of the 40 queries' rows: ~4.5 MB (a ninth) when written.
+    assert peak - baseline < corpus_peak / 6, (peak - baseline, corpus_peak)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["c.txt", "out.jsonl", "q.txt", "result", "warm.jsonl"]  # no store left
 
 
 def test_export_parquet_with_ids(tmp_path: Path, mined: dict[str, Any]) -> None:
@@ -710,7 +767,7 @@ def test_quiet_silences_the_model_libraries_logs_warnings_and_bars(
             pass
         return BytesModel()
 
-    monkeypatch.setattr(negmine.embed, "_load_model", load)
+    monkeypatch.setattr(negmine.embed, "load_model", load)
     # transformers' own level as a fresh process has it (another test may have lowered it).
     level = transformers.get_verbosity()
     transformers.set_verbosity_warning()

@@ -433,6 +433,42 @@ def test_hnsw_by_query_equals_one_process(local_ray: None, tmp_path: Path) -> No
         distributed.mine(q, c, r, backend="torch")
 
 
+@pytest.mark.parametrize("backend", ["bm25", "hybrid"])
+def test_texts_backends_by_query_equal_one_process(
+    local_ray: None, tmp_path: Path, backend: str
+) -> None:
+    """``bm25`` / ``hybrid`` on Ray: the driver ships the source with its texts, each actor
+    builds its BM25 index again; in memory and through the CLI's checkpointed directory, the
+    result (negative sources included) is one process' result."""
+    from test_hybrid import write_inputs as write_text_inputs
+
+    paths, query_texts, corpus_texts = write_text_inputs(tmp_path)
+    q, c, r = paths["q.npy"], paths["c.npy"], paths["qrels.tsv"]
+    options = {"num_negatives": 3, "relative_margin": 0.1, "sampling_strategy": "random"}
+    texts = {"query_texts": query_texts, "corpus_texts": corpus_texts}
+    expected = negmine.mine(np.load(q), np.load(c), str(r), backend=backend, **texts, **options)
+    got = distributed.mine(
+        np.load(q),
+        np.load(c),
+        str(r),
+        backend=backend,
+        shards=2,
+        chunk_queries=7,
+        **texts,
+        **options,
+    )
+    assert got.negative_sources is not None
+    for name, array in expected.arrays().items():
+        assert array.tobytes() == got.arrays()[name].tobytes(), name
+    assert expected.report.to_dict() == got.report.to_dict()
+    argv = ["mine", "--queries", str(q), "--corpus", str(c), "--positives", str(r), "--quiet"]
+    argv += ["--query-texts", str(paths["q.jsonl"]), "--corpus-texts", str(paths["c.jsonl"])]
+    argv += ["--backend", backend, "--num-negatives", "3", "--chunk-queries", "9"]
+    assert cli_main([*argv, "--out", str(tmp_path / "local")]) == 0
+    assert cli_main([*argv, "--out", str(tmp_path / "ray"), "--ray", "auto"]) == 0
+    same_files(tmp_path / "local", tmp_path / "ray")
+
+
 def test_relative_paths_name_the_drivers_files(
     local_ray: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

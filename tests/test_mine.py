@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 import negmine
 from negmine.errors import InternalError
-from negmine.mine import MiningOptions, assemble, mine_prepared, prepare
+from negmine.mine import OPTIONS, MiningOptions, assemble, mine_prepared, prepare
 from negmine.qrels import load_qrels
 from negmine.report import FILTERS
 
@@ -820,15 +820,21 @@ def test_load_qrels_formats(tmp_path):
     expect_error(ValueError, load_qrels, names, ["qa"], ["dx", "dy"], match="qz")
 
 
-def test_the_options_are_declared_by_the_core_and_mine_s_signature_only():
-    # `MiningOptions` takes its names, defaults and order from `mine`'s signature, and the
-    # core declares the rest; every core option is a keyword of `mine` but the search knobs.
+def test_the_options_are_declared_by_the_core_and_mine_offers_each_with_its_default():
+    # The core's table is the one declaration: `mine`'s keywords (user API, so written out
+    # for type checkers) must carry each option, in its order, with the core's default.
     parameters = inspect.signature(negmine.mine).parameters
-    core_names = set(negmine._core.MineOptions.NAMES)
-    assert core_names - set(parameters) == {"block_rows", "query_batch"}
+    table = negmine._core.MineOptions.OPTIONS
+    assert [spec["name"] for spec in table] == list(negmine._core.MineOptions.NAMES)
+    assert [name for name in parameters if name in OPTIONS] == list(OPTIONS)
+    for spec in table:
+        assert parameters[spec["name"]].default == spec["default"], spec
+        assert type(parameters[spec["name"]].default) is type(spec["default"]), spec
+        assert spec["help"] and spec["type"] in ("int", "float", "str"), spec
     defaults = MiningOptions().to_dict()
-    assert list(defaults) == [name for name in parameters if name in core_names]
-    assert all(defaults[name] == parameters[name].default for name in defaults)
+    assert defaults == {spec["name"]: spec["default"] for spec in table}
+    assert OPTIONS["metric"]["choices"] == ("dot", "cosine")
+    assert OPTIONS["record_removed"]["optional"] and not OPTIONS["seed"]["optional"]
 
 
 def test_mining_options_are_plain_immutable_values():
@@ -846,6 +852,9 @@ def test_mining_options_are_plain_immutable_values():
     with pytest.raises(AttributeError, match="no option 'colour'"):
         _ = options.colour
     assert copy.copy(options) is options and copy.deepcopy(options) is options
+    assert options.replace(seed=9) == MiningOptions(relative_margin=0.0, seed=9, metric="ip")
+    with pytest.raises(ValueError, match="relative_margin"):
+        options.replace(relative_margin=2.0)
 
 
 @pytest.mark.parametrize("backend", ["exact", "hnsw"])

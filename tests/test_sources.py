@@ -166,7 +166,6 @@ class ScanSettings:
 
 @dataclass
 class Scan:
-    corpus: np.ndarray
     normalize: bool
     name: str = "scan"
     chunk_rows: int | None = 10
@@ -174,13 +173,18 @@ class Scan:
     ranked: bool = False  # the core ranks the candidates by their exact scores
 
     def fetch(
-        self, start: int, queries: np.ndarray, excluded: tuple[np.ndarray, np.ndarray]
+        self,
+        start: int,
+        queries: np.ndarray,
+        excluded: tuple[np.ndarray, np.ndarray],
+        corpus: Any,
     ) -> sources.Fetch:
         def unit(x: np.ndarray) -> np.ndarray:
             x = x.astype(np.float64)
             return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-30)
 
-        q, c = (unit(queries), unit(self.corpus)) if self.normalize else (queries, self.corpus)
+        c = np.asarray(corpus)
+        q, c = (unit(queries), unit(c)) if self.normalize else (queries, c)
 
         def fetch(rows: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
             scores = np.asarray(q[rows], np.float64) @ np.asarray(c, np.float64).T
@@ -190,13 +194,16 @@ class Scan:
 
         return fetch
 
+    def negative_sources(self, fetch: Any, part: Any) -> None:
+        return None
+
     def report(self, report: Any, parts: Sequence[Any]) -> None:
         report.backend = "scan"
         sources.count_fallbacks(report, parts)
 
 
 def scan_open(job: sources.Job, settings: ScanSettings) -> Scan:
-    return Scan(np.asarray(job.corpus), job.metric == "cosine")
+    return Scan(job.metric == "cosine")
 
 
 @pytest.fixture

@@ -54,7 +54,7 @@ def file_mode() -> int:
     return 0o666 & ~_umask()
 
 
-def _located(e: OSError, dest: Path) -> OSError:
+def located(e: OSError, dest: Path) -> OSError:
     """``e`` again, its message naming ``dest``; numpy's short-write error has no errno."""
     if e.errno is None:
         return OSError(f"{e} (writing {dest})")
@@ -81,7 +81,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[
                 os.fsync(f.fileno())
             os.replace(tmp, dest)
         except OSError as e:
-            raise _located(e, dest) from e
+            raise located(e, dest) from e
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -119,13 +119,13 @@ def new_file(path: Path) -> Iterator[IO[bytes]]:
             f.flush()
             os.fsync(f.fileno())
     except OSError as e:
-        raise _located(e, path) from e
+        raise located(e, path) from e
 
 
 _TEMP_SUFFIX = re.compile(r"[0-9a-f]{12}\.(tmp|old)")
 
 
-def _temp_name(dest: Path, kind: str = "tmp") -> Path:
+def temp_name(dest: Path, kind: str = "tmp") -> Path:
     return dest.parent / f".{dest.name}.{secrets.token_hex(6)}.{kind}"
 
 
@@ -144,7 +144,7 @@ def locked_temp_file(dest: Path) -> tuple[int, Path]:
     open for writing, and locked so that :func:`sweep` leaves it alone; the lock goes with
     the file descriptor."""
     while True:
-        tmp = _temp_name(dest)
+        tmp = temp_name(dest)
         flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
             fd = os.open(tmp, flags, file_mode())
@@ -159,7 +159,7 @@ def locked_temp_file(dest: Path) -> tuple[int, Path]:
         os.close(fd)
 
 
-def _locked_directory(path: Path, stack: contextlib.ExitStack) -> bool:
+def locked_directory(path: Path, stack: contextlib.ExitStack) -> bool:
     """Locks the directory at ``path`` until ``stack`` closes; False if it is gone."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -240,10 +240,10 @@ def atomic_directory(
             os.mkdir(staging)  # 0o777 less the umask, like the directory it becomes
         else:
             while True:  # until a new name is made and locked before any sweep took it
-                staging = _temp_name(dest)
+                staging = temp_name(dest)
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(staging)
-                    if _locked_directory(staging, locks):
+                    if locked_directory(staging, locks):
                         break
         old = None
         try:
@@ -252,7 +252,7 @@ def atomic_directory(
                 fsync_directory(staging)
                 # The old directory stays locked (at the staging name after an exchange, or
                 # aside) until it is removed, so that no sweep takes it from under us.
-                while os.path.lexists(dest) and not _locked_directory(dest, locks):
+                while os.path.lexists(dest) and not locked_directory(dest, locks):
                     pass
                 old = _swap_in(staging, dest)
                 fsync_directory(dest.parent)
@@ -289,7 +289,7 @@ def _swap_in(new: Path, dest: Path) -> Path | None:
     if not os.path.lexists(dest):
         os.rename(new, dest)
         return None
-    aside = _temp_name(dest, "old")
+    aside = temp_name(dest, "old")
     os.rename(dest, aside)
     try:
         os.rename(new, dest)

@@ -33,6 +33,9 @@ class Embeddings:
         self, dtype: npt.DTypeLike | None = None, copy: bool | None = None
     ) -> npt.NDArray[Any]: ...
 
+def check_hnsw_index(
+    path: str | PathLike[str], *, rows: int, dim: int, m: int, ef_construction: int
+) -> None: ...
 def open_embeddings(path: str | PathLike[str], *, mmap: bool = True) -> Embeddings: ...
 def save_embeddings(
     path: str | PathLike[str],
@@ -84,6 +87,9 @@ def rescore(
 class MineOptions:
     NAMES: ClassVar[list[str]]
     """The options, as the core declares them (``rust/core/src/mine/options.rs``)."""
+    OPTIONS: ClassVar[tuple[dict[str, Any], ...]]
+    """Each option's ``name``, ``type`` (``"int"``, ``"float"``, ``"str"``), ``optional``,
+    ``choices``, ``default`` and ``help``, in declared order."""
     def __new__(cls, **options: object) -> MineOptions: ...
     @property
     def metric(self) -> str: ...
@@ -108,6 +114,7 @@ class Mined:
         teacher_scores: npt.NDArray[np.float32] | None = None,
         judged: npt.NDArray[np.uint32] | None = None,
         negative_ranks: npt.NDArray[np.uint32] | None = None,
+        negative_sources: npt.NDArray[np.uint8] | None = None,
         incomplete: npt.NDArray[np.bool_] | None = None,
     ) -> Mined: ...
     @property
@@ -140,6 +147,8 @@ class Mined:
     def judged(self) -> npt.NDArray[np.uint32]: ...
     @property
     def negative_ranks(self) -> npt.NDArray[np.uint32]: ...
+    @property
+    def negative_sources(self) -> npt.NDArray[np.uint8]: ...
     def arrays(self) -> dict[str, npt.NDArray[Any]]: ...
 
 def mine(
@@ -286,6 +295,9 @@ class Bm25Index:
     def b(self) -> float: ...
 
 def bm25_tokenize(text: str) -> list[str]: ...
+def rrf_fuse(
+    first: _Csr, second: _Csr, *, k: int = 60, threads: int | None = None
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.uint8]]: ...
 
 # --- maxsim (rust/py/src/maxsim.rs) ---
 _Tokens = npt.NDArray[np.float32] | npt.NDArray[np.float16] | Embeddings

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from negmine._inputs import int_array
 from negmine.errors import InvalidArgumentError, InvalidTypeError
-from negmine.torch.collation import Positives, _collate, _positive_csr
+from negmine.torch.collation import Positives, collate_ids, positive_csr
 
 Direction = Literal["query_to_doc", "query_to_query", "doc_to_query", "doc_to_doc"]
 PartitionMode = Literal["joint", "per_direction"]
@@ -33,7 +33,7 @@ DIRECTIONS: tuple[Direction, ...] = ("query_to_doc", "query_to_query", "doc_to_q
 HARDNESS_MODES: tuple[HardnessMode, ...] = ("in_batch_negatives", "hard_negatives", "all_negatives")
 
 
-def _number(value: Any, name: str) -> float:
+def checked_number(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise InvalidTypeError(f"{name} must be a number, got {type(value).__name__}")
     number = float(value)
@@ -42,14 +42,14 @@ def _number(value: Any, name: str) -> float:
     return number
 
 
-def _positive_number(value: Any, name: str) -> float:
-    number = _number(value, name)
+def positive_number(value: Any, name: str) -> float:
+    number = checked_number(value, name)
     if number <= 0:
         raise InvalidArgumentError(f"{name} must be positive, got {number}")
     return number
 
 
-def _check_directions(directions: Any) -> tuple[Direction, ...]:
+def check_directions(directions: Any) -> tuple[Direction, ...]:
     if isinstance(directions, str) or not isinstance(directions, (tuple, list)):
         raise InvalidTypeError(
             f"directions must be a tuple of direction names, e.g. ('query_to_doc', "
@@ -72,7 +72,7 @@ def _check_directions(directions: Any) -> tuple[Direction, ...]:
     return tuple(directions)
 
 
-def _check_partition_mode(partition_mode: Any, directions: tuple[Direction, ...]) -> PartitionMode:
+def check_partition_mode(partition_mode: Any, directions: tuple[Direction, ...]) -> PartitionMode:
     if partition_mode not in ("joint", "per_direction"):
         raise InvalidArgumentError(
             f"partition_mode must be 'joint' or 'per_direction', got {partition_mode!r}"
@@ -89,13 +89,13 @@ def _check_partition_mode(partition_mode: Any, directions: tuple[Direction, ...]
     return mode
 
 
-def _check_hardness(mode: Any, strength: Any) -> tuple[HardnessMode | None, float]:
+def check_hardness(mode: Any, strength: Any) -> tuple[HardnessMode | None, float]:
     if mode is not None and mode not in HARDNESS_MODES:
         raise InvalidArgumentError(
             f"hardness_mode must be None or one of {', '.join(map(repr, HARDNESS_MODES))}, "
             f"got {mode!r}"
         )
-    value = _number(strength, "hardness_strength")
+    value = checked_number(strength, "hardness_strength")
     if value < 0:
         raise InvalidArgumentError(f"hardness_strength must be non-negative, got {value}")
     if mode is not None and value == 0:
@@ -108,7 +108,7 @@ def _check_hardness(mode: Any, strength: Any) -> tuple[HardnessMode | None, floa
     return mode, value
 
 
-def _similarity_name(fn: Any) -> str:
+def similarity_name(fn: Any) -> str:
     try:
         from sentence_transformers.util import similarity_fct_name
 
@@ -381,7 +381,7 @@ def masked_gist(
     return torch.stack(total).sum()
 
 
-class _MaskedLossBase(nn.Module):
+class MaskedLossBase(nn.Module):
     """The id-mask state shared by the masked losses."""
 
     def __init__(
@@ -394,7 +394,7 @@ class _MaskedLossBase(nn.Module):
         super().__init__()
         self.model = model
         self.gather_across_devices = bool(gather_across_devices)
-        self._csr = _positive_csr(positives)
+        self._csr = positive_csr(positives)
         self._groups = None if groups is None else int_array(groups, "groups")
 
     def false_negative_mask(self, labels: Tensor, n_negatives: int) -> Tensor:
@@ -408,7 +408,7 @@ class _MaskedLossBase(nn.Module):
                 f"row (to_dataset(..., ids_column='label')), got shape {tuple(ids.shape)}"
             )
         items = [{"query": r[0], "positive": r[1], "negatives": r[2:]} for r in ids.tolist()]
-        mask = _collate(items, self._groups, self._csr)["false_negative_mask"]
+        mask = collate_ids(items, self._groups, self._csr)["false_negative_mask"]
         b = len(items)
         # negmine orders the negatives row-major (row k's j-th at b + k * n + j); MNRL
         # concatenates the columns (row k's j-th at b + j * b + k).
@@ -455,7 +455,7 @@ def check_splittable(model: Any, name: str) -> None:
         )
 
 
-def _must_retokenize(model: Any, guide: Any) -> bool:
+def needs_retokenizing(model: Any, guide: Any) -> bool:
     """Whether the guide needs its own tokens: another vocabulary, or a shorter maximum length
     (the model's tokens would not fit it)."""
     if guide is model:

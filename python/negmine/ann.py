@@ -29,8 +29,9 @@ top candidates are all found gets exactly the exact backend's negatives.
 
    A stale corpus digest means the corpus changed: the index is rebuilt and replaced silently.
    Then, before the file reaches hnswlib (whose ``load_index`` trusts every id in it, so a
-   damaged graph crashes the process), :func:`check_index_file` parses hnswlib's layout with
-   numpy and checks the header against the expected shape and parameters, the file length,
+   damaged graph crashes the process), :func:`check_index_file` parses hnswlib's layout in
+   the core (``rust/core/src/store/hnsw.rs``, fuzzed like the ``.npy`` header parser) and
+   checks the header against the expected shape and parameters, the file length,
    every neighbour count and id (level 0 and upper levels), the levels, the entry point and
    the labels. An index whose digest or graph check fails is rebuilt with a
    ``RuntimeWarning`` naming the file and the reason, never loaded. (A file rewritten *in
@@ -229,176 +230,18 @@ def _index_digest(path: str | os.PathLike[str]) -> dict[str, Any]:
     return {"size": size, "blake2b": h.hexdigest()}
 
 
-# hnswlib 0.8 ``HierarchicalNSW::saveIndex``: the header below (native byte order), then
-# ``cur_element_count`` level-0 records of ``size_data_per_element`` bytes (a uint32 neighbour
-# count, ``maxM0`` uint32 neighbour ids, the ``dim`` float32 vector, a uint64 label), then per
-# element a uint32 byte size of its upper-level lists (0 for level 0, else ``level`` lists of
-# ``4 + 4 * maxM`` bytes: a count and ``maxM`` ids) followed by those lists. The count words'
-# upper 16 bits hold hnswlib's deleted mark; negmine never deletes, so a count word is
-# checked whole.
-_HNSW_FIELDS = (
-    ("offset_level0", "=u8"),
-    ("max_elements", "=u8"),
-    ("cur_element_count", "=u8"),
-    ("size_data_per_element", "=u8"),
-    ("label_offset", "=u8"),
-    ("offset_data", "=u8"),
-    ("maxlevel", "=i4"),
-    ("enterpoint_node", "=u4"),
-    ("max_m", "=u8"),
-    ("max_m0", "=u8"),
-    ("m", "=u8"),
-    ("mult", "=f8"),
-    ("ef_construction", "=u8"),
-)
-_HNSW_HEADER = np.dtype(list(_HNSW_FIELDS))
-_CHECK_ROWS = 65_536
-
-
 def check_index_file(path: str | os.PathLike[str], n: int, dim: int, params: HnswParams) -> None:
     """Raises ``FormatError`` (with the reason) unless ``path`` is an hnswlib 0.8 index of
     ``n`` rows of dimension ``dim`` built with ``params`` whose graph hnswlib can search
     without reading out of bounds: a consistent header, the exact file length, every
     neighbour count within its maximum, every neighbour id ``< n`` and of a level at least
     the list's, the entry point on the top level, labels a permutation of the row numbers.
-    The layout is hnswlib 0.8's (native byte order); a file in another layout fails."""
+    The layout is hnswlib 0.8's (native byte order); a file in another layout fails. The
+    check is the core's (``rust/core/src/store/hnsw.rs``), beside the ``.npy`` parser."""
     file = regular_file(path, "HNSW index")
-    size = os.stat(file).st_size
-    if size < _HNSW_HEADER.itemsize:
-        raise FormatError(f"{size} bytes, shorter than hnswlib's header")
-    raw = np.memmap(file, dtype=np.uint8, mode="r", shape=(size,))
-    row = raw[: _HNSW_HEADER.itemsize].view(_HNSW_HEADER)[0]
-    head = {name: row[name].item() for name, _ in _HNSW_FIELDS}
-    m, max_m0 = params.m, 2 * params.m
-    links0 = 4 + 4 * max_m0
-    expected = {
-        "offset_level0": 0,
-        "cur_element_count": n,
-        "size_data_per_element": links0 + 4 * dim + 8,
-        "label_offset": links0 + 4 * dim,
-        "offset_data": links0,
-        "max_m": m,
-        "max_m0": max_m0,
-        "m": m,
-        "ef_construction": max(params.ef_construction, m),
-    }
-    wrong = [f"{k} {head[k]} (expected {v})" for k, v in expected.items() if head[k] != v]
-    if head["max_elements"] < n:
-        wrong.append(f"max_elements {head['max_elements']} < {n} elements")
-    if not (math.isfinite(head["mult"]) and head["mult"] > 0):
-        wrong.append(f"level multiplier {head['mult']}")
-    if wrong:
-        raise FormatError("header does not match the corpus and parameters: " + ", ".join(wrong))
-    record = expected["size_data_per_element"]
-    base = _HNSW_HEADER.itemsize + n * record
-    if len(raw) < base + 4 * n or (len(raw) - base) % 4:
-        raise FormatError(f"{len(raw)} bytes, too short or misaligned for {n} elements")
-    level0 = raw[_HNSW_HEADER.itemsize : base].reshape(n, record)
-    label_at = expected["label_offset"]
-    labels = np.empty(n, dtype=np.uint64)
-    for a in range(0, n, _CHECK_ROWS):
-        rows = level0[a : a + _CHECK_ROWS]
-        counts = np.ascontiguousarray(rows[:, :4]).view(np.uint32)[:, 0]
-        ids = np.ascontiguousarray(rows[:, 4:links0]).view(np.uint32)
-        _check_lists(counts, ids, max_m0, n, np.arange(a, a + len(rows)), "level-0")
-        labels[a : a + len(rows)] = np.ascontiguousarray(rows[:, label_at : label_at + 8]).view(
-            np.uint64
-        )[:, 0]
-    # A threaded build numbers elements in arrival order: labels are the rows, permuted.
-    out_of_range = np.flatnonzero(labels >= n)
-    if len(out_of_range):
-        i = int(out_of_range[0])
-        raise FormatError(f"element {i} has label {labels[i]}, but there are {n} rows")
-    if n and np.bincount(labels.astype(np.int64), minlength=n).max() > 1:
-        raise FormatError("two elements have the same label")
-    levels, list_starts = _upper_levels(raw[base:].view(np.uint32), n, 4 + 4 * m, head)
-    _check_upper(raw[base:].view(np.uint32), levels, list_starts, m, n)
-
-
-def _check_lists(
-    counts: np.ndarray, ids: np.ndarray, most: int, n: int, owners: np.ndarray, what: str
-) -> None:
-    """``counts[i] <= most`` and the first ``counts[i]`` of ``ids[i]`` below ``n``; row ``i``
-    is a list of element ``owners[i]``."""
-    over = np.flatnonzero(counts > most)
-    if len(over):
-        i = int(over[0])
-        raise FormatError(
-            f"element {owners[i]}'s {what} list holds {counts[i]} neighbours, at most {most} fit"
-        )
-    listed = np.arange(ids.shape[1]) < counts[:, None].astype(np.int64)
-    bad = np.argwhere(listed & (ids >= n))
-    if len(bad):
-        i, j = (int(x) for x in bad[0])
-        raise FormatError(
-            f"element {owners[i]}'s {what} list has neighbour id {ids[i, j]}, but there are "
-            f"{n} elements"
-        )
-
-
-def _upper_levels(
-    words: np.ndarray, n: int, list_bytes: int, head: dict[str, Any]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each element's level and the word index of its first upper-level list (-1 if none),
-    walking the size-prefixed records to the exact end of the file."""
-    levels = np.zeros(n, dtype=np.int64)
-    starts = np.full(n, -1, dtype=np.int64)
-    maxlevel = int(head["maxlevel"])
-    with words.data as mv:  # Python ints per word: the walk is a plain loop
-        total, p = len(mv), 0
-        for i in range(n):
-            if p >= total:
-                raise FormatError(f"the file ends before the upper-level lists of element {i}")
-            size = mv[p]
-            if size:
-                level, rest = divmod(size, list_bytes)
-                if rest or not 1 <= level <= maxlevel:
-                    raise FormatError(
-                        f"element {i} has {size} bytes of upper-level lists: not a whole "
-                        f"number of levels up to the top level {maxlevel}"
-                    )
-                levels[i] = level
-                starts[i] = p + 1
-            p += 1 + size // 4
-    if p != total:
-        raise FormatError(
-            f"{4 * (total - p)} bytes " + ("missing" if p > total else "after the last list")
-        )
-    if n == 0:
-        if maxlevel != -1 or head["enterpoint_node"] != 0xFFFFFFFF:
-            raise FormatError("an empty index with an entry point")
-    elif not (
-        head["enterpoint_node"] < n
-        and levels[head["enterpoint_node"]] == maxlevel
-        and levels.max() == maxlevel
-    ):
-        raise FormatError(
-            f"entry point {head['enterpoint_node']} is not an element on the top level {maxlevel}"
-        )
-    return levels, starts
-
-
-def _check_upper(words: np.ndarray, levels: np.ndarray, starts: np.ndarray, m: int, n: int) -> None:
-    """Every upper-level list: at most ``m`` neighbours, ids ``< n``, and each neighbour on
-    that level too (hnswlib follows it there without checking)."""
-    elements = np.flatnonzero(levels)
-    counts_per = levels[elements]
-    element = np.repeat(elements, counts_per)
-    level = np.arange(len(element)) - np.repeat(np.cumsum(counts_per) - counts_per, counts_per) + 1
-    where = starts[element] + (level - 1) * (1 + m)
-    for a in range(0, len(where), _CHECK_ROWS):
-        at = where[a : a + _CHECK_ROWS]
-        counts = words[at]
-        ids = words[at[:, None] + 1 + np.arange(m)]
-        _check_lists(counts, ids, m, n, element[a : a + len(at)], "upper-level")
-        listed = np.arange(m) < counts[:, None].astype(np.int64)
-        low = np.argwhere(listed & (levels[np.minimum(ids, n - 1)] < level[a : a + len(at), None]))
-        if len(low):
-            i, j = (int(x) for x in low[0])
-            raise FormatError(
-                f"element {element[a + i]} links to {ids[i, j]} on level {level[a + i]}, "
-                f"above that element's level {levels[ids[i, j]]}"
-            )
+    _core.check_hnsw_index(
+        file, rows=n, dim=dim, m=params.m, ef_construction=params.ef_construction
+    )
 
 
 def default_index_path(corpus_file: str | os.PathLike[str], params: HnswParams) -> Path:

@@ -45,7 +45,7 @@ from negmine.mine import (
 )
 from negmine.result import MiningResult, check_replaceable, save_result
 from negmine.sources.exact import Exact
-from negmine.texts import TextScan, TextsLike
+from negmine.texts import TextScan, TextsLike, as_source, scan_texts
 
 LOCK = "lock"
 
@@ -122,7 +122,7 @@ def _fingerprint(path: Path, what: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _locked(partial: Path, out: Path) -> Iterator[None]:
+def locked(partial: Path, out: Path) -> Iterator[None]:
     """Holds an exclusive ``flock`` on ``partial/lock`` (which records the holder's pid)."""
     lock = partial / LOCK
     while True:
@@ -166,6 +166,7 @@ def mine_to_directory(
     *,
     duplicates: Duplicates = "auto",
     corpus_texts: TextsLike | None = None,
+    query_texts: TextsLike | None = None,
     chunk_queries: int = 8192,
     threads: int | None = None,
     progress: bool | ProgressCallback = True,
@@ -194,9 +195,11 @@ def mine_to_directory(
     resume: the next run, of any inputs and options, starts afresh over it.
 
     ``duplicates`` and ``corpus_texts`` group the corpus as in :func:`negmine.mine` (with
-    texts, identical texts are duplicates). ``texts_record`` (``negmine mine``'s record of
-    the text files, for ``negmine export``) is saved with the result as ``texts.json``,
-    listed in its manifest.
+    texts, identical texts are duplicates); a backend that reads texts (``bm25``, ``hybrid``)
+    builds its index over ``corpus_texts`` and searches it with ``query_texts``, whose
+    digests go into the manifest (a resume with other texts is refused). ``texts_record``
+    (``negmine mine``'s record of the text files, for ``negmine export``) is saved with the
+    result as ``texts.json``, listed in its manifest.
 
     ``runner`` mines the chunks (default: this process; see :mod:`negmine.distributed` for a
     Ray cluster); ``progress``: a tqdm bar or a callable ``(queries done, total)``, called
@@ -226,7 +229,7 @@ def mine_to_directory(
     check_replaceable(out_dir)
     partial = partial_directory(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(partial, out_dir):
+    with locked(partial, out_dir):
         try:
             result = _mine_chunks(
                 q_path,
@@ -237,6 +240,7 @@ def mine_to_directory(
                 options,
                 duplicates,
                 corpus_texts,
+                query_texts,
                 chunk_queries,
                 threads,
                 progress,
@@ -268,6 +272,7 @@ def _mine_chunks(
     options: MiningOptions,
     duplicates: Duplicates,
     corpus_texts: TextsLike | None,
+    query_texts: TextsLike | None,
     chunk_queries: int,
     threads: int | None,
     progress: bool | ProgressCallback,
@@ -297,6 +302,11 @@ def _mine_chunks(
         manifest["teacher"] = teacher_identity or {}
     if backend[1].identity() is not None:  # the exact path's manifests stay as they were
         manifest["backend"] = backend[1].identity()
+    if sources.reads_texts(backend[0]):
+        manifest["texts"] = {
+            name: None if texts is None else _texts_digest(texts, name, scan)
+            for name, texts in (("query_texts", query_texts), ("corpus_texts", corpus_texts))
+        }
     manifest_path = partial / "manifest.json"
     if manifest_path.exists():
         try:
@@ -352,6 +362,8 @@ def _mine_chunks(
         options,
         threads=threads,
         progress=progress if isinstance(progress, bool) else False,
+        query_texts=query_texts,
+        corpus_texts=corpus_texts,
     )
     work = ChunkWork(
         queries=q,
@@ -417,6 +429,13 @@ def _chunk_path(partial: Path, start: int) -> Path:
 def _checkpointed(partial: Path) -> bool:
     """Whether ``partial`` holds a mined chunk (what a resume would keep)."""
     return any(partial.glob("chunk_*.npz"))
+
+
+def _texts_digest(texts: TextsLike, name: str, scanned: TextScan | None) -> str:
+    """The sha256 of ``texts`` (of the corpus' scan already made, where there is one)."""
+    if name == "corpus_texts" and scanned is not None:
+        return scanned.sha256
+    return scan_texts(as_source(texts, name)).sha256
 
 
 def _duplicates_identity(duplicates: Duplicates, corpus_texts: TextScan | None) -> Any:

@@ -163,9 +163,9 @@ class _LazyModel:
             if self._quiet:
                 _hide_library_bars()
             if self._name is None:
-                self._model = demo._load_model(None)
+                self._model = demo.load_model(None)
             else:
-                self._model = embed._load_model(self._name)
+                self._model = embed.load_model(self._name)
         return self._model.encode(texts, **kwargs)
 
 
@@ -322,6 +322,15 @@ def _check_mine_usage(args: argparse.Namespace) -> None:
         raise UsageError("--backend maxsim judges by MaxSim in this process, not with --ray")
     if args.ray is not None and args.backend != "exact" and args.shard_by == "corpus":
         raise UsageError(f"--backend {args.backend} with --ray needs --shard-by query")
+    from negmine import sources
+
+    if sources.reads_texts(args.backend) and (
+        args.query_texts is None or args.corpus_texts is None
+    ):
+        raise UsageError(
+            f"--backend {args.backend} needs --query-texts and --corpus-texts (its BM25 index "
+            "is built over the corpus texts and searched with the query texts)"
+        )
     if args.rescore_model is not None and args.ray is not None:
         raise UsageError("--rescore-model runs in this process, not with --ray")
     if args.rescore_model is None and args.rescore_percentile is not None:
@@ -348,26 +357,30 @@ def _check_mine_usage(args: argparse.Namespace) -> None:
         raise UsageError("--model embeds texts: it goes with --query-texts or --corpus-texts")
 
 
+def _add_mining_options(parser: argparse.ArgumentParser) -> None:
+    """A flag per mining option, read from the core's declaration of them (``--name`` with
+    dashes; type, default, choices and help as declared); :func:`_mining_options` checks
+    them."""
+    from negmine.mine import OPTIONS
+
+    for name, spec in OPTIONS.items():
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=_FLAG_TYPES[spec["type"]],
+            choices=list(spec["choices"]) or None,
+            default=spec["default"],
+            help=spec["help"].replace("%", "%%"),
+        )
+
+
+_FLAG_TYPES: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
+
+
 def _mining_options(args: argparse.Namespace) -> Any:
-    from negmine.mine import MiningOptions
+    from negmine.mine import OPTIONS, MiningOptions
 
     try:
-        return MiningOptions(
-            num_negatives=args.num_negatives,
-            metric=args.metric,
-            range_min=args.range_min,
-            range_max=args.range_max,
-            max_score=args.max_score,
-            min_score=args.min_score,
-            absolute_margin=args.absolute_margin,
-            relative_margin=args.relative_margin,
-            dup_threshold=args.dup_threshold,
-            query_dup_threshold=args.query_dup_threshold,
-            sampling_strategy=args.sampling_strategy,
-            simans_a=args.simans_a,
-            simans_b=args.simans_b,
-            seed=args.seed,
-        )
+        return MiningOptions(**{name: getattr(args, name) for name in OPTIONS})
     except NegmineError as e:  # an option's value, checked as the options are built
         raise UsageError(str(e)) from None
 
@@ -489,6 +502,7 @@ def _cmd_mine(args: argparse.Namespace) -> int:
             shards=args.shards,
             duplicates=duplicates,
             corpus_texts=corpus_texts,
+            query_texts=query_texts,
             texts_record=record,
             chunk_queries=args.chunk_queries,
             threads=args.threads,
@@ -506,6 +520,7 @@ def _cmd_mine(args: argparse.Namespace) -> int:
             options,
             duplicates=duplicates,
             corpus_texts=corpus_texts,
+            query_texts=query_texts,
             chunk_queries=args.chunk_queries,
             threads=args.threads,
             progress=not args.quiet,
@@ -708,63 +723,56 @@ def _score_arrays(result: Any, source: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_flag_jsonl(
-    result: Any,
+    negative_ids: np.ndarray,
+    negative_scores: np.ndarray,
+    positive_indptr: np.ndarray,
+    positive_ids: np.ndarray,
+    positive_scores: np.ndarray,
     query_texts: Sequence[str],
     corpus_texts: Sequence[str],
     file: IO[bytes],
-    score_source: str,
-) -> tuple[int, int]:
-    """Writes FlagEmbedding's training lines, one per query with at least one positive and
-    one negative: ``{"query", "pos", "neg", "pos_scores", "neg_scores"}``, negatives hardest
-    first. Returns (lines written, queries left out)."""
-    neg_ids = np.asarray(result.negative_ids)
-    indptr = np.asarray(result.positive_indptr)
-    pos_ids = np.asarray(result.positive_ids)
-    if len(query_texts) != neg_ids.shape[0]:
-        raise InvalidArgumentError(
-            f"--query-texts holds {counted(len(query_texts), 'text')} for "
-            f"{counted(neg_ids.shape[0], 'query', 'queries')}"
-        )
-    top = max(int(neg_ids.max(initial=-1)), int(pos_ids.max(initial=-1)))
-    if top >= len(corpus_texts):
-        raise InvalidArgumentError(
-            f"--corpus-texts holds {counted(len(corpus_texts), 'text')} but the result refers to "
-            f"corpus row {top:,}"
-        )
-    neg_scores, pos_scores = _score_arrays(result, score_source)
+) -> int:
+    """Writes FlagEmbedding's training lines of these queries, one per query with at least
+    one positive and one negative: ``{"query", "pos", "neg", "pos_scores", "neg_scores"}``,
+    negatives hardest first (``corpus_texts[i]`` is corpus row ``i``'s text). Returns the
+    lines written."""
     written = 0
-    for q in range(neg_ids.shape[0]):
-        positives = slice(int(indptr[q]), int(indptr[q + 1]))
-        found = neg_ids[q] >= 0
+    for q in range(negative_ids.shape[0]):
+        positives = slice(int(positive_indptr[q]), int(positive_indptr[q + 1]))
+        found = negative_ids[q] >= 0
         if positives.start == positives.stop or not found.any():
             continue
         line = {
             "query": query_texts[q],
-            "pos": [corpus_texts[c] for c in pos_ids[positives].tolist()],
-            "neg": [corpus_texts[c] for c in neg_ids[q][found].tolist()],
-            "pos_scores": pos_scores[positives].astype(float).tolist(),
-            "neg_scores": neg_scores[q][found].astype(float).tolist(),
+            "pos": [corpus_texts[c] for c in positive_ids[positives].tolist()],
+            "neg": [corpus_texts[c] for c in negative_ids[q][found].tolist()],
+            "pos_scores": positive_scores[positives].astype(float).tolist(),
+            "neg_scores": negative_scores[q][found].astype(float).tolist(),
         }
         file.write(json.dumps(line, ensure_ascii=False).encode() + b"\n")
         written += 1
-    return written, neg_ids.shape[0] - written
+    return written
 
 
-def _write_table(table: Any, path: str) -> None:
-    """A pyarrow table to ``.parquet`` or to JSON lines (one object per row), atomically."""
-    with atomic_write(path) as f:
-        if Path(path).suffix.lower() == ".parquet":
-            importlib.import_module("pyarrow.parquet").write_table(table, f)
-            return
-        for batch in table.to_batches():
-            for row in batch.to_pylist():
-                f.write(json.dumps(row, ensure_ascii=False).encode() + b"\n")
+def _write_table(table: Any, file: IO[bytes], suffix: str, writer: Any) -> Any:
+    """Appends a pyarrow table to ``file``: Parquet (``suffix`` ``.parquet``) through
+    ``writer``, a ``pyarrow.parquet.ParquetWriter`` made at the first table (returned, to be
+    closed after the last), or JSON lines (one object per row)."""
+    if suffix == ".parquet":
+        if writer is None:
+            pq = importlib.import_module("pyarrow.parquet")
+            writer = pq.ParquetWriter(file, table.schema)
+        writer.write_table(table)
+        return writer
+    for batch in table.to_batches():
+        for row in batch.to_pylist():
+            file.write(json.dumps(row, ensure_ascii=False).encode() + b"\n")
+    return None
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from negmine.outputs import to_dataset, to_parquet
+    from negmine.outputs import to_parquet
     from negmine.result import MANIFEST, MiningResult
-    from negmine.texts import load_texts
 
     _check_export_usage(args)
     text_paths = None
@@ -785,24 +793,99 @@ def _cmd_export(args: argparse.Namespace) -> int:
         _say(args, f"{args.format} ({args.layout}) -> {args.out}")
         return 0
     assert text_paths is not None  # the result loaded, so it has a manifest
-    query_texts, corpus_texts = (load_texts(path, field) for path, field in text_paths)
+    written = _export_texts_streamed(args, result, text_paths, source)
     if args.format == "jsonl":
-        with atomic_write(args.out) as f:
-            written, skipped = write_flag_jsonl(result, query_texts, corpus_texts, f, source)
+        skipped = n_queries - written
         left_out = f" ({skipped:,} queries without a positive or a negative left out)"
         _say(args, f"{written:,} lines{left_out if skipped else ''} -> {args.out}")
-        return 0
-    dataset = to_dataset(
-        result,
-        query_texts,
-        corpus_texts,
-        output_format=args.format,
-        include_scores=args.include_scores,
-        score_source=source,
-    )
-    _write_table(dataset.data.table, args.out)
-    _say(args, f"{len(dataset):,} {args.format} rows -> {args.out}")
+    else:
+        _say(args, f"{written:,} {args.format} rows -> {args.out}")
     return 0
+
+
+def _export_texts_streamed(
+    args: argparse.Namespace,
+    result: Any,
+    text_paths: tuple[tuple[str, str], tuple[str, str]],
+    source: str,
+) -> int:
+    """Writes a format of texts (a sentence-transformers layout or FlagEmbedding's jsonl) to
+    ``--out``, ``--chunk-size`` queries at a time: the query texts are streamed beside them,
+    the corpus texts copied once into a store beside ``--out`` and read back by row, so that
+    memory holds a chunk's texts, not the corpus. Returns the rows (lines) written."""
+    from negmine._text_store import text_store
+    from negmine.outputs import dataset_from_arrays
+    from negmine.texts import open_texts
+
+    (query_path, query_field), (corpus_path, corpus_field) = text_paths
+    query_source = open_texts(query_path, query_field)
+    neg_ids = np.asarray(result.negative_ids)
+    indptr = np.asarray(result.positive_indptr, dtype=np.int64)
+    pos_ids = np.asarray(result.positive_ids, dtype=np.int64)
+    neg_scores, pos_scores = _score_arrays(result, source)
+    neg_scores = np.asarray(neg_scores, dtype=np.float32)
+    pos_scores = np.asarray(pos_scores, dtype=np.float32)
+    n_queries = neg_ids.shape[0]
+    # Counted first, to refuse texts of another result before anything is written.
+    n_query_texts = sum(len(piece) for piece in query_source.pieces())
+    if n_query_texts != n_queries:
+        raise InvalidArgumentError(
+            f"--query-texts holds {counted(n_query_texts, 'text')} for "
+            f"{counted(n_queries, 'query', 'queries')}"
+        )
+    step = args.chunk_size
+    written = 0
+    with (
+        atomic_write(args.out) as f,
+        text_store(open_texts(corpus_path, corpus_field), Path(args.out), step) as corpus,
+    ):
+        top = max(int(neg_ids.max(initial=-1)), int(pos_ids.max(initial=-1)))
+        if top >= corpus.count:
+            raise InvalidArgumentError(
+                f"--corpus-texts holds {counted(corpus.count, 'text')} but the result refers "
+                f"to corpus row {top:,}"
+            )
+        writer = None
+        query_chunks = query_source.chunks(step)
+        # At least one chunk: a result of no queries still writes its (empty) table.
+        for a in range(0, max(n_queries, 1), step):
+            b = min(n_queries, a + step)
+            query_texts = next(query_chunks, []) if b > a else []
+            negatives, positives = neg_ids[a:b], pos_ids[indptr[a] : indptr[b]]
+            # The chunk's corpus rows, and its ids renumbered into them.
+            rows = np.unique(np.concatenate([negatives[negatives >= 0], positives]))
+            corpus_texts = corpus.take(rows)
+            local_negatives = np.where(negatives >= 0, np.searchsorted(rows, negatives), -1)
+            local_positives = np.searchsorted(rows, positives)
+            local_indptr = indptr[a : b + 1] - indptr[a]
+            if args.format == "jsonl":
+                written += write_flag_jsonl(
+                    local_negatives,
+                    neg_scores[a:b],
+                    local_indptr,
+                    local_positives,
+                    pos_scores[indptr[a] : indptr[b]],
+                    query_texts,
+                    corpus_texts,
+                    f,
+                )
+                continue
+            table = dataset_from_arrays(
+                local_negatives,
+                neg_scores[a:b],
+                local_indptr,
+                local_positives,
+                pos_scores[indptr[a] : indptr[b]],
+                query_texts,
+                corpus_texts,
+                output_format=args.format,
+                include_scores=args.include_scores,
+            ).data.table
+            written += table.num_rows
+            writer = _write_table(table, f, Path(args.out).suffix.lower(), writer)
+        if writer is not None:
+            writer.close()
+    return written
 
 
 # --------------------------------------------------------------------------------- parser
@@ -866,10 +949,19 @@ def _add_backend_options(parser: argparse.ArgumentParser, for_mine: bool) -> Non
         help="where each query's candidates come from: exact (the whole corpus), "
         + ("hnsw (an HNSW graph, approximate, rescored exactly; needs hnswlib), " * for_mine)
         + "torch (a float16 matmul with a proven error bound, rescored exactly: the exact "
-        "result; needs torch)",
+        "result; needs torch)"
+        + (
+            ", bm25 (a BM25 index over --corpus-texts searched with --query-texts), hybrid "
+            "(reciprocal-rank fusion of the bm25 and the exact rankings)"
+        )
+        * for_mine,
     )
+    declared = set()
     for backend in backends:
         for setting in dataclasses.fields(sources.module(backend).Settings):
+            if setting.name in declared:  # hybrid's bm25 settings are bm25's
+                continue
+            declared.add(setting.name)
             parser.add_argument(
                 "--" + setting.name.replace("_", "-"),
                 type=setting.metadata["type"],
@@ -1086,6 +1178,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="whose scores to write (default: the teacher's for a result mined with "
         "--rescore-model, else the retriever's)",
     )
+    export.add_argument(
+        "--chunk-size",
+        type=_positive_int,
+        default=4096,
+        help="formats of texts: queries written at a time, and texts read at a time (the "
+        "texts are streamed: memory holds a chunk's, the corpus is copied into a temporary "
+        "store beside --out and read back by row)",
+    )
     export.set_defaults(run=_cmd_export)
 
     report = command("report", "print the report of a mining run again")
@@ -1163,74 +1263,7 @@ def _add_mine_parser(command: Any) -> None:
         help="output directory: new, empty or a previous result (replaced as a whole); "
         "lock and checkpoint go beside it, in .<name>.partial",
     )
-    mine.add_argument("--num-negatives", type=_positive_int, default=3, help="negatives per query")
-    mine.add_argument(
-        "--metric", choices=["dot", "cosine"], default="cosine", help="similarity of two rows"
-    )
-    mine.add_argument(
-        "--range-min",
-        type=int,
-        default=0,
-        help="start of the window [range-min, range-max) of the filtered ranking that "
-        "negatives come from (sentence-transformers' name)",
-    )
-    mine.add_argument(
-        "--range-max",
-        type=_positive_int,
-        default=None,
-        help="end of that window (default: unbounded for top, range-min + 10 x "
-        "num-negatives for random and simans)",
-    )
-    mine.add_argument(
-        "--max-score",
-        type=float,
-        default=None,
-        help="drop candidates scoring above this (default: no limit)",
-    )
-    mine.add_argument(
-        "--min-score",
-        type=float,
-        default=None,
-        help="drop candidates scoring below this (default: no limit)",
-    )
-    mine.add_argument(
-        "--absolute-margin",
-        type=float,
-        default=None,
-        help="drop a candidate if its score + this > p, the query's lowest positive score "
-        "(default: off)",
-    )
-    mine.add_argument(
-        "--relative-margin",
-        type=float,
-        default=None,
-        help="drop a candidate if its score > p - |p| x this, e.g. 0.05 (NV-Retriever's 95%% "
-        "PercPos) (default: off)",
-    )
-    mine.add_argument(
-        "--dup-threshold",
-        type=float,
-        default=None,
-        help="drop candidates whose cosine with a positive is at least this (near-duplicates), "
-        "and skip one this close to a negative already chosen (default: off)",
-    )
-    mine.add_argument(
-        "--query-dup-threshold",
-        type=float,
-        default=None,
-        help="queries whose cosine is at least this share their positives (default: off)",
-    )
-    mine.add_argument(
-        "--sampling-strategy",
-        choices=["top", "random", "simans"],
-        default="top",
-        help="which candidates become negatives: the hardest, random ones, or SimANS sampling",
-    )
-    mine.add_argument(
-        "--simans-a", type=float, default=1.0, help="SimANS weight exp(-a x (score - p - b)^2): a"
-    )
-    mine.add_argument("--simans-b", type=float, default=0.0, help="SimANS weight: b")
-    mine.add_argument("--seed", type=int, default=0, help="seed of the random sampling")
+    _add_mining_options(mine)
     mine.add_argument(
         "--no-duplicates",
         action="store_true",

@@ -202,7 +202,7 @@ def near_duplicate(text: str) -> str:
     return " ".join(words)
 
 
-def _load_model(model: Any) -> Any:
+def load_model(model: Any) -> Any:
     if model is not None and not isinstance(model, str):
         return model
     if model is None:
@@ -264,7 +264,7 @@ def text_data(cfg: DemoConfig) -> DemoData:
         for q, p in enumerate(positives)
     }
 
-    model = _load_model(cfg.model)
+    model = load_model(cfg.model)
     cache = Path(cfg.cache_dir) if cfg.cache_dir else _default_cache()
     start = time.perf_counter()
     corpus = embed_texts(corpus_texts, model, cache_dir=cache, batch_size=64, progress=cfg.progress)

@@ -70,7 +70,7 @@ from negmine._inputs import (
 )
 from negmine._progress import ProgressCallback
 from negmine.checkpoint import ChunkRunner, ChunkWork, mine_to_directory, query_chunks, run_chunks
-from negmine.embed import _embed, _Encoder, _load_model, _RowsFile
+from negmine.embed import Encoder, RowsFile, embed_checked, load_model
 from negmine.errors import InvalidArgumentError, InvalidTypeError, NegmineError
 from negmine.mine import (
     Duplicates,
@@ -84,7 +84,7 @@ from negmine.mine import (
 )
 from negmine.result import MiningResult
 from negmine.search import Metric, merge_topk
-from negmine.search import search as exact_search
+from negmine.sources import search_each
 from negmine.texts import TextsLike
 
 if TYPE_CHECKING:
@@ -119,6 +119,7 @@ def mine(
     chunk_queries: int = 8192,
     duplicates: Duplicates = "auto",
     corpus_texts: TextsLike | None = None,
+    query_texts: TextsLike | None = None,
     texts_record: Mapping[str, Any] | None = None,
     max_restarts: int = 3,
     threads: int | None = None,
@@ -129,7 +130,8 @@ def mine(
     """:func:`negmine.mine` on a Ray cluster: the same :class:`MiningResult`, bit for bit.
 
     Args:
-        queries, corpus, positives, duplicates, corpus_texts: as in :func:`negmine.mine`
+        queries, corpus, positives, duplicates, corpus_texts, query_texts: as in
+            :func:`negmine.mine`
             (with ``out``: a queries ``.npy``, a corpus ``.npy`` and a qrels TSV, as for
             ``negmine mine``). A corpus file must be at the same path on every node that maps
             it (a relative path is resolved on the driver), with the same content: an actor
@@ -163,9 +165,11 @@ def mine(
             of its machine's.
         progress: a tqdm bar of queries done, or a callable ``(done, total)`` called on the
             driver after each chunk.
-        backend: the candidate source, as in :func:`negmine.mine` (``"exact"`` or
-            ``"hnsw"``; by query only): the driver opens it once (an HNSW graph built or
-            loaded, its ``ef`` tuned on all queries) and ships it to each actor once.
+        backend: the candidate source, as in :func:`negmine.mine` (``"exact"``, ``"hnsw"``,
+            ``"bm25"`` or ``"hybrid"``; by query only): the driver opens it once (an HNSW
+            graph built or loaded, its ``ef`` tuned on all queries) and ships it to each
+            actor once (``bm25`` / ``hybrid``: with the texts; each actor builds its BM25
+            index from them again).
         **options: the mining options of :func:`negmine.mine` (``num_negatives``,
             ``metric``, the filters, ``sampling_strategy``, ``seed``, ...), see
             :class:`negmine.MiningOptions`, and the backend's settings (``target_recall``,
@@ -226,7 +230,17 @@ def mine(
             threads=threads,
         )
         with read_only(q, c):
-            source = open_source(backend, settings, q, c, prepared, mining, threads=threads)
+            source = open_source(
+                backend,
+                settings,
+                q,
+                c,
+                prepared,
+                mining,
+                threads=threads,
+                query_texts=query_texts,
+                corpus_texts=corpus_texts,
+            )
         work = ChunkWork(
             queries=q, corpus=c, prepared=prepared, options=mining, threads=threads, source=source
         )
@@ -261,6 +275,7 @@ def mine(
                 mining,
                 duplicates=duplicates,
                 corpus_texts=corpus_texts,
+                query_texts=query_texts,
                 chunk_queries=chunk_queries,
                 threads=threads,
                 progress=progress,
@@ -806,28 +821,16 @@ class _ShardWorker:
         inside = (ids >= self.lo) & (ids < self.lo + n)
         row_of = np.repeat(np.arange(len(rows)), counts)
         local_counts = np.bincount(row_of[inside], minlength=len(rows))
-        local_ids = ids[inside] - self.lo
         local_indptr = np.concatenate(([0], np.cumsum(local_counts))).astype(np.int64)
-        width = min(depth, n)
-        scores = np.full((len(rows), width), -np.inf, dtype=np.float32)
-        top_ids = np.full((len(rows), width), -1, dtype=np.int64)
-        # `search` takes one k for all its queries: one call per number of eligible rows
-        # (nearly always a single call, k = width).
-        caps = np.minimum(width, n - local_counts)
-        for k in np.unique(caps[caps > 0]):
-            at = np.flatnonzero(caps == k)
-            sub_counts, sub_ids = gather_lists(local_indptr, local_ids, at)
-            sub_indptr = np.concatenate(([0], np.cumsum(sub_counts))).astype(np.int64)
-            s, i = exact_search(
-                np.ascontiguousarray(queries[rows[at]]),
-                self.rows,
-                int(k),
-                metric=self.metric,  # type: ignore[arg-type]
-                exclude=(sub_indptr, sub_ids),
-                threads=self.threads,
-            )
-            scores[at, :k] = s
-            top_ids[at, :k] = i + self.lo
+        scores, top_ids = search_each(
+            queries[rows],
+            self.rows,
+            depth,
+            self.metric,
+            (local_indptr, ids[inside] - self.lo),
+            self.threads,
+        )
+        top_ids[top_ids >= 0] += self.lo
         return scores, top_ids
 
 
@@ -859,8 +862,11 @@ def embed_texts(
     *across nodes, ``cache_dir`` must be on a shared file system* (NFS, Lustre, GPFS...) at
     the same absolute path on every node, one where writes to disjoint byte ranges of a file
     from several nodes do not overwrite each other and ``flock`` works (an object-store
-    mount such as s3fs is not one). An actor killed mid-run is restarted and its chunk
-    encoded again (``max_restarts``); a driver killed mid-run resumes on the rerun.
+    mount such as s3fs is not one). An actor killed mid-run is restarted by Ray and its
+    chunks (the one it was encoding, partly written, and the one queued) are encoded again,
+    into the same bytes; after ``max_restarts`` restarts the run fails with Ray's
+    ``RayActorError``, keeping the chunks done. A run that failed, or a driver killed
+    mid-run, resumes on the rerun.
 
     Args:
         texts, cache_dir, batch_size, normalize, prompt, dtype, model_id, chunk_size,
@@ -888,7 +894,7 @@ def embed_texts(
         if actors is None:
             actors = max(1, sum(1 for node in ray.nodes() if node.get("Alive")))
         pool = _EmbedPool(ray, uuid.uuid4().hex[:8], model, actors, actor_options, max_restarts)
-        return _embed(
+        return embed_checked(
             texts,
             model,
             cache_dir=cache_dir,
@@ -923,7 +929,7 @@ class _EmbedPool(_Pool):
 
     def __call__(
         self,
-        encoder: _Encoder,
+        encoder: Encoder,
         data: Path,
         rows: int,
         chunks: Iterator[tuple[int, list[str]]],
@@ -953,16 +959,16 @@ class _EmbedPool(_Pool):
 class _EmbedWorker:
     """An embedding actor: the model loaded once, each chunk written into the job's file."""
 
-    def __init__(self, encoder: _Encoder, model: str | list[Any], path: str, rows: int) -> None:
+    def __init__(self, encoder: Encoder, model: str | list[Any], path: str, rows: int) -> None:
         self.encoder, self.model_ref = encoder, model
         self.model: Any = None
-        self.file = _RowsFile(Path(path), rows, encoder.dtype)
+        self.file = RowsFile(Path(path), rows, encoder.dtype)
 
     def encode(self, start: int, texts: list[str]) -> int:
         import ray
 
         if self.model is None:
             ref = self.model_ref
-            self.model = _load_model(ref) if isinstance(ref, str) else ray.get(ref[0])
+            self.model = load_model(ref) if isinstance(ref, str) else ray.get(ref[0])
         self.file.write(start, self.encoder.rows(self.model, texts, start))
         return len(texts)

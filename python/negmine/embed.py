@@ -25,16 +25,16 @@ import numpy as np
 from negmine import _numbers as numbers
 from negmine import _ranks
 from negmine._atomic import (
-    _located,
     atomic_write,
     file_mode,
     fsync_directory,
+    located,
     locked_temp_file,
     sweep,
 )
 from negmine._core import Embeddings, open_embeddings
 from negmine._progress import ProgressCallback
-from negmine.checkpoint import LOCK, _locked, partial_directory, query_chunks, run_chunks
+from negmine.checkpoint import LOCK, locked, partial_directory, query_chunks, run_chunks
 from negmine.errors import DirectoryLockedError, FormatError, InvalidArgumentError, InvalidTypeError
 from negmine.store import cast_rows
 from negmine.texts import TextScan, TextsLike, TextSource, as_source, scan_texts
@@ -86,7 +86,7 @@ def cache_key(
     return h.hexdigest()
 
 
-def _load_model(name: str) -> Any:
+def load_model(name: str) -> Any:
     try:
         st = importlib.import_module("sentence_transformers")
     except ImportError as e:
@@ -168,7 +168,7 @@ def embed_texts(
         The embeddings as a read-only, memory-mapped :class:`negmine.Embeddings`
         (``np.asarray(emb)`` gives a zero-copy array).
     """
-    return _embed(
+    return embed_checked(
         texts,
         model,
         cache_dir=cache_dir,
@@ -184,7 +184,7 @@ def embed_texts(
     )
 
 
-def _embed(
+def embed_checked(
     texts: TextsLike,
     model: Any,
     *,
@@ -217,7 +217,7 @@ def _embed(
     directory = Path(cache_dir)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"embeddings-{key}.npy"
-    encoder = _Encoder(batch_size, normalize, prompt, np.dtype(dtype))
+    encoder = Encoder(batch_size, normalize, prompt, np.dtype(dtype))
     with _ranks.ranks(distributed) as ranks:
         return _embed_on_ranks(
             ranks, source, scan, key, path, model, encoder, chunk_size, progress, pool
@@ -231,7 +231,7 @@ def _embed_on_ranks(
     key: str,
     path: Path,
     model: Any,
-    encoder: _Encoder,
+    encoder: Encoder,
     chunk_size: int,
     progress: bool | ProgressCallback,
     pool: ChunkPool | None,
@@ -257,7 +257,7 @@ def _embed_on_ranks(
 
         def load() -> None:
             if isinstance(model, str) and pool is None:
-                loaded[0] = _load_model(model)
+                loaded[0] = load_model(model)
 
         manifest = {
             "format": 1,
@@ -297,17 +297,17 @@ _DATA = "data.npy"
 _CREATING = "create.lock"
 
 ChunkPool = Callable[
-    ["_Encoder", Path, int, Iterator[tuple[int, list[str]]]],
+    ["Encoder", Path, int, Iterator[tuple[int, list[str]]]],
     Generator[tuple[int, int], None, None],
 ]
 """Encodes chunks elsewhere (:mod:`negmine.distributed`'s Ray actors): given the encoding
 options, the job's data file, its row count and the ``(start, texts)`` of the chunks to
-encode, writes each chunk's rows into the file (durably, :meth:`_RowsFile.write`) and yields
+encode, writes each chunk's rows into the file (durably, :meth:`RowsFile.write`) and yields
 ``(start, rows)`` as each is done, in any order."""
 
 
 @dataclass(frozen=True)
-class _Encoder:
+class Encoder:
     """How texts become rows: the options of ``model.encode`` and the stored dtype."""
 
     batch_size: int
@@ -391,7 +391,7 @@ class _TextChunks:
 
 
 @dataclass
-class _RowsFile:
+class RowsFile:
     """A job's data file, a ``rows x dim`` ``.npy`` that every process of the job writes its
     chunks into. It is made at full size aside and renamed in (under a lock, by whichever
     process has a chunk's rows first: the width is known then), so it is complete in size
@@ -450,7 +450,7 @@ class _RowsFile:
             _write_at(self.fd, data, self.data_offset + start * row_bytes)
             os.fdatasync(self.fd)
         except OSError as e:
-            raise _located(e, self.dest or self.path) from e
+            raise located(e, self.dest or self.path) from e
 
     def sync(self) -> None:
         if self.fd < 0 and not self.open():
@@ -503,7 +503,7 @@ class _RowsFile:
         except OSError as e:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-            raise _located(e, self.dest or self.path) from e
+            raise located(e, self.dest or self.path) from e
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -535,17 +535,17 @@ def run_job(
 
     ``produce(pending)`` yields ``(start, rows)`` for this rank's pending chunks, in any order:
     an array of ``dtype`` to write, or a row count for a chunk already written (by
-    :meth:`_RowsFile.write`, e.g. in a Ray actor). ``prepare`` runs on every rank after the
+    :meth:`RowsFile.write`, e.g. in a Ray actor). ``prepare`` runs on every rank after the
     lock is taken, its errors (and any rank's while encoding) raised on every rank."""
     partial = partial_directory(dest)
-    data = _RowsFile(partial / _DATA, rows, dtype, dest)
+    data = RowsFile(partial / _DATA, rows, dtype, dest)
     chunks = query_chunks(rows, chunk_size)
     own = [chunk for i, chunk in enumerate(chunks) if i % ranks.world == ranks.rank]
     with contextlib.ExitStack() as stack:
 
         def start() -> None:
             if ranks.rank == 0:
-                stack.enter_context(_locked(partial, dest))
+                stack.enter_context(locked(partial, dest))
                 _reset(partial, manifest, data)
             if prepare is not None:
                 prepare()
@@ -612,7 +612,7 @@ def run_job(
                 shutil.rmtree(partial, ignore_errors=True)
 
 
-def _reset(partial: Path, manifest: dict[str, Any], data: _RowsFile) -> None:
+def _reset(partial: Path, manifest: dict[str, Any], data: RowsFile) -> None:
     """Rank 0, holding the lock: a checkpoint of another job (or a kill before its manifest
     was written) is started over, and marks without their file mean nothing."""
     manifest_path = partial / "manifest.json"
@@ -659,7 +659,7 @@ def _remove_leftover(dest: Path) -> None:
     """Removes the checkpoint of a run killed after it renamed its file into place."""
     partial = partial_directory(dest)
     if partial.exists():
-        with contextlib.suppress(DirectoryLockedError, OSError), _locked(partial, dest):
+        with contextlib.suppress(DirectoryLockedError, OSError), locked(partial, dest):
             shutil.rmtree(partial)
 
 

@@ -14,11 +14,13 @@ is behind a keyword of its own (``deep``, ``seed``, ``dup_threshold``): the READ
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import numpy as np
@@ -26,8 +28,8 @@ import numpy as np
 from negmine import _numbers as numbers
 from negmine._inputs import text_list
 from negmine.errors import InvalidArgumentError, InvalidTypeError
-from negmine.mine import mine
-from negmine.outputs import _ST_LABEL_COLUMNS, OUTPUT_FORMATS, dataset_from_arrays, to_dataset
+from negmine.mine import OPTIONS, mine
+from negmine.outputs import OUTPUT_FORMATS, ST_LABEL_COLUMNS, dataset_from_arrays, to_dataset
 from negmine.report import FILTERS, build_report
 from negmine.result import MiningResult
 from negmine.search import search
@@ -132,140 +134,113 @@ def mine_hard_negatives(
     ``use_faiss``, ``faiss_batch_size`` and ``use_multi_process`` are accepted (and checked as
     sentence-transformers checks them) but negmine's exact search needs none of them.
     """
-    return _mine(**locals()).dataset
+    return mine_dataset(**locals()).dataset
 
 
-def _mine(
-    dataset: Any,
-    model: Any,
-    anchor_column_name: str | None = None,
-    positive_column_name: str | None = None,
-    corpus: Sequence[str] | None = None,
-    cross_encoder: Any = None,
-    range_min: int = 0,
-    range_max: int | None = None,
-    max_score: float | None = None,
-    min_score: float | None = None,
-    absolute_margin: float | None = None,
-    relative_margin: float | None = None,
-    num_negatives: int = 3,
-    sampling_strategy: Literal["random", "top"] = "top",
-    query_prompt_name: str | None = None,
-    query_prompt: str | None = None,
-    corpus_prompt_name: str | None = None,
-    corpus_prompt: str | None = None,
-    include_positives: bool = False,
-    output_format: Literal[
-        "triplet", "n-tuple", "labeled-pair", "labeled-list", "n-tuple-scores"
-    ] = "triplet",
-    output_scores: bool = False,
-    batch_size: int = 32,
-    faiss_batch_size: int = 16384,
-    use_faiss: bool = False,
-    use_multi_process: list[str] | bool = False,
-    verbose: bool = True,
-    cache_folder: str | None = None,
-    as_triplets: bool | None = None,
-    margin: float | None = None,
-    *,
-    deep: bool = False,
-    seed: int | None = None,
-    dup_threshold: float | None = None,
-    threads: int | None = None,
-    ids_column: str | None = None,
-) -> Mined:
-    """:func:`mine_hard_negatives`, with what it mined from (see :class:`Mined`)."""
-    if not isinstance(deep, bool):
-        raise InvalidTypeError(f"deep must be a bool, got {type(deep).__name__} {deep!r}")
-    columns = list(getattr(dataset, "column_names", None) or [])
+def mine_dataset(dataset: Any, model: Any, *args: Any, **kwargs: Any) -> Mined:
+    """:func:`mine_hard_negatives` (any of its arguments, bound as a call binds them: an
+    unknown one is a ``TypeError``), with what it mined from (see :class:`Mined`)."""
+    bound = _SIGNATURE.bind(dataset, model, *args, **kwargs)
+    bound.apply_defaults()
+    return _mine(SimpleNamespace(**bound.arguments))
+
+
+def _mine(a: SimpleNamespace) -> Mined:
+    """:func:`mine_hard_negatives` with its arguments ``a`` (bound by :func:`mine_dataset`), and
+    what it mined from (see :class:`Mined`)."""
+    if not isinstance(a.deep, bool):
+        raise InvalidTypeError(f"deep must be a bool, got {type(a.deep).__name__} {a.deep!r}")
+    columns = list(getattr(a.dataset, "column_names", None) or [])
     if not columns:
         raise InvalidTypeError(
             f"dataset must be a datasets.Dataset with (anchor, positive) columns, got "
-            f"{type(dataset).__name__}"
+            f"{type(a.dataset).__name__}"
         )
-    if len(dataset) == 0:
+    if len(a.dataset) == 0:
         raise InvalidArgumentError("the dataset is empty: it has no (anchor, positive) rows")
-    numbers.count(faiss_batch_size, "faiss_batch_size")
-    batch_size = numbers.count(batch_size, "batch_size")
-    if not anchor_column_name or anchor_column_name not in columns:
-        anchor_column_name = columns[0]
-    if not positive_column_name or positive_column_name not in columns:
+    numbers.count(a.faiss_batch_size, "faiss_batch_size")
+    a.batch_size = numbers.count(a.batch_size, "batch_size")
+    if not a.anchor_column_name or a.anchor_column_name not in columns:
+        a.anchor_column_name = columns[0]
+    if not a.positive_column_name or a.positive_column_name not in columns:
         if len(columns) < 2:
             raise InvalidArgumentError(
                 "the dataset needs a second column to take the positives from"
             )
-        positive_column_name = columns[1]
-    if as_triplets is not None:
-        output_format = "triplet" if as_triplets else "n-tuple"
-    if include_positives:
-        output_format = "n-tuple"  # as sentence-transformers: the ranking order is kept
-    if output_format == "n-tuple-scores":  # sentence-transformers' deprecated alias
-        output_format, output_scores = "n-tuple", True
-    if output_format not in OUTPUT_FORMATS:
+        a.positive_column_name = columns[1]
+    if a.as_triplets is not None:
+        a.output_format = "triplet" if a.as_triplets else "n-tuple"
+    if a.include_positives:
+        a.output_format = "n-tuple"  # as sentence-transformers: the ranking order is kept
+    if a.output_format == "n-tuple-scores":  # sentence-transformers' deprecated alias
+        a.output_format, a.output_scores = "n-tuple", True
+    if a.output_format not in OUTPUT_FORMATS:
         raise InvalidArgumentError(
             f"output_format must be one of {', '.join(map(repr, OUTPUT_FORMATS))} (or the "
-            f"deprecated 'n-tuple-scores'), got {output_format!r}"
+            f"deprecated 'n-tuple-scores'), got {a.output_format!r}"
         )
-    if margin is not None:
-        absolute_margin = margin
-    sampling_strategy = numbers.choice(  # type: ignore[assignment]
-        sampling_strategy, "sampling_strategy", ("random", "top")
+    if a.margin is not None:
+        a.absolute_margin = a.margin
+    a.sampling_strategy = numbers.choice(
+        a.sampling_strategy, "sampling_strategy", ("random", "top")
     )
-    if dup_threshold is not None and not deep:
+    if a.dup_threshold is not None and not a.deep:
         raise InvalidArgumentError(
             "dup_threshold is a filter of negmine's own mining: pass deep=True with it"
         )
-    _check_ids_column(ids_column, output_format, bool(output_scores))
+    _check_ids_column(a.ids_column, a.output_format, bool(a.output_scores))
 
     # Texts as they are: sentence-transformers raises ValueError for a non-string one (its
     # encode), where str() would embed None as "None"; InvalidTextError is a ValueError.
-    anchors = text_list(dataset[anchor_column_name], f"dataset[{anchor_column_name!r}]")
-    positive_texts = text_list(dataset[positive_column_name], f"dataset[{positive_column_name!r}]")
-    extra = [] if corpus is None else text_list(corpus, "corpus")
+    anchors = text_list(a.dataset[a.anchor_column_name], f"dataset[{a.anchor_column_name!r}]")
+    positive_texts = text_list(
+        a.dataset[a.positive_column_name], f"dataset[{a.positive_column_name!r}]"
+    )
+    extra = [] if a.corpus is None else text_list(a.corpus, "corpus")
 
     # sentence-transformers counts the rows per anchor (repeated pairs included) for its
     # derived range_max and its candidate depth.
     rows_per_anchor = Counter(anchors)
     max_positives = max(rows_per_anchor.values())
-    filtered = any(x is not None for x in (absolute_margin, relative_margin, max_score)) or (
-        cross_encoder is not None and min_score is not None
+    filtered = any(x is not None for x in (a.absolute_margin, a.relative_margin, a.max_score)) or (
+        a.cross_encoder is not None and a.min_score is not None
     )
-    num_negatives = numbers.integer(num_negatives, "num_negatives")
-    if num_negatives < 1:
+    a.num_negatives = numbers.integer(a.num_negatives, "num_negatives")
+    if a.num_negatives < 1:
         raise InvalidArgumentError(
-            f"num_negatives must be at least 1, got num_negatives={num_negatives}"
+            f"num_negatives must be at least 1, got num_negatives={a.num_negatives}"
         )
-    range_min = numbers.integer(range_min, "range_min")
-    range_max = None if range_max is None else numbers.integer(range_max, "range_max")
+    a.range_min = numbers.integer(a.range_min, "range_min")
+    a.range_max = None if a.range_max is None else numbers.integer(a.range_max, "range_max")
     cap_note = ""
-    if range_max is None and (not deep or sampling_strategy == "random"):
-        range_max = range_min + num_negatives * (10 if filtered else 1) + max_positives
-        if use_faiss and range_max + max_positives + 1 > _FAISS_GPU_K and _faiss_gpus() > 0:
-            range_max = _FAISS_GPU_K - (max_positives + 1)
+    if a.range_max is None and (not a.deep or a.sampling_strategy == "random"):
+        a.range_max = a.range_min + a.num_negatives * (10 if filtered else 1) + max_positives
+        if a.use_faiss and a.range_max + max_positives + 1 > _FAISS_GPU_K and _faiss_gpus() > 0:
+            a.range_max = _FAISS_GPU_K - (max_positives + 1)
             cap_note = (
-                f" Note that range_max was capped to {range_max} because FAISS on GPU can only "
+                f" Note that range_max was capped to {a.range_max} because FAISS on GPU can only "
                 f"retrieve up to {_FAISS_GPU_K} documents per query, some of which are reserved "
                 "for excluded candidates (sentence-transformers' cap, kept for the same window)."
             )
-        if verbose:
-            print(f"Setting range_max to {range_max} based on the provided parameters.")
-    if range_min < 0:
-        raise InvalidArgumentError(f"range_min must be non-negative, got range_min={range_min}")
-    if range_max is not None:
-        if range_min >= range_max:
+        if a.verbose:
+            print(f"Setting range_max to {a.range_max} based on the provided parameters.")
+    if a.range_min < 0:
+        raise InvalidArgumentError(f"range_min must be non-negative, got range_min={a.range_min}")
+    if a.range_max is not None:
+        if a.range_min >= a.range_max:
             raise InvalidArgumentError(
-                f"range_min must be smaller than range_max, got range_min={range_min} and "
-                f"range_max={range_max}.{cap_note}"
+                f"range_min must be smaller than range_max, got range_min={a.range_min} and "
+                f"range_max={a.range_max}.{cap_note}"
             )
-        if num_negatives > range_max - range_min:
+        if a.num_negatives > a.range_max - a.range_min:
             raise InvalidArgumentError(
-                f"Cannot mine {num_negatives} negatives per query: only "
-                f"{range_max - range_min} candidates remain after skipping the first "
-                f"range_min={range_min} of range_max={range_max}. Consider decreasing "
+                f"Cannot mine {a.num_negatives} negatives per query: only "
+                f"{a.range_max - a.range_min} candidates remain after skipping the first "
+                f"range_min={a.range_min} of range_max={a.range_max}. Consider decreasing "
                 f"num_negatives or range_min, or increasing range_max.{cap_note}"
             )
-    if seed is not None:
-        seed = numbers.seed(seed)
+    if a.seed is not None:
+        a.seed = numbers.seed(a.seed)
 
     corpus_texts = list(dict.fromkeys(extra + positive_texts))
     corpus_index = {text: i for i, text in enumerate(corpus_texts)}
@@ -279,11 +254,11 @@ def _mine(
     # The query's own text is never its negative (sentence-transformers >= 6.3), unless it is
     # one of its positives and include_positives keeps those.
     own = [corpus_index.get(q, -1) for q in queries]
-    if include_positives:
+    if a.include_positives:
         for anchor, positive in zip(anchors, positive_texts):
             if anchor == positive:
                 own[query_index[anchor]] = -1
-    if verbose and not deep:
+    if a.verbose and not a.deep:
         if len(queries) != len(anchors):
             print(f"Found {len(queries)} unique queries out of {len(anchors)} total queries.")
         if max_positives > 1:
@@ -291,48 +266,43 @@ def _mine(
             print(f"Found an average of {average:.3f} positives per query.")
 
     query_embeddings, corpus_embeddings = _embeddings(
-        model,
+        a.model,
         queries,
         corpus_texts,
-        query_prompt_name=query_prompt_name,
-        query_prompt=query_prompt,
-        corpus_prompt_name=corpus_prompt_name,
-        corpus_prompt=corpus_prompt,
-        batch_size=batch_size,
-        cache_folder=cache_folder,
-        verbose=bool(verbose),
+        query_prompt_name=a.query_prompt_name,
+        query_prompt=a.query_prompt,
+        corpus_prompt_name=a.corpus_prompt_name,
+        corpus_prompt=a.corpus_prompt,
+        batch_size=a.batch_size,
+        cache_folder=a.cache_folder,
+        verbose=bool(a.verbose),
     )
     teacher = (
         None
-        if cross_encoder is None
-        else cross_encoder_teacher(cross_encoder, queries, corpus_texts, batch_size=batch_size)
+        if a.cross_encoder is None
+        else cross_encoder_teacher(a.cross_encoder, queries, corpus_texts, batch_size=a.batch_size)
     )
-    metric = _metric(model)
+    metric = _metric(a.model)
     encode = {
-        "query_prompt_name": query_prompt_name,
-        "query_prompt": query_prompt,
-        "corpus_prompt_name": corpus_prompt_name,
-        "corpus_prompt": corpus_prompt,
-        "batch_size": batch_size,
+        "query_prompt_name": a.query_prompt_name,
+        "query_prompt": a.query_prompt,
+        "corpus_prompt_name": a.corpus_prompt_name,
+        "corpus_prompt": a.corpus_prompt,
+        "batch_size": a.batch_size,
     }
+    # The mining options that are also sentence-transformers' arguments, in the core's order.
     options: dict[str, Any] = {
-        "num_negatives": num_negatives,
-        "metric": metric,
-        "range_min": range_min,
-        "range_max": range_max,
-        "max_score": max_score,
-        "min_score": min_score,
-        "absolute_margin": absolute_margin,
-        "relative_margin": relative_margin,
-        "sampling_strategy": sampling_strategy,
-        "duplicates": None,  # the corpus holds each text once
-        "exclude": [[i] if i >= 0 else [] for i in own],
+        name: metric if name == "metric" else getattr(a, name)
+        for name in OPTIONS
+        if name in _ST_OPTIONS or name == "metric"
     }
-    if deep:
-        options["dup_threshold"] = dup_threshold
+    options["duplicates"] = None  # the corpus holds each text once
+    options["exclude"] = [[i] if i >= 0 else [] for i in own]
+    if a.deep:
+        options["dup_threshold"] = a.dup_threshold
     else:
         # sentence-transformers' candidates per query, the depth its window is taken from
-        options["max_depth"] = range_max + max_positives + 1  # type: ignore[operator]
+        options["max_depth"] = a.range_max + max_positives + 1
     parts: dict[str, Any] = {
         "query_texts": queries,
         "corpus_texts": corpus_texts,
@@ -341,39 +311,23 @@ def _mine(
         "options": options,
         "encode": encode,
     }
-    if deep:
+    if a.deep:
         result, out = _mine_deep(
+            a,
             query_embeddings,
             corpus_embeddings,
             queries,
             corpus_texts,
             positive_lists,
-            own,
             teacher,
-            metric=metric,
-            num_negatives=num_negatives,
-            range_min=range_min,
-            range_max=range_max,
-            max_score=max_score,
-            min_score=min_score,
-            absolute_margin=absolute_margin,
-            relative_margin=relative_margin,
-            dup_threshold=dup_threshold,
-            sampling_strategy=sampling_strategy,
-            seed=random.getrandbits(64) if seed is None else seed,
-            include_positives=include_positives,
-            output_format=output_format,
-            output_scores=bool(output_scores),
-            anchor_column=anchor_column_name,
-            positive_column=positive_column_name,
-            threads=threads,
-            verbose=bool(verbose),
-            ids_column=ids_column,
+            options,
         )
         return Mined(dataset=out, result=result, **parts)
-    assert range_max is not None  # derived above when not deep
-    pool = range_max + max_positives + 1  # sentence-transformers' candidates per query
-    candidate_ids, scores = _candidates(query_embeddings, corpus_embeddings, pool, metric, threads)
+    assert a.range_max is not None  # derived above when not deep
+    pool = a.range_max + max_positives + 1  # sentence-transformers' candidates per query
+    candidate_ids, scores = _candidates(
+        query_embeddings, corpus_embeddings, pool, metric, a.threads
+    )
     positive_scores = _pair_scores(query_embeddings, corpus_embeddings, positive_lists, metric)
     if teacher is not None:
         # The cross-encoder scores every candidate and positive; its scores rank and filter.
@@ -392,19 +346,19 @@ def _mine(
         flat_positives,
         positive_scores,
         np.asarray(own, dtype=np.int64),
-        include_positives=include_positives,
+        include_positives=a.include_positives,
         pool=pool,
-        range_min=range_min,
-        range_max=range_max,
-        num_negatives=num_negatives,
-        absolute_margin=absolute_margin,
-        relative_margin=relative_margin,
-        max_score=max_score,
-        min_score=min_score,
-        sampling_strategy=sampling_strategy,
-        draw=random.sample if seed is None else random.Random(seed).sample,
+        range_min=a.range_min,
+        range_max=a.range_max,
+        num_negatives=a.num_negatives,
+        absolute_margin=a.absolute_margin,
+        relative_margin=a.relative_margin,
+        max_score=a.max_score,
+        min_score=a.min_score,
+        sampling_strategy=a.sampling_strategy,
+        draw=random.sample if a.seed is None else random.Random(a.seed).sample,
     )
-    if verbose:
+    if a.verbose:
         print("Negative candidates mined, preparing dataset...")
     out = dataset_from_arrays(
         negative_ids,
@@ -414,28 +368,28 @@ def _mine(
         positive_scores,
         queries,
         corpus_texts,
-        output_format=output_format,
-        include_scores=bool(output_scores),
-        anchor_column=anchor_column_name,
-        positive_column=positive_column_name,
-        ids_column=ids_column,
+        output_format=a.output_format,
+        include_scores=bool(a.output_scores),
+        anchor_column=a.anchor_column_name,
+        positive_column=a.positive_column_name,
+        ids_column=a.ids_column,
     )
-    if verbose:
+    if a.verbose:
         _print_summary(
             out,
-            output_format,
+            a.output_format,
             negative_ids,
             negative_scores,
             indptr,
             positive_scores,
             skipped,
             n_rows=len(anchors),
-            range_min=range_min,
+            range_min=a.range_min,
             filters={
-                "absolute_margin": absolute_margin,
-                "relative_margin": relative_margin,
-                "max_score": max_score,
-                "min_score": min_score,
+                "absolute_margin": a.absolute_margin,
+                "relative_margin": a.relative_margin,
+                "max_score": a.max_score,
+                "min_score": a.min_score,
             },
         )
     removed_counts = np.zeros(len(FILTERS), dtype=np.int64)
@@ -450,7 +404,7 @@ def _mine(
         removed=_no_removed(),
         report=build_report(
             n_queries=len(queries),
-            num_negatives=num_negatives,
+            num_negatives=a.num_negatives,
             options={k: v for k, v in options.items() if k != "exclude"},
             positives=len(flat_positives),
             excluded_duplicates=0,
@@ -463,6 +417,12 @@ def _mine(
         ),
     )
     return Mined(dataset=out, result=result, **parts)
+
+
+_SIGNATURE = inspect.signature(mine_hard_negatives)
+_ST_OPTIONS = frozenset(_SIGNATURE.parameters) - {"seed", "dup_threshold"}
+"""The arguments named as mining options whose values go to the mining as given (``seed``
+and ``dup_threshold`` take their own paths)."""
 
 
 def _no_removed() -> dict[str, np.ndarray]:
@@ -482,7 +442,7 @@ def _check_ids_column(ids_column: str | None, output_format: str, output_scores:
         return
     if not isinstance(ids_column, str) or not ids_column:
         raise InvalidArgumentError(f"ids_column must be a non-empty name, got {ids_column!r}")
-    if ids_column not in _ST_LABEL_COLUMNS:
+    if ids_column not in ST_LABEL_COLUMNS:
         return
     if output_scores:
         raise InvalidArgumentError(
@@ -692,83 +652,55 @@ def _print_summary(
 
 
 def _mine_deep(
+    a: SimpleNamespace,
     query_embeddings: np.ndarray,
     corpus_embeddings: np.ndarray,
     queries: list[str],
     corpus_texts: list[str],
     positive_lists: list[list[int]],
-    own: list[int],
     teacher: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
-    *,
-    metric: Literal["dot", "cosine"],
-    num_negatives: int,
-    range_min: int,
-    range_max: int | None,
-    max_score: float | None,
-    min_score: float | None,
-    absolute_margin: float | None,
-    relative_margin: float | None,
-    dup_threshold: float | None,
-    sampling_strategy: Literal["random", "top"],
-    seed: int,
-    include_positives: bool,
-    output_format: str,
-    output_scores: bool,
-    anchor_column: str,
-    positive_column: str,
-    threads: int | None,
-    verbose: bool,
-    ids_column: str | None,
+    options: dict[str, Any],
 ) -> tuple[MiningResult, Any]:
-    """``deep=True``: :func:`negmine.mine` over the whole corpus (see the README's table)."""
-    if include_positives and (absolute_margin is not None or relative_margin is not None):
+    """``deep=True``: :func:`negmine.mine` over the whole corpus with ``options`` (see the
+    README's table)."""
+    if a.include_positives and (a.absolute_margin is not None or a.relative_margin is not None):
         raise InvalidArgumentError(
             "include_positives keeps the positives among the candidates, so margins "
             "relative to them cannot apply: pass one or the other"
         )
+    seed = random.getrandbits(64) if a.seed is None else a.seed
     result = mine(
         query_embeddings,
         corpus_embeddings,
-        [[] for _ in queries] if include_positives else positive_lists,
-        num_negatives=num_negatives,
-        metric=metric,
-        range_min=range_min,
-        range_max=range_max,
-        max_score=max_score,
-        min_score=min_score,
-        absolute_margin=absolute_margin,
-        relative_margin=relative_margin,
-        dup_threshold=dup_threshold,
-        duplicates="auto",
+        [[] for _ in queries] if a.include_positives else positive_lists,
+        **{**options, "duplicates": "auto"},
         corpus_texts=corpus_texts,
-        sampling_strategy=sampling_strategy,
         seed=seed,
         rescore=teacher,
-        exclude=[[i] if i >= 0 else [] for i in own],
-        threads=threads,
-        progress=verbose,
+        threads=a.threads,
+        progress=bool(a.verbose),
     )
-    if include_positives:
+    if a.include_positives:
         # The output's positive columns come from the labelled pairs.
         result.positive_indptr = np.concatenate(
             ([0], np.cumsum([len(p) for p in positive_lists]))
         ).astype(np.int64)
         result.positive_ids = np.asarray([i for p in positive_lists for i in p], np.int64)
         result.positive_scores = _pair_scores(
-            query_embeddings, corpus_embeddings, positive_lists, metric
+            query_embeddings, corpus_embeddings, positive_lists, options["metric"]
         )
-    if verbose:
+    if a.verbose:
         print(result.report)
     return result, to_dataset(
         result,
         queries,
         corpus_texts,
-        output_format=output_format,  # type: ignore[arg-type]
-        include_scores=output_scores,
+        output_format=a.output_format,
+        include_scores=bool(a.output_scores),
         score_source="teacher" if teacher is not None else "retriever",
-        anchor_column=anchor_column,
-        positive_column=positive_column,
-        ids_column=ids_column,
+        anchor_column=a.anchor_column_name,
+        positive_column=a.positive_column_name,
+        ids_column=a.ids_column,
     )
 
 

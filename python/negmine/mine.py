@@ -9,11 +9,8 @@ result in a :class:`~negmine.result.MiningResult` with a :class:`~negmine.report
 from __future__ import annotations
 
 import dataclasses
-import functools
-import inspect
 import operator
 import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Union
@@ -49,12 +46,12 @@ class MiningOptions:
     """Everything that decides which negatives are mined: the options of :func:`mine`, with the
     same names, defaults and meaning (see its docstring), as keyword arguments.
 
-    The options are declared twice only: in the core (``MineOptions``, which checks them as
-    they are built, raising ``InvalidArgumentError`` / ``InvalidTypeError`` naming the
-    option) and in :func:`mine`'s signature, from which this class takes its names, defaults
-    and types. ``to_dict()`` holds plain Python values (a numpy scalar becomes an ``int`` or
-    ``float``, an alias its canonical name), so that the options serialise to JSON and compare
-    equal however they were spelled.
+    The options are declared once, in the core (``MineOptions``: name, type, default and help
+    of each, see :data:`OPTIONS`), which checks them as they are built, raising
+    ``InvalidArgumentError`` / ``InvalidTypeError`` naming the option. ``to_dict()`` holds
+    plain Python values (a numpy scalar becomes an ``int`` or ``float``, an alias its
+    canonical name), so that the options serialise to JSON and compare equal however they
+    were spelled.
     """
 
     __slots__ = ("_values", "core")
@@ -64,18 +61,18 @@ class MiningOptions:
     """The options as the core takes them, built (and checked by the core) once."""
 
     def __init__(self, **options: Any) -> None:
-        declared = _declared_options()
-        unknown = sorted(set(options) - set(declared))
+        unknown = sorted(set(options) - set(OPTIONS))
         if unknown:
             raise InvalidTypeError(
                 f"unknown mining option {', '.join(map(repr, unknown))}; the options are "
-                f"{', '.join(declared)}"
+                f"{', '.join(OPTIONS)}"
             )
-        given = {name: options.get(name, default) for name, (default, _) in declared.items()}
+        given = {name: options.get(name, spec["default"]) for name, spec in OPTIONS.items()}
         core = _core.MineOptions(**given)
+        # Checked by the core first, so the conversion to the plain type cannot fail.
         values = {
-            name: None if given[name] is None else plain(given[name])
-            for name, (_, plain) in declared.items()
+            name: None if given[name] is None else _PLAIN[spec["type"]](given[name])
+            for name, spec in OPTIONS.items()
         }
         values["metric"] = core.metric  # an alias resolved
         object.__setattr__(self, "_values", values)
@@ -110,23 +107,18 @@ class MiningOptions:
     def to_dict(self) -> dict[str, Any]:
         return dict(self._values)
 
+    def replace(self, **changes: Any) -> MiningOptions:
+        """These options with ``changes``, checked as new ones are."""
+        return MiningOptions(**{**self._values, **changes})
 
-@functools.cache
-def _declared_options() -> dict[str, tuple[Any, Callable[[Any], Any]]]:
-    """:func:`mine`'s options (its keyword arguments that the core's ``MineOptions`` declares),
-    in its order: each with its default and the conversion to a plain Python value that its
-    annotation calls for (checked by the core first, so the conversion cannot fail)."""
-    declared: dict[str, tuple[Any, Callable[[Any], Any]]] = {}
-    for name, parameter in inspect.signature(mine).parameters.items():
-        if name in _core.MineOptions.NAMES:
-            # The annotation's text (this module postpones annotations), read by its words so
-            # that `int | None` needs no evaluation on Python 3.9.
-            words = set(re.findall(r"\w+", str(parameter.annotation)))
-            plain: Callable[[Any], Any] = (
-                float if "float" in words else operator.index if "int" in words else str
-            )
-            declared[name] = (parameter.default, plain)
-    return declared
+
+OPTIONS: dict[str, dict[str, Any]] = {spec["name"]: spec for spec in _core.MineOptions.OPTIONS}
+"""The mining options as the core declares them, by name: each one's ``type`` (``"int"``,
+``"float"``, ``"str"``), ``optional``, ``choices``, ``default`` and ``help``. :func:`mine`'s
+keyword arguments, :class:`MiningOptions`, the command line's flags and the refresher read
+them from here (a test checks that :func:`mine`'s signature has each with its default)."""
+
+_PLAIN: dict[str, Callable[[Any], Any]] = {"int": operator.index, "float": float, "str": str}
 
 
 @dataclass(frozen=True)
@@ -167,9 +159,12 @@ class Prepared:
         )
 
 
-def _positives_csr(
+def positives_csr(
     positives: IdsLike | str | os.PathLike[str], n_queries: int, n_corpus: int
 ) -> tuple[np.ndarray, np.ndarray]:
+    """``positives`` in any form :func:`mine` takes (lists, a CSR pair, a qrels path) as a
+    sorted, deduplicated int64 CSR pair over ``n_queries``, every id checked against
+    ``n_corpus``."""
     if isinstance(positives, (str, os.PathLike)):
         positives = load_qrels(positives, n_queries=n_queries, n_corpus=n_corpus)
     csr = as_csr(positives, n_queries, "positives")
@@ -203,7 +198,7 @@ def prepare(
     """Positives (with those of linked queries) and exclusions (with duplicate-group members,
     and ``exclude``: ids never returned that are not positives)."""
     n_queries, n_corpus = rows_of(queries), rows_of(corpus)
-    pos_indptr, pos_ids = _positives_csr(positives, n_queries, n_corpus)
+    pos_indptr, pos_ids = positives_csr(positives, n_queries, n_corpus)
     linked = 0
     if query_dup_threshold is not None:
         components = _core.link_queries(queries, float(query_dup_threshold), threads=threads)
@@ -366,6 +361,8 @@ def assemble(
     # A chunk checkpointed by a negmine that did not record ranks has none (n x 0).
     ranked = all(p.negative_ranks.shape[1] == options.num_negatives for p in parts)
     negative_ranks = cat(lambda p: p.negative_ranks) if ranked else None
+    tagged = all(p.negative_sources.shape[1] == options.num_negatives for p in parts)
+    negative_sources = cat(lambda p: p.negative_sources) if tagged else None
     report = build_report(
         n_queries=len(found),
         num_negatives=options.num_negatives,
@@ -382,6 +379,8 @@ def assemble(
         removed_counts=removed_counts,
         negative_ranks=negative_ranks,
     )
+    if negative_sources is not None:
+        report.sources = sources.source_counts(negative_sources)
     judged = prepared.teacher_positive_scores is not None
     if judged:
         assert prepared.teacher_positive_scores is not None
@@ -401,6 +400,7 @@ def assemble(
         positive_teacher_scores=prepared.teacher_positive_scores,
         groups=prepared.groups,
         negative_ranks=negative_ranks,
+        negative_sources=negative_sources,
     )
 
 
@@ -428,7 +428,7 @@ def mine(
     seed: int = 0,
     max_depth: int | None = None,
     record_removed: int | None = 64,
-    backend: Literal["exact", "hnsw", "torch", "bm25", "maxsim"] = "exact",
+    backend: Literal["exact", "hnsw", "torch", "bm25", "hybrid", "maxsim"] = "exact",
     target_recall: float = 0.95,
     hnsw_path: str | os.PathLike[str] | None = None,
     hnsw_m: int = 16,
@@ -442,6 +442,8 @@ def mine(
     torch_slack: int = 32,
     bm25_k1: float = 1.5,
     bm25_b: float = 0.75,
+    rrf_k: int = 60,
+    hybrid_depth: int | None = None,
     query_tokens: Any = None,
     corpus_tokens: Any = None,
     maxsim_depth: int = 100,
@@ -478,7 +480,7 @@ def mine(
             array with a group id per corpus row. Every member of a positive's group counts as
             a positive; at most one member of a group is among a query's negatives.
         query_texts: the queries' texts, one per query row (any form ``corpus_texts``
-            takes); read by ``backend="bm25"`` only.
+            takes); read by ``backend="bm25"`` and ``"hybrid"`` only.
         query_dup_threshold: queries whose cosine is at least this share their positives.
         sampling_strategy: ``"top"``, ``"random"`` (uniform in the window) or ``"simans"``
             (weight ``exp(-simans_a * (score - p - simans_b)^2)``), seeded by ``seed``.
@@ -508,7 +510,12 @@ def mine(
             ascending), while the filters read the embeddings' exact scores of the
             candidates; ``result.negative_ranks`` are BM25 ranks. A query with fewer lexical
             matches than the filters need is finished by the exact search
-            (``result.report.exact_fallback`` counts them).
+            (``result.report.exact_fallback`` counts them). ``"hybrid"`` (texts required as
+            for ``"bm25"``) walks the reciprocal-rank fusion of each query's BM25 and dense
+            rankings (see :mod:`negmine.sources.hybrid`), the filters again reading the
+            embeddings' exact scores. With ``"bm25"`` and ``"hybrid"``,
+            ``result.negative_sources`` tags each negative with the rankings that found it
+            (bit 1: bm25, bit 2: dense) and ``result.report.sources`` counts them.
         target_recall: hnsw: ``ef`` is raised until the graph's recall against exact search
             on 200 sampled queries reaches this, in ``(0, 1]``; ``result.report.ann`` has the
             recall, the ``ef`` chosen and whether the index was built or loaded.
@@ -546,7 +553,13 @@ def mine(
             naming a smaller one).
         torch_slack: torch: candidates asked for beyond the depth and the query's excluded
             ids (``g``); doubled for a query whose bound does not yet prove its candidates.
-        bm25_k1, bm25_b: bm25: BM25's ``k1`` (>= 0) and ``b`` (in [0, 1]); bm25s' defaults.
+        bm25_k1, bm25_b: bm25, hybrid: BM25's ``k1`` (>= 0) and ``b`` (in [0, 1]); bm25s'
+            defaults.
+        rrf_k: hybrid: the fusion's constant (a row at rank ``r`` of a ranking scores
+            ``1 / (rrf_k + r)``), >= 0.
+        hybrid_depth: hybrid: rows each ranking contributes per query (default: the first
+            fetch depth, twice the window end and at least 64); a query whose window the
+            fused list cannot fill is finished by the exact search.
         query_tokens, corpus_tokens: maxsim: the token embeddings (``negmine.MultiVectors``,
             a saved multi-vector directory, or a list of ``tokens x dim`` arrays), one text per
             row of ``queries`` / ``corpus`` (which are then the pooled vectors the candidates
@@ -561,8 +574,8 @@ def mine(
         queries got fewer negatives than asked for (only when the corpus ran out: the search
         goes as deep as the filters need).
     """
-    # The options are the arguments above that the core declares (see `MiningOptions`).
-    options = MiningOptions(**{k: v for k, v in locals().items() if k in _declared_options()})
+    # The options are the arguments above that the core declares (see `OPTIONS`).
+    options = MiningOptions(**{k: v for k, v in locals().items() if k in OPTIONS})
     threads = numbers.optional_count(threads, "threads")
     # Every backend's settings are checked, whichever is used (each declared by its source).
     source_settings = sources.all_settings(locals())[
@@ -637,7 +650,8 @@ def open_source(
 ) -> sources.Source:
     """``backend``'s candidate source (:mod:`negmine.sources`) for a run over all of
     ``queries`` with these lists and options (the user's: a teacher's cut does not change
-    which rows are candidates); the texts go to a source that reads them (``bm25``)."""
+    which rows are candidates); the texts go to a source that reads them (``bm25``,
+    ``hybrid``)."""
     job = sources.Job(
         queries,
         corpus,
@@ -670,8 +684,8 @@ def mine_chunk(
     candidates (:func:`mine_prepared` with the source's ``fetch``); by the exact path where
     the source leaves the chunk to it."""
     try:
-        fetch = source.fetch(start, queries, (lists.ex_indptr, lists.ex_ids))
-        return mine_prepared(
+        fetch = source.fetch(start, queries, (lists.ex_indptr, lists.ex_ids), corpus)
+        part = mine_prepared(
             queries,
             corpus,
             lists,
@@ -687,7 +701,8 @@ def mine_chunk(
     except sources.ExactPathDecides:
         # A row that is not finite, or dot scores that could overflow: the exact path raises
         # (naming the row or pair) or mines, exactly as backend="exact" does.
-        return mine_prepared(
+        fetch = None
+        part = mine_prepared(
             queries,
             corpus,
             lists,
@@ -696,6 +711,10 @@ def mine_chunk(
             threads=threads,
             teacher=teacher,
         )
+    tags = source.negative_sources(fetch, part)
+    if tags is None:
+        return part
+    return _core.Mined(**{**part.arrays(), "negative_sources": tags})
 
 
 def mine_parts(
@@ -789,7 +808,7 @@ class Teacher:
             self.cut = float(np.float32(np.percentile(scores.astype(np.float64), self.percentile)))
             given = options.max_score
             cut = self.cut if given is None else min(self.cut, float(given))
-            options = MiningOptions(**{**options.to_dict(), "max_score": cut})
+            options = options.replace(max_score=cut)
         return dataclasses.replace(prepared, teacher_positive_scores=scores), options
 
     def report(self, assembled: TeacherReport | None) -> TeacherReport | None:

@@ -26,6 +26,7 @@ from negmine._core import __version__
 from negmine._inputs import text_list
 from negmine.errors import InvalidArgumentError, InvalidTypeError
 from negmine.result import MiningResult
+from negmine.sources import source_labels
 
 OutputFormat = Literal["triplet", "n-tuple", "labeled-pair", "labeled-list"]
 OUTPUT_FORMATS: tuple[str, ...] = ("triplet", "n-tuple", "labeled-pair", "labeled-list")
@@ -140,6 +141,10 @@ def to_parquet(
     (long) or ``negative_teacher_scores`` (wide), and ``positive_teacher_scores`` (both):
     the distillation targets, beside the retriever's.
 
+    A result mined from several rankings (``backend="bm25"`` / ``"hybrid"``) adds which
+    found each negative (:func:`negmine.sources.source_labels`: ``"bm25"``, ``"dense"`` or
+    ``"bm25+dense"``): ``sources`` (long) or ``negative_sources`` (wide, a list of them).
+
     The file's metadata hold ``negmine.version`` and ``negmine.report`` (the report as JSON).
 
     Args:
@@ -195,6 +200,12 @@ def to_parquet(
             fields.append(pa.field("teacher_score", pa.float32(), nullable=False))
         else:
             fields.append(pa.field("negative_teacher_scores", pa.list_(pa.float32())))
+    labels = None if result.negative_sources is None else source_labels(result.negative_sources)
+    if labels is not None:
+        if layout == "long":
+            fields.append(pa.field("sources", pa.string(), nullable=False))
+        else:
+            fields.append(pa.field("negative_sources", pa.list_(pa.string())))
     metadata = {
         "negmine.version": __version__,
         "negmine.layout": layout,
@@ -224,6 +235,9 @@ def to_parquet(
                 t_neg, t_pos = teacher
                 columns.append(_list_array(pa, pos_off, pa.array(t_pos[p0:p1])))
                 columns.append(_list_array(pa, off, pa.array(t_neg[start:stop][found])))
+            if labels is not None:
+                tags = pa.array(labels[start:stop][found], pa.string())
+                columns.append(_list_array(pa, off, tags))
             return pa.Table.from_arrays(columns, schema=schema)
         rows, cols = np.nonzero(found)
         take = pa.array(rows, type=pa.int64())
@@ -239,6 +253,8 @@ def to_parquet(
             t_neg, t_pos = teacher
             columns.append(_list_array(pa, pos_off, pa.array(t_pos[p0:p1])).take(take))
             columns.append(pa.array(t_neg[start:stop][rows, cols], type=pa.float32()))
+        if labels is not None:
+            columns.append(pa.array(labels[start:stop][rows, cols], pa.string()))
         return pa.Table.from_arrays(columns, schema=schema)
 
     with atomic_write(path) as f:
@@ -270,7 +286,7 @@ def _texts(texts: Sequence[str], name: str, expected: int, row: str, rows: str) 
 
 
 # The columns sentence-transformers' data collator hands to the loss instead of tokenizing.
-_ST_LABEL_COLUMNS = ("label", "labels", "score", "scores")
+ST_LABEL_COLUMNS = ("label", "labels", "score", "scores")
 
 
 def to_dataset(
@@ -284,6 +300,7 @@ def to_dataset(
     anchor_column: str = "anchor",
     positive_column: str = "positive",
     ids_column: str | None = None,
+    sources_column: str | None = None,
 ) -> Any:
     """A Hugging Face ``datasets.Dataset`` of the mined negatives, with exactly the columns
     and row order of sentence-transformers' ``mine_hard_negatives(output_format=...,
@@ -325,6 +342,12 @@ def to_dataset(
             ``MultipleNegativesRankingLoss`` ignores it. The collator hands the loss only one
             such column (``label``, ``labels``, ``score``, ``scores``), so that name is
             refused beside ``include_scores`` or a labeled layout.
+        sources_column: with a result mined from several rankings (``backend="bm25"`` /
+            ``"hybrid"``), a column of that name (after ``ids_column``) saying which found
+            each negative (``"bm25"``, ``"dense"`` or ``"bm25+dense"``): a string per
+            ``"triplet"`` row, a list of one per negative per ``"n-tuple"`` row; not taken by
+            the labeled layouts. sentence-transformers' trainer would tokenize it as a text
+            column: drop it (``dataset.remove_columns``) before training.
 
     Raises:
         ImportError: ``datasets`` is missing (``pip install 'negmine[datasets]'``).
@@ -340,6 +363,18 @@ def to_dataset(
                 "score_source='teacher' needs a result mined with a teacher (mine(rescore=...))"
             )
         negative_scores, positive_scores = judged
+    labels = None
+    if sources_column is not None:
+        if result.negative_sources is None:
+            raise InvalidArgumentError(
+                "sources_column needs a result mined from several rankings (backend='bm25' "
+                "or 'hybrid'); this one has no negative_sources"
+            )
+        if output_format not in ("triplet", "n-tuple"):
+            raise InvalidArgumentError(
+                f"sources_column goes with the 'triplet' or 'n-tuple' layout, not {output_format!r}"
+            )
+        labels = (sources_column, source_labels(result.negative_sources))
     return dataset_from_arrays(
         result.negative_ids,
         negative_scores,
@@ -353,6 +388,7 @@ def to_dataset(
         anchor_column=anchor_column,
         positive_column=positive_column,
         ids_column=ids_column,
+        sources=labels,
     )
 
 
@@ -370,9 +406,11 @@ def dataset_from_arrays(
     anchor_column: str = "anchor",
     positive_column: str = "positive",
     ids_column: str | None = None,
+    sources: tuple[str, np.ndarray] | None = None,
 ) -> Any:
     """:func:`to_dataset` of a result's arrays (``negative_ids`` -1 where missing), the
-    scores being the ones to write."""
+    scores being the ones to write; ``sources``: the name of the sources column and each
+    negative's label (``"triplet"`` and ``"n-tuple"`` only)."""
     n_queries, n_cols = (int(n) for n in negative_ids.shape)
     if output_format not in OUTPUT_FORMATS:
         raise InvalidArgumentError(
@@ -498,8 +536,8 @@ def dataset_from_arrays(
         else:
             columns["labels"] = lists(offsets, pa.array((~tail).astype(np.int64), pa.int64()))
     if ids_column is not None:
-        clash = [c for c in columns if c in _ST_LABEL_COLUMNS]
-        if ids_column in _ST_LABEL_COLUMNS and clash:
+        clash = [c for c in columns if c in ST_LABEL_COLUMNS]
+        if ids_column in ST_LABEL_COLUMNS and clash:
             raise InvalidArgumentError(
                 f"ids_column {ids_column!r} and the {output_format!r} layout's {clash[0]!r} "
                 "column are both label columns to sentence-transformers' trainer, which hands "
@@ -519,6 +557,20 @@ def dataset_from_arrays(
             id_offsets = np.arange(0, row_ids.size + 1, max(1, row_ids.shape[1]))
         flat = pa.array(np.ascontiguousarray(row_ids, dtype=np.int64).reshape(-1), pa.int64())
         columns[ids_column] = lists(id_offsets, flat)
+    if sources is not None:
+        name, labels = sources
+        if name in columns:
+            raise InvalidArgumentError(
+                f"sources_column {name!r} is already a column ({', '.join(columns)}); pick "
+                "another name"
+            )
+        if output_format == "triplet":
+            columns[name] = pa.array(labels[query, col], pa.string())
+        else:
+            columns[name] = lists(
+                np.arange(0, n_cols * len(query) + 1, n_cols),
+                pa.array(labels[query].ravel(), pa.string()),
+            )
     table = pa.table(columns)
     return datasets.Dataset(table)
 

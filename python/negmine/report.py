@@ -269,6 +269,11 @@ class MiningReport:
     depth: DepthReport | None = None
     """How deep in their rankings the negatives were found, at :func:`default_window`;
     ``None`` in a report of a run that did not record ranks (an older negmine)."""
+    sources: dict[str, int] | None = None
+    """With ``backend="bm25"`` or ``"hybrid"``: how many negatives each combination of rankings
+    found (``"bm25"``, ``"dense"``, ``"bm25+dense"``: found by both), summing to
+    :attr:`negatives` (see ``MiningResult.negative_sources``); ``None`` for the backends with
+    one ranking."""
     record_cut: float | None = None
     """With removals recorded per query up to ``record_removed``: the score below which some
     query's recorded removals were cut (the highest score at which a query reached the cap;
@@ -346,6 +351,14 @@ class MiningReport:
                 f"{t.max_candidates:,}), {t.scans:,} corpus passes ({t.extra_scans:,} for "
                 f"{t.rescanned_queries:,} queries whose bound needed more)"
             )
+        if self.backend in ("bm25", "hybrid") and (self.refetched or self.exact_fallback):
+            lines.append(
+                f"  backend {self.backend}: re-fetched deeper: {self.refetched:,} queries; "
+                f"finished by exact search: {self.exact_fallback:,}"
+            )
+        if self.sources is not None:
+            found = ", ".join(f"{n:,} by {label}" for label, n in self.sources.items())
+            lines.append(f"  negatives found: {found}")
         if self.linked_queries:
             lines.append(f"  queries sharing positives (linked): {self.linked_queries:,}")
         if self.teacher is not None:

@@ -58,6 +58,11 @@ class MiningResult:
     other than its positives and exclusions; uint32, ``2**32 - 1`` where ``negative_ids`` is
     -1), shaped like ``negative_ids``: what ``report.depth`` summarises, and
     :meth:`depth` recounts. ``None`` in a result of a negmine that did not record ranks."""
+    negative_sources: np.ndarray | None = None
+    """With ``backend="bm25"`` or ``"hybrid"``: which rankings found each negative, a uint8
+    bitmask shaped like ``negative_ids`` (1: the BM25 ranking, 2: the dense one, 3: both; 0
+    where ``negative_ids`` is -1); :func:`negmine.sources.source_labels` names them, and
+    ``report.sources`` counts them. ``None`` for the backends with one ranking."""
 
     def positives_of(self, query: int) -> np.ndarray:
         return self.positive_ids[self.positive_indptr[query] : self.positive_indptr[query + 1]]
@@ -160,9 +165,15 @@ _RESULT_ARRAYS = (
     "positive_scores",
     *(f"removed_{k}" for k in _REMOVED),
 )
-_OPTIONAL_ARRAYS = ("teacher_scores", "positive_teacher_scores", "groups", "negative_ranks")
+_OPTIONAL_ARRAYS = (
+    "teacher_scores",
+    "positive_teacher_scores",
+    "groups",
+    "negative_ranks",
+    "negative_sources",
+)
 """Arrays a result holds only when they exist: a teacher's scores, the duplicate groups, the
-negatives' ranks (not recorded before negmine recorded them)."""
+negatives' ranks (not recorded before negmine recorded them), their sources (bm25, hybrid)."""
 _REQUIRED_FILES = frozenset({*(f"{name}.npy" for name in _RESULT_ARRAYS), "report.json"})
 MANIFEST = "manifest.json"
 _MANIFEST_FORMAT = "negmine mining result"

@@ -38,24 +38,24 @@ from negmine._st_losses import (
     Direction,
     HardnessMode,
     MarginStrategy,
+    MaskedLossBase,
     PartitionMode,
-    _check_directions,
-    _check_hardness,
-    _check_partition_mode,
-    _MaskedLossBase,
-    _must_retokenize,
-    _number,
-    _positive_number,
-    _similarity_name,
+    check_directions,
+    check_hardness,
     check_mini_batch,
+    check_partition_mode,
     check_splittable,
+    checked_number,
     guide_features,
     masked_gist,
     masked_mnrl,
+    needs_retokenizing,
+    positive_number,
+    similarity_name,
     slice_features,
 )
 from negmine.errors import InvalidArgumentError, InvalidTypeError
-from negmine.hard_negatives import Mined, _mine, encode_texts, model_encoders
+from negmine.hard_negatives import Mined, encode_texts, mine_dataset, model_encoders
 from negmine.torch.collation import Positives
 from negmine.torch.dataset import HardNegativeDataset
 from negmine.torch.refresh import NegativeRefresher
@@ -236,7 +236,7 @@ def topic_batch_sampler(
     )
 
 
-class MaskedMultipleNegativesRankingLoss(_MaskedLossBase):
+class MaskedMultipleNegativesRankingLoss(MaskedLossBase):
     """sentence-transformers' ``MultipleNegativesRankingLoss`` (with its ``directions``,
     ``partition_mode`` and ``hardness_mode`` options, as in sentence-transformers 5.3+) with
     negmine's in-batch false-negative mask.
@@ -316,11 +316,11 @@ class MaskedMultipleNegativesRankingLoss(_MaskedLossBase):
         super().__init__(model, positives, groups, gather_across_devices)
         from sentence_transformers import util
 
-        self.scale = _positive_number(scale, "scale")
+        self.scale = positive_number(scale, "scale")
         self.similarity_fct = util.cos_sim if similarity_fct is None else similarity_fct
-        self.directions = _check_directions(directions)
-        self.partition_mode = _check_partition_mode(partition_mode, self.directions)
-        self.hardness_mode, self.hardness_strength = _check_hardness(
+        self.directions = check_directions(directions)
+        self.partition_mode = check_partition_mode(partition_mode, self.directions)
+        self.hardness_mode, self.hardness_strength = check_hardness(
             hardness_mode, hardness_strength
         )
 
@@ -340,7 +340,7 @@ class MaskedMultipleNegativesRankingLoss(_MaskedLossBase):
     def get_config_dict(self) -> dict[str, Any]:
         return {
             "scale": self.scale,
-            "similarity_fct": _similarity_name(self.similarity_fct),
+            "similarity_fct": similarity_name(self.similarity_fct),
             "gather_across_devices": self.gather_across_devices,
             "directions": self.directions,
             "partition_mode": self.partition_mode,
@@ -349,7 +349,7 @@ class MaskedMultipleNegativesRankingLoss(_MaskedLossBase):
         }
 
 
-class MaskedGISTEmbedLoss(_MaskedLossBase):
+class MaskedGISTEmbedLoss(MaskedLossBase):
     """sentence-transformers' ``GISTEmbedLoss`` with negmine's in-batch false-negative mask:
     a guide model's scores and the ids column both take candidates out of the softmax.
 
@@ -404,13 +404,13 @@ class MaskedGISTEmbedLoss(_MaskedLossBase):
     ) -> None:
         super().__init__(model, positives, groups, gather_across_devices)
         self.guide = guide
-        self.temperature = _positive_number(temperature, "temperature")
+        self.temperature = positive_number(temperature, "temperature")
         if margin_strategy not in ("absolute", "relative"):
             raise InvalidArgumentError(
                 f"margin_strategy must be 'absolute' or 'relative', got {margin_strategy!r}"
             )
         self.margin_strategy: MarginStrategy = margin_strategy
-        self.margin = _number(margin, "margin")
+        self.margin = checked_number(margin, "margin")
         for name, flag in (
             ("contrast_anchors", contrast_anchors),
             ("contrast_positives", contrast_positives),
@@ -419,7 +419,7 @@ class MaskedGISTEmbedLoss(_MaskedLossBase):
                 raise InvalidTypeError(f"{name} must be True or False, got {flag!r}")
         self.contrast_anchors = bool(contrast_anchors)
         self.contrast_positives = bool(contrast_positives)
-        self.must_retokenize = _must_retokenize(model, guide)
+        self.must_retokenize = needs_retokenizing(model, guide)
 
     def guide_embeddings(self, sentence_features: list[dict[str, Tensor]]) -> list[Tensor]:
         """The guide's embeddings of the batch's columns (no gradients)."""
@@ -474,7 +474,7 @@ def from_dataset(dataset: Any, model: Any, *, ids_column: str = "label", **kwarg
     to the loss (so ``output_scores`` and the labeled layouts, which have their own, are
     refused with it: name it otherwise for other trainers).
     """
-    return _mine(dataset, model, ids_column=ids_column, **kwargs)
+    return mine_dataset(dataset, model, ids_column=ids_column, **kwargs)
 
 
 class _LiveRows:

@@ -27,7 +27,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from negmine import _core
 from negmine import _numbers as numbers
+from negmine._inputs import gather_lists, rows_of
 from negmine.report import MiningReport
 
 Fetch = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
@@ -39,9 +41,41 @@ BACKENDS: dict[str, str] = {
     "hnsw": "negmine.sources.hnsw",
     "torch": "negmine.sources.torch",
     "bm25": "negmine.sources.bm25",
+    "hybrid": "negmine.sources.hybrid",
     "maxsim": "negmine.sources.maxsim",
 }
 """Every candidate source, by its ``backend=`` name: the module that implements it."""
+
+
+LEXICAL = 1
+"""A negative's source bit (``MiningResult.negative_sources``): the BM25 ranking found it."""
+DENSE = 2
+"""A negative's source bit: the dense ranking (the embeddings' exact search) found it."""
+SOURCE_NAMES = {LEXICAL: "bm25", DENSE: "dense"}
+
+
+def source_labels(masks: np.ndarray) -> np.ndarray:
+    """Each source bitmask as its label: the names of its sources joined by ``+``
+    (``"bm25"``, ``"dense"``, ``"bm25+dense"``; ``""`` for 0), an array of ``str``."""
+    names = [
+        "+".join(name for bit, name in SOURCE_NAMES.items() if mask & bit) for mask in range(4)
+    ]
+    labels: np.ndarray = np.array(names, dtype=object)[np.asarray(masks) & 3]
+    return labels
+
+
+def source_counts(masks: np.ndarray) -> dict[str, int]:
+    """How many negatives each combination of sources found, by label (see
+    :func:`source_labels`; 0 marks no negative): the counts sum to the negatives."""
+    counts = np.bincount((np.asarray(masks) & 3).ravel(), minlength=4)
+    return {str(label): int(n) for label, n in zip(source_labels(np.arange(1, 4)), counts[1:])}
+
+
+def tag_found(part: Any, masks: np.ndarray) -> np.ndarray:
+    """``Mined.negative_sources`` of a core output: ``masks`` (broadcast to
+    ``negative_ids``' shape) where a query got a negative, 0 where it got fewer."""
+    ids = np.asarray(part.negative_ids)
+    return np.where(ids >= 0, masks, 0).astype(np.uint8)
 
 
 class ExactPathDecides(Exception):
@@ -74,7 +108,8 @@ class Job:
 
 
 class Source(Protocol):
-    """An opened candidate source (picklable where it runs on Ray)."""
+    """An opened candidate source (picklable where it runs on Ray: ``bm25`` and ``hybrid``
+    pickle their texts and build their index again where they are unpickled)."""
 
     name: str
     chunk_rows: int | None
@@ -87,10 +122,23 @@ class Source(Protocol):
     core ranks them by their exact scores."""
 
     def fetch(
-        self, start: int, queries: Any, excluded: tuple[np.ndarray, np.ndarray]
+        self,
+        start: int,
+        queries: Any,
+        excluded: tuple[np.ndarray, np.ndarray],
+        corpus: Any,
     ) -> Fetch | None:
         """The core's ``fetch`` for the chunk of queries starting at ``start`` (their rows and
-        excluded ids, CSR); ``None``: the chunk is mined by the exact search."""
+        excluded ids, CSR) against ``corpus`` (the run's, as the process mining the chunk has
+        it: a source shipped to Ray need not carry it); ``None``: the chunk is mined by the
+        exact search."""
+        ...
+
+    def negative_sources(self, fetch: Fetch | None, part: Any) -> np.ndarray | None:
+        """The sources that found each negative of ``part`` (a core output of a chunk, mined
+        with ``fetch``, this source's fetch for it; ``None``: by the exact path): bitmasks of
+        :data:`LEXICAL` and :data:`DENSE` (:func:`tag_found`), or ``None`` for a source with
+        one ranking."""
         ...
 
     def report(self, report: MiningReport, parts: Sequence[Any]) -> None:
@@ -129,6 +177,12 @@ def searchable() -> tuple[str, ...]:
     return tuple(n for n in BACKENDS if n == "exact" or hasattr(module(n), "search"))
 
 
+def reads_texts(backend: str) -> bool:
+    """Whether ``backend``'s source reads the texts (``Job.query_texts``, ``corpus_texts``):
+    its module sets ``READS_TEXTS``."""
+    return bool(getattr(module(backend), "READS_TEXTS", False))
+
+
 def open_source(backend: str, job: Job, options: Any) -> Source:
     """``backend``'s source opened on ``job`` with its ``options`` (its ``Settings``)."""
     return module(backend).open(job, options)  # type: ignore[no-any-return]
@@ -151,6 +205,38 @@ def candidate_csr(lists: Sequence[np.ndarray] | np.ndarray) -> tuple[np.ndarray,
         ids = np.concatenate([np.empty(0, np.int64), *lists]).astype(np.int64)
     indptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
     return indptr, ids
+
+
+def search_each(
+    queries: Any,
+    corpus: Any,
+    depth: int,
+    metric: str,
+    exclude: tuple[np.ndarray, np.ndarray],
+    threads: int | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's exact best ``min(depth, rows it does not exclude)`` (``exclude``: CSR,
+    distinct ids per query), ``Q x min(depth, N)``, padded with ``-inf`` / ``-1`` past a
+    query's eligible rows: the exact search, whose one ``k`` must fit every query, called once
+    per number of eligible rows (nearly always once)."""
+    indptr, ids = exclude
+    n_queries, n_corpus = rows_of(queries), rows_of(corpus)
+    width = min(depth, n_corpus)
+    scores = np.full((n_queries, width), -np.inf, dtype=np.float32)
+    found = np.full((n_queries, width), -1, dtype=np.int64)
+    caps = np.minimum(width, n_corpus - np.diff(indptr))
+    for k in np.unique(caps[caps > 0]).tolist():
+        at = np.flatnonzero(caps == k)
+        sub_counts, sub_ids = gather_lists(indptr, ids, at)
+        sub_indptr = np.concatenate(([0], np.cumsum(sub_counts))).astype(np.int64)
+        scores[at, :k], found[at, :k], _ = _core.search(
+            np.ascontiguousarray(np.asarray(queries)[at]),
+            corpus,
+            _core.SearchOptions(k, metric=metric),
+            exclude=(sub_indptr, sub_ids.astype(np.int64)),
+            threads=threads,
+        )
+    return scores, found
 
 
 def count_fallbacks(report: MiningReport, parts: Sequence[Any]) -> None:

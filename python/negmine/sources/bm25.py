@@ -19,11 +19,23 @@ import numpy as np
 
 from negmine import _core
 from negmine import _numbers as numbers
-from negmine._inputs import rows_of
+from negmine._inputs import gather_lists, rows_of
 from negmine.errors import InvalidArgumentError
 from negmine.report import MiningReport
-from negmine.sources import Fetch, Job, candidate_csr, count_fallbacks, flag
+from negmine.sources import (
+    DENSE,
+    LEXICAL,
+    Fetch,
+    Job,
+    candidate_csr,
+    count_fallbacks,
+    flag,
+    tag_found,
+)
 from negmine.texts import as_source
+
+READS_TEXTS = True
+"""The index is built over ``Job.corpus_texts`` and searched with ``Job.query_texts``."""
 
 CHUNK_ROWS = 65_536
 """Queries per core call: bounds the candidate lists held at once."""
@@ -31,8 +43,8 @@ CHUNK_ROWS = 65_536
 
 @dataclass(frozen=True)
 class Settings:
-    bm25_k1: float = field(default=1.5, metadata=flag("bm25: BM25's k1, >= 0", float))
-    bm25_b: float = field(default=0.75, metadata=flag("bm25: BM25's b, in [0, 1]", float))
+    bm25_k1: float = field(default=1.5, metadata=flag("bm25, hybrid: BM25's k1, >= 0", float))
+    bm25_b: float = field(default=0.75, metadata=flag("bm25, hybrid: BM25's b, in [0, 1]", float))
 
     def __post_init__(self) -> None:
         k1 = numbers.real(self.bm25_k1, "bm25_k1", low=0.0)
@@ -45,14 +57,14 @@ class Settings:
         return {"backend": "bm25", "bm25_k1": self.bm25_k1, "bm25_b": self.bm25_b}
 
 
-def texts_of(texts: Any, name: str, rows: int) -> list[str]:
+def texts_of(texts: Any, name: str, rows: int, backend: str = "bm25") -> list[str]:
     """``texts`` (any ``TextsLike``) as a list, checked to hold one text per row."""
     if texts is None:
         raise InvalidArgumentError(
-            f"backend='bm25' needs {name}: the texts of the {rows} "
+            f"backend={backend!r} needs {name}: the texts of the {rows} "
             f"{'query' if name == 'query_texts' else 'corpus'} rows, in row order (the BM25 "
-            "index is built over corpus_texts and searched with query_texts); only "
-            "negmine.mine passes texts to it so far, not the checkpointed runs, the CLI or Ray"
+            "index is built over corpus_texts and searched with query_texts; on the command "
+            "line: --query-texts and --corpus-texts)"
         )
     listed = list(as_source(texts, name))
     if len(listed) != rows:
@@ -68,6 +80,10 @@ class Bm25:
     """The ``Bm25Index``; ``None`` with no query or no corpus row (the exact path mines)."""
     query_texts: list[str]
     threads: int | None
+    corpus_texts: list[str] = field(default_factory=list, repr=False)
+    """What the index is built from: a pickled source (shipped to Ray actors) carries the
+    texts and builds its index again where it is unpickled."""
+    settings: Settings = field(default_factory=Settings)
     name: str = "bm25"
     max_depth: int | None = None
     ranked: bool = True
@@ -76,29 +92,49 @@ class Bm25:
     def chunk_rows(self) -> int | None:
         return None if self.index is None else CHUNK_ROWS
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The core's index does not pickle; its texts and settings do.
+        return {**self.__dict__, "index": self.index is not None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if state["index"]:
+            self.index = build_index(self.corpus_texts, self.settings, self.threads)
+        else:
+            self.index = None
+
+    def ranking(
+        self, start: int, rows: np.ndarray, depth: int, excluded: tuple[np.ndarray, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The BM25 top ``depth`` of the chunk's ``rows`` (the chunk of queries starting at
+        ``start``, its excluded ids ``excluded``), score descending, id ascending, excluded ids
+        left out: CSR, shorter where fewer rows share a term with the query."""
+        counts, sub_ids = gather_lists(*excluded, rows)
+        sub_indptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+        _, found = self.index.search(
+            [self.query_texts[start + int(r)] for r in rows],
+            depth,
+            exclude=(sub_indptr, sub_ids.astype(np.int64)),
+            threads=self.threads,
+        )
+        return candidate_csr(found)
+
     def fetch(
-        self, start: int, queries: Any, excluded: tuple[np.ndarray, np.ndarray]
+        self,
+        start: int,
+        queries: Any,
+        excluded: tuple[np.ndarray, np.ndarray],
+        corpus: Any,
     ) -> Fetch | None:
         if self.index is None:
             return None
-        index, texts, threads = self.index, self.query_texts, self.threads
-        indptr, ids = excluded
+        return lambda rows, depth: self.ranking(start, rows, depth, excluded)
 
-        def fetch(rows: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
-            counts = indptr[rows + 1] - indptr[rows]
-            sub_indptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-            sub_ids = np.concatenate(
-                [np.empty(0, np.int64), *(ids[indptr[r] : indptr[r + 1]] for r in rows)]
-            ).astype(np.int64)
-            _, found = index.search(
-                [texts[start + int(r)] for r in rows],
-                depth,
-                exclude=(sub_indptr, sub_ids),
-                threads=threads,
-            )
-            return candidate_csr(found)
-
-        return fetch
+    def negative_sources(self, fetch: Fetch | None, part: Any) -> np.ndarray:
+        # The BM25 ranking found every negative but those of the queries that the exact
+        # (dense) search finished.
+        exact = np.ones(len(part.found), bool) if fetch is None else part.exact_finish
+        return tag_found(part, np.where(exact, DENSE, LEXICAL)[:, None])
 
     def report(self, report: MiningReport, parts: Sequence[Any]) -> None:
         report.backend = "bm25"
@@ -106,13 +142,15 @@ class Bm25:
             count_fallbacks(report, parts)
 
 
-def open(job: Job, settings: Settings) -> Bm25:
+def build_index(corpus_texts: list[str], settings: Settings, threads: int | None) -> Any:
+    return _core.Bm25Index(corpus_texts, k1=settings.bm25_k1, b=settings.bm25_b, threads=threads)
+
+
+def open(job: Job, settings: Settings, backend: str = "bm25") -> Bm25:
     n_queries, n_corpus = rows_of(job.queries), rows_of(job.corpus)
-    query_texts = texts_of(job.query_texts, "query_texts", n_queries)
-    corpus_texts = texts_of(job.corpus_texts, "corpus_texts", n_corpus)
+    query_texts = texts_of(job.query_texts, "query_texts", n_queries, backend)
+    corpus_texts = texts_of(job.corpus_texts, "corpus_texts", n_corpus, backend)
     if n_queries == 0 or n_corpus == 0:
-        return Bm25(None, query_texts, job.threads)
-    index = _core.Bm25Index(
-        corpus_texts, k1=settings.bm25_k1, b=settings.bm25_b, threads=job.threads
-    )
-    return Bm25(index, query_texts, job.threads)
+        return Bm25(None, query_texts, job.threads, settings=settings)
+    index = build_index(corpus_texts, settings, job.threads)
+    return Bm25(index, query_texts, job.threads, corpus_texts, settings)

@@ -27,8 +27,15 @@ class Exact:
     ranked = False
 
     def fetch(
-        self, start: int, queries: Any, excluded: tuple[np.ndarray, np.ndarray]
+        self,
+        start: int,
+        queries: Any,
+        excluded: tuple[np.ndarray, np.ndarray],
+        corpus: Any,
     ) -> Fetch | None:
+        return None
+
+    def negative_sources(self, fetch: Fetch | None, part: Any) -> None:
         return None
 
     def report(self, report: MiningReport, parts: Sequence[Any]) -> None:

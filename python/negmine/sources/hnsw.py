@@ -78,7 +78,11 @@ class Hnsw:
         return None if self.index is None else ann.hnsw_depth_limit(self.n_corpus)
 
     def fetch(
-        self, start: int, queries: Any, excluded: tuple[np.ndarray, np.ndarray]
+        self,
+        start: int,
+        queries: Any,
+        excluded: tuple[np.ndarray, np.ndarray],
+        corpus: Any,
     ) -> Fetch | None:
         if self.index is None:
             return None
@@ -92,6 +96,9 @@ class Hnsw:
             offset=start,
             threads=self.threads,
         )
+
+    def negative_sources(self, fetch: Fetch | None, part: Any) -> None:
+        return None
 
     def report(self, report: MiningReport, parts: Sequence[Any]) -> None:
         report.backend = "hnsw"

@@ -109,7 +109,6 @@ def _required(settings: Settings) -> tuple[MultiVectors, MultiVectors]:
 class MaxSim:
     queries: MultiVectors
     corpus: MultiVectors
-    pooled_corpus: Any
     metric: str
     depth: int
     threads: int | None
@@ -123,12 +122,16 @@ class MaxSim:
         return None if self.empty else CHUNK_ROWS
 
     def fetch(
-        self, start: int, queries: Any, excluded: tuple[np.ndarray, np.ndarray]
+        self,
+        start: int,
+        queries: Any,
+        excluded: tuple[np.ndarray, np.ndarray],
+        corpus: Any,
     ) -> Fetch | None:
         if self.empty:
             return None
         indptr, ids = excluded
-        n_corpus = rows_of(self.pooled_corpus)
+        n_corpus = rows_of(corpus)
 
         def fetch(rows: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
             counts = indptr[rows + 1] - indptr[rows]
@@ -143,7 +146,7 @@ class MaxSim:
                 return candidate_csr([np.empty(0, np.int64) for _ in rows])
             _, pooled, _ = _core.search(
                 np.ascontiguousarray(np.asarray(queries)[rows]),
-                self.pooled_corpus,
+                corpus,
                 _core.SearchOptions(k, metric=self.metric),
                 exclude=sub,
                 threads=self.threads,
@@ -164,6 +167,10 @@ class MaxSim:
             return indptr_c, found[order]
 
         return fetch
+
+    def negative_sources(self, fetch: Fetch | None, part: Any) -> None:
+        """One ranking (MaxSim's): no per-negative source tags."""
+        return None
 
     def report(self, report: MiningReport, parts: Sequence[Any]) -> None:
         report.backend = "maxsim"
@@ -190,7 +197,6 @@ def open(job: Job, settings: Settings) -> MaxSim:
     return MaxSim(
         queries,
         corpus,
-        job.corpus,
         job.metric,
         settings.maxsim_depth,
         job.threads,

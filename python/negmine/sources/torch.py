@@ -72,7 +72,11 @@ class Torch:
         return None if self.corpus is None else CHUNK_ROWS
 
     def fetch(
-        self, start: int, queries: Any, excluded: tuple[np.ndarray, np.ndarray]
+        self,
+        start: int,
+        queries: Any,
+        excluded: tuple[np.ndarray, np.ndarray],
+        corpus: Any,
     ) -> Fetch | None:
         if self.corpus is None:
             return None
@@ -86,6 +90,9 @@ class Torch:
             **self.options,
         )
         return fetch
+
+    def negative_sources(self, fetch: Fetch | None, part: Any) -> None:
+        return None
 
     def report(self, report: MiningReport, parts: Sequence[Any]) -> None:
         report.backend = "torch"
@@ -143,7 +150,7 @@ def search(
             stop = min(start + CHUNK_ROWS, n_queries)
             chunk = np.ascontiguousarray(q_array[start:stop])
             lists = (indptr[start : stop + 1] - indptr[start], ids[indptr[start] : indptr[stop]])
-            fetch = source.fetch(start, chunk, lists)
+            fetch = source.fetch(start, chunk, lists, corpus)
             assert fetch is not None, "a search with queries and corpus rows has a source"
             row_ptr, candidates = fetch(np.arange(stop - start, dtype=np.int64), k)
             scores[start:stop], found[start:stop] = _core.rescore(

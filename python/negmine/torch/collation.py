@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 Positives = Union["MiningResult", "HardNegativeDataset", tuple[npt.ArrayLike, npt.ArrayLike], None]
 
 
-def _positive_csr(positives: Positives) -> tuple[np.ndarray, np.ndarray] | None:
+def positive_csr(positives: Positives) -> tuple[np.ndarray, np.ndarray] | None:
+    """``positives`` (as :func:`collate` takes them) as a checked int64 ``(indptr, ids)``
+    pair; ``None`` for none."""
     if positives is None:
         return None
     if isinstance(positives, tuple):
@@ -68,21 +70,24 @@ def collate(
     Use: ``logits.masked_fill(batch["false_negative_mask"], float("-inf"))`` then
     cross-entropy with targets ``arange(B)``.
     """
-    csr = _positive_csr(positives)
+    csr = positive_csr(positives)
     group_array = None if groups is None else int_array(groups, "groups")
     dtype = _torch_dtype(dtype)
     query_source = _source(query_embeddings, "query_embeddings")
     corpus_source = _source(corpus_embeddings, "corpus_embeddings")
-    batch = _collate(items, group_array, csr)
+    batch = collate_ids(items, group_array, csr)
     _add_embeddings(batch, query_source, corpus_source, dtype)
     return batch
 
 
-def _collate(
+def collate_ids(
     items: list[dict[str, Any]],
     groups: np.ndarray | None,
     csr: tuple[np.ndarray, np.ndarray] | None,
 ) -> dict[str, torch.Tensor]:
+    """:func:`collate`'s id tensors and ``false_negative_mask``, from ``groups`` and ``csr``
+    already checked (``int_array``, :func:`positive_csr`): what a loss that collates its own
+    batches (``negmine.st``) calls per batch."""
     b = len(items)
     if b == 0:
         raise InvalidArgumentError("cannot collate an empty batch")
@@ -275,7 +280,7 @@ class Collator:
         from negmine.torch.dataset import HardNegativeDataset  # it imports this module
 
         self._dataset = positives if isinstance(positives, HardNegativeDataset) else None
-        self._positives = None if self._dataset is not None else _positive_csr(positives)
+        self._positives = None if self._dataset is not None else positive_csr(positives)
         current = self.positives
         needed = largest_id(current[1]) + 1 if current is not None else 0
         # A dataset checks every result it is given against its groups (set_result).
@@ -302,6 +307,6 @@ class Collator:
         self.__dict__.update(state)
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        batch = _collate(items, self.groups, self.positives)
+        batch = collate_ids(items, self.groups, self.positives)
         _add_embeddings(batch, self.query_embeddings, self.corpus_embeddings, self.dtype)
         return batch

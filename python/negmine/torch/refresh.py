@@ -35,7 +35,7 @@ from negmine._digest import update_value
 from negmine.cluster import kmeans
 from negmine.embed import run_job
 from negmine.errors import InvalidArgumentError, InvalidTypeError
-from negmine.mine import MiningOptions, _positives_csr, mine
+from negmine.mine import OPTIONS, MiningOptions, mine, positives_csr
 from negmine.result import MiningResult
 from negmine.store import cast_rows
 from negmine.torch.dataset import HardNegativeDataset
@@ -347,7 +347,7 @@ class NegativeRefresher:
         self.dataset = dataset
         self.sampler = sampler
         # Checked and converted once (a qrels path is read now): every refresh mines these.
-        self.positives = _positives_csr(positives, self.n_queries, self.n_corpus)
+        self.positives = positives_csr(positives, self.n_queries, self.n_corpus)
         self.encode_queries = encode_queries
         self.encode_corpus = encode_corpus
         self.on_swap = on_swap
@@ -680,14 +680,8 @@ def _mining_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
             raise InvalidTypeError(
                 f"unknown mining option {name!r}; the options are {', '.join(allowed)}"
             )
-    MiningOptions(**{k: v for k, v in options.items() if k in _core_names()})
+    MiningOptions(**{k: v for k, v in options.items() if k in OPTIONS})
     return dict(options)
-
-
-def _core_names() -> frozenset[str]:
-    from negmine import _core
-
-    return frozenset(_core.MineOptions.NAMES)
 
 
 def _teacher_identity(options: Mapping[str, Any], identity: Any) -> Any:

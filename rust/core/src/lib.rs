@@ -6,6 +6,7 @@ pub mod choice;
 pub mod dataset;
 pub mod dedup;
 pub mod error;
+pub mod fusion;
 pub mod hooks;
 pub mod idlists;
 pub mod kernels;

@@ -143,24 +143,108 @@ impl<T: Choice> FromGiven for T {
     }
 }
 
-/// Declares an options struct from one list of `field: Type = default` (each with its doc
-/// comment): the struct with public fields, `Default`, `NAMES` (the fields in order) and
-/// `set(name, given)`.
+/// An option's type as a caller sees it: its kind (`int`, `float`, `str`), whether it takes
+/// `None`, the names a string option takes, and a value of it as the caller would give it.
+pub trait OptionType: FromGiven {
+    const KIND: &'static str;
+    const OPTIONAL: bool = false;
+    fn to_value(&self) -> Value;
+    fn choices() -> Vec<&'static str> {
+        Vec::new()
+    }
+}
+
+impl OptionType for usize {
+    const KIND: &'static str = "int";
+    fn to_value(&self) -> Value {
+        Value::Int(*self as i128)
+    }
+}
+
+impl OptionType for u64 {
+    const KIND: &'static str = "int";
+    fn to_value(&self) -> Value {
+        Value::Int(i128::from(*self))
+    }
+}
+
+impl OptionType for f32 {
+    const KIND: &'static str = "float";
+    fn to_value(&self) -> Value {
+        Value::Float(f64::from(*self))
+    }
+}
+
+impl<T: Choice> OptionType for T {
+    const KIND: &'static str = "str";
+    fn to_value(&self) -> Value {
+        Value::Text(self.name().to_string())
+    }
+    fn choices() -> Vec<&'static str> {
+        T::NAMES.iter().map(|(name, _)| *name).collect()
+    }
+}
+
+impl<T: OptionType> OptionType for Option<T> {
+    const KIND: &'static str = T::KIND;
+    const OPTIONAL: bool = true;
+    fn to_value(&self) -> Value {
+        self.as_ref().map_or(Value::None, T::to_value)
+    }
+    fn choices() -> Vec<&'static str> {
+        T::choices()
+    }
+}
+
+/// One row of an options struct's table: what a binding needs to offer the option (a keyword
+/// argument, a command-line flag) without restating it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OptionSpec {
+    pub name: &'static str,
+    /// `int`, `float` or `str`.
+    pub kind: &'static str,
+    /// Whether `None` is a value of it.
+    pub optional: bool,
+    /// A string option's canonical names (its aliases are accepted too).
+    pub choices: Vec<&'static str>,
+    pub default: Value,
+    /// The field's doc comment, on one line.
+    pub help: String,
+}
+
+/// A field's doc comment lines as one line of help.
+pub fn help_text(lines: &[&str]) -> String {
+    lines
+        .iter()
+        .map(|line| line.trim())
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Declares an options struct from one list of `field: Type = default`, each with a doc
+/// comment (its help): the struct with public fields, `Default`, `NAMES` (the fields in
+/// order), `set(name, given)` and `table()` (name, type, default and help of each). Fields
+/// after the `;` are tuning knobs: in the struct and its default, never set by name nor
+/// listed.
 macro_rules! declare_options {
     (
         $(#[$meta:meta])*
         pub struct $name:ident {
-            $($(#[$field_meta:meta])* $field:ident: $ty:ty = $default:expr,)*
+            $($(#[doc = $doc:literal])+ $field:ident: $ty:ty = $default:expr,)*
+            ;
+            $($(#[doc = $kdoc:literal])* $knob:ident: $kty:ty = $kdefault:expr,)*
         }
     ) => {
         $(#[$meta])*
         pub struct $name {
-            $($(#[$field_meta])* pub $field: $ty,)*
+            $($(#[doc = $doc])+ pub $field: $ty,)*
+            $($(#[doc = $kdoc])* pub $knob: $kty,)*
         }
 
         impl Default for $name {
             fn default() -> Self {
-                $name { $($field: $default,)* }
+                $name { $($field: $default,)* $($knob: $kdefault,)* }
             }
         }
 
@@ -182,6 +266,21 @@ macro_rules! declare_options {
                     stringify!($name),
                     Self::NAMES.join(", ")
                 )))
+            }
+
+            /// Every option's name, type, default and help, in the order they are declared.
+            pub fn table() -> Vec<$crate::options::OptionSpec> {
+                let defaults = Self::default();
+                vec![$(
+                    $crate::options::OptionSpec {
+                        name: stringify!($field),
+                        kind: <$ty as $crate::options::OptionType>::KIND,
+                        optional: <$ty as $crate::options::OptionType>::OPTIONAL,
+                        choices: <$ty as $crate::options::OptionType>::choices(),
+                        default: $crate::options::OptionType::to_value(&defaults.$field),
+                        help: $crate::options::help_text(&[$($doc),+]),
+                    },
+                )*]
             }
         }
     };

@@ -23,8 +23,8 @@ fn refused(result: Result<MineOptions, Error>, type_error: bool, needle: &str) {
 #[test]
 fn every_declared_option_can_be_set_by_name() {
     let opts = MineOptions::default();
-    assert_eq!(MineOptions::NAMES.len(), 18);
-    assert_eq!(MineOptions::NAMES[0], "metric");
+    assert_eq!(MineOptions::NAMES.len(), 16);
+    assert_eq!(MineOptions::NAMES[0], "num_negatives");
     for name in MineOptions::NAMES {
         let value = match *name {
             "metric" => Value::Text("ip".into()),
@@ -143,4 +143,49 @@ fn the_rules_between_options_are_validate_s() {
         "query_dup_threshold",
     );
     assert_eq!(Sampling::parse("top", "'top'").unwrap(), Sampling::Top);
+}
+
+#[test]
+fn the_table_lists_every_option_with_its_default_type_and_help() {
+    let table = MineOptions::table();
+    let names: Vec<&str> = table.iter().map(|spec| spec.name).collect();
+    assert_eq!(names, MineOptions::NAMES);
+    let defaults = MineOptions::default();
+    for spec in &table {
+        assert!(
+            !spec.help.is_empty() && !spec.help.contains("  "),
+            "{spec:?}"
+        );
+        // The default, given back by name, is the struct's default.
+        let mut opts = MineOptions::default();
+        opts.set(spec.name, &Given::new(spec.default.clone()))
+            .unwrap();
+        assert_eq!(
+            format!("{opts:?}"),
+            format!("{defaults:?}"),
+            "{}",
+            spec.name
+        );
+        let expected_kind = match spec.default {
+            Value::Int(_) => "int",
+            Value::Float(_) => "float",
+            Value::Text(_) => "str",
+            _ => spec.kind,
+        };
+        assert_eq!(spec.kind, expected_kind, "{}", spec.name);
+        assert_eq!(
+            spec.optional,
+            spec.default == Value::None || spec.name == "record_removed"
+        );
+    }
+    let metric = &table[1];
+    assert_eq!(
+        (metric.kind, metric.choices.clone()),
+        ("str", vec!["dot", "cosine"])
+    );
+    assert_eq!(metric.default, Value::Text("cosine".into()));
+    let range_max = table.iter().find(|s| s.name == "range_max").unwrap();
+    assert_eq!((range_max.kind, range_max.optional), ("int", true));
+    let simans_a = table.iter().find(|s| s.name == "simans_a").unwrap();
+    assert_eq!(simans_a.default, Value::Float(1.0));
 }

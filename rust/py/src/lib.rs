@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 mod batches;
 mod dataset;
 mod errors;
+mod fusion;
 mod inputs;
 mod kmeans;
 mod lexical;
@@ -28,6 +29,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     mine::register(m)?;
     kmeans::register(m)?;
     lexical::register(m)?;
+    fusion::register(m)?;
     maxsim::register(m)?;
     memory::register(m)?;
     Ok(())

@@ -12,11 +12,11 @@ use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyTuple};
 
 use crate::errors::PyResultExt;
 use crate::inputs::{Csr, Matrix};
-use crate::options::given;
+use crate::options::{given, table_to_py};
 use crate::runtime;
 
 /// `mine`'s options, checked by the core's own validation when they are built, then passed
@@ -45,6 +45,15 @@ impl PyMineOptions {
     #[allow(non_snake_case)]
     fn NAMES() -> Vec<&'static str> {
         MineOptions::NAMES.to_vec()
+    }
+
+    /// Every option's `name`, `type` (`int`, `float`, `str`), `optional`, `choices`,
+    /// `default` and `help`, as the core declares them: what the Python API, the command
+    /// line and the refresher offer.
+    #[classattr]
+    #[allow(non_snake_case)]
+    fn OPTIONS(py: Python<'_>) -> PyResult<Py<PyTuple>> {
+        Ok(table_to_py(py, &MineOptions::table())?.unbind())
     }
 
     /// The metric's canonical name (an alias given is resolved).
@@ -142,6 +151,11 @@ mined! {
     /// (0: the best candidate; `2**32 - 1` where a query got fewer); `n x 0` in a chunk saved
     /// by a version that did not record them.
     negative_ranks: PyArray2<u32> = no_ranks,
+    /// `n x num_negatives`: which candidate sources found each negative, a bitmask (bit 0:
+    /// the lexical ranking, bit 1: the dense one; 0 where a query got fewer), set by the
+    /// Python layer for the sources that mix rankings (`backend="bm25"`, `"hybrid"`); `n x 0`
+    /// otherwise.
+    negative_sources: PyArray2<u8> = no_sources,
     // Queries whose given candidates could not fill the window, when the Python side
     // deepened the hnsw path itself.
     ; dropped: incomplete
@@ -160,6 +174,10 @@ fn no_teacher(py: Python<'_>, n: usize) -> Py<PyArray2<f32>> {
 }
 
 fn no_ranks(py: Python<'_>, n: usize) -> Py<PyArray2<u32>> {
+    PyArray2::zeros(py, [n, 0], false).unbind()
+}
+
+fn no_sources(py: Python<'_>, n: usize) -> Py<PyArray2<u8>> {
     PyArray2::zeros(py, [n, 0], false).unbind()
 }
 
@@ -213,6 +231,7 @@ impl Mined {
             negative_ranks: PyArray1::from_vec(py, mined.negative_ranks)
                 .reshape([n, k])?
                 .unbind(),
+            negative_sources: no_sources(py, n),
         })
     }
 }

@@ -4,9 +4,9 @@
 //! option structs set by name (`MineOptions::set`), so no binding restates a field.
 
 use negmine_core::choice::Choice;
-use negmine_core::options::{Given, Value};
+use negmine_core::options::{Given, OptionSpec, Value};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyFloat, PyInt, PyString};
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString, PyTuple};
 
 use crate::errors::PyResultExt;
 
@@ -71,4 +71,34 @@ fn is_numpy(obj: &Bound<'_, PyAny>, kind: &str) -> PyResult<bool> {
         Ok(numpy) => obj.is_instance(&numpy.getattr(kind)?),
         Err(_) => Ok(false),
     }
+}
+
+/// A core value as the Python value a caller would give (`Other` has none: `None`).
+fn value_to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match value {
+        Value::None | Value::Other => py.None().into_bound(py),
+        Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
+        Value::Int(i) => i.into_pyobject(py)?.into_any(),
+        Value::Float(f) => f.into_pyobject(py)?.into_any(),
+        Value::Text(t) => PyString::new(py, t).into_any(),
+    })
+}
+
+/// An options table as Python reads it: one dict per option (`name`, `type`, `optional`,
+/// `choices`, `default`, `help`), in declared order.
+pub fn table_to_py<'py>(py: Python<'py>, table: &[OptionSpec]) -> PyResult<Bound<'py, PyTuple>> {
+    let rows = table
+        .iter()
+        .map(|spec| {
+            let row = PyDict::new(py);
+            row.set_item("name", spec.name)?;
+            row.set_item("type", spec.kind)?;
+            row.set_item("optional", spec.optional)?;
+            row.set_item("choices", PyTuple::new(py, &spec.choices)?)?;
+            row.set_item("default", value_to_py(py, &spec.default)?)?;
+            row.set_item("help", &spec.help)?;
+            Ok(row)
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    PyTuple::new(py, rows)
 }

@@ -4,14 +4,14 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use negmine_core::store::{self, MappedMatrix};
+use negmine_core::store::{self, HnswLayout, MappedMatrix};
 use negmine_core::{DType, Elements, Error};
 use numpy::ndarray::ArrayView2;
 use numpy::{PyArray2, PyArrayDescr};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use crate::errors::PyResultExt;
+use crate::errors::{FormatError, PyResultExt};
 use crate::inputs::Matrix;
 use crate::runtime;
 
@@ -172,8 +172,37 @@ fn save_embeddings(py: Python<'_>, path: PathBuf, embeddings: Matrix<'_>) -> PyR
     runtime::run_plain(py, || store::save(&path, &view))
 }
 
+/// Checks that `path` is an hnswlib index of `rows` elements of dimension `dim` built with
+/// `m` and `ef_construction` that hnswlib can load and search without reading out of bounds
+/// (see the core's `store::check_hnsw_index`). Raises `FormatError` with the reason alone:
+/// the caller names the file.
+#[pyfunction]
+#[pyo3(signature = (path, *, rows, dim, m, ef_construction))]
+fn check_hnsw_index(
+    py: Python<'_>,
+    path: PathBuf,
+    rows: usize,
+    dim: usize,
+    m: usize,
+    ef_construction: usize,
+) -> PyResult<()> {
+    let path = checked_path(path)?;
+    let layout = HnswLayout {
+        rows,
+        dim,
+        m,
+        ef_construction,
+    };
+    let reason = runtime::run_plain(py, || match store::check_hnsw_file(&path, &layout) {
+        Err(Error::Format { message, .. }) => Ok(Some(message)),
+        other => other.map(|()| None),
+    })?;
+    reason.map_or(Ok(()), |message| Err(FormatError::new_err(message)))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Embeddings>()?;
+    m.add_function(wrap_pyfunction!(check_hnsw_index, m)?)?;
     m.add_function(wrap_pyfunction!(open_embeddings, m)?)?;
     m.add_function(wrap_pyfunction!(save_embeddings, m)?)?;
     Ok(())

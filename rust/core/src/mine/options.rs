@@ -31,35 +31,53 @@ pub const MAX_RANK: usize = 1 << 30;
 
 declare_options! {
     /// Options of [`mine`](super::mine); see the [module docs](super) for their meaning. A
-    /// binding sets them by name ([`MineOptions::set`]) and checks them with
+    /// binding sets them by name ([`MineOptions::set`]), offers them from
+    /// [`MineOptions::table`] (each field's doc comment is its help) and checks them with
     /// [`MineOptions::validate`].
     #[derive(Clone, Debug)]
     pub struct MineOptions {
-        metric: Metric = Metric::Cosine,
+        /// Negatives per query.
         num_negatives: usize = 3,
+        /// Similarity of a query and a corpus row.
+        metric: Metric = Metric::Cosine,
+        /// Start of the window [range_min, range_max) of the filtered ranking that negatives
+        /// come from (sentence-transformers' name).
         range_min: usize = 0,
-        /// End of the window; `None`: unbounded for `top`, `range_min + 10 * num_negatives`
-        /// for the samplers.
+        /// End of that window (default: unbounded for top, range_min + 10 x num_negatives
+        /// for random and simans).
         range_max: Option<usize> = None,
+        /// Drop candidates scoring above this (default: no limit).
         max_score: Option<f32> = None,
+        /// Drop candidates scoring below this (default: no limit).
         min_score: Option<f32> = None,
+        /// Drop a candidate if its score + this > p, the query's lowest positive score
+        /// (default: off).
         absolute_margin: Option<f32> = None,
+        /// Drop a candidate if its score > p - |p| x this, e.g. 0.05 (NV-Retriever's 95%
+        /// PercPos) (default: off).
         relative_margin: Option<f32> = None,
+        /// Drop candidates whose cosine with a positive is at least this (near-duplicates),
+        /// and skip one this close to a negative already chosen (default: off).
         dup_threshold: Option<f32> = None,
-        /// Queries whose cosine is at least this share their positives: the threshold of
-        /// [`link_queries`](crate::dedup::link_queries), applied to the positives before
-        /// mining (mining itself does not read it).
+        /// Queries whose cosine is at least this share their positives (default: off); the
+        /// positives are linked before mining, which does not read it.
         query_dup_threshold: Option<f32> = None,
+        /// Which candidates become negatives: the hardest (top), random ones, or SimANS
+        /// sampling.
         sampling_strategy: Sampling = Sampling::Top,
+        /// SimANS weight exp(-a x (score - p - b)^2): a.
         simans_a: f32 = 1.0,
+        /// SimANS weight: b.
         simans_b: f32 = 0.0,
+        /// Seed of the random sampling.
         seed: u64 = 0,
         /// Never rank deeper than this many candidates per query (sentence-transformers looks
-        /// at `range_max + max_positives`); `None`: as deep as the filters need.
+        /// at range_max + max_positives) (default: as deep as the filters need).
         max_depth: Option<usize> = None,
-        /// Removed candidates recorded per query (the best-ranked ones); `None`: all. Counts
-        /// are always exact.
-        record_removed: Option<usize> = None,
+        /// Removed candidates recorded per query, the best-ranked ones (None in the API: all);
+        /// the per-filter counts are exact either way.
+        record_removed: Option<usize> = Some(64),
+        ;
         /// Search knobs (they never change the result).
         block_rows: Option<usize> = None,
         query_batch: Option<usize> = None,

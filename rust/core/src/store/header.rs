@@ -56,6 +56,10 @@ pub struct Header {
 pub struct HeaderError(String);
 
 impl HeaderError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        HeaderError(message.into())
+    }
+
     pub fn message(&self) -> &str {
         &self.0
     }
