@@ -6,7 +6,7 @@ progress and offers the Python API.
 
 from __future__ import annotations
 
-from negmine import batches, teachers
+from negmine import batches, multivector, teachers
 from negmine._core import Bm25Index, Embeddings, __version__, cpu_features
 from negmine._inputs import Csr
 from negmine.batches import BatchPlan
@@ -21,6 +21,7 @@ from negmine.errors import (
 )
 from negmine.hard_negatives import mine_hard_negatives
 from negmine.mine import MiningOptions, mine
+from negmine.multivector import MultiVectors, open_multi_vectors, save_multi_vectors
 from negmine.outputs import to_dataset, to_parquet
 from negmine.qrels import load_qrels
 from negmine.report import MiningReport
@@ -40,6 +41,7 @@ __all__ = [
     "MiningOptions",
     "MiningReport",
     "MiningResult",
+    "MultiVectors",
     "NegmineError",
     "SearchStats",
     "__version__",
@@ -52,9 +54,12 @@ __all__ = [
     "merge_topk",
     "mine",
     "mine_hard_negatives",
+    "multivector",
     "open_embeddings",
+    "open_multi_vectors",
     "rescore",
     "save_embeddings",
+    "save_multi_vectors",
     "search",
     "teachers",
     "to_dataset",

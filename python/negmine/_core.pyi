@@ -298,3 +298,36 @@ def bm25_tokenize(text: str) -> list[str]: ...
 def rrf_fuse(
     first: _Csr, second: _Csr, *, k: int = 60, threads: int | None = None
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.uint8]]: ...
+
+# --- maxsim (rust/py/src/maxsim.rs) ---
+_Tokens = npt.NDArray[np.float32] | npt.NDArray[np.float16] | Embeddings
+
+def maxsim_scores(
+    query_tokens: _Tokens,
+    query_offsets: npt.NDArray[np.int64],
+    corpus_tokens: _Tokens,
+    corpus_offsets: npt.NDArray[np.int64],
+    query_ids: npt.NDArray[np.int64],
+    corpus_ids: npt.NDArray[np.int64],
+    *,
+    threads: int | None = None,
+    progress: Callable[[int, int], object] | None = None,
+) -> npt.NDArray[np.float32]: ...
+def maxsim_search(
+    query_tokens: _Tokens,
+    query_offsets: npt.NDArray[np.int64],
+    corpus_tokens: _Tokens,
+    corpus_offsets: npt.NDArray[np.int64],
+    k: int,
+    *,
+    candidates: _Csr | None = None,
+    exclude: _Csr | None = None,
+    threads: int | None = None,
+    progress: Callable[[int, int], object] | None = None,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...
+def maxsim_pooled(
+    tokens: _Tokens,
+    offsets: npt.NDArray[np.int64],
+    *,
+    threads: int | None = None,
+) -> npt.NDArray[np.float32]: ...

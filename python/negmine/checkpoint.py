@@ -37,6 +37,7 @@ from negmine.mine import (
     Prepared,
     Teacher,
     assemble,
+    make_teacher,
     mine_chunk,
     open_source,
     prepare,
@@ -213,6 +214,11 @@ def mine_to_directory(
     What changes its candidates is part of the checkpoint's identity (``torch``'s result is
     the exact one: a run of either resumes the other's)."""
     settings = sources.settings(backend, backend_options or {})
+    if backend == "maxsim" and teacher is None and runner is local_chunks:
+        # MaxSim judges its own candidates, as in negmine.mine (the tokens' content is in the
+        # backend's identity already).
+        teacher = make_teacher(settings.teacher(0, threads), None, 4096)
+        teacher_identity = {"maxsim": True}
     if teacher is not None and runner is not local_chunks:
         raise InvalidArgumentError("a teacher (rescore) runs in this process only, not on Ray")
     chunk_queries = count(chunk_queries, "chunk_queries")

@@ -206,10 +206,37 @@ def _embed(
     )
 
 
+def _embed_multi_vector(args: argparse.Namespace, texts: Any) -> int:
+    """``embed --multi-vector``: token embeddings into the directory ``--out``."""
+    from negmine.multivector import embed_multi_vectors, load_model
+
+    if args.out is None or args.out.lower().endswith(".npy"):
+        raise UsageError("--multi-vector writes a directory: give it as --out DIR")
+    if args.model is None:
+        raise UsageError(
+            "--multi-vector needs --model: a multi-vector (ColBERT-style) model, e.g. a PyLate "
+            "or sentence-transformers MultiVectorEncoder name or path"
+        )
+    if args.quiet:
+        _hide_library_bars()
+    vectors = embed_multi_vectors(
+        list(texts),
+        load_model(args.model),
+        args.out,
+        is_query=args.is_query,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+    )
+    _say(args, Path(args.out), f"{len(vectors)} texts, {vectors.n_tokens} token vectors")
+    return 0
+
+
 def _cmd_embed(args: argparse.Namespace) -> int:
     from negmine.store import save_embeddings
     from negmine.texts import open_texts
 
+    if args.multi_vector:
+        return _embed_multi_vector(args, open_texts(args.texts, args.text_field))
     out = Path(args.out) if args.out is not None else None
     to_file = out is not None and out.suffix.lower() == ".npy" and not out.is_dir()
     if out is not None and not to_file and not out.is_dir() and not args.out.endswith(os.sep):
@@ -291,6 +318,8 @@ def _check_mine_usage(args: argparse.Namespace) -> None:
         raise UsageError("--shard-by and --shards need --ray")
     if args.ray is not None and args.backend == "torch":
         raise UsageError("--backend torch runs in this process, not with --ray")
+    if args.ray is not None and args.backend == "maxsim":
+        raise UsageError("--backend maxsim judges by MaxSim in this process, not with --ray")
     if args.ray is not None and args.backend != "exact" and args.shard_by == "corpus":
         raise UsageError(f"--backend {args.backend} with --ray needs --shard-by query")
     from negmine import sources
@@ -316,7 +345,8 @@ def _check_mine_usage(args: argparse.Namespace) -> None:
         ("corpus", args.corpus, args.corpus_texts, args.corpus_prompt),
     ):
         option = "--queries" if side == "query" else "--corpus"
-        if embeddings is None and texts is None:
+        pooled = args.backend == "maxsim" and getattr(args, f"{side}_tokens") is not None
+        if embeddings is None and texts is None and not pooled:
             raise UsageError(
                 f"give {option} (a .npy of embeddings) or --{side}-texts (embedded with --model)"
             )
@@ -429,6 +459,12 @@ def _cmd_mine(args: argparse.Namespace) -> int:
         }
     if ranks.rank > 0:
         return 0
+    for side, given, texts, tokens in (
+        ("queries", args.queries, query_texts, args.query_tokens),
+        ("corpus", args.corpus, corpus_texts, args.corpus_tokens),
+    ):
+        if given is None and texts is None:
+            embedded[side] = _pooled(tokens, cache, args.threads)
     for side, given, texts, what in (
         ("queries", args.queries, query_texts, "queries file"),
         ("corpus", args.corpus, corpus_texts, "corpus file"),
@@ -496,6 +532,22 @@ def _cmd_mine(args: argparse.Namespace) -> int:
         )
     _say(args, result.report, f"done in {time.perf_counter() - start:.1f} s -> {args.out}")
     return 0
+
+
+def _pooled(tokens: str, cache: Path, threads: int | None) -> _core.Embeddings:
+    """The pooled (mean, normalised) vectors of the multi-vector directory ``tokens``: the
+    embeddings ``--backend maxsim`` takes its candidates from, cached by content."""
+    from negmine._digest import array_digest
+    from negmine.multivector import open_multi_vectors
+    from negmine.store import save_embeddings
+
+    vectors = open_multi_vectors(tokens)
+    key = array_digest(vectors.offsets) + array_digest(np.asarray(vectors.tokens))
+    path = cache / f"pooled-{hashlib.sha256(key.encode()).hexdigest()}.npy"
+    if not path.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        save_embeddings(path, vectors.pooled(threads=threads))
+    return _core.open_embeddings(path)
 
 
 def _texts_record(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -1030,6 +1082,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     embed.add_argument(
         "--prompt", default=None, help='text put before each one, e.g. "query: " (default: none)'
+    )
+    embed.add_argument(
+        "--multi-vector",
+        action="store_true",
+        help="token embeddings of a multi-vector (ColBERT-style) --model into the directory "
+        "--out (a negmine multi-vector store, for mine --backend maxsim)",
+    )
+    embed.add_argument(
+        "--is-query",
+        action="store_true",
+        help="with --multi-vector: encode the texts as queries (the model's query side)",
     )
     _add_embedding_options(embed, for_mine=False)
     embed.set_defaults(run=_cmd_embed)

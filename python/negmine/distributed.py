@@ -189,6 +189,11 @@ def mine(
         raise InvalidArgumentError(
             "backend='torch' runs in one process: use negmine.mine, or negmine mine without --ray"
         )
+    if backend == "maxsim":
+        raise InvalidArgumentError(
+            "backend='maxsim' judges candidates by MaxSim in one process (a teacher): use "
+            "negmine.mine, or negmine mine without --ray"
+        )
     if backend != "exact" and shard_by == "corpus":
         raise InvalidArgumentError(
             f"backend={backend!r} needs shard_by='query' (by corpus, each shard searches its "

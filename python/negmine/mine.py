@@ -428,7 +428,7 @@ def mine(
     seed: int = 0,
     max_depth: int | None = None,
     record_removed: int | None = 64,
-    backend: Literal["exact", "hnsw", "torch", "bm25", "hybrid"] = "exact",
+    backend: Literal["exact", "hnsw", "torch", "bm25", "hybrid", "maxsim"] = "exact",
     target_recall: float = 0.95,
     hnsw_path: str | os.PathLike[str] | None = None,
     hnsw_m: int = 16,
@@ -444,6 +444,9 @@ def mine(
     bm25_b: float = 0.75,
     rrf_k: int = 60,
     hybrid_depth: int | None = None,
+    query_tokens: Any = None,
+    corpus_tokens: Any = None,
+    maxsim_depth: int = 100,
     query_offset: int = 0,
     exclude: IdsLike = None,
     threads: int | None = None,
@@ -498,6 +501,9 @@ def mine(
             error bound that they hold each query's exact top rows and rescores them exactly:
             the result is bit for bit ``"exact"``'s (see :mod:`negmine.torch.candidates`);
             ``result.report.torch`` says how many candidates and corpus passes it took.
+            ``"maxsim"`` mines a multi-vector (ColBERT-style) model: candidates from the
+            pooled embeddings, ranked by exact MaxSim over ``query_tokens`` /
+            ``corpus_tokens`` (see below).
             ``"bm25"`` takes each query's candidates from a BM25 index over ``corpus_texts``
             searched with ``query_texts`` (both required; see :mod:`negmine.sources.bm25`):
             the window and the sampling follow the BM25 ranking (score descending, id
@@ -554,6 +560,14 @@ def mine(
         hybrid_depth: hybrid: rows each ranking contributes per query (default: the first
             fetch depth, twice the window end and at least 64); a query whose window the
             fused list cannot fill is finished by the exact search.
+        query_tokens, corpus_tokens: maxsim: the token embeddings (``negmine.MultiVectors``,
+            a saved multi-vector directory, or a list of ``tokens x dim`` arrays), one text per
+            row of ``queries`` / ``corpus`` (which are then the pooled vectors the candidates
+            come from, e.g. ``MultiVectors.pooled()``; see :func:`negmine.multivector.mine`).
+        maxsim_depth: maxsim: pooled candidates per query rescored exactly by MaxSim. The
+            window and sampling follow the MaxSim ranking of them, and without ``rescore``
+            MaxSim is the teacher: the score filters read MaxSim scores
+            (``result.teacher_scores``). See :mod:`negmine.sources.maxsim`.
 
     Returns:
         A :class:`MiningResult`; ``result.report`` says what each filter removed and which
@@ -567,8 +581,10 @@ def mine(
     source_settings = sources.all_settings(locals())[
         numbers.choice(backend, "backend", tuple(sources.BACKENDS))
     ]
-    teacher = make_teacher(rescore, rescore_percentile, rescore_batch_size)
     query_offset = numbers.non_negative(query_offset, "query_offset", maximum=numbers.MAX_ID)
+    if backend == "maxsim" and rescore is None:
+        rescore = source_settings.teacher(query_offset, threads)
+    teacher = make_teacher(rescore, rescore_percentile, rescore_batch_size)
     q = as_matrix(queries, "queries")
     c = as_matrix(corpus, "corpus")
     if backend != "exact" and q.shape[1] != c.shape[1]:

@@ -42,6 +42,7 @@ BACKENDS: dict[str, str] = {
     "torch": "negmine.sources.torch",
     "bm25": "negmine.sources.bm25",
     "hybrid": "negmine.sources.hybrid",
+    "maxsim": "negmine.sources.maxsim",
 }
 """Every candidate source, by its ``backend=`` name: the module that implements it."""
 

@@ -13,6 +13,7 @@ pub mod kernels;
 pub mod kmeans;
 pub mod lexical;
 pub mod matrix;
+pub mod maxsim;
 pub mod memory;
 pub mod metric;
 pub mod mine;

@@ -10,6 +10,7 @@ mod fusion;
 mod inputs;
 mod kmeans;
 mod lexical;
+mod maxsim;
 mod memory;
 mod mine;
 mod options;
@@ -29,6 +30,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     kmeans::register(m)?;
     lexical::register(m)?;
     fusion::register(m)?;
+    maxsim::register(m)?;
     memory::register(m)?;
     Ok(())
 }

@@ -116,6 +116,65 @@ pub fn tile(
     }
 }
 
+/// Where [`tile_rows`] puts a tile: the tile itself, or folded into `NR` running column
+/// maxima (`m[j] = v` for each of the first `valid` rows' `v = tile[i][j]` with `v > m[j]`, in
+/// row order: what MaxSim keeps of a tile, without the tile leaving the registers).
+pub enum RowsOut<'a> {
+    Tile(&'a mut [f32; TILE]),
+    Maxima(&'a mut [f32; NR], usize),
+}
+
+/// [`tile`] with the `MR` rows taken as they are stored (row `i` is `rows[i][..kc]`, e.g. a
+/// row-major matrix's rows) instead of packed `[kc][MR]`: bit for bit the same scores, without
+/// the packing (MaxSim scores each stored text's tokens against a query packed once).
+#[inline]
+pub fn tile_rows(isa: Isa, kc: usize, rows: &[&[f32]; MR], b: &[f32], out: RowsOut<'_>) {
+    assert!(
+        rows.iter().all(|r| r.len() >= kc) && b.len() >= kc * NR,
+        "rows or panel too short"
+    );
+    match isa {
+        Isa::Scalar => scalar::tile_rows(kc, rows, b, out),
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `available()` returns the x86 ISAs only after runtime detection of AVX2 and
+        // FMA; the lengths were checked above.
+        Isa::Avx2Fma | Isa::Avx512 | Isa::Amx => unsafe { x86::tile_rows_avx2(kc, rows, b, out) },
+        #[cfg(not(target_arch = "x86_64"))]
+        Isa::Avx2Fma | Isa::Avx512 | Isa::Amx => {
+            unreachable!("x86 kernels are never detected off x86-64")
+        }
+    }
+}
+
+/// The stored rows of [`tile_rows`] against two corpus-layout panels: the same as two
+/// [`tile_rows`] calls (bit for bit), faster where the ISA has registers for both.
+#[inline]
+pub fn tile_rows_pair(
+    isa: Isa,
+    kc: usize,
+    rows: &[&[f32]; MR],
+    b: [&[f32]; 2],
+    out: [RowsOut<'_>; 2],
+) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 | Isa::Amx => {
+            assert!(
+                rows.iter().all(|r| r.len() >= kc) && b.iter().all(|b| b.len() >= kc * NR),
+                "rows or panels too short"
+            );
+            // SAFETY: `Avx512` is only constructed after runtime detection of AVX-512F;
+            // lengths were checked above.
+            unsafe { x86::tile_rows_pair_avx512(kc, rows, b, out) }
+        }
+        _ => {
+            let [o0, o1] = out;
+            tile_rows(isa, kc, rows, b[0], o0);
+            tile_rows(isa, kc, rows, b[1], o1);
+        }
+    }
+}
+
 /// Two query panels against one corpus panel: the same as two [`tile`] calls (bit for bit),
 /// faster where the ISA has registers for both tiles at once.
 #[inline]

@@ -1,6 +1,6 @@
 //! The reference kernel: plain Rust, one fused multiply-add chain per score.
 
-use super::{Select, MR, NR, TILE};
+use super::{RowsOut, Select, MR, NR, TILE};
 
 pub(super) fn tile(
     kc: usize,
@@ -42,6 +42,33 @@ pub(super) fn tile(
         c[i * NR..(i + 1) * NR].copy_from_slice(row);
     }
     masks
+}
+
+/// The reference of [`super::tile_rows`]: row `i` of the tile is `rows[i]` against each column
+/// of the panel, one fused multiply-add chain per score.
+pub(super) fn tile_rows(kc: usize, rows: &[&[f32]; MR], b: &[f32], out: RowsOut<'_>) {
+    let mut c = [0.0f32; TILE];
+    for (p, bp) in b.chunks_exact(NR).take(kc).enumerate() {
+        for (i, row) in rows.iter().enumerate() {
+            let x = row[p];
+            for (cij, &bj) in c[i * NR..(i + 1) * NR].iter_mut().zip(bp) {
+                *cij = x.mul_add(bj, *cij);
+            }
+        }
+    }
+    match out {
+        RowsOut::Tile(tile) => *tile = c,
+        RowsOut::Maxima(maxima, valid) => {
+            for row in c.chunks_exact(NR).take(valid) {
+                for (m, &v) in maxima.iter_mut().zip(row) {
+                    // Ties (and +0 / -0) keep the value already there, as `max_ps(v, m)` does.
+                    if v > *m {
+                        *m = v;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The reference int8 kernel: `c[i][j] = sum_p a[p][i] * b[p][j]` over the packed groups of

@@ -4,7 +4,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Select, GROUP, MR, NR, ROWS, TILE};
+use super::{RowsOut, Select, GROUP, MR, NR, ROWS, TILE};
 
 /// # Safety
 /// The CPU must support AVX2 and FMA; `a` must hold `kc * MR` and `b` `kc * NR` elements;
@@ -74,6 +74,104 @@ pub(super) unsafe fn tile_avx2(
         unsafe { _mm256_storeu_ps(cp.add(t * 8), *v) };
     }
     masks
+}
+
+/// [`tile_avx2`] with the `MR` rows broadcast straight from where they are stored (row `i` is
+/// `rows[i][..kc]`) instead of from a packed panel: the same chains, bit for bit.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; each row must hold `kc` and `b` `kc * NR` elements.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn tile_rows_avx2(kc: usize, rows: &[&[f32]; MR], b: &[f32], out: RowsOut<'_>) {
+    let r = rows.map(|row| row.as_ptr());
+    let b = b.as_ptr();
+    let mut acc = [_mm256_setzero_ps(); 2 * MR];
+    for p in 0..kc {
+        // SAFETY: p < kc, so the 16 floats at b + 16p and element p of every row are in bounds.
+        unsafe {
+            let bp = b.add(p * NR);
+            let b0 = _mm256_loadu_ps(bp);
+            let b1 = _mm256_loadu_ps(bp.add(8));
+            for i in 0..MR {
+                let x = _mm256_broadcast_ss(&*r[i].add(p));
+                acc[2 * i] = _mm256_fmadd_ps(x, b0, acc[2 * i]);
+                acc[2 * i + 1] = _mm256_fmadd_ps(x, b1, acc[2 * i + 1]);
+            }
+        }
+    }
+    match out {
+        RowsOut::Tile(c) => {
+            for (t, v) in acc.iter().enumerate() {
+                // SAFETY: t < 12, so t * 8 + 8 <= TILE.
+                unsafe { _mm256_storeu_ps(c.as_mut_ptr().add(t * 8), *v) };
+            }
+        }
+        RowsOut::Maxima(m, valid) => {
+            let mp = m.as_mut_ptr();
+            // SAFETY: `m` holds NR = 16 floats.
+            let (mut lo, mut hi) = unsafe { (_mm256_loadu_ps(mp), _mm256_loadu_ps(mp.add(8))) };
+            for i in 0..valid.min(MR) {
+                // max_ps(v, m) is `v > m ? v : m`: the reference's fold, ties keep the first.
+                lo = _mm256_max_ps(acc[2 * i], lo);
+                hi = _mm256_max_ps(acc[2 * i + 1], hi);
+            }
+            // SAFETY: as for the loads.
+            unsafe {
+                _mm256_storeu_ps(mp, lo);
+                _mm256_storeu_ps(mp.add(8), hi);
+            }
+        }
+    }
+}
+
+/// The `MR` stored rows of [`tile_rows_avx2`] against two corpus-layout panels at once: 12 zmm
+/// accumulators, two 16-wide loads and six broadcasts per depth step.
+///
+/// # Safety
+/// The CPU must support AVX-512F; each row must hold `kc` and each `b` `kc * NR` elements.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(super) unsafe fn tile_rows_pair_avx512(
+    kc: usize,
+    rows: &[&[f32]; MR],
+    b: [&[f32]; 2],
+    out: [RowsOut<'_>; 2],
+) {
+    let r = rows.map(|row| row.as_ptr());
+    let (b0, b1) = (b[0].as_ptr(), b[1].as_ptr());
+    let mut acc = [_mm512_setzero_ps(); 2 * MR];
+    for p in 0..kc {
+        // SAFETY: p < kc, so 16 floats at b0/b1 + 16p and element p of every row are in bounds.
+        unsafe {
+            let u = _mm512_loadu_ps(b0.add(p * NR));
+            let v = _mm512_loadu_ps(b1.add(p * NR));
+            for i in 0..MR {
+                let x = _mm512_set1_ps(*r[i].add(p));
+                acc[i] = _mm512_fmadd_ps(x, u, acc[i]);
+                acc[MR + i] = _mm512_fmadd_ps(x, v, acc[MR + i]);
+            }
+        }
+    }
+    for (t, out) in out.into_iter().enumerate() {
+        let tile = &acc[t * MR..(t + 1) * MR];
+        match out {
+            RowsOut::Tile(c) => {
+                for (i, v) in tile.iter().enumerate() {
+                    // SAFETY: row i of a tile is c[i * 16..][..16], inside the TILE floats.
+                    unsafe { _mm512_storeu_ps(c.as_mut_ptr().add(i * NR), *v) };
+                }
+            }
+            RowsOut::Maxima(m, valid) => {
+                // SAFETY: `m` holds NR = 16 floats.
+                let mut mx = unsafe { _mm512_loadu_ps(m.as_ptr()) };
+                for v in &tile[..valid.min(MR)] {
+                    // max_ps(v, m) is `v > m ? v : m`: the reference's fold.
+                    mx = _mm512_max_ps(*v, mx);
+                }
+                // SAFETY: as for the load.
+                unsafe { _mm512_storeu_ps(m.as_mut_ptr(), mx) };
+            }
+        }
+    }
 }
 
 /// Two 6 x 16 tiles sharing one corpus panel: 12 zmm accumulators, one 16-wide load of the
