@@ -24,12 +24,12 @@ use rayon::prelude::*;
 use crate::choice::Choice;
 use crate::error::{Error, Result};
 use crate::hooks::Hooks;
+use crate::kernels::MR;
 use crate::matrix::MatrixView;
 use crate::memory;
-use crate::metric::Metric;
 use crate::pack::{normalize, sum_in_lanes};
 use crate::rng::Rng;
-use crate::search::{search_in, SearchOptions, Workspace};
+use crate::search::{nearest, PackedRows};
 
 /// The largest squared row norm `L2` accepts. With `M^2` below it, `||x - c||^2 <= 4 M^2`
 /// (k-means++' D^2, summed in f32) and the engine's `||[x, s]|| ||[2c, -||c||^2 / s]|| <=
@@ -93,8 +93,9 @@ pub struct KMeans {
     pub history: Vec<f64>,
 }
 
-/// Rows per assignment call: bounds the memory of the converted chunk.
-const CHUNK_ROWS: usize = 16_384;
+/// Rows per assignment call: bounds the memory of the converted chunk. Whole query panels
+/// (packed rows are read from a panel's first row on).
+const CHUNK_ROWS: usize = 16_384 / MR * MR;
 
 /// `count` distinct entries of `idx` (the indices `0..n`, in order), sorted, chosen by a seeded
 /// partial Fisher-Yates.
@@ -292,9 +293,11 @@ enum Rows<'a> {
         data: &'a MatrixView<'a>,
         rows: &'a [usize],
     },
+    /// Converted once, row by row (for the centroid sums) and packed for the kernels.
     Converted {
         rows: Vec<f32>,
         bases: Vec<f64>,
+        packed: PackedRows,
     },
 }
 
@@ -313,22 +316,25 @@ impl<'a> Rows<'a> {
         data: &'a MatrixView<'a>,
         rows: &'a [usize],
         geometry: &Geometry,
-    ) -> Self {
+    ) -> Result<Self> {
         let width = geometry.width();
+        // Held twice: row by row and packed.
         if rows
             .len()
-            .saturating_mul(width * std::mem::size_of::<f32>())
+            .saturating_mul(2 * width * std::mem::size_of::<f32>())
             > KEEP_CONVERTED_BYTES
         {
-            return Rows::streamed(data, rows);
+            return Ok(Rows::streamed(data, rows));
         }
         let mut converted = vec![0.0f32; rows.len() * width];
         let mut bases = vec![0.0f64; rows.len()];
         geometry.convert_rows(pool, data, rows, &mut converted, &mut bases);
-        Rows::Converted {
+        let packed = PackedRows::new(pool, &MatrixView::f32(&converted, rows.len(), width)?)?;
+        Ok(Rows::Converted {
             rows: converted,
             bases,
-        }
+            packed,
+        })
     }
 
     fn len(&self) -> usize {
@@ -341,10 +347,8 @@ impl<'a> Rows<'a> {
 
 /// One pass over `rows`: nearest centroid and distance per row, and (optionally) the f64 sums
 /// and counts of the rows per cluster for the update.
-#[allow(clippy::too_many_arguments)]
 fn assign(
     pool: &rayon::ThreadPool,
-    workspace: &mut Workspace,
     rows: &Rows<'_>,
     geometry: &Geometry,
     centroids: &[f32],
@@ -362,55 +366,71 @@ fn assign(
     let mut chunk_bases = Vec::new();
     for start in (0..n).step_by(CHUNK_ROWS) {
         let len = CHUNK_ROWS.min(n - start);
-        let (converted, bases): (&[f32], &[f64]) = match rows {
+        let (converted, bases, found): (&[f32], &[f64], _) = match rows {
             Rows::Streamed { data, rows } => {
                 chunk.resize(len * width, 0.0);
                 chunk_bases.resize(len, 0.0);
                 let part = &rows[start..start + len];
                 geometry.convert_rows(pool, data, part, &mut chunk, &mut chunk_bases);
-                (&chunk, &chunk_bases)
+                let packed = PackedRows::new(pool, &MatrixView::f32(&chunk, len, width)?)?;
+                let found = nearest(pool, None, &packed, 0..len, &corpus, hooks)?;
+                (&chunk, &chunk_bases, found)
             }
-            Rows::Converted { rows, bases } => (
+            Rows::Converted {
+                rows,
+                bases,
+                packed,
+            } => (
                 &rows[start * width..(start + len) * width],
                 &bases[start..start + len],
+                nearest(pool, None, packed, start..start + len, &corpus, hooks)?,
             ),
         };
-        let queries = MatrixView::f32(converted, len, width)?;
-        let found = search_in(
-            workspace,
-            pool,
-            &queries,
-            &corpus,
-            None,
-            &SearchOptions::new(1, Metric::Dot),
-            hooks,
-        )?;
         let first = assignments.len();
-        for (&base, (&id, &score)) in bases.iter().zip(found.ids.iter().zip(&found.scores)) {
-            assignments.push(id as u32);
+        for (&base, &(score, id)) in bases.iter().zip(&found) {
+            assignments.push(id);
             distances.push(geometry.distance(base, score));
         }
         if let Some((sums, counts)) = sums.as_mut() {
             // Each cluster's rows are added in row order by one thread: the same sums for
-            // any thread count.
+            // any thread count. The clusters are dealt to groups (cluster `c` to group
+            // `c % groups`); each group walks the chunk's rows in order and adds those of its
+            // clusters, so the rows are read front to back rather than cluster by cluster
+            // (the sums are bound by those reads).
             let dim = geometry.dim;
             let labels = &assignments[first..];
-            let mut members: Vec<Vec<usize>> = vec![Vec::new(); n_clusters];
-            for (i, &c) in labels.iter().enumerate() {
-                members[c as usize].push(i);
-            }
-            pool.install(|| {
-                sums.par_chunks_exact_mut(dim)
-                    .zip(counts.par_iter_mut())
-                    .zip(members.par_iter())
-                    .for_each(|((sum, count), rows)| {
-                        *count += rows.len() as u64;
-                        for &i in rows {
-                            let row = &converted[i * width..i * width + dim];
-                            add_row(sum, row);
+            let groups = (4 * pool.current_num_threads()).min(n_clusters).max(1);
+            let running: &[f64] = sums;
+            let added: Vec<(Vec<f64>, Vec<u64>)> = pool.install(|| {
+                (0..groups)
+                    .into_par_iter()
+                    .map(|g| {
+                        // The group's clusters' running sums, continued row by row.
+                        let mut local: Vec<f64> = (g..n_clusters)
+                            .step_by(groups)
+                            .flat_map(|c| running[c * dim..(c + 1) * dim].iter().copied())
+                            .collect();
+                        let mut local_counts = vec![0u64; local.len() / dim.max(1)];
+                        for (i, &c) in labels.iter().enumerate() {
+                            let c = c as usize;
+                            if c % groups == g {
+                                let slot = c / groups;
+                                local_counts[slot] += 1;
+                                let row = &converted[i * width..i * width + dim];
+                                add_row(&mut local[slot * dim..(slot + 1) * dim], row);
+                            }
                         }
+                        (local, local_counts)
                     })
+                    .collect()
             });
+            for (g, (local, local_counts)) in added.into_iter().enumerate() {
+                for (slot, (sum, n)) in local.chunks_exact(dim).zip(local_counts).enumerate() {
+                    let c = slot * groups + g;
+                    counts[c] += n;
+                    sums[c * dim..(c + 1) * dim].copy_from_slice(sum);
+                }
+            }
         }
     }
     Ok((assignments, distances))
@@ -537,18 +557,16 @@ pub fn kmeans(
     };
 
     let training_rows = if opts.iterations > 0 {
-        Rows::training(pool, data, &training, &geometry)
+        Rows::training(pool, data, &training, &geometry)?
     } else {
         Rows::streamed(data, &training)
     };
-    let mut workspace = Workspace::default();
     let mut history = Vec::with_capacity(opts.iterations.min(1 << 16));
     for _ in 0..opts.iterations {
         let mut sums = vec![0.0f64; k * dim];
         let mut counts = vec![0u64; k];
         let (_, distances) = assign(
             pool,
-            &mut workspace,
             &training_rows,
             &geometry,
             &centroids,
@@ -590,7 +608,6 @@ pub fn kmeans(
     let all = indices()?;
     let (assignments, distances) = assign(
         pool,
-        &mut workspace,
         &Rows::streamed(data, &all),
         &geometry,
         &centroids,

@@ -19,10 +19,12 @@ use crate::metric::{max_squared_norm, overflow_error, Metric};
 use crate::pack::{self, AlignedBuf, BadRow, CorpusScratch};
 use crate::topk::{Candidates, Scored};
 
+mod nearest;
 mod prescored;
 mod rotated;
 mod stream;
 
+pub use nearest::{nearest, PackedRows};
 pub use prescored::Precision;
 
 /// Knobs of [`search`]; `None` picks a tuned default. None of them changes the result.
