@@ -34,29 +34,7 @@ impl Rankings<'_> {
     /// Checks the CSR layout for `n_queries` rows, naming the ranking `what`.
     fn check(&self, what: &str, n_queries: usize) -> Result<()> {
         let (indptr, indices) = (self.indptr, self.indices);
-        if indptr.len() != n_queries + 1 {
-            return Err(Error::invalid(format!(
-                "{what} indptr must have one entry more than the queries ({}), got {}",
-                n_queries + 1,
-                indptr.len()
-            )));
-        }
-        if indptr[0] != 0 || indptr[n_queries] as u64 != indices.len() as u64 {
-            return Err(Error::invalid(format!(
-                "{what} indptr must start at 0 and end at len(indices) = {}, got {} .. {}",
-                indices.len(),
-                indptr[0],
-                indptr[n_queries]
-            )));
-        }
-        if let Some(q) = (0..n_queries).find(|&q| indptr[q + 1] < indptr[q]) {
-            return Err(Error::invalid(format!(
-                "{what} indptr must be non-decreasing, but indptr[{q}] = {} > indptr[{}] = {}",
-                indptr[q],
-                q + 1,
-                indptr[q + 1]
-            )));
-        }
+        crate::idlists::check_csr(what, indptr, indices.len(), n_queries)?;
         if let Some(bad) = indices
             .iter()
             .find(|&&id| !(0..=i64::from(u32::MAX)).contains(&id))

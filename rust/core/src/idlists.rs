@@ -10,6 +10,38 @@ pub struct IdLists {
     ids: Vec<u32>,
 }
 
+/// Checks a per-query CSR layout of `n_queries` rows over `n_indices` entries, naming it
+/// `what`: `n_queries + 1` entries from 0 to `n_indices`, non-decreasing.
+pub(crate) fn check_csr(
+    what: &str,
+    indptr: &[i64],
+    n_indices: usize,
+    n_queries: usize,
+) -> Result<()> {
+    if indptr.len() != n_queries + 1 {
+        return Err(Error::invalid(format!(
+            "{what} indptr must have n_queries + 1 = {} entries, got {}",
+            n_queries + 1,
+            indptr.len()
+        )));
+    }
+    if indptr[0] != 0 || indptr[n_queries] as u64 != n_indices as u64 {
+        return Err(Error::invalid(format!(
+            "{what} indptr must start at 0 and end at len(indices) = {n_indices}, got {} .. {}",
+            indptr[0], indptr[n_queries]
+        )));
+    }
+    if let Some(q) = (0..n_queries).find(|&q| indptr[q + 1] < indptr[q]) {
+        return Err(Error::invalid(format!(
+            "{what} indptr must be non-decreasing, but indptr[{q}] = {} > indptr[{}] = {}",
+            indptr[q],
+            q + 1,
+            indptr[q + 1]
+        )));
+    }
+    Ok(())
+}
+
 impl IdLists {
     /// From CSR arrays: query `q` excludes `indices[indptr[q]..indptr[q + 1]]`.
     pub fn from_csr(
@@ -29,40 +61,12 @@ impl IdLists {
         n_queries: usize,
         n_corpus: usize,
     ) -> Result<Self> {
-        if indptr.len() != n_queries + 1 {
-            return Err(Error::invalid(format!(
-                "{what} indptr must have n_queries + 1 = {} entries, got {}",
-                n_queries + 1,
-                indptr.len()
-            )));
-        }
-        if indptr[0] != 0 || indptr[n_queries] as u64 != indices.len() as u64 {
-            return Err(Error::invalid(format!(
-                "{what} indptr must start at 0 and end at len(indices) = {}, got {} .. {}",
-                indices.len(),
-                indptr[0],
-                indptr[n_queries]
-            )));
-        }
+        check_csr(what, indptr, indices.len(), n_queries)?;
         let mut offsets = Vec::with_capacity(n_queries + 1);
         let mut ids = Vec::with_capacity(indices.len());
         offsets.push(0);
         for q in 0..n_queries {
             let (lo, hi) = (indptr[q], indptr[q + 1]);
-            if hi < lo {
-                return Err(Error::invalid(format!(
-                    "{what} indptr must be non-decreasing, but indptr[{}] = {lo} > indptr[{}] = {hi}",
-                    q,
-                    q + 1
-                )));
-            }
-            if hi as u64 > indices.len() as u64 {
-                return Err(Error::invalid(format!(
-                    "{what} indptr[{}] = {hi} is past the end of indices ({} ids)",
-                    q + 1,
-                    indices.len()
-                )));
-            }
             let start = ids.len();
             for &id in &indices[lo as usize..hi as usize] {
                 if id < 0 || id as u64 >= n_corpus as u64 {
