@@ -46,7 +46,7 @@ pub(super) type BoundedResult = (Vec<f32>, Vec<i64>, Vec<u32>);
 pub(super) struct Scan<'a> {
     inputs: SearchInputs<'a>,
     pub(super) cosine: bool,
-    pub(super) threads: usize,
+    threads: usize,
     /// For `Metric::Dot`, the query with the largest norm (its caller's index) and its squared
     /// norm.
     largest_query: Option<(usize, f64)>,
