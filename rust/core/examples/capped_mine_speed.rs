@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use negmine_core::mine::{mine, MineOptions};
+use negmine_core::mine::{mine, MineJob, MineOptions};
 use negmine_core::search::{search, SearchOptions};
 use negmine_core::{IdLists, MatrixView, Metric, NoHooks};
 
@@ -91,13 +91,15 @@ fn main() {
         let t = Instant::now();
         let mined = mine(
             &pool,
-            &qv,
-            &cv,
-            &positives,
-            &positives,
-            None,
-            &opts,
-            0,
+            &MineJob {
+                queries: &qv,
+                corpus: &cv,
+                positives: &positives,
+                exclude: &positives,
+                groups: None,
+                opts: &opts,
+                query_offset: 0,
+            },
             &mut NoHooks,
         )
         .unwrap();

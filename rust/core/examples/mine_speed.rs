@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use negmine_core::mine::{mine, MineOptions, Sampling};
+use negmine_core::mine::{mine, MineJob, MineOptions, Sampling};
 use negmine_core::{IdLists, MatrixView, Metric, NoHooks};
 
 fn lcg(state: &mut u64) -> f32 {
@@ -46,13 +46,15 @@ fn main() {
         let t = Instant::now();
         let mined = mine(
             &pool,
-            &qv,
-            &cv,
-            &positives,
-            &positives,
-            None,
-            &opts,
-            0,
+            &MineJob {
+                queries: &qv,
+                corpus: &cv,
+                positives: &positives,
+                exclude: &positives,
+                groups: None,
+                opts: &opts,
+                query_offset: 0,
+            },
             &mut NoHooks,
         )
         .unwrap();

@@ -7,7 +7,9 @@
 use std::ops::Range;
 
 use negmine_core::dedup::duplicate_groups;
-use negmine_core::mine::{mine, mine_with, ExactSource, Filter, MineOptions, Mined, Sampling};
+use negmine_core::mine::{
+    mine, mine_with, ExactSource, Filter, MineJob, MineOptions, Mined, Sampling,
+};
 use negmine_core::{search, Hooks, IdLists, MatrixView, Metric, NoHooks, SearchOptions};
 use proptest::prelude::*;
 
@@ -178,18 +180,20 @@ proptest! {
         let threads = (1 + rng.below(3), 1 + rng.below(3));
         let offset = rng.below(1000) as u64;
 
+        let job = MineJob {
+            queries: &q,
+            corpus: &c,
+            positives: &positives,
+            exclude: &exclude,
+            groups,
+            opts: &opts,
+            query_offset: offset,
+        };
         let mut old_reads = Reads::default();
         let mut exact = ExactSource::new(pool(threads.0), &q, &c, &exclude, &opts, 0);
-        let old = mine_with(
-            &mut exact, pool(threads.0), &q, &c, &positives, &exclude, groups, &opts, offset,
-            &mut old_reads,
-        )
-        .unwrap();
+        let old = mine_with(&mut exact, pool(threads.0), &job, &mut old_reads).unwrap();
         let mut new_reads = Reads::default();
-        let new = mine(
-            pool(threads.1), &q, &c, &positives, &exclude, groups, &opts, offset, &mut new_reads,
-        )
-        .unwrap();
+        let new = mine(pool(threads.1), &job, &mut new_reads).unwrap();
         assert_same(&old, &new, &format!("{threads:?} {opts:?}"));
         prop_assert!(new_reads.0 <= old_reads.0, "{} > {}", new_reads.0, old_reads.0);
         // Each negative's rank is its position in the query's whole ranking of the eligible
@@ -247,26 +251,30 @@ fn weak_positives_take_one_pass() {
         let old = mine_with(
             &mut exact,
             pool(2),
-            &q,
-            &c,
-            &positives,
-            &positives,
-            None,
-            &opts,
-            0,
+            &MineJob {
+                queries: &q,
+                corpus: &c,
+                positives: &positives,
+                exclude: &positives,
+                groups: None,
+                opts: &opts,
+                query_offset: 0,
+            },
             &mut old_reads,
         )
         .unwrap();
         let mut new_reads = Reads::default();
         let new = mine(
             pool(2),
-            &q,
-            &c,
-            &positives,
-            &positives,
-            None,
-            &opts,
-            0,
+            &MineJob {
+                queries: &q,
+                corpus: &c,
+                positives: &positives,
+                exclude: &positives,
+                groups: None,
+                opts: &opts,
+                query_offset: 0,
+            },
             &mut new_reads,
         )
         .unwrap();

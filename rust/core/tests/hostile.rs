@@ -4,7 +4,7 @@
 
 use negmine_core::kmeans::{kmeans, Init, KMeansMetric, KMeansOptions};
 use negmine_core::metric::score_limit;
-use negmine_core::mine::{mine, mine_with, Candidates, FnSource, MineOptions};
+use negmine_core::mine::{mine, mine_with, Candidates, FnSource, MineJob, MineOptions};
 use negmine_core::store::parse_header;
 use negmine_core::{search, Error, IdLists, MatrixView, Metric, NoHooks, SearchOptions};
 
@@ -122,13 +122,15 @@ fn mining_refuses_overflowing_scores_in_search_and_rescoring() {
     let opts = MineOptions::new(1, Metric::Dot);
     let m = message(mine(
         pool(2),
-        &q,
-        &c,
-        &positives,
-        &positives,
-        None,
-        &opts,
-        0,
+        &MineJob {
+            queries: &q,
+            corpus: &c,
+            positives: &positives,
+            exclude: &positives,
+            groups: None,
+            opts: &opts,
+            query_offset: 0,
+        },
         &mut NoHooks,
     ));
     assert!(
@@ -143,13 +145,15 @@ fn mining_refuses_overflowing_scores_in_search_and_rescoring() {
     let m = message(mine_with(
         &mut source,
         pool(2),
-        &q,
-        &c,
-        &positives,
-        &positives,
-        None,
-        &opts,
-        0,
+        &MineJob {
+            queries: &q,
+            corpus: &c,
+            positives: &positives,
+            exclude: &positives,
+            groups: None,
+            opts: &opts,
+            query_offset: 0,
+        },
         &mut NoHooks,
     ));
     assert!(
@@ -162,13 +166,15 @@ fn mining_refuses_overflowing_scores_in_search_and_rescoring() {
     let q1 = MatrixView::f32(&queries[2..], 1, 2).unwrap();
     let m = message(mine(
         pool(1),
-        &q1,
-        &c,
-        &alone,
-        &all,
-        None,
-        &opts,
-        0,
+        &MineJob {
+            queries: &q1,
+            corpus: &c,
+            positives: &alone,
+            exclude: &all,
+            groups: None,
+            opts: &opts,
+            query_offset: 0,
+        },
         &mut NoHooks,
     ));
     assert!(

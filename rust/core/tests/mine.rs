@@ -4,7 +4,7 @@
 
 use half::f16;
 use negmine_core::dedup::{duplicate_groups, link_queries};
-use negmine_core::mine::{mine, Filter, MineOptions, Mined, Sampling};
+use negmine_core::mine::{mine, Filter, MineJob, MineOptions, Mined, Sampling};
 use negmine_core::{Error, IdLists, MatrixView, Metric, NoHooks};
 
 mod common;
@@ -33,13 +33,15 @@ fn run(
     let pos = lists(positives, corpus.rows());
     mine(
         pool(threads),
-        queries,
-        corpus,
-        &pos,
-        &pos,
-        groups,
-        opts,
-        offset,
+        &MineJob {
+            queries,
+            corpus,
+            positives: &pos,
+            exclude: &pos,
+            groups,
+            opts,
+            query_offset: offset,
+        },
         &mut NoHooks,
     )
 }
@@ -155,13 +157,15 @@ fn invalid_options_and_arguments_are_errors() {
     invalid(
         mine(
             pool(1),
-            &qv,
-            &cv,
-            &positives,
-            &exclude,
-            None,
-            &base,
-            0,
+            &MineJob {
+                queries: &qv,
+                corpus: &cv,
+                positives: &positives,
+                exclude: &exclude,
+                groups: None,
+                opts: &base,
+                query_offset: 0,
+            },
             &mut NoHooks,
         ),
         "exclude",

@@ -8,7 +8,7 @@ use std::cell::RefCell;
 
 use negmine_core::dedup::duplicate_groups;
 use negmine_core::mine::{
-    depth_schedule, mine, mine_with, Candidates, FnSource, MineOptions, Mined, Sampling,
+    depth_schedule, mine, mine_with, Candidates, FnSource, MineJob, MineOptions, Mined, Sampling,
 };
 use negmine_core::{search, Error, IdLists, MatrixView, Metric, NoHooks, SearchOptions};
 use proptest::prelude::*;
@@ -103,13 +103,15 @@ impl Data {
         let (q, c) = self.views();
         mine(
             pool(2),
-            &q,
-            &c,
-            &self.positives,
-            &self.exclude,
-            groups,
-            opts,
-            5,
+            &MineJob {
+                queries: &q,
+                corpus: &c,
+                positives: &self.positives,
+                exclude: &self.exclude,
+                groups,
+                opts,
+                query_offset: 5,
+            },
             &mut NoHooks,
         )
         .unwrap()
@@ -129,13 +131,15 @@ impl Data {
         mine_with(
             &mut source,
             pool(2),
-            &q,
-            &c,
-            &self.positives,
-            &self.exclude,
-            groups,
-            opts,
-            5,
+            &MineJob {
+                queries: &q,
+                corpus: &c,
+                positives: &self.positives,
+                exclude: &self.exclude,
+                groups,
+                opts,
+                query_offset: 5,
+            },
             &mut NoHooks,
         )
     }

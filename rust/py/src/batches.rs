@@ -104,7 +104,6 @@ fn topic_count(
 #[pyo3(signature = (
     clusters, batch_size, *, seed, epoch, drop_last = false, conflicts = None
 ))]
-#[allow(clippy::too_many_arguments)]
 fn ngame_plan<'py>(
     py: Python<'py>,
     clusters: PyReadonlyArray1<'py, i64>,

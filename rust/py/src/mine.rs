@@ -5,7 +5,7 @@ use negmine_core::choice::Choice;
 use negmine_core::dedup;
 use negmine_core::mine::{
     self as core_mine, CandidateSource, Candidates, ExactSource, Filter, FnSource, FnTeacher,
-    Judging, MineOptions,
+    Judging, MineJob, MineOptions,
 };
 use negmine_core::IdLists;
 use numpy::{
@@ -298,24 +298,21 @@ fn mine<'py>(
                 |what, (indptr, indices)| IdLists::from_csr_named(what, indptr, indices, nq, nc);
             let positives = lists("positives", positives)?;
             let exclude = lists("exclude", exclude)?;
+            let job = MineJob {
+                queries: &queries_view,
+                corpus: &corpus_view,
+                positives: &positives,
+                exclude: &exclude,
+                groups,
+                opts,
+                query_offset,
+            };
             let mut exact;
             let mut python;
             let source: &mut dyn CandidateSource = match fetch {
                 // The exact search: one pass for score-capped windows (`core_mine::mine`),
                 // unless a teacher judges the candidates (its scores are not the search's).
-                None if teacher.is_none() => {
-                    return core_mine::mine(
-                        pool,
-                        &queries_view,
-                        &corpus_view,
-                        &positives,
-                        &exclude,
-                        groups,
-                        opts,
-                        query_offset,
-                        hooks,
-                    )
-                }
+                None if teacher.is_none() => return core_mine::mine(pool, &job, hooks),
                 None => {
                     exact = ExactSource::new(
                         pool,
@@ -353,19 +350,7 @@ fn mine<'py>(
                 }
                 _ => None,
             };
-            core_mine::mine_judged(
-                source,
-                judging,
-                pool,
-                &queries_view,
-                &corpus_view,
-                &positives,
-                &exclude,
-                groups,
-                opts,
-                query_offset,
-                hooks,
-            )
+            core_mine::mine_judged(source, judging, pool, &job, hooks)
         },
     )?;
     Mined::from_core(py, mined, queries_view.rows(), opts.num_negatives, judged)

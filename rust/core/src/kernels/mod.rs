@@ -178,7 +178,6 @@ pub fn tile_rows_pair(
 /// Two query panels against one corpus panel: the same as two [`tile`] calls (bit for bit),
 /// faster where the ISA has registers for both tiles at once.
 #[inline]
-#[allow(clippy::too_many_arguments)]
 pub fn tile_pair(
     isa: Isa,
     kc: usize,
@@ -218,7 +217,6 @@ pub fn tile_pair(
 /// Two query panels against two corpus panels: the same as four [`tile`] calls (bit for bit).
 /// `c[q][j]` is the tile of query panel `q` and corpus panel `j`, and so are the masks.
 #[inline]
-#[allow(clippy::too_many_arguments)]
 pub fn tile_quad(
     isa: Isa,
     kc: usize,

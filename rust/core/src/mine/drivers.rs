@@ -67,21 +67,27 @@ pub struct Mined {
     pub judged: Vec<u32>,
 }
 
-/// The inputs of one mining call, validated.
-struct Job<'a> {
-    queries: &'a MatrixView<'a>,
-    corpus: &'a MatrixView<'a>,
-    positives: &'a IdLists,
-    exclude: &'a IdLists,
-    groups: Option<&'a [u32]>,
-    opts: &'a MineOptions,
-    query_offset: u64,
-    /// A teacher rescores the negatives: the result holds its scores too.
-    judging: bool,
+/// What one mining call mines ([`mine`], [`mine_with`], [`mine_judged`]; checked there).
+#[derive(Clone, Copy)]
+pub struct MineJob<'a> {
+    pub queries: &'a MatrixView<'a>,
+    pub corpus: &'a MatrixView<'a>,
+    /// Each query's positives (scored, and the reference of the margins).
+    pub positives: &'a IdLists,
+    /// Each query's ids never returned: its positives and everything that must count as one
+    /// (e.g. their duplicates).
+    pub exclude: &'a IdLists,
+    /// A duplicate-group id per corpus row.
+    pub groups: Option<&'a [u32]>,
+    pub opts: &'a MineOptions,
+    /// The global index of the first query: seeds are per global query, so chunked runs give
+    /// the same result.
+    pub query_offset: u64,
 }
 
-impl<'a> Job<'a> {
-    fn validate(&self) -> Result<()> {
+impl<'a> MineJob<'a> {
+    /// `judging`: a teacher rescores the negatives, so the result holds its scores too.
+    fn validate(&self, judging: bool) -> Result<()> {
         self.opts.validate()?;
         let (n_queries, n) = (self.queries.rows(), self.corpus.rows());
         let (positives, exclude) = (self.positives, self.exclude);
@@ -103,11 +109,7 @@ impl<'a> Job<'a> {
         // The result is padded to num_negatives per query whatever the corpus holds: refuse a
         // width the machine cannot hold before any work (ids, scores, teacher scores), with
         // room for as much again (the report's statistics, the caller's conversions).
-        let per_cell: u64 = 2 * if self.judging {
-            8 + 4 + 4 + 4
-        } else {
-            8 + 4 + 4
-        };
+        let per_cell: u64 = 2 * if judging { 8 + 4 + 4 + 4 } else { 8 + 4 + 4 };
         let n_neg = self.opts.num_negatives;
         memory::ensure_fits(
             (n_queries as u64)
@@ -375,54 +377,19 @@ pub fn depth_schedule(opts: &MineOptions) -> impl Iterator<Item = usize> {
     std::iter::successors(Some(first), |&depth| Some(depth.saturating_mul(4)))
 }
 
-/// Mines `opts.num_negatives` hard negatives for every query, from the exact search.
-///
-/// `positives`: each query's positives (scored, and the reference of the margins); `exclude`:
-/// ids never returned (the positives and everything that must count as one, e.g. their
-/// duplicates); `groups`: a duplicate-group id per corpus row; `query_offset`: the global index
-/// of the first query (seeds are per global query, so chunked runs give the same result).
-#[allow(clippy::too_many_arguments)]
-pub fn mine(
-    pool: &rayon::ThreadPool,
-    queries: &MatrixView<'_>,
-    corpus: &MatrixView<'_>,
-    positives: &IdLists,
-    exclude: &IdLists,
-    groups: Option<&[u32]>,
-    opts: &MineOptions,
-    query_offset: u64,
-    hooks: &mut dyn Hooks,
-) -> Result<Mined> {
+/// Mines `job.opts.num_negatives` hard negatives for every query, from the exact search.
+pub fn mine(pool: &rayon::ThreadPool, job: &MineJob<'_>, hooks: &mut dyn Hooks) -> Result<Mined> {
+    let opts = job.opts;
     let capped = opts.max_score.is_some()
         || opts.absolute_margin.is_some()
         || opts.relative_margin.is_some();
     // `max_depth` cuts the ranking with the rows above the cap in it: the multi-pass walk.
     if capped && opts.max_depth.is_none() {
-        let job = Job {
-            queries,
-            corpus,
-            positives,
-            exclude,
-            groups,
-            opts,
-            query_offset,
-            judging: false,
-        };
-        return mine_capped(&job, pool, hooks);
+        return mine_capped(job, pool, hooks);
     }
-    let mut exact = ExactSource::new(pool, queries, corpus, exclude, opts, query_offset);
-    mine_with(
-        &mut exact,
-        pool,
-        queries,
-        corpus,
-        positives,
-        exclude,
-        groups,
-        opts,
-        query_offset,
-        hooks,
-    )
+    let (queries, corpus, exclude) = (job.queries, job.corpus, job.exclude);
+    let mut exact = ExactSource::new(pool, queries, corpus, exclude, opts, job.query_offset);
+    mine_with(&mut exact, pool, job, hooks)
 }
 
 /// [`mine`] with each query's [`score_cap`] pushed into the search: each round fetches the
@@ -432,8 +399,12 @@ pub fn mine(
 /// duplicate groups, `range_min`) empty needs a deeper round; with `min_score` above a
 /// query's cap the query is not capped. `depth` and `fetches` are the schedule's
 /// ([`scheduled`]).
-fn mine_capped(job: &Job<'_>, pool: &rayon::ThreadPool, hooks: &mut dyn Hooks) -> Result<Mined> {
-    job.validate()?;
+fn mine_capped(
+    job: &MineJob<'_>,
+    pool: &rayon::ThreadPool,
+    hooks: &mut dyn Hooks,
+) -> Result<Mined> {
+    job.validate(false)?;
     let (opts, exclude) = (job.opts, job.exclude);
     let (n_queries, n, dim) = (job.queries.rows(), job.corpus.rows(), job.corpus.dim());
     let (positive_scores, pos_offsets) = job.positive_scores(pool)?;
@@ -577,52 +548,27 @@ enum Walked {
 /// the exact search; so a query ends with fewer negatives only when the corpus is used up,
 /// whatever the source, and a source whose candidates hold each query's exact window gives
 /// exactly [`mine`]'s negatives.
-#[allow(clippy::too_many_arguments)]
 pub fn mine_with(
     source: &mut dyn CandidateSource,
     pool: &rayon::ThreadPool,
-    queries: &MatrixView<'_>,
-    corpus: &MatrixView<'_>,
-    positives: &IdLists,
-    exclude: &IdLists,
-    groups: Option<&[u32]>,
-    opts: &MineOptions,
-    query_offset: u64,
+    job: &MineJob<'_>,
     hooks: &mut dyn Hooks,
 ) -> Result<Mined> {
-    mine_judged(
-        source,
-        None,
-        pool,
-        queries,
-        corpus,
-        positives,
-        exclude,
-        groups,
-        opts,
-        query_offset,
-        hooks,
-    )
+    mine_judged(source, None, pool, job, hooks)
 }
 
 /// [`mine_with`] with a teacher judging the candidates (see `teacher.rs`): the score filters
 /// read its scores, and [`Mined::teacher_scores`] holds its scores of the negatives. Without
 /// one (`None`), [`mine_with`].
-#[allow(clippy::too_many_arguments)]
 pub fn mine_judged(
     source: &mut dyn CandidateSource,
     judging: Option<Judging<'_>>,
     pool: &rayon::ThreadPool,
-    queries: &MatrixView<'_>,
-    corpus: &MatrixView<'_>,
-    positives: &IdLists,
-    exclude: &IdLists,
-    groups: Option<&[u32]>,
-    opts: &MineOptions,
-    query_offset: u64,
+    job: &MineJob<'_>,
     hooks: &mut dyn Hooks,
 ) -> Result<Mined> {
     if let Some(judging) = &judging {
+        let positives = job.positives;
         if judging.positive_scores.len() != positives.len() {
             return Err(Error::invalid(format!(
                 "{} teacher scores for {} positives",
@@ -636,29 +582,19 @@ pub fn mine_judged(
             )));
         }
     }
-    let job = Job {
-        queries,
-        corpus,
-        positives,
-        exclude,
-        groups,
-        opts,
-        query_offset,
-        judging: judging.is_some(),
-    };
-    rounds(&job, source, judging, pool, hooks)
+    rounds(job, source, judging, pool, hooks)
 }
 
 /// The rounds of [`mine_with`] / [`mine_judged`].
 fn rounds(
-    job: &Job<'_>,
+    job: &MineJob<'_>,
     source: &mut dyn CandidateSource,
     mut judging: Option<Judging<'_>>,
     pool: &rayon::ThreadPool,
     hooks: &mut dyn Hooks,
 ) -> Result<Mined> {
     let (queries, corpus, exclude, opts) = (job.queries, job.corpus, job.exclude, job.opts);
-    job.validate()?;
+    job.validate(judging.is_some())?;
     let (n_queries, n, dim) = (queries.rows(), corpus.rows(), corpus.dim());
     let (positive_scores, pos_offsets) = job.positive_scores(pool)?;
     let mut judged = judging.as_ref().map(|_| Judged::new(n_queries));

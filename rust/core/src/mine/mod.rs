@@ -35,7 +35,7 @@ mod source;
 mod teacher;
 pub(crate) mod walk;
 
-pub use drivers::{depth_schedule, mine, mine_judged, mine_with, Mined};
+pub use drivers::{depth_schedule, mine, mine_judged, mine_with, MineJob, Mined};
 pub use options::{MineOptions, Sampling, MAX_RANK};
 pub use source::{CandidateSource, Candidates, ExactSource, FnSource};
 pub use teacher::{FnTeacher, Judging, Teacher};

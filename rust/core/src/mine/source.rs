@@ -13,7 +13,8 @@ use crate::hooks::Hooks;
 use crate::idlists::IdLists;
 use crate::matrix::MatrixView;
 use crate::search::{
-    search_capped, search_rows, AboveCap, Caps, Neighbors, ScoreCap, SearchOptions, Workspace,
+    search_capped, search_rows, AboveCap, Caps, Neighbors, ScoreCap, SearchInputs, SearchOptions,
+    Workspace,
 };
 
 use super::options::MineOptions;
@@ -221,17 +222,13 @@ impl<'a> ExactSource<'a> {
             keep: self.opts.record_removed,
         };
         let names = self.names(queries);
-        search_capped(
-            &mut self.workspace,
-            self.pool,
-            &subset,
-            Some(&names),
-            self.corpus,
-            Some(&exclude),
-            &sopts,
-            caps,
-            hooks,
-        )
+        let inputs = SearchInputs {
+            queries: &subset,
+            query_ids: Some(&names),
+            corpus: self.corpus,
+            exclude: Some(&exclude),
+        };
+        search_capped(&mut self.workspace, self.pool, inputs, &sopts, caps, hooks)
     }
 }
 
@@ -247,16 +244,13 @@ impl CandidateSource for ExactSource<'_> {
         let exclude = self.exclude.subset(queries);
         let sopts = self.search_options(depth);
         let names = self.names(queries);
-        let found = search_rows(
-            &mut self.workspace,
-            self.pool,
-            &subset,
-            Some(&names),
-            self.corpus,
-            Some(&exclude),
-            &sopts,
-            hooks,
-        )?;
+        let inputs = SearchInputs {
+            queries: &subset,
+            query_ids: Some(&names),
+            corpus: self.corpus,
+            exclude: Some(&exclude),
+        };
+        let found = search_rows(&mut self.workspace, self.pool, inputs, &sopts, hooks)?;
         Candidates::dense(depth, found.ids)?.with_exact_scores(found.scores)
     }
 }

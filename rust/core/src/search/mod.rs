@@ -15,7 +15,7 @@ use crate::hooks::Hooks;
 use crate::idlists::IdLists;
 use crate::kernels::{self, Isa, Select, MR, NR, TILE};
 use crate::matrix::MatrixView;
-use crate::metric::{max_squared_norm, overflow_error, Metric};
+use crate::metric::{overflow_error, Metric};
 use crate::pack::{self, AlignedBuf, BadRow, CorpusScratch};
 use crate::topk::{Candidates, Scored};
 
@@ -194,6 +194,23 @@ pub(crate) struct Caps<'a> {
     pub(crate) keep: Option<usize>,
 }
 
+/// What a search reads: its queries (rows `query_ids` of the caller's queries, which errors
+/// name; `None`: the caller's own), the corpus, and each query's excluded rows.
+#[derive(Clone, Copy)]
+pub(crate) struct SearchInputs<'a> {
+    pub(crate) queries: &'a MatrixView<'a>,
+    pub(crate) query_ids: Option<&'a [usize]>,
+    pub(crate) corpus: &'a MatrixView<'a>,
+    pub(crate) exclude: Option<&'a IdLists>,
+}
+
+/// Where a search runs: its threads, its kernels and the caller's hooks.
+pub(super) struct Env<'a> {
+    pub(super) pool: &'a rayon::ThreadPool,
+    pub(super) isa: Isa,
+    pub(super) hooks: &'a mut dyn Hooks,
+}
+
 /// Queries per task: `MC / MR` query panels share each packed corpus micro-panel.
 const MC: usize = 144;
 /// Depth chunk: the corpus micro-panels of a step (`KC x NR`, two of them for the quad
@@ -217,13 +234,16 @@ fn depth_chunks(dim: usize) -> Vec<(usize, usize)> {
 /// index) and its squared norm, which bound the corpus rows' norms, and `reserve`'s value.
 fn validate<R>(
     pool: &rayon::ThreadPool,
-    queries: &MatrixView<'_>,
-    query_ids: Option<&[usize]>,
-    corpus: &MatrixView<'_>,
-    exclude: Option<&IdLists>,
+    inputs: &SearchInputs<'_>,
     opts: &SearchOptions,
     reserve: impl FnOnce() -> Result<R>,
 ) -> Result<(Option<(usize, f64)>, R)> {
+    let SearchInputs {
+        queries,
+        query_ids,
+        corpus,
+        exclude,
+    } = *inputs;
     let k = opts.k;
     if queries.dim() != corpus.dim() {
         return Err(Error::invalid(format!(
@@ -356,9 +376,7 @@ struct Task<'a> {
 }
 
 struct Scorer<'a> {
-    isa: Isa,
-    dim: usize,
-    depth: &'a [(usize, usize)],
+    tiling: Tiling<'a>,
     packed_queries: &'a [f32],
     /// Global index of the batch's first query (for exclusions).
     query_offset: usize,
@@ -372,19 +390,26 @@ pub(super) trait Sink {
     fn collect(&mut self, jr: usize, ir: usize, masks: &[u16; MR], tile: &[f32; TILE]);
 }
 
+/// How the fused kernels walk the panels: the kernel, the dimensions of a panel and the chunks
+/// their depth is cut into ([`depth_chunks`]).
+#[derive(Clone, Copy)]
+pub(super) struct Tiling<'a> {
+    pub(super) isa: Isa,
+    pub(super) dim: usize,
+    pub(super) depth: &'a [(usize, usize)],
+}
+
 /// The fused kernels over `n_a` query panels (`a_group`, `[dim][MR]` each) against `n_b` corpus
-/// panels (`b_block`, `[dim][NR]` each), the depth in chunks `depth`.
-#[allow(clippy::too_many_arguments)]
+/// panels (`b_block`, `[dim][NR]` each).
 pub(super) fn run_tiles(
-    isa: Isa,
-    dim: usize,
-    depth: &[(usize, usize)],
+    tiling: Tiling<'_>,
     a_group: &[f32],
     n_a: usize,
     b_block: &[f32],
     n_b: usize,
     sink: &mut impl Sink,
 ) {
+    let Tiling { isa, dim, depth } = tiling;
     let multi = depth.len() > 1;
     let mut singles = [[0.0f32; TILE]; 4];
     PARTIALS.with(|partials| {
@@ -493,22 +518,14 @@ impl Scorer<'_> {
     fn run(&self, task: Task<'_>, block: &PackedBlock) {
         let n_a = task.candidates.len().div_ceil(MR);
         let n_b = block.rows.len().div_ceil(NR);
-        let a_group = &self.packed_queries[task.first_panel * self.dim * MR..];
+        let a_group = &self.packed_queries[task.first_panel * self.tiling.dim * MR..];
         let mut sink = ExactSink {
             scorer: self,
             task,
             block,
         };
-        run_tiles(
-            self.isa,
-            self.dim,
-            self.depth,
-            a_group,
-            n_a,
-            block.panels.as_slice(),
-            n_b,
-            &mut sink,
-        );
+        let b_block = block.panels.as_slice();
+        run_tiles(self.tiling, a_group, n_a, b_block, n_b, &mut sink);
     }
 
     /// Offers the scores of tile (query panel `ir`, corpus panel `jr`) that passed their
@@ -702,31 +719,33 @@ pub fn search_in(
     opts: &SearchOptions,
     hooks: &mut dyn Hooks,
 ) -> Result<Neighbors> {
-    search_rows(workspace, pool, queries, None, corpus, exclude, opts, hooks)
+    let inputs = SearchInputs {
+        queries,
+        query_ids: None,
+        corpus,
+        exclude,
+    };
+    search_rows(workspace, pool, inputs, opts, hooks)
 }
 
-/// [`search_in`] of queries that are rows `query_ids` of the caller's queries: errors name
-/// those indices.
-#[allow(clippy::too_many_arguments)]
+/// [`search_in`] of `inputs`.
 pub(crate) fn search_rows(
     workspace: &mut Workspace,
     pool: &rayon::ThreadPool,
-    queries: &MatrixView<'_>,
-    query_ids: Option<&[usize]>,
-    corpus: &MatrixView<'_>,
-    exclude: Option<&IdLists>,
+    inputs: SearchInputs<'_>,
     opts: &SearchOptions,
     hooks: &mut dyn Hooks,
 ) -> Result<Neighbors> {
     let isa = opts.isa.unwrap_or_else(Isa::detect);
+    let mut env = Env { pool, isa, hooks };
+    let (queries, corpus) = (inputs.queries, inputs.corpus);
     let (mut precision, mut probe) = (
         opts.precision
             .resolve(isa, opts.k, corpus.rows(), queries.rows()),
         None,
     );
     if precision == Precision::Auto {
-        let (pays, rescored) =
-            prescored::probe_pays(pool, queries, query_ids, corpus, opts, isa, hooks)?;
+        let (pays, rescored) = prescored::probe_pays(&mut env, inputs, opts)?;
         precision = if pays {
             Precision::Int8
         } else {
@@ -735,23 +754,11 @@ pub(crate) fn search_rows(
         probe = Some(rescored);
     }
     let found = match precision {
-        Precision::Int8 => {
-            let stats = &mut workspace.stats;
-            prescored::search_rows(
-                pool, queries, query_ids, corpus, exclude, opts, isa, hooks, stats,
-            )?
-        }
+        Precision::Int8 => prescored::search_rows(&mut env, inputs, opts, &mut workspace.stats)?,
         Precision::Rotated => {
-            return rotated::search_rows(
-                workspace, pool, queries, query_ids, corpus, exclude, opts, isa, hooks,
-            );
+            return rotated::search_rows(workspace, &mut env, inputs, opts);
         }
-        Precision::Auto | Precision::F32 => {
-            search_f32(
-                workspace, pool, queries, query_ids, corpus, exclude, opts, isa, None, hooks,
-            )?
-            .0
-        }
+        Precision::Auto | Precision::F32 => search_f32(workspace, &mut env, inputs, opts, None)?.0,
     };
     workspace.stats.probe_rescored = probe;
     Ok(found)
@@ -761,60 +768,45 @@ pub(crate) fn search_rows(
 /// at most its cap (`-1` ids and `-inf` scores pad a row when fewer are left), and what it saw
 /// above the cap. Always the f32 path (`opts.precision` is not read): the int8 pre-scoring
 /// keeps no rows above the cap.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn search_capped(
     workspace: &mut Workspace,
     pool: &rayon::ThreadPool,
-    queries: &MatrixView<'_>,
-    query_ids: Option<&[usize]>,
-    corpus: &MatrixView<'_>,
-    exclude: Option<&IdLists>,
+    inputs: SearchInputs<'_>,
     opts: &SearchOptions,
     caps: Caps<'_>,
     hooks: &mut dyn Hooks,
 ) -> Result<(Neighbors, Vec<AboveCap>)> {
-    assert_eq!(caps.caps.len(), queries.rows(), "one cap per query");
+    assert_eq!(caps.caps.len(), inputs.queries.rows(), "one cap per query");
     let isa = opts.isa.unwrap_or_else(Isa::detect);
-    search_f32(
-        workspace,
-        pool,
-        queries,
-        query_ids,
-        corpus,
-        exclude,
-        opts,
-        isa,
-        Some(caps),
-        hooks,
-    )
+    let mut env = Env { pool, isa, hooks };
+    search_f32(workspace, &mut env, inputs, opts, Some(caps))
 }
 
 /// The f32 search, capped or not.
-#[allow(clippy::too_many_arguments)]
 fn search_f32(
     workspace: &mut Workspace,
-    pool: &rayon::ThreadPool,
-    queries: &MatrixView<'_>,
-    query_ids: Option<&[usize]>,
-    corpus: &MatrixView<'_>,
-    exclude: Option<&IdLists>,
+    env: &mut Env<'_>,
+    inputs: SearchInputs<'_>,
     opts: &SearchOptions,
-    isa: Isa,
     caps: Option<Caps<'_>>,
-    hooks: &mut dyn Hooks,
 ) -> Result<(Neighbors, Vec<AboveCap>)> {
     let started = std::time::Instant::now();
+    let pool = env.pool;
     let k = opts.k;
-    let (n_queries, n, dim) = (queries.rows(), corpus.rows(), corpus.dim());
+    let (n_queries, n, dim) = (
+        inputs.queries.rows(),
+        inputs.corpus.rows(),
+        inputs.corpus.dim(),
+    );
     let threads = pool.current_num_threads().max(1);
     // A query in flight holds its packed row and its candidate buffer (`k <= n` once valid).
     let per_query_bytes =
         || (2 * k + 64) * std::mem::size_of::<Scored>() + dim * std::mem::size_of::<f32>();
-    let (largest_query, (mut scores, mut ids)) =
-        validate(pool, queries, query_ids, corpus, exclude, opts, || {
+    let (scan, (mut scores, mut ids)) =
+        stream::Scan::new(pool, inputs, opts, per_query_bytes, |batch, _| {
             // The result, and a batch's candidates: each of its corpus shards (at most one
             // per thread) holds a buffer per query, of at most its rows.
-            let batch = stream::query_batch(opts, per_query_bytes()).min(n_queries);
+            let batch = batch.min(n_queries);
             let per_query = (threads * Candidates::most_held(k)).min(n + threads * 64) as u64
                 * std::mem::size_of::<Scored>() as u64
                 + (dim * std::mem::size_of::<f32>()) as u64;
@@ -822,27 +814,16 @@ fn search_f32(
                 format!("a search result of {n_queries} queries x k = {k}")
             })
         })?;
-    // Corpus rows are checked against the largest query as they are packed: by
-    // Cauchy-Schwarz no score of a row within this bound can overflow.
-    let max_corpus_squared = largest_query.map_or(f64::INFINITY, |(_, squared)| {
-        max_squared_norm(corpus.dim(), squared)
-    });
-    let cosine = opts.metric == Metric::Cosine;
     let depth = depth_chunks(dim);
-    let block_rows = stream::block_rows(opts, n);
-    let query_batch = stream::query_batch(opts, per_query_bytes());
-    let total = n_queries.div_ceil(query_batch) as u64 * n as u64;
     let mut done = 0u64;
 
     let mut above_out: Vec<AboveCap> = Vec::new();
-    for batch_start in (0..n_queries).step_by(query_batch) {
-        let batch_len = query_batch.min(n_queries - batch_start);
-        let batch = queries.slice_rows(batch_start, batch_start + batch_len);
-        let n_panels = batch_len.div_ceil(MR);
-        let plan = stream::Plan::new(batch_len, threads, n, block_rows);
-        let shards = plan.shards();
+    for batch_start in scan.batch_starts() {
         let packed_queries = &mut workspace.packed_queries;
-        stream::pack_queries(pool, &batch, packed_queries, cosine, query_ids, batch_start)?;
+        let batch = scan.batch(pool, batch_start, packed_queries)?;
+        let batch_len = batch.len;
+        let n_panels = batch_len.div_ceil(MR);
+        let shards = batch.plan.shards();
 
         let mut candidates: Vec<Vec<Candidates>> = (0..shards)
             .map(|_| vec![Candidates::new(k); batch_len])
@@ -869,21 +850,21 @@ fn search_f32(
             workspace.blocks.resize_with(shards, PackedBlock::default);
         }
         let scorer = Scorer {
-            isa,
-            dim,
-            depth: &depth,
+            tiling: Tiling {
+                isa: env.isa,
+                dim,
+                depth: &depth,
+            },
             packed_queries: packed_queries.as_slice(),
             query_offset: batch_start,
-            exclude,
+            exclude: inputs.exclude,
         };
-        plan.stream(
-            pool,
-            &mut workspace.blocks[..shards],
-            hooks,
+        scan.stream(
+            env,
+            &batch,
             &mut done,
-            total,
-            |rows, block| pack_block(corpus, rows, block, cosine, max_corpus_squared),
-            |bad| corpus_error(corpus, bad, largest_query, max_corpus_squared),
+            &mut workspace.blocks[..shards],
+            |rows, block| scan.pack_block(rows, block),
             |blocks| {
                 let mut tasks = Vec::new();
                 let mut above_shards = above.iter_mut();

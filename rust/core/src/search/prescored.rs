@@ -7,14 +7,12 @@
 
 use rayon::prelude::*;
 
-use super::{corpus_error, pack_block, stream, validate, PackedBlock, SearchOptions, MC};
+use super::{stream, Env, PackedBlock, SearchInputs, SearchOptions, MC};
 use crate::choice::Choice;
 use crate::error::Result;
 use crate::hooks::Hooks;
 use crate::idlists::IdLists;
 use crate::kernels::{self, Isa, AMX_DEPTH, AMX_QUERY_ROWS, GROUP, MR, NR, TILE};
-use crate::matrix::MatrixView;
-use crate::metric::{max_squared_norm, Metric};
 use crate::pack::{AlignedBuf, AlignedBytes};
 use crate::quant::{self, down, up, ChainError, RowCode, CORPUS_LEVELS};
 use crate::rescore::Rescorer;
@@ -96,26 +94,30 @@ impl Hooks for ProbeHooks<'_> {
 /// Counts, not timings: the choice is the same on every run, and the result the same either
 /// way.
 pub(super) fn probe_pays(
-    pool: &rayon::ThreadPool,
-    queries: &MatrixView<'_>,
-    query_ids: Option<&[usize]>,
-    corpus: &MatrixView<'_>,
+    env: &mut Env<'_>,
+    inputs: SearchInputs<'_>,
     opts: &SearchOptions,
-    isa: Isa,
-    hooks: &mut dyn Hooks,
 ) -> Result<(bool, f64)> {
-    let rows = corpus.rows().min(PROBE_ROWS);
-    let n = queries.rows().min(PROBE_QUERIES);
-    let head = queries.slice_rows(0, n);
-    let sample = corpus.slice_rows(0, rows);
-    let head_ids = query_ids.map(|ids| &ids[..n]);
+    let rows = inputs.corpus.rows().min(PROBE_ROWS);
+    let n = inputs.queries.rows().min(PROBE_QUERIES);
+    let head = inputs.queries.slice_rows(0, n);
+    let sample = inputs.corpus.slice_rows(0, rows);
+    let probe_inputs = SearchInputs {
+        queries: &head,
+        query_ids: inputs.query_ids.map(|ids| &ids[..n]),
+        corpus: &sample,
+        exclude: None,
+    };
     let mut stats = SearchStats::default();
-    let mut probe = ProbeHooks(hooks);
+    let mut probe_hooks = ProbeHooks(&mut *env.hooks);
+    let mut probe_env = Env {
+        pool: env.pool,
+        isa: env.isa,
+        hooks: &mut probe_hooks,
+    };
     let mut popts = opts.clone();
     popts.k = opts.k.min(rows);
-    search_rows(
-        pool, &head, head_ids, &sample, None, &popts, isa, &mut probe, &mut stats,
-    )?;
+    search_rows(&mut probe_env, probe_inputs, &popts, &mut stats)?;
     let mean = stats.rescored.iter().map(|&r| f64::from(r)).sum::<f64>() / n.max(1) as f64;
     Ok((rows as f64 >= PROBE_ROWS_PER_RESCORED * mean, mean))
 }
@@ -545,78 +547,46 @@ fn code_queries(
 
 /// [`super::search_rows`] through int8 pre-scoring (same arguments, same result); `stats`
 /// gets what it did.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn search_rows(
-    pool: &rayon::ThreadPool,
-    queries: &MatrixView<'_>,
-    query_ids: Option<&[usize]>,
-    corpus: &MatrixView<'_>,
-    exclude: Option<&IdLists>,
+    env: &mut Env<'_>,
+    inputs: SearchInputs<'_>,
     opts: &SearchOptions,
-    isa: Isa,
-    hooks: &mut dyn Hooks,
     stats: &mut SearchStats,
 ) -> Result<Neighbors> {
-    search_bounded(
-        pool, queries, query_ids, corpus, exclude, opts, isa, hooks, stats, 1.0,
-    )
+    search_bounded(env, inputs, opts, stats, 1.0)
 }
 
 /// [`search_rows`] with every bound multiplied by `bound_scale`.
-#[allow(clippy::too_many_arguments)]
 fn search_bounded(
-    pool: &rayon::ThreadPool,
-    queries: &MatrixView<'_>,
-    query_ids: Option<&[usize]>,
-    corpus: &MatrixView<'_>,
-    exclude: Option<&IdLists>,
+    env: &mut Env<'_>,
+    inputs: SearchInputs<'_>,
     opts: &SearchOptions,
-    isa: Isa,
-    hooks: &mut dyn Hooks,
     stats: &mut SearchStats,
     bound_scale: f64,
 ) -> Result<Neighbors> {
     let (mut scan_seconds, mut rescore_seconds) = (0.0, 0.0);
+    let (pool, isa) = (env.pool, env.isa);
     let k = opts.k;
-    let (n_queries, n, dim) = (queries.rows(), corpus.rows(), corpus.dim());
-    let threads = pool.current_num_threads().max(1);
+    let corpus = inputs.corpus;
+    let dim = corpus.dim();
     // A query in flight holds its codes, norms and bounded candidates (about 6k entries;
-    // `k <= n` once valid).
+    // `k <= n` once valid); each corpus shard about `6k` bounded entries of 8 bytes.
     let per_query_bytes = || (6 * k + 128) * 8 + dim * 5;
-    let (largest_query, (mut scores, mut ids, mut rescored)) =
-        validate(pool, queries, query_ids, corpus, exclude, opts, || {
-            // Each corpus shard holds about `6k` bounded entries of 8 bytes per query.
-            let shape = (n_queries, n, dim);
-            stream::bounded_result(opts, shape, threads, per_query_bytes(), 8, 5)
-        })?;
-    let max_corpus_squared = largest_query.map_or(f64::INFINITY, |(_, squared)| {
-        max_squared_norm(corpus.dim(), squared)
-    });
-    let cosine = opts.metric == Metric::Cosine;
+    let (scan, (mut scores, mut ids, mut rescored)) =
+        stream::Scan::bounded(pool, inputs, opts, per_query_bytes, (8, 5))?;
+    let cosine = scan.cosine;
     let groups = depth_groups(isa, dim);
     let chain = quant::chain_error(dim);
     let levels = kernels::query_levels(isa);
-    let block_rows = stream::block_rows(opts, n);
-    let query_batch = stream::query_batch(opts, per_query_bytes());
-    let total = n_queries.div_ceil(query_batch) as u64 * n as u64;
     let mut done = 0u64;
 
     let mut packed_queries = AlignedBuf::new();
     let mut blocks: Vec<CodedBlock> = Vec::new();
-    for batch_start in (0..n_queries).step_by(query_batch) {
+    for batch_start in scan.batch_starts() {
         let scan_started = std::time::Instant::now();
-        let batch_len = query_batch.min(n_queries - batch_start);
-        let batch = queries.slice_rows(batch_start, batch_start + batch_len);
-        let plan = stream::Plan::new(batch_len, threads, n, block_rows);
-        let shards = plan.shards();
-        stream::pack_queries(
-            pool,
-            &batch,
-            &mut packed_queries,
-            cosine,
-            query_ids,
-            batch_start,
-        )?;
+        let batch = scan.batch(pool, batch_start, &mut packed_queries)?;
+        let batch_len = batch.len;
+        let shards = batch.plan.shards();
         let (query_codes, query_rows) = pool.install(|| {
             let packed = packed_queries.as_slice();
             code_queries(packed, dim, groups, batch_len, levels, isa.amx_tiles())
@@ -638,21 +608,19 @@ fn search_bounded(
             query_codes: query_codes.as_slice(),
             queries: &query_rows,
             query_offset: batch_start,
-            exclude,
+            exclude: inputs.exclude,
         };
         let offset = quant::query_offset(levels);
-        plan.stream(
-            pool,
-            &mut blocks[..shards],
-            hooks,
+        scan.stream(
+            env,
+            &batch,
             &mut done,
-            total,
+            &mut blocks[..shards],
             |rows, block| {
-                pack_block(corpus, rows, &mut block.f32, cosine, max_corpus_squared)?;
+                scan.pack_block(rows, &mut block.f32)?;
                 block.code(dim, groups, offset);
                 Ok(())
             },
-            |bad| corpus_error(corpus, bad, largest_query, max_corpus_squared),
             |blocks| {
                 let mut tasks = Vec::new();
                 for (shard, (b, t)) in bounded.iter_mut().zip(&mut thresholds).enumerate() {
@@ -732,6 +700,8 @@ fn search_bounded(
 mod tests {
     use super::*;
     use crate::hooks::NoHooks;
+    use crate::matrix::MatrixView;
+    use crate::metric::Metric;
 
     #[test]
     fn auto_takes_int8_for_small_k_probes_above_and_keeps_f32_where_int8_is_slow() {
@@ -792,20 +762,20 @@ mod tests {
             .into_iter()
             .filter(|&i| kernels::query_levels(i) == 127);
         for isa in full_bytes {
+            let inputs = SearchInputs {
+                queries: &queries,
+                query_ids: None,
+                corpus: &corpus,
+                exclude: None,
+            };
             let run = |scale: f64| {
-                search_bounded(
-                    &pool,
-                    &queries,
-                    None,
-                    &corpus,
-                    None,
-                    &opts,
+                let mut env = Env {
+                    pool: &pool,
                     isa,
-                    &mut NoHooks,
-                    &mut SearchStats::default(),
-                    scale,
-                )
-                .unwrap()
+                    hooks: &mut NoHooks,
+                };
+                let mut stats = SearchStats::default();
+                search_bounded(&mut env, inputs, &opts, &mut stats, scale).unwrap()
             };
             assert_eq!(run(1.0), exact, "{isa:?}");
             assert_ne!(run(0.1).ids, exact.ids, "{isa:?}");

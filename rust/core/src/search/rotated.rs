@@ -12,16 +12,14 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::{
-    corpus_error, depth_chunks, run_tiles, search_f32, stream, validate, SearchOptions, Sink,
+    depth_chunks, run_tiles, search_f32, stream, Env, SearchInputs, SearchOptions, Sink, Tiling,
     Workspace, MC,
 };
 use crate::error::Result;
-use crate::hooks::Hooks;
 use crate::idlists::IdLists;
 use crate::kernels::{Isa, MR, NR, ROWS, TILE};
 use crate::matrix::MatrixView;
 use crate::memory;
-use crate::metric::{max_squared_norm, Metric};
 use crate::pack::{self, AlignedBuf, BadRow};
 use crate::rescore::Rescorer;
 use crate::rotation::{Rotation, RowBound, MAX_STAGES};
@@ -303,10 +301,13 @@ impl Scorer<'_> {
             exact: &*task.exact,
             pending: vec![Vec::new(); n_queries],
         };
+        let tiling = Tiling {
+            isa: self.isa,
+            dim: cut,
+            depth: self.depth,
+        };
         run_tiles(
-            self.isa,
-            cut,
-            self.depth,
+            tiling,
             &self.query_panels[task.first_panel * cut * MR..],
             n_queries.div_ceil(MR),
             &c.panels.as_slice()[first_panel * cut * NR..],
@@ -402,52 +403,33 @@ impl Scorer<'_> {
 
 /// [`super::search_rows`] through the rotated prefix (same arguments, same result);
 /// `workspace.stats` gets what it did.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn search_rows(
     workspace: &mut Workspace,
-    pool: &rayon::ThreadPool,
-    queries: &MatrixView<'_>,
-    query_ids: Option<&[usize]>,
-    corpus: &MatrixView<'_>,
-    exclude: Option<&IdLists>,
+    env: &mut Env<'_>,
+    inputs: SearchInputs<'_>,
     opts: &SearchOptions,
-    isa: Isa,
-    hooks: &mut dyn Hooks,
 ) -> Result<Neighbors> {
-    search_scaled(
-        workspace, pool, queries, query_ids, corpus, exclude, opts, isa, hooks, 1.0,
-    )
+    search_scaled(workspace, env, inputs, opts, 1.0)
 }
 
 /// [`search_rows`] with every tail product multiplied by `tail_scale`.
-#[allow(clippy::too_many_arguments)]
 fn search_scaled(
     workspace: &mut Workspace,
-    pool: &rayon::ThreadPool,
-    queries: &MatrixView<'_>,
-    query_ids: Option<&[usize]>,
-    corpus: &MatrixView<'_>,
-    exclude: Option<&IdLists>,
+    env: &mut Env<'_>,
+    inputs: SearchInputs<'_>,
     opts: &SearchOptions,
-    isa: Isa,
-    hooks: &mut dyn Hooks,
     tail_scale: f64,
 ) -> Result<Neighbors> {
+    let (pool, isa) = (env.pool, env.isa);
     let k = opts.k;
-    let (n_queries, n, dim) = (queries.rows(), corpus.rows(), corpus.dim());
-    let threads = pool.current_num_threads().max(1);
+    let corpus = inputs.corpus;
+    let dim = corpus.dim();
     // A query in flight holds its rows (original and rotated), its candidates and the rows
     // that passed stage 1 in a block (`k <= n` once valid).
     let per_query_bytes = || (4 * k + 128) * 16 + dim * 12;
-    let (largest_query, (mut scores, mut ids, mut rescored)) =
-        validate(pool, queries, query_ids, corpus, exclude, opts, || {
-            let shape = (n_queries, n, dim);
-            stream::bounded_result(opts, shape, threads, per_query_bytes(), 16, 12)
-        })?;
-    let max_corpus_squared = largest_query.map_or(f64::INFINITY, |(_, squared)| {
-        max_squared_norm(corpus.dim(), squared)
-    });
-    let cosine = opts.metric == Metric::Cosine;
+    let (scan, (mut scores, mut ids, mut rescored)) =
+        stream::Scan::bounded(pool, inputs, opts, per_query_bytes, (16, 12))?;
+    let (cosine, max_corpus_squared) = (scan.cosine, scan.max_corpus_squared);
     let started = std::time::Instant::now();
     let rotation = rotation_of(
         corpus,
@@ -457,32 +439,26 @@ fn search_scaled(
     )?;
     let Some(rotation) = rotation else {
         let companion_seconds = started.elapsed().as_secs_f64();
-        let (found, _) = search_f32(
-            workspace, pool, queries, query_ids, corpus, exclude, opts, isa, None, hooks,
-        )?;
+        let (found, _) = search_f32(workspace, env, inputs, opts, None)?;
         workspace.stats.companion_seconds = companion_seconds;
         return Ok(found);
     };
     let companion = Companion::build(pool, corpus, rotation, cosine, max_corpus_squared, |bad| {
-        corpus_error(corpus, bad, largest_query, max_corpus_squared)
+        scan.corpus_error(bad)
     })?;
     let companion_seconds = started.elapsed().as_secs_f64();
     let scan_started = std::time::Instant::now();
     let rotation = &companion.rotation;
     let (cut, width) = (rotation.cuts()[0], rotation.width());
     let depth = depth_chunks(cut);
-    let block_rows = stream::block_rows(opts, n);
-    let query_batch = stream::query_batch(opts, per_query_bytes());
-    let total = n_queries.div_ceil(query_batch) as u64 * n as u64;
     let mut done = 0u64;
     let mut stage_rows = vec![0u64; rotation.cuts().len()];
 
     let mut packed = AlignedBuf::new();
-    for batch_start in (0..n_queries).step_by(query_batch) {
-        let batch_len = query_batch.min(n_queries - batch_start);
-        let batch = queries.slice_rows(batch_start, batch_start + batch_len);
+    for batch_start in scan.batch_starts() {
+        let batch = scan.batch(pool, batch_start, &mut packed)?;
+        let batch_len = batch.len;
         let n_panels = batch_len.div_ceil(MR);
-        stream::pack_queries(pool, &batch, &mut packed, cosine, query_ids, batch_start)?;
         // The queries as the f32 path scores them, row by row, and rotated.
         let packed = packed.as_slice();
         let mut originals = vec![0.0f32; batch_len * dim];
@@ -510,8 +486,7 @@ fn search_scaled(
             }
         }
 
-        let plan = stream::Plan::new(batch_len, threads, n, block_rows);
-        let shards = plan.shards();
+        let shards = batch.plan.shards();
         let mut candidates: Vec<Vec<Candidates>> = (0..shards)
             .map(|_| vec![Candidates::new(k); batch_len])
             .collect();
@@ -539,20 +514,18 @@ fn search_scaled(
             query_bounds: &query_bounds,
             queries: &originals,
             query_offset: batch_start,
-            exclude,
+            exclude: inputs.exclude,
             tail_scale,
         };
-        plan.stream(
-            pool,
-            &mut blocks,
-            hooks,
+        scan.stream(
+            env,
+            &batch,
             &mut done,
-            total,
+            &mut blocks,
             |rows, block| {
                 *block = rows;
                 Ok(())
             },
-            |bad| corpus_error(corpus, bad, largest_query, max_corpus_squared),
             |blocks| {
                 let mut tasks = Vec::new();
                 let states = candidates
@@ -617,6 +590,7 @@ fn search_scaled(
 mod tests {
     use super::*;
     use crate::hooks::NoHooks;
+    use crate::metric::Metric;
 
     /// The property tests compare this path with the f32 one bit for bit; this shows they can
     /// fail: with the tails' product shrunk to a tenth, rows of the true top k are dropped.
@@ -643,21 +617,20 @@ mod tests {
             super::super::search(&pool, &queries, &corpus, None, &opts, &mut NoHooks).unwrap();
         opts.precision = Precision::Rotated;
         opts.stage_cuts = Some(vec![4]);
+        let inputs = SearchInputs {
+            queries: &queries,
+            query_ids: None,
+            corpus: &corpus,
+            exclude: None,
+        };
         let run = |scale: f64| {
             let mut workspace = Workspace::default();
-            search_scaled(
-                &mut workspace,
-                &pool,
-                &queries,
-                None,
-                &corpus,
-                None,
-                &opts,
-                Isa::Scalar,
-                &mut NoHooks,
-                scale,
-            )
-            .unwrap()
+            let mut env = Env {
+                pool: &pool,
+                isa: Isa::Scalar,
+                hooks: &mut NoHooks,
+            };
+            search_scaled(&mut workspace, &mut env, inputs, &opts, scale).unwrap()
         };
         assert_eq!(run(1.0), exact);
         assert_ne!(run(0.1).ids, exact.ids);
