@@ -8,7 +8,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::{depth_chunks, pack_block, run_tiles, stream, PackedBlock, Sink, MC};
+use super::{depth_chunks, pack_block, run_tiles, stream, PackedBlock, Sink, Tiling, MC};
 use crate::error::{Error, Result};
 use crate::hooks::Hooks;
 use crate::kernels::{Isa, MR, NR, TILE};
@@ -127,10 +127,13 @@ pub fn nearest(
                 };
                 let a_group = &panels[(first_row / MR) * dim * MR..];
                 let n_a = sink.best.len().div_ceil(MR);
-                run_tiles(
+                let tiling = Tiling {
                     isa,
                     dim,
-                    &depth,
+                    depth: &depth,
+                };
+                run_tiles(
+                    tiling,
                     a_group,
                     n_a,
                     block.panels.as_slice(),

@@ -308,7 +308,7 @@ impl Plan {
 
 /// Packs a batch of queries into `[dim][MR]` panels (normalised for cosine); a non-finite row
 /// is named by its index among the caller's queries (`query_ids`, offset by `batch_start`).
-fn pack_queries(
+pub(super) fn pack_queries(
     pool: &rayon::ThreadPool,
     batch: &MatrixView<'_>,
     packed: &mut AlignedBuf,
