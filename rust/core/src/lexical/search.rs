@@ -101,7 +101,7 @@ impl Bm25Index {
     fn query(&self, text: &str) -> Query {
         let mut terms: Vec<(u32, f64)> = Vec::new();
         for word in tokens(text) {
-            let Some(&t) = self.vocabulary.get(&word) else {
+            let Some(t) = self.term_id(&word) else {
                 continue;
             };
             match terms.iter_mut().find(|(u, _)| *u == t) {
@@ -110,7 +110,7 @@ impl Bm25Index {
             }
         }
         for (t, weight) in &mut terms {
-            *weight *= self.idf[*t as usize];
+            *weight *= self.idf_of(*t);
         }
         Query { terms }
     }
@@ -190,6 +190,7 @@ impl Bm25Index {
         excluded: &[u32],
         scratch: &mut [f64],
     ) -> Vec<Hit> {
+        let norms = self.norms();
         let mut touched: Vec<u32> = Vec::new();
         for &(t, weight) in &query.terms {
             let (docs, tfs) = self.postings(t);
@@ -198,7 +199,7 @@ impl Bm25Index {
                 if *acc == 0.0 {
                     touched.push(d);
                 }
-                *acc += weight * factor(tf, self.norms[d as usize]);
+                *acc += weight * factor(tf, norms[d as usize]);
             }
         }
         let mut hits: Vec<Hit> = touched
@@ -221,6 +222,7 @@ impl Bm25Index {
         if k == 0 {
             return Vec::new();
         }
+        let norms = self.norms();
         let mut cursors: Vec<Cursor<'_>> = query
             .terms
             .iter()
@@ -232,7 +234,7 @@ impl Bm25Index {
                     tfs,
                     at: 0,
                     weight,
-                    bound: weight * self.max_factor[t as usize],
+                    bound: weight * self.max_factor_of(t),
                     slot,
                 }
             })
@@ -255,7 +257,7 @@ impl Bm25Index {
             let mut partial = 0.0f64;
             for c in &mut cursors[essential..] {
                 if c.doc() == Some(doc) {
-                    let part = c.weight * factor(c.tfs[c.at], self.norms[doc as usize]);
+                    let part = c.weight * factor(c.tfs[c.at], norms[doc as usize]);
                     contributions[c.slot] = Some(part);
                     partial += part;
                     c.at += 1;
@@ -275,7 +277,7 @@ impl Bm25Index {
                 let c = &mut cursors[i];
                 c.seek(doc);
                 if c.doc() == Some(doc) {
-                    let part = c.weight * factor(c.tfs[c.at], self.norms[doc as usize]);
+                    let part = c.weight * factor(c.tfs[c.at], norms[doc as usize]);
                     contributions[c.slot] = Some(part);
                     partial += part;
                 }
