@@ -91,9 +91,22 @@ impl Cursor<'_> {
         self.docs.get(self.at).copied()
     }
 
-    /// Moves to the first posting at or after `target`.
+    /// Moves to the first posting at or after `target`: galloping from the current position
+    /// (probes are usually near it: a long list has a posting every few documents), then a
+    /// binary search within the last step.
     fn seek(&mut self, target: u32) {
-        self.at += self.docs[self.at..].partition_point(|&d| d < target);
+        let rest = &self.docs[self.at..];
+        if rest.first().is_none_or(|&d| d >= target) {
+            return;
+        }
+        // rest[low] < target throughout.
+        let (mut low, mut step) = (0usize, 1usize);
+        while low + step < rest.len() && rest[low + step] < target {
+            low += step;
+            step *= 2;
+        }
+        let high = (low + step).min(rest.len());
+        self.at += low + 1 + rest[low + 1..high].partition_point(|&d| d < target);
     }
 }
 
@@ -158,7 +171,8 @@ impl Bm25Index {
                     .zip(id_rows.par_chunks_mut(width.max(1)))
                     .enumerate()
                     .for_each_init(
-                        || vec![0.0f64; self.n_docs()],
+                        // The exhaustive scorer's accumulators, allocated on its first use.
+                        Vec::new,
                         |scratch, (i, (score_row, id_row))| {
                             let q = start + i;
                             let query = self.query(queries[q].as_ref());
@@ -166,6 +180,7 @@ impl Bm25Index {
                             let hits = match pruning {
                                 Pruning::MaxScore => self.max_score(&query, width, excluded),
                                 Pruning::Exhaustive => {
+                                    scratch.resize(self.n_docs(), 0.0);
                                     self.exhaustive(&query, width, excluded, scratch)
                                 }
                             };
