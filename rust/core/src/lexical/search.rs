@@ -232,12 +232,16 @@ impl Bm25Index {
         hits
     }
 
-    /// MaxScore (Turtle and Flood 1995, document at a time): exact top `k`.
+    /// MaxScore (Turtle and Flood 1995, document at a time): exact top `k`, in two passes
+    /// over the same state. The first scores the documents of the terms with the largest
+    /// bounds (the fewest: enough to fill the heap, see [`SEED_SHARE`]), so that the second,
+    /// the plain walk over every document, starts from a k-th score near the final one and
+    /// makes most terms non-essential at once, instead of raising it over the first
+    /// thousands of documents in id order. The second skips what the first scored.
     fn max_score(&self, query: &Query, k: usize, excluded: &[u32]) -> Vec<Hit> {
         if k == 0 {
             return Vec::new();
         }
-        let norms = self.norms();
         let mut cursors: Vec<Cursor<'_>> = query
             .terms
             .iter()
@@ -256,71 +260,162 @@ impl Bm25Index {
             .collect();
         // Bounds ascending: the non-essential terms are a prefix.
         cursors.sort_by(|a, b| a.bound.total_cmp(&b.bound).then(a.slot.cmp(&b.slot)));
-        // upto[i]: the bound of a document matching only terms 0..i.
+        let mut walk = Walk::new(cursors, k, self.norms());
+        // The seed: the fewest lists, from the largest bound down, holding k postings.
+        let mut seeds = 0usize;
+        let mut postings = 0usize;
+        for c in walk.cursors.iter().rev() {
+            if postings >= k {
+                break;
+            }
+            postings += c.docs.len();
+            seeds += 1;
+        }
+        let n = walk.cursors.len();
+        if seeds < n && postings >= k && postings <= self.n_docs() / SEED_SHARE {
+            walk.run(n - seeds, excluded, &[]);
+            let mut seen: Vec<u32> = walk.cursors[n - seeds..]
+                .iter()
+                .flat_map(|c| c.docs.iter().copied())
+                .collect();
+            seen.sort_unstable();
+            seen.dedup();
+            for c in &mut walk.cursors {
+                c.at = 0;
+            }
+            walk.run(0, excluded, &seen);
+        } else {
+            walk.run(0, excluded, &[]);
+        }
+        let mut hits = walk.heap.into_vec();
+        hits.sort_unstable();
+        hits
+    }
+}
+
+/// The seed pass of [`Bm25Index::max_score`] runs only when its lists hold at most this
+/// fraction (`1 / SEED_SHARE`) of the documents: beyond, it would cost about as much as the
+/// walk it shortens.
+const SEED_SHARE: usize = 8;
+
+/// The state of a MaxScore walk: the query's cursors (bounds ascending), the best hits so
+/// far and the k-th score they set.
+struct Walk<'a> {
+    cursors: Vec<Cursor<'a>>,
+    /// `upto[i]`: the bound of a document matching only terms `0..i`.
+    upto: Vec<f64>,
+    contributions: Vec<Option<f64>>,
+    heap: BinaryHeap<Hit>,
+    k: usize,
+    /// The k-th best score once the heap is full (every document can enter until then).
+    threshold: f64,
+    norms: &'a [f64],
+}
+
+/// Whether a document whose score is at most `bound` cannot reach `threshold`: compared with
+/// a relative slack (the bound sums its terms in another order than the score), so that a
+/// pruned document scores strictly below the k-th score and never ties it.
+fn below(bound: f64, threshold: f64) -> bool {
+    bound * (1.0 + BOUND_SLACK) <= threshold
+}
+
+impl<'a> Walk<'a> {
+    fn new(cursors: Vec<Cursor<'a>>, k: usize, norms: &'a [f64]) -> Self {
         let mut upto = vec![0.0f64; cursors.len() + 1];
         for (i, c) in cursors.iter().enumerate() {
             upto[i + 1] = upto[i] + c.bound;
         }
-        let below = |bound: f64, threshold: f64| bound * (1.0 + BOUND_SLACK) <= threshold;
-        let mut contributions: Vec<Option<f64>> = vec![None; cursors.len()];
-        let mut heap: BinaryHeap<Hit> = BinaryHeap::with_capacity(k + 1);
-        // Until the heap is full every document can enter.
-        let mut threshold = f64::NEG_INFINITY;
-        let mut essential = 0usize;
+        Walk {
+            contributions: vec![None; cursors.len()],
+            cursors,
+            upto,
+            heap: BinaryHeap::with_capacity(k + 1),
+            k,
+            threshold: f64::NEG_INFINITY,
+            norms,
+        }
+    }
+
+    /// The first term that is essential now: those before it cannot lift a document to the
+    /// k-th score on their own.
+    fn essential(&self, from: usize) -> usize {
+        let mut essential = from;
+        while essential < self.cursors.len() && below(self.upto[essential + 1], self.threshold) {
+            essential += 1;
+        }
+        essential
+    }
+
+    /// Visits, in id order, the documents of the essential lists (never fewer than the
+    /// lists from `first` on), skipping `excluded` and `seen` (ascending: documents already
+    /// scored), and keeps the best `k`.
+    fn run(&mut self, first: usize, excluded: &[u32], seen: &[u32]) {
+        let norms = self.norms;
+        let mut essential = self.essential(first);
         let mut excluded = excluded.iter().peekable();
-        while let Some(doc) = cursors[essential..].iter().filter_map(Cursor::doc).min() {
+        let mut seen = seen.iter().peekable();
+        while let Some(doc) = self.cursors[essential..]
+            .iter()
+            .filter_map(Cursor::doc)
+            .min()
+        {
+            while excluded.next_if(|&&e| e < doc).is_some() {}
+            while seen.next_if(|&&e| e < doc).is_some() {}
+            if excluded.peek().is_some_and(|&&e| e == doc)
+                || seen.peek().is_some_and(|&&e| e == doc)
+            {
+                for c in &mut self.cursors[essential..] {
+                    if c.doc() == Some(doc) {
+                        c.at += 1;
+                    }
+                }
+                continue;
+            }
             let mut partial = 0.0f64;
-            for c in &mut cursors[essential..] {
+            for c in &mut self.cursors[essential..] {
                 if c.doc() == Some(doc) {
                     let part = c.weight * factor(c.tfs[c.at], norms[doc as usize]);
-                    contributions[c.slot] = Some(part);
+                    self.contributions[c.slot] = Some(part);
                     partial += part;
                     c.at += 1;
                 }
             }
-            while excluded.next_if(|&&e| e < doc).is_some() {}
-            let skip = excluded.peek().is_some_and(|&&e| e == doc);
-            let mut pruned = skip;
+            let mut pruned = false;
             for i in (0..essential).rev() {
-                if pruned {
-                    break;
-                }
-                if below(partial + upto[i + 1], threshold) {
+                if below(partial + self.upto[i + 1], self.threshold) {
                     pruned = true;
                     break;
                 }
-                let c = &mut cursors[i];
+                let c = &mut self.cursors[i];
                 c.seek(doc);
                 if c.doc() == Some(doc) {
                     let part = c.weight * factor(c.tfs[c.at], norms[doc as usize]);
-                    contributions[c.slot] = Some(part);
+                    self.contributions[c.slot] = Some(part);
                     partial += part;
                 }
             }
             // The score proper: summed in the query's term order, like every scorer's.
             let mut score = 0.0f64;
-            for part in &mut contributions {
+            for part in &mut self.contributions {
                 if let Some(p) = part.take() {
                     score += p;
                 }
             }
-            // Later documents have larger ids: one that ties the k-th score stays out.
-            if pruned || score <= threshold {
+            let hit = Hit { score, id: doc };
+            // A pass may visit ids below the heap's (after the seed): compare as the ranking
+            // does, score then id.
+            if pruned || (self.heap.len() == self.k && self.heap.peek().is_some_and(|w| hit >= *w))
+            {
                 continue;
             }
-            heap.push(Hit { score, id: doc });
-            if heap.len() > k {
-                heap.pop();
+            self.heap.push(hit);
+            if self.heap.len() > self.k {
+                self.heap.pop();
             }
-            if heap.len() == k {
-                threshold = heap.peek().map_or(f64::NEG_INFINITY, |h| h.score);
-                while essential < cursors.len() && below(upto[essential + 1], threshold) {
-                    essential += 1;
-                }
+            if self.heap.len() == self.k {
+                self.threshold = self.heap.peek().map_or(f64::NEG_INFINITY, |h| h.score);
+                essential = self.essential(essential);
             }
         }
-        let mut hits = heap.into_vec();
-        hits.sort_unstable();
-        hits
     }
 }
