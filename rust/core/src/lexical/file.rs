@@ -1,5 +1,5 @@
 //! The BM25 index's one representation, in memory and on disk: a 128-byte header followed by
-//! eight sections, each starting on an 8-byte boundary, all little-endian. Built in memory it
+//! seven sections, each starting on an 8-byte boundary, all little-endian. Built in memory it
 //! is the same bytes as the file ([`Bm25Index::save`](super::Bm25Index::save) writes them);
 //! opened, the file is mapped and read in place.
 //!
@@ -17,8 +17,8 @@
 //!   idf          f64 [n_terms]
 //!   max_factor   f64 [n_terms]       the largest tf / (tf + norm) in the term's postings
 //!   norms        f64 [n_docs]        k1 * (1 - b + b * dl / avgdl)
-//!   docs         u32 [n_postings]    ascending within each term
-//!   tfs          u32 [n_postings]
+//!   postings     [u32; 2] [n_postings]  (document id, term count) pairs, ids ascending within
+//!                                       each term: a probe finds the count on the id's line
 //! ```
 //!
 //! [`check_index`] validates a whole image before any of it is used: the magic, both versions,
@@ -67,8 +67,7 @@ pub(super) struct Layout {
     pub idf: Range<usize>,
     pub max_factor: Range<usize>,
     pub norms: Range<usize>,
-    pub docs: Range<usize>,
-    pub tfs: Range<usize>,
+    pub postings: Range<usize>,
     /// The file's length.
     pub len: usize,
 }
@@ -90,8 +89,7 @@ impl Layout {
         let idf = section(n_terms.checked_mul(8))?;
         let max_factor = section(n_terms.checked_mul(8))?;
         let norms = section(n_docs.checked_mul(8))?;
-        let docs = section(n_postings.checked_mul(4))?;
-        let tfs = section(n_postings.checked_mul(4))?;
+        let postings = section(n_postings.checked_mul(8))?;
         // Mapped or held, the image must be addressable as one slice.
         (at <= isize::MAX as usize).then_some(Layout {
             terms,
@@ -100,8 +98,7 @@ impl Layout {
             idf,
             max_factor,
             norms,
-            docs,
-            tfs,
+            postings,
             len: at,
         })
     }
@@ -339,11 +336,14 @@ pub(super) fn check(bytes: &[u8]) -> Result<(Header, Layout), String> {
         previous = term;
     }
     let offsets = monotone(&layout.offsets, header.n_postings, "posting offsets")?;
-    let mut doc_ids = quads(&layout.docs);
+    let mut pairs = quads(&layout.postings);
     for (t, w) in offsets.windows(2).enumerate() {
         let mut last: Option<u32> = None;
-        for _ in w[0]..w[1] {
-            let d = doc_ids.next().unwrap_or(u32::MAX);
+        for i in w[0]..w[1] {
+            let d = pairs.next().unwrap_or(u32::MAX);
+            if pairs.next() == Some(0) {
+                return Err(format!("posting {i} has a term count of 0"));
+            }
             if d as usize >= header.n_docs || last.is_some_and(|l| d <= l) {
                 return Err(format!(
                     "term {t}'s postings are not ascending document ids below {}",
@@ -352,9 +352,6 @@ pub(super) fn check(bytes: &[u8]) -> Result<(Header, Layout), String> {
             }
             last = Some(d);
         }
-    }
-    if let Some(i) = quads(&layout.tfs).position(|tf| tf == 0) {
-        return Err(format!("posting {i} has a term frequency of 0"));
     }
     let finite = |range: &Range<usize>, what: &str, low: f64, high: f64| match words(range)
         .map(f64::from_bits)

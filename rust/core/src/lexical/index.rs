@@ -79,6 +79,7 @@ trait Plain: Copy {}
 impl Plain for u32 {}
 impl Plain for u64 {}
 impl Plain for f64 {}
+impl Plain for [u32; 2] {}
 
 /// `bytes` as a slice of `T`. Sections start on 8-byte boundaries of a buffer that is 8-byte
 /// aligned (a `Vec<u64>` or a page-aligned mapping) and hold whole elements, so this holds by
@@ -233,18 +234,14 @@ impl Bm25Index {
         let mut fill = offsets.clone();
         let mut max_factor = vec![0.0f64; n_terms];
         {
-            let (head, postings) = image.split_at_mut(layout.docs.start);
+            let (head, tail) = image.split_at_mut(layout.postings.start);
             let norms: &[f64] = cast(&head[layout.norms.clone()]);
-            let tfs_at = layout.tfs.start - layout.docs.start;
-            let (docs, tfs) = postings.split_at_mut(tfs_at);
-            let docs: &mut [u32] = cast_mut(&mut docs[..layout.docs.len()]);
-            let tfs: &mut [u32] = cast_mut(&mut tfs[..layout.tfs.len()]);
+            let postings: &mut [[u32; 2]] = cast_mut(&mut tail[..layout.postings.len()]);
             for d in 0..n_docs {
                 for &(t, tf) in &doc_terms[doc_offsets[d]..doc_offsets[d + 1]] {
                     let t = rank[t as usize] as usize;
                     let slot = &mut fill[t];
-                    docs[*slot] = d as u32;
-                    tfs[*slot] = tf;
+                    postings[*slot] = [d as u32, tf];
                     *slot += 1;
                     let best = &mut max_factor[t];
                     *best = best.max(factor(tf, norms[d]));
@@ -443,12 +440,11 @@ impl Bm25Index {
         self.section(&self.layout.norms)
     }
 
-    pub(super) fn postings(&self, term: u32) -> (&[u32], &[u32]) {
+    /// Term `term`'s (document id, term count) pairs, ids ascending.
+    pub(super) fn postings(&self, term: u32) -> &[[u32; 2]] {
         let offsets: &[u64] = self.section(&self.layout.offsets);
         let range = offsets[term as usize] as usize..offsets[term as usize + 1] as usize;
-        let docs: &[u32] = self.section(&self.layout.docs);
-        let tfs: &[u32] = self.section(&self.layout.tfs);
-        (&docs[range.clone()], &tfs[range])
+        &self.section::<[u32; 2]>(&self.layout.postings)[range]
     }
 }
 

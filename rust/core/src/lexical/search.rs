@@ -76,8 +76,7 @@ impl PartialOrd for Hit {
 
 /// A query term's position in its postings during MaxScore.
 struct Cursor<'a> {
-    docs: &'a [u32],
-    tfs: &'a [u32],
+    postings: &'a [[u32; 2]],
     at: usize,
     weight: f64,
     /// The term's largest contribution, `weight * max_factor`.
@@ -88,25 +87,25 @@ struct Cursor<'a> {
 
 impl Cursor<'_> {
     fn doc(&self) -> Option<u32> {
-        self.docs.get(self.at).copied()
+        self.postings.get(self.at).map(|p| p[0])
     }
 
     /// Moves to the first posting at or after `target`: galloping from the current position
     /// (probes are usually near it: a long list has a posting every few documents), then a
     /// binary search within the last step.
     fn seek(&mut self, target: u32) {
-        let rest = &self.docs[self.at..];
-        if rest.first().is_none_or(|&d| d >= target) {
+        let rest = &self.postings[self.at..];
+        if rest.first().is_none_or(|p| p[0] >= target) {
             return;
         }
         // rest[low] < target throughout.
         let (mut low, mut step) = (0usize, 1usize);
-        while low + step < rest.len() && rest[low + step] < target {
+        while low + step < rest.len() && rest[low + step][0] < target {
             low += step;
             step *= 2;
         }
         let high = (low + step).min(rest.len());
-        self.at += low + 1 + rest[low + 1..high].partition_point(|&d| d < target);
+        self.at += low + 1 + rest[low + 1..high].partition_point(|p| p[0] < target);
     }
 }
 
@@ -208,8 +207,7 @@ impl Bm25Index {
         let norms = self.norms();
         let mut touched: Vec<u32> = Vec::new();
         for &(t, weight) in &query.terms {
-            let (docs, tfs) = self.postings(t);
-            for (&d, &tf) in docs.iter().zip(tfs) {
+            for &[d, tf] in self.postings(t) {
                 let acc = &mut scratch[d as usize];
                 if *acc == 0.0 {
                     touched.push(d);
@@ -246,16 +244,12 @@ impl Bm25Index {
             .terms
             .iter()
             .enumerate()
-            .map(|(slot, &(t, weight))| {
-                let (docs, tfs) = self.postings(t);
-                Cursor {
-                    docs,
-                    tfs,
-                    at: 0,
-                    weight,
-                    bound: weight * self.max_factor_of(t),
-                    slot,
-                }
+            .map(|(slot, &(t, weight))| Cursor {
+                postings: self.postings(t),
+                at: 0,
+                weight,
+                bound: weight * self.max_factor_of(t),
+                slot,
             })
             .collect();
         // Bounds ascending: the non-essential terms are a prefix.
@@ -268,7 +262,7 @@ impl Bm25Index {
             if postings >= k {
                 break;
             }
-            postings += c.docs.len();
+            postings += c.postings.len();
             seeds += 1;
         }
         let n = walk.cursors.len();
@@ -276,7 +270,7 @@ impl Bm25Index {
             walk.run(n - seeds, excluded, &[]);
             let mut seen: Vec<u32> = walk.cursors[n - seeds..]
                 .iter()
-                .flat_map(|c| c.docs.iter().copied())
+                .flat_map(|c| c.postings.iter().map(|p| p[0]))
                 .collect();
             seen.sort_unstable();
             seen.dedup();
@@ -374,7 +368,7 @@ impl<'a> Walk<'a> {
             let mut partial = 0.0f64;
             for c in &mut self.cursors[essential..] {
                 if c.doc() == Some(doc) {
-                    let part = c.weight * factor(c.tfs[c.at], norms[doc as usize]);
+                    let part = c.weight * factor(c.postings[c.at][1], norms[doc as usize]);
                     self.contributions[c.slot] = Some(part);
                     partial += part;
                     c.at += 1;
@@ -389,7 +383,7 @@ impl<'a> Walk<'a> {
                 let c = &mut self.cursors[i];
                 c.seek(doc);
                 if c.doc() == Some(doc) {
-                    let part = c.weight * factor(c.tfs[c.at], norms[doc as usize]);
+                    let part = c.weight * factor(c.postings[c.at][1], norms[doc as usize]);
                     self.contributions[c.slot] = Some(part);
                     partial += part;
                 }
