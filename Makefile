@@ -40,6 +40,8 @@ fuzz:
 		-dict=npy.dict -max_total_time=120
 	cd fuzz && cargo +nightly fuzz run hnsw_index corpus/hnsw_index seeds/hnsw_index -- \
 		-max_total_time=120
+	cd fuzz && cargo +nightly fuzz run bm25_index corpus/bm25_index seeds/bm25_index -- \
+		-max_total_time=120
 
 # A releasable wheel in dist/: abi3 (one wheel for CPython 3.9+) and manylinux2014 (glibc
 # 2.17). This machine's glibc is newer than that, so zig links against 2.17's symbols; then

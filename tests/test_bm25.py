@@ -14,7 +14,7 @@ import pytest
 
 import negmine
 from negmine import _core
-from negmine.errors import InvalidArgumentError, InvalidTypeError
+from negmine.errors import FormatError, InvalidArgumentError, InvalidTypeError
 
 K1, B = 1.5, 0.75
 
@@ -251,3 +251,80 @@ def test_mine_refuses_missing_or_mismatched_texts() -> None:
         )
     with pytest.raises(InvalidArgumentError, match="bm25_b"):
         negmine.mine(queries, corpus, positives, bm25_b=1.5)
+
+
+def test_saved_index_opens_mapped_with_the_same_results(tmp_path, texts) -> None:
+    corpus, queries = texts
+    built = _core.Bm25Index(corpus, k1=1.2, b=0.5)
+    key = bytes(range(32))
+    path = tmp_path / "corpus.idx"
+    built.save(path, key=key)
+    opened = _core.Bm25Index.open(str(path), key=key)
+    assert opened.mapped and not built.mapped
+    assert opened.key == key and built.key is None
+    assert (opened.n_docs, opened.n_terms, opened.n_postings, opened.nbytes) == (
+        built.n_docs,
+        built.n_terms,
+        built.n_postings,
+        path.stat().st_size,
+    )
+    assert (opened.k1, opened.b, opened.avgdl) == (built.k1, built.b, built.avgdl)
+    for exhaustive in (False, True):
+        a = built.search(queries, 25, exhaustive=exhaustive)
+        b = opened.search(queries, 25, exhaustive=exhaustive)
+        np.testing.assert_array_equal(a[1], b[1])
+        np.testing.assert_array_equal(a[0], b[0])
+    assert [p.name for p in tmp_path.iterdir()] == ["corpus.idx"]  # no temp file left
+
+
+def test_corrupt_truncated_or_stale_index_is_refused_by_name(tmp_path) -> None:
+    path = tmp_path / "bm25.idx"
+    _core.Bm25Index(generated(300, 4)).save(path, key=b"k" * 32)
+    good = path.read_bytes()
+    with pytest.raises(FormatError, match=r"bm25\.idx: BM25 index: stale"):
+        _core.Bm25Index.open(path, key=b"x" * 32)
+    with pytest.raises(InvalidArgumentError, match="key must be 32 bytes, got 3"):
+        _core.Bm25Index.open(path, key=b"abc")
+    cases = {
+        "truncated": good[: len(good) // 2],
+        "missing 8 bytes": good[:-8],
+        "trailing bytes": good + b"\0" * 8,
+        "not a negmine BM25 index": b"\0" * len(good),
+        "checksum": good[:-3] + bytes([good[-3] ^ 1]) + good[-2:],
+        "header is corrupt": good[:30] + bytes([good[30] ^ 4]) + good[31:],
+    }
+    for problem, data in cases.items():
+        path.write_bytes(data)
+        with pytest.raises(FormatError, match=rf"bm25\.idx: BM25 index: .*{problem}"):
+            _core.Bm25Index.open(path)
+    with pytest.raises(FileNotFoundError):
+        _core.Bm25Index.open(tmp_path / "absent.idx")
+    with pytest.raises(IsADirectoryError):
+        _core.Bm25Index.open(tmp_path)
+
+
+def test_mining_caches_the_index_and_rebuilds_a_bad_one(tmp_path) -> None:
+    queries, corpus, positives, query_texts, corpus_texts = mining_inputs()
+    options = dict(
+        backend="bm25",
+        query_texts=query_texts,
+        corpus_texts=corpus_texts,
+        num_negatives=4,
+        metric="dot",
+        bm25_cache_dir=tmp_path,
+    )
+    fresh = negmine.mine(queries, corpus, positives, **{**options, "bm25_cache_dir": None})
+    first = negmine.mine(queries, corpus, positives, **options)
+    (saved,) = tmp_path.iterdir()
+    assert re.fullmatch(r"bm25-[0-9a-f]{64}\.idx", saved.name)
+    stamp = saved.stat().st_mtime_ns
+    second = negmine.mine(queries, corpus, positives, **options)
+    assert saved.stat().st_mtime_ns == stamp  # mapped, not built again
+    saved.write_bytes(saved.read_bytes()[:-1])
+    third = negmine.mine(queries, corpus, positives, **options)
+    _core.Bm25Index.open(saved)  # rebuilt and replaced
+    for result in (first, second, third):
+        np.testing.assert_array_equal(result.negative_ids, fresh.negative_ids)
+    # Other texts or parameters: another file.
+    negmine.mine(queries, corpus, positives, **{**options, "bm25_k1": 1.0})
+    assert len(list(tmp_path.iterdir())) == 2

@@ -464,6 +464,7 @@ def test_texts_backends_by_query_equal_one_process(
     argv = ["mine", "--queries", str(q), "--corpus", str(c), "--positives", str(r), "--quiet"]
     argv += ["--query-texts", str(paths["q.jsonl"]), "--corpus-texts", str(paths["c.jsonl"])]
     argv += ["--backend", backend, "--num-negatives", "3", "--chunk-queries", "9"]
+    argv += ["--cache-dir", str(tmp_path / "cache")]  # where the BM25 index is kept
     assert cli_main([*argv, "--out", str(tmp_path / "local")]) == 0
     assert cli_main([*argv, "--out", str(tmp_path / "ray"), "--ray", "auto"]) == 0
     same_files(tmp_path / "local", tmp_path / "ray")

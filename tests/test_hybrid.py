@@ -279,8 +279,12 @@ def test_cli_equals_the_api_byte_for_byte(tmp_path: Path, backend: str) -> None:
     argv += ["--corpus", paths["c.npy"], "--positives", paths["qrels.tsv"], "--out", out]
     argv += ["--query-texts", paths["q.jsonl"], "--corpus-texts", paths["c.jsonl"]]
     argv += ["--backend", backend, "--chunk-queries", "7", "--bm25-k1", "1.2", *FLAGS]
+    argv += ["--cache-dir", tmp_path / "cache"]
     proc = subprocess.run(list(map(str, argv)), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
+    # The BM25 index is kept in --cache-dir for the next run over the same texts.
+    (saved,) = (tmp_path / "cache").glob("bm25-*.idx")
+    assert _core.Bm25Index.open(saved).n_docs == len(corpus_texts)
     got = MiningResult.load(out)
     api = negmine.mine(
         np.load(paths["q.npy"]),

@@ -976,7 +976,12 @@ def _backend_settings(args: argparse.Namespace) -> dict[str, Any]:
     from negmine import sources
 
     names = [f.name for f in dataclasses.fields(sources.module(args.backend).Settings)]
-    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    # The BM25 index is cached beside the embeddings unless told otherwise.
+    if "bm25_cache_dir" in names and "bm25_cache_dir" not in given:
+        cache = getattr(args, "cache_dir", None)
+        given["bm25_cache_dir"] = str(cache if cache is not None else default_cache_dir())
+    return given
 
 
 def _add_text_field(parser: argparse.ArgumentParser) -> None:

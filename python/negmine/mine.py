@@ -442,6 +442,7 @@ def mine(
     torch_slack: int = 32,
     bm25_k1: float = 1.5,
     bm25_b: float = 0.75,
+    bm25_cache_dir: str | os.PathLike[str] | None = None,
     rrf_k: int = 60,
     hybrid_depth: int | None = None,
     query_tokens: Any = None,
@@ -555,6 +556,10 @@ def mine(
             ids (``g``); doubled for a query whose bound does not yet prove its candidates.
         bm25_k1, bm25_b: bm25, hybrid: BM25's ``k1`` (>= 0) and ``b`` (in [0, 1]); bm25s'
             defaults.
+        bm25_cache_dir: bm25, hybrid: a directory keeping the BM25 index, as
+            ``bm25-<sha256>.idx`` (the digest of the corpus texts, ``k1``, ``b`` and the
+            format): a later run over the same texts maps it instead of building it again.
+            ``None`` (default): built in memory for this run.
         rrf_k: hybrid: the fusion's constant (a row at rank ``r`` of a ranking scores
             ``1 / (rrf_k + r)``), >= 0.
         hybrid_depth: hybrid: rows each ranking contributes per query (default: the first

@@ -7,12 +7,21 @@ left out), so the window and the sampling follow that ranking; the core rescores
 exactly with the embeddings, and the score filters (``max_score``, ``min_score``, the margins,
 near duplicates) read those scores. A query sharing no term with enough rows comes back short
 and is finished by the exact (dense) search, counted in ``report.exact_fallback``.
+
+With ``bm25_cache_dir`` (the command line passes its ``--cache-dir``) the index is kept there
+as ``bm25-<sha256>.idx``, the digest taken over the corpus texts, ``k1``, ``b`` and the index
+format: a later run with the same texts and settings maps that file instead of building it
+again (and a file that fails its checks is rebuilt and replaced).
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +29,7 @@ import numpy as np
 from negmine import _core
 from negmine import _numbers as numbers
 from negmine._inputs import gather_lists, rows_of
-from negmine.errors import InvalidArgumentError
+from negmine.errors import FormatError, InvalidArgumentError, InvalidTypeError
 from negmine.report import MiningReport
 from negmine.sources import (
     DENSE,
@@ -32,7 +41,7 @@ from negmine.sources import (
     flag,
     tag_found,
 )
-from negmine.texts import as_source
+from negmine.texts import as_source, scan_texts
 
 READS_TEXTS = True
 """The index is built over ``Job.corpus_texts`` and searched with ``Job.query_texts``."""
@@ -45,12 +54,25 @@ CHUNK_ROWS = 65_536
 class Settings:
     bm25_k1: float = field(default=1.5, metadata=flag("bm25, hybrid: BM25's k1, >= 0", float))
     bm25_b: float = field(default=0.75, metadata=flag("bm25, hybrid: BM25's b, in [0, 1]", float))
+    bm25_cache_dir: str | os.PathLike[str] | None = field(
+        default=None,
+        metadata=flag(
+            "bm25, hybrid: directory keeping the BM25 index (bm25-<sha256>.idx, mapped by a "
+            "later run over the same texts; default in `negmine mine`: --cache-dir)",
+            str,
+        ),
+    )
 
     def __post_init__(self) -> None:
         k1 = numbers.real(self.bm25_k1, "bm25_k1", low=0.0)
         b = numbers.real(self.bm25_b, "bm25_b", low=0.0, high=1.0)
         object.__setattr__(self, "bm25_k1", float(k1))
         object.__setattr__(self, "bm25_b", float(b))
+        cache = self.bm25_cache_dir
+        if cache is not None and not isinstance(cache, (str, os.PathLike)):
+            raise InvalidTypeError(
+                f"bm25_cache_dir must be a path or None, got {type(self.bm25_cache_dir).__name__}"
+            )
 
     def identity(self) -> dict[str, Any]:
         """What changes the candidates."""
@@ -93,7 +115,8 @@ class Bm25:
         return None if self.index is None else CHUNK_ROWS
 
     def __getstate__(self) -> dict[str, Any]:
-        # The core's index does not pickle; its texts and settings do.
+        # The core's index does not pickle; its texts and settings do (and where it unpickles,
+        # a cache directory it shares maps the saved index instead of building it).
         return {**self.__dict__, "index": self.index is not None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -142,8 +165,41 @@ class Bm25:
             count_fallbacks(report, parts)
 
 
+INDEX_FORMAT = b"negmine-bm25-index 1"
+"""Part of the cache key: changed with the core's index format or tokenizer (whose versions the
+core also checks in the file's header), so older files are never looked up."""
+
+
+def index_key(corpus_texts: list[str], settings: Settings) -> bytes:
+    """The cache key of the index over ``corpus_texts`` with ``settings``' parameters: a
+    SHA-256 digest (stored in the file's header too, and checked when it is opened)."""
+    h = hashlib.sha256(INDEX_FORMAT)
+    h.update(struct.pack("<dd", settings.bm25_k1, settings.bm25_b))
+    h.update(bytes.fromhex(scan_texts(as_source(corpus_texts, "corpus_texts")).sha256))
+    return h.digest()
+
+
+def index_path(cache_dir: str | os.PathLike[str], key: bytes) -> Path:
+    return Path(cache_dir) / f"bm25-{key.hex()}.idx"
+
+
 def build_index(corpus_texts: list[str], settings: Settings, threads: int | None) -> Any:
-    return _core.Bm25Index(corpus_texts, k1=settings.bm25_k1, b=settings.bm25_b, threads=threads)
+    """The index over ``corpus_texts``: built, or mapped from ``settings.bm25_cache_dir``
+    where an earlier run saved it (and saved there after building)."""
+    if settings.bm25_cache_dir is None:
+        return _core.Bm25Index(
+            corpus_texts, k1=settings.bm25_k1, b=settings.bm25_b, threads=threads
+        )
+    key = index_key(corpus_texts, settings)
+    path = index_path(settings.bm25_cache_dir, key)
+    try:
+        return _core.Bm25Index.open(path, key=key)
+    except (FileNotFoundError, FormatError):
+        pass  # absent, or failed its checks: built again and replaced
+    index = _core.Bm25Index(corpus_texts, k1=settings.bm25_k1, b=settings.bm25_b, threads=threads)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    index.save(path, key=key)
+    return index
 
 
 def open(job: Job, settings: Settings, backend: str = "bm25") -> Bm25:

@@ -147,6 +147,37 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Larger vocabularies: queries whose rarest terms hold few postings, so MaxScore's seed
+    /// pass runs (and its second pass revisits ids below the heap's).
+    #[test]
+    fn seeded_max_score_is_the_exhaustive_result(
+        seed in any::<u64>(),
+        n in 200usize..2000,
+        vocab in 50usize..400,
+        k in 1usize..30,
+        exclude in any::<bool>(),
+    ) {
+        let mut rng = Rng(seed);
+        let docs = texts(&mut rng, n, 10, vocab);
+        let queries = texts(&mut rng, 40, 6, vocab);
+        let index = Bm25Index::build(pool(1), &docs, Bm25Params::default(), &mut NoHooks).unwrap();
+        let excluded = exclude.then(|| exclusions(&mut rng, queries.len(), n));
+        let search = |pruning| {
+            index
+                .search(pool(2), &queries, k, excluded.as_ref(), pruning, &mut NoHooks)
+                .unwrap()
+        };
+        let pruned = search(Pruning::MaxScore);
+        let exhaustive = search(Pruning::Exhaustive);
+        let bits = |h: &Hits| h.scores.iter().map(|s| s.to_bits()).collect::<Vec<_>>();
+        prop_assert_eq!(&pruned.ids, &exhaustive.ids);
+        prop_assert_eq!(bits(&pruned), bits(&exhaustive));
+    }
+}
+
 #[test]
 fn index_is_the_same_for_any_thread_count() {
     let mut rng = Rng(7);

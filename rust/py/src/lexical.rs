@@ -1,15 +1,27 @@
 //! `Bm25Index` (the lexical index of `backend="bm25"`) and `bm25_tokenize`.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use negmine_core::lexical::{self, Bm25Index, Bm25Params, Pruning};
-use negmine_core::IdLists;
+use negmine_core::lexical::{self, Bm25Index, Bm25Params, Pruning, KEY_LEN};
+use negmine_core::{Error, IdLists};
 use numpy::{PyArray1, PyArray2, PyArrayMethods};
 use pyo3::prelude::*;
 
 use crate::errors::PyResultExt;
 use crate::inputs::Csr;
 use crate::runtime;
+use crate::store::checked_path;
+
+/// A content key given as bytes: exactly `KEY_LEN` of them (a SHA-256 digest).
+fn key_of(key: Option<&[u8]>) -> PyResult<Option<[u8; KEY_LEN]>> {
+    key.map(|k| {
+        <[u8; KEY_LEN]>::try_from(k)
+            .map_err(|_| Error::invalid(format!("key must be {KEY_LEN} bytes, got {}", k.len())))
+    })
+    .transpose()
+    .py_err()
+}
 
 type Scores<'py> = Bound<'py, PyArray2<f64>>;
 type Ids<'py> = Bound<'py, PyArray2<i64>>;
@@ -36,6 +48,47 @@ impl PyBm25Index {
             Bm25Index::build(pool, &texts, params, hooks)
         })?;
         Ok(PyBm25Index(Arc::new(index)))
+    }
+
+    /// Opens an index written by `save`: validated whole, then memory-mapped (read as searches
+    /// need it). With `key`, the file must have been saved with that key, else it is stale.
+    /// A corrupt, truncated or stale file raises `FormatError` naming the file.
+    #[staticmethod]
+    #[pyo3(signature = (path, *, key = None))]
+    fn open(py: Python<'_>, path: PathBuf, key: Option<&[u8]>) -> PyResult<Self> {
+        let path = checked_path(path)?;
+        let key = key_of(key)?;
+        let index = runtime::run_plain(py, || Bm25Index::open(&path, key.as_ref()))?;
+        Ok(PyBm25Index(Arc::new(index)))
+    }
+
+    /// Writes the index to `path` atomically, with `key` (32 bytes, e.g. a SHA-256 digest of
+    /// what it was built from) in its header for `open` to check.
+    #[pyo3(signature = (path, *, key = None))]
+    fn save(&self, py: Python<'_>, path: PathBuf, key: Option<&[u8]>) -> PyResult<()> {
+        let path = checked_path(path)?;
+        let key = key_of(key)?.unwrap_or([0; KEY_LEN]);
+        let index = self.0.clone();
+        runtime::run_plain(py, || index.save(&path, &key))
+    }
+
+    /// The key the index was saved with (`None` for an index built here, or saved without).
+    #[getter]
+    fn key<'py>(&self, py: Python<'py>) -> Option<Bound<'py, pyo3::types::PyBytes>> {
+        let key = self.0.key();
+        (key != [0; KEY_LEN]).then(|| pyo3::types::PyBytes::new(py, &key))
+    }
+
+    /// Whether the index is a mapped file (`open`) rather than built in memory.
+    #[getter]
+    fn mapped(&self) -> bool {
+        self.0.is_mapped()
+    }
+
+    /// The index's size in bytes (its file's length).
+    #[getter]
+    fn nbytes(&self) -> usize {
+        self.0.size_in_bytes()
     }
 
     /// Each query's best `k` documents (scores descending, ids ascending on ties) among those
@@ -114,11 +167,12 @@ impl PyBm25Index {
 
     fn __repr__(&self) -> String {
         format!(
-            "Bm25Index(n_docs={}, n_terms={}, k1={}, b={})",
+            "Bm25Index(n_docs={}, n_terms={}, k1={}, b={}, mapped={})",
             self.0.n_docs(),
             self.0.n_terms(),
             self.0.params().k1,
-            self.0.params().b
+            self.0.params().b,
+            if self.0.is_mapped() { "True" } else { "False" }
         )
     }
 }

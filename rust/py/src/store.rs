@@ -139,7 +139,7 @@ impl Embeddings {
 
 /// Refuses a path with a NUL byte as a bad argument (ValueError), as Python's `open` does,
 /// rather than as an OS error.
-fn checked_path(path: PathBuf) -> PyResult<PathBuf> {
+pub(crate) fn checked_path(path: PathBuf) -> PyResult<PathBuf> {
     if path.as_os_str().as_encoded_bytes().contains(&0) {
         return Err(Error::invalid(format!("path {path:?} contains a NUL byte"))).py_err();
     }

@@ -1,11 +1,16 @@
 //! The inverted index: postings per term (document ids ascending, with their term counts),
 //! each document's length norm and each term's idf and largest per-document factor (the
-//! bound MaxScore prunes with).
+//! bound MaxScore prunes with), held as the bytes of its file (built in memory, or mapped).
 
 use std::collections::HashMap;
+use std::path::Path;
 
+use memmap2::{Mmap, MmapOptions};
 use rayon::prelude::*;
 
+use super::file::{
+    check, checksum, encode_header, layout_for, parse_header, Header, Layout, HEADER_LEN, KEY_LEN,
+};
 use super::tokenize::tokens;
 use crate::error::{Error, Result};
 use crate::hooks::Hooks;
@@ -44,27 +49,87 @@ impl Bm25Params {
     }
 }
 
-/// A BM25 index over a corpus of texts (see the [module docs](super) for the formula).
-#[derive(Clone, Debug)]
+/// Where an index's bytes live: built in memory (8-byte words, so every section is aligned),
+/// or a file mapped read-only.
+enum Storage {
+    Owned(Vec<u64>),
+    Mapped(Mmap),
+}
+
+impl Storage {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Storage::Owned(words) => {
+                // SAFETY: the byte view covers exactly the initialised words and borrows them
+                // (u8 needs no alignment).
+                unsafe {
+                    std::slice::from_raw_parts(
+                        words.as_ptr().cast(),
+                        std::mem::size_of_val(&words[..]),
+                    )
+                }
+            }
+            Storage::Mapped(map) => map,
+        }
+    }
+}
+
+/// Plain little-endian numbers a section may be read as in place.
+trait Plain: Copy {}
+impl Plain for u32 {}
+impl Plain for u64 {}
+impl Plain for f64 {}
+impl Plain for [u32; 2] {}
+
+/// `bytes` as a slice of `T`. Sections start on 8-byte boundaries of a buffer that is 8-byte
+/// aligned (a `Vec<u64>` or a page-aligned mapping) and hold whole elements, so this holds by
+/// construction; the assertion guards that invariant.
+fn cast<T: Plain>(bytes: &[u8]) -> &[T] {
+    let size = std::mem::size_of::<T>();
+    assert!(
+        bytes.as_ptr().align_offset(std::mem::align_of::<T>()) == 0
+            && bytes.len().is_multiple_of(size),
+        "misaligned BM25 index section"
+    );
+    // SAFETY: aligned and in bounds (checked above); every bit pattern is a valid u32 / u64 /
+    // f64, and the result borrows `bytes`.
+    unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), bytes.len() / size) }
+}
+
+fn cast_mut<T: Plain>(bytes: &mut [u8]) -> &mut [T] {
+    let size = std::mem::size_of::<T>();
+    assert!(
+        bytes.as_mut_ptr().align_offset(std::mem::align_of::<T>()) == 0
+            && bytes.len().is_multiple_of(size),
+        "misaligned BM25 index section"
+    );
+    // SAFETY: as in `cast`; the result borrows `bytes` mutably.
+    unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast::<T>(), bytes.len() / size) }
+}
+
+/// A BM25 index over a corpus of texts (see the [module docs](super) for the formula, and
+/// [`file`](super::file) for its bytes, the same in memory and on disk).
 pub struct Bm25Index {
-    pub(super) params: Bm25Params,
-    pub(super) vocabulary: HashMap<String, u32>,
-    /// Per term: `ln(1 + (N - df + 0.5) / (df + 0.5))`.
-    pub(super) idf: Vec<f64>,
-    /// Per term: the largest `tf / (tf + norm(d))` over its postings.
-    pub(super) max_factor: Vec<f64>,
-    /// Term `t`'s postings are `docs[offsets[t]..offsets[t + 1]]` (ascending) and `tfs` alike.
-    pub(super) offsets: Vec<usize>,
-    pub(super) docs: Vec<u32>,
-    pub(super) tfs: Vec<u32>,
-    /// Per document: `k1 * (1 - b + b * dl / avgdl)`.
-    pub(super) norms: Vec<f64>,
-    pub(super) avgdl: f64,
+    header: Header,
+    layout: Layout,
+    storage: Storage,
+}
+
+impl std::fmt::Debug for Bm25Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bm25Index")
+            .field("n_docs", &self.header.n_docs)
+            .field("n_terms", &self.header.n_terms)
+            .field("n_postings", &self.header.n_postings)
+            .field("params", &self.header.params)
+            .field("mapped", &self.is_mapped())
+            .finish()
+    }
 }
 
 impl Bm25Index {
     /// Indexes `texts` (document `i` is `texts[i]`), tokenising them on `pool`. Term ids are
-    /// given in order of first occurrence, so the index is the same for any thread count.
+    /// the terms' ranks in byte order, so the index is the same for any thread count.
     pub fn build<S: AsRef<str> + Sync>(
         pool: &rayon::ThreadPool,
         texts: &[S],
@@ -79,8 +144,9 @@ impl Bm25Index {
                 u32::MAX
             )));
         }
+        // Ids by first occurrence while reading, renumbered in byte order at the end.
         let mut vocabulary: HashMap<String, u32> = HashMap::new();
-        // Each document's distinct terms with their counts, term ascending, one after another.
+        // Each document's distinct terms with their counts, one document after another.
         let mut doc_terms: Vec<(u32, u32)> = Vec::new();
         let mut doc_offsets: Vec<usize> = Vec::with_capacity(n_docs + 1);
         doc_offsets.push(0);
@@ -108,101 +174,282 @@ impl Bm25Index {
             }
         }
         hooks.progress(n_docs as u64, n_docs as u64)?;
-        let n_terms = vocabulary.len();
+        let mut sorted: Vec<(String, u32)> = vocabulary.into_iter().collect();
+        sorted.sort_unstable();
+        let mut rank = vec![0u32; sorted.len()];
+        for (r, (_, first)) in sorted.iter().enumerate() {
+            rank[*first as usize] = r as u32;
+        }
+        let n_terms = sorted.len();
+        let n_postings = doc_terms.len();
+        let term_bytes: usize = sorted.iter().map(|(w, _)| w.len()).sum();
         let total: u64 = lengths.iter().sum();
         let avgdl = if n_docs == 0 {
             0.0
         } else {
             total as f64 / n_docs as f64
         };
+        let layout = Layout::of(n_docs, n_terms, n_postings, term_bytes)
+            .ok_or_else(|| Error::invalid("the BM25 index would exceed the address space"))?;
+        crate::memory::ensure_fits(Some(layout.len as u64), || {
+            format!("a BM25 index of {n_postings} postings")
+        })?;
+        let mut words = vec![0u64; layout.len / 8];
+        // SAFETY: the byte view covers exactly the initialised words and borrows them
+        // mutably (u8 needs no alignment, and any bytes are valid u64s).
+        let image: &mut [u8] =
+            unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast(), layout.len) };
         let Bm25Params { k1, b } = params;
-        // With no token anywhere there are no postings, and no norm is ever read.
-        let norms: Vec<f64> = lengths
-            .iter()
-            .map(|&dl| {
-                if avgdl > 0.0 {
+        {
+            let norms: &mut [f64] = cast_mut(&mut image[layout.norms.clone()]);
+            // With no token anywhere there are no postings, and no norm is ever read.
+            for (norm, &dl) in norms.iter_mut().zip(&lengths) {
+                *norm = if avgdl > 0.0 {
                     k1 * (1.0 - b + b * dl as f64 / avgdl)
                 } else {
                     k1
-                }
-            })
-            .collect();
+                };
+            }
+        }
+        {
+            let terms = &mut image[layout.terms.clone()];
+            let mut at = 0usize;
+            let mut ends = vec![0u64; n_terms + 1];
+            for (t, (word, _)) in sorted.iter().enumerate() {
+                terms[at..at + word.len()].copy_from_slice(word.as_bytes());
+                at += word.len();
+                ends[t + 1] = at as u64;
+            }
+            cast_mut::<u64>(&mut image[layout.term_offsets.clone()]).copy_from_slice(&ends);
+        }
+        drop(sorted);
         // Postings by counting sort: documents are visited in order, so each list ascends.
         let mut offsets = vec![0usize; n_terms + 1];
         for &(t, _) in &doc_terms {
-            offsets[t as usize + 1] += 1;
+            offsets[rank[t as usize] as usize + 1] += 1;
         }
         for t in 0..n_terms {
             offsets[t + 1] += offsets[t];
         }
         let mut fill = offsets.clone();
-        let mut docs = vec![0u32; doc_terms.len()];
-        let mut tfs = vec![0u32; doc_terms.len()];
         let mut max_factor = vec![0.0f64; n_terms];
-        for d in 0..n_docs {
-            for &(t, tf) in &doc_terms[doc_offsets[d]..doc_offsets[d + 1]] {
-                let slot = &mut fill[t as usize];
-                docs[*slot] = d as u32;
-                tfs[*slot] = tf;
-                *slot += 1;
-                let factor = factor(tf, norms[d]);
-                let best = &mut max_factor[t as usize];
-                *best = best.max(factor);
+        {
+            let (head, tail) = image.split_at_mut(layout.postings.start);
+            let norms: &[f64] = cast(&head[layout.norms.clone()]);
+            let postings: &mut [[u32; 2]] = cast_mut(&mut tail[..layout.postings.len()]);
+            for d in 0..n_docs {
+                for &(t, tf) in &doc_terms[doc_offsets[d]..doc_offsets[d + 1]] {
+                    let t = rank[t as usize] as usize;
+                    let slot = &mut fill[t];
+                    postings[*slot] = [d as u32, tf];
+                    *slot += 1;
+                    let best = &mut max_factor[t];
+                    *best = best.max(factor(tf, norms[d]));
+                }
             }
         }
+        drop(doc_terms);
         let n = n_docs as f64;
-        let idf = (0..n_terms)
+        let idf: Vec<f64> = (0..n_terms)
             .map(|t| {
                 let df = (offsets[t + 1] - offsets[t]) as f64;
                 (1.0 + (n - df + 0.5) / (df + 0.5)).ln()
             })
             .collect();
-        Ok(Bm25Index {
+        let offsets: Vec<u64> = offsets.into_iter().map(|o| o as u64).collect();
+        cast_mut::<u64>(&mut image[layout.offsets.clone()]).copy_from_slice(&offsets);
+        cast_mut::<f64>(&mut image[layout.idf.clone()]).copy_from_slice(&idf);
+        cast_mut::<f64>(&mut image[layout.max_factor.clone()]).copy_from_slice(&max_factor);
+        let header = Header {
+            n_docs,
+            n_terms,
+            n_postings,
+            term_bytes,
             params,
-            vocabulary,
-            idf,
-            max_factor,
-            offsets,
-            docs,
-            tfs,
-            norms,
             avgdl,
+            key: [0; KEY_LEN],
+            checksum: checksum(&image[HEADER_LEN..]),
+        };
+        image[..HEADER_LEN].copy_from_slice(&encode_header(&header));
+        Ok(Bm25Index {
+            header,
+            layout,
+            storage: Storage::Owned(words),
         })
     }
 
+    /// Opens an index [`save`](Self::save)d at `path`: validated whole (see [`file`]
+    /// (super::file)), then mapped read-only, so its pages are read as searches need them. With
+    /// `key`, the file must have been saved with that key (a file for other texts or settings
+    /// is stale). Every problem is an error naming the file, never a panic. The file must not
+    /// be truncated or rewritten in place while open (that is SIGBUS; [`save`](Self::save)
+    /// replaces a file, which is safe).
+    pub fn open(path: &Path, key: Option<&[u8; KEY_LEN]>) -> Result<Self> {
+        if cfg!(target_endian = "big") {
+            return Err(Error::format(
+                path,
+                "negmine reads little-endian BM25 indexes, and this machine is big-endian",
+            ));
+        }
+        let (file, len) = crate::store::open_regular(path)?;
+        let refuse = |message: String| Error::format(path, format!("BM25 index: {message}"));
+        let mut head = vec![0u8; HEADER_LEN.min(len as usize)];
+        std::io::Read::read_exact(&mut &file, &mut head).map_err(|e| Error::io(path, e))?;
+        let header = parse_header(&head).map_err(refuse)?;
+        let len = usize::try_from(len).map_err(|_| refuse("too large to map".into()))?;
+        layout_for(&header, len).map_err(refuse)?;
+        if let Some(key) = key {
+            if &header.key != key {
+                return Err(refuse(format!(
+                    "stale: saved for key {}, expected {} (built from other texts or settings)",
+                    hex(&header.key),
+                    hex(key)
+                )));
+            }
+        }
+        // SAFETY: the mapping is read-only and we never write to the file. Another process
+        // truncating or rewriting it in place while mapped is undefined behaviour (SIGBUS on
+        // access); that is the documented contract of `open`.
+        let map =
+            unsafe { MmapOptions::new().len(len).map(&file) }.map_err(|e| Error::io(path, e))?;
+        let (header, layout) = check(&map).map_err(refuse)?;
+        // The check read every page; hand them back, so the process holds only the pages
+        // its searches touch (they stay in the page cache).
+        // SAFETY: the mapping is a read-only file mapping: dropping its pages only makes the
+        // next access read them from the file again, with the same contents.
+        let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        Ok(Bm25Index {
+            header,
+            layout,
+            storage: Storage::Mapped(map),
+        })
+    }
+
+    /// An index from the bytes of its file (copied), validated like [`open`](Self::open)'s.
+    pub fn from_bytes(bytes: &[u8]) -> std::result::Result<Self, String> {
+        if cfg!(target_endian = "big") {
+            return Err("negmine reads little-endian BM25 indexes".into());
+        }
+        let (header, layout) = check(bytes)?;
+        let mut words = vec![0u64; layout.len / 8];
+        for (word, chunk) in words.iter_mut().zip(bytes.chunks_exact(8)) {
+            *word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        }
+        Ok(Bm25Index {
+            header,
+            layout,
+            storage: Storage::Owned(words),
+        })
+    }
+
+    /// The index's bytes, as [`save`](Self::save) writes them with a zero key.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.storage.bytes()
+    }
+
+    /// Writes the index to `path` atomically (a temp file in the same directory, fsync,
+    /// rename, fsync of the directory), with `key` (the caller's digest of what it was built
+    /// from; zeros for none) in its header for [`open`](Self::open) to check.
+    pub fn save(&self, path: &Path, key: &[u8; KEY_LEN]) -> Result<()> {
+        let header = encode_header(&Header {
+            key: *key,
+            ..self.header
+        });
+        let payload = &self.storage.bytes()[HEADER_LEN..];
+        crate::store::write_atomically(path, &|out| {
+            out.write_all(&header)?;
+            out.write_all(payload)
+        })
+    }
+
+    /// The key the index was saved with (zeros for one built here).
+    pub fn key(&self) -> [u8; KEY_LEN] {
+        self.header.key
+    }
+
+    /// Whether the index is a mapped file (else it was built in memory).
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.storage, Storage::Mapped(_))
+    }
+
     pub fn params(&self) -> Bm25Params {
-        self.params
+        self.header.params
     }
 
     /// Number of documents indexed.
     pub fn n_docs(&self) -> usize {
-        self.norms.len()
+        self.header.n_docs
     }
 
     /// Number of distinct terms.
     pub fn n_terms(&self) -> usize {
-        self.idf.len()
+        self.header.n_terms
     }
 
     /// Number of (term, document) postings.
     pub fn n_postings(&self) -> usize {
-        self.docs.len()
+        self.header.n_postings
     }
 
     /// The mean document length in tokens.
     pub fn avgdl(&self) -> f64 {
-        self.avgdl
+        self.header.avgdl
+    }
+
+    /// The index's bytes as a file holds them (header and sections).
+    pub fn size_in_bytes(&self) -> usize {
+        self.layout.len
+    }
+
+    fn section<T: Plain>(&self, range: &std::ops::Range<usize>) -> &[T] {
+        cast(&self.storage.bytes()[range.clone()])
+    }
+
+    /// The id of `term` (a token as [`tokens`] gives it), if it occurs in the corpus.
+    pub(super) fn term_id(&self, term: &str) -> Option<u32> {
+        let bytes = self.storage.bytes();
+        let terms = &bytes[self.layout.terms.clone()];
+        let ends: &[u64] = self.section(&self.layout.term_offsets);
+        let word = |t: usize| &terms[ends[t] as usize..ends[t + 1] as usize];
+        let (mut low, mut high) = (0usize, self.n_terms());
+        while low < high {
+            let mid = low + (high - low) / 2;
+            match word(mid).cmp(term.as_bytes()) {
+                std::cmp::Ordering::Less => low = mid + 1,
+                std::cmp::Ordering::Greater => high = mid,
+                std::cmp::Ordering::Equal => return Some(mid as u32),
+            }
+        }
+        None
     }
 
     /// The idf of `term` (a token as [`tokens`] gives it), if it occurs in the corpus.
     pub fn idf(&self, term: &str) -> Option<f64> {
-        self.vocabulary.get(term).map(|&t| self.idf[t as usize])
+        self.term_id(term).map(|t| self.idf_of(t))
     }
 
-    pub(super) fn postings(&self, term: u32) -> (&[u32], &[u32]) {
-        let range = self.offsets[term as usize]..self.offsets[term as usize + 1];
-        (&self.docs[range.clone()], &self.tfs[range])
+    pub(super) fn idf_of(&self, term: u32) -> f64 {
+        self.section::<f64>(&self.layout.idf)[term as usize]
     }
+
+    pub(super) fn max_factor_of(&self, term: u32) -> f64 {
+        self.section::<f64>(&self.layout.max_factor)[term as usize]
+    }
+
+    pub(super) fn norms(&self) -> &[f64] {
+        self.section(&self.layout.norms)
+    }
+
+    /// Term `term`'s (document id, term count) pairs, ids ascending.
+    pub(super) fn postings(&self, term: u32) -> &[[u32; 2]] {
+        let offsets: &[u64] = self.section(&self.layout.offsets);
+        let range = offsets[term as usize] as usize..offsets[term as usize + 1] as usize;
+        &self.section::<[u32; 2]>(&self.layout.postings)[range]
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A posting's term-frequency factor, `tf / (tf + norm)`.

@@ -20,10 +20,12 @@
 //! pruned one) gives each document the same bits. A ranking is score descending, id
 //! ascending; only documents with at least one query term are ranked (score > 0).
 
+mod file;
 mod index;
 mod search;
 mod tokenize;
 
+pub use file::{check_index, reseal_index, FORMAT_VERSION, KEY_LEN, TOKENIZER_VERSION};
 pub use index::{Bm25Index, Bm25Params};
 pub use search::{Hits, Pruning};
 pub use tokenize::tokens;

@@ -76,8 +76,7 @@ impl PartialOrd for Hit {
 
 /// A query term's position in its postings during MaxScore.
 struct Cursor<'a> {
-    docs: &'a [u32],
-    tfs: &'a [u32],
+    postings: &'a [[u32; 2]],
     at: usize,
     weight: f64,
     /// The term's largest contribution, `weight * max_factor`.
@@ -88,12 +87,25 @@ struct Cursor<'a> {
 
 impl Cursor<'_> {
     fn doc(&self) -> Option<u32> {
-        self.docs.get(self.at).copied()
+        self.postings.get(self.at).map(|p| p[0])
     }
 
-    /// Moves to the first posting at or after `target`.
+    /// Moves to the first posting at or after `target`: galloping from the current position
+    /// (probes are usually near it: a long list has a posting every few documents), then a
+    /// binary search within the last step.
     fn seek(&mut self, target: u32) {
-        self.at += self.docs[self.at..].partition_point(|&d| d < target);
+        let rest = &self.postings[self.at..];
+        if rest.first().is_none_or(|p| p[0] >= target) {
+            return;
+        }
+        // rest[low] < target throughout.
+        let (mut low, mut step) = (0usize, 1usize);
+        while low + step < rest.len() && rest[low + step][0] < target {
+            low += step;
+            step *= 2;
+        }
+        let high = (low + step).min(rest.len());
+        self.at += low + 1 + rest[low + 1..high].partition_point(|p| p[0] < target);
     }
 }
 
@@ -101,7 +113,7 @@ impl Bm25Index {
     fn query(&self, text: &str) -> Query {
         let mut terms: Vec<(u32, f64)> = Vec::new();
         for word in tokens(text) {
-            let Some(&t) = self.vocabulary.get(&word) else {
+            let Some(t) = self.term_id(&word) else {
                 continue;
             };
             match terms.iter_mut().find(|(u, _)| *u == t) {
@@ -110,7 +122,7 @@ impl Bm25Index {
             }
         }
         for (t, weight) in &mut terms {
-            *weight *= self.idf[*t as usize];
+            *weight *= self.idf_of(*t);
         }
         Query { terms }
     }
@@ -158,7 +170,8 @@ impl Bm25Index {
                     .zip(id_rows.par_chunks_mut(width.max(1)))
                     .enumerate()
                     .for_each_init(
-                        || vec![0.0f64; self.n_docs()],
+                        // The exhaustive scorer's accumulators, allocated on its first use.
+                        Vec::new,
                         |scratch, (i, (score_row, id_row))| {
                             let q = start + i;
                             let query = self.query(queries[q].as_ref());
@@ -166,6 +179,7 @@ impl Bm25Index {
                             let hits = match pruning {
                                 Pruning::MaxScore => self.max_score(&query, width, excluded),
                                 Pruning::Exhaustive => {
+                                    scratch.resize(self.n_docs(), 0.0);
                                     self.exhaustive(&query, width, excluded, scratch)
                                 }
                             };
@@ -190,15 +204,15 @@ impl Bm25Index {
         excluded: &[u32],
         scratch: &mut [f64],
     ) -> Vec<Hit> {
+        let norms = self.norms();
         let mut touched: Vec<u32> = Vec::new();
         for &(t, weight) in &query.terms {
-            let (docs, tfs) = self.postings(t);
-            for (&d, &tf) in docs.iter().zip(tfs) {
+            for &[d, tf] in self.postings(t) {
                 let acc = &mut scratch[d as usize];
                 if *acc == 0.0 {
                     touched.push(d);
                 }
-                *acc += weight * factor(tf, self.norms[d as usize]);
+                *acc += weight * factor(tf, norms[d as usize]);
             }
         }
         let mut hits: Vec<Hit> = touched
@@ -216,7 +230,12 @@ impl Bm25Index {
         hits
     }
 
-    /// MaxScore (Turtle and Flood 1995, document at a time): exact top `k`.
+    /// MaxScore (Turtle and Flood 1995, document at a time): exact top `k`, in two passes
+    /// over the same state. The first scores the documents of the terms with the largest
+    /// bounds (the fewest: enough to fill the heap, see [`SEED_SHARE`]), so that the second,
+    /// the plain walk over every document, starts from a k-th score near the final one and
+    /// makes most terms non-essential at once, instead of raising it over the first
+    /// thousands of documents in id order. The second skips what the first scored.
     fn max_score(&self, query: &Query, k: usize, excluded: &[u32]) -> Vec<Hit> {
         if k == 0 {
             return Vec::new();
@@ -225,85 +244,172 @@ impl Bm25Index {
             .terms
             .iter()
             .enumerate()
-            .map(|(slot, &(t, weight))| {
-                let (docs, tfs) = self.postings(t);
-                Cursor {
-                    docs,
-                    tfs,
-                    at: 0,
-                    weight,
-                    bound: weight * self.max_factor[t as usize],
-                    slot,
-                }
+            .map(|(slot, &(t, weight))| Cursor {
+                postings: self.postings(t),
+                at: 0,
+                weight,
+                bound: weight * self.max_factor_of(t),
+                slot,
             })
             .collect();
         // Bounds ascending: the non-essential terms are a prefix.
         cursors.sort_by(|a, b| a.bound.total_cmp(&b.bound).then(a.slot.cmp(&b.slot)));
-        // upto[i]: the bound of a document matching only terms 0..i.
+        let mut walk = Walk::new(cursors, k, self.norms());
+        // The seed: the fewest lists, from the largest bound down, holding k postings.
+        let mut seeds = 0usize;
+        let mut postings = 0usize;
+        for c in walk.cursors.iter().rev() {
+            if postings >= k {
+                break;
+            }
+            postings += c.postings.len();
+            seeds += 1;
+        }
+        let n = walk.cursors.len();
+        if seeds < n && postings >= k && postings <= self.n_docs() / SEED_SHARE {
+            walk.run(n - seeds, excluded, &[]);
+            let mut seen: Vec<u32> = walk.cursors[n - seeds..]
+                .iter()
+                .flat_map(|c| c.postings.iter().map(|p| p[0]))
+                .collect();
+            seen.sort_unstable();
+            seen.dedup();
+            for c in &mut walk.cursors {
+                c.at = 0;
+            }
+            walk.run(0, excluded, &seen);
+        } else {
+            walk.run(0, excluded, &[]);
+        }
+        let mut hits = walk.heap.into_vec();
+        hits.sort_unstable();
+        hits
+    }
+}
+
+/// The seed pass of [`Bm25Index::max_score`] runs only when its lists hold at most this
+/// fraction (`1 / SEED_SHARE`) of the documents: beyond, it would cost about as much as the
+/// walk it shortens.
+const SEED_SHARE: usize = 8;
+
+/// The state of a MaxScore walk: the query's cursors (bounds ascending), the best hits so
+/// far and the k-th score they set.
+struct Walk<'a> {
+    cursors: Vec<Cursor<'a>>,
+    /// `upto[i]`: the bound of a document matching only terms `0..i`.
+    upto: Vec<f64>,
+    contributions: Vec<Option<f64>>,
+    heap: BinaryHeap<Hit>,
+    k: usize,
+    /// The k-th best score once the heap is full (every document can enter until then).
+    threshold: f64,
+    norms: &'a [f64],
+}
+
+/// Whether a document whose score is at most `bound` cannot reach `threshold`: compared with
+/// a relative slack (the bound sums its terms in another order than the score), so that a
+/// pruned document scores strictly below the k-th score and never ties it.
+fn below(bound: f64, threshold: f64) -> bool {
+    bound * (1.0 + BOUND_SLACK) <= threshold
+}
+
+impl<'a> Walk<'a> {
+    fn new(cursors: Vec<Cursor<'a>>, k: usize, norms: &'a [f64]) -> Self {
         let mut upto = vec![0.0f64; cursors.len() + 1];
         for (i, c) in cursors.iter().enumerate() {
             upto[i + 1] = upto[i] + c.bound;
         }
-        let below = |bound: f64, threshold: f64| bound * (1.0 + BOUND_SLACK) <= threshold;
-        let mut contributions: Vec<Option<f64>> = vec![None; cursors.len()];
-        let mut heap: BinaryHeap<Hit> = BinaryHeap::with_capacity(k + 1);
-        // Until the heap is full every document can enter.
-        let mut threshold = f64::NEG_INFINITY;
-        let mut essential = 0usize;
+        Walk {
+            contributions: vec![None; cursors.len()],
+            cursors,
+            upto,
+            heap: BinaryHeap::with_capacity(k + 1),
+            k,
+            threshold: f64::NEG_INFINITY,
+            norms,
+        }
+    }
+
+    /// The first term that is essential now: those before it cannot lift a document to the
+    /// k-th score on their own.
+    fn essential(&self, from: usize) -> usize {
+        let mut essential = from;
+        while essential < self.cursors.len() && below(self.upto[essential + 1], self.threshold) {
+            essential += 1;
+        }
+        essential
+    }
+
+    /// Visits, in id order, the documents of the essential lists (never fewer than the
+    /// lists from `first` on), skipping `excluded` and `seen` (ascending: documents already
+    /// scored), and keeps the best `k`.
+    fn run(&mut self, first: usize, excluded: &[u32], seen: &[u32]) {
+        let norms = self.norms;
+        let mut essential = self.essential(first);
         let mut excluded = excluded.iter().peekable();
-        while let Some(doc) = cursors[essential..].iter().filter_map(Cursor::doc).min() {
+        let mut seen = seen.iter().peekable();
+        while let Some(doc) = self.cursors[essential..]
+            .iter()
+            .filter_map(Cursor::doc)
+            .min()
+        {
+            while excluded.next_if(|&&e| e < doc).is_some() {}
+            while seen.next_if(|&&e| e < doc).is_some() {}
+            if excluded.peek().is_some_and(|&&e| e == doc)
+                || seen.peek().is_some_and(|&&e| e == doc)
+            {
+                for c in &mut self.cursors[essential..] {
+                    if c.doc() == Some(doc) {
+                        c.at += 1;
+                    }
+                }
+                continue;
+            }
             let mut partial = 0.0f64;
-            for c in &mut cursors[essential..] {
+            for c in &mut self.cursors[essential..] {
                 if c.doc() == Some(doc) {
-                    let part = c.weight * factor(c.tfs[c.at], self.norms[doc as usize]);
-                    contributions[c.slot] = Some(part);
+                    let part = c.weight * factor(c.postings[c.at][1], norms[doc as usize]);
+                    self.contributions[c.slot] = Some(part);
                     partial += part;
                     c.at += 1;
                 }
             }
-            while excluded.next_if(|&&e| e < doc).is_some() {}
-            let skip = excluded.peek().is_some_and(|&&e| e == doc);
-            let mut pruned = skip;
+            let mut pruned = false;
             for i in (0..essential).rev() {
-                if pruned {
-                    break;
-                }
-                if below(partial + upto[i + 1], threshold) {
+                if below(partial + self.upto[i + 1], self.threshold) {
                     pruned = true;
                     break;
                 }
-                let c = &mut cursors[i];
+                let c = &mut self.cursors[i];
                 c.seek(doc);
                 if c.doc() == Some(doc) {
-                    let part = c.weight * factor(c.tfs[c.at], self.norms[doc as usize]);
-                    contributions[c.slot] = Some(part);
+                    let part = c.weight * factor(c.postings[c.at][1], norms[doc as usize]);
+                    self.contributions[c.slot] = Some(part);
                     partial += part;
                 }
             }
             // The score proper: summed in the query's term order, like every scorer's.
             let mut score = 0.0f64;
-            for part in &mut contributions {
+            for part in &mut self.contributions {
                 if let Some(p) = part.take() {
                     score += p;
                 }
             }
-            // Later documents have larger ids: one that ties the k-th score stays out.
-            if pruned || score <= threshold {
+            let hit = Hit { score, id: doc };
+            // A pass may visit ids below the heap's (after the seed): compare as the ranking
+            // does, score then id.
+            if pruned || (self.heap.len() == self.k && self.heap.peek().is_some_and(|w| hit >= *w))
+            {
                 continue;
             }
-            heap.push(Hit { score, id: doc });
-            if heap.len() > k {
-                heap.pop();
+            self.heap.push(hit);
+            if self.heap.len() > self.k {
+                self.heap.pop();
             }
-            if heap.len() == k {
-                threshold = heap.peek().map_or(f64::NEG_INFINITY, |h| h.score);
-                while essential < cursors.len() && below(upto[essential + 1], threshold) {
-                    essential += 1;
-                }
+            if self.heap.len() == self.k {
+                self.threshold = self.heap.peek().map_or(f64::NEG_INFINITY, |h| h.score);
+                essential = self.essential(essential);
             }
         }
-        let mut hits = heap.into_vec();
-        hits.sort_unstable();
-        hits
     }
 }

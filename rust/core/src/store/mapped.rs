@@ -71,7 +71,7 @@ fn not_regular(path: &Path, file_type: std::fs::FileType) -> Result<()> {
 
 /// Opens `path` for reading after checking it is a regular file, so that a FIFO is never
 /// opened (opening one blocks until a writer appears). Returns the file and its length.
-pub(super) fn open_regular(path: &Path) -> Result<(File, u64)> {
+pub(crate) fn open_regular(path: &Path) -> Result<(File, u64)> {
     let metadata = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     not_regular(path, metadata.file_type())?;
     // O_NONBLOCK: should the path be swapped for a FIFO after the check, open still returns

@@ -15,5 +15,7 @@ pub use header::{
     npy_header, parse_header, Header, HeaderError, MAGIC, MAX_HEADER_LEN, MAX_PREFIX_LEN,
 };
 pub use hnsw::{check_hnsw_file, check_hnsw_index, HnswLayout, HNSW_HEADER_LEN};
+pub(crate) use mapped::open_regular;
 pub use mapped::MappedMatrix;
 pub use save::save;
+pub(crate) use save::write_atomically;

@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::matrix::{Elements, MatrixView};
 
 /// Writes the elements as little-endian bytes.
-fn write_elements(out: &mut impl Write, matrix: &MatrixView<'_>) -> io::Result<()> {
+fn write_elements(out: &mut (impl Write + ?Sized), matrix: &MatrixView<'_>) -> io::Result<()> {
     if cfg!(target_endian = "little") {
         let bytes: &[u8] = match matrix.elements() {
             // SAFETY: reinterpreting initialised f32 values as bytes (u8 needs no alignment);
@@ -195,10 +195,12 @@ impl Drop for TempGuard {
     }
 }
 
-fn write_and_sync(file: &mut File, header: &[u8], matrix: &MatrixView<'_>) -> io::Result<()> {
+/// What a file's bytes are: written into a buffered writer by [`write_atomically`].
+pub(crate) type Body<'a> = &'a dyn Fn(&mut dyn Write) -> io::Result<()>;
+
+fn write_and_sync(file: &mut File, body: Body<'_>) -> io::Result<()> {
     let mut out = io::BufWriter::with_capacity(1 << 16, &mut *file);
-    out.write_all(header)?;
-    write_elements(&mut out, matrix)?;
+    body(&mut out)?;
     out.flush()?;
     drop(out);
     file.sync_all()
@@ -210,8 +212,7 @@ fn write_and_sync(file: &mut File, header: &[u8], matrix: &MatrixView<'_>) -> io
 fn save_via_tmpfile(
     dir: &Path,
     file_name: &OsStr,
-    header: &[u8],
-    matrix: &MatrixView<'_>,
+    body: Body<'_>,
 ) -> io::Result<Option<(TempGuard, File)>> {
     let file = OpenOptions::new()
         .write(true)
@@ -233,7 +234,7 @@ fn save_via_tmpfile(
     };
     // Held until the rename: a sweep never takes the name this file is linked under.
     lock(&file, libc::LOCK_EX)?;
-    write_and_sync(&mut file, header, matrix)?;
+    write_and_sync(&mut file, body)?;
     let proc_path = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let linked = with_temp_name(dir, file_name, |temp| {
@@ -273,8 +274,7 @@ fn save_via_tmpfile(
 fn save_via_tmpfile(
     _dir: &Path,
     _file_name: &OsStr,
-    _header: &[u8],
-    _matrix: &MatrixView<'_>,
+    _body: Body<'_>,
 ) -> io::Result<Option<(TempGuard, File)>> {
     Ok(None)
 }
@@ -282,8 +282,7 @@ fn save_via_tmpfile(
 fn save_via_named_temp(
     dir: &Path,
     file_name: &OsStr,
-    header: &[u8],
-    matrix: &MatrixView<'_>,
+    body: Body<'_>,
 ) -> io::Result<(TempGuard, File)> {
     loop {
         let (temp, mut file) = with_temp_name(dir, file_name, |temp| {
@@ -302,7 +301,7 @@ fn save_via_named_temp(
         if !ours {
             continue;
         }
-        write_and_sync(&mut file, header, matrix)?;
+        write_and_sync(&mut file, body)?;
         return Ok((guard, file));
     }
 }
@@ -311,6 +310,15 @@ fn save_via_named_temp(
 /// while being written, where the system allows), fsync, rename, fsync of the directory. On
 /// any error the destination is untouched and no temp file is left.
 pub fn save(path: &Path, matrix: &MatrixView<'_>) -> Result<()> {
+    let header = npy_header(matrix.dtype(), matrix.rows(), matrix.dim());
+    write_atomically(path, &|out| {
+        out.write_all(&header)?;
+        write_elements(out, matrix)
+    })
+}
+
+/// Writes the bytes `body` produces to `path` atomically, as [`save`] writes a `.npy` file.
+pub(crate) fn write_atomically(path: &Path, body: Body<'_>) -> Result<()> {
     let Some(file_name) = path.file_name() else {
         return Err(Error::invalid(format!(
             "cannot save to {path:?}: the path does not name a file"
@@ -330,14 +338,12 @@ pub fn save(path: &Path, matrix: &MatrixView<'_>) -> Result<()> {
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
         return Err(io_err(io::Error::from_raw_os_error(libc::EISDIR)));
     }
-    let header = npy_header(matrix.dtype(), matrix.rows(), matrix.dim());
     sweep(dir, file_name);
     // The temp file stays open (locked) until it is renamed into place.
-    let (mut guard, _locked) =
-        match save_via_tmpfile(dir, file_name, &header, matrix).map_err(io_err)? {
-            Some(linked) => linked,
-            None => save_via_named_temp(dir, file_name, &header, matrix).map_err(io_err)?,
-        };
+    let (mut guard, _locked) = match save_via_tmpfile(dir, file_name, body).map_err(io_err)? {
+        Some(linked) => linked,
+        None => save_via_named_temp(dir, file_name, body).map_err(io_err)?,
+    };
     if let Some(temp) = &guard.0 {
         std::fs::rename(temp, path).map_err(io_err)?;
     }
