@@ -46,7 +46,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -54,7 +54,12 @@ import negmine
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO / "bench-data" / "realtext-debian-8192"
-BACKENDS = (("exact", "dense (exact)"), ("bm25", "bm25"), ("hybrid", "hybrid (bm25+dense RRF)"))
+Backend = Literal["exact", "bm25", "hybrid"]
+BACKENDS: tuple[tuple[Backend, str], ...] = (
+    ("exact", "dense (exact)"),
+    ("bm25", "bm25"),
+    ("hybrid", "hybrid (bm25+dense RRF)"),
+)
 BASE = "base all-MiniLM-L6-v2"
 WIDTH = 26
 
@@ -182,7 +187,7 @@ def run_seed(
             [[int(positive_ids[i])] for i in train],
             num_negatives=args.negatives,
             relative_margin=0.05,
-            backend=backend,  # type: ignore[arg-type]
+            backend=backend,
             query_texts=train_texts if backend != "exact" else None,
             corpus_texts=corpus_texts,
             seed=seed,
