@@ -17,7 +17,7 @@ stored all-MiniLM-L6-v2 embeddings of every query and of the 59,945 distinct des
    CPU with ``--threads`` torch threads.
 4. Each fine-tuned model and the base model are scored on the held-out queries, with a
    query's own description as its only relevant row: recall@10 (hit@10) and MRR@10. Encoding
-   all 59,945 descriptions once per model takes ~9 minutes on 2 cores, so the search runs
+   all 59,945 descriptions once per model takes 9-15 minutes on 2 cores, so the search runs
    over a fixed seeded subsample of the corpus: every held-out query's positive plus
    ``--eval-corpus`` other descriptions drawn at random (the same rows for every model). The
    base model is scored on the stored embeddings (what encoding the texts again gives, to
