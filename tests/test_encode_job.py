@@ -388,6 +388,10 @@ RANKS_RUN = textwrap.dedent(
             os.path.exists(os.path.join(cache, f"rank{r}.error")) for r in (0, 1)
         ):
             time.sleep(0.05)
+        # The caller's group is the caller's to take down: left alive, its threads abort the
+        # process at exit (SIGABRT, "terminate called without an active exception"; seen in CI).
+        if dist.is_initialized():
+            dist.destroy_process_group()
         raise
     with open(os.path.join(cache, f"rank{rank}.json"), "w") as f:
         json.dump({"encoded": Counting.encoded, "path": emb.path}, f)
