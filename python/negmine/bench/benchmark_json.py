@@ -80,93 +80,11 @@ def pytest_benchmark_document(
     and compare it with other runs (one benchmark per method and k, grouped by k; the mining
     table's rows in a group of their own)."""
     q, n, d = shape
-    uname = platform.uname()
-    benchmarks = []
-    for m in measurements:
-        name = f"{m.method.name}[{m.method.corpus}-k{m.k}]".replace(" ", "_")
-        benchmarks.append(
-            {
-                "group": f"top-{m.k} {q}x{n}x{d}",
-                "name": name,
-                "fullname": f"negmine bench::{name}",
-                "params": {"corpus": m.method.corpus, "k": m.k},
-                "param": f"{m.method.corpus}-k{m.k}",
-                "extra_info": {
-                    "method": m.method.name,
-                    "corpus_dtype": m.method.corpus,
-                    "k": m.k,
-                    "queries": q,
-                    "corpus_rows": n,
-                    "dim": d,
-                    "threads": threads,
-                    "queries_per_second": q / m.seconds,
-                    "gflops": 2.0 * q * n * d / m.seconds / 1e9,
-                    "negmine_speedup": m.seconds / m.reference_seconds,
-                    "approximate": m.method.approximate,
-                    "note": m.note,
-                    **m.agreement,
-                },
-                "options": {
-                    "disable_gc": False,
-                    "timer": "perf_counter",
-                    "min_rounds": repeats,
-                    "max_time": CELL_BUDGET,
-                    "min_time": 0,
-                    "warmup": True,
-                },
-                "stats": run_stats(m.timing.runs),
-            }
-        )
-    for row in mining:
-        name = f"mining[{row.name}]".replace(" ", "_")
-        benchmarks.append(
-            {
-                "group": f"mining {q}x{n}x{d}",
-                "name": name,
-                "fullname": f"negmine bench::{name}",
-                "params": {"method": row.name},
-                "param": row.name,
-                "extra_info": {
-                    "method": row.name,
-                    "queries": q,
-                    "corpus_rows": n,
-                    "dim": d,
-                    "threads": threads,
-                    "rows_filled": row.rows,
-                    "same_negatives": row.same,
-                    "note": row.note,
-                },
-                "options": {
-                    "disable_gc": False,
-                    "timer": "perf_counter",
-                    "min_rounds": repeats,
-                    "max_time": BENCH_CELL_BUDGET,
-                    "min_time": 0,
-                    "warmup": True,
-                },
-                "stats": run_stats(row.timing.runs),
-            }
-        )
+    size = {"queries": q, "corpus_rows": n, "dim": d, "threads": threads}
+    benchmarks = [_search_benchmark(m, size, repeats) for m in measurements]
+    benchmarks += [_mining_benchmark(row, size, repeats) for row in mining]
     return {
-        "machine_info": {
-            "node": uname.node,
-            "processor": uname.processor,
-            "machine": uname.machine,
-            "python_compiler": platform.python_compiler(),
-            "python_implementation": platform.python_implementation(),
-            "python_implementation_version": platform.python_version(),
-            "python_version": platform.python_version(),
-            "python_build": list(platform.python_build()),
-            "release": uname.release,
-            "system": uname.system,
-            "cpu": {
-                "brand_raw": info["cpu"],
-                "arch": uname.machine,
-                "count": info["cores"],
-                "flags": info["flags"],
-            },
-            "negmine": info,
-        },
+        "machine_info": _machine_info(info),
         # No source checkout to name: the installed negmine's version is what was measured.
         "commit_info": {
             "id": None,
@@ -181,6 +99,108 @@ def pytest_benchmark_document(
         "datetime": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "version": _core.__version__,
         "options": options,
+    }
+
+
+def _search_benchmark(m: Measurement, size: dict[str, int], repeats: int) -> dict[str, Any]:
+    """The entry of one method and k of the search table (``size``: its queries, corpus rows,
+    dim and threads)."""
+    q, n, d = size["queries"], size["corpus_rows"], size["dim"]
+    return _benchmark(
+        f"{m.method.name}[{m.method.corpus}-k{m.k}]",
+        f"top-{m.k} {q}x{n}x{d}",
+        {"corpus": m.method.corpus, "k": m.k},
+        f"{m.method.corpus}-k{m.k}",
+        {
+            "method": m.method.name,
+            "corpus_dtype": m.method.corpus,
+            "k": m.k,
+            **size,
+            "queries_per_second": q / m.seconds,
+            "gflops": 2.0 * q * n * d / m.seconds / 1e9,
+            "negmine_speedup": m.seconds / m.reference_seconds,
+            "approximate": m.method.approximate,
+            "note": m.note,
+            **m.agreement,
+        },
+        repeats,
+        CELL_BUDGET,
+        m.timing.runs,
+    )
+
+
+def _mining_benchmark(row: MiningRow, size: dict[str, int], repeats: int) -> dict[str, Any]:
+    """The entry of one row of the mining table."""
+    return _benchmark(
+        f"mining[{row.name}]",
+        f"mining {size['queries']}x{size['corpus_rows']}x{size['dim']}",
+        {"method": row.name},
+        row.name,
+        {
+            "method": row.name,
+            **size,
+            "rows_filled": row.rows,
+            "same_negatives": row.same,
+            "note": row.note,
+        },
+        repeats,
+        BENCH_CELL_BUDGET,
+        row.timing.runs,
+    )
+
+
+def _benchmark(
+    name: str,
+    group: str,
+    params: dict[str, Any],
+    param: str,
+    extra_info: dict[str, Any],
+    repeats: int,
+    max_time: float,
+    runs: Sequence[float],
+) -> dict[str, Any]:
+    """One pytest-benchmark entry (its name with ``_`` for spaces)."""
+    name = name.replace(" ", "_")
+    return {
+        "group": group,
+        "name": name,
+        "fullname": f"negmine bench::{name}",
+        "params": params,
+        "param": param,
+        "extra_info": extra_info,
+        "options": {
+            "disable_gc": False,
+            "timer": "perf_counter",
+            "min_rounds": repeats,
+            "max_time": max_time,
+            "min_time": 0,
+            "warmup": True,
+        },
+        "stats": run_stats(runs),
+    }
+
+
+def _machine_info(info: dict[str, Any]) -> dict[str, Any]:
+    """pytest-benchmark's ``machine_info``, with negmine's own (``machine_info``) inside."""
+    uname = platform.uname()
+    return {
+        "node": uname.node,
+        "processor": uname.processor,
+        "machine": uname.machine,
+        "python_compiler": platform.python_compiler(),
+        "python_implementation": platform.python_implementation(),
+        "python_implementation_version": platform.python_version(),
+        "python_version": platform.python_version(),
+        "python_build": list(platform.python_build()),
+        "release": uname.release,
+        "system": uname.system,
+        "cpu": {
+            "brand_raw": info["cpu"],
+            "arch": uname.machine,
+            "count": info["cores"],
+            "flags": info["flags"],
+        },
+        "negmine": info,
     }
 
 

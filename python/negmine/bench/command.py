@@ -9,11 +9,12 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from negmine.bench.benchmark_json import pytest_benchmark_document, write_json
-from negmine.bench.data import mem_available, open_inputs
+from negmine.bench.data import Inputs, mem_available, open_inputs
 from negmine.bench.machine import (
     blas_env_warning,
     limit_threads,
@@ -69,6 +70,15 @@ def add_parser(command: Callable[..., argparse.ArgumentParser]) -> argparse.Argu
         f"({DEFAULT_QUERIES:,} x {DEFAULT_CORPUS:,} x {DEFAULT_DIM}, about a minute on two "
         "cores), or your own with --corpus FILE.npy --queries FILE.npy.",
     )
+    _add_data_arguments(p)
+    _add_run_arguments(p)
+    p.set_defaults(run=run)
+    parser: argparse.ArgumentParser = p
+    return parser
+
+
+def _add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """What to search: generated data of a size, or the user's files, and the k's."""
     p.add_argument(
         "--queries",
         metavar="N|FILE",
@@ -100,6 +110,10 @@ def add_parser(command: Callable[..., argparse.ArgumentParser]) -> argparse.Argu
         default=None,
         help=f"with --queries FILE: use its first rows only (default {DEFAULT_QUERIES:,})",
     )
+
+
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """How to run: threads, timed runs, the seed, the peers left out, the JSON output."""
     p.add_argument(
         "--threads",
         type=_positive_int,
@@ -130,12 +144,10 @@ def add_parser(command: Callable[..., argparse.ArgumentParser]) -> argparse.Argu
         default=None,
         help="also write the timings as pytest-benchmark JSON (pytest-benchmark compare FILE)",
     )
-    p.set_defaults(run=run)
-    parser: argparse.ArgumentParser = p
-    return parser
 
 
 def installed(*names: str) -> bool:
+    """Whether every module of ``names`` can be imported (without importing it)."""
     try:
         return all(importlib.util.find_spec(name) is not None for name in names)
     except ValueError:  # a module set to None in sys.modules: not importable
@@ -148,22 +160,12 @@ def _usage(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``negmine bench``: measures negmine and the peers that are installed and fit in memory,
+    prints the tables and, with ``--json``, writes the pytest-benchmark document."""
     skip = {s.strip() for item in args.skip for s in item.split(",") if s.strip()}
-    if skip - set(SKIPPABLE):
-        return _usage(
-            f"--skip: unknown {sorted(skip - set(SKIPPABLE))}; choose from {list(SKIPPABLE)}"
-        )
-    args.queries_file = None
-    if args.corpus is not None:
-        if args.queries is None:
-            return _usage("--corpus FILE needs --queries FILE")
-        args.queries_file, args.queries = args.queries, None
-    elif args.queries is not None:
-        if not args.queries.isdigit() or int(args.queries) <= 0:
-            return _usage(f"--queries {args.queries}: a file needs --corpus FILE too")
-        args.queries = int(args.queries)
-    if args.max_queries is not None and args.corpus is None:
-        return _usage("--max-queries goes with --queries FILE; use --queries N")
+    problem = _usage_problem(args, skip)
+    if problem is not None:
+        return _usage(problem)
     if args.json is not None and not args.json.parent.is_dir():
         raise FileNotFoundError(
             errno.ENOENT, "--json: output directory does not exist", str(args.json.parent)
@@ -179,11 +181,68 @@ def run(args: argparse.Namespace) -> int:
     env_warnings = blas_env_warning("negmine bench ...")
 
     inputs = open_inputs(args)
-    xq, corpus = inputs.queries, inputs.corpus
-    q, (n, d) = xq.shape[0], corpus.shape
+    q, (n, d) = inputs.queries.shape[0], inputs.corpus.shape
     peers = import_peers(skip, threads, refuse)
-    in_ram = isinstance(corpus, np.ndarray)
+    in_ram = isinstance(inputs.corpus, np.ndarray)
     peers, load = fitting_peers(peers, q, n, d, mem_available(), refuse, in_ram)
+    measurements, mining = _measure_all(args, inputs, peers, load, skip, threads, log, refuse)
+
+    info = machine_info(peers, env_warnings)
+    shape = (q, n, d)
+    print(
+        render(
+            measurements, info, inputs.description, shape, threads, args.repeats, not_run, mining
+        )
+    )
+    if args.json is not None:
+        options = {
+            "k": args.k,
+            "repeats": args.repeats,
+            "seed": args.seed if args.corpus is None else None,
+            "corpus_file": args.corpus,
+            "queries_file": args.queries_file,
+        }
+        document = pytest_benchmark_document(
+            measurements, info, shape, threads, args.repeats, options, mining
+        )
+        write_json(args.json, document)
+        log(f"wrote {args.json} (pytest-benchmark compare {args.json})")
+    return 0
+
+
+def _usage_problem(args: argparse.Namespace, skip: set[str]) -> str | None:
+    """What makes the arguments a usage error, or None. Splits ``--queries`` into a count
+    (``args.queries``) or, with ``--corpus``, a file (``args.queries_file``)."""
+    if skip - set(SKIPPABLE):
+        return f"--skip: unknown {sorted(skip - set(SKIPPABLE))}; choose from {list(SKIPPABLE)}"
+    args.queries_file = None
+    if args.corpus is not None:
+        if args.queries is None:
+            return "--corpus FILE needs --queries FILE"
+        args.queries_file, args.queries = args.queries, None
+    elif args.queries is not None:
+        if not args.queries.isdigit() or int(args.queries) <= 0:
+            return f"--queries {args.queries}: a file needs --corpus FILE too"
+        args.queries = int(args.queries)
+    if args.max_queries is not None and args.corpus is None:
+        return "--max-queries goes with --queries FILE; use --queries N"
+    return None
+
+
+def _measure_all(
+    args: argparse.Namespace,
+    inputs: Inputs,
+    peers: dict[str, Any],
+    load: bool,
+    skip: set[str],
+    threads: int,
+    log: Callable[[str], None],
+    refuse: Callable[[str], None],
+) -> tuple[list[Measurement], list[MiningRow]]:
+    """The search table's measurements (negmine's rows, then the ``peers`` when ``load``: the
+    f32 corpus they need fits) and the mining table's rows, with every BLAS pool capped at
+    ``threads``."""
+    xq, corpus = inputs.queries, inputs.corpus
     limiter = limit_threads(threads)  # after the imports: they may have started their pools
     # Copies for the subprocesses and sentence-transformers' cache, in the system's temp
     # directory (never beside an output), removed at the end.
@@ -191,13 +250,8 @@ def run(args: argparse.Namespace) -> int:
     scratch_dir = Path(scratch.name)
     try:
         methods = negmine_methods(xq, corpus, threads, f16_copy=args.corpus is None)
-        xb = None
-        if load:
-            if in_ram:
-                xb = corpus
-            else:
-                log(f"loading the corpus as float32 for the peers: {n * d * 4 / GIB:.2f} GiB ...")
-                xb = np.array(corpus, dtype=np.float32)
+        xb = _f32_corpus(corpus, log) if load else None
+        if xb is not None:
             core = None if "faiss-core" in skip else openblas_core()
             methods += peer_methods(
                 xq,
@@ -207,7 +261,7 @@ def run(args: argparse.Namespace) -> int:
                 log=log,
                 faiss_core=None if core is None else (core, scratch_dir),
             )
-        cells = measure(methods, args.k, args.repeats, n, BENCH_CELL_BUDGET, MIN_RUNS)
+        cells = measure(methods, args.k, args.repeats, corpus.shape[0], BENCH_CELL_BUDGET, MIN_RUNS)
         measurements = list(_progress(cells, methods, args))
         mining: list[MiningRow] = []
         if "st" not in skip and xb is not None:
@@ -224,35 +278,17 @@ def run(args: argparse.Namespace) -> int:
         scratch.cleanup()
         if limiter is not None:
             limiter.restore_original_limits()
+    return measurements, mining
 
-    info = machine_info(peers, env_warnings)
-    shape = (q, n, d)
-    print(
-        render(
-            measurements, info, inputs.description, shape, threads, args.repeats, not_run, mining
-        )
-    )
-    if args.json is not None:
-        write_json(
-            args.json,
-            pytest_benchmark_document(
-                measurements,
-                info,
-                (q, n, d),
-                threads,
-                args.repeats,
-                {
-                    "k": args.k,
-                    "repeats": args.repeats,
-                    "seed": args.seed if args.corpus is None else None,
-                    "corpus_file": args.corpus,
-                    "queries_file": args.queries_file,
-                },
-                mining,
-            ),
-        )
-        log(f"wrote {args.json} (pytest-benchmark compare {args.json})")
-    return 0
+
+def _f32_corpus(corpus: Any, log: Callable[[str], None]) -> np.ndarray:
+    """The corpus as the in-memory float32 array the peers search: itself when it is one, else
+    a copy of the mapped file."""
+    if isinstance(corpus, np.ndarray):
+        return corpus
+    n, d = corpus.shape
+    log(f"loading the corpus as float32 for the peers: {n * d * 4 / GIB:.2f} GiB ...")
+    return np.array(corpus, dtype=np.float32)
 
 
 def _progress(

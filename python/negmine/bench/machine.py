@@ -57,16 +57,8 @@ def negmine_kernels() -> str:
 
 def machine_info(peers: dict[str, Any], env_warnings: list[str]) -> dict[str, Any]:
     """What the numbers depend on: CPU model and flags, cores, RAM, versions, kernels, BLAS."""
-    cpu, flags = "unknown", set[str]()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and cpu == "unknown":
-                    cpu = line.split(":", 1)[1].strip()
-                elif line.startswith("flags") and not flags:
-                    flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        cpu = platform.processor() or "unknown"
+    found = _cpuinfo()
+    cpu, flags = found if found is not None else (platform.processor() or "unknown", set[str]())
     versions = {"numpy": np.__version__, "negmine": _core.__version__}
     for name, module in peers.items():
         versions[name] = _version(PEERS[name], module)
@@ -108,18 +100,24 @@ def _version(package: str, module: Any) -> str:
         return str(getattr(module, "__version__", "?"))
 
 
-def blas_libraries() -> dict[str, dict[str, Any]]:
-    """threadpoolctl's record of each BLAS library loaded in the process, by the package that
+def _loaded_blas() -> list[tuple[str, dict[str, Any]]]:
+    """threadpoolctl's record of each BLAS library loaded in the process, with the package that
     ships it (``numpy``, ``faiss_cpu``, ``scipy``...); empty without threadpoolctl."""
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
-        return {}
-    return {
-        Path(lib["filepath"]).parent.name.replace(".libs", ""): lib
+        return []
+    return [
+        (Path(lib["filepath"]).parent.name.replace(".libs", ""), lib)
         for lib in threadpool_info()
         if lib.get("user_api") == "blas"
-    }
+    ]
+
+
+def blas_libraries() -> dict[str, dict[str, Any]]:
+    """threadpoolctl's record of each BLAS library loaded in the process, by the package that
+    ships it (``numpy``, ``faiss_cpu``, ``scipy``...); empty without threadpoolctl."""
+    return dict(_loaded_blas())
 
 
 def blas_label(lib: dict[str, Any] | None) -> str:
@@ -152,30 +150,32 @@ def openblas_core(flags: set[str] | None = None) -> str | None:
 
 
 def cpu_flags() -> set[str]:
+    """The flags of the first CPU in /proc/cpuinfo; empty where there is none."""
+    found = _cpuinfo()
+    return set() if found is None else found[1]
+
+
+def _cpuinfo() -> tuple[str, set[str]] | None:
+    """The first CPU's model name (``"unknown"`` without one) and flags in /proc/cpuinfo; None
+    where it cannot be read."""
+    cpu, flags = "unknown", set[str]()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                if line.startswith("model name") and cpu == "unknown":
+                    cpu = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
     except OSError:
-        pass
-    return set()
+        return None
+    return cpu, flags
 
 
 def blas_info() -> list[str]:
     """Each BLAS library loaded in the process, with the kernels OpenBLAS chose (threadpoolctl's
     ``architecture``) and its thread count; empty without threadpoolctl."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return []
-    out = []
-    for lib in threadpool_info():
-        if lib.get("user_api") != "blas":
-            continue
-        owner = Path(lib["filepath"]).parent.name.replace(".libs", "")
-        out.append(
-            f"{owner}: {lib['internal_api']} {lib.get('version')} "
-            f"({lib.get('architecture')} kernels, {lib['num_threads']} threads)"
-        )
-    return out
+    return [
+        f"{owner}: {lib['internal_api']} {lib.get('version')} "
+        f"({lib.get('architecture')} kernels, {lib['num_threads']} threads)"
+        for owner, lib in _loaded_blas()
+    ]

@@ -138,6 +138,17 @@ def mining_rows(
         ),
         ("negmine.mine", native, "fills every row from the whole ranking"),
     ]
+    return _time_rows(runs, repeats, budget, min_runs, log)
+
+
+def _time_rows(
+    runs: Sequence[tuple[str, Callable[[], np.ndarray], str]],
+    repeats: int,
+    budget: float,
+    min_runs: int,
+    log: Callable[[str], None],
+) -> list[MiningRow]:
+    """Times each ``(name, run, note)`` and compares its negatives with the first one's."""
     out: list[MiningRow] = []
     reference: np.ndarray | None = None
     for name, fn, note in runs:

@@ -182,32 +182,11 @@ def peer_methods(
     ``OPENBLAS_CORETYPE`` set to that core, in a subprocess. ``hnsw`` is a prebuilt hnswlib
     index and the note on its build; without it one is built here (M = 16, ef_construction =
     100) and its build time noted."""
-    out = []
+    out: list[Method] = []
     blas = blas_libraries()
     if "faiss" in peers:
-        faiss = peers["faiss"]
-        shipped = blas_label(blas.get("faiss_cpu"))
-        out.append(
-            Method(
-                "faiss",
-                "f32",
-                lambda k: faiss.knn(xq, xb, k, metric=faiss.METRIC_INNER_PRODUCT),
-                note=lambda k: f"as shipped: {shipped}",
-            )
-        )
-        if faiss_core:
-            out.append(faiss_core_method(xq, xb, threads, *faiss_core))
-        log("faiss SQ8: training and filling the int8 index ...")
-        sq8 = faiss_sq8(faiss, xb, threads)
-        out.append(
-            Method(
-                "faiss SQ8",
-                "f32",
-                lambda k: sq8(xq, k),
-                approximate=True,
-                note=lambda k: "int8 codes, approximate",
-            )
-        )
+        shipped = blas.get("faiss_cpu")
+        out += _faiss_methods(peers["faiss"], xq, xb, threads, shipped, log, faiss_core)
     if "numpy" in peers:
         numpy_blas = blas_label(blas.get("numpy"))
         out.append(
@@ -223,31 +202,78 @@ def peer_methods(
         torch_kernels = torch_blas(peers["torch"])
         out.append(Method("torch", "f32", lambda k: torch_run(xq, k), note=lambda k: torch_kernels))
     if "hnswlib" in peers:
-        if hnsw is None:
-            log(f"hnswlib: building the index of {xb.shape[0]:,} rows ...")
-            index, seconds = build_hnsw(peers["hnswlib"], xb, HNSW_M, HNSW_EF_CONSTRUCTION, threads)
-            hnsw = (
-                index,
-                f"build {seconds:.1f} s, M={HNSW_M}, ef_construction={HNSW_EF_CONSTRUCTION}",
-            )
-        index, build_note = hnsw
-        index.set_num_threads(threads)
-
-        def hnsw_run(k: int) -> Result:
-            index.set_ef(hnsw_ef(k))
-            labels, dist = index.knn_query(xq, k=k, num_threads=threads)
-            return (1.0 - dist).astype(np.float32), labels.astype(np.int64)
-
-        out.append(
-            Method(
-                "hnswlib",
-                "f32",
-                hnsw_run,
-                approximate=True,
-                note=lambda k: f"ANN, ef={hnsw_ef(k)}, {build_note}",
-            )
-        )
+        out.append(_hnsw_method(peers["hnswlib"], xq, xb, threads, hnsw, log))
     return out
+
+
+def _faiss_methods(
+    faiss: Any,
+    xq: np.ndarray,
+    xb: np.ndarray,
+    threads: int,
+    blas: dict[str, Any] | None,
+    log: Callable[[str], None],
+    faiss_core: tuple[str, Path] | None,
+) -> list[Method]:
+    """faiss' rows: ``faiss.knn`` as shipped (``blas``: the OpenBLAS it ships), with
+    ``faiss_core`` the same in a subprocess at that core, and its int8 index."""
+    shipped = blas_label(blas)
+    out = [
+        Method(
+            "faiss",
+            "f32",
+            lambda k: faiss.knn(xq, xb, k, metric=faiss.METRIC_INNER_PRODUCT),
+            note=lambda k: f"as shipped: {shipped}",
+        )
+    ]
+    if faiss_core:
+        out.append(faiss_core_method(xq, xb, threads, *faiss_core))
+    log("faiss SQ8: training and filling the int8 index ...")
+    sq8 = faiss_sq8(faiss, xb, threads)
+    out.append(
+        Method(
+            "faiss SQ8",
+            "f32",
+            lambda k: sq8(xq, k),
+            approximate=True,
+            note=lambda k: "int8 codes, approximate",
+        )
+    )
+    return out
+
+
+def _hnsw_method(
+    hnswlib: Any,
+    xq: np.ndarray,
+    xb: np.ndarray,
+    threads: int,
+    hnsw: tuple[Any, str] | None,
+    log: Callable[[str], None],
+) -> Method:
+    """hnswlib's row over the prebuilt ``hnsw`` (index, note on its build), or over an index
+    built here with its build time noted."""
+    if hnsw is None:
+        log(f"hnswlib: building the index of {xb.shape[0]:,} rows ...")
+        index, seconds = build_hnsw(hnswlib, xb, HNSW_M, HNSW_EF_CONSTRUCTION, threads)
+        hnsw = (
+            index,
+            f"build {seconds:.1f} s, M={HNSW_M}, ef_construction={HNSW_EF_CONSTRUCTION}",
+        )
+    index, build_note = hnsw
+    index.set_num_threads(threads)
+
+    def hnsw_run(k: int) -> Result:
+        index.set_ef(hnsw_ef(k))
+        labels, dist = index.knn_query(xq, k=k, num_threads=threads)
+        return (1.0 - dist).astype(np.float32), labels.astype(np.int64)
+
+    return Method(
+        "hnswlib",
+        "f32",
+        hnsw_run,
+        approximate=True,
+        note=lambda k: f"ANN, ef={hnsw_ef(k)}, {build_note}",
+    )
 
 
 def peer_memory(name: str, q: int, n: int, d: int) -> int:

@@ -11,12 +11,18 @@ from negmine.bench.mining import MiningRow
 from negmine.bench.settings import MINE_NEGATIVES, MINE_RELATIVE_MARGIN
 from negmine.bench.timing import Measurement
 
-
-def _aligned(cells: Sequence[str], widths: Sequence[int], names: int = 2) -> str:
-    """Names left-aligned (the first ``names`` columns), numbers right-aligned."""
-    return "  ".join(
-        c.ljust(w) if i < names else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
-    )
+SEARCH_HEAD = (
+    "method",
+    "corpus",
+    "k",
+    "best s",
+    "median s",
+    "spread",
+    "queries/s",
+    "negmine speed-up",
+    "recall@k",
+)
+MINING_HEAD = ("method", "best s", "median s", "spread", "negmine speed-up", "rows", "same")
 
 
 def render(
@@ -32,33 +38,6 @@ def render(
     """The table of ``negmine bench``, the peers not run and why, the mining table, the
     machine it ran on."""
     q, n, d = shape
-    head = (
-        "method",
-        "corpus",
-        "k",
-        "best s",
-        "median s",
-        "spread",
-        "queries/s",
-        "negmine speed-up",
-        "recall@k",
-    )
-    rows = [
-        (
-            m.method.name,
-            m.method.corpus,
-            str(m.k),
-            f"{m.seconds:.3f}",
-            f"{m.timing.median:.3f}",
-            f"{m.timing.spread:.0%}",
-            f"{q / m.seconds:,.0f}",
-            f"{m.seconds / m.reference_seconds:.2f}x",
-            f"{m.agreement['recall']:.4f}",
-            m.note,
-        )
-        for m in measurements
-    ]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     lines = [
         f"Exact top-k, {q:,} queries x {n:,} corpus rows x d = {d} ({description}), "
         f"{threads} threads for every method; the best and the median of up to {repeats} timed "
@@ -74,13 +53,8 @@ def render(
             else ""
         ),
         "",
-        "  ".join(
-            h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths))
-        ),
+        *_table(SEARCH_HEAD, [_search_row(m, q) for m in measurements], names=2),
     ]
-    for r in rows:
-        cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))]
-        lines.append("  ".join([*cells, r[-1]]).rstrip())
     lines += [f"- {text}" for text in not_run]
     lines += render_mining(mining, q, repeats)
     return "\n".join([*lines, "", *machine_lines(info)]) + "\n"
@@ -90,7 +64,6 @@ def render_mining(rows: Sequence[MiningRow], q: int, repeats: int) -> list[str]:
     """The mining table's lines."""
     if not rows:
         return []
-    head = ("method", "best s", "median s", "spread", "negmine speed-up", "rows", "same")
     ref = rows[0].timing.best
     cells = [
         (
@@ -105,8 +78,7 @@ def render_mining(rows: Sequence[MiningRow], q: int, repeats: int) -> list[str]:
         )
         for r in rows
     ]
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
-    lines = [
+    return [
         "",
         f"Mining {MINE_NEGATIVES} hard negatives for {q:,} queries (relative_margin="
         f"{MINE_RELATIVE_MARGIN}, top; each positive is the query's nearest row) on the same "
@@ -114,7 +86,38 @@ def render_mining(rows: Sequence[MiningRow], q: int, repeats: int) -> list[str]:
         f"median of up to {repeats} runs. 'rows': queries with every negative; 'same': rows "
         "whose negatives equal the first row's.",
         "",
-        _aligned(head, widths, names=1),
+        *_table(MINING_HEAD, cells, names=1),
     ]
-    lines += [(_aligned(c[:-1], widths, names=1) + "  " + c[-1]).rstrip() for c in cells]
-    return lines
+
+
+def _search_row(m: Measurement, q: int) -> tuple[str, ...]:
+    """One row of the search table, its note last."""
+    return (
+        m.method.name,
+        m.method.corpus,
+        str(m.k),
+        f"{m.seconds:.3f}",
+        f"{m.timing.median:.3f}",
+        f"{m.timing.spread:.0%}",
+        f"{q / m.seconds:,.0f}",
+        f"{m.seconds / m.reference_seconds:.2f}x",
+        f"{m.agreement['recall']:.4f}",
+        m.note,
+    )
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[str]], names: int) -> list[str]:
+    """The header and the rows, each column as wide as its widest cell, each row's last cell
+    (its note) unaligned after the others."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    return [
+        _aligned(head, widths, names),
+        *((_aligned(r[:-1], widths, names) + "  " + r[-1]).rstrip() for r in rows),
+    ]
+
+
+def _aligned(cells: Sequence[str], widths: Sequence[int], names: int) -> str:
+    """Names left-aligned (the first ``names`` columns), numbers right-aligned."""
+    return "  ".join(
+        c.ljust(w) if i < names else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+    )
