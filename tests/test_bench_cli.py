@@ -250,7 +250,7 @@ def test_peers_name_their_kernels_and_faiss_runs_at_its_best_core(
         assert stats["rounds"] == 3  # at least 3 runs: tiny cells never reach the budget
         assert cells[3] == f"{stats['min']:.3f}" and cells[4] == f"{stats['median']:.3f}"
         assert cells[5] == f"{stats['max'] / stats['min'] - 1:.0%}"
-    if bench._installed("sentence_transformers", "datasets"):
+    if bench.installed("sentence_transformers", "datasets"):
         mined = [
             line
             for line in out.splitlines()

@@ -54,12 +54,13 @@ def test_every_temp_name_is_made_by_the_atomic_helpers():
         if made.search(line) and not line.lstrip().startswith("#")
     }
     sources = {entry.split(":")[0] for entry in found}
-    assert sources == {"_atomic.py", "checkpoint.py", "bench.py"}, found
+    assert sources == {"_atomic.py", "checkpoint.py", "bench/command.py"}, found
     # `negmine bench`'s one scratch directory lives in the system's temp directory, beside no
     # output, and is removed when the bench ends.
-    bench_lines = [e for e in found if e.startswith("bench.py:")]
+    bench_lines = [e for e in found if e.startswith("bench/command.py:")]
     assert len(bench_lines) == 1
-    line = (PACKAGE / "bench.py").read_text().splitlines()[int(bench_lines[0].split(":")[1]) - 1]
+    bench_command = (PACKAGE / "bench" / "command.py").read_text().splitlines()
+    line = bench_command[int(bench_lines[0].split(":")[1]) - 1]
     assert "tempfile.TemporaryDirectory(" in line
     checkpoint = (PACKAGE / "checkpoint.py").read_text()
     assert checkpoint.count('f".{') == 1 and 'f".{dest.name}.partial"' in checkpoint
