@@ -35,6 +35,7 @@ from negmine._inputs import IdsLike, as_csr, private_copy, private_csr
 from negmine._inputs import count_int as _count_int
 from negmine._inputs import int_array as _int_array
 from negmine.errors import InvalidArgumentError, InvalidTypeError
+from negmine.idlists import entry_rows
 
 Weighting = Literal["uniform", "size"]
 IntArray = npt.NDArray[np.int64]
@@ -343,7 +344,7 @@ def conflict_keys(
     rows = np.arange(n_rows + 1, dtype=np.int64)
     out_indptr = indptr + rows
     keys = np.empty(len(ids) + n_rows, dtype=np.int64)
-    row_of = np.repeat(rows[:-1], np.diff(indptr))
+    row_of = entry_rows(indptr)
     keys[np.arange(len(ids), dtype=np.int64) + row_of] = base * 2
     keys[indptr[1:] + rows[:-1]] = comps * 2 + 1
     return out_indptr, keys

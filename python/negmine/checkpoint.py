@@ -31,20 +31,12 @@ from negmine._numbers import count
 from negmine._paths import regular_file
 from negmine._progress import ProgressCallback, progress_callback
 from negmine.errors import DirectoryLockedError, InvalidArgumentError
-from negmine.mine import (
-    Duplicates,
-    MiningOptions,
-    Prepared,
-    Teacher,
-    assemble,
-    make_teacher,
-    mine_chunk,
-    open_source,
-    prepare,
-    text_groups,
-)
+from negmine.idlists import Duplicates, Prepared, prepare, text_groups
+from negmine.options import MiningOptions
 from negmine.result import MiningResult, check_replaceable, save_result
 from negmine.sources.exact import Exact
+from negmine.steps import assemble, mine_chunk, open_source
+from negmine.teachers import Teacher, make_teacher
 from negmine.texts import TextScan, TextsLike, as_source, scan_texts
 
 LOCK = "lock"
@@ -53,7 +45,7 @@ LOCK = "lock"
 @dataclass(frozen=True)
 class ChunkWork:
     """What the chunks of one run share: the inputs, the id lists of every query
-    (:func:`~negmine.mine.prepare`, global) and the options."""
+    (:func:`~negmine.idlists.prepare`, global) and the options."""
 
     queries: Embeddings | np.ndarray
     corpus: Embeddings | np.ndarray

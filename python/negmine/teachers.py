@@ -5,19 +5,27 @@ cross-encoder denoising, NV-Retriever's teacher filtering).
 :func:`cross_encoder` wraps a sentence-transformers ``CrossEncoder`` (or a path to one) over
 the query and corpus texts. Any other model works the same way: a callable taking two int64
 arrays of row indices and returning one float per pair.
+
+:func:`make_teacher` checks ``mine``'s teacher arguments and wraps the callable in a
+:class:`Teacher`, which the core calls (also importable from :mod:`negmine.mine`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from negmine import _numbers as numbers
 from negmine._inputs import text_list
 from negmine.errors import InvalidArgumentError, InvalidTypeError
+from negmine.idlists import Prepared
+from negmine.options import MiningOptions
+from negmine.report import TeacherReport
 
 
 def cross_encoder(
@@ -105,3 +113,79 @@ def cross_encoder(
         )
 
     return teacher
+
+
+class Teacher:
+    """``mine(rescore=...)``'s callable as the core calls it: pairs in batches, scores checked
+    and made float32, pairs counted for the report."""
+
+    def __init__(
+        self,
+        score: Callable[[np.ndarray, np.ndarray], npt.ArrayLike],
+        percentile: float | None,
+        batch_size: int,
+    ) -> None:
+        self.score = score
+        self.percentile = percentile
+        self.batch_size = batch_size
+        self.cut: float | None = None
+
+    def __call__(self, query_ids: np.ndarray, corpus_ids: np.ndarray) -> np.ndarray:
+        out = np.empty(len(query_ids), dtype=np.float32)
+        for start in range(0, len(query_ids), self.batch_size):
+            stop = min(start + self.batch_size, len(query_ids))
+            q, c = query_ids[start:stop], corpus_ids[start:stop]
+            scores = numbers.float32_scores(self.score(q, c), len(q), "rescore", _pair_names(q, c))
+            out[start:stop] = scores
+        return out
+
+    def judge_positives(
+        self, prepared: Prepared, options: MiningOptions
+    ) -> tuple[Prepared, MiningOptions]:
+        """``prepared`` with the teacher's scores of every positive (all queries at once, so
+        that the percentile cut does not depend on chunking), and the options the core
+        applies (``max_score`` lowered to the percentile cut)."""
+        rows = np.repeat(
+            np.arange(len(prepared.pos_indptr) - 1, dtype=np.int64), np.diff(prepared.pos_indptr)
+        )
+        scores = self(rows, prepared.pos_ids.astype(np.int64))
+        if self.percentile is not None:
+            if not len(scores):
+                raise InvalidArgumentError("rescore_percentile needs positives: no query has any")
+            self.cut = float(np.float32(np.percentile(scores.astype(np.float64), self.percentile)))
+            given = options.max_score
+            cut = self.cut if given is None else min(self.cut, float(given))
+            options = options.replace(max_score=cut)
+        return dataclasses.replace(prepared, teacher_positive_scores=scores), options
+
+    def report(self, assembled: TeacherReport | None) -> TeacherReport | None:
+        """``assembled`` (the counts, from :func:`~negmine.steps.assemble`) with this
+        teacher's cut."""
+        if assembled is None:
+            return None
+        return dataclasses.replace(assembled, percentile=self.percentile, cut=self.cut)
+
+
+def _pair_names(query_ids: np.ndarray, corpus_ids: np.ndarray) -> Callable[[int], str]:
+    """Names pair ``i`` in a message about the teacher's score of it."""
+    return lambda i: f"query {int(query_ids[i])} with corpus row {int(corpus_ids[i])}"
+
+
+def make_teacher(rescore: object, percentile: object, batch_size: object) -> Teacher | None:
+    """``mine``'s teacher arguments, checked."""
+    if rescore is None:
+        if percentile is not None:
+            raise InvalidArgumentError("rescore_percentile needs a rescore callable")
+        return None
+    if not callable(rescore):
+        raise InvalidTypeError(
+            f"rescore must be a callable (query_ids, corpus_ids) -> scores, got "
+            f"{type(rescore).__name__}"
+        )
+    cut = (
+        None
+        if percentile is None
+        else numbers.real(percentile, "rescore_percentile", low=0.0, high=100.0)
+    )
+    size = numbers.count(batch_size, "rescore_batch_size")
+    return Teacher(rescore, cut, size)

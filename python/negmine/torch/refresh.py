@@ -6,21 +6,20 @@ refresh encodes queries and corpus with the current model (chunk by chunk, into 
 float16 files), mines them again with the same options, and serves the new negatives from the
 next epoch boundary on; the mining runs in a background thread (the core releases the GIL),
 overlapping training.
+
+This module is the refresher's schedule and state (when a refresh starts, when it goes live,
+what is abandoned or pruned); one refresh's work (encode, mine, save) is
+:mod:`negmine.torch.refresh_step`, and checkpoint and resume :mod:`negmine.torch.refresh_resume`.
+Their public names are importable from here too.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import errno
-import hashlib
-import inspect
-import json
 import logging
 import os
 import shutil
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -29,16 +28,31 @@ import torch
 import torch.distributed as dist
 
 from negmine import _numbers, _ranks
-from negmine._atomic import HashingWriter, atomic_write
-from negmine._core import Embeddings, open_embeddings
-from negmine._digest import update_value
-from negmine.cluster import kmeans
-from negmine.embed import run_job
+from negmine._core import open_embeddings
 from negmine.errors import InvalidArgumentError, InvalidTypeError
-from negmine.mine import OPTIONS, MiningOptions, mine, positives_csr
+from negmine.idlists import positives_csr
+from negmine.mine import mine
 from negmine.result import MiningResult
-from negmine.store import cast_rows
 from negmine.torch.dataset import HardNegativeDataset
+from negmine.torch.refresh_resume import (
+    STATE_FORMAT,
+    checked_teacher_identity,
+    fingerprint,
+    read_state,
+)
+from negmine.torch.refresh_step import (
+    Encoder,
+    Mined,
+    MiningJob,
+    RefreshReport,
+    SentenceTransformerEncoder,
+    encode_rows,
+    load_mined,
+    mining_options,
+    mining_seed,
+    problems,
+    save_mined,
+)
 from negmine.torch.sampler import ClusterBatchSampler
 
 if TYPE_CHECKING:
@@ -46,139 +60,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("negmine.refresh")
 
-Encoder = Callable[[torch.Tensor], Any]
-"""``indices (int64 tensor on encode_device) -> embeddings`` (tensor or array, one row each)."""
-
-STATE_FORMAT = 2
-"""2: the fingerprint digests option values by content (1 used their ``repr``)."""
-_STATE_KEYS = ("live", "started", "epoch", "steps", "fingerprint")
 # A write that fails for want of space (disk full, quota, file size limit) abandons the refresh
 # and training goes on with the live negatives; any other error is raised.
 _OUT_OF_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
-_REPORT_FILE = "refresh.json"
-# `mine`'s keyword arguments that a refresh passes on; `seed` is the refresher's own (each
-# refresh mines with its own seed from the stream), the rest are the refresher's.
-_NOT_PASSED = ("queries", "corpus", "positives", "seed", "progress")
-
-
-def mining_seed(seed: int, refresh: int) -> int:
-    """The ``seed`` that refresh number ``refresh`` mines (and clusters) with: the first 8
-    bytes, little-endian, of ``blake2b("negmine-refresh" + seed + refresh)`` (each as 8
-    little-endian bytes). Every refresh gets its own seed, the same in every run."""
-    seed = _numbers.seed(seed, "seed")
-    refresh = _numbers.seed(refresh, "refresh")
-    h = hashlib.blake2b(b"negmine-refresh", digest_size=8)
-    h.update(seed.to_bytes(8, "little") + refresh.to_bytes(8, "little"))
-    return int.from_bytes(h.digest(), "little")
-
-
-class SentenceTransformerEncoder:
-    """``encode(indices)`` for a sentence-transformers model over a list of texts:
-    ``model.encode([texts[i] for i in indices], ...)`` as float32 rows (normalised when
-    ``normalize``), for :class:`NegativeRefresher`'s ``encode_queries`` / ``encode_corpus``.
-
-    ``device`` is passed to ``model.encode`` (default: the model's own device); ``prompt``
-    too when given (e.g. ``"query: "``)."""
-
-    def __init__(
-        self,
-        model: Any,
-        texts: Sequence[str],
-        *,
-        batch_size: int = 64,
-        normalize: bool = True,
-        prompt: str | None = None,
-        device: str | torch.device | None = None,
-    ) -> None:
-        if not callable(getattr(model, "encode", None)):
-            raise InvalidTypeError(
-                f"model must have an encode() method (a SentenceTransformer), got "
-                f"{type(model).__name__}"
-            )
-        if isinstance(texts, (str, bytes)):
-            raise InvalidTypeError("texts must be a sequence of strings, not a single string")
-        self.texts = list(texts)
-        for i, text in enumerate(self.texts):
-            if not isinstance(text, str):
-                raise InvalidTypeError(f"texts[{i}] must be a string, got {type(text).__name__}")
-        self.model = model
-        self.batch_size = _numbers.count(batch_size, "batch_size")
-        self.normalize = bool(normalize)
-        self.prompt = prompt
-        self.device = None if device is None else str(device)
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def __call__(self, indices: torch.Tensor) -> np.ndarray:
-        chunk = [self.texts[i] for i in indices.tolist()]
-        kwargs: dict[str, Any] = {
-            "batch_size": self.batch_size,
-            "show_progress_bar": False,
-            "convert_to_numpy": True,
-            "normalize_embeddings": self.normalize,
-        }
-        if self.prompt is not None:
-            kwargs["prompt"] = self.prompt
-        if self.device is not None:
-            kwargs["device"] = self.device
-        return np.asarray(self.model.encode(chunk, **kwargs), dtype=np.float32)
-
-
-@dataclass(frozen=True)
-class RefreshReport:
-    """What a refresh serves that training should not miss (:attr:`NegativeRefresher.report`;
-    saved as ``refresh.json`` in the refresh's folder). Any count above zero is logged as a
-    warning when the refresh goes live."""
-
-    refresh: int
-    zero_query_rows: int
-    """Query embeddings of zero norm: the encoder returned all-zero rows (a collapsed model
-    returns nothing else). Under cosine they score 0 against everything."""
-    zero_corpus_rows: int
-    """Corpus embeddings of zero norm, likewise."""
-    empty_queries: int
-    """Queries served no negative at all (every id ``-1``): they train on in-batch negatives
-    only."""
-
-
-_Mined = tuple[MiningResult, "np.ndarray | None", RefreshReport]
-
-
-class _Job:
-    """One refresh being mined in the background: its thread, and its result or error."""
-
-    def __init__(self, refresh: int, work: Callable[[], _Mined]):
-        self.refresh = refresh
-        self.result: _Mined | None = None
-        self.error: BaseException | None = None
-        self._work = work
-        self.thread = threading.Thread(
-            target=self._run, name=f"negmine-refresh-{refresh}", daemon=True
-        )
-
-    def _run(self) -> None:
-        try:
-            self.result = self._work()
-        except BaseException as e:  # re-raised in the training thread at the swap
-            self.error = e
-
-    def start(self, background: bool) -> None:
-        if background:
-            self.thread.start()
-        else:
-            self._run()
-
-    def wait(self) -> _Mined:
-        if self.thread.ident is not None:
-            self.thread.join()
-        if self.error is not None:
-            raise RuntimeError(
-                f"refresh {self.refresh} failed while mining: "
-                f"{type(self.error).__name__}: {self.error}"
-            ) from self.error
-        assert self.result is not None
-        return self.result
 
 
 class NegativeRefresher:
@@ -320,8 +204,8 @@ class NegativeRefresher:
             raise InvalidArgumentError(
                 f"n_queries is {self.n_queries} but the dataset serves {len(dataset)} queries"
             )
-        self.options = _mining_options(options)
-        self.teacher_identity = _teacher_identity(self.options, teacher_identity)
+        self.options = mining_options(options)
+        self.teacher_identity = checked_teacher_identity(self.options, teacher_identity)
         self.n_clusters = None if n_clusters is None else _numbers.count(n_clusters, "n_clusters")
         if self.n_clusters is not None and sampler is None:
             raise InvalidArgumentError("n_clusters needs a sampler to give the clusters to")
@@ -358,8 +242,8 @@ class NegativeRefresher:
         self.started = 0  # the last refresh started (encoded); > live while one is pending
         self.epoch: int | None = None  # the last boundary processed
         self.steps = 0  # steps counted since the last refresh started
-        self._job: _Job | None = None
-        self._fingerprint = _fingerprint(
+        self._job: MiningJob | None = None
+        self._fingerprint = fingerprint(
             self.seed, self.options, self.teacher_identity, self.positives, self.n_clusters
         )
 
@@ -459,34 +343,28 @@ class NegativeRefresher:
                 )
         seed = mining_seed(self.seed, refresh)
 
-        def work() -> _Mined:
+        def work() -> Mined:
             queries = open_embeddings(folder / "queries.npy")
             corpus = open_embeddings(folder / "corpus.npy")
             result = mine(queries, corpus, self.positives, seed=seed, **self.options)
-            clusters = None
-            if self.n_clusters is not None:
-                _, clusters, _ = kmeans(queries, self.n_clusters, seed=seed)
-                with atomic_write(folder / "clusters.npy") as f:
-                    # through write(): numpy's own path for a real file loses the errno
-                    np.save(HashingWriter(f), clusters)
-            report = RefreshReport(
-                refresh=refresh,
-                zero_query_rows=_zero_rows(queries, self.chunk_size),
-                zero_corpus_rows=_zero_rows(corpus, self.chunk_size),
-                empty_queries=int(np.count_nonzero((result.negative_ids < 0).all(axis=1))),
+            return save_mined(
+                folder,
+                refresh,
+                queries,
+                corpus,
+                result,
+                n_clusters=self.n_clusters,
+                seed=seed,
+                chunk_size=self.chunk_size,
             )
-            with atomic_write(folder / _REPORT_FILE) as f:
-                f.write(json.dumps(dataclasses.asdict(report)).encode())
-            result.save(folder / "result")
-            return result, clusters, report
 
-        self._job = _Job(refresh, work)
+        self._job = MiningJob(refresh, work)
         self._job.start(background=self.overlap)
 
     def _swap(self, epoch: int) -> None:
         refresh = self.started
         outcome: list[object] = [None]
-        mined: _Mined | None = None
+        mined: Mined | None = None
         failed: RuntimeError | None = None
         if _rank() == 0:
             job, self._job = self._job, None
@@ -513,9 +391,9 @@ class NegativeRefresher:
         if mined is None:
             mined = self._load(refresh)
         self._apply(refresh, *mined)
-        problems = _problems(mined[2], self.n_queries, self.n_corpus)
-        if problems:
-            log.warning("refresh %d live from epoch %d, but %s", refresh, epoch, problems)
+        found = problems(mined[2], self.n_queries, self.n_corpus)
+        if found:
+            log.warning("refresh %d live from epoch %d, but %s", refresh, epoch, found)
         else:
             log.info("refresh %d live from epoch %d", refresh, epoch)
         if self.on_swap is not None:
@@ -536,12 +414,8 @@ class NegativeRefresher:
             self.live,
         )
 
-    def _load(self, refresh: int) -> _Mined:
-        folder = self.refresh_dir(refresh)
-        result = MiningResult.load(folder / "result")
-        clusters = np.load(folder / "clusters.npy") if self.n_clusters is not None else None
-        saved = json.loads((folder / _REPORT_FILE).read_text())
-        return result, clusters, RefreshReport(**saved)
+    def _load(self, refresh: int) -> Mined:
+        return load_mined(self.refresh_dir(refresh), self.n_clusters is not None)
 
     def _apply(
         self,
@@ -566,35 +440,10 @@ class NegativeRefresher:
                 shutil.rmtree(folder, ignore_errors=True)
 
     def _encode(self, encoder: Encoder, n_rows: int, path: Path, what: str) -> None:
-        """``encoder`` over ``0..n_rows`` in chunks, into a float16 ``.npy`` at ``path``, as
-        the job of :func:`negmine.embed_texts` writes (on every rank of a process group, chunk
-        ``i`` on rank ``i % world``; rank 0 renames the file into place once all are done):
-        the file made at full size in a hidden partial directory once the first chunk gives
-        the width, each chunk written at its rows with ``pwrite`` and synced. Never through a
-        writable map: a page the file system cannot back (disk full) would arrive as SIGBUS
-        and kill the process instead of raising ``OSError``."""
-        if n_rows == 0:
-            raise InvalidArgumentError(f"no {what} to encode")
-
-        def produce(pending: Sequence[tuple[int, int]]) -> Iterator[tuple[int, np.ndarray]]:
-            with torch.no_grad():
-                for start, stop in pending:
-                    idx = torch.arange(start, stop, dtype=torch.int64, device=self.encode_device)
-                    rows = _rows(encoder(idx), stop - start, what, start)
-                    yield start, cast_rows(rows, _FLOAT16, f"encode_{what}'s {what} row", start)
-
-        manifest = {"format": 1, "rows": n_rows, "chunk_size": self.chunk_size, "what": what}
-        run_job(
-            path,
-            manifest,
-            rows=n_rows,
-            chunk_size=self.chunk_size,
-            dtype=_FLOAT16,
-            ranks=_ranks.current(),
-            produce=produce,
-            progress=False,
-            description=f"encode {what}",
-            unit="row",
+        """``encoder`` over ``0..n_rows`` into a float16 ``.npy`` at ``path`` (see
+        :func:`~negmine.torch.refresh_step.encode_rows`)."""
+        encode_rows(
+            encoder, n_rows, path, what, chunk_size=self.chunk_size, device=self.encode_device
         )
 
     # ---------------------------------------------------------------------------------------
@@ -615,37 +464,13 @@ class NegativeRefresher:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume from :meth:`state_dict` (see the class docstring): on a fresh refresher
         only, before the training loop."""
-        if not isinstance(state, Mapping):
-            raise InvalidTypeError(f"state must be a mapping, got {type(state).__name__}")
-        if state.get("format") != STATE_FORMAT:
-            raise InvalidArgumentError(
-                f"state has format {state.get('format')!r}; this negmine reads {STATE_FORMAT}"
-            )
-        missing = [k for k in _STATE_KEYS if k not in state]
-        if missing:
-            raise InvalidArgumentError(f"state is missing {', '.join(missing)}")
-        if callable(self.options.get("rescore")) and self.teacher_identity is None:
-            raise InvalidArgumentError(
-                "the options hold a rescore callable but no teacher_identity names it, so "
-                "this refresher cannot tell whether the state was mined with the same "
-                "teacher: pass teacher_identity= (any JSON value naming the teacher, e.g. "
-                '{"model": ..., "revision": ...}) to the refresher that saves the state and '
-                "to the one that resumes it"
-            )
-        if state["fingerprint"] != self._fingerprint:
-            raise InvalidArgumentError(
-                "state is from a refresher with another seed, mining options (compared by "
-                "content; a rescore callable by its teacher_identity), positives or "
-                "n_clusters; resuming it would serve other negatives"
-            )
-        if self.started or self._job is not None:
-            raise InvalidArgumentError("load_state_dict needs a fresh refresher (none started)")
-        live = _numbers.non_negative(state["live"], "live")
-        started = _numbers.non_negative(state["started"], "started")
-        if started not in (live, live + 1):
-            raise InvalidArgumentError(f"state has refresh {started} started but {live} live")
-        epoch = None if state["epoch"] is None else _numbers.seed(state["epoch"], "epoch")
-        steps = _numbers.non_negative(state["steps"], "steps")
+        saved = read_state(
+            state,
+            fingerprint=self._fingerprint,
+            unnamed_teacher=callable(self.options.get("rescore")) and self.teacher_identity is None,
+            fresh=not self.started and self._job is None,
+        )
+        live, started = saved.live, saved.started
         if live > 0:
             folder = self.refresh_dir(live) / "result"
             if not folder.is_dir():
@@ -654,146 +479,9 @@ class NegativeRefresher:
                     "the directory is not the one the state was saved with"
                 )
             self._apply(live, *self._load(live))
-        self.started, self.epoch, self.steps = started, epoch, steps
+        self.started, self.epoch, self.steps = started, saved.epoch, saved.steps
         if started > live and _rank() == 0:
             self._launch(started)  # the same embeddings, the same seed: the same negatives
-
-
-def _mining_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``options`` checked to be keyword arguments of :func:`negmine.mine` (the core checks
-    the values of those it declares now, the rest are checked at the first mining)."""
-    if options is None:
-        return {}
-    if not isinstance(options, Mapping):
-        raise InvalidTypeError(
-            f"options must be a mapping of negmine.mine keyword arguments, got "
-            f"{type(options).__name__}"
-        )
-    allowed = [p for p in inspect.signature(mine).parameters if p not in _NOT_PASSED]
-    for name in options:
-        if name == "seed":
-            raise InvalidArgumentError(
-                "options must not hold 'seed': pass seed= to the refresher (each refresh mines "
-                "with its own seed from it, see mining_seed)"
-            )
-        if name not in allowed:
-            raise InvalidTypeError(
-                f"unknown mining option {name!r}; the options are {', '.join(allowed)}"
-            )
-    MiningOptions(**{k: v for k, v in options.items() if k in OPTIONS})
-    return dict(options)
-
-
-def _teacher_identity(options: Mapping[str, Any], identity: Any) -> Any:
-    """``identity`` checked: JSON (it goes into the fingerprint), and only with a ``rescore``
-    callable to name."""
-    if identity is None:
-        if callable(options.get("rescore")):
-            log.warning(
-                "options hold a rescore callable but no teacher_identity: a state_dict of "
-                "this refresher cannot be resumed; pass teacher_identity= naming the teacher"
-            )
-        return None
-    if not callable(options.get("rescore")):
-        raise InvalidArgumentError(
-            "teacher_identity names the rescore callable of the options, but they hold none"
-        )
-    try:
-        json.dumps(identity, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as e:
-        raise InvalidTypeError(
-            f"teacher_identity must be a JSON value (e.g. a dict of strings), got "
-            f"{type(identity).__name__}: {e}"
-        ) from None
-    return identity
-
-
-def _fingerprint(
-    seed: int,
-    options: Mapping[str, Any],
-    teacher_identity: Any,
-    positives: tuple[np.ndarray, np.ndarray],
-    n_clusters: int | None,
-) -> str:
-    """A digest of what decides the refreshes' negatives besides the embeddings: option
-    values by content (:func:`negmine._digest.update_value`, never ``repr``: numpy elides
-    long arrays, and a function's repr holds its address), a ``rescore`` callable by
-    ``teacher_identity``."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(json.dumps([STATE_FORMAT, seed, n_clusters]).encode())
-    for name in sorted(set(options) - {"threads"}):  # threads change no result
-        value = options[name]
-        update_value(h, name)
-        if name == "rescore" and callable(value):
-            update_value(h, json.dumps(teacher_identity, sort_keys=True))
-            continue
-        if isinstance(value, torch.device):
-            value = str(value)
-        try:
-            update_value(h, value)
-        except TypeError as e:
-            raise InvalidTypeError(
-                f"mining option {name!r}: {e}, so a resumed run could not check that it is "
-                "the same; pass plain values, arrays or lists"
-            ) from None
-    for array in positives:
-        update_value(h, np.ascontiguousarray(array, dtype="<i8"))
-    return h.hexdigest()
-
-
-_FLOAT16 = np.dtype("<f2")
-
-
-def _zero_rows(matrix: Embeddings, chunk: int) -> int:
-    """How many rows of ``matrix`` are all zero (read ``chunk`` rows at a time)."""
-    rows = np.asarray(matrix)
-    return sum(
-        int(np.count_nonzero(~rows[a : a + chunk].any(axis=1))) for a in range(0, len(rows), chunk)
-    )
-
-
-def _rows(value: Any, expected: int, what: str, start: int) -> np.ndarray:
-    """An encoder's output as a float32 ``[expected, d]`` array of finite values."""
-    if isinstance(value, torch.Tensor):
-        value = value.detach().to("cpu", torch.float32).numpy()
-    try:
-        rows = np.asarray(value, dtype=np.float32)
-    except (TypeError, ValueError) as e:
-        raise InvalidTypeError(
-            f"encode_{what} must return a tensor or array of embeddings, got "
-            f"{type(value).__name__}: {e}"
-        ) from None
-    if rows.ndim != 2 or rows.shape[0] != expected:
-        raise InvalidArgumentError(
-            f"encode_{what} returned shape {rows.shape} for {expected} rows (expected one "
-            "embedding row per index)"
-        )
-    finite = np.isfinite(rows).all(axis=1)
-    if not finite.all():
-        bad = start + int(np.flatnonzero(~finite)[0])
-        raise InvalidArgumentError(f"encode_{what} returned NaN or Inf for {what} row {bad}")
-    return rows
-
-
-def _problems(report: RefreshReport, n_queries: int, n_corpus: int) -> str:
-    """What ``report`` counts that training should not miss, in words ("" if nothing)."""
-    parts = []
-    zero = [
-        f"{count:,} of {total:,} {side} embeddings"
-        for count, total, side in (
-            (report.zero_query_rows, n_queries, "query"),
-            (report.zero_corpus_rows, n_corpus, "corpus"),
-        )
-        if count
-    ]
-    if zero:
-        parts.append(
-            f"{' and '.join(zero)} have zero norm (the encoder returned all-zero rows: a "
-            "collapsed model?)"
-        )
-    if report.empty_queries:
-        parts.append(f"{report.empty_queries:,} of {n_queries:,} queries are served no negative")
-    return "; ".join(parts)
 
 
 def _describe(error: BaseException | None) -> str:
