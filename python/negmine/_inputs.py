@@ -397,6 +397,14 @@ def text_list(texts: Any, name: str) -> list[str]:
     return out
 
 
+def column_name(value: object, name: str) -> str:
+    """``value`` once it is a column's name: a non-empty ``str`` (``name`` says which
+    argument it is, for the error)."""
+    if not isinstance(value, str) or not value:
+        raise InvalidArgumentError(f"{name} must be a non-empty name, got {value!r}")
+    return value
+
+
 def gather_lists(
     indptr: np.ndarray, values: np.ndarray, keys: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:

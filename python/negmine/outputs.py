@@ -16,6 +16,7 @@ import importlib
 import json
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, Union
 
 import numpy as np
@@ -23,7 +24,8 @@ import numpy as np
 from negmine import _numbers as numbers
 from negmine._atomic import atomic_write
 from negmine._core import __version__
-from negmine._inputs import text_list
+from negmine._inputs import column_name, largest_id, text_list
+from negmine._st_layouts import LAYOUTS, ResultArrays
 from negmine.errors import InvalidArgumentError, InvalidTypeError
 from negmine.result import MiningResult
 from negmine.sources import source_labels
@@ -165,107 +167,150 @@ def to_parquet(
     layout = numbers.choice(layout, "layout", ("long", "wide"))  # type: ignore[assignment]
     batch_rows = numbers.count(batch_rows, "batch_rows")
     neg_ids = np.asarray(result.negative_ids)
-    neg_scores = np.asarray(result.negative_scores, dtype=np.float32)
-    indptr = np.asarray(result.positive_indptr, dtype=np.int64)
     pos_ids = np.asarray(result.positive_ids, dtype=np.int64)
-    pos_scores = np.asarray(result.positive_scores, dtype=np.float32)
     teacher = _teacher_scores(result)
-    max_corpus = max(
-        int(neg_ids.max(initial=-1)) + 1, int(pos_ids.max(initial=-1)) + 1 if len(pos_ids) else 0
-    )
     q_table = _id_array(pa, query_ids, "query_ids", n_queries)
-    c_table = _id_array(pa, corpus_ids, "corpus_ids", max_corpus)
-    q_type = pa.int64() if q_table is None else q_table.type
-    c_type = pa.int64() if c_table is None else c_table.type
-
-    fields = [
-        pa.field("query", q_type, nullable=False),
-        pa.field("positives", pa.list_(c_type)),
-        pa.field("positive_scores", pa.list_(pa.float32())),
-    ]
-    if layout == "long":
-        fields += [
-            pa.field("rank", pa.int32(), nullable=False),
-            pa.field("negative", c_type, nullable=False),
-            pa.field("score", pa.float32(), nullable=False),
-        ]
-    else:
-        fields += [
-            pa.field("negatives", pa.list_(c_type)),
-            pa.field("negative_scores", pa.list_(pa.float32())),
-        ]
-    if teacher is not None:
-        fields.append(pa.field("positive_teacher_scores", pa.list_(pa.float32())))
-        if layout == "long":
-            fields.append(pa.field("teacher_score", pa.float32(), nullable=False))
-        else:
-            fields.append(pa.field("negative_teacher_scores", pa.list_(pa.float32())))
-    labels = None if result.negative_sources is None else source_labels(result.negative_sources)
-    if labels is not None:
-        if layout == "long":
-            fields.append(pa.field("sources", pa.string(), nullable=False))
-        else:
-            fields.append(pa.field("negative_sources", pa.list_(pa.string())))
-    metadata = {
-        "negmine.version": __version__,
-        "negmine.layout": layout,
-        "negmine.report": json.dumps(result.report.to_dict(), sort_keys=True),
-    }
-    schema = pa.schema(fields, metadata=metadata)
+    c_table = _id_array(pa, corpus_ids, "corpus_ids", largest_id(neg_ids, pos_ids) + 1)
+    rows = _ParquetRows(
+        pa,
+        layout,
+        neg_ids,
+        np.asarray(result.negative_scores, dtype=np.float32),
+        np.asarray(result.positive_indptr, dtype=np.int64),
+        pos_ids,
+        np.asarray(result.positive_scores, dtype=np.float32),
+        teacher,
+        None if result.negative_sources is None else source_labels(result.negative_sources),
+        q_table,
+        c_table,
+    )
+    schema = rows.schema(
+        {
+            "negmine.version": __version__,
+            "negmine.layout": layout,
+            "negmine.report": json.dumps(result.report.to_dict(), sort_keys=True),
+        }
+    )
     per_query = n_cols if layout == "long" else 1
-
-    def chunk(start: int, stop: int) -> Any:
-        p0, p1 = int(indptr[start]), int(indptr[stop])
-        pos_off = indptr[start : stop + 1] - p0
-        positives = _list_array(pa, pos_off, _lookup(pa, c_table, pos_ids[p0:p1]))
-        positive_scores = _list_array(pa, pos_off, pa.array(pos_scores[p0:p1]))
-        ids, scores = neg_ids[start:stop], neg_scores[start:stop]
-        found = ids >= 0
-        if layout == "wide":
-            counts = found.sum(axis=1)
-            off = np.concatenate(([0], np.cumsum(counts)))
-            columns = [
-                _lookup(pa, q_table, np.arange(start, stop)),
-                positives,
-                positive_scores,
-                _list_array(pa, off, _lookup(pa, c_table, ids[found])),
-                _list_array(pa, off, pa.array(scores[found])),
-            ]
-            if teacher is not None:
-                t_neg, t_pos = teacher
-                columns.append(_list_array(pa, pos_off, pa.array(t_pos[p0:p1])))
-                columns.append(_list_array(pa, off, pa.array(t_neg[start:stop][found])))
-            if labels is not None:
-                tags = pa.array(labels[start:stop][found], pa.string())
-                columns.append(_list_array(pa, off, tags))
-            return pa.Table.from_arrays(columns, schema=schema)
-        rows, cols = np.nonzero(found)
-        take = pa.array(rows, type=pa.int64())
-        columns = [
-            _lookup(pa, q_table, rows + start),
-            positives.take(take),
-            positive_scores.take(take),
-            pa.array(cols.astype(np.int32) + 1, type=pa.int32()),
-            _lookup(pa, c_table, ids[rows, cols]),
-            pa.array(scores[rows, cols], type=pa.float32()),
-        ]
-        if teacher is not None:
-            t_neg, t_pos = teacher
-            columns.append(_list_array(pa, pos_off, pa.array(t_pos[p0:p1])).take(take))
-            columns.append(pa.array(t_neg[start:stop][rows, cols], type=pa.float32()))
-        if labels is not None:
-            columns.append(pa.array(labels[start:stop][rows, cols], pa.string()))
-        return pa.Table.from_arrays(columns, schema=schema)
-
     with atomic_write(path) as f:
         writer = pq.ParquetWriter(f, schema, compression=compression)
         try:
             for start, stop in _query_chunks(n_queries, per_query, batch_rows):
-                table = chunk(start, stop)
+                table = pa.Table.from_arrays(rows.columns(start, stop), schema=schema)
                 if table.num_rows:
                     writer.write_table(table, row_group_size=batch_rows)
         finally:
             writer.close()
+
+
+@dataclass
+class _ParquetRows:
+    """A result's arrays, and the columns of :func:`to_parquet`'s row groups made of them
+    (``pa``: the pyarrow module; ``q_table`` / ``c_table``: the external ids, or ``None``)."""
+
+    pa: Any
+    layout: str
+    neg_ids: np.ndarray
+    neg_scores: np.ndarray
+    indptr: np.ndarray
+    pos_ids: np.ndarray
+    pos_scores: np.ndarray
+    teacher: tuple[np.ndarray, np.ndarray] | None
+    labels: np.ndarray | None
+    q_table: Any
+    c_table: Any
+
+    def schema(self, metadata: dict[str, str]) -> Any:
+        """The file's schema (see :func:`to_parquet`)."""
+        pa, long = self.pa, self.layout == "long"
+        q_type = pa.int64() if self.q_table is None else self.q_table.type
+        c_type = pa.int64() if self.c_table is None else self.c_table.type
+        fields = [
+            pa.field("query", q_type, nullable=False),
+            pa.field("positives", pa.list_(c_type)),
+            pa.field("positive_scores", pa.list_(pa.float32())),
+        ]
+        if long:
+            fields += [
+                pa.field("rank", pa.int32(), nullable=False),
+                pa.field("negative", c_type, nullable=False),
+                pa.field("score", pa.float32(), nullable=False),
+            ]
+        else:
+            fields += [
+                pa.field("negatives", pa.list_(c_type)),
+                pa.field("negative_scores", pa.list_(pa.float32())),
+            ]
+        if self.teacher is not None:
+            fields.append(pa.field("positive_teacher_scores", pa.list_(pa.float32())))
+            if long:
+                fields.append(pa.field("teacher_score", pa.float32(), nullable=False))
+            else:
+                fields.append(pa.field("negative_teacher_scores", pa.list_(pa.float32())))
+        if self.labels is not None:
+            if long:
+                fields.append(pa.field("sources", pa.string(), nullable=False))
+            else:
+                fields.append(pa.field("negative_sources", pa.list_(pa.string())))
+        return pa.schema(fields, metadata=metadata)
+
+    def columns(self, start: int, stop: int) -> list[Any]:
+        """The columns of queries ``start:stop``, in the schema's order."""
+        pa = self.pa
+        p0, p1 = int(self.indptr[start]), int(self.indptr[stop])
+        pos_off = self.indptr[start : stop + 1] - p0
+        positives = _list_array(pa, pos_off, _lookup(pa, self.c_table, self.pos_ids[p0:p1]))
+        positive_scores = _list_array(pa, pos_off, pa.array(self.pos_scores[p0:p1]))
+        t_pos = None
+        if self.teacher is not None:
+            t_pos = _list_array(pa, pos_off, pa.array(self.teacher[1][p0:p1]))
+        if self.layout == "wide":
+            return self._wide(start, stop, positives, positive_scores, t_pos)
+        return self._long(start, stop, positives, positive_scores, t_pos)
+
+    def _wide(
+        self, start: int, stop: int, positives: Any, positive_scores: Any, t_pos: Any
+    ) -> list[Any]:
+        pa = self.pa
+        ids, scores = self.neg_ids[start:stop], self.neg_scores[start:stop]
+        found = ids >= 0
+        off = np.concatenate(([0], np.cumsum(found.sum(axis=1))))
+        columns = [
+            _lookup(pa, self.q_table, np.arange(start, stop)),
+            positives,
+            positive_scores,
+            _list_array(pa, off, _lookup(pa, self.c_table, ids[found])),
+            _list_array(pa, off, pa.array(scores[found])),
+        ]
+        if self.teacher is not None:
+            columns.append(t_pos)
+            columns.append(_list_array(pa, off, pa.array(self.teacher[0][start:stop][found])))
+        if self.labels is not None:
+            tags = pa.array(self.labels[start:stop][found], pa.string())
+            columns.append(_list_array(pa, off, tags))
+        return columns
+
+    def _long(
+        self, start: int, stop: int, positives: Any, positive_scores: Any, t_pos: Any
+    ) -> list[Any]:
+        pa = self.pa
+        ids, scores = self.neg_ids[start:stop], self.neg_scores[start:stop]
+        rows, cols = np.nonzero(ids >= 0)
+        take = pa.array(rows, type=pa.int64())
+        columns = [
+            _lookup(pa, self.q_table, rows + start),
+            positives.take(take),
+            positive_scores.take(take),
+            pa.array(cols.astype(np.int32) + 1, type=pa.int32()),
+            _lookup(pa, self.c_table, ids[rows, cols]),
+            pa.array(scores[rows, cols], type=pa.float32()),
+        ]
+        if self.teacher is not None:
+            columns.append(t_pos.take(take))
+            columns.append(pa.array(self.teacher[0][start:stop][rows, cols], type=pa.float32()))
+        if self.labels is not None:
+            columns.append(pa.array(self.labels[start:stop][rows, cols], pa.string()))
+        return columns
 
 
 def _texts(texts: Sequence[str], name: str, expected: int, row: str, rows: str) -> list[str]:
@@ -421,8 +466,8 @@ def dataset_from_arrays(
         raise InvalidArgumentError(
             "anchor_column and positive_column must be two different non-empty names"
         )
-    if ids_column is not None and (not isinstance(ids_column, str) or not ids_column):
-        raise InvalidArgumentError(f"ids_column must be a non-empty name, got {ids_column!r}")
+    if ids_column is not None:
+        column_name(ids_column, "ids_column")
     try:
         datasets = importlib.import_module("datasets")
     except ImportError as e:
@@ -433,130 +478,24 @@ def dataset_from_arrays(
     pa = _pyarrow("to_dataset", "datasets")
 
     neg_ids = np.asarray(negative_ids)
-    max_id = int(neg_ids.max(initial=-1))
     pos_ids = np.asarray(positive_ids, dtype=np.int64)
-    if len(pos_ids):
-        max_id = max(max_id, int(pos_ids.max()))
-    n_corpus = len(corpus_texts) if not isinstance(corpus_texts, (str, bytes)) else 0
-    if max_id >= n_corpus and not isinstance(corpus_texts, (str, bytes)):
-        raise InvalidArgumentError(
-            f"corpus_texts has {numbers.counted(n_corpus, 'text')} but the result refers to "
-            f"corpus row {max_id:,}; pass one text per corpus row, in row order"
-        )
-    c_text = pa.array(
-        _texts(corpus_texts, "corpus_texts", n_corpus, "corpus row", "corpus rows"), pa.string()
+    corpus = _corpus_texts(corpus_texts, largest_id(neg_ids, pos_ids))
+    arrays = ResultArrays(
+        pa,
+        pa.array(_texts(query_texts, "query_texts", n_queries, "query", "queries"), pa.string()),
+        pa.array(corpus, pa.string()),
+        neg_ids,
+        np.asarray(negative_scores, dtype=np.float32),
+        np.asarray(positive_indptr, dtype=np.int64),
+        pos_ids,
+        np.asarray(positive_scores, dtype=np.float32),
     )
-    q_text = pa.array(
-        _texts(query_texts, "query_texts", n_queries, "query", "queries"), pa.string()
-    )
-
-    neg_scores = np.asarray(negative_scores, dtype=np.float32)
-    indptr = np.asarray(positive_indptr, dtype=np.int64)
-    pos_scores = np.asarray(positive_scores, dtype=np.float32)
-    n_pos = np.diff(indptr)
-    found = neg_ids >= 0
-    pair_query = np.repeat(np.arange(n_queries), n_pos)  # one entry per (query, positive)
-
-    def take(texts: Any, rows: np.ndarray) -> Any:
-        return texts.take(pa.array(rows, type=pa.int64()))
-
-    def floats(values: np.ndarray) -> Any:  # sentence-transformers' scores are Python floats
-        return pa.array(values.astype(np.float64), type=pa.float64())
-
-    def lists(offsets: np.ndarray, values: Any) -> Any:
-        return pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), values)
-
-    columns: dict[str, Any] = {}
-    if output_format == "triplet":
-        pair_found = found[pair_query]
-        pair, col = np.nonzero(pair_found)
-        query = pair_query[pair]
-        columns[anchor_column] = take(q_text, query)
-        columns[positive_column] = take(c_text, pos_ids[pair])
-        columns["negative"] = take(c_text, neg_ids[query, col])
-        row_ids = np.stack([query, pos_ids[pair], neg_ids[query, col]], axis=1)
-        if include_scores:
-            pairs = np.stack([pos_scores[pair], neg_scores[query, col]], axis=1)
-            columns["scores"] = lists(np.arange(0, 2 * len(pair) + 1, 2), floats(pairs.ravel()))
-    elif output_format == "n-tuple":
-        complete: np.ndarray = np.asarray(found.all(axis=1))
-        pair = np.flatnonzero(complete[pair_query])
-        query = pair_query[pair]
-        columns[anchor_column] = take(q_text, query)
-        columns[positive_column] = take(c_text, pos_ids[pair])
-        for j in range(n_cols):
-            columns[f"negative_{j + 1}"] = take(c_text, neg_ids[query, j])
-        row_ids = np.concatenate([query[:, None], pos_ids[pair, None], neg_ids[query]], axis=1)
-        if include_scores:
-            block = np.concatenate([pos_scores[pair, None], neg_scores[query]], axis=1)
-            step = n_cols + 1
-            columns["scores"] = lists(
-                np.arange(0, step * len(pair) + 1, step), floats(block.ravel())
-            )
-    elif output_format == "labeled-pair":
-        # Per query: its positives (label 1), then its negatives (label 0).
-        counts = n_pos + found.sum(axis=1)
-        rows = np.repeat(np.arange(n_queries), counts)
-        is_pos = np.zeros(len(rows), dtype=bool)
-        starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
-        within = np.arange(len(pos_ids)) - np.repeat(indptr[:-1], n_pos)
-        pos_slots = np.repeat(starts, n_pos) + within
-        is_pos[pos_slots] = True
-        docs = np.empty(len(rows), dtype=np.int64)
-        scores = np.empty(len(rows), dtype=np.float32)
-        docs[is_pos], scores[is_pos] = pos_ids, pos_scores
-        docs[~is_pos], scores[~is_pos] = neg_ids[found], neg_scores[found]
-        columns[anchor_column] = take(q_text, rows)
-        columns[positive_column] = take(c_text, docs)
-        row_ids = np.stack([rows, docs], axis=1)
-        if include_scores:
-            columns["score"] = floats(scores)
-        else:
-            columns["label"] = pa.array(is_pos.astype(np.int64), type=pa.int64())
-    else:  # labeled-list
-        pair_counts = found.sum(axis=1)[pair_query]
-        pair = np.flatnonzero(pair_counts > 0)
-        query = pair_query[pair]
-        sizes = 1 + pair_counts[pair]
-        offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
-        docs = np.empty(int(offsets[-1]), dtype=np.int64)
-        scores = np.empty(int(offsets[-1]), dtype=np.float32)
-        head = offsets[:-1]
-        docs[head], scores[head] = pos_ids[pair], pos_scores[pair]
-        tail = np.ones(len(docs), dtype=bool)
-        tail[head] = False
-        sel = found[query]
-        docs[tail], scores[tail] = neg_ids[query][sel], neg_scores[query][sel]
-        columns[anchor_column] = take(q_text, query)
-        columns[positive_column] = lists(offsets, take(c_text, docs))
-        row_ids = np.insert(docs, offsets[:-1], query)
-        id_offsets = offsets + np.arange(len(offsets))
-        if include_scores:
-            columns["scores"] = lists(offsets, floats(scores))
-        else:
-            columns["labels"] = lists(offsets, pa.array((~tail).astype(np.int64), pa.int64()))
+    layout = LAYOUTS[output_format](arrays, anchor_column, positive_column, include_scores)
+    columns = layout.columns
     if ids_column is not None:
-        clash = [c for c in columns if c in ST_LABEL_COLUMNS]
-        if ids_column in ST_LABEL_COLUMNS and clash:
-            raise InvalidArgumentError(
-                f"ids_column {ids_column!r} and the {output_format!r} layout's {clash[0]!r} "
-                "column are both label columns to sentence-transformers' trainer, which hands "
-                "only one to the loss and tokenizes the other as text; "
-                + (
-                    "drop include_scores (the masked loss needs only the ids)"
-                    if include_scores and output_format in ("triplet", "n-tuple")
-                    else "use the 'triplet' or 'n-tuple' layout, or another name for the ids"
-                )
-            )
-        if ids_column in columns:
-            raise InvalidArgumentError(
-                f"ids_column {ids_column!r} is already a column of the {output_format!r} layout "
-                f"({', '.join(columns)}); pick another name"
-            )
-        if output_format != "labeled-list":
-            id_offsets = np.arange(0, row_ids.size + 1, max(1, row_ids.shape[1]))
-        flat = pa.array(np.ascontiguousarray(row_ids, dtype=np.int64).reshape(-1), pa.int64())
-        columns[ids_column] = lists(id_offsets, flat)
+        _check_ids_name(ids_column, columns, output_format, include_scores)
+        flat = np.ascontiguousarray(layout.row_ids, dtype=np.int64).reshape(-1)
+        columns[ids_column] = arrays.lists(layout.id_offsets, pa.array(flat, pa.int64()))
     if sources is not None:
         name, labels = sources
         if name in columns:
@@ -564,15 +503,50 @@ def dataset_from_arrays(
                 f"sources_column {name!r} is already a column ({', '.join(columns)}); pick "
                 "another name"
             )
-        if output_format == "triplet":
-            columns[name] = pa.array(labels[query, col], pa.string())
+        query = layout.query
+        if layout.negative_column is not None:  # a negative per row
+            columns[name] = pa.array(labels[query, layout.negative_column], pa.string())
         else:
-            columns[name] = lists(
+            columns[name] = arrays.lists(
                 np.arange(0, n_cols * len(query) + 1, n_cols),
                 pa.array(labels[query].ravel(), pa.string()),
             )
-    table = pa.table(columns)
-    return datasets.Dataset(table)
+    return datasets.Dataset(pa.table(columns))
+
+
+def _corpus_texts(corpus_texts: Sequence[str], max_id: int) -> list[str]:
+    """``corpus_texts`` checked to hold a text per corpus row up to ``max_id``."""
+    n_corpus = len(corpus_texts) if not isinstance(corpus_texts, (str, bytes)) else 0
+    if max_id >= n_corpus and not isinstance(corpus_texts, (str, bytes)):
+        raise InvalidArgumentError(
+            f"corpus_texts has {numbers.counted(n_corpus, 'text')} but the result refers to "
+            f"corpus row {max_id:,}; pass one text per corpus row, in row order"
+        )
+    return _texts(corpus_texts, "corpus_texts", n_corpus, "corpus row", "corpus rows")
+
+
+def _check_ids_name(
+    ids_column: str, columns: dict[str, Any], output_format: str, include_scores: bool
+) -> None:
+    """``ids_column`` beside the layout's ``columns``: no name taken twice, and no second
+    label column for sentence-transformers' trainer."""
+    clash = [c for c in columns if c in ST_LABEL_COLUMNS]
+    if ids_column in ST_LABEL_COLUMNS and clash:
+        raise InvalidArgumentError(
+            f"ids_column {ids_column!r} and the {output_format!r} layout's {clash[0]!r} "
+            "column are both label columns to sentence-transformers' trainer, which hands "
+            "only one to the loss and tokenizes the other as text; "
+            + (
+                "drop include_scores (the masked loss needs only the ids)"
+                if include_scores and output_format in ("triplet", "n-tuple")
+                else "use the 'triplet' or 'n-tuple' layout, or another name for the ids"
+            )
+        )
+    if ids_column in columns:
+        raise InvalidArgumentError(
+            f"ids_column {ids_column!r} is already a column of the {output_format!r} layout "
+            f"({', '.join(columns)}); pick another name"
+        )
 
 
 __all__ = ["OUTPUT_FORMATS", "OutputFormat", "to_dataset", "to_parquet"]
