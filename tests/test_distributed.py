@@ -25,6 +25,7 @@ import negmine
 from negmine import distributed
 from negmine.checkpoint import mine_to_directory, partial_directory
 from negmine.cli import main as cli_main
+from negmine.distributed.actors import Pool
 from negmine.errors import InvalidArgumentError, InvalidTypeError, NegmineError
 from negmine.result import MiningResult
 
@@ -506,7 +507,7 @@ def test_relative_paths_name_the_drivers_files(
 def _changing_corpus_first(monkeypatch: pytest.MonkeyPatch, change: Callable[[], None]) -> None:
     """Runs ``change`` once the driver has mapped and checked the corpus and before the run's
     actors start: what a node opens is then not what the driver checked."""
-    original = distributed._Pool.actors
+    original = Pool.actors
 
     @contextlib.contextmanager
     def actors(self: Any, cls: type, args: Any) -> Iterator[list[Any]]:
@@ -514,7 +515,7 @@ def _changing_corpus_first(monkeypatch: pytest.MonkeyPatch, change: Callable[[],
         with original(self, cls, args) as started:
             yield started
 
-    monkeypatch.setattr(distributed._Pool, "actors", actors)
+    monkeypatch.setattr(Pool, "actors", actors)
 
 
 @pytest.mark.parametrize("how", ["replaced", "removed"])
