@@ -17,8 +17,8 @@ from negmine import _core, sources
 from negmine._core import Embeddings
 from negmine._inputs import gather_lists
 from negmine.checkpoint import ChunkWork
-from negmine.distributed.inputs import Inputs, get, shard_inputs
-from negmine.mine import MiningOptions, Prepared, mine_chunk, mine_prepared
+from negmine.distributed.inputs import Inputs, ShippedSource, get, shard_inputs
+from negmine.mine import MiningOptions, Prepared, Teacher, mine_chunk, mine_prepared
 from negmine.search import merge_topk
 from negmine.sources import search_each
 
@@ -92,8 +92,8 @@ class QueryPool(Pool):
             return
         ray = self.ray
         inputs = Inputs.put(ray, work)
-        # Put once (a graph can be large); inside a list, each actor resolves it once.
-        source = [ray.put(work.source)]
+        # Put once (a graph can be large); each actor resolves it once.
+        source = ShippedSource.put(ray, work)
         # An actor with no chunk to mine is not started.
         args = [(work.options.to_dict(), work.threads)] * min(self.n, len(chunks))
         q_array = np.asarray(work.queries)
@@ -123,31 +123,37 @@ class QueryPool(Pool):
 
 
 class QueryWorker:
-    """A by-query actor: the corpus opened once, chunks mined with their global offset."""
+    """A by-query actor: the corpus and the source (with its teacher, if any) opened once,
+    chunks mined with their global offset."""
 
     def __init__(self, options: dict[str, Any], threads: int | None) -> None:
         self.options = MiningOptions(**options)
         self.threads = threads
         self.opened: tuple[Embeddings | np.ndarray, np.ndarray | None] | None = None
-        self.source: sources.Source | None = None
+        self.source: tuple[sources.Source, Teacher | None] | None = None
 
     def mine(
-        self, inputs: Inputs, source: list[Any], start: int, queries: np.ndarray, lists: Prepared
+        self,
+        inputs: Inputs,
+        source: ShippedSource,
+        start: int,
+        queries: np.ndarray,
+        lists: Prepared,
     ) -> dict[str, np.ndarray]:
-        import ray
-
         if self.opened is None:
             self.opened = inputs.open()
         if self.source is None:
-            self.source = ray.get(source[0])
+            self.source = source.open(self.threads)
         corpus, groups = self.opened
+        candidates, teacher = self.source
         part = mine_chunk(
             queries,
             corpus,
             replace(lists, groups=groups),
             self.options,
-            self.source,
+            candidates,
             start,
+            teacher=teacher,
             query_offset=start,
             threads=self.threads,
         )

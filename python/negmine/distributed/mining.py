@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 from negmine import _numbers as numbers
 from negmine._inputs import EmbeddingsLike, IdsLike, as_matrix, read_only, rows_of
 from negmine._progress import ProgressCallback
-from negmine.checkpoint import ChunkRunner, ChunkWork, mine_to_directory, query_chunks, run_chunks
+from negmine.checkpoint import (
+    ChunkRunner,
+    ChunkWork,
+    mine_to_directory,
+    query_chunks,
+    run_chunks,
+    source_teacher,
+)
 from negmine.distributed.actors import QueryPool, ShardPool
 from negmine.distributed.plan import (
     NAMES,
@@ -96,10 +103,14 @@ def mine(
         progress: a tqdm bar of queries done, or a callable ``(done, total)`` called on the
             driver after each chunk.
         backend: the candidate source, as in :func:`negmine.mine` (``"exact"``, ``"hnsw"``,
-            ``"bm25"`` or ``"hybrid"``; by query only): the driver opens it once (an HNSW
-            graph built or loaded, its ``ef`` tuned on all queries) and ships it to each
-            actor once (``bm25`` / ``hybrid``: with the texts; each actor builds its BM25
-            index from them again).
+            ``"bm25"``, ``"hybrid"`` or ``"maxsim"``; by query only): the driver opens it
+            once (an HNSW graph built or loaded, its ``ef`` tuned on all queries) and ships
+            it to each actor once (``bm25`` / ``hybrid``: with the texts; each actor builds
+            its BM25 index from them again). ``maxsim``: the driver scores the positives by
+            MaxSim; the token embeddings go to the actors by the path of their mapped
+            ``tokens.npy`` (a saved multi-vector directory, at the same path on every node,
+            checked as the corpus is) or, held in memory, through the object store, and each
+            actor rebuilds the source and its MaxSim teacher from them.
         **options: the mining options of :func:`negmine.mine` (``num_negatives``,
             ``metric``, the filters, ``sampling_strategy``, ``seed``, ...), see
             :class:`negmine.MiningOptions`, and the backend's settings (``target_recall``,
@@ -124,7 +135,14 @@ def mine(
             # No chunk to hand out: the core's answer for no queries (its shapes, its report),
             # as `negmine.mine` gives it; no cluster is needed for that.
             empty = mine_chunk(
-                work.queries, c, work.prepared, args.mining, work.source, 0, threads=threads
+                work.queries,
+                c,
+                work.prepared,
+                work.options,
+                work.source,
+                0,
+                teacher=work.teacher,
+                threads=threads,
             )
             return _assembled(work, args.mining, [empty])
 
@@ -185,6 +203,12 @@ def _in_memory(
         query_dup_threshold=args.mining.query_dup_threshold,
         threads=threads,
     )
+    # MaxSim judges its own candidates (as in `negmine.mine`): every positive scored here.
+    brought = source_teacher(backend, args.settings, threads)
+    teacher = None if brought is None else brought[0]
+    core_options = args.mining
+    if teacher is not None:
+        prepared, core_options = teacher.judge_positives(prepared, args.mining)
     with read_only(q, corpus):
         source = open_source(
             backend,
@@ -201,8 +225,9 @@ def _in_memory(
         queries=q,
         corpus=corpus,
         prepared=prepared,
-        options=args.mining,
+        options=core_options,
         threads=threads,
+        teacher=teacher,
         source=source,
     )
 
@@ -221,4 +246,6 @@ def _assembled(work: ChunkWork, options: MiningOptions, parts: Sequence[Any]) ->
     :func:`negmine.mine` assembles it (``options``: the user's)."""
     result = assemble(work.prepared, options, parts)
     work.source.report(result.report, parts)
+    if work.teacher is not None:
+        result.report.teacher = work.teacher.report(result.report.teacher)
     return result

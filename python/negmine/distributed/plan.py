@@ -85,11 +85,6 @@ def mining_arguments(options: dict[str, Any], backend: str, shard_by: object) ->
         raise InvalidArgumentError(
             "backend='torch' runs in one process: use negmine.mine, or negmine mine without --ray"
         )
-    if backend == "maxsim":
-        raise InvalidArgumentError(
-            "backend='maxsim' judges candidates by MaxSim in one process (a teacher): use "
-            "negmine.mine, or negmine mine without --ray"
-        )
     if backend != "exact" and by == "corpus":
         raise InvalidArgumentError(
             f"backend={backend!r} needs shard_by='query' (by corpus, each shard searches its "
