@@ -23,8 +23,10 @@ from hypothesis import strategies as st
 
 import negmine
 from negmine import distributed
+from negmine import multivector as mv
 from negmine.checkpoint import mine_to_directory, partial_directory
 from negmine.cli import main as cli_main
+from negmine.distributed.actors import Pool
 from negmine.errors import InvalidArgumentError, InvalidTypeError, NegmineError
 from negmine.result import MiningResult
 
@@ -470,6 +472,151 @@ def test_texts_backends_by_query_equal_one_process(
     same_files(tmp_path / "local", tmp_path / "ray")
 
 
+def maxsim_inputs(directory: Path) -> tuple[Any, Any, list[list[int]]]:
+    """Token embeddings of 120 texts and 30 queries around a few topics (``test_multivector``'s),
+    saved as float16 multi-vector directories beside the pooled vectors' ``.npy`` files and a
+    qrels TSV in ``directory``."""
+    from test_multivector import topical
+
+    qa, ca, positives = topical(3, n_corpus=120, n_queries=30)
+    for name, arrays in (("q", qa), ("c", ca)):
+        vectors = mv.MultiVectors.from_arrays(arrays, dtype="float16")
+        mv.save_multi_vectors(directory / f"{name}-tokens", vectors)
+        np.save(directory / f"{name}.npy", vectors.pooled())
+    (directory / "qrels.tsv").write_text("".join(f"{i}\t{p[0]}\n" for i, p in enumerate(positives)))
+    return qa, ca, positives
+
+
+MAXSIM_OPTIONS = {
+    "num_negatives": 3,
+    "relative_margin": 0.05,
+    "sampling_strategy": "random",
+    "seed": 2,
+    "maxsim_depth": 20,
+}
+
+
+def test_cli_mine_maxsim_with_ray(local_ray: None, tmp_path: Path) -> None:
+    """``negmine mine --backend maxsim --ray``: the directory the local command writes, byte for
+    byte (the saved token directories go to the actors by path)."""
+    maxsim_inputs(tmp_path)
+    argv = ["mine", "--queries", str(tmp_path / "q.npy"), "--corpus", str(tmp_path / "c.npy")]
+    argv += ["--positives", str(tmp_path / "qrels.tsv"), "--quiet", "--backend", "maxsim"]
+    argv += ["--query-tokens", str(tmp_path / "q-tokens")]
+    argv += ["--corpus-tokens", str(tmp_path / "c-tokens"), "--maxsim-depth", "20"]
+    argv += ["--num-negatives", "3", "--relative-margin", "0.05", "--chunk-queries", "7"]
+    assert cli_main([*argv, "--out", str(tmp_path / "local")]) == 0
+    assert cli_main([*argv, "--out", str(tmp_path / "ray"), "--ray", "auto", "--shards", "2"]) == 0
+    same_files(tmp_path / "local", tmp_path / "ray")
+
+
+def test_maxsim_by_query_equals_one_process(local_ray: None, tmp_path: Path) -> None:
+    """``backend="maxsim"`` on Ray (issue 24): the driver scores the positives, each actor opens
+    the token embeddings (mapped from the saved directories' paths, or from the object store)
+    and rebuilds the source and its MaxSim teacher; for any number of actors and chunks, in
+    memory and into a checkpointed directory (resumed by the local run), the result is one
+    process' result, byte for byte."""
+    qa, ca, positives = maxsim_inputs(tmp_path)
+    in_memory = {
+        "query_tokens": mv.MultiVectors.from_arrays(qa),
+        "corpus_tokens": mv.MultiVectors.from_arrays(ca),
+    }
+    saved = {
+        "query_tokens": str(tmp_path / "q-tokens"),
+        "corpus_tokens": str(tmp_path / "c-tokens"),
+    }
+    q, c = np.load(tmp_path / "q.npy"), np.load(tmp_path / "c.npy")
+    for tokens, splits in ((in_memory, [(1, 30), (2, 7), (3, 4)]), (saved, [(2, 9)])):
+        expected = negmine.mine(q, c, positives, backend="maxsim", **tokens, **MAXSIM_OPTIONS)
+        assert expected.report.teacher is not None and expected.report.removed["relative_margin"]
+        for shards, chunk_queries in splits:
+            got = distributed.mine(
+                q,
+                c,
+                positives,
+                backend="maxsim",
+                shards=shards,
+                chunk_queries=chunk_queries,
+                **tokens,
+                **MAXSIM_OPTIONS,
+            )
+            for name, array in expected.arrays().items():
+                assert array.tobytes() == got.arrays()[name].tobytes(), (name, shards)
+            assert expected.report.to_dict() == got.report.to_dict()
+
+    files = [tmp_path / "q.npy", tmp_path / "c.npy", tmp_path / "qrels.tsv"]
+    options = {k: v for k, v in MAXSIM_OPTIONS.items() if k != "maxsim_depth"}
+    backend_options = {**saved, "maxsim_depth": MAXSIM_OPTIONS["maxsim_depth"]}
+    local = tmp_path / "local"
+    mine_to_directory(
+        *files,
+        local,
+        negmine.MiningOptions(**options),
+        chunk_queries=6,
+        progress=False,
+        backend="maxsim",
+        backend_options=backend_options,
+    )
+    out = tmp_path / "ray"
+    calls: list[int] = []
+
+    def interrupt(done: int, total: int) -> None:
+        calls.append(done)
+        if len(calls) == 3:  # two chunks checkpointed
+            raise KeyboardInterrupt
+
+    kwargs: dict[str, Any] = {"backend": "maxsim", "chunk_queries": 6, **saved, **MAXSIM_OPTIONS}
+    with pytest.raises(KeyboardInterrupt):
+        distributed.mine(*files, out=out, shards=2, progress=interrupt, **kwargs)
+    assert len(list(partial_directory(out).glob("chunk_*.npz"))) >= 2
+    # Resumed by the local run (the same checkpoint identity, teacher included), and a whole
+    # run on Ray: both write the local run's bytes.
+    mine_to_directory(
+        *files,
+        out,
+        negmine.MiningOptions(**options),
+        chunk_queries=6,
+        progress=False,
+        backend="maxsim",
+        backend_options=backend_options,
+    )
+    same_files(local, out)
+    distributed.mine(*files, out=tmp_path / "ray-whole", shards=3, **kwargs)
+    same_files(local, tmp_path / "ray-whole")
+
+
+@pytest.mark.parametrize("how", ["replaced", "removed"])
+def test_an_actor_refuses_token_embeddings_that_are_not_the_drivers(
+    local_ray: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """A node whose token matrix at the driver's path is another one of the same shape, or none,
+    stops a ``maxsim`` run with an error naming the file, the actor and the node."""
+    maxsim_inputs(tmp_path)
+    tokens = tmp_path / "c-tokens" / "tokens.npy"
+    other = tmp_path / "other.npy"
+    np.save(other, np.load(tokens)[::-1])
+    _changing_corpus_first(
+        monkeypatch, lambda: os.replace(other, tokens) if how == "replaced" else tokens.unlink()
+    )
+    corpus_tokens = mv.open_multi_vectors(tmp_path / "c-tokens")  # mapped before the change
+    needle = "differs from the driver's" if how == "replaced" else "cannot open"
+    with pytest.raises(InvalidArgumentError, match=needle) as info:
+        distributed.mine(
+            np.load(tmp_path / "q.npy"),
+            np.load(tmp_path / "c.npy"),
+            str(tmp_path / "qrels.tsv"),
+            backend="maxsim",
+            query_tokens=tmp_path / "q-tokens",
+            corpus_tokens=corpus_tokens,
+            shards=2,
+        )
+    assert type(info.value) is InvalidArgumentError  # unwrapped on the driver
+    message = str(info.value)
+    assert f"the corpus tokens {tokens}" in message, message
+    assert distributed.ACTOR_PREFIX in message, message
+    assert ray.get_runtime_context().get_node_id() in message, message
+
+
 def test_relative_paths_name_the_drivers_files(
     local_ray: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -506,7 +653,7 @@ def test_relative_paths_name_the_drivers_files(
 def _changing_corpus_first(monkeypatch: pytest.MonkeyPatch, change: Callable[[], None]) -> None:
     """Runs ``change`` once the driver has mapped and checked the corpus and before the run's
     actors start: what a node opens is then not what the driver checked."""
-    original = distributed._Pool.actors
+    original = Pool.actors
 
     @contextlib.contextmanager
     def actors(self: Any, cls: type, args: Any) -> Iterator[list[Any]]:
@@ -514,7 +661,7 @@ def _changing_corpus_first(monkeypatch: pytest.MonkeyPatch, change: Callable[[],
         with original(self, cls, args) as started:
             yield started
 
-    monkeypatch.setattr(distributed._Pool, "actors", actors)
+    monkeypatch.setattr(Pool, "actors", actors)
 
 
 @pytest.mark.parametrize("how", ["replaced", "removed"])
@@ -708,6 +855,14 @@ def test_corpus_texts_group_duplicates_on_ray_as_in_one_process(
     assert_identical(want, MiningResult.load(tmp_path / "ray"))
 
 
+def tokens_of(n_queries: int, n_corpus: int, query_dim: int = DIM) -> dict[str, Any]:
+    """Token embeddings of two tokens per text, for a ``maxsim`` run's bad arguments."""
+    return {
+        "query_tokens": [np.ones((2, query_dim), np.float32)] * n_queries,
+        "corpus_tokens": [np.ones((2, DIM), np.float32)] * n_corpus,
+    }
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "needle"),
     [
@@ -727,6 +882,27 @@ def test_corpus_texts_group_duplicates_on_ray_as_in_one_process(
         ({"shard_resources": [1, 2]}, InvalidTypeError, "one mapping per shard"),
         ({"out": "somewhere"}, InvalidTypeError, "queries must be a file path"),
         ({"rescore": lambda q, c: q}, InvalidArgumentError, "runs in one process"),
+        ({"backend": "maxsim"}, InvalidArgumentError, "needs query_tokens and corpus_tokens"),
+        (
+            {"backend": "maxsim", "shard_by": "corpus"},
+            InvalidArgumentError,
+            "needs shard_by='query'",
+        ),
+        (
+            {"backend": "maxsim", **tokens_of(N_QUERIES, N_CORPUS + 1)},
+            InvalidArgumentError,
+            "corpus_tokens holds 301 texts but corpus has 300 rows",
+        ),
+        (
+            {"backend": "maxsim", **tokens_of(N_QUERIES, N_CORPUS, query_dim=8)},
+            InvalidArgumentError,
+            "query tokens have dimension 8 but corpus tokens have 16",
+        ),
+        (
+            {"backend": "maxsim", "query_tokens": "no-such-directory"},
+            FileNotFoundError,
+            "no such multi-vector directory",
+        ),
     ],
 )
 def test_bad_arguments_are_named_before_ray_starts(

@@ -333,8 +333,13 @@ def test_maxsim_backend_needs_matching_tokens() -> None:
         negmine.mine(q.pooled(), c.pooled(), positives, maxsim_depth=0)
     from negmine import distributed
 
-    with pytest.raises(InvalidArgumentError, match="backend='maxsim' judges candidates"):
-        distributed.mine(q.pooled(), c.pooled(), positives, out="x", backend="maxsim")
+    # On Ray (issue 24) too, refused before a cluster is needed.
+    with pytest.raises(InvalidArgumentError, match="needs query_tokens and corpus_tokens"):
+        distributed.mine(q.pooled(), c.pooled(), positives, backend="maxsim")
+    with pytest.raises(InvalidArgumentError, match="needs shard_by='query'"):
+        distributed.mine(
+            q.pooled(), c.pooled(), positives, backend="maxsim", shard_by="corpus", query_tokens=q
+        )
 
 
 def test_cli_embeds_multi_vectors_and_mines_with_maxsim(

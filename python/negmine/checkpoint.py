@@ -36,7 +36,7 @@ from negmine.options import MiningOptions
 from negmine.result import MiningResult, check_replaceable, save_result
 from negmine.sources.exact import Exact
 from negmine.steps import assemble, mine_chunk, open_source
-from negmine.teachers import Teacher, make_teacher
+from negmine.teachers import Teacher
 from negmine.texts import TextScan, TextsLike, as_source, scan_texts
 
 LOCK = "lock"
@@ -54,7 +54,8 @@ class ChunkWork:
     threads: int | None
     teacher: Teacher | None = None
     """Judges the candidates (``mine(rescore=...)``): ``prepared`` then holds its positive
-    scores and ``options`` its percentile cut. Only this process' runner takes one."""
+    scores and ``options`` its percentile cut. Only this process' runner takes one, but for
+    MaxSim's (:func:`source_teacher`), which Ray's by-query runner rebuilds on its actors."""
     source: sources.Source = field(default_factory=Exact)
     """Where each chunk's candidates come from (:mod:`negmine.sources`), opened on all the
     queries."""
@@ -206,13 +207,11 @@ def mine_to_directory(
     What changes its candidates is part of the checkpoint's identity (``torch``'s result is
     the exact one: a run of either resumes the other's)."""
     settings = sources.settings(backend, backend_options or {})
-    if backend == "maxsim" and teacher is None and runner is local_chunks:
-        # MaxSim judges its own candidates, as in negmine.mine (the tokens' content is in the
-        # backend's identity already).
-        teacher = make_teacher(settings.teacher(0, threads), None, 4096)
-        teacher_identity = {"maxsim": True}
     if teacher is not None and runner is not local_chunks:
         raise InvalidArgumentError("a teacher (rescore) runs in this process only, not on Ray")
+    brought = None if teacher is not None else source_teacher(backend, settings, threads)
+    if brought is not None:
+        teacher, teacher_identity = brought
     chunk_queries = count(chunk_queries, "chunk_queries")
     q_path = regular_file(queries, "queries file")
     c_path = regular_file(corpus, "corpus file")
@@ -253,6 +252,18 @@ def mine_to_directory(
         shutil.rmtree(partial)
         fsync_directory(out_dir.parent)
     return result
+
+
+def source_teacher(
+    backend: str, settings: Any, threads: int | None
+) -> tuple[Teacher, dict[str, Any]] | None:
+    """The teacher that ``backend`` (with its ``settings``) brings, and what names it in a
+    checkpoint's manifest; ``None`` for a backend without one. ``maxsim``: MaxSim judges its
+    own candidates, as in :func:`negmine.mine` without ``rescore`` (the tokens' content is in
+    the backend's identity already); Ray's by-query runner rebuilds it on each actor."""
+    if backend != "maxsim":
+        return None
+    return Teacher(settings.teacher(0, threads), None, 4096), {"maxsim": True}
 
 
 def _mine_chunks(

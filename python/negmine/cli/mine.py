@@ -53,8 +53,6 @@ def _check_mine_usage(args: argparse.Namespace) -> None:
         raise UsageError("--shard-by and --shards need --ray")
     if args.ray is not None and args.backend == "torch":
         raise UsageError("--backend torch runs in this process, not with --ray")
-    if args.ray is not None and args.backend == "maxsim":
-        raise UsageError("--backend maxsim judges by MaxSim in this process, not with --ray")
     if args.ray is not None and args.backend != "exact" and args.shard_by == "corpus":
         raise UsageError(f"--backend {args.backend} with --ray needs --shard-by query")
     from negmine import sources

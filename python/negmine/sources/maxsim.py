@@ -16,7 +16,7 @@ read MaxSim scores of the candidates and of the positives (``result.teacher_scor
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,24 +66,36 @@ class Settings:
             "corpus_tokens": _content(self.corpus_tokens),
         }
 
-    def teacher(self, query_offset: int, threads: int | None) -> Callable[..., np.ndarray]:
+    def teacher(self, query_offset: int, threads: int | None) -> Scorer:
         """MaxSim as ``mine``'s teacher: ``(query_ids, corpus_ids) -> scores``, query ids
         global (``query_offset`` is the first query's)."""
         queries, corpus = _required(self)
+        return Scorer(queries, corpus, query_offset, threads)
 
-        def score(query_ids: np.ndarray, corpus_ids: np.ndarray) -> np.ndarray:
-            rows = np.asarray(query_ids, dtype=np.int64) - query_offset
-            return _core.maxsim_scores(
-                queries.tokens,
-                queries.offsets,
-                corpus.tokens,
-                corpus.offsets,
-                np.ascontiguousarray(rows),
-                np.ascontiguousarray(corpus_ids, dtype=np.int64),
-                threads=threads,
-            )
 
-        return score
+@dataclass(frozen=True)
+class Scorer:
+    """MaxSim as a teacher (``mine``'s ``rescore``): ``(query_ids, corpus_ids) -> scores`` of
+    the texts of ``queries`` and ``corpus``, query ids global (``query_offset`` is the first
+    query's). A class, not a closure, so that a run knows its teacher for MaxSim's (which Ray
+    actors rebuild from the token embeddings they open)."""
+
+    queries: MultiVectors
+    corpus: MultiVectors
+    query_offset: int = 0
+    threads: int | None = None
+
+    def __call__(self, query_ids: np.ndarray, corpus_ids: np.ndarray) -> np.ndarray:
+        rows = np.asarray(query_ids, dtype=np.int64) - self.query_offset
+        return _core.maxsim_scores(
+            self.queries.tokens,
+            self.queries.offsets,
+            self.corpus.tokens,
+            self.corpus.offsets,
+            np.ascontiguousarray(rows),
+            np.ascontiguousarray(corpus_ids, dtype=np.int64),
+            threads=self.threads,
+        )
 
 
 def _content(vectors: MultiVectors | None) -> Any:
