@@ -46,14 +46,45 @@ proptest! {
         let start = (start_panel * MR).min(n_rows / MR * MR);
         let packed = PackedRows::new(pool(threads), &queries).unwrap();
         for isa in Isa::available() {
-            let got = nearest(pool(threads), Some(isa), &packed, start..n_rows, &corpus, &mut NoHooks)
-                .unwrap();
-            prop_assert_eq!(got.len(), n_rows - start);
-            for (i, &(score, id)) in got.iter().enumerate() {
-                let q = start + i;
-                prop_assert_eq!(i64::from(id), want.ids[q], "{:?} row {}", isa, q);
-                prop_assert_eq!(score.to_bits(), want.scores[q].to_bits(), "{:?} row {}", isa, q);
+            // From the f32 rows, then from their int8 codes (bounds, then the few rows left
+            // scored in f32).
+            let mut coded = PackedRows::new(pool(threads), &queries).unwrap();
+            coded.code(pool(threads), isa);
+            for (how, rows) in [("f32", &packed), ("int8", &coded)] {
+                let got = nearest(pool(threads), Some(isa), rows, start..n_rows, &corpus, &mut NoHooks)
+                    .unwrap();
+                prop_assert_eq!(got.len(), n_rows - start);
+                for (i, &(score, id)) in got.iter().enumerate() {
+                    let q = start + i;
+                    prop_assert_eq!(i64::from(id), want.ids[q], "{:?} {} row {}", isa, how, q);
+                    prop_assert_eq!(
+                        score.to_bits(), want.scores[q].to_bits(), "{:?} {} row {}", isa, how, q
+                    );
+                }
             }
+        }
+    }
+}
+
+/// Rows coded for one ISA are scored in f32 by another: the codes are only read by the kernel
+/// they were made for.
+#[test]
+fn codes_of_another_isa_are_not_used() {
+    let mut rng = Rng(7);
+    let (n, m, dim) = (50, 40, 33);
+    let q = rows(&mut rng, n, dim, false);
+    let c = rows(&mut rng, m, dim, false);
+    let queries = MatrixView::f32(&q, n, dim).unwrap();
+    let corpus = MatrixView::f32(&c, m, dim).unwrap();
+    let plain = PackedRows::new(pool(1), &queries).unwrap();
+    let isas = Isa::available();
+    for &coded_for in &isas {
+        let mut coded = PackedRows::new(pool(1), &queries).unwrap();
+        coded.code(pool(1), coded_for);
+        for &isa in &isas {
+            let want = nearest(pool(1), Some(isa), &plain, 0..n, &corpus, &mut NoHooks).unwrap();
+            let got = nearest(pool(1), Some(isa), &coded, 0..n, &corpus, &mut NoHooks).unwrap();
+            assert_eq!(got, want, "coded for {coded_for:?}, run with {isa:?}");
         }
     }
 }

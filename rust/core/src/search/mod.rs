@@ -25,7 +25,7 @@ mod rotated;
 mod stream;
 
 pub use nearest::{nearest, PackedRows};
-pub use prescored::Precision;
+pub use prescored::{int8_is_fast, Precision};
 
 /// Knobs of [`search`]; `None` picks a tuned default. None of them changes the result.
 #[derive(Debug, Clone)]

@@ -55,7 +55,7 @@ impl Precision {
     /// isotropic data): a probe of a few queries decides where there are enough queries for
     /// it to be cheap, f32 where there are not.
     pub fn resolve(self, isa: Isa, k: usize, corpus_rows: usize, n_queries: usize) -> Precision {
-        let int8_fast = matches!(isa, Isa::Avx512 | Isa::Amx) && kernels::has_vnni();
+        let int8_fast = int8_is_fast(isa);
         match self {
             Precision::Auto if !int8_fast || corpus_rows < 64 * k.max(16) => Precision::F32,
             Precision::Auto if k <= AUTO_INT8_MAX_K => Precision::Int8,
@@ -64,6 +64,12 @@ impl Precision {
             other => other,
         }
     }
+}
+
+/// Whether `isa`'s int8 kernel multiplies faster than its f32 one: AVX-512 VNNI and AMX-INT8
+/// do (2-4x the f32 rate where measured); AVX2's byte multiplies run at the f32 rate.
+pub fn int8_is_fast(isa: Isa) -> bool {
+    matches!(isa, Isa::Avx512 | Isa::Amx) && kernels::has_vnni()
 }
 
 /// The largest `k` for which `Auto` pre-scores in int8 without a probe.
@@ -224,8 +230,9 @@ fn kernel_threshold(
 
 /// One corpus block as int8 codes: `[panel][group][NR][GROUP]`, with each row's codes.
 #[derive(Default)]
-struct CodedBlock {
-    f32: PackedBlock,
+pub(super) struct CodedBlock {
+    /// The block as the f32 path packs it (the exact scores are taken from these panels).
+    pub(super) f32: PackedBlock,
     codes: AlignedBytes,
     rows: Vec<RowCode>,
     /// Each row's scale, for the kernel test.
@@ -459,7 +466,12 @@ impl Scorer<'_> {
     }
 
     /// Offers the rows of corpus panel `jr` that passed the kernel test (`mask`, over the
-    /// panel's valid columns; `dots` their int8 dots) to the task's query `q`.
+    /// panel's valid columns; `dots` their int8 dots) to the task's query `q`, largest scaled
+    /// dot first: the first offers raise the threshold, and a row whose scaled dot fails the
+    /// raised kernel test (the test the kernel applies, so it drops only rows whose upper
+    /// bound cannot reach the threshold) is not offered. Which rows survive does not depend
+    /// on the order (see [`Bounded`]); how many are offered does, most where few rows hold
+    /// the threshold (top 1 against a few hundred centroids).
     fn offer(
         &self,
         task: &mut Task<'_>,
@@ -471,12 +483,39 @@ impl Scorer<'_> {
     ) {
         let rows = &block.rows[jr * NR..][..NR];
         let offsets = &block.offsets[jr * NR..][..NR];
+        let scales = &block.scales[jr * NR..][..NR];
         let global = self.query_offset + task.first_panel * MR + q;
         let query = &self.queries[task.first_panel * MR + q];
         let excluded = self.exclude.map(|ex| ex.of(global));
-        while mask != 0 {
-            let j = mask.trailing_zeros() as usize;
-            mask &= mask - 1;
+        // The kernel test's `y` (see `select_i8_row`) of column `j`.
+        let scaled = |j: usize| (dots[j] - offsets[j]) as f32 * scales[j];
+        // The largest `y` first, then the others in column order.
+        let first = if mask & (mask - 1) == 0 {
+            mask.trailing_zeros() as usize
+        } else {
+            let mut bits = mask;
+            let mut best = (f32::NEG_INFINITY, mask.trailing_zeros() as usize);
+            while bits != 0 {
+                let j = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if scaled(j) > best.0 {
+                    best = (scaled(j), j);
+                }
+            }
+            best.1
+        };
+        mask &= !(1 << first);
+        let rest = std::iter::from_fn(|| {
+            (mask != 0).then(|| {
+                let j = mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                j
+            })
+        });
+        for j in std::iter::once(first).chain(rest) {
+            if !reaches(scaled(j), task.thresholds[q]) {
+                continue;
+            }
             let id = (block.f32.rows.start + jr * NR + j) as u32;
             if excluded.is_some_and(|ex| ex.binary_search(&id).is_ok()) {
                 continue;
@@ -495,6 +534,91 @@ impl Scorer<'_> {
             }
         }
     }
+}
+
+/// Rows packed as the f32 path packs queries, coded once as int8 queries for one ISA's
+/// kernel: what [`bounded_best`] scores them from (k-means' assignment codes its training
+/// rows once for all iterations).
+pub(super) struct CodedRows {
+    isa: Isa,
+    dim: usize,
+    groups: usize,
+    levels: i32,
+    chain: ChainError,
+    codes: AlignedBytes,
+    rows: Vec<RowCode>,
+}
+
+impl CodedRows {
+    /// Codes `n_rows` rows packed `[panel][dim][MR]` for `isa`'s int8 kernel.
+    pub(super) fn new(
+        pool: &rayon::ThreadPool,
+        isa: Isa,
+        packed: &[f32],
+        dim: usize,
+        n_rows: usize,
+    ) -> Self {
+        let groups = depth_groups(isa, dim);
+        let levels = kernels::query_levels(isa);
+        let (codes, rows) =
+            pool.install(|| code_queries(packed, dim, groups, n_rows, levels, isa.amx_tiles()));
+        CodedRows {
+            isa,
+            dim,
+            groups,
+            levels,
+            chain: quant::chain_error(dim),
+            codes,
+            rows,
+        }
+    }
+
+    pub(super) fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// A packed corpus block coded to be scored against these rows.
+    pub(super) fn code_block(&self, pool: &rayon::ThreadPool, block: PackedBlock) -> CodedBlock {
+        let dim = self.dim;
+        let mut coded = CodedBlock {
+            f32: block,
+            ..CodedBlock::default()
+        };
+        pool.install(|| coded.code(dim, self.groups, quant::query_offset(self.levels)));
+        coded
+    }
+}
+
+/// For `n` coded rows from panel `first_panel` on: the rows of `block` that can hold each
+/// one's best score (the f32 path's: ascending ids, as kept by the bounds, rows whose upper
+/// bound reaches the best lower bound of the row). Rescoring them exactly and keeping the
+/// best (ties to the smaller id) is the f32 search's top 1.
+pub(super) fn bounded_best(
+    coded: &CodedRows,
+    block: &CodedBlock,
+    first_panel: usize,
+    n: usize,
+) -> Vec<Vec<u32>> {
+    let scorer = Scorer {
+        isa: coded.isa,
+        groups: coded.groups,
+        chain: coded.chain,
+        bound_scale: 1.0,
+        query_codes: coded.codes.as_slice(),
+        queries: &coded.rows,
+        query_offset: 0,
+        exclude: None,
+    };
+    let mut bounded = vec![Bounded::new(1); n];
+    let mut thresholds = vec![f32::NAN; n];
+    let task = Task {
+        shard: 0,
+        first_panel,
+        bounded: &mut bounded,
+        thresholds: &mut thresholds,
+    };
+    scorer.run(task, block);
+    bounded.into_iter().map(|b| b.survivors(1)).collect()
 }
 
 /// Quantizes the packed f32 query panels (`[dim][MR]`) into offset int8 codes over `groups`
