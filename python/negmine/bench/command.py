@@ -39,13 +39,7 @@ from negmine.bench.settings import (
     stderr_log,
 )
 from negmine.bench.timing import Measurement, Method, measure
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+from negmine.cli.common import positive_int
 
 
 def _k_list(text: str) -> list[int]:
@@ -94,19 +88,19 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--corpus-size",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_CORPUS,
         help=f"generated corpus rows (default {DEFAULT_CORPUS:,})",
     )
     p.add_argument(
-        "--dim", type=_positive_int, default=DEFAULT_DIM, help=f"generated d ({DEFAULT_DIM})"
+        "--dim", type=positive_int, default=DEFAULT_DIM, help=f"generated d ({DEFAULT_DIM})"
     )
     p.add_argument(
         "--k", type=_k_list, default=[DEFAULT_K], help=f"k, or a comma list (default {DEFAULT_K})"
     )
     p.add_argument(
         "--max-queries",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help=f"with --queries FILE: use its first rows only (default {DEFAULT_QUERIES:,})",
     )
@@ -116,13 +110,13 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     """How to run: threads, timed runs, the seed, the peers left out, the JSON output."""
     p.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="threads for every method (default: the usable cores)",
     )
     p.add_argument(
         "--repeats",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_REPEATS,
         help=f"timed runs per cell, best and median kept (default {DEFAULT_REPEATS}; at least "
         f"{MIN_RUNS}, fewer than asked once a cell's runs pass {BENCH_CELL_BUDGET:g} s)",

@@ -29,16 +29,14 @@ class UsageError(Exception):
 
 
 def positive_int(text: str) -> int:
-    value = int(text)
+    """argparse type: an integer of at least 1 (any other text is a usage error naming it)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
     return value
-
-
-# argparse names the type in its message for a value that is no integer ("invalid
-# _positive_int value: 'x'"): the name it had when it was private to cli.py, kept so that the
-# message stays the same.
-positive_int.__name__ = "_positive_int"
 
 
 def say(args: argparse.Namespace, *lines: object) -> None:
