@@ -376,10 +376,8 @@ def test_long_calls_report_progress_and_stop_on_a_callback_error() -> None:
     c = mv.MultiVectors.from_arrays(texts(rng, 30, 1, 5, 8))
     seen: list[tuple[int, int]] = []
     negmine._core.maxsim_search(
-        q.tokens,
-        q.offsets,
-        c.tokens,
-        c.offsets,
+        (q.tokens, q.offsets),
+        (c.tokens, c.offsets),
         3,
         threads=1,
         progress=lambda d, t: seen.append((d, t)),
@@ -394,10 +392,8 @@ def test_long_calls_report_progress_and_stop_on_a_callback_error() -> None:
 
     with pytest.raises(Stop):
         negmine._core.maxsim_scores(
-            q.tokens,
-            q.offsets,
-            c.tokens,
-            c.offsets,
+            (q.tokens, q.offsets),
+            (c.tokens, c.offsets),
             np.zeros(5, np.int64),
             np.zeros(5, np.int64),
             progress=stop,

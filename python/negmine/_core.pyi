@@ -310,12 +310,11 @@ def rrf_fuse(
 
 # --- maxsim (rust/py/src/maxsim.rs) ---
 _Tokens = npt.NDArray[np.float32] | npt.NDArray[np.float16] | Embeddings
+_Texts = tuple[_Tokens, npt.NDArray[np.int64]]  # (tokens, offsets)
 
 def maxsim_scores(
-    query_tokens: _Tokens,
-    query_offsets: npt.NDArray[np.int64],
-    corpus_tokens: _Tokens,
-    corpus_offsets: npt.NDArray[np.int64],
+    queries: _Texts,
+    corpus: _Texts,
     query_ids: npt.NDArray[np.int64],
     corpus_ids: npt.NDArray[np.int64],
     *,
@@ -323,10 +322,8 @@ def maxsim_scores(
     progress: Callable[[int, int], object] | None = None,
 ) -> npt.NDArray[np.float32]: ...
 def maxsim_search(
-    query_tokens: _Tokens,
-    query_offsets: npt.NDArray[np.int64],
-    corpus_tokens: _Tokens,
-    corpus_offsets: npt.NDArray[np.int64],
+    queries: _Texts,
+    corpus: _Texts,
     k: int,
     *,
     candidates: _Csr | None = None,

@@ -427,7 +427,9 @@ def maxsim_scores(
     q, c = as_multi_vectors(queries, "queries"), as_multi_vectors(corpus, "corpus")
     qi = np.ascontiguousarray(query_ids, dtype=np.int64).ravel()
     ci = np.ascontiguousarray(corpus_ids, dtype=np.int64).ravel()
-    return _core.maxsim_scores(q.tokens, q.offsets, c.tokens, c.offsets, qi, ci, threads=threads)
+    return _core.maxsim_scores(
+        (q.tokens, q.offsets), (c.tokens, c.offsets), qi, ci, threads=threads
+    )
 
 
 def maxsim_search(
@@ -452,10 +454,8 @@ def maxsim_search(
         for name, value in (("candidates", candidates), ("exclude", exclude))
     }
     return _core.maxsim_search(
-        q.tokens,
-        q.offsets,
-        c.tokens,
-        c.offsets,
+        (q.tokens, q.offsets),
+        (c.tokens, c.offsets),
         k,
         candidates=lists["candidates"],
         exclude=lists["exclude"],

@@ -88,10 +88,8 @@ class Scorer:
     def __call__(self, query_ids: np.ndarray, corpus_ids: np.ndarray) -> np.ndarray:
         rows = np.asarray(query_ids, dtype=np.int64) - self.query_offset
         return _core.maxsim_scores(
-            self.queries.tokens,
-            self.queries.offsets,
-            self.corpus.tokens,
-            self.corpus.offsets,
+            (self.queries.tokens, self.queries.offsets),
+            (self.corpus.tokens, self.corpus.offsets),
             np.ascontiguousarray(rows),
             np.ascontiguousarray(corpus_ids, dtype=np.int64),
             threads=self.threads,
@@ -166,10 +164,8 @@ class MaxSim:
             indptr_c, found = candidate_csr(pooled)
             owners = np.repeat(rows.astype(np.int64) + start, np.diff(indptr_c))
             scores = _core.maxsim_scores(
-                self.queries.tokens,
-                self.queries.offsets,
-                self.corpus.tokens,
-                self.corpus.offsets,
+                (self.queries.tokens, self.queries.offsets),
+                (self.corpus.tokens, self.corpus.offsets),
                 owners,
                 found,
                 threads=self.threads,

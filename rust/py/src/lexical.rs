@@ -96,10 +96,8 @@ impl PyBm25Index {
     /// fewer documents share a term with the query. `exhaustive=True` scores every posting
     /// instead of pruning (the reference; the same result).
     #[pyo3(signature = (queries, k, *, exclude = None, exhaustive = false, threads = None, progress = None))]
-    #[allow(clippy::too_many_arguments)]
     fn search<'py>(
-        &self,
-        py: Python<'py>,
+        slf: &Bound<'py, Self>,
         queries: Vec<String>,
         k: usize,
         exclude: Option<Csr<'py>>,
@@ -107,8 +105,9 @@ impl PyBm25Index {
         threads: Option<usize>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<(Scores<'py>, Ids<'py>)> {
+        let py = slf.py();
         let exclude = exclude.as_ref().map(Csr::slices).transpose()?;
-        let index = self.0.clone();
+        let index = slf.get().0.clone();
         let pruning = if exhaustive {
             Pruning::Exhaustive
         } else {

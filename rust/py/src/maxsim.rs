@@ -1,13 +1,16 @@
 //! `maxsim_scores`, `maxsim_search` and `maxsim_pooled`: late-interaction scores over ragged
 //! token embeddings (see `negmine_core::maxsim`). Each text set travels as a token matrix
-//! (array or mapped `Embeddings`) and its int64 offsets.
+//! (array or mapped `Embeddings`) and its int64 offsets: to the scoring functions as one pair
+//! `(tokens, offsets)`, [`Texts`].
 
 use negmine_core::maxsim::{self, Ragged};
+use negmine_core::store::MappedMatrix;
 use negmine_core::IdLists;
 use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1};
 use pyo3::prelude::*;
+use pyo3::types::PyTuple;
 
-use crate::errors::{InvalidTypeError, PyResultExt};
+use crate::errors::{InvalidArgumentError, InvalidTypeError, PyResultExt};
 use crate::inputs::{Csr, Matrix};
 use crate::runtime;
 
@@ -28,37 +31,80 @@ fn ragged<'a>(
     Ragged::new(what, tokens.view()?, offsets(offsets_array, what)?).py_err()
 }
 
+/// One set of texts as a pair `(tokens, offsets)`: the token matrix (array or mapped
+/// `Embeddings`) and its int64 offsets, text `t` owning rows `offsets[t]..offsets[t + 1]`.
+struct Texts<'py> {
+    tokens: Matrix<'py>,
+    offsets: PyReadonlyArray1<'py, i64>,
+}
+
+impl<'py> FromPyObject<'_, 'py> for Texts<'py> {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'_, 'py, PyAny>) -> PyResult<Self> {
+        let Ok(pair) = obj.cast::<PyTuple>() else {
+            return Err(InvalidTypeError::new_err(format!(
+                "expected a pair (tokens, offsets), got {}",
+                obj.get_type().name()?
+            )));
+        };
+        if pair.len() != 2 {
+            return Err(InvalidArgumentError::new_err(format!(
+                "expected tokens and offsets given together, as a pair; got a tuple of {}",
+                pair.len()
+            )));
+        }
+        let tokens = pair.get_item(0)?.extract()?;
+        let offsets = pair.get_item(1)?;
+        let offsets = offsets.extract().or_else(|_| {
+            Err(InvalidTypeError::new_err(format!(
+                "expected a 1-D int64 numpy array as offsets, got {}",
+                offsets.get_type().name()?
+            )))
+        })?;
+        Ok(Texts { tokens, offsets })
+    }
+}
+
+impl<'py> Texts<'py> {
+    /// The texts as the core reads them (`what` names them in errors).
+    fn ragged(&self, what: &str) -> PyResult<Ragged<'_>> {
+        ragged(what, &self.tokens, &self.offsets)
+    }
+
+    /// The mapped file behind the tokens, whose pages the work may advise the kernel about.
+    fn mapped(&self) -> Option<&MappedMatrix> {
+        self.tokens.mapped()
+    }
+
+    fn py(&self) -> Python<'py> {
+        self.offsets.py()
+    }
+}
+
 /// The MaxSim of each pair `(query_ids[i], corpus_ids[i])`, float32, in the order given.
 #[pyfunction]
-#[pyo3(signature = (
-    query_tokens, query_offsets, corpus_tokens, corpus_offsets, query_ids, corpus_ids, *,
-    threads = None, progress = None
-))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (queries, corpus, query_ids, corpus_ids, *, threads = None, progress = None))]
 fn maxsim_scores<'py>(
-    py: Python<'py>,
-    query_tokens: Matrix<'py>,
-    query_offsets: PyReadonlyArray1<'py, i64>,
-    corpus_tokens: Matrix<'py>,
-    corpus_offsets: PyReadonlyArray1<'py, i64>,
+    queries: Texts<'py>,
+    corpus: Texts<'py>,
     query_ids: PyReadonlyArray1<'py, i64>,
     corpus_ids: PyReadonlyArray1<'py, i64>,
     threads: Option<usize>,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyArray1<f32>>> {
-    let queries = ragged("query tokens", &query_tokens, &query_offsets)?;
-    let corpus = ragged("corpus tokens", &corpus_tokens, &corpus_offsets)?;
+    let py = queries.py();
+    let (query_texts, corpus_texts) = (
+        queries.ragged("query tokens")?,
+        corpus.ragged("corpus tokens")?,
+    );
     let (qi, ci) = (
         offsets(&query_ids, "query_ids")?,
         offsets(&corpus_ids, "corpus_ids")?,
     );
-    let scores = runtime::run(
-        py,
-        threads,
-        progress,
-        corpus_tokens.mapped(),
-        |pool, hooks| maxsim::score_pairs(pool, &queries, &corpus, qi, ci, hooks),
-    )?;
+    let scores = runtime::run(py, threads, progress, corpus.mapped(), |pool, hooks| {
+        maxsim::score_pairs(pool, &query_texts, &corpus_texts, qi, ci, hooks)
+    })?;
     Ok(PyArray1::from_vec(py, scores))
 }
 
@@ -67,50 +113,42 @@ fn maxsim_scores<'py>(
 /// `-inf` / `-1`.
 #[pyfunction]
 #[pyo3(signature = (
-    query_tokens, query_offsets, corpus_tokens, corpus_offsets, k, *, candidates = None,
-    exclude = None, threads = None, progress = None
+    queries, corpus, k, *, candidates = None, exclude = None, threads = None, progress = None
 ))]
-#[allow(clippy::too_many_arguments)]
 fn maxsim_search<'py>(
-    py: Python<'py>,
-    query_tokens: Matrix<'py>,
-    query_offsets: PyReadonlyArray1<'py, i64>,
-    corpus_tokens: Matrix<'py>,
-    corpus_offsets: PyReadonlyArray1<'py, i64>,
+    queries: Texts<'py>,
+    corpus: Texts<'py>,
     k: usize,
     candidates: Option<Csr<'py>>,
     exclude: Option<Csr<'py>>,
     threads: Option<usize>,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<(Scores<'py>, Ids<'py>)> {
-    let queries = ragged("query tokens", &query_tokens, &query_offsets)?;
-    let corpus = ragged("corpus tokens", &corpus_tokens, &corpus_offsets)?;
+    let py = queries.py();
+    let (query_texts, corpus_texts) = (
+        queries.ragged("query tokens")?,
+        corpus.ragged("corpus tokens")?,
+    );
     let candidates = candidates.as_ref().map(Csr::slices).transpose()?;
     let exclude = exclude.as_ref().map(Csr::slices).transpose()?;
-    let (nq, nc) = (queries.len(), corpus.len());
-    let (scores, ids) = runtime::run(
-        py,
-        threads,
-        progress,
-        corpus_tokens.mapped(),
-        |pool, hooks| {
-            let lists = |what: &str, csr: Option<(&[i64], &[i64])>| {
-                csr.map(|(indptr, indices)| IdLists::from_csr_named(what, indptr, indices, nq, nc))
-                    .transpose()
-            };
-            let candidates = lists("candidates", candidates)?;
-            let exclude = lists("exclude", exclude)?;
-            maxsim::search(
-                pool,
-                &queries,
-                &corpus,
-                k,
-                candidates.as_ref(),
-                exclude.as_ref(),
-                hooks,
-            )
-        },
-    )?;
+    let (nq, nc) = (query_texts.len(), corpus_texts.len());
+    let (scores, ids) = runtime::run(py, threads, progress, corpus.mapped(), |pool, hooks| {
+        let lists = |what: &str, csr: Option<(&[i64], &[i64])>| {
+            csr.map(|(indptr, indices)| IdLists::from_csr_named(what, indptr, indices, nq, nc))
+                .transpose()
+        };
+        let candidates = lists("candidates", candidates)?;
+        let exclude = lists("exclude", exclude)?;
+        maxsim::search(
+            pool,
+            &query_texts,
+            &corpus_texts,
+            k,
+            candidates.as_ref(),
+            exclude.as_ref(),
+            hooks,
+        )
+    })?;
     Ok((
         PyArray1::from_vec(py, scores).reshape([nq, k])?,
         PyArray1::from_vec(py, ids).reshape([nq, k])?,
