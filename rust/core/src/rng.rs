@@ -3,7 +3,7 @@
 //! epoch 0 is not seed 0 / epoch 1) and one query's, epoch's or step's draws do not depend on
 //! any other's.
 //!
-//! Each user declares its `purpose` values beside the draws they drive (batches.rs, kmeans.rs,
+//! Each user declares its `purpose` values beside the draws they drive (batches/mod.rs, kmeans.rs,
 //! mine/walk.rs, dataset.rs); the tests below check that no two are equal.
 
 /// The golden-ratio increment of SplitMix64.
