@@ -8,7 +8,7 @@
 //! int8 kernel's pre-scores and their proven bounds ([`crate::quant`]) leave a few corpus rows
 //! per query that can hold its best score, and only those are scored in f32 (with the f32
 //! kernel, on the packed corpus panels), so the result is the same bit for bit. Top 1 prunes
-//! hardest: on real embeddings two or three rows of a few hundred are left.
+//! hardest: on real embeddings one to three rows of a few hundred are left.
 
 use std::ops::Range;
 
@@ -51,8 +51,8 @@ impl PackedRows {
     /// Codes the rows as int8 queries of `isa`'s kernel (about a quarter of the packed bytes
     /// more): [`nearest`] with that ISA then scores from the codes and rescores the few rows
     /// their bounds leave. Pays where int8 multiplies faster than f32
-    /// ([`int8_is_fast`](crate::search::int8_is_fast)) and the corpus has at least a few
-    /// hundred rows.
+    /// ([`int8_is_fast`](crate::search::int8_is_fast)) and the corpus has more than a few
+    /// dozen rows (k-means codes its rows from 64 centroids on).
     pub fn code(&mut self, pool: &rayon::ThreadPool, isa: Isa) {
         let packed = self.panels.as_slice();
         self.coded = Some(CodedRows::new(pool, isa, packed, self.dim, self.rows));
