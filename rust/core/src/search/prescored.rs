@@ -589,10 +589,10 @@ impl CodedRows {
     }
 }
 
-/// For `n` coded rows from panel `first_panel` on: the rows of `block` that can hold each
-/// one's best score (the f32 path's: ascending ids, as kept by the bounds, rows whose upper
-/// bound reaches the best lower bound of the row). Rescoring them exactly and keeping the
-/// best (ties to the smaller id) is the f32 search's top 1.
+/// For the `n` coded rows from panel `first_panel` on, the rows of `block` that can hold each
+/// one's best f32 score, ascending: those whose upper bound reaches the row's best lower
+/// bound. Scoring them in f32 and keeping the best (ties to the smaller id) gives the f32
+/// search's top 1.
 pub(super) fn bounded_best(
     coded: &CodedRows,
     block: &CodedBlock,
