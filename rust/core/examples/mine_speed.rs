@@ -46,15 +46,7 @@ fn main() {
         let t = Instant::now();
         let mined = mine(
             &pool,
-            &MineJob {
-                queries: &qv,
-                corpus: &cv,
-                positives: &positives,
-                exclude: &positives,
-                groups: None,
-                opts: &opts,
-                query_offset: 0,
-            },
+            &MineJob::new(&qv, &cv, &positives, &opts),
             &mut NoHooks,
         )
         .unwrap();

@@ -251,30 +251,14 @@ fn weak_positives_take_one_pass() {
         let old = mine_with(
             &mut exact,
             pool(2),
-            &MineJob {
-                queries: &q,
-                corpus: &c,
-                positives: &positives,
-                exclude: &positives,
-                groups: None,
-                opts: &opts,
-                query_offset: 0,
-            },
+            &MineJob::new(&q, &c, &positives, &opts),
             &mut old_reads,
         )
         .unwrap();
         let mut new_reads = Reads::default();
         let new = mine(
             pool(2),
-            &MineJob {
-                queries: &q,
-                corpus: &c,
-                positives: &positives,
-                exclude: &positives,
-                groups: None,
-                opts: &opts,
-                query_offset: 0,
-            },
+            &MineJob::new(&q, &c, &positives, &opts),
             &mut new_reads,
         )
         .unwrap();

@@ -122,15 +122,7 @@ fn mining_refuses_overflowing_scores_in_search_and_rescoring() {
     let opts = MineOptions::new(1, Metric::Dot);
     let m = message(mine(
         pool(2),
-        &MineJob {
-            queries: &q,
-            corpus: &c,
-            positives: &positives,
-            exclude: &positives,
-            groups: None,
-            opts: &opts,
-            query_offset: 0,
-        },
+        &MineJob::new(&q, &c, &positives, &opts),
         &mut NoHooks,
     ));
     assert!(
@@ -145,15 +137,7 @@ fn mining_refuses_overflowing_scores_in_search_and_rescoring() {
     let m = message(mine_with(
         &mut source,
         pool(2),
-        &MineJob {
-            queries: &q,
-            corpus: &c,
-            positives: &positives,
-            exclude: &positives,
-            groups: None,
-            opts: &opts,
-            query_offset: 0,
-        },
+        &MineJob::new(&q, &c, &positives, &opts),
         &mut NoHooks,
     ));
     assert!(

@@ -86,6 +86,24 @@ pub struct MineJob<'a> {
 }
 
 impl<'a> MineJob<'a> {
+    /// A run from query 0 whose only exclusions are the positives, without duplicate groups.
+    pub fn new(
+        queries: &'a MatrixView<'a>,
+        corpus: &'a MatrixView<'a>,
+        positives: &'a IdLists,
+        opts: &'a MineOptions,
+    ) -> Self {
+        MineJob {
+            queries,
+            corpus,
+            positives,
+            exclude: positives,
+            groups: None,
+            opts,
+            query_offset: 0,
+        }
+    }
+
     /// `judging`: a teacher rescores the negatives, so the result holds its scores too.
     fn validate(&self, judging: bool) -> Result<()> {
         self.opts.validate()?;
